@@ -1,0 +1,49 @@
+"""Input checks shared by the ops: a bad call raises a ValueError/TypeError naming the
+argument before any kernel runs (SPEC.md section 3)."""
+
+import torch
+
+
+def check_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+
+
+def check_pair(name: str, primal, tangent) -> None:
+    """A primal and its tangent must agree in shape, dtype and device."""
+    check_tensor(name, primal)
+    check_tensor(f"{name}_dot", tangent)
+    if tangent.shape != primal.shape:
+        raise ValueError(
+            f"{name}_dot must have the shape of {name}: got {tuple(tangent.shape)} "
+            f"for {name}_dot and {tuple(primal.shape)} for {name}"
+        )
+    if tangent.dtype != primal.dtype:
+        raise TypeError(f"{name}_dot has dtype {tangent.dtype} but {name} has {primal.dtype}")
+    if tangent.device != primal.device:
+        raise ValueError(f"{name}_dot is on {tangent.device} but {name} is on {primal.device}")
+
+
+def check_same_device(**tensors) -> None:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"all tensors must be on one device: {listing}")
+
+
+def check_same_dtype(**tensors) -> None:
+    dtypes = {name: t.dtype for name, t in tensors.items() if t is not None}
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{n} {d}" for n, d in dtypes.items())
+        raise TypeError(f"all tensors must have one dtype: {listing}")
+
+
+def check_modulation(name: str, vector, x) -> None:
+    """Per-sample modulation vectors are ``(batch, dim)`` for ``x`` of ``(batch, tokens, dim)``."""
+    if x.dim() != 3:
+        raise ValueError(f"x must be (batch, tokens, dim), got shape {tuple(x.shape)}")
+    want = (x.shape[0], x.shape[2])
+    if tuple(vector.shape) != want:
+        raise ValueError(f"{name} must have shape (batch, dim) = {want}, got {tuple(vector.shape)}")

@@ -1,0 +1,34 @@
+"""Sinusoidal time embedding, value and tangent (SPEC.md section 2).
+
+``[cos(w t), sin(w t)]`` with DiT's frequencies ``w_i = max_period^(-i / half)``; tangent
+``[-w sin(w t), w cos(w t)] t'``. Plain torch: it is a ``(batch, 256)`` elementwise op that
+``torch.compile`` fuses on its own.
+"""
+
+import torch
+from torch import Tensor
+
+from . import reference
+from ._checks import check_pair
+
+
+def timestep_embedding(t, dim, max_period=10000.0) -> Tensor:
+    """The primal alone (differentiable, transparent to ``torch.func``)."""
+    dtype = reference.compute_dtype(t.dtype)
+    freqs = reference.timestep_frequencies(dim, max_period, dtype, t.device)
+    args = t.to(dtype)[:, None] * freqs
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+def timestep_embedding_jvp(t, t_dot, dim, max_period=10000.0) -> tuple[Tensor, Tensor]:
+    """``t`` and ``t_dot`` are ``(batch,)``; returns two ``(batch, dim)`` tensors."""
+    check_pair("t", t, t_dot)
+    if t.dim() != 1:
+        raise ValueError(f"t must be a (batch,) tensor, got shape {tuple(t.shape)}")
+    emb = timestep_embedding(t, dim, max_period)
+    with torch.no_grad():
+        emb_dot = reference.timestep_embedding_jvp(t, t_dot, dim, max_period)[1]
+    return emb, emb_dot
