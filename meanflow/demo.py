@@ -1,7 +1,7 @@
 """Build a DiT and time ``model.jvp`` (the dual engine) against ``torch.func.jvp``.
 
-    python -m meanflow.demo                         # tiny MNIST-sized model on the CPU
-    python -m meanflow.demo --preset DiT-S/2 --batch 8 --input-size 32 --channels 4
+python -m meanflow.demo                         # tiny MNIST-sized model on the CPU
+python -m meanflow.demo --preset DiT-S/2 --batch 8 --input-size 32 --channels 4
 """
 
 import argparse
@@ -29,7 +29,9 @@ def _median_ms(fn, repeats, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="DiT-T/4")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--input-size", type=int, default=32)
@@ -61,7 +63,9 @@ def main(argv=None):
     def func_jvp():
         with sdpa_kernel(SDPBackend.MATH):
             return torch.func.jvp(
-                lambda z_, r_, t_: model(z_, r_, t_, y), (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t))
+                lambda z_, r_, t_: model(z_, r_, t_, y),
+                (z, r, t),
+                (v, torch.zeros_like(r), torch.ones_like(t)),
             )
 
     with torch.no_grad():

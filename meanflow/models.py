@@ -328,7 +328,9 @@ class DiT(nn.Module):
             raise TypeError("z must be a floating-point tensor (batch, channels, height, width)")
         want = (c.in_channels, c.input_size, c.input_size)
         if z.dim() != 4 or tuple(z.shape[1:]) != want:
-            raise ValueError(f"z must have shape (batch, {want[0]}, {want[1]}, {want[2]}), got {tuple(z.shape)}")
+            raise ValueError(
+                f"z must have shape (batch, {want[0]}, {want[1]}, {want[2]}), got {tuple(z.shape)}"
+            )
         batch = z.shape[0]
         r, t = (_batch_time(name, v, batch, z) for name, v in (("r", r), ("t", t)))
         if self.y_embedder is None:
@@ -389,9 +391,7 @@ class DiT(nn.Module):
         x, x_dot = self.x_embedder.jvp(z, z_dot.detach())
         x = x + self.pos_embed.to(x.dtype)
         c, c_dot = self.t_embedder.jvp(t, t_dot, backend)
-        s, s_dot = self.second_embedder.jvp(
-            self._second_time(r, t), self._second_time(r_dot, t_dot), backend
-        )
+        s, s_dot = self.second_embedder.jvp(self._second_time(r, t), self._second_time(r_dot, t_dot), backend)
         c, c_dot = c + s, c_dot + s_dot
         if self.y_embedder is not None:
             c = c + self.y_embedder(y)
@@ -429,4 +429,3 @@ def sincos_pos_embed_2d(dim, grid_size):
         return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
     return torch.cat([embed_1d(cols, dim // 2), embed_1d(rows, dim // 2)], dim=1)
-

@@ -14,9 +14,7 @@ from ._checks import check_pair, check_same_device, check_tensor
 
 
 @torch.library.custom_op("mfkernels::gelu_tanh_jvp", mutates_args=())
-def _gelu_tanh_jvp_op(
-    x: Tensor, x_dot: Tensor, bias: Tensor | None, backend: str
-) -> tuple[Tensor, Tensor]:
+def _gelu_tanh_jvp_op(x: Tensor, x_dot: Tensor, bias: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
     y, y_dot = dispatch.call("gelu_tanh_jvp", backend, x, x_dot, bias)
     return y.contiguous(), y_dot.contiguous()
 

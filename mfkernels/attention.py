@@ -43,9 +43,7 @@ def _(q, k, v, q_dot, k_dot, v_dot, scale, backend):
 def _attention_backward_op(
     grad_o: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    dq, dk, dv = dispatch.call(
-        "attention_backward", backend, grad_o.contiguous(), q, k, v, o, lse, scale
-    )
+    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o.contiguous(), q, k, v, o, lse, scale)
     return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 

@@ -14,8 +14,8 @@ read at run time and never inside a ``torch.compile`` trace.
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

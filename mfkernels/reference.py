@@ -208,9 +208,7 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None):
 
 def timestep_frequencies(dim, max_period=10000.0, dtype=torch.float64, device=None):
     half = dim // 2
-    return torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=dtype, device=device) / half
-    )
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=device) / half)
 
 
 def timestep_embedding_jvp(t, t_dot, dim, max_period=10000.0):

@@ -1,0 +1,70 @@
+"""Triton import point for the kernel files.
+
+``mfkernels`` must import on machines without Triton (CPU-only torch builds): then
+``triton.jit`` and friends become no-op decorators, kernels are defined but never launched,
+and the dispatch reports the ``triton`` backend as unavailable.
+
+``INTERPRET`` is true under ``TRITON_INTERPRET=1`` (CPU tests). The interpreter computes
+``tl.dot`` on bf16/fp16 wrongly and truncates bf16 casts, so kernels route every dot
+through :func:`dot`, which upcasts its operands to fp32 only when interpreting.
+"""
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - exercised only on machines without Triton
+    HAS_TRITON = False
+
+    class _NoTriton:
+        """Stands in for ``triton`` and ``triton.language`` so kernel files still import."""
+
+        constexpr = object
+
+        def jit(self, fn=None, **kwargs):
+            return fn if fn is not None else (lambda f: f)
+
+        def autotune(self, *args, **kwargs):
+            return lambda f: f
+
+        heuristics = autotune
+
+        def Config(self, *args, **kwargs):
+            return None
+
+        def __getattr__(self, name):
+            return self
+
+    triton = tl = _NoTriton()
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+if HAS_TRITON:
+    _INTERPRET = tl.constexpr(INTERPRET)
+
+    @triton.jit
+    def dot(a, b, acc):
+        """``acc + a @ b`` with fp32 accumulation; fp32 operands under the interpreter."""
+        if _INTERPRET:
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+        return tl.dot(a, b, acc)
+
+else:  # pragma: no cover
+    dot = None
+
+
+def triton_unsupported(*tensors) -> str | None:
+    """Why the triton backend cannot take these tensors, or None when it can."""
+    if not HAS_TRITON:
+        return "needs the triton package"
+    device = tensors[0].device
+    if device.type != "cuda" and not (device.type == "cpu" and INTERPRET):
+        return f"needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU), got {device.type}"
+    if tensors[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"does not support {tensors[0].dtype}"
+    return None
