@@ -75,11 +75,14 @@ def resolve(op: str, backend: str | None, *args, **kwargs) -> str:
     """The backend that will run ``op`` on these arguments (after any fallback)."""
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
     name = requested_backend(backend)
-    if name == "auto":
+    automatic = name == "auto"
+    if automatic:
         name = auto_backend(device)
     if name == "reference":
         return name
     impl = _registry.get((op, name))
+    if impl is None and automatic:
+        return "reference"  # an automatic choice that lacks this op is no news to the user
     reason = f"is not available for {op}" if impl is None else impl.unsupported(*args, **kwargs)
     if reason is None:
         return name
