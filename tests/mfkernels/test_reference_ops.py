@@ -1,0 +1,294 @@
+"""Each dual op through its public API (reference backend) against ``torch.func.jvp`` of a
+plain torch formula, in float64, and its primal backward against plain autograd."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mfkernels
+
+F64 = torch.float64
+TOL = 1e-10
+
+
+def rand(*shape, dtype=F64, **kw):
+    return torch.randn(*shape, dtype=dtype, **kw)
+
+
+def assert_rel(actual, expected, tol=TOL, name=""):
+    scale = expected.abs().max().clamp_min(1e-300)
+    err = ((actual.to(expected.dtype) - expected).abs().max() / scale).item()
+    assert err <= tol, f"{name}: relative error {err:.3e} > {tol:.1e}"
+
+
+def check_dual(op, plain, primals, tangents, tol=TOL):
+    """op(*primals, *tangents) == torch.func.jvp(plain, primals, tangents)."""
+    value, tangent = op()
+    ref_value, ref_tangent = torch.func.jvp(plain, primals, tangents)
+    assert_rel(value, ref_value, tol, "value")
+    assert_rel(tangent, ref_tangent, tol, "tangent")
+    assert not tangent.requires_grad
+
+
+def check_backward(op_value, plain, inputs):
+    """Gradients of a random projection of the op's value match plain autograd."""
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    value = op_value(*inputs)
+    weights = torch.randn_like(value)
+    grads = torch.autograd.grad((value * weights).sum(), inputs, allow_unused=True)
+    copies = [t.detach().requires_grad_() for t in inputs]
+    ref_grads = torch.autograd.grad((plain(*copies) * weights).sum(), copies, allow_unused=True)
+    for i, (g, rg) in enumerate(zip(grads, ref_grads)):
+        assert (g is None) == (rg is None), f"grad {i}: one side has no gradient"
+        if g is not None:
+            assert_rel(g, rg, TOL, f"grad {i}")
+
+
+def plain_ln_modulate(x, shift, scale):
+    return F.layer_norm(x, x.shape[-1:], eps=1e-6) * (1 + scale[:, None]) + shift[:, None]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 8), (2, 17, 72), (3, 130, 32)])
+def test_layernorm_modulate(shape):
+    b, _, d = shape
+    x, x_dot = rand(*shape), rand(*shape)
+    sh, sc, sh_dot, sc_dot = rand(b, d), rand(b, d), rand(b, d), rand(b, d)
+    check_dual(
+        lambda: mfkernels.layernorm_modulate_jvp(x, x_dot, sh, sc, sh_dot, sc_dot, backend="reference"),
+        plain_ln_modulate,
+        (x, sh, sc),
+        (x_dot, sh_dot, sc_dot),
+    )
+    check_backward(
+        lambda x, sh, sc: mfkernels.layernorm_modulate_jvp(x, x_dot, sh, sc, sh_dot, sc_dot)[0],
+        plain_ln_modulate,
+        [x, sh, sc],
+    )
+
+
+def test_layernorm_modulate_strided_modulation():
+    """The DiT passes shift/scale as chunks of one (batch, 6 dim) tensor."""
+    x, x_dot = rand(2, 5, 16), rand(2, 5, 16)
+    mod, mod_dot = rand(2, 96), rand(2, 96)
+    sh, sc = mod.chunk(6, dim=1)[:2]
+    sh_dot, sc_dot = mod_dot.chunk(6, dim=1)[:2]
+    check_dual(
+        lambda: mfkernels.layernorm_modulate_jvp(x, x_dot, sh, sc, sh_dot, sc_dot),
+        plain_ln_modulate,
+        (x, sh.contiguous(), sc.contiguous()),
+        (x_dot, sh_dot.contiguous(), sc_dot.contiguous()),
+    )
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gelu_tanh(with_bias):
+    x, x_dot, bias = rand(2, 9, 24), rand(2, 9, 24), rand(24)
+    b = bias if with_bias else None
+
+    def plain(x, bias):
+        return F.gelu(x + bias if with_bias else x, approximate="tanh")
+
+    check_dual(
+        lambda: mfkernels.gelu_tanh_jvp(x, x_dot, b), plain, (x, bias), (x_dot, torch.zeros_like(bias))
+    )
+    check_backward(
+        lambda x, bias: mfkernels.gelu_tanh_jvp(x, x_dot, bias if with_bias else None)[0], plain, [x, bias]
+    )
+
+
+def test_gelu_tanh_oracle_formula():
+    """The reference module's explicit formula (the kernels' oracle) equals torch's GELU."""
+    x, x_dot = rand(4, 33) * 3, rand(4, 33)
+    y, y_dot = mfkernels.reference.gelu_tanh_jvp(x, x_dot)
+    ref_y, ref_dot = torch.func.jvp(lambda x: F.gelu(x, approximate="tanh"), (x,), (x_dot,))
+    assert_rel(y, ref_y)
+    assert_rel(y_dot, ref_dot)
+
+
+def test_silu():
+    x, x_dot = rand(3, 40) * 3, rand(3, 40)
+    check_dual(lambda: mfkernels.silu_jvp(x, x_dot), F.silu, (x,), (x_dot,))
+    check_backward(lambda x: mfkernels.silu_jvp(x, x_dot)[0], F.silu, [x])
+    y, y_dot = mfkernels.reference.silu_jvp(x, x_dot)
+    ref_y, ref_dot = torch.func.jvp(F.silu, (x,), (x_dot,))
+    assert_rel(y, ref_y)
+    assert_rel(y_dot, ref_dot)
+
+
+def test_gated_residual():
+    x, x_dot, f, f_dot = rand(2, 7, 12), rand(2, 7, 12), rand(2, 7, 12), rand(2, 7, 12)
+    g, g_dot = rand(2, 12), rand(2, 12)
+
+    def plain(x, g, f):
+        return x + g[:, None] * f
+
+    check_dual(
+        lambda: mfkernels.gated_residual_jvp(x, x_dot, g, g_dot, f, f_dot),
+        plain,
+        (x, g, f),
+        (x_dot, g_dot, f_dot),
+    )
+    check_backward(
+        lambda x, g, f: mfkernels.gated_residual_jvp(x, x_dot, g, g_dot, f, f_dot)[0], plain, [x, g, f]
+    )
+
+
+def test_linear():
+    x, x_dot, w, bias = rand(2, 5, 6), rand(2, 5, 6), rand(4, 6), rand(4)
+    check_dual(
+        lambda: mfkernels.linear_jvp(x, x_dot, w, bias),
+        F.linear,
+        (x, w, bias),
+        (x_dot, torch.zeros_like(w), torch.zeros_like(bias)),
+    )
+    w.requires_grad_()
+    _, y_dot = mfkernels.linear_jvp(x, x_dot, w, bias)
+    assert not y_dot.requires_grad, "the tangent GEMM must stay outside autograd"
+
+
+def plain_attention(q, k, v, scale):
+    s = scale * q @ k.transpose(-1, -2)
+    return torch.softmax(s, dim=-1) @ v
+
+
+@pytest.mark.parametrize("b,h,n,m,d", [(1, 1, 1, 1, 8), (2, 3, 17, 17, 72), (1, 2, 130, 33, 16)])
+def test_attention(b, h, n, m, d):
+    q, q_dot = rand(b, h, n, d), rand(b, h, n, d)
+    k, k_dot, v, v_dot = rand(b, h, m, d), rand(b, h, m, d), rand(b, h, m, d), rand(b, h, m, d)
+    scale = d**-0.5
+    o, o_dot, lse = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot)
+    ref_o, ref_dot = torch.func.jvp(
+        lambda q, k, v: plain_attention(q, k, v, scale), (q, k, v), (q_dot, k_dot, v_dot)
+    )
+    assert_rel(o, ref_o)
+    assert_rel(o_dot, ref_dot)
+    assert_rel(lse, torch.logsumexp(scale * q @ k.transpose(-1, -2), dim=-1))
+    assert not o_dot.requires_grad and not lse.requires_grad
+    check_backward(
+        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot)[0],
+        lambda q, k, v: plain_attention(q, k, v, scale),
+        [q, k, v],
+    )
+
+
+def test_attention_matches_sdpa_with_custom_scale():
+    q, k, v = rand(1, 2, 9, 8), rand(1, 2, 9, 8), rand(1, 2, 9, 8)
+    o, _, _ = mfkernels.attention_jvp(q, k, v, q, k, v, scale=0.3)
+    assert_rel(o, F.scaled_dot_product_attention(q, k, v, scale=0.3))
+
+
+def test_timestep_embedding():
+    t, t_dot = torch.rand(5, dtype=F64), rand(5)
+    emb, emb_dot = mfkernels.timestep_embedding_jvp(t, t_dot, 33)
+    ref, ref_dot = torch.func.jvp(lambda t: mfkernels.timestep_embedding(t, 33), (t,), (t_dot,))
+    assert emb.shape == (5, 33)
+    assert_rel(emb, ref)
+    assert_rel(emb_dot, ref_dot)
+    half = torch.exp(-math.log(10000.0) * torch.arange(16, dtype=F64) / 16)
+    assert_rel(emb[:, :16], torch.cos(t[:, None] * half))
+
+
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_rms_norm(with_weight):
+    x, x_dot, w = rand(2, 3, 10, 16), rand(2, 3, 10, 16), rand(16)
+    weight = w if with_weight else None
+
+    def plain(x, w):
+        return F.rms_norm(x, x.shape[-1:], w if with_weight else None, 1e-6)
+
+    check_dual(lambda: mfkernels.rms_norm_jvp(x, x_dot, weight), plain, (x, w), (x_dot, torch.zeros_like(w)))
+    check_backward(
+        lambda x, w: mfkernels.rms_norm_jvp(x, x_dot, w if with_weight else None)[0], plain, [x, w]
+    )
+
+
+def test_low_precision_inputs_compute_in_float32():
+    """bf16 in, bf16 out, fp32 inside: close to the float64 result at bf16 resolution."""
+    x, x_dot = rand(2, 5, 64), rand(2, 5, 64)
+    sh, sc, sh_dot, sc_dot = (rand(2, 64) for _ in range(4))
+    args64 = (x, x_dot, sh, sc, sh_dot, sc_dot)
+    m, m_dot = mfkernels.layernorm_modulate_jvp(*(a.bfloat16() for a in args64))
+    ref, ref_dot = mfkernels.layernorm_modulate_jvp(*args64)
+    assert m.dtype == torch.bfloat16
+    assert_rel(m, ref, 3e-2)
+    assert_rel(m_dot, ref_dot, 3e-2)
+
+
+# ------------------------------------------------------------------ registration
+
+
+def _op_samples():
+    x, x_dot, f, f_dot = rand(2, 5, 8), rand(2, 5, 8), rand(2, 5, 8), rand(2, 5, 8)
+    vecs = [rand(2, 8) for _ in range(4)]
+    q = [rand(1, 2, 6, 4) for _ in range(6)]
+    ops = torch.ops.mfkernels
+    return [
+        (ops.layernorm_modulate_jvp.default, (x, x_dot, *vecs, 1e-6, "")),
+        (ops.layernorm_modulate_backward.default, (x, x, vecs[0], 1e-6, "")),
+        (ops.gelu_tanh_jvp.default, (x, x_dot, rand(8), "")),
+        (ops.gelu_tanh_jvp.default, (x, x_dot, None, "")),
+        (ops.silu_jvp.default, (x, x_dot, "")),
+        (ops.gated_residual_jvp.default, (x, x_dot, vecs[0], vecs[1], f, f_dot, "")),
+        (ops.attention_jvp.default, (*q, 0.5, "")),
+        (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, "")),
+        (ops.rms_norm_jvp.default, (x, x_dot, rand(8), 1e-6, "")),
+    ]
+
+
+@pytest.mark.parametrize("op,args", _op_samples(), ids=lambda v: str(v) if not isinstance(v, tuple) else "")
+def test_opcheck(op, args):
+    primal_positions = {0, 2, 3} if "attention_jvp" in str(op) else {0, 2, 4}
+    differentiable = "backward" not in str(op)  # backward ops have no double backward
+    args = tuple(
+        a.detach().clone().requires_grad_(differentiable and i in primal_positions)
+        if isinstance(a, torch.Tensor)
+        else a
+        for i, a in enumerate(args)
+    )
+    torch.library.opcheck(op, args)
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_mismatched_tangent_shape():
+    with pytest.raises(ValueError, match="x_dot must have the shape of x"):
+        mfkernels.silu_jvp(rand(2, 3), rand(2, 4))
+
+
+def test_mismatched_tangent_dtype():
+    with pytest.raises(TypeError, match="x_dot has dtype"):
+        mfkernels.gelu_tanh_jvp(rand(2, 3), rand(2, 3, dtype=torch.float32))
+
+
+def test_device_mix():
+    with pytest.raises(ValueError, match="q_dot is on meta"):
+        mfkernels.attention_jvp(
+            *[rand(1, 1, 2, 4)] * 3, rand(1, 1, 2, 4, device="meta"), *[rand(1, 1, 2, 4)] * 2
+        )
+
+
+def test_attention_shape_errors():
+    q = rand(1, 2, 5, 8)
+    with pytest.raises(ValueError, match="v must have k's sequence length"):
+        mfkernels.attention_jvp(q, q, rand(1, 2, 4, 8), q, q, rand(1, 2, 4, 8))
+    with pytest.raises(ValueError, match="q must be"):
+        mfkernels.attention_jvp(rand(2, 5, 8), *[rand(2, 5, 8)] * 5)
+    with pytest.raises(TypeError, match="one dtype"):
+        k = rand(1, 2, 5, 8, dtype=torch.float32)
+        mfkernels.attention_jvp(q, k, q, q, k, q)
+
+
+def test_modulation_shape_error():
+    x = rand(2, 5, 8)
+    with pytest.raises(ValueError, match=r"shift must have shape \(batch, dim\)"):
+        mfkernels.layernorm_modulate_jvp(x, x, rand(2, 5, 8), rand(2, 8), rand(2, 5, 8), rand(2, 8))
+
+
+def test_non_tensor_and_integer_inputs():
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        mfkernels.silu_jvp([1.0], rand(1))
+    with pytest.raises(TypeError, match="floating-point"):
+        mfkernels.silu_jvp(torch.ones(3, dtype=torch.long), torch.ones(3, dtype=torch.long))
