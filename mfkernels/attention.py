@@ -7,6 +7,8 @@ as in ``F.scaled_dot_product_attention``; ``LSE`` is ``(batch, heads, seq)`` in 
 the saved ``O`` and ``LSE``; tangent inputs get no gradient.
 """
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -299,6 +301,7 @@ def _attn_bwd_dkdv_tile(
         lse2 = tl.load(lse_ptrs) * 1.4426950408889634
         delta = tl.load(delta_ptrs)
     zero = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    # Key rows past N_K (last key block only) get garbage here; they are never stored.
     p_t = tl.math.exp2(dot(k, tl.trans(q), zero, PREC) * qk_scale - lse2[None, :])
     dv = dot(p_t.to(q.dtype), do, dv, PREC)
     dp_t = dot(v, tl.trans(do), zero, PREC)
@@ -394,9 +397,11 @@ def _attn_bwd_dq_tile(
     k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    p = tl.math.exp2(dot(q, tl.trans(k), zero, PREC) * qk_scale - lse2[:, None])
+    s = dot(q, tl.trans(k), zero, PREC) * qk_scale - lse2[:, None]
     if MASK_N:
-        p = tl.where(n_ok[None, :], p, 0.0)
+        # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+    p = tl.math.exp2(s)
     dp = dot(do, tl.trans(v), zero, PREC)
     ds = p * (dp - delta[:, None])
     return dot(ds.to(k.dtype), k, dq, PREC)
@@ -541,7 +546,8 @@ def _precision(dtype: torch.dtype) -> str:
 
 
 def _device_guard(t: Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else torch.device("cpu")
+    # Triton launches on the current CUDA device; tensors may live on another one.
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def triton_attention_unsupported(q, k, v, *rest) -> str | None:
