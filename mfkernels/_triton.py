@@ -48,11 +48,15 @@ if HAS_TRITON:
     _INTERPRET = tl.constexpr(INTERPRET)
 
     @triton.jit
-    def dot(a, b, acc):
-        """``acc + a @ b`` with fp32 accumulation; fp32 operands under the interpreter."""
+    def dot(a, b, acc, input_precision: tl.constexpr = None):
+        """``acc + a @ b`` with fp32 accumulation; fp32 operands under the interpreter.
+
+        ``input_precision`` is passed to ``tl.dot``: kernels give ``"ieee"`` for fp32
+        inputs, since the GPU default (tf32) misses the fp32 tolerance of SPEC.md section 3.
+        """
         if _INTERPRET:
-            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
-        return tl.dot(a, b, acc)
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=input_precision)
+        return tl.dot(a, b, acc, input_precision=input_precision)
 
 else:  # pragma: no cover
     dot = None

@@ -7,11 +7,18 @@ as in ``F.scaled_dot_product_attention``; ``LSE`` is ``(batch, heads, seq)`` in 
 the saved ``O`` and ``LSE``; tangent inputs get no gradient.
 """
 
+import contextlib
+
 import torch
 from torch import Tensor
 
 from . import dispatch, reference
 from ._checks import check_pair, check_same_device, check_same_dtype
+from ._triton import INTERPRET, dot, tl, triton, triton_unsupported
+
+_LOG2E = 1.4426950408889634  # 1 / ln 2: scores go through exp2, as in the Triton tutorial
+_LN2 = 0.6931471805599453
+_MAX_HEAD_DIM = 128
 
 
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -69,6 +76,553 @@ def _backward(ctx, grad_o, _grad_o_dot, _grad_lse):
 _attention_jvp_op.register_autograd(_backward, setup_context=_setup_context)
 dispatch.register("attention_jvp", "reference", reference.attention_jvp)
 dispatch.register("attention_backward", "reference", reference.attention_backward)
+
+
+# --------------------------------------------------------------------------- triton backend
+#
+# Forward: one program per (query block, batch * head) streams K, K', V, V' tiles with an
+# online softmax (FlashAttention-2): running max m and sum l of the primal scores, and, all
+# rescaled by alpha = exp2(m_old - m_new) when the max moves,
+#   acc_o  = sum_j P_ij V_j,                      acc_ps = sum_j P_ij S'_ij,
+#   acc_t  = sum_j P_ij V'_j + sum_j (P_ij S'_ij) V_j   (P V' and (P * S') V share one sum),
+# with P the unnormalised exp2(S log2(e) - m). At the end O = acc_o / l and
+# O' = acc_t / l - (acc_ps / l) O (SPEC.md section 2). Six GEMMs of N_q x N_k x d per head:
+# Q K^T, Q' K^T, Q K'^T, P V, P V', (P * S') V. Nothing of size N x N reaches memory.
+#
+# Backward (primal only, FlashAttention-2 with the saved LSE): delta = rowsum(dO * O), then a
+# kernel per key block accumulating dK, dV over all query blocks and a kernel per query block
+# accumulating dQ over all key blocks: no atomics, O(N) extra memory.
+#
+# Tensors are read through their strides (q, k, v may be views of a packed qkv tensor); the
+# head dim is padded to a power of two inside the kernels with masks (d = 72 -> 128).
+
+
+@triton.jit
+def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """A (rows, BLOCK_D) tile; rows past the sequence and padded head-dim columns read 0."""
+    if MASK_ROWS:
+        if MASK_COLS:
+            return tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        return tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+    if MASK_COLS:
+        return tl.load(ptrs, mask=col_ok[None, :], other=0.0)
+    return tl.load(ptrs)
+
+
+@triton.jit
+def _attn_jvp_fwd_tile(
+    acc_o, acc_t, acc_ps, m_i, l_i, q, q_dot,
+    k_ptrs, kd_ptrs, v_ptrs, vd_ptrs,
+    start_n, n_k, offs_n, d_ok, qk_scale, scale,
+    MASK_N: tl.constexpr, MASK_D: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One K/V tile of the online-softmax JVP loop; ``*_ptrs`` point at key row 0."""
+    n_ok = (start_n + offs_n) < n_k
+    k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    k_dot = _load_tile(kd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    s = dot(q, tl.trans(k), zero, PREC) * qk_scale  # log2 domain
+    s_dot = dot(q_dot, tl.trans(k), zero, PREC)
+    s_dot = dot(q, tl.trans(k_dot), s_dot, PREC) * scale  # natural units, as in SPEC
+    if MASK_N:
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    ps = p * s_dot
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc_ps = acc_ps * alpha + tl.sum(ps, 1)
+    acc_o = acc_o * alpha[:, None]
+    acc_t = acc_t * alpha[:, None]
+    v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    v_dot = _load_tile(vd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    p_lo = p.to(v.dtype)
+    acc_o = dot(p_lo, v, acc_o, PREC)
+    acc_t = dot(p_lo, v_dot, acc_t, PREC)
+    acc_t = dot(ps.to(v.dtype), v, acc_t, PREC)
+    return acc_o, acc_t, acc_ps, m_new, l_i
+
+
+@triton.jit
+def _attn_jvp_fwd_kernel(
+    Q, K, V, QD, KD, VD, OUT, OUT_DOT, LSE,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_qdb, stride_qdh, stride_qdn, stride_qdd,
+    stride_kdb, stride_kdh, stride_kdn, stride_kdd,
+    stride_vdb, stride_vdh, stride_vdn, stride_vdd,
+    stride_ob, stride_oh, stride_on,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
+
+    Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H, N_K, HEAD_DIM), any strides.
+    OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
+    """
+    MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+
+    q_ptrs = (
+        Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    )
+    qd_ptrs = (
+        QD
+        + off_b * stride_qdb
+        + off_h * stride_qdh
+        + offs_m[:, None] * stride_qdn
+        + offs_d[None, :] * stride_qdd
+    )
+    q = _load_tile(q_ptrs, m_ok, d_ok, True, MASK_D)
+    q_dot = _load_tile(qd_ptrs, m_ok, d_ok, True, MASK_D)
+    k_ptrs = (
+        K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    )
+    kd_ptrs = (
+        KD
+        + off_b * stride_kdb
+        + off_h * stride_kdh
+        + offs_n[:, None] * stride_kdn
+        + offs_d[None, :] * stride_kdd
+    )
+    v_ptrs = (
+        V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    )
+    vd_ptrs = (
+        VD
+        + off_b * stride_vdb
+        + off_h * stride_vdh
+        + offs_n[:, None] * stride_vdn
+        + offs_d[None, :] * stride_vdd
+    )
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc_ps = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc_o = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc_t = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    qk_scale = scale * 1.4426950408889634
+
+    # Full key tiles without row masks, then the ragged last tile (if any) with them.
+    n_full = (N_K // BLOCK_N) * BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        acc_o, acc_t, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+            acc_o, acc_t, acc_ps, m_i, l_i, q, q_dot,
+            k_ptrs + start_n * stride_kn, kd_ptrs + start_n * stride_kdn,
+            v_ptrs + start_n * stride_vn, vd_ptrs + start_n * stride_vdn,
+            start_n, N_K, offs_n, d_ok, qk_scale, scale,
+            False, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    if n_full < N_K:
+        acc_o, acc_t, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+            acc_o, acc_t, acc_ps, m_i, l_i, q, q_dot,
+            k_ptrs + n_full * stride_kn, kd_ptrs + n_full * stride_kdn,
+            v_ptrs + n_full * stride_vn, vd_ptrs + n_full * stride_vdn,
+            n_full, N_K, offs_n, d_ok, qk_scale, scale,
+            True, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+
+    inv_l = 1.0 / l_i
+    o = acc_o * inv_l[:, None]
+    o_dot = acc_t * inv_l[:, None] - (acc_ps * inv_l)[:, None] * o
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
+
+    out_off = off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
+    out_mask = m_ok[:, None] & d_ok[None, :]
+    tl.store(OUT + out_off, o.to(OUT.dtype.element_ty), mask=out_mask)
+    tl.store(OUT_DOT + out_off, o_dot.to(OUT_DOT.dtype.element_ty), mask=out_mask)
+    tl.store(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, lse, mask=m_ok)
+
+
+@triton.jit
+def _attn_bwd_delta_kernel(
+    OUT, DO, DELTA,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    H, N_Q,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
+    """``delta = rowsum(dO * O)`` in float32, (B, H, N_Q) contiguous. Grid (cdiv(N_Q, BLOCK_M), B * H)."""
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m < N_Q)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o = tl.load(
+        OUT
+        + off_b * stride_ob
+        + off_h * stride_oh
+        + offs_m[:, None] * stride_on
+        + offs_d[None, :] * stride_od,
+        mask=mask,
+        other=0.0,
+    )
+    do = tl.load(
+        DO
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[:, None] * stride_don
+        + offs_d[None, :] * stride_dod,
+        mask=mask,
+        other=0.0,
+    )
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, delta, mask=offs_m < N_Q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_tile(
+    dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs,
+    start_m, n_q, offs_m, d_ok, qk_scale,
+    MASK_M: tl.constexpr, MASK_D: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One query tile of the dK/dV loop, in the transposed (key-major) orientation."""
+    m_ok = (start_m + offs_m) < n_q
+    q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
+    do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
+    if MASK_M:
+        # +inf LSE makes P exactly 0 on rows past the sequence.
+        lse2 = tl.load(lse_ptrs, mask=m_ok, other=float("inf")) * 1.4426950408889634
+        delta = tl.load(delta_ptrs, mask=m_ok, other=0.0)
+    else:
+        lse2 = tl.load(lse_ptrs) * 1.4426950408889634
+        delta = tl.load(delta_ptrs)
+    zero = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    # Key rows past N_K (last key block only) get garbage here; they are never stored.
+    p_t = tl.math.exp2(dot(k, tl.trans(q), zero, PREC) * qk_scale - lse2[None, :])
+    dv = dot(p_t.to(q.dtype), do, dv, PREC)
+    dp_t = dot(v, tl.trans(do), zero, PREC)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = dot(ds_t.to(q.dtype), q, dk, PREC)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_gb, stride_gh, stride_gn,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries.
+
+    ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
+    (B, H, N_K, HEAD_DIM) with unit last stride.
+    """
+    MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_ok = offs_n < N_K
+    d_ok = offs_d < HEAD_DIM
+
+    k = _load_tile(
+        K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+        n_ok, d_ok, True, MASK_D,
+    )  # fmt: skip
+    v = _load_tile(
+        V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+        n_ok, d_ok, True, MASK_D,
+    )  # fmt: skip
+    q_ptrs = (
+        Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    )
+    do_ptrs = (
+        DO
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[:, None] * stride_don
+        + offs_d[None, :] * stride_dod
+    )
+    lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
+    delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
+    qk_scale = scale * 1.4426950408889634
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    m_full = (N_Q // BLOCK_M) * BLOCK_M
+    for start_m in range(0, m_full, BLOCK_M):
+        dk, dv = _attn_bwd_dkdv_tile(
+            dk, dv, k, v,
+            q_ptrs + start_m * stride_qn, do_ptrs + start_m * stride_don,
+            lse_ptrs + start_m, delta_ptrs + start_m,
+            start_m, N_Q, offs_m, d_ok, qk_scale,
+            False, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    if m_full < N_Q:
+        dk, dv = _attn_bwd_dkdv_tile(
+            dk, dv, k, v,
+            q_ptrs + m_full * stride_qn, do_ptrs + m_full * stride_don,
+            lse_ptrs + m_full, delta_ptrs + m_full,
+            m_full, N_Q, offs_m, d_ok, qk_scale,
+            True, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+
+    out_off = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn + offs_d[None, :]
+    out_mask = n_ok[:, None] & d_ok[None, :]
+    tl.store(DK + out_off, (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
+    tl.store(DV + out_off, dv.to(DV.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _attn_bwd_dq_tile(
+    dq, q, do, lse2, delta, k_ptrs, v_ptrs,
+    start_n, n_k, offs_n, d_ok, qk_scale,
+    MASK_N: tl.constexpr, MASK_D: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One key tile of the dQ loop."""
+    n_ok = (start_n + offs_n) < n_k
+    k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    s = dot(q, tl.trans(k), zero, PREC) * qk_scale - lse2[:, None]
+    if MASK_N:
+        # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+    p = tl.math.exp2(s)
+    dp = dot(do, tl.trans(v), zero, PREC)
+    ds = p * (dp - delta[:, None])
+    return dot(ds.to(k.dtype), k, dq, PREC)
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_gb, stride_gh, stride_gn,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block.
+
+    DQ is (B, H, N_Q, HEAD_DIM) with unit last stride.
+    """
+    MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+
+    q = _load_tile(
+        Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+        m_ok, d_ok, True, MASK_D,
+    )  # fmt: skip
+    do_ptrs = (
+        DO
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[:, None] * stride_don
+        + offs_d[None, :] * stride_dod
+    )
+    do = _load_tile(do_ptrs, m_ok, d_ok, True, MASK_D).to(q.dtype)
+    lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
+    k_ptrs = (
+        K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    )
+    v_ptrs = (
+        V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    )
+    qk_scale = scale * 1.4426950408889634
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    n_full = (N_K // BLOCK_N) * BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        dq = _attn_bwd_dq_tile(
+            dq, q, do, lse2, delta, k_ptrs + start_n * stride_kn, v_ptrs + start_n * stride_vn,
+            start_n, N_K, offs_n, d_ok, qk_scale,
+            False, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    if n_full < N_K:
+        dq = _attn_bwd_dq_tile(
+            dq, q, do, lse2, delta, k_ptrs + n_full * stride_kn, v_ptrs + n_full * stride_vn,
+            n_full, N_K, offs_n, d_ok, qk_scale,
+            True, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+
+    out_off = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn + offs_d[None, :]
+    tl.store(DQ + out_off, (dq * scale).to(DQ.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+
+
+# Autotuning. On the GPU a handful of configs per kernel, pruned by a rough register and
+# shared-memory estimate so compile time stays small; Hopper's wgmma wants 64-row warpgroup
+# tiles, so BLOCK_M = 128 runs with 8 warps. The interpreter takes exactly one config
+# (autotuning needs a GPU to time candidates).
+def _configs(triples, interpret_blocks):
+    if INTERPRET:
+        bm, bn = interpret_blocks
+        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in triples
+    ]
+
+
+def _pruner(accumulator_rows: str, n_accumulators: int, kv_tiles: int):
+    """Drop configs whose fp32 accumulators and score tiles need more than ~192 registers
+    per thread or whose pipelined K/V tiles overflow shared memory (rough estimates: the
+    autotuner also skips configs that fail to compile for lack of resources)."""
+
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        block_d, esize = args["BLOCK_D"], args["Q"].element_size()
+
+        def cost(c):
+            bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+            rows = bm if accumulator_rows == "M" else bn
+            regs = (n_accumulators * rows * block_d + 2 * bm * bn) / (32 * c.num_warps)
+            other = bn if accumulator_rows == "M" else bm
+            smem = (max(c.num_stages - 1, 1) * kv_tiles * other * block_d + 2 * rows * block_d) * esize
+            return regs, smem
+
+        if esize == 4:  # IEEE fp32 dots run on FMA units: one small tile, no tuning
+            return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2)]
+        keep = [c for c in configs if cost(c)[0] <= 192 and cost(c)[1] <= 200 * 1024]
+        return keep or [min(configs, key=lambda c: cost(c)[0])]
+
+    return prune
+
+
+_FWD_CONFIGS = _configs(
+    [(128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 32, 4, 3)],
+    interpret_blocks=(32, 32),
+)
+_DKDV_CONFIGS = _configs(
+    [(64, 128, 8, 2), (32, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
+    interpret_blocks=(32, 32),
+)
+_DQ_CONFIGS = _configs(
+    [(128, 64, 8, 2), (128, 32, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+    interpret_blocks=(32, 32),
+)
+_KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC"]
+_attn_jvp_fwd = triton.autotune(
+    configs=_FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _pruner("M", 2, 4)}
+)(_attn_jvp_fwd_kernel)
+_attn_bwd_dkdv = triton.autotune(
+    configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _pruner("N", 2, 2)}
+)(_attn_bwd_dkdv_kernel)
+_attn_bwd_dq = triton.autotune(
+    configs=_DQ_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _pruner("M", 1, 2)}
+)(_attn_bwd_dq_kernel)
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs need IEEE dots for the 1e-5 tolerance; 16-bit inputs ignore the setting.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _device_guard(t: Tensor):
+    # Triton launches on the current CUDA device; tensors may live on another one.
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def triton_attention_unsupported(q, k, v, *rest) -> str | None:
+    """Why the triton kernels cannot run these inputs (then the dispatch falls back)."""
+    reason = triton_unsupported(q, k, v)
+    if reason is not None:
+        return reason
+    if q.shape[-1] > _MAX_HEAD_DIM:
+        return f"supports head_dim <= {_MAX_HEAD_DIM}, got {q.shape[-1]}"
+    if v.shape[-1] != q.shape[-1]:
+        return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
+    return None
+
+
+def _backward_unsupported(grad_o, q, k, v, o, lse, scale) -> str | None:
+    return triton_attention_unsupported(q, k, v)
+
+
+def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
+    """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
+    :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides."""
+    batch, heads, n_q, head_dim = q.shape
+    n_k = k.shape[2]
+    o = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
+    o_dot = torch.empty_like(o)
+    lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
+    if o.numel() == 0:
+        return o, o_dot, lse
+
+    def grid(meta):
+        return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)
+
+    with _device_guard(q):
+        _attn_jvp_fwd[grid](
+            q, k, v, q_dot, k_dot, v_dot, o, o_dot, lse,
+            *q.stride(), *k.stride(), *v.stride(), *q_dot.stride(), *k_dot.stride(), *v_dot.stride(),
+            *o.stride()[:3],
+            heads, n_q, n_k, float(scale),
+            HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), PREC=_precision(q.dtype),
+        )  # fmt: skip
+    return o, o_dot, lse
+
+
+def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
+    """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
+    :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ."""
+    batch, heads, n_q, head_dim = q.shape
+    n_k = k.shape[2]
+    dq = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
+    dk = torch.empty((batch, heads, n_k, head_dim), dtype=q.dtype, device=q.device)
+    dv = torch.empty_like(dk)
+    if dq.numel() == 0:
+        return dq, dk, dv
+    lse = lse.to(torch.float32).contiguous()
+    delta = torch.empty_like(lse)
+    block_d, prec = _block_d(head_dim), _precision(q.dtype)
+    with _device_guard(q):
+        _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
+            o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
+            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=64,
+        )  # fmt: skip
+        strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
+        _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
+            q, k, v, grad_o, lse, delta, dk, dv, *strides, *dk.stride()[:3],
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec,
+        )  # fmt: skip
+        _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
+            q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec,
+        )  # fmt: skip
+    return dq, dk, dv
+
+
+dispatch.register("attention_jvp", "triton", attention_jvp_triton, triton_attention_unsupported)
+dispatch.register("attention_backward", "triton", attention_backward_triton, _backward_unsupported)
 
 
 def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None):

@@ -1,0 +1,274 @@
+"""Triton attention JVP (forward O, O', LSE and primal backward dQ, dK, dV) against the
+float64 reference, SPEC.md sections 2-3: fp32 <= 1e-5 and bf16/fp16 <= 3e-2 relative to the
+reference's max abs, per output. Without a GPU the kernels run in the Triton interpreter, so
+the CPU shapes are tiny; the ``gpu`` tests cover long sequences and 16-bit numerics."""
+
+import warnings
+
+import pytest
+import torch
+
+import mfkernels
+from mfkernels import dispatch, reference
+from mfkernels._triton import HAS_TRITON
+from mfkernels.attention import (
+    attention_backward_triton,
+    attention_jvp_triton,
+    triton_attention_unsupported,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
+
+
+def rel_err(out, ref):
+    """Max abs error relative to the reference's max abs. An output that is zero in exact
+    arithmetic (dQ and dK when there is one key: softmax over one key is constant) has no
+    scale of its own; it is measured against 1, the scale of the inputs."""
+    scale = ref.abs().max().item()
+    return (out.double() - ref).abs().max().item() / (scale if scale > 1e-12 else 1.0)
+
+
+def assert_close(name, out, ref, tol):
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite values"
+    err = rel_err(out, ref)
+    assert err <= tol, f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {tol:.0e}"
+
+
+def packed_qkv(batch, heads, n, d, dtype, device=DEVICE):
+    """q, k, v as the DiT makes them: views of a (B, N, 3, H, d) tensor, non-contiguous."""
+    qkv = torch.randn(batch, n, 3, heads, d, dtype=torch.float32, device=device).to(dtype)
+    return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def make_inputs(batch, heads, n_q, n_k, d, dtype, packed=True, device=DEVICE):
+    if packed and n_q == n_k:
+        q, k, v = packed_qkv(batch, heads, n_q, d, dtype, device)
+        q_dot, k_dot, v_dot = packed_qkv(batch, heads, n_q, d, dtype, device)
+    else:
+        shapes = [(batch, heads, n, d) for n in (n_q, n_k, n_k)] * 2
+        q, k, v, q_dot, k_dot, v_dot = (torch.randn(s, device=device).to(dtype) for s in shapes)
+    return q, k, v, q_dot, k_dot, v_dot
+
+
+def check_against_reference(inputs, scale, tol):
+    """Triton forward and backward vs the float64 reference; every output checked."""
+    q, k, v = inputs[:3]
+    o, o_dot, lse = attention_jvp_triton(*inputs, scale)
+    assert o.dtype == q.dtype and o_dot.dtype == q.dtype and lse.dtype == torch.float32
+    ref_o, ref_o_dot, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), scale)
+    assert_close("O", o, ref_o, tol)
+    assert_close("O'", o_dot, ref_o_dot, tol)
+    assert_close("LSE", lse, ref_lse, tol)
+
+    grad_o = torch.randn_like(o)
+    dq, dk, dv = attention_backward_triton(grad_o, q, k, v, o, lse, scale)
+    ref_grads = reference.attention_backward(
+        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, scale
+    )
+    for name, out, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
+        assert_close(name, out, ref, tol)
+
+
+# ----------------------------------------------------------- interpreter-sized (CPU) tests
+
+
+@needs_triton
+@pytest.mark.parametrize("batch_heads", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("n", [1, 17, 64, 130])
+@pytest.mark.parametrize("d", [64, 72])
+def test_fp32_matches_reference_on_packed_qkv(batch_heads, n, d):
+    inputs = make_inputs(*batch_heads, n, n, d, torch.float32)
+    assert inputs[0].stride(2) == 3 * batch_heads[1] * d  # rows strided through the packed qkv
+    check_against_reference(inputs, d**-0.5, TOL[torch.float32])
+
+
+@needs_triton
+@pytest.mark.parametrize("n_q, n_k", [(17, 130), (130, 1), (5, 64)])
+def test_fp32_separate_query_and_key_lengths(n_q, n_k):
+    check_against_reference(make_inputs(1, 2, n_q, n_k, 64, torch.float32), 64**-0.5, TOL[torch.float32])
+
+
+@needs_triton
+@pytest.mark.parametrize("d", [32, 96, 128, 8])
+def test_fp32_other_head_dims(d):
+    check_against_reference(make_inputs(1, 2, 40, 40, d, torch.float32), d**-0.5, TOL[torch.float32])
+
+
+@needs_triton
+def test_fp32_peaked_softmax_rescales_across_tiles():
+    """Peaked rows whose max jumps in a late key tile: the online rescaling of all four
+    accumulators (O, P V' + (P S') V, rowsum(P S'), l) must stay exact. Logits reach ~40;
+    far beyond that (~170) even torch's own fp32 math misses 1e-5 (LSE-relative rounding)."""
+    q, k, v, q_dot, k_dot, v_dot = make_inputs(1, 2, 33, 130, 64, torch.float32, packed=False)
+    k[:, :, 100:] *= 3.0  # the largest logits sit in a late tile
+    check_against_reference((q, k, v, q_dot, k_dot, v_dot), 0.5, TOL[torch.float32])
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # interpreter, unstored rows
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_fp32_very_negative_logits_stay_finite():
+    """All logits near -90, so exp(-LSE) overflows fp32: padded key columns of the ragged
+    tail must not turn into inf * 0 = NaN. At |logit| ~ 90 fp32 rounding of the logits
+    alone costs ~1e-5, so the bar is flash-attention's rule: at most twice the error of
+    the same math in torch fp32 (floor 1e-4)."""
+    d, scale = 32, 1.0
+    q, k, v, q_dot, k_dot, v_dot = (
+        0.3 * t for t in make_inputs(1, 2, 20, 17, d, torch.float32, packed=False)
+    )
+    q[..., 0] += 10.0
+    k[..., 0] -= 9.5
+    inputs = (q, k, v, q_dot, k_dot, v_dot)
+    grad_o = torch.randn(1, 2, 20, d)
+    ref = reference.attention_jvp(*(t.double() for t in inputs), scale)
+    assert ref[2].min() < -89
+    ref_grads = reference.attention_backward(
+        grad_o.double(), q.double(), k.double(), v.double(), ref[0], ref[2], scale
+    )
+    torch_fp32 = reference.attention_jvp(*inputs, scale)
+    torch_fp32 = (
+        *torch_fp32,
+        *reference.attention_backward(grad_o, q, k, v, torch_fp32[0], torch_fp32[2], scale),
+    )
+    out = attention_jvp_triton(*inputs, scale)
+    out = (*out, *attention_backward_triton(grad_o, q, k, v, out[0], out[2], scale))
+    for name, o, t, r in zip(("O", "O'", "LSE", "dQ", "dK", "dV"), out, torch_fp32, (*ref, *ref_grads)):
+        assert_close(name, o, r, max(2 * rel_err(t, r), 1e-4))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n, d", [(17, 72), (130, 64)])
+def test_half_precision(dtype, n, d):
+    check_against_reference(make_inputs(2, 1, n, n, d, dtype), d**-0.5, TOL[dtype])
+
+
+@needs_triton
+def test_public_api_and_autograd_match_reference_backend():
+    d = 72
+    base = make_inputs(2, 3, 33, 33, d, torch.float32)
+    q, k, v = (t.detach().clone().requires_grad_() for t in base[:3])
+    q_r, k_r, v_r = (t.detach().clone().requires_grad_() for t in base[:3])
+    tangents = base[3:]
+    o, o_dot, lse = mfkernels.attention_jvp(q, k, v, *tangents, backend="triton")
+    o_r, o_dot_r, lse_r = mfkernels.attention_jvp(q_r, k_r, v_r, *tangents, backend="reference")
+    grad_o = torch.randn_like(o)
+    o.backward(grad_o)
+    o_r.backward(grad_o)
+    tol = TOL[torch.float32]
+    for name, out, ref in [("O", o, o_r), ("O'", o_dot, o_dot_r), ("LSE", lse, lse_r)]:
+        assert_close(name, out.detach(), ref.detach().double(), tol)
+    for name, out, ref in [("dQ", q.grad, q_r.grad), ("dK", k.grad, k_r.grad), ("dV", v.grad, v_r.grad)]:
+        assert_close(name, out, ref.double(), tol)
+    # and the reference backend itself against float64
+    ref64 = reference.attention_jvp(*(t.double() for t in base), d**-0.5)
+    assert_close("O vs float64", o.detach(), ref64[0], tol)
+
+
+@needs_triton
+def test_opcheck_with_triton_backend():
+    inputs = make_inputs(1, 2, 17, 17, 32, torch.float32, packed=False)
+    q, k, v = (t.requires_grad_() for t in inputs[:3])
+    torch.library.opcheck(
+        torch.ops.mfkernels.attention_jvp.default,
+        (q, k, v, *inputs[3:], 32**-0.5, "triton"),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
+    )
+
+
+def _forget_attention_warnings():
+    for key in [key for key in dispatch._warned if key[0].startswith("attention")]:
+        dispatch._warned.discard(key)
+
+
+def test_float64_falls_back_to_reference_with_one_warning():
+    _forget_attention_warnings()
+    inputs = make_inputs(1, 2, 9, 9, 16, torch.float64, device="cpu")
+    with pytest.warns(UserWarning, match="attention_jvp: backend 'triton'"):
+        out = mfkernels.attention_jvp(*inputs, backend="triton")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = mfkernels.attention_jvp(*inputs, backend="triton")
+    ref = reference.attention_jvp(*inputs, 16**-0.5)
+    for a, b, c in zip(out, again, ref):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+        torch.testing.assert_close(b, c, rtol=0, atol=0)
+
+
+@needs_triton
+def test_unsupported_reasons():
+    q = torch.empty(1, 1, 4, 160, device=DEVICE)
+    assert "head_dim <= 128" in triton_attention_unsupported(q, q, q)
+    q, v = torch.empty(1, 1, 4, 64, device=DEVICE), torch.empty(1, 1, 4, 32, device=DEVICE)
+    assert "v's head_dim" in triton_attention_unsupported(q, q, v)
+    assert "float64" in triton_attention_unsupported(*(torch.empty(1, 1, 4, 64, dtype=torch.float64),) * 3)
+    assert triton_attention_unsupported(q, q, q) is None
+
+
+def test_large_head_dim_falls_back_to_reference():
+    _forget_attention_warnings()
+    inputs = make_inputs(1, 1, 5, 5, 160, torch.float32, packed=False, device="cpu")
+    with pytest.warns(UserWarning, match="head_dim <= 128"):
+        out = mfkernels.attention_jvp(*inputs, backend="triton")
+    ref = reference.attention_jvp(*inputs, 160**-0.5)
+    for a, c in zip(out, ref):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ GPU tests
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [32, 64, 72, 96, 128])
+def test_gpu_half_precision_n1024(dtype, d):
+    check_against_reference(make_inputs(2, 3, 1024, 1024, d, dtype), d**-0.5, TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_bf16_n4096(d):
+    check_against_reference(make_inputs(1, 2, 4096, 4096, d, torch.bfloat16), d**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [64, 72])
+def test_gpu_fp32_n1024(d):
+    check_against_reference(make_inputs(1, 2, 1024, 1024, d, torch.float32), d**-0.5, TOL[torch.float32])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_q, n_k", [(1000, 777), (1, 1025), (257, 257)])
+def test_gpu_bf16_ragged_lengths(n_q, n_k):
+    inputs = make_inputs(2, 2, n_q, n_k, 72, torch.bfloat16)
+    check_against_reference(inputs, 72**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+def test_gpu_dit_xl_shape_packed_bf16():
+    """DiT-XL/2 at 256 px: 16 heads of 72 over 256 tokens, q/k/v views of one qkv tensor."""
+    check_against_reference(make_inputs(4, 16, 256, 256, 72, torch.bfloat16), 72**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_public_api():
+    base = make_inputs(2, 4, 300, 300, 64, torch.bfloat16)
+    q, k, v = (t.detach().clone().requires_grad_() for t in base[:3])
+
+    def step(q, k, v, q_dot, k_dot, v_dot):
+        o, o_dot, lse = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, backend="triton")
+        return o.float().square().sum(), o_dot, lse
+
+    loss, o_dot, lse = torch.compile(step, fullgraph=True)(q, k, v, *base[3:])
+    loss.backward()
+    ref = reference.attention_jvp(*(t.double() for t in base), 64**-0.5)
+    assert_close("O'", o_dot, ref[1], TOL[torch.bfloat16])
+    assert_close("LSE", lse, ref[2], TOL[torch.bfloat16])
+    ref_grads = reference.attention_backward(
+        2 * ref[0], *(t.double() for t in base[:3]), ref[0], ref[2], 64**-0.5
+    )
+    for name, out, r in zip(("dQ", "dK", "dV"), (q.grad, k.grad, v.grad), ref_grads):
+        assert_close(name, out, r, TOL[torch.bfloat16])
