@@ -4,13 +4,183 @@
 ``m' = a' (1 + scale) + a scale' + shift'`` with ``a' = (x' - mean(x') - a mean(a x')) / s``.
 ``x`` is ``(batch, tokens, dim)``; ``shift``, ``scale`` and their tangents are ``(batch, dim)``.
 The backward is the primal one: ``(dx, dshift, dscale)``.
+
+Triton backend: the value and tangent in one kernel, one pass over each row of ``x`` and
+``x'`` (fp32 statistics), reading the modulation vectors in place at their row stride (the
+DiT passes chunks of one ``(batch, 6 dim)`` projection); the backward recomputes the row
+statistics, writes ``dx`` and reduces ``dshift``/``dscale`` over tokens in two
+deterministic stages (per-chunk partial sums, then a sum over chunks).
 """
 
 import torch
 from torch import Tensor
 
-from . import dispatch, reference
+from . import _rows, dispatch, reference
 from ._checks import check_modulation, check_pair, check_same_device
+from ._triton import tl, triton
+
+# --------------------------------------------------------------------------- triton kernels
+
+
+@triton.jit
+def _ln_modulate_jvp_fwd_kernel(
+    X, XD, SH, SC, SHD, SCD, M, MD,
+    stride_xb, stride_xt, stride_xdb, stride_xdt,
+    stride_sh, stride_sc, stride_shd, stride_scd,
+    n_rows, tokens, dim, eps,
+    ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """One tile of ``ROWS`` rows of the flattened ``(batch * tokens, dim)`` input.
+
+    X, XD: ``(batch, tokens, dim)`` with unit column stride; SH, SC, SHD, SCD: ``(batch, dim)``
+    rows at any row stride (chunks of the adaLN projection); M, MD: contiguous outputs.
+    Statistics in fp32: ``mean``, ``rstd``, ``mean(x')``, ``mean(a x')`` (SPEC.md section 2).
+    """
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_D)
+    mask = (rows < n_rows)[:, None] & (cols < dim)[None, :]
+    b = rows // tokens
+    t = rows - b * tokens
+    col = cols[None, :]
+    x = tl.load(X + (b * stride_xb + t * stride_xt)[:, None] + col, mask=mask, other=0.0).to(tl.float32)
+    xd = tl.load(XD + (b * stride_xdb + t * stride_xdt)[:, None] + col, mask=mask, other=0.0)
+    xd = xd.to(tl.float32)
+
+    mean = tl.sum(x, axis=1) / dim
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / dim + eps)
+    a = xc * rstd[:, None]
+    mean_xd = tl.sum(xd, axis=1) / dim
+    mean_axd = tl.sum(a * xd, axis=1) / dim
+    a_dot = (xd - mean_xd[:, None] - a * mean_axd[:, None]) * rstd[:, None]
+
+    b = b[:, None]
+    sh = tl.load(SH + b * stride_sh + col, mask=mask, other=0.0).to(tl.float32)
+    sc = tl.load(SC + b * stride_sc + col, mask=mask, other=0.0).to(tl.float32)
+    shd = tl.load(SHD + b * stride_shd + col, mask=mask, other=0.0).to(tl.float32)
+    scd = tl.load(SCD + b * stride_scd + col, mask=mask, other=0.0).to(tl.float32)
+    m = a * (1.0 + sc) + sh
+    md = a_dot * (1.0 + sc) + a * scd + shd
+    out = rows[:, None] * dim + col
+    tl.store(M + out, m.to(M.dtype.element_ty), mask=mask)
+    tl.store(MD + out, md.to(MD.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ln_modulate_bwd_kernel(
+    G, X, SC, DX, DSH_PART, DSC_PART,
+    stride_gb, stride_gt, stride_xb, stride_xt, stride_sc,
+    tokens, dim, tokens_per_chunk, eps,
+    ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """Primal backward over one chunk of tokens of one sample (grid ``(batch, n_chunks)``).
+
+    G, X: ``(batch, tokens, dim)`` with unit column stride; SC: ``(batch, dim)`` at any row
+    stride; DX: contiguous like X. ``da = g (1 + scale)``,
+    ``dx = (da - mean(da) - a mean(da a)) rstd``; the chunk's sums of ``g`` and ``g a`` over
+    its tokens go to DSH_PART, DSC_PART ``(batch, n_chunks, dim)`` fp32, summed afterwards
+    (deterministic, no atomics).
+    """
+    b = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    cols = tl.arange(0, BLOCK_D)
+    col_ok = cols < dim
+    col = cols[None, :]
+    one_plus_sc = 1.0 + tl.load(SC + b * stride_sc + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dsh = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dsc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    t_start = chunk * tokens_per_chunk
+    t_end = tl.minimum(t_start + tokens_per_chunk, tokens)
+    for t0 in range(0, tokens_per_chunk, ROWS):
+        t = t_start + t0 + tl.arange(0, ROWS)
+        mask = (t < t_end)[:, None] & col_ok[None, :]
+        x = tl.load(X + (b * stride_xb + t * stride_xt)[:, None] + col, mask=mask, other=0.0)
+        g = tl.load(G + (b * stride_gb + t * stride_gt)[:, None] + col, mask=mask, other=0.0)
+        x = x.to(tl.float32)
+        g = g.to(tl.float32)
+        mean = tl.sum(x, axis=1) / dim
+        xc = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / dim + eps)
+        a = xc * rstd[:, None]
+        da = g * one_plus_sc[None, :]
+        mean_da = tl.sum(da, axis=1) / dim
+        mean_daa = tl.sum(da * a, axis=1) / dim
+        dx = (da - mean_da[:, None] - a * mean_daa[:, None]) * rstd[:, None]
+        tl.store(DX + ((b * tokens + t) * dim)[:, None] + col, dx.to(DX.dtype.element_ty), mask=mask)
+        dsh += tl.sum(g, axis=0)
+        dsc += tl.sum(g * a, axis=0)
+    part = (b * tl.num_programs(1) + chunk) * dim + cols
+    tl.store(DSH_PART + part, dsh, mask=col_ok)
+    tl.store(DSC_PART + part, dsc, mask=col_ok)
+
+
+def _unit_cols(t: Tensor) -> Tensor:
+    """``t`` itself when its last dim is unit-stride (any other strides go to the kernel)."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def layernorm_modulate_jvp_triton(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
+    """Triton :func:`reference.layernorm_modulate_jvp`: ``(m, m_dot)`` in x's dtype, one kernel."""
+    batch, tokens, dim = x.shape
+    x, x_dot = _unit_cols(x), _unit_cols(x_dot)
+    shift, scale, shift_dot, scale_dot = map(_unit_cols, (shift, scale, shift_dot, scale_dot))
+    m = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    m_dot = torch.empty_like(m)
+    n_rows = batch * tokens
+    if n_rows == 0 or dim == 0:
+        return m, m_dot
+    rows, block_d, num_warps = _rows.row_settings(dim, n_rows)
+    _ln_modulate_jvp_fwd_kernel[(triton.cdiv(n_rows, rows),)](
+        x, x_dot, shift, scale, shift_dot, scale_dot, m, m_dot,
+        x.stride(0), x.stride(1), x_dot.stride(0), x_dot.stride(1),
+        shift.stride(0), scale.stride(0), shift_dot.stride(0), scale_dot.stride(0),
+        n_rows, tokens, dim, float(eps),
+        ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
+    )  # fmt: skip
+    return m, m_dot
+
+
+def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_chunk=None):
+    """Triton :func:`reference.layernorm_modulate_backward`: ``dx`` in x's dtype, ``dshift``
+    and ``dscale`` in fp32. ``tokens_per_chunk`` (tokens one program reduces) is for tests."""
+    batch, tokens, dim = x.shape
+    grad_m, x, scale = _unit_cols(grad_m), _unit_cols(x), _unit_cols(scale)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if batch * tokens == 0 or dim == 0:
+        zeros = torch.zeros(batch, dim, dtype=torch.float32, device=x.device)
+        return dx, zeros, zeros.clone()
+    # Two rows in flight per loop step of a DiT-XL row (dim 1152).
+    rows, block_d, num_warps = _rows.row_settings(dim, tokens, tile=4096)
+    if tokens_per_chunk is None:
+        # Enough programs to fill the GPU, few enough that the fp32 partial sums stay small;
+        # in the CPU interpreter two chunks, so that the two-stage sum is always exercised.
+        target = triton.cdiv(2 * _rows.sm_count(x.device), batch) if x.is_cuda else 2
+        chunks = max(1, min(target, triton.cdiv(tokens, rows)))
+        tokens_per_chunk = triton.cdiv(triton.cdiv(tokens, chunks), rows) * rows
+    n_chunks = triton.cdiv(tokens, tokens_per_chunk)
+    dshift = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=x.device)
+    dscale = torch.empty_like(dshift)
+    _ln_modulate_bwd_kernel[(batch, n_chunks)](
+        grad_m, x, scale, dx, dshift, dscale,
+        grad_m.stride(0), grad_m.stride(1), x.stride(0), x.stride(1), scale.stride(0),
+        tokens, dim, tokens_per_chunk, float(eps),
+        ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
+    )  # fmt: skip
+    if n_chunks == 1:
+        return dx, dshift[:, 0], dscale[:, 0]
+    return dx, dshift.sum(1), dscale.sum(1)
+
+
+def _jvp_unsupported(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
+    named = dict(x=x, x_dot=x_dot, shift=shift, scale=scale, shift_dot=shift_dot, scale_dot=scale_dot)
+    return _rows.unsupported(*named.items(), row_dim=x.shape[-1])
+
+
+def _backward_unsupported(grad_m, x, scale, eps=1e-6):
+    return _rows.unsupported(("grad_m", grad_m), ("x", x), ("scale", scale), row_dim=x.shape[-1])
+
+
+# ------------------------------------------------------------------------ op registration
 
 
 @torch.library.custom_op("mfkernels::layernorm_modulate_jvp", mutates_args=())
@@ -67,6 +237,10 @@ _layernorm_modulate_jvp_op.register_autograd(_backward, setup_context=_setup_con
 
 dispatch.register("layernorm_modulate_jvp", "reference", reference.layernorm_modulate_jvp)
 dispatch.register("layernorm_modulate_backward", "reference", reference.layernorm_modulate_backward)
+dispatch.register("layernorm_modulate_jvp", "triton", layernorm_modulate_jvp_triton, _jvp_unsupported)
+dispatch.register(
+    "layernorm_modulate_backward", "triton", layernorm_modulate_backward_triton, _backward_unsupported
+)
 
 
 def layernorm_modulate_jvp(

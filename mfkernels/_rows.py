@@ -1,0 +1,65 @@
+"""Launch settings and support checks shared by the row-wise and pointwise Triton kernels
+(LayerNorm + modulate, RMSNorm, gated residual, activations).
+
+A row kernel holds a ``(ROWS, BLOCK_D)`` tile in registers: ``BLOCK_D`` covers a whole row
+(the next power of two of ``dim``) and ``ROWS`` rows share a program so that narrow rows
+still give every thread a few vector loads. Under ``TRITON_INTERPRET=1`` each program is a
+slow Python step, so tiles are made much larger there; the kernels are the same.
+"""
+
+import torch
+
+from ._triton import INTERPRET, triton_unsupported
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Widest row a one-row-per-tile kernel keeps in registers (fp32 row + tangent + temporaries).
+MAX_ROW_DIM = 16384
+
+
+def unsupported(*named_tensors: tuple[str, torch.Tensor | None], row_dim: int | None = None) -> str | None:
+    """Why the triton backend cannot take these ``(name, tensor)`` pairs, or None.
+
+    Every tensor must be fp32/fp16/bf16 (they may differ, e.g. bf16 modulation under
+    autocast with an fp32 residual stream); ``row_dim`` is the reduced dim of a row kernel.
+    """
+    tensors = [t for _, t in named_tensors if t is not None]
+    reason = triton_unsupported(*tensors)
+    if reason is not None:
+        return reason
+    for name, t in named_tensors:
+        if t is not None and t.dtype not in SUPPORTED_DTYPES:
+            return f"does not support {t.dtype} for {name}"
+    if row_dim is not None and row_dim > MAX_ROW_DIM:
+        return f"supports rows of at most {MAX_ROW_DIM} elements, got dim {row_dim}"
+    return None
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << (max(n, 1) - 1).bit_length()
+
+
+def row_settings(dim: int, n_rows: int, tile: int = 2048) -> tuple[int, int, int]:
+    """``(ROWS, BLOCK_D, num_warps)`` for a kernel that reduces over whole rows of ``dim``."""
+    block_d = next_power_of_2(max(dim, 1))
+    if INTERPRET:
+        tile = 16384
+    rows = max(1, min(tile // block_d, next_power_of_2(max(n_rows, 1)), 64))
+    elems = rows * block_d
+    # About 8 fp32 elements per thread and live tensor (Liger-Kernel's calculate_settings).
+    num_warps = 4 if elems < 2048 else 8 if elems < 8192 else 16 if elems < 32768 else 32
+    return rows, block_d, num_warps
+
+
+def col_settings(dim: int, n_rows: int) -> tuple[int, int, int]:
+    """``(ROWS, BLOCK_D, num_warps)`` for an elementwise kernel tiled over rows and columns."""
+    block_d = min(next_power_of_2(max(dim, 1)), 16384 if INTERPRET else 1024)
+    tile = 16384 if INTERPRET else 2048
+    rows = max(1, min(tile // block_d, next_power_of_2(max(n_rows, 1))))
+    return rows, block_d, 4
+
+
+def sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1

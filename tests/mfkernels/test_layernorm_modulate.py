@@ -1,0 +1,222 @@
+"""Triton LayerNorm + adaLN modulate (value, tangent and primal backward) against the float64
+reference, SPEC.md sections 2-3: fp32 <= 1e-5 and bf16 <= 3e-2 relative to the reference's
+max abs, per output. Modulation vectors are built as the DiT builds them: chunks of one
+``(batch, 6 * dim)`` projection, i.e. row-strided views. Without a GPU the kernels run in the
+Triton interpreter, which truncates bf16 casts: 16-bit numerics are checked properly only in
+the ``gpu`` tests."""
+
+import pytest
+import torch
+
+import mfkernels
+from mfkernels import reference
+from mfkernels._rows import MAX_ROW_DIM
+from mfkernels._triton import HAS_TRITON
+from mfkernels.layernorm_modulate import (
+    _backward_unsupported,
+    _jvp_unsupported,
+    layernorm_modulate_backward_triton,
+    layernorm_modulate_jvp_triton,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
+EPS = 1e-6
+TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
+
+
+def rel_err(out, ref):
+    scale = ref.abs().max().item()
+    return (out.double() - ref.double()).abs().max().item() / (scale if scale > 1e-12 else 1.0)
+
+
+def assert_close(name, out, ref, tol):
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite values"
+    err = rel_err(out, ref)
+    assert err <= tol, f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {tol:.0e}"
+
+
+def make_inputs(batch, tokens, dim, x_dtype, mod_dtype, device=DEVICE):
+    """x, x_dot contiguous; (shift, scale) and tangents as chunks 0, 1 of a (batch, 6 dim)
+    projection, as ``DiTBlock`` makes them (row stride 6 dim). x has a non-zero mean."""
+    x = (torch.randn(batch, tokens, dim, device=device) * 2 + 0.5).to(x_dtype)
+    x_dot = torch.randn(batch, tokens, dim, device=device).to(x_dtype)
+    mod = torch.randn(batch, 6 * dim, device=device).to(mod_dtype)
+    mod_dot = torch.randn(batch, 6 * dim, device=device).to(mod_dtype)
+    return x, x_dot, mod, mod_dot
+
+
+def run_public(x, x_dot, mod, mod_dot, grad_m, backend):
+    """Public API with autograd: ``(m, m_dot, dx, dmod)``; mod's grad lands in chunks 0, 1."""
+    x = x.detach().requires_grad_()
+    mod = mod.detach().requires_grad_()
+    shift, scale = mod.chunk(6, dim=1)[:2]
+    shift_dot, scale_dot = mod_dot.chunk(6, dim=1)[:2]
+    m, m_dot = mfkernels.layernorm_modulate_jvp(
+        x, x_dot, shift, scale, shift_dot, scale_dot, eps=EPS, backend=backend
+    )
+    assert not m_dot.requires_grad
+    m.backward(grad_m)
+    return m.detach(), m_dot, x.grad, mod.grad
+
+
+def check_public(batch, tokens, dim, x_dtype, mod_dtype):
+    """Each output within the tolerance of its own dtype (the reference sees the same
+    rounded inputs, so an fp32 output of 16-bit inputs is held to 1e-5)."""
+    x, x_dot, mod, mod_dot = make_inputs(batch, tokens, dim, x_dtype, mod_dtype)
+    grad_m = torch.randn(batch, tokens, dim, device=DEVICE).to(x_dtype)
+    out = run_public(x, x_dot, mod, mod_dot, grad_m, "triton")
+    ref = run_public(x.double(), x_dot.double(), mod.double(), mod_dot.double(), grad_m.double(), "reference")
+    assert out[0].dtype == x_dtype and out[1].dtype == x_dtype
+    assert out[2].dtype == x_dtype and out[3].dtype == mod_dtype
+    for name, o, r in zip(("m", "m_dot", "dx", "dmod"), out, ref):
+        assert_close(name, o, r, TOL[o.dtype])
+
+
+# ----------------------------------------------------------- interpreter-sized (CPU) tests
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "batch, tokens, dim", [(1, 1, 72), (3, 17, 72), (1, 130, 384), (3, 17, 1152), (3, 130, 384)]
+)
+def test_fp32_against_float64(batch, tokens, dim):
+    check_public(batch, tokens, dim, torch.float32, torch.float32)
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "x_dtype, mod_dtype",
+    [
+        (torch.float32, torch.bfloat16),  # autocast: fp32 residual stream, bf16 projection
+        (torch.bfloat16, torch.float32),
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.bfloat16),
+    ],
+)
+def test_mixed_and_low_precision(x_dtype, mod_dtype):
+    check_public(3, 17, 72, x_dtype, mod_dtype)
+
+
+@needs_triton
+def test_strided_x_and_separate_vectors():
+    """x as a (tokens, batch, dim) buffer seen as (batch, tokens, dim); contiguous vectors."""
+    batch, tokens, dim = 3, 17, 72
+    x = (torch.randn(tokens, batch, dim, device=DEVICE) + 1).transpose(0, 1)
+    x_dot = torch.randn(tokens, batch, dim, device=DEVICE).transpose(0, 1)
+    vectors = [torch.randn(batch, dim, device=DEVICE) for _ in range(4)]
+    m, m_dot = layernorm_modulate_jvp_triton(x, x_dot, *vectors, EPS)
+    ref_m, ref_m_dot = reference.layernorm_modulate_jvp(
+        x.double(), x_dot.double(), *(v.double() for v in vectors), EPS
+    )
+    assert_close("m", m, ref_m, 1e-5)
+    assert_close("m_dot", m_dot, ref_m_dot, 1e-5)
+    # A column-strided x (last dim not unit stride) is copied, not misread.
+    xt = torch.randn(batch, dim, tokens, device=DEVICE).transpose(1, 2)
+    m, _ = layernorm_modulate_jvp_triton(xt, xt, *vectors, EPS)
+    assert_close(
+        "m (column-strided x)",
+        m,
+        reference.layernorm_modulate_jvp(xt.double(), xt.double(), *(v.double() for v in vectors), EPS)[0],
+        1e-5,
+    )
+
+
+@needs_triton
+@pytest.mark.parametrize("tokens_per_chunk", [1, 3, 16, 200])
+def test_backward_two_stage_sums(tokens_per_chunk):
+    """dshift and dscale are per-chunk partial sums reduced afterwards: any chunking agrees."""
+    batch, tokens, dim = 2, 37, 72
+    x, _, mod, _ = make_inputs(batch, tokens, dim, torch.float32, torch.float32)
+    scale = mod.chunk(6, dim=1)[1]
+    grad_m = torch.randn(batch, tokens, dim, device=DEVICE)
+    out = layernorm_modulate_backward_triton(grad_m, x, scale, EPS, tokens_per_chunk=tokens_per_chunk)
+    ref = reference.layernorm_modulate_backward(grad_m.double(), x.double(), scale.double(), EPS)
+    for name, o, r in zip(("dx", "dshift", "dscale"), out, ref):
+        assert_close(name, o, r, 1e-5)
+
+
+@needs_triton
+def test_deterministic_backward():
+    x, _, mod, _ = make_inputs(2, 17, 72, torch.float32, torch.float32)
+    grad_m = torch.randn_like(x)
+    first = layernorm_modulate_backward_triton(grad_m, x, mod[:, :72], EPS)
+    second = layernorm_modulate_backward_triton(grad_m, x, mod[:, :72], EPS)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@needs_triton
+def test_unsupported_reasons():
+    x = torch.randn(1, 2, MAX_ROW_DIM + 1, device=DEVICE)
+    v = torch.randn(1, MAX_ROW_DIM + 1, device=DEVICE)
+    assert "dim" in _jvp_unsupported(x, x, v, v, v, v, EPS)
+    assert "dim" in _backward_unsupported(x, x, v, EPS)
+    x, v = torch.randn(1, 2, 8, device=DEVICE), torch.randn(1, 8, device=DEVICE)
+    assert _jvp_unsupported(x, x, v, v, v, v, EPS) is None
+    assert "float64 for shift" in _jvp_unsupported(x, x, v.double(), v, v, v, EPS)
+
+
+@needs_triton
+def test_fallback_warns_and_matches_reference():
+    """A row too wide for the kernel falls back to the reference with a warning, no crash."""
+    if DEVICE == "cpu" and not mfkernels._triton.INTERPRET:
+        pytest.skip("triton backend needs CUDA or TRITON_INTERPRET=1")
+    x = torch.randn(1, 1, MAX_ROW_DIM + 1, device=DEVICE)
+    v = torch.randn(1, MAX_ROW_DIM + 1, device=DEVICE)
+    with pytest.warns(UserWarning, match="reference"):
+        m, _ = mfkernels.layernorm_modulate_jvp(x, x, v, v, v, v, backend="triton")
+    assert_close("m", m, reference.layernorm_modulate_jvp(x, x, v, v, v, v)[0], 1e-6)
+
+
+@needs_triton
+def test_opcheck():
+    x, x_dot, mod, mod_dot = make_inputs(2, 3, 8, torch.float32, torch.float32)
+    x.requires_grad_()
+    shift, scale = (t.detach().clone().requires_grad_() for t in mod.chunk(6, dim=1)[:2])
+    args = (x, x_dot, shift, scale, *mod_dot.chunk(6, dim=1)[:2], EPS, "triton")
+    torch.library.opcheck(torch.ops.mfkernels.layernorm_modulate_jvp.default, args)
+    grad_m = torch.randn(2, 3, 8, device=DEVICE)
+    torch.library.opcheck(
+        torch.ops.mfkernels.layernorm_modulate_backward.default,
+        (grad_m, x.detach(), scale.detach(), EPS, "triton"),
+    )
+
+
+# ---------------------------------------------------------------------- GPU (DiT-XL sizes)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "x_dtype, mod_dtype",
+    [
+        (torch.float32, torch.float32),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float32, torch.bfloat16),
+        (torch.float16, torch.float16),
+    ],
+)
+@pytest.mark.parametrize("batch, tokens, dim", [(8, 256, 1152), (3, 130, 72), (2, 1, 1152)])
+def test_gpu_against_float64(batch, tokens, dim, x_dtype, mod_dtype):
+    check_public(batch, tokens, dim, x_dtype, mod_dtype)
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_error_within_twice_torch():
+    """flash-attention's rule: our bf16 error vs float64 is at most 2x that of the same math
+    done by torch in bf16 (plus a small floor for outputs torch happens to get exact)."""
+    x, x_dot, mod, mod_dot = make_inputs(8, 256, 1152, torch.bfloat16, torch.bfloat16)
+    shift, scale = mod.chunk(6, dim=1)[:2]
+    shift_dot, scale_dot = mod_dot.chunk(6, dim=1)[:2]
+    args = (x, x_dot, shift, scale, shift_dot, scale_dot)
+    ours = layernorm_modulate_jvp_triton(*args, EPS)
+    ref = reference.layernorm_modulate_jvp(*(t.double() for t in args), EPS)
+    # Torch in bf16: layer_norm on bf16 (fp32 internally), modulation and tangent in bf16.
+    a = torch.nn.functional.layer_norm(x, (1152,), eps=EPS)
+    s = torch.rsqrt(x.float().var(-1, unbiased=False, keepdim=True) + EPS).to(x.dtype)
+    a_dot = (x_dot - x_dot.mean(-1, keepdim=True) - a * (a * x_dot).mean(-1, keepdim=True)) * s
+    torch_m = a * (1 + scale[:, None]) + shift[:, None]
+    torch_m_dot = a_dot * (1 + scale[:, None]) + a * scale_dot[:, None] + shift_dot[:, None]
+    for name, o, t, r in zip(("m", "m_dot"), ours, (torch_m, torch_m_dot), ref):
+        assert rel_err(o, r) <= 2 * rel_err(t, r) + 1e-3, name
