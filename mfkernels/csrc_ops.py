@@ -57,6 +57,13 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous and, on CUDA, 16-byte aligned (an offset view is copied): the LayerNorm
+    kernels need vector loads to hold long rows in registers."""
+    t = t.contiguous()
+    return t.clone() if t.device.type == "cuda" and t.data_ptr() % 16 else t
+
+
 def _launch(x: torch.Tensor) -> dict:
     if x.device.type == "cuda":
         return {"threads": 1, "stream": torch.cuda.current_stream(x.device).cuda_stream}
@@ -72,7 +79,7 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
     """``(m, m_dot)`` as :func:`mfkernels.reference.layernorm_modulate_jvp`; one pass per row."""
-    x, x_dot = x.contiguous(), x_dot.contiguous()
+    x, x_dot = _aligned(x), _aligned(x_dot)
     vecs = [_rows(t) for t in (shift, scale, shift_dot, scale_dot)]
     m, m_dot = torch.empty_like(x), torch.empty_like(x)
     _C.ln_modulate_jvp(_arg(x), _arg(x_dot), *map(_arg, vecs), _arg(m), _arg(m_dot), float(eps), **_launch(x))
@@ -82,8 +89,8 @@ def layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-
 def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
     """``(dx, dshift, dscale)`` as :func:`mfkernels.reference.layernorm_modulate_backward`;
     ``dshift``/``dscale`` come back in the accumulation dtype (float32, float64 for float64)."""
-    x, scale = x.contiguous(), _rows(scale)
-    grad_m = grad_m.to(x.dtype).contiguous()
+    x, scale = _aligned(x), _rows(scale)
+    grad_m = _aligned(grad_m.to(x.dtype))
     batch, tokens, dim = x.shape
     acc = accumulation_dtype(x.dtype)
     dx = torch.empty_like(x)

@@ -168,6 +168,32 @@ void load_vec(const RowVec& v, int64_t b, A* dst, int64_t n) {
 }
 
 template <typename A>
+constexpr DType native() {
+  return std::is_same_v<A, double> ? DType::f64 : DType::f32;
+}
+
+// n elements of src from `offset` as A values: the storage itself where it already holds A
+// (no copy), else converted into buf.
+template <typename A>
+const A* in_row(const void* src, DType dtype, int64_t offset, A* buf, int64_t n) {
+  if (dtype == native<A>()) return static_cast<const A*>(src) + offset;
+  load_row(src, dtype, offset, buf, n);
+  return buf;
+}
+
+// Where an output row is computed: the destination itself where it holds A, else buf, which
+// out_done then rounds into the destination.
+template <typename A>
+A* out_row(void* dst, DType dtype, int64_t offset, A* buf) {
+  return dtype == native<A>() ? static_cast<A*>(dst) + offset : buf;
+}
+
+template <typename A>
+void out_done(const A* row, DType dtype, void* dst, int64_t offset, int64_t n) {
+  if (dtype != native<A>()) store_row(row, dtype, dst, offset, n);
+}
+
+template <typename A>
 A row_sum(const A* v, int64_t n) {
   A s = 0;
 #pragma omp simd reduction(+ : s)
@@ -244,11 +270,12 @@ void ln_modulate_jvp_impl(const LnModFwdParams& p, int threads) {
   const int64_t D = p.dim, T = p.tokens;
   const A inv_d = A(1) / A(D), eps = A(p.eps);
   parallel_for(p.batch * T, 8 * D, threads, [&](int64_t r0, int64_t r1) {
-    std::vector<A> buf(6 * D);
-    A *xs = buf.data(), *xd = xs + D, *sc1 = xd + D, *sh = sc1 + D, *scd = sh + D, *shd = scd + D;
+    std::vector<A> buf(8 * D);
+    A *xb = buf.data(), *xdb = xb + D, *mb = xdb + D, *mdb = mb + D;
+    A *sc1 = mdb + D, *sh = sc1 + D, *scd = sh + D, *shd = scd + D;
     int64_t cur_b = -1;
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / T;
+      const int64_t b = r / T, off = r * D;
       if (b != cur_b) {
         load_vec(p.shift, b, sh, D);
         load_vec(p.scale, b, sc1, D);
@@ -257,8 +284,10 @@ void ln_modulate_jvp_impl(const LnModFwdParams& p, int threads) {
         for (int64_t j = 0; j < D; ++j) sc1[j] += A(1);
         cur_b = b;
       }
-      load_row(p.x, p.dtype, r * D, xs, D);
-      load_row(p.x_dot, p.dtype, r * D, xd, D);
+      const A* xs = in_row(p.x, p.dtype, off, xb, D);
+      const A* xd = in_row(p.x_dot, p.dtype, off, xdb, D);
+      A* m = out_row(p.m, p.dtype, off, mb);
+      A* m_dot = out_row(p.m_dot, p.dtype, off, mdb);
       const A mean = row_sum(xs, D) * inv_d;
       A ss = 0, sxd = 0, scxd = 0;
 #pragma omp simd reduction(+ : ss, sxd, scxd)
@@ -274,11 +303,11 @@ void ln_modulate_jvp_impl(const LnModFwdParams& p, int threads) {
       for (int64_t j = 0; j < D; ++j) {
         const A a = (xs[j] - mean) * rstd;
         const A a_dot = (xd[j] - mean_xd - a * mean_axd) * rstd;
-        xs[j] = a * sc1[j] + sh[j];
-        xd[j] = a_dot * sc1[j] + a * scd[j] + shd[j];
+        m[j] = a * sc1[j] + sh[j];
+        m_dot[j] = a_dot * sc1[j] + a * scd[j] + shd[j];
       }
-      store_row(xs, p.dtype, p.m, r * D, D);
-      store_row(xd, p.dtype, p.m_dot, r * D, D);
+      out_done(m, p.dtype, p.m, off, D);
+      out_done(m_dot, p.dtype, p.m_dot, off, D);
     }
   });
 }
@@ -292,8 +321,8 @@ void ln_modulate_backward_impl(const LnModBwdParams& p, int threads) {
   const A inv_d = A(1) / A(D), eps = A(p.eps);
   std::vector<A> partial(2 * B * chunks * D);
   parallel_for(B * chunks, 8 * kLnBwdRowsPerChunk * D, threads, [&](int64_t k0, int64_t k1) {
-    std::vector<A> buf(3 * D);
-    A *xs = buf.data(), *gs = xs + D, *sc1 = gs + D;
+    std::vector<A> buf(4 * D);
+    A *xb = buf.data(), *gb = xb + D, *dxb = gb + D, *sc1 = dxb + D;
     int64_t cur_b = -1;
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t b = k / chunks, t0 = (k % chunks) * kLnBwdRowsPerChunk;
@@ -307,9 +336,10 @@ void ln_modulate_backward_impl(const LnModBwdParams& p, int threads) {
       A* dsc = dsh + D;
       std::fill(dsh, dsh + 2 * D, A(0));
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r = b * T + t;
-        load_row(p.x, p.dtype, r * D, xs, D);
-        load_row(p.grad_m, p.dtype, r * D, gs, D);
+        const int64_t off = (b * T + t) * D;
+        const A* xs = in_row(p.x, p.dtype, off, xb, D);
+        const A* gs = in_row(p.grad_m, p.dtype, off, gb, D);
+        A* dx = out_row(p.dx, p.dtype, off, dxb);
         const A mean = row_sum(xs, D) * inv_d;
         A ss = 0;
 #pragma omp simd reduction(+ : ss)
@@ -323,13 +353,11 @@ void ln_modulate_backward_impl(const LnModBwdParams& p, int threads) {
           dsc[j] += g * a;
           sda += da;
           sdaa += da * a;
-          xs[j] = a;
-          gs[j] = da;
         }
         const A mean_da = sda * inv_d, mean_daa = sdaa * inv_d;
 #pragma omp simd
-        for (int64_t j = 0; j < D; ++j) gs[j] = (gs[j] - mean_da - xs[j] * mean_daa) * rstd;
-        store_row(gs, p.dtype, p.dx, r * D, D);
+        for (int64_t j = 0; j < D; ++j) dx[j] = (gs[j] * sc1[j] - mean_da - (xs[j] - mean) * rstd * mean_daa) * rstd;
+        out_done(dx, p.dtype, p.dx, off, D);
       }
     }
   });
@@ -360,22 +388,25 @@ void gelu_tanh_jvp_impl(const GeluJvpParams& p, int threads) {
   const int64_t D = p.dim;
   constexpr A k = Gelu<A>::k, c = Gelu<A>::c;
   parallel_for(p.rows, 24 * D, threads, [&](int64_t r0, int64_t r1) {
-    std::vector<A> buf(3 * D, A(0));
-    A *xs = buf.data(), *xd = xs + D, *bias = xd + D;
+    std::vector<A> buf(5 * D, A(0));
+    A *xb = buf.data(), *xdb = xb + D, *yb = xdb + D, *ydb = yb + D, *bias = ydb + D;
     if (p.bias.ptr != nullptr) load_vec(p.bias, 0, bias, D);
     for (int64_t r = r0; r < r1; ++r) {
-      load_row(p.x, p.dtype, r * D, xs, D);
-      load_row(p.x_dot, p.dtype, r * D, xd, D);
+      const int64_t off = r * D;
+      const A* xs = in_row(p.x, p.dtype, off, xb, D);
+      const A* xd = in_row(p.x_dot, p.dtype, off, xdb, D);
+      A* y = out_row(p.y, p.dtype, off, yb);
+      A* y_dot = out_row(p.y_dot, p.dtype, off, ydb);
 #pragma omp simd
       for (int64_t j = 0; j < D; ++j) {
         const A u = xs[j] + bias[j], u2 = u * u;
         const A th = tanh_fn(k * (u + c * u * u2));
         const A half_u_sech2 = A(0.5) * u * (A(1) - th * th);
-        xs[j] = A(0.5) * u * (A(1) + th);
-        xd[j] = (A(0.5) * (A(1) + th) + half_u_sech2 * k * (A(1) + A(3) * c * u2)) * xd[j];
+        y[j] = A(0.5) * u * (A(1) + th);
+        y_dot[j] = (A(0.5) * (A(1) + th) + half_u_sech2 * k * (A(1) + A(3) * c * u2)) * xd[j];
       }
-      store_row(xs, p.dtype, p.y, r * D, D);
-      store_row(xd, p.dtype, p.y_dot, r * D, D);
+      out_done(y, p.dtype, p.y, off, D);
+      out_done(y_dot, p.dtype, p.y_dot, off, D);
     }
   });
 }
@@ -386,20 +417,22 @@ void silu_jvp_impl(const SiluJvpParams& p, int threads) {
   constexpr int64_t kBlock = 2048;
   const int64_t blocks = (p.n + kBlock - 1) / kBlock;
   parallel_for(blocks, 16 * kBlock, threads, [&](int64_t k0, int64_t k1) {
-    std::vector<A> buf(2 * kBlock);
-    A *xs = buf.data(), *xd = xs + kBlock;
+    std::vector<A> buf(4 * kBlock);
+    A *xb = buf.data(), *xdb = xb + kBlock, *yb = xdb + kBlock, *ydb = yb + kBlock;
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t off = k * kBlock, n = std::min(kBlock, p.n - off);
-      load_row(p.x, p.dtype, off, xs, n);
-      load_row(p.x_dot, p.dtype, off, xd, n);
+      const A* xs = in_row(p.x, p.dtype, off, xb, n);
+      const A* xd = in_row(p.x_dot, p.dtype, off, xdb, n);
+      A* y = out_row(p.y, p.dtype, off, yb);
+      A* y_dot = out_row(p.y_dot, p.dtype, off, ydb);
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
         const A x = xs[j], s = sigmoid_fn(x);
-        xs[j] = x * s;
-        xd[j] = s * (A(1) + x * (A(1) - s)) * xd[j];
+        y[j] = x * s;
+        y_dot[j] = s * (A(1) + x * (A(1) - s)) * xd[j];
       }
-      store_row(xs, p.dtype, p.y, off, n);
-      store_row(xd, p.dtype, p.y_dot, off, n);
+      out_done(y, p.dtype, p.y, off, n);
+      out_done(y_dot, p.dtype, p.y_dot, off, n);
     }
   });
 }
@@ -411,27 +444,30 @@ template <typename A>
 void gated_residual_jvp_impl(const GatedResidualParams& p, int threads) {
   const int64_t D = p.dim, T = p.tokens;
   parallel_for(p.batch * T, 6 * D, threads, [&](int64_t r0, int64_t r1) {
-    std::vector<A> buf(6 * D);
-    A *xs = buf.data(), *xd = xs + D, *fs = xd + D, *fd = fs + D, *g = fd + D, *gd = g + D;
+    std::vector<A> buf(8 * D);
+    A *xb = buf.data(), *xdb = xb + D, *fb = xdb + D, *fdb = fb + D, *yb = fdb + D, *ydb = yb + D;
+    A *g = ydb + D, *gd = g + D;
     int64_t cur_b = -1;
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / T;
+      const int64_t b = r / T, off = r * D;
       if (b != cur_b) {
         load_vec(p.gate, b, g, D);
         load_vec(p.gate_dot, b, gd, D);
         cur_b = b;
       }
-      load_row(p.x, p.dtype, r * D, xs, D);
-      load_row(p.x_dot, p.dtype, r * D, xd, D);
-      load_row(p.f, p.f_dtype, r * D, fs, D);
-      load_row(p.f_dot, p.f_dtype, r * D, fd, D);
+      const A* xs = in_row(p.x, p.dtype, off, xb, D);
+      const A* xd = in_row(p.x_dot, p.dtype, off, xdb, D);
+      const A* fs = in_row(p.f, p.f_dtype, off, fb, D);
+      const A* fd = in_row(p.f_dot, p.f_dtype, off, fdb, D);
+      A* y = out_row(p.y, p.dtype, off, yb);
+      A* y_dot = out_row(p.y_dot, p.dtype, off, ydb);
 #pragma omp simd
       for (int64_t j = 0; j < D; ++j) {
-        xs[j] = xs[j] + g[j] * fs[j];
-        xd[j] = xd[j] + gd[j] * fs[j] + g[j] * fd[j];
+        y[j] = xs[j] + g[j] * fs[j];
+        y_dot[j] = xd[j] + gd[j] * fs[j] + g[j] * fd[j];
       }
-      store_row(xs, p.dtype, p.y, r * D, D);
-      store_row(xd, p.dtype, p.y_dot, r * D, D);
+      out_done(y, p.dtype, p.y, off, D);
+      out_done(y_dot, p.dtype, p.y_dot, off, D);
     }
   });
 }
