@@ -39,8 +39,9 @@ def find_cuda_toolkit():
     dry run, whose ``TOP=`` line names the real installation."""
     nvcc = os.environ.get("CUDACXX") or shutil.which("nvcc")
     if not nvcc:
-        for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-            if home and (Path(home) / "bin" / "nvcc").exists():
+        given = [os.environ[k] for k in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(k)]
+        for home in given or ["/usr/local/cuda"]:
+            if (Path(home) / "bin" / "nvcc").exists():
                 nvcc = str(Path(home) / "bin" / "nvcc")
                 break
     if not nvcc:
@@ -53,7 +54,9 @@ def find_cuda_toolkit():
             timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        print(f"mfkernels: {nvcc} does not run ({e}); building without CUDA")
+        dry = subprocess.CompletedProcess([nvcc], returncode=-1, stdout="", stderr=str(e))
+    if dry.returncode != 0:
+        print(f"mfkernels: WARNING: {nvcc} does not run ({dry.stderr.strip()[-200:]}); building without CUDA")
         return None
     top = re.search(r"^#\$ TOP=(.+)$", dry.stdout + dry.stderr, re.M)
     root = Path(top.group(1).strip()).resolve() if top else Path(nvcc).resolve().parent.parent

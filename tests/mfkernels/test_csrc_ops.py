@@ -453,6 +453,17 @@ def test_extension_checks_every_argument():
 
 
 @needs_ext
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a usable GPU")
+def test_cuda_call_without_a_gpu_raises():
+    """With CUDA compiled in but no GPU/driver, a CUDA-device call is a RuntimeError, not a crash."""
+    if not _C.WITH_CUDA:
+        pytest.skip("mfkernels._C was built without CUDA")
+    x = torch.randn(4)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        _C.silu_jvp(*(targ(x, device=0) for _ in range(4)))
+
+
+@needs_ext
 def test_cpu_backend_falls_back_for_unsupported_dtype():
     """A dtype the kernels do not take goes to reference with a one-time warning."""
     reason = csrc_ops.cpu_unsupported(torch.zeros(2, dtype=torch.complex64))
