@@ -114,6 +114,16 @@ def backend_runs(op, backend, sample_args) -> bool:
         return dispatch.resolve(op, backend, *sample_args) == backend
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def environment(device) -> dict:
     try:
         commit = subprocess.run(
@@ -121,7 +131,7 @@ def environment(device) -> dict:
         ).stdout.strip()
     except OSError:
         commit = ""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": name,
         "torch": torch.__version__,
@@ -187,7 +197,8 @@ def main():
                         f"{row['vs_reference']:6.2f}x"
                     )
     if args.save:
-        out = Path(__file__).parent / "results" / f"csrc_ops_{env['device'].replace(' ', '_') or 'cpu'}.json"
+        tag = "".join(ch if ch.isalnum() else "_" for ch in env["device"])
+        out = Path(__file__).parent / "results" / f"csrc_ops_{tag}_{device.type}{env['threads']}t.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1))
         print(f"# wrote {out}")
