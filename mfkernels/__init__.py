@@ -6,7 +6,7 @@ Backends behind one dispatch (``dispatch.py``): ``reference`` (plain torch, the 
 ``torch.library`` custom op, so ``torch.compile(fullgraph=True)`` traces through it.
 """
 
-from . import reference
+from . import csrc_ops, reference  # csrc_ops: the cpu/cuda backends, where mfkernels._C is built
 from .activations import gelu_tanh_jvp, silu_jvp
 from .attention import attention_jvp
 from .dispatch import BACKENDS, available_backends
@@ -20,6 +20,7 @@ __all__ = [
     "BACKENDS",
     "attention_jvp",
     "available_backends",
+    "csrc_ops",
     "gated_residual_jvp",
     "gelu_tanh_jvp",
     "layernorm_modulate",

@@ -1,0 +1,102 @@
+// Run-time choice among the ISA builds of cpu/kernels.cpp: the widest one this CPU (and its
+// OS) supports, or the one named by set_isa / the MFK_CPU_ISA environment variable (tests
+// use it to cover every variant on one machine).
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+
+#include "../kernels.h"
+
+#define MFK_DECLARE_ISA(ns)                                          \
+  namespace mfk::cpu::ns {                                           \
+  void ln_modulate_jvp(const LnModFwdParams& p, int threads);       \
+  void ln_modulate_backward(const LnModBwdParams& p, int threads);  \
+  void gelu_tanh_jvp(const GeluJvpParams& p, int threads);          \
+  void silu_jvp(const SiluJvpParams& p, int threads);               \
+  void gated_residual_jvp(const GatedResidualParams& p, int threads); \
+  }
+
+MFK_DECLARE_ISA(base)
+#ifdef MFK_CPU_AVX2
+MFK_DECLARE_ISA(avx2)
+#endif
+#ifdef MFK_CPU_AVX512
+MFK_DECLARE_ISA(avx512)
+#endif
+
+namespace mfk::cpu {
+namespace {
+
+struct Table {
+  const char* name;
+  void (*ln_modulate_jvp)(const LnModFwdParams&, int);
+  void (*ln_modulate_backward)(const LnModBwdParams&, int);
+  void (*gelu_tanh_jvp)(const GeluJvpParams&, int);
+  void (*silu_jvp)(const SiluJvpParams&, int);
+  void (*gated_residual_jvp)(const GatedResidualParams&, int);
+};
+
+#define MFK_TABLE(ns) \
+  Table { #ns, ns::ln_modulate_jvp, ns::ln_modulate_backward, ns::gelu_tanh_jvp, ns::silu_jvp, ns::gated_residual_jvp }
+
+bool supported(const char* name) {
+  if (std::strcmp(name, "base") == 0) return true;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+#ifdef MFK_CPU_AVX2
+  if (std::strcmp(name, "avx2") == 0)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+#ifdef MFK_CPU_AVX512
+  if (std::strcmp(name, "avx512") == 0)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+#endif
+#endif
+  return false;
+}
+
+Table table_for(const char* name) {
+#ifdef MFK_CPU_AVX512
+  if (std::strcmp(name, "avx512") == 0) return MFK_TABLE(avx512);
+#endif
+#ifdef MFK_CPU_AVX2
+  if (std::strcmp(name, "avx2") == 0) return MFK_TABLE(avx2);
+#endif
+  return MFK_TABLE(base);
+}
+
+Table best() {
+  const char* env = std::getenv("MFK_CPU_ISA");
+  if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0 && supported(env)) return table_for(env);
+  for (const char* name : {"avx512", "avx2"})
+    if (supported(name)) return table_for(name);
+  return table_for("base");
+}
+
+Table& active() {
+  static Table table = best();
+  return table;
+}
+
+}  // namespace
+
+const char* isa() { return active().name; }
+
+bool set_isa(const char* name) {
+  if (std::strcmp(name, "auto") == 0) {
+    for (const char* n : {"avx512", "avx2", "base"})
+      if (supported(n)) return set_isa(n);
+  }
+  if (!supported(name)) return false;
+  active() = table_for(name);
+  return true;
+}
+
+void ln_modulate_jvp(const LnModFwdParams& p, int threads) { active().ln_modulate_jvp(p, threads); }
+void ln_modulate_backward(const LnModBwdParams& p, int threads) { active().ln_modulate_backward(p, threads); }
+void gelu_tanh_jvp(const GeluJvpParams& p, int threads) { active().gelu_tanh_jvp(p, threads); }
+void silu_jvp(const SiluJvpParams& p, int threads) { active().silu_jvp(p, threads); }
+void gated_residual_jvp(const GatedResidualParams& p, int threads) { active().gated_residual_jvp(p, threads); }
+
+}  // namespace mfk::cpu
