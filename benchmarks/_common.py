@@ -81,7 +81,10 @@ def git_info() -> dict:
         ).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
     except Exception:
         return {"commit": os.environ.get("MFK_GIT_COMMIT", "unknown"), "dirty": None}
 
