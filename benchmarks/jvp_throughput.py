@@ -677,7 +677,7 @@ def print_table(rows):
                 r["batch"],
                 r["dtype"],
                 r["variant"],
-                f"{r['ms']:.2f}" if ok else r["status"][:60],
+                f"{r['ms']:.2f}" if ok else r["status"][:48],
                 f"{r['ms_iqr']:.2f}" if ok else "",
                 f"{r['img_per_s']:.0f}" if ok else "",
                 f"{r['peak_mem_gib']:.2f}" if ok and r.get("peak_mem_gib") is not None else "",
