@@ -145,7 +145,7 @@ def render_attention(data, readme_dir: Path) -> str:
         )
         out[-1] += (
             f" % of peak: of a measured dense {peak['shape']} {peak['dtype']} matmul, "
-            f"{peak['tflops']:.1f} TFLOP/s{extra}."
+            f"{peak['tflops']:.3g} TFLOP/s{extra}."
         )
     if ours != "triton":
         out[-1] += f" **'ours' is the `{ours}` backend here (plain torch), not the fused kernel.**"
