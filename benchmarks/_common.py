@@ -1,0 +1,239 @@
+"""Shared by the benchmark scripts: environment record, timing, result files, tables.
+
+Every result file carries the device, versions, git commit and date (STYLE.md habit 9), so
+a number can always be traced back to where it was measured.
+"""
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+# ------------------------------------------------------------------ environment
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {cpu_name()} ({os.cpu_count()} cores)"
+
+
+def slug(text: str) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia-h100-80gb-hbm3"``, safe in a file name."""
+    text = re.sub(r"\((r|tm)\)", "", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60] or "unknown"
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"type": device.type, "name": device_name(device), "slug": slug(device_name(device))}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            capability=f"{props.major}.{props.minor}",
+            memory_gib=round(props.total_memory / 2**30, 1),
+            multiprocessors=props.multi_processor_count,
+        )
+    else:
+        # Other processes on the machine skew CPU timings: keep the load next to the numbers.
+        info.update(threads=torch.get_num_threads(), cores=os.cpu_count(), loadavg=list(os.getloadavg()))
+    return info
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
+    for module in ("triton", "flash_attn"):
+        try:
+            out[module] = __import__(module).__version__
+        except Exception:  # not installed, or broken: either way not used
+            out[module] = None
+    return out
+
+
+def git_info() -> dict:
+    """Commit of the tree being measured; ``MFK_GIT_COMMIT`` when the tree has no ``.git``."""
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
+    except Exception:
+        return {"commit": os.environ.get("MFK_GIT_COMMIT", "unknown"), "dirty": None}
+
+
+def header(benchmark: str, device: torch.device, argv, settings: dict) -> dict:
+    return {
+        "benchmark": benchmark,
+        "schema": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device_info(device),
+        "versions": versions(),
+        "git": git_info(),
+        "argv": list(argv),
+        "settings": settings,
+    }
+
+
+# ---------------------------------------------------------------------- results
+
+
+def result_path(out_dir, benchmark: str, device: torch.device, quick: bool, ext: str) -> Path:
+    name = f"{benchmark}_{slug(device_name(device))}{'_quick' if quick else ''}.{ext}"
+    return Path(out_dir) / name
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically, so a run killed mid-way leaves the last complete file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def pyplot():
+    """matplotlib's pyplot with a file-only backend, or None (then the plot is skipped)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+        return None
+    return plt
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.rstrip("%x"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.rstrip("%x"))
+    except ValueError:
+        return False
+    return True
+
+
+def format_table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [all(_is_number(r[i]) for r in cells[1:] if r[i]) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.rjust(w) if numeric[i] else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------- timing
+
+
+def set_cpu_threads(device: torch.device, threads: int | None) -> None:
+    """CPU runs default to one thread: on a machine shared with other jobs, torch's OpenMP
+    threads wait on each other at every op and a 1 ms op takes 10+ ms (measured on the 2-core
+    CI kind). ``threads=0`` keeps torch's own choice."""
+    if device.type == "cpu" and threads != 0:
+        torch.set_num_threads(threads or 1)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize(times_ms: list[float]) -> dict:
+    q = statistics.quantiles(times_ms, n=4) if len(times_ms) >= 2 else [times_ms[0]] * 3
+    return {
+        "ms": statistics.median(times_ms),
+        "ms_min": min(times_ms),
+        "ms_max": max(times_ms),
+        "ms_iqr": q[2] - q[0],
+        "repeats": len(times_ms),
+    }
+
+
+def time_calls(fn, device, repeats: int, max_seconds: float, min_repeats: int = 2) -> list[float]:
+    """Milliseconds per call of ``fn`` (already warmed up): CUDA events on the GPU, the wall
+    clock on the CPU. Stops after ``repeats`` calls, or earlier once ``max_seconds`` have
+    passed and ``min_repeats`` calls are done."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < min_repeats or time.perf_counter() - start < max_seconds):
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`CaseTimeout` in the main thread after ``seconds`` (POSIX only; a no-op
+    elsewhere). Used around compilation, which is Python and can be interrupted."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def handler(signum, frame):
+        raise CaseTimeout(f"timed out after {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def short_error(exc: BaseException, limit: int = 160) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "OOM"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    # Dynamo wraps the real error; its first line is what matters.
+    return f"{type(exc).__name__}: {text}"[:limit]

@@ -1,0 +1,515 @@
+"""Attention JVP kernel microbenchmark: TFLOP/s and memory (SPEC.md section 6).
+
+    python benchmarks/attention_jvp.py            # GPU: N 256..16384, d 72/128/64, bf16 (+ fp16 at d 128)
+    python benchmarks/attention_jvp.py --quick    # tiny sizes, seconds (CPU / CI smoke run)
+
+Forward, value and tangent (``O, O', LSE`` from ``Q, K, V, Q', K', V'``):
+  ours_jvp        ``mfkernels.attention_jvp(..., backend="triton")`` (the fused kernel). On a
+                  CPU it runs the plain-torch *reference* backend: those rows time the
+                  oracle, not a kernel, and are labelled so.
+  func_jvp_math   ``torch.func.jvp`` over ``F.scaled_dot_product_attention`` with the math
+                  backend (materialises N x N; skipped where it would risk an OOM)
+  sdpa_flash_fwd  the primal forward alone, SDPA's flash backend: the speed to compare with
+  flash_attn_fwd  the primal forward of the ``flash_attn`` package, when installed
+Backward (primal only, ``dO -> dQ, dK, dV``):
+  ours_bwd        ``mfkernels::attention_backward`` from our saved ``O, LSE``
+  sdpa_flash_bwd  SDPA flash backward; ``flash_attn_bwd`` flash-attn's, when installed
+
+FLOPs counted per (batch * head), with N_q = N_k = N, from the matrix products only
+(softmax and elementwise work not counted), the same count for every implementation:
+  primal forward   4 N^2 d   (S = Q K^T: 2 N^2 d; O = P V: 2 N^2 d)
+  JVP forward     12 N^2 d   (S, Q' K^T, Q K'^T, P V, (P * S') V, P V': six products)
+  backward        10 N^2 d   (recompute S, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q;
+                              2.5x the primal forward, as flash-attention counts it)
+TFLOP/s = count * batch * heads / time. "% peak" is against a measured dense 8192^3 bf16
+matmul on the same device (and the datasheet 989 TFLOP/s for H100/H200 SXM bf16 dense).
+Memory: peak allocated during one call minus what was allocated before it (outputs and
+workspace), in MiB. Timing: ``triton.testing.do_bench`` medians on the GPU, the wall clock
+on the CPU.
+"""
+
+import argparse
+import gc
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import mfkernels
+from benchmarks import _common as C
+from mfkernels import dispatch
+
+BENCHMARK = "attention_jvp"
+FLOPS_PER_N2D = {"jvp": 12, "fwd": 4, "bwd": 10}
+KIND = {
+    "ours_jvp": "jvp",
+    "func_jvp_math": "jvp",
+    "sdpa_flash_fwd": "fwd",
+    "flash_attn_fwd": "fwd",
+    "ours_bwd": "bwd",
+    "sdpa_flash_bwd": "bwd",
+    "flash_attn_bwd": "bwd",
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16/fp16, SXM
+
+try:
+    from flash_attn import flash_attn_func
+except Exception:  # not installed (or built for another torch): those rows are skipped
+    flash_attn_func = None
+
+
+def datasheet_peak(name: str):
+    return next((v for k, v in DATASHEET_TFLOPS.items() if k in name), None)
+
+
+class Bench:
+    def __init__(self, args, device):
+        self.args, self.device = args, device
+        self.start = time.perf_counter()
+        self.deadline = self.start + args.time_budget if args.time_budget else math.inf
+        self.rows = []
+        self.payload = C.header(BENCHMARK, device, sys.argv, settings=vars(args).copy())
+        self.payload["flop_count"] = {
+            "jvp": "12 N^2 d per (batch*head)",
+            "fwd": "4 N^2 d per (batch*head)",
+            "bwd": "10 N^2 d per (batch*head)",
+        }
+        self.json_path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json")
+        self.ours_backend = args.backend or ("triton" if device.type == "cuda" else "reference")
+
+    def log(self, text):
+        print(f"[{time.perf_counter() - self.start:6.1f}s] {text}", flush=True)
+
+    def save(self):
+        self.payload["rows"] = self.rows
+        self.payload["elapsed_s"] = round(time.perf_counter() - self.start, 1)
+        C.write_json(self.json_path, self.payload)
+
+    # ------------------------------------------------------------ timing
+
+    def time_ms(self, fn):
+        """(median, 20th, 80th percentile) ms of ``fn``."""
+        if self.device.type == "cuda" and not self.args.cuda_events:
+            import triton.testing
+
+            q = triton.testing.do_bench(
+                fn, warmup=self.args.warmup_ms, rep=self.args.rep_ms, quantiles=[0.5, 0.2, 0.8]
+            )
+            return tuple(float(v) for v in q)
+        fn()
+        C.sync(self.device)
+        times = C.time_calls(fn, self.device, self.args.repeats, self.args.max_seconds)
+        s = C.summarize(times)
+        return s["ms"], s["ms_min"], s["ms_max"]
+
+    def peak_extra_mib(self, fn):
+        if self.device.type != "cuda":
+            return None
+        C.sync(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        fn()
+        C.sync(self.device)
+        return round((torch.cuda.max_memory_allocated(self.device) - before) / 2**20, 1)
+
+    def dense_peak(self):
+        """Measured dense matmul TFLOP/s: 8192^3 bf16 on the GPU, 1024^3 fp32 on the CPU."""
+        n, dtype = (8192, torch.bfloat16) if self.device.type == "cuda" else (1024, torch.float32)
+        a = torch.randn(n, n, device=self.device, dtype=dtype)
+        b = torch.randn(n, n, device=self.device, dtype=dtype)
+        ms = self.time_ms(lambda: torch.mm(a, b))[1]  # the fast end: a peak is a best case
+        return {"shape": f"{n}^3", "dtype": str(dtype).removeprefix("torch."), "tflops": 2 * n**3 / ms / 1e9}
+
+    # ------------------------------------------------------------ one shape
+
+    def run_shape(self, dtype_name, d, n):
+        args, device = self.args, self.device
+        dtype = DTYPES[dtype_name]
+        batch, heads = max(1, args.tokens // n), args.heads
+        base = {"dtype": dtype_name, "d": d, "N": n, "batch": batch, "heads": heads}
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def rand(*shape):
+            return torch.randn(*shape, device=device, dtype=dtype, generator=gen)
+
+        shape = (batch, heads, n, d)
+        q, k, v, qd, kd, vd, do = (rand(*shape) for _ in range(7))
+        scale = d**-0.5
+        work = batch * heads * n * n * d
+
+        results = {}
+
+        def record(variant, fn, backend=None, skip=None):
+            row = {**base, "variant": variant, "kind": KIND[variant], "backend": backend}
+            flops = FLOPS_PER_N2D[KIND[variant]] * work
+            row["flop_formula"] = f"{FLOPS_PER_N2D[KIND[variant]]} N^2 d per (batch*head)"
+            if skip is None and time.perf_counter() > self.deadline:
+                skip = "skipped: time budget used up"
+            if skip:
+                row["status"] = skip
+            else:
+                try:
+                    row["peak_extra_mib"] = self.peak_extra_mib(fn)
+                    ms, lo, hi = self.time_ms(fn)
+                    row.update(status="ok", ms=ms, ms_p20=lo, ms_p80=hi, tflops=flops / ms / 1e9)
+                    if self.peak:
+                        row["pct_measured_peak"] = round(100 * row["tflops"] / self.peak["tflops"], 1)
+                    if self.datasheet:
+                        row["pct_datasheet_peak"] = round(100 * row["tflops"] / self.datasheet, 1)
+                    results[variant] = row
+                except Exception as exc:
+                    row["status"] = f"failed: {C.short_error(exc)}"
+                finally:
+                    gc.collect()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            self.rows.append(row)
+
+        # Our fused JVP, only where the dispatch really runs the asked-for backend.
+        resolved = dispatch.resolve("attention_jvp", self.ours_backend, q, k, v, qd, kd, vd, scale)
+        skip = None
+        if resolved != self.ours_backend:
+            skip = (
+                f"skipped: backend {self.ours_backend!r} unavailable here (would fall back to {resolved!r})"
+            )
+        out = {}
+
+        def ours_jvp():
+            out["o"], out["o_dot"], out["lse"] = mfkernels.attention_jvp(
+                q, k, v, qd, kd, vd, scale=scale, backend=self.ours_backend
+            )
+
+        with torch.no_grad():
+            record("ours_jvp", ours_jvp, self.ours_backend, skip)
+
+        # torch.func.jvp over math SDPA: N x N tensors, a handful of them, kept for a while.
+        est_gib = 8 * batch * heads * n * n * 4 / 2**30
+        limit = C.device_info(device).get("memory_gib") or 0
+        math_skip = None
+        if n > args.math_max_n:
+            math_skip = f"skipped: OOM risk (N > --math-max-n {args.math_max_n})"
+        elif device.type == "cuda" and est_gib > 0.5 * limit:
+            math_skip = f"skipped: OOM risk (~{est_gib:.0f} GiB of N x N temporaries)"
+        ref = {}
+
+        def func_jvp_math():
+            with sdpa_kernel(SDPBackend.MATH):
+                ref["o"], ref["o_dot"] = torch.func.jvp(
+                    lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=scale),
+                    (q, k, v),
+                    (qd, kd, vd),
+                )
+
+        with torch.no_grad():
+            record("func_jvp_math", func_jvp_math, "math", math_skip)
+        if "o" in out and "o" in ref:
+            row = results["ours_jvp"]
+            row["err_o_vs_math"] = _rel_err(out["o"], ref["o"])
+            row["err_o_dot_vs_math"] = _rel_err(out["o_dot"], ref["o_dot"])
+        ref.clear()
+
+        def sdpa_flash_fwd():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+        with torch.no_grad():
+            record("sdpa_flash_fwd", sdpa_flash_fwd, "flash")
+
+        fa_skip = (
+            None
+            if flash_attn_func is not None and device.type == "cuda"
+            else "skipped: flash_attn not installed"
+        )
+        if fa_skip is None:
+            qt, kt, vt, dot = (t.transpose(1, 2).contiguous() for t in (q, k, v, do))
+
+        def flash_attn_fwd():
+            return flash_attn_func(qt, kt, vt, softmax_scale=scale)
+
+        with torch.no_grad():
+            record("flash_attn_fwd", flash_attn_fwd, "flash_attn", fa_skip)
+
+        # Backward: ours from the saved O and LSE of our forward.
+        bwd_skip = skip or (None if "o" in out else "skipped: no forward output")
+        if bwd_skip is None:
+            bwd_resolved = dispatch.resolve(
+                "attention_backward", self.ours_backend, do, q, k, v, out["o"], out["lse"], scale
+            )
+            if bwd_resolved != self.ours_backend:
+                bwd_skip = (
+                    f"skipped: backward backend {self.ours_backend!r} unavailable (would be {bwd_resolved!r})"
+                )
+
+        def ours_bwd():
+            return torch.ops.mfkernels.attention_backward(
+                do, q, k, v, out["o"], out["lse"], scale, self.ours_backend
+            )
+
+        record("ours_bwd", ours_bwd, self.ours_backend, bwd_skip)
+        out.clear()
+
+        grads = {}
+
+        def make_sdpa_bwd():
+            qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                o = F.scaled_dot_product_attention(qg, kg, vg, scale=scale)
+            grads["sdpa"] = (o, (qg, kg, vg))
+
+        def sdpa_flash_bwd():
+            o, inputs = grads["sdpa"]
+            return torch.autograd.grad(o, inputs, do, retain_graph=True)
+
+        try:
+            make_sdpa_bwd()
+            sdpa_skip = None
+        except Exception as exc:
+            sdpa_skip = f"failed: forward: {C.short_error(exc)}"
+        record("sdpa_flash_bwd", sdpa_flash_bwd, "flash", sdpa_skip)
+        grads.clear()
+
+        if fa_skip is None:
+            qg, kg, vg = (t.detach().requires_grad_() for t in (qt, kt, vt))
+            o_fa = flash_attn_func(qg, kg, vg, softmax_scale=scale)
+
+        def flash_attn_bwd():
+            return torch.autograd.grad(o_fa, (qg, kg, vg), dot, retain_graph=True)
+
+        record("flash_attn_bwd", flash_attn_bwd, "flash_attn", fa_skip)
+        # Report one line per shape as it goes.
+        shown = []
+        for name in ("ours_jvp", "func_jvp_math", "sdpa_flash_fwd", "ours_bwd", "sdpa_flash_bwd"):
+            r = results.get(name)
+            shown.append(f"{name} {_fmt(r['tflops'])}" if r else f"{name} -")
+        self.log(f"{dtype_name} d={d} N={n} (batch {batch}, heads {heads}) TFLOP/s: " + ", ".join(shown))
+        self.save()
+
+
+def _rel_err(a, ref):
+    return float((a.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30))
+
+
+# ------------------------------------------------------------------ output
+
+
+def print_table(rows, peak, datasheet):
+    by_shape = {}
+    for r in rows:
+        by_shape.setdefault((r["dtype"], r["d"], r["N"]), {})[r["variant"]] = r
+
+    def tf(r):
+        if r is None:
+            return ""
+        if r["status"] != "ok":
+            return r["status"].split(":")[0]
+        return _fmt(r["tflops"])
+
+    table = []
+    for (dtype, d, n), vs in by_shape.items():
+        ours, fwd = vs.get("ours_jvp"), vs.get("sdpa_flash_fwd")
+        ratio = ours["ms"] / fwd["ms"] if ours and fwd and "ms" in ours and "ms" in fwd else None
+        pct = ours.get("pct_measured_peak") if ours else None
+        table.append(
+            [
+                dtype, d, n, tf(ours), "" if pct is None else f"{pct:.0f}%", tf(vs.get("func_jvp_math")),
+                tf(vs.get("sdpa_flash_fwd")), tf(vs.get("flash_attn_fwd")),
+                "" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd")), tf(vs.get("sdpa_flash_bwd")),
+                tf(vs.get("flash_attn_bwd")),
+                _mem(ours), _mem(vs.get("func_jvp_math")), _mem(fwd),
+            ]
+        )  # fmt: skip
+    heads = [
+        "dtype", "d", "N", "ours JVP", "%peak", "func.jvp math", "SDPA flash fwd", "flash_attn fwd",
+        "JVP/fwd time", "ours bwd", "SDPA flash bwd", "flash_attn bwd", "MiB ours", "MiB math", "MiB fwd",
+    ]  # fmt: skip
+    print(C.format_table(table, heads))
+    print("TFLOP/s with JVP = 12 N^2 d, forward = 4 N^2 d, backward = 10 N^2 d per (batch*head).")
+    if peak:
+        extra = f"; datasheet {datasheet:.0f} TFLOP/s" if datasheet else ""
+        dense = f"{peak['shape']} {peak['dtype']} matmul, {_fmt(peak['tflops'])} TFLOP/s"
+        print(f"%peak: of a measured dense {dense}{extra}.")
+    print("JVP/fwd time: ours JVP over the primal flash forward (3.0 would match the FLOP ratio 12/4).")
+
+
+def _fmt(x):
+    return f"{x:.1f}" if x >= 10 else f"{x:.3g}"
+
+
+def _mem(r):
+    return "" if r is None or r.get("peak_extra_mib") is None else f"{r['peak_extra_mib']:.0f}"
+
+
+def plot(rows, path, title):
+    plt = C.pyplot()
+    if plt is None:
+        return None
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return None
+    ds = sorted({r["d"] for r in ok})
+    fig, axes = plt.subplots(2, len(ds), figsize=(4.2 * len(ds), 6.5), squeeze=False)
+    styles = {"bf16": "-", "fp16": "--", "fp32": ":"}
+    for col, d in enumerate(ds):
+        for row_i, kinds in enumerate((("jvp", "fwd"), ("bwd",))):
+            ax = axes[row_i, col]
+            for variant in KIND:
+                if KIND[variant] not in kinds:
+                    continue
+                for dtype in styles:
+                    pts = sorted(
+                        (r["N"], r["tflops"])
+                        for r in ok
+                        if r["d"] == d and r["variant"] == variant and r["dtype"] == dtype
+                    )
+                    if pts:
+                        ax.plot(*zip(*pts), styles[dtype], marker="o", ms=3, label=f"{variant} {dtype}")
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{'forward (JVP and primal)' if row_i == 0 else 'backward'}, d={d}", fontsize=9)
+            ax.set_xlabel("sequence length N", fontsize=8)
+            ax.set_ylabel("TFLOP/s", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run in seconds")
+    parser.add_argument(
+        "--backend",
+        choices=mfkernels.BACKENDS,
+        help="backend of 'ours' (default: triton on CUDA, reference on the CPU; triton on the CPU needs"
+        " TRITON_INTERPRET=1 and only checks the code path)",
+    )
+    parser.add_argument("--seqlens", nargs="+", type=int, help="GPU default 256 ... 16384 (powers of 2)")
+    parser.add_argument("--head-dims", nargs="+", type=int, help="default 72 128 64")
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=sorted(DTYPES), help="GPU default bf16, then fp16 at d=128"
+    )
+    parser.add_argument("--heads", type=int, help="default GPU 16, CPU 2")
+    parser.add_argument("--tokens", type=int, help="batch = max(1, tokens // N); default GPU 32768, CPU 256")
+    parser.add_argument(
+        "--math-max-n", type=int, default=8192, help="largest N for torch.func.jvp over math SDPA"
+    )
+    parser.add_argument("--warmup-ms", type=int, default=10, help="do_bench warm-up (GPU)")
+    parser.add_argument("--rep-ms", type=int, default=40, help="do_bench measuring time (GPU)")
+    parser.add_argument(
+        "--cuda-events", action="store_true", help="time with CUDA events instead of do_bench"
+    )
+    parser.add_argument("--repeats", type=int, help="CPU timed calls (default 5, quick 2)")
+    parser.add_argument("--max-seconds", type=float, default=5.0, help="CPU time per case at most")
+    parser.add_argument("--time-budget", type=float, help="seconds for the whole run (default GPU 100)")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads (default 1: stable on shared machines; 0: torch's)"
+    )
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--out-dir", default=str(C.RESULTS_DIR))
+    args = parser.parse_args(argv)
+    gpu = args.device.startswith("cuda")
+    defaults = dict(
+        heads=16 if gpu else 2,
+        tokens=32768 if gpu else 256,
+        repeats=2 if args.quick else 5,
+        time_budget=100.0 if gpu and not args.quick else None,
+    )
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def shapes(args, device):
+    """(dtype, d, N) in the order they run: the DiT-XL/2 head dim first."""
+    if args.quick:
+        seqlens, dims, dtypes = args.seqlens or [64, 128], args.head_dims or [64], args.dtypes or ["fp32"]
+        if device.type == "cuda":
+            dtypes = args.dtypes or ["bf16"]
+        return [(dt, d, n) for dt in dtypes for d in dims for n in seqlens]
+    if device.type == "cuda":
+        seqlens = args.seqlens or [256 * 2**i for i in range(7)]
+        if args.head_dims or args.dtypes:
+            return [
+                (dt, d, n)
+                for dt in args.dtypes or ["bf16"]
+                for d in args.head_dims or [72, 128, 64]
+                for n in seqlens
+            ]
+        return [("bf16", d, n) for d in (72, 128, 64) for n in seqlens] + [("fp16", 128, n) for n in seqlens]
+    seqlens = args.seqlens or [64, 128, 256, 512]
+    return [(dt, d, n) for dt in args.dtypes or ["fp32"] for d in args.head_dims or [64, 72] for n in seqlens]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    C.set_cpu_threads(device, args.threads)
+    bench = Bench(args, device)
+    name = C.device_name(device)
+    bench.datasheet = datasheet_peak(name)
+    bench.peak = None
+    bench.log(f"{name} | torch {torch.__version__} | ours = backend {bench.ours_backend!r}")
+    if device.type != "cuda":
+        what = "the plain-torch REFERENCE backend, not the fused kernel"
+        if bench.ours_backend != "reference":
+            what = f"backend {bench.ours_backend!r} (under TRITON_INTERPRET a code-path check, not a timing)"
+        bench.log(f"CPU run: tiny sizes; 'ours' is {what}")
+    bench.peak = bench.dense_peak()
+    bench.payload["dense_peak"] = bench.peak
+    bench.payload["datasheet_peak_tflops"] = bench.datasheet
+    bench.payload["ours_backend"] = bench.ours_backend
+    bench.log(
+        f"dense matmul peak {bench.peak['shape']} {bench.peak['dtype']}: {bench.peak['tflops']:.1f} TFLOP/s"
+    )
+    for dtype, d, n in shapes(args, device):
+        if time.perf_counter() > bench.deadline:
+            bench.log(f"time budget used up: skipping {dtype} d={d} N={n} and later shapes")
+            bench.rows.append(
+                {"dtype": dtype, "d": d, "N": n, "variant": "all", "status": "skipped: time budget"}
+            )
+            break
+        try:
+            bench.run_shape(dtype, d, n)
+        except Exception as exc:  # e.g. OOM allocating the inputs: record, go on
+            bench.rows.append(
+                {"dtype": dtype, "d": d, "N": n, "variant": "all", "status": f"failed: {C.short_error(exc)}"}
+            )
+            bench.log(f"{dtype} d={d} N={n}: failed: {C.short_error(exc)}")
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        bench.save()
+    bench.save()
+    print()
+    rows = [r for r in bench.rows if r.get("variant") != "all"]
+    print_table(rows, bench.peak, bench.datasheet)
+    print(f"\nwrote {bench.json_path}")
+    if not args.no_plot:
+        title = f"attention JVP, {name}, ours = {bench.ours_backend}, {bench.payload['date'][:10]}"
+        png = plot(rows, bench.json_path.with_suffix(".png"), title)
+        if png:
+            bench.payload["plot"] = png.name
+            C.write_json(bench.json_path, bench.payload)
+            print(f"wrote {png}")
+    return bench.payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# One command for a fresh GPU machine: build the optional csrc extension, run the whole test
+# suite on the GPU, run both benchmarks, and collect logs, JSON and plots in one folder.
+#
+#   bash benchmarks/gpu_validate.sh            # -> $OUT if set, else benchmarks/results/<device>-<date>/
+#   bash benchmarks/gpu_validate.sh --quick    # smoke run of this script itself (any machine, ~1 min)
+#
+# Needs python with torch, triton, pytest (matplotlib for the plots); no internet, and the
+# package need not be installed (everything runs from the repository root). The whole run
+# stays within 9 minutes (MFK_VALIDATE_SECONDS, default 520, for the timed steps): every step
+# has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
+# --time-budget and write their JSON after every case, so a step cut short still leaves its
+# results. A failing step is recorded and the next one runs. Order: environment, build, GPU
+# tests, training-step benchmark, attention benchmark, the rest of the tests, summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+PY=${PYTHON:-python}
+TOTAL=${MFK_VALIDATE_SECONDS:-520}  # + ~20 s of set-up, render and summary: <= 9 minutes
+START=$(date +%s)
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
+unset TRITON_INTERPRET  # tests/conftest.py sets it only where there is no GPU
+
+DEVICE=$($PY -c "import sys; sys.path.insert(0, '.'); import torch; from benchmarks._common import slug, device_name
+print(slug(device_name(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))))" 2>/dev/null) || DEVICE=unknown
+DIR=${OUT:-benchmarks/results/$DEVICE-$(date -u +%Y%m%d-%H%M)}
+mkdir -p "$DIR"
+SUMMARY=$DIR/summary.tsv
+printf 'step\tstatus\tseconds\n' >"$SUMMARY"
+echo "device $DEVICE; results in $DIR; total budget ${TOTAL}s"
+
+left() { echo $((TOTAL - ($(date +%s) - START))); }
+# budget CAP RESERVE: seconds for the next step, min(CAP, what is left after RESERVE for the later steps)
+budget() {
+    local b=$(($(left) - $2))
+    ((b > $1)) && b=$1
+    echo $b
+}
+# step NAME SECONDS cmd...: run cmd under a timeout, log to $DIR/NAME.log, record the outcome
+step() {
+    local name=$1 secs=$2
+    shift 2
+    if ((secs < 10)); then
+        printf '%s\tskipped: no time left\t0\n' "$name" >>"$SUMMARY"
+        echo "== $name: skipped (no time left)"
+        return
+    fi
+    echo "== $name (at most ${secs}s) -> $DIR/$name.log"
+    local t0=$(date +%s)
+    timeout --kill-after=10 "$secs" "$@" >"$DIR/$name.log" 2>&1
+    local rc=$? status=ok
+    if ((rc == 124 || rc == 137)); then
+        status="TIMEOUT after ${secs}s"
+    elif [[ $rc == 5 && $name == tests* ]]; then
+        status="ok (no tests selected)"
+    elif ((rc != 0)); then
+        status="exit $rc"
+    fi
+    printf '%s\t%s\t%s\n' "$name" "$status" "$(($(date +%s) - t0))" >>"$SUMMARY"
+    tail -n 4 "$DIR/$name.log" | sed 's/^/    /'
+}
+
+# 1. environment
+step env 30 bash -c "nvidia-smi; $PY -c 'import sys, torch; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"gpu\", torch.cuda.is_available())'; \
+    $PY -c 'import triton; print(\"triton\", triton.__version__)'; $PY -m pip list 2>/dev/null | grep -i -E 'torch|triton|flash|pytest|matplotlib|numpy'; \
+    git rev-parse HEAD 2>/dev/null && git status --short 2>/dev/null | head -20; nvcc --version 2>/dev/null | tail -2"
+
+# 2. the optional csrc extension (in place; a failure only means no cuda/cpu backend rows)
+if ((QUICK)); then
+    printf 'build\tskipped: --quick\t0\n' >>"$SUMMARY"
+else
+    step build "$(budget 150 300)" env MAX_JOBS="${MAX_JOBS:-16}" "$PY" setup.py build_ext --inplace
+fi
+$PY -c "import sys; sys.path.insert(0, '.'); import mfkernels; print('backends:', sorted(mfkernels.available_backends()))" \
+    >"$DIR/backends.txt" 2>&1
+cat "$DIR/backends.txt"
+
+PYTEST=("$PY" -m pytest -q -rfE -p no:cacheprovider)
+$PY -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout=90)
+TESTS=(tests)
+((QUICK)) && TESTS=(tests/benchmarks)
+
+# 3. GPU-only tests first: they are what this machine is for
+step tests_gpu "$(budget 120 280)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
+
+# 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first)
+QFLAG=()
+((QUICK)) && QFLAG=(--quick)
+b=$(budget 310 100)
+step jvp_throughput "$b" "$PY" benchmarks/jvp_throughput.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 25)) --out-dir "$DIR"
+
+# 5. the attention kernel microbenchmark
+b=$(budget 110 45)
+step attention_jvp "$b" "$PY" benchmarks/attention_jvp.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 20)) --out-dir "$DIR"
+
+# 6. the rest of the suite, on this machine
+step tests_rest "$(budget 200 12)" "${PYTEST[@]}" -m "not gpu" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
+
+# 7. the README section these results would give (README.md itself is left alone)
+$PY benchmarks/render_readme.py --results "$DIR" --output "$DIR/perf_section.md" >"$DIR/render.log" 2>&1 ||
+    echo "render_readme failed: see $DIR/render.log"
+
+# 8. summary
+$PY - "$DIR" <<'EOF'
+import json, sys, xml.etree.ElementTree as ET
+from pathlib import Path
+
+d = Path(sys.argv[1])
+print("\n==== summary:", d)
+rows = [line.split("\t") for line in (d / "summary.tsv").read_text().splitlines()]
+w = [max(len(r[i]) for r in rows) for i in range(3)]
+for r in rows:
+    print("  " + "  ".join(c.ljust(n) for c, n in zip(r, w)))
+for xml in sorted(d.glob("tests_*.xml")):
+    try:
+        s = ET.parse(xml).getroot()
+        s = s if s.tag == "testsuite" else s.find("testsuite")
+        a = {k: int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+        passed = a["tests"] - a["failures"] - a["errors"] - a["skipped"]
+        print(f"  {xml.stem}: {passed} passed, {a['failures']} failed, {a['errors']} errors, {a['skipped']} skipped")
+    except Exception as exc:
+        print(f"  {xml.stem}: unreadable ({exc})")
+for js in sorted(d.glob("jvp_throughput_*.json")):
+    data = json.loads(js.read_text())
+    rows = data.get("rows", [])
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"  {js.name}: {ok}/{len(rows)} cases ok")
+    for t in data.get("targets", []):
+        mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
+        value = f" {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
+        print(f"    [{mark}] {t['name']}:{value} {t['detail']}")
+for js in sorted(d.glob("attention_jvp_*.json")):
+    data = json.loads(js.read_text())
+    rows = [r for r in data.get("rows", []) if r.get("variant") == "ours_jvp" and r["status"] == "ok"]
+    if rows:
+        best = max(rows, key=lambda r: r["tflops"])
+        print(f"  {js.name}: ours JVP best {best['tflops']:.4g} TFLOP/s ({best['dtype']} d={best['d']} N={best['N']})")
+    else:
+        print(f"  {js.name}: no ours_jvp timing")
+print("  files:", ", ".join(sorted(p.name for p in d.iterdir())))
+EOF
+echo "total $(($(date +%s) - START))s of ${TOTAL}s"

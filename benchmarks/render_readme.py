@@ -1,0 +1,246 @@
+"""Render the README's performance section from the stored benchmark results.
+
+    python benchmarks/render_readme.py                     # rewrite README.md between the markers
+    python benchmarks/render_readme.py --output perf.md    # write the section to a file instead
+    python benchmarks/render_readme.py --check             # exit 1 if README.md is out of date
+
+Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results``
+(default benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored),
+keeps the newest run per benchmark and device, and renders markdown tables that always say
+the device, dtype and date, with the plots beside them. The section between
+``<!-- perf:start -->`` and ``<!-- perf:end -->`` in the README is replaced; nothing else is.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+FAMILY_TITLES = {
+    "fm": "FM step",
+    "func_jvp": "torch.func.jvp",
+    "dual_ref": "dual (reference)",
+    "fused_triton": "fused (Triton)",
+    "fused_cuda": "fused (CUDA)",
+    "fused_cpu": "fused (CPU)",
+}
+
+
+def load_results(results_dir: Path) -> dict:
+    """``{(benchmark, device name): payload}``, the newest non-quick run of each."""
+    latest = {}
+    for path in sorted(Path(results_dir).rglob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or data.get("benchmark") not in ("jvp_throughput", "attention_jvp"):
+            continue
+        if data.get("settings", {}).get("quick"):
+            continue
+        data["_path"] = path
+        key = (data["benchmark"], data["device"]["name"])
+        if key not in latest or data["date"] > latest[key]["date"]:
+            latest[key] = data
+    return latest
+
+
+def _where(data) -> str:
+    v, git = data["versions"], data.get("git", {})
+    parts = [f"torch {v.get('torch')}"]
+    if v.get("triton"):
+        parts.append(f"triton {v['triton']}")
+    commit = (git.get("commit") or "unknown")[:10]
+    parts.append(f"commit {commit}{' (dirty)' if git.get('dirty') else ''}")
+    return ", ".join(parts)
+
+
+def _plot_link(data, readme_dir: Path, alt: str) -> str:
+    plot = data.get("plot")
+    if not plot:
+        return ""
+    png = data["_path"].parent / plot
+    rel = os.path.relpath(png.resolve(), readme_dir.resolve()).replace(os.sep, "/")
+    return f"\n![{alt}]({rel})\n"
+
+
+def _family(variant: str) -> str:
+    return variant.split("+")[0]
+
+
+def render_throughput(data, readme_dir: Path) -> str:
+    rows = [r for r in data["rows"] if r["status"] == "ok"]
+    dtypes = ", ".join(sorted({r["dtype"] for r in data["rows"]}))
+    device = data["device"]["name"]
+    out = [
+        f"#### DiT training step: {device}, {dtypes}, {data['date'][:10]}",
+        "",
+        f"{_where(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
+        "ms per step and its ratio to the best FM step (flow matching, one plain forward); each cell "
+        "is the best of eager and `torch.compile` (`c`: compiled). Peak memory: the fastest fused "
+        "variant over FM in the same mode.",
+        "",
+    ]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["preset"], r["batch"], r["dtype"]), []).append(r)
+    families = [f for f in FAMILY_TITLES if any(_family(r["variant"]) == f for r in rows)]
+    fused = [f for f in families if f.startswith("fused_")]
+    head = ["preset", "batch", "dtype", *(FAMILY_TITLES[f] for f in families)]
+    if fused and data["device"]["type"] == "cuda":
+        head.append("fused peak mem / FM")
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (preset, batch, dtype), grp in groups.items():
+        fm = min((r for r in grp if _family(r["variant"]) == "fm"), key=lambda r: r["ms"], default=None)
+        cells = [preset, str(batch), dtype]
+        for f in families:
+            cand = [r for r in grp if _family(r["variant"]) == f]
+            if not cand:
+                cells.append("-")
+                continue
+            best = min(cand, key=lambda r: r["ms"])
+            mark = " c" if best["variant"].endswith("+compile") else ""
+            ratio = f" ({best['ms'] / fm['ms']:.2f}x)" if fm and f != "fm" else ""
+            cells.append(f"{best['ms']:.1f} ms{mark}{ratio}")
+        if len(head) > len(cells):
+            cand = [r for r in grp if _family(r["variant"]).startswith("fused_") and r.get("mem_x_fm")]
+            best = min(cand, key=lambda r: r["ms"], default=None)
+            cells.append(f"{best['mem_x_fm']:.2f}x ({best['peak_mem_gib']:.1f} GiB)" if best else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in data["rows"] if r["status"].startswith("failed")]
+    if failed:
+        out += [
+            "",
+            "Failed: "
+            + "; ".join(f"{r['preset']} b{r['batch']} {r['variant']}: {r['status']}" for r in failed),
+        ]
+    if data.get("targets"):
+        out += ["", "Targets (issue 8):", ""]
+        for t in data["targets"]:
+            mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
+            value = f" {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
+            out.append(f"- **{mark}** {t['name']}:{value}, {t['where']}. {t['detail']}")
+    link = _plot_link(data, readme_dir, f"training step times, {device}")
+    return "\n".join(out) + "\n" + link
+
+
+def render_attention(data, readme_dir: Path) -> str:
+    ok = [r for r in data["rows"] if r.get("status") == "ok"]
+    dtypes = sorted({r["dtype"] for r in ok}, key=["bf16", "fp16", "fp32"].index)
+    device, dtype = data["device"]["name"], (dtypes[0] if dtypes else "-")
+    peak = data.get("dense_peak") or {}
+    ours = data.get("ours_backend", "triton")
+    out = [
+        f"#### Attention JVP: {device}, {dtype}, {data['date'][:10]}",
+        "",
+        f"{_where(data)}. TFLOP/s counting 12 N^2 d per (batch*head) for the JVP forward (value and "
+        "tangent), 4 N^2 d for the primal forward, 10 N^2 d for the backward.",
+    ]
+    if peak:
+        extra = (
+            f"; datasheet {data['datasheet_peak_tflops']:.0f}" if data.get("datasheet_peak_tflops") else ""
+        )
+        out[-1] += (
+            f" % of peak: of a measured dense {peak['shape']} {peak['dtype']} matmul, "
+            f"{peak['tflops']:.3g} TFLOP/s{extra}."
+        )
+    if ours != "triton":
+        out[-1] += f" **'ours' is the `{ours}` backend here (plain torch), not the fused kernel.**"
+    cols = [
+        ("ours_jvp", "ours JVP"),
+        ("func_jvp_math", "torch.func.jvp (math)"),
+        ("sdpa_flash_fwd", "SDPA flash fwd"),
+        ("flash_attn_fwd", "flash-attn fwd"),
+        ("ours_bwd", "ours bwd"),
+        ("sdpa_flash_bwd", "SDPA flash bwd"),
+    ]
+    present = [
+        (v, t)
+        for v, t in cols
+        if any(r.get("variant") == v and r.get("dtype") == dtype for r in data["rows"])
+    ]
+    out += ["", "| d | N | " + " | ".join(t for _, t in present) + " |", "|---|---|" + "---|" * len(present)]
+    shapes = {}
+    for r in data["rows"]:
+        if r.get("dtype") == dtype and r.get("variant") != "all":
+            shapes.setdefault((r["d"], r["N"]), {})[r["variant"]] = r
+    for (d, n), vs in sorted(shapes.items()):
+        cells = []
+        for v, _ in present:
+            r = vs.get(v)
+            if r is None or r["status"] != "ok":
+                cells.append("-" if r is None else r["status"].split(":")[0])
+            elif v == "ours_jvp" and r.get("pct_measured_peak") is not None:
+                cells.append(f"{r['tflops']:.3g} ({r['pct_measured_peak']:.0f}%)")
+            else:
+                cells.append(f"{r['tflops']:.3g}")
+        out.append(f"| {d} | {n} | " + " | ".join(cells) + " |")
+    link = _plot_link(data, readme_dir, f"attention JVP TFLOP/s, {device}")
+    return "\n".join(out) + "\n" + link
+
+
+def render(results: dict, readme_dir: Path) -> str:
+    parts = [
+        "<!-- generated by benchmarks/render_readme.py from benchmarks/results/; edit those, not this -->",
+        "",
+    ]
+    if not results:
+        parts.append(
+            "No benchmark results stored yet: run `bash benchmarks/gpu_validate.sh` on a GPU machine."
+        )
+    # GPU results first, then the CPU ones; throughput before attention.
+    order = sorted(
+        results.items(),
+        key=lambda kv: (kv[1]["device"]["type"] != "cuda", kv[0][0] != "jvp_throughput", kv[0][1]),
+    )
+    for (benchmark, _), data in order:
+        render_one = render_throughput if benchmark == "jvp_throughput" else render_attention
+        parts.append(render_one(data, readme_dir))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def replace_section(text: str, section: str) -> str:
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError(f"the README needs exactly one {START} ... {END} pair, in that order")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{section}{END}{tail}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    parser.add_argument("--output", help="write the section here instead of into the README")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README section is stale")
+    args = parser.parse_args(argv)
+    readme = Path(args.readme)
+    base = Path(args.output).parent if args.output else readme.parent
+    section = render(load_results(Path(args.results)), base)
+    if args.output:
+        Path(args.output).write_text(section)
+        print(f"wrote {args.output}")
+        return 0
+    text = readme.read_text()
+    try:
+        new = replace_section(text, section)
+    except ValueError as exc:
+        print(f"{readme}: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        stale = new != text
+        print(f"{readme}: performance section is {'out of date' if stale else 'up to date'}")
+        return int(stale)
+    if new != text:
+        readme.write_text(new)
+    print(f"updated {readme}" if new != text else f"{readme} already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

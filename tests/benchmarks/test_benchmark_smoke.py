@@ -1,0 +1,51 @@
+"""The benchmark scripts' --quick runs work end to end on the CPU and write sane JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script, out_dir):
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / script),
+        "--quick",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out_dir),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (path,) = Path(out_dir).glob(f"{script.removesuffix('.py')}_*_quick.json")
+    return json.loads(path.read_text()), proc.stdout
+
+
+def test_jvp_throughput_quick(tmp_path):
+    data, stdout = _run("jvp_throughput.py", tmp_path)
+    assert data["device"]["type"] == "cpu" and data["versions"]["torch"] and "commit" in data["git"]
+    rows = {r["variant"]: r for r in data["rows"]}
+    for variant in ("fm", "func_jvp", "dual_ref"):
+        assert rows[variant]["status"] == "ok", rows[variant]
+        assert rows[variant]["ms"] > 0 and rows[variant]["repeats"] >= 2
+        assert rows[variant]["x_fm"] > 0
+    assert rows["fm"]["x_fm"] == 1.0
+    # The timed dual path computes what torch.func.jvp computes (fp32).
+    (check,) = data["numerics"]
+    assert check["dual_ref"]["u"] < 1e-4 and check["dual_ref"]["dudt"] < 1e-4
+    assert "ms/step" in stdout and "targets" in stdout
+
+
+def test_attention_jvp_quick(tmp_path):
+    data, stdout = _run("attention_jvp.py", tmp_path)
+    assert data["ours_backend"] == "reference"  # the CPU rows time the oracle, and say so
+    assert "REFERENCE backend" in stdout and "12 N^2 d" in stdout
+    ok = [r for r in data["rows"] if r["status"] == "ok"]
+    assert {"ours_jvp", "func_jvp_math", "ours_bwd"} <= {r["variant"] for r in ok}
+    for r in ok:
+        assert r["tflops"] > 0 and r["ms"] > 0
+    ours = [r for r in ok if r["variant"] == "ours_jvp"]
+    assert all(r["err_o_dot_vs_math"] < 1e-4 for r in ours)

@@ -1,0 +1,111 @@
+"""Pieces of benchmarks/jvp_throughput.py: the step's loss, ratios and target verdicts."""
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from benchmarks import jvp_throughput as J
+from meanflow import DiT
+
+
+def test_meanflow_loss_same_for_every_jvp_path():
+    model = DiT.from_config("DiT-T/4", num_classes=10, in_channels=1, input_size=8, depth=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x, y = torch.randn(3, 1, 8, 8), torch.randint(0, 10, (3,))
+    losses, grads = [], []
+    for jvp_fn in (J.func_jvp, J.dual_jvp):
+        torch.manual_seed(1)
+        model.zero_grad()
+        with sdpa_kernel(SDPBackend.MATH):
+            loss = J.meanflow_loss(model, x, y, jvp_fn)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().max() > 0
+
+
+def test_sample_times_order_and_ratio():
+    torch.manual_seed(0)
+    t, r = J.sample_times(20000, torch.device("cpu"))
+    assert (t >= r).all() and (t <= 1).all() and (r >= 0).all()
+    assert abs((r != t).float().mean().item() - 0.25) < 0.02
+
+
+def _row(
+    variant, ms, peak=None, preset="DiT-XL/2", dtype="bf16", device="NVIDIA H100 80GB HBM3", status="ok"
+):
+    row = {
+        "preset": preset,
+        "batch": 64,
+        "dtype": dtype,
+        "device": device,
+        "variant": variant,
+        "status": status,
+    }
+    if status == "ok":
+        row.update(ms=ms, peak_mem_gib=peak)
+    return row
+
+
+def test_ratios_and_gpu_targets():
+    rows = [
+        _row("fm", 100.0, 20.0),
+        _row("fm+compile", 90.0, 19.0),
+        _row("func_jvp", 400.0, 40.0),
+        _row("func_jvp+compile", None, status="failed: compile timed out after 120 s"),
+        _row("fused_triton", 150.0, 23.0),
+        _row("fused_triton+compile", 120.0, 22.0),
+    ]
+    J.annotate(rows)
+    by = {r["variant"]: r for r in rows}
+    assert by["fused_triton"]["x_fm"] == 1.5 and by["fused_triton+compile"]["x_fm"] == pytest.approx(
+        1.333, abs=1e-3
+    )
+    assert by["fused_triton+compile"]["x_fm_eager"] == 1.2
+    assert by["fused_triton+compile"]["mem_x_fm"] == pytest.approx(22 / 19, abs=1e-3)
+    targets = {t["name"]: t for t in J.evaluate_targets(rows)}
+    step = targets["fused step <= 1.4x FM step"]
+    assert step["value"] == pytest.approx(120 / 90, abs=1e-3) and step["pass"] is True
+    speed = targets["fused >= 2x faster than best torch.func.jvp"]
+    assert speed["value"] == pytest.approx(400 / 120, abs=1e-3) and speed["pass"] is True
+    mem = targets["fused peak memory <= 1.2x FM"]
+    assert mem["value"] == pytest.approx(22 / 19, abs=1e-3) and mem["pass"] is True
+    # Slower fused kernels fail; no torch.func timing at all gives "n/a", not a pass.
+    rows = [
+        _row("fm", 100.0, 20.0),
+        _row("fused_triton", 150.0, 30.0),
+        _row("func_jvp", None, status="failed: OOM"),
+    ]
+    targets = {t["name"]: t for t in J.evaluate_targets(rows)}
+    assert targets["fused step <= 1.4x FM step"]["pass"] is False
+    assert targets["fused peak memory <= 1.2x FM"]["pass"] is False
+    assert targets["fused >= 2x faster than best torch.func.jvp"]["pass"] is None
+    assert "OOM" in targets["fused >= 2x faster than best torch.func.jvp"]["detail"]
+
+
+def test_cpu_target_and_no_target_elsewhere():
+    cpu = "CPU AMD EPYC (2 cores)"
+    rows = [
+        _row("func_jvp", 300.0, preset="DiT-S/2", dtype="fp32", device=cpu),
+        _row("dual_ref", 150.0, preset="DiT-S/2", dtype="fp32", device=cpu),
+        _row("fm", 1.0, preset="DiT-B/2"),  # a GPU preset with no targets
+    ]
+    (target,) = J.evaluate_targets(rows)
+    assert target["value"] == 2.0 and target["pass"] is True and "DiT-S/2" in target["where"]
+
+
+def test_plan_filters():
+    args = J.parse_args(
+        ["--device", "cpu", "--presets", "DiT-T/4", "--variants", "fm*", "fused_*", "--no-compile"]
+    )
+    (group,) = J.build_plan(args, torch.device("cpu"))
+    assert group.variants == ["fm", "fused_cpu"]  # no +compile, no GPU kernels on the CPU
+    args = J.parse_args(["--device", "cuda"])
+    groups = J.build_plan(args, torch.device("cuda"))
+    assert groups[0].preset == "DiT-XL/2" and "fused_triton+compile" in groups[0].variants
+    assert all("fused_cpu" not in g.variants for g in groups)
+    assert args.time_budget == 290.0 and not args.interleave

@@ -1,0 +1,140 @@
+"""benchmarks/render_readme.py on small synthetic result files."""
+
+import json
+
+import pytest
+
+from benchmarks import render_readme
+
+README = (
+    "# Project\n\nintro\n\n## Performance\n\n<!-- perf:start -->\nold text\n<!-- perf:end -->\n\nfooter\n"
+)
+
+
+def _header(benchmark, device, date, quick=False, dtype_rows=()):
+    return {
+        "benchmark": benchmark,
+        "schema": 1,
+        "date": date,
+        "device": device,
+        "versions": {"torch": "2.11.0", "triton": "3.6.0"},
+        "git": {"commit": "0123456789abcdef", "dirty": False},
+        "settings": {"quick": quick},
+    }
+
+
+H100 = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}
+
+
+def _step_row(variant, ms, peak, preset="DiT-XL/2", status="ok"):
+    row = {
+        "preset": preset,
+        "batch": 64,
+        "dtype": "bf16",
+        "device": H100["name"],
+        "variant": variant,
+        "status": status,
+    }
+    if status == "ok":
+        row.update(ms=ms, peak_mem_gib=peak, mem_x_fm=round(peak / 20.0, 3))
+    return row
+
+
+def _write(path, payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
+@pytest.fixture
+def results(tmp_path):
+    res = tmp_path / "results"
+    step = _header("jvp_throughput", H100, "2026-11-23T10:00:00+00:00")
+    step["rows"] = [
+        _step_row("fm", 300.0, 20.0),
+        _step_row("fm+compile", 280.0, 19.0),
+        _step_row("func_jvp", 900.0, 40.0),
+        _step_row("func_jvp+compile", 0, 0, status="failed: compile timed out after 120 s"),
+        _step_row("fused_triton", 420.0, 22.0),
+        _step_row("fused_triton+compile", 380.0, 21.0),
+    ]
+    step["targets"] = [
+        {"name": "fused step <= 1.4x FM step", "where": "DiT-XL/2 batch 64 bf16", "value": 1.357,
+         "threshold": 1.4, "pass": True, "detail": "fused_triton+compile 380.0 ms"},
+    ]  # fmt: skip
+    step["plot"] = "jvp_throughput_nvidia-h100-80gb-hbm3.png"
+    _write(res / "h100-run" / "jvp_throughput_nvidia-h100-80gb-hbm3.json", step)
+    # An older run of the same device and a quick smoke run: both must be ignored.
+    old = dict(step, date="2026-01-01T00:00:00+00:00", rows=[_step_row("fm", 999.0, 99.0)])
+    _write(res / "jvp_throughput_nvidia-h100-80gb-hbm3.json", old)
+    quick = dict(
+        step, settings={"quick": True}, date="2027-01-01T00:00:00+00:00", rows=[_step_row("fm", 1.0, 1.0)]
+    )
+    _write(res / "jvp_throughput_nvidia-h100-80gb-hbm3_quick.json", quick)
+
+    attn = _header("attention_jvp", H100, "2026-11-23T10:05:00+00:00")
+    attn.update(ours_backend="triton", dense_peak={"shape": "8192^3", "dtype": "bfloat16", "tflops": 700.0},
+                datasheet_peak_tflops=989.0)  # fmt: skip
+    attn["rows"] = [
+        {"dtype": "bf16", "d": 72, "N": 1024, "variant": "ours_jvp", "status": "ok", "tflops": 350.0,
+         "pct_measured_peak": 50.0},
+        {"dtype": "bf16", "d": 72, "N": 1024, "variant": "sdpa_flash_fwd", "status": "ok", "tflops": 400.0},
+        {"dtype": "bf16", "d": 72, "N": 16384, "variant": "func_jvp_math", "status": "skipped: OOM risk"},
+        {"dtype": "bf16", "d": 72, "N": 16384, "variant": "ours_jvp", "status": "ok", "tflops": 420.0,
+         "pct_measured_peak": 60.0},
+    ]  # fmt: skip
+    _write(res / "attention_jvp_nvidia-h100-80gb-hbm3.json", attn)
+    (res / "notes.json").write_text("[1, 2]")  # other JSON is not a result file
+    return res
+
+
+def test_renders_newest_results_with_device_dtype_date(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert render_readme.main(["--results", str(results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nintro\n") and text.endswith("<!-- perf:end -->\n\nfooter\n")
+    assert "old text" not in text
+    section = text.split("<!-- perf:start -->")[1].split("<!-- perf:end -->")[0]
+    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
+    assert "#### Attention JVP: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
+    assert "commit 0123456789" in section and "torch 2.11.0" in section
+    # Best of eager/compiled per family, ratio to the best FM step (280 ms).
+    row = next(line for line in section.splitlines() if line.startswith("| DiT-XL/2"))
+    assert "280.0 ms c" in row and "380.0 ms c (1.36x)" in row and "900.0 ms (3.21x)" in row
+    assert "1.05x (21.0 GiB)" in row
+    assert "999.0" not in section and "| 1.0 ms" not in section  # older and quick runs ignored
+    assert "func_jvp+compile: failed: compile timed out" in section
+    assert "**PASS** fused step <= 1.4x FM step: 1.36 (threshold 1.4)" in section
+    assert "](results/h100-run/jvp_throughput_nvidia-h100-80gb-hbm3.png)" in section
+    assert "| 72 | 1024 | 350 (50%) | - | 400 |" in section
+    assert "| 72 | 16384 | 420 (60%) | skipped | - |" in section
+    assert "datasheet 989" in section and "12 N^2 d" in section
+    # Idempotent, and --check agrees.
+    assert render_readme.main(["--results", str(results), "--readme", str(readme)]) == 0
+    assert readme.read_text() == text
+    assert render_readme.main(["--results", str(results), "--readme", str(readme), "--check"]) == 0
+
+
+def test_check_reports_stale_and_missing_markers(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert render_readme.main(["--results", str(results), "--readme", str(readme), "--check"]) == 1
+    assert readme.read_text() == README
+    readme.write_text("# no markers\n")
+    assert render_readme.main(["--results", str(results), "--readme", str(readme)]) == 2
+    with pytest.raises(ValueError, match="perf:start"):
+        render_readme.replace_section("<!-- perf:end --> <!-- perf:start -->", "x")
+
+
+def test_no_results_says_how_to_get_them(tmp_path):
+    section = render_readme.render({}, tmp_path)
+    assert "gpu_validate.sh" in section
+
+
+def test_cpu_attention_says_reference_backend(tmp_path):
+    data = _header("attention_jvp", {"type": "cpu", "name": "CPU AMD EPYC (2 cores)"}, "2026-11-23T00:00:00")
+    data.update(ours_backend="reference", rows=[], _path=tmp_path / "a.json")
+    text = render_readme.render_attention(data, tmp_path)
+    assert (
+        "CPU AMD EPYC (2 cores)" in text and "`reference` backend" in text and "not the fused kernel" in text
+    )
