@@ -1,0 +1,164 @@
+"""The DiT's one-pass ``model.jvp`` against ``torch.func.jvp`` of its plain ``forward``
+(math attention), in float64, on awkward configurations; gradients through the dual path
+against plain autograd; and clear errors for bad input."""
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from meanflow import PRESETS, DiT, DiTConfig
+
+F64 = torch.float64
+
+
+def randomise(model, std=0.05):
+    """adaLN-Zero starts with a zero output; give every weight a value so the check means something."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+def make(backend="reference", **overrides):
+    cfg = dict(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=5)
+    return randomise(DiT(DiTConfig(**{**cfg, **overrides}), backend=backend).to(F64))
+
+
+def inputs(model, batch):
+    c = model.config
+    z = torch.randn(batch, c.in_channels, c.input_size, c.input_size, dtype=F64)
+    t = torch.rand(batch, dtype=F64)
+    r = t * torch.rand(batch, dtype=F64)
+    y = torch.randint(0, c.num_classes + 1, (batch,)) if c.num_classes else None
+    return z, r, t, y, torch.randn_like(z)
+
+
+def func_jvp(model, z, r, t, y, z_dot, r_dot, t_dot):
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.func.jvp(lambda z, r, t: model(z, r, t, y), (z, r, t), (z_dot, r_dot, t_dot))
+
+
+def assert_rel(actual, expected, tol=1e-10):
+    err = ((actual - expected).abs().max() / expected.abs().max()).item()
+    assert err <= tol, f"relative error {err:.2e} > {tol:.0e}"
+
+
+CASES = {
+    "head_dim_72": dict(hidden_size=144, num_heads=2),
+    "25_tokens": dict(input_size=10),  # 5 x 5 patches: not a multiple of 16
+    "r_t_conditioning": dict(time_cond="r,t"),
+    "qk_norm": dict(qk_norm=True),
+    "patch_4_unconditional": dict(patch_size=4, input_size=16, num_classes=0),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_jvp_matches_torch_func(case, batch):
+    model = make(**CASES[case])
+    z, r, t, y, v = inputs(model, batch)
+    u, dudt = model.jvp(z, r, t, y, v)
+    ref_u, ref_dudt = func_jvp(model, z, r, t, y, v, torch.zeros_like(r), torch.ones_like(t))
+    assert_rel(u, ref_u)
+    assert_rel(dudt, ref_dudt)
+    assert not dudt.requires_grad
+
+
+def test_null_labels_and_general_tangent():
+    """All-null labels (the CFG class) and a tangent that moves r too."""
+    model = make()
+    z, r, t, _, v = inputs(model, 2)
+    y = torch.full((2,), model.null_class)
+    r_dot, t_dot = torch.randn(2, dtype=F64), torch.randn(2, dtype=F64)
+    u, du = model.jvp(z, r, t, y, v, r_dot=r_dot, t_dot=t_dot)
+    ref_u, ref_du = func_jvp(model, z, r, t, y, v, r_dot, t_dot)
+    assert_rel(u, ref_u)
+    assert_rel(du, ref_du)
+
+
+def test_dudt_is_the_total_time_derivative():
+    """du/dt along (v, 0, 1) is d/ds u(z + s v, r, t + s) at s = 0 (central difference)."""
+    model = make()
+    z, r, t, y, v = inputs(model, 2)
+    _, dudt = model.jvp(z, r, t, y, v)
+    h = 1e-6
+    with torch.no_grad():
+        fd = (model(z + h * v, r, t + h, y) - model(z - h * v, r, t - h, y)) / (2 * h)
+    assert_rel(dudt, fd, 1e-6)
+
+
+def test_gradients_through_dual_path_equal_autograd():
+    model = make()
+    z, r, t, y, v = inputs(model, 2)
+    weights = torch.randn_like(z)
+    u, _ = model.jvp(z, r, t, y, v)
+    grads = torch.autograd.grad((u * weights).sum(), list(model.parameters()))
+    ref = torch.autograd.grad((model(z, r, t, y) * weights).sum(), list(model.parameters()))
+    for (name, _), g, rg in zip(model.named_parameters(), grads, ref):
+        assert torch.allclose(g, rg, rtol=1e-9, atol=1e-12), name
+
+
+def test_adaln_zero_init_gives_zero_output():
+    model = DiT(DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=1, num_heads=2))
+    z = torch.randn(2, 3, 8, 8)
+    u, dudt = model.jvp(z, 0.2, 0.7, torch.tensor([0, 1]), torch.randn_like(z))
+    assert torch.count_nonzero(u) == 0 and torch.count_nonzero(dudt) == 0
+    assert model.y_embedder.embedding_table.num_embeddings == model.config.num_classes + 1
+
+
+def test_presets():
+    for name, (depth, hidden, patch, heads) in [
+        ("DiT-XL/2", (28, 1152, 2, 16)),
+        ("DiT-B/4", (12, 768, 4, 12)),
+    ]:
+        assert PRESETS[name] == (depth, hidden, patch, heads)
+    model = DiT.from_config("DiT-S/2", num_classes=10, in_channels=4, input_size=32)
+    assert (model.config.depth, model.config.hidden_size, model.config.num_heads) == (12, 384, 6)
+    assert len(model.blocks) == 12 and model.x_embedder.proj.out_channels == 384
+
+
+def test_bfloat16_autocast_jvp_runs():
+    model = make().float()
+    z, r, t, y, v = (a.float() if a is not None and a.is_floating_point() else a for a in inputs(model, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        u, dudt = model.jvp(z, r, t, y, v)
+    ref_u, ref_dudt = model.jvp(z, r, t, y, v)
+    assert torch.isfinite(dudt).all()
+    assert_rel(u.float(), ref_u, 5e-2)
+    assert_rel(dudt.float(), ref_dudt, 5e-2)
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_bad_preset_name():
+    with pytest.raises(ValueError, match="unknown DiT preset 'DiT-M/2'"):
+        DiT.from_config("DiT-M/2")
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="time_cond"):
+        DiTConfig(time_cond="t,r")
+    with pytest.raises(ValueError, match="num_heads"):
+        DiTConfig(hidden_size=100, num_heads=3)
+    with pytest.raises(TypeError, match="unknown DiTConfig fields"):
+        DiT.from_config("DiT-S/2", hiden_size=3)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        DiT.from_config("DiT-S/2", backend="fast")
+
+
+def test_bad_inputs():
+    model = make()
+    z, r, t, y, v = inputs(model, 2)
+    with pytest.raises(ValueError, match="z_dot must have the shape of z"):
+        model.jvp(z, r, t, y, v[:1])
+    with pytest.raises(TypeError, match="z_dot must match z's dtype"):
+        model.jvp(z, r, t, y, v.float())
+    with pytest.raises(ValueError, match="z must have shape"):
+        model(z[:, :2], r, t, y)
+    with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
+        model(z, r, t[:1], y)
+    with pytest.raises(TypeError, match="y must be an integer tensor"):
+        model(z, r, t, y.double())
+    with pytest.raises(ValueError, match="y must be None"):
+        make(num_classes=0)(z, r, t, y)
