@@ -112,15 +112,6 @@ def gelu_tanh_jvp_fast(x, x_dot, bias=None):
     return y, torch.ops.aten.gelu_backward(x_dot, xb, approximate="tanh")
 
 
-def gelu_tanh_backward(grad_y, x, bias=None):
-    """``(dx, dbias)`` of ``gelu_tanh(x + b)``; ``dbias`` sums over all leading dims."""
-    xf, gf = _up(x, grad_y)
-    if bias is not None:
-        xf = xf + bias.to(xf.dtype)
-    dx = gelu_tanh_derivative(xf) * gf
-    return dx, (dx.reshape(-1, dx.shape[-1]).sum(0) if bias is not None else None)
-
-
 def silu_derivative(x):
     sig = torch.sigmoid(x)
     return sig * (1 + x * (1 - sig))
@@ -130,11 +121,6 @@ def silu_jvp(x, x_dot):
     """``y = x sigmoid(x)``, ``y' = sigmoid(x) (1 + x (1 - sigmoid(x))) x'``."""
     xf, xdf = _up(x, x_dot)
     return (xf * torch.sigmoid(xf)).to(x.dtype), (silu_derivative(xf) * xdf).to(x.dtype)
-
-
-def silu_backward(grad_y, x):
-    xf, gf = _up(x, grad_y)
-    return silu_derivative(xf) * gf
 
 
 def silu_jvp_fast(x, x_dot):
