@@ -394,7 +394,8 @@ class DiT(nn.Module):
         s, s_dot = self.second_embedder.jvp(self._second_time(r, t), self._second_time(r_dot, t_dot), backend)
         c, c_dot = c + s, c_dot + s_dot
         if self.y_embedder is not None:
-            c = c + self.y_embedder(y)
+            # The table is fp32; under autocast c is bf16 and must stay c_dot's dtype.
+            c = c + self.y_embedder(y).to(c.dtype)
         c_act, c_act_dot = mfkernels.silu_jvp(c, c_dot, backend=backend)
         for block in self.blocks:
             x, x_dot = block.jvp(x, x_dot, c_act, c_act_dot, backend)
