@@ -1,0 +1,54 @@
+"""Atomic file writes: a crash mid-write never corrupts the last good file.
+
+The data goes to a temporary file in the destination's directory (same filesystem), is
+flushed and fsynced, and only then renamed over the destination with ``os.replace``
+(atomic on POSIX); the directory is fsynced so the rename itself survives a power cut.
+"""
+
+import os
+import shutil
+import tempfile
+
+import torch
+
+
+def _commit(tmp: str, path: str):
+    os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str, write) -> None:
+    """``write(f)`` fills a binary file object that becomes ``path`` only once complete."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        _commit(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj, path: str) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_copy(src: str, path: str) -> None:
+    def write(f):
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f)
+
+    atomic_write(path, write)
