@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never corrupts the last good file.
+"""Checkpoint files: atomic writes (a crash mid-write never corrupts the last good file) and
+loading a trained DiT for sampling.
 
 The data goes to a temporary file in the destination's directory (same filesystem), is
 flushed and fsynced, and only then renamed over the destination with ``os.replace``
@@ -10,6 +11,8 @@ import shutil
 import tempfile
 
 import torch
+
+from .models import DiT, DiTConfig
 
 
 def _commit(tmp: str, path: str):
@@ -52,3 +55,11 @@ def atomic_copy(src: str, path: str) -> None:
             shutil.copyfileobj(s, f)
 
     atomic_write(path, write)
+
+
+def load_for_sampling(path: str, ema: bool = True, device="cpu") -> DiT:
+    """The DiT of a trainer checkpoint with its first EMA (or raw) weights, in eval mode."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = DiT(DiTConfig(**ckpt["model_config"])).to(device)
+    model.load_state_dict(ckpt["ema"][0] if ema and ckpt["ema"] else ckpt["model"])
+    return model.eval()

@@ -75,6 +75,9 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when available
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
     compile: bool = False
+    # CPU threads (0 = torch's default, all cores). On a machine shared with other busy
+    # processes, 1 is far faster than oversubscribing: each op waits for its slowest thread.
+    threads: int = 0
     log_every: int = 50
     sample_every: int = 1000  # PNG grid of 1-NFE EMA samples; 0 = only at the end
     sample_steps: int = 1
@@ -89,7 +92,15 @@ class TrainConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "log_every", "sample_every", "eval_every", "ckpt_every", "keep_every"):
+        for name in (
+            "warmup_steps",
+            "log_every",
+            "sample_every",
+            "eval_every",
+            "ckpt_every",
+            "keep_every",
+            "threads",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -122,7 +133,7 @@ class TrainConfig:
 # is the quality run (>= 90% class accuracy of 1-NFE samples).
 PRESETS = {
     "mnist": dict(
-        model="DiT-T/4",
+        model="DiT-XS/4",
         steps=1000,
         batch_size=64,
         lr=1e-3,

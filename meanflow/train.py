@@ -32,12 +32,12 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-from meanflow.checkpoint import atomic_copy, atomic_save, atomic_write  # noqa: E402
+from meanflow.checkpoint import atomic_copy, atomic_save  # noqa: E402
 from meanflow.config import TrainConfig, parse_args  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
 from meanflow.loss import LossModule  # noqa: E402
-from meanflow.models import DiT, DiTConfig  # noqa: E402
-from meanflow.sampler import sample  # noqa: E402
+from meanflow.models import DiT  # noqa: E402
+from meanflow.sampler import sample, save_grid  # noqa: E402
 
 
 def setup_distributed(device_name: str):
@@ -119,32 +119,10 @@ def load_checkpoint(path: str, model: DiT, device) -> dict:
     return ckpt
 
 
-def load_for_sampling(path: str, ema: bool = True, device="cpu") -> DiT:
-    """The DiT of a trainer checkpoint with its first EMA (or raw) weights, in eval mode."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = DiT(DiTConfig(**ckpt["model_config"])).to(device)
-    model.load_state_dict(ckpt["ema"][0] if ema and ckpt["ema"] else ckpt["model"])
-    return model.eval()
-
-
-def save_grid(images: torch.Tensor, path: str, nrow: int = 10):
-    """``(B, C, H, W)`` in [-1, 1] -> one PNG, ``nrow`` images per row, 2-pixel gaps."""
-    from PIL import Image
-
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    b, c, h, w = x.shape
-    rows = (b + nrow - 1) // nrow
-    grid = torch.zeros(c, rows * (h + 2) + 2, nrow * (w + 2) + 2, dtype=torch.uint8)
-    for i in range(b):
-        r, col = divmod(i, nrow)
-        grid[:, 2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = x[i]
-    array = grid.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[..., 0] if c == 1 else array)
-    atomic_write(path, lambda f: image.save(f, format="PNG"))
-
-
 def main(argv=None) -> dict:
     config = parse_args(argv) if not isinstance(argv, TrainConfig) else argv.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     rank, world, device = setup_distributed(config.device)
     master = rank == 0
     loader = build_loader(config, rank, world, device)
@@ -234,7 +212,10 @@ def main(argv=None) -> dict:
     grid_noise = torch.randn(100, loader.channels, loader.image_size, loader.image_size,
                              generator=torch.Generator().manual_seed(config.seed)).to(device)  # fmt: skip
 
+    eval_time = [0.0]
+
     def samples_and_eval(do_eval):
+        started = time.perf_counter()
         if master:
             images = sample(sampler_model, grid_labels, steps=config.sample_steps, noise=grid_noise)
             save_grid(images, os.path.join(config.out_dir, "samples", f"step_{step:07d}.png"))
@@ -247,6 +228,7 @@ def main(argv=None) -> dict:
             print(f"step {step}: 1-NFE class accuracy {result['acc']:.4f}, FD {result['fd']:.3f}", flush=True)
         if world > 1:
             dist.barrier()
+        eval_time[0] += time.perf_counter() - started
         return result
 
     global_batch = config.batch_size
@@ -296,7 +278,9 @@ def main(argv=None) -> dict:
             record["elapsed_s"] = now - t_start
             log(record)
             if progress:
-                progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                progress.set_postfix_str(
+                    f"loss {record['loss']:.4f} mse {record['mse']:.4f} {record['img_per_s']:.0f} img/s"
+                )
             sums, count, t_log = {}, 0, now
         if progress:
             progress.update(1)
@@ -311,15 +295,12 @@ def main(argv=None) -> dict:
     if progress:
         progress.close()
     checkpoint()
-    train_time = time.perf_counter() - t_start
+    train_time = time.perf_counter() - t_start - eval_time[0]
     result = None if stop else samples_and_eval(True)
-    summary = {
-        "step": step,
-        "steps_run": step - start_step,
-        "train_time_s": train_time,
-        "interrupted": bool(stop),
-    }
-    summary["total_time_s"] = time.perf_counter() - t_start
+    summary = {"step": step, "steps_run": step - start_step, "interrupted": bool(stop)}
+    summary.update(
+        train_time_s=train_time, eval_time_s=eval_time[0], total_time_s=time.perf_counter() - t_start
+    )
     if result:
         summary.update({f"eval/{k}": v for k, v in result.items()})
     log({"summary": summary})

@@ -1,5 +1,7 @@
 """The trainer: exact resume, DDP (2 gloo ranks == 1 rank), Ctrl-C, bad input, compile."""
 
+import json
+import math
 import os
 import signal
 import socket
@@ -68,6 +70,20 @@ def test_run_leaves_checkpoint_samples_metrics(tmp_path, fake_mnist):
     assert Image.open(tmp_path / "run" / "samples" / "step_0000004.png").size == (10 * 34 + 2, 10 * 34 + 2)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 5 and '"img_per_s"' in lines[0] and '"summary"' in lines[-1]
+    from meanflow import sampler
+
+    sampler.main(
+        [
+            str(tmp_path / "run" / "last.pt"),
+            "--steps",
+            "2",
+            "--per-class",
+            "1",
+            "--out",
+            str(tmp_path / "s.png"),
+        ]
+    )
+    assert Image.open(tmp_path / "s.png").size == (10 * 34 + 2, 34 + 2)
 
 
 def test_resume_is_exact(tmp_path, fake_mnist):
@@ -196,3 +212,16 @@ def test_compiled_step_has_no_graph_break(tiny):
     assert all(p.grad is not None for p in model.parameters())
     explain = torch._dynamo.explain(step)(x, y, noise)
     assert explain.graph_break_count == 0 and explain.graph_count == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_gpu_bf16_step(tmp_path, fake_mnist, compile):
+    """On CUDA: bf16 autocast (precision auto), triton backend, fused AdamW, optional compile."""
+    config = tiny_config(
+        tmp_path / "gpu", fake_mnist, device="cuda", compile=compile, steps=3, sample_every=3
+    )
+    summary = train.main(config)
+    assert summary["step"] == 3
+    lines = [json.loads(line) for line in (tmp_path / "gpu" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in lines if "loss" in r)
