@@ -72,16 +72,19 @@ def train_classifier(data_path=None, epochs=3, seed=0, log=print, batch=256):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * per_epoch)
     g = torch.Generator().manual_seed(seed)
     start = time.time()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(images), generator=g)
-        for i in range(per_epoch):
-            idx = perm[i * batch : (i + 1) * batch]
-            loss = F.cross_entropy(model(to_pixels(images[idx])), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        log(f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+    with torch.enable_grad():  # also when called from inside evaluate()'s no_grad
+        for epoch in range(epochs):
+            perm = torch.randperm(len(images), generator=g)
+            for i in range(per_epoch):
+                idx = perm[i * batch : (i + 1) * batch]
+                loss = F.cross_entropy(model(to_pixels(images[idx])), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            log(
+                f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} ({time.time() - start:.0f} s)"
+            )
     model.eval()
     test_x, test_y = load_mnist("test", data_path)
     _, logits = _features_and_logits(model, to_pixels(test_x))
