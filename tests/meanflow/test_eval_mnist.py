@@ -19,30 +19,30 @@ def test_frechet_distance_closed_form():
     assert abs(eval_mnist.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
 
 
-def test_evaluate_with_a_cached_classifier(tmp_path, fake_mnist, monkeypatch):
+def test_evaluate_trains_then_reuses_the_cached_classifier(tmp_path, fake_mnist, monkeypatch):
     monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
     train = eval_mnist.train_classifier
     monkeypatch.setattr(
         eval_mnist, "train_classifier", lambda path, log: train(path, epochs=15, log=log, batch=16)
     )
-    classifier, state = eval_mnist.load_classifier(fake_mnist, log=lambda s: None)
-    assert state["test_acc"] > 0.9  # the fake digits are easy
+    torch.manual_seed(0)
+    cfg = DiTConfig(
+        input_size=32, patch_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10
+    )
+    model = DiT(cfg)
+    quiet = dict(num_samples=30, batch=16, data_path=fake_mnist, log=lambda s: None)
+    # The first evaluate() trains the classifier (inside its own no_grad) and caches it.
+    result = eval_mnist.evaluate(model, **quiet)
+    assert set(result) == {"acc", "fd", "nfe", "samples"} and 0 <= result["acc"] <= 1 and result["fd"] >= 0
     assert os.listdir(tmp_path / "cache") == [f"mnist_classifier_v{eval_mnist.VERSION}.pt"]
 
     def no_training(*a, **k):
         raise AssertionError("the cached classifier should be used")
 
     monkeypatch.setattr(eval_mnist, "train_classifier", no_training)
-    torch.manual_seed(0)
-    cfg = DiTConfig(
-        input_size=32, patch_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10
-    )
-    model = DiT(cfg)
-    result = eval_mnist.evaluate(model, num_samples=30, batch=16, data_path=fake_mnist, log=lambda s: None)
-    assert set(result) == {"acc", "fd", "nfe", "samples"} and 0 <= result["acc"] <= 1 and result["fd"] >= 0
-    assert result == eval_mnist.evaluate(
-        model, num_samples=30, batch=16, data_path=fake_mnist, log=lambda s: None
-    )
+    _, state = eval_mnist.load_classifier(fake_mnist, log=lambda s: None)
+    assert state["test_acc"] > 0.9  # the fake digits are easy
+    assert result == eval_mnist.evaluate(model, **quiet)
 
 
 @pytest.mark.slow
