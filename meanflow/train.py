@@ -16,6 +16,7 @@ Ctrl-C (SIGINT) or SIGTERM finishes the step, writes the checkpoint and exits 0.
 
 import copy
 import dataclasses
+import inspect
 import json
 import os
 import random
@@ -160,8 +161,15 @@ def main(argv=None) -> dict:
 
     step_module = LossModule(model, objective)
     if world > 1:
-        step_module = DDP(step_module, device_ids=[device.index] if device.type == "cuda" else None,
-                          broadcast_buffers=False)  # fmt: skip
+        # The only buffer (positions) never changes: no per-step broadcast. Newer torch renamed it.
+        no_sync = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(DDP).parameters
+            else "broadcast_buffers"
+        )
+        step_module = DDP(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False}
+        )
     if config.compile:
         step_module = torch.compile(step_module)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
