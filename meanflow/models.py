@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import mfkernels
 from mfkernels import dispatch
 
-# name: (depth, hidden_size, patch_size, num_heads), DiT paper sizes plus tiny ones for MNIST.
+# name: (depth, hidden_size, patch_size, num_heads), DiT paper sizes plus a tiny one for MNIST.
 PRESETS = {
     f"DiT-{size}/{patch}": (depth, hidden, patch, heads)
     for size, (depth, hidden, heads) in {
@@ -31,7 +31,6 @@ PRESETS = {
         "B": (12, 768, 12),
         "S": (12, 384, 6),
         "T": (6, 256, 4),
-        "XS": (4, 128, 4),  # the CPU MNIST default: a 1000-step run takes minutes on 2 cores
     }.items()
     for patch in (2, 4, 8)
 }

@@ -188,3 +188,17 @@ def test_loss_module_is_the_loss(tiny):
 def test_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         MeanFlowLoss(**kwargs)
+
+
+def test_bf16_autocast_close_to_fp32(tiny):
+    """The trainer's GPU path runs the step under bf16 autocast; the CPU has bf16 autocast too."""
+    model = tiny()
+    x, y = _batch(model)
+    objective = MeanFlowLoss(adaptive_p=0.0)
+    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    ref, _ = objective(model, x, y, noise=noise)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = objective(model, x, y, noise=noise)
+    loss.backward()
+    assert loss.dtype == torch.float32 and abs(loss.item() - ref.item()) <= 5e-2 * ref.item()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
