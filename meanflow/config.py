@@ -85,7 +85,7 @@ class TrainConfig:
     eval_samples: int = 1000
     ckpt_every: int = 1000  # rewrite last.pt
     keep_every: int = 0  # also keep ckpt_<step>.pt every this many steps; 0 = never
-    resume: str = "auto"  # auto: continue from out_dir/last.pt if present; "never"; or a path
+    resume: str = "auto"  # auto: continue from out_dir/last.pt when it exists; or a checkpoint path
     progress: bool = True
 
     def validate(self):
