@@ -26,7 +26,7 @@ def test_overrides_and_types():
         + ["--data.path", "none", "--betas", "[0.8, 0.9]", "--backend", "reference"]
     )
     assert c.steps == 7 and c.loss.cfg_w == 2.0 and c.ema_decays == [0.9, 0.99] and c.compile is True
-    assert c.model_kwargs == {"depth": 3} and c.data.path is None and c.betas == [0.8, 0.9]
+    assert c.model_kwargs == {"time_scale": 1.0, "depth": 3} and c.data.path is None and c.betas == [0.8, 0.9]
     assert parse_args(["--compile", "false"]).compile is False
     parse_args(["--model_kwargs.depth", "2", "--ema_decays", "0.5"])
     assert "depth" not in parse_args([]).model_kwargs  # presets are never mutated
