@@ -323,6 +323,8 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     try:
         main()
+    except (ValueError, TypeError, FileNotFoundError) as e:  # bad input: say what, no traceback
+        sys.exit(f"meanflow.train: error: {e}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
