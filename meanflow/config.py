@@ -64,7 +64,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     out_dir: str = "runs/mnist"
-    steps: int = 1000
+    steps: int = 500
     batch_size: int = 64  # global: split evenly over the ranks
     lr: float = 1e-4
     betas: list = field(default_factory=lambda: [0.9, 0.95])
@@ -139,13 +139,13 @@ PRESETS = {
     "mnist": dict(
         model="DiT-T/8",
         model_kwargs={"time_scale": 1.0},
-        steps=1000,
+        steps=500,  # the first 500 steps of mnist-long, step for step
         batch_size=64,
         lr=1e-3,
         warmup_steps=100,
         ema_decays=[0.999],
-        sample_every=500,
-        ckpt_every=500,
+        sample_every=250,
+        ckpt_every=250,
         out_dir="runs/mnist",
     ),
     "mnist-long": dict(
