@@ -88,6 +88,7 @@ class TrainConfig:
     keep_every: int = 0  # also keep ckpt_<step>.pt every this many steps; 0 = never
     resume: str = "auto"  # auto: continue from out_dir/last.pt when it exists; or a checkpoint path
     progress: bool = True
+    tensorboard: bool = False  # also write the metrics to out_dir/tb (needs the tensorboard package)
 
     def validate(self):
         for name in ("steps", "batch_size"):

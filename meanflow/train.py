@@ -134,6 +134,15 @@ def main(argv=None) -> dict:
     opt = build_optimizer(model, config, device)
     objective = config.loss.build()
 
+    writer = None
+    if config.tensorboard and master:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ValueError(
+                "tensorboard=true needs the tensorboard package (pip install tensorboard)"
+            ) from e
+
     # Resume: everything is checked before the first write, so a bad checkpoint changes nothing.
     last = os.path.join(config.out_dir, "last.pt")
     path = last if config.resume == "auto" else config.resume
@@ -188,10 +197,17 @@ def main(argv=None) -> dict:
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     metrics = open(os.path.join(config.out_dir, "metrics.jsonl"), "a") if master else None
 
+    if config.tensorboard and master:
+        writer = SummaryWriter(os.path.join(config.out_dir, "tb"))
+
     def log(record):
         if master:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
+        if writer and "step" in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, record["step"])
 
     def checkpoint():
         rngs = [rng_state(device)]
@@ -314,6 +330,8 @@ def main(argv=None) -> dict:
     log({"summary": summary})
     if master:
         metrics.close()
+        if writer:
+            writer.close()
         print(json.dumps(summary), flush=True)
     for s, h in handlers.items():
         signal.signal(s, h)

@@ -178,6 +178,18 @@ def test_bad_inputs_change_nothing(tmp_path, fake_mnist):
         train.main(tiny_config(tmp_path / "other", fake_mnist, resume=str(tmp_path / "none.pt")))
 
 
+def test_tensorboard_needs_its_package(tmp_path, fake_mnist):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        train.main(tiny_config(tmp_path / "run", fake_mnist, tensorboard=True))
+    assert not (tmp_path / "run").exists()
+
+
 def test_atomic_write_survives_a_crash(tmp_path):
     from meanflow.checkpoint import atomic_save, atomic_write
 
