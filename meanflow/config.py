@@ -140,13 +140,13 @@ PRESETS = {
     "mnist": dict(
         model="DiT-T/8",
         model_kwargs={"time_scale": 1.0},
-        steps=500,  # the first 500 steps of mnist-long, step for step
+        steps=800,  # the first 800 steps of mnist-long, step for step
         batch_size=64,
         lr=1e-3,
         warmup_steps=100,
         ema_decays=[0.999],
-        sample_every=250,
-        ckpt_every=250,
+        sample_every=400,
+        ckpt_every=400,
         out_dir="runs/mnist",
     ),
     "mnist-long": dict(
