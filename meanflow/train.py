@@ -8,8 +8,8 @@ The whole loss (guidance passes and the ``model.jvp`` dual pass) is one module,
 ``LossModule``, and that is what DDP wraps and ``torch.compile`` compiles: DDP only sees
 calls to the module it wraps, and ``model.jvp`` is not ``model.forward``. The random draws of
 a step (times, noise, class dropout) are drawn for the GLOBAL batch from a generator seeded by
-``(seed, step)`` and each rank keeps its slice, so a run is the same function of its seed for
-any number of ranks and resumes exactly. Outputs in ``out_dir``: ``last.pt`` (atomic; plus
+``(seed, step)`` and each rank keeps its slice, so a run is the same function of its seed (up to
+float rounding) for any number of ranks and resumes exactly. Outputs in ``out_dir``: ``last.pt`` (atomic; plus
 ``ckpt_<step>.pt`` every ``keep_every``), ``metrics.jsonl``, ``samples/step_<step>.png``.
 Ctrl-C (SIGINT) or SIGTERM finishes the step, writes the checkpoint and exits 0.
 """
