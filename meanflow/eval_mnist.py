@@ -1,0 +1,163 @@
+"""Score MNIST samples with a small CNN classifier trained by the project.
+
+``evaluate(model)`` draws class-balanced samples (1 NFE by default) and returns the
+classifier's accuracy on them (does a sample of class ``c`` look like a ``c``?) and a Frechet
+distance between the classifier's 128-d penultimate features of the samples and of the
+10k MNIST test images (FID's formula in a feature space that knows digits). The classifier
+trains once on the CPU (one to two minutes on 2 cores, >= 98.5% test accuracy) and is cached in
+``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``.
+
+    python -m meanflow.eval_mnist                  # train/cache the classifier, print its accuracy
+    python -m meanflow.eval_mnist runs/mnist/last.pt --samples 2000 --steps 1
+"""
+
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import atomic_save
+from .data.mnist import load_mnist, to_pixels
+from .sampler import sample
+
+VERSION = 1  # bump when the architecture or the training recipe changes
+
+
+def cache_dir() -> str:
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "meanflow")
+    return os.environ.get("MEANFLOW_CACHE") or default
+
+
+class Classifier(nn.Module):
+    """32x32x1 in [-1, 1] -> 10 logits; ``features`` is the 128-d penultimate layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 16x16
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8x8
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4x4
+        )  # fmt: skip
+        self.fc = nn.Linear(64 * 16, 128)
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x):
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@torch.no_grad()
+def _features_and_logits(classifier, x, batch=1000):
+    feats, logits = [], []
+    for chunk in x.split(batch):
+        f = classifier.features(chunk)
+        feats.append(f.double())
+        logits.append(classifier.head(f))
+    return torch.cat(feats), torch.cat(logits)
+
+
+def train_classifier(data_path=None, epochs=3, seed=0, log=print, batch=256):
+    """Adam (one-cycle), batch 256, 3 epochs on the training split, on the CPU (98.89% test
+    accuracy with the default seed); returns ``(model, test accuracy)``."""
+    torch.manual_seed(seed)
+    images, labels = load_mnist("train", data_path)
+    model = Classifier()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    per_epoch = len(images) // batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * per_epoch)
+    g = torch.Generator().manual_seed(seed)
+    start = time.time()
+    with torch.enable_grad():  # also when called from inside evaluate()'s no_grad
+        for epoch in range(epochs):
+            perm = torch.randperm(len(images), generator=g)
+            for i in range(per_epoch):
+                idx = perm[i * batch : (i + 1) * batch]
+                loss = F.cross_entropy(model(to_pixels(images[idx])), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            log(
+                f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} ({time.time() - start:.0f} s)"
+            )
+    model.eval()
+    test_x, test_y = load_mnist("test", data_path)
+    _, logits = _features_and_logits(model, to_pixels(test_x))
+    return model, (logits.argmax(1) == test_y).float().mean().item()
+
+
+def load_classifier(data_path=None, log=print):
+    """The cached classifier and the test set's feature statistics; trains them on a miss."""
+    path = os.path.join(cache_dir(), f"mnist_classifier_v{VERSION}.pt")
+    state = None
+    if os.path.isfile(path):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a damaged cache is rebuilt, not fatal
+            log(f"ignoring unreadable classifier cache {path}: {e}")
+    if state is None:
+        log(f"training the MNIST classifier once (cached in {path})")
+        model, acc = train_classifier(data_path, log=log)
+        test_x, _ = load_mnist("test", data_path)
+        feats, _ = _features_and_logits(model, to_pixels(test_x))
+        state = {"model": model.state_dict(), "test_acc": acc, "mu": feats.mean(0), "sigma": feats.T.cov()}
+        atomic_save(state, path)
+        log(f"classifier test accuracy {acc:.4f}")
+    model = Classifier()
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` in float64 (no scipy: ``tr (S1 S2)^(1/2)``
+    is the sum of square roots of the eigenvalues of ``S1^(1/2) S2 S1^(1/2)``)."""
+    mu1, mu2, sigma1, sigma2 = (a.double() for a in (mu1, mu2, sigma1, sigma2))
+    evals, evecs = torch.linalg.eigh(sigma1)
+    root1 = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
+    cross = torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp(min=0).sqrt().sum()
+    return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross).item()
+
+
+@torch.no_grad()
+def evaluate(model, num_samples=1000, steps=1, seed=0, batch=500, data_path=None, log=print) -> dict:
+    """Class accuracy and Frechet distance of ``num_samples`` class-balanced samples of ``model``
+    (an MNIST-shaped DiT, typically the EMA weights) with ``steps`` NFE."""
+    classifier, state = load_classifier(data_path, log)
+    device = next(model.parameters()).device
+    labels = torch.arange(num_samples, device=device) % 10
+    g = torch.Generator(device=device).manual_seed(seed)
+    images = torch.cat(
+        [sample(model, y, steps=steps, generator=g).float().cpu() for y in labels.split(batch)]
+    )
+    feats, logits = _features_and_logits(classifier, images.clamp(-1, 1))
+    acc = (logits.argmax(1) == labels.cpu()).float().mean().item()
+    fd = frechet_distance(feats.mean(0), feats.T.cov(), state["mu"], state["sigma"])
+    return {"acc": acc, "fd": fd, "nfe": steps, "samples": num_samples}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", nargs="?", help="a trainer checkpoint (uses its first EMA)")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw", action="store_true", help="score the raw weights, not the EMA")
+    args = parser.parse_args(argv)
+    classifier, state = load_classifier()
+    print(f"classifier: test accuracy {state['test_acc']:.4f}")
+    if args.checkpoint:
+        from .checkpoint import load_for_sampling
+
+        model = load_for_sampling(args.checkpoint, ema=not args.raw)
+        print(evaluate(model, args.samples, args.steps, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Training objectives (SPEC.md section 1): MeanFlow, and plain flow matching as the baseline.
+
+``loss, stats = MeanFlowLoss()(model, x, y)`` runs one MeanFlow step on a batch: time
+sampling, guidance folded into the target, one dual pass ``model.jvp`` for ``(u, du/dt)``,
+the stop-gradient target and the adaptive weight. Conventions: ``t = 1`` is noise,
+``z_t = (1 - t) x + t e``, ``v = e - x``.
+
+The random draws (times, noise, class dropout) come from :meth:`sample_noise`, separate from
+the loss itself, so that a trainer can draw them outside ``torch.compile`` and share one draw
+between data-parallel ranks. Stats are 0-d tensors (no ``.item()``: no host sync, no graph
+break); the caller reads them when it logs.
+"""
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def logit_normal(n: int, mean: float, std: float, device, generator=None) -> Tensor:
+    """``sigmoid(N(mean, std))`` samples in (0, 1), shape ``(n,)``, float32."""
+    return torch.sigmoid(mean + std * torch.randn(n, device=device, generator=generator))
+
+
+def _check_unit(name, value, low=0.0, high=1.0):
+    if not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+
+
+def _bcast(t: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` -> ``(B, 1, 1, 1)`` in ``like``'s dtype."""
+    return t.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+class _Objective:
+    def __init__(self, time_mean, time_std, class_dropout):
+        if not isinstance(time_std, (int, float)) or time_std <= 0:
+            raise ValueError(f"time_std must be > 0, got {time_std!r}")
+        _check_unit("class_dropout", class_dropout)
+        self.time_mean, self.time_std, self.class_dropout = float(time_mean), float(time_std), class_dropout
+
+    def _times(self, b, device, generator):
+        return logit_normal(b, self.time_mean, self.time_std, device, generator)
+
+    def _labels(self, model, y, drop):
+        """Rows in ``drop`` get the null label (classifier-free guidance training)."""
+        if y is None:
+            return None
+        return torch.where(drop, torch.full_like(y, model.null_class), y)
+
+
+class MeanFlowLoss(_Objective):
+    """MeanFlow (Geng et al. 2025), exactly SPEC.md section 1 steps 1-6.
+
+    Arguments: ``time_mean, time_std`` of the logit-normal for ``t`` and ``r``;
+    ``ratio_r_neq_t``: fraction of rows that keep ``r != t`` (the rest get ``r = t``);
+    ``adaptive_p, adaptive_c``: weight ``1 / stopgrad(l + c)^p`` on the per-sample squared
+    error ``l``; ``cfg_w, cfg_k``: guidance folded into the target,
+    ``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)`` for ``cfg_t_min <= t <=
+    cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes);
+    ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``.
+    """
+
+    def __init__(
+        self,
+        time_mean: float = -0.4,
+        time_std: float = 1.0,
+        ratio_r_neq_t: float = 0.25,
+        adaptive_p: float = 1.0,
+        adaptive_c: float = 1e-3,
+        cfg_w: float = 1.0,
+        cfg_k: float = 0.5,
+        cfg_t_min: float = 0.0,
+        cfg_t_max: float = 1.0,
+        class_dropout: float = 0.1,
+    ):
+        super().__init__(time_mean, time_std, class_dropout)
+        _check_unit("ratio_r_neq_t", ratio_r_neq_t)
+        _check_unit("cfg_t_min", cfg_t_min)
+        _check_unit("cfg_t_max", cfg_t_max)
+        if cfg_t_min > cfg_t_max:
+            raise ValueError(f"cfg_t_min ({cfg_t_min}) must be <= cfg_t_max ({cfg_t_max})")
+        if not isinstance(adaptive_p, (int, float)) or adaptive_p < 0:
+            raise ValueError(f"adaptive_p must be >= 0, got {adaptive_p!r}")
+        if not isinstance(adaptive_c, (int, float)) or adaptive_c <= 0:
+            raise ValueError(f"adaptive_c must be > 0, got {adaptive_c!r}")
+        for name, value in (("cfg_w", cfg_w), ("cfg_k", cfg_k)):
+            if not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if cfg_k >= 1:
+            raise ValueError(f"cfg_k must be < 1 (effective scale w / (1 - k)), got {cfg_k}")
+        self.ratio_r_neq_t = ratio_r_neq_t
+        self.adaptive_p, self.adaptive_c = float(adaptive_p), float(adaptive_c)
+        self.cfg_w, self.cfg_k = float(cfg_w), float(cfg_k)
+        self.cfg_t_min, self.cfg_t_max = float(cfg_t_min), float(cfg_t_max)
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_w != 1.0 or self.cfg_k != 0.0
+
+    def sample_noise(self, x: Tensor, generator=None) -> dict[str, Tensor]:
+        """Step 1's times, the noise ``e`` and the class-dropout mask, for a batch like ``x``."""
+        b, device = x.shape[0], x.device
+        t = self._times(b, device, generator)
+        r = self._times(b, device, generator)
+        t, r = torch.maximum(t, r), torch.minimum(t, r)
+        r = torch.where(torch.rand(b, device=device, generator=generator) < self.ratio_r_neq_t, r, t)
+        e = torch.randn(x.shape, device=device, generator=generator, dtype=x.dtype)
+        drop = torch.rand(b, device=device, generator=generator) < self.class_dropout
+        return {"t": t, "r": r, "e": e, "drop": drop}
+
+    def guided_velocity(self, model, z, t, v, y, drop):
+        """Step 3: ``v_g`` (no grad; the two guidance passes run batched, in eval mode)."""
+        if y is None or not self.guided:
+            return v
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            null = torch.full_like(y, model.null_class)
+            u = model(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([null, y]))
+        model.train(was_training)
+        u_null, u_cond = u.to(v.dtype).chunk(2)
+        w, k = self.cfg_w, self.cfg_k
+        v_cfg = w * v + (1 - w - k) * u_null + k * u_cond
+        use = ~drop & (t >= self.cfg_t_min) & (t <= self.cfg_t_max)
+        return torch.where(use.view(-1, *([1] * (v.dim() - 1))), v_cfg, v)
+
+    def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
+        """``(loss, stats)``; ``noise`` (from :meth:`sample_noise`) overrides the draws."""
+        n = self.sample_noise(x, generator) if noise is None else noise
+        t, r, e = n["t"], n["r"], n["e"]
+        tb = _bcast(t, x)
+        z = (1 - tb) * x + tb * e
+        v = e - x
+        v_g = self.guided_velocity(model, z, t, v, y, n["drop"])
+        u, dudt = model.jvp(z, r, t, self._labels(model, y, n["drop"]), v_g)
+        u_tgt = (v_g - _bcast((t - r).clamp(0, 1), v_g) * dudt.to(v_g.dtype)).detach()
+        err = u.float() - u_tgt.float()
+        sq = err.square().flatten(1).sum(1)  # per-sample l
+        weight = 1.0 / (sq.detach() + self.adaptive_c).pow(self.adaptive_p)
+        loss = (weight * sq).mean()
+        stats = {"loss": loss.detach(), "mse": err.detach().square().mean(), "l": sq.detach().mean()}
+        return loss, stats
+
+
+class FlowMatchingLoss(_Objective):
+    """Plain flow matching, the baseline: ``u(z, t, t)`` regressed on ``v`` (mean squared error).
+
+    Same logit-normal times and class dropout as :class:`MeanFlowLoss`; no JVP.
+    """
+
+    def __init__(self, time_mean: float = -0.4, time_std: float = 1.0, class_dropout: float = 0.1):
+        super().__init__(time_mean, time_std, class_dropout)
+
+    def sample_noise(self, x: Tensor, generator=None) -> dict[str, Tensor]:
+        b, device = x.shape[0], x.device
+        t = self._times(b, device, generator)
+        e = torch.randn(x.shape, device=device, generator=generator, dtype=x.dtype)
+        drop = torch.rand(b, device=device, generator=generator) < self.class_dropout
+        return {"t": t, "r": t, "e": e, "drop": drop}
+
+    def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
+        n = self.sample_noise(x, generator) if noise is None else noise
+        t, e = n["t"], n["e"]
+        tb = _bcast(t, x)
+        z = (1 - tb) * x + tb * e
+        u = model(z, t, t, self._labels(model, y, n["drop"]))
+        mse = (u.float() - (e - x).float()).square().mean()
+        return mse, {"loss": mse.detach(), "mse": mse.detach()}
+
+
+OBJECTIVES = {"meanflow": MeanFlowLoss, "flow_matching": FlowMatchingLoss}
+
+
+class LossModule(nn.Module):
+    """``forward(x, y, noise) -> (loss, stats)``: the whole loss as one module call.
+
+    ``model.jvp`` is not ``model.forward``, so a DDP wrapper around the model would never see
+    the JVP pass (no gradient synchronisation). Wrapping THIS module in DDP (and in
+    ``torch.compile``) puts the entire step, guidance passes and JVP included, under it.
+    """
+
+    def __init__(self, model: nn.Module, objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x, y, noise):
+        return self.objective(self.model, x, y, noise=noise)

@@ -1,0 +1,88 @@
+"""MeanFlow sampling (SPEC.md section 1): one network call per step, no CFG second pass.
+
+1 step: ``x = e - u(e, r=0, t=1)``. ``k`` steps on the uniform grid ``1 = t_0 > ... > t_k = 0``:
+``z_r = z_t - (t - r) u(z_t, r, t)``. Guidance was folded into ``u`` at training time.
+"""
+
+import torch
+
+
+@torch.no_grad()
+def sample(model, y, steps: int = 1, generator=None, noise=None):
+    """Images ``(B, C, H, W)`` for labels ``y`` (long ``(B,)``; ``None`` for an unconditional
+    model), from ``noise`` or ``N(0, I)`` drawn with ``generator``. Pass EMA weights as
+    ``model`` for the usual samples; the model runs in eval mode and gets its mode back."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    cfg = model.config
+    param = next(model.parameters())
+    if y is not None:
+        if not isinstance(y, torch.Tensor) or y.dim() != 1:
+            raise TypeError("y must be a (batch,) tensor of class labels or None")
+        batch, device = y.shape[0], y.device
+    elif noise is not None:
+        batch, device = noise.shape[0], noise.device
+    else:
+        raise ValueError("give labels y or noise: the batch size comes from one of them")
+    shape = (batch, cfg.in_channels, cfg.input_size, cfg.input_size)
+    if noise is None:
+        noise = torch.randn(shape, generator=generator, device=device, dtype=param.dtype)
+    elif tuple(noise.shape) != shape:
+        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+    was_training = model.training
+    model.eval()
+    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
+    z = noise
+    for t, r in zip(grid[:-1], grid[1:]):
+        u = model(z, torch.full((batch,), r, device=device), torch.full((batch,), t, device=device), y)
+        z = z - (t - r) * u.to(z.dtype)
+    model.train(was_training)
+    return z
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 10):
+    """``(B, C, H, W)`` in [-1, 1] -> one PNG, ``nrow`` images per row, 2-pixel gaps."""
+    from PIL import Image
+
+    from .checkpoint import atomic_write
+
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    b, c, h, w = x.shape
+    rows = (b + nrow - 1) // nrow
+    grid = torch.zeros(c, rows * (h + 2) + 2, nrow * (w + 2) + 2, dtype=torch.uint8)
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        grid[:, 2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = x[i]
+    array = grid.permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[..., 0] if c == 1 else array)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def main(argv=None):
+    """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png"""
+    import argparse
+
+    from .checkpoint import load_for_sampling
+
+    parser = argparse.ArgumentParser(description="Sample a grid (10 per class) from a trainer checkpoint.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--steps", type=int, default=1, help="network evaluations (1 = one-step)")
+    parser.add_argument("--per-class", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
+    parser.add_argument("--out", default="samples.png")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    model = load_for_sampling(args.checkpoint, ema=not args.raw, device=args.device)
+    cfg = model.config
+    n = (cfg.num_classes or 10) * args.per_class
+    y = torch.arange(n, device=args.device) % cfg.num_classes if cfg.num_classes else None
+    g = torch.Generator(device=args.device).manual_seed(args.seed)
+    noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=args.device)
+    images = sample(model, y, steps=args.steps, noise=noise)
+    save_grid(images, args.out, nrow=cfg.num_classes or 10)
+    print(f"wrote {args.out}: {images.shape[0]} samples, {args.steps} NFE")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Train a MeanFlow DiT (SPEC.md section 5).
+
+    python -m meanflow.train                                  # MNIST, tiny DiT, CPU, minutes
+    torchrun --nproc_per_node=8 meanflow/train.py --preset mnist-long --compile
+    python -m meanflow.train --config run.yaml --steps 5000 --loss.cfg_w 2
+
+The whole loss (guidance passes and the ``model.jvp`` dual pass) is one module,
+``LossModule``, and that is what DDP wraps and ``torch.compile`` compiles: DDP only sees
+calls to the module it wraps, and ``model.jvp`` is not ``model.forward``. The random draws of
+a step (times, noise, class dropout) are drawn for the GLOBAL batch from a generator seeded by
+``(seed, step)`` and each rank keeps its slice, so a run is the same function of its seed for
+any number of ranks and resumes exactly. Outputs in ``out_dir``: ``last.pt`` (atomic; plus
+``ckpt_<step>.pt`` every ``keep_every``), ``metrics.jsonl``, ``samples/step_<step>.png``.
+Ctrl-C (SIGINT) or SIGTERM finishes the step, writes the checkpoint and exits 0.
+"""
+
+import copy
+import dataclasses
+import inspect
+import json
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+
+if __package__ in (None, ""):  # torchrun meanflow/train.py: make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+from meanflow.checkpoint import atomic_copy, atomic_save  # noqa: E402
+from meanflow.config import TrainConfig, parse_args  # noqa: E402
+from meanflow.data import build_loader  # noqa: E402
+from meanflow.loss import LossModule  # noqa: E402
+from meanflow.models import DiT  # noqa: E402
+from meanflow.sampler import sample, save_grid  # noqa: E402
+
+
+def setup_distributed(device_name: str):
+    """``(rank, world_size, device)`` from torchrun's environment; one process = world of 1."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def build_model(config: TrainConfig, loader) -> DiT:
+    overrides = dict(
+        num_classes=loader.num_classes, in_channels=loader.channels, input_size=loader.image_size
+    )
+    return DiT.from_config(config.model, backend=config.backend, **{**overrides, **config.model_kwargs})
+
+
+def build_optimizer(model, config: TrainConfig, device):
+    kwargs = dict(lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    if device.type == "cuda":
+        try:
+            from apex.optimizers import FusedAdam
+
+            return FusedAdam(model.parameters(), adam_w_mode=True, **kwargs)
+        except ImportError:
+            return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
+    return torch.optim.AdamW(model.parameters(), **kwargs)
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay):
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+def rng_state(device):
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_checkpoint(path: str, model: DiT, device) -> dict:
+    """Read ``path`` and check it holds this architecture; raises before anything is written."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from e
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+        raise ValueError(f"{path!r} is not a meanflow.train checkpoint")
+    want, got = dataclasses.asdict(model.config), ckpt["model_config"]
+    diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+    if diff:
+        listing = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"checkpoint {path!r} is for another model ({listing}); use another out_dir or the "
+            f"matching --model / --model_kwargs"
+        )
+    return ckpt
+
+
+def main(argv=None) -> dict:
+    config = parse_args(argv) if not isinstance(argv, TrainConfig) else argv.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world, device = setup_distributed(config.device)
+    master = rank == 0
+    loader = build_loader(config, rank, world, device)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_model(config, loader).to(device)
+    emas = [copy.deepcopy(model).requires_grad_(False).eval() for _ in config.ema_decays]
+    torch.manual_seed(config.seed + rank)
+    opt = build_optimizer(model, config, device)
+    objective = config.loss.build()
+
+    # Resume: everything is checked before the first write, so a bad checkpoint changes nothing.
+    last = os.path.join(config.out_dir, "last.pt")
+    path = last if config.resume == "auto" else config.resume
+    step = 0
+    if config.resume != "auto" and not os.path.isfile(path):
+        raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
+    if os.path.isfile(path):
+        ckpt = load_checkpoint(path, model, device)
+        if len(ckpt["ema"]) != len(emas):
+            raise ValueError(
+                f"checkpoint {path!r} has {len(ckpt['ema'])} EMAs, this run {len(emas)} ema_decays"
+            )
+        model.load_state_dict(ckpt["model"])
+        for ema, state in zip(emas, ckpt["ema"]):
+            ema.load_state_dict(state)
+        opt.load_state_dict(ckpt["opt"])
+        loader.load_state_dict(ckpt["data"])
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
+        step = ckpt["step"]
+    if master:
+        os.makedirs(os.path.join(config.out_dir, "samples"), exist_ok=True)
+        with open(os.path.join(config.out_dir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
+
+    step_module = LossModule(model, objective)
+    if world > 1:
+        # The only buffer (positions) never changes: no per-step broadcast. Newer torch renamed it.
+        no_sync = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(DDP).parameters
+            else "broadcast_buffers"
+        )
+        step_module = DDP(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False}
+        )
+    if config.compile:
+        step_module = torch.compile(step_module)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    flag_group = dist.new_group(backend="gloo") if world > 1 else None
+
+    stop = []
+
+    def on_signal(signum, frame):
+        if stop:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        stop.append(signum)
+        if master:
+            print(f"\nsignal {signum}: finishing the step, then checkpoint and exit", flush=True)
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    metrics = open(os.path.join(config.out_dir, "metrics.jsonl"), "a") if master else None
+
+    def log(record):
+        if master:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+
+    def checkpoint():
+        rngs = [rng_state(device)]
+        if world > 1:
+            rngs = [None] * world
+            dist.all_gather_object(rngs, rng_state(device))
+        if master:
+            state = {
+                "model": model.state_dict(),
+                "ema": [ema.state_dict() for ema in emas],
+                "ema_decays": list(config.ema_decays),
+                "opt": opt.state_dict(),
+                "config": config.to_dict(),
+                "model_config": dataclasses.asdict(model.config),
+                "step": step,
+                "data": loader.state_dict(),
+                "rng": rngs,
+                "world_size": world,
+            }
+            atomic_save(state, last)
+            if config.keep_every and step % config.keep_every == 0:
+                atomic_copy(last, os.path.join(config.out_dir, f"ckpt_{step:07d}.pt"))
+
+    sampler_model = emas[0] if emas else model
+    grid_labels = torch.arange(100, device=device) % 10 if loader.num_classes else None
+    grid_noise = torch.randn(100, loader.channels, loader.image_size, loader.image_size,
+                             generator=torch.Generator().manual_seed(config.seed)).to(device)  # fmt: skip
+
+    eval_time = [0.0]
+
+    def samples_and_eval(do_eval):
+        started = time.perf_counter()
+        if master:
+            images = sample(sampler_model, grid_labels, steps=config.sample_steps, noise=grid_noise)
+            save_grid(images, os.path.join(config.out_dir, "samples", f"step_{step:07d}.png"))
+        result = None
+        if do_eval and config.eval_samples and config.data.name == "mnist" and master:
+            from meanflow.eval_mnist import evaluate
+
+            result = evaluate(sampler_model, config.eval_samples, steps=1, data_path=config.data.path)
+            log({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
+            print(f"step {step}: 1-NFE class accuracy {result['acc']:.4f}, FD {result['fd']:.3f}", flush=True)
+        if world > 1:
+            dist.barrier()
+        eval_time[0] += time.perf_counter() - started
+        return result
+
+    global_batch = config.batch_size
+    progress = None
+    if master and config.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=config.steps, initial=step, unit="it", dynamic_ncols=True, mininterval=1.0)
+    data = iter(loader)
+    sums, count, t_log, start_step, t_start = {}, 0, time.perf_counter(), step, time.perf_counter()
+    generator = torch.Generator(device=device)
+    sl = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
+    while step < config.steps and not stop:
+        x, y = next(data)
+        generator.manual_seed(config.seed * 1_000_003 + step)
+        shape = (global_batch, *x.shape[1:])
+        noise = {k: v[sl] for k, v in objective.sample_noise(x.new_empty(shape), generator).items()}
+        model.train()
+        with autocast:
+            loss, stats = step_module(x, y, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+        lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        for ema, decay in zip(emas, config.ema_decays):
+            update_ema(ema, model, min(decay, (1 + step) / (10 + step)))
+        step += 1
+        stats = {**stats, "grad_norm": grad_norm.detach()}
+        sums = {k: sums.get(k, 0.0) + v.float() for k, v in stats.items()}
+        count += 1
+        if world > 1:
+            flag = torch.tensor([len(stop)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=flag_group)
+            if flag.item() and not stop:
+                stop.append("peer")
+        if config.log_every and (step % config.log_every == 0 or step == config.steps or stop):
+            vec = torch.stack([sums[k] / count for k in sorted(sums)])
+            if world > 1:
+                dist.all_reduce(vec)
+                vec /= world
+            now = time.perf_counter()
+            record = {"step": step, **dict(zip(sorted(sums), vec.tolist())), "lr": lr}
+            record["img_per_s"] = global_batch * count / (now - t_log)
+            record["elapsed_s"] = now - t_start
+            log(record)
+            if progress:
+                progress.set_postfix_str(
+                    f"loss {record['loss']:.4f} mse {record['mse']:.4f} {record['img_per_s']:.0f} img/s"
+                )
+            sums, count, t_log = {}, 0, now
+        if progress:
+            progress.update(1)
+        if stop:
+            break
+        if config.ckpt_every and step % config.ckpt_every == 0:
+            checkpoint()
+        do_sample = config.sample_every and step % config.sample_every == 0
+        do_eval = config.eval_every and step % config.eval_every == 0
+        if (do_sample or do_eval) and step < config.steps:
+            samples_and_eval(do_eval)
+    if progress:
+        progress.close()
+    checkpoint()
+    train_time = time.perf_counter() - t_start - eval_time[0]
+    result = None if stop else samples_and_eval(True)
+    summary = {"step": step, "steps_run": step - start_step, "interrupted": bool(stop)}
+    summary.update(
+        train_time_s=train_time, eval_time_s=eval_time[0], total_time_s=time.perf_counter() - t_start
+    )
+    if result:
+        summary.update({f"eval/{k}": v for k, v in result.items()})
+    log({"summary": summary})
+    if master:
+        metrics.close()
+        print(json.dumps(summary), flush=True)
+    for s, h in handlers.items():
+        signal.signal(s, h)
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from meanflow.config import PRESETS, TrainConfig, parse_args
+
+
+def test_presets_validate():
+    for name in PRESETS:
+        TrainConfig.from_name(name).validate()
+    assert parse_args([]).model == TrainConfig.from_name("mnist").model
+
+
+def test_overrides_and_types():
+    c = parse_args(
+        [
+            "--steps",
+            "7",
+            "--loss.cfg_w=2",
+            "--ema_decays",
+            "0.9,0.99",
+            "--compile",
+            "--model_kwargs.depth",
+            "3",
+        ]
+        + ["--data.path", "none", "--betas", "[0.8, 0.9]", "--backend", "reference"]
+    )
+    assert c.steps == 7 and c.loss.cfg_w == 2.0 and c.ema_decays == [0.9, 0.99] and c.compile is True
+    assert c.model_kwargs == {"depth": 3} and c.data.path is None and c.betas == [0.8, 0.9]
+    assert parse_args(["--compile", "false"]).compile is False
+
+
+def test_config_file_then_command_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: ignored\nsteps: 11\nloss:\n  cfg_k: 0.25\ndata: {name: mnist}\n")
+    c = parse_args(["--config", str(path), "--steps", "12"])
+    assert c.steps == 12 and c.loss.cfg_k == 0.25
+    jpath = tmp_path / "run.json"
+    jpath.write_text(json.dumps({"lr": 0.01, "loss": {"objective": "flow_matching"}}))
+    c = parse_args(["--config", str(jpath)])
+    assert c.lr == 0.01 and c.loss.objective == "flow_matching"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stepz", "3"], "unknown config key 'stepz'.*did you mean steps"),
+        (["--loss.cfgw", "3"], "unknown config key 'loss.cfgw'"),
+        (["--steps", "many"], "'steps': cannot read 'many' as int"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--loss.objective", "self_consistency"], "loss.objective must be one of"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--precision", "fp8"], "precision"),
+    ],
+)
+def test_bad_keys_and_values(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(argv)
+
+
+def test_bad_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        parse_args(["--config", str(tmp_path / "missing.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss:\n  nope: 1\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'loss.nope' \(from --config"):
+        parse_args(["--config", str(bad)])

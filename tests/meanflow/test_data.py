@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from meanflow.config import TrainConfig
+from meanflow.data import Loader, build_loader
+from meanflow.data.mnist import MNISTLoader, load_mnist, to_pixels
+
+
+def test_load_and_pixels(fake_mnist):
+    images, labels = load_mnist("train", fake_mnist)
+    assert images.shape == (96, 28, 28) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert load_mnist("test", fake_mnist)[0].shape == (40, 28, 28)
+    x = to_pixels(images[:3])
+    assert x.shape == (3, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert (x[:, :, :2] == -1).all() and (x[:, :, :, -2:] == -1).all()  # zero padding is black
+    assert torch.allclose(x[:, 0, 2:30, 2:30], images[:3].float() / 127.5 - 1)
+
+
+def test_shards_concatenate_to_the_single_rank_batch(fake_mnist):
+    one = iter(MNISTLoader(8, 0, 1, "cpu", seed=3, path=fake_mnist))
+    two = [iter(MNISTLoader(4, r, 2, "cpu", seed=3, path=fake_mnist)) for r in range(2)]
+    for _ in range(30):  # crosses several epochs (12 batches each)
+        x, y = next(one)
+        parts = [next(it) for it in two]
+        assert torch.equal(x, torch.cat([p[0] for p in parts])) and torch.equal(
+            y, torch.cat([p[1] for p in parts])
+        )
+
+
+def test_state_dict_resumes_exactly(fake_mnist):
+    a = MNISTLoader(8, 0, 1, "cpu", seed=1, path=fake_mnist)
+    it = iter(a)
+    for _ in range(17):
+        next(it)
+    b = MNISTLoader(8, 0, 1, "cpu", seed=1, path=fake_mnist)
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict() == {"epoch": 1, "position": 5, "seed": 1}
+    itb = iter(b)
+    for _ in range(10):
+        (xa, ya), (xb, yb) = next(it), next(itb)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_epochs_are_reshuffled(fake_mnist):
+    it = iter(MNISTLoader(96, 0, 1, "cpu", seed=0, path=fake_mnist))
+    (_, y0), (_, y1) = next(it), next(it)
+    assert not torch.equal(y0, y1) and torch.equal(y0.sort().values, y1.sort().values)
+
+
+def test_factory_and_protocol(fake_mnist):
+    config = TrainConfig(batch_size=8)
+    config.data.path = fake_mnist
+    loader = build_loader(config, 1, 2, "cpu")
+    assert isinstance(loader, Loader) and loader.batch_size == 4 and loader.num_classes == 10
+    x, y = next(iter(loader))
+    assert x.shape == (4, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+
+
+def test_bad_inputs(fake_mnist, tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.path"):
+        load_mnist("train", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist("train", str(tmp_path))
+    config = TrainConfig(batch_size=7)
+    config.data.path = fake_mnist
+    with pytest.raises(ValueError, match="batch_size 7"):
+        build_loader(config, 0, 2, "cpu")
+    config.data.name = "imagenet"
+    with pytest.raises(ValueError, match="unknown data.name 'imagenet'"):
+        build_loader(config, 0, 1, "cpu")

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from meanflow import sample
+
+
+def test_one_step_is_e_minus_u(tiny):
+    model = tiny()
+    y = torch.tensor([0, 3, 4])
+    e = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        want = e - model(e, torch.zeros(3), torch.ones(3), y)
+    assert torch.allclose(sample(model, y, steps=1, noise=e), want, atol=1e-6)
+
+
+def test_k_steps_on_the_uniform_grid(tiny):
+    model = tiny(time_cond="r,t")
+    y = torch.tensor([1, 2])
+    z = e = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        for t, r in ((1.0, 2 / 3), (2 / 3, 1 / 3), (1 / 3, 0.0)):
+            z = z - (t - r) * model(z, torch.full((2,), r), torch.full((2,), t), y)
+    assert torch.allclose(sample(model, y, steps=3, noise=e), z, atol=1e-5)
+
+
+def test_deterministic_and_batched(tiny):
+    model = tiny()
+    y = torch.arange(5)
+    a = sample(model, y, steps=2, generator=torch.Generator().manual_seed(7))
+    b = sample(model, y, steps=2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    noise = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    singles = torch.cat([sample(model, y[i : i + 1], steps=2, noise=noise[i : i + 1]) for i in range(5)])
+    assert torch.allclose(a, singles, atol=1e-5)
+
+
+def test_no_second_pass_and_mode_restored(tiny):
+    model = tiny()
+    calls = []
+    forward = model.forward
+    model.forward = lambda *a: (calls.append(model.training), forward(*a))[1]
+    model.train()
+    sample(model, torch.arange(4), steps=2)
+    assert calls == [False, False] and model.training
+
+
+def test_bad_arguments(tiny):
+    model = tiny()
+    with pytest.raises(ValueError, match="steps"):
+        sample(model, torch.arange(2), steps=0)
+    with pytest.raises(ValueError, match="noise"):
+        sample(model, torch.arange(2), noise=torch.randn(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="labels y or noise"):
+        sample(model, None)

@@ -1,0 +1,227 @@
+"""The trainer: exact resume, DDP (2 gloo ranks == 1 rank), Ctrl-C, bad input, compile."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from meanflow import train
+from meanflow.config import TrainConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_config(out_dir, data_path, **overrides):
+    config = TrainConfig.from_name(
+        "mnist",
+        model="DiT-T/8",
+        model_kwargs={"depth": 1, "hidden_size": 32, "num_heads": 2},
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=2,
+        ema_decays=[0.9, 0.99],
+        out_dir=str(out_dir),
+        log_every=1,
+        sample_every=0,
+        eval_every=0,
+        eval_samples=0,
+        ckpt_every=2,
+        progress=False,
+    )
+    config.data.path = data_path
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config.validate()
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_same_state(a, b, atol=0.0):
+    for key in ("model",):
+        for name, value in a[key].items():
+            assert torch.allclose(value, b[key][name], rtol=0, atol=atol), name
+    for ema_a, ema_b in zip(a["ema"], b["ema"]):
+        for name, value in ema_a.items():
+            assert torch.allclose(value, ema_b[name], rtol=0, atol=atol), name
+    for sa, sb in zip(a["opt"]["state"].values(), b["opt"]["state"].values()):
+        for k in sa:
+            assert torch.allclose(sa[k].float(), sb[k].float(), rtol=0, atol=atol)
+
+
+def test_run_leaves_checkpoint_samples_metrics(tmp_path, fake_mnist):
+    summary = train.main(tiny_config(tmp_path / "run", fake_mnist, sample_every=2))
+    assert summary["step"] == 4 and not summary["interrupted"]
+    files = set(os.listdir(tmp_path / "run"))
+    assert {"last.pt", "metrics.jsonl", "config.json", "samples"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]
+    assert sorted(os.listdir(tmp_path / "run" / "samples")) == ["step_0000002.png", "step_0000004.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "run" / "samples" / "step_0000004.png").size == (10 * 34 + 2, 10 * 34 + 2)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and '"img_per_s"' in lines[0] and '"summary"' in lines[-1]
+    from meanflow import sampler
+
+    sampler.main(
+        [
+            str(tmp_path / "run" / "last.pt"),
+            "--steps",
+            "2",
+            "--per-class",
+            "1",
+            "--out",
+            str(tmp_path / "s.png"),
+        ]
+    )
+    assert Image.open(tmp_path / "s.png").size == (10 * 34 + 2, 34 + 2)
+
+
+def test_resume_is_exact(tmp_path, fake_mnist):
+    train.main(tiny_config(tmp_path / "full", fake_mnist))
+    train.main(tiny_config(tmp_path / "half", fake_mnist, steps=2))
+    summary = train.main(tiny_config(tmp_path / "half", fake_mnist))  # resumes from last.pt
+    assert summary["steps_run"] == 2
+    full, half = _load(tmp_path / "full" / "last.pt"), _load(tmp_path / "half" / "last.pt")
+    assert full["step"] == half["step"] == 4 and full["data"] == half["data"]
+    _assert_same_state(full, half)  # bitwise
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank, world, port, config):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    try:
+        train.main(config)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_equal_one(tmp_path, fake_mnist):
+    """DDP really synchronises the JVP step: 2 gloo ranks with half the batch each end where one
+    process with the whole batch ends (data and noise are global draws split by rank)."""
+    torch.set_num_threads(1)
+    train.main(tiny_config(tmp_path / "one", fake_mnist, steps=3))
+    config = tiny_config(tmp_path / "two", fake_mnist, steps=3)
+    mp.start_processes(_rank_main, args=(2, _free_port(), config), nprocs=2, start_method="spawn")
+    one, two = _load(tmp_path / "one" / "last.pt"), _load(tmp_path / "two" / "last.pt")
+    assert two["world_size"] == 2 and len(two["rng"]) == 2
+    _assert_same_state(one, two, atol=1e-6)
+    # and the ranks did not train alone: one rank on half the batch ends elsewhere
+    alone = tiny_config(tmp_path / "alone", fake_mnist, steps=3, batch_size=4)
+    train.main(alone)
+    diff = max(
+        (a - b).abs().max().item()
+        for a, b in zip(one["model"].values(), _load(alone.out_dir + "/last.pt")["model"].values())
+    )
+    assert diff > 1e-4
+
+
+def test_sigint_checkpoints_and_exits_zero(tmp_path, fake_mnist):
+    out = tmp_path / "run"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from meanflow import train;"
+        "train.main(['--model', 'DiT-T/8', '--model_kwargs', '{depth: 1, hidden_size: 32, num_heads: 2}',"
+        f"'--steps', '100000', '--batch_size', '8', '--data.path', {fake_mnist!r}, '--out_dir', {str(out)!r},"
+        "'--log_every', '1', '--sample_every', '0', '--eval_samples', '0', '--progress', 'false'])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, ROOT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    metrics = out / "metrics.jsonl"
+    for _ in range(600):
+        if metrics.exists() and metrics.read_text().count("\n") >= 3:
+            break
+        if proc.poll() is not None:
+            break
+        import time
+
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output
+    ckpt = _load(out / "last.pt")
+    assert 3 <= ckpt["step"] < 100000
+    assert '"interrupted": true' in output
+
+
+def test_bad_inputs_change_nothing(tmp_path, fake_mnist):
+    with pytest.raises(ValueError, match="unknown config key 'stepz'"):
+        train.main(["--stepz", "3"])
+    with pytest.raises(FileNotFoundError, match="data.path"):
+        train.main(tiny_config(tmp_path / "run", str(tmp_path / "nowhere")))
+    assert not (tmp_path / "run").exists()
+    train.main(tiny_config(tmp_path / "run", fake_mnist, steps=2))
+    before = {f: (tmp_path / "run" / f).read_bytes() for f in ("last.pt", "metrics.jsonl", "config.json")}
+    bigger = tiny_config(
+        tmp_path / "run", fake_mnist, model_kwargs={"depth": 2, "hidden_size": 32, "num_heads": 2}
+    )
+    with pytest.raises(ValueError, match="another model.*depth: checkpoint 1 vs this run 2"):
+        train.main(bigger)
+    assert before == {f: (tmp_path / "run" / f).read_bytes() for f in before}
+    with pytest.raises(FileNotFoundError, match="resume checkpoint"):
+        train.main(tiny_config(tmp_path / "other", fake_mnist, resume=str(tmp_path / "none.pt")))
+
+
+def test_atomic_write_survives_a_crash(tmp_path):
+    from meanflow.checkpoint import atomic_save, atomic_write
+
+    path = str(tmp_path / "last.pt")
+    atomic_save({"step": 1}, path)
+
+    def crash(f):
+        f.write(b"partial")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, crash)
+    assert _load(path) == {"step": 1}
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_compiled_step_has_no_graph_break(tiny):
+    """model.jvp + loss + backward trace as ONE graph (the mfkernels ops are custom ops)."""
+    from meanflow.loss import LossModule, MeanFlowLoss
+
+    model = tiny()
+    objective = MeanFlowLoss(cfg_w=1.5, cfg_k=0.3)
+    step = LossModule(model, objective)
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 5, (4,))
+    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    eager, _ = step(x, y, noise)
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    loss, stats = compiled(x, y, noise)
+    loss.backward()
+    assert torch.allclose(loss, eager, rtol=1e-6) and model.training
+    assert all(p.grad is not None for p in model.parameters())
+    explain = torch._dynamo.explain(step)(x, y, noise)
+    assert explain.graph_break_count == 0 and explain.graph_count == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True])
+def test_gpu_bf16_step(tmp_path, fake_mnist, compile):
+    """On CUDA: bf16 autocast (precision auto), triton backend, fused AdamW, optional compile."""
+    config = tiny_config(
+        tmp_path / "gpu", fake_mnist, device="cuda", compile=compile, steps=3, sample_every=3
+    )
+    summary = train.main(config)
+    assert summary["step"] == 3
+    lines = [json.loads(line) for line in (tmp_path / "gpu" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in lines if "loss" in r)
