@@ -102,7 +102,7 @@ def load_vae(weights: str, config=None, device="cpu"):
     elif os.path.isdir(weights):
         if config is not None:
             raise ValueError("--vae-config is for a weights file; a diffusers folder has its own config.json")
-        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True, low_cpu_mem_usage=False)
     elif os.path.isfile(weights):
         cfg = vae_config(config)
         state = _read_state_dict(weights)
@@ -111,12 +111,12 @@ def load_vae(weights: str, config=None, device="cpu"):
 
             state = convert_ldm_vae_checkpoint(state, cfg)
         vae = AutoencoderKL.from_config(cfg)
-        missing, unexpected = vae.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"VAE weights {weights!r} do not fit the config: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        try:
+            vae.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+            which = "--vae-config" if config else "sd-vae-ft-ema"
+            detail = str(e).splitlines()[1].strip()[:300]
+            raise ValueError(f"VAE weights {weights!r} do not fit the config ({which}): {detail}") from e
     else:
         raise FileNotFoundError(
             f"--vae {weights!r}: no such file or folder (a local path; nothing is downloaded)"
@@ -236,7 +236,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         from .data.dali_images import iterate_files
 
         def read(paths):
-            return iterate_files(paths, image_size, batch_size, device, num_threads=num_workers)
+            return iterate_files(paths, image_size, batch_size, device, num_threads=max(1, num_workers))
     else:
         from .data.image_folder import iterate_files as torch_iterate
 

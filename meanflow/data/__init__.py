@@ -72,7 +72,7 @@ def _imagefolder(config, rank, world_size, device):
         from .dali_images import DALIImageLoader
 
         loader = DALIImageLoader(root, config.batch_size // world_size, rank, world_size,
-                                 num_threads=config.data.num_workers, **kwargs)  # fmt: skip
+                                 num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
     else:
         loader = TorchImageLoader(root, config.batch_size // world_size, rank, world_size,
                                   num_workers=config.data.num_workers, **kwargs)  # fmt: skip
@@ -89,7 +89,7 @@ def _latents(config, rank, world_size, device):
     kwargs = dict(device=device, seed=config.seed, latent_mode=config.data.latent_mode)
     if _backend(config) == "dali":
         return DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
-                                num_threads=config.data.num_workers, **kwargs)  # fmt: skip
+                                num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
     return TorchLatentLoader(root, config.batch_size // world_size, rank, world_size,
                              num_workers=config.data.num_workers, **kwargs)  # fmt: skip
 
