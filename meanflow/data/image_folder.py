@@ -271,17 +271,15 @@ def collate_skipping(items):
     return x, y, len(items) - len(good)
 
 
-class _BatchList(torch.utils.data.Sampler):
-    def __init__(self, indices, flips, batch_size):
-        self.pairs = list(zip(indices.tolist(), flips.tolist()))
-        self.batch_size = batch_size
+class _Batches(torch.utils.data.Sampler):
+    """A batch sampler over an endless stream of ``(indices, flips)`` batches."""
 
-    def __len__(self):
-        return len(self.pairs) // self.batch_size
+    def __init__(self, stream):
+        self.stream = stream
 
     def __iter__(self):
-        for b in range(len(self)):
-            yield self.pairs[b * self.batch_size : (b + 1) * self.batch_size]
+        for indices, flips in self.stream:
+            yield list(zip(indices.tolist(), flips.tolist()))
 
 
 class TorchImageLoader(ShardedLoader):
@@ -300,16 +298,17 @@ class TorchImageLoader(ShardedLoader):
         self.num_classes = len(self.index.classes)
         self.failures = 0  # images that failed to decode (replaced within their batch)
 
-    def _epoch(self, epoch, start, indices, flips):
+    def __iter__(self):
         loader = torch.utils.data.DataLoader(
             _Samples(self.index, self.image_size),
-            batch_sampler=_BatchList(indices, flips, self.batch_size),
+            batch_sampler=_Batches(self._batch_stream()),
             num_workers=self.num_workers,
             collate_fn=collate_skipping,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers else None,
         )
         for x, y, failed in loader:
+            self._advance()
             self.failures += failed
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

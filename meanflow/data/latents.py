@@ -176,14 +176,17 @@ class DALILatentLoader(_LatentLoader):
 
 
 class _Files(torch.utils.data.Dataset):
+    """Items ``(index, flip)`` -> ``(moments, index, flip)``."""
+
     def __init__(self, files):
         self.files = files
 
     def __len__(self):
         return len(self.files)
 
-    def __getitem__(self, i):
-        return torch.from_numpy(np.load(self.files[i]))
+    def __getitem__(self, item):
+        i, flip = item
+        return torch.from_numpy(np.load(self.files[i])), i, flip
 
 
 class TorchLatentLoader(_LatentLoader):
@@ -196,14 +199,15 @@ class TorchLatentLoader(_LatentLoader):
         )
         self.num_workers = num_workers
 
-    def _epoch(self, epoch, start, indices, flips):
-        bs = self.batch_size
+    def __iter__(self):
+        from .image_folder import _Batches
+
         loader = torch.utils.data.DataLoader(
             _Files(self.index.files),
-            batch_sampler=[indices[k * bs : (k + 1) * bs].tolist() for k in range(len(indices) // bs)],
+            batch_sampler=_Batches(self._batch_stream()),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        for k, moments in enumerate(loader):
-            part = slice(k * bs, (k + 1) * bs)
-            yield self._finish(moments, epoch, start + k, indices[part], flips[part])
+        for moments, indices, flips in loader:
+            epoch, position = self._advance()
+            yield self._finish(moments, epoch, position, indices.numpy(), flips.numpy())

@@ -94,6 +94,24 @@ class ShardedLoader:
     def _epoch(self, epoch, start, indices, flips):
         raise NotImplementedError
 
+    def _batch_stream(self):
+        """This rank's ``(indices, flips)`` per batch from the current position on, endlessly
+        (for one long-lived DataLoader: its workers start once, not every epoch)."""
+        epoch, position, bs = self.epoch, self.position, self.batch_size
+        while True:
+            if position < self.plan.batches_per_epoch:
+                indices, flips = self.plan.rank_order(epoch, position)
+                for k in range(len(indices) // bs):
+                    yield indices[k * bs : (k + 1) * bs], flips[k * bs : (k + 1) * bs]
+            epoch, position = epoch + 1, 0
+
+    def _advance(self) -> tuple[int, int]:
+        """Count one batch handed out of a :meth:`_batch_stream`; its ``(epoch, position)``."""
+        if self.position >= self.plan.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        self.position += 1
+        return self.epoch, self.position - 1
+
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch,

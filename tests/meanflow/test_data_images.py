@@ -257,3 +257,12 @@ def test_gpu_mixed_decode_matches_cpu(index):
         assert (xg.cpu() - xc).abs().mean() * 127.5 < 2  # nvJPEG's IDCT vs libjpeg-turbo's
         if gpu.state_dict()["epoch"] == 2:
             break
+
+
+def test_torch_loader_with_workers_is_the_same_stream(index):
+    """One DataLoader for all epochs (workers start once): same batches as in-process loading."""
+    a = iter(TorchImageLoader(None, 4, image_size=SIZE, num_workers=2, index=index, seed=6))
+    b = iter(TorchImageLoader(None, 4, image_size=SIZE, num_workers=0, index=index, seed=6))
+    for _ in range(7):  # two epochs and more
+        (xa, ya), (xb, yb) = next(a), next(b)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

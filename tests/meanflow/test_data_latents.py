@@ -313,3 +313,13 @@ def test_builder_needs_path():
     config = TrainConfig.from_name("imagenet256-xl2")
     with pytest.raises(ValueError, match="data.path"):
         build_loader(config, 0, 1, "cpu")
+
+
+def test_torch_latent_loader_with_workers(latents):
+    a = TorchLatentLoader(latents, 4, num_workers=2, seed=8)
+    b = TorchLatentLoader(latents, 4, num_workers=0, seed=8)
+    ia, ib = iter(a), iter(b)
+    for _ in range(7):
+        (xa, ya), (xb, yb) = next(ia), next(ib)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert a.state_dict() == b.state_dict() == {"epoch": 2, "position": 1, "seed": 8, "num_samples": 15}
