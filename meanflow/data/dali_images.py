@@ -88,6 +88,20 @@ def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_thr
     return pipe
 
 
+def build_or_cpu(build, device_id):
+    """``(device_id, build(device_id))``; when DALI cannot use the GPU (say, a driver older
+    than the CUDA 13 that nvidia-dali-cuda130 needs) it warns and returns
+    ``(None, build(None))``: the CPU pipeline, whose batches are then copied to the GPU."""
+    try:
+        return device_id, build(device_id)
+    except RuntimeError as e:
+        if device_id is None:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        warnings.warn(f"DALI cannot run on GPU {device_id} ({reason}); decoding on the CPU", stacklevel=3)
+        return None, build(None)
+
+
 def to_torch(tensor_list, device) -> torch.Tensor:
     """Copy a dense DALI TensorList (CPU or GPU) into a new torch tensor on ``device``."""
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
@@ -137,9 +151,11 @@ class DALIImageLoader(ShardedLoader):
         self.fallback_batches = 0  # batches decoded with PIL after a DALI error
 
     def _pipeline(self, files, codes):
-        return image_pipeline(
-            files, codes, self.batch_size, self.image_size, self.device_id, self.num_threads
-        )
+        def build(device_id):
+            return image_pipeline(files, codes, self.batch_size, self.image_size, device_id, self.num_threads)
+
+        self.device_id, pipe = build_or_cpu(build, self.device_id)
+        return pipe
 
     def _epoch(self, epoch, start, indices, flips):
         files = [self.index.path(i) for i in indices]
@@ -178,8 +194,14 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4):
     device_id = dali_device_id(device)
 
     def build(start):
+        nonlocal device_id
         rest = paths[start:]
-        return image_pipeline(rest, [0] * len(rest), batch_size, image_size, device_id, num_threads, True)
+
+        def make(dev):
+            return image_pipeline(rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True)
+
+        device_id, pipe = build_or_cpu(make, device_id)
+        return pipe
 
     pipe, start = build(0), 0
     while start < len(paths):

@@ -120,12 +120,12 @@ def _read_cache(path, root):
     try:
         with open(path) as f:
             cache = json.load(f)
-        if cache.get("version") == SCAN_VERSION and cache.get("root") == root:
-            return cache["entries"]
-    except (OSError, ValueError, KeyError):
-        pass
-    warnings.warn(f"ignoring unreadable or foreign scan cache {path!r}", stacklevel=3)
-    return {}
+        if cache.get("version") != SCAN_VERSION or cache.get("root") != root:
+            return {}  # an older format, or the tree was moved: scan again
+        return cache["entries"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        warnings.warn(f"ignoring unreadable scan cache {path!r}", stacklevel=3)
+        return {}
 
 
 def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None = None) -> FolderIndex:

@@ -152,15 +152,21 @@ class DALILatentLoader(_LatentLoader):
         from nvidia.dali import fn
         from nvidia.dali.pipeline import Pipeline
 
-        pipe = Pipeline(
-            batch_size=self.batch_size, num_threads=self.num_threads, device_id=self.device_id, seed=0
-        )
-        with pipe:
-            data = fn.readers.numpy(
-                files=files, random_shuffle=False, cache_header_information=True, name="reader"
+        from .dali_images import build_or_cpu
+
+        def build(device_id):
+            pipe = Pipeline(
+                batch_size=self.batch_size, num_threads=self.num_threads, device_id=device_id, seed=0
             )
-            pipe.set_outputs(data.gpu() if self.device_id is not None else data)
-        pipe.build()
+            with pipe:
+                data = fn.readers.numpy(
+                    files=files, random_shuffle=False, cache_header_information=True, name="reader"
+                )
+                pipe.set_outputs(data.gpu() if device_id is not None else data)
+            pipe.build()
+            return pipe
+
+        self.device_id, pipe = build_or_cpu(build, self.device_id)
         return pipe
 
     def _epoch(self, epoch, start, indices, flips):

@@ -266,3 +266,29 @@ def test_torch_loader_with_workers_is_the_same_stream(index):
     for _ in range(7):  # two epochs and more
         (xa, ya), (xb, yb) = next(a), next(b)
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@needs_dali
+@pytest.mark.skipif(torch.cuda.is_available(), reason="pretends a GPU that DALI cannot use")
+def test_unusable_gpu_falls_back_to_cpu_decode(index):
+    loader = DALIImageLoader(None, 4, image_size=SIZE, num_threads=1, index=index)
+    loader.device_id = 0  # as if the device were cuda:0 but DALI could not use it
+    with pytest.warns(UserWarning, match="decoding on the CPU"):
+        x, y = next(iter(loader))
+    assert loader.device_id is None and x.shape == (4, 3, SIZE, SIZE)
+
+
+def test_without_dali_auto_means_torch(tree, index, monkeypatch):
+    import meanflow.data.dali_images as dali_images
+
+    monkeypatch.setattr(dali_images, "dali_available", lambda: False)
+    config = TrainConfig(batch_size=2)
+    config.data.name, config.data.path, config.data.image_size, config.data.num_workers = (
+        "imagefolder",
+        tree[0],
+        SIZE,
+        0,
+    )
+    assert type(build_loader(config, 0, 1, "cpu")) is TorchImageLoader
+    with pytest.raises(ImportError, match="pip install nvidia-dali-cuda130"):
+        DALIImageLoader(None, 2, index=index)
