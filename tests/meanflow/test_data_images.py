@@ -278,17 +278,15 @@ def test_unusable_gpu_falls_back_to_cpu_decode(index):
     assert loader.device_id is None and x.shape == (4, 3, SIZE, SIZE)
 
 
-def test_without_dali_auto_means_torch(tree, index, monkeypatch):
+def test_without_dali_auto_means_torch(tree, index, monkeypatch, tmp_path):
     import meanflow.data.dali_images as dali_images
 
     monkeypatch.setattr(dali_images, "dali_available", lambda: False)
+    root = str(tmp_path / "t")
+    shutil.copytree(tree[0], root)  # the builder writes a scan cache into the tree
     config = TrainConfig(batch_size=2)
-    config.data.name, config.data.path, config.data.image_size, config.data.num_workers = (
-        "imagefolder",
-        tree[0],
-        SIZE,
-        0,
-    )
+    config.data.name, config.data.path, config.data.image_size = "imagefolder", root, SIZE
+    config.data.num_workers = 0
     assert type(build_loader(config, 0, 1, "cpu")) is TorchImageLoader
     with pytest.raises(ImportError, match="pip install nvidia-dali-cuda130"):
         DALIImageLoader(None, 2, index=index)
