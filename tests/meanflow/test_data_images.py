@@ -253,6 +253,7 @@ def test_gpu_mixed_decode_matches_cpu(index):
     gpu = DALIImageLoader(None, 5, device="cuda", image_size=SIZE, num_threads=2, index=index, seed=5)
     cpu = DALIImageLoader(None, 5, device="cpu", image_size=SIZE, num_threads=2, index=index, seed=5)
     for (xg, yg), (xc, yc) in zip(iter(gpu), iter(cpu)):
+        assert gpu.device_id is not None, "DALI fell back to CPU decode (see the warning)"
         assert xg.is_cuda and yg.is_cuda and torch.equal(yg.cpu(), yc)
         assert (xg.cpu() - xc).abs().mean() * 127.5 < 2  # nvJPEG's IDCT vs libjpeg-turbo's
         if gpu.state_dict()["epoch"] == 2:
