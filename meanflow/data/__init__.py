@@ -36,8 +36,66 @@ def _mnist(config, rank, world_size, device):
     )
 
 
-# name -> builder(config, rank, world_size, device); other sources (DALI, latents) add theirs.
-LOADERS: dict[str, Callable] = {"mnist": _mnist}
+def _backend(config) -> str:
+    backend = config.data.backend
+    if backend == "auto":
+        from .dali_images import dali_available
+
+        return "dali" if dali_available() else "torch"
+    if backend not in ("dali", "torch"):
+        raise ValueError(f"data.backend must be auto, dali or torch, got {backend!r}")
+    return backend
+
+
+def _need_path(config, what):
+    if not config.data.path:
+        raise ValueError(f"data.name={config.data.name} needs data.path: {what}")
+    return config.data.path
+
+
+def _imagefolder(config, rank, world_size, device):
+    """ImageNet-style class folders in pixel space (DALI, or PIL + DataLoader)."""
+    from .image_folder import TorchImageLoader, scan_image_folder
+
+    root = _need_path(config, "the image folder ROOT/<class>/<image>")
+    # Rank 0 validates the images and writes the scan cache; the others then only stat files.
+    import torch.distributed as dist
+
+    ranked = world_size > 1 and dist.is_available() and dist.is_initialized()
+    if ranked and rank != 0:
+        dist.barrier()
+    index = scan_image_folder(root)
+    if ranked and rank == 0:
+        dist.barrier()
+    kwargs = dict(device=device, seed=config.seed, image_size=config.data.image_size, index=index)
+    if _backend(config) == "dali":
+        from .dali_images import DALIImageLoader
+
+        loader = DALIImageLoader(root, config.batch_size // world_size, rank, world_size,
+                                 num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
+    else:
+        loader = TorchImageLoader(root, config.batch_size // world_size, rank, world_size,
+                                  num_workers=config.data.num_workers, **kwargs)  # fmt: skip
+    if rank == 0:
+        print(f"data: {index.describe()}", flush=True)
+    return loader
+
+
+def _latents(config, rank, world_size, device):
+    """VAE latents from ``python -m meanflow.prepare_latents`` (DALI numpy reader, or np.load)."""
+    from .latents import DALILatentLoader, TorchLatentLoader
+
+    root = _need_path(config, "the output folder of python -m meanflow.prepare_latents")
+    kwargs = dict(device=device, seed=config.seed, latent_mode=config.data.latent_mode)
+    if _backend(config) == "dali":
+        return DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
+                                num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
+    return TorchLatentLoader(root, config.batch_size // world_size, rank, world_size,
+                             num_workers=config.data.num_workers, **kwargs)  # fmt: skip
+
+
+# name -> builder(config, rank, world_size, device).
+LOADERS: dict[str, Callable] = {"mnist": _mnist, "imagefolder": _imagefolder, "latents": _latents}
 
 
 def register_loader(name: str, builder: Callable) -> None:

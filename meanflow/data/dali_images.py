@@ -1,0 +1,228 @@
+"""NVIDIA DALI pipeline for ImageNet-style class folders (``pip install nvidia-dali-cuda130``).
+
+One pipeline per rank and epoch: ``fn.readers.file`` reads this rank's shard of the epoch's
+seeded permutation (:class:`~meanflow.data.sharding.EpochPlan`) in order, the decoder turns
+JPEG/PNG/... into RGB (``mixed`` = nvJPEG/GPU decode when the loader's device is a GPU, the
+CPU decoder otherwise; grayscale and CMYK come out as RGB), then the ADM center crop, the
+random horizontal flip and the scaling to [-1, 1] (``crop_mirror_normalize``, CHW float32).
+The flip bit of each sample travels in its reader label (``label = 2 * class + flip``), so
+flips are drawn from the seed like the order and a resumed run is identical. Building a
+pipeline takes milliseconds, so a new one per epoch (and on resume, from the position) is
+cheap and no sample is read twice.
+
+ADM center crop in DALI (differences from :func:`~meanflow.data.image_folder.center_crop_arr`):
+ADM halves the image with a BOX filter while its short side is >= 2 * size and then resizes
+with PIL's BICUBIC; here a single antialiased cubic resize (``fn.resize(resize_shorter=size,
+interp_type=INTERP_CUBIC, antialias=True)``) goes straight to the final size. The output
+size matches ADM's ``round(side * scale)`` and the crop offsets are ADM's
+``(side - size) // 2`` exactly (DALI's own ``crop_pos=0.5`` would round half-pixel offsets
+up). The pixels differ by the filters only: the mean absolute difference is 0.2-0.7 levels
+of 255 for 300-500 px photo-like JPEGs cropped to 256 (no BOX step), ~1 level where ADM's
+BOX halving applies (short side >= 2 * size); tests/meanflow/test_data_images.py bounds it
+and benchmarks/data_throughput.py reports it (``adm_diff``).
+
+A decode error at run time (a file the PIL pre-scan accepted but DALI cannot decode) does
+not stop training: that batch is decoded with PIL instead (a failing image is replaced by
+another of the same batch and counted in ``failures``) and the pipeline is rebuilt after it.
+"""
+
+import warnings
+
+import numpy as np
+import torch
+
+from .image_folder import FolderIndex, collate_skipping, load_image, scan_image_folder
+from .sharding import ShardedLoader
+
+# nvJPEG scratch sizes from DALI's ImageNet examples: avoids reallocations on large JPEGs.
+_MIXED_PADDING = dict(device_memory_padding=211_025_920, host_memory_padding=140_544_512)
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def dali_device_id(device) -> int | None:
+    """The CUDA ordinal for a cuda ``device`` (GPU decode), None for the CPU-only pipeline."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return device.index if device.index is not None else torch.cuda.current_device()
+    if device.type != "cpu":
+        raise ValueError(f"device must be cpu or cuda, got {device}")
+    return None
+
+
+def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_threads=4, pad_last_batch=False):
+    """A built DALI pipeline over ``files`` (read in order, wrapping around) with outputs
+    ``images`` float32 ``(B, 3, size, size)`` in [-1, 1] and ``codes`` int32 ``(B, 1)``,
+    where ``codes = 2 * label + flip`` and the image is mirrored where ``flip`` is 1."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    pipe = Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=0)
+    with pipe:
+        encoded, label_codes = fn.readers.file(
+            files=list(files),
+            labels=[int(c) for c in codes],
+            random_shuffle=False,
+            pad_last_batch=pad_last_batch,
+            name="reader",
+        )
+        if device_id is None:
+            images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+        else:
+            images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, **_MIXED_PADDING)
+        images = fn.resize(images, resize_shorter=image_size, interp_type=types.INTERP_CUBIC, antialias=True)
+        # ADM's integer crop offsets: (side - size) // 2.
+        anchor = fn.cast((images.shape()[0:2] - image_size) // 2, dtype=types.INT32)
+        crop = types.Constant(np.array([image_size, image_size], dtype=np.int32))
+        images = fn.slice(images, anchor, crop, axes=[0, 1])
+        flip = fn.reshape(label_codes & 1, shape=[])
+        images = fn.crop_mirror_normalize(
+            images, mirror=flip, mean=[127.5] * 3, std=[127.5] * 3, output_layout="CHW", dtype=types.FLOAT
+        )
+        pipe.set_outputs(images, label_codes)
+    pipe.build()
+    return pipe
+
+
+def build_or_cpu(build, device_id):
+    """``(device_id, build(device_id))``; when DALI cannot use the GPU (say, a driver older
+    than the CUDA 13 that nvidia-dali-cuda130 needs) it warns and returns
+    ``(None, build(None))``: the CPU pipeline, whose batches are then copied to the GPU."""
+    try:
+        return device_id, build(device_id)
+    except RuntimeError as e:
+        if device_id is None:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        warnings.warn(f"DALI cannot run on GPU {device_id} ({reason}); decoding on the CPU", stacklevel=3)
+        return None, build(None)
+
+
+def to_torch(tensor_list, device) -> torch.Tensor:
+    """Copy a dense DALI TensorList (CPU or GPU) into a new torch tensor on ``device``."""
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    tensor = tensor_list.as_tensor()
+    on_gpu = hasattr(tensor, "device_id")
+    out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=device if on_gpu else "cpu")
+    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(out.device) if on_gpu else None)
+    return out.to(device, non_blocking=True)
+
+
+def _pil_batch(paths, flips, image_size):
+    items = []
+    for path, flip in zip(paths, flips):
+        try:
+            items.append((load_image(path, image_size, bool(flip)), 0))
+        except Exception:
+            items.append(None)
+    return collate_skipping(items)
+
+
+class DALIImageLoader(ShardedLoader):
+    """The :class:`meanflow.data.Loader` over an image folder through DALI (module docstring).
+
+    ``root``: the class-folder tree (or pass a ready ``index`` from
+    :func:`~meanflow.data.image_folder.scan_image_folder`); ``batch_size`` per rank;
+    ``device``: where batches go, and a cuda device also means GPU decode; ``num_threads``:
+    DALI CPU threads; ``cache``/``scan_workers``: as in ``scan_image_folder``.
+    """
+
+    channels = 3
+
+    def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
+                 num_threads=4, flip=True, index: FolderIndex | None = None, cache="auto",
+                 scan_workers=None):  # fmt: skip
+        if not dali_available():
+            raise ImportError("DALIImageLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130")
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
+        super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
+        self.device = torch.device(device)
+        self.device_id = dali_device_id(self.device)
+        self.image_size, self.num_threads = image_size, num_threads
+        self.num_classes = len(self.index.classes)
+        self.failures = 0  # images replaced after failing to decode
+        self.fallback_batches = 0  # batches decoded with PIL after a DALI error
+
+    def _pipeline(self, files, codes):
+        def build(device_id):
+            return image_pipeline(files, codes, self.batch_size, self.image_size, device_id, self.num_threads)
+
+        self.device_id, pipe = build_or_cpu(build, self.device_id)
+        return pipe
+
+    def _epoch(self, epoch, start, indices, flips):
+        files = [self.index.path(i) for i in indices]
+        codes = 2 * self.index.labels[indices] + flips
+        bs, count = self.batch_size, len(files) // self.batch_size
+        pipe, b = self._pipeline(files, codes), 0
+        while b < count:
+            try:
+                images, label_codes = pipe.run()
+                x, y = to_torch(images, self.device), to_torch(label_codes, self.device)[:, 0].long() >> 1
+            except RuntimeError as e:
+                part = slice(b * bs, (b + 1) * bs)
+                warnings.warn(
+                    f"DALI failed on a batch ({str(e).strip().splitlines()[-1][:200]}); decoding it with PIL",
+                    stacklevel=2,
+                )
+                x, _, failed = _pil_batch(files[part], flips[part], self.image_size)
+                y = torch.as_tensor(self.index.labels[indices[part]])
+                self.failures, self.fallback_batches = self.failures + failed, self.fallback_batches + 1
+                x, y = x.to(self.device), y.to(self.device)
+                del pipe
+                pipe = self._pipeline(files[(b + 1) * bs :], codes[(b + 1) * bs :]) if b + 1 < count else None
+            b += 1
+            yield x, y
+        del pipe
+
+
+def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4):
+    """Decode ``paths`` in order (ADM center crop, no flip) through DALI, for preprocessing:
+    yields ``(x float32 (n, 3, size, size) in [-1, 1] on device, ok bool (n,))`` per chunk of
+    ``batch_size``; ``ok`` is False for files that failed to decode (their rows are junk)."""
+    device = torch.device(device)
+    paths = list(paths)
+    if not paths:
+        return
+    device_id = dali_device_id(device)
+
+    def build(start):
+        nonlocal device_id
+        rest = paths[start:]
+
+        def make(dev):
+            return image_pipeline(rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True)
+
+        device_id, pipe = build_or_cpu(make, device_id)
+        return pipe
+
+    pipe, start = build(0), 0
+    while start < len(paths):
+        n = min(batch_size, len(paths) - start)
+        try:
+            (images, _) = pipe.run()
+            x, ok = to_torch(images, device)[:n], torch.ones(n, dtype=torch.bool)
+        except RuntimeError:
+            rows, ok = [], []
+            for path in paths[start : start + n]:
+                try:
+                    rows.append(load_image(path, image_size))
+                    ok.append(True)
+                except Exception:
+                    rows.append(torch.zeros(3, image_size, image_size))
+                    ok.append(False)
+            x, ok = torch.stack(rows).to(device), torch.tensor(ok)
+            del pipe
+            pipe = build(start + n) if start + n < len(paths) else None
+        start += n
+        yield x, ok
+    del pipe

@@ -1,0 +1,219 @@
+"""Loaders for the VAE latents written by ``python -m meanflow.prepare_latents SRC DST``.
+
+On disk (``DST``): ``manifest.json`` and shard folders ``shard_00000/`` ... holding one
+``.npy`` per image, float32 or float16 of shape ``(F, 2, C, h, w)``: the mean and the std
+of the VAE posterior (``[:, 0]`` and ``[:, 1]``, before the scale factor) of the image
+(``F = 1``) or of the image and its mirror image (``F = 2``, ``--flips both``), plus
+``labels.npy`` and ``files.txt`` (the source images) per shard.
+
+A batch is made as EDM2/REPA do with stored moments: ``z = (mean + std * eps - shift) *
+scale`` with fresh ``eps ~ N(0, I)`` per read (``latent_mode="mean"`` drops the noise), and
+the random horizontal flip is done in latent space: with ``F = 2`` the stored encoding of the
+mirrored image is taken (as MAR does with its ``moments_flip``), with ``F = 1`` the latent is
+mirrored along its width (exact for the mirror of the image only up to the VAE's own
+equivariance error). Flips and ``eps`` are functions of ``(seed, epoch, batch)`` (``eps`` is
+drawn for the whole global batch and sliced per rank), so every rank count and every resume
+gives the same batches, and the DALI and the torch loader give identical ones.
+
+:class:`DALILatentLoader` reads the files with DALI's numpy reader (CPU threads; copied to
+the GPU inside the pipeline when ``device`` is cuda); :class:`TorchLatentLoader` is the
+same with a torch DataLoader of ``np.load`` for machines without DALI.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from .sharding import ShardedLoader
+
+MANIFEST = "manifest.json"
+FORMAT = "meanflow-latents"
+
+
+def read_manifest(root: str) -> dict:
+    """The manifest of a latent folder; clear errors for a missing or unfinished one."""
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"latent folder {root!r} does not exist (make it with python -m meanflow.prepare_latents)"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} not found: {root!r} is not a prepare_latents output")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not a {FORMAT} manifest")
+    return manifest
+
+
+class LatentIndex:
+    """Files and labels of every stored sample of a complete latent folder, in shard order."""
+
+    def __init__(self, root: str, allow_partial: bool = False):
+        self.root = os.path.abspath(root)
+        self.manifest = m = read_manifest(root)
+        done = [s for s in m["shards"] if s.get("done")]
+        if len(done) < len(m["shards"]) and not allow_partial:
+            raise ValueError(
+                f"latent folder {root!r} is incomplete ({len(done)} of {len(m['shards'])} shards): "
+                f"rerun python -m meanflow.prepare_latents {m['source']} {root} to finish it"
+            )
+        self.files, labels = [], []
+        for shard in done:
+            folder = os.path.join(self.root, shard["name"])
+            labels.append(np.load(os.path.join(folder, "labels.npy")))
+            self.files += [os.path.join(folder, f"{i:06d}.npy") for i in range(shard["count"])]
+        self.labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+        if len(self.labels) != len(self.files):
+            raise ValueError(f"latent folder {root!r}: {len(self.files)} files but {len(self.labels)} labels")
+        if not self.files:
+            raise ValueError(f"latent folder {root!r} holds no samples")
+        self.num_classes = len(m["classes"])
+        self.flips, (self.channels, self.height, self.width) = m["flips"], m["latent_shape"]
+        self.scale, self.shift = float(m["scale_factor"]), float(m.get("shift_factor") or 0.0)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def moments_to_latents(moments, flips, noise, scale, shift=0.0):
+    """``moments`` ``(B, F, 2, C, h, w)`` (mean, std), ``flips`` bool ``(B,)``, ``noise``
+    ``(B, C, h, w)`` or None (posterior mean) -> scaled latents float32 ``(B, C, h, w)``."""
+    moments = moments.float()
+    if moments.shape[1] == 2:  # the stored encodings of the mirrored images
+        moments = moments[torch.arange(len(moments), device=moments.device), flips.long()]
+    else:
+        moments = torch.where(flips.view(-1, 1, 1, 1, 1), moments[:, 0].flip(-1), moments[:, 0])
+    mean, std = moments[:, 0], moments[:, 1]
+    z = mean if noise is None else mean + std * noise
+    return (z - shift) * scale
+
+
+class _LatentLoader(ShardedLoader):
+    def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
+                 latent_mode="sample", index=None, allow_partial=False):  # fmt: skip
+        if latent_mode not in ("sample", "mean"):
+            raise ValueError(f"latent_mode must be 'sample' or 'mean', got {latent_mode!r}")
+        self.index = index if index is not None else LatentIndex(root, allow_partial)
+        super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
+        self.device, self.latent_mode = torch.device(device), latent_mode
+        self.num_classes, self.channels = self.index.num_classes, self.index.channels
+        if self.index.height != self.index.width:
+            raise ValueError(f"latents must be square, got {self.index.height}x{self.index.width}")
+        self.image_size = self.index.height
+        self._vae = None
+
+    def _finish(self, moments, epoch, batch, indices, flips):
+        """Raw moments of this rank's part of global batch ``batch`` -> ``(x, y)`` on device."""
+        noise = None
+        if self.latent_mode == "sample":
+            g = torch.Generator(device=self.device)
+            g.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + batch) % 2**63)
+            shape = (self.plan.global_batch, self.channels, self.image_size, self.image_size)
+            noise = torch.randn(shape, generator=g, device=self.device)
+            noise = noise[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        flips = torch.as_tensor(flips, dtype=torch.bool).to(self.device, non_blocking=True)
+        x = moments_to_latents(
+            moments.to(self.device, non_blocking=True), flips, noise, self.index.scale, self.index.shift
+        )
+        y = torch.as_tensor(self.index.labels[indices]).to(self.device, non_blocking=True)
+        return x, y
+
+    def decode(self, latents: torch.Tensor, vae=None) -> torch.Tensor:
+        """Scaled latents -> images in [-1, 1] with the VAE recorded in the manifest (or ``vae``)."""
+        from ..prepare_latents import decode_latents, load_vae
+
+        if vae is None:
+            if self._vae is None:
+                info = self.index.manifest["vae"]
+                config = None if os.path.isdir(info["weights"]) else info.get("config")
+                self._vae = load_vae(info["weights"], config, latents.device)
+            vae = self._vae
+        return decode_latents(vae, latents, self.index.scale, self.index.shift)
+
+
+class DALILatentLoader(_LatentLoader):
+    """The :class:`meanflow.data.Loader` over a latent folder through DALI's numpy reader."""
+
+    def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
+                 latent_mode="sample", num_threads=4, index=None, allow_partial=False):  # fmt: skip
+        from .dali_images import dali_available, dali_device_id
+
+        if not dali_available():
+            raise ImportError("DALILatentLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130")
+        super().__init__(
+            root, batch_size, rank, world_size, device, seed, flip, latent_mode, index, allow_partial
+        )
+        self.device_id, self.num_threads = dali_device_id(self.device), num_threads
+
+    def _pipeline(self, files):
+        from nvidia.dali import fn
+        from nvidia.dali.pipeline import Pipeline
+
+        from .dali_images import build_or_cpu
+
+        def build(device_id):
+            pipe = Pipeline(
+                batch_size=self.batch_size, num_threads=self.num_threads, device_id=device_id, seed=0
+            )
+            with pipe:
+                data = fn.readers.numpy(
+                    files=files, random_shuffle=False, cache_header_information=True, name="reader"
+                )
+                pipe.set_outputs(data.gpu() if device_id is not None else data)
+            pipe.build()
+            return pipe
+
+        self.device_id, pipe = build_or_cpu(build, self.device_id)
+        return pipe
+
+    def _epoch(self, epoch, start, indices, flips):
+        from .dali_images import to_torch
+
+        files = [self.index.files[i] for i in indices]
+        pipe, bs = self._pipeline(files), self.batch_size
+        for k in range(len(files) // bs):
+            (moments,) = pipe.run()
+            part = slice(k * bs, (k + 1) * bs)
+            yield self._finish(to_torch(moments, self.device), epoch, start + k, indices[part], flips[part])
+        del pipe
+
+
+class _Files(torch.utils.data.Dataset):
+    """Items ``(index, flip)`` -> ``(moments, index, flip)``."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, item):
+        i, flip = item
+        return torch.from_numpy(np.load(self.files[i])), i, flip
+
+
+class TorchLatentLoader(_LatentLoader):
+    """The same loader with a torch DataLoader (``np.load`` in ``num_workers`` processes)."""
+
+    def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
+                 latent_mode="sample", num_workers=4, index=None, allow_partial=False):  # fmt: skip
+        super().__init__(
+            root, batch_size, rank, world_size, device, seed, flip, latent_mode, index, allow_partial
+        )
+        self.num_workers = num_workers
+
+    def __iter__(self):
+        from .image_folder import _Batches
+
+        loader = torch.utils.data.DataLoader(
+            _Files(self.index.files),
+            batch_sampler=_Batches(self._batch_stream()),
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for moments, indices, flips in loader:
+            epoch, position = self._advance()
+            yield self._finish(moments, epoch, position, indices.numpy(), flips.numpy())

@@ -1,0 +1,372 @@
+"""Encode an image folder into VAE latents once, for latent-space training (SPEC.md section 5).
+
+    python -m meanflow.prepare_latents /data/imagenet/train /data/in256-latents \\
+        --vae /models/sd-vae-ft-ema            # a diffusers folder (config.json + weights)
+    python -m meanflow.prepare_latents SRC DST --vae vae.safetensors   # a weights file; the
+        # architecture is the sd-vae-ft-ema config (or --vae-config config.json)
+
+Everything is offline (``HF_HUB_OFFLINE=1``): weights come from the local path only. Images
+are read in folder order (``meanflow.data.image_folder``: class folders, corrupt files
+skipped and counted) through DALI (``--reader dali``, GPU decode on a GPU) or PIL
+(``--reader torch``), ADM center-cropped to ``--image-size``, and encoded with the diffusers
+``AutoencoderKL``. What is stored is the posterior, not a sample: per image one ``.npy`` of
+shape ``(F, 2, C, h, w)`` = (mean, std) before the scale factor, ``F = 2`` with
+``--flips both`` (the mirrored image is encoded too), so training draws a fresh sample every
+epoch (``meanflow.data.latents``). Images are grouped in shards of ``--shard-size``; a shard
+is written into a temporary folder and renamed when complete, and ``manifest.json`` (scale
+factor 0.18215 for sd-vae-ft-ema, counts, shard list, scan summary) is rewritten atomically
+after each shard, so an interrupted run resumes by re-running the same command: finished
+shards are skipped. ``--preview N`` writes ``preview.png``: N source crops over their VAE
+reconstructions (:func:`decode_latents` is what turns sampled latents back into images).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download (read when huggingface_hub loads)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .data.image_folder import FolderIndex, scan_image_folder, write_json_atomic  # noqa: E402
+from .data.latents import FORMAT, MANIFEST  # noqa: E402
+
+# stabilityai/sd-vae-ft-ema's config.json (the VAE of DiT, SiT, REPA, MeanFlow); the tests
+# shrink block_out_channels and use random weights.
+SD_VAE_FT_EMA_CONFIG = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+RANDOM = "random"  # --vae random: the architecture with random weights (tests, dry runs)
+
+
+def vae_config(path: str | None = None) -> dict:
+    """The AutoencoderKL config: a JSON file, or sd-vae-ft-ema's."""
+    if path is None:
+        return dict(SD_VAE_FT_EMA_CONFIG)
+    if isinstance(path, dict):
+        return dict(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--vae-config {path!r} does not exist")
+    with open(path) as f:
+        config = json.load(f)
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _read_state_dict(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    prefix = "first_stage_model."  # a whole Stable Diffusion checkpoint
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_vae(weights: str, config=None, device="cpu"):
+    """A diffusers ``AutoencoderKL`` in eval mode on ``device``.
+
+    ``weights``: a diffusers model folder (``config.json`` + weights), a weights file
+    (``.safetensors``/``.bin``/``.pt``/``.ckpt``, diffusers or original-LDM key names) used
+    with ``config`` (a dict or JSON path; default sd-vae-ft-ema), or ``"random"`` (the
+    ``config`` architecture with weights drawn from seed 0). Never downloads.
+    """
+    from diffusers import AutoencoderKL
+
+    if weights == RANDOM:
+        warnings.warn("--vae random: encoding with RANDOM weights (for tests only)", stacklevel=2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            vae = AutoencoderKL.from_config(vae_config(config))
+    elif os.path.isdir(weights):
+        if config is not None:
+            raise ValueError("--vae-config is for a weights file; a diffusers folder has its own config.json")
+        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True, low_cpu_mem_usage=False)
+    elif os.path.isfile(weights):
+        cfg = vae_config(config)
+        state = _read_state_dict(weights)
+        if any(k.startswith("encoder.down.") for k in state):  # original LDM key names
+            from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+            state = convert_ldm_vae_checkpoint(state, cfg)
+        vae = AutoencoderKL.from_config(cfg)
+        try:
+            vae.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+            which = "--vae-config" if config else "sd-vae-ft-ema"
+            detail = str(e).splitlines()[1].strip()[:300]
+            raise ValueError(f"VAE weights {weights!r} do not fit the config ({which}): {detail}") from e
+    else:
+        raise FileNotFoundError(
+            f"--vae {weights!r}: no such file or folder (a local path; nothing is downloaded)"
+        )
+    return vae.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_moments(vae, images: torch.Tensor, flips: int = 1) -> torch.Tensor:
+    """Images ``(B, 3, H, W)`` in [-1, 1] -> float32 ``(B, flips, 2, C, h, w)``: posterior
+    (mean, std) of each image and, for ``flips=2``, of its mirror image."""
+    x = torch.cat([images, images.flip(-1)]) if flips == 2 else images
+    posterior = vae.encode(x.to(vae.dtype)).latent_dist
+    moments = torch.stack([posterior.mean, posterior.std], 1).float()
+    return torch.stack(moments.chunk(flips), 1)
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, scale_factor: float = 0.18215, shift_factor: float = 0.0):
+    """Scaled latents ``(B, C, h, w)`` (what the trainer sees) -> images ``(B, 3, H, W)`` in [-1, 1]."""
+    z = latents.to(vae.dtype) / scale_factor + shift_factor
+    return vae.decode(z).sample.float().clamp(-1, 1)
+
+
+def _vae_identity(weights, config, vae) -> dict:
+    info = {"weights": weights if weights == RANDOM else os.path.abspath(weights), "config": dict(vae.config)}
+    info["config"] = {k: v for k, v in info["config"].items() if not k.startswith("_")}
+    if weights != RANDOM and os.path.isfile(weights):
+        info["bytes"] = os.path.getsize(weights)
+    return info
+
+
+def _fingerprint(index: FolderIndex) -> str:
+    h = hashlib.sha1()
+    for rel, label in zip(index.files, index.labels.tolist()):
+        h.update(f"{rel}\t{label}\n".encode())
+    return h.hexdigest()
+
+
+def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_size=32, shard_size=4096,
+                    flips=1, dtype="float32", device="auto", reader="auto", num_workers=4,
+                    scan_workers=None, progress=True, preview=0) -> dict:  # fmt: skip
+    """Encode ``src`` into ``dst`` (module docstring); returns the manifest. Resumable."""
+    if flips not in (1, 2):
+        raise ValueError(f"flips must be 1 or 2 (--flips none|both), got {flips}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+    for name, value in (("image_size", image_size), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    from .data.dali_images import dali_available
+
+    if reader == "auto":
+        reader = "dali" if dali_available() else "torch"
+    if reader not in ("dali", "torch"):
+        raise ValueError(f"reader must be auto, dali or torch, got {reader!r}")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    os.makedirs(dst, exist_ok=True)
+    index = scan_image_folder(src, cache=os.path.join(dst, "scan.json"), workers=scan_workers)
+    print(f"prepare_latents: {index.describe()}", flush=True)
+    vae = load_vae(weights, config, device)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if image_size % factor:
+        raise ValueError(
+            f"image_size {image_size} is not a multiple of the VAE's downsampling factor {factor}"
+        )
+
+    n = len(index)
+    shards = [
+        {"name": f"shard_{k:05d}", "start": s, "images": min(shard_size, n - s), "count": 0, "done": False}
+        for k, s in enumerate(range(0, n, shard_size))
+    ]
+    manifest = {
+        "format": FORMAT,
+        "version": 1,
+        "source": index.root,
+        "source_fingerprint": _fingerprint(index),
+        "image_size": image_size,
+        "crop": "adm-center",
+        "vae": _vae_identity(weights, config, vae),
+        "scale_factor": float(vae.config.scaling_factor),
+        "shift_factor": float(vae.config.shift_factor or 0.0),
+        "latent_shape": [vae.config.latent_channels, image_size // factor, image_size // factor],
+        "stored": "posterior moments: each file (flips, 2, C, h, w) = [mean, std] before scale_factor",
+        "flips": flips,
+        "dtype": dtype,
+        "classes": index.classes,
+        "shard_size": shard_size,
+        "num_images": n,
+        "scan": {k: v for k, v in index.summary.items() if k != "scanned_now"},
+    }
+    manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back from disk
+    path = os.path.join(dst, MANIFEST)
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        keys = ("format", "source", "source_fingerprint", "image_size", "vae", "flips", "dtype", "shard_size")
+        diff = [k for k in keys if old.get(k) != manifest[k]]
+        if diff:
+            raise ValueError(
+                f"{dst!r} holds latents made with other settings ({', '.join(diff)} differ); "
+                f"use another destination or delete it"
+            )
+        done = {s["name"]: s for s in old["shards"] if s.get("done")}
+        shards = [done.get(s["name"], s) for s in shards]
+    manifest["shards"] = shards
+
+    def commit():
+        written = [s for s in shards if s["done"]]
+        manifest["num_samples"] = sum(s["count"] for s in written)
+        manifest["failed"] = sum(s["images"] - s["count"] for s in written)
+        manifest["complete"] = len(written) == len(shards)
+        write_json_atomic(path, manifest, indent=1)
+
+    commit()
+    if reader == "dali":
+        from .data.dali_images import iterate_files
+
+        def read(paths):
+            return iterate_files(paths, image_size, batch_size, device, num_threads=max(1, num_workers))
+    else:
+        from .data.image_folder import iterate_files as torch_iterate
+
+        def read(paths):
+            return torch_iterate(paths, image_size, batch_size, device, num_workers=num_workers)
+
+    from tqdm import tqdm
+
+    done_images = sum(s["images"] for s in shards if s["done"])
+    bar = tqdm(total=n, initial=done_images, unit="img", disable=not progress, dynamic_ncols=True)
+    skipped = sum(1 for s in shards if s["done"])
+    if skipped:
+        print(f"prepare_latents: {skipped} of {len(shards)} shards already done, skipped", flush=True)
+    for shard in shards:
+        if shard["done"]:
+            continue
+        final, tmp = os.path.join(dst, shard["name"]), os.path.join(dst, f".{shard['name']}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)  # a folder without its manifest entry is stale
+        os.makedirs(tmp)
+        ids = range(shard["start"], shard["start"] + shard["images"])
+        labels, sources, count = [], [], 0
+        for (x, ok), chunk in zip(read([index.path(i) for i in ids]), _chunks(list(ids), batch_size)):
+            moments = encode_moments(vae, x, flips).cpu().numpy().astype(dtype)
+            for row, i in enumerate(chunk):
+                if ok[row]:
+                    np.save(os.path.join(tmp, f"{count:06d}.npy"), moments[row])
+                    labels.append(int(index.labels[i]))
+                    sources.append(index.files[i])
+                    count += 1
+            bar.update(len(chunk))
+        np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
+        with open(os.path.join(tmp, "files.txt"), "w") as f:
+            f.write("".join(s + "\n" for s in sources))
+        _sync_folder(tmp)
+        os.replace(tmp, final)
+        shard.update(count=count, done=True)
+        commit()
+    bar.close()
+    if preview:
+        write_preview(index, dst, vae, min(preview, n), image_size)
+    print(
+        f"prepare_latents: {manifest['num_samples']} latents {manifest['latent_shape']} "
+        f"in {len(shards)} shards at {dst} ({manifest['failed']} images failed to decode)",
+        flush=True,
+    )
+    return manifest
+
+
+def _chunks(items, size):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _sync_folder(folder):
+    """fsync every file of ``folder`` and the folder, so the rename publishes durable data."""
+    for name in os.listdir(folder):
+        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_preview(index, dst, vae, count, image_size):
+    """``dst/preview.png``: the first ``count`` source crops above their reconstructions."""
+    from .data.image_folder import load_image
+    from .data.latents import LatentIndex, moments_to_latents
+    from .sampler import save_grid
+
+    latents = LatentIndex(dst, allow_partial=True)
+    count = min(count, len(latents))
+    moments = torch.stack([torch.from_numpy(np.load(latents.files[i])) for i in range(count)])
+    z = moments_to_latents(moments, torch.zeros(count, dtype=torch.bool), None, latents.scale, latents.shift)
+    device = next(vae.parameters()).device
+    recon = decode_latents(vae, z.to(device), latents.scale, latents.shift).cpu()
+    names = []
+    for shard in (s for s in latents.manifest["shards"] if s.get("done")):
+        with open(os.path.join(dst, shard["name"], "files.txt")) as f:
+            names += [line.rstrip("\n") for line in f]
+        if len(names) >= count:
+            break
+    names = names[:count]
+    source = torch.stack([load_image(os.path.join(index.root, n), image_size) for n in names])
+    save_grid(torch.cat([source, recon]), os.path.join(dst, "preview.png"), nrow=count)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m meanflow.prepare_latents",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", help="image folder: SRC/<class>/<image>")
+    parser.add_argument("dst", help="output folder (created; re-run to resume)")
+    parser.add_argument(
+        "--vae", required=True, help="diffusers VAE folder, weights file, or 'random' (tests)"
+    )
+    parser.add_argument(
+        "--vae-config", help="AutoencoderKL config JSON for a weights file (default sd-vae-ft-ema)"
+    )
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shard-size", type=int, default=4096, help="images per shard (the unit of resume)")
+    parser.add_argument(
+        "--flips", choices=["none", "both"], default="none", help="both: also encode mirror images"
+    )
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--reader", choices=["auto", "dali", "torch"], default="auto")
+    parser.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader workers")
+    parser.add_argument("--scan-workers", type=int, default=None, help="processes validating images")
+    parser.add_argument("--preview", type=int, default=8, help="images in preview.png (0: none)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    prepare_latents(
+        args.src, args.dst, args.vae, args.vae_config,
+        image_size=args.image_size, batch_size=args.batch_size, shard_size=args.shard_size,
+        flips=2 if args.flips == "both" else 1, dtype=args.dtype, device=args.device, reader=args.reader,
+        num_workers=args.workers, scan_workers=args.scan_workers, progress=not args.no_progress,
+        preview=args.preview,
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
