@@ -51,7 +51,8 @@ def load_vae(path: str, device="cpu", dtype=None, config_only: bool = False):
                 "stabilityai/sd-vae-ft-ema saved with save_pretrained; nothing is downloaded"
             )
         vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
-    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    vae = vae.to(device) if dtype is None else vae.to(device=device, dtype=dtype)
+    return vae.eval().requires_grad_(False)
 
 
 def decode_latents(vae, latents: torch.Tensor, scaling_factor: float) -> torch.Tensor:

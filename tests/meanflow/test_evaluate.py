@@ -267,3 +267,11 @@ def test_real_inception_path_with_a_local_weights_file(tmp_path, random_inceptio
     assert report["feature_extractor"] == ev.INCEPTION and report["num_reference"] == 3
     assert report["inception_score_mean"] >= 1.0 - 1e-9  # ~1: random logits are near uniform
     assert np.isfinite(report["kid_mean"])
+
+
+@pytest.mark.gpu
+def test_gpu_features_match_cpu(sets):
+    cpu = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid", "prc"], **RUN)
+    gpu = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid", "prc"], **{**RUN, "device": "cuda"})
+    assert gpu["fid"] == pytest.approx(cpu["fid"], rel=1e-3)
+    assert gpu["precision"] == cpu["precision"] and gpu["recall"] == cpu["recall"]

@@ -129,3 +129,12 @@ def test_bad_inputs(tmp_path, vae_config, tiny):
         load_vae(str(tmp_path / "no-vae"))
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         MeanFlowPipeline.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline(tiny):
+    pipe = MeanFlowPipeline(rgb_model(tiny))
+    cpu = pipe([0, 1], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    pipe.to("cuda")
+    gpu = pipe([0, 1], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
