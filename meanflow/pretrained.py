@@ -222,7 +222,9 @@ def convert_official_dit(state: dict, num_heads: int | None = None, **overrides)
     """``(config, state_dict)`` for our DiT from a facebookresearch/DiT (or willisma/SiT) state
     dict: the same parameter names; ``learn_sigma`` checkpoints have ``2 C`` output channels,
     of which the sigma half is dropped. MeanFlow's second time embedder has no counterpart:
-    it is absent from the returned state dict (and stays at its initialisation)."""
+    it is absent from the returned state dict (and stays at its initialisation). A label table
+    without the null row (trained with ``class_dropout_prob=0``) needs ``num_classes=`` given;
+    the null row is then added."""
     if not isinstance(state, dict) or "x_embedder.proj.weight" not in state:
         raise ValueError("not a DiT state dict: x_embedder.proj.weight is missing")
     for key in (
@@ -278,6 +280,10 @@ def convert_official_dit(state: dict, num_heads: int | None = None, **overrides)
             f"final_layer.linear has {out_channels} output channels per pixel; expected {in_channels} "
             f"or {2 * in_channels} (learn_sigma) for {in_channels} input channels"
         )
+    if table is not None and table.shape[0] == config.num_classes:
+        # Trained without class dropout: no null row; add one (DiT's init) for guidance training.
+        null = torch.randn(1, hidden, generator=torch.Generator().manual_seed(0), dtype=table.dtype) * 0.02
+        out["y_embedder.embedding_table.weight"] = torch.cat([table, null])
     if out["pos_embed"].dim() == 2:
         out["pos_embed"] = out["pos_embed"][None]
     return config, out

@@ -250,3 +250,13 @@ def test_dit_preset_widths_give_the_heads():
     state = {k: torch.zeros(v.shape) for k, v in DiT(cfg).state_dict().items() if not k.startswith("h_")}
     config, _ = pretrained.convert_official_dit(state)
     assert (config.num_heads, config.depth, config.hidden_size, config.patch_size) == (6, 12, 384, 8)
+
+
+def test_label_table_without_the_null_row(tiny):
+    model = tiny(num_classes=5)
+    state = official_state(model, learn_sigma=False)
+    state["y_embedder.embedding_table.weight"] = state["y_embedder.embedding_table.weight"][:5]
+    loaded = DiT.from_official_dit(state, num_heads=2, num_classes=5)
+    table = loaded.y_embedder.embedding_table.weight
+    assert table.shape == (6, 32) and torch.equal(table[:5], state["y_embedder.embedding_table.weight"])
+    assert 0 < table[5].abs().max() < 0.2
