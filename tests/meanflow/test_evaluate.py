@@ -258,13 +258,13 @@ def random_inception_weights(tmp_path_factory):
 def test_real_inception_path_with_a_local_weights_file(tmp_path, random_inception_weights, monkeypatch):
     """IS (logits) and KID (the 2048-d pool features FID also uses); FID's 2048x2048 eigvals
     are left to the tiny extractor's tests to keep this fast."""
-    write_npz(tmp_path / "a.npz", as_uint8(image_set(n=3)))
-    write_npz(tmp_path / "b.npz", as_uint8(image_set(n=3, seed=3)))
+    write_npz(tmp_path / "a.npz", as_uint8(image_set(n=2)))
+    write_npz(tmp_path / "b.npz", as_uint8(image_set(n=2, seed=3)))
     monkeypatch.setenv(ev.WEIGHTS_ENV, random_inception_weights)
     report = ev.evaluate(
         str(tmp_path / "b.npz"), str(tmp_path / "a.npz"), metrics=["isc", "kid"], device="cpu", verbose=False
     )
-    assert report["feature_extractor"] == ev.INCEPTION and report["num_reference"] == 3
+    assert report["feature_extractor"] == ev.INCEPTION and report["num_reference"] == 2
     assert report["inception_score_mean"] >= 1.0 - 1e-9  # ~1: random logits are near uniform
     assert np.isfinite(report["kid_mean"])
 

@@ -131,8 +131,12 @@ def _rank_main(rank, world, port, ckpt, out):
 
 def test_two_gloo_ranks_equal_one_process(tmp_path, tiny):
     ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
-    torch.set_num_threads(1)
-    sample_cli.run(ckpt, str(tmp_path / "one"), num=9, batch_size=2, device="cpu", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: the same kernels, bitwise the same images
+    try:
+        sample_cli.run(ckpt, str(tmp_path / "one"), num=9, batch_size=2, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     args = (2, _free_port(), ckpt, str(tmp_path / "two"))
     mp.start_processes(_rank_main, args=args, nprocs=2, start_method="spawn")
     one, two = load(tmp_path / "one"), load(tmp_path / "two")
