@@ -288,6 +288,8 @@ def evaluate(
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
         raise ValueError(f"feature extractor {feature_extractor!r} is not registered with torch-fidelity")
+    if "fid" in metrics and len(sample_set) < 2:
+        raise ValueError(f"FID needs at least 2 samples (a covariance), got {len(sample_set)}")
     if save_ref_stats and ref_set is None:
         raise ValueError("save_ref_stats needs a reference")
     cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
