@@ -2,6 +2,16 @@
 
 from .loss import FlowMatchingLoss, LossModule, MeanFlowLoss
 from .models import PRESETS, DiT, DiTConfig
+from .pipeline import MeanFlowPipeline
 from .sampler import sample
 
-__all__ = ["PRESETS", "DiT", "DiTConfig", "FlowMatchingLoss", "LossModule", "MeanFlowLoss", "sample"]
+__all__ = [
+    "PRESETS",
+    "DiT",
+    "DiTConfig",
+    "FlowMatchingLoss",
+    "LossModule",
+    "MeanFlowLoss",
+    "MeanFlowPipeline",
+    "sample",
+]

@@ -288,6 +288,29 @@ class DiT(nn.Module):
         """``DiT.from_config("DiT-B/2", num_classes=1000, in_channels=4, input_size=32)``."""
         return cls(DiTConfig.from_name(name, **overrides), backend=backend)
 
+    # Interchange lives in meanflow/pretrained.py; these are its entry points on the class.
+    def save_pretrained(self, directory: str, state_dict: dict | None = None):
+        """``directory/config.json`` + ``model.safetensors`` (of ``state_dict`` if given)."""
+        from .pretrained import save_pretrained
+
+        save_pretrained(self, directory, state_dict)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, device="cpu", dtype=None, backend=None) -> "DiT":
+        from .pretrained import from_pretrained
+
+        return from_pretrained(directory, device=device, dtype=dtype, backend=backend)
+
+    @classmethod
+    def from_official_dit(
+        cls, path_or_state, num_heads=None, device="cpu", backend=None, **overrides
+    ) -> "DiT":
+        """Weights of a facebookresearch/DiT or SiT checkpoint (sigma channels dropped; the
+        MeanFlow second time embedder stays at its initialisation)."""
+        from .pretrained import from_official_dit
+
+        return from_official_dit(path_or_state, num_heads, device=device, backend=backend, **overrides)
+
     @property
     def null_class(self) -> int:
         return self.config.num_classes

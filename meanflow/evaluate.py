@@ -1,0 +1,404 @@
+"""FID, Inception Score, precision/recall (and KID) of generated images, through torch-fidelity.
+
+    python -m meanflow.evaluate samples/samples.npz --ref VIRTUAL_imagenet256_labeled.npz \\
+        --inception-weights /models/weights-inception-2015-12-05-6726825d.pth --out fid.json
+
+Samples and reference are each a directory of images (searched recursively), an ``.npz``
+with uint8 NHWC images in ``arr_0`` (ADM's format, ``meanflow.sample``'s output), or a
+``meanflow.sample`` output directory. The reference may instead (or also) carry precomputed
+statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
+the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
+reproduces); ``--save-ref-stats`` writes one.
+
+Features come from a feature extractor registered with torch-fidelity (default its
+TF-compatible Inception-v3); the metric formulas are torch-fidelity's. Nothing is ever
+downloaded: the Inception weights are a local file (``--inception-weights`` or
+``$MEANFLOW_INCEPTION_WEIGHTS``, else torch hub's checkpoint folder, where torch-fidelity
+itself would have cached them). Results go to a JSON file, written atomically.
+"""
+
+import argparse
+import json
+import os
+import sys
+import zipfile
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write
+
+INCEPTION = "inception-v3-compat"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
+WEIGHTS_ENV = "MEANFLOW_INCEPTION_WEIGHTS"
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+METRICS = ("fid", "isc", "prc", "kid")
+
+
+def _fidelity():
+    try:
+        import torch_fidelity
+    except ImportError as e:
+        raise ImportError("evaluation needs torch-fidelity: pip install 'meanflow-engine[eval]'") from e
+    return torch_fidelity
+
+
+def hub_weights_path() -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
+
+
+def resolve_inception_weights(path: str | None = None) -> str:
+    """The local Inception-v3 weights file: ``path``, else ``$MEANFLOW_INCEPTION_WEIGHTS``, else
+    torch hub's cache. Raises ``FileNotFoundError`` saying which file to put where."""
+    candidates = [("--inception-weights", path), (f"${WEIGHTS_ENV}", os.environ.get(WEIGHTS_ENV))]
+    for source, candidate in candidates:
+        if candidate:
+            if not os.path.isfile(candidate):
+                raise FileNotFoundError(
+                    f"Inception weights given by {source} not found: {candidate}. {_weights_help()}"
+                )
+            return candidate
+    if os.path.isfile(hub_weights_path()):
+        return hub_weights_path()
+    raise FileNotFoundError(f"Inception-v3 weights for FID/IS not found. {_weights_help()}")
+
+
+def _weights_help() -> str:
+    return (
+        f"Needed: the file {INCEPTION_FILE} (torch-fidelity's TF-compatible Inception-v3, from "
+        f"{INCEPTION_URL}). meanflow.evaluate never downloads (offline machines): fetch it "
+        f"elsewhere, then pass --inception-weights PATH, or set {WEIGHTS_ENV}=PATH, or place it "
+        f"at {hub_weights_path()}."
+    )
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+class ImageSet:
+    """A uniform view of an image source: ``len``, ``batches(size)`` of uint8 ``(B, 3, H, W)``
+    tensors, and ``stats`` (precomputed ``mu``/``sigma`` or None)."""
+
+    def __init__(self, path: str, role: str):
+        self.path, self.role = path, role
+        self.files, self.array, self.stats = None, None, None
+        if os.path.isdir(path):
+            manifest = os.path.join(path, "manifest.json")
+            npz = os.path.join(path, "samples.npz")
+            if os.path.isfile(manifest) and os.path.isfile(npz):  # a meanflow.sample output
+                self._load_npz(npz)
+            else:
+                self.files = list_images(path, role)
+        elif os.path.isfile(path) and path.endswith(".npz"):
+            self._load_npz(path)
+        elif os.path.exists(path):
+            raise ValueError(f"{role} {path} is neither a directory of images nor an .npz file")
+        else:
+            raise FileNotFoundError(f"{role} {path} not found")
+
+    def _load_npz(self, path):
+        try:
+            names = set(np.load(path).files)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{self.role} {path} is not a readable .npz: {e}") from e
+        if "mu" in names and "sigma" in names:
+            with np.load(path) as data:
+                self.stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}
+        if "arr_0" in names:
+            array = load_npz_member(path, "arr_0")
+            if (
+                array.dtype != np.uint8
+                or array.ndim not in (3, 4)
+                or (array.ndim == 4 and array.shape[-1] not in (1, 3))
+            ):
+                raise ValueError(
+                    f"{self.role} {path}: arr_0 must be uint8 images (N, H, W, 3) or (N, H, W[, 1]), "
+                    f"got {array.dtype} {array.shape}"
+                )
+            self.array = array
+        if self.array is None and self.stats is None:
+            raise ValueError(
+                f"{self.role} {path} has neither images (arr_0) nor statistics (mu, sigma): {sorted(names)}"
+            )
+        self.npz = path
+
+    @property
+    def has_images(self) -> bool:
+        return self.files is not None or self.array is not None
+
+    def __len__(self):
+        return (
+            len(self.files) if self.files is not None else (len(self.array) if self.array is not None else 0)
+        )
+
+    def batches(self, size: int):
+        n = len(self)
+        for start in range(0, n, size):
+            if self.array is not None:
+                chunk = np.array(self.array[start : start + size])  # a writable copy
+                if chunk.ndim == 3:
+                    chunk = chunk[..., None]
+            else:
+                chunk = np.stack([read_image(f) for f in self.files[start : start + size]])
+            x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2)
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            yield x.contiguous()
+
+
+def list_images(directory: str, role: str) -> list:
+    """Image files under ``directory`` (recursive, sorted; hidden files skipped). Any other file
+    is an error: a stray file in a sample or reference folder usually means the wrong folder."""
+    images, others = [], []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            (images if name.lower().endswith(IMAGE_EXTS) else others).append(os.path.join(root, name))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(f"{role} folder {directory} holds files that are not images ({IMAGE_EXTS}): {shown}")
+    if not images:
+        raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTS)})")
+    return images
+
+
+def read_image(path: str) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB (gray and palette images converted)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable image: {e}") from e
+
+
+def load_npz_member(path: str, name: str) -> np.ndarray:
+    """An array of an ``.npz``, memory-mapped when stored uncompressed (``np.savez``), so that a
+    50k-image file is not read into memory at once."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            with np.load(path) as data:
+                return data[name]
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: corrupt zip member {name}.npy")
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ValueError(f"{path}: {name} holds Python objects")
+        offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+# ------------------------------------------------------------------- features
+
+
+def make_extractor(name: str, layers, device: torch.device, weights_path: str | None, verbose: bool):
+    fidelity = _fidelity()
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+    from torch_fidelity.utils import create_feature_extractor
+
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        raise ValueError(
+            f"feature extractor {name!r} is not registered with torch-fidelity {fidelity.__version__}"
+        )
+    if name == INCEPTION:
+        weights_path = resolve_inception_weights(weights_path)
+    kwargs = {"verbose": verbose, "feature_extractor_weights_path": weights_path}
+    extractor = create_feature_extractor(name, sorted(set(layers)), cuda=device.type == "cuda", **kwargs)
+    return extractor
+
+
+def extract(images: ImageSet, extractor, device, batch_size: int, verbose: bool) -> dict:
+    """``{layer: (N, D) float64 CPU features}`` of every image."""
+    from tqdm import tqdm
+
+    out = {}
+    with torch.no_grad(), tqdm(total=len(images), disable=not verbose, unit="img", desc=images.role) as bar:
+        for x in images.batches(batch_size):
+            feats = extractor.convert_features_tuple_to_dict(extractor(x.to(device)))
+            for k, v in feats.items():
+                out.setdefault(k, []).append(v.double().cpu())
+            bar.update(len(x))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def fid_stats(features: torch.Tensor) -> dict:
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    stats = fid_features_to_statistics(features)
+    return {"mu": np.asarray(stats["mu"], np.float64), "sigma": np.asarray(stats["sigma"], np.float64)}
+
+
+# --------------------------------------------------------------------- metrics
+
+
+def evaluate(
+    samples: str,
+    reference: str | None = None,
+    metrics=None,
+    feature_extractor: str = INCEPTION,
+    weights_path: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    out: str | None = None,
+    save_ref_stats: str | None = None,
+    isc_splits: int = 10,
+    verbose: bool = True,
+) -> dict:
+    """The metrics of ``samples`` (against ``reference`` for FID/PRC/KID), as a dict; also
+    written to ``out`` (JSON, atomic) when given. ``metrics``: a subset of
+    fid, isc, prc, kid; default fid + isc, and prc when the reference has images."""
+    fidelity = _fidelity()
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    sample_set = ImageSet(samples, "samples")
+    if not sample_set.has_images:
+        raise ValueError(f"samples {samples} hold statistics only; metrics need the sample images")
+    ref_set = ImageSet(reference, "reference") if reference else None
+    if metrics is None:
+        metrics = ["fid", "isc"] if ref_set is not None else ["isc"]
+        if ref_set is not None and ref_set.has_images:
+            metrics.append("prc")
+    metrics = list(dict.fromkeys(metrics))
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {metrics}")
+    paired = [m for m in metrics if m != "isc"]
+    if paired and ref_set is None:
+        raise ValueError(f"metrics {paired} compare against a reference: pass reference")
+    if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):
+        raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
+    if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+        raise ValueError(f"feature extractor {feature_extractor!r} is not registered with torch-fidelity")
+    if "fid" in metrics and len(sample_set) < 2:
+        raise ValueError(f"FID needs at least 2 samples (a covariance), got {len(sample_set)}")
+    if save_ref_stats and ref_set is None:
+        raise ValueError("save_ref_stats needs a reference")
+    cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
+    layer = {m: cls.get_default_feature_layer_for_metric(m) for m in (*metrics, "fid")}
+    if "fid" not in metrics and not save_ref_stats:
+        del layer["fid"]
+    if out is not None and os.path.isdir(out):
+        raise ValueError(f"out {out} is a directory; give a JSON file path")
+
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    extractor = make_extractor(feature_extractor, layer.values(), dev, weights_path, verbose)
+    sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
+    result = {}
+    ref_feats, ref_stats = None, None
+    if ref_set is not None:
+        need_ref_images = any(m in ("prc", "kid") for m in metrics) or (
+            "fid" in layer and ref_set.stats is None
+        )
+        if need_ref_images:
+            ref_feats = extract(ref_set, extractor, dev, batch_size, verbose)
+        if "fid" in layer:
+            ref_stats = ref_set.stats if ref_set.stats is not None else fid_stats(ref_feats[layer["fid"]])
+    if "fid" in metrics:
+        from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+        stats = fid_stats(sample_feats[layer["fid"]])
+        if ref_stats["mu"].shape != stats["mu"].shape or ref_stats["sigma"].shape != stats["sigma"].shape:
+            raise ValueError(
+                f"reference statistics have dimension {ref_stats['mu'].shape}, the {feature_extractor} "
+                f"features {stats['mu'].shape}: they come from another feature extractor"
+            )
+        result["fid"] = fid_statistics_to_metric(stats, ref_stats, verbose)["frechet_inception_distance"]
+    if "isc" in metrics:
+        isc = isc_features_to_metric(sample_feats[layer["isc"]], splits=min(isc_splits, len(sample_set)))
+        result["inception_score_mean"] = isc["inception_score_mean"]
+        result["inception_score_std"] = isc["inception_score_std"]
+    if "prc" in metrics:
+        a, b = (f[layer["prc"]].float().to(dev) for f in (sample_feats, ref_feats))
+        prc = prc_features_to_metric(
+            a, b, prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=True, verbose=verbose
+        )
+        result.update({k: prc[k] for k in ("precision", "recall", "f_score")})
+    if "kid" in metrics:
+        n = min(len(sample_set), len(ref_set))
+        kid = kid_features_to_metric(
+            sample_feats[layer["kid"]].float(),
+            ref_feats[layer["kid"]].float(),
+            kid_subset_size=min(1000, n),
+            verbose=verbose,
+        )
+        result["kid_mean"], result["kid_std"] = (
+            kid["kernel_inception_distance_mean"],
+            kid["kernel_inception_distance_std"],
+        )
+
+    report = {
+        **result,
+        "num_samples": len(sample_set),
+        "num_reference": len(ref_set) if ref_set is not None and ref_set.has_images else None,
+        "samples": os.path.abspath(samples),
+        "reference": os.path.abspath(reference) if reference else None,
+        "reference_stats": "precomputed" if "fid" in metrics and ref_set.stats is not None else None,
+        "feature_extractor": feature_extractor,
+        "torch_fidelity": fidelity.__version__,
+    }
+    if save_ref_stats:
+        atomic_write(save_ref_stats, lambda f: np.savez(f, mu=ref_stats["mu"], sigma=ref_stats["sigma"]))
+    if out is not None:
+        atomic_write(out, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="FID / IS / precision-recall of generated images (torch-fidelity)."
+    )
+    p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.sample output folder")
+    p.add_argument("--ref", help="reference: image folder, .npz with arr_0 and/or mu+sigma")
+    p.add_argument(
+        "--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: fid,isc[,prc])"
+    )
+    p.add_argument("--out", help="results JSON (written atomically)")
+    p.add_argument("--inception-weights", help=f"local {INCEPTION_FILE} (or ${WEIGHTS_ENV})")
+    p.add_argument("--feature-extractor", default=INCEPTION, help="a torch-fidelity registered extractor")
+    p.add_argument("--save-ref-stats", help="write the reference's mu/sigma to this .npz")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        report = evaluate(
+            args.samples,
+            args.ref,
+            metrics=args.metrics.split(",") if args.metrics else None,
+            feature_extractor=args.feature_extractor,
+            weights_path=args.inception_weights,
+            device=args.device,
+            batch_size=args.batch_size,
+            out=args.out,
+            save_ref_stats=args.save_ref_stats,
+            verbose=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        p.exit(2, f"error: {e}\n")
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Export a model for sharing: config JSON + safetensors, optionally a whole pipeline folder.
+
+    python -m meanflow.export --ckpt runs/in256/last.pt --out exported/ --ema 0
+    python -m meanflow.export --ckpt runs/in256/last.pt --out pipe/ --pipeline --vae /models/sd-vae-ft-ema
+    python -m meanflow.export --ckpt DiT-XL-2-256x256.pt --official-dit --out dit-init/
+
+``--ema N`` picks the N-th EMA of a trainer checkpoint (``ema_decays`` order; default 0),
+``--raw`` the raw weights. ``--official-dit`` converts a facebookresearch/DiT or SiT
+checkpoint (sigma channels dropped, MeanFlow's second time embedder freshly initialised) --
+a starting point for fine-tuning, not a MeanFlow sampler. The output directory appears only
+once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read it).
+"""
+
+import argparse
+
+import torch
+
+from .pretrained import from_official_dit, load_model
+
+
+def export(ckpt, out, ema=0, official_dit=False, num_heads=None, pipeline=False, vae=None, seed=0):
+    if official_dit:
+        torch.manual_seed(seed)  # the fresh second time embedder
+        model = from_official_dit(ckpt, num_heads=num_heads)
+    else:
+        model = load_model(ckpt, ema=ema)
+    if pipeline:
+        from .pipeline import MeanFlowPipeline, load_vae
+
+        MeanFlowPipeline(model, load_vae(vae) if vae else None).save_pretrained(out)
+    else:
+        if vae:
+            raise ValueError("--vae goes with --pipeline")
+        model.save_pretrained(out)
+    return model
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Trainer checkpoint -> save_pretrained directory.")
+    p.add_argument(
+        "--ckpt", required=True, help="trainer checkpoint, pretrained directory or official DiT file"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--ema", type=int, default=0, help="EMA index (ema_decays order)")
+    p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    p.add_argument(
+        "--official-dit", action="store_true", help="convert a facebookresearch/DiT or SiT checkpoint"
+    )
+    p.add_argument(
+        "--num-heads", type=int, help="heads, for --official-dit when the width is no DiT preset's"
+    )
+    p.add_argument(
+        "--pipeline", action="store_true", help="write a MeanFlowPipeline folder (model_index.json)"
+    )
+    p.add_argument("--vae", help="local diffusers AutoencoderKL directory to include (with --pipeline)")
+    args = p.parse_args(argv)
+    try:
+        model = export(
+            args.ckpt,
+            args.out,
+            ema=None if args.raw else args.ema,
+            official_dit=args.official_dit,
+            num_heads=args.num_heads,
+            pipeline=args.pipeline,
+            vae=args.vae,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        p.exit(2, f"error: {e}\n")
+    n = sum(t.numel() for t in model.state_dict().values())
+    print(f"wrote {args.out}: {n / 1e6:.2f} M values")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Model interchange: ``save_pretrained`` / ``from_pretrained`` directories (config JSON +
+safetensors), trainer checkpoints with a chosen EMA, and official DiT / SiT state dicts.
+
+A pretrained directory holds ``config.json`` (the ``DiTConfig`` fields plus ``_class_name``)
+and ``model.safetensors`` -- the layout of a diffusers/transformers model folder, readable
+without this package (any safetensors reader; the config is plain JSON).
+
+Every loader checks the state dict against the model before loading: missing keys, unexpected
+keys and shape mismatches are one ``ValueError`` that names them, never a half-loaded model.
+Every writer builds the directory under a temporary name and renames it into place.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+import torch
+
+from .models import PRESETS, DiT, DiTConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------- atomic dirs
+
+
+def _fsync_tree(root: str):
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _fsync_dir(path: str):
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def atomic_directory(path: str, marker: str):
+    """Yields a temporary sibling directory to fill; on success it becomes ``path``.
+
+    An existing ``path`` is replaced only when it holds ``marker`` (a previous export of the
+    same kind); anything else there is the user's and is refused, never deleted."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(f"{path} exists and is not a directory")
+        if os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):
+            raise ValueError(f"{path} is a non-empty directory without {marker}: refusing to overwrite it")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
+            os.rename(path, os.path.join(old, "d"))
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------- state dicts
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: str, ignore=()):
+    """Raise one ``ValueError`` naming every missing key, unexpected key and shape mismatch of
+    ``state`` against ``model`` (keys in ``ignore`` may be missing)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: expected a state dict (name -> tensor)")
+    want = model.state_dict()
+    missing = sorted(set(want) - set(state) - set(ignore))
+    unexpected = sorted(set(state) - set(want))
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(want[k].shape)} in the model"
+        for k in sorted(set(want) & set(state))
+        if state[k].shape != want[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_clip(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_clip(unexpected)}")
+    if shapes:
+        problems.append("size mismatches: " + "; ".join(_clip(shapes)))
+    if problems:
+        raise ValueError(f"{source} does not fit {type(model).__name__}: " + " | ".join(problems))
+
+
+def _clip(items, n=8):
+    return items if len(items) <= n else [*items[:n], f"... ({len(items) - n} more)"]
+
+
+def config_from_dict(d: dict, source: str) -> DiTConfig:
+    known = {f.name for f in dataclasses.fields(DiTConfig)}
+    d = {k: v for k, v in d.items() if not k.startswith("_")}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown DiTConfig fields {unknown}; known: {sorted(known)}")
+    return DiTConfig(**d)
+
+
+# ------------------------------------------------------------- pretrained dirs
+
+
+def save_pretrained(model: DiT, directory: str, state_dict: dict | None = None):
+    """Write ``model`` (or ``state_dict`` with ``model``'s config) as config JSON + safetensors."""
+    from safetensors.torch import save_file
+
+    state = model.state_dict() if state_dict is None else state_dict
+    check_state_dict(model, state, "state_dict")
+    config = {"_class_name": type(model).__name__, "_format_version": FORMAT_VERSION}
+    config.update(dataclasses.asdict(model.config))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_directory(directory, CONFIG_NAME) as tmp:
+        with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+            f.write("\n")
+        save_file(tensors, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def from_pretrained(directory: str, device="cpu", dtype=None, backend=None) -> DiT:
+    """The ``DiT`` saved by ``save_pretrained``, in eval mode."""
+    from safetensors.torch import load_file
+
+    config_path, weights_path = (os.path.join(directory, n) for n in (CONFIG_NAME, WEIGHTS_NAME))
+    for p in (config_path, weights_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(
+                f"{p} not found: a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
+    with open(config_path) as f:
+        raw = json.load(f)
+    if raw.get("_class_name", "DiT") != "DiT":
+        raise ValueError(f"{config_path}: _class_name is {raw['_class_name']!r}, not 'DiT'")
+    model = DiT(config_from_dict(raw, config_path), backend=backend)
+    state = load_file(weights_path)
+    check_state_dict(model, state, weights_path)
+    model.load_state_dict(state)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+# --------------------------------------------------------- trainer checkpoints
+
+
+def load_trainer_checkpoint(path: str, ema: int | None = 0, device="cpu", backend=None) -> DiT:
+    """The DiT of a ``meanflow.train`` checkpoint: EMA number ``ema`` (in ``ema_decays``
+    order), or the raw weights for ``ema=None``; eval mode."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+        hint = ""
+        if isinstance(ckpt, dict) and _looks_like_dit(ckpt):
+            hint = " (it looks like an official DiT/SiT checkpoint: use DiT.from_official_dit)"
+        have = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(
+            f"{path} is not a meanflow.train checkpoint: needs keys 'model' and 'model_config', "
+            f"has {have}{hint}"
+        )
+    model = DiT(config_from_dict(ckpt["model_config"], f"{path}['model_config']"), backend=backend)
+    if ema is None:
+        state, what = ckpt["model"], "model"
+    else:
+        emas = ckpt.get("ema") or []
+        if not isinstance(ema, int) or not 0 <= ema < len(emas):
+            decays = ckpt.get("ema_decays", [])
+            raise ValueError(
+                f"{path} has {len(emas)} EMA weight sets (decays {decays}); ema={ema!r} is not one of them"
+            )
+        state, what = emas[ema], f"ema[{ema}]"
+    check_state_dict(model, state, f"{path}['{what}']")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def load_model(path: str, ema: int | None = 0, device="cpu", backend=None) -> DiT:
+    """A pretrained directory or a trainer checkpoint file (``ema`` picks the weights there)."""
+    if os.path.isdir(path):
+        return from_pretrained(path, device=device, backend=backend)
+    return load_trainer_checkpoint(path, ema=ema, device=device, backend=backend)
+
+
+# ------------------------------------------------------ official DiT / SiT files
+
+
+def _looks_like_dit(state) -> bool:
+    inner = state.get("ema", state.get("model", state)) if isinstance(state, dict) else None
+    return isinstance(inner, dict) and "x_embedder.proj.weight" in inner
+
+
+def official_dit_state_dict(obj) -> dict:
+    """The weights of an official DiT/SiT file: a bare state dict (released checkpoints) or a
+    ``train.py`` checkpoint ``{"model", "ema", "opt", "args"}`` (the EMA then)."""
+    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict):
+        return obj["ema"]
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    return obj
+
+
+def convert_official_dit(state: dict, num_heads: int | None = None, **overrides):
+    """``(config, state_dict)`` for our DiT from a facebookresearch/DiT (or willisma/SiT) state
+    dict: the same parameter names; ``learn_sigma`` checkpoints have ``2 C`` output channels,
+    of which the sigma half is dropped. MeanFlow's second time embedder has no counterpart:
+    it is absent from the returned state dict (and stays at its initialisation). A label table
+    without the null row (trained with ``class_dropout_prob=0``) needs ``num_classes=`` given;
+    the null row is then added."""
+    if not isinstance(state, dict) or "x_embedder.proj.weight" not in state:
+        raise ValueError("not a DiT state dict: x_embedder.proj.weight is missing")
+    for key in (
+        "pos_embed",
+        "final_layer.linear.weight",
+        "t_embedder.mlp.0.weight",
+        "blocks.0.mlp.fc1.weight",
+    ):
+        if key not in state:
+            raise ValueError(f"not a DiT state dict: {key} is missing")
+    w = state["x_embedder.proj.weight"]
+    hidden, in_channels, patch = w.shape[0], w.shape[1], w.shape[2]
+    tokens = state["pos_embed"].shape[-2]
+    grid = int(round(tokens**0.5))
+    if grid * grid != tokens:
+        raise ValueError(f"pos_embed has {tokens} positions, not a square grid")
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    table = state.get("y_embedder.embedding_table.weight")
+    if num_heads is None:
+        by_hidden = {h: n for (_, h, _, n) in PRESETS.values()}
+        if hidden not in by_hidden:
+            raise ValueError(f"hidden size {hidden} matches no DiT preset: pass num_heads")
+        num_heads = by_hidden[hidden]
+    config = DiTConfig(
+        **{
+            "input_size": grid * patch,
+            "patch_size": patch,
+            "in_channels": in_channels,
+            "hidden_size": hidden,
+            "depth": depth,
+            "num_heads": num_heads,
+            "mlp_ratio": state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
+            "num_classes": 0 if table is None else table.shape[0] - 1,
+            "frequency_embedding_size": state["t_embedder.mlp.0.weight"].shape[1],
+            **overrides,
+        }
+    )
+    out = dict(state)
+    lin_w, lin_b = state["final_layer.linear.weight"], state["final_layer.linear.bias"]
+    out_channels = lin_w.shape[0] // (patch * patch)
+    if out_channels == 2 * in_channels:
+        # DiT's unpatchify reads each patch row as (p, p, C_out), channels fastest: keep the
+        # first C of every pixel (the noise prediction), drop the sigma half.
+        out["final_layer.linear.weight"] = lin_w.reshape(patch, patch, out_channels, hidden)[
+            :, :, :in_channels
+        ]
+        out["final_layer.linear.weight"] = out["final_layer.linear.weight"].reshape(-1, hidden)
+        out["final_layer.linear.bias"] = lin_b.reshape(patch, patch, out_channels)[
+            :, :, :in_channels
+        ].reshape(-1)
+    elif out_channels != in_channels:
+        raise ValueError(
+            f"final_layer.linear has {out_channels} output channels per pixel; expected {in_channels} "
+            f"or {2 * in_channels} (learn_sigma) for {in_channels} input channels"
+        )
+    if table is not None and table.shape[0] == config.num_classes:
+        # Trained without class dropout: no null row; add one (DiT's init) for guidance training.
+        null = torch.randn(1, hidden, generator=torch.Generator().manual_seed(0), dtype=table.dtype) * 0.02
+        out["y_embedder.embedding_table.weight"] = torch.cat([table, null])
+    if out["pos_embed"].dim() == 2:
+        out["pos_embed"] = out["pos_embed"][None]
+    return config, out
+
+
+def from_official_dit(path_or_state, num_heads=None, device="cpu", backend=None, **overrides) -> DiT:
+    """Our DiT holding the weights of an official DiT/SiT checkpoint (file path or state dict);
+    the second time embedder (``h_embedder``/``r_embedder``) keeps its fresh initialisation."""
+    obj = path_or_state
+    if isinstance(path_or_state, (str, os.PathLike)):
+        obj = torch.load(path_or_state, map_location="cpu", weights_only=True)
+    config, state = convert_official_dit(official_dit_state_dict(obj), num_heads=num_heads, **overrides)
+    model = DiT(config, backend=backend)
+    fresh = [k for k in model.state_dict() if k.startswith(f"{model.second_time}_embedder.")]
+    check_state_dict(model, state, "official DiT state dict", ignore=fresh)
+    model.load_state_dict(state, strict=False)
+    return model.to(device).eval()

@@ -1,0 +1,426 @@
+"""Sample a large set for FID: PNGs and the ADM-style ``.npz`` (uint8 NHWC in ``arr_0``).
+
+    python -m meanflow.sample --ckpt runs/in256/last.pt --num 50000 --steps 1 --out samples/ \\
+        --vae /models/sd-vae-ft-ema
+    torchrun --nproc_per_node 8 -m meanflow.sample ...      # same images, split over ranks
+
+Index ``i`` gets its own noise (and, with ``--classes random``, its own label) from a seed
+derived from ``(--seed, i)``, so an image depends on neither the rank count nor on which run
+made it. Indices go in batches of ``--batch-size``; batch ``k`` belongs to rank
+``k % world_size``. A finished batch is a file ``shards/k.npz`` (written atomically) next to
+its PNGs ``images/i.png``; a re-run skips finished batches, so an interrupted run resumes and
+ends with the same images. When every batch is done, rank 0 streams the shards into
+``samples.npz`` (``arr_0`` images, ``arr_1`` labels, as ADM's ``image_sample.py``), atomically,
+and removes the shards. ``manifest.json`` records the settings; a re-run with other settings
+into the same ``--out`` is refused.
+
+The math is ``meanflow.sampler.sample`` (this file is its batch driver; ``python -m
+meanflow.sampler`` draws a quick grid PNG). ``meanflow.sample`` is also importable as the
+sampling function (see the end of this file).
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+import types
+import zipfile
+
+import numpy as np
+import torch
+
+from . import sampler
+from .checkpoint import atomic_write
+from .pipeline import SD_VAE_SCALE, decode_latents, load_vae, to_uint8
+from .pretrained import load_model
+
+MANIFEST = "manifest.json"
+NPZ = "samples.npz"
+# Settings that decide the images; a resumed run must repeat them.
+RESULT_KEYS = (
+    "ckpt",
+    "ema",
+    "num",
+    "steps",
+    "seed",
+    "batch_size",
+    "classes",
+    "vae",
+    "vae_config",
+    "scaling_factor",
+    "dtype",
+    "model_config",
+)
+
+
+def index_seed(seed: int, index: int, stream: int = 0) -> int:
+    """A well-mixed 63-bit seed for sample ``index`` (``stream`` 0: noise, 1: label)."""
+    state = np.random.SeedSequence([seed, index, stream]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def noise_for(indices, shape, seed: int) -> torch.Tensor:
+    """``(len(indices), *shape)`` float32 CPU noise, each row from its own generator."""
+    g = torch.Generator()
+    rows = []
+    for i in indices:
+        g.manual_seed(index_seed(seed, i))
+        rows.append(torch.randn(shape, generator=g))
+    return torch.stack(rows)
+
+
+def labels_for(indices, num_classes: int, mode: str, seed: int):
+    """Class-balanced (``i % num_classes``) or per-index random labels; None if unconditional."""
+    if num_classes == 0:
+        return None
+    if mode == "balanced":
+        return torch.tensor([i % num_classes for i in indices], dtype=torch.long)
+    g = torch.Generator()
+    out = []
+    for i in indices:
+        g.manual_seed(index_seed(seed, i, stream=1))
+        out.append(int(torch.randint(num_classes, (), generator=g)))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def batch_ranges(num: int, batch_size: int):
+    return [(k, s, min(s + batch_size, num)) for k, s in enumerate(range(0, num, batch_size))]
+
+
+def rank_batches(num: int, batch_size: int, rank: int, world: int):
+    """The batches of ``rank``: every ``world``-th, starting at ``rank``."""
+    return [b for b in batch_ranges(num, batch_size) if b[0] % world == rank]
+
+
+def shard_path(out: str, k: int) -> str:
+    return os.path.join(out, "shards", f"{k:06d}.npz")
+
+
+def png_path(out: str, i: int) -> str:
+    return os.path.join(out, "images", f"{i:06d}.png")
+
+
+def _write_png(path: str, array: np.ndarray):
+    from PIL import Image
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _save_npz(path: str, **arrays):
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def write_npz_streaming(path: str, num: int, parts, labels=None):
+    """``path`` with ``arr_0`` = the concatenation of the uint8 NHWC ``parts`` (an iterable,
+    ``num`` rows in all), written member by member so the whole set is never in memory;
+    gray images become RGB (the ImageNet evaluator feeds Inception 3 channels)."""
+    parts = iter(parts)
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            first = next(parts)
+            shape = (num, first.shape[1], first.shape[2], 3)
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            written = 0
+            with zf.open("arr_0.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_2_0(member, header)
+                for part in (first, *parts):
+                    if part.shape[1:3] != shape[1:3]:
+                        raise ValueError(f"image size {part.shape[1:3]} differs from {shape[1:3]}")
+                    rgb = np.repeat(part, 3, axis=-1) if part.shape[-1] == 1 else part
+                    member.write(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+                    written += len(part)
+            if written != num:
+                raise ValueError(f"got {written} images, expected {num}")
+            if labels is not None:
+                with zf.open("arr_1.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(labels, dtype=np.int64))
+
+    atomic_write(path, write)
+
+
+def _dist_setup(device_name: str):
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _agree(world: int, value):
+    """Rank 0's ``value`` on every rank (a barrier too)."""
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _check_manifest(out: str, settings: dict):
+    """None when ``out`` is new or was made with ``settings``; else the reason it was not."""
+    path = os.path.join(out, MANIFEST)
+    if not os.path.exists(path):
+        if glob.glob(os.path.join(out, "shards", "*.npz")) or os.path.exists(os.path.join(out, NPZ)):
+            return f"{out} holds samples but no {MANIFEST}: use an empty --out"
+        atomic_write(path, lambda f: f.write(json.dumps({**settings, "complete": False}, indent=2).encode()))
+        return None
+    with open(path) as f:
+        old = json.load(f)
+    diff = [
+        f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in RESULT_KEYS if old.get(k) != settings[k]
+    ]
+    if diff:
+        return f"{out} was sampled with other settings ({'; '.join(diff)}): use another --out"
+    return None
+
+
+def run(
+    ckpt: str,
+    out: str,
+    num: int = 50000,
+    steps: int = 1,
+    batch_size: int = 64,
+    seed: int = 0,
+    classes: str = "balanced",
+    ema: int | None = 0,
+    vae: str | None = None,
+    vae_config: str | None = None,
+    scaling_factor: float | None = None,
+    dtype: str = "fp32",
+    device: str = "auto",
+    png: bool = True,
+    keep_shards: bool = False,
+    compile: bool = False,
+    progress: bool = True,
+) -> str | None:
+    """Generate ``num`` images into ``out``; returns the ``samples.npz`` path on the rank that
+    wrote it (rank 0), None on the others."""
+    for name, value, low in (
+        ("num", num, 1),
+        ("steps", steps, 1),
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+    ):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if classes not in ("balanced", "random"):
+        raise ValueError(f"classes must be 'balanced' or 'random', got {classes!r}")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if vae and vae_config:
+        raise ValueError("give vae (weights) or vae_config (random weights, tests), not both")
+    rank, world, dev = _dist_setup(device)
+    model = load_model(ckpt, ema=ema, device=dev)
+    cfg = model.config
+    decoder = None
+    if vae or vae_config:
+        decoder = load_vae(vae or vae_config, device=dev, config_only=bool(vae_config))
+        if decoder.config.latent_channels != cfg.in_channels:
+            raise ValueError(
+                f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
+            )
+        scaling_factor = scaling_factor or getattr(decoder.config, "scaling_factor", None) or SD_VAE_SCALE
+    elif cfg.in_channels not in (1, 3):
+        raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae DIR to decode them")
+
+    out = os.path.abspath(out)
+    settings = {
+        "ckpt": os.path.abspath(ckpt),
+        "ema": ema if not os.path.isdir(ckpt) else None,
+        "num": num,
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "classes": classes if cfg.num_classes else None,
+        "vae": os.path.abspath(vae) if vae else None,
+        "vae_config": os.path.abspath(vae_config) if vae_config else None,
+        "scaling_factor": scaling_factor if decoder is not None else None,
+        "dtype": dtype,
+        "model_config": {k: v for k, v in vars(cfg).items()},
+    }
+    problem = None
+    if rank == 0:
+        os.makedirs(os.path.join(out, "shards"), exist_ok=True)
+        os.makedirs(os.path.join(out, "images"), exist_ok=True)
+        problem = _check_manifest(out, settings)
+    problem = _agree(world, problem)
+    if problem:
+        raise ValueError(problem)
+    final = os.path.join(out, NPZ)
+    with open(os.path.join(out, MANIFEST)) as f:
+        done = json.load(f).get("complete") and os.path.exists(final)
+    if done:
+        if rank == 0 and progress:
+            print(f"{final}: already complete ({num} samples)", file=sys.stderr)
+        return final if rank == 0 else None
+
+    net = torch.compile(model) if compile else model
+    shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+    mine = rank_batches(num, batch_size, rank, world)
+    todo = [b for b in mine if not os.path.exists(shard_path(out, b[0]))]
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        total = sum(e - s for _, s, e in mine)
+        bar = tqdm(
+            total=total, initial=total - sum(e - s for _, s, e in todo), unit="img", dynamic_ncols=True
+        )
+    autocast = torch.autocast(dev.type, dtype=dtypes[dtype], enabled=dtype != "fp32")
+    for k, start, end in mine:
+        indices = range(start, end)
+        if not os.path.exists(shard_path(out, k)):
+            images, labels = _generate_batch(
+                net, decoder, scaling_factor, indices, shape, cfg, classes, seed, steps, dev, autocast
+            )
+            if png:
+                for i, image in zip(indices, images):
+                    _write_png(png_path(out, i), image)
+            arrays = {"images": images, "indices": np.arange(start, end)}
+            if labels is not None:
+                arrays["labels"] = labels
+            _save_npz(shard_path(out, k), **arrays)
+            if bar is not None:
+                bar.update(end - start)
+        elif png and not all(os.path.exists(png_path(out, i)) for i in indices):
+            with np.load(shard_path(out, k)) as shard:
+                for i, image in zip(indices, shard["images"]):
+                    _write_png(png_path(out, i), image)
+    if bar is not None:
+        bar.close()
+    _agree(world, None)
+    if rank != 0:
+        return None
+    return assemble(out, num, batch_size, settings, keep_shards)
+
+
+def _generate_batch(net, decoder, scaling_factor, indices, shape, cfg, classes, seed, steps, dev, autocast):
+    noise = noise_for(indices, shape, seed).to(dev)
+    y = labels_for(indices, cfg.num_classes, classes, seed)
+    with torch.no_grad():
+        with autocast:
+            x = sampler.sample(net, None if y is None else y.to(dev), steps=steps, noise=noise)
+        images = decode_latents(decoder, x, scaling_factor) if decoder is not None else x.float()
+    return to_uint8(images), None if y is None else y.numpy()
+
+
+def assemble(out: str, num: int, batch_size: int, settings: dict, keep_shards: bool = False) -> str:
+    """Stream the finished shards into ``out/samples.npz`` and mark the manifest complete."""
+    ranges = batch_ranges(num, batch_size)
+    missing = [k for k, _, _ in ranges if not os.path.exists(shard_path(out, k))]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} batches are unfinished (e.g. {missing[:5]}): run again to finish them"
+        )
+    final = os.path.join(out, NPZ)
+    labels = None
+    if settings["classes"] is not None:
+        # Labels are tiny: read them first so that arr_1 can follow arr_0 in one pass.
+        parts = []
+        for k, _, _ in ranges:
+            with np.load(shard_path(out, k)) as shard:
+                parts.append(shard["labels"])
+        labels = np.concatenate(parts)
+
+    def image_parts():
+        for k, start, end in ranges:
+            with np.load(shard_path(out, k)) as shard:
+                images = shard["images"]
+            if images.shape[0] != end - start:
+                raise ValueError(f"{shard_path(out, k)} has {images.shape[0]} images, expected {end - start}")
+            yield images
+
+    write_npz_streaming(final, num, image_parts(), labels)
+    manifest = {**settings, "complete": True, "npz": NPZ}
+    atomic_write(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    if not keep_shards:
+        for k, _, _ in ranges:
+            os.unlink(shard_path(out, k))
+    return final
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Sample --num images (PNGs + ADM .npz) from a MeanFlow model.")
+    p.add_argument("--ckpt", required=True, help="trainer checkpoint (.pt) or save_pretrained directory")
+    p.add_argument("--out", required=True, help="output directory (resumable)")
+    # --num-samples: under torchrun "--num" is an ambiguous prefix of its --numa-binding option.
+    p.add_argument("--num", "--num-samples", dest="num", type=int, default=50000)
+    p.add_argument("--steps", type=int, default=1, help="network evaluations per image (1 = one step)")
+    p.add_argument("--batch-size", type=int, default=64, help="per process; fixed for a resumable --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", choices=("balanced", "random"), default="balanced")
+    p.add_argument("--ema", type=int, default=0, help="EMA index in the checkpoint (ema_decays order)")
+    p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    p.add_argument("--vae", help="local diffusers AutoencoderKL directory (latent models)")
+    p.add_argument("--vae-config", help="VAE architecture only, random weights (tests/smoke runs)")
+    p.add_argument("--scaling-factor", type=float, help="latent scale (default: the VAE config's, 0.18215)")
+    p.add_argument(
+        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype of the model"
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-png", action="store_true", help="only the .npz")
+    p.add_argument("--keep-shards", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    try:
+        path = run(
+            args.ckpt,
+            args.out,
+            num=args.num,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            classes=args.classes,
+            ema=None if args.raw else args.ema,
+            vae=args.vae,
+            vae_config=args.vae_config,
+            scaling_factor=args.scaling_factor,
+            dtype=args.dtype,
+            device=args.device,
+            png=not args.no_png,
+            keep_shards=args.keep_shards,
+            compile=args.compile,
+            progress=not args.quiet,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        p.exit(2, f"error: {e}\n")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if path:
+        print(f"wrote {path}")
+
+
+class _CallableModule(types.ModuleType):
+    """``import meanflow.sample`` rebinds the package attribute ``meanflow.sample`` (the
+    sampling function, SPEC section 4) to this module; calling the module keeps
+    ``from meanflow import sample; sample(model, y, steps=1)`` working either way."""
+
+    def __call__(self, *args, **kwargs):
+        return sampler.sample(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    main()

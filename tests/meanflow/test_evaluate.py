@@ -1,0 +1,277 @@
+"""meanflow.evaluate through torch-fidelity with a tiny registered feature extractor (no
+Inception download): FID(A, A) ~ 0, FID grows with a controlled shift, directory / npz /
+precomputed-statistics inputs agree, and bad inputs fail before anything is written."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("torch_fidelity")
+
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # noqa: E402
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # noqa: E402
+
+from meanflow import evaluate as ev  # noqa: E402
+
+TINY = "meanflow-test-tiny"
+
+
+class TinyExtractor(FeatureExtractorBase):
+    """4x4 average-pooled RGB -> a fixed random projection to 16 features; 10 'logits' on top.
+    Takes uint8 (B, 3, H, W) like torch-fidelity's Inception."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("proj", torch.randn(48, 16, generator=g) / 7)
+        self.register_buffer("head", torch.randn(16, 10, generator=g))
+        if feature_extractor_weights_path:  # lets a test see the path go through
+            self.proj.copy_(torch.load(feature_extractor_weights_path))
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3
+        feat = F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1) @ self.proj
+        found = {"feat": feat, "logits": feat @ self.head}
+        return tuple(found[k] for k in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("feat", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+
+if TINY not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(TINY, TinyExtractor)
+
+RUN = dict(feature_extractor=TINY, device="cpu", batch_size=16, verbose=False)
+
+
+def image_set(n=48, seed=0, size=16):
+    """Smooth random colour fields in [40, 200] (room for a +-40 shift without clipping)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(40, 200, size=(n, 4, 4, 3))
+    return np.repeat(np.repeat(coarse, size // 4, 1), size // 4, 2)
+
+
+def as_uint8(x):
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def write_dir(path, array):
+    from PIL import Image
+
+    os.makedirs(path, exist_ok=True)
+    for i, a in enumerate(array):
+        Image.fromarray(a).save(os.path.join(path, f"{i:04d}.png"))
+    return str(path)
+
+
+def write_npz(path, array):
+    np.savez(path, arr_0=array)
+    return str(path)
+
+
+@pytest.fixture
+def sets(tmp_path):
+    base = image_set()
+    a = as_uint8(base)
+    return {
+        "a_dir": write_dir(tmp_path / "a", a),
+        "a_npz": write_npz(tmp_path / "a.npz", a),
+        **{f"shift{s}": write_npz(tmp_path / f"s{s}.npz", as_uint8(base + s)) for s in (8, 16, 32)},
+        "other": write_npz(tmp_path / "other.npz", as_uint8(image_set(seed=1))),
+    }
+
+
+def test_fid_zero_on_itself_and_monotone_in_the_shift(sets, tmp_path):
+    same = ev.evaluate(sets["a_dir"], sets["a_npz"], metrics=["fid"], **RUN)
+    assert abs(same["fid"]) < 1e-6
+    fids = [ev.evaluate(sets[f"shift{s}"], sets["a_dir"], metrics=["fid"], **RUN)["fid"] for s in (8, 16, 32)]
+    assert 1e-3 < fids[0] < fids[1] < fids[2]
+    # a pure shift moves only the mean: FID = |mu shift|^2, 4x per doubling
+    assert fids[2] / fids[1] == pytest.approx(4, rel=0.05) and fids[1] / fids[0] == pytest.approx(4, rel=0.05)
+    # and a fresh draw of the same distribution lands far below the largest shift
+    assert ev.evaluate(sets["other"], sets["a_dir"], metrics=["fid"], **RUN)["fid"] < fids[2]
+
+
+def test_all_metrics_to_json(sets, tmp_path):
+    out = tmp_path / "res" / "metrics.json"
+    report = ev.evaluate(
+        sets["shift8"], sets["a_dir"], metrics=["fid", "isc", "prc", "kid"], out=str(out), **RUN
+    )
+    on_disk = json.loads(out.read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert report["num_samples"] == report["num_reference"] == 48 and report["feature_extractor"] == TINY
+    assert report["inception_score_mean"] >= 1.0 and report["inception_score_std"] >= 0
+    for key in ("precision", "recall", "f_score"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["kid_mean"] > 0
+    # identical sets: full precision and recall
+    same = ev.evaluate(sets["a_npz"], sets["a_dir"], metrics=["prc"], **RUN)
+    assert same["precision"] == same["recall"] == 1.0
+    # default metrics: fid, isc and, as the reference has images, prc
+    assert {"fid", "inception_score_mean", "precision"} <= set(
+        ev.evaluate(sets["a_npz"], sets["a_dir"], **RUN)
+    )
+
+
+def test_precomputed_reference_statistics(sets, tmp_path):
+    stats = tmp_path / "ref_stats.npz"
+    direct = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
+    with np.load(stats) as data:
+        assert set(data.files) == {"mu", "sigma"} and data["mu"].shape == (16,)
+    via_stats = ev.evaluate(sets["shift16"], str(stats), metrics=["fid"], **RUN)
+    assert via_stats["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert via_stats["reference_stats"] == "precomputed" and via_stats["num_reference"] is None
+    with pytest.raises(ValueError, match="statistics only: prc and kid need reference images"):
+        ev.evaluate(sets["a_npz"], str(stats), metrics=["prc"], **RUN)
+    np.savez(tmp_path / "adm_like.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    with pytest.raises(ValueError, match=r"dimension \(2048,\).*another feature extractor"):
+        ev.evaluate(sets["a_npz"], str(tmp_path / "adm_like.npz"), metrics=["fid"], **RUN)
+
+
+def test_gray_images_and_sample_output_dirs(tmp_path):
+    gray = as_uint8(image_set(n=20)[..., 0])
+    rgb = np.repeat(gray[..., None], 3, -1)
+    write_npz(tmp_path / "gray.npz", gray)  # (N, H, W): MNIST-like
+    write_dir(tmp_path / "gray_dir", gray)
+    out = tmp_path / "sampled"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    write_npz(out / "samples.npz", rgb)
+    for source in (tmp_path / "gray.npz", tmp_path / "gray_dir", out):
+        assert abs(ev.evaluate(str(source), str(tmp_path / "gray.npz"), metrics=["fid"], **RUN)["fid"]) < 1e-6
+
+
+def test_weights_path_goes_to_the_extractor(sets, tmp_path):
+    torch.save(torch.zeros(48, 16), tmp_path / "zero.pt")
+    far = ev.evaluate(sets["shift32"], sets["a_dir"], metrics=["fid"], **RUN)["fid"]
+    zero = ev.evaluate(
+        sets["shift32"], sets["a_dir"], metrics=["fid"], weights_path=str(tmp_path / "zero.pt"), **RUN
+    )
+    assert far > 1e-2 and abs(zero["fid"]) < 1e-9
+
+
+def test_missing_inception_weights_say_what_and_where(sets, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv(ev.WEIGHTS_ENV, raising=False)
+    out = tmp_path / "fid.json"
+    with pytest.raises(FileNotFoundError) as err:
+        ev.evaluate(sets["a_npz"], sets["a_dir"], metrics=["fid"], device="cpu", out=str(out), verbose=False)
+    message = str(err.value)
+    for needed in (ev.INCEPTION_FILE, "--inception-weights", ev.WEIGHTS_ENV, "never downloads", "torch_home"):
+        assert needed in message
+    monkeypatch.setenv(ev.WEIGHTS_ENV, str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match=rf"given by \${ev.WEIGHTS_ENV} not found: .*nope.pth"):
+        ev.evaluate(sets["a_npz"], sets["a_dir"], metrics=["fid"], device="cpu", out=str(out), verbose=False)
+    assert not out.exists()
+    # the CLI turns it into a one-line error and exit status 2
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main([sets["a_npz"], "--ref", sets["a_dir"], "--out", str(out), "--quiet"])
+    assert exit_info.value.code == 2 and not out.exists()
+
+
+def test_bad_reference_folders_write_nothing(sets, tmp_path):
+    out = tmp_path / "fid.json"
+    ref = tmp_path / "ref"
+    write_dir(ref, as_uint8(image_set(n=8)))
+    (ref / "labels.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"not images .*labels.txt"):
+        ev.evaluate(sets["a_npz"], str(ref), out=str(out), **RUN)
+    os.unlink(ref / "labels.txt")
+    (ref / "broken.png").write_bytes(b"\x89PNG but not really")
+    with pytest.raises(ValueError, match=r"broken.png is not a readable image"):
+        ev.evaluate(sets["a_npz"], str(ref), out=str(out), **RUN)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        ev.evaluate(sets["a_npz"], str(tmp_path / "empty"), out=str(out), **RUN)
+    np.savez(tmp_path / "floats.npz", arr_0=np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="arr_0 must be uint8"):
+        ev.evaluate(str(tmp_path / "floats.npz"), sets["a_dir"], out=str(out), **RUN)
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        ev.evaluate(str(tmp_path / "junk.npz"), sets["a_dir"], out=str(out), **RUN)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ev.evaluate(str(tmp_path / "missing"), sets["a_dir"], out=str(out), **RUN)
+    with pytest.raises(ValueError, match="compare against a reference"):
+        ev.evaluate(sets["a_npz"], None, metrics=["fid"], out=str(out), **RUN)
+    with pytest.raises(ValueError, match="subset of"):
+        ev.evaluate(sets["a_npz"], sets["a_dir"], metrics=["fidd"], out=str(out), **RUN)
+    assert not out.exists()
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == []
+
+
+def test_cli_writes_json(sets, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    ev.main([sets["shift8"], "--ref", sets["a_dir"], "--metrics", "fid,isc", "--feature-extractor", TINY])
+    ev.main(
+        [sets["shift8"], "--ref", sets["a_dir"], "--out", str(out), "--feature-extractor", TINY, "--quiet"]
+    )
+    printed = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert printed["fid"] == pytest.approx(json.loads(out.read_text())["fid"])
+
+
+def test_npz_members_are_memory_mapped(tmp_path):
+    array = as_uint8(image_set(n=5))
+    np.savez(tmp_path / "plain.npz", arr_0=array, arr_1=np.arange(5))
+    np.savez_compressed(tmp_path / "small.npz", arr_0=array)
+    plain = ev.load_npz_member(str(tmp_path / "plain.npz"), "arr_0")
+    assert isinstance(plain, np.memmap) and np.array_equal(plain, array)
+    assert np.array_equal(ev.load_npz_member(str(tmp_path / "small.npz"), "arr_0"), array)
+    assert np.array_equal(ev.load_npz_member(str(tmp_path / "plain.npz"), "arr_1"), np.arange(5))
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A weights file for torch-fidelity's Inception-v3 with random values (the real file is a
+    download): the architecture and the weights-path plumbing are the real ones."""
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as inc
+
+    torch.manual_seed(0)
+    with (
+        mock.patch.object(inc, "load_state_dict_from_url", lambda *a, **k: {}),
+        mock.patch.object(inc.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
+    ):
+        net = inc.FeatureExtractorInceptionV3(ev.INCEPTION, ["2048"])
+    path = tmp_path_factory.mktemp("inception") / ev.INCEPTION_FILE
+    torch.save(net.state_dict(), path)
+    return str(path)
+
+
+def test_real_inception_path_with_a_local_weights_file(tmp_path, random_inception_weights, monkeypatch):
+    """IS (logits) and KID (the 2048-d pool features FID also uses); FID's 2048x2048 eigvals
+    are left to the tiny extractor's tests to keep this fast."""
+    write_npz(tmp_path / "a.npz", as_uint8(image_set(n=2)))
+    write_npz(tmp_path / "b.npz", as_uint8(image_set(n=2, seed=3)))
+    monkeypatch.setenv(ev.WEIGHTS_ENV, random_inception_weights)
+    report = ev.evaluate(
+        str(tmp_path / "b.npz"), str(tmp_path / "a.npz"), metrics=["isc", "kid"], device="cpu", verbose=False
+    )
+    assert report["feature_extractor"] == ev.INCEPTION and report["num_reference"] == 2
+    assert report["inception_score_mean"] >= 1.0 - 1e-9  # ~1: random logits are near uniform
+    assert np.isfinite(report["kid_mean"])
+
+
+@pytest.mark.gpu
+def test_gpu_features_match_cpu(sets):
+    cpu = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid", "prc"], **RUN)
+    gpu = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid", "prc"], **{**RUN, "device": "cuda"})
+    assert gpu["fid"] == pytest.approx(cpu["fid"], rel=1e-3)
+    assert gpu["precision"] == cpu["precision"] and gpu["recall"] == cpu["recall"]

@@ -1,0 +1,140 @@
+"""MeanFlowPipeline: the diffusers-style call, output types, VAE decoding, save/load round trip."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from meanflow import MeanFlowPipeline, sample
+from meanflow.pipeline import load_vae
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+    up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    block_out_channels=[8, 8],
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=16,
+)
+
+
+@pytest.fixture
+def vae_config(tmp_path):
+    """A diffusers AutoencoderKL config (2x upsampling, 4 latent channels), no weights."""
+    pytest.importorskip("diffusers")
+    path = tmp_path / "vae_config.json"
+    path.write_text(json.dumps({"_class_name": "AutoencoderKL", **VAE_CONFIG}))
+    return str(path)
+
+
+def rgb_model(tiny, **kw):
+    return tiny(in_channels=3, **kw)
+
+
+def test_call_matches_the_sampler(tiny):
+    model = rgb_model(tiny)
+    pipe = MeanFlowPipeline(model)
+    labels = [0, 3, 4]
+    out = pipe(labels, num_inference_steps=2, generator=torch.Generator().manual_seed(5), output_type="np")
+    noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    want = (sample(model, torch.tensor(labels), steps=2, noise=noise) / 2 + 0.5).clamp(0, 1)
+    assert out.images.shape == (3, 8, 8, 3) and out.images.dtype == np.float32
+    assert np.allclose(out.images, want.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+
+    pil = pipe(labels, generator=torch.Generator().manual_seed(5)).images
+    assert len(pil) == 3 and pil[0].size == (8, 8) and pil[0].mode == "RGB"
+    (pt,) = pipe(labels, generator=torch.Generator().manual_seed(5), output_type="pt", return_dict=False)
+    assert pt.shape == (3, 3, 8, 8) and 0 <= pt.min() and pt.max() <= 1
+    one_step = (sample(model, torch.tensor(labels), steps=1, noise=noise) / 2 + 0.5).clamp(0, 1)
+    assert torch.allclose(pt, one_step, atol=1e-6)
+    assert np.array_equal(np.asarray(pil[1]), (pt[1].permute(1, 2, 0) * 255).round().byte().numpy())
+
+
+def test_one_generator_per_image(tiny):
+    pipe = MeanFlowPipeline(rgb_model(tiny))
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (10, 11)]  # noqa: E731
+    both = pipe([1, 2], generator=gens(), output_type="pt").images
+    first = pipe([1], generator=gens()[:1], output_type="pt").images
+    assert torch.allclose(both[:1], first, atol=1e-6)
+    with pytest.raises(ValueError, match="2 generators for 1 images"):
+        pipe([1], generator=gens())
+
+
+def test_gray_and_unconditional(tiny):
+    pipe = MeanFlowPipeline(tiny(num_classes=0))
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0)).images
+    assert len(images) == 2 and images[0].mode == "L"
+    with pytest.raises(ValueError, match="class_labels must be None"):
+        pipe([1])
+    with pytest.raises(ValueError, match="batch_size"):
+        pipe()
+
+
+def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
+    torch.manual_seed(0)
+    vae = load_vae(vae_config, config_only=True)
+    model = tiny(in_channels=4)
+    pipe = MeanFlowPipeline(model, vae, id2label={0: "tench, Tinca tinca", 1: "goldfish"})
+    assert pipe.scaling_factor == 0.18215
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    images = pipe([0, 1], generator=gen(), output_type="np").images
+    assert images.shape == (2, 16, 16, 3)
+    latents = pipe([0, 1], generator=gen(), output_type="latent").images
+    with torch.no_grad():
+        decoded = vae.decode(latents / 0.18215).sample
+    assert np.allclose(images, (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    assert pipe.get_label_ids(["goldfish", "Tinca tinca"]) == [1, 0]
+
+    pipe.save_pretrained(str(tmp_path / "pipe"))
+    assert sorted(os.listdir(tmp_path / "pipe")) == ["model_index.json", "transformer", "vae"]
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["transformer"] == ["meanflow", "DiT"] and index["vae"] == ["diffusers", "AutoencoderKL"]
+    again = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"))
+    assert np.array_equal(again([0, 1], generator=gen(), output_type="np").images, images)
+    assert again.get_label_ids("goldfish") == [1]
+
+
+def test_pixel_pipeline_round_trip(tmp_path, tiny):
+    pipe = MeanFlowPipeline(rgb_model(tiny))
+    pipe.save_pretrained(str(tmp_path / "p"))
+    assert sorted(os.listdir(tmp_path / "p")) == ["model_index.json", "transformer"]
+    again = MeanFlowPipeline.from_pretrained(str(tmp_path / "p"))
+    a = pipe([2, 3], generator=torch.Generator().manual_seed(1), output_type="pt").images
+    b = again([2, 3], generator=torch.Generator().manual_seed(1), output_type="pt").images
+    assert torch.equal(a, b)
+
+
+def test_bad_inputs(tmp_path, vae_config, tiny):
+    pipe = MeanFlowPipeline(rgb_model(tiny))
+    with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 4\]"):
+        pipe([7])
+    with pytest.raises(TypeError, match="class_labels"):
+        pipe([0.5])
+    with pytest.raises(ValueError, match="output_type"):
+        pipe([1], output_type="jpeg")
+    with pytest.raises(ValueError, match="unknown class names"):
+        pipe.get_label_ids("zebra")
+    with pytest.raises(ValueError, match="4-channel latents: pass the vae"):
+        MeanFlowPipeline(tiny(in_channels=4))
+    with pytest.raises(ValueError, match="vae has 4 latent channels, the transformer 3"):
+        MeanFlowPipeline(rgb_model(tiny), load_vae(vae_config, config_only=True))
+    with pytest.raises(TypeError, match="meanflow DiT"):
+        MeanFlowPipeline(torch.nn.Linear(2, 2))
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        load_vae(str(tmp_path / "no-vae"))
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        MeanFlowPipeline.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.gpu
+def test_gpu_pipeline(tiny):
+    pipe = MeanFlowPipeline(rgb_model(tiny))
+    cpu = pipe([0, 1], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    pipe.to("cuda")
+    gpu = pipe([0, 1], generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)

@@ -1,0 +1,248 @@
+"""python -m meanflow.sample: images equal the sampler's, resumable, ranks split the indices,
+VAE decoding, bad inputs refused before anything is written."""
+
+import dataclasses
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+import meanflow.sample as sample_cli
+from meanflow.pipeline import to_uint8
+from meanflow.sampler import sample as sample_fn
+
+
+def save_ckpt(path, model):
+    state = model.state_dict()
+    torch.save(
+        {
+            "model": state,
+            "ema": [state],
+            "ema_decays": [0.99],
+            "model_config": dataclasses.asdict(model.config),
+        },
+        path,
+    )
+    return str(path)
+
+
+def expected(model, num, steps=1, seed=0, classes="balanced"):
+    """What the CLI must produce, built from the public pieces one image at a time."""
+    cfg = model.config
+    shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+    rows = []
+    for i in range(num):
+        noise = sample_cli.noise_for([i], shape, seed)
+        y = sample_cli.labels_for([i], cfg.num_classes, classes, seed)
+        rows.append(to_uint8(sample_fn(model, y, steps=steps, noise=noise)))
+    return np.concatenate(rows)
+
+
+def load(out):
+    with np.load(os.path.join(out, "samples.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_cli_writes_pngs_and_adm_npz(tmp_path, tiny):
+    model = tiny(in_channels=3)
+    ckpt = save_ckpt(tmp_path / "last.pt", model)
+    out = str(tmp_path / "s")
+    sample_cli.main(
+        ["--ckpt", ckpt, "--out", out, "--num", "7", "--batch-size", "3", "--steps", "2", "--quiet"]
+    )
+    data = load(out)
+    assert set(data) == {"arr_0", "arr_1"}
+    assert data["arr_0"].dtype == np.uint8 and data["arr_0"].shape == (7, 8, 8, 3)
+    assert data["arr_1"].tolist() == [0, 1, 2, 3, 4, 0, 1]  # class-balanced
+    with torch.no_grad():
+        assert np.array_equal(data["arr_0"], expected(model, 7, steps=2))
+    pngs = sorted(os.listdir(os.path.join(out, "images")))
+    assert pngs == [f"{i:06d}.png" for i in range(7)]
+    assert np.array_equal(np.asarray(Image.open(os.path.join(out, "images", pngs[5]))), data["arr_0"][5])
+    assert os.listdir(os.path.join(out, "shards")) == []  # merged, then removed
+    manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+    assert manifest["complete"] and manifest["num"] == 7 and manifest["steps"] == 2
+
+
+def test_resume_skips_finished_batches_and_ends_identical(tmp_path, tiny, monkeypatch):
+    model = tiny(in_channels=3)
+    ckpt = save_ckpt(tmp_path / "last.pt", model)
+    run = dict(num=10, batch_size=3, classes="random", device="cpu", progress=False)
+    sample_cli.run(ckpt, str(tmp_path / "whole"), **run)
+
+    real, calls = sample_cli._generate_batch, []
+
+    def crash_on_third(*args):
+        calls.append(list(args[3]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(sample_cli, "_generate_batch", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        sample_cli.run(ckpt, str(tmp_path / "cut"), **run)
+    assert not os.path.exists(tmp_path / "cut" / "samples.npz")
+    assert sorted(os.listdir(tmp_path / "cut" / "shards")) == ["000000.npz", "000001.npz"]
+    os.unlink(tmp_path / "cut" / "images" / "000001.png")  # a lost PNG of a finished batch
+    calls.clear()
+    sample_cli.run(ckpt, str(tmp_path / "cut"), **run)
+    assert calls == [[6, 7, 8], [9]]  # only the unfinished batches ran
+    whole, cut = load(tmp_path / "whole"), load(tmp_path / "cut")
+    assert np.array_equal(whole["arr_0"], cut["arr_0"]) and np.array_equal(whole["arr_1"], cut["arr_1"])
+    assert os.path.exists(tmp_path / "cut" / "images" / "000001.png")
+    calls.clear()
+    sample_cli.run(ckpt, str(tmp_path / "cut"), **run)  # complete: nothing to do
+    assert calls == []
+
+
+def test_per_index_seeds_and_the_rank_split():
+    a = sample_cli.noise_for([3, 4], (1, 2, 2), seed=0)
+    assert torch.equal(a[1], sample_cli.noise_for([4], (1, 2, 2), seed=0)[0])
+    assert not torch.equal(a[0], sample_cli.noise_for([3], (1, 2, 2), seed=1)[0])
+    labels = sample_cli.labels_for(range(200), 7, "random", seed=0)
+    assert labels.min() >= 0 and labels.max() <= 6 and len(set(labels.tolist())) == 7
+    assert sample_cli.labels_for(range(3), 0, "random", 0) is None
+    for world in (1, 2, 3):
+        parts = [sample_cli.rank_batches(11, 2, r, world) for r in range(world)]
+        covered = sorted(i for part in parts for _, s, e in part for i in range(s, e))
+        assert covered == list(range(11))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank, world, port, ckpt, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    try:
+        sample_cli.run(ckpt, out, num=9, batch_size=2, device="cpu", progress=False)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_one_process(tmp_path, tiny):
+    ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: the same kernels, bitwise the same images
+    try:
+        sample_cli.run(ckpt, str(tmp_path / "one"), num=9, batch_size=2, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    args = (2, _free_port(), ckpt, str(tmp_path / "two"))
+    mp.start_processes(_rank_main, args=args, nprocs=2, start_method="spawn")
+    one, two = load(tmp_path / "one"), load(tmp_path / "two")
+    assert np.array_equal(one["arr_0"], two["arr_0"]) and np.array_equal(one["arr_1"], two["arr_1"])
+    assert len(os.listdir(tmp_path / "two" / "images")) == 9
+
+
+def test_latent_model_decodes_through_the_vae(tmp_path, tiny):
+    pytest.importorskip("diffusers")
+    from meanflow.pipeline import decode_latents, load_vae
+
+    config = dict(
+        _class_name="AutoencoderKL",
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        block_out_channels=[8, 8],
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    (tmp_path / "vae.json").write_text(json.dumps(config))
+    model = tiny(in_channels=4)
+    ckpt = save_ckpt(tmp_path / "last.pt", model)
+    with pytest.raises(ValueError, match="4-channel latents: pass --vae"):
+        sample_cli.run(ckpt, str(tmp_path / "novae"), num=2, device="cpu", progress=False)
+    assert not os.path.exists(tmp_path / "novae")
+    sample_cli.run(ckpt, str(tmp_path / "c"), num=3, vae_config=str(tmp_path / "vae.json"), progress=False)
+    assert load(tmp_path / "c")["arr_0"].shape == (3, 16, 16, 3)  # the architecture alone, random weights
+    vae = load_vae(str(tmp_path / "vae.json"), config_only=True)
+    vae.save_pretrained(str(tmp_path / "vae"))  # a local weights folder, like sd-vae-ft-ema
+    sample_cli.run(ckpt, str(tmp_path / "s"), num=3, batch_size=2, vae=str(tmp_path / "vae"), progress=False)
+    with torch.no_grad():
+        noise = sample_cli.noise_for(range(3), (4, 8, 8), 0)
+        latents = sample_fn(model, torch.arange(3), steps=1, noise=noise)
+        want = to_uint8(decode_latents(vae, latents, 0.18215))
+    assert np.array_equal(load(tmp_path / "s")["arr_0"], want)
+
+
+def test_unconditional_gray_model(tmp_path, tiny):
+    model = tiny(num_classes=0)
+    out = str(tmp_path / "s")
+    sample_cli.main(["--ckpt", save_ckpt(tmp_path / "u.pt", model), "--out", out, "--num", "3", "--quiet"])
+    data = load(out)
+    assert set(data) == {"arr_0"} and data["arr_0"].shape == (3, 8, 8, 3)  # gray -> RGB for the evaluator
+    assert np.array_equal(data["arr_0"][..., 0], data["arr_0"][..., 2])
+    assert Image.open(os.path.join(out, "images", "000000.png")).mode == "L"
+
+
+def test_pretrained_directory_as_checkpoint(tmp_path, tiny):
+    model = tiny(in_channels=3)
+    model.save_pretrained(str(tmp_path / "m"))
+    sample_cli.run(str(tmp_path / "m"), str(tmp_path / "s"), num=2, progress=False)
+    with torch.no_grad():
+        assert np.array_equal(load(tmp_path / "s")["arr_0"], expected(model, 2))
+
+
+def test_bad_inputs_write_nothing(tmp_path, tiny):
+    model = tiny(in_channels=3)
+    ckpt = save_ckpt(tmp_path / "last.pt", model)
+    out = tmp_path / "s"
+    for kwargs, message in (
+        (dict(num=0), "num must be an int >= 1"),
+        (dict(steps=0), "steps must be an int >= 1"),
+        (dict(batch_size=-1), "batch_size must be"),
+        (dict(classes="uniform"), "classes must be"),
+        (dict(dtype="fp8"), "dtype must be"),
+        (dict(ema=3), "1 EMA weight sets"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            sample_cli.run(ckpt, str(out), progress=False, **kwargs)
+    with pytest.raises(FileNotFoundError):
+        sample_cli.run(str(tmp_path / "missing.pt"), str(out), progress=False)
+    torch.save({"weights": model.state_dict()}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="not a meanflow.train checkpoint"):
+        sample_cli.run(str(tmp_path / "odd.pt"), str(out), progress=False)
+    with pytest.raises(SystemExit):
+        sample_cli.main(["--ckpt", ckpt, "--out", str(out), "--num", "0"])
+    assert not out.exists()
+    # a finished run is not mixed with another configuration
+    sample_cli.run(ckpt, str(out), num=2, progress=False)
+    before = load(out)["arr_0"]
+    with pytest.raises(ValueError, match=r"other settings \(seed: 0 there, 1 now\)"):
+        sample_cli.run(ckpt, str(out), num=2, seed=1, progress=False)
+    assert np.array_equal(load(out)["arr_0"], before)
+
+
+def test_module_stays_callable_as_the_sampler(tiny):
+    import meanflow
+    from meanflow import sample
+
+    model = tiny()
+    noise = torch.randn(2, 1, 8, 8)
+    assert meanflow.sample is sample_cli and callable(sample)
+    assert torch.equal(
+        sample(model, torch.arange(2), steps=1, noise=noise), sample_fn(model, torch.arange(2), noise=noise)
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_gpu_matches_cpu(tmp_path, tiny, dtype):
+    """The CUDA run gives the CPU's images up to rounding (fp32) or bf16 noise."""
+    model = tiny(in_channels=3)
+    ckpt = save_ckpt(tmp_path / "last.pt", model)
+    sample_cli.run(ckpt, str(tmp_path / "cpu"), num=6, batch_size=4, device="cpu", progress=False)
+    sample_cli.run(
+        ckpt, str(tmp_path / "gpu"), num=6, batch_size=4, device="cuda", dtype=dtype, progress=False
+    )
+    cpu, gpu = load(tmp_path / "cpu")["arr_0"].astype(int), load(tmp_path / "gpu")["arr_0"].astype(int)
+    assert np.abs(cpu - gpu).max() <= (1 if dtype == "fp32" else 16)
