@@ -32,8 +32,9 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write
-from .pipeline import SD_VAE_SCALE, decode_latents, load_vae, to_uint8
+from .pipeline import to_uint8
 from .pretrained import load_model
+from .vae import RANDOM, decode_latents, latent_scale, load_vae
 
 MANIFEST = "manifest.json"
 NPZ = "samples.npz"
@@ -222,21 +223,21 @@ def run(
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
-    if vae and vae_config:
-        raise ValueError("give vae (weights) or vae_config (random weights, tests), not both")
+    if vae_config and not vae:
+        vae = RANDOM  # the architecture alone: random weights (tests, smoke runs)
     rank, world, dev = _dist_setup(device)
     model = load_model(ckpt, ema=ema, device=dev)
     cfg = model.config
     decoder = None
-    if vae or vae_config:
-        decoder = load_vae(vae or vae_config, device=dev, config_only=bool(vae_config))
+    if vae:
+        decoder = load_vae(vae, vae_config, device=dev)
         if decoder.config.latent_channels != cfg.in_channels:
             raise ValueError(
                 f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
             )
-        scaling_factor = scaling_factor or getattr(decoder.config, "scaling_factor", None) or SD_VAE_SCALE
+        scaling_factor = scaling_factor or latent_scale(decoder)[0]
     elif cfg.in_channels not in (1, 3):
-        raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae DIR to decode them")
+        raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae to decode them")
 
     out = os.path.abspath(out)
     settings = {
@@ -247,7 +248,7 @@ def run(
         "seed": seed,
         "batch_size": batch_size,
         "classes": classes if cfg.num_classes else None,
-        "vae": os.path.abspath(vae) if vae else None,
+        "vae": os.path.abspath(vae) if vae and vae != RANDOM else vae,
         "vae_config": os.path.abspath(vae_config) if vae_config else None,
         "scaling_factor": scaling_factor if decoder is not None else None,
         "dtype": dtype,
@@ -366,8 +367,14 @@ def main(argv=None):
     p.add_argument("--classes", choices=("balanced", "random"), default="balanced")
     p.add_argument("--ema", type=int, default=0, help="EMA index in the checkpoint (ema_decays order)")
     p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
-    p.add_argument("--vae", help="local diffusers AutoencoderKL directory (latent models)")
-    p.add_argument("--vae-config", help="VAE architecture only, random weights (tests/smoke runs)")
+    p.add_argument(
+        "--vae", help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random'"
+    )
+    p.add_argument(
+        "--vae-config",
+        help="AutoencoderKL config JSON for a weights file or 'random' (default sd-vae-ft-ema); "
+        "alone: that architecture with random weights (tests/smoke runs)",
+    )
     p.add_argument("--scaling-factor", type=float, help="latent scale (default: the VAE config's, 0.18215)")
     p.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype of the model"

@@ -99,7 +99,7 @@ def test_manifest(latents, tree):
 
 
 def test_stored_moments_are_the_posterior_of_each_image(latents, tree, vae_config):
-    from meanflow.prepare_latents import load_vae
+    from meanflow.vae import load_vae
 
     with pytest.warns(UserWarning, match="RANDOM"):
         vae = load_vae("random", vae_config)
@@ -168,7 +168,8 @@ def test_resume_skips_finished_shards(latents, tree, vae_config, tmp_path, monke
 
 
 def test_flips_both_and_float16(tree, vae_config, tmp_path):
-    from meanflow.prepare_latents import encode_moments, load_vae
+    from meanflow.prepare_latents import encode_moments
+    from meanflow.vae import load_vae
 
     dst = str(tmp_path / "both")
     with pytest.warns(UserWarning, match="RANDOM"):
@@ -254,7 +255,8 @@ def test_errors(tmp_path, latents):
         LatentIndex(str(tmp_path))
     with pytest.raises(ValueError, match="latent_mode"):
         TorchLatentLoader(latents, 2, latent_mode="median")
-    from meanflow.prepare_latents import load_vae, prepare_latents
+    from meanflow.prepare_latents import prepare_latents
+    from meanflow.vae import load_vae
 
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_vae(str(tmp_path / "missing.safetensors"))
@@ -265,7 +267,7 @@ def test_errors(tmp_path, latents):
 def test_vae_from_a_file_and_a_folder_offline(vae_config, tmp_path):
     from safetensors.torch import save_file
 
-    from meanflow.prepare_latents import decode_latents, load_vae
+    from meanflow.vae import decode_latents, load_vae
 
     with pytest.warns(UserWarning, match="RANDOM"):
         vae = load_vae("random", vae_config)

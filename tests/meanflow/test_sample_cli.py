@@ -146,7 +146,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, tiny):
 
 def test_latent_model_decodes_through_the_vae(tmp_path, tiny):
     pytest.importorskip("diffusers")
-    from meanflow.pipeline import decode_latents, load_vae
+    from meanflow.vae import decode_latents, load_vae
 
     config = dict(
         _class_name="AutoencoderKL",
@@ -162,9 +162,13 @@ def test_latent_model_decodes_through_the_vae(tmp_path, tiny):
     with pytest.raises(ValueError, match="4-channel latents: pass --vae"):
         sample_cli.run(ckpt, str(tmp_path / "novae"), num=2, device="cpu", progress=False)
     assert not os.path.exists(tmp_path / "novae")
-    sample_cli.run(ckpt, str(tmp_path / "c"), num=3, vae_config=str(tmp_path / "vae.json"), progress=False)
-    assert load(tmp_path / "c")["arr_0"].shape == (3, 16, 16, 3)  # the architecture alone, random weights
-    vae = load_vae(str(tmp_path / "vae.json"), config_only=True)
+    with pytest.warns(UserWarning, match="RANDOM"):  # the architecture alone, random weights
+        sample_cli.run(
+            ckpt, str(tmp_path / "c"), num=3, vae_config=str(tmp_path / "vae.json"), progress=False
+        )
+    assert load(tmp_path / "c")["arr_0"].shape == (3, 16, 16, 3)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = load_vae("random", str(tmp_path / "vae.json"))
     vae.save_pretrained(str(tmp_path / "vae"))  # a local weights folder, like sd-vae-ft-ema
     sample_cli.run(ckpt, str(tmp_path / "s"), num=3, batch_size=2, vae=str(tmp_path / "vae"), progress=False)
     with torch.no_grad():
