@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checkpoint import atomic_directory
 from .models import DiT
-from .pretrained import atomic_directory
 from .sampler import sample
 from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
 

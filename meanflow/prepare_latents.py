@@ -33,7 +33,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .data.image_folder import FolderIndex, scan_image_folder, write_json_atomic  # noqa: E402
+from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
+from .data.image_folder import FolderIndex, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
 from .vae import RANDOM, decode_latents, latent_scale, load_vae  # noqa: E402
 
@@ -179,8 +180,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
         with open(os.path.join(tmp, "files.txt"), "w") as f:
             f.write("".join(s + "\n" for s in sources))
-        _sync_folder(tmp)
-        os.replace(tmp, final)
+        publish_directory(tmp, final)
         shard.update(count=count, done=True)
         commit()
     bar.close()
@@ -196,22 +196,6 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
 
 def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _sync_folder(folder):
-    """fsync every file of ``folder`` and the folder, so the rename publishes durable data."""
-    for name in os.listdir(folder):
-        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(folder, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_preview(index, dst, vae, count, image_size):

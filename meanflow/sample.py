@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import sampler
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, write_json_atomic
 from .pipeline import to_uint8
 from .pretrained import load_model
 from .vae import RANDOM, decode_latents, latent_scale, load_vae
@@ -105,9 +105,9 @@ def png_path(out: str, i: int) -> str:
 def _write_png(path: str, array: np.ndarray):
     from PIL import Image
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    # Not fsynced: the shard .npz is the durable record, PNGs are rewritten from it when missing.
+    atomic_write(path, lambda f: image.save(f, format="PNG"), durable=False)
 
 
 def _save_npz(path: str, **arrays):
@@ -177,7 +177,7 @@ def _check_manifest(out: str, settings: dict):
     if not os.path.exists(path):
         if glob.glob(os.path.join(out, "shards", "*.npz")) or os.path.exists(os.path.join(out, NPZ)):
             return f"{out} holds samples but no {MANIFEST}: use an empty --out"
-        atomic_write(path, lambda f: f.write(json.dumps({**settings, "complete": False}, indent=2).encode()))
+        write_json_atomic(path, {**settings, "complete": False}, indent=2)
         return None
     with open(path) as f:
         old = json.load(f)
@@ -348,7 +348,7 @@ def assemble(out: str, num: int, batch_size: int, settings: dict, keep_shards: b
 
     write_npz_streaming(final, num, image_parts(), labels)
     manifest = {**settings, "complete": True, "npz": NPZ}
-    atomic_write(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=2)
     if not keep_shards:
         for k, _, _ in ranges:
             os.unlink(shard_path(out, k))
