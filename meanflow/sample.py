@@ -32,6 +32,7 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write, write_json_atomic
+from .distributed import setup_distributed
 from .pipeline import to_uint8
 from .pretrained import load_model
 from .vae import RANDOM, decode_latents, latent_scale, load_vae
@@ -147,21 +148,6 @@ def write_npz_streaming(path: str, num: int, parts, labels=None):
     atomic_write(path, write)
 
 
-def _dist_setup(device_name: str):
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
 def _agree(world: int, value):
     """Rank 0's ``value`` on every rank (a barrier too)."""
     if world == 1:
@@ -225,7 +211,7 @@ def run(
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     if vae_config and not vae:
         vae = RANDOM  # the architecture alone: random weights (tests, smoke runs)
-    rank, world, dev = _dist_setup(device)
+    rank, world, dev = setup_distributed(device)
     model = load_model(ckpt, ema=ema, device=dev)
     cfg = model.config
     decoder = None

@@ -36,24 +36,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from meanflow.checkpoint import atomic_copy, atomic_save  # noqa: E402
 from meanflow.config import TrainConfig, parse_args  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
+from meanflow.distributed import setup_distributed  # noqa: E402
 from meanflow.loss import LossModule  # noqa: E402
 from meanflow.models import DiT  # noqa: E402
 from meanflow.sampler import sample, save_grid  # noqa: E402
-
-
-def setup_distributed(device_name: str):
-    """``(rank, world_size, device)`` from torchrun's environment; one process = world of 1."""
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local if device.index is None else device.index)
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
 
 
 def build_model(config: TrainConfig, loader) -> DiT:

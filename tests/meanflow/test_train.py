@@ -206,6 +206,21 @@ def test_atomic_write_survives_a_crash(tmp_path):
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
+def test_setup_distributed_picks_the_device(monkeypatch):
+    """train and sample share one setup: "cuda" means LOCAL_RANK's GPU, "cuda:N" is honoured."""
+    from meanflow.distributed import setup_distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert setup_distributed("cuda") == (3, 1, torch.device("cuda", 3))
+    assert setup_distributed("cuda:1") == (3, 1, torch.device("cuda", 1))
+    assert setup_distributed("cpu") == (3, 1, torch.device("cpu"))
+    assert chosen == [torch.device("cuda", 3), torch.device("cuda", 1)]
+
+
 def test_compiled_step_has_no_graph_break(tiny):
     """model.jvp + loss + backward trace as ONE graph (the mfkernels ops are custom ops)."""
     from meanflow.loss import LossModule, MeanFlowLoss
