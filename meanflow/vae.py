@@ -125,7 +125,8 @@ def load_vae(weights: str, config=None, device="cpu", dtype: torch.dtype | None 
             f"VAE {weights!r}: no such file or folder (a local diffusers folder, a weights file, or "
             f"{RANDOM!r}; nothing is downloaded)"
         )
-    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    vae = vae.to(device) if dtype is None else vae.to(device=device, dtype=dtype)
+    return vae.eval().requires_grad_(False)
 
 
 def latent_scale(vae) -> tuple[float, float]:
