@@ -293,23 +293,39 @@ def test_decode_with_the_manifest_vae(latents):
     assert images.shape == (2, 3, SIZE, SIZE)
 
 
-def test_trainer_runs_on_latents(vae_config, tmp_path):
+def test_trainer_runs_on_latents_and_decodes_its_grids(latents, tmp_path):
+    """Training on a latent folder (3 classes: fewer than the grid's 10 columns), and the sample
+    grid is images decoded with the VAE of the manifest, not raw latents."""
+    from PIL import Image
+
+    from meanflow.pretrained import load_trainer_checkpoint
+    from meanflow.sampler import sample, save_grid
     from meanflow.train import main
 
-    src, dst = str(tmp_path / "images"), str(tmp_path / "latents")
-    make_image_tree(src, classes=10, per_class=1, sides=(32, 40), extras=False)  # the grid has 10 classes
-    with pytest.warns(UserWarning, match="RANDOM"):
-        prepare(src, dst, vae_config, shard_size=100, preview=0)
     config = TrainConfig.from_name("imagenet256-b2")
     config.model, config.model_kwargs = "DiT-T/4", {"depth": 1}
-    config.data.path, config.data.num_workers = dst, 0
+    config.data.path, config.data.num_workers, config.data.backend = latents, 0, "torch"
     config.out_dir, config.steps, config.batch_size, config.progress = str(tmp_path / "run"), 2, 4, False
     config.sample_every, config.ckpt_every, config.threads = 0, 0, 1
-    summary = main(config)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        summary = main(config)
     assert summary["step"] == 2
     ckpt = torch.load(os.path.join(config.out_dir, "last.pt"), weights_only=True)
-    assert ckpt["model_config"]["in_channels"] == 4 and ckpt["model_config"]["input_size"] == 16
+    assert ckpt["model_config"]["in_channels"] == 4 and ckpt["model_config"]["input_size"] == SIZE // 2
     assert ckpt["data"]["position"] == 2
+
+    grid = Image.open(os.path.join(config.out_dir, "samples", "step_0000002.png"))
+    assert grid.mode == "RGB" and grid.size == (3 * (SIZE + 2) + 2, 10 * (SIZE + 2) + 2)
+    # The same grid by hand: the EMA model's samples, decoded by the loader.
+    model = load_trainer_checkpoint(os.path.join(config.out_dir, "last.pt"), ema=0)
+    noise = torch.randn(30, 4, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(config.seed))
+    with pytest.warns(UserWarning, match="RANDOM"):
+        images = TorchLatentLoader(latents, 2, num_workers=0).decode(
+            sample(model, torch.arange(30) % 3, steps=config.sample_steps, noise=noise)
+        )
+    save_grid(images, str(tmp_path / "want.png"), nrow=3)
+    want = np.asarray(Image.open(tmp_path / "want.png")).astype(int)
+    assert np.abs(np.asarray(grid).astype(int) - want).max() <= 1  # decoded 10 at a time there
 
 
 def test_builder_needs_path():
