@@ -31,16 +31,6 @@ needs_diffusers = pytest.mark.skipif(not _diffusers and not _ci, reason="diffuse
 pytestmark = needs_diffusers  # every test here reads latents that prepare_latents made
 
 SIZE = 32
-TINY_VAE = {  # the sd-vae-ft-ema layout, two levels of 8 channels: a factor-2 latent, 4 channels
-    "block_out_channels": [8, 8],
-    "down_block_types": ["DownEncoderBlock2D"] * 2,
-    "up_block_types": ["UpDecoderBlock2D"] * 2,
-    "layers_per_block": 1,
-    "norm_num_groups": 4,
-    "latent_channels": 4,
-    "sample_size": SIZE,
-    "scaling_factor": 0.18215,
-}
 KINDS = ["torch", pytest.param("dali", marks=needs_dali)]
 
 
@@ -58,10 +48,8 @@ def tree(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vae_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vae") / "config.json"
-    path.write_text(json.dumps(TINY_VAE))
-    return str(path)
+def vae_config(tiny_vae):
+    return tiny_vae[1]  # conftest's: a factor-2 latent with 4 channels
 
 
 def prepare(src, dst, vae_config, **kw):

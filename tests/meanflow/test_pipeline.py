@@ -10,26 +10,12 @@ import torch
 from meanflow import MeanFlowPipeline, sample
 from meanflow.vae import load_vae
 
-VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-    up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    block_out_channels=[8, 8],
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=4,
-    sample_size=16,
-)
-
 
 @pytest.fixture
-def vae_config(tmp_path):
+def vae_config(tiny_vae):
     """A diffusers AutoencoderKL config (2x upsampling, 4 latent channels), no weights."""
     pytest.importorskip("diffusers")
-    path = tmp_path / "vae_config.json"
-    path.write_text(json.dumps({"_class_name": "AutoencoderKL", **VAE_CONFIG}))
-    return str(path)
+    return tiny_vae[1]
 
 
 def random_vae(config):
