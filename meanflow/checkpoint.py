@@ -1,32 +1,49 @@
-"""Checkpoint files: atomic writes (a crash mid-write never corrupts the last good file) and
-loading a trained DiT for sampling.
+"""Atomic files and folders (checkpoints, manifests, exports, sample shards): a crash mid-write
+never corrupts the last good file, and loading a trained DiT for sampling.
 
-The data goes to a temporary file in the destination's directory (same filesystem), is
-flushed and fsynced, and only then renamed over the destination with ``os.replace``
-(atomic on POSIX); the directory is fsynced so the rename itself survives a power cut.
+A file is written to a temporary file in the destination's directory (same filesystem),
+flushed and fsynced, and only then renamed over the destination with ``os.replace`` (atomic
+on POSIX); the directory is fsynced so the rename itself survives a power cut. A folder is
+filled under a temporary sibling name, every file and folder in it is fsynced, and it is
+renamed into place the same way. This module is the only place that does either.
 """
 
+import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 import torch
 
-from .models import DiT, DiTConfig
 
-
-def _commit(tmp: str, path: str):
-    os.replace(tmp, path)
+def fsync_dir(path: str) -> None:
+    """fsync a directory (its entries: a rename into it survives a power cut); no-op where the OS
+    cannot open directories."""
     if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_DIRECTORY)
+        fd = os.open(path, os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
 
-def atomic_write(path: str, write) -> None:
-    """``write(f)`` fills a binary file object that becomes ``path`` only once complete."""
+def fsync_tree(root: str) -> None:
+    """fsync every file and folder below ``root`` (and ``root``)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
+def atomic_write(path: str, write, durable: bool = True) -> None:
+    """``write(f)`` fills a binary file object that becomes ``path`` only once complete.
+    ``durable=False`` skips the fsyncs: still never a half-written ``path`` after a crash of
+    the process, but the data may be lost in a power cut (for many small derived files)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -36,16 +53,20 @@ def atomic_write(path: str, write) -> None:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _commit(tmp, path)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if durable:
+        fsync_dir(directory)
 
 
 def atomic_save(obj, path: str) -> None:
+    """``torch.save(obj)`` to ``path``, atomically."""
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -57,8 +78,53 @@ def atomic_copy(src: str, path: str) -> None:
     atomic_write(path, write)
 
 
-def load_for_sampling(path: str, ema: bool = True, device="cpu") -> DiT:
+def write_json_atomic(path: str, obj, indent=None) -> None:
+    """``obj`` as JSON (and a final newline) to ``path``, atomically."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=indent) + "\n").encode()))
+
+
+def publish_directory(tmp: str, path: str) -> None:
+    """Make the filled folder ``tmp`` durable and rename it to ``path`` (a sibling), replacing
+    an existing ``path`` only once ``tmp`` is complete."""
+    parent = os.path.dirname(os.path.abspath(path))
+    fsync_tree(tmp)
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
+        os.rename(path, os.path.join(old, "d"))
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+    fsync_dir(parent)
+
+
+@contextmanager
+def atomic_directory(path: str, marker: str):
+    """Yields a temporary sibling directory to fill; on success it becomes ``path``.
+
+    An existing ``path`` is replaced only when it holds ``marker`` (a previous export of the
+    same kind); anything else there is the user's and is refused, never deleted."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(f"{path} exists and is not a directory")
+        if os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):
+            raise ValueError(f"{path} is a non-empty directory without {marker}: refusing to overwrite it")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+        publish_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_for_sampling(path: str, ema: bool = True, device="cpu"):
     """The DiT of a trainer checkpoint with its first EMA (or raw) weights, in eval mode."""
+    from .models import DiT, DiTConfig
+
     ckpt = torch.load(path, map_location=device, weights_only=True)
     model = DiT(DiTConfig(**ckpt["model_config"])).to(device)
     model.load_state_dict(ckpt["ema"][0] if ema and ckpt["ema"] else ckpt["model"])

@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, write_json_atomic
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -360,7 +360,7 @@ def evaluate(
     if save_ref_stats:
         atomic_write(save_ref_stats, lambda f: np.savez(f, mu=ref_stats["mu"], sigma=ref_stats["sigma"]))
     if out is not None:
-        atomic_write(out, lambda f: f.write((json.dumps(report, indent=2) + "\n").encode()))
+        write_json_atomic(out, report, indent=2)
     return report
 
 

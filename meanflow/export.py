@@ -25,7 +25,8 @@ def export(ckpt, out, ema=0, official_dit=False, num_heads=None, pipeline=False,
     else:
         model = load_model(ckpt, ema=ema)
     if pipeline:
-        from .pipeline import MeanFlowPipeline, load_vae
+        from .pipeline import MeanFlowPipeline
+        from .vae import load_vae
 
         MeanFlowPipeline(model, load_vae(vae) if vae else None).save_pretrained(out)
     else:
@@ -52,7 +53,9 @@ def main(argv=None):
     p.add_argument(
         "--pipeline", action="store_true", help="write a MeanFlowPipeline folder (model_index.json)"
     )
-    p.add_argument("--vae", help="local diffusers AutoencoderKL directory to include (with --pipeline)")
+    p.add_argument(
+        "--vae", help="with --pipeline: a local diffusers AutoencoderKL folder or weights file to include"
+    )
     args = p.parse_args(argv)
     try:
         model = export(

@@ -21,45 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checkpoint import atomic_directory
 from .models import DiT
-from .pretrained import atomic_directory
 from .sampler import sample
+from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
 
-# Stable Diffusion's VAE latent scale, used by DiT/SiT/MeanFlow on ImageNet latents.
-SD_VAE_SCALE = 0.18215
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
-
-def load_vae(path: str, device="cpu", dtype=None, config_only: bool = False):
-    """A diffusers ``AutoencoderKL`` from a local directory (``config.json`` + weights, e.g.
-    sd-vae-ft-ema). ``config_only=True`` builds the architecture from ``config.json`` (a
-    directory or the file) with random weights: for tests and smoke runs only. Never
-    downloads."""
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError as e:
-        raise ImportError("decoding latents needs diffusers: pip install 'meanflow-engine[eval]'") from e
-    if config_only:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"VAE config {path} not found")
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(path))
-    else:
-        if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(
-                f"VAE directory {path} not found or without config.json: give a local diffusers "
-                "AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors), e.g. "
-                "stabilityai/sd-vae-ft-ema saved with save_pretrained; nothing is downloaded"
-            )
-        vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
-    vae = vae.to(device) if dtype is None else vae.to(device=device, dtype=dtype)
-    return vae.eval().requires_grad_(False)
-
-
-def decode_latents(vae, latents: torch.Tensor, scaling_factor: float) -> torch.Tensor:
-    """VAE latents (scaled by ``scaling_factor`` at encoding) -> images in about ``[-1, 1]``."""
-    param = next(vae.parameters())
-    z = latents.to(device=param.device, dtype=param.dtype) / scaling_factor
-    return vae.decode(z).sample.float()
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -100,7 +67,7 @@ class MeanFlowPipeline:
             latent = getattr(vae.config, "latent_channels", None)
             if latent is not None and latent != cfg.in_channels:
                 raise ValueError(f"vae has {latent} latent channels, the transformer {cfg.in_channels}")
-            scaling_factor = scaling_factor or getattr(vae.config, "scaling_factor", None) or SD_VAE_SCALE
+            scaling_factor = scaling_factor or latent_scale(vae)[0]
         elif cfg.in_channels not in (1, 3):
             raise ValueError(
                 f"the transformer makes {cfg.in_channels}-channel latents: pass the vae that decodes them"
@@ -240,7 +207,7 @@ class MeanFlowPipeline:
     @classmethod
     def from_pretrained(cls, directory: str, device="cpu", vae=None, backend=None):
         """Load what ``save_pretrained`` wrote; ``vae`` overrides the saved one (an
-        ``AutoencoderKL`` or a local directory)."""
+        ``AutoencoderKL`` or a local folder / weights file for :func:`meanflow.vae.load_vae`)."""
         index_path = os.path.join(directory, "model_index.json")
         if not os.path.isfile(index_path):
             raise FileNotFoundError(f"{index_path} not found: not a MeanFlowPipeline directory")

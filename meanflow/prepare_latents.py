@@ -17,7 +17,7 @@ is written into a temporary folder and renamed when complete, and ``manifest.jso
 factor 0.18215 for sd-vae-ft-ema, counts, shard list, scan summary) is rewritten atomically
 after each shard, so an interrupted run resumes by re-running the same command: finished
 shards are skipped. ``--preview N`` writes ``preview.png``: N source crops over their VAE
-reconstructions (:func:`decode_latents` is what turns sampled latents back into images).
+reconstructions (:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
 """
 
 import argparse
@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import sys
-import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download (read when huggingface_hub loads)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -34,94 +33,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .data.image_folder import FolderIndex, scan_image_folder, write_json_atomic  # noqa: E402
+from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
+from .data.image_folder import FolderIndex, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
-
-# stabilityai/sd-vae-ft-ema's config.json (the VAE of DiT, SiT, REPA, MeanFlow); the tests
-# shrink block_out_channels and use random weights.
-SD_VAE_FT_EMA_CONFIG = {
-    "act_fn": "silu",
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3,
-    "latent_channels": 4,
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "out_channels": 3,
-    "sample_size": 256,
-    "scaling_factor": 0.18215,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
-RANDOM = "random"  # --vae random: the architecture with random weights (tests, dry runs)
-
-
-def vae_config(path: str | None = None) -> dict:
-    """The AutoencoderKL config: a JSON file, or sd-vae-ft-ema's."""
-    if path is None:
-        return dict(SD_VAE_FT_EMA_CONFIG)
-    if isinstance(path, dict):
-        return dict(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--vae-config {path!r} does not exist")
-    with open(path) as f:
-        config = json.load(f)
-    return {k: v for k, v in config.items() if not k.startswith("_")}
-
-
-def _read_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    prefix = "first_stage_model."  # a whole Stable Diffusion checkpoint
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
-
-
-def load_vae(weights: str, config=None, device="cpu"):
-    """A diffusers ``AutoencoderKL`` in eval mode on ``device``.
-
-    ``weights``: a diffusers model folder (``config.json`` + weights), a weights file
-    (``.safetensors``/``.bin``/``.pt``/``.ckpt``, diffusers or original-LDM key names) used
-    with ``config`` (a dict or JSON path; default sd-vae-ft-ema), or ``"random"`` (the
-    ``config`` architecture with weights drawn from seed 0). Never downloads.
-    """
-    from diffusers import AutoencoderKL
-
-    if weights == RANDOM:
-        warnings.warn("--vae random: encoding with RANDOM weights (for tests only)", stacklevel=2)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            vae = AutoencoderKL.from_config(vae_config(config))
-    elif os.path.isdir(weights):
-        if config is not None:
-            raise ValueError("--vae-config is for a weights file; a diffusers folder has its own config.json")
-        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True, low_cpu_mem_usage=False)
-    elif os.path.isfile(weights):
-        cfg = vae_config(config)
-        state = _read_state_dict(weights)
-        if any(k.startswith("encoder.down.") for k in state):  # original LDM key names
-            from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-            state = convert_ldm_vae_checkpoint(state, cfg)
-        vae = AutoencoderKL.from_config(cfg)
-        try:
-            vae.load_state_dict(state)
-        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
-            which = "--vae-config" if config else "sd-vae-ft-ema"
-            detail = str(e).splitlines()[1].strip()[:300]
-            raise ValueError(f"VAE weights {weights!r} do not fit the config ({which}): {detail}") from e
-    else:
-        raise FileNotFoundError(
-            f"--vae {weights!r}: no such file or folder (a local path; nothing is downloaded)"
-        )
-    return vae.to(device).eval().requires_grad_(False)
+from .vae import RANDOM, decode_latents, latent_scale, load_vae  # noqa: E402
 
 
 @torch.no_grad()
@@ -132,13 +47,6 @@ def encode_moments(vae, images: torch.Tensor, flips: int = 1) -> torch.Tensor:
     posterior = vae.encode(x.to(vae.dtype)).latent_dist
     moments = torch.stack([posterior.mean, posterior.std], 1).float()
     return torch.stack(moments.chunk(flips), 1)
-
-
-@torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor, scale_factor: float = 0.18215, shift_factor: float = 0.0):
-    """Scaled latents ``(B, C, h, w)`` (what the trainer sees) -> images ``(B, 3, H, W)`` in [-1, 1]."""
-    z = latents.to(vae.dtype) / scale_factor + shift_factor
-    return vae.decode(z).sample.float().clamp(-1, 1)
 
 
 def _vae_identity(weights, config, vae) -> dict:
@@ -189,6 +97,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         {"name": f"shard_{k:05d}", "start": s, "images": min(shard_size, n - s), "count": 0, "done": False}
         for k, s in enumerate(range(0, n, shard_size))
     ]
+    scale, shift = latent_scale(vae)
     manifest = {
         "format": FORMAT,
         "version": 1,
@@ -197,8 +106,8 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         "image_size": image_size,
         "crop": "adm-center",
         "vae": _vae_identity(weights, config, vae),
-        "scale_factor": float(vae.config.scaling_factor),
-        "shift_factor": float(vae.config.shift_factor or 0.0),
+        "scale_factor": scale,
+        "shift_factor": shift,
         "latent_shape": [vae.config.latent_channels, image_size // factor, image_size // factor],
         "stored": "posterior moments: each file (flips, 2, C, h, w) = [mean, std] before scale_factor",
         "flips": flips,
@@ -271,8 +180,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
         with open(os.path.join(tmp, "files.txt"), "w") as f:
             f.write("".join(s + "\n" for s in sources))
-        _sync_folder(tmp)
-        os.replace(tmp, final)
+        publish_directory(tmp, final)
         shard.update(count=count, done=True)
         commit()
     bar.close()
@@ -290,22 +198,6 @@ def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _sync_folder(folder):
-    """fsync every file of ``folder`` and the folder, so the rename publishes durable data."""
-    for name in os.listdir(folder):
-        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(folder, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_preview(index, dst, vae, count, image_size):
     """``dst/preview.png``: the first ``count`` source crops above their reconstructions."""
     from .data.image_folder import load_image
@@ -316,8 +208,7 @@ def write_preview(index, dst, vae, count, image_size):
     count = min(count, len(latents))
     moments = torch.stack([torch.from_numpy(np.load(latents.files[i])) for i in range(count)])
     z = moments_to_latents(moments, torch.zeros(count, dtype=torch.bool), None, latents.scale, latents.shift)
-    device = next(vae.parameters()).device
-    recon = decode_latents(vae, z.to(device), latents.scale, latents.shift).cpu()
+    recon = decode_latents(vae, z, latents.scale, latents.shift).cpu()
     names = []
     for shard in (s for s in latents.manifest["shards"] if s.get("done")):
         with open(os.path.join(dst, shard["name"], "files.txt")) as f:

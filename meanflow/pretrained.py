@@ -13,70 +13,15 @@ Every writer builds the directory under a temporary name and renames it into pla
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 
 import torch
 
+from .checkpoint import atomic_directory
 from .models import PRESETS, DiT, DiTConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
-
-
-# ----------------------------------------------------------------- atomic dirs
-
-
-def _fsync_tree(root: str):
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _fsync_dir(path: str):
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(path, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextmanager
-def atomic_directory(path: str, marker: str):
-    """Yields a temporary sibling directory to fill; on success it becomes ``path``.
-
-    An existing ``path`` is replaced only when it holds ``marker`` (a previous export of the
-    same kind); anything else there is the user's and is refused, never deleted."""
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ValueError(f"{path} exists and is not a directory")
-        if os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):
-            raise ValueError(f"{path} is a non-empty directory without {marker}: refusing to overwrite it")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
-            os.rename(path, os.path.join(old, "d"))
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------- state dicts

@@ -31,9 +31,11 @@ import numpy as np
 import torch
 
 from . import sampler
-from .checkpoint import atomic_write
-from .pipeline import SD_VAE_SCALE, decode_latents, load_vae, to_uint8
+from .checkpoint import atomic_write, write_json_atomic
+from .distributed import setup_distributed
+from .pipeline import to_uint8
 from .pretrained import load_model
+from .vae import RANDOM, decode_latents, latent_scale, load_vae
 
 MANIFEST = "manifest.json"
 NPZ = "samples.npz"
@@ -104,9 +106,9 @@ def png_path(out: str, i: int) -> str:
 def _write_png(path: str, array: np.ndarray):
     from PIL import Image
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    # Not fsynced: the shard .npz is the durable record, PNGs are rewritten from it when missing.
+    atomic_write(path, lambda f: image.save(f, format="PNG"), durable=False)
 
 
 def _save_npz(path: str, **arrays):
@@ -146,21 +148,6 @@ def write_npz_streaming(path: str, num: int, parts, labels=None):
     atomic_write(path, write)
 
 
-def _dist_setup(device_name: str):
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
 def _agree(world: int, value):
     """Rank 0's ``value`` on every rank (a barrier too)."""
     if world == 1:
@@ -176,7 +163,7 @@ def _check_manifest(out: str, settings: dict):
     if not os.path.exists(path):
         if glob.glob(os.path.join(out, "shards", "*.npz")) or os.path.exists(os.path.join(out, NPZ)):
             return f"{out} holds samples but no {MANIFEST}: use an empty --out"
-        atomic_write(path, lambda f: f.write(json.dumps({**settings, "complete": False}, indent=2).encode()))
+        write_json_atomic(path, {**settings, "complete": False}, indent=2)
         return None
     with open(path) as f:
         old = json.load(f)
@@ -222,21 +209,21 @@ def run(
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
-    if vae and vae_config:
-        raise ValueError("give vae (weights) or vae_config (random weights, tests), not both")
-    rank, world, dev = _dist_setup(device)
+    if vae_config and not vae:
+        vae = RANDOM  # the architecture alone: random weights (tests, smoke runs)
+    rank, world, dev = setup_distributed(device)
     model = load_model(ckpt, ema=ema, device=dev)
     cfg = model.config
     decoder = None
-    if vae or vae_config:
-        decoder = load_vae(vae or vae_config, device=dev, config_only=bool(vae_config))
+    if vae:
+        decoder = load_vae(vae, vae_config, device=dev)
         if decoder.config.latent_channels != cfg.in_channels:
             raise ValueError(
                 f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
             )
-        scaling_factor = scaling_factor or getattr(decoder.config, "scaling_factor", None) or SD_VAE_SCALE
+        scaling_factor = scaling_factor or latent_scale(decoder)[0]
     elif cfg.in_channels not in (1, 3):
-        raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae DIR to decode them")
+        raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae to decode them")
 
     out = os.path.abspath(out)
     settings = {
@@ -247,7 +234,7 @@ def run(
         "seed": seed,
         "batch_size": batch_size,
         "classes": classes if cfg.num_classes else None,
-        "vae": os.path.abspath(vae) if vae else None,
+        "vae": os.path.abspath(vae) if vae and vae != RANDOM else vae,
         "vae_config": os.path.abspath(vae_config) if vae_config else None,
         "scaling_factor": scaling_factor if decoder is not None else None,
         "dtype": dtype,
@@ -347,7 +334,7 @@ def assemble(out: str, num: int, batch_size: int, settings: dict, keep_shards: b
 
     write_npz_streaming(final, num, image_parts(), labels)
     manifest = {**settings, "complete": True, "npz": NPZ}
-    atomic_write(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=2)
     if not keep_shards:
         for k, _, _ in ranges:
             os.unlink(shard_path(out, k))
@@ -366,8 +353,14 @@ def main(argv=None):
     p.add_argument("--classes", choices=("balanced", "random"), default="balanced")
     p.add_argument("--ema", type=int, default=0, help="EMA index in the checkpoint (ema_decays order)")
     p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
-    p.add_argument("--vae", help="local diffusers AutoencoderKL directory (latent models)")
-    p.add_argument("--vae-config", help="VAE architecture only, random weights (tests/smoke runs)")
+    p.add_argument(
+        "--vae", help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random'"
+    )
+    p.add_argument(
+        "--vae-config",
+        help="AutoencoderKL config JSON for a weights file or 'random' (default sd-vae-ft-ema); "
+        "alone: that architecture with random weights (tests/smoke runs)",
+    )
     p.add_argument("--scaling-factor", type=float, help="latent scale (default: the VAE config's, 0.18215)")
     p.add_argument(
         "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype of the model"

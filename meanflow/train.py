@@ -23,6 +23,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 
 if __package__ in (None, ""):  # torchrun meanflow/train.py: make the package importable
@@ -36,24 +37,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from meanflow.checkpoint import atomic_copy, atomic_save  # noqa: E402
 from meanflow.config import TrainConfig, parse_args  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
+from meanflow.distributed import setup_distributed  # noqa: E402
 from meanflow.loss import LossModule  # noqa: E402
 from meanflow.models import DiT  # noqa: E402
 from meanflow.sampler import sample, save_grid  # noqa: E402
-
-
-def setup_distributed(device_name: str):
-    """``(rank, world_size, device)`` from torchrun's environment; one process = world of 1."""
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local if device.index is None else device.index)
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
 
 
 def build_model(config: TrainConfig, loader) -> DiT:
@@ -61,6 +48,22 @@ def build_model(config: TrainConfig, loader) -> DiT:
         num_classes=loader.num_classes, in_channels=loader.channels, input_size=loader.image_size
     )
     return DiT.from_config(config.model, backend=config.backend, **{**overrides, **config.model_kwargs})
+
+
+def grid_images(loader, samples: torch.Tensor) -> torch.Tensor:
+    """Samples -> images for the PNG grid: latents go through the loader's ``decode`` (the VAE
+    recorded in the latent folder's manifest; ten at a time to bound memory); a loader without
+    ``decode`` gives pixels already. A VAE that does not load never stops the run: the grid then
+    shows the first three latent channels, with a warning."""
+    decode = getattr(loader, "decode", None)
+    if decode is None:
+        return samples
+    try:
+        return torch.cat([decode(part) for part in samples.split(10)])
+    except (FileNotFoundError, ImportError, ValueError) as e:
+        why = f"cannot decode with the latent folder's VAE: {e}"
+        warnings.warn(f"sample grids show latent channels 0-2: {why}", stacklevel=2)
+        return samples[:, :3]
 
 
 def build_optimizer(model, config: TrainConfig, device):
@@ -232,8 +235,11 @@ def main(argv=None) -> dict:
                 atomic_copy(last, os.path.join(config.out_dir, f"ckpt_{step:07d}.pt"))
 
     sampler_model = emas[0] if emas else model
-    grid_labels = torch.arange(100, device=device) % 10 if loader.num_classes else None
-    grid_noise = torch.randn(100, loader.channels, loader.image_size, loader.image_size,
+    # Ten rows; with labels, column k shows class k (of the first ten classes).
+    cfg = model.config
+    grid_cols = min(cfg.num_classes, 10) if cfg.num_classes else 10
+    grid_labels = torch.arange(10 * grid_cols, device=device) % grid_cols if cfg.num_classes else None
+    grid_noise = torch.randn(10 * grid_cols, cfg.in_channels, cfg.input_size, cfg.input_size,
                              generator=torch.Generator().manual_seed(config.seed)).to(device)  # fmt: skip
 
     eval_time = [0.0]
@@ -242,7 +248,8 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         if master:
             images = sample(sampler_model, grid_labels, steps=config.sample_steps, noise=grid_noise)
-            save_grid(images, os.path.join(config.out_dir, "samples", f"step_{step:07d}.png"))
+            png = os.path.join(config.out_dir, "samples", f"step_{step:07d}.png")
+            save_grid(grid_images(loader, images), png, nrow=grid_cols)
         result = None
         if do_eval and config.eval_samples and config.data.name == "mnist" and master:
             from meanflow.eval_mnist import evaluate

@@ -20,7 +20,6 @@ missing) uses it exactly; the DALI pipeline approximates it (see ``dali_images``
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..checkpoint import write_json_atomic
 from .sharding import ShardedLoader
 
 # What both the DALI decoder and PIL read (GIF is not decoded by DALI).
@@ -92,26 +92,6 @@ def default_cache_path(root: str) -> str:
         return os.path.join(root, ".meanflow_scan.json")
     digest = hashlib.sha1(root.encode()).hexdigest()[:16]
     return os.path.join(os.path.expanduser("~"), ".cache", "meanflow", f"scan-{digest}.json")
-
-
-def write_json_atomic(path: str, obj, indent=None) -> None:
-    """Write JSON to a temporary file, fsync, rename over ``path``: never a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # not mkstemp's 0600
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_cache(path, root):

@@ -123,7 +123,7 @@ class _LatentLoader(ShardedLoader):
 
     def decode(self, latents: torch.Tensor, vae=None) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] with the VAE recorded in the manifest (or ``vae``)."""
-        from ..prepare_latents import decode_latents, load_vae
+        from ..vae import decode_latents, load_vae
 
         if vae is None:
             if self._vae is None:

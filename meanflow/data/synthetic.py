@@ -70,7 +70,7 @@ def make_latent_folder(root, num=256, classes=10, shape=(4, 32, 32), flips=1, dt
                        shard_size=4096, seed=0) -> str:  # fmt: skip
     """A latent folder in ``prepare_latents``' layout with random moments (no VAE, no images):
     for reader benchmarks and tests. Returns ``root``."""
-    from .image_folder import write_json_atomic
+    from ..checkpoint import write_json_atomic
     from .latents import FORMAT, MANIFEST
 
     rng = np.random.default_rng(seed)

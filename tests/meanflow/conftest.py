@@ -21,6 +21,30 @@ def tiny():
     return make_tiny
 
 
+# A diffusers AutoencoderKL config in sd-vae-ft-ema's layout shrunk to two levels of 8 channels:
+# 4 latent channels at half the image size. The tests build it with random weights.
+TINY_VAE = {
+    "block_out_channels": [8, 8],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "latent_channels": 4,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(tmp_path_factory):
+    """``(config dict, path of its config.json)`` for ``meanflow.vae.load_vae("random", ...)``."""
+    import json
+
+    path = tmp_path_factory.mktemp("tiny-vae") / "config.json"
+    path.write_text(json.dumps({"_class_name": "AutoencoderKL", **TINY_VAE}))
+    return dict(TINY_VAE), str(path)
+
+
 def write_idx(path, array, gz=False):
     """Write a uint8 array as an IDX file (MNIST's format), optionally gzipped."""
     import gzip

@@ -31,16 +31,6 @@ needs_diffusers = pytest.mark.skipif(not _diffusers and not _ci, reason="diffuse
 pytestmark = needs_diffusers  # every test here reads latents that prepare_latents made
 
 SIZE = 32
-TINY_VAE = {  # the sd-vae-ft-ema layout, two levels of 8 channels: a factor-2 latent, 4 channels
-    "block_out_channels": [8, 8],
-    "down_block_types": ["DownEncoderBlock2D"] * 2,
-    "up_block_types": ["UpDecoderBlock2D"] * 2,
-    "layers_per_block": 1,
-    "norm_num_groups": 4,
-    "latent_channels": 4,
-    "sample_size": SIZE,
-    "scaling_factor": 0.18215,
-}
 KINDS = ["torch", pytest.param("dali", marks=needs_dali)]
 
 
@@ -58,10 +48,8 @@ def tree(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vae_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vae") / "config.json"
-    path.write_text(json.dumps(TINY_VAE))
-    return str(path)
+def vae_config(tiny_vae):
+    return tiny_vae[1]  # conftest's: a factor-2 latent with 4 channels
 
 
 def prepare(src, dst, vae_config, **kw):
@@ -99,7 +87,7 @@ def test_manifest(latents, tree):
 
 
 def test_stored_moments_are_the_posterior_of_each_image(latents, tree, vae_config):
-    from meanflow.prepare_latents import load_vae
+    from meanflow.vae import load_vae
 
     with pytest.warns(UserWarning, match="RANDOM"):
         vae = load_vae("random", vae_config)
@@ -168,7 +156,8 @@ def test_resume_skips_finished_shards(latents, tree, vae_config, tmp_path, monke
 
 
 def test_flips_both_and_float16(tree, vae_config, tmp_path):
-    from meanflow.prepare_latents import encode_moments, load_vae
+    from meanflow.prepare_latents import encode_moments
+    from meanflow.vae import load_vae
 
     dst = str(tmp_path / "both")
     with pytest.warns(UserWarning, match="RANDOM"):
@@ -254,7 +243,8 @@ def test_errors(tmp_path, latents):
         LatentIndex(str(tmp_path))
     with pytest.raises(ValueError, match="latent_mode"):
         TorchLatentLoader(latents, 2, latent_mode="median")
-    from meanflow.prepare_latents import load_vae, prepare_latents
+    from meanflow.prepare_latents import prepare_latents
+    from meanflow.vae import load_vae
 
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_vae(str(tmp_path / "missing.safetensors"))
@@ -265,7 +255,7 @@ def test_errors(tmp_path, latents):
 def test_vae_from_a_file_and_a_folder_offline(vae_config, tmp_path):
     from safetensors.torch import save_file
 
-    from meanflow.prepare_latents import decode_latents, load_vae
+    from meanflow.vae import decode_latents, load_vae
 
     with pytest.warns(UserWarning, match="RANDOM"):
         vae = load_vae("random", vae_config)
@@ -291,23 +281,39 @@ def test_decode_with_the_manifest_vae(latents):
     assert images.shape == (2, 3, SIZE, SIZE)
 
 
-def test_trainer_runs_on_latents(vae_config, tmp_path):
+def test_trainer_runs_on_latents_and_decodes_its_grids(latents, tmp_path):
+    """Training on a latent folder (3 classes: fewer than the grid's 10 columns), and the sample
+    grid is images decoded with the VAE of the manifest, not raw latents."""
+    from PIL import Image
+
+    from meanflow.pretrained import load_trainer_checkpoint
+    from meanflow.sampler import sample, save_grid
     from meanflow.train import main
 
-    src, dst = str(tmp_path / "images"), str(tmp_path / "latents")
-    make_image_tree(src, classes=10, per_class=1, sides=(32, 40), extras=False)  # the grid has 10 classes
-    with pytest.warns(UserWarning, match="RANDOM"):
-        prepare(src, dst, vae_config, shard_size=100, preview=0)
     config = TrainConfig.from_name("imagenet256-b2")
     config.model, config.model_kwargs = "DiT-T/4", {"depth": 1}
-    config.data.path, config.data.num_workers = dst, 0
+    config.data.path, config.data.num_workers, config.data.backend = latents, 0, "torch"
     config.out_dir, config.steps, config.batch_size, config.progress = str(tmp_path / "run"), 2, 4, False
     config.sample_every, config.ckpt_every, config.threads = 0, 0, 1
-    summary = main(config)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        summary = main(config)
     assert summary["step"] == 2
     ckpt = torch.load(os.path.join(config.out_dir, "last.pt"), weights_only=True)
-    assert ckpt["model_config"]["in_channels"] == 4 and ckpt["model_config"]["input_size"] == 16
+    assert ckpt["model_config"]["in_channels"] == 4 and ckpt["model_config"]["input_size"] == SIZE // 2
     assert ckpt["data"]["position"] == 2
+
+    grid = Image.open(os.path.join(config.out_dir, "samples", "step_0000002.png"))
+    assert grid.mode == "RGB" and grid.size == (3 * (SIZE + 2) + 2, 10 * (SIZE + 2) + 2)
+    # The same grid by hand: the EMA model's samples, decoded by the loader.
+    model = load_trainer_checkpoint(os.path.join(config.out_dir, "last.pt"), ema=0)
+    noise = torch.randn(30, 4, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(config.seed))
+    with pytest.warns(UserWarning, match="RANDOM"):
+        images = TorchLatentLoader(latents, 2, num_workers=0).decode(
+            sample(model, torch.arange(30) % 3, steps=config.sample_steps, noise=noise)
+        )
+    save_grid(images, str(tmp_path / "want.png"), nrow=3)
+    want = np.asarray(Image.open(tmp_path / "want.png")).astype(int)
+    assert np.abs(np.asarray(grid).astype(int) - want).max() <= 1  # decoded 10 at a time there
 
 
 def test_builder_needs_path():

@@ -8,28 +8,19 @@ import pytest
 import torch
 
 from meanflow import MeanFlowPipeline, sample
-from meanflow.pipeline import load_vae
-
-VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-    up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    block_out_channels=[8, 8],
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=4,
-    sample_size=16,
-)
+from meanflow.vae import load_vae
 
 
 @pytest.fixture
-def vae_config(tmp_path):
+def vae_config(tiny_vae):
     """A diffusers AutoencoderKL config (2x upsampling, 4 latent channels), no weights."""
     pytest.importorskip("diffusers")
-    path = tmp_path / "vae_config.json"
-    path.write_text(json.dumps({"_class_name": "AutoencoderKL", **VAE_CONFIG}))
-    return str(path)
+    return tiny_vae[1]
+
+
+def random_vae(config):
+    with pytest.warns(UserWarning, match="RANDOM"):
+        return load_vae("random", config)
 
 
 def rgb_model(tiny, **kw):
@@ -76,8 +67,7 @@ def test_gray_and_unconditional(tiny):
 
 
 def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
-    torch.manual_seed(0)
-    vae = load_vae(vae_config, config_only=True)
+    vae = random_vae(vae_config)
     model = tiny(in_channels=4)
     pipe = MeanFlowPipeline(model, vae, id2label={0: "tench, Tinca tinca", 1: "goldfish"})
     assert pipe.scaling_factor == 0.18215
@@ -122,7 +112,7 @@ def test_bad_inputs(tmp_path, vae_config, tiny):
     with pytest.raises(ValueError, match="4-channel latents: pass the vae"):
         MeanFlowPipeline(tiny(in_channels=4))
     with pytest.raises(ValueError, match="vae has 4 latent channels, the transformer 3"):
-        MeanFlowPipeline(rgb_model(tiny), load_vae(vae_config, config_only=True))
+        MeanFlowPipeline(rgb_model(tiny), random_vae(vae_config))
     with pytest.raises(TypeError, match="meanflow DiT"):
         MeanFlowPipeline(torch.nn.Linear(2, 2))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):

@@ -190,6 +190,33 @@ def test_tensorboard_needs_its_package(tmp_path, fake_mnist):
     assert not (tmp_path / "run").exists()
 
 
+def test_sample_grid_with_fewer_than_ten_classes(tmp_path):
+    """The grid's labels are the model's classes (one column each), never 0..9 regardless."""
+    from PIL import Image
+
+    from meanflow.data.synthetic import make_image_tree
+
+    make_image_tree(str(tmp_path / "images"), classes=3, per_class=2, sides=(16, 20), extras=False)
+    config = tiny_config(tmp_path / "run", str(tmp_path / "images"), steps=2, batch_size=4)
+    config.data.name, config.data.backend, config.data.image_size, config.data.num_workers = (
+        "imagefolder", "torch", 16, 0,
+    )  # fmt: skip
+    assert train.main(config)["step"] == 2
+    grid = Image.open(tmp_path / "run" / "samples" / "step_0000002.png")
+    assert grid.mode == "RGB" and grid.size == (3 * 18 + 2, 10 * 18 + 2)  # 3 columns (classes), 10 rows
+
+
+def test_grid_of_latents_without_their_vae_warns_and_goes_on(tmp_path):
+    from meanflow.data.latents import TorchLatentLoader
+    from meanflow.data.synthetic import make_latent_folder
+
+    loader = TorchLatentLoader(make_latent_folder(str(tmp_path), num=4, shape=(4, 4, 4)), 2, num_workers=0)
+    samples = torch.randn(3, 4, 4, 4)
+    with pytest.warns(UserWarning, match="latent channels 0-2"):
+        assert torch.equal(train.grid_images(loader, samples), samples[:, :3])
+    assert train.grid_images(object(), samples) is samples  # pixel loaders have no decode
+
+
 def test_atomic_write_survives_a_crash(tmp_path):
     from meanflow.checkpoint import atomic_save, atomic_write
 
@@ -204,6 +231,21 @@ def test_atomic_write_survives_a_crash(tmp_path):
         atomic_write(path, crash)
     assert _load(path) == {"step": 1}
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_setup_distributed_picks_the_device(monkeypatch):
+    """train and sample share one setup: "cuda" means LOCAL_RANK's GPU, "cuda:N" is honoured."""
+    from meanflow.distributed import setup_distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert setup_distributed("cuda") == (3, 1, torch.device("cuda", 3))
+    assert setup_distributed("cuda:1") == (3, 1, torch.device("cuda", 1))
+    assert setup_distributed("cpu") == (3, 1, torch.device("cpu"))
+    assert chosen == [torch.device("cuda", 3), torch.device("cuda", 1)]
 
 
 def test_compiled_step_has_no_graph_break(tiny):

@@ -1,0 +1,149 @@
+"""The VAE of latent-space models: a diffusers ``AutoencoderKL`` loaded offline, and decoding.
+
+One loader serves every place that needs the VAE (``prepare_latents``, the latent loaders'
+``decode``, ``sample``, ``export``, ``MeanFlowPipeline``)::
+
+    vae = load_vae("/models/sd-vae-ft-ema")                    # a diffusers folder
+    vae = load_vae("vae.safetensors")                           # weights + sd-vae-ft-ema's config
+    vae = load_vae("sd.ckpt", "config.json", device="cuda", dtype=torch.float16)
+    vae = load_vae("random", "config.json")                     # random weights: tests, dry runs
+    images = decode_latents(vae, latents)                       # scale/shift from the VAE config
+
+Weights are only ever read from a local path (``HF_HUB_OFFLINE`` semantics); diffusers is
+imported when a VAE is first needed, so pixel-space models never need it.
+"""
+
+import json
+import os
+import warnings
+
+import torch
+
+# stabilityai/sd-vae-ft-ema's config.json (the VAE of DiT, SiT, REPA, MeanFlow); the tests
+# shrink block_out_channels and use random weights.
+SD_VAE_FT_EMA_CONFIG = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+SD_VAE_SCALE = SD_VAE_FT_EMA_CONFIG["scaling_factor"]  # the latent scale of DiT/SiT/MeanFlow
+RANDOM = "random"  # load_vae("random", config): the architecture with random weights (seed 0)
+
+
+def _autoencoder_kl():
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError as e:
+        raise ImportError(
+            "the VAE (latent-space models) needs diffusers: pip install 'meanflow-engine[eval]' "
+            "(or the [data] extra, or just diffusers)"
+        ) from e
+    return AutoencoderKL
+
+
+def vae_config(config=None) -> dict:
+    """The ``AutoencoderKL`` config: a dict, a JSON file, a folder holding ``config.json``, or
+    None for sd-vae-ft-ema's. Keys starting with ``_`` (diffusers' metadata) are dropped."""
+    if config is None:
+        return dict(SD_VAE_FT_EMA_CONFIG)
+    if isinstance(config, dict):
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+    path = os.path.join(config, "config.json") if os.path.isdir(config) else config
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VAE config {path!r} does not exist")
+    with open(path) as f:
+        return vae_config(json.load(f))
+
+
+def _read_state_dict(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    prefix = "first_stage_model."  # a whole Stable Diffusion checkpoint
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_vae(weights: str, config=None, device="cpu", dtype: torch.dtype | None = None):
+    """A diffusers ``AutoencoderKL`` in eval mode, without grad, on ``device`` (in ``dtype``).
+
+    ``weights``: a diffusers model folder (``config.json`` + weights), a weights file
+    (``.safetensors``/``.bin``/``.pt``/``.ckpt``, diffusers or original-LDM key names) used
+    with ``config`` (see :func:`vae_config`; default sd-vae-ft-ema), or ``"random"`` (the
+    ``config`` architecture with weights drawn from seed 0, with a warning: tests and smoke
+    runs only). Never downloads.
+    """
+    AutoencoderKL = _autoencoder_kl()
+    if weights == RANDOM:
+        warnings.warn("VAE with RANDOM weights (for tests and dry runs only)", stacklevel=2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            vae = AutoencoderKL.from_config(vae_config(config))
+    elif os.path.isdir(weights):
+        if config is not None:
+            raise ValueError(
+                f"a VAE config goes with a weights file; the folder {weights!r} has its own config.json"
+            )
+        if not os.path.isfile(os.path.join(weights, "config.json")):
+            raise FileNotFoundError(
+                f"VAE folder {weights!r} has no config.json: give a diffusers AutoencoderKL folder "
+                "(config.json + diffusion_pytorch_model.safetensors, e.g. stabilityai/sd-vae-ft-ema "
+                "saved with save_pretrained) or a weights file; nothing is downloaded"
+            )
+        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True, low_cpu_mem_usage=False)
+    elif os.path.isfile(weights):
+        cfg = vae_config(config)
+        state = _read_state_dict(weights)
+        if any(k.startswith("encoder.down.") for k in state):  # original LDM key names
+            from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+            state = convert_ldm_vae_checkpoint(state, cfg)
+        vae = AutoencoderKL.from_config(cfg)
+        try:
+            vae.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+            which = "the given config" if config is not None else "sd-vae-ft-ema's config"
+            detail = str(e).splitlines()[1].strip()[:300]
+            raise ValueError(f"VAE weights {weights!r} do not fit {which}: {detail}") from e
+    else:
+        raise FileNotFoundError(
+            f"VAE {weights!r}: no such file or folder (a local diffusers folder, a weights file, or "
+            f"{RANDOM!r}; nothing is downloaded)"
+        )
+    vae = vae.to(device) if dtype is None else vae.to(device=device, dtype=dtype)
+    return vae.eval().requires_grad_(False)
+
+
+def latent_scale(vae) -> tuple[float, float]:
+    """``(scale_factor, shift_factor)`` of ``vae``'s config (0.18215 and 0 where unset):
+    the trainer sees ``(z - shift) * scale``."""
+    scale = getattr(vae.config, "scaling_factor", None) or SD_VAE_SCALE
+    return float(scale), float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, scale_factor: float | None = None, shift_factor=None):
+    """Scaled latents ``(B, C, h, w)`` (what the trainer sees) -> float32 images ``(B, 3, H, W)``
+    in [-1, 1] on the latents' device (decoded on the VAE's). ``scale_factor``/``shift_factor``:
+    those the latents were made with; None takes the VAE config's (:func:`latent_scale`)."""
+    default_scale, default_shift = latent_scale(vae)
+    scale = default_scale if scale_factor is None else scale_factor
+    shift = default_shift if shift_factor is None else shift_factor
+    param = next(vae.parameters())
+    z = latents.to(device=param.device, dtype=param.dtype) / scale + shift
+    return vae.decode(z).sample.float().clamp(-1, 1).to(latents.device)
