@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from numerics import DEVICE, rel_err
 
 from meanflow.models import DiT
 from mfkernels import dispatch
@@ -21,13 +22,6 @@ TRITON_OPS = (
     "silu_jvp",
     "rms_norm_jvp",
 )
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def rel_err(out, ref):
-    scale = ref.abs().max().item()
-    return (out.double() - ref.double()).abs().max().item() / (scale if scale > 1e-12 else 1.0)
 
 
 def tiny_dit(backend, qk_norm, seed=0):

@@ -6,27 +6,11 @@ are checked properly in the ``gpu`` tests)."""
 
 import pytest
 import torch
+from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
 from mfkernels import reference
-from mfkernels._triton import HAS_TRITON
 from mfkernels.activations import gelu_tanh_jvp_triton, silu_jvp_triton
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
-
-
-def rel_err(out, ref):
-    scale = ref.abs().max().item()
-    return (out.double() - ref.double()).abs().max().item() / (scale if scale > 1e-12 else 1.0)
-
-
-def assert_close(name, out, ref, tol):
-    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    assert torch.isfinite(out).all(), f"{name}: non-finite values"
-    err = rel_err(out, ref)
-    assert err <= tol, f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {tol:.0e}"
 
 
 def inputs(shape, dtype, spread=3.0):

@@ -7,34 +7,15 @@ import warnings
 
 import pytest
 import torch
+from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
 from mfkernels import dispatch, reference
-from mfkernels._triton import HAS_TRITON
 from mfkernels.attention import (
     attention_backward_triton,
     attention_jvp_triton,
     triton_attention_unsupported,
 )
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
-
-
-def rel_err(out, ref):
-    """Max abs error relative to the reference's max abs. An output that is zero in exact
-    arithmetic (dQ and dK when there is one key: softmax over one key is constant) has no
-    scale of its own; it is measured against 1, the scale of the inputs."""
-    scale = ref.abs().max().item()
-    return (out.double() - ref).abs().max().item() / (scale if scale > 1e-12 else 1.0)
-
-
-def assert_close(name, out, ref, tol):
-    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    assert torch.isfinite(out).all(), f"{name}: non-finite values"
-    err = rel_err(out, ref)
-    assert err <= tol, f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {tol:.0e}"
 
 
 def packed_qkv(batch, heads, n, d, dtype, device=DEVICE):

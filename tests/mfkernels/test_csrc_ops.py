@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from numerics import assert_close
 
 import mfkernels
 from mfkernels import csrc_ops, dispatch, reference
@@ -22,25 +23,10 @@ needs_cuda_ext = pytest.mark.skipif(
 )
 pytestmark = pytest.mark.filterwarnings("error:mfkernels")  # a silent fallback would test nothing
 
-TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 # (batch, tokens, dim): tokens 1, 17, 130 and dims 72 (DiT-XL/2 head dim), 384 (DiT-S).
 SHAPES = [(1, 1, 72), (2, 17, 72), (2, 130, 384), (3, 17, 384)]
 ISAS = ["avx512", "avx2", "base"]
-
-
-def rel_err(out, ref):
-    scale = ref.double().abs().max().item()
-    return (out.double() - ref.double()).abs().max().item() / (scale if scale > 0 else 1.0)
-
-
-def assert_close(name, out, ref, dtype):
-    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    assert torch.isfinite(out).all(), f"{name}: non-finite values"
-    err = rel_err(out, ref)
-    assert err <= TOL[dtype], (
-        f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {TOL[dtype]:.0e}"
-    )
 
 
 def f64(*tensors):

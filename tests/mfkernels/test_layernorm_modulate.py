@@ -7,11 +7,11 @@ the ``gpu`` tests."""
 
 import pytest
 import torch
+from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
 from mfkernels import reference
 from mfkernels._rows import MAX_ROW_DIM
-from mfkernels._triton import HAS_TRITON
 from mfkernels.layernorm_modulate import (
     _backward_unsupported,
     _jvp_unsupported,
@@ -19,22 +19,7 @@ from mfkernels.layernorm_modulate import (
     layernorm_modulate_jvp_triton,
 )
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
 EPS = 1e-6
-TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
-
-
-def rel_err(out, ref):
-    scale = ref.abs().max().item()
-    return (out.double() - ref.double()).abs().max().item() / (scale if scale > 1e-12 else 1.0)
-
-
-def assert_close(name, out, ref, tol):
-    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    assert torch.isfinite(out).all(), f"{name}: non-finite values"
-    err = rel_err(out, ref)
-    assert err <= tol, f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {tol:.0e}"
 
 
 def make_inputs(batch, tokens, dim, x_dtype, mod_dtype, device=DEVICE):

@@ -4,25 +4,9 @@ sections 2-3). Shapes are attention's ``(batch, heads, seq, head_dim)``."""
 
 import pytest
 import torch
+from numerics import DEVICE, TOL, assert_close, needs_triton
 
 import mfkernels
-from mfkernels._triton import HAS_TRITON
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
-
-
-def rel_err(out, ref):
-    scale = ref.abs().max().item()
-    return (out.double() - ref.double()).abs().max().item() / (scale if scale > 1e-12 else 1.0)
-
-
-def assert_close(name, out, ref, tol):
-    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    assert torch.isfinite(out).all(), f"{name}: non-finite values"
-    err = rel_err(out, ref)
-    assert err <= tol, f"{name}: max abs error {err:.3e} relative to max |ref| exceeds {tol:.0e}"
 
 
 def run_public(x, x_dot, weight, grad, backend):
