@@ -62,7 +62,7 @@ def main(argv=None):
     """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png"""
     import argparse
 
-    from .checkpoint import load_for_sampling
+    from .pretrained import load_trainer_checkpoint
 
     parser = argparse.ArgumentParser(description="Sample a grid (10 per class) from a trainer checkpoint.")
     parser.add_argument("checkpoint")
@@ -73,7 +73,7 @@ def main(argv=None):
     parser.add_argument("--out", default="samples.png")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    model = load_for_sampling(args.checkpoint, ema=not args.raw, device=args.device)
+    model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=args.device)
     cfg = model.config
     n = (cfg.num_classes or 10) * args.per_class
     y = torch.arange(n, device=args.device) % cfg.num_classes if cfg.num_classes else None
