@@ -99,11 +99,12 @@ class ImageSet:
 
     def _load_npz(self, path):
         try:
-            names = set(np.load(path).files)
+            data = np.load(path)
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f"{self.role} {path} is not a readable .npz: {e}") from e
-        if "mu" in names and "sigma" in names:
-            with np.load(path) as data:
+        with data:
+            names = set(data.files)
+            if "mu" in names and "sigma" in names:
                 self.stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}
         if "arr_0" in names:
             array = load_npz_member(path, "arr_0")
