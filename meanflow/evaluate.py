@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, write_json_atomic
+from .distributed import resolve_device
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -300,9 +301,7 @@ def evaluate(
     if out is not None and os.path.isdir(out):
         raise ValueError(f"out {out} is a directory; give a JSON file path")
 
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     extractor = make_extractor(feature_extractor, layer.values(), dev, weights_path, verbose)
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
     result = {}
