@@ -1,5 +1,5 @@
 """Atomic files and folders (checkpoints, manifests, exports, sample shards): a crash mid-write
-never corrupts the last good file, and loading a trained DiT for sampling.
+never corrupts the last good file.
 
 A file is written to a temporary file in the destination's directory (same filesystem),
 flushed and fsynced, and only then renamed over the destination with ``os.replace`` (atomic
@@ -119,13 +119,3 @@ def atomic_directory(path: str, marker: str):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def load_for_sampling(path: str, ema: bool = True, device="cpu"):
-    """The DiT of a trainer checkpoint with its first EMA (or raw) weights, in eval mode."""
-    from .models import DiT, DiTConfig
-
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = DiT(DiTConfig(**ckpt["model_config"])).to(device)
-    model.load_state_dict(ckpt["ema"][0] if ema and ckpt["ema"] else ckpt["model"])
-    return model.eval()

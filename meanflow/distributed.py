@@ -1,9 +1,15 @@
-"""Process-group setup shared by the torchrun programs (``meanflow.train``, ``meanflow.sample``)."""
+"""Device choice and process-group setup shared by the programs (``meanflow.train``, ``meanflow.sample``,
+``meanflow.evaluate``, ``meanflow.prepare_latents``)."""
 
 import os
 
 import torch
 import torch.distributed as dist
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: cuda when available, else cpu; any other name as given."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def setup_distributed(device_name: str = "auto"):
@@ -15,9 +21,7 @@ def setup_distributed(device_name: str = "auto"):
     """
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     local = int(os.environ.get("LOCAL_RANK", 0))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+    device = resolve_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", local if device.index is None else device.index)
         torch.cuda.set_device(device)

@@ -153,9 +153,9 @@ def main(argv=None):
     classifier, state = load_classifier()
     print(f"classifier: test accuracy {state['test_acc']:.4f}")
     if args.checkpoint:
-        from .checkpoint import load_for_sampling
+        from .pretrained import load_trainer_checkpoint
 
-        model = load_for_sampling(args.checkpoint, ema=not args.raw)
+        model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0)
         print(evaluate(model, args.samples, args.steps, args.seed))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, write_json_atomic
+from .distributed import resolve_device
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -99,11 +100,12 @@ class ImageSet:
 
     def _load_npz(self, path):
         try:
-            names = set(np.load(path).files)
+            data = np.load(path)
         except (OSError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f"{self.role} {path} is not a readable .npz: {e}") from e
-        if "mu" in names and "sigma" in names:
-            with np.load(path) as data:
+        with data:
+            names = set(data.files)
+            if "mu" in names and "sigma" in names:
                 self.stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}
         if "arr_0" in names:
             array = load_npz_member(path, "arr_0")
@@ -299,9 +301,7 @@ def evaluate(
     if out is not None and os.path.isdir(out):
         raise ValueError(f"out {out} is a directory; give a JSON file path")
 
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device)
     extractor = make_extractor(feature_extractor, layer.values(), dev, weights_path, verbose)
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
     result = {}

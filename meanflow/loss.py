@@ -41,6 +41,12 @@ class _Objective:
     def _times(self, b, device, generator):
         return logit_normal(b, self.time_mean, self.time_std, device, generator)
 
+    def _noise_and_drop(self, x, generator):
+        """The noise ``e`` (like ``x``) and the class-dropout mask ``(B,)``, drawn after the times."""
+        e = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
+        drop = torch.rand(x.shape[0], device=x.device, generator=generator) < self.class_dropout
+        return e, drop
+
     def _labels(self, model, y, drop):
         """Rows in ``drop`` get the null label (classifier-free guidance training)."""
         if y is None:
@@ -104,8 +110,7 @@ class MeanFlowLoss(_Objective):
         r = self._times(b, device, generator)
         t, r = torch.maximum(t, r), torch.minimum(t, r)
         r = torch.where(torch.rand(b, device=device, generator=generator) < self.ratio_r_neq_t, r, t)
-        e = torch.randn(x.shape, device=device, generator=generator, dtype=x.dtype)
-        drop = torch.rand(b, device=device, generator=generator) < self.class_dropout
+        e, drop = self._noise_and_drop(x, generator)
         return {"t": t, "r": r, "e": e, "drop": drop}
 
     def guided_velocity(self, model, z, t, v, y, drop):
@@ -152,10 +157,8 @@ class FlowMatchingLoss(_Objective):
         super().__init__(time_mean, time_std, class_dropout)
 
     def sample_noise(self, x: Tensor, generator=None) -> dict[str, Tensor]:
-        b, device = x.shape[0], x.device
-        t = self._times(b, device, generator)
-        e = torch.randn(x.shape, device=device, generator=generator, dtype=x.dtype)
-        drop = torch.rand(b, device=device, generator=generator) < self.class_dropout
+        t = self._times(x.shape[0], x.device, generator)
+        e, drop = self._noise_and_drop(x, generator)
         return {"t": t, "r": t, "e": e, "drop": drop}
 
     def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):

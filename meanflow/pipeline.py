@@ -18,27 +18,14 @@ import json
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .checkpoint import atomic_directory
 from .models import DiT
-from .sampler import sample
+from .sampler import sample, to_pil, to_uint8
 from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(B, C, H, W)`` in ``[-1, 1]`` -> ``(B, H, W, C)`` uint8, diffusers' rounding."""
-    x = (images.float() / 2 + 0.5).clamp(0, 1)
-    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def uint8_to_pil(array: np.ndarray):
-    from PIL import Image
-
-    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
 @dataclass
@@ -178,7 +165,7 @@ class MeanFlowPipeline:
         if output_type == "latent":
             result = raw
         elif output_type == "pil":
-            result = uint8_to_pil(to_uint8(images))
+            result = [to_pil(a) for a in to_uint8(images)]
         else:
             x = (images / 2 + 0.5).clamp(0, 1)
             result = x.cpu().permute(0, 2, 3, 1).numpy() if output_type == "np" else x

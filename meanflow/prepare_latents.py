@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
 from .data.image_folder import FolderIndex, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
+from .distributed import resolve_device  # noqa: E402
 from .vae import RANDOM, decode_latents, latent_scale, load_vae  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         reader = "dali" if dali_available() else "torch"
     if reader not in ("dali", "torch"):
         raise ValueError(f"reader must be auto, dali or torch, got {reader!r}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    device = resolve_device(device)
     os.makedirs(dst, exist_ok=True)
     index = scan_image_folder(src, cache=os.path.join(dst, "scan.json"), workers=scan_workers)
     print(f"prepare_latents: {index.describe()}", flush=True)

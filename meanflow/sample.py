@@ -33,7 +33,6 @@ import torch
 from . import sampler
 from .checkpoint import atomic_write, write_json_atomic
 from .distributed import setup_distributed
-from .pipeline import to_uint8
 from .pretrained import load_model
 from .vae import RANDOM, decode_latents, latent_scale, load_vae
 
@@ -104,11 +103,8 @@ def png_path(out: str, i: int) -> str:
 
 
 def _write_png(path: str, array: np.ndarray):
-    from PIL import Image
-
-    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     # Not fsynced: the shard .npz is the durable record, PNGs are rewritten from it when missing.
-    atomic_write(path, lambda f: image.save(f, format="PNG"), durable=False)
+    sampler.save_png(path, array, durable=False)
 
 
 def _save_npz(path: str, **arrays):
@@ -303,7 +299,7 @@ def _generate_batch(net, decoder, scaling_factor, indices, shape, cfg, classes, 
         with autocast:
             x = sampler.sample(net, None if y is None else y.to(dev), steps=steps, noise=noise)
         images = decode_latents(decoder, x, scaling_factor) if decoder is not None else x.float()
-    return to_uint8(images), None if y is None else y.numpy()
+    return sampler.to_uint8(images), None if y is None else y.numpy()
 
 
 def assemble(out: str, num: int, batch_size: int, settings: dict, keep_shards: bool = False) -> str:

@@ -4,6 +4,7 @@
 ``z_r = z_t - (t - r) u(z_t, r, t)``. Guidance was folded into ``u`` at training time.
 """
 
+import numpy as np
 import torch
 
 
@@ -40,29 +41,45 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
     return z
 
 
-def save_grid(images: torch.Tensor, path: str, nrow: int = 10):
-    """``(B, C, H, W)`` in [-1, 1] -> one PNG, ``nrow`` images per row, 2-pixel gaps."""
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` in ``[-1, 1]`` -> ``(B, H, W, C)`` uint8, diffusers' rounding."""
+    x = (images.float() / 2 + 0.5).clamp(0, 1)
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_pil(array: np.ndarray):
+    """``(H, W, C)`` uint8 -> a PIL image (mode ``L`` for one channel)."""
     from PIL import Image
 
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def save_png(path: str, array: np.ndarray, durable: bool = True):
+    """``(H, W, C)`` uint8 -> the PNG ``path``, written atomically (``durable``: as in
+    :func:`meanflow.checkpoint.atomic_write`)."""
     from .checkpoint import atomic_write
 
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    b, c, h, w = x.shape
+    image = to_pil(array)
+    atomic_write(path, lambda f: image.save(f, format="PNG"), durable=durable)
+
+
+def save_grid(images: torch.Tensor, path: str, nrow: int = 10):
+    """``(B, C, H, W)`` in [-1, 1] -> one PNG, ``nrow`` images per row, 2-pixel gaps."""
+    x = to_uint8(images)
+    b, h, w, c = x.shape
     rows = (b + nrow - 1) // nrow
-    grid = torch.zeros(c, rows * (h + 2) + 2, nrow * (w + 2) + 2, dtype=torch.uint8)
+    grid = np.zeros((rows * (h + 2) + 2, nrow * (w + 2) + 2, c), dtype=np.uint8)
     for i in range(b):
         r, col = divmod(i, nrow)
-        grid[:, 2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = x[i]
-    array = grid.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[..., 0] if c == 1 else array)
-    atomic_write(path, lambda f: image.save(f, format="PNG"))
+        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = x[i]
+    save_png(path, grid)
 
 
 def main(argv=None):
     """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png"""
     import argparse
 
-    from .checkpoint import load_for_sampling
+    from .pretrained import load_trainer_checkpoint
 
     parser = argparse.ArgumentParser(description="Sample a grid (10 per class) from a trainer checkpoint.")
     parser.add_argument("checkpoint")
@@ -73,7 +90,7 @@ def main(argv=None):
     parser.add_argument("--out", default="samples.png")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    model = load_for_sampling(args.checkpoint, ema=not args.raw, device=args.device)
+    model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=args.device)
     cfg = model.config
     n = (cfg.num_classes or 10) * args.per_class
     y = torch.arange(n, device=args.device) % cfg.num_classes if cfg.num_classes else None

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .sharding import ShardedLoader
+
 SPLITS = {"train": "train", "test": "t10k"}
 
 
@@ -64,39 +66,18 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-class MNISTLoader:
-    """The :class:`meanflow.data.Loader` for MNIST: the whole split lives on ``device``."""
+class MNISTLoader(ShardedLoader):
+    """The :class:`meanflow.data.Loader` for MNIST: the whole split lives on ``device``; the
+    order, rank slicing and resume position are :class:`~meanflow.data.sharding.ShardedLoader`'s
+    (no flips: digits are not mirror-symmetric)."""
 
     num_classes, channels, image_size = 10, 1, 32
 
     def __init__(self, batch_size, rank, world_size, device, seed=0, path=None, split="train"):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} must lie in [0, {world_size})")
         images, labels = load_mnist(split, path)
-        self.global_batch = batch_size * world_size
-        if self.global_batch > len(images):
-            raise ValueError(f"global batch {self.global_batch} exceeds the {len(images)} MNIST images")
-        self.batch_size, self.rank, self.seed = batch_size, rank, seed
+        super().__init__(len(images), batch_size, rank, world_size, seed, flip=False)
         self.images, self.labels = images.to(device), labels.to(device)
-        self.epoch, self.position = 0, 0  # position: global batches already taken this epoch
 
-    def _permutation(self, epoch):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.images), generator=g).to(self.images.device)
-
-    def __iter__(self):
-        per_epoch = len(self.images) // self.global_batch  # the remainder is dropped
-        while True:
-            perm = self._permutation(self.epoch)
-            while self.position < per_epoch:
-                start = self.position * self.global_batch + self.rank * self.batch_size
-                idx = perm[start : start + self.batch_size]
-                self.position += 1
-                yield to_pixels(self.images[idx]), self.labels[idx]
-            self.epoch, self.position = self.epoch + 1, 0
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
+    def _epoch(self, epoch, start, indices, flips):
+        for idx in torch.from_numpy(indices).to(self.images.device).split(self.batch_size):
+            yield to_pixels(self.images[idx]), self.labels[idx]

@@ -34,11 +34,23 @@ def test_state_dict_resumes_exactly(fake_mnist):
         next(it)
     b = MNISTLoader(8, 0, 1, "cpu", seed=1, path=fake_mnist)
     b.load_state_dict(a.state_dict())
-    assert b.state_dict() == {"epoch": 1, "position": 5, "seed": 1}
+    assert b.state_dict() == {"epoch": 1, "position": 5, "seed": 1, "num_samples": 96}
     itb = iter(b)
     for _ in range(10):
         (xa, ya), (xb, yb) = next(it), next(itb)
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_order_is_the_seeded_permutation(fake_mnist):
+    """Epoch e is randperm(n) from seed * 1_000_003 + e, read in global batches."""
+    images, labels = load_mnist("train", fake_mnist)
+    it = iter(MNISTLoader(8, 0, 1, "cpu", seed=3, path=fake_mnist))
+    for epoch in range(2):
+        perm = torch.randperm(96, generator=torch.Generator().manual_seed(3 * 1_000_003 + epoch))
+        for b in range(12):
+            x, y = next(it)
+            idx = perm[8 * b : 8 * b + 8]
+            assert torch.equal(x, to_pixels(images[idx])) and torch.equal(y, labels[idx])
 
 
 def test_epochs_are_reshuffled(fake_mnist):
