@@ -5,7 +5,8 @@ A file is written to a temporary file in the destination's directory (same files
 flushed and fsynced, and only then renamed over the destination with ``os.replace`` (atomic
 on POSIX); the directory is fsynced so the rename itself survives a power cut. A folder is
 filled under a temporary sibling name, every file and folder in it is fsynced, and it is
-renamed into place the same way. This module is the only place that does either.
+renamed into place the same way. This module is the only place that does either, and it
+knows where meanflow caches what it derives (``cache_dir``).
 """
 
 import json
@@ -15,6 +16,12 @@ import tempfile
 from contextlib import contextmanager
 
 import torch
+
+
+def cache_dir() -> str:
+    """``$MEANFLOW_CACHE``, else ``$XDG_CACHE_HOME/meanflow`` (``~/.cache/meanflow``)."""
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "meanflow")
+    return os.environ.get("MEANFLOW_CACHE") or default
 
 
 def fsync_dir(path: str) -> None:

@@ -19,16 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, cache_dir
 from .data.mnist import load_mnist, to_pixels
 from .sampler import sample
 
 VERSION = 1  # bump when the architecture or the training recipe changes
-
-
-def cache_dir() -> str:
-    default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "meanflow")
-    return os.environ.get("MEANFLOW_CACHE") or default
 
 
 class Classifier(nn.Module):

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, write_json_atomic
+from .data.image_folder import IMAGE_EXTENSIONS
 from .distributed import resolve_device
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
 WEIGHTS_ENV = "MEANFLOW_INCEPTION_WEIGHTS"
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 METRICS = ("fid", "isc", "prc", "kid")
 
 
@@ -158,12 +158,14 @@ def list_images(directory: str, role: str) -> list:
         for name in sorted(files):
             if name.startswith("."):
                 continue
-            (images if name.lower().endswith(IMAGE_EXTS) else others).append(os.path.join(root, name))
+            (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(os.path.join(root, name))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise ValueError(f"{role} folder {directory} holds files that are not images ({IMAGE_EXTS}): {shown}")
+        raise ValueError(
+            f"{role} folder {directory} holds files that are not images ({IMAGE_EXTENSIONS}): {shown}"
+        )
     if not images:
-        raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTS)})")
+        raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return images
 
 

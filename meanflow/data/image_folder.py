@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..checkpoint import write_json_atomic
+from ..checkpoint import cache_dir, write_json_atomic
 from .sharding import ShardedLoader
 
 # What both the DALI decoder and PIL read (GIF is not decoded by DALI).
@@ -86,12 +86,12 @@ def _check_many(paths):
 
 
 def default_cache_path(root: str) -> str:
-    """``ROOT/.meanflow_scan.json`` where ROOT is writable, else one under ``~/.cache/meanflow``."""
+    """``ROOT/.meanflow_scan.json`` where ROOT is writable, else one in :func:`cache_dir`."""
     root = os.path.abspath(root)
     if os.access(root, os.W_OK):
         return os.path.join(root, ".meanflow_scan.json")
     digest = hashlib.sha1(root.encode()).hexdigest()[:16]
-    return os.path.join(os.path.expanduser("~"), ".cache", "meanflow", f"scan-{digest}.json")
+    return os.path.join(cache_dir(), f"scan-{digest}.json")
 
 
 def _read_cache(path, root):

@@ -279,3 +279,17 @@ def test_gpu_bf16_step(tmp_path, fake_mnist, compile):
     assert summary["step"] == 3
     lines = [json.loads(line) for line in (tmp_path / "gpu" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in lines if "loss" in r)
+
+
+def test_cache_dir_precedence(tmp_path, monkeypatch):
+    from meanflow.checkpoint import cache_dir
+    from meanflow.data import image_folder
+
+    monkeypatch.delenv("MEANFLOW_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == str(tmp_path / "xdg" / "meanflow")
+    monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "mf"))
+    assert cache_dir() == str(tmp_path / "mf")
+    # A read-only image tree keeps its scan summary in the same cache.
+    monkeypatch.setattr(image_folder.os, "access", lambda path, mode: False)
+    assert os.path.dirname(image_folder.default_cache_path(str(tmp_path / "ro"))) == str(tmp_path / "mf")
