@@ -139,14 +139,6 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text.rstrip("%x"))
-    except ValueError:
-        return False
-    return True
-
-
 def format_table(rows: list[list], headers: list[str]) -> str:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

@@ -15,7 +15,6 @@ taken in one run); on a GPU it is triton.testing.do_bench (or CUDA events withou
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 import mfkernels  # noqa: E402
+from benchmarks._common import device_name  # noqa: E402
 from mfkernels import csrc_ops, dispatch  # noqa: E402
 
 OPS = (
@@ -114,16 +114,6 @@ def backend_runs(op, backend, sample_args) -> bool:
         return dispatch.resolve(op, backend, *sample_args) == backend
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def environment(device) -> dict:
     try:
         commit = subprocess.run(
@@ -131,9 +121,8 @@ def environment(device) -> dict:
         ).stdout.strip()
     except OSError:
         commit = ""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
-        "device": name,
+        "device": device_name(device),
         "torch": torch.__version__,
         "commit": commit,
         "cpu_isa": csrc_ops._C.cpu_isa() if csrc_ops.available() else None,
