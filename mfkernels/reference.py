@@ -189,6 +189,41 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None):
     return scale * ds @ kf, scale * ds.transpose(-1, -2) @ qf, p.transpose(-1, -2) @ gf
 
 
+def attention_jvp_fast(q, k, v, q_dot, k_dot, v_dot, scale=None):
+    """:func:`attention_jvp` with fewer passes over the ``N x M`` scores; the reference
+    backend runs this one (on the CPU the dual DiT spends a quarter of its time here).
+
+    ``scale`` is folded into ``Q`` and ``Q'``, ``S'`` is one GEMM over ``[Q', Q] [K, K']^T``,
+    the softmax and ``P * S'`` are done in place, and the row LSE comes from the softmax's
+    own max and sum.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    qf, kf, vf, qdf, kdf, vdf = _up(q, k, v, q_dot, k_dot, v_dot)
+    p = torch.matmul(qf * scale, kf.transpose(-1, -2))
+    row_max = p.amax(-1, keepdim=True)
+    p = p.sub_(row_max).exp_()
+    row_sum = p.sum(-1, keepdim=True)
+    p = p.div_(row_sum)
+    lse = (row_max + row_sum.log()).squeeze(-1)
+    s_dot = torch.matmul(torch.cat([qdf, qf], -1) * scale, torch.cat([kf, kdf], -1).transpose(-1, -2))
+    ps_dot = s_dot.mul_(p)
+    o = torch.matmul(p, vf)
+    o_dot = torch.matmul(p, vdf).add_(torch.matmul(ps_dot, vf)).sub_(ps_dot.sum(-1, keepdim=True) * o)
+    return o.to(q.dtype), o_dot.to(q.dtype), lse
+
+
+def attention_backward_fast(grad_o, q, k, v, o, lse, scale=None):
+    """:func:`attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    qf, kf, vf, of, gf = _up(q, k, v, o, grad_o)
+    p = torch.matmul(qf * scale, kf.transpose(-1, -2)).sub_(lse.to(qf.dtype)[..., None]).exp_()
+    delta = (gf * of).sum(-1, keepdim=True)
+    ds = torch.matmul(gf, vf.transpose(-1, -2)).sub_(delta).mul_(p)
+    dq = torch.matmul(ds, kf).mul_(scale)
+    dk = torch.matmul(ds.transpose(-1, -2), qf).mul_(scale)
+    return dq, dk, torch.matmul(p.transpose(-1, -2), gf)
+
+
 # ---------------------------------------------------------- time embedding
 
 
