@@ -74,8 +74,8 @@ def _backward(ctx, grad_o, _grad_o_dot, _grad_lse):
 
 
 _attention_jvp_op.register_autograd(_backward, setup_context=_setup_context)
-dispatch.register("attention_jvp", "reference", reference.attention_jvp)
-dispatch.register("attention_backward", "reference", reference.attention_backward)
+dispatch.register("attention_jvp", "reference", reference.attention_jvp_fast)
+dispatch.register("attention_backward", "reference", reference.attention_backward_fast)
 
 
 # --------------------------------------------------------------------------- triton backend
@@ -107,6 +107,17 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
     if MASK_COLS:
         return tl.load(ptrs, mask=col_ok[None, :], other=0.0)
     return tl.load(ptrs)
+
+
+@triton.jit
+def _aligned(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
+    """The strides, with their divisibility by ``ALIGN`` (checked by the launcher) made
+    visible to the compiler. Triton only learns alignment from arguments divisible by 16;
+    head dim 72 gives strides divisible by 8 only, and without this hint the K/V tiles are
+    not loaded asynchronously (no cp.async pipelining) and the kernels spill registers."""
+    if ALIGN > 1:
+        return (stride_b // ALIGN) * ALIGN, (stride_h // ALIGN) * ALIGN, (stride_n // ALIGN) * ALIGN
+    return stride_b, stride_h, stride_n
 
 
 @triton.jit
@@ -155,7 +166,7 @@ def _attn_jvp_fwd_kernel(
     stride_vdb, stride_vdh, stride_vdn, stride_vdd,
     stride_ob, stride_oh, stride_on,
     H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
@@ -164,6 +175,13 @@ def _attn_jvp_fwd_kernel(
     OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
     """
     MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_qdb, stride_qdh, stride_qdn = _aligned(stride_qdb, stride_qdh, stride_qdn, ALIGN)
+    stride_kdb, stride_kdh, stride_kdn = _aligned(stride_kdb, stride_kdh, stride_kdn, ALIGN)
+    stride_vdb, stride_vdh, stride_vdn = _aligned(stride_vdb, stride_vdh, stride_vdn, ALIGN)
+    stride_ob, stride_oh, stride_on = _aligned(stride_ob, stride_oh, stride_on, ALIGN)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
@@ -251,10 +269,12 @@ def _attn_bwd_delta_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     stride_dob, stride_doh, stride_don, stride_dod,
     H, N_Q,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, ALIGN: tl.constexpr,
 ):  # fmt: skip
     """``delta = rowsum(dO * O)`` in float32, (B, H, N_Q) contiguous. Grid (cdiv(N_Q, BLOCK_M), B * H)."""
     pid_bh = tl.program_id(1)
+    stride_ob, stride_oh, stride_on = _aligned(stride_ob, stride_oh, stride_on, ALIGN)
+    stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -319,7 +339,7 @@ def _attn_bwd_dkdv_kernel(
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn,
     H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries.
@@ -328,6 +348,11 @@ def _attn_bwd_dkdv_kernel(
     (B, H, N_K, HEAD_DIM) with unit last stride.
     """
     MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _aligned(stride_gb, stride_gh, stride_gn, ALIGN)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
@@ -416,7 +441,7 @@ def _attn_bwd_dq_kernel(
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn,
     H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block.
@@ -424,6 +449,11 @@ def _attn_bwd_dq_kernel(
     DQ is (B, H, N_Q, HEAD_DIM) with unit last stride.
     """
     MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _aligned(stride_gb, stride_gh, stride_gn, ALIGN)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
@@ -474,70 +504,74 @@ def _attn_bwd_dq_kernel(
     tl.store(DQ + out_off, (dq * scale).to(DQ.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
 
 
-# Autotuning. On the GPU a handful of configs per kernel, pruned by a rough register and
-# shared-memory estimate so compile time stays small; Hopper's wgmma wants 64-row warpgroup
-# tiles, so BLOCK_M = 128 runs with 8 warps. The interpreter takes exactly one config
-# (autotuning needs a GPU to time candidates).
-def _configs(triples, interpret_blocks):
+# Autotuning. On the GPU each kernel times a few configs (BLOCK_M, BLOCK_N, warps, stages),
+# chosen per head-dim class from what compiles for sm_90 without register spills and within
+# 163 KB of shared memory (so they also launch on an A100, where some spill):
+# `python benchmarks/triton_static.py` compiles every config on any machine and stores the
+# table in benchmarks/results/triton_static_sm<arch>.json. A head dim above 64 is padded to
+# BLOCK_D = 128, whose two fp32 accumulators leave room only for 32-wide score tiles in the
+# forward. Hopper's wgmma wants 64-row warpgroup tiles, so BLOCK_M = 128 runs with 8 warps.
+# fp32 inputs take IEEE dots on the FMA units: one small tile, no tuning; it spills (fp32 on
+# the GPU is the exact path, not the fast one). The interpreter takes exactly one config.
+_FP32_CONFIG = (64, 32, 4, 2)
+_TUNED = {
+    "fwd": {
+        "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+        "wide": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2), (64, 32, 4, 3)],
+    },
+    "dkdv": {
+        "narrow": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3)],
+        "wide": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 8, 2), (64, 32, 8, 3)],
+    },
+    "dq": {
+        "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+        "wide": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+    },
+}
+
+
+def _config(bm, bn, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+def _autotune(kernel, tuned):
     if INTERPRET:
-        bm, bn = interpret_blocks
-        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in triples
-    ]
-
-
-def _pruner(accumulator_rows: str, n_accumulators: int, kv_tiles: int):
-    """Drop configs whose fp32 accumulators and score tiles need more than ~192 registers
-    per thread or whose pipelined K/V tiles overflow shared memory (rough estimates: the
-    autotuner also skips configs that fail to compile for lack of resources)."""
+        return triton.autotune(configs=[_config(32, 32, 4, 1)], key=_KEY)(kernel)
+    every = sorted({*tuned["narrow"], *tuned["wide"], _FP32_CONFIG})
 
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
-        block_d, esize = args["BLOCK_D"], args["Q"].element_size()
+        if args["Q"].element_size() == 4:
+            keep = {_FP32_CONFIG}
+        else:
+            keep = set(tuned["wide" if args["BLOCK_D"] > 64 else "narrow"])
+        return [
+            c
+            for c in configs
+            if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in keep
+        ]
 
-        def cost(c):
-            bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-            rows = bm if accumulator_rows == "M" else bn
-            regs = (n_accumulators * rows * block_d + 2 * bm * bn) / (32 * c.num_warps)
-            other = bn if accumulator_rows == "M" else bm
-            smem = (max(c.num_stages - 1, 1) * kv_tiles * other * block_d + 2 * rows * block_d) * esize
-            return regs, smem
-
-        if esize == 4:  # IEEE fp32 dots run on FMA units: one small tile, no tuning
-            return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2)]
-        keep = [c for c in configs if cost(c)[0] <= 192 and cost(c)[1] <= 200 * 1024]
-        return keep or [min(configs, key=lambda c: cost(c)[0])]
-
-    return prune
+    configs = [_config(*c) for c in every]
+    return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": prune})(kernel)
 
 
-_FWD_CONFIGS = _configs(
-    [(128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 32, 4, 3)],
-    interpret_blocks=(32, 32),
-)
-_DKDV_CONFIGS = _configs(
-    [(64, 128, 8, 2), (32, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)],
-    interpret_blocks=(32, 32),
-)
-_DQ_CONFIGS = _configs(
-    [(128, 64, 8, 2), (128, 32, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-    interpret_blocks=(32, 32),
-)
-_KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC"]
-_attn_jvp_fwd = triton.autotune(
-    configs=_FWD_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _pruner("M", 2, 4)}
-)(_attn_jvp_fwd_kernel)
-_attn_bwd_dkdv = triton.autotune(
-    configs=_DKDV_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _pruner("N", 2, 2)}
-)(_attn_bwd_dkdv_kernel)
-_attn_bwd_dq = triton.autotune(
-    configs=_DQ_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _pruner("M", 1, 2)}
-)(_attn_bwd_dq_kernel)
+_KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN"]
+_attn_jvp_fwd = _autotune(_attn_jvp_fwd_kernel, _TUNED["fwd"])
+_attn_bwd_dkdv = _autotune(_attn_bwd_dkdv_kernel, _TUNED["dkdv"])
+_attn_bwd_dq = _autotune(_attn_bwd_dq_kernel, _TUNED["dq"])
 
 
 def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
+
+
+def _stride_align(*tensors: Tensor) -> int:
+    """The largest power of two, up to one 16-byte vector of elements, that divides every
+    batch, head and row stride of ``tensors`` (the kernels' ``ALIGN``)."""
+    align = 16 // tensors[0].element_size()
+    while align > 1 and any(stride % align for t in tensors for stride in t.stride()[:3]):
+        align //= 2
+    return align
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -587,6 +621,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
             *o.stride()[:3],
             heads, n_q, n_k, float(scale),
             HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), PREC=_precision(q.dtype),
+            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o),
         )  # fmt: skip
     return o, o_dot, lse
 
@@ -604,19 +639,20 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
     lse = lse.to(torch.float32).contiguous()
     delta = torch.empty_like(lse)
     block_d, prec = _block_d(head_dim), _precision(q.dtype)
+    align = _stride_align(q, k, v, grad_o, o, dq, dk)
     with _device_guard(q):
         _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
             o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
-            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=64,
+            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=64, ALIGN=align,
         )  # fmt: skip
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
         _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dk, dv, *strides, *dk.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec,
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec, ALIGN=align,
         )  # fmt: skip
         _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec,
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec, ALIGN=align,
         )  # fmt: skip
     return dq, dk, dv
 

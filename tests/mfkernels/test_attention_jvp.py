@@ -78,6 +78,28 @@ def test_fp32_other_head_dims(d):
     check_against_reference(make_inputs(1, 2, 40, 40, d, torch.float32), d**-0.5, TOL[torch.float32])
 
 
+def test_stride_align_is_the_largest_power_of_two_dividing_every_stride():
+    """The kernels' ALIGN hint: the DiT's packed qkv at head dim 72 gives 16-byte aligned
+    rows (8 bf16, 4 fp32); a row stride of 73 elements gives none."""
+    from mfkernels.attention import _stride_align
+
+    for dtype, align in ((torch.bfloat16, 8), (torch.float32, 4)):
+        q, k, v = packed_qkv(2, 16, 5, 72, dtype, device="cpu")
+        assert _stride_align(q, k, v) == align
+    odd = torch.zeros(1, 2, 5, 73)[..., :72]
+    q = torch.zeros(1, 2, 5, 72)
+    assert _stride_align(q, odd) == 1
+    assert _stride_align(q, torch.zeros(1, 2, 5, 74)[..., :72]) == 2
+
+
+@needs_triton
+@pytest.mark.parametrize("row_stride", [73, 74])
+def test_fp32_unaligned_row_strides(row_stride):
+    """Rows that are not 16-byte aligned (ALIGN 1 and 2) go through the same kernels."""
+    inputs = [torch.randn(1, 2, 17, row_stride)[..., :72] for _ in range(6)]
+    check_against_reference(inputs, 72**-0.5, TOL[torch.float32])
+
+
 @needs_triton
 def test_fp32_peaked_softmax_rescales_across_tiles():
     """Peaked rows whose max jumps in a late key tile: the online rescaling of all four
@@ -173,7 +195,7 @@ def test_float64_falls_back_to_reference_with_one_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = mfkernels.attention_jvp(*inputs, backend="triton")
-    ref = reference.attention_jvp(*inputs, 16**-0.5)
+    ref = reference.attention_jvp_fast(*inputs, 16**-0.5)  # what the reference backend runs
     for a, b, c in zip(out, again, ref):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
         torch.testing.assert_close(b, c, rtol=0, atol=0)
@@ -194,7 +216,7 @@ def test_large_head_dim_falls_back_to_reference():
     inputs = make_inputs(1, 1, 5, 5, 160, torch.float32, packed=False, device="cpu")
     with pytest.warns(UserWarning, match="head_dim <= 128"):
         out = mfkernels.attention_jvp(*inputs, backend="triton")
-    ref = reference.attention_jvp(*inputs, 160**-0.5)
+    ref = reference.attention_jvp_fast(*inputs, 160**-0.5)
     for a, c in zip(out, ref):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
 
