@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || echo python)}  # the GPU image names its torch python "python3"
 TOTAL=${MFK_VALIDATE_SECONDS:-520}  # + ~20 s of set-up, render and summary: <= 9 minutes
 START=$(date +%s)
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
