@@ -2,7 +2,7 @@
 # One command for a fresh GPU machine: build the optional csrc extension, run the whole test
 # suite on the GPU, run both benchmarks, and collect logs, JSON and plots in one folder.
 #
-#   bash benchmarks/gpu_validate.sh            # -> $OUT if set, else benchmarks/results/<device>-<date>/
+#   bash benchmarks/gpu_validate.sh            # -> $OUT/gpu_validate.tgz if set, else benchmarks/results/<device>-<date>/
 #   bash benchmarks/gpu_validate.sh --quick    # smoke run of this script itself (any machine, ~1 min)
 #
 # Needs python with torch, triton, pytest (matplotlib for the plots); no internet, and the
@@ -25,7 +25,10 @@ unset TRITON_INTERPRET  # tests/conftest.py sets it only where there is no GPU
 
 DEVICE=$($PY -c "import sys; sys.path.insert(0, '.'); import torch; from benchmarks._common import slug, device_name
 print(slug(device_name(torch.device('cuda' if torch.cuda.is_available() else 'cpu'))))" 2>/dev/null) || DEVICE=unknown
-DIR=${OUT:-benchmarks/results/$DEVICE-$(date -u +%Y%m%d-%H%M)}
+# Under the device tool, $OUT brings back only a few files: the results go to $OUT/gpu_validate/
+# and are packed into $OUT/gpu_validate.tgz at the end (the folder stays if the run is cut short).
+DIR=${OUT:+$OUT/gpu_validate}
+DIR=${DIR:-benchmarks/results/$DEVICE-$(date -u +%Y%m%d-%H%M)}
 mkdir -p "$DIR"
 SUMMARY=$DIR/summary.tsv
 printf 'step\tstatus\tseconds\n' >"$SUMMARY"
@@ -142,3 +145,7 @@ for js in sorted(d.glob("attention_jvp_*.json")):
 print("  files:", ", ".join(sorted(p.name for p in d.iterdir())))
 EOF
 echo "total $(($(date +%s) - START))s of ${TOTAL}s"
+if [[ -n "${OUT:-}" ]] && tar czf "$OUT/gpu_validate.tgz" -C "$OUT" gpu_validate; then
+    cp "$SUMMARY" "$OUT/summary.tsv" && rm -rf "$DIR"
+    echo "packed into $OUT/gpu_validate.tgz (tar xzf it under benchmarks/results/)"
+fi
