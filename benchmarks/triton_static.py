@@ -230,6 +230,9 @@ def compile_all(arch: int, dtype_names, head_dims, log=print) -> list[dict]:
                     meta = compiled.metadata
                     row["config"].update(num_warps=meta.num_warps, num_stages=meta.num_stages)
                     row.update(shared_bytes=meta.shared, **resource_usage(compiled.asm["cubin"], cuobjdump))
+                    # Global -> shared copies that bypass registers (cp.async, or TMA's bulk form):
+                    # how the pipelined K/V loads of the attention kernels show in the PTX.
+                    row["async_copies"] = compiled.asm["ptx"].count("cp.async")
                     row["compile_s"] = round(time.perf_counter() - start, 2)
                     too_big = meta.shared > shared_limit
                     row["status"] = f"shared memory {meta.shared} B > {shared_limit} B" if too_big else "ok"
@@ -245,6 +248,7 @@ def format_row(r: dict) -> str:
     regs = r.get("registers", "?")
     stack = r.get("stack_bytes", "?")
     spill = " SPILLS" if isinstance(stack, int) and stack > 0 else ""
+    spill += " async" if r.get("async_copies") else ""
     return (
         f"{r['op']:28s} {r['dtype']:5s} {r['shape']:10s} {r['kernel']:32s} {cfg:52s} regs {regs!s:>3} "
         f"stack {stack!s:>5} B  smem {r.get('shared_bytes', 0) // 1024:>3} KiB  {r['status']}{spill}"
