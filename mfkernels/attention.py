@@ -505,27 +505,44 @@ def _attn_bwd_dq_kernel(
 
 
 # Autotuning. On the GPU each kernel times a few configs (BLOCK_M, BLOCK_N, warps, stages),
-# chosen per head-dim class from what compiles for sm_90 without register spills and within
-# 163 KB of shared memory (so they also launch on an A100, where some spill):
-# `python benchmarks/triton_static.py` compiles every config on any machine and stores the
-# table in benchmarks/results/triton_static_sm<arch>.json. A head dim above 64 is padded to
-# BLOCK_D = 128, whose two fp32 accumulators leave room only for 32-wide score tiles in the
-# forward. Hopper's wgmma wants 64-row warpgroup tiles, so BLOCK_M = 128 runs with 8 warps.
-# fp32 inputs take IEEE dots on the FMA units: one small tile, no tuning; it spills (fp32 on
-# the GPU is the exact path, not the fast one). The interpreter takes exactly one config.
+# chosen per GPU generation and head-dim class from what compiles without register spills
+# and within 163 KB of shared memory: `python benchmarks/triton_static.py [--arch 80]` compiles
+# every config on any machine and stores the tables in benchmarks/results/triton_static_sm*.json.
+# A head dim above 64 is padded to BLOCK_D = 128, whose two fp32 accumulators leave room only
+# for 32-wide score tiles in the forward (and, on the A100, whose mma accumulators all live in
+# registers, 32-row query tiles). Hopper's wgmma wants 64-row warpgroup tiles, so BLOCK_M = 128
+# runs with 8 warps. fp32 inputs take IEEE dots on the FMA units: one small tile, no tuning; it
+# spills (fp32 on the GPU is the exact path, not the fast one). The interpreter takes exactly
+# one config.
 _FP32_CONFIG = (64, 32, 4, 2)
 _TUNED = {
-    "fwd": {
-        "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-        "wide": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2), (64, 32, 4, 3)],
+    "sm90": {
+        "fwd": {
+            "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+            "wide": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2), (64, 32, 4, 3)],
+        },
+        "dkdv": {
+            "narrow": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3)],
+            "wide": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 8, 2), (64, 32, 8, 3)],
+        },
+        "dq": {
+            "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+            "wide": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+        },
     },
-    "dkdv": {
-        "narrow": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3)],
-        "wide": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 8, 2), (64, 32, 8, 3)],
-    },
-    "dq": {
-        "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-        "wide": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+    "sm80": {
+        "fwd": {
+            "narrow": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)],
+            "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
+        },
+        "dkdv": {
+            "narrow": [(64, 32, 8, 2), (64, 32, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
+            "wide": [(64, 32, 8, 2), (64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
+        },
+        "dq": {
+            "narrow": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3)],
+            "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
+        },
     },
 }
 
@@ -534,16 +551,25 @@ def _config(bm, bn, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-def _autotune(kernel, tuned):
+def _shape(config):
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
+
+
+def _autotune(kernel, name):
     if INTERPRET:
         return triton.autotune(configs=[_config(32, 32, 4, 1)], key=_KEY)(kernel)
-    every = sorted({*tuned["narrow"], *tuned["wide"], _FP32_CONFIG})
+    every = {_FP32_CONFIG}
+    for generation in _TUNED.values():
+        every.update(*generation[name].values())
 
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
         if args["Q"].element_size() == 4:
             keep = {_FP32_CONFIG}
         else:
+            # The driver's target, not the tensor's device: the static check compiles from CPU.
+            arch = triton.runtime.driver.active.get_current_target().arch
+            tuned = _TUNED["sm90" if isinstance(arch, int) and arch >= 90 else "sm80"][name]
             keep = set(tuned["wide" if args["BLOCK_D"] > 64 else "narrow"])
         return [
             c
@@ -551,14 +577,14 @@ def _autotune(kernel, tuned):
             if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in keep
         ]
 
-    configs = [_config(*c) for c in every]
+    configs = [_config(*c) for c in sorted(every)]
     return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": prune})(kernel)
 
 
 _KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN"]
-_attn_jvp_fwd = _autotune(_attn_jvp_fwd_kernel, _TUNED["fwd"])
-_attn_bwd_dkdv = _autotune(_attn_bwd_dkdv_kernel, _TUNED["dkdv"])
-_attn_bwd_dq = _autotune(_attn_bwd_dq_kernel, _TUNED["dq"])
+_attn_jvp_fwd = _autotune(_attn_jvp_fwd_kernel, "fwd")
+_attn_bwd_dkdv = _autotune(_attn_bwd_dkdv_kernel, "dkdv")
+_attn_bwd_dq = _autotune(_attn_bwd_dq_kernel, "dq")
 
 
 def _block_d(head_dim: int) -> int:
