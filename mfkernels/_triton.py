@@ -9,6 +9,7 @@ and the dispatch reports the ``triton`` backend as unavailable.
 through :func:`dot`, which upcasts its operands to fp32 only when interpreting.
 """
 
+import math
 import os
 
 import torch
@@ -72,3 +73,11 @@ def triton_unsupported(*tensors) -> str | None:
     if tensors[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"does not support {tensors[0].dtype}"
     return None
+
+
+def vector_alignment(element_size: int, *extents: int) -> int:
+    """The largest power of two, up to one 16-byte vector of elements, dividing every extent
+    (strides, row lengths): a kernel's ``ALIGN``. Triton infers alignment only from
+    arguments divisible by 16, so a head dim of 72 needs telling that its rows are
+    16-byte aligned before its loads can be vectorised or made asynchronous."""
+    return math.gcd(16 // element_size, *extents)

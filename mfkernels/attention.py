@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import dispatch, reference
 from ._checks import check_pair, check_same_device, check_same_dtype
-from ._triton import INTERPRET, dot, tl, triton, triton_unsupported
+from ._triton import INTERPRET, dot, tl, triton, triton_unsupported, vector_alignment
 
 _LOG2E = 1.4426950408889634  # 1 / ln 2: scores go through exp2, as in the Triton tutorial
 _LN2 = 0.6931471805599453
@@ -592,12 +592,8 @@ def _block_d(head_dim: int) -> int:
 
 
 def _stride_align(*tensors: Tensor) -> int:
-    """The largest power of two, up to one 16-byte vector of elements, that divides every
-    batch, head and row stride of ``tensors`` (the kernels' ``ALIGN``)."""
-    align = 16 // tensors[0].element_size()
-    while align > 1 and any(stride % align for t in tensors for stride in t.stride()[:3]):
-        align //= 2
-    return align
+    """The kernels' ``ALIGN``: what divides every batch, head and row stride of ``tensors``."""
+    return vector_alignment(tensors[0].element_size(), *(s for t in tensors for s in t.stride()[:3]))
 
 
 def _precision(dtype: torch.dtype) -> str:

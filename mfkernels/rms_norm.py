@@ -4,14 +4,12 @@
 last dim of any shape; ``g`` (``weight``) is optional and ``(dim,)``.
 """
 
-import math
-
 import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
 from ._checks import check_pair, check_same_device, check_tensor
-from ._triton import tl, triton
+from ._triton import tl, triton, vector_alignment
 
 # --------------------------------------------------------------------------- triton kernel
 
@@ -24,8 +22,7 @@ def _rms_norm_jvp_kernel(
     """``ROWS`` rows of the contiguous ``(n_rows, dim)`` input; W is ``(dim,)``.
 
     ``n = x rrms``, ``y = n g``, ``y' = (x' - n mean(n x')) rrms g`` with fp32 ``rrms``.
-    ``ALIGN`` divides ``dim``: saying so lets a head dim of 72 load 16-byte vectors (Triton
-    only infers divisibility by 16 from the argument itself).
+    ``ALIGN`` divides ``dim`` (``vector_alignment``): a head dim of 72 then loads 16-byte vectors.
     """
     dim = (dim // ALIGN) * ALIGN
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
@@ -58,7 +55,7 @@ def rms_norm_jvp_triton(x, x_dot, weight=None, eps=1e-6):
     has_weight = weight is not None
     _rms_norm_jvp_kernel[(triton.cdiv(n_rows, rows),)](
         x, x_dot, weight.contiguous() if has_weight else x, y, y_dot, n_rows, dim, float(eps),
-        HAS_WEIGHT=has_weight, ROWS=rows, BLOCK_D=block_d, ALIGN=math.gcd(dim, 16 // x.element_size()),
+        HAS_WEIGHT=has_weight, ROWS=rows, BLOCK_D=block_d, ALIGN=vector_alignment(x.element_size(), dim),
         num_warps=num_warps,
     )  # fmt: skip
     return y, y_dot
