@@ -247,11 +247,11 @@ def format_row(r: dict) -> str:
     cfg = " ".join(f"{k}={v}" for k, v in r.get("config", {}).items())
     regs = r.get("registers", "?")
     stack = r.get("stack_bytes", "?")
-    spill = " SPILLS" if isinstance(stack, int) and stack > 0 else ""
-    spill += " async" if r.get("async_copies") else ""
+    flags = " SPILLS" if isinstance(stack, int) and stack > 0 else ""
+    flags += " async" if r.get("async_copies") else ""
     return (
         f"{r['op']:28s} {r['dtype']:5s} {r['shape']:10s} {r['kernel']:32s} {cfg:52s} regs {regs!s:>3} "
-        f"stack {stack!s:>5} B  smem {r.get('shared_bytes', 0) // 1024:>3} KiB  {r['status']}{spill}"
+        f"stack {stack!s:>5} B  smem {r.get('shared_bytes', 0) // 1024:>3} KiB  {r['status']}{flags}"
     )
 
 
