@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
+from ._autograd import mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_tensor
 from ._triton import INTERPRET, tl, triton
 
@@ -123,7 +124,7 @@ def _(x, x_dot, bias, backend):
 def _gelu_setup_context(ctx, inputs, output):
     x, _, bias, _ = inputs
     ctx.save_for_backward(x, bias)
-    ctx.mark_non_differentiable(output[1])
+    mark_tangent_outputs(ctx, output[1])
 
 
 def _gelu_backward(ctx, grad_y, _grad_y_dot):
@@ -165,7 +166,7 @@ def _(x, x_dot, backend):
 
 def _silu_setup_context(ctx, inputs, output):
     ctx.save_for_backward(inputs[0])
-    ctx.mark_non_differentiable(output[1])
+    mark_tangent_outputs(ctx, output[1])
 
 
 def _silu_backward(ctx, grad_y, _grad_y_dot):

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch, reference
+from ._autograd import mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_same_dtype
 from ._triton import INTERPRET, dot, tl, triton, triton_unsupported, vector_alignment
 
@@ -64,7 +65,7 @@ def _setup_context(ctx, inputs, output):
     o, o_dot, lse = output
     ctx.save_for_backward(q, k, v, o, lse)
     ctx.scale, ctx.backend = scale, backend
-    ctx.mark_non_differentiable(o_dot, lse)
+    mark_tangent_outputs(ctx, o_dot, lse)
 
 
 def _backward(ctx, grad_o, _grad_o_dot, _grad_lse):

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
+from ._autograd import mark_tangent_outputs
 from ._checks import check_modulation, check_pair, check_same_device
 from ._triton import tl, triton
 
@@ -224,7 +225,7 @@ def _setup_context(ctx, inputs, output):
     x, _, _, scale, _, _, eps, backend = inputs
     ctx.save_for_backward(x, scale)
     ctx.eps, ctx.backend = eps, backend
-    ctx.mark_non_differentiable(output[1])
+    mark_tangent_outputs(ctx, output[1])
 
 
 def _backward(ctx, grad_m, _grad_m_dot):
@@ -235,8 +236,8 @@ def _backward(ctx, grad_m, _grad_m_dot):
 
 _layernorm_modulate_jvp_op.register_autograd(_backward, setup_context=_setup_context)
 
-dispatch.register("layernorm_modulate_jvp", "reference", reference.layernorm_modulate_jvp)
-dispatch.register("layernorm_modulate_backward", "reference", reference.layernorm_modulate_backward)
+dispatch.register("layernorm_modulate_jvp", "reference", reference.layernorm_modulate_jvp_fast)
+dispatch.register("layernorm_modulate_backward", "reference", reference.layernorm_modulate_backward_fast)
 dispatch.register("layernorm_modulate_jvp", "triton", layernorm_modulate_jvp_triton, _jvp_unsupported)
 dispatch.register(
     "layernorm_modulate_backward", "triton", layernorm_modulate_backward_triton, _backward_unsupported

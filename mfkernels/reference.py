@@ -3,8 +3,11 @@
 Each function maps primal inputs and their tangents to ``(value, tangent)`` with the
 formulas of SPEC.md section 2. They are written for reading, not speed: float64 works,
 low-precision inputs are computed in float32 and cast back (as the kernels do), and the
-backward functions differentiate the primal formula with autograd, so they are an
-independent check on every hand-written gradient.
+tests check every backward against autograd of the primal formula.
+
+The reference backend runs the ``*_fast`` variants where there are some: the same maths
+through torch's fused kernels and in-place ops (on the CPU the dual DiT spends most of
+its non-GEMM time in these). Tests pin each to its readable twin.
 
 Shapes used throughout: ``x`` is ``(batch, tokens, dim)``; per-sample modulation
 vectors (``shift``, ``scale``, ``gate``) are ``(batch, dim)`` and broadcast over tokens;
@@ -83,6 +86,36 @@ def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
     return dx, gf.sum(1), (gf * a).sum(1)
 
 
+def layernorm_modulate_jvp_fast(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
+    """:func:`layernorm_modulate_jvp` through torch's fused LayerNorm kernels; the reference
+    backend runs this one.
+
+    LayerNorm's Jacobian ``(I - 1 1^T / D - a a^T / D) / s`` is symmetric, so the tangent
+    ``a'`` is LayerNorm's own backward applied to ``x'``: one fused pass, not seven.
+    """
+    xf, xdf, shf, scf, shdf, scdf = _up(x, x_dot, shift, scale, shift_dot, scale_dot)
+    a, mean, rstd = torch.ops.aten.native_layer_norm(xf, xf.shape[-1:], None, None, eps)
+    a_dot = _layer_norm_input_grad(xdf, xf, mean, rstd)
+    gain = 1 + scf[:, None]
+    m = torch.addcmul(shf[:, None], a, gain)
+    m_dot = torch.addcmul(shdf[:, None], a, scdf[:, None]).addcmul_(a_dot, gain)
+    return m.to(x.dtype), m_dot.to(x.dtype)
+
+
+def layernorm_modulate_backward_fast(grad_m, x, scale, eps=1e-6):
+    """:func:`layernorm_modulate_backward` through torch's fused LayerNorm kernels."""
+    xf, scf, gf = _up(x, scale, grad_m)
+    a, mean, rstd = torch.ops.aten.native_layer_norm(xf, xf.shape[-1:], None, None, eps)
+    dx = _layer_norm_input_grad(gf * (1 + scf[:, None]), xf, mean, rstd)
+    return dx, gf.sum(1), a.mul_(gf).sum(1)
+
+
+def _layer_norm_input_grad(grad, x, mean, rstd):
+    """Input gradient of LayerNorm without affine, torch's fused kernel."""
+    mask = [True, False, False]  # neither weight nor bias
+    return torch.ops.aten.native_layer_norm_backward(grad, x, x.shape[-1:], mean, rstd, None, None, mask)[0]
+
+
 # ------------------------------------------------------------------- activations
 
 
@@ -136,6 +169,14 @@ def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
     xf, xdf, g, gd, ff, fdf = _up(x, x_dot, gate, gate_dot, f, f_dot)
     y = xf + g[:, None] * ff
     y_dot = xdf + gd[:, None] * ff + g[:, None] * fdf
+    return y.to(x.dtype), y_dot.to(x.dtype)
+
+
+def gated_residual_jvp_fast(x, x_dot, gate, gate_dot, f, f_dot):
+    """:func:`gated_residual_jvp` as three fused multiply-adds."""
+    xf, xdf, g, gd, ff, fdf = _up(x, x_dot, gate, gate_dot, f, f_dot)
+    y = torch.addcmul(xf, g[:, None], ff)
+    y_dot = torch.addcmul(xdf, gd[:, None], ff).addcmul_(g[:, None], fdf)
     return y.to(x.dtype), y_dot.to(x.dtype)
 
 
@@ -213,8 +254,17 @@ def attention_jvp_fast(q, k, v, q_dot, k_dot, v_dot, scale=None):
 
 
 def attention_backward_fast(grad_o, q, k, v, o, lse, scale=None):
-    """:func:`attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place."""
+    """:func:`attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place.
+
+    On the CPU this is torch's own flash-attention backward, which takes exactly our saved
+    ``O`` and natural-log ``LSE`` and never forms the ``N x M`` matrices (twice as fast).
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if q.device.type == "cpu" and v.shape[-1] == q.shape[-1]:
+        lse = lse.to(compute_dtype(q.dtype))
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_o.to(q.dtype), q, k, v, o.to(q.dtype), lse, 0.0, False, scale=scale
+        )
     qf, kf, vf, of, gf = _up(q, k, v, o, grad_o)
     p = torch.matmul(qf * scale, kf.transpose(-1, -2)).sub_(lse.to(qf.dtype)[..., None]).exp_()
     delta = (gf * of).sum(-1, keepdim=True)

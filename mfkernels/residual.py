@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
+from ._autograd import mark_tangent_outputs
 from ._checks import check_modulation, check_pair, check_same_device
 from ._triton import tl, triton
 
@@ -87,7 +88,7 @@ def _setup_context(ctx, inputs, output):
     x, _, gate, _, f, _, _ = inputs
     ctx.save_for_backward(gate, f)
     ctx.x_dtype = x.dtype
-    ctx.mark_non_differentiable(output[1])
+    mark_tangent_outputs(ctx, output[1])
 
 
 def _backward(ctx, grad_y, _grad_y_dot):
@@ -97,7 +98,7 @@ def _backward(ctx, grad_y, _grad_y_dot):
 
 
 _gated_residual_jvp_op.register_autograd(_backward, setup_context=_setup_context)
-dispatch.register("gated_residual_jvp", "reference", reference.gated_residual_jvp)
+dispatch.register("gated_residual_jvp", "reference", reference.gated_residual_jvp_fast)
 dispatch.register("gated_residual_jvp", "triton", gated_residual_jvp_triton, _unsupported)
 
 

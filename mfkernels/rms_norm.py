@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
+from ._autograd import mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_tensor
 from ._triton import tl, triton, vector_alignment
 
@@ -86,7 +87,7 @@ def _setup_context(ctx, inputs, output):
     x, _, weight, eps, _ = inputs
     ctx.save_for_backward(x, weight)
     ctx.eps = eps
-    ctx.mark_non_differentiable(output[1])
+    mark_tangent_outputs(ctx, output[1])
 
 
 def _backward(ctx, grad_y, _grad_y_dot):

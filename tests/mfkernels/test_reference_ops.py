@@ -180,26 +180,56 @@ def test_attention_matches_sdpa_with_custom_scale():
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("b,h,n,m,d", [(1, 1, 1, 1, 8), (2, 3, 17, 40, 72)])
-def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dtype):
+@pytest.mark.parametrize("b,h,n,m,d,dv", [(1, 1, 1, 1, 8, 8), (2, 3, 17, 40, 72, 72), (2, 2, 9, 5, 16, 24)])
+def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype):
     """The backend's in-place composites equal the readable oracle formulas, on strided views
-    (as the DiT passes them) and with low-precision inputs computed in float32."""
+    (as the DiT passes them) and with low-precision inputs computed in float32. With ``dv ==
+    d`` the CPU backward is torch's flash-attention backward, else the composite."""
     ref = mfkernels.reference
     packed = (rand(b, n, 2, h, d) * 2).to(dtype)  # q and q_dot as views of one tensor
     q, q_dot = packed.permute(2, 0, 3, 1, 4).unbind(0)
-    k, k_dot, v, v_dot = (rand(b, h, m, d).to(dtype) for _ in range(4))
+    k, k_dot = (rand(b, h, m, d).to(dtype) for _ in range(2))
+    v, v_dot = (rand(b, h, m, dv).to(dtype) for _ in range(2))
     tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     fast = ref.attention_jvp_fast(q, k, v, q_dot, k_dot, v_dot, 0.3)
     oracle = ref.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3)
     for name, a, e in zip(("o", "o_dot", "lse"), fast, oracle):
         assert a.dtype == e.dtype, name
         assert_rel(a.double(), e.double(), tol, name)
-    grad_o = rand(b, h, n, d).to(dtype)
+    grad_o = rand(b, h, n, dv).to(dtype)
     o, lse = oracle[0], oracle[2]
     fast_grads = ref.attention_backward_fast(grad_o, q, k, v, o, lse, 0.3)
     oracle_grads = ref.attention_backward(grad_o, q, k, v, o, lse, 0.3)
     for name, a, e in zip(("dq", "dk", "dv"), fast_grads, oracle_grads):
         assert_rel(a.double(), e.double(), tol, name)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1, 8), (2, 17, 72)])
+def test_layernorm_modulate_and_residual_fast_composites_match_the_oracle(shape, dtype):
+    """The composites the reference backend runs (torch's fused LayerNorm kernels, fused
+    multiply-adds) equal the readable formulas; modulation vectors are strided chunks, as in
+    the DiT, and low-precision inputs are computed in float32."""
+    ref = mfkernels.reference
+    b, _, d = shape
+    tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    x, x_dot, f, f_dot, grad = ((rand(*shape) * 3 + 1).to(dtype) for _ in range(5))
+    shift, scale, gate, shift_dot, scale_dot, gate_dot = rand(b, 6 * d).to(dtype).chunk(6, dim=1)
+
+    def check(fast, oracle, names):
+        for name, a, e in zip(names, fast, oracle):
+            assert a.dtype == e.dtype, name
+            assert_rel(a.double(), e.double(), tol, name)
+
+    ln = (x, x_dot, shift, scale, shift_dot, scale_dot)
+    check(ref.layernorm_modulate_jvp_fast(*ln), ref.layernorm_modulate_jvp(*ln), ("m", "m_dot"))
+    check(
+        ref.layernorm_modulate_backward_fast(grad, x, scale),
+        ref.layernorm_modulate_backward(grad, x, scale),
+        ("dx", "dshift", "dscale"),
+    )
+    res = (x, x_dot, gate, gate_dot, f, f_dot)
+    check(ref.gated_residual_jvp_fast(*res), ref.gated_residual_jvp(*res), ("y", "y_dot"))
 
 
 def test_timestep_embedding():
