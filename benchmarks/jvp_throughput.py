@@ -53,7 +53,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
 from benchmarks import _common as C
-from meanflow import DiT
+from meanflow import DiT, FlowMatchingLoss, MeanFlowLoss
+from meanflow.loss import dual_jvp, func_jvp
 from mfkernels import dispatch
 
 BENCHMARK = "jvp_throughput"
@@ -112,66 +113,25 @@ def preset_inputs(preset: str, input_size: int | None):
 
 
 # ------------------------------------------------------------------ the step
-# One MeanFlow training step, SPEC.md section 1, without CFG (w = 1, k = 0): a small local
-# version so that variants differ only in ``jvp_fn``. meanflow/loss.py's MeanFlowLoss is the
-# real one; swap it in here once it takes a jvp function.
+# One training step with the project's own objectives (SPEC.md section 1), without CFG
+# (w = 1, k = 0) or class dropout, so that variants differ only in how (u, du/dt) is computed.
 
 
-def sample_times(batch, device, ratio_r_neq_t=0.25, mean=-0.4, std=1.0):
-    """``t >= r`` from logit-normal(mean, std); ``r = t`` on ``1 - ratio_r_neq_t`` of the rows."""
-    a = torch.sigmoid(torch.randn(batch, device=device) * std + mean)
-    b = torch.sigmoid(torch.randn(batch, device=device) * std + mean)
-    t, r = torch.maximum(a, b), torch.minimum(a, b)
-    keep = torch.rand(batch, device=device) < ratio_r_neq_t
-    return t, torch.where(keep, r, t)
-
-
-def meanflow_loss(model, x, y, jvp_fn, p=1.0, c=1e-3):
-    t, r = sample_times(x.shape[0], x.device)
-    e = torch.randn_like(x)
-    t_, r_ = t.view(-1, 1, 1, 1), r.view(-1, 1, 1, 1)
-    z = (1 - t_) * x + t_ * e
-    v = e - x
-    u, dudt = jvp_fn(model, z, r, t, y, v)
-    u_tgt = (v - (t_ - r_).clamp(0, 1) * dudt.float()).detach()
-    err = (u.float() - u_tgt).square().flatten(1).sum(1)
-    weight = 1.0 / (err.detach() + c).pow(p)  # adaptive weight
-    return (weight * err).mean()
-
-
-def fm_loss(model, x, y):
-    t = torch.sigmoid(torch.randn(x.shape[0], device=x.device) - 0.4)
-    e = torch.randn_like(x)
-    t_ = t.view(-1, 1, 1, 1)
-    u = model((1 - t_) * x + t_ * e, t, t, y)
-    return (u.float() - (e - x)).square().flatten(1).sum(1).mean()
-
-
-def func_jvp(model, z, r, t, y, v):
-    """What public PyTorch MeanFlow code does: forward-mode AD through the plain forward."""
-    return torch.func.jvp(
-        lambda z_, r_, t_: model(z_, r_, t_, y), (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t))
-    )
-
-
-def dual_jvp(model, z, r, t, y, v):
-    return model.jvp(z, r, t, y, v)
+def objective(fam: str):
+    if fam == "fm":
+        return FlowMatchingLoss(class_dropout=0.0)
+    jvp = func_jvp if fam == "func_jvp" else dual_jvp
+    return MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, jvp=jvp)
 
 
 def make_loss(variant, model, compile_mode):
     """The loss function of a variant, and an undo for anything it changed on the model."""
     fam = family(variant)
-    if fam == "fm":
+    model.backend = BACKEND_OF.get(fam)
+    loss_and_stats = objective(fam)
 
-        def loss(x, y):
-            return fm_loss(model, x, y)
-
-    else:
-        jvp_fn = func_jvp if fam == "func_jvp" else dual_jvp
-        model.backend = BACKEND_OF.get(fam)
-
-        def loss(x, y):
-            return meanflow_loss(model, x, y, jvp_fn)
+    def loss(x, y):
+        return loss_and_stats(model, x, y)[0]
 
     undo = []
     if is_compiled(variant):

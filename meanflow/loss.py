@@ -1,9 +1,9 @@
 """Training objectives (SPEC.md section 1): MeanFlow, and plain flow matching as the baseline.
 
 ``loss, stats = MeanFlowLoss()(model, x, y)`` runs one MeanFlow step on a batch: time
-sampling, guidance folded into the target, one dual pass ``model.jvp`` for ``(u, du/dt)``,
-the stop-gradient target and the adaptive weight. Conventions: ``t = 1`` is noise,
-``z_t = (1 - t) x + t e``, ``v = e - x``.
+sampling, guidance folded into the target, one dual pass ``model.jvp`` for ``(u, du/dt)``
+(or ``torch.func.jvp``: :func:`func_jvp`), the stop-gradient target and the adaptive
+weight. Conventions: ``t = 1`` is noise, ``z_t = (1 - t) x + t e``, ``v = e - x``.
 
 The random draws (times, noise, class dropout) come from :meth:`sample_noise`, separate from
 the loss itself, so that a trainer can draw them outside ``torch.compile`` and share one draw
@@ -54,6 +54,23 @@ class _Objective:
         return torch.where(drop, torch.full_like(y, model.null_class), y)
 
 
+def dual_jvp(model, z, r, t, y, v):
+    """``(u, du/dt)`` in one dual pass of the DiT (``model.jvp``): the engine's way."""
+    return model.jvp(z, r, t, y, v)
+
+
+def func_jvp(model, z, r, t, y, v):
+    """``(u, du/dt)`` by ``torch.func.jvp`` through ``model(z, r, t, y)``, tangent ``(v, 0, 1)``.
+
+    For models without a dual pass, and to compare against the way public MeanFlow code does
+    it. Slower, and attention inside must use SDPA's math backend (the others have no
+    forward-mode AD): run it under ``sdpa_kernel(SDPBackend.MATH)`` on a GPU.
+    """
+    return torch.func.jvp(
+        lambda z_, r_, t_: model(z_, r_, t_, y), (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t))
+    )
+
+
 class MeanFlowLoss(_Objective):
     """MeanFlow (Geng et al. 2025), exactly SPEC.md section 1 steps 1-6.
 
@@ -63,7 +80,9 @@ class MeanFlowLoss(_Objective):
     error ``l``; ``cfg_w, cfg_k``: guidance folded into the target,
     ``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)`` for ``cfg_t_min <= t <=
     cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes);
-    ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``.
+    ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``;
+    ``jvp``: how ``(u, du/dt)`` is computed, ``jvp(model, z, r, t, y, v)``: :func:`dual_jvp`
+    (default) or :func:`func_jvp` (any model, slower).
     """
 
     def __init__(
@@ -78,8 +97,12 @@ class MeanFlowLoss(_Objective):
         cfg_t_min: float = 0.0,
         cfg_t_max: float = 1.0,
         class_dropout: float = 0.1,
+        jvp=dual_jvp,
     ):
         super().__init__(time_mean, time_std, class_dropout)
+        if not callable(jvp):
+            raise TypeError(f"jvp must be a function (model, z, r, t, y, v) -> (u, du/dt), got {jvp!r}")
+        self.jvp = jvp
         _check_unit("ratio_r_neq_t", ratio_r_neq_t)
         _check_unit("cfg_t_min", cfg_t_min)
         _check_unit("cfg_t_max", cfg_t_max)
@@ -137,7 +160,7 @@ class MeanFlowLoss(_Objective):
         z = (1 - tb) * x + tb * e
         v = e - x
         v_g = self.guided_velocity(model, z, t, v, y, n["drop"])
-        u, dudt = model.jvp(z, r, t, self._labels(model, y, n["drop"]), v_g)
+        u, dudt = self.jvp(model, z, r, t, self._labels(model, y, n["drop"]), v_g)
         u_tgt = (v_g - _bcast((t - r).clamp(0, 1), v_g) * dudt.to(v_g.dtype)).detach()
         err = u.float() - u_tgt.float()
         sq = err.square().flatten(1).sum(1)  # per-sample l

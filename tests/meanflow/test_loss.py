@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from meanflow.loss import FlowMatchingLoss, LossModule, MeanFlowLoss
+from meanflow.loss import FlowMatchingLoss, LossModule, MeanFlowLoss, func_jvp
 
 
 def reference_loss(model, x, y, noise, w, k, t_min=0.0, t_max=1.0, p=1.0, c=1e-3):
@@ -172,6 +172,32 @@ def test_loss_module_is_the_loss(tiny):
     a, _ = LossModule(model, objective)(x, y, noise)
     b, _ = objective(model, x, y, noise=noise)
     assert a.item() == b.item()
+
+
+def test_func_jvp_option_gives_the_same_loss_and_gradients(tiny):
+    """``jvp=func_jvp`` (torch.func through the plain forward) is the same step as the dual pass."""
+    model = tiny()
+    with torch.no_grad():  # off adaLN-Zero's zeros, so every parameter gets a gradient
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x, y = _batch(model)
+    losses, grads = [], []
+    for objective in (MeanFlowLoss(), MeanFlowLoss(jvp=func_jvp)):
+        noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+        model.zero_grad()
+        with sdpa_kernel(SDPBackend.MATH):
+            loss, _ = objective(model, x, y, noise=noise)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert grads[0].abs().max() > 0
+
+
+def test_jvp_must_be_a_function():
+    with pytest.raises(TypeError, match="jvp"):
+        MeanFlowLoss(jvp="torch.func")
 
 
 @pytest.mark.parametrize(
