@@ -175,6 +175,12 @@ def cases(dtype_names, head_dims):
                 f"dim={4 * hidden}",
                 partial(activations.gelu_tanh_jvp_triton, h, h, torch.zeros(4 * hidden, dtype=dt)),
             )
+            yield (
+                "gelu_tanh_backward",
+                dtype_name,
+                f"dim={4 * hidden}",  # autocast: an fp32 bias on 16-bit activations
+                partial(activations.gelu_tanh_backward_triton, h, h, torch.zeros(4 * hidden)),
+            )
             yield "silu_jvp", dtype_name, label, partial(activations.silu_jvp_triton, gate, gate)
             yield (
                 "gated_residual_jvp",

@@ -2,9 +2,10 @@
 
 ``gelu_tanh_jvp`` takes an optional bias added before the activation, so a Linear without
 bias followed by it is the fused bias+GELU of a DiT MLP. ``silu_jvp`` serves the adaLN and
-time-embedding MLPs. Backwards are the primal ones, written in plain torch so that
-``torch.compile`` fuses them into the surrounding graph. The Triton backend computes value
-and tangent in one elementwise pass (fp32 math, any of fp32/bf16/fp16 in and out).
+time-embedding MLPs. The Triton backend computes value and tangent in one elementwise pass
+(fp32 math, any of fp32/bf16/fp16 in and out). Backwards are the primal ones: SiLU's in plain
+torch, GELU's an op of its own, which the fused backends run as their tangent pass with the
+gradient as the tangent.
 """
 
 import torch
@@ -71,10 +72,11 @@ def _pointwise_block(n: int) -> int:
     return min(_BLOCK, _rows.next_power_of_2(n))
 
 
-def gelu_tanh_jvp_triton(x, x_dot, bias=None):
-    """Triton :func:`reference.gelu_tanh_jvp`: ``(y, y_dot)`` in x's dtype, one pass."""
+def gelu_tanh_jvp_triton(x, x_dot, bias=None, tangent_dtype=None):
+    """Triton :func:`reference.gelu_tanh_jvp`: ``(y, y_dot)`` in x's dtype (``y_dot`` in
+    ``tangent_dtype`` when given), one pass."""
     x, x_dot = x.contiguous(), x_dot.contiguous()
-    y, y_dot = torch.empty_like(x), torch.empty_like(x)
+    y, y_dot = torch.empty_like(x), torch.empty_like(x, dtype=tangent_dtype)
     n = x.numel()
     if n == 0:
         return y, y_dot
@@ -85,6 +87,13 @@ def gelu_tanh_jvp_triton(x, x_dot, bias=None):
         K=_GELU_K, C=_GELU_C, HAS_BIAS=has_bias, BLOCK=block, num_warps=4,
     )  # fmt: skip
     return y, y_dot
+
+
+def gelu_tanh_backward_triton(grad_y, x, bias=None):
+    """``dx`` of :func:`reference.gelu_tanh_backward` (in the accumulation dtype) by the JVP
+    kernel: a pointwise map's Jacobian is diagonal, so its backward is its tangent pass with
+    ``grad_y`` as the tangent (one pass over x and dy; the value it also writes is dropped)."""
+    return gelu_tanh_jvp_triton(x, grad_y, bias, tangent_dtype=reference.compute_dtype(x.dtype))[1]
 
 
 def silu_jvp_triton(x, x_dot):
@@ -101,6 +110,10 @@ def silu_jvp_triton(x, x_dot):
 
 def _gelu_unsupported(x, x_dot, bias=None):
     return _rows.unsupported(("x", x), ("x_dot", x_dot), ("bias", bias))
+
+
+def _gelu_backward_unsupported(grad_y, x, bias=None):
+    return _rows.unsupported(("grad_y", grad_y), ("x", x), ("bias", bias))
 
 
 def _silu_unsupported(x, x_dot):
@@ -121,18 +134,28 @@ def _(x, x_dot, bias, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
+# dx comes back in the accumulation dtype, so that an fp32 bias (autocast) sums it unrounded.
+@torch.library.custom_op("mfkernels::gelu_tanh_backward", mutates_args=())
+def _gelu_tanh_backward_op(grad_y: Tensor, x: Tensor, bias: Tensor | None, backend: str) -> Tensor:
+    dx = dispatch.call("gelu_tanh_backward", backend, grad_y, x, bias)
+    return dx.to(reference.compute_dtype(x.dtype)).contiguous()
+
+
+@_gelu_tanh_backward_op.register_fake
+def _(grad_y, x, bias, backend):
+    return x.new_empty(x.shape, dtype=reference.compute_dtype(x.dtype))
+
+
 def _gelu_setup_context(ctx, inputs, output):
-    x, _, bias, _ = inputs
+    x, _, bias, backend = inputs
     ctx.save_for_backward(x, bias)
+    ctx.backend = backend
     mark_tangent_outputs(ctx, output[1])
 
 
 def _gelu_backward(ctx, grad_y, _grad_y_dot):
     x, bias = ctx.saved_tensors
-    dtype = reference.compute_dtype(x.dtype)  # fp32 math (a no-op for fp32 and fp64 input)
-    pre = x.to(dtype) if bias is None else x.to(dtype) + bias.to(dtype)
-    # torch's fused GELU backward: one pass over the tensor where the formula takes fifteen.
-    dx = torch.ops.aten.gelu_backward(grad_y.to(dtype), pre, approximate="tanh")
+    dx = _gelu_tanh_backward_op(grad_y, x, bias, ctx.backend)
     dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0).to(bias.dtype)
     return dx.to(x.dtype), None, dbias, None
 
@@ -140,6 +163,8 @@ def _gelu_backward(ctx, grad_y, _grad_y_dot):
 _gelu_tanh_jvp_op.register_autograd(_gelu_backward, setup_context=_gelu_setup_context)
 dispatch.register("gelu_tanh_jvp", "reference", reference.gelu_tanh_jvp_fast)
 dispatch.register("gelu_tanh_jvp", "triton", gelu_tanh_jvp_triton, _gelu_unsupported)
+dispatch.register("gelu_tanh_backward", "reference", reference.gelu_tanh_backward)
+dispatch.register("gelu_tanh_backward", "triton", gelu_tanh_backward_triton, _gelu_backward_unsupported)
 
 
 def gelu_tanh_jvp(x, x_dot, bias=None, backend=None) -> tuple[Tensor, Tensor]:

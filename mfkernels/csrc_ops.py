@@ -118,6 +118,12 @@ def gelu_tanh_jvp(x, x_dot, bias=None):
     return y, y_dot
 
 
+def gelu_tanh_backward(grad_y, x, bias=None):
+    """``dx`` by the JVP kernel with ``grad_y`` as the tangent (GELU's Jacobian is diagonal), in
+    x's dtype: for 16-bit x a bias gradient sums rounded values, as under torch's autocast."""
+    return gelu_tanh_jvp(x, grad_y, bias)[1]
+
+
 def silu_jvp(x, x_dot):
     """``(x sigmoid(x), silu'(x) x_dot)``."""
     x, x_dot = x.contiguous(), x_dot.contiguous()
@@ -177,6 +183,7 @@ OPS = {
     "layernorm_modulate_jvp": layernorm_modulate_jvp,
     "layernorm_modulate_backward": layernorm_modulate_backward,
     "gelu_tanh_jvp": gelu_tanh_jvp,
+    "gelu_tanh_backward": gelu_tanh_backward,
     "silu_jvp": silu_jvp,
     "gated_residual_jvp": gated_residual_jvp,
 }

@@ -145,6 +145,13 @@ def gelu_tanh_jvp_fast(x, x_dot, bias=None):
     return y, torch.ops.aten.gelu_backward(x_dot, xb, approximate="tanh")
 
 
+def gelu_tanh_backward(grad_y, x, bias=None):
+    """``dx = gelu_tanh'(x + b) dy`` (``dbias`` is its sum over rows), torch's fused kernel."""
+    xf, gf = _up(x, grad_y)
+    pre = xf if bias is None else xf + bias.to(xf.dtype)
+    return torch.ops.aten.gelu_backward(gf, pre, approximate="tanh")
+
+
 def silu_derivative(x):
     sig = torch.sigmoid(x)
     return sig * (1 + x * (1 - sig))

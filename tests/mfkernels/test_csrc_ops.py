@@ -185,6 +185,33 @@ def test_gelu_tanh_jvp(shape, dtype, with_bias):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
+def test_gelu_tanh_gradients(dtype, bias_dtype):
+    """The backward runs the JVP kernel with the gradient as the tangent: dx and dbias against
+    the float64 reference backend's."""
+    x = (torch.randn(2, 17, 288) * 3).to(dtype)
+    grad = torch.randn(2, 17, 288).to(dtype)
+    bias = None if bias_dtype is None else torch.randn(288).to(dtype if bias_dtype == "same" else bias_dtype)
+
+    def grads(backend, x, bias, grad):
+        x = x.detach().requires_grad_()
+        bias = None if bias is None else bias.detach().requires_grad_()
+        y, _ = mfkernels.gelu_tanh_jvp(x, torch.zeros_like(x), bias, backend=backend)
+        y.backward(grad)
+        return x.grad, None if bias is None else bias.grad
+
+    got = grads("cpu", x, bias, grad)
+    ref = grads("reference", *f64(x, bias, grad))
+    assert got[0].dtype == dtype
+    assert_close("dx", got[0], ref[0], dtype)
+    if bias is not None:
+        assert got[1].dtype == bias.dtype
+        coarser = max(dtype, bias.dtype, key=lambda d: torch.finfo(d).eps)
+        assert_close("dbias", got[1], ref[1], coarser)
+
+
+@needs_ext
 def test_gelu_tanh_jvp_fp32_bias_on_bf16_input_and_extremes():
     """An fp32 bias (an nn.Linear parameter under autocast) on bf16 activations; and inputs far
     in both tails, where tanh saturates (no inf/NaN from the exp-based tanh)."""

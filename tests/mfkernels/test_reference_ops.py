@@ -282,6 +282,7 @@ def _op_samples():
         (ops.layernorm_modulate_backward.default, (x, x, vecs[0], 1e-6, "")),
         (ops.gelu_tanh_jvp.default, (x, x_dot, rand(8), "")),
         (ops.gelu_tanh_jvp.default, (x, x_dot, None, "")),
+        (ops.gelu_tanh_backward.default, (x_dot, x, rand(8), "")),
         (ops.silu_jvp.default, (x, x_dot, "")),
         (ops.gated_residual_jvp.default, (x, x_dot, vecs[0], vecs[1], f, f_dot, "")),
         (ops.attention_jvp.default, (*q, 0.5, "")),
