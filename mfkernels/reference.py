@@ -264,7 +264,8 @@ def attention_backward_fast(grad_o, q, k, v, o, lse, scale=None):
     """:func:`attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place.
 
     On the CPU this is torch's own flash-attention backward, which takes exactly our saved
-    ``O`` and natural-log ``LSE`` and never forms the ``N x M`` matrices (twice as fast).
+    ``O`` and natural-log ``LSE`` and never forms the ``N x M`` matrices (1.4-1.8x faster at
+    DiT sizes).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if q.device.type == "cpu" and v.shape[-1] == q.shape[-1]:
