@@ -117,11 +117,15 @@ def preset_inputs(preset: str, input_size: int | None):
 # (w = 1, k = 0) or class dropout, so that variants differ only in how (u, du/dt) is computed.
 
 
+def jvp_of(fam: str):
+    """How a MeanFlow variant computes ``(u, du/dt)``."""
+    return func_jvp if fam == "func_jvp" else dual_jvp
+
+
 def objective(fam: str):
     if fam == "fm":
         return FlowMatchingLoss(class_dropout=0.0)
-    jvp = func_jvp if fam == "func_jvp" else dual_jvp
-    return MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, jvp=jvp)
+    return MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, jvp=jvp_of(fam))
 
 
 def make_loss(variant, model, compile_mode):
@@ -377,7 +381,7 @@ class Runner:
         if fam == "fm":
             run = lambda: model(p["z"], p["t"], p["t"], p["y"])
         else:
-            jvp_fn = func_jvp if fam == "func_jvp" else dual_jvp
+            jvp_fn = jvp_of(fam)
             run = lambda: jvp_fn(model, p["z"], p["r"], p["t"], p["y"], p["v"])
 
         def call():
