@@ -54,7 +54,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import mfkernels
 from benchmarks import _common as C
 from meanflow import DiT, FlowMatchingLoss, MeanFlowLoss
-from meanflow.loss import dual_jvp, func_jvp
+from meanflow.loss import dual_jvp, func_jvp, spread_rows
 from mfkernels import dispatch
 
 BENCHMARK = "jvp_throughput"
@@ -122,25 +122,28 @@ def jvp_of(fam: str):
     return func_jvp if fam == "func_jvp" else dual_jvp
 
 
-def objective(fam: str):
+def objective(fam: str, tangent_rows: str):
     if fam == "fm":
         return FlowMatchingLoss(class_dropout=0.0)
-    return MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, jvp=jvp_of(fam))
+    return MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, jvp=jvp_of(fam), tangent_rows=tangent_rows)
 
 
-def make_loss(variant, model, compile_mode):
+def make_loss(variant, model, compile_mode, tangent_rows):
     """The loss function of a variant, and an undo for anything it changed on the model."""
     fam = family(variant)
     model.backend = BACKEND_OF.get(fam)
-    loss_and_stats = objective(fam)
+    loss_and_stats = objective(fam, tangent_rows)
 
-    def loss(x, y):
-        return loss_and_stats(model, x, y)[0]
+    def loss_of(x, y, noise):
+        return loss_and_stats(model, x, y, noise=noise)[0]
+
+    def loss(x, y):  # the draws outside any compiled region, as in the trainer
+        return loss_of(x, y, loss_and_stats.sample_noise(x))
 
     undo = []
     if is_compiled(variant):
         if fam == "func_jvp" or compile_mode == "full":
-            loss = torch.compile(loss)
+            loss_of = torch.compile(loss_of)
         elif fam == "fm":
             for block in model.blocks:
                 block.compile()
@@ -203,7 +206,8 @@ class Runner:
         self.checks = []
         self.payload = C.header(BENCHMARK, device, sys.argv, settings=vars(args).copy())
         self.payload["available_backends"] = sorted(mfkernels.available_backends())
-        self.json_path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json")
+        name = BENCHMARK if args.tangent_rows == "all" else f"{BENCHMARK}_r_neq_t"
+        self.json_path = C.result_path(args.out_dir, name, device, args.quick, "json")
 
     def log(self, text):
         print(f"[{time.perf_counter() - self.start:6.1f}s] {text}", flush=True)
@@ -334,7 +338,7 @@ class Runner:
             self.cleanup()
 
         try:
-            loss_fn, context, undo = make_loss(variant, model, args.compile_mode)
+            loss_fn, context, undo = make_loss(variant, model, args.compile_mode, args.tangent_rows)
             limit = args.compile_timeout if compiled else args.eager_timeout
             limit = max(5.0, min(limit, self.deadline - time.perf_counter()))
             t0 = time.perf_counter()
@@ -375,14 +379,23 @@ class Runner:
 
     def network_pass(self, fam, backend, model, probe, dtype, context):
         """The network pass alone under no_grad: ``model(z, t, t, y)`` for FM, ``(u, du/dt)``
-        for the others. Shows where a step's time goes (the backward and the optimiser step
-        are the same work in every variant)."""
+        for the others (on the rows ``--tangent-rows`` says, a forward on the rest). Shows where
+        a step's time goes (the backward and the optimiser step are the same work in every
+        variant)."""
         device, p = self.device, probe
+        jvp_fn = jvp_of(fam)
         if fam == "fm":
             run = lambda: model(p["z"], p["t"], p["t"], p["y"])
-        else:
-            jvp_fn = jvp_of(fam)
+        elif self.args.tangent_rows == "all":
             run = lambda: jvp_fn(model, p["z"], p["r"], p["t"], p["y"], p["v"])
+        else:  # as the loss does it: du/dt on the rows with r != t, a forward on the others
+            k = int(spread_rows(p["z"].shape[0], MeanFlowLoss().ratio_r_neq_t, 0.5).sum())
+
+            def run():
+                if k:
+                    jvp_fn(model, *(p[n][:k] for n in ("z", "r", "t", "y", "v")))
+                if k < p["z"].shape[0]:
+                    model(p["z"][k:], p["t"][k:], p["t"][k:], p["y"][k:])
 
         def call():
             model.backend = backend
@@ -794,6 +807,13 @@ def parse_args(argv=None):
         "--interleave",
         action=argparse.BooleanOptionalAction,
         help="time the eager variants round robin (default on the CPU, where other jobs' load varies)",
+    )
+    parser.add_argument(
+        "--tangent-rows",
+        choices=("all", "r_neq_t"),
+        default="all",
+        help="MeanFlow variants run the JVP on every row (all: as public MeanFlow code, the targets' "
+        "terms) or only on the rows with r != t (r_neq_t: the engine's default loss)",
     )
     parser.add_argument("--no-forward", action="store_true", help="skip timing the network pass alone")
     parser.add_argument("--no-check", action="store_true", help="skip the numerics check against torch.func")

@@ -29,8 +29,15 @@ FAMILY_TITLES = {
 }
 
 
+ROWS_NOTE = {
+    "all": "Every MeanFlow variant computes du/dt for the whole batch, as public MeanFlow code does.",
+    "r_neq_t": "**Every MeanFlow variant computes du/dt only on the rows with r != t** (25%) and runs a "
+    "plain forward on the others, as `MeanFlowLoss` does by default: the same loss, less work.",
+}
+
+
 def load_results(results_dir: Path) -> dict:
-    """``{(benchmark, device name): payload}``, the newest non-quick run of each."""
+    """``{(benchmark, device name, tangent rows): payload}``, the newest non-quick run of each."""
     latest = {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
@@ -42,7 +49,8 @@ def load_results(results_dir: Path) -> dict:
         if data.get("settings", {}).get("quick"):
             continue
         data["_path"] = path
-        key = (data["benchmark"], data["device"]["name"])
+        rows_mode = data.get("settings", {}).get("tangent_rows", "all")
+        key = (data["benchmark"], data["device"]["name"], rows_mode)
         if key not in latest or data["date"] > latest[key]["date"]:
             latest[key] = data
     return latest
@@ -75,13 +83,14 @@ def render_throughput(data, readme_dir: Path) -> str:
     rows = [r for r in data["rows"] if r["status"] == "ok"]
     dtypes = ", ".join(sorted({r["dtype"] for r in data["rows"]}))
     device = data["device"]["name"]
+    rows_mode = data.get("settings", {}).get("tangent_rows", "all")
     out = [
         f"#### DiT training step: {device}, {dtypes}, {data['date'][:10]}",
         "",
         f"{_where(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
         "ms per step and its ratio to the best FM step (flow matching, one plain forward); each cell "
         "is the best of eager and `torch.compile` (`c`: compiled). Peak memory: the fastest fused "
-        "variant over FM in the same mode.",
+        f"variant over FM in the same mode. {ROWS_NOTE[rows_mode]}",
         "",
     ]
     groups = {}
@@ -194,9 +203,9 @@ def render(results: dict, readme_dir: Path) -> str:
     # GPU results first, then the CPU ones; throughput before attention.
     order = sorted(
         results.items(),
-        key=lambda kv: (kv[1]["device"]["type"] != "cuda", kv[0][0] != "jvp_throughput", kv[0][1]),
+        key=lambda kv: (kv[1]["device"]["type"] != "cuda", kv[0][0] != "jvp_throughput", kv[0][1:]),
     )
-    for (benchmark, _), data in order:
+    for (benchmark, *_), data in order:
         render_one = render_throughput if benchmark == "jvp_throughput" else render_attention
         parts.append(render_one(data, readme_dir))
     return "\n".join(parts).rstrip() + "\n"

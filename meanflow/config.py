@@ -36,6 +36,7 @@ class LossConfig:
     cfg_t_min: float = 0.0
     cfg_t_max: float = 1.0
     class_dropout: float = 0.1
+    tangent_rows: str = "r_neq_t"  # or "all": the dual pass on every row, as public MeanFlow code
 
     def build(self):
         if self.objective not in OBJECTIVES:

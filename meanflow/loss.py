@@ -2,8 +2,9 @@
 
 ``loss, stats = MeanFlowLoss()(model, x, y)`` runs one MeanFlow step on a batch: time
 sampling, guidance folded into the target, one dual pass ``model.jvp`` for ``(u, du/dt)``
-(or ``torch.func.jvp``: :func:`func_jvp`), the stop-gradient target and the adaptive
-weight. Conventions: ``t = 1`` is noise, ``z_t = (1 - t) x + t e``, ``v = e - x``.
+(or ``torch.func.jvp``: :func:`func_jvp`) on the rows with ``r != t`` and a plain forward on
+the rows with ``r = t`` (whose target does not depend on ``du/dt``), the stop-gradient
+target and the adaptive weight. Conventions: ``t = 1`` is noise, ``z_t = (1 - t) x + t e``, ``v = e - x``.
 
 The random draws (times, noise, class dropout) come from :meth:`sample_noise`, separate from
 the loss itself, so that a trainer can draw them outside ``torch.compile`` and share one draw
@@ -26,6 +27,19 @@ def _check_unit(name, value, low=0.0, high=1.0):
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
+def spread_rows(n: int, ratio: float, phase: float) -> Tensor:
+    """Boolean ``(n,)``: row ``i`` is marked when ``floor((i + 1) ratio + phase) > floor(i ratio + phase)``.
+
+    With ``phase`` uniform in [0, 1) every row is marked with probability ``ratio``, as with
+    independent coin flips, but any run of ``L`` consecutive rows holds ``floor(L ratio)`` or
+    ``ceil(L ratio)`` marked rows, exactly ``L ratio`` when that is an integer: a rank's slice
+    of the global batch has the same number of marked rows at every step (static shapes for
+    ``torch.compile``).
+    """
+    i = torch.arange(n + 1, dtype=torch.float64)
+    return (i * ratio + phase).floor().diff() > 0
+
+
 def _bcast(t: Tensor, like: Tensor) -> Tensor:
     """``(B,)`` -> ``(B, 1, 1, 1)`` in ``like``'s dtype."""
     return t.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
@@ -46,6 +60,15 @@ class _Objective:
         e = torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
         drop = torch.rand(x.shape[0], device=x.device, generator=generator) < self.class_dropout
         return e, drop
+
+    @staticmethod
+    def _rows(noise: dict, rows) -> dict:
+        """The draws of the rows ``rows`` (a slice of the batch) only."""
+        if rows is None:
+            return noise
+        if not isinstance(rows, slice):
+            raise TypeError(f"rows must be a slice of the batch or None, got {type(rows).__name__}")
+        return {k: v[rows] for k, v in noise.items()}
 
     def _labels(self, model, y, drop):
         """Rows in ``drop`` get the null label (classifier-free guidance training)."""
@@ -82,7 +105,11 @@ class MeanFlowLoss(_Objective):
     cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes);
     ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``;
     ``jvp``: how ``(u, du/dt)`` is computed, ``jvp(model, z, r, t, y, v)``: :func:`dual_jvp`
-    (default) or :func:`func_jvp` (any model, slower).
+    (default) or :func:`func_jvp` (any model, slower); ``tangent_rows``: ``"r_neq_t"`` (default)
+    runs it only on the rows with ``r != t`` that :meth:`sample_noise` lists, and a plain
+    forward on the others, whose target ``v_g - 0 * du/dt`` needs no tangent: the same loss
+    for a quarter of the tangent work; ``"all"`` runs it on the whole batch, as public
+    MeanFlow code does (also what happens with a ``noise`` that lists no rows).
     """
 
     def __init__(
@@ -98,11 +125,15 @@ class MeanFlowLoss(_Objective):
         cfg_t_max: float = 1.0,
         class_dropout: float = 0.1,
         jvp=dual_jvp,
+        tangent_rows: str = "r_neq_t",
     ):
         super().__init__(time_mean, time_std, class_dropout)
         if not callable(jvp):
             raise TypeError(f"jvp must be a function (model, z, r, t, y, v) -> (u, du/dt), got {jvp!r}")
         self.jvp = jvp
+        if tangent_rows not in ("r_neq_t", "all"):
+            raise ValueError(f"tangent_rows must be 'r_neq_t' or 'all', got {tangent_rows!r}")
+        self.tangent_rows = tangent_rows
         _check_unit("ratio_r_neq_t", ratio_r_neq_t)
         _check_unit("cfg_t_min", cfg_t_min)
         _check_unit("cfg_t_max", cfg_t_max)
@@ -126,15 +157,29 @@ class MeanFlowLoss(_Objective):
     def guided(self) -> bool:
         return self.cfg_w != 1.0 or self.cfg_k != 0.0
 
-    def sample_noise(self, x: Tensor, generator=None) -> dict[str, Tensor]:
-        """Step 1's times, the noise ``e`` and the class-dropout mask, for a batch like ``x``."""
+    def sample_noise(self, x: Tensor, generator=None, rows: slice | None = None) -> dict[str, Tensor]:
+        """Step 1's times, the noise ``e`` and the class-dropout mask, for a batch like ``x``.
+
+        The rows that keep ``r != t`` are spread evenly over the batch from a random phase
+        (:func:`spread_rows`). ``tangent_rows`` and ``plain_rows`` index the rows with
+        ``r != t`` and ``r = t``: the loss runs the dual pass on the first only. ``rows``: a
+        data-parallel rank's slice of the batch; the draws are those of the whole batch, so
+        the union of the ranks' slices is the same for any number of ranks.
+        """
         b, device = x.shape[0], x.device
         t = self._times(b, device, generator)
         r = self._times(b, device, generator)
         t, r = torch.maximum(t, r), torch.minimum(t, r)
-        r = torch.where(torch.rand(b, device=device, generator=generator) < self.ratio_r_neq_t, r, t)
+        # One host value (a sync on a GPU generator) buys index tensors of a shape fixed per rank.
+        phase = torch.rand((), device=device, generator=generator).item()
+        keep = spread_rows(b, self.ratio_r_neq_t, phase)
+        r = torch.where(keep.to(device), r, t)
         e, drop = self._noise_and_drop(x, generator)
-        return {"t": t, "r": r, "e": e, "drop": drop}
+        noise = self._rows({"t": t, "r": r, "e": e, "drop": drop}, rows)
+        keep = keep if rows is None else keep[rows]
+        noise["tangent_rows"] = keep.nonzero().flatten().to(device)
+        noise["plain_rows"] = (~keep).nonzero().flatten().to(device)
+        return noise
 
     def guided_velocity(self, model, z, t, v, y, drop):
         """Step 3: ``v_g`` (no grad; the two guidance passes run batched, in eval mode)."""
@@ -152,6 +197,16 @@ class MeanFlowLoss(_Objective):
         use = ~drop & (t >= self.cfg_t_min) & (t <= self.cfg_t_max)
         return torch.where(use.view(-1, *([1] * (v.dim() - 1))), v_cfg, v)
 
+    def _dual_rows(self, model, z, r, t, y, v_g):
+        """Steps 4-5: ``u`` and its stop-gradient target by one dual pass."""
+        u, dudt = self.jvp(model, z, r, t, y, v_g)
+        return u, (v_g - _bcast((t - r).clamp(0, 1), v_g) * dudt.to(v_g.dtype)).detach()
+
+    @staticmethod
+    def _plain_rows(model, z, r, t, y, v_g):
+        """Steps 4-5 on rows with ``r = t``: the target is ``v_g``, so a forward pass suffices."""
+        return model(z, r, t, y), v_g
+
     def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
         """``(loss, stats)``; ``noise`` (from :meth:`sample_noise`) overrides the draws."""
         n = self.sample_noise(x, generator) if noise is None else noise
@@ -160,8 +215,17 @@ class MeanFlowLoss(_Objective):
         z = (1 - tb) * x + tb * e
         v = e - x
         v_g = self.guided_velocity(model, z, t, v, y, n["drop"])
-        u, dudt = self.jvp(model, z, r, t, self._labels(model, y, n["drop"]), v_g)
-        u_tgt = (v_g - _bcast((t - r).clamp(0, 1), v_g) * dudt.to(v_g.dtype)).detach()
+        y = self._labels(model, y, n["drop"])
+        if self.tangent_rows == "all" or "tangent_rows" not in n:
+            u, u_tgt = self._dual_rows(model, z, r, t, y, v_g)
+        else:
+            # The loss is a mean over rows: the two groups need not go back to the batch order.
+            parts = [
+                fn(model, *(None if a is None else a[i] for a in (z, r, t, y, v_g)))
+                for fn, i in ((self._dual_rows, n["tangent_rows"]), (self._plain_rows, n["plain_rows"]))
+                if i.shape[0] > 0
+            ]
+            u, u_tgt = (torch.cat(group) for group in zip(*parts))
         err = u.float() - u_tgt.float()
         sq = err.square().flatten(1).sum(1)  # per-sample l
         weight = 1.0 / (sq.detach() + self.adaptive_c).pow(self.adaptive_p)
@@ -179,10 +243,11 @@ class FlowMatchingLoss(_Objective):
     def __init__(self, time_mean: float = -0.4, time_std: float = 1.0, class_dropout: float = 0.1):
         super().__init__(time_mean, time_std, class_dropout)
 
-    def sample_noise(self, x: Tensor, generator=None) -> dict[str, Tensor]:
+    def sample_noise(self, x: Tensor, generator=None, rows: slice | None = None) -> dict[str, Tensor]:
+        """Times, noise and class-dropout mask for a batch like ``x``; ``rows`` as in MeanFlowLoss."""
         t = self._times(x.shape[0], x.device, generator)
         e, drop = self._noise_and_drop(x, generator)
-        return {"t": t, "r": t, "e": e, "drop": drop}
+        return self._rows({"t": t, "r": t, "e": e, "drop": drop}, rows)
 
     def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
         n = self.sample_noise(x, generator) if noise is None else noise

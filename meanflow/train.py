@@ -276,7 +276,7 @@ def main(argv=None) -> dict:
         x, y = next(data)
         generator.manual_seed(config.seed * 1_000_003 + step)
         shape = (global_batch, *x.shape[1:])
-        noise = {k: v[sl] for k, v in objective.sample_noise(x.new_empty(shape), generator).items()}
+        noise = objective.sample_noise(x.new_empty(shape), generator, rows=sl)
         model.train()
         with autocast:
             loss, stats = step_module(x, y, noise)

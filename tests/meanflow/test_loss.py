@@ -1,10 +1,12 @@
 """MeanFlowLoss against an independent implementation on torch.func.jvp (SPEC.md sections 1, 3)."""
 
+import math
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from meanflow.loss import FlowMatchingLoss, LossModule, MeanFlowLoss, func_jvp
+from meanflow.loss import FlowMatchingLoss, LossModule, MeanFlowLoss, func_jvp, spread_rows
 
 
 def reference_loss(model, x, y, noise, w, k, t_min=0.0, t_max=1.0, p=1.0, c=1e-3):
@@ -53,11 +55,15 @@ def _rel(a, b):
 @pytest.mark.parametrize(
     "w, k, t_min, t_max", [(1.0, 0.0, 0.0, 1.0), (1.5, 0.5, 0.0, 1.0), (2.0, 0.3, 0.2, 0.8)]
 )
-def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max):
+@pytest.mark.parametrize("tangent_rows", ["r_neq_t", "all"])
+def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max, tangent_rows):
+    """Both ways of running the dual pass (rows with r != t only, or all rows) are SPEC's loss."""
     model = tiny(time_cond=time_cond)
     x, y = _batch(model, b=8)
-    objective = MeanFlowLoss(cfg_w=w, cfg_k=k, cfg_t_min=t_min, cfg_t_max=t_max, class_dropout=0.25)
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(2))
+    objective = MeanFlowLoss(
+        cfg_w=w, cfg_k=k, cfg_t_min=t_min, cfg_t_max=t_max, class_dropout=0.25, tangent_rows=tangent_rows
+    )
+    noise = objective.sample_noise(x, torch.Generator().manual_seed(3))
     assert noise["drop"].any() and (noise["r"] < noise["t"]).any()  # all branches are exercised
 
     loss, stats = objective(model, x, y, noise=noise)
@@ -122,14 +128,16 @@ def test_gradients_reach_every_parameter(tiny):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_guidance_runs_in_eval_mode(tiny):
+@pytest.mark.parametrize("tangent_rows, modes", [("all", [False]), ("r_neq_t", [False, True])])
+def test_guidance_runs_in_eval_mode(tiny, tangent_rows, modes):
+    """The guidance pass runs in eval mode; the forward on the r = t rows is a training pass."""
     model = tiny()
     seen = []
     forward = model.forward
     model.forward = lambda *a: (seen.append(model.training), forward(*a))[1]
     x, y = _batch(model)
-    MeanFlowLoss(cfg_k=0.5)(model, x, y)
-    assert seen == [False] and model.training
+    MeanFlowLoss(cfg_k=0.5, tangent_rows=tangent_rows)(model, x, y)
+    assert seen == modes and model.training
 
 
 def test_sample_noise_statistics():
@@ -138,11 +146,72 @@ def test_sample_noise_statistics():
     n = objective.sample_noise(x, torch.Generator().manual_seed(0))
     t, r = n["t"], n["r"]
     assert (t >= r).all() and (t < 1).all() and (r > 0).all()
-    assert abs((r != t).float().mean().item() - 0.25) < 0.02
+    assert (r != t).sum().item() == 5000
     assert abs(n["drop"].float().mean().item() - 0.1) < 0.01
     # t = max of two logit-normals: its logit has a mean above -0.4; r = t rows dominate.
     assert torch.logit(t).mean().item() > -0.4
     assert n["e"].shape == x.shape
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.3, 1 / 3, 0.5, 1.0])
+def test_spread_rows(ratio):
+    """Every window of L rows holds floor or ceil of L * ratio marked rows, and over the phase
+    every row is marked with probability ratio."""
+    phases = torch.linspace(0, 1, 401)[:-1].tolist()
+    marks = torch.stack([spread_rows(24, ratio, phase) for phase in phases])
+    for length in (1, 5, 8, 24):
+        counts = marks.unfold(1, length, 1).sum(-1).float()
+        assert counts.min() >= math.floor(length * ratio - 1e-9)
+        assert counts.max() <= math.ceil(length * ratio + 1e-9)
+    # (up to the grid of 400 phases)
+    assert (marks.double().mean(0) - ratio).abs().max() <= 1 / 400 + 1e-9
+
+
+def test_sample_noise_rank_slices():
+    """A rank's ``rows`` are the whole batch's draws sliced, its row lists index its rows with
+    r != t and r = t, and their sizes do not change from step to step."""
+    objective = MeanFlowLoss()
+    x = torch.zeros(16, 1, 2, 2)
+    sizes = set()
+    for step in range(6):
+        whole = objective.sample_noise(x, torch.Generator().manual_seed(step))
+        for rank in range(4):
+            sl = slice(4 * rank, 4 * rank + 4)
+            part = objective.sample_noise(x, torch.Generator().manual_seed(step), rows=sl)
+            for key in ("t", "r", "e", "drop"):
+                assert torch.equal(part[key], whole[key][sl]), key
+            neq = (part["r"] != part["t"]).nonzero().flatten()
+            assert torch.equal(part["tangent_rows"], neq)
+            assert torch.equal(part["plain_rows"], (part["r"] == part["t"]).nonzero().flatten())
+            sizes.add((part["tangent_rows"].numel(), part["plain_rows"].numel()))
+    assert sizes == {(1, 3)}
+    with pytest.raises(TypeError, match="rows"):
+        objective.sample_noise(x, rows=[0, 1])
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_rows_all_plain_or_all_dual(tiny, ratio):
+    """With no row (or every row) keeping r != t, one of the two passes is skipped."""
+    model = tiny()
+    x, y = _batch(model)
+    objective = MeanFlowLoss(ratio_r_neq_t=ratio)
+    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    loss, _ = objective(model, x, y, noise=noise)
+    full, _ = MeanFlowLoss(ratio_r_neq_t=ratio, tangent_rows="all")(model, x, y, noise=noise)
+    torch.testing.assert_close(loss, full)
+
+
+def test_noise_without_row_lists_runs_the_whole_batch(tiny):
+    """A hand-made ``noise`` (no ``tangent_rows``) is honoured as given: any r, every row dual."""
+    model = tiny()
+    x, y = _batch(model)
+    objective = MeanFlowLoss()
+    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    custom = {k: noise[k] for k in ("t", "r", "e", "drop")}
+    custom["r"] = custom["t"] * 0.5  # every row r != t
+    a, _ = objective(model, x, y, noise=custom)
+    b, _ = reference_loss(model, x, y, custom, w=1.0, k=0.5)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=0)
 
 
 def test_unconditional_model(tiny):
@@ -209,6 +278,7 @@ def test_jvp_must_be_a_function():
         (dict(adaptive_c=0.0), "adaptive_c"),
         (dict(time_std=0.0), "time_std"),
         (dict(class_dropout=-0.1), "class_dropout"),
+        (dict(tangent_rows="some"), "tangent_rows"),
     ],
 )
 def test_bad_arguments(kwargs, word):
