@@ -11,7 +11,8 @@
 # has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, training-step benchmark, attention benchmark, the rest of the tests, summary.
+# tests, training-step benchmark, attention benchmark, the rest of the tests, the training step
+# with the default loss if time is left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,11 +102,20 @@ step attention_jvp "$b" "$PY" benchmarks/attention_jvp.py ${QFLAG[@]+"${QFLAG[@]
 # 6. the rest of the suite, on this machine
 step tests_rest "$(budget 200 12)" "${PYTEST[@]}" -m "not gpu" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
 
-# 7. the README section these results would give (README.md itself is left alone)
+# 7. if time is left: DiT-XL/2 with the engine's default loss (du/dt on the rows with r != t only)
+if ((QUICK)); then
+    printf 'jvp_throughput_r_neq_t\tskipped: --quick\t0\n' >>"$SUMMARY"
+else
+    b=$(budget 90 0)
+    step jvp_throughput_r_neq_t "$b" "$PY" benchmarks/jvp_throughput.py --tangent-rows r_neq_t --presets DiT-XL/2 \
+        --variants fm fm+compile fused_triton fused_triton+compile --no-check --time-budget $((b - 15)) --out-dir "$DIR"
+fi
+
+# 8. the README section these results would give (README.md itself is left alone)
 $PY benchmarks/render_readme.py --results "$DIR" --output "$DIR/perf_section.md" >"$DIR/render.log" 2>&1 ||
     echo "render_readme failed: see $DIR/render.log"
 
-# 8. summary
+# 9. summary
 $PY - "$DIR" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET
 from pathlib import Path

@@ -699,7 +699,7 @@ def print_targets(targets):
         print(f"  [{mark}] {t['name']}:{value}  [{t['where']}] {t['detail']}")
 
 
-def plot(rows, path):
+def plot(rows, path, tangent_rows="all"):
     plt = C.pyplot()
     if plt is None:
         return None
@@ -739,7 +739,8 @@ def plot(rows, path):
         ax.set_yticks(range(len(grp)), [r["variant"] for r in grp])
         ax.invert_yaxis()
         ax.set_xlim(0, max(ms) * 1.45)
-        ax.set_title(f"{preset}, batch {batch}, {dtype}, {device}", fontsize=9)
+        rows_note = ", du/dt on the rows with r != t" if tangent_rows == "r_neq_t" else ""
+        ax.set_title(f"{preset}, batch {batch}, {dtype}, {device}{rows_note}", fontsize=9)
         ax.set_xlabel("ms per training step (lower is better)", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
@@ -859,7 +860,7 @@ def main(argv=None):
     print_targets(runner.payload["targets"])
     print(f"\nwrote {runner.json_path}")
     if not args.no_plot:
-        png = plot(runner.rows, runner.json_path.with_suffix(".png"))
+        png = plot(runner.rows, runner.json_path.with_suffix(".png"), args.tangent_rows)
         if png:
             runner.payload["plot"] = png.name
             C.write_json(runner.json_path, runner.payload)

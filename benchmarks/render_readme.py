@@ -36,6 +36,9 @@ ROWS_NOTE = {
 }
 
 
+TITLE_SUFFIX = {"all": "", "r_neq_t": ", du/dt on the rows with r != t"}
+
+
 def load_results(results_dir: Path) -> dict:
     """``{(benchmark, device name, tangent rows): payload}``, the newest non-quick run of each."""
     latest = {}
@@ -85,7 +88,7 @@ def render_throughput(data, readme_dir: Path) -> str:
     device = data["device"]["name"]
     rows_mode = data.get("settings", {}).get("tangent_rows", "all")
     out = [
-        f"#### DiT training step: {device}, {dtypes}, {data['date'][:10]}",
+        f"#### DiT training step{TITLE_SUFFIX[rows_mode]}: {device}, {dtypes}, {data['date'][:10]}",
         "",
         f"{_where(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
         "ms per step and its ratio to the best FM step (flow matching, one plain forward); each cell "

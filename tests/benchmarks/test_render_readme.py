@@ -138,3 +138,15 @@ def test_cpu_attention_says_reference_backend(tmp_path):
     assert (
         "CPU AMD EPYC (2 cores)" in text and "`reference` backend" in text and "not the fused kernel" in text
     )
+
+
+def test_each_row_mode_gets_its_own_table(results, tmp_path):
+    """A run with ``--tangent-rows r_neq_t`` does not replace the whole-batch run of the device."""
+    step = _header("jvp_throughput", H100, "2026-11-24T10:00:00+00:00")
+    step["settings"]["tangent_rows"] = "r_neq_t"
+    step["rows"] = [_step_row("fm", 300.0, 20.0), _step_row("fused_triton", 330.0, 21.0)]
+    _write(results / "jvp_throughput_r_neq_t_nvidia-h100-80gb-hbm3.json", step)
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
+    assert "#### DiT training step, du/dt on the rows with r != t: NVIDIA H100 80GB HBM3" in section
+    assert "380.0 ms c (1.36x)" in section and "330.0 ms (1.10x)" in section
