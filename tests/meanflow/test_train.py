@@ -268,6 +268,25 @@ def test_compiled_step_has_no_graph_break(tiny):
     assert explain.graph_break_count == 0 and explain.graph_count == 1
 
 
+def test_compiled_step_takes_either_row_count(tiny):
+    """A batch whose size times ratio_r_neq_t is not an integer has 1 or 2 rows with r != t
+    from step to step: the compiled step recompiles once and stays equal to the eager one."""
+    from meanflow.loss import LossModule, MeanFlowLoss
+
+    model = tiny()
+    objective = MeanFlowLoss()
+    step = LossModule(model, objective)
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 5, (6,))
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    sizes = set()
+    for seed in range(6):
+        noise = objective.sample_noise(x, torch.Generator().manual_seed(seed))
+        sizes.add(noise["tangent_rows"].numel())
+        torch.testing.assert_close(compiled(x, y, noise)[0], step(x, y, noise)[0], rtol=1e-5, atol=1e-6)
+    assert sizes == {1, 2}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("compile", [False, True])
 def test_gpu_bf16_step(tmp_path, fake_mnist, compile):
