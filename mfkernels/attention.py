@@ -572,11 +572,7 @@ def _autotune(kernel, name):
             arch = triton.runtime.driver.active.get_current_target().arch
             tuned = _TUNED["sm90" if isinstance(arch, int) and arch >= 90 else "sm80"][name]
             keep = set(tuned["wide" if args["BLOCK_D"] > 64 else "narrow"])
-        return [
-            c
-            for c in configs
-            if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in keep
-        ]
+        return [c for c in configs if _shape(c) in keep]
 
     configs = [_config(*c) for c in sorted(every)]
     return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": prune})(kernel)
