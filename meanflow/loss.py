@@ -102,7 +102,8 @@ class MeanFlowLoss(_Objective):
     ``adaptive_p, adaptive_c``: weight ``1 / stopgrad(l + c)^p`` on the per-sample squared
     error ``l``; ``cfg_w, cfg_k``: guidance folded into the target,
     ``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)`` for ``cfg_t_min <= t <=
-    cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes);
+    cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes; else
+    one batched no-grad pass in eval mode, see :meth:`_split_rows` for its size);
     ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``;
     ``jvp``: how ``(u, du/dt)`` is computed, ``jvp(model, z, r, t, y, v)``: :func:`dual_jvp`
     (default) or :func:`func_jvp` (any model, slower); ``tangent_rows``: ``"r_neq_t"`` (default)
@@ -181,19 +182,28 @@ class MeanFlowLoss(_Objective):
         noise["plain_rows"] = (~keep).nonzero().flatten().to(device)
         return noise
 
-    def guided_velocity(self, model, z, t, v, y, drop):
-        """Step 3: ``v_g`` (no grad; the two guidance passes run batched, in eval mode)."""
+    def _guidance_values(self, model, z, t, y, cond_rows=None):
+        """Step 3's network values, no grad, in eval mode, as one batched pass:
+        ``u(z, t, t, null)`` on every row and ``u(z, t, t, y)`` on ``cond_rows`` (every row
+        when None). ``(None, None)`` when the target has no guidance."""
         if y is None or not self.guided:
-            return v
+            return None, None
+        zc, tc, yc = (z, t, y) if cond_rows is None else (z[cond_rows], t[cond_rows], y[cond_rows])
         was_training = model.training
         model.eval()
         with torch.no_grad():
             null = torch.full_like(y, model.null_class)
-            u = model(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([null, y]))
+            u = model(torch.cat([z, zc]), torch.cat([t, tc]), torch.cat([t, tc]), torch.cat([null, yc]))
         model.train(was_training)
-        u_null, u_cond = u.to(v.dtype).chunk(2)
+        return u.split([z.shape[0], zc.shape[0]])
+
+    def _guided_velocity(self, v, t, drop, u_null, u_cond):
+        """Step 3: ``v_g`` from the guidance values (``v`` without guidance, on dropped rows
+        and outside the window)."""
+        if u_null is None:
+            return v
         w, k = self.cfg_w, self.cfg_k
-        v_cfg = w * v + (1 - w - k) * u_null + k * u_cond
+        v_cfg = w * v + (1 - w - k) * u_null.to(v.dtype) + k * u_cond.to(v.dtype)
         use = ~drop & (t >= self.cfg_t_min) & (t <= self.cfg_t_max)
         return torch.where(use.view(-1, *([1] * (v.dim() - 1))), v_cfg, v)
 
@@ -202,36 +212,55 @@ class MeanFlowLoss(_Objective):
         u, dudt = self.jvp(model, z, r, t, y, v_g)
         return u, (v_g - _bcast((t - r).clamp(0, 1), v_g) * dudt.to(v_g.dtype)).detach()
 
-    @staticmethod
-    def _plain_rows(model, z, r, t, y, v_g):
-        """Steps 4-5 on rows with ``r = t``: the target is ``v_g``, so a forward pass suffices."""
-        return model(z, r, t, y), v_g
-
     def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
         """``(loss, stats)``; ``noise`` (from :meth:`sample_noise`) overrides the draws."""
         n = self.sample_noise(x, generator) if noise is None else noise
-        t, r, e = n["t"], n["r"], n["e"]
+        t, r, e, drop = n["t"], n["r"], n["e"], n["drop"]
         tb = _bcast(t, x)
         z = (1 - tb) * x + tb * e
         v = e - x
-        v_g = self.guided_velocity(model, z, t, v, y, n["drop"])
-        y = self._labels(model, y, n["drop"])
+        labels = self._labels(model, y, drop)
         if self.tangent_rows == "all" or "tangent_rows" not in n:
-            u, u_tgt = self._dual_rows(model, z, r, t, y, v_g)
+            v_g = self._guided_velocity(v, t, drop, *self._guidance_values(model, z, t, y))
+            u, u_tgt = self._dual_rows(model, z, r, t, labels, v_g)
         else:
-            # The loss is a mean over rows: the two groups need not go back to the batch order.
-            parts = [
-                fn(model, *(None if a is None else a[i] for a in (z, r, t, y, v_g)))
-                for fn, i in ((self._dual_rows, n["tangent_rows"]), (self._plain_rows, n["plain_rows"]))
-                if i.shape[0] > 0
-            ]
-            u, u_tgt = (torch.cat(group) for group in zip(*parts))
+            rows = n["tangent_rows"], n["plain_rows"]
+            u, u_tgt = self._split_rows(model, z, r, t, v, y, labels, drop, *rows)
         err = u.float() - u_tgt.float()
         sq = err.square().flatten(1).sum(1)  # per-sample l
         weight = 1.0 / (sq.detach() + self.adaptive_c).pow(self.adaptive_p)
         loss = (weight * sq).mean()
         stats = {"loss": loss.detach(), "mse": err.detach().square().mean(), "l": sq.detach().mean()}
         return loss, stats
+
+    def _split_rows(self, model, z, r, t, v, y, labels, drop, dual, plain):
+        """``(u, u_tgt)``: a dual pass on the rows ``dual`` (``r != t``) and a plain training
+        forward on the rows ``plain`` (``r = t``), whose target ``v_g - 0 * du/dt`` needs no
+        tangent. The two groups are concatenated: the loss is a mean over rows.
+
+        That forward is ``u(z, t, t, y)`` on the rows not dropped, the very value guidance
+        needs: for a model that computes the same function in train and eval mode (declared
+        by ``model.same_in_train_and_eval``, as the DiT does) the guidance pass takes the
+        conditional value of the dual rows only: 1 + ratio_r_neq_t batches of rows, not 2.
+        """
+        reuse = getattr(model, "same_in_train_and_eval", False)
+        u_null, u_cond = self._guidance_values(model, z, t, y, cond_rows=dual if reuse else None)
+
+        def take(i, *tensors):
+            return [None if a is None else a[i] for a in tensors]
+
+        parts = []
+        if dual.shape[0] > 0:
+            zi, ri, ti, vi, yi, di, ni = take(dual, z, r, t, v, labels, drop, u_null)
+            ci = u_cond if reuse else take(dual, u_cond)[0]
+            parts.append(self._dual_rows(model, zi, ri, ti, yi, self._guided_velocity(vi, ti, di, ni, ci)))
+        if plain.shape[0] > 0:
+            zi, ri, ti, vi, yi, di, ni = take(plain, z, r, t, v, labels, drop, u_null)
+            u = model(zi, ri, ti, yi)
+            # On a dropped row the forward saw the null label, but v_g = v there anyway.
+            ci = u.detach() if reuse else take(plain, u_cond)[0]
+            parts.append((u, self._guided_velocity(vi, ti, di, ni, ci)))
+        return (torch.cat(group) for group in zip(*parts))
 
 
 class FlowMatchingLoss(_Objective):

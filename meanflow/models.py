@@ -263,6 +263,10 @@ class PatchEmbed(nn.Module):
 
 
 class DiT(nn.Module):
+    # No dropout, no batch statistics: train() and eval() compute the same function, so
+    # MeanFlowLoss may read a guidance value off a training forward instead of a pass of its own.
+    same_in_train_and_eval = True
+
     def __init__(self, config: DiTConfig, backend: str | None = None):
         super().__init__()
         self.config = config

@@ -128,16 +128,46 @@ def test_gradients_reach_every_parameter(tiny):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("tangent_rows, modes", [("all", [False]), ("r_neq_t", [False, True])])
-def test_guidance_runs_in_eval_mode(tiny, tangent_rows, modes):
-    """The guidance pass runs in eval mode; the forward on the r = t rows is a training pass."""
+@pytest.mark.parametrize("tangent_rows", ["all", "r_neq_t"])
+@pytest.mark.parametrize("reuse", [True, False])
+def test_guidance_passes(tiny, tangent_rows, reuse):
+    """The guidance pass runs in eval mode, the forward on the r = t rows is a training pass.
+    A model that computes the same function in both modes (the DiT) lends that forward's value
+    to guidance, which then runs the conditional pass on the r != t rows only."""
     model = tiny()
-    seen = []
+    if not reuse:
+        model.same_in_train_and_eval = False
+    calls = []
     forward = model.forward
-    model.forward = lambda *a: (seen.append(model.training), forward(*a))[1]
-    x, y = _batch(model)
-    MeanFlowLoss(cfg_k=0.5, tangent_rows=tangent_rows)(model, x, y)
-    assert seen == modes and model.training
+    model.forward = lambda z, *a: (calls.append((model.training, z.shape[0])), forward(z, *a))[1]
+    x, y = _batch(model, b=8)
+    objective = MeanFlowLoss(cfg_k=0.5, tangent_rows=tangent_rows)
+    noise = objective.sample_noise(x, torch.Generator().manual_seed(3))
+    objective(model, x, y, noise=noise)
+    dual = noise["tangent_rows"].numel()
+    if tangent_rows == "all":
+        assert calls == [(False, 16)]
+    else:
+        assert calls == [(False, 8 + (dual if reuse else 8)), (True, 8 - dual)]
+    assert model.training
+
+
+@pytest.mark.parametrize("w, k", [(1.5, 0.5), (2.0, 0.3)])
+def test_guidance_from_the_training_forward_is_the_same_loss(tiny, w, k):
+    """Reading u(z, t, t, y) off the r = t rows' forward changes no loss or gradient."""
+    losses, grads = [], []
+    for reuse in (True, False):
+        model = tiny()
+        model.same_in_train_and_eval = reuse
+        x, y = _batch(model, b=8)
+        objective = MeanFlowLoss(cfg_w=w, cfg_k=k, class_dropout=0.25)
+        loss, _ = objective(model, x, y, noise=objective.sample_noise(x, torch.Generator().manual_seed(3)))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad for p in model.parameters()])
+    assert abs(losses[0] - losses[1]) <= 1e-6 * abs(losses[1])
+    for a, b in zip(*grads):
+        assert _rel(a, b) <= 1e-5
 
 
 def test_sample_noise_statistics():
