@@ -47,6 +47,10 @@ def _batch(model, b=6, seed=1):
     return x, y
 
 
+def _draws(objective, x, seed, **kwargs):
+    return objective.sample_noise(x, torch.Generator().manual_seed(seed), **kwargs)
+
+
 def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
@@ -63,7 +67,7 @@ def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max, tangent_rows):
     objective = MeanFlowLoss(
         cfg_w=w, cfg_k=k, cfg_t_min=t_min, cfg_t_max=t_max, class_dropout=0.25, tangent_rows=tangent_rows
     )
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(3))
+    noise = _draws(objective, x, 3)
     assert noise["drop"].any() and (noise["r"] < noise["t"]).any()  # all branches are exercised
 
     loss, stats = objective(model, x, y, noise=noise)
@@ -83,7 +87,7 @@ def test_target_matches_func_jvp(tiny):
     model = tiny()
     x, y = _batch(model)
     objective = MeanFlowLoss(adaptive_p=0.0)
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(3))
+    noise = _draws(objective, x, 3)
     _, stats = objective(model, x, y, noise=noise)
     ref, _ = reference_loss(model, x, y, noise, 1.0, 0.5, p=0.0)
     mse_ref = ref.item() / x[0].numel()
@@ -96,7 +100,7 @@ def test_unguided_reduction(tiny):
     x, y = _batch(model)
     objective = MeanFlowLoss(cfg_w=1.0, cfg_k=0.0)
     assert not objective.guided
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(4))
+    noise = _draws(objective, x, 4)
     loss, _ = objective(model, x, y, noise=noise)
     # The guided formula with w=1, k=0 and an explicit v_g = v agree with it.
     guided_form, _ = reference_loss(model, x, y, noise, 1.0, 0.0)
@@ -110,7 +114,7 @@ def test_generator_and_global_rng(tiny):
     x, y = _batch(model)
     objective = MeanFlowLoss()
     a, _ = objective(model, x, y, generator=torch.Generator().manual_seed(5))
-    b, _ = objective(model, x, y, noise=objective.sample_noise(x, torch.Generator().manual_seed(5)))
+    b, _ = objective(model, x, y, noise=_draws(objective, x, 5))
     assert a.item() == b.item()
     torch.manual_seed(6)
     c, _ = objective(model, x, y)
@@ -142,7 +146,7 @@ def test_guidance_passes(tiny, tangent_rows, reuse):
     model.forward = lambda z, *a: (calls.append((model.training, z.shape[0])), forward(z, *a))[1]
     x, y = _batch(model, b=8)
     objective = MeanFlowLoss(cfg_k=0.5, tangent_rows=tangent_rows)
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(3))
+    noise = _draws(objective, x, 3)
     objective(model, x, y, noise=noise)
     dual = noise["tangent_rows"].numel()
     if tangent_rows == "all":
@@ -161,7 +165,7 @@ def test_guidance_from_the_training_forward_is_the_same_loss(tiny, w, k):
         model.same_in_train_and_eval = reuse
         x, y = _batch(model, b=8)
         objective = MeanFlowLoss(cfg_w=w, cfg_k=k, class_dropout=0.25)
-        loss, _ = objective(model, x, y, noise=objective.sample_noise(x, torch.Generator().manual_seed(3)))
+        loss, _ = objective(model, x, y, noise=_draws(objective, x, 3))
         loss.backward()
         losses.append(loss.item())
         grads.append([p.grad for p in model.parameters()])
@@ -173,7 +177,7 @@ def test_guidance_from_the_training_forward_is_the_same_loss(tiny, w, k):
 def test_sample_noise_statistics():
     objective = MeanFlowLoss(ratio_r_neq_t=0.25, class_dropout=0.1)
     x = torch.zeros(20000, 1, 2, 2)
-    n = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    n = _draws(objective, x, 0)
     t, r = n["t"], n["r"]
     assert (t >= r).all() and (t < 1).all() and (r > 0).all()
     assert (r != t).sum().item() == 5000
@@ -204,10 +208,10 @@ def test_sample_noise_rank_slices():
     x = torch.zeros(16, 1, 2, 2)
     sizes = set()
     for step in range(6):
-        whole = objective.sample_noise(x, torch.Generator().manual_seed(step))
+        whole = _draws(objective, x, step)
         for rank in range(4):
             sl = slice(4 * rank, 4 * rank + 4)
-            part = objective.sample_noise(x, torch.Generator().manual_seed(step), rows=sl)
+            part = _draws(objective, x, step, rows=sl)
             for key in ("t", "r", "e", "drop"):
                 assert torch.equal(part[key], whole[key][sl]), key
             neq = (part["r"] != part["t"]).nonzero().flatten()
@@ -225,7 +229,7 @@ def test_rows_all_plain_or_all_dual(tiny, ratio):
     model = tiny()
     x, y = _batch(model)
     objective = MeanFlowLoss(ratio_r_neq_t=ratio)
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    noise = _draws(objective, x, 0)
     loss, _ = objective(model, x, y, noise=noise)
     full, _ = MeanFlowLoss(ratio_r_neq_t=ratio, tangent_rows="all")(model, x, y, noise=noise)
     torch.testing.assert_close(loss, full)
@@ -236,7 +240,7 @@ def test_noise_without_row_lists_runs_the_whole_batch(tiny):
     model = tiny()
     x, y = _batch(model)
     objective = MeanFlowLoss()
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    noise = _draws(objective, x, 0)
     custom = {k: noise[k] for k in ("t", "r", "e", "drop")}
     custom["r"] = custom["t"] * 0.5  # every row r != t
     a, _ = objective(model, x, y, noise=custom)
@@ -256,7 +260,7 @@ def test_flow_matching(tiny):
     model = tiny()
     x, y = _batch(model)
     objective = FlowMatchingLoss(class_dropout=0.0)
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    noise = _draws(objective, x, 0)
     loss, _ = objective(model, x, y, noise=noise)
     t = noise["t"][:, None, None, None]
     u = model((1 - t) * x + t * noise["e"], noise["t"], noise["t"], y)
@@ -267,7 +271,7 @@ def test_loss_module_is_the_loss(tiny):
     model = tiny()
     x, y = _batch(model)
     objective = MeanFlowLoss()
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    noise = _draws(objective, x, 0)
     a, _ = LossModule(model, objective)(x, y, noise)
     b, _ = objective(model, x, y, noise=noise)
     assert a.item() == b.item()
@@ -282,7 +286,7 @@ def test_func_jvp_option_gives_the_same_loss_and_gradients(tiny):
     x, y = _batch(model)
     losses, grads = [], []
     for objective in (MeanFlowLoss(), MeanFlowLoss(jvp=func_jvp)):
-        noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+        noise = _draws(objective, x, 0)
         model.zero_grad()
         with sdpa_kernel(SDPBackend.MATH):
             loss, _ = objective(model, x, y, noise=noise)
@@ -321,7 +325,7 @@ def test_bf16_autocast_close_to_fp32(tiny):
     model = tiny()
     x, y = _batch(model)
     objective = MeanFlowLoss(adaptive_p=0.0)
-    noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
+    noise = _draws(objective, x, 0)
     ref, _ = objective(model, x, y, noise=noise)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, _ = objective(model, x, y, noise=noise)
