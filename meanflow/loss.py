@@ -103,7 +103,7 @@ class MeanFlowLoss(_Objective):
     error ``l``; ``cfg_w, cfg_k``: guidance folded into the target,
     ``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)`` for ``cfg_t_min <= t <=
     cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes; else
-    one batched no-grad pass in eval mode, see :meth:`_split_rows` for its size);
+    one batched no-grad pass in eval mode);
     ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``;
     ``jvp``: how ``(u, du/dt)`` is computed, ``jvp(model, z, r, t, y, v)``: :func:`dual_jvp`
     (default) or :func:`func_jvp` (any model, slower); ``tangent_rows``: ``"r_neq_t"`` (default)
@@ -111,6 +111,11 @@ class MeanFlowLoss(_Objective):
     forward on the others, whose target ``v_g - 0 * du/dt`` needs no tangent: the same loss
     for a quarter of the tangent work; ``"all"`` runs it on the whole batch, as public
     MeanFlow code does (also what happens with a ``noise`` that lists no rows).
+
+    A model whose train and eval modes compute the same function (no dropout, no batch
+    statistics) may say so with ``same_in_train_and_eval = True``, as the DiT does: the
+    forward on the rows with ``r = t`` then also gives their ``u(z, t, t, y)``, and the
+    guidance pass shrinks from 2 batches of rows to ``1 + ratio_r_neq_t``.
     """
 
     def __init__(
@@ -238,10 +243,9 @@ class MeanFlowLoss(_Objective):
         forward on the rows ``plain`` (``r = t``), whose target ``v_g - 0 * du/dt`` needs no
         tangent. The two groups are concatenated: the loss is a mean over rows.
 
-        That forward is ``u(z, t, t, y)`` on the rows not dropped, the very value guidance
-        needs: for a model that computes the same function in train and eval mode (declared
-        by ``model.same_in_train_and_eval``, as the DiT does) the guidance pass takes the
-        conditional value of the dual rows only: 1 + ratio_r_neq_t batches of rows, not 2.
+        With ``model.same_in_train_and_eval`` that forward, ``u(z, t, t, y)`` on the rows not
+        dropped, is also their conditional guidance value (detached): the guidance pass
+        computes it on the dual rows only.
         """
         reuse = getattr(model, "same_in_train_and_eval", False)
         u_null, u_cond = self._guidance_values(model, z, t, y, cond_rows=dual if reuse else None)
