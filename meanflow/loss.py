@@ -40,6 +40,33 @@ def spread_rows(n: int, ratio: float, phase: float) -> Tensor:
     return (i * ratio + phase).floor().diff() > 0
 
 
+def host_uniform(device, generator=None) -> float:
+    """One uniform draw in [0, 1) as a Python float, without waiting for the GPU.
+
+    On the CPU it is a draw of ``generator``. A CUDA generator keeps its state (seed and
+    Philox offset) on the host, and each of its draws moves the offset: here the value is a
+    CPU draw seeded by that state. So it changes whenever the generator has drawn since, is
+    the same on every rank whose generator is in the same state, and costs no ``.item()`` on
+    the GPU (a sync that would stall the next step's launches).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.rand((), generator=generator).item()
+    if generator is None:
+        generator = torch.cuda.default_generators[
+            device.index if device.index is not None else torch.cuda.current_device()
+        ]
+    seed = generator.initial_seed() * 1_000_003 + generator.get_offset()
+    return torch.rand((), generator=torch.Generator().manual_seed(seed % 2**63)).item()
+
+
+def _to(index: Tensor, device) -> Tensor:
+    """A host index tensor on ``device`` without a stream sync (pinned, asynchronous copy)."""
+    if torch.device(device).type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
+
+
 def _bcast(t: Tensor, like: Tensor) -> Tensor:
     """``(B,)`` -> ``(B, 1, 1, 1)`` in ``like``'s dtype."""
     return t.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
@@ -176,15 +203,14 @@ class MeanFlowLoss(_Objective):
         t = self._times(b, device, generator)
         r = self._times(b, device, generator)
         t, r = torch.maximum(t, r), torch.minimum(t, r)
-        # One host value (a sync on a GPU generator) buys index tensors of a shape fixed per rank.
-        phase = torch.rand((), device=device, generator=generator).item()
-        keep = spread_rows(b, self.ratio_r_neq_t, phase)
-        r = torch.where(keep.to(device), r, t)
+        # The rows are chosen on the host: index tensors of a shape fixed per rank.
+        keep = spread_rows(b, self.ratio_r_neq_t, host_uniform(device, generator))
+        r = torch.where(_to(keep, device), r, t)
         e, drop = self._noise_and_drop(x, generator)
         noise = self._rows({"t": t, "r": r, "e": e, "drop": drop}, rows)
         keep = keep if rows is None else keep[rows]
-        noise["tangent_rows"] = keep.nonzero().flatten().to(device)
-        noise["plain_rows"] = (~keep).nonzero().flatten().to(device)
+        noise["tangent_rows"] = _to(keep.nonzero().flatten(), device)
+        noise["plain_rows"] = _to((~keep).nonzero().flatten(), device)
         return noise
 
     def _guidance_values(self, model, z, t, y, cond_rows=None):

@@ -223,6 +223,32 @@ def test_sample_noise_rank_slices():
         objective.sample_noise(x, rows=[0, 1])
 
 
+@pytest.mark.gpu
+def test_sample_noise_on_cuda_waits_for_nothing():
+    """On a CUDA generator the draws need no host sync (no ``.item()``, no blocking copy): the
+    phase of the row spread comes from the generator's host-side state. Rank slices are still
+    the whole batch's draws, and the spread changes from step to step."""
+    objective = MeanFlowLoss()
+    x = torch.zeros(64, 4, 8, 8, device="cuda")
+    g = torch.Generator(device="cuda")
+    spreads = set()
+    for step in range(8):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            part = objective.sample_noise(x, g.manual_seed(step), rows=slice(16, 32))
+            whole = objective.sample_noise(x, g.manual_seed(step))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        for key in ("t", "r", "e", "drop", "tangent_rows"):
+            assert part[key].device.type == "cuda", key
+        for key in ("t", "r", "e", "drop"):
+            assert torch.equal(part[key], whole[key][16:32]), key
+        assert torch.equal(whole["tangent_rows"], (whole["r"] != whole["t"]).nonzero().flatten())
+        assert torch.equal(part["tangent_rows"], (part["r"] != part["t"]).nonzero().flatten())
+        spreads.add(tuple(whole["tangent_rows"].tolist()))
+    assert len(spreads) > 1
+
+
 @pytest.mark.parametrize("ratio", [0.0, 1.0])
 def test_rows_all_plain_or_all_dual(tiny, ratio):
     """With no row (or every row) keeping r != t, one of the two passes is skipped."""
