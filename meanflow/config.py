@@ -140,7 +140,7 @@ class TrainConfig:
 
 # The default trains on a 2-core CPU in minutes (README's main command); mnist-long is the
 # quality run (measured: 1-NFE class accuracy 94.9% at step 1000, 98.3% at 1500, 98.0% at 2000;
-# 15 min on 2 cores). Both feed times to the
+# 12 min on 2 cores). Both feed times to the
 # embedders unscaled (time_scale 1): with DiT's 1000, du/dt through the sinusoids is ~1000x
 # larger, the MeanFlow target blows up (per-sample error 1e4-1e5 instead of ~3e2) and 1-NFE
 # class accuracy at step 500 halves (24% vs 48%, measured).
