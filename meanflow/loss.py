@@ -40,7 +40,7 @@ def spread_rows(n: int, ratio: float, phase: float) -> Tensor:
     return (i * ratio + phase).floor().diff() > 0
 
 
-def host_uniform(device, generator=None) -> float:
+def _host_uniform(device, generator=None) -> float:
     """One uniform draw in [0, 1) as a Python float, without waiting for the GPU.
 
     On the CPU it is a draw of ``generator``. A CUDA generator keeps its state (seed and
@@ -204,7 +204,7 @@ class MeanFlowLoss(_Objective):
         r = self._times(b, device, generator)
         t, r = torch.maximum(t, r), torch.minimum(t, r)
         # The rows are chosen on the host: index tensors of a shape fixed per rank.
-        keep = spread_rows(b, self.ratio_r_neq_t, host_uniform(device, generator))
+        keep = spread_rows(b, self.ratio_r_neq_t, _host_uniform(device, generator))
         r = torch.where(_to(keep, device), r, t)
         e, drop = self._noise_and_drop(x, generator)
         noise = self._rows({"t": t, "r": r, "e": e, "drop": drop}, rows)
