@@ -130,7 +130,8 @@ class MeanFlowLoss(_Objective):
     error ``l``; ``cfg_w, cfg_k``: guidance folded into the target,
     ``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)`` for ``cfg_t_min <= t <=
     cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes; else
-    one batched no-grad pass in eval mode);
+    one batched no-grad pass in eval mode, of the values with a nonzero weight: ``k = 0``, the
+    MeanFlow paper's main form, needs no conditional value and ``w + k = 1`` no null one);
     ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``;
     ``jvp``: how ``(u, du/dt)`` is computed, ``jvp(model, z, r, t, y, v)``: :func:`dual_jvp`
     (default) or :func:`func_jvp` (any model, slower); ``tangent_rows``: ``"r_neq_t"`` (default)
@@ -216,25 +217,41 @@ class MeanFlowLoss(_Objective):
     def _guidance_values(self, model, z, t, y, cond_rows=None):
         """Step 3's network values, no grad, in eval mode, as one batched pass:
         ``u(z, t, t, null)`` on every row and ``u(z, t, t, y)`` on ``cond_rows`` (every row
-        when None). ``(None, None)`` when the target has no guidance."""
+        when None). A value whose weight in ``v_g`` is zero (``1 - w - k`` or ``k``; the
+        MeanFlow paper's main form has ``k = 0``) is not computed and comes back as None."""
         if y is None or not self.guided:
             return None, None
-        zc, tc, yc = (z, t, y) if cond_rows is None else (z[cond_rows], t[cond_rows], y[cond_rows])
+        inputs = {}  # (z, t, label) per value, run as one batch
+        if self._null_weight:
+            inputs["null"] = z, t, torch.full_like(y, model.null_class)
+        if self.cfg_k:
+            inputs["cond"] = (z, t, y) if cond_rows is None else (z[cond_rows], t[cond_rows], y[cond_rows])
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            null = torch.full_like(y, model.null_class)
-            u = model(torch.cat([z, zc]), torch.cat([t, tc]), torch.cat([t, tc]), torch.cat([null, yc]))
+            zs, ts, ys = (torch.cat(a) for a in zip(*inputs.values()))
+            u = model(zs, ts, ts, ys).split([zi.shape[0] for zi, _, _ in inputs.values()])
         model.train(was_training)
-        return u.split([z.shape[0], zc.shape[0]])
+        values = dict(zip(inputs, u))
+        return values.get("null"), values.get("cond")
+
+    @property
+    def _null_weight(self) -> float:
+        weight = 1 - self.cfg_w - self.cfg_k
+        # w = 0.7, k = 0.3 leaves 5.6e-17, not 0: a weight below any float's resolution of
+        # v_g is no reason for a pass.
+        return 0.0 if abs(weight) < 1e-12 else weight
 
     def _guided_velocity(self, v, t, drop, u_null, u_cond):
         """Step 3: ``v_g`` from the guidance values (``v`` without guidance, on dropped rows
-        and outside the window)."""
-        if u_null is None:
+        and outside the window); a value of zero weight may be None."""
+        if u_null is None and u_cond is None:
             return v
-        w, k = self.cfg_w, self.cfg_k
-        v_cfg = w * v + (1 - w - k) * u_null.to(v.dtype) + k * u_cond.to(v.dtype)
+        v_cfg = self.cfg_w * v
+        if u_null is not None:
+            v_cfg = v_cfg + self._null_weight * u_null.to(v.dtype)
+        if u_cond is not None:
+            v_cfg = v_cfg + self.cfg_k * u_cond.to(v.dtype)
         use = ~drop & (t >= self.cfg_t_min) & (t <= self.cfg_t_max)
         return torch.where(use.view(-1, *([1] * (v.dim() - 1))), v_cfg, v)
 
@@ -288,7 +305,7 @@ class MeanFlowLoss(_Objective):
             zi, ri, ti, vi, yi, di, ni = take(plain, z, r, t, v, labels, drop, u_null)
             u = model(zi, ri, ti, yi)
             # On a dropped row the forward saw the null label, but v_g = v there anyway.
-            ci = u.detach() if reuse else take(plain, u_cond)[0]
+            ci = u.detach() if reuse and u_cond is not None else take(plain, u_cond)[0]
             parts.append((u, self._guided_velocity(vi, ti, di, ni, ci)))
         return (torch.cat(group) for group in zip(*parts))
 

@@ -57,7 +57,10 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("time_cond", ["t,h", "r,t"])
 @pytest.mark.parametrize(
-    "w, k, t_min, t_max", [(1.0, 0.0, 0.0, 1.0), (1.5, 0.5, 0.0, 1.0), (2.0, 0.3, 0.2, 0.8)]
+    "w, k, t_min, t_max",
+    # unguided; both guidance terms; the paper's main form (k = 0: no conditional pass);
+    # w + k = 1 (no null pass)
+    [(1.0, 0.0, 0.0, 1.0), (1.5, 0.5, 0.0, 1.0), (2.0, 0.3, 0.2, 0.8), (2.0, 0.0, 0.0, 1.0), (0.7, 0.3, 0.0, 1.0)],
 )
 @pytest.mark.parametrize("tangent_rows", ["r_neq_t", "all"])
 def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max, tangent_rows):
@@ -134,10 +137,13 @@ def test_gradients_reach_every_parameter(tiny):
 
 @pytest.mark.parametrize("tangent_rows", ["all", "r_neq_t"])
 @pytest.mark.parametrize("reuse", [True, False])
-def test_guidance_passes(tiny, tangent_rows, reuse):
+# 1 - 0.7 - 0.3 is 5.6e-17 in floats: zero weight all the same.
+@pytest.mark.parametrize("w, k, runs_null, runs_cond", [(1.0, 0.5, 1, 1), (2.0, 0.0, 1, 0), (0.7, 0.3, 0, 1)])
+def test_guidance_passes(tiny, tangent_rows, reuse, w, k, runs_null, runs_cond):
     """The guidance pass runs in eval mode, the forward on the r = t rows is a training pass.
     A model that computes the same function in both modes (the DiT) lends that forward's value
-    to guidance, which then runs the conditional pass on the r != t rows only."""
+    to guidance, which then runs the conditional pass on the r != t rows only. A value whose
+    weight in v_g is zero (k for the conditional one, 1 - w - k for the null one) is not run."""
     model = tiny()
     if not reuse:
         model.same_in_train_and_eval = False
@@ -145,18 +151,19 @@ def test_guidance_passes(tiny, tangent_rows, reuse):
     forward = model.forward
     model.forward = lambda z, *a: (calls.append((model.training, z.shape[0])), forward(z, *a))[1]
     x, y = _batch(model, b=8)
-    objective = MeanFlowLoss(cfg_k=0.5, tangent_rows=tangent_rows)
+    objective = MeanFlowLoss(cfg_w=w, cfg_k=k, tangent_rows=tangent_rows)
     noise = _draws(objective, x, 3)
     objective(model, x, y, noise=noise)
     dual = noise["tangent_rows"].numel()
     if tangent_rows == "all":
-        assert calls == [(False, 16)]
+        assert calls == [(False, 8 * runs_null + 8 * runs_cond)]
     else:
-        assert calls == [(False, 8 + (dual if reuse else 8)), (True, 8 - dual)]
+        cond_rows = dual if reuse else 8
+        assert calls == [(False, 8 * runs_null + cond_rows * runs_cond), (True, 8 - dual)]
     assert model.training
 
 
-@pytest.mark.parametrize("w, k", [(1.5, 0.5), (2.0, 0.3)])
+@pytest.mark.parametrize("w, k", [(1.5, 0.5), (2.0, 0.3), (0.7, 0.3)])
 def test_guidance_from_the_training_forward_is_the_same_loss(tiny, w, k):
     """Reading u(z, t, t, y) off the r = t rows' forward changes no loss or gradient."""
     losses, grads = [], []
