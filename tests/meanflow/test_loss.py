@@ -60,7 +60,13 @@ def _rel(a, b):
     "w, k, t_min, t_max",
     # unguided; both guidance terms; the paper's main form (k = 0: no conditional pass);
     # w + k = 1 (no null pass)
-    [(1.0, 0.0, 0.0, 1.0), (1.5, 0.5, 0.0, 1.0), (2.0, 0.3, 0.2, 0.8), (2.0, 0.0, 0.0, 1.0), (0.7, 0.3, 0.0, 1.0)],
+    [
+        (1.0, 0.0, 0.0, 1.0),
+        (1.5, 0.5, 0.0, 1.0),
+        (2.0, 0.3, 0.2, 0.8),
+        (2.0, 0.0, 0.0, 1.0),
+        (0.7, 0.3, 0.0, 1.0),
+    ],
 )
 @pytest.mark.parametrize("tangent_rows", ["r_neq_t", "all"])
 def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max, tangent_rows):
