@@ -131,7 +131,7 @@ class MeanFlowLoss(_Objective):
     ``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)`` for ``cfg_t_min <= t <=
     cfg_t_max`` (``w = 1, k = 0`` is plain conditional MeanFlow, with no extra passes; else
     one batched no-grad pass in eval mode, of the values with a nonzero weight: ``k = 0``, the
-    MeanFlow paper's main form, needs no conditional value and ``w + k = 1`` no null one);
+    MeanFlow paper's main-text form, needs no conditional value, ``w + k = 1`` no null one);
     ``class_dropout``: fraction of rows trained with the null label and ``v_g = v``;
     ``jvp``: how ``(u, du/dt)`` is computed, ``jvp(model, z, r, t, y, v)``: :func:`dual_jvp`
     (default) or :func:`func_jvp` (any model, slower); ``tangent_rows``: ``"r_neq_t"`` (default)
@@ -217,8 +217,8 @@ class MeanFlowLoss(_Objective):
     def _guidance_values(self, model, z, t, y, cond_rows=None):
         """Step 3's network values, no grad, in eval mode, as one batched pass:
         ``u(z, t, t, null)`` on every row and ``u(z, t, t, y)`` on ``cond_rows`` (every row
-        when None). A value whose weight in ``v_g`` is zero (``1 - w - k`` or ``k``; the
-        MeanFlow paper's main form has ``k = 0``) is not computed and comes back as None."""
+        when None). A value whose weight in ``v_g`` is zero (``1 - w - k`` or ``k``) is not
+        computed and comes back as None."""
         if y is None or not self.guided:
             return None, None
         inputs = {}  # (z, t, label) per value, run as one batch

@@ -58,7 +58,7 @@ def _rel(a, b):
 @pytest.mark.parametrize("time_cond", ["t,h", "r,t"])
 @pytest.mark.parametrize(
     "w, k, t_min, t_max",
-    # unguided; both guidance terms; the paper's main form (k = 0: no conditional pass);
+    # unguided; both guidance terms; w alone (k = 0: no conditional pass);
     # w + k = 1 (no null pass)
     [
         (1.0, 0.0, 0.0, 1.0),
