@@ -248,12 +248,13 @@ def test_setup_distributed_picks_the_device(monkeypatch):
     assert chosen == [torch.device("cuda", 3), torch.device("cuda", 1)]
 
 
-def test_compiled_step_has_no_graph_break(tiny):
+@pytest.mark.parametrize("w, k", [(1.5, 0.3), (2.0, 0.0)])  # both guidance values; the null one only
+def test_compiled_step_has_no_graph_break(tiny, w, k):
     """model.jvp + loss + backward trace as ONE graph (the mfkernels ops are custom ops)."""
     from meanflow.loss import LossModule, MeanFlowLoss
 
     model = tiny()
-    objective = MeanFlowLoss(cfg_w=1.5, cfg_k=0.3)
+    objective = MeanFlowLoss(cfg_w=w, cfg_k=k)
     step = LossModule(model, objective)
     x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 5, (4,))
     noise = objective.sample_noise(x, torch.Generator().manual_seed(0))
