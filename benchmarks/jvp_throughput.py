@@ -113,8 +113,10 @@ def preset_inputs(preset: str, input_size: int | None):
 
 
 # ------------------------------------------------------------------ the step
-# One training step with the project's own objectives (SPEC.md section 1), without CFG
-# (w = 1, k = 0) or class dropout, so that variants differ only in how (u, du/dt) is computed.
+# One training step with the project's own objectives (SPEC.md section 1), without class
+# dropout and by default without CFG (w = 1, k = 0), so that variants differ only in how
+# (u, du/dt) is computed. --cfg-w/--cfg-k fold guidance into the MeanFlow target, as training
+# does: its no-grad pass is then part of every MeanFlow step (FM has none).
 
 
 def jvp_of(fam: str):
@@ -122,17 +124,29 @@ def jvp_of(fam: str):
     return func_jvp if fam == "func_jvp" else dual_jvp
 
 
-def objective(fam: str, tangent_rows: str):
+def objective(fam: str, args):
     if fam == "fm":
         return FlowMatchingLoss(class_dropout=0.0)
-    return MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, jvp=jvp_of(fam), tangent_rows=tangent_rows)
+    return MeanFlowLoss(
+        cfg_w=args.cfg_w, cfg_k=args.cfg_k, class_dropout=0.0, jvp=jvp_of(fam), tangent_rows=args.tangent_rows
+    )
 
 
-def make_loss(variant, model, compile_mode, tangent_rows):
+def guided(args) -> bool:
+    return args.cfg_w != 1.0 or args.cfg_k != 0.0
+
+
+def step_label(args) -> str:
+    """How the MeanFlow step differs from the default one (whole-batch JVP, no guidance)."""
+    label = ", du/dt on the rows with r != t" if args.tangent_rows == "r_neq_t" else ""
+    return label + (f", guidance w = {args.cfg_w:g}, k = {args.cfg_k:g}" if guided(args) else "")
+
+
+def make_loss(variant, model, args):
     """The loss function of a variant, and an undo for anything it changed on the model."""
     fam = family(variant)
     model.backend = BACKEND_OF.get(fam)
-    loss_and_stats = objective(fam, tangent_rows)
+    loss_and_stats = objective(fam, args)
 
     def loss_of(x, y, noise):
         return loss_and_stats(model, x, y, noise=noise)[0]
@@ -142,7 +156,7 @@ def make_loss(variant, model, compile_mode, tangent_rows):
 
     undo = []
     if is_compiled(variant):
-        if fam == "func_jvp" or compile_mode == "full":
+        if fam == "func_jvp" or args.compile_mode == "full":
             loss_of = torch.compile(loss_of)
         elif fam == "fm":
             for block in model.blocks:
@@ -206,7 +220,8 @@ class Runner:
         self.checks = []
         self.payload = C.header(BENCHMARK, device, sys.argv, settings=vars(args).copy())
         self.payload["available_backends"] = sorted(mfkernels.available_backends())
-        name = BENCHMARK if args.tangent_rows == "all" else f"{BENCHMARK}_r_neq_t"
+        rows = "_r_neq_t" if args.tangent_rows == "r_neq_t" else ""
+        name = f"{BENCHMARK}{rows}{'_cfg' if guided(args) else ''}"
         self.json_path = C.result_path(args.out_dir, name, device, args.quick, "json")
 
     def log(self, text):
@@ -217,7 +232,8 @@ class Runner:
         self.payload.update(
             rows=self.rows,
             numerics=self.checks,
-            targets=evaluate_targets(self.rows),
+            # Issue 8's targets are in terms of the unguided step.
+            targets=[] if guided(self.args) else evaluate_targets(self.rows),
             elapsed_s=round(time.perf_counter() - self.start, 1),
         )
         C.write_json(self.json_path, self.payload)
@@ -338,7 +354,7 @@ class Runner:
             self.cleanup()
 
         try:
-            loss_fn, context, undo = make_loss(variant, model, args.compile_mode, args.tangent_rows)
+            loss_fn, context, undo = make_loss(variant, model, args)
             limit = args.compile_timeout if compiled else args.eager_timeout
             limit = max(5.0, min(limit, self.deadline - time.perf_counter()))
             t0 = time.perf_counter()
@@ -688,7 +704,10 @@ def print_table(rows):
     print("ref ops: ops of a fused variant that fell back to the reference backend (names in the JSON).")
 
 
-def print_targets(targets):
+def print_targets(targets, args):
+    if guided(args):
+        print("targets: not judged on a guided step (issue 8 states them without guidance)")
+        return
     if not targets:
         print("targets: none evaluated (they need DiT-XL/2 bf16 on a GPU, or fp32 rows on the CPU)")
         return
@@ -699,7 +718,7 @@ def print_targets(targets):
         print(f"  [{mark}] {t['name']}:{value}  [{t['where']}] {t['detail']}")
 
 
-def plot(rows, path, tangent_rows="all"):
+def plot(rows, path, label=""):
     plt = C.pyplot()
     if plt is None:
         return None
@@ -739,8 +758,7 @@ def plot(rows, path, tangent_rows="all"):
         ax.set_yticks(range(len(grp)), [r["variant"] for r in grp])
         ax.invert_yaxis()
         ax.set_xlim(0, max(ms) * 1.45)
-        rows_note = ", du/dt on the rows with r != t" if tangent_rows == "r_neq_t" else ""
-        ax.set_title(f"{preset}, batch {batch}, {dtype}, {device}{rows_note}", fontsize=9)
+        ax.set_title(f"{preset}, batch {batch}, {dtype}, {device}{label}", fontsize=9)
         ax.set_xlabel("ms per training step (lower is better)", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
@@ -816,6 +834,14 @@ def parse_args(argv=None):
         help="MeanFlow variants run the JVP on every row (all: as public MeanFlow code, the targets' "
         "terms) or only on the rows with r != t (r_neq_t: the engine's default loss)",
     )
+    parser.add_argument(
+        "--cfg-w",
+        type=float,
+        default=1.0,
+        help="guidance folded into the MeanFlow target (loss.cfg_w; default 1 with --cfg-k 0: none, "
+        "the targets' terms)",
+    )
+    parser.add_argument("--cfg-k", type=float, default=0.0, help="loss.cfg_k (default 0)")
     parser.add_argument("--no-forward", action="store_true", help="skip timing the network pass alone")
     parser.add_argument("--no-check", action="store_true", help="skip the numerics check against torch.func")
     parser.add_argument(
@@ -857,10 +883,10 @@ def main(argv=None):
     print()
     print_table(runner.rows)
     print()
-    print_targets(runner.payload["targets"])
+    print_targets(runner.payload["targets"], args)
     print(f"\nwrote {runner.json_path}")
     if not args.no_plot:
-        png = plot(runner.rows, runner.json_path.with_suffix(".png"), args.tangent_rows)
+        png = plot(runner.rows, runner.json_path.with_suffix(".png"), step_label(args))
         if png:
             runner.payload["plot"] = png.name
             C.write_json(runner.json_path, runner.payload)

@@ -39,8 +39,15 @@ ROWS_NOTE = {
 TITLE_SUFFIX = {"all": "", "r_neq_t": ", du/dt on the rows with r != t"}
 
 
+def _guidance(data):
+    """``(w, k)`` of a training-step run (``--cfg-w``, ``--cfg-k``; none before they existed)."""
+    settings = data.get("settings", {})
+    return settings.get("cfg_w", 1.0), settings.get("cfg_k", 0.0)
+
+
 def load_results(results_dir: Path) -> dict:
-    """``{(benchmark, device name, tangent rows): payload}``, the newest non-quick run of each."""
+    """``{(benchmark, device name, tangent rows, guidance): payload}``, the newest non-quick run
+    of each."""
     latest = {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
@@ -53,7 +60,7 @@ def load_results(results_dir: Path) -> dict:
             continue
         data["_path"] = path
         rows_mode = data.get("settings", {}).get("tangent_rows", "all")
-        key = (data["benchmark"], data["device"]["name"], rows_mode)
+        key = (data["benchmark"], data["device"]["name"], rows_mode, _guidance(data))
         if key not in latest or data["date"] > latest[key]["date"]:
             latest[key] = data
     return latest
@@ -87,13 +94,21 @@ def render_throughput(data, readme_dir: Path) -> str:
     dtypes = ", ".join(sorted({r["dtype"] for r in data["rows"]}))
     device = data["device"]["name"]
     rows_mode = data.get("settings", {}).get("tangent_rows", "all")
+    w, k = _guidance(data)
+    title, note = TITLE_SUFFIX[rows_mode], ROWS_NOTE[rows_mode]
+    if (w, k) != (1.0, 0.0):
+        title += f", guidance w = {w:g}, k = {k:g}"
+        note += (
+            f" **Guidance is folded into the MeanFlow target (w = {w:g}, k = {k:g}) on every row**: "
+            "each MeanFlow step includes its no-grad pass, and the FM step has none."
+        )
     out = [
-        f"#### DiT training step{TITLE_SUFFIX[rows_mode]}: {device}, {dtypes}, {data['date'][:10]}",
+        f"#### DiT training step{title}: {device}, {dtypes}, {data['date'][:10]}",
         "",
         f"{_where(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
         "ms per step and its ratio to the best FM step (flow matching, one plain forward); each cell "
         "is the best of eager and `torch.compile` (`c`: compiled). Peak memory: the fastest fused "
-        f"variant over FM in the same mode. {ROWS_NOTE[rows_mode]}",
+        f"variant over FM in the same mode. {note}",
         "",
     ]
     groups = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(script, out_dir):
+def _run(script, out_dir, *extra):
     cmd = [
         sys.executable,
         str(ROOT / "benchmarks" / script),
@@ -17,6 +17,7 @@ def _run(script, out_dir):
         "cpu",
         "--out-dir",
         str(out_dir),
+        *extra,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -37,6 +38,18 @@ def test_jvp_throughput_quick(tmp_path):
     (check,) = data["numerics"]
     assert check["dual_ref"]["u"] < 1e-4 and check["dual_ref"]["dudt"] < 1e-4
     assert "ms/step" in stdout and "targets" in stdout
+
+
+def test_jvp_throughput_guided_quick(tmp_path):
+    """--cfg-w/--cfg-k: a step with guidance folded into the target, in a file of its own and
+    with no verdict on issue 8's (unguided) targets."""
+    extra = ["--cfg-w", "2", "--cfg-k", "0", "--variants", "fm", "dual_ref", "--no-plot"]
+    data, stdout = _run("jvp_throughput.py", tmp_path, *extra)
+    names = [p.name for p in tmp_path.glob("*.json")]
+    assert names == [f"jvp_throughput_cfg_{data['device']['slug']}_quick.json"]
+    assert data["settings"]["cfg_w"] == 2.0 and data["settings"]["cfg_k"] == 0.0
+    assert {r["variant"]: r["status"] for r in data["rows"]} == {"fm": "ok", "dual_ref": "ok"}
+    assert data["targets"] == [] and "not judged on a guided step" in stdout
 
 
 def test_attention_jvp_quick(tmp_path):

@@ -80,3 +80,17 @@ def test_plan_filters():
     assert groups[0].preset == "DiT-XL/2" and "fused_triton+compile" in groups[0].variants
     assert all("fused_cpu" not in g.variants for g in groups)
     assert args.time_budget == 290.0 and not args.interleave
+
+
+def test_guided_step():
+    """--cfg-w/--cfg-k reach the MeanFlow objectives (FM has no guidance) and the labels."""
+    from meanflow.loss import FlowMatchingLoss
+
+    plain = J.parse_args(["--device", "cpu"])
+    assert not J.objective("dual_ref", plain).guided and J.step_label(plain) == ""
+    args = J.parse_args(["--device", "cpu", "--cfg-w", "2", "--cfg-k", "0", "--tangent-rows", "r_neq_t"])
+    for fam in ("dual_ref", "func_jvp", "fused_cpu"):
+        loss = J.objective(fam, args)
+        assert (loss.cfg_w, loss.cfg_k, loss.tangent_rows) == (2.0, 0.0, "r_neq_t")
+    assert isinstance(J.objective("fm", args), FlowMatchingLoss)
+    assert J.step_label(args) == ", du/dt on the rows with r != t, guidance w = 2, k = 0"

@@ -150,3 +150,15 @@ def test_each_row_mode_gets_its_own_table(results, tmp_path):
     assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
     assert "#### DiT training step, du/dt on the rows with r != t: NVIDIA H100 80GB HBM3" in section
     assert "380.0 ms c (1.36x)" in section and "330.0 ms (1.10x)" in section
+
+
+def test_a_guided_run_gets_its_own_table(results, tmp_path):
+    """A run with ``--cfg-w/--cfg-k`` says so in its title and note and replaces no other run."""
+    step = _header("jvp_throughput", H100, "2026-11-24T10:00:00+00:00")
+    step["settings"].update(cfg_w=2.0, cfg_k=0.0)
+    step["rows"] = [_step_row("fm", 300.0, 20.0), _step_row("fused_triton", 450.0, 21.0)]
+    _write(results / "jvp_throughput_cfg_nvidia-h100-80gb-hbm3.json", step)
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
+    assert "#### DiT training step, guidance w = 2, k = 0: NVIDIA H100 80GB HBM3" in section
+    assert "the FM step has none" in section and "450.0 ms (1.50x)" in section
