@@ -3,6 +3,7 @@
     python benchmarks/jvp_throughput.py                 # default sweep for the device (GPU: ~5 min)
     python benchmarks/jvp_throughput.py --quick         # tiny model, seconds (CPU / CI smoke run)
     python benchmarks/jvp_throughput.py --presets DiT-XL/2 --batches 64 --variants 'fm*,fused_*'
+    python benchmarks/jvp_throughput.py --tangent-rows r_neq_t --cfg-w 1 --cfg-k 0.5   # the trainer's loss
 
 A step is: sample ``t, r`` and noise, the network pass, the target, the loss, the backward and
 an AdamW step (fused on CUDA), with bf16 autocast on the GPU (fp32 master weights). Variants
@@ -792,6 +793,8 @@ def build_plan(args, device):
     for preset, batch, dtype, variants in plan:
         if args.variants:
             variants = [v for v in ORDER if any(fnmatch.fnmatchcase(v, pat) for pat in args.variants)]
+            if not variants:
+                raise SystemExit(f"--variants {' '.join(args.variants)} matches none of: {', '.join(ORDER)}")
         variants = [v for v in variants if family(v) not in foreign]
         if args.no_compile:
             variants = [v for v in variants if not is_compiled(v)]
@@ -808,7 +811,12 @@ def parse_args(argv=None):
     parser.add_argument("--presets", nargs="+", help="e.g. DiT-XL/2 DiT-B/2 (default: the device's sweep)")
     parser.add_argument("--batches", nargs="+", type=int)
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), help="bf16/fp16: autocast; fp32: none")
-    parser.add_argument("--variants", nargs="+", help=f"names or globs from: {', '.join(ORDER)}")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        type=lambda text: text.split(","),
+        help=f"names or globs (space- or comma-separated) from: {', '.join(ORDER)}",
+    )
     parser.add_argument("--no-compile", action="store_true", help="drop the +compile variants")
     parser.add_argument("--compile-mode", choices=("regional", "full"), default="regional")
     parser.add_argument("--input-size", type=int, help="latent/image side (default 32; 16 with --quick)")
@@ -850,6 +858,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out-dir", default=str(C.RESULTS_DIR))
     args = parser.parse_args(argv)
+    if args.variants:
+        args.variants = [pattern for patterns in args.variants for pattern in patterns]
     gpu = args.device.startswith("cuda")
     defaults = dict(
         warmup=0 if args.quick else 1,

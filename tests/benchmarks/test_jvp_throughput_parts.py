@@ -75,6 +75,11 @@ def test_plan_filters():
     )
     (group,) = J.build_plan(args, torch.device("cpu"))
     assert group.variants == ["fm", "fused_cpu"]  # no +compile, no GPU kernels on the CPU
+    comma_separated = ["--presets", "DiT-T/4", "--variants", "fm*,fused_*", "--no-compile"]
+    args = J.parse_args(["--device", "cpu", *comma_separated])
+    assert J.build_plan(args, torch.device("cpu"))[0].variants == ["fm", "fused_cpu"]
+    with pytest.raises(SystemExit, match="--variants x y matches none"):
+        J.build_plan(J.parse_args(["--device", "cpu", "--variants", "x,y"]), torch.device("cpu"))
     args = J.parse_args(["--device", "cuda"])
     groups = J.build_plan(args, torch.device("cuda"))
     assert groups[0].preset == "DiT-XL/2" and "fused_triton+compile" in groups[0].variants
