@@ -159,14 +159,15 @@ def make_loss(variant, model, args):
     if is_compiled(variant):
         if fam == "func_jvp" or args.compile_mode == "full":
             loss_of = torch.compile(loss_of)
-        elif fam == "fm":
+        else:
+            # Both of a block's paths: a MeanFlow step also runs plain forwards (the rows with
+            # r = t, the guidance pass), and FM runs nothing else.
             for block in model.blocks:
                 block.compile()
                 undo.append(lambda b=block: setattr(b, "_compiled_call_impl", None))
-        else:
-            for block in model.blocks:
-                block.jvp = torch.compile(block.jvp)
-                undo.append(lambda b=block: b.__dict__.pop("jvp", None))
+                if fam != "fm":
+                    block.jvp = torch.compile(block.jvp)
+                    undo.append(lambda b=block: b.__dict__.pop("jvp", None))
     # Flash attention has no forward-mode AD: torch.func needs the math backend.
     context = (lambda: sdpa_kernel(SDPBackend.MATH)) if fam == "func_jvp" else contextlib.nullcontext
     return loss, context, lambda: [f() for f in undo]

@@ -99,3 +99,19 @@ def test_guided_step():
         assert (loss.cfg_w, loss.cfg_k, loss.tangent_rows) == (2.0, 0.0, "r_neq_t")
     assert isinstance(J.objective("fm", args), FlowMatchingLoss)
     assert J.step_label(args) == ", du/dt on the rows with r != t, guidance w = 2, k = 0"
+
+
+@pytest.mark.parametrize("variant", ["fm+compile", "dual_ref+compile"])
+def test_regional_compile_covers_both_paths(variant):
+    """A MeanFlow step runs plain forwards too (the r = t rows, guidance): regional compile
+    wraps each block's forward, and its jvp for the MeanFlow variants; the undo removes both."""
+    from meanflow import DiT
+
+    model = DiT.from_config("DiT-T/4", num_classes=10, in_channels=1, input_size=8)
+    args = J.parse_args(["--device", "cpu", "--tangent-rows", "r_neq_t"])
+    _, _, undo = J.make_loss(variant, model, args)
+    for block in model.blocks:
+        assert block._compiled_call_impl is not None
+        assert ("jvp" in block.__dict__) == (variant != "fm+compile")
+    undo()
+    assert all(b._compiled_call_impl is None and "jvp" not in b.__dict__ for b in model.blocks)
