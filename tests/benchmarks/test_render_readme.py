@@ -140,25 +140,22 @@ def test_cpu_attention_says_reference_backend(tmp_path):
     )
 
 
-def test_each_row_mode_gets_its_own_table(results, tmp_path):
-    """A run with ``--tangent-rows r_neq_t`` does not replace the whole-batch run of the device."""
+@pytest.mark.parametrize(
+    "settings, suffix, title, note",
+    [
+        (dict(tangent_rows="r_neq_t"), "_r_neq_t", ", du/dt on the rows with r != t", "only on the rows"),
+        (dict(cfg_w=2.0, cfg_k=0.0), "_cfg", ", guidance w = 2, k = 0", "the FM step has none"),
+    ],
+)
+def test_each_step_mode_gets_its_own_table(results, tmp_path, settings, suffix, title, note):
+    """A run with ``--tangent-rows r_neq_t`` or ``--cfg-w/--cfg-k`` says so in its title and
+    note and does not replace the device's run of the default step."""
     step = _header("jvp_throughput", H100, "2026-11-24T10:00:00+00:00")
-    step["settings"]["tangent_rows"] = "r_neq_t"
+    step["settings"].update(settings)
     step["rows"] = [_step_row("fm", 300.0, 20.0), _step_row("fused_triton", 330.0, 21.0)]
-    _write(results / "jvp_throughput_r_neq_t_nvidia-h100-80gb-hbm3.json", step)
+    _write(results / f"jvp_throughput{suffix}_nvidia-h100-80gb-hbm3.json", step)
     section = render_readme.render(render_readme.load_results(results), tmp_path)
     assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
-    assert "#### DiT training step, du/dt on the rows with r != t: NVIDIA H100 80GB HBM3" in section
+    assert f"#### DiT training step{title}: NVIDIA H100 80GB HBM3" in section
+    assert note in section
     assert "380.0 ms c (1.36x)" in section and "330.0 ms (1.10x)" in section
-
-
-def test_a_guided_run_gets_its_own_table(results, tmp_path):
-    """A run with ``--cfg-w/--cfg-k`` says so in its title and note and replaces no other run."""
-    step = _header("jvp_throughput", H100, "2026-11-24T10:00:00+00:00")
-    step["settings"].update(cfg_w=2.0, cfg_k=0.0)
-    step["rows"] = [_step_row("fm", 300.0, 20.0), _step_row("fused_triton", 450.0, 21.0)]
-    _write(results / "jvp_throughput_cfg_nvidia-h100-80gb-hbm3.json", step)
-    section = render_readme.render(render_readme.load_results(results), tmp_path)
-    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
-    assert "#### DiT training step, guidance w = 2, k = 0: NVIDIA H100 80GB HBM3" in section
-    assert "the FM step has none" in section and "450.0 ms (1.50x)" in section
