@@ -54,6 +54,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
 from benchmarks import _common as C
+from benchmarks import render_readme
 from meanflow import DiT, FlowMatchingLoss, MeanFlowLoss
 from meanflow.loss import dual_jvp, func_jvp, spread_rows
 from mfkernels import dispatch
@@ -135,12 +136,6 @@ def objective(fam: str, args):
 
 def guided(args) -> bool:
     return args.cfg_w != 1.0 or args.cfg_k != 0.0
-
-
-def step_label(args) -> str:
-    """How the MeanFlow step differs from the default one (whole-batch JVP, no guidance)."""
-    label = ", du/dt on the rows with r != t" if args.tangent_rows == "r_neq_t" else ""
-    return label + (f", guidance w = {args.cfg_w:g}, k = {args.cfg_k:g}" if guided(args) else "")
 
 
 def make_loss(variant, model, args):
@@ -897,7 +892,7 @@ def main(argv=None):
     print_targets(runner.payload["targets"], args)
     print(f"\nwrote {runner.json_path}")
     if not args.no_plot:
-        png = plot(runner.rows, runner.json_path.with_suffix(".png"), step_label(args))
+        png = plot(runner.rows, runner.json_path.with_suffix(".png"), render_readme.step_title(vars(args)))
         if png:
             runner.payload["plot"] = png.name
             C.write_json(runner.json_path, runner.payload)

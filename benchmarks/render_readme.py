@@ -36,18 +36,21 @@ ROWS_NOTE = {
 }
 
 
-TITLE_SUFFIX = {"all": "", "r_neq_t": ", du/dt on the rows with r != t"}
+def step_mode(settings: dict) -> tuple[str, float, float]:
+    """``(tangent rows, w, k)`` of a training-step run's settings (the default step for runs
+    from before ``--tangent-rows`` and ``--cfg-w/--cfg-k`` existed)."""
+    return settings.get("tangent_rows", "all"), settings.get("cfg_w", 1.0), settings.get("cfg_k", 0.0)
 
 
-def _guidance(data):
-    """``(w, k)`` of a training-step run (``--cfg-w``, ``--cfg-k``; none before they existed)."""
-    settings = data.get("settings", {})
-    return settings.get("cfg_w", 1.0), settings.get("cfg_k", 0.0)
+def step_title(settings: dict) -> str:
+    """How a run's step differs from the default one, as a title suffix (README and plots)."""
+    rows_mode, w, k = step_mode(settings)
+    title = ", du/dt on the rows with r != t" if rows_mode == "r_neq_t" else ""
+    return title + (f", guidance w = {w:g}, k = {k:g}" if (w, k) != (1.0, 0.0) else "")
 
 
 def load_results(results_dir: Path) -> dict:
-    """``{(benchmark, device name, tangent rows, guidance): payload}``, the newest non-quick run
-    of each."""
+    """``{(benchmark, device name, *step_mode): payload}``, the newest non-quick run of each."""
     latest = {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
@@ -59,8 +62,7 @@ def load_results(results_dir: Path) -> dict:
         if data.get("settings", {}).get("quick"):
             continue
         data["_path"] = path
-        rows_mode = data.get("settings", {}).get("tangent_rows", "all")
-        key = (data["benchmark"], data["device"]["name"], rows_mode, _guidance(data))
+        key = (data["benchmark"], data["device"]["name"], *step_mode(data.get("settings", {})))
         if key not in latest or data["date"] > latest[key]["date"]:
             latest[key] = data
     return latest
@@ -93,11 +95,10 @@ def render_throughput(data, readme_dir: Path) -> str:
     rows = [r for r in data["rows"] if r["status"] == "ok"]
     dtypes = ", ".join(sorted({r["dtype"] for r in data["rows"]}))
     device = data["device"]["name"]
-    rows_mode = data.get("settings", {}).get("tangent_rows", "all")
-    w, k = _guidance(data)
-    title, note = TITLE_SUFFIX[rows_mode], ROWS_NOTE[rows_mode]
+    settings = data.get("settings", {})
+    rows_mode, w, k = step_mode(settings)
+    title, note = step_title(settings), ROWS_NOTE[rows_mode]
     if (w, k) != (1.0, 0.0):
-        title += f", guidance w = {w:g}, k = {k:g}"
         note += (
             f" **Guidance is folded into the MeanFlow target (w = {w:g}, k = {k:g}) on every row**: "
             "each MeanFlow step includes its no-grad pass, and the FM step has none."

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from benchmarks import jvp_throughput as J
+from benchmarks import render_readme
 
 
 def _row(
@@ -88,17 +89,18 @@ def test_plan_filters():
 
 
 def test_guided_step():
-    """--cfg-w/--cfg-k reach the MeanFlow objectives (FM has no guidance) and the labels."""
+    """--cfg-w/--cfg-k reach the MeanFlow objectives (FM has no guidance) and the plot title."""
     from meanflow.loss import FlowMatchingLoss
 
     plain = J.parse_args(["--device", "cpu"])
-    assert not J.objective("dual_ref", plain).guided and J.step_label(plain) == ""
+    assert not J.objective("dual_ref", plain).guided and render_readme.step_title(vars(plain)) == ""
     args = J.parse_args(["--device", "cpu", "--cfg-w", "2", "--cfg-k", "0", "--tangent-rows", "r_neq_t"])
     for fam in ("dual_ref", "func_jvp", "fused_cpu"):
         loss = J.objective(fam, args)
         assert (loss.cfg_w, loss.cfg_k, loss.tangent_rows) == (2.0, 0.0, "r_neq_t")
     assert isinstance(J.objective("fm", args), FlowMatchingLoss)
-    assert J.step_label(args) == ", du/dt on the rows with r != t, guidance w = 2, k = 0"
+    title = render_readme.step_title(vars(args))
+    assert title == ", du/dt on the rows with r != t, guidance w = 2, k = 0"
 
 
 @pytest.mark.parametrize("variant", ["fm+compile", "dual_ref+compile"])
