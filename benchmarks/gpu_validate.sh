@@ -81,7 +81,9 @@ $PY -c "import sys; sys.path.insert(0, '.'); import mfkernels; print('backends:'
     >"$DIR/backends.txt" 2>&1
 cat "$DIR/backends.txt"
 
-PYTEST=("$PY" -m pytest -q -rfE -p no:cacheprovider)
+# -v: each test's outcome is in the log as it ends, so a step cut short by its cap still
+# says what passed; --durations: where the GPU time went, for the next run's caps.
+PYTEST=("$PY" -m pytest -v -rfE --durations=15 -p no:cacheprovider)
 $PY -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout=90)
 TESTS=(tests)
 ((QUICK)) && TESTS=(tests/benchmarks)
