@@ -17,10 +17,10 @@ from mfkernels._triton import HAS_TRITON
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _compile(tmp_path, arch, *options):
+def _compile(tmp_path, arch, *options, **env_vars):
     """The rows of ``triton_static.py --arch ARCH OPTIONS``, which must succeed."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "MFK_AUTOTUNE")}
+    env.update(env_vars, TRITON_CACHE_DIR=str(tmp_path / "cache"))
     script = str(ROOT / "benchmarks" / "triton_static.py")
     cmd = [sys.executable, script, "--arch", str(arch), "--out-dir", str(tmp_path), *options]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -59,3 +59,22 @@ def test_fp32_attention_spills_little(tmp_path):
         assert r["status"] == "ok", r
         if "stack_bytes" in r:
             assert r["stack_bytes"] <= 3 * 1024, r
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
+def test_autotune_off_compiles_the_first_config_of_each_list(tmp_path):
+    from mfkernels.attention import _TUNED
+
+    rows = _compile(tmp_path, 90, "--quick", MFK_AUTOTUNE="0")
+    lists = {"_attn_jvp_fwd": "fwd", "_attn_bwd_dkdv": "dkdv", "_attn_bwd_dq": "dq"}
+    compiled = {}
+    for r in rows:
+        if r["kernel"] in lists:
+            c = r["config"]
+            compiled.setdefault((r["kernel"], r["shape"]), []).append(
+                (c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"])
+            )
+    assert {shape for _, shape in compiled} == {"d=64", "d=72"}
+    for (kernel, shape), configs in compiled.items():
+        width = "narrow" if shape == "d=64" else "wide"
+        assert configs == [_TUNED["sm90"][lists[kernel]][width][0]], (kernel, shape)

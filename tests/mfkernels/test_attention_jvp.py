@@ -10,7 +10,7 @@ import torch
 from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
-from mfkernels import dispatch, reference
+from mfkernels import attention, dispatch, reference
 from mfkernels.attention import (
     attention_backward_triton,
     attention_jvp_triton,
@@ -248,6 +248,28 @@ def test_gpu_fp32_n1024(d):
 def test_gpu_bf16_ragged_lengths(n_q, n_k):
     inputs = make_inputs(2, 2, n_q, n_k, 72, torch.bfloat16)
     check_against_reference(inputs, 72**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [64, 72])
+def test_gpu_every_tuned_config(monkeypatch, d):
+    """The autotuner only times its configs, and the suite runs the first of each list
+    (MFK_AUTOTUNE=0, tests/conftest.py): here every listed config runs against the reference."""
+    generation = "sm90" if torch.cuda.get_device_capability()[0] >= 9 else "sm80"
+    width = "wide" if d > 64 else "narrow"
+    lists = {name: attention._TUNED[generation][name][width] for name in ("fwd", "dkdv", "dq")}
+    kernels = (attention._attn_jvp_fwd, attention._attn_bwd_dkdv, attention._attn_bwd_dq)
+    inputs = make_inputs(2, 3, 300, 300, d, torch.bfloat16)
+    try:
+        for i in range(max(len(configs) for configs in lists.values())):
+            forced = {name: {width: [configs[min(i, len(configs) - 1)]]} for name, configs in lists.items()}
+            monkeypatch.setattr(attention, "_TUNED", {generation: forced})
+            for kernel in kernels:
+                kernel.cache.clear()  # the config chosen for this shape
+            check_against_reference(inputs, d**-0.5, TOL[torch.bfloat16])
+    finally:
+        for kernel in kernels:
+            kernel.cache.clear()
 
 
 @pytest.mark.gpu
