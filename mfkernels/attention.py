@@ -521,8 +521,8 @@ def _attn_bwd_dq_kernel(
 #
 # MFK_AUTOTUNE=0 runs the first config of each list, untimed: tests/conftest.py sets it on a
 # GPU, where compiling and timing every candidate for each of the suite's many shapes would
-# take minutes; one GPU test runs every listed config against the reference instead (the
-# autotuner only times them).
+# take minutes; test_every_tuned_config runs every listed config against the reference
+# instead (the autotuner only times them).
 _FP32_CONFIG = (32, 32, 8, 2)
 _TUNED = {
     "sm90": {

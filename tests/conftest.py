@@ -8,7 +8,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 else:
     # One config per attention kernel, untimed, instead of compiling and timing every candidate
-    # for each of the suite's shapes; test_gpu_every_tuned_config runs each candidate once.
+    # for each of the suite's shapes; test_every_tuned_config runs each candidate once.
     os.environ.setdefault("MFK_AUTOTUNE", "0")
 
 import pytest  # noqa: E402

@@ -182,6 +182,34 @@ def test_opcheck_with_triton_backend():
     )
 
 
+def _generations():
+    """The tuned config lists to check: this GPU's, or every generation's in the interpreter."""
+    if torch.cuda.is_available():
+        return ["sm90" if torch.cuda.get_device_capability()[0] >= 9 else "sm80"]
+    return ["sm90", "sm80"]
+
+
+@needs_triton
+@pytest.mark.parametrize("generation", _generations())
+@pytest.mark.parametrize("d", [64, 72])
+def test_every_tuned_config(monkeypatch, generation, d):
+    """The autotuner only times its configs, and the suite on a GPU runs just the first of each
+    list (MFK_AUTOTUNE=0, tests/conftest.py): here every listed tile shape runs against the
+    reference, compiled in bf16 on a GPU; in the interpreter (fp32) it checks the tiles' logic,
+    ragged blocks of 128 x 64 over a sequence of 130 included."""
+    width = "wide" if d > 64 else "narrow"
+    lists = {name: attention._TUNED[generation][name][width] for name in ("fwd", "dkdv", "dq")}
+    kernels = {"fwd": attention._attn_jvp_fwd, "dkdv": attention._attn_bwd_dkdv, "dq": attention._attn_bwd_dq}
+    gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if gpu else torch.float32
+    inputs = make_inputs(2, 3, 300, 300, d, dtype) if gpu else make_inputs(1, 2, 130, 130, d, dtype)
+    for i in range(max(len(configs) for configs in lists.values())):
+        for name, kernel in kernels.items():
+            config = lists[name][min(i, len(lists[name]) - 1)]
+            monkeypatch.setattr(kernel, "configs", [attention._config(*config)])  # one config: no tuning
+        check_against_reference(inputs, d**-0.5, TOL[dtype])
+
+
 def _forget_attention_warnings():
     for key in [key for key in dispatch._warned if key[0].startswith("attention")]:
         dispatch._warned.discard(key)
@@ -248,28 +276,6 @@ def test_gpu_fp32_n1024(d):
 def test_gpu_bf16_ragged_lengths(n_q, n_k):
     inputs = make_inputs(2, 2, n_q, n_k, 72, torch.bfloat16)
     check_against_reference(inputs, 72**-0.5, TOL[torch.bfloat16])
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("d", [64, 72])
-def test_gpu_every_tuned_config(monkeypatch, d):
-    """The autotuner only times its configs, and the suite runs the first of each list
-    (MFK_AUTOTUNE=0, tests/conftest.py): here every listed config runs against the reference."""
-    generation = "sm90" if torch.cuda.get_device_capability()[0] >= 9 else "sm80"
-    width = "wide" if d > 64 else "narrow"
-    lists = {name: attention._TUNED[generation][name][width] for name in ("fwd", "dkdv", "dq")}
-    kernels = (attention._attn_jvp_fwd, attention._attn_bwd_dkdv, attention._attn_bwd_dq)
-    inputs = make_inputs(2, 3, 300, 300, d, torch.bfloat16)
-    try:
-        for i in range(max(len(configs) for configs in lists.values())):
-            forced = {name: {width: [configs[min(i, len(configs) - 1)]]} for name, configs in lists.items()}
-            monkeypatch.setattr(attention, "_TUNED", {generation: forced})
-            for kernel in kernels:
-                kernel.cache.clear()  # the config chosen for this shape
-            check_against_reference(inputs, d**-0.5, TOL[torch.bfloat16])
-    finally:
-        for kernel in kernels:
-            kernel.cache.clear()
 
 
 @pytest.mark.gpu
