@@ -4,7 +4,8 @@
 A row kernel holds a ``(ROWS, BLOCK_D)`` tile in registers: ``BLOCK_D`` covers a whole row
 (the next power of two of ``dim``) and ``ROWS`` rows share a program so that narrow rows
 still give every thread a few vector loads. Under ``TRITON_INTERPRET=1`` each program is a
-slow Python step, so tiles are made much larger there; the kernels are the same.
+slow Python step, so tiles are made much larger there; the kernels are the same, and the
+``gpu_launch_settings`` test fixture runs the GPU's tiles in the interpreter.
 """
 
 import torch
@@ -57,6 +58,11 @@ def col_settings(dim: int, n_rows: int) -> tuple[int, int, int]:
     tile = 16384 if INTERPRET else 2048
     rows = max(1, min(tile // block_d, next_power_of_2(max(n_rows, 1))))
     return rows, block_d, 4
+
+
+def pointwise_block(n: int) -> int:
+    """Elements per program of a pointwise kernel over ``n``: 8 per thread of 4 warps."""
+    return min(65536 if INTERPRET else 1024, next_power_of_2(n))
 
 
 def sm_count(device: torch.device) -> int:

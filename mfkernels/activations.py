@@ -14,7 +14,7 @@ from torch import Tensor
 from . import _rows, dispatch, reference
 from ._autograd import mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_tensor
-from ._triton import INTERPRET, tl, triton
+from ._triton import tl, triton
 
 # --------------------------------------------------------------------------- triton kernels
 
@@ -64,14 +64,6 @@ def _silu_jvp_kernel(X, XD, Y, YD, n, BLOCK: tl.constexpr):
     tl.store(YD + offs, (s * (1.0 + x * tl.sigmoid(-xc)) * xd).to(YD.dtype.element_ty), mask=mask)
 
 
-# Elements per program: 8 per thread of 4 warps on a GPU; big blocks for the interpreter.
-_BLOCK = 65536 if INTERPRET else 1024
-
-
-def _pointwise_block(n: int) -> int:
-    return min(_BLOCK, _rows.next_power_of_2(n))
-
-
 def gelu_tanh_jvp_triton(x, x_dot, bias=None, tangent_dtype=None):
     """Triton :func:`reference.gelu_tanh_jvp`: ``(y, y_dot)`` in x's dtype (``y_dot`` in
     ``tangent_dtype`` when given), one pass."""
@@ -80,7 +72,7 @@ def gelu_tanh_jvp_triton(x, x_dot, bias=None, tangent_dtype=None):
     n = x.numel()
     if n == 0:
         return y, y_dot
-    block = _pointwise_block(n)
+    block = _rows.pointwise_block(n)
     has_bias = bias is not None
     _gelu_tanh_jvp_kernel[(triton.cdiv(n, block),)](
         x, x_dot, bias.contiguous() if has_bias else x, y, y_dot, n, x.shape[-1] if x.dim() else 1,
@@ -103,7 +95,7 @@ def silu_jvp_triton(x, x_dot):
     n = x.numel()
     if n == 0:
         return y, y_dot
-    block = _pointwise_block(n)
+    block = _rows.pointwise_block(n)
     _silu_jvp_kernel[(triton.cdiv(n, block),)](x, x_dot, y, y_dot, n, BLOCK=block, num_warps=4)
     return y, y_dot
 

@@ -26,3 +26,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def gpu_launch_settings(monkeypatch):
+    """The row and pointwise kernels' GPU tiles under the interpreter, which otherwise takes
+    one big tile: rows split over column tiles, ragged row tiles and bias rows that straddle
+    blocks then run on the CPU too. A no-op on a GPU."""
+    from mfkernels import _rows
+
+    monkeypatch.setattr(_rows, "INTERPRET", False)

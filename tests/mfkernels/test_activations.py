@@ -69,6 +69,13 @@ def test_gelu_fp32_against_float64(shape, with_bias):
 
 
 @needs_triton
+@pytest.mark.parametrize("shape", [(3, 17, 384), (1, 130, 1152)])
+def test_gelu_gpu_tiles(gpu_launch_settings, shape):
+    """Blocks of 1024 elements, whose bias rows start mid-block, and a ragged last block."""
+    check_gelu(shape, torch.float32, torch.float32)
+
+
+@needs_triton
 @pytest.mark.parametrize(
     "dtype, bias_dtype",
     [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32), (torch.float16, torch.float16)],
@@ -93,6 +100,11 @@ def test_gelu_tails_and_strided_input():
 @pytest.mark.parametrize("shape", [(3, 72), (1, 130, 384), (7,)])
 def test_silu_fp32_against_float64(shape):
     check_silu(shape, torch.float32)
+
+
+@needs_triton
+def test_silu_gpu_tiles(gpu_launch_settings):
+    check_silu((3, 17, 72), torch.float32)  # 3672 elements: four blocks of 1024, the last ragged
 
 
 @needs_triton

@@ -71,6 +71,14 @@ def test_fp32_against_float64(batch, tokens, dim):
 
 
 @needs_triton
+@pytest.mark.parametrize("batch, tokens, dim", [(3, 17, 1152), (3, 130, 72)])
+def test_gpu_tiles(gpu_launch_settings, batch, tokens, dim):
+    """One row of 1152 per program (two per backward loop step); 16-row tiles of 72 (32 in
+    the backward) with a ragged last tile."""
+    check_public(batch, tokens, dim, torch.float32, torch.float32)
+
+
+@needs_triton
 @pytest.mark.parametrize(
     "x_dtype, mod_dtype",
     [

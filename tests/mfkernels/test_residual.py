@@ -46,6 +46,14 @@ def test_fp32_against_float64(batch, tokens, dim):
 
 
 @needs_triton
+@pytest.mark.parametrize("batch, tokens, dim", [(3, 17, 1152), (3, 130, 72)])
+def test_gpu_tiles(gpu_launch_settings, batch, tokens, dim):
+    """Rows of 1152 in two column tiles of 1024; 16-row tiles over 390 rows."""
+    f32 = torch.float32
+    check(batch, tokens, dim, f32, f32, f32)
+
+
+@needs_triton
 @pytest.mark.parametrize(
     "x_dtype, f_dtype, mod_dtype",
     [

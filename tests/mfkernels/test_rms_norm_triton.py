@@ -38,6 +38,13 @@ def test_fp32_against_float64(shape, with_weight):
 
 
 @needs_triton
+@pytest.mark.parametrize("shape", [(1, 2, 130, 72), (2, 3, 17, 128)])
+def test_gpu_tiles(gpu_launch_settings, shape):
+    """16-row tiles of 72 and 128 over 260 and 102 rows, the last one ragged."""
+    check(shape, torch.float32, True)
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision(dtype):
     check((2, 3, 17, 72), dtype, True)
