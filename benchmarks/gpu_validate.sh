@@ -11,8 +11,8 @@
 # has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, training-step benchmark, attention benchmark, the rest of the tests, the training step
-# with the default loss if time is left, summary.
+# tests, every tuned attention tile, training-step benchmark, attention benchmark, the rest of
+# the tests, the training step with the default loss if time is left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,8 +88,11 @@ $PY -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout=90)
 TESTS=(tests)
 ((QUICK)) && TESTS=(tests/benchmarks)
 
-# 3. GPU-only tests first: they are what this machine is for
+# 3. GPU-only tests first: they are what this machine is for; then every tuned attention tile
+# compiled (the suite runs one per kernel, MFK_AUTOTUNE=0, and the benchmarks autotune over all)
+TILES=tests/mfkernels/test_attention_jvp.py::test_every_tuned_config
 step tests_gpu "$(budget 120 280)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
+step tests_tiles "$(budget 60 250)" "${PYTEST[@]}" --junitxml="$DIR/tests_tiles.xml" "$TILES"
 
 # 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first)
 QFLAG=()
@@ -102,7 +105,7 @@ b=$(budget 110 45)
 step attention_jvp "$b" "$PY" benchmarks/attention_jvp.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 20)) --out-dir "$DIR"
 
 # 6. the rest of the suite, on this machine
-step tests_rest "$(budget 200 12)" "${PYTEST[@]}" -m "not gpu" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
+step tests_rest "$(budget 200 12)" "${PYTEST[@]}" -m "not gpu" --deselect "$TILES" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
 
 # 7. if time is left: DiT-XL/2 with the engine's default loss (du/dt on the rows with r != t only)
 if ((QUICK)); then
