@@ -564,12 +564,17 @@ def _shape(config):
     return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
 
 
+def generation(arch) -> str:
+    """The ``_TUNED`` lists for a compute capability given as major * 10 + minor."""
+    return "sm90" if isinstance(arch, int) and arch >= 90 else "sm80"
+
+
 def _autotune(kernel, name):
     if INTERPRET:
         return triton.autotune(configs=[_config(32, 32, 4, 1)], key=_KEY)(kernel)
     every = {_FP32_CONFIG}
-    for generation in _TUNED.values():
-        every.update(*generation[name].values())
+    for lists in _TUNED.values():
+        every.update(*lists[name].values())
 
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
@@ -578,8 +583,7 @@ def _autotune(kernel, name):
         else:
             # The driver's target, not the tensor's device: the static check compiles from CPU.
             arch = triton.runtime.driver.active.get_current_target().arch
-            tuned = _TUNED["sm90" if isinstance(arch, int) and arch >= 90 else "sm80"][name]
-            tuned = tuned["wide" if args["BLOCK_D"] > 64 else "narrow"]
+            tuned = _TUNED[generation(arch)][name]["wide" if args["BLOCK_D"] > 64 else "narrow"]
             keep = set(tuned if os.environ.get("MFK_AUTOTUNE", "1") != "0" else tuned[:1])
         return [c for c in configs if _shape(c) in keep]
 

@@ -185,7 +185,8 @@ def test_opcheck_with_triton_backend():
 def _generations():
     """The tuned config lists to check: this GPU's, or every generation's in the interpreter."""
     if torch.cuda.is_available():
-        return ["sm90" if torch.cuda.get_device_capability()[0] >= 9 else "sm80"]
+        major, minor = torch.cuda.get_device_capability()
+        return [attention.generation(10 * major + minor)]
     return ["sm90", "sm80"]
 
 
