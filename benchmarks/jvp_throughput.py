@@ -6,7 +6,7 @@
     python benchmarks/jvp_throughput.py --tangent-rows r_neq_t --cfg-w 1 --cfg-k 0.5   # the trainer's loss
 
 A step is: sample ``t, r`` and noise, the network pass, the target, the loss, the backward and
-an AdamW step (fused on CUDA), with bf16 autocast on the GPU (fp32 master weights). Variants
+an AdamW step (torch's fused AdamW), with bf16 autocast on the GPU (fp32 master weights). Variants
 differ only in how ``(u, du/dt)`` is computed:
 
   fm                  plain flow matching, ``u(z, t, t)`` regressed on ``v`` (one forward;
@@ -254,7 +254,7 @@ class Runner:
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.02 * torch.randn_like(p))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         x = torch.randn(g.batch, in_ch, size, size, device=device)
         y = torch.randint(0, classes, (g.batch,), device=device)
         base = {
