@@ -750,8 +750,8 @@ def plot(rows, path, label=""):
                 hatch="//" if compiled else None,
                 edgecolor="white" if compiled else None,
             )
-            label = f" {r['ms']:.1f} ms" + (f"  {r['x_fm']:.2f}x FM" if r.get("x_fm") else "")
-            ax.text(r["ms"], i, label, va="center", fontsize=7)
+            value = f" {r['ms']:.1f} ms" + (f"  {r['x_fm']:.2f}x FM" if r.get("x_fm") else "")
+            ax.text(r["ms"], i, value, va="center", fontsize=7)
         ax.set_yticks(range(len(grp)), [r["variant"] for r in grp])
         ax.invert_yaxis()
         ax.set_xlim(0, max(ms) * 1.45)

@@ -1,5 +1,6 @@
 """Pieces of benchmarks/jvp_throughput.py: ratios and target verdicts."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,35 @@ def test_regional_compile_covers_both_paths(variant):
         assert ("jvp" in block.__dict__) == (variant != "fm+compile")
     undo()
     assert all(b._compiled_call_impl is None and "jvp" not in b.__dict__ for b in model.blocks)
+
+
+class _Recorder:
+    """Stands in for matplotlib's pyplot, a figure and its axes: records every call."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        if name.startswith("__"):  # numpy asks an object in an array for its array protocols
+            raise AttributeError(name)
+
+        def record(*args, **kwargs):
+            self.calls.append((name, args))
+            if name == "subplots":
+                axes = np.empty((args[0], 1), dtype=object)
+                axes[:, 0] = [_Recorder(self.calls) for _ in range(args[0])]
+                return self, axes
+
+        return record
+
+
+def test_plot_titles_name_the_group_and_the_step(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(J.C, "pyplot", lambda: _Recorder(calls))
+    rows = [_row("fm", 100.0), _row("fused_triton", 130.0)]
+    J.annotate(rows)
+    J.plot(rows, tmp_path / "plot.png", ", du/dt on the rows with r != t")
+    titles = [args[0] for name, args in calls if name == "set_title"]
+    assert titles == ["DiT-XL/2, batch 64, bf16, NVIDIA H100 80GB HBM3, du/dt on the rows with r != t"]
+    bar_texts = [args[2] for name, args in calls if name == "text"]
+    assert bar_texts == [" 100.0 ms  1.00x FM", " 130.0 ms  1.30x FM"]
