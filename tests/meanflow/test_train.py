@@ -313,3 +313,10 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
     # A read-only image tree keeps its scan summary in the same cache.
     monkeypatch.setattr(image_folder.os, "access", lambda path, mode: False)
     assert os.path.dirname(image_folder.default_cache_path(str(tmp_path / "ro"))) == str(tmp_path / "mf")
+
+
+def test_cpu_optimizer_is_torchs_fused_adamw(tmp_path):
+    config = tiny_config(tmp_path, None, betas=[0.8, 0.95], weight_decay=0.01)
+    opt = train.build_optimizer(torch.nn.Linear(3, 2), config, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    assert opt.defaults["betas"] == (0.8, 0.95) and opt.defaults["weight_decay"] == 0.01
