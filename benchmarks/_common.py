@@ -229,3 +229,33 @@ def short_error(exc: BaseException, limit: int = 160) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     # Dynamo wraps the real error; its first line is what matters.
     return f"{type(exc).__name__}: {text}"[:limit]
+
+
+# ----------------------------------------------------------------------- memory
+
+
+def saved_for_backward_bytes(fn, keep=()) -> tuple[object, int]:
+    """``(fn(), bytes)``: the memory autograd holds for the backward of what ``fn`` builds,
+    on any device (the CPU has no peak-memory counter).
+
+    Every tensor an op saves for its backward is counted once per storage, except those in
+    ``keep`` (the parameters: they stay in memory anyway) and forward-AD zero tangents (no
+    storage). Transients freed during the forward (a layer's tangent once the next layer has
+    it) are not counted: this is the activation memory that lives until the backward.
+    """
+    kept = {t.untyped_storage().data_ptr() for t in keep}
+    saved = {}  # data_ptr -> storage, held so that no address is freed and reused meanwhile
+
+    def pack(tensor):
+        base = tensor
+        while torch._C._functorch.is_functorch_wrapped_tensor(base):  # torch.func's duals
+            base = torch._C._functorch.get_unwrapped(base)
+        if not base._is_zerotensor():
+            storage = base.untyped_storage()
+            if storage.data_ptr() not in kept:
+                saved[storage.data_ptr()] = storage
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return out, sum(storage.nbytes() for storage in saved.values())

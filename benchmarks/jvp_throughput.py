@@ -375,6 +375,12 @@ class Runner:
                 row["graph_breaks"] = sum(counters["graph_break"].values())
             for _ in range(args.warmup):
                 step()
+            if not compiled:  # what the step keeps for its backward (no peak counter on the CPU)
+                model.backend = backend
+                params = list(model.parameters())
+                with autocast(device, dtype), context():
+                    _, saved = C.saved_for_backward_bytes(lambda: loss_fn(x, y), keep=params)
+                row["saved_mib"] = round(saved / 2**20, 1)
             network_pass = None
             if not compiled and not args.no_forward:
                 network_pass = self.network_pass(fam, backend, model, probe, dtype, context)
@@ -561,7 +567,8 @@ def _key(row):
 def annotate(rows):
     """Ratios to the FM step of the same preset/batch/dtype: ``x_fm`` against FM in the same
     mode (eager vs eager, compiled vs compiled; eager FM when compiled FM is missing),
-    ``x_fm_eager`` against eager FM, and ``mem_x_fm`` for peak memory likewise."""
+    ``x_fm_eager`` against eager FM, ``mem_x_fm`` for peak memory likewise, ``saved_x_fm`` for
+    the activations saved for the backward against eager FM's."""
     ok = {(_key(r), r["variant"]): r for r in rows if r["status"] == "ok"}
     for row in rows:
         if row["status"] != "ok":
@@ -576,6 +583,8 @@ def annotate(rows):
             row["x_fm_eager"] = round(row["ms"] / fm_eager["ms"], 3)
             if row.get("fwd_ms") and fm_eager.get("fwd_ms"):
                 row["fwd_x_fm"] = round(row["fwd_ms"] / fm_eager["fwd_ms"], 3)
+            if row.get("saved_mib") and fm_eager.get("saved_mib"):
+                row["saved_x_fm"] = round(row["saved_mib"] / fm_eager["saved_mib"], 3)
 
 
 def _best(rows, prefix):
@@ -676,6 +685,7 @@ def print_table(rows):
                 f"{r['first_call_s']:.1f}" if r.get("first_call_s") else "",
                 f"{r['fwd_ms']:.2f}" if r.get("fwd_ms") else "",
                 f"{r['fwd_x_fm']:.2f}" if r.get("fwd_x_fm") else "",
+                f"{r['saved_mib']:.1f} ({r['saved_x_fm']:.2f}x)" if r.get("saved_x_fm") else "",
                 len(r["ops_fallback"]) if r.get("ops_fallback") is not None else "",
             ]
         )
@@ -693,11 +703,13 @@ def print_table(rows):
         "1st call s",
         "pass ms",
         "pass x FM",
+        "saved MiB (x FM)",
         "ref ops",
     ]
     print(C.format_table(table, heads))
     print("x FM: time over the FM step in the same mode (compiled vs compiled FM, else eager FM).")
     print("pass ms: the network pass alone under no_grad (FM: forward; others: u and du/dt), eager only.")
+    print("saved MiB: activations autograd keeps for the backward (parameters left out), eager only.")
     print("ref ops: ops of a fused variant that fell back to the reference backend (names in the JSON).")
 
 

@@ -1,11 +1,16 @@
 """Pieces of benchmarks/jvp_throughput.py: ratios and target verdicts."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
+import mfkernels
+from benchmarks import _common as C
 from benchmarks import jvp_throughput as J
 from benchmarks import render_readme
+from meanflow import DiT
 
 
 def _row(
@@ -150,3 +155,27 @@ def test_plot_titles_name_the_group_and_the_step(monkeypatch, tmp_path):
     assert titles == ["DiT-XL/2, batch 64, bf16, NVIDIA H100 80GB HBM3, du/dt on the rows with r != t"]
     bar_texts = [args[2] for name, args in calls if name == "text"]
     assert bar_texts == [" 100.0 ms  1.00x FM", " 130.0 ms  1.30x FM"]
+
+
+@pytest.mark.parametrize("tangent_rows", ["all", "r_neq_t"])
+def test_dual_step_keeps_no_more_for_its_backward_than_flow_matching(tangent_rows):
+    """Issue 8's memory target on the CPU: the tangents of a dual step never reach the autograd
+    graph, so the step keeps no more activations for its backward than a flow-matching step;
+    torch.func.jvp keeps its tangent graph too (which is what the measure must see)."""
+    torch.manual_seed(0)
+    model = DiT.from_config("DiT-T/4", num_classes=10, in_channels=1, input_size=16, depth=2)
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    args = J.parse_args(["--tangent-rows", tangent_rows])
+    variants = ["fm", "func_jvp", "dual_ref"]
+    if "cpu" in mfkernels.available_backends():
+        variants.append("fused_cpu")
+    saved = {}
+    for variant in variants:
+        loss, context, undo = J.make_loss(variant, model, args)
+        with context():
+            _, saved[variant] = C.saved_for_backward_bytes(partial(loss, x, y), keep=list(model.parameters()))
+        undo()
+    assert saved["fm"] > 0
+    for variant in variants[2:]:
+        assert saved[variant] <= saved["fm"], saved
+    assert saved["func_jvp"] > 1.2 * saved["fm"], saved
