@@ -138,6 +138,18 @@ def render_throughput(data, readme_dir: Path) -> str:
             best = min(cand, key=lambda r: r["ms"], default=None)
             cells.append(f"{best['mem_x_fm']:.2f}x ({best['peak_mem_gib']:.1f} GiB)" if best else "-")
         out.append("| " + " | ".join(cells) + " |")
+    kept = []
+    for (preset, batch, dtype), grp in groups.items():
+        eager = [r for r in grp if r.get("saved_x_fm") and not r["variant"].endswith("+compile")]
+        fm = next((r for r in eager if r["variant"] == "fm"), None)
+        if fm:
+            others = ", ".join(
+                f"{FAMILY_TITLES[r['variant']]} {r['saved_x_fm']:.2f}x" for r in eager if r is not fm
+            )
+            kept.append(f"- {preset} batch {batch} {dtype}: FM {fm['saved_mib']:.1f} MiB; {others}")
+    if kept:
+        out += ["", "Activations an eager step keeps for its backward (parameters left out), over FM's:", ""]
+        out += kept
     failed = [r for r in data["rows"] if r["status"].startswith("failed")]
     if failed:
         out += [

@@ -37,6 +37,8 @@ def _step_row(variant, ms, peak, preset="DiT-XL/2", status="ok"):
     }
     if status == "ok":
         row.update(ms=ms, peak_mem_gib=peak, mem_x_fm=round(peak / 20.0, 3))
+        if not variant.endswith("+compile"):
+            row.update(saved_mib=peak * 100, saved_x_fm=round(peak / 20.0, 3))
     return row
 
 
@@ -102,6 +104,8 @@ def test_renders_newest_results_with_device_dtype_date(results, tmp_path):
     row = next(line for line in section.splitlines() if line.startswith("| DiT-XL/2"))
     assert "280.0 ms c" in row and "380.0 ms c (1.36x)" in row and "900.0 ms (3.21x)" in row
     assert "1.05x (21.0 GiB)" in row
+    kept = "- DiT-XL/2 batch 64 bf16: FM 2000.0 MiB; torch.func.jvp 2.00x, fused (Triton) 1.10x"
+    assert kept in section.splitlines()
     assert "999.0" not in section and "| 1.0 ms" not in section  # older and quick runs ignored
     assert "func_jvp+compile: failed: compile timed out" in section
     assert "**PASS** fused step <= 1.4x FM step: 1.36 (threshold 1.4)" in section
