@@ -376,7 +376,6 @@ class Runner:
             for _ in range(args.warmup):
                 step()
             if not compiled:  # what the step keeps for its backward (no peak counter on the CPU)
-                model.backend = backend
                 params = list(model.parameters())
                 with autocast(device, dtype), context():
                     _, saved = C.saved_for_backward_bytes(lambda: loss_fn(x, y), keep=params)
