@@ -12,6 +12,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meanflow import DiT
+from meanflow.distributed import resolve_device
 
 
 def _median_ms(fn, repeats, device):
@@ -38,10 +39,12 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
-
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
     torch.manual_seed(0)
     model = DiT.from_config(
         args.preset, num_classes=args.num_classes, in_channels=args.channels, input_size=args.input_size

@@ -145,12 +145,17 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="score the raw weights, not the EMA")
     args = parser.parse_args(argv)
-    classifier, state = load_classifier()
-    print(f"classifier: test accuracy {state['test_acc']:.4f}")
-    if args.checkpoint:
+    model = None
+    if args.checkpoint:  # a bad path fails before minutes of classifier training, not after
         from .pretrained import load_trainer_checkpoint
 
-        model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0)
+        try:
+            model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0)
+        except (ValueError, FileNotFoundError) as e:
+            parser.exit(2, f"error: {e}\n")
+    classifier, state = load_classifier()
+    print(f"classifier: test accuracy {state['test_acc']:.4f}")
+    if model is not None:
         print(evaluate(model, args.samples, args.steps, args.seed))
 
 

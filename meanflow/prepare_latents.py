@@ -250,13 +250,16 @@ def main(argv=None):
     parser.add_argument("--preview", type=int, default=8, help="images in preview.png (0: none)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    prepare_latents(
-        args.src, args.dst, args.vae, args.vae_config,
-        image_size=args.image_size, batch_size=args.batch_size, shard_size=args.shard_size,
-        flips=2 if args.flips == "both" else 1, dtype=args.dtype, device=args.device, reader=args.reader,
-        num_workers=args.workers, scan_workers=args.scan_workers, progress=not args.no_progress,
-        preview=args.preview,
-    )  # fmt: skip
+    try:
+        prepare_latents(
+            args.src, args.dst, args.vae, args.vae_config,
+            image_size=args.image_size, batch_size=args.batch_size, shard_size=args.shard_size,
+            flips=2 if args.flips == "both" else 1, dtype=args.dtype, device=args.device, reader=args.reader,
+            num_workers=args.workers, scan_workers=args.scan_workers, progress=not args.no_progress,
+            preview=args.preview,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:  # bad input: say what, no traceback
+        parser.exit(2, f"error: {e}\n")
     return 0
 
 

@@ -79,6 +79,7 @@ def main(argv=None):
     """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png"""
     import argparse
 
+    from .distributed import resolve_device
     from .pretrained import load_trainer_checkpoint
 
     parser = argparse.ArgumentParser(description="Sample a grid (10 per class) from a trainer checkpoint.")
@@ -88,14 +89,18 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
     parser.add_argument("--out", default="samples.png")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
-    model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=args.device)
+    try:
+        device = resolve_device(args.device)
+        model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        parser.exit(2, f"error: {e}\n")
     cfg = model.config
     n = (cfg.num_classes or 10) * args.per_class
-    y = torch.arange(n, device=args.device) % cfg.num_classes if cfg.num_classes else None
-    g = torch.Generator(device=args.device).manual_seed(args.seed)
-    noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=args.device)
+    y = torch.arange(n, device=device) % cfg.num_classes if cfg.num_classes else None
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=device)
     images = sample(model, y, steps=args.steps, noise=noise)
     save_grid(images, args.out, nrow=cfg.num_classes or 10)
     print(f"wrote {args.out}: {images.shape[0]} samples, {args.steps} NFE")

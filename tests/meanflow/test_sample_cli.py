@@ -240,3 +240,22 @@ def test_gpu_matches_cpu(tmp_path, tiny, dtype):
     )
     cpu, gpu = load(tmp_path / "cpu")["arr_0"].astype(int), load(tmp_path / "gpu")["arr_0"].astype(int)
     assert np.abs(cpu - gpu).max() <= (1 if dtype == "fp32" else 16)
+
+
+def test_programs_name_a_missing_checkpoint_or_unusable_device(tmp_path, capsys, monkeypatch):
+    """The grid sampler, the MNIST scorer and the latent encoder exit with the error in one
+    line (status 2), no traceback; the scorer checks its checkpoint before training a classifier."""
+    from meanflow import eval_mnist, prepare_latents, sampler
+
+    monkeypatch.setattr(eval_mnist, "load_classifier", lambda *a, **k: pytest.fail("trained a classifier"))
+    missing = str(tmp_path / "missing.pt")
+    for main, argv, message in (
+        (sampler.main, [missing], f"error: checkpoint {missing} not found"),
+        (sampler.main, [missing, "--device", "gpu"], "error: device must be 'auto', 'cpu', 'cuda'"),
+        (eval_mnist.main, [missing], f"error: checkpoint {missing} not found"),
+        (prepare_latents.main, [missing, str(tmp_path / "out"), "--vae", "random"], "does not exist"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err

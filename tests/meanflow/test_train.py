@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -239,6 +240,8 @@ def test_setup_distributed_picks_the_device(monkeypatch):
 
     chosen = []
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -246,6 +249,33 @@ def test_setup_distributed_picks_the_device(monkeypatch):
     assert setup_distributed("cuda:1") == (3, 1, torch.device("cuda", 1))
     assert setup_distributed("cpu") == (3, 1, torch.device("cpu"))
     assert chosen == [torch.device("cuda", 3), torch.device("cuda", 1)]
+
+
+@pytest.mark.parametrize(
+    "name, gpus, message",
+    [
+        ("cuda", 0, "'cuda': torch sees no CUDA GPU"),
+        ("cuda:1", 0, "'cuda:1': torch sees no CUDA GPU"),
+        ("cuda:2", 2, "'cuda:2': GPU 2 asked for, this machine has 2"),
+        ("cuda", 2, "'cuda (LOCAL_RANK 3)': GPU 3 asked for, this machine has 2"),
+        ("gpu", 2, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        ("meta", 2, "got 'meta'"),
+    ],
+)
+def test_setup_distributed_names_a_device_it_cannot_use(monkeypatch, name, gpus, message):
+    """A bad --device is a ValueError naming it (the programs print it), not torch's driver
+    error from the first CUDA call; nothing is set up."""
+    from meanflow.distributed import setup_distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        setup_distributed(name)
+    assert chosen == []
 
 
 @pytest.mark.parametrize("w, k", [(1.5, 0.3), (2.0, 0.0)])  # both guidance values; the null one only
