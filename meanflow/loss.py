@@ -97,6 +97,18 @@ class _Objective:
             raise TypeError(f"rows must be a slice of the batch or None, got {type(rows).__name__}")
         return {k: v[rows] for k, v in noise.items()}
 
+    @staticmethod
+    def _check_batch(x, y, noise):
+        """``x``, ``y`` and the draws must describe the same rows."""
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+            raise TypeError("x must be a floating-point (batch, ...) tensor of data")
+        if y is not None and (not isinstance(y, Tensor) or tuple(y.shape) != (x.shape[0],)):
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f"y must hold one label per row of x, shape ({x.shape[0]},), got {shape}")
+        if noise is not None and noise["e"].shape != x.shape:
+            got = tuple(noise["e"].shape)
+            raise ValueError(f"noise['e'] must have x's shape {tuple(x.shape)}, got {got}")
+
     def _labels(self, model, y, drop):
         """Rows in ``drop`` get the null label (classifier-free guidance training)."""
         if y is None:
@@ -262,6 +274,7 @@ class MeanFlowLoss(_Objective):
 
     def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
         """``(loss, stats)``; ``noise`` (from :meth:`sample_noise`) overrides the draws."""
+        self._check_batch(x, y, noise)
         n = self.sample_noise(x, generator) if noise is None else noise
         t, r, e, drop = n["t"], n["r"], n["e"], n["drop"]
         tb = _bcast(t, x)
@@ -326,6 +339,7 @@ class FlowMatchingLoss(_Objective):
         return self._rows({"t": t, "r": t, "e": e, "drop": drop}, rows)
 
     def __call__(self, model, x: Tensor, y: Tensor | None, generator=None, noise=None):
+        self._check_batch(x, y, noise)
         n = self.sample_noise(x, generator) if noise is None else noise
         t, e = n["t"], n["e"]
         tb = _bcast(t, x)

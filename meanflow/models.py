@@ -370,6 +370,10 @@ class DiT(nn.Module):
                 raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
             if y.device != z.device:
                 raise ValueError(f"y is on {y.device} but z is on {z.device}")
+            # Reading the labels costs a GPU a host sync per call: only CPU labels are checked
+            # here (sample() checks on any device); a compiled step never reads them.
+            if y.device.type == "cpu" and not torch.compiler.is_compiling():
+                check_class_labels(y, c.num_classes)
         return r, t
 
     def _second_time(self, r, t):
@@ -429,6 +433,17 @@ class DiT(nn.Module):
             x, x_dot = block.jvp(x, x_dot, c_act, c_act_dot, backend)
         out, out_dot = self.final_layer.jvp(x, x_dot, c_act, c_act_dot, backend)
         return self._unpatchify(out), self._unpatchify(out_dot)
+
+
+def check_class_labels(y: torch.Tensor, num_classes: int) -> None:
+    """A ``ValueError`` naming ``y`` when a label lies outside ``[0, num_classes]`` (the last
+    one is the null label of classifier-free guidance), instead of an embedding's IndexError
+    (or a device-side assert on a GPU)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
+        raise ValueError(
+            f"y must hold class labels in [0, {num_classes - 1}] (or {num_classes}, the null label), "
+            f"got labels from {int(y.min())} to {int(y.max())}"
+        )
 
 
 def _batch_time(name, value, batch, like):

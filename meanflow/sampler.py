@@ -7,6 +7,8 @@
 import numpy as np
 import torch
 
+from .models import check_class_labels
+
 
 @torch.no_grad()
 def sample(model, y, steps: int = 1, generator=None, noise=None):
@@ -20,6 +22,8 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
     if y is not None:
         if not isinstance(y, torch.Tensor) or y.dim() != 1:
             raise TypeError("y must be a (batch,) tensor of class labels or None")
+        if cfg.num_classes and not y.is_floating_point():  # the forward checks CPU labels only
+            check_class_labels(y, cfg.num_classes)
         batch, device = y.shape[0], y.device
     elif noise is not None:
         batch, device = noise.shape[0], noise.device

@@ -715,6 +715,8 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None):
         raise ValueError(f"v must have k's sequence length {k.shape[2]}, got {v.shape[2]}")
     if q.shape[2] < 1 or k.shape[2] < 1:
         raise ValueError("q and k need a sequence length of at least 1")
+    if q.shape[-1] < 1 or v.shape[-1] < 1:
+        raise ValueError("q, k and v need a head_dim of at least 1")
     check_same_dtype(q=q, k=k, v=v)
     check_same_device(q=q, k=k, v=v)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)

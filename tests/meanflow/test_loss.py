@@ -359,6 +359,18 @@ def test_bad_arguments(kwargs, word):
         MeanFlowLoss(**kwargs)
 
 
+@pytest.mark.parametrize("objective", [MeanFlowLoss(), FlowMatchingLoss()], ids=["meanflow", "fm"])
+def test_batch_mismatch_names_the_argument(tiny, objective):
+    model = tiny()
+    x, y = _batch(model)
+    with pytest.raises(ValueError, match=r"y must hold one label per row of x, shape \(6,\), got \(5,\)"):
+        objective(model, x, y[:5])
+    with pytest.raises(ValueError, match=r"noise\['e'\] must have x's shape"):
+        objective(model, x, y, noise=_draws(objective, x[:4], 0))
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        objective(model, y, y)
+
+
 def test_bf16_autocast_close_to_fp32(tiny):
     """The trainer's GPU path runs the step under bf16 autocast; the CPU has bf16 autocast too."""
     model = tiny()

@@ -160,5 +160,10 @@ def test_bad_inputs():
         model(z, r, t[:1], y)
     with pytest.raises(TypeError, match="y must be an integer tensor"):
         model(z, r, t, y.double())
+    n = model.config.num_classes
+    for bad in (torch.tensor([0, n + 1]), torch.tensor([-1, 0])):
+        with pytest.raises(ValueError, match=rf"class labels in \[0, {n - 1}\] \(or {n}, the null label\)"):
+            model(z, r, t, bad)
+    model(z, r, t, torch.tensor([0, n]))  # the null label is a label
     with pytest.raises(ValueError, match="y must be None"):
         make(num_classes=0)(z, r, t, y)

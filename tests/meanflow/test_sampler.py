@@ -52,3 +52,5 @@ def test_bad_arguments(tiny):
         sample(model, torch.arange(2), noise=torch.randn(2, 1, 4, 4))
     with pytest.raises(ValueError, match="labels y or noise"):
         sample(model, None)
+    with pytest.raises(ValueError, match="y must hold class labels"):
+        sample(model, torch.tensor([0, model.config.num_classes + 1]))

@@ -333,6 +333,10 @@ def test_attention_shape_errors():
     with pytest.raises(TypeError, match="one dtype"):
         k = rand(1, 2, 5, 8, dtype=torch.float32)
         mfkernels.attention_jvp(q, k, q, q, k, q)
+    with pytest.raises(ValueError, match="sequence length of at least 1"):
+        mfkernels.attention_jvp(*[rand(1, 2, 0, 8)] * 6)
+    with pytest.raises(ValueError, match="head_dim of at least 1"):
+        mfkernels.attention_jvp(*[rand(1, 2, 5, 0)] * 6)
 
 
 def test_modulation_shape_error():
