@@ -82,6 +82,8 @@ def layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-
     x, x_dot = _aligned(x), _aligned(x_dot)
     vecs = [_rows(t) for t in (shift, scale, shift_dot, scale_dot)]
     m, m_dot = torch.empty_like(x), torch.empty_like(x)
+    if x.numel() == 0:  # no rows: nothing to launch (a CUDA grid may not be empty)
+        return m, m_dot
     _C.ln_modulate_jvp(_arg(x), _arg(x_dot), *map(_arg, vecs), _arg(m), _arg(m_dot), float(eps), **_launch(x))
     return m, m_dot
 
@@ -94,6 +96,8 @@ def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
     batch, tokens, dim = x.shape
     acc = accumulation_dtype(x.dtype)
     dx = torch.empty_like(x)
+    if x.numel() == 0:  # sums over no tokens
+        return dx, x.new_zeros((batch, dim), dtype=acc), x.new_zeros((batch, dim), dtype=acc)
     dshift = x.new_empty((batch, dim), dtype=acc)
     dscale = x.new_empty((batch, dim), dtype=acc)
     workspace = None
@@ -112,6 +116,8 @@ def gelu_tanh_jvp(x, x_dot, bias=None):
     x, x_dot = x.contiguous(), x_dot.contiguous()
     bias = None if bias is None else _rows(bias)
     y, y_dot = torch.empty_like(x), torch.empty_like(x)
+    if x.numel() == 0:
+        return y, y_dot
     _C.gelu_tanh_jvp(
         _arg(x), _arg(x_dot), None if bias is None else _arg(bias), _arg(y), _arg(y_dot), **_launch(x)
     )
@@ -128,6 +134,8 @@ def silu_jvp(x, x_dot):
     """``(x sigmoid(x), silu'(x) x_dot)``."""
     x, x_dot = x.contiguous(), x_dot.contiguous()
     y, y_dot = torch.empty_like(x), torch.empty_like(x)
+    if x.numel() == 0:
+        return y, y_dot
     _C.silu_jvp(_arg(x), _arg(x_dot), _arg(y), _arg(y_dot), **_launch(x))
     return y, y_dot
 
@@ -137,6 +145,8 @@ def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
     x, x_dot, f, f_dot = x.contiguous(), x_dot.contiguous(), f.contiguous(), f_dot.contiguous()
     gate, gate_dot = _rows(gate), _rows(gate_dot)
     y, y_dot = torch.empty_like(x), torch.empty_like(x)
+    if x.numel() == 0:
+        return y, y_dot
     _C.gated_residual_jvp(
         _arg(x), _arg(x_dot), _arg(gate), _arg(gate_dot), _arg(f), _arg(f_dot), _arg(y), _arg(y_dot),
         **_launch(x),

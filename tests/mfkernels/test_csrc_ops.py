@@ -366,6 +366,25 @@ def test_non_contiguous_activations_are_copied():
 
 
 @needs_ext
+@pytest.mark.parametrize("shape", [(0, 17, 72), (2, 0, 72)], ids=["no_samples", "no_tokens"])
+def test_empty_inputs_launch_nothing(shape):
+    """An empty batch (or no tokens) gives empty values and tangents and zero modulation
+    gradients, as the reference does; the extension is not called with empty tensors."""
+    batch, _, dim = shape
+    x, x_dot, f, f_dot = (torch.randn(shape, requires_grad=i == 0) for i in range(4))
+    shift, scale, shift_dot, scale_dot = (torch.randn(batch, dim, requires_grad=i < 2) for i in range(4))
+    m, m_dot = mfkernels.layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, backend="cpu")
+    h, h_dot = mfkernels.gelu_tanh_jvp(m, m_dot, torch.randn(dim), backend="cpu")
+    s, s_dot = mfkernels.silu_jvp(h, h_dot, backend="cpu")
+    y, y_dot = mfkernels.gated_residual_jvp(x, x_dot, shift, shift_dot, s, s_dot, backend="cpu")
+    assert all(t.shape == shape for t in (m, m_dot, h, h_dot, s, s_dot, y, y_dot))
+    y.sum().backward()
+    assert x.grad.shape == shape
+    zeros = torch.zeros(batch, dim)
+    assert torch.equal(shift.grad, zeros) and torch.equal(scale.grad, zeros)
+
+
+@needs_ext
 def test_public_api_names_the_bad_argument():
     x, x_dot, shift, scale, shift_dot, scale_dot = ln_inputs((2, 17, 72), torch.float32)
     with pytest.raises(ValueError, match="shift"):
