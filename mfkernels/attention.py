@@ -719,5 +719,8 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None):
         raise ValueError("q, k and v need a head_dim of at least 1")
     check_same_dtype(q=q, k=k, v=v)
     check_same_device(q=q, k=k, v=v)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    try:
+        scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    except (TypeError, ValueError):
+        raise TypeError(f"scale must be a number or None, got {scale!r}") from None
     return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, dispatch.check_backend(backend))

@@ -337,6 +337,8 @@ def test_attention_shape_errors():
         mfkernels.attention_jvp(*[rand(1, 2, 0, 8)] * 6)
     with pytest.raises(ValueError, match="head_dim of at least 1"):
         mfkernels.attention_jvp(*[rand(1, 2, 5, 0)] * 6)
+    with pytest.raises(TypeError, match="scale must be a number or None, got 'a'"):
+        mfkernels.attention_jvp(*[q] * 6, scale="a")
 
 
 def test_modulation_shape_error():
