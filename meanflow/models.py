@@ -56,6 +56,13 @@ class DiTConfig:
     frequency_embedding_size: int = 256
 
     def __post_init__(self):
+        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads",
+                     "frequency_embedding_size"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.mlp_ratio, (int, float)) or int(self.hidden_size * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio must give an MLP of at least 1 unit, got {self.mlp_ratio!r}")
         if self.time_cond not in TIME_CONDS:
             raise ValueError(f"time_cond must be one of {TIME_CONDS}, got {self.time_cond!r}")
         if self.input_size % self.patch_size:
@@ -66,6 +73,8 @@ class DiTConfig:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
             )
+        if self.hidden_size % 4:  # a sin and a cos per axis of the 2-D positions
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of 4 (2-D sin-cos positions)")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
 

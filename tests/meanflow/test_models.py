@@ -141,6 +141,13 @@ def test_bad_config_values():
         DiTConfig(time_cond="t,r")
     with pytest.raises(ValueError, match="num_heads"):
         DiTConfig(hidden_size=100, num_heads=3)
+    with pytest.raises(ValueError, match="hidden_size 54 is not a multiple of 4"):
+        DiTConfig(hidden_size=54, num_heads=3)  # heads of 18, but 2-D positions need 4 | hidden
+    for field in ("patch_size", "num_heads", "depth", "input_size"):
+        with pytest.raises(ValueError, match=f"{field} must be an int >= 1, got 0"):
+            DiTConfig(**{field: 0})
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        DiTConfig(mlp_ratio=0.0)
     with pytest.raises(TypeError, match="unknown DiTConfig fields"):
         DiT.from_config("DiT-S/2", hiden_size=3)
     with pytest.raises(ValueError, match="backend must be one of"):
