@@ -259,3 +259,19 @@ def test_programs_name_a_missing_checkpoint_or_unusable_device(tmp_path, capsys,
             main(argv)
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_grid_sampler_runs_as_a_module_without_runpy_warning():
+    """The package loads ``sampler`` lazily: ``python -m meanflow.sampler`` is not a module
+    imported before it runs (runpy warns of "unpredictable behaviour" then)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "meanflow.sampler", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
+    assert "Sample a grid" in run.stdout
