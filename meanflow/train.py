@@ -110,7 +110,9 @@ def load_checkpoint(path: str, model: DiT, device) -> dict:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path!r}: {e}") from e
+        # torch's first line says what failed; the rest is advice on weights_only.
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"cannot read checkpoint {path!r} (corrupt, or not a torch file): {reason}") from e
     if not isinstance(ckpt, dict) or "model_config" not in ckpt:
         raise ValueError(f"{path!r} is not a meanflow.train checkpoint")
     want, got = dataclasses.asdict(model.config), ckpt["model_config"]

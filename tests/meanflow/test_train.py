@@ -177,6 +177,14 @@ def test_bad_inputs_change_nothing(tmp_path, fake_mnist):
     assert before == {f: (tmp_path / "run" / f).read_bytes() for f in before}
     with pytest.raises(FileNotFoundError, match="resume checkpoint"):
         train.main(tiny_config(tmp_path / "other", fake_mnist, resume=str(tmp_path / "none.pt")))
+    # A truncated last.pt is refused in one line and left as it is (it may still be recoverable).
+    (tmp_path / "run" / "last.pt").write_bytes(before["last.pt"][:4096])
+    with pytest.raises(
+        ValueError, match=r"cannot read checkpoint .*last.pt' \(corrupt, or not a torch file\): \S"
+    ) as e:
+        train.main(tiny_config(tmp_path / "run", fake_mnist, steps=4))
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before["last.pt"][:4096]
 
 
 def test_tensorboard_needs_its_package(tmp_path, fake_mnist):
