@@ -77,6 +77,16 @@ def atomic_save(obj, path: str) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def load_torch_file(path: str, map_location="cpu", what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)``; a file torch cannot read is a one-line
+    ``ValueError`` naming it (torch's first line; the rest is advice on ``weights_only``)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"cannot read {what} {str(path)!r} (corrupt, or not a torch file): {reason}") from e
+
+
 def atomic_copy(src: str, path: str) -> None:
     def write(f):
         with open(src, "rb") as s:

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from .checkpoint import atomic_directory
+from .checkpoint import atomic_directory, load_torch_file
 from .models import PRESETS, DiT, DiTConfig
 
 CONFIG_NAME = "config.json"
@@ -112,7 +112,7 @@ def load_trainer_checkpoint(path: str, ema: int | None = 0, device="cpu", backen
     order), or the raw weights for ``ema=None``; eval mode."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         hint = ""
         if isinstance(ckpt, dict) and _looks_like_dit(ckpt):
@@ -239,7 +239,7 @@ def from_official_dit(path_or_state, num_heads=None, device="cpu", backend=None,
     the second time embedder (``h_embedder``/``r_embedder``) keeps its fresh initialisation."""
     obj = path_or_state
     if isinstance(path_or_state, (str, os.PathLike)):
-        obj = torch.load(path_or_state, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path_or_state, what="DiT checkpoint")
     config, state = convert_official_dit(official_dit_state_dict(obj), num_heads=num_heads, **overrides)
     model = DiT(config, backend=backend)
     fresh = [k for k in model.state_dict() if k.startswith(f"{model.second_time}_embedder.")]

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-from meanflow.checkpoint import atomic_copy, atomic_save  # noqa: E402
+from meanflow.checkpoint import atomic_copy, atomic_save, load_torch_file  # noqa: E402
 from meanflow.config import TrainConfig, parse_args  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
 from meanflow.distributed import setup_distributed  # noqa: E402
@@ -107,12 +107,7 @@ def set_rng_state(state, device):
 
 def load_checkpoint(path: str, model: DiT, device) -> dict:
     """Read ``path`` and check it holds this architecture; raises before anything is written."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        # torch's first line says what failed; the rest is advice on weights_only.
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ValueError(f"cannot read checkpoint {path!r} (corrupt, or not a torch file): {reason}") from e
+    ckpt = load_torch_file(path, map_location=device)
     if not isinstance(ckpt, dict) or "model_config" not in ckpt:
         raise ValueError(f"{path!r} is not a meanflow.train checkpoint")
     want, got = dataclasses.asdict(model.config), ckpt["model_config"]

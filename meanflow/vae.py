@@ -19,6 +19,8 @@ import warnings
 
 import torch
 
+from .checkpoint import load_torch_file
+
 # stabilityai/sd-vae-ft-ema's config.json (the VAE of DiT, SiT, REPA, MeanFlow); the tests
 # shrink block_out_channels and use random weights.
 SD_VAE_FT_EMA_CONFIG = {
@@ -69,7 +71,7 @@ def _read_state_dict(path: str) -> dict:
 
         state = load_file(path)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, what="VAE weights")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -275,3 +275,24 @@ def test_grid_sampler_runs_as_a_module_without_runpy_warning():
     )
     assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
     assert "Sample a grid" in run.stdout
+
+
+def test_unreadable_files_are_named_in_one_line(tmp_path):
+    """A checkpoint, an official DiT file or VAE weights torch cannot read: a one-line
+    ValueError naming the file, for every loader (the programs print it)."""
+    from meanflow import DiT
+    from meanflow.pretrained import load_trainer_checkpoint
+    from meanflow.vae import load_vae
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a zip archive")
+    for load, what in (
+        (load_trainer_checkpoint, "checkpoint"),
+        (DiT.from_official_dit, "DiT checkpoint"),
+        (load_vae, "VAE weights"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"cannot read {what} '{bad}' \(corrupt, or not a torch file\)"
+        ) as e:
+            load(str(bad))
+        assert "\n" not in str(e.value)
