@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import math
 import os
 import random
 import signal
@@ -195,7 +196,6 @@ def main(argv=None) -> dict:
         if master:
             print(f"\nsignal {signum}: finishing the step, then checkpoint and exit", flush=True)
 
-    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     metrics = open(os.path.join(config.out_dir, "metrics.jsonl"), "a") if master else None
 
     if config.tensorboard and master:
@@ -210,7 +210,20 @@ def main(argv=None) -> dict:
                 if key != "step" and isinstance(value, (int, float)):
                     writer.add_scalar(key, value, record["step"])
 
+    good = [(path, step) if os.path.isfile(path) else None]  # the last good checkpoint: read or written
+
+    def kept():
+        if good[0] is None:
+            return "no checkpoint was written"
+        where, at = good[0]
+        return f"{where} (step {at}) is kept; resume from it with a lower lr or a tighter grad_clip"
+
     def checkpoint():
+        # NaN or inf weights never replace the last good checkpoint (every rank holds the same
+        # weights, so every rank stops here alike).
+        weights = [p for m in (model, *emas) for p in m.parameters()]
+        if not torch.stack([torch.isfinite(p).all() for p in weights]).all():
+            raise FloatingPointError(f"step {step}: the weights hold NaN or inf (diverged): {kept()}")
         rngs = [rng_state(device)]
         if world > 1:
             rngs = [None] * world
@@ -231,6 +244,7 @@ def main(argv=None) -> dict:
             atomic_save(state, last)
             if config.keep_every and step % config.keep_every == 0:
                 atomic_copy(last, os.path.join(config.out_dir, f"ckpt_{step:07d}.pt"))
+        good[0] = (last, step)
 
     sampler_model = emas[0] if emas else model
     # Ten rows; with labels, column k shows class k (of the first ten classes).
@@ -270,83 +284,95 @@ def main(argv=None) -> dict:
     sums, count, t_log, start_step, t_start = {}, 0, time.perf_counter(), step, time.perf_counter()
     generator = torch.Generator(device=device)
     sl = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
-    while step < config.steps and not stop:
-        x, y = next(data)
-        generator.manual_seed(config.seed * 1_000_003 + step)
-        shape = (global_batch, *x.shape[1:])
-        noise = objective.sample_noise(x.new_empty(shape), generator, rows=sl)
-        model.train()
-        with autocast:
-            loss, stats = step_module(x, y, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-        lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        for ema, decay in zip(emas, config.ema_decays):
-            update_ema(ema, model, min(decay, (1 + step) / (10 + step)))
-        step += 1
-        stats = {**stats, "grad_norm": grad_norm.detach()}
-        sums = {k: sums.get(k, 0.0) + v.float() for k, v in stats.items()}
-        count += 1
-        if world > 1:
-            flag = torch.tensor([len(stop)])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=flag_group)
-            if flag.item() and not stop:
-                stop.append("peer")
-        if config.log_every and (step % config.log_every == 0 or step == config.steps or stop):
-            vec = torch.stack([sums[k] / count for k in sorted(sums)])
+    # Restored however the run ends (an error included): in-process callers keep their Ctrl-C.
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while step < config.steps and not stop:
+            x, y = next(data)
+            generator.manual_seed(config.seed * 1_000_003 + step)
+            shape = (global_batch, *x.shape[1:])
+            noise = objective.sample_noise(x.new_empty(shape), generator, rows=sl)
+            model.train()
+            with autocast:
+                loss, stats = step_module(x, y, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+            lr = config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+            for ema, decay in zip(emas, config.ema_decays):
+                update_ema(ema, model, min(decay, (1 + step) / (10 + step)))
+            step += 1
+            stats = {**stats, "grad_norm": grad_norm.detach()}
+            sums = {k: sums.get(k, 0.0) + v.float() for k, v in stats.items()}
+            count += 1
             if world > 1:
-                dist.all_reduce(vec)
-                vec /= world
-            now = time.perf_counter()
-            record = {"step": step, **dict(zip(sorted(sums), vec.tolist())), "lr": lr}
-            record["img_per_s"] = global_batch * count / (now - t_log)
-            record["elapsed_s"] = now - t_start
-            log(record)
+                flag = torch.tensor([len(stop)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=flag_group)
+                if flag.item() and not stop:
+                    stop.append("peer")
+            if config.log_every and (step % config.log_every == 0 or step == config.steps or stop):
+                vec = torch.stack([sums[k] / count for k in sorted(sums)])
+                if world > 1:
+                    dist.all_reduce(vec)
+                    vec /= world
+                now = time.perf_counter()
+                record = {"step": step, **dict(zip(sorted(sums), vec.tolist())), "lr": lr}
+                record["img_per_s"] = global_batch * count / (now - t_log)
+                record["elapsed_s"] = now - t_start
+                log(record)
+                if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+                    raise FloatingPointError(
+                        f"training diverged by step {step} (loss {record['loss']}, grad_norm "
+                        f"{record['grad_norm']}): {kept()}"
+                    )
+                if progress:
+                    progress.set_postfix_str(
+                        f"loss {record['loss']:.4f} mse {record['mse']:.4f} {record['img_per_s']:.0f} img/s"
+                    )
+                sums, count, t_log = {}, 0, now
             if progress:
-                progress.set_postfix_str(
-                    f"loss {record['loss']:.4f} mse {record['mse']:.4f} {record['img_per_s']:.0f} img/s"
-                )
-            sums, count, t_log = {}, 0, now
+                progress.update(1)
+            if stop:
+                break
+            if config.ckpt_every and step % config.ckpt_every == 0:
+                checkpoint()
+            do_sample = config.sample_every and step % config.sample_every == 0
+            do_eval = config.eval_every and step % config.eval_every == 0
+            if (do_sample or do_eval) and step < config.steps:
+                samples_and_eval(do_eval)
         if progress:
-            progress.update(1)
-        if stop:
-            break
-        if config.ckpt_every and step % config.ckpt_every == 0:
-            checkpoint()
-        do_sample = config.sample_every and step % config.sample_every == 0
-        do_eval = config.eval_every and step % config.eval_every == 0
-        if (do_sample or do_eval) and step < config.steps:
-            samples_and_eval(do_eval)
-    if progress:
-        progress.close()
-    checkpoint()
-    train_time = time.perf_counter() - t_start - eval_time[0]
-    result = None if stop else samples_and_eval(True)
-    summary = {"step": step, "steps_run": step - start_step, "interrupted": bool(stop)}
-    summary.update(
-        train_time_s=train_time, eval_time_s=eval_time[0], total_time_s=time.perf_counter() - t_start
-    )
-    if result:
-        summary.update({f"eval/{k}": v for k, v in result.items()})
-    log({"summary": summary})
-    if master:
-        metrics.close()
+            progress.close()
+        checkpoint()
+        train_time = time.perf_counter() - t_start - eval_time[0]
+        result = None if stop else samples_and_eval(True)
+        summary = {"step": step, "steps_run": step - start_step, "interrupted": bool(stop)}
+        summary.update(
+            train_time_s=train_time, eval_time_s=eval_time[0], total_time_s=time.perf_counter() - t_start
+        )
+        if result:
+            summary.update({f"eval/{k}": v for k, v in result.items()})
+        log({"summary": summary})
+        if master:
+            print(json.dumps(summary), flush=True)
+        return summary
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        if progress:
+            progress.close()
+        if master:
+            metrics.close()
         if writer:
             writer.close()
-        print(json.dumps(summary), flush=True)
-    for s, h in handlers.items():
-        signal.signal(s, h)
-    return summary
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, TypeError, FileNotFoundError) as e:  # bad input: say what, no traceback
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:  # say what, no traceback
         sys.exit(f"meanflow.train: error: {e}")
     finally:
         if dist.is_initialized():

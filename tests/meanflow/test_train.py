@@ -187,6 +187,31 @@ def test_bad_inputs_change_nothing(tmp_path, fake_mnist):
     assert (tmp_path / "run" / "last.pt").read_bytes() == before["last.pt"][:4096]
 
 
+@pytest.mark.parametrize("log_every", [1, 0], ids=["caught_at_the_log", "caught_at_the_checkpoint"])
+def test_diverged_run_keeps_the_last_good_checkpoint(tmp_path, fake_mnist, monkeypatch, log_every):
+    """From step 3 the loss is NaN (so are the weights after that step): the run stops with a
+    FloatingPointError naming the kept checkpoint, and last.pt stays the step-2 one."""
+    from meanflow.loss import MeanFlowLoss
+
+    train.main(tiny_config(tmp_path / "run", fake_mnist, steps=2))
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    calls, original = [], MeanFlowLoss.__call__
+
+    def nan_loss(self, *args, **kwargs):
+        loss, stats = original(self, *args, **kwargs)
+        calls.append(1)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(MeanFlowLoss, "__call__", nan_loss)
+    handler = signal.getsignal(signal.SIGINT)
+    config = tiny_config(tmp_path / "run", fake_mnist, steps=6, ckpt_every=1, log_every=log_every)
+    with pytest.raises(FloatingPointError, match=r"diverged.*last.pt \(step 2\) is kept; resume from it"):
+        train.main(config)
+    assert len(calls) == 1  # stopped at step 3, before writing it
+    assert (tmp_path / "run" / "last.pt").read_bytes() == good
+    assert signal.getsignal(signal.SIGINT) is handler  # the run's Ctrl-C handler is gone again
+
+
 def test_tensorboard_needs_its_package(tmp_path, fake_mnist):
     try:
         import torch.utils.tensorboard  # noqa: F401
