@@ -259,6 +259,7 @@ def test_programs_name_a_missing_checkpoint_or_unusable_device(tmp_path, capsys,
             main(argv)
         assert exit_.value.code == 2
         assert message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written, not even an empty output folder
 
 
 def test_grid_sampler_runs_as_a_module_without_runpy_warning():
