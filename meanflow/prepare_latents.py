@@ -83,10 +83,9 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     if reader not in ("dali", "torch"):
         raise ValueError(f"reader must be auto, dali or torch, got {reader!r}")
     device = resolve_device(device)
-    if not os.path.isdir(src):  # before dst is made: bad input leaves nothing behind
-        raise FileNotFoundError(f"image folder {src!r} does not exist")
-    os.makedirs(dst, exist_ok=True)
+    # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
     index = scan_image_folder(src, cache=os.path.join(dst, "scan.json"), workers=scan_workers)
+    os.makedirs(dst, exist_ok=True)
     print(f"prepare_latents: {index.describe()}", flush=True)
     vae = load_vae(weights, config, device)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)

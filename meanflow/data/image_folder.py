@@ -170,6 +170,7 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         formats[fmt] += 1
     if cache and (todo or set(cached) != {c[0] for c in candidates}):
         entries = {c[0]: [c[2], c[3], *verdicts[c[0]]] for c in candidates}
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
         write_json_atomic(cache, {"version": SCAN_VERSION, "root": root, "entries": entries})
     if not files:
         raise ValueError(
