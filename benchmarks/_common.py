@@ -234,9 +234,9 @@ def short_error(exc: BaseException, limit: int = 160) -> str:
 # ----------------------------------------------------------------------- memory
 
 
-def saved_for_backward_bytes(fn, keep=()) -> tuple[object, int]:
-    """``(fn(), bytes)``: the memory autograd holds for the backward of what ``fn`` builds,
-    on any device (the CPU has no peak-memory counter).
+def saved_for_backward_bytes(fn, keep=()) -> int:
+    """The memory autograd holds for the backward of what ``fn()`` builds (then dropped), on
+    any device (the CPU has no peak-memory counter).
 
     Every tensor an op saves for its backward is counted once per storage, except those in
     ``keep`` (the parameters: they stay in memory anyway) and forward-AD zero tangents (no
@@ -254,8 +254,10 @@ def saved_for_backward_bytes(fn, keep=()) -> tuple[object, int]:
             storage = base.untyped_storage()
             if storage.data_ptr() not in kept:
                 saved[storage.data_ptr()] = storage
-        return tensor
+        # Not the tensor itself: an op that saves its own output would then hold itself
+        # through its grad_fn, a cycle gc cannot see, and the whole graph would never be freed.
+        return tensor.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = fn()
-    return out, sum(storage.nbytes() for storage in saved.values())
+        fn()
+    return sum(storage.nbytes() for storage in saved.values())

@@ -378,7 +378,7 @@ class Runner:
             if not compiled:  # what the step keeps for its backward (no peak counter on the CPU)
                 params = list(model.parameters())
                 with autocast(device, dtype), context():
-                    _, saved = C.saved_for_backward_bytes(lambda: loss_fn(x, y), keep=params)
+                    saved = C.saved_for_backward_bytes(lambda: loss_fn(x, y), keep=params)
                 row["saved_mib"] = round(saved / 2**20, 1)
             network_pass = None
             if not compiled and not args.no_forward:
