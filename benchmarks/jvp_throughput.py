@@ -11,8 +11,9 @@ differ only in how ``(u, du/dt)`` is computed:
 
   fm                  plain flow matching, ``u(z, t, t)`` regressed on ``v`` (one forward;
                       SDPA picks flash attention on the GPU): the baseline every ratio uses
-  func_jvp            ``torch.func.jvp`` over the model's plain ``forward``, math SDPA (flash
-                      attention has no forward-mode AD), as public PyTorch MeanFlow code does
+  func_jvp            ``torch.func.jvp`` over the model's plain ``forward``, attention in plain
+                      ops (flash attention has no forward-mode AD), as public PyTorch MeanFlow
+                      code does
   dual_ref            the dual engine ``model.jvp`` with the plain-torch reference ops
   fused_triton        ``model.jvp`` with the Triton kernels (CUDA)
   fused_cuda          ``model.jvp`` with the csrc CUDA kernels (when the extension is built)
@@ -50,13 +51,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import torch
 from torch._dynamo.utils import counters
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
 from benchmarks import _common as C
 from benchmarks import render_readme
 from meanflow import DiT, FlowMatchingLoss, MeanFlowLoss
 from meanflow.loss import dual_jvp, func_jvp, spread_rows
+from meanflow.models import unfused_attention
 from mfkernels import dispatch
 
 BENCHMARK = "jvp_throughput"
@@ -163,8 +164,8 @@ def make_loss(variant, model, args):
                 if fam != "fm":
                     block.jvp = torch.compile(block.jvp)
                     undo.append(lambda b=block: b.__dict__.pop("jvp", None))
-    # Flash attention has no forward-mode AD: torch.func needs the math backend.
-    context = (lambda: sdpa_kernel(SDPBackend.MATH)) if fam == "func_jvp" else contextlib.nullcontext
+    # Flash attention has no forward-mode AD: torch.func goes through attention in plain ops.
+    context = (lambda: unfused_attention(model)) if fam == "func_jvp" else contextlib.nullcontext
     return loss, context, lambda: [f() for f in undo]
 
 
@@ -505,7 +506,7 @@ class Runner:
         record = {"preset": g.preset, "batch": g.batch, "dtype": g.dtype, "reference": "func_jvp"}
         try:
             with torch.no_grad(), autocast(device, g.dtype):
-                with sdpa_kernel(SDPBackend.MATH):
+                with unfused_attention(model):
                     u_ref, d_ref = func_jvp(model, z, r, t, y, v)
                 for fam in fams:
                     if fam in FUSED_BACKENDS and self.skip_reason(fam, {}) is not None:

@@ -125,8 +125,9 @@ def func_jvp(model, z, r, t, y, v):
     """``(u, du/dt)`` by ``torch.func.jvp`` through ``model(z, r, t, y)``, tangent ``(v, 0, 1)``.
 
     For models without a dual pass, and to compare against the way public MeanFlow code does
-    it. Slower, and attention inside must use SDPA's math backend (the others have no
-    forward-mode AD): run it under ``sdpa_kernel(SDPBackend.MATH)`` on a GPU.
+    it. Slower, and attention inside must not use SDPA's fused kernels (no forward-mode AD):
+    run it under :func:`meanflow.models.unfused_attention` (or ``sdpa_kernel(SDPBackend.MATH)``,
+    whose backward fails under CUDA bf16 autocast in torch 2.11).
     """
     return torch.func.jvp(
         lambda z_, r_, t_: model(z_, r_, t_, y), (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t))

@@ -12,6 +12,7 @@ differentiate it, which is how the tests check ``jvp``) and ``jvp`` through the 
 of ``mfkernels``, which carry the tangent next to the value and keep it out of autograd.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass, fields
 
@@ -160,6 +161,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
+        # timm's switch. False: softmax(q k^T / sqrt(d)) v in plain ops, which torch.func.jvp
+        # can go through (see unfused_attention).
+        self.fused_attn = True
 
     def _heads(self, qkv):
         """``(B, N, 3 D)`` -> three ``(B, heads, N, head_dim)`` views."""
@@ -175,7 +179,11 @@ class Attention(nn.Module):
         q, k, v = self._heads(self.qkv(x))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        return self.proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+        if self.fused_attn:
+            o = F.scaled_dot_product_attention(q, k, v)
+        else:
+            o = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return self.proj(self._merge(o))
 
     def jvp(self, x, x_dot, backend=None):
         qkv, qkv_dot = _linear_jvp(self.qkv, x, x_dot)
@@ -185,6 +193,22 @@ class Attention(nn.Module):
             k, k_dot = self.k_norm.jvp(k, k_dot, backend)
         o, o_dot, _ = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, backend=backend)
         return _linear_jvp(self.proj, self._merge(o), self._merge(o_dot))
+
+
+@contextlib.contextmanager
+def unfused_attention(model: nn.Module):
+    """Every attention in ``model`` (ours or timm's) in plain ops while inside: what
+    ``torch.func.jvp`` through the plain forward needs. SDPA's fused kernels have no forward-mode
+    AD, and the backward through its math backend fails under CUDA bf16 autocast in torch 2.11
+    (seen on an H200: its safe softmax refuses the gradient's dtype)."""
+    switched = [m for m in model.modules() if getattr(m, "fused_attn", False) is True]
+    for m in switched:
+        m.fused_attn = False
+    try:
+        yield model
+    finally:
+        for m in switched:
+            m.fused_attn = True
 
 
 class Mlp(nn.Module):

@@ -7,6 +7,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from meanflow import PRESETS, DiT, DiTConfig
+from meanflow.models import unfused_attention
 
 F64 = torch.float64
 
@@ -62,6 +63,28 @@ def test_jvp_matches_torch_func(case, batch):
     assert_rel(u, ref_u)
     assert_rel(dudt, ref_dudt)
     assert not dudt.requires_grad
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_unfused_attention_is_the_same_function(qk_norm):
+    """Attention in plain ops (what torch.func.jvp needs, with no SDPA backend chosen) gives the
+    plain forward and model.jvp's tangent; the switch is put back, also after an error."""
+    model = make(qk_norm=qk_norm)
+    z, r, t, y, v = inputs(model, 3)
+    u, dudt = model.jvp(z, r, t, y, v)
+    fused = model(z, r, t, y)
+    with unfused_attention(model):
+        assert not any(block.attn.fused_attn for block in model.blocks)
+        assert_rel(model(z, r, t, y), fused)
+        u_func, dudt_func = torch.func.jvp(
+            lambda z, r, t: model(z, r, t, y), (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t))
+        )
+    assert_rel(u_func, u)
+    assert_rel(dudt_func, dudt)
+    assert all(block.attn.fused_attn for block in model.blocks)
+    with pytest.raises(RuntimeError, match="inside"), unfused_attention(model):
+        raise RuntimeError("inside")
+    assert all(block.attn.fused_attn for block in model.blocks)
 
 
 def test_null_labels_and_general_tangent():
