@@ -4,6 +4,7 @@ backend, eager) and, on a GPU, against the Triton kernels where those exist.
     python benchmarks/csrc_ops.py            # DiT-S (CPU) or DiT-S + DiT-XL (GPU) shapes
     python benchmarks/csrc_ops.py --quick    # one small shape, few repetitions
     python benchmarks/csrc_ops.py --save     # also write benchmarks/results/csrc_ops_<device>.json
+    python benchmarks/csrc_ops.py --out-dir D  # ... into D instead (gpu_validate.sh)
 
 Every op is called through the public mfkernels API with an explicit backend (so the
 wrapper's cost is included, as a user sees it). GB/s counts the bytes an ideal kernel moves:
@@ -139,6 +140,7 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/csrc_ops_<device>.json")
+    parser.add_argument("--out-dir", type=Path, help="write the JSON here instead (implies --save)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,9 +187,10 @@ def main():
                         f"{op:28s} {label:14s} {row['dtype']:9s} {b:9s} {row['ms']:9.3f} {row['GB/s']:8.1f} "
                         f"{row['vs_reference']:6.2f}x"
                     )
-    if args.save:
+    if args.save or args.out_dir:
         tag = "".join(ch if ch.isalnum() else "_" for ch in env["device"])
-        out = Path(__file__).parent / "results" / f"csrc_ops_{tag}_{device.type}{env['threads']}t.json"
+        out_dir = args.out_dir or Path(__file__).parent / "results"
+        out = out_dir / f"csrc_ops_{tag}_{device.type}{env['threads']}t.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1))
         print(f"# wrote {out}")

@@ -11,8 +11,9 @@
 # has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, every tuned attention tile, training-step benchmark, attention benchmark, the rest of
-# the tests, the training step with the default loss if time is left, summary.
+# tests, every tuned attention tile, training-step benchmark, attention benchmark, csrc op
+# benchmark, the rest of the tests, the training step with the default loss if time is left,
+# summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,12 +99,18 @@ step tests_tiles "$(budget 40 220)" "${PYTEST[@]}" --junitxml="$DIR/tests_tiles.
 # 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first)
 QFLAG=()
 ((QUICK)) && QFLAG=(--quick)
-b=$(budget 310 100)
+b=$(budget 310 130)
 step jvp_throughput "$b" "$PY" benchmarks/jvp_throughput.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 25)) --out-dir "$DIR"
 
-# 5. the attention kernel microbenchmark
-b=$(budget 110 45)
+# 5. the attention kernel microbenchmark, then the csrc CUDA ops against torch and Triton
+# (~20 s; only when the extension built)
+b=$(budget 110 75)
 step attention_jvp "$b" "$PY" benchmarks/attention_jvp.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 20)) --out-dir "$DIR"
+if grep -q "'cuda'" "$DIR/backends.txt"; then
+    step csrc_ops "$(budget 40 30)" "$PY" benchmarks/csrc_ops.py ${QFLAG[@]+"${QFLAG[@]}"} --out-dir "$DIR"
+else
+    printf 'csrc_ops\tskipped: no cuda backend (see build.log)\t0\n' >>"$SUMMARY"
+fi
 
 # 6. the rest of the suite, on this machine
 step tests_rest "$(budget 200 12)" "${PYTEST[@]}" -m "not gpu" --deselect "$TILES" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
@@ -150,6 +157,10 @@ for js in sorted(d.glob("jvp_throughput_*.json")):
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         value = f" {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
         print(f"    [{mark}] {t['name']}:{value} {t['detail']}")
+for js in sorted(d.glob("csrc_ops_*.json")):
+    rows = [r for r in json.loads(js.read_text()) if r["backend"] == "cuda"]
+    for r in rows:
+        print(f"  csrc cuda {r['op']} {r['shape']} {r['dtype']}: {r['GB/s']:.0f} GB/s, {r['vs_reference']:.2f}x torch")
 for js in sorted(d.glob("attention_jvp_*.json")):
     data = json.loads(js.read_text())
     rows = [r for r in data.get("rows", []) if r.get("variant") == "ours_jvp" and r["status"] == "ok"]
