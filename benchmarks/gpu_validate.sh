@@ -11,9 +11,9 @@
 # has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, every tuned attention tile, training-step benchmark, attention benchmark, csrc op
-# benchmark, the rest of the tests, the training step with the default loss if time is left,
-# summary.
+# tests, every tuned attention tile, training-step benchmark, its phases, attention benchmark,
+# csrc op benchmark, the training step with the default loss, the rest of the tests if time is
+# left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,26 +96,31 @@ TILES=tests/mfkernels/test_attention_jvp.py::test_every_tuned_config
 step tests_gpu "$(budget 180 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
 step tests_tiles "$(budget 40 220)" "${PYTEST[@]}" --junitxml="$DIR/tests_tiles.xml" "$TILES"
 
-# 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first)
+# 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first),
+# then where the compiled DiT-XL/2 steps spend their time (FM vs fused: loss, backward, optimiser
+# and the top kernels; ~40 s)
 QFLAG=()
 ((QUICK)) && QFLAG=(--quick)
-b=$(budget 310 130)
+b=$(budget 310 200)
 step jvp_throughput "$b" "$PY" benchmarks/jvp_throughput.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 25)) --out-dir "$DIR"
+if ((QUICK)); then
+    step step_phases 60 "$PY" benchmarks/step_phases.py --preset DiT-T/4 --batch 2 --dtype fp32 --variants fm dual_ref \
+        --steps 1 --out-dir "$DIR"
+else
+    step step_phases "$(budget 60 140)" "$PY" benchmarks/step_phases.py --out-dir "$DIR"
+fi
 
 # 5. the attention kernel microbenchmark, then the csrc CUDA ops against torch and Triton
 # (~20 s; only when the extension built)
-b=$(budget 110 75)
+b=$(budget 110 85)
 step attention_jvp "$b" "$PY" benchmarks/attention_jvp.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 20)) --out-dir "$DIR"
 if grep -q "'cuda'" "$DIR/backends.txt"; then
-    step csrc_ops "$(budget 40 30)" "$PY" benchmarks/csrc_ops.py ${QFLAG[@]+"${QFLAG[@]}"} --out-dir "$DIR"
+    step csrc_ops "$(budget 40 45)" "$PY" benchmarks/csrc_ops.py ${QFLAG[@]+"${QFLAG[@]}"} --out-dir "$DIR"
 else
     printf 'csrc_ops\tskipped: no cuda backend (see build.log)\t0\n' >>"$SUMMARY"
 fi
 
-# 6. the rest of the suite, on this machine
-step tests_rest "$(budget 200 12)" "${PYTEST[@]}" -m "not gpu" --deselect "$TILES" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
-
-# 7. if time is left: DiT-XL/2 with the engine's default loss (du/dt on the rows with r != t only)
+# 6. DiT-XL/2 with the engine's default loss (du/dt on the rows with r != t only)
 if ((QUICK)); then
     printf 'jvp_throughput_r_neq_t\tskipped: --quick\t0\n' >>"$SUMMARY"
 else
@@ -123,6 +128,9 @@ else
     step jvp_throughput_r_neq_t "$b" "$PY" benchmarks/jvp_throughput.py --tangent-rows r_neq_t --presets DiT-XL/2 \
         --variants fm fm+compile fused_triton fused_triton+compile --no-check --time-budget $((b - 15)) --out-dir "$DIR"
 fi
+
+# 7. if time is left: the rest of the suite, on this machine (CI runs it on the CPU anyway)
+step tests_rest "$(budget 200 0)" "${PYTEST[@]}" -m "not gpu" --deselect "$TILES" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
 
 # 8. the README section these results would give (README.md itself is left alone)
 $PY benchmarks/render_readme.py --results "$DIR" --output "$DIR/perf_section.md" >"$DIR/render.log" 2>&1 ||
@@ -157,6 +165,13 @@ for js in sorted(d.glob("jvp_throughput_*.json")):
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         value = f" {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
         print(f"    [{mark}] {t['name']}:{value} {t['detail']}")
+for js in sorted(d.glob("step_phases_*.json")):
+    for r in json.loads(js.read_text())["rows"]:
+        if "step_ms" in r:
+            print(f"  phases {r['variant']}: step {r['step_ms']:.1f} ms = loss {r['loss_ms']:.1f} + backward "
+                  f"{r['backward_ms']:.1f} + optimizer {r['optimizer_ms']:.1f}")
+        else:
+            print(f"  phases {r['variant']}: {r['status']}")
 for js in sorted(d.glob("csrc_ops_*.json")):
     rows = [r for r in json.loads(js.read_text()) if r["backend"] == "cuda"]
     for r in rows:

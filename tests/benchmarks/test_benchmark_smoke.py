@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,3 +64,26 @@ def test_attention_jvp_quick(tmp_path):
         assert r["tflops"] > 0 and r["ms"] > 0
     ours = [r for r in ok if r["variant"] == "ours_jvp"]
     assert all(r["err_o_dot_vs_math"] < 1e-4 for r in ours)
+
+
+def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
+    """The phase split adds up to the step, each variant lists its top ops, a failing variant
+    is a row (an unknown one is refused up front), and the JSON is written."""
+    from benchmarks import step_phases
+
+    argv = ["--device", "cpu", "--preset", "DiT-T/4", "--batch", "2", "--dtype", "fp32", "--steps", "1"]
+    rows = step_phases.main([*argv, "--variants", "fm", "dual_ref", "--top", "3", "--out-dir", str(tmp_path)])
+    assert [r["variant"] for r in rows] == ["fm", "dual_ref"]
+    for row in rows:
+        phases = [row[f"{name}_ms"] for name in step_phases.PHASES]
+        assert min(phases) > 0 and abs(sum(phases) - row["step_ms"]) < 1e-2
+        assert 1 <= len(row["kernels"]) <= 3 and all(k["ms_per_step"] > 0 for k in row["kernels"])
+    (path,) = tmp_path.glob("step_phases_*.json")
+    assert [r["variant"] for r in json.loads(path.read_text())["rows"]] == ["fm", "dual_ref"]
+    (skipped,) = step_phases.main([*argv, "--variants", "fused_triton"])
+    assert skipped["status"] == "skipped: its kernels do not run on cpu"
+    monkeypatch.setattr(step_phases.J, "make_loss", lambda *a: 1 / 0)
+    (failed,) = step_phases.main([*argv, "--variants", "fm"])
+    assert failed["status"] == "failed: ZeroDivisionError: division by zero"
+    with pytest.raises(SystemExit):
+        step_phases.main([*argv, "--variants", "fm", "nonsense"])

@@ -1,0 +1,195 @@
+"""Where a training step's time goes: the loss (network pass and target), the backward and the
+optimiser step timed apart, then the kernels that take the most device time.
+
+    python benchmarks/step_phases.py                                  # DiT-XL/2 b64 bf16 (GPU)
+    python benchmarks/step_phases.py --variants fm+compile fused_triton+compile --out-dir D
+    python benchmarks/step_phases.py --device cpu --preset DiT-T/4 --batch 2 --dtype fp32 \\
+        --variants fm dual_ref                                        # CPU smoke run
+
+The same steps as ``jvp_throughput.py`` (its loss, compile mode and autocast), so its ratios can
+be split: a fused step over FM is a forward-side or a backward-side gap. Phases are timed with
+CUDA events (perf_counter on the CPU); the median over ``--steps`` steps after one warm-up. The
+kernel table is torch.profiler over two more steps, by self device time (self CPU time on the
+CPU), one list per variant. ``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per
+variant too).
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
+from benchmarks import _common as C  # noqa: E402
+from benchmarks import jvp_throughput as J  # noqa: E402
+from meanflow import DiT  # noqa: E402
+
+BENCHMARK = "step_phases"
+PHASES = ("loss", "backward", "optimizer")
+
+
+class PhaseTimer:
+    """Marks between phases of one step; device events on CUDA, the host clock elsewhere."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"  # events: the host clock would time the launches
+        self.marks = []
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def durations_ms(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) for a, b in zip(self.marks, self.marks[1:])]
+        return [(b - a) * 1e3 for a, b in zip(self.marks, self.marks[1:])]
+
+
+def run_variant(variant, model, opt, x, y, args, device):
+    loss_fn, context, undo = J.make_loss(variant, model, args)
+    backend = J.BACKEND_OF.get(J.family(variant))
+    if J.is_compiled(variant):
+        torch._dynamo.reset()
+
+    def step(timer=None):
+        mark = timer.mark if timer else lambda: None
+        model.backend = backend
+        opt.zero_grad(set_to_none=True)
+        mark()
+        with J.autocast(device, args.dtype), context():
+            loss = loss_fn(x, y)
+        mark()
+        loss.backward()
+        mark()
+        opt.step()
+        mark()
+
+    try:
+        start = time.perf_counter()
+        step()  # compilation, autotuning
+        C.sync(device)
+        first_call_s = time.perf_counter() - start
+        step()
+        per_phase = {name: [] for name in PHASES}
+        for _ in range(args.steps):
+            timer = PhaseTimer(device)
+            step(timer)
+            for name, ms in zip(PHASES, timer.durations_ms()):
+                per_phase[name].append(ms)
+        row = {"variant": variant, "first_call_s": round(first_call_s, 2)}
+        row.update({f"{name}_ms": round(statistics.median(v), 3) for name, v in per_phase.items()})
+        row["step_ms"] = round(sum(row[f"{name}_ms"] for name in PHASES), 3)
+        row["kernels"] = top_kernels(step, device, args, variant)
+        return row
+    finally:
+        undo()
+        opt.zero_grad(set_to_none=True)
+
+
+def top_kernels(step, device, args, variant):
+    """The ops with the most self device time over two steps, in ms per step."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            step()
+        C.sync(device)
+    if args.traces:
+        prof.export_chrome_trace(str(Path(args.out_dir) / f"{BENCHMARK}_{C.slug(variant)}_trace.json"))
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)[: args.top]
+    per_step = [(e, getattr(e, attr) / 1e3 / 2) for e in events]
+    return [
+        {"name": e.key[:90], "ms_per_step": round(ms, 3), "calls_per_step": e.count // 2}
+        for e, ms in per_step
+        if ms > 0
+    ]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", default="DiT-XL/2")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--dtype", default="bf16", choices=sorted(J.DTYPES))
+    parser.add_argument("--variants", nargs="+", default=["fm+compile", "fused_triton+compile"])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
+    parser.add_argument("--top", type=int, default=15, help="kernels listed per variant")
+    parser.add_argument("--tangent-rows", choices=["all", "r_neq_t"], default="all")
+    parser.add_argument("--out-dir", type=Path, help="write the JSON here")
+    parser.add_argument("--traces", action="store_true", help="and a Chrome trace per variant (large)")
+    args = parser.parse_args(argv)
+    if args.traces and not args.out_dir:
+        parser.error("--traces needs --out-dir")
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = [v for v in args.variants if v not in J.ORDER]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(J.ORDER)})")
+    if args.steps < 1 or args.top < 1:
+        parser.error("--steps and --top must be at least 1")
+    # What jvp_throughput's loss needs: unguided, its regional compile.
+    for name, value in vars(J.parse_args(["--tangent-rows", args.tangent_rows])).items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    in_ch, size, classes = J.preset_inputs(args.preset, None)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = DiT.from_config(args.preset, num_classes=classes, in_channels=in_ch, input_size=size)
+    with torch.no_grad():  # adaLN-Zero starts as the identity: make every block live
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    x = torch.randn(args.batch, in_ch, size, size, device=device)
+    y = torch.randint(0, classes, (args.batch,), device=device)
+    print(f"{C.device_name(device)} | {args.preset} batch {args.batch} {args.dtype}", end="")
+    print(f" | torch {torch.__version__}")
+    payload = C.header(BENCHMARK, device, sys.argv, settings={k: str(v) for k, v in vars(args).items()})
+    rows = []
+    # Kernels of the other device kind are left out (the Triton interpreter is no benchmark).
+    foreign = ("fused_cpu",) if device.type == "cuda" else ("fused_triton", "fused_cuda")
+    for variant in args.variants:
+        if J.family(variant) in foreign:
+            rows.append({"variant": variant, "status": f"skipped: its kernels do not run on {device.type}"})
+        else:
+            try:
+                rows.append(run_variant(variant, model, opt, x, y, args, device))
+            except Exception as exc:  # a failing variant is a result
+                rows.append({"variant": variant, "status": f"failed: {C.short_error(exc)}"})
+        print_row(rows[-1])
+    if args.out_dir:
+        payload["rows"] = rows
+        path = C.result_path(args.out_dir, BENCHMARK, device, False, "json")
+        C.write_json(path, payload)
+        print(f"wrote {path}")
+    return rows
+
+
+def print_row(row):
+    if "status" in row:
+        print(f"\n{row['variant']}: {row['status']}")
+        return
+    phases = ", ".join(f"{name} {row[f'{name}_ms']:.2f}" for name in PHASES)
+    print(f"\n{row['variant']}: step {row['step_ms']:.2f} ms = {phases} (first call {row['first_call_s']} s)")
+    for k in row["kernels"]:
+        print(f"  {k['ms_per_step']:9.3f} ms  x{k['calls_per_step']:<4d} {k['name']}")
+
+
+if __name__ == "__main__":
+    main()
