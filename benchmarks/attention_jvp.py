@@ -437,7 +437,7 @@ def parse_args(argv=None):
 
 
 def shapes(args, device):
-    """(dtype, d, N) in the order they run: the DiT-XL/2 head dim first."""
+    """(dtype, d, N) in the order they run: the DiT-XL/2 head dim first at each N."""
     if args.quick:
         seqlens, dims, dtypes = args.seqlens or [64, 128], args.head_dims or [64], args.dtypes or ["fp32"]
         if device.type == "cuda":
@@ -452,7 +452,11 @@ def shapes(args, device):
                 for d in args.head_dims or [72, 128, 64]
                 for n in seqlens
             ]
-        return [("bf16", d, n) for d in (72, 128, 64) for n in seqlens] + [("fp16", 128, n) for n in seqlens]
+        # Every head dim at every other N first, so that a short --time-budget still covers
+        # the DiT-XL/2 dim (72) and the judged ones (64, 128); then the N in between, then fp16.
+        coarse, fine = seqlens[::2], seqlens[1::2]
+        bf16 = [("bf16", d, n) for part in (coarse, fine) for d in (72, 128, 64) for n in part]
+        return bf16 + [("fp16", 128, n) for n in seqlens]
     seqlens = args.seqlens or [64, 128, 256, 512]
     return [(dt, d, n) for dt in args.dtypes or ["fp32"] for d in args.head_dims or [64, 72] for n in seqlens]
 
