@@ -26,7 +26,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 from benchmarks import _common as C  # noqa: E402
 from benchmarks import jvp_throughput as J  # noqa: E402
-from meanflow import DiT  # noqa: E402
+from meanflow import PRESETS, DiT  # noqa: E402
+from meanflow.distributed import resolve_device  # noqa: E402
 
 BENCHMARK = "step_phases"
 PHASES = ("loss", "backward", "optimizer")
@@ -118,8 +119,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--preset", default="DiT-XL/2")
+    parser.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu, cuda[:N]")
+    parser.add_argument("--preset", default="DiT-XL/2", choices=list(PRESETS))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dtype", default="bf16", choices=sorted(J.DTYPES))
     parser.add_argument("--variants", nargs="+", default=["fm+compile", "fused_triton+compile"])
@@ -131,13 +132,18 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.traces and not args.out_dir:
         parser.error("--traces needs --out-dir")
-    if args.out_dir:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
     unknown = [v for v in args.variants if v not in J.ORDER]
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(J.ORDER)})")
-    if args.steps < 1 or args.top < 1:
-        parser.error("--steps and --top must be at least 1")
+    for name in ("batch", "steps", "top"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(f"--device: {exc}")
+    if args.out_dir:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
     # What jvp_throughput's loss needs: unguided, its regional compile.
     for name, value in vars(J.parse_args(["--tangent-rows", args.tangent_rows])).items():
         if not hasattr(args, name):
@@ -147,7 +153,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = args.device
     in_ch, size, classes = J.preset_inputs(args.preset, None)
     torch.manual_seed(0)
     with torch.device(device):

@@ -85,8 +85,9 @@ def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(step_phases.J, "make_loss", lambda *a: 1 / 0)
     (failed,) = step_phases.main([*argv, "--variants", "fm"])
     assert failed["status"] == "failed: ZeroDivisionError: division by zero"
-    with pytest.raises(SystemExit):
-        step_phases.main([*argv, "--variants", "fm", "nonsense"])
+    for bad in (["--variants", "fm", "x"], ["--batch", "0"], ["--preset", "DiT-Q/3"], ["--device", "tpu"]):
+        with pytest.raises(SystemExit):
+            step_phases.parse_args([*argv, *bad])
 
 
 def test_attention_gpu_sweep_covers_every_head_dim_early():
