@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a fresh GPU machine: build the optional csrc extension, run the whole test
-# suite on the GPU, run both benchmarks, and collect logs, JSON and plots in one folder.
+# suite on the GPU, run the benchmarks, and collect logs, JSON and plots in one folder.
 #
 #   bash benchmarks/gpu_validate.sh            # -> $OUT/gpu_validate.tgz if set, else benchmarks/results/<device>-<date>/
 #   bash benchmarks/gpu_validate.sh --quick    # smoke run of this script itself (any machine, ~1 min)
