@@ -118,6 +118,25 @@ def preset_inputs(preset: str, input_size: int | None):
     return 4, input_size or 32, 1000
 
 
+def build_model(preset: str, input_size: int | None, device):
+    """The preset's DiT, seeded, with every block live: adaLN-Zero starts each as the identity,
+    so the weights are perturbed to put all the math to work."""
+    in_ch, size, classes = preset_inputs(preset, input_size)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = DiT.from_config(preset, num_classes=classes, in_channels=in_ch, input_size=size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def foreign_families(device) -> tuple:
+    """Fused variants whose kernels are for the other device kind (the Triton interpreter is no
+    benchmark)."""
+    return ("fused_cpu",) if device.type == "cuda" else ("fused_triton", "fused_cuda")
+
+
 # ------------------------------------------------------------------ the step
 # One training step with the project's own objectives (SPEC.md section 1), without class
 # dropout and by default without CFG (w = 1, k = 0), so that variants differ only in how
@@ -251,13 +270,7 @@ class Runner:
     def run_group(self, g: Group):
         args, device = self.args, self.device
         in_ch, size, classes = preset_inputs(g.preset, args.input_size)
-        torch.manual_seed(0)
-        with torch.device(device):
-            model = DiT.from_config(g.preset, num_classes=classes, in_channels=in_ch, input_size=size)
-        # adaLN-Zero starts every block as the identity; perturb so all the math is live.
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.02 * torch.randn_like(p))
+        model = build_model(g.preset, args.input_size, device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         x = torch.randn(g.batch, in_ch, size, size, device=device)
         y = torch.randint(0, classes, (g.batch,), device=device)
@@ -798,8 +811,7 @@ def build_plan(args, device):
             for batch in args.batches or [defaults.get(preset, DEFAULT_BATCH[device.type].get(preset, 8))]:
                 for dtype in dtypes:
                     plan.append((preset, batch, dtype, default_variants))
-    # Kernels of the other device kind are left out (the Triton interpreter is no benchmark).
-    foreign = ("fused_cpu",) if device.type == "cuda" else ("fused_triton", "fused_cuda")
+    foreign = foreign_families(device)
     groups = []
     for preset, batch, dtype, variants in plan:
         if args.variants:

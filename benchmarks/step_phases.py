@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 from benchmarks import _common as C  # noqa: E402
 from benchmarks import jvp_throughput as J  # noqa: E402
-from meanflow import PRESETS, DiT  # noqa: E402
+from meanflow import PRESETS  # noqa: E402
 from meanflow.distributed import resolve_device  # noqa: E402
 
 BENCHMARK = "step_phases"
@@ -155,23 +155,16 @@ def main(argv=None):
     args = parse_args(argv)
     device = args.device
     in_ch, size, classes = J.preset_inputs(args.preset, None)
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = DiT.from_config(args.preset, num_classes=classes, in_channels=in_ch, input_size=size)
-    with torch.no_grad():  # adaLN-Zero starts as the identity: make every block live
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    model = J.build_model(args.preset, None, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as jvp_throughput
     x = torch.randn(args.batch, in_ch, size, size, device=device)
     y = torch.randint(0, classes, (args.batch,), device=device)
     print(f"{C.device_name(device)} | {args.preset} batch {args.batch} {args.dtype}", end="")
     print(f" | torch {torch.__version__}")
     payload = C.header(BENCHMARK, device, sys.argv, settings={k: str(v) for k, v in vars(args).items()})
     rows = []
-    # Kernels of the other device kind are left out (the Triton interpreter is no benchmark).
-    foreign = ("fused_cpu",) if device.type == "cuda" else ("fused_triton", "fused_cuda")
     for variant in args.variants:
-        if J.family(variant) in foreign:
+        if J.family(variant) in J.foreign_families(device):
             rows.append({"variant": variant, "status": f"skipped: its kernels do not run on {device.type}"})
         else:
             try:
