@@ -34,6 +34,7 @@ OPS = (
     "layernorm_modulate_jvp",
     "layernorm_modulate_backward",
     "gelu_tanh_jvp",
+    "gelu_tanh_backward",
     "silu_jvp",
     "gated_residual_jvp",
 )
@@ -73,6 +74,8 @@ def make_case(op, batch, tokens, dim, dtype, device):
     h, h_dot, bias = rand(batch, tokens, 4 * dim), rand(batch, tokens, 4 * dim), rand(4 * dim)
     if op == "gelu_tanh_jvp":
         return lambda b: mfkernels.gelu_tanh_jvp(h, h_dot, bias, backend=b), 16 * big
+    if op == "gelu_tanh_backward":  # dx and the bias gradient from x and dy
+        return lambda b: torch.ops.mfkernels.gelu_tanh_backward(h_dot, h, bias, b), 12 * big
     return lambda b: mfkernels.silu_jvp(h, h_dot, backend=b), 16 * big
 
 
@@ -106,13 +109,27 @@ def time_gpu(fn, reps: int) -> float:
         return start.elapsed_time(end) / 1e3 / reps
 
 
-def backend_runs(op, backend, sample_args) -> bool:
-    """True when `backend` really runs `op` (no fallback to reference)."""
+def backend_runs(fn, backend) -> bool:
+    """True when ``fn(backend)`` runs every op it dispatches on ``backend`` (no fallback to
+    reference): the backends' own support checks, on the case's real arguments."""
     if backend == "reference":
         return True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return dispatch.resolve(op, backend, *sample_args) == backend
+    resolved = set()
+    original = dispatch.resolve
+
+    def recording(op, requested, *args, **kwargs):
+        name = original(op, requested, *args, **kwargs)
+        resolved.add(name)
+        return name
+
+    dispatch.resolve = recording
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn(backend)
+    finally:
+        dispatch.resolve = original
+    return resolved == {backend}
 
 
 def environment(device) -> dict:
@@ -168,8 +185,7 @@ def main():
         for dtype in [getattr(torch, d) for d in args.dtypes.split(",")]:
             for op in OPS:
                 fn, nbytes = make_case(op, batch, tokens, dim, dtype, device)
-                sample = (torch.empty(1, 1, dim, device=device, dtype=dtype),)
-                names = [b for b in backends if backend_runs(op, b, sample)]
+                names = [b for b in backends if backend_runs(fn, b)]
                 fns = {b: (lambda b=b, fn=fn: fn(b)) for b in names}
                 if on_gpu:
                     times = {b: time_gpu(f, 20 if args.quick else 100) for b, f in fns.items()}
