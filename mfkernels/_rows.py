@@ -60,6 +60,19 @@ def col_settings(dim: int, n_rows: int) -> tuple[int, int, int]:
     return rows, block_d, 4
 
 
+def chunk_settings(dim: int, n_rows: int) -> tuple[int, int, int]:
+    """``(ROWS, BLOCK_D, CHUNK)`` for a kernel that walks ``CHUNK`` rows of a ``BLOCK_D``-wide
+    column strip in ``(ROWS, BLOCK_D)`` tiles and reduces over them (a bias gradient): 256-row
+    chunks keep its per-chunk partial sums small (1/256 of the input) and the grid wide."""
+    if INTERPRET:  # one tile per program, as large as the pointwise kernels' blocks
+        block_d = next_power_of_2(max(dim, 1))
+        rows = max(1, 65536 // block_d)
+        return rows, block_d, rows
+    block_d = min(next_power_of_2(max(dim, 1)), 256)
+    rows = 4096 // block_d
+    return rows, block_d, max(rows, min(256, next_power_of_2(max(n_rows, 1))))
+
+
 def pointwise_block(n: int) -> int:
     """Elements per program of a pointwise kernel over ``n``: 8 per thread of 4 warps."""
     return min(65536 if INTERPRET else 1024, next_power_of_2(n))

@@ -4,8 +4,9 @@
 bias followed by it is the fused bias+GELU of a DiT MLP. ``silu_jvp`` serves the adaLN and
 time-embedding MLPs. The Triton backend computes value and tangent in one elementwise pass
 (fp32 math, any of fp32/bf16/fp16 in and out). Backwards are the primal ones: SiLU's in plain
-torch, GELU's an op of its own, which the fused backends run as their tangent pass with the
-gradient as the tangent.
+torch, GELU's an op of its own returning ``dx`` and the bias gradient, which the Triton backend
+computes in one pass over x and dy (the csrc backends run their tangent pass with the gradient
+as the tangent and sum it).
 """
 
 import torch
@@ -23,32 +24,67 @@ _GELU_C = reference.GELU_TANH_C
 
 
 @triton.jit
+def _gelu_tanh_and_slope(x, K: tl.constexpr, C: tl.constexpr):
+    """``(gelu_tanh(x), gelu_tanh'(x))`` in fp32.
+
+    ``0.5 (1 + tanh(u)) = sigmoid(2u)`` with ``u = K (x + C x^3)``, so
+    ``y = x s`` and ``y' = s + 2 x s (1 - s) K (1 + 3 C x^2)`` with ``s = sigmoid(2u)``:
+    no tanh intrinsic needed (its home in triton.language moves between versions).
+    """
+    x2 = x * x
+    # Clamped where sigmoid is 0 or 1 to fp32 precision anyway: no exp overflow.
+    two_u = tl.minimum(tl.maximum(2.0 * K * x * (1.0 + C * x2), -80.0), 80.0)
+    s = tl.sigmoid(two_u)
+    # 1 - s as sigmoid(-2u): no cancellation in the tails, where x (1 - s) still matters.
+    return x * s, s + 2.0 * K * x * s * tl.sigmoid(-two_u) * (1.0 + 3.0 * C * x2)
+
+
+@triton.jit
 def _gelu_tanh_jvp_kernel(
     X, XD, BIAS, Y, YD, n, dim,
     K: tl.constexpr, C: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """``y = gelu_tanh(x + b)``, ``y' = gelu_tanh'(x + b) x'`` over ``n`` contiguous elements;
-    BIAS is ``(dim,)``, broadcast over rows of ``dim``.
-
-    ``0.5 (1 + tanh(u)) = sigmoid(2u)`` with ``u = K (x + C x^3)``, so
-    ``y = x s`` and ``y' = (s + 2 x s (1 - s) K (1 + 3 C x^2)) x'`` with ``s = sigmoid(2u)``:
-    no tanh intrinsic needed (its home in triton.language moves between versions).
-    """
+    BIAS is ``(dim,)``, broadcast over rows of ``dim``."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
     xd = tl.load(XD + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         x += tl.load(BIAS + offs % dim, mask=mask, other=0.0).to(tl.float32)
-    x2 = x * x
-    # Clamped where sigmoid is 0 or 1 to fp32 precision anyway: no exp overflow.
-    two_u = tl.minimum(tl.maximum(2.0 * K * x * (1.0 + C * x2), -80.0), 80.0)
-    s = tl.sigmoid(two_u)
-    y = x * s
-    # 1 - s as sigmoid(-2u): no cancellation in the tails, where x (1 - s) still matters.
-    yd = (s + 2.0 * K * x * s * tl.sigmoid(-two_u) * (1.0 + 3.0 * C * x2)) * xd
+    y, slope = _gelu_tanh_and_slope(x, K, C)
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
-    tl.store(YD + offs, yd.to(YD.dtype.element_ty), mask=mask)
+    tl.store(YD + offs, (slope * xd).to(YD.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gelu_tanh_backward_kernel(
+    X, DY, BIAS, DX, DBIAS_PARTS, n_rows, dim,
+    K: tl.constexpr, C: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
+):  # fmt: skip
+    """``dx = gelu_tanh'(x + b) dy`` over ``(n_rows, dim)``, written in DX's dtype. With a bias,
+    program ``(i, j)`` also sums its ``CHUNK`` rows of the unrounded fp32 ``dx`` into
+    ``DBIAS_PARTS[i, columns j]``: the bias gradient without a full-size fp32 ``dx``."""
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    col_ok = cols < dim
+    dbias = tl.zeros((BLOCK_D,), tl.float32)
+    first_row = tl.program_id(0) * CHUNK
+    for start in range(0, CHUNK, ROWS):
+        rows = first_row + start + tl.arange(0, ROWS)
+        mask = (rows < n_rows)[:, None] & col_ok[None, :]
+        offs = rows.to(tl.int64)[:, None] * dim + cols[None, :]
+        x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            x += tl.load(BIAS + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        _, slope = _gelu_tanh_and_slope(x, K, C)
+        dx = slope * dy
+        tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+        if HAS_BIAS:
+            dbias += tl.sum(dx, axis=0)  # masked lanes loaded dy = 0: they add nothing
+    if HAS_BIAS:
+        tl.store(DBIAS_PARTS + tl.program_id(0) * dim + cols, dbias, mask=col_ok)
 
 
 @triton.jit
@@ -64,11 +100,10 @@ def _silu_jvp_kernel(X, XD, Y, YD, n, BLOCK: tl.constexpr):
     tl.store(YD + offs, (s * (1.0 + x * tl.sigmoid(-xc)) * xd).to(YD.dtype.element_ty), mask=mask)
 
 
-def gelu_tanh_jvp_triton(x, x_dot, bias=None, tangent_dtype=None):
-    """Triton :func:`reference.gelu_tanh_jvp`: ``(y, y_dot)`` in x's dtype (``y_dot`` in
-    ``tangent_dtype`` when given), one pass."""
+def gelu_tanh_jvp_triton(x, x_dot, bias=None):
+    """Triton :func:`reference.gelu_tanh_jvp`: ``(y, y_dot)`` in x's dtype, one pass."""
     x, x_dot = x.contiguous(), x_dot.contiguous()
-    y, y_dot = torch.empty_like(x), torch.empty_like(x, dtype=tangent_dtype)
+    y, y_dot = torch.empty_like(x), torch.empty_like(x)
     n = x.numel()
     if n == 0:
         return y, y_dot
@@ -82,10 +117,23 @@ def gelu_tanh_jvp_triton(x, x_dot, bias=None, tangent_dtype=None):
 
 
 def gelu_tanh_backward_triton(grad_y, x, bias=None):
-    """``dx`` of :func:`reference.gelu_tanh_backward` (in the accumulation dtype) by the JVP
-    kernel: a pointwise map's Jacobian is diagonal, so its backward is its tangent pass with
-    ``grad_y`` as the tangent (one pass over x and dy; the value it also writes is dropped)."""
-    return gelu_tanh_jvp_triton(x, grad_y, bias, tangent_dtype=reference.compute_dtype(x.dtype))[1]
+    """Triton :func:`reference.gelu_tanh_backward`: ``(dx, dbias)`` in one pass over x and dy,
+    ``dbias`` summed from the unrounded ``dx`` (None without a bias)."""
+    x, grad_y = x.contiguous(), grad_y.contiguous()
+    dx = torch.empty_like(x)
+    dim = x.shape[-1] if x.dim() else 1
+    if x.numel() == 0:
+        return dx, None if bias is None else torch.zeros(dim, dtype=torch.float32, device=x.device)
+    n_rows = x.numel() // dim
+    rows, block_d, chunk = _rows.chunk_settings(dim, n_rows)
+    grid = (triton.cdiv(n_rows, chunk), triton.cdiv(dim, block_d))
+    has_bias = bias is not None
+    parts = torch.empty((grid[0], dim), dtype=torch.float32, device=x.device) if has_bias else dx
+    _gelu_tanh_backward_kernel[grid](
+        x, grad_y, bias.contiguous() if has_bias else x, dx, parts, n_rows, dim,
+        K=_GELU_K, C=_GELU_C, HAS_BIAS=has_bias, ROWS=rows, BLOCK_D=block_d, CHUNK=chunk, num_warps=4,
+    )  # fmt: skip
+    return dx, parts.sum(0) if has_bias else None
 
 
 def silu_jvp_triton(x, x_dot):
@@ -126,16 +174,22 @@ def _(x, x_dot, bias, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
-# dx comes back in the accumulation dtype, so that an fp32 bias (autocast) sums it unrounded.
+# (dx, dbias): dbias in the accumulation dtype, so that an fp32 bias (autocast) gets the sum of
+# the unrounded dx where the backend can; an empty tensor without a bias (ops return tensors).
 @torch.library.custom_op("mfkernels::gelu_tanh_backward", mutates_args=())
-def _gelu_tanh_backward_op(grad_y: Tensor, x: Tensor, bias: Tensor | None, backend: str) -> Tensor:
-    dx = dispatch.call("gelu_tanh_backward", backend, grad_y, x, bias)
-    return dx.to(reference.compute_dtype(x.dtype)).contiguous()
+def _gelu_tanh_backward_op(
+    grad_y: Tensor, x: Tensor, bias: Tensor | None, backend: str
+) -> tuple[Tensor, Tensor]:
+    dx, dbias = dispatch.call("gelu_tanh_backward", backend, grad_y, x, bias)
+    if dbias is None:
+        dbias = x.new_empty(0, dtype=reference.compute_dtype(x.dtype))
+    return dx.to(x.dtype).contiguous(), dbias.to(reference.compute_dtype(x.dtype))
 
 
 @_gelu_tanh_backward_op.register_fake
 def _(grad_y, x, bias, backend):
-    return x.new_empty(x.shape, dtype=reference.compute_dtype(x.dtype))
+    dbias_size = 0 if bias is None else bias.shape[0]
+    return x.new_empty(x.shape), x.new_empty(dbias_size, dtype=reference.compute_dtype(x.dtype))
 
 
 def _gelu_setup_context(ctx, inputs, output):
@@ -147,9 +201,8 @@ def _gelu_setup_context(ctx, inputs, output):
 
 def _gelu_backward(ctx, grad_y, _grad_y_dot):
     x, bias = ctx.saved_tensors
-    dx = _gelu_tanh_backward_op(grad_y, x, bias, ctx.backend)
-    dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0).to(bias.dtype)
-    return dx.to(x.dtype), None, dbias, None
+    dx, dbias = _gelu_tanh_backward_op(grad_y, x, bias, ctx.backend)
+    return dx, None, None if bias is None else dbias.to(bias.dtype), None
 
 
 _gelu_tanh_jvp_op.register_autograd(_gelu_backward, setup_context=_gelu_setup_context)

@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from . import dispatch
+from .reference import compute_dtype
 
 try:
     _C = importlib.import_module("mfkernels._C")
@@ -125,9 +126,13 @@ def gelu_tanh_jvp(x, x_dot, bias=None):
 
 
 def gelu_tanh_backward(grad_y, x, bias=None):
-    """``dx`` by the JVP kernel with ``grad_y`` as the tangent (GELU's Jacobian is diagonal), in
-    x's dtype: for 16-bit x a bias gradient sums rounded values, as under torch's autocast."""
-    return gelu_tanh_jvp(x, grad_y, bias)[1]
+    """``(dx, dbias)``: ``dx`` by the JVP kernel with ``grad_y`` as the tangent (GELU's Jacobian
+    is diagonal), in x's dtype; for 16-bit x the bias gradient sums the rounded ``dx``, as
+    torch's autocast does."""
+    dx = gelu_tanh_jvp(x, grad_y, bias)[1]
+    if bias is None:
+        return dx, None
+    return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
 
 
 def silu_jvp(x, x_dot):

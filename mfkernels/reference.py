@@ -146,10 +146,13 @@ def gelu_tanh_jvp_fast(x, x_dot, bias=None):
 
 
 def gelu_tanh_backward(grad_y, x, bias=None):
-    """``dx = gelu_tanh'(x + b) dy`` (``dbias`` is its sum over rows), torch's fused kernel."""
+    """``(dx, dbias)``: ``dx = gelu_tanh'(x + b) dy`` in x's dtype by torch's fused kernel, and
+    ``dbias`` its unrounded sum over rows in the accumulation dtype (None without a bias)."""
     xf, gf = _up(x, grad_y)
     pre = xf if bias is None else xf + bias.to(xf.dtype)
-    return torch.ops.aten.gelu_backward(gf, pre, approximate="tanh")
+    dx = torch.ops.aten.gelu_backward(gf, pre, approximate="tanh")
+    dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0)
+    return dx.to(x.dtype), dbias
 
 
 def silu_derivative(x):
