@@ -27,6 +27,20 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     return reference.compute_dtype(dtype)
 
 
+def _new_output(batch, heads, seq, head_dim, like: Tensor) -> Tensor:
+    """A ``(batch, heads, seq, head_dim)`` output laid out as ``(batch, seq, heads, head_dim)``,
+    as flash attention writes it: merging the heads back into ``(batch, seq, heads * head_dim)``
+    for the output projection is then a view, not a copy of O and of O'."""
+    return like.new_empty((batch, seq, heads, head_dim)).transpose(1, 2)
+
+
+def _heads_inner(t: Tensor) -> Tensor:
+    """``t`` in :func:`_new_output`'s layout (copied only when it is not)."""
+    if t.transpose(1, 2).is_contiguous():
+        return t
+    return _new_output(*t.shape, like=t).copy_(t)
+
+
 @torch.library.custom_op("mfkernels::attention_jvp", mutates_args=())
 def _attention_jvp_op(
     q: Tensor,
@@ -39,20 +53,22 @@ def _attention_jvp_op(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     o, o_dot, lse = dispatch.call("attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale)
-    return o.contiguous(), o_dot.contiguous(), lse.contiguous()
+    return _heads_inner(o), _heads_inner(o_dot), lse.contiguous()
 
 
 @_attention_jvp_op.register_fake
 def _(q, k, v, q_dot, k_dot, v_dot, scale, backend):
     o_shape = (*q.shape[:-1], v.shape[-1])
-    return q.new_empty(o_shape), q.new_empty(o_shape), q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
+    lse = q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
+    return _new_output(*o_shape, like=q), _new_output(*o_shape, like=q), lse
 
 
 @torch.library.custom_op("mfkernels::attention_backward", mutates_args=())
 def _attention_backward_op(
     grad_o: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o.contiguous(), q, k, v, o, lse, scale)
+    # Any strides: the gradient of a merged-heads view arrives as a view of (batch, seq, dim).
+    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o, q, k, v, o, lse, scale)
     return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
@@ -637,8 +653,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
     :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides."""
     batch, heads, n_q, head_dim = q.shape
     n_k = k.shape[2]
-    o = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
-    o_dot = torch.empty_like(o)
+    o, o_dot = _new_output(batch, heads, n_q, head_dim, q), _new_output(batch, heads, n_q, head_dim, q)
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
     if o.numel() == 0:
         return o, o_dot, lse

@@ -172,6 +172,24 @@ def test_public_api_and_autograd_match_reference_backend():
 
 
 @needs_triton
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_outputs_are_laid_out_heads_inner(backend):
+    """O and O' are (batch, seq, heads, head_dim) in memory, as flash attention writes them, so
+    merging the heads for the output projection is a view; the backward takes a gradient in
+    that layout or a contiguous one alike."""
+    base = make_inputs(2, 3, 17, 17, 72, torch.float32)
+    q, k, v = (t.detach().clone().requires_grad_() for t in base[:3])
+    o, o_dot, _ = mfkernels.attention_jvp(q, k, v, *base[3:], backend=backend)
+    for t in (o, o_dot):
+        assert t.shape == (2, 3, 17, 72) and t.transpose(1, 2).is_contiguous()
+    grad = torch.randn(o.shape, device=DEVICE)
+    heads_inner = grad.transpose(1, 2).contiguous().transpose(1, 2)
+    by_layout = [torch.autograd.grad(o, (q, k, v), g, retain_graph=True) for g in (grad, heads_inner)]
+    for contiguous_grad, strided_grad in zip(*by_layout):
+        torch.testing.assert_close(strided_grad, contiguous_grad, rtol=0, atol=0)
+
+
+@needs_triton
 def test_opcheck_with_triton_backend():
     inputs = make_inputs(1, 2, 17, 17, 32, torch.float32, packed=False)
     q, k, v = (t.requires_grad_() for t in inputs[:3])
