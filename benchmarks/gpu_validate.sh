@@ -12,8 +12,8 @@
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
 # tests, every tuned attention tile, training-step benchmark, its phases, attention benchmark,
-# csrc op benchmark, the training step with the default loss, the rest of the tests if time is
-# left, summary.
+# csrc op benchmark, training steps with CUDA graphs, the training step with the default loss,
+# the rest of the tests if time is left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -120,7 +120,18 @@ else
     printf 'csrc_ops\tskipped: no cuda backend (see build.log)\t0\n' >>"$SUMMARY"
 fi
 
-# 6. DiT-XL/2 with the engine's default loss (du/dt on the rows with r != t only)
+# 6. DiT-S/2 (host-bound at batch 64: ~6 ms of launches per block for the fused step, 2026-12-04)
+# and DiT-XL/2 (GPU-bound) with their compiled blocks replayed as CUDA graphs (~80 s)
+if ((QUICK)); then
+    printf 'jvp_throughput_cudagraphs\tskipped: --quick\t0\n' >>"$SUMMARY"
+else
+    b=$(budget 90 60)
+    step jvp_throughput_cudagraphs "$b" "$PY" benchmarks/jvp_throughput.py --compile-mode cudagraphs \
+        --presets DiT-S/2 DiT-XL/2 --batches 64 --variants fm+compile fused_triton+compile --no-check --no-forward \
+        --time-budget $((b - 15)) --out-dir "$DIR"
+fi
+
+# 7. DiT-XL/2 with the engine's default loss (du/dt on the rows with r != t only)
 if ((QUICK)); then
     printf 'jvp_throughput_r_neq_t\tskipped: --quick\t0\n' >>"$SUMMARY"
 else
@@ -129,14 +140,14 @@ else
         --variants fm fm+compile fused_triton fused_triton+compile --no-check --time-budget $((b - 15)) --out-dir "$DIR"
 fi
 
-# 7. if time is left: the rest of the suite, on this machine (CI runs it on the CPU anyway)
+# 8. if time is left: the rest of the suite, on this machine (CI runs it on the CPU anyway)
 step tests_rest "$(budget 200 0)" "${PYTEST[@]}" -m "not gpu" --deselect "$TILES" --junitxml="$DIR/tests_rest.xml" "${TESTS[@]}"
 
-# 8. the README section these results would give (README.md itself is left alone)
+# 9. the README section these results would give (README.md itself is left alone)
 $PY benchmarks/render_readme.py --results "$DIR" --output "$DIR/perf_section.md" >"$DIR/render.log" 2>&1 ||
     echo "render_readme failed: see $DIR/render.log"
 
-# 9. summary
+# 10. summary
 $PY - "$DIR" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET
 from pathlib import Path

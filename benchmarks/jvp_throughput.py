@@ -22,7 +22,10 @@ differ only in how ``(u, du/dt)`` is computed:
                       (the function that calls ``torch.func.jvp``; ``jvp(compile(f))`` would
                       not compile anything). Others: ``--compile-mode regional`` (default)
                       compiles each DiT block's ``forward`` / ``jvp`` (one graph shared by
-                      every block, seconds to compile), ``full`` the whole loss function.
+                      every block, seconds to compile), ``full`` the whole loss function,
+                      ``cudagraphs`` the regional graphs replayed as CUDA graphs
+                      (``mode="reduce-overhead"``; every variant, FM too): no host cost per
+                      kernel launch, for models too small to keep the GPU busy.
 
 Timing: one first call (compilation, autotuning), ``--warmup`` more, then up to ``--repeats``
 timed steps (CUDA events on the GPU) within ``--max-seconds``; median, min/max and IQR are
@@ -170,21 +173,26 @@ def make_loss(variant, model, args):
     def loss_of(x, y, noise):
         return loss_and_stats(model, x, y, noise=noise)[0]
 
+    cuda_graphs = is_compiled(variant) and args.compile_mode == "cudagraphs"
+
     def loss(x, y):  # the draws outside any compiled region, as in the trainer
+        if cuda_graphs:  # a new step: the graphs may overwrite the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         return loss_of(x, y, loss_and_stats.sample_noise(x))
 
     undo = []
     if is_compiled(variant):
+        mode = "reduce-overhead" if cuda_graphs else None
         if fam == "func_jvp" or args.compile_mode == "full":
-            loss_of = torch.compile(loss_of)
+            loss_of = torch.compile(loss_of, mode=mode)
         else:
             # Both of a block's paths: a MeanFlow step also runs plain forwards (the rows with
             # r = t, the guidance pass), and FM runs nothing else.
             for block in model.blocks:
-                block.compile()
+                block.compile(mode=mode)
                 undo.append(lambda b=block: setattr(b, "_compiled_call_impl", None))
                 if fam != "fm":
-                    block.jvp = torch.compile(block.jvp)
+                    block.jvp = torch.compile(block.jvp, mode=mode)
                     undo.append(lambda b=block: b.__dict__.pop("jvp", None))
     # Flash attention has no forward-mode AD: torch.func goes through attention in plain ops.
     context = (lambda: unfused_attention(model)) if fam == "func_jvp" else contextlib.nullcontext
@@ -241,7 +249,8 @@ class Runner:
         self.payload = C.header(BENCHMARK, device, sys.argv, settings=vars(args).copy())
         self.payload["available_backends"] = sorted(mfkernels.available_backends())
         rows = "_r_neq_t" if args.tangent_rows == "r_neq_t" else ""
-        name = f"{BENCHMARK}{rows}{'_cfg' if guided(args) else ''}"
+        graphs = "_cudagraphs" if args.compile_mode == "cudagraphs" else ""
+        name = f"{BENCHMARK}{rows}{'_cfg' if guided(args) else ''}{graphs}"
         self.json_path = C.result_path(args.out_dir, name, device, args.quick, "json")
 
     def log(self, text):
@@ -846,7 +855,7 @@ def parse_args(argv=None):
         help=f"names or globs (space- or comma-separated) from: {', '.join(ORDER)}",
     )
     parser.add_argument("--no-compile", action="store_true", help="drop the +compile variants")
-    parser.add_argument("--compile-mode", choices=("regional", "full"), default="regional")
+    parser.add_argument("--compile-mode", choices=("regional", "full", "cudagraphs"), default="regional")
     parser.add_argument("--input-size", type=int, help="latent/image side (default 32; 16 with --quick)")
     parser.add_argument("--warmup", type=int, help="steps after the first call (default 1, quick 0)")
     parser.add_argument("--repeats", type=int, help="timed steps at most (default 7, quick 2)")

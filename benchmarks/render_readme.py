@@ -6,8 +6,10 @@
 
 Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results``
 (default benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored),
-keeps the newest run per benchmark and device, and renders markdown tables that always say
-the device, dtype and date, with the plots beside them. The section between
+keeps the newest measurement of each case per benchmark and device (a case: preset, batch
+and dtype of a training step; dtype and head dim of attention), so a run that measured only
+some presets adds to an older run's table instead of hiding it, and renders markdown tables,
+one per run, that always say the device, dtype and date, with the plots beside them. The section between
 ``<!-- perf:start -->`` and ``<!-- perf:end -->`` in the README is replaced; nothing else is.
 """
 
@@ -42,16 +44,32 @@ def step_mode(settings: dict) -> tuple[str, float, float]:
     return settings.get("tangent_rows", "all"), settings.get("cfg_w", 1.0), settings.get("cfg_k", 0.0)
 
 
+def cuda_graphs(settings: dict) -> bool:
+    """Whether a training-step run compiled its steps with CUDA graphs (its own table)."""
+    return settings.get("compile_mode") == "cudagraphs"
+
+
 def step_title(settings: dict) -> str:
     """How a run's step differs from the default one, as a title suffix (README and plots)."""
     rows_mode, w, k = step_mode(settings)
     title = ", du/dt on the rows with r != t" if rows_mode == "r_neq_t" else ""
-    return title + (f", guidance w = {w:g}, k = {k:g}" if (w, k) != (1.0, 0.0) else "")
+    title += f", guidance w = {w:g}, k = {k:g}" if (w, k) != (1.0, 0.0) else ""
+    return title + (", compiled with CUDA graphs" if cuda_graphs(settings) else "")
+
+
+def case_of(benchmark: str, row: dict) -> tuple:
+    """What a newer run's row replaces: a training step's (preset, batch, dtype), an
+    attention row's (dtype, head dim)."""
+    if benchmark == "jvp_throughput":
+        return row["preset"], row["batch"], row["dtype"]
+    return row.get("dtype"), row.get("d")
 
 
 def load_results(results_dir: Path) -> dict:
-    """``{(benchmark, device name, *step_mode): payload}``, the newest non-quick run of each."""
-    latest = {}
+    """``{(benchmark, device name, *step_mode): [payload, ...]}``, newest run first, each
+    non-quick run keeping only its rows of cases no newer run measured (runs left with no
+    rows are dropped; a run that lost rows loses its targets, which were judged on them)."""
+    runs = {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
             data = json.loads(path.read_text())
@@ -62,10 +80,22 @@ def load_results(results_dir: Path) -> dict:
         if data.get("settings", {}).get("quick"):
             continue
         data["_path"] = path
-        key = (data["benchmark"], data["device"]["name"], *step_mode(data.get("settings", {})))
-        if key not in latest or data["date"] > latest[key]["date"]:
-            latest[key] = data
-    return latest
+        settings = data.get("settings", {})
+        key = (data["benchmark"], data["device"]["name"], *step_mode(settings), cuda_graphs(settings))
+        runs.setdefault(key, []).append(data)
+    kept = {}
+    for key, group in runs.items():
+        measured = set()
+        for data in sorted(group, key=lambda d: d["date"], reverse=True):
+            cases = {case_of(key[0], r) for r in data["rows"]}
+            rows = [r for r in data["rows"] if case_of(key[0], r) not in measured]
+            measured |= cases
+            if not rows:
+                continue
+            if len(rows) < len(data["rows"]):
+                data = dict(data, rows=rows, targets=[])
+            kept.setdefault(key, []).append(data)
+    return kept
 
 
 def _where(data) -> str:
@@ -98,6 +128,7 @@ def render_throughput(data, readme_dir: Path) -> str:
     settings = data.get("settings", {})
     rows_mode, w, k = step_mode(settings)
     title, note = step_title(settings), ROWS_NOTE[rows_mode]
+    compiled = ", each DiT block's graph replayed as a CUDA graph" if cuda_graphs(settings) else ""
     if (w, k) != (1.0, 0.0):
         note += (
             f" **Guidance is folded into the MeanFlow target (w = {w:g}, k = {k:g}) on every row**: "
@@ -108,7 +139,7 @@ def render_throughput(data, readme_dir: Path) -> str:
         "",
         f"{_where(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
         "ms per step and its ratio to the best FM step (flow matching, one plain forward); each cell "
-        "is the best of eager and `torch.compile` (`c`: compiled). Peak memory: the fastest fused "
+        f"is the best of eager and `torch.compile` (`c`: compiled{compiled}). Peak memory: the fastest fused "
         f"variant over FM in the same mode. {note}",
         "",
     ]
@@ -231,14 +262,14 @@ def render(results: dict, readme_dir: Path) -> str:
         parts.append(
             "No benchmark results stored yet: run `bash benchmarks/gpu_validate.sh` on a GPU machine."
         )
-    # GPU results first, then the CPU ones; throughput before attention.
+    # GPU results first, then the CPU ones; throughput before attention; newest run first.
     order = sorted(
         results.items(),
-        key=lambda kv: (kv[1]["device"]["type"] != "cuda", kv[0][0] != "jvp_throughput", kv[0][1:]),
+        key=lambda kv: (kv[1][0]["device"]["type"] != "cuda", kv[0][0] != "jvp_throughput", kv[0][1:]),
     )
-    for (benchmark, *_), data in order:
+    for (benchmark, *_), runs in order:
         render_one = render_throughput if benchmark == "jvp_throughput" else render_attention
-        parts.append(render_one(data, readme_dir))
+        parts += [render_one(data, readme_dir) for data in runs]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -54,6 +54,18 @@ def test_jvp_throughput_guided_quick(tmp_path):
     assert data["targets"] == [] and "not judged on a guided step" in stdout
 
 
+def test_jvp_throughput_cuda_graphs_mode_quick(tmp_path):
+    """--compile-mode cudagraphs: the regional graphs with mode="reduce-overhead" (on the CPU
+    inductor compiles them without graphs), each step marked as new, in a file of its own."""
+    extra = ["--compile-mode", "cudagraphs", "--variants", "fm+compile", "dual_ref+compile", "--no-plot"]
+    data, _ = _run("jvp_throughput.py", tmp_path, *extra)
+    names = [p.name for p in tmp_path.glob("*.json")]
+    assert names == [f"jvp_throughput_cudagraphs_{data['device']['slug']}_quick.json"]
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert {v: r["status"] for v, r in rows.items()} == {"fm+compile": "ok", "dual_ref+compile": "ok"}
+    assert all(r["compile_mode"] == "cudagraphs" for r in rows.values())
+
+
 def test_attention_jvp_quick(tmp_path):
     data, stdout = _run("attention_jvp.py", tmp_path)
     assert data["ours_backend"] == "reference"  # the CPU rows time the oracle, and say so

@@ -163,3 +163,41 @@ def test_each_step_mode_gets_its_own_table(results, tmp_path, settings, suffix, 
     assert f"#### DiT training step{title}: NVIDIA H100 80GB HBM3" in section
     assert note in section
     assert "380.0 ms c (1.36x)" in section and "330.0 ms (1.10x)" in section
+
+
+def test_an_older_run_keeps_the_cases_no_newer_run_measured(results, tmp_path):
+    """A newer run that measured other presets (or head dims) adds a table; the older run's
+    table keeps only its cases the newer one did not measure, and its targets go with them."""
+    older = _header("jvp_throughput", H100, "2026-11-20T10:00:00+00:00")
+    older["rows"] = [
+        _step_row("fm", 111.0, 5.0, preset="DiT-S/2"),
+        _step_row("fm", 777.0, 20.0),  # DiT-XL/2: measured again by the fixture's newer run
+    ]
+    older["targets"] = [{"name": "stale target", "where": "DiT-XL/2", "pass": False, "detail": ""}]
+    _write(results / "older" / "jvp_throughput_nvidia-h100-80gb-hbm3.json", older)
+    attn = _header("attention_jvp", H100, "2026-11-20T10:05:00+00:00")
+    attn["rows"] = [
+        {"dtype": "bf16", "d": 72, "N": 1024, "variant": "ours_jvp", "status": "ok", "tflops": 111.0},
+        {"dtype": "bf16", "d": 128, "N": 1024, "variant": "ours_jvp", "status": "ok", "tflops": 222.0},
+    ]
+    _write(results / "older" / "attention_jvp_nvidia-h100-80gb-hbm3.json", attn)
+
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-20" in section
+    assert "| DiT-S/2 | 64 | bf16 | 111.0 ms |" in section
+    assert "777.0" not in section and "stale target" not in section
+    assert "**PASS** fused step <= 1.4x FM step" in section  # the newer run's targets stay
+    newer_first = section.index("2026-11-23") < section.index("2026-11-20")
+    assert newer_first
+    assert "| 128 | 1024 | 222 |" in section and "111" not in section.split("Attention JVP")[-1]
+
+
+def test_a_cuda_graphs_run_gets_its_own_table(results, tmp_path):
+    step = _header("jvp_throughput", H100, "2026-11-24T10:00:00+00:00")
+    step["settings"]["compile_mode"] = "cudagraphs"
+    step["rows"] = [_step_row("fm+compile", 250.0, 20.0), _step_row("fused_triton+compile", 330.0, 21.0)]
+    _write(results / "jvp_throughput_cudagraphs_nvidia-h100-80gb-hbm3.json", step)
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    assert "380.0 ms c (1.36x)" in section  # the regional run's table stays
+    assert "#### DiT training step, compiled with CUDA graphs: NVIDIA H100 80GB HBM3" in section
+    assert "replayed as a CUDA graph" in section and "330.0 ms c (1.32x)" in section
