@@ -111,8 +111,10 @@ dispatch.register("attention_backward", "reference", reference.attention_backwar
 # kernel per key block accumulating dK, dV over all query blocks and a kernel per query block
 # accumulating dQ over all key blocks: no atomics, O(N) extra memory.
 #
-# Tensors are read through their strides (q, k, v may be views of a packed qkv tensor); the
-# head dim is padded to a power of two inside the kernels with masks (d = 72 -> 128).
+# Tensors are read through their strides (q, k, v may be views of a packed qkv tensor). Tiles
+# are powers of two wide, so a head dim is padded inside the kernels with masks, or, just above
+# a power of two, split in two parts each padded on its own (d = 72 -> 64 + 16, not 128): every
+# product over the head dim is then two dots, and every tile of it two tiles.
 
 
 @triton.jit
@@ -140,20 +142,29 @@ def _aligned(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
 
 @triton.jit
 def _attn_jvp_fwd_tile(
-    acc_o, acc_t, acc_ps, m_i, l_i, q, q_dot,
-    k_ptrs, kd_ptrs, v_ptrs, vd_ptrs,
-    start_n, n_k, offs_n, d_ok, qk_scale, scale,
-    MASK_N: tl.constexpr, MASK_D: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
+    k_ptrs, kd_ptrs, v_ptrs, vd_ptrs, k_ptrs2, kd_ptrs2, v_ptrs2, vd_ptrs2,
+    start_n, n_k, offs_n, d_ok, e_ok, qk_scale, scale,
+    MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """One K/V tile of the online-softmax JVP loop; ``*_ptrs`` point at key row 0."""
+    """One K/V tile of the online-softmax JVP loop; ``*_ptrs`` point at key row 0, ``*2``
+    are the head dim's second part (used only with ``SPLIT``)."""
     n_ok = (start_n + offs_n) < n_k
     k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     k_dot = _load_tile(kd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    s = dot(q, tl.trans(k), zero, PREC) * qk_scale  # log2 domain
+    s = dot(q, tl.trans(k), zero, PREC)
     s_dot = dot(q_dot, tl.trans(k), zero, PREC)
-    s_dot = dot(q, tl.trans(k_dot), s_dot, PREC) * scale  # natural units, as in SPEC
+    s_dot = dot(q, tl.trans(k_dot), s_dot, PREC)
+    if SPLIT:
+        k2 = _load_tile(k_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        k_dot2 = _load_tile(kd_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        s = dot(q2, tl.trans(k2), s, PREC)
+        s_dot = dot(q_dot2, tl.trans(k2), s_dot, PREC)
+        s_dot = dot(q2, tl.trans(k_dot2), s_dot, PREC)
+    s = s * qk_scale  # log2 domain
+    s_dot = s_dot * scale  # natural units, as in SPEC
     if MASK_N:
         s = tl.where(n_ok[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -162,15 +173,19 @@ def _attn_jvp_fwd_tile(
     ps = p * s_dot
     l_i = l_i * alpha + tl.sum(p, 1)
     acc_ps = acc_ps * alpha + tl.sum(ps, 1)
-    acc_o = acc_o * alpha[:, None]
-    acc_t = acc_t * alpha[:, None]
     v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     v_dot = _load_tile(vd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
-    p_lo = p.to(v.dtype)
-    acc_o = dot(p_lo, v, acc_o, PREC)
-    acc_t = dot(p_lo, v_dot, acc_t, PREC)
-    acc_t = dot(ps.to(v.dtype), v, acc_t, PREC)
-    return acc_o, acc_t, acc_ps, m_new, l_i
+    p_lo, ps_lo = p.to(v.dtype), ps.to(v.dtype)
+    acc_o = dot(p_lo, v, acc_o * alpha[:, None], PREC)
+    acc_t = dot(p_lo, v_dot, acc_t * alpha[:, None], PREC)
+    acc_t = dot(ps_lo, v, acc_t, PREC)
+    if SPLIT:
+        v2 = _load_tile(v_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        v_dot2 = _load_tile(vd_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        acc_o2 = dot(p_lo, v2, acc_o2 * alpha[:, None], PREC)
+        acc_t2 = dot(p_lo, v_dot2, acc_t2 * alpha[:, None], PREC)
+        acc_t2 = dot(ps_lo, v2, acc_t2, PREC)
+    return acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_new, l_i
 
 
 @triton.jit
@@ -184,15 +199,17 @@ def _attn_jvp_fwd_kernel(
     stride_vdb, stride_vdh, stride_vdn, stride_vdd,
     stride_ob, stride_oh, stride_on,
     H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
 
     Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H, N_K, HEAD_DIM), any strides.
     OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
+    Head-dim columns ``[0, BLOCK_D)`` and, with ``SPLIT``, ``[BLOCK_D, BLOCK_D + BLOCK_E)``.
     """
-    MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
     stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
     stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
     stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
@@ -207,77 +224,79 @@ def _attn_jvp_fwd_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_DIM
+    e_ok = offs_e < HEAD_DIM
 
-    q_ptrs = (
-        Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    )
-    qd_ptrs = (
-        QD
-        + off_b * stride_qdb
-        + off_h * stride_qdh
-        + offs_m[:, None] * stride_qdn
-        + offs_d[None, :] * stride_qdd
-    )
-    q = _load_tile(q_ptrs, m_ok, d_ok, True, MASK_D)
-    q_dot = _load_tile(qd_ptrs, m_ok, d_ok, True, MASK_D)
-    k_ptrs = (
-        K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-    )
-    kd_ptrs = (
-        KD
-        + off_b * stride_kdb
-        + off_h * stride_kdh
-        + offs_n[:, None] * stride_kdn
-        + offs_d[None, :] * stride_kdd
-    )
-    v_ptrs = (
-        V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-    )
-    vd_ptrs = (
-        VD
-        + off_b * stride_vdb
-        + off_h * stride_vdh
-        + offs_n[:, None] * stride_vdn
-        + offs_d[None, :] * stride_vdd
-    )
+    # Row pointers (one column); each part of the head dim adds its own columns.
+    q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
+    qd_rows = QD + off_b * stride_qdb + off_h * stride_qdh + offs_m[:, None] * stride_qdn
+    k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
+    kd_rows = KD + off_b * stride_kdb + off_h * stride_kdh + offs_n[:, None] * stride_kdn
+    v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
+    vd_rows = VD + off_b * stride_vdb + off_h * stride_vdh + offs_n[:, None] * stride_vdn
+    q = _load_tile(q_rows + offs_d[None, :] * stride_qd, m_ok, d_ok, True, MASK_D)
+    q_dot = _load_tile(qd_rows + offs_d[None, :] * stride_qdd, m_ok, d_ok, True, MASK_D)
+    k_ptrs, k_ptrs2 = k_rows + offs_d[None, :] * stride_kd, k_rows + offs_e[None, :] * stride_kd
+    kd_ptrs, kd_ptrs2 = kd_rows + offs_d[None, :] * stride_kdd, kd_rows + offs_e[None, :] * stride_kdd
+    v_ptrs, v_ptrs2 = v_rows + offs_d[None, :] * stride_vd, v_rows + offs_e[None, :] * stride_vd
+    vd_ptrs, vd_ptrs2 = vd_rows + offs_d[None, :] * stride_vdd, vd_rows + offs_e[None, :] * stride_vdd
+    if SPLIT:
+        q2 = _load_tile(q_rows + offs_e[None, :] * stride_qd, m_ok, e_ok, True, MASK_E)
+        q_dot2 = _load_tile(qd_rows + offs_e[None, :] * stride_qdd, m_ok, e_ok, True, MASK_E)
+    else:  # placeholders the tile function never reads
+        q2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=q.dtype)
+        q_dot2 = q2
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc_ps = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc_o = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc_t = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc_o2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
+    acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     qk_scale = scale * 1.4426950408889634
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them.
     n_full = (N_K // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
-        acc_o, acc_t, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
-            acc_o, acc_t, acc_ps, m_i, l_i, q, q_dot,
+        acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+            acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
             k_ptrs + start_n * stride_kn, kd_ptrs + start_n * stride_kdn,
             v_ptrs + start_n * stride_vn, vd_ptrs + start_n * stride_vdn,
-            start_n, N_K, offs_n, d_ok, qk_scale, scale,
-            False, MASK_D, PREC, BLOCK_M, BLOCK_N,
+            k_ptrs2 + start_n * stride_kn, kd_ptrs2 + start_n * stride_kdn,
+            v_ptrs2 + start_n * stride_vn, vd_ptrs2 + start_n * stride_vdn,
+            start_n, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
         )  # fmt: skip
     if n_full < N_K:
-        acc_o, acc_t, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
-            acc_o, acc_t, acc_ps, m_i, l_i, q, q_dot,
+        acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+            acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
             k_ptrs + n_full * stride_kn, kd_ptrs + n_full * stride_kdn,
             v_ptrs + n_full * stride_vn, vd_ptrs + n_full * stride_vdn,
-            n_full, N_K, offs_n, d_ok, qk_scale, scale,
-            True, MASK_D, PREC, BLOCK_M, BLOCK_N,
+            k_ptrs2 + n_full * stride_kn, kd_ptrs2 + n_full * stride_kdn,
+            v_ptrs2 + n_full * stride_vn, vd_ptrs2 + n_full * stride_vdn,
+            n_full, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
         )  # fmt: skip
 
     inv_l = 1.0 / l_i
+    ps_mean = acc_ps * inv_l
     o = acc_o * inv_l[:, None]
-    o_dot = acc_t * inv_l[:, None] - (acc_ps * inv_l)[:, None] * o
+    o_dot = acc_t * inv_l[:, None] - ps_mean[:, None] * o
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
 
-    out_off = off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
+    out_rows = off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_on
     out_mask = m_ok[:, None] & d_ok[None, :]
-    tl.store(OUT + out_off, o.to(OUT.dtype.element_ty), mask=out_mask)
-    tl.store(OUT_DOT + out_off, o_dot.to(OUT_DOT.dtype.element_ty), mask=out_mask)
+    tl.store(OUT + out_rows + offs_d[None, :], o.to(OUT.dtype.element_ty), mask=out_mask)
+    tl.store(OUT_DOT + out_rows + offs_d[None, :], o_dot.to(OUT_DOT.dtype.element_ty), mask=out_mask)
+    if SPLIT:
+        o2 = acc_o2 * inv_l[:, None]
+        o_dot2 = acc_t2 * inv_l[:, None] - ps_mean[:, None] * o2
+        out_mask2 = m_ok[:, None] & e_ok[None, :]
+        tl.store(OUT + out_rows + offs_e[None, :], o2.to(OUT.dtype.element_ty), mask=out_mask2)
+        tl.store(OUT_DOT + out_rows + offs_e[None, :], o_dot2.to(OUT_DOT.dtype.element_ty), mask=out_mask2)
     tl.store(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, lse, mask=m_ok)
 
 
@@ -322,10 +341,10 @@ def _attn_bwd_delta_kernel(
 
 @triton.jit
 def _attn_bwd_dkdv_tile(
-    dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs,
-    start_m, n_q, offs_m, d_ok, qk_scale,
-    MASK_M: tl.constexpr, MASK_D: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
+    start_m, n_q, offs_m, d_ok, e_ok, qk_scale,
+    MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One query tile of the dK/dV loop, in the transposed (key-major) orientation."""
     m_ok = (start_m + offs_m) < n_q
@@ -339,13 +358,24 @@ def _attn_bwd_dkdv_tile(
         lse2 = tl.load(lse_ptrs) * 1.4426950408889634
         delta = tl.load(delta_ptrs)
     zero = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    s_t = dot(k, tl.trans(q), zero, PREC)
+    if SPLIT:
+        q2 = _load_tile(q_ptrs2, m_ok, e_ok, MASK_M, MASK_E)
+        do2 = _load_tile(do_ptrs2, m_ok, e_ok, MASK_M, MASK_E).to(q.dtype)
+        s_t = dot(k2, tl.trans(q2), s_t, PREC)
     # Key rows past N_K (last key block only) get garbage here; they are never stored.
-    p_t = tl.math.exp2(dot(k, tl.trans(q), zero, PREC) * qk_scale - lse2[None, :])
-    dv = dot(p_t.to(q.dtype), do, dv, PREC)
+    p_t = tl.math.exp2(s_t * qk_scale - lse2[None, :])
+    p_lo = p_t.to(q.dtype)
+    dv = dot(p_lo, do, dv, PREC)
     dp_t = dot(v, tl.trans(do), zero, PREC)
-    ds_t = p_t * (dp_t - delta[None, :])
-    dk = dot(ds_t.to(q.dtype), q, dk, PREC)
-    return dk, dv
+    if SPLIT:
+        dv2 = dot(p_lo, do2, dv2, PREC)
+        dp_t = dot(v2, tl.trans(do2), dp_t, PREC)
+    ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
+    dk = dot(ds_t, q, dk, PREC)
+    if SPLIT:
+        dk2 = dot(ds_t, q2, dk2, PREC)
+    return dk, dk2, dv, dv2
 
 
 @triton.jit
@@ -357,15 +387,16 @@ def _attn_bwd_dkdv_kernel(
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn,
     H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries.
 
     ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
-    (B, H, N_K, HEAD_DIM) with unit last stride.
+    (B, H, N_K, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
     """
-    MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
     stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
     stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
     stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
@@ -377,77 +408,91 @@ def _attn_bwd_dkdv_kernel(
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
     n_ok = offs_n < N_K
     d_ok = offs_d < HEAD_DIM
+    e_ok = offs_e < HEAD_DIM
 
-    k = _load_tile(
-        K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-        n_ok, d_ok, True, MASK_D,
-    )  # fmt: skip
-    v = _load_tile(
-        V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-        n_ok, d_ok, True, MASK_D,
-    )  # fmt: skip
-    q_ptrs = (
-        Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    )
-    do_ptrs = (
-        DO
-        + off_b * stride_dob
-        + off_h * stride_doh
-        + offs_m[:, None] * stride_don
-        + offs_d[None, :] * stride_dod
-    )
+    k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
+    v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
+    q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
+    do_rows = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_don
+    k = _load_tile(k_rows + offs_d[None, :] * stride_kd, n_ok, d_ok, True, MASK_D)
+    v = _load_tile(v_rows + offs_d[None, :] * stride_vd, n_ok, d_ok, True, MASK_D)
+    if SPLIT:
+        k2 = _load_tile(k_rows + offs_e[None, :] * stride_kd, n_ok, e_ok, True, MASK_E)
+        v2 = _load_tile(v_rows + offs_e[None, :] * stride_vd, n_ok, e_ok, True, MASK_E)
+    else:  # placeholders the tile function never reads
+        k2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=k.dtype)
+        v2 = k2
+    q_ptrs, q_ptrs2 = q_rows + offs_d[None, :] * stride_qd, q_rows + offs_e[None, :] * stride_qd
+    do_ptrs, do_ptrs2 = do_rows + offs_d[None, :] * stride_dod, do_rows + offs_e[None, :] * stride_dod
     lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
     delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
     qk_scale = scale * 1.4426950408889634
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
+    dv2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
     m_full = (N_Q // BLOCK_M) * BLOCK_M
     for start_m in range(0, m_full, BLOCK_M):
-        dk, dv = _attn_bwd_dkdv_tile(
-            dk, dv, k, v,
-            q_ptrs + start_m * stride_qn, do_ptrs + start_m * stride_don,
+        dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
+            dk, dk2, dv, dv2, k, k2, v, v2,
+            q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
+            do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
             lse_ptrs + start_m, delta_ptrs + start_m,
-            start_m, N_Q, offs_m, d_ok, qk_scale,
-            False, MASK_D, PREC, BLOCK_M, BLOCK_N,
+            start_m, N_Q, offs_m, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
         )  # fmt: skip
     if m_full < N_Q:
-        dk, dv = _attn_bwd_dkdv_tile(
-            dk, dv, k, v,
-            q_ptrs + m_full * stride_qn, do_ptrs + m_full * stride_don,
+        dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
+            dk, dk2, dv, dv2, k, k2, v, v2,
+            q_ptrs + m_full * stride_qn, q_ptrs2 + m_full * stride_qn,
+            do_ptrs + m_full * stride_don, do_ptrs2 + m_full * stride_don,
             lse_ptrs + m_full, delta_ptrs + m_full,
-            m_full, N_Q, offs_m, d_ok, qk_scale,
-            True, MASK_D, PREC, BLOCK_M, BLOCK_N,
+            m_full, N_Q, offs_m, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
         )  # fmt: skip
 
-    out_off = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn + offs_d[None, :]
+    out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
     out_mask = n_ok[:, None] & d_ok[None, :]
-    tl.store(DK + out_off, (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
-    tl.store(DV + out_off, dv.to(DV.dtype.element_ty), mask=out_mask)
+    tl.store(DK + out_rows + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
+    tl.store(DV + out_rows + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask)
+    if SPLIT:
+        out_mask2 = n_ok[:, None] & e_ok[None, :]
+        tl.store(DK + out_rows + offs_e[None, :], (dk2 * scale).to(DK.dtype.element_ty), mask=out_mask2)
+        tl.store(DV + out_rows + offs_e[None, :], dv2.to(DV.dtype.element_ty), mask=out_mask2)
 
 
 @triton.jit
 def _attn_bwd_dq_tile(
-    dq, q, do, lse2, delta, k_ptrs, v_ptrs,
-    start_n, n_k, offs_n, d_ok, qk_scale,
-    MASK_N: tl.constexpr, MASK_D: tl.constexpr, PREC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    dq, dq2, q, q2, do, do2, lse2, delta, k_ptrs, k_ptrs2, v_ptrs, v_ptrs2,
+    start_n, n_k, offs_n, d_ok, e_ok, qk_scale,
+    MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One key tile of the dQ loop."""
     n_ok = (start_n + offs_n) < n_k
     k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    s = dot(q, tl.trans(k), zero, PREC) * qk_scale - lse2[:, None]
+    s = dot(q, tl.trans(k), zero, PREC)
+    dp = dot(do, tl.trans(v), zero, PREC)
+    if SPLIT:
+        k2 = _load_tile(k_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        v2 = _load_tile(v_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        s = dot(q2, tl.trans(k2), s, PREC)
+        dp = dot(do2, tl.trans(v2), dp, PREC)
+    s = s * qk_scale - lse2[:, None]
     if MASK_N:
         # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
         s = tl.where(n_ok[None, :], s, float("-inf"))
-    p = tl.math.exp2(s)
-    dp = dot(do, tl.trans(v), zero, PREC)
-    ds = p * (dp - delta[:, None])
-    return dot(ds.to(k.dtype), k, dq, PREC)
+    ds = (tl.math.exp2(s) * (dp - delta[:, None])).to(k.dtype)
+    dq = dot(ds, k, dq, PREC)
+    if SPLIT:
+        dq2 = dot(ds, k2, dq2, PREC)
+    return dq, dq2
 
 
 @triton.jit
@@ -459,14 +504,15 @@ def _attn_bwd_dq_kernel(
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn,
     H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block.
 
-    DQ is (B, H, N_Q, HEAD_DIM) with unit last stride.
+    DQ is (B, H, N_Q, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
     """
-    MASK_D: tl.constexpr = BLOCK_D != HEAD_DIM
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
     stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
     stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
     stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
@@ -478,62 +524,74 @@ def _attn_bwd_dq_kernel(
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
     m_ok = offs_m < N_Q
     d_ok = offs_d < HEAD_DIM
+    e_ok = offs_e < HEAD_DIM
 
-    q = _load_tile(
-        Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-        m_ok, d_ok, True, MASK_D,
-    )  # fmt: skip
-    do_ptrs = (
-        DO
-        + off_b * stride_dob
-        + off_h * stride_doh
-        + offs_m[:, None] * stride_don
-        + offs_d[None, :] * stride_dod
-    )
-    do = _load_tile(do_ptrs, m_ok, d_ok, True, MASK_D).to(q.dtype)
+    q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
+    do_rows = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_don
+    k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
+    v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
+    q = _load_tile(q_rows + offs_d[None, :] * stride_qd, m_ok, d_ok, True, MASK_D)
+    do = _load_tile(do_rows + offs_d[None, :] * stride_dod, m_ok, d_ok, True, MASK_D).to(q.dtype)
+    if SPLIT:
+        q2 = _load_tile(q_rows + offs_e[None, :] * stride_qd, m_ok, e_ok, True, MASK_E)
+        do2 = _load_tile(do_rows + offs_e[None, :] * stride_dod, m_ok, e_ok, True, MASK_E).to(q.dtype)
+    else:  # placeholders the tile function never reads
+        q2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=q.dtype)
+        do2 = q2
     lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
-    k_ptrs = (
-        K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-    )
-    v_ptrs = (
-        V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-    )
+    k_ptrs, k_ptrs2 = k_rows + offs_d[None, :] * stride_kd, k_rows + offs_e[None, :] * stride_kd
+    v_ptrs, v_ptrs2 = v_rows + offs_d[None, :] * stride_vd, v_rows + offs_e[None, :] * stride_vd
     qk_scale = scale * 1.4426950408889634
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dq2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     n_full = (N_K // BLOCK_N) * BLOCK_N
     for start_n in range(0, n_full, BLOCK_N):
-        dq = _attn_bwd_dq_tile(
-            dq, q, do, lse2, delta, k_ptrs + start_n * stride_kn, v_ptrs + start_n * stride_vn,
-            start_n, N_K, offs_n, d_ok, qk_scale,
-            False, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        dq, dq2 = _attn_bwd_dq_tile(
+            dq, dq2, q, q2, do, do2, lse2, delta,
+            k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
+            v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
+            start_n, N_K, offs_n, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
         )  # fmt: skip
     if n_full < N_K:
-        dq = _attn_bwd_dq_tile(
-            dq, q, do, lse2, delta, k_ptrs + n_full * stride_kn, v_ptrs + n_full * stride_vn,
-            n_full, N_K, offs_n, d_ok, qk_scale,
-            True, MASK_D, PREC, BLOCK_M, BLOCK_N,
+        dq, dq2 = _attn_bwd_dq_tile(
+            dq, dq2, q, q2, do, do2, lse2, delta,
+            k_ptrs + n_full * stride_kn, k_ptrs2 + n_full * stride_kn,
+            v_ptrs + n_full * stride_vn, v_ptrs2 + n_full * stride_vn,
+            n_full, N_K, offs_n, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
         )  # fmt: skip
 
-    out_off = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn + offs_d[None, :]
-    tl.store(DQ + out_off, (dq * scale).to(DQ.dtype.element_ty), mask=m_ok[:, None] & d_ok[None, :])
+    out_rows = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn
+    tl.store(
+        DQ + out_rows + offs_d[None, :],
+        (dq * scale).to(DQ.dtype.element_ty),
+        mask=m_ok[:, None] & d_ok[None, :],
+    )
+    if SPLIT:
+        out_mask2 = m_ok[:, None] & e_ok[None, :]
+        tl.store(DQ + out_rows + offs_e[None, :], (dq2 * scale).to(DQ.dtype.element_ty), mask=out_mask2)
 
 
 # Autotuning. On the GPU each kernel times a few configs (BLOCK_M, BLOCK_N, warps, stages),
 # chosen per GPU generation and head-dim class from what compiles without register spills
 # and within 163 KB of shared memory: `python benchmarks/triton_static.py [--arch 80]` compiles
 # every config on any machine and stores the tables in benchmarks/results/triton_static_sm*.json.
-# A head dim above 64 is padded to BLOCK_D = 128, whose two fp32 accumulators leave room only
-# for 32-wide score tiles in the forward (and, on the A100, whose mma accumulators all live in
-# registers, 32-row query tiles). Hopper's wgmma wants 64-row warpgroup tiles, so BLOCK_M = 128
-# runs with 8 warps. fp32 inputs take IEEE dots on the FMA units, whose operands Triton holds
-# in registers: every fp32 tile spills (fp32 on the GPU is the exact path, not the fast one),
-# and one config, no tuning. 32 x 32 tiles over 8 warps spill least on sm_80 and sm_90, for
-# every kernel and head dim: 0.2-2.6 KB of stack a thread where 64 x 32 over 4 warps took up
-# to 20 KB (the d = 128 forward). The interpreter takes exactly one config.
+# Three classes of head-dim tiling (head_dim_parts): "narrow" (<= 64 columns), "wide" (a head
+# dim padded to 128, whose two fp32 accumulators leave room only for 32-wide score tiles in the
+# forward and, on the A100, whose mma accumulators all live in registers, 32-row query tiles)
+# and "split" (72 = 64 + 16: 80 columns, which fit the forward's 128 x 64 tiles on Hopper).
+# Hopper's wgmma wants 64-row warpgroup tiles, so BLOCK_M = 128 runs with 8 warps. fp32
+# inputs take IEEE dots on the FMA units, whose operands Triton holds in registers: every fp32
+# tile spills (fp32 on the GPU is the exact path, not the fast one), and one config, no tuning.
+# 32 x 32 tiles over 8 warps spill least on sm_80 and sm_90, for every kernel and head dim:
+# 0.2-2.6 KB of stack a thread where 64 x 32 over 4 warps took up to 20 KB (the d = 128
+# forward). The interpreter takes exactly one config.
 #
 # MFK_AUTOTUNE=0 runs the first config of each list, untimed: tests/conftest.py sets it on a
 # GPU, where compiling and timing every candidate for each of the suite's many shapes would
@@ -545,28 +603,34 @@ _TUNED = {
         "fwd": {
             "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
             "wide": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2), (64, 32, 4, 3)],
+            "split": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
         },
         "dkdv": {
             "narrow": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3)],
             "wide": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 8, 2), (64, 32, 8, 3)],
+            "split": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3)],
         },
         "dq": {
             "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
             "wide": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+            "split": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
         },
     },
     "sm80": {
         "fwd": {
             "narrow": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)],
             "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
+            "split": [(64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
         },
         "dkdv": {
             "narrow": [(64, 32, 8, 2), (64, 32, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
             "wide": [(64, 32, 8, 2), (64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
+            "split": [(32, 32, 8, 2), (32, 32, 8, 3), (64, 32, 8, 3)],
         },
         "dq": {
             "narrow": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3)],
             "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
+            "split": [(128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (32, 64, 8, 3), (32, 32, 8, 2)],
         },
     },
 }
@@ -599,7 +663,7 @@ def _autotune(kernel, name):
         else:
             # The driver's target, not the tensor's device: the static check compiles from CPU.
             arch = triton.runtime.driver.active.get_current_target().arch
-            tuned = _TUNED[generation(arch)][name]["wide" if args["BLOCK_D"] > 64 else "narrow"]
+            tuned = _TUNED[generation(arch)][name][_width_class(args)]
             keep = set(tuned if os.environ.get("MFK_AUTOTUNE", "1") != "0" else tuned[:1])
         return [c for c in configs if _shape(c) in keep]
 
@@ -615,6 +679,26 @@ _attn_bwd_dq = _autotune(_attn_bwd_dq_kernel, "dq")
 
 def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
+
+
+def head_dim_parts(head_dim: int) -> dict:
+    """The kernels' head-dim tiling: ``BLOCK_D`` columns, and with ``SPLIT`` a second part of
+    ``BLOCK_E`` (tl.dot wants power-of-two tiles of at least 16). A head dim just above a
+    power of two takes two parts instead of padding to the next one: 72 = 64 + 16 (8 masked)
+    does 80/128 of the padded tile's tensor-core work; 96 = 64 + 32 none wasted."""
+    padded = _block_d(head_dim)
+    low = max(16, padded // 2)
+    high = max(16, triton.next_power_of_2(head_dim - low)) if head_dim > low else 0
+    if high == 0 or low + high >= padded:
+        return {"BLOCK_D": padded, "BLOCK_E": 16, "SPLIT": False}
+    return {"BLOCK_D": low, "BLOCK_E": high, "SPLIT": True}
+
+
+def _width_class(args: dict) -> str:
+    """Which ``_TUNED`` list a launch's head-dim tiling takes."""
+    if args["SPLIT"]:
+        return "split"
+    return "wide" if args["BLOCK_D"] > 64 else "narrow"
 
 
 def _stride_align(*tensors: Tensor) -> int:
@@ -667,7 +751,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
             *q.stride(), *k.stride(), *v.stride(), *q_dot.stride(), *k_dot.stride(), *v_dot.stride(),
             *o.stride()[:3],
             heads, n_q, n_k, float(scale),
-            HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), PREC=_precision(q.dtype),
+            HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
             ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o),
         )  # fmt: skip
     return o, o_dot, lse
@@ -685,21 +769,21 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
         return dq, dk, dv
     lse = lse.to(torch.float32).contiguous()
     delta = torch.empty_like(lse)
-    block_d, prec = _block_d(head_dim), _precision(q.dtype)
+    parts, prec = head_dim_parts(head_dim), _precision(q.dtype)
     align = _stride_align(q, k, v, grad_o, o, dq, dk)
     with _device_guard(q):
         _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
             o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
-            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=64, ALIGN=align,
+            HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,
         )  # fmt: skip
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
         _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dk, dv, *strides, *dk.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec, ALIGN=align,
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
         )  # fmt: skip
         _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, BLOCK_D=block_d, PREC=prec, ALIGN=align,
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
         )  # fmt: skip
     return dq, dk, dv
 

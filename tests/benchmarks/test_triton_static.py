@@ -79,5 +79,5 @@ def test_autotune_off_compiles_the_first_config_of_each_list(tmp_path):
             )
     assert {shape for _, shape in compiled} == {"d=64", "d=72"}
     for (kernel, shape), configs in compiled.items():
-        width = "narrow" if shape == "d=64" else "wide"
+        width = "narrow" if shape == "d=64" else "split"  # 72 = 64 + 16
         assert configs == [_TUNED["sm90"][lists[kernel]][width][0]], (kernel, shape)

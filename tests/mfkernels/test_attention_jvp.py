@@ -73,9 +73,23 @@ def test_fp32_separate_query_and_key_lengths(n_q, n_k):
 
 
 @needs_triton
-@pytest.mark.parametrize("d", [32, 96, 128, 8])
+@pytest.mark.parametrize("d", [32, 96, 128, 8, 48, 65])  # 96, 48 and 65 in two parts
 def test_fp32_other_head_dims(d):
     check_against_reference(make_inputs(1, 2, 40, 40, d, torch.float32), d**-0.5, TOL[torch.float32])
+
+
+@pytest.mark.parametrize(
+    "d, parts",
+    [
+        (8, (16, None)), (32, (32, None)), (64, (64, None)), (128, (128, None)), (100, (128, None)),
+        (72, (64, 16)), (96, (64, 32)), (48, (32, 16)), (65, (64, 16)),
+    ],
+)  # fmt: skip
+def test_head_dims_split_in_two_when_that_saves_columns(d, parts):
+    """A head dim is one padded power-of-two tile, or two when they are narrower together."""
+    got = attention.head_dim_parts(d)
+    assert (got["BLOCK_D"], got["BLOCK_E"] if got["SPLIT"] else None) == parts
+    assert got["BLOCK_D"] + (got["BLOCK_E"] if got["SPLIT"] else 0) >= d
 
 
 def test_stride_align_is_the_largest_power_of_two_dividing_every_stride():
