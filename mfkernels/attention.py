@@ -130,6 +130,23 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
 
 
 @triton.jit
+def _load_parts(
+    rows, offs_d, offs_e, stride_d, row_ok, d_ok, e_ok,
+    ROWS: tl.constexpr, BLOCK_E: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr,
+    SPLIT: tl.constexpr,
+):  # fmt: skip
+    """A tile of whole rows (``rows``: their pointers, one column) as its head-dim parts: the
+    first ``BLOCK_D`` columns and, with ``SPLIT``, the next ``BLOCK_E`` (else a zero
+    placeholder of that shape, which the kernels never read)."""
+    low = _load_tile(rows + offs_d[None, :] * stride_d, row_ok, d_ok, True, MASK_D)
+    if SPLIT:
+        high = _load_tile(rows + offs_e[None, :] * stride_d, row_ok, e_ok, True, MASK_E)
+    else:
+        high = tl.zeros([ROWS, BLOCK_E], dtype=low.dtype)
+    return low, high
+
+
+@triton.jit
 def _aligned(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
     """The strides, with their divisibility by ``ALIGN`` (checked by the launcher) made
     visible to the compiler. Triton only learns alignment from arguments divisible by 16;
@@ -236,18 +253,16 @@ def _attn_jvp_fwd_kernel(
     kd_rows = KD + off_b * stride_kdb + off_h * stride_kdh + offs_n[:, None] * stride_kdn
     v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
     vd_rows = VD + off_b * stride_vdb + off_h * stride_vdh + offs_n[:, None] * stride_vdn
-    q = _load_tile(q_rows + offs_d[None, :] * stride_qd, m_ok, d_ok, True, MASK_D)
-    q_dot = _load_tile(qd_rows + offs_d[None, :] * stride_qdd, m_ok, d_ok, True, MASK_D)
+    q, q2 = _load_parts(
+        q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    q_dot, q_dot2 = _load_parts(
+        qd_rows, offs_d, offs_e, stride_qdd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
     k_ptrs, k_ptrs2 = k_rows + offs_d[None, :] * stride_kd, k_rows + offs_e[None, :] * stride_kd
     kd_ptrs, kd_ptrs2 = kd_rows + offs_d[None, :] * stride_kdd, kd_rows + offs_e[None, :] * stride_kdd
     v_ptrs, v_ptrs2 = v_rows + offs_d[None, :] * stride_vd, v_rows + offs_e[None, :] * stride_vd
     vd_ptrs, vd_ptrs2 = vd_rows + offs_d[None, :] * stride_vdd, vd_rows + offs_e[None, :] * stride_vdd
-    if SPLIT:
-        q2 = _load_tile(q_rows + offs_e[None, :] * stride_qd, m_ok, e_ok, True, MASK_E)
-        q_dot2 = _load_tile(qd_rows + offs_e[None, :] * stride_qdd, m_ok, e_ok, True, MASK_E)
-    else:  # placeholders the tile function never reads
-        q2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=q.dtype)
-        q_dot2 = q2
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -417,14 +432,12 @@ def _attn_bwd_dkdv_kernel(
     v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
     q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
     do_rows = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_don
-    k = _load_tile(k_rows + offs_d[None, :] * stride_kd, n_ok, d_ok, True, MASK_D)
-    v = _load_tile(v_rows + offs_d[None, :] * stride_vd, n_ok, d_ok, True, MASK_D)
-    if SPLIT:
-        k2 = _load_tile(k_rows + offs_e[None, :] * stride_kd, n_ok, e_ok, True, MASK_E)
-        v2 = _load_tile(v_rows + offs_e[None, :] * stride_vd, n_ok, e_ok, True, MASK_E)
-    else:  # placeholders the tile function never reads
-        k2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=k.dtype)
-        v2 = k2
+    k, k2 = _load_parts(
+        k_rows, offs_d, offs_e, stride_kd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    v, v2 = _load_parts(
+        v_rows, offs_d, offs_e, stride_vd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
     q_ptrs, q_ptrs2 = q_rows + offs_d[None, :] * stride_qd, q_rows + offs_e[None, :] * stride_qd
     do_ptrs, do_ptrs2 = do_rows + offs_d[None, :] * stride_dod, do_rows + offs_e[None, :] * stride_dod
     lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
@@ -533,14 +546,13 @@ def _attn_bwd_dq_kernel(
     do_rows = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_don
     k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
     v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
-    q = _load_tile(q_rows + offs_d[None, :] * stride_qd, m_ok, d_ok, True, MASK_D)
-    do = _load_tile(do_rows + offs_d[None, :] * stride_dod, m_ok, d_ok, True, MASK_D).to(q.dtype)
-    if SPLIT:
-        q2 = _load_tile(q_rows + offs_e[None, :] * stride_qd, m_ok, e_ok, True, MASK_E)
-        do2 = _load_tile(do_rows + offs_e[None, :] * stride_dod, m_ok, e_ok, True, MASK_E).to(q.dtype)
-    else:  # placeholders the tile function never reads
-        q2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=q.dtype)
-        do2 = q2
+    q, q2 = _load_parts(
+        q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    do, do2 = _load_parts(
+        do_rows, offs_d, offs_e, stride_dod, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    do, do2 = do.to(q.dtype), do2.to(q.dtype)
     lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = k_rows + offs_d[None, :] * stride_kd, k_rows + offs_e[None, :] * stride_kd
