@@ -180,7 +180,8 @@ for js in sorted(d.glob("step_phases_*.json")):
     for r in json.loads(js.read_text())["rows"]:
         if "step_ms" in r:
             print(f"  phases {r['variant']}: step {r['step_ms']:.1f} ms = loss {r['loss_ms']:.1f} + backward "
-                  f"{r['backward_ms']:.1f} + optimizer {r['optimizer_ms']:.1f}")
+                  f"{r['backward_ms']:.1f} + optimizer {r['optimizer_ms']:.1f}; unsplit {r['wall_ms']:.1f} ms, "
+                  f"host {r['host_ms']:.1f}, device busy {r['device_busy_ms']}")
         else:
             print(f"  phases {r['variant']}: {r['status']}")
 for js in sorted(d.glob("csrc_ops_*.json")):

@@ -7,7 +7,8 @@ optimiser step timed apart, then the kernels that take the most device time.
         --variants fm dual_ref                                        # CPU smoke run
 
 The same steps as ``jvp_throughput.py`` (its loss, compile mode and autocast), so its ratios can
-be split: a fused step over FM is a forward-side or a backward-side gap. Phases are timed with
+be split: a fused step over FM is a forward-side or a backward-side gap, and a host-side or a
+device-side one (the host time of a step against the time the GPU is busy in it). Phases are timed with
 CUDA events (perf_counter on the CPU); the median over ``--steps`` steps after one warm-up. The
 kernel table is torch.profiler over two more steps, by self device time (self CPU time on the
 CPU), one list per variant. ``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per
@@ -89,15 +90,35 @@ def run_variant(variant, model, opt, x, y, args, device):
         row = {"variant": variant, "first_call_s": round(first_call_s, 2)}
         row.update({f"{name}_ms": round(statistics.median(v), 3) for name, v in per_phase.items()})
         row["step_ms"] = round(sum(row[f"{name}_ms"] for name in PHASES), 3)
-        row["kernels"] = top_kernels(step, device, args, variant)
+        row.update(host_and_wall_ms(step, device, args.steps))
+        row["kernels"], row["device_busy_ms"] = top_kernels(step, device, args, variant)
         return row
     finally:
         undo()
         opt.zero_grad(set_to_none=True)
 
 
+def host_and_wall_ms(step, device, steps):
+    """Medians of a whole step's wall time and of its host time (until ``step()`` returns,
+    not waiting for the device). Host time close to the wall time, with the device busy
+    for much less (``device_busy_ms``), means a step bound by launching its kernels."""
+    host, wall = [], []
+    for _ in range(steps):
+        C.sync(device)
+        start = time.perf_counter()
+        step()
+        host.append(time.perf_counter() - start)
+        C.sync(device)
+        wall.append(time.perf_counter() - start)
+    return {
+        "host_ms": round(statistics.median(host) * 1e3, 3),
+        "wall_ms": round(statistics.median(wall) * 1e3, 3),
+    }
+
+
 def top_kernels(step, device, args, variant):
-    """The ops with the most self device time over two steps, in ms per step."""
+    """The ops with the most self device time over two steps, in ms per step, and the time the
+    device was busy per step (all its kernels; None on the CPU)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(2):
@@ -105,14 +126,20 @@ def top_kernels(step, device, args, variant):
         C.sync(device)
     if args.traces:
         prof.export_chrome_trace(str(Path(args.out_dir) / f"{BENCHMARK}_{C.slug(variant)}_trace.json"))
+    averages = prof.key_averages()
+    busy = None
+    if device.type == "cuda":
+        kernels = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = round(sum(e.device_time_total for e in kernels) / 1e3 / 2, 3)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)[: args.top]
+    events = sorted(averages, key=lambda e: getattr(e, attr), reverse=True)[: args.top]
     per_step = [(e, getattr(e, attr) / 1e3 / 2) for e in events]
-    return [
+    top = [
         {"name": e.key[:90], "ms_per_step": round(ms, 3), "calls_per_step": e.count // 2}
         for e, ms in per_step
         if ms > 0
     ]
+    return top, busy
 
 
 def parse_args(argv=None):
@@ -186,6 +213,8 @@ def print_row(row):
         return
     phases = ", ".join(f"{name} {row[f'{name}_ms']:.2f}" for name in PHASES)
     print(f"\n{row['variant']}: step {row['step_ms']:.2f} ms = {phases} (first call {row['first_call_s']} s)")
+    busy = "" if row["device_busy_ms"] is None else f", device busy {row['device_busy_ms']:.2f} ms"
+    print(f"  unsplit step {row['wall_ms']:.2f} ms: host {row['host_ms']:.2f} ms{busy}")
     for k in row["kernels"]:
         print(f"  {k['ms_per_step']:9.3f} ms  x{k['calls_per_step']:<4d} {k['name']}")
 

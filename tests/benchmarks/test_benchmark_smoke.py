@@ -90,6 +90,7 @@ def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
         phases = [row[f"{name}_ms"] for name in step_phases.PHASES]
         assert min(phases) > 0 and abs(sum(phases) - row["step_ms"]) < 1e-2
         assert 1 <= len(row["kernels"]) <= 3 and all(k["ms_per_step"] > 0 for k in row["kernels"])
+        assert 0 < row["host_ms"] <= row["wall_ms"] and row["device_busy_ms"] is None  # no device
     (path,) = tmp_path.glob("step_phases_*.json")
     assert [r["variant"] for r in json.loads(path.read_text())["rows"]] == ["fm", "dual_ref"]
     (skipped,) = step_phases.main([*argv, "--variants", "fused_triton"])
