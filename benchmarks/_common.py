@@ -261,3 +261,27 @@ def saved_for_backward_bytes(fn, keep=()) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         fn()
     return sum(storage.nbytes() for storage in saved.values())
+
+
+# ----------------------------------------------------------------------- backends
+
+
+@contextlib.contextmanager
+def record_backends():
+    """Which backend each dispatched op really ran on (after any fallback to reference):
+    ``{op: {backend, ...}}``, filled while inside."""
+    from mfkernels import dispatch
+
+    seen: dict[str, set] = {}
+    original = dispatch.resolve
+
+    def recording(op, backend, *args, **kwargs):
+        name = original(op, backend, *args, **kwargs)
+        seen.setdefault(op, set()).add(name)
+        return name
+
+    dispatch.resolve = recording
+    try:
+        yield seen
+    finally:
+        dispatch.resolve = original

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 import mfkernels  # noqa: E402
-from benchmarks._common import device_name  # noqa: E402
-from mfkernels import csrc_ops, dispatch  # noqa: E402
+from benchmarks._common import device_name, record_backends  # noqa: E402
+from mfkernels import csrc_ops  # noqa: E402
 
 OPS = (
     "layernorm_modulate_jvp",
@@ -114,22 +114,10 @@ def backend_runs(fn, backend) -> bool:
     reference): the backends' own support checks, on the case's real arguments."""
     if backend == "reference":
         return True
-    resolved = set()
-    original = dispatch.resolve
-
-    def recording(op, requested, *args, **kwargs):
-        name = original(op, requested, *args, **kwargs)
-        resolved.add(name)
-        return name
-
-    dispatch.resolve = recording
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fn(backend)
-    finally:
-        dispatch.resolve = original
-    return resolved == {backend}
+    with warnings.catch_warnings(), record_backends() as seen:
+        warnings.simplefilter("ignore")
+        fn(backend)
+    return set().union(*seen.values()) == {backend}
 
 
 def environment(device) -> dict:

@@ -61,7 +61,6 @@ from benchmarks import render_readme
 from meanflow import DiT, FlowMatchingLoss, MeanFlowLoss
 from meanflow.loss import dual_jvp, func_jvp, spread_rows
 from meanflow.models import unfused_attention
-from mfkernels import dispatch
 
 BENCHMARK = "jvp_throughput"
 
@@ -197,24 +196,6 @@ def make_loss(variant, model, args):
     # Flash attention has no forward-mode AD: torch.func goes through attention in plain ops.
     context = (lambda: unfused_attention(model)) if fam == "func_jvp" else contextlib.nullcontext
     return loss, context, lambda: [f() for f in undo]
-
-
-@contextlib.contextmanager
-def record_backends():
-    """Which backend each dispatched op really ran on (after any fallback to reference)."""
-    seen: dict[str, set] = {}
-    original = dispatch.resolve
-
-    def recording(op, backend, *args, **kwargs):
-        name = original(op, backend, *args, **kwargs)
-        seen.setdefault(op, set()).add(name)
-        return name
-
-    dispatch.resolve = recording
-    try:
-        yield seen
-    finally:
-        dispatch.resolve = original
 
 
 # ------------------------------------------------------------------ the runner
@@ -381,7 +362,7 @@ class Runner:
             limit = args.compile_timeout if compiled else args.eager_timeout
             limit = max(5.0, min(limit, self.deadline - time.perf_counter()))
             t0 = time.perf_counter()
-            with C.time_limit(limit), record_backends() as seen:
+            with C.time_limit(limit), C.record_backends() as seen:
                 step()
                 C.sync(device)
             row["first_call_s"] = round(time.perf_counter() - t0, 2)
