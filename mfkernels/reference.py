@@ -14,6 +14,7 @@ vectors (``shift``, ``scale``, ``gate``) are ``(batch, dim)`` and broadcast over
 attention tensors are ``(batch, heads, seq, head_dim)``.
 """
 
+import functools
 import math
 
 import torch
@@ -29,6 +30,21 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _up(*tensors):
     return [t.to(compute_dtype(t.dtype)) for t in tensors]
+
+
+def _without_autocast(fn):
+    """Run ``fn`` with autocast off: its GEMMs on the upcast inputs stay in float32 (autocast
+    would run them in bf16, and refuse to mix their bf16 results with float32 in place)."""
+
+    @functools.wraps(fn)
+    def wrapper(q, *args, **kwargs):
+        device = q.device.type
+        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return fn(q, *args, **kwargs)
+        return fn(q, *args, **kwargs)
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------- linear
@@ -139,20 +155,43 @@ def gelu_tanh_jvp(x, x_dot, bias=None):
 
 def gelu_tanh_jvp_fast(x, x_dot, bias=None):
     """:func:`gelu_tanh_jvp` through torch's fused kernels: GELU's backward with the
-    tangent as the incoming gradient is exactly ``gelu'(x) x'`` (one pass, not fifteen)."""
-    xb = x if bias is None else x + bias.to(x.dtype)
-    y = torch.nn.functional.gelu(xb, approximate="tanh")
-    return y, torch.ops.aten.gelu_backward(x_dot, xb, approximate="tanh")
+    tangent as the incoming gradient is exactly ``gelu'(x) x'`` (one pass, not fifteen).
+    On the CPU, where torch's tanh is ~6x slower than its sigmoid, the sigmoid form of
+    :func:`_gelu_tanh_gate_and_slope` instead (value and tangent 1.7x faster at DiT sizes)."""
+    if x.device.type != "cpu":
+        xb = x if bias is None else x + bias.to(x.dtype)
+        y = torch.nn.functional.gelu(xb, approximate="tanh")
+        return y, torch.ops.aten.gelu_backward(x_dot, xb, approximate="tanh")
+    xf, xdf = _up(x, x_dot)
+    if bias is not None:
+        xf = xf + bias.to(xf.dtype)
+    gate, slope = _gelu_tanh_gate_and_slope(xf)
+    return gate.mul_(xf).to(x.dtype), slope.mul_(xdf).to(x.dtype)
 
 
 def gelu_tanh_backward(grad_y, x, bias=None):
     """``(dx, dbias)``: ``dx = gelu_tanh'(x + b) dy`` in x's dtype by torch's fused kernel, and
-    ``dbias`` its unrounded sum over rows in the accumulation dtype (None without a bias)."""
+    ``dbias`` its unrounded sum over rows in the accumulation dtype (None without a bias).
+    (One pass over x and dy: faster than the sigmoid form below, which pays off only where
+    it serves two outputs.)"""
     xf, gf = _up(x, grad_y)
     pre = xf if bias is None else xf + bias.to(xf.dtype)
     dx = torch.ops.aten.gelu_backward(gf, pre, approximate="tanh")
     dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0)
     return dx.to(x.dtype), dbias
+
+
+def _gelu_tanh_gate_and_slope(x):
+    """``(s, gelu_tanh'(x))`` with ``gelu_tanh(x) = x s``, for float32/64 ``x``.
+
+    ``0.5 (1 + tanh u) = sigmoid(2u)`` with ``u = K (x + C x^3)``, so ``s = sigmoid(2u)`` and
+    ``gelu_tanh' = s + s (1 - s) 2K x (1 + 3C x^2)``; torch's ``sigmoid_backward(g, s)`` is
+    ``g s (1 - s)`` in one pass.
+    """
+    x2 = x * x
+    gate = torch.sigmoid(x2.mul(2 * GELU_TANH_K * GELU_TANH_C).add_(2 * GELU_TANH_K).mul_(x))
+    du2 = x2.mul_(6 * GELU_TANH_K * GELU_TANH_C).add_(2 * GELU_TANH_K).mul_(x)  # x d(2u)/dx
+    return gate, torch.ops.aten.sigmoid_backward(du2, gate).add_(gate)
 
 
 def silu_derivative(x):
@@ -240,29 +279,37 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None):
     return scale * ds @ kf, scale * ds.transpose(-1, -2) @ qf, p.transpose(-1, -2) @ gf
 
 
+@_without_autocast
 def attention_jvp_fast(q, k, v, q_dot, k_dot, v_dot, scale=None):
     """:func:`attention_jvp` with fewer passes over the ``N x M`` scores; the reference
     backend runs this one (on the CPU the dual DiT spends a quarter of its time here).
 
-    ``scale`` is folded into ``Q`` and ``Q'``, ``S'`` is one GEMM over ``[Q', Q] [K, K']^T``,
-    the softmax and ``P * S'`` are done in place, and the row LSE comes from the softmax's
-    own max and sum.
+    Batched GEMMs over ``(batch * heads)`` with ``scale`` folded into ``Q`` and ``Q'``;
+    ``S' = Q' K^T + Q K'^T`` and ``P V' + (P * S') V`` each accumulate their second product
+    into the first (``baddbmm``); the softmax and ``P * S'`` are done in place, and the row
+    LSE comes from the softmax's own max and sum.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    qf, kf, vf, qdf, kdf, vdf = _up(q, k, v, q_dot, k_dot, v_dot)
-    p = torch.matmul(qf * scale, kf.transpose(-1, -2))
+    *batch, n, dv = *q.shape[:-1], v.shape[-1]
+
+    def flat(t):  # one copy of a strided view (the DiT's heads of the qkv projection)
+        return t.reshape(-1, *t.shape[-2:])
+
+    qf, kf, vf, qdf, kdf, vdf = (flat(t) for t in _up(q, k, v, q_dot, k_dot, v_dot))
+    qs, kt = qf * scale, kf.transpose(-1, -2)
+    p = torch.bmm(qs, kt)
     row_max = p.amax(-1, keepdim=True)
     p = p.sub_(row_max).exp_()
     row_sum = p.sum(-1, keepdim=True)
     p = p.div_(row_sum)
-    lse = (row_max + row_sum.log()).squeeze(-1)
-    s_dot = torch.matmul(torch.cat([qdf, qf], -1) * scale, torch.cat([kf, kdf], -1).transpose(-1, -2))
-    ps_dot = s_dot.mul_(p)
-    o = torch.matmul(p, vf)
-    o_dot = torch.matmul(p, vdf).add_(torch.matmul(ps_dot, vf)).sub_(ps_dot.sum(-1, keepdim=True) * o)
-    return o.to(q.dtype), o_dot.to(q.dtype), lse
+    lse = (row_max + row_sum.log()).reshape(*batch, n)
+    ps_dot = torch.bmm(qdf * scale, kt).baddbmm_(qs, kdf.transpose(-1, -2)).mul_(p)
+    o = torch.bmm(p, vf)
+    o_dot = torch.bmm(p, vdf).baddbmm_(ps_dot, vf).sub_(ps_dot.sum(-1, keepdim=True) * o)
+    return o.reshape(*batch, n, dv).to(q.dtype), o_dot.reshape(*batch, n, dv).to(q.dtype), lse
 
 
+@_without_autocast
 def attention_backward_fast(grad_o, q, k, v, o, lse, scale=None):
     """:func:`attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place.
 

@@ -107,6 +107,23 @@ def test_gelu_tanh_oracle_formula():
     assert_rel(y_dot, ref_dot)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gelu_tanh_fast_composites_match_the_oracle(dtype, with_bias):
+    """The backend's GELU value and tangent (on the CPU the sigmoid form) equal the readable
+    tanh formula, over the tails too, with low-precision inputs computed in float32."""
+    ref = mfkernels.reference
+    x = torch.cat([torch.linspace(-12, 12, 97, dtype=F64), rand(3 * 97) * 3]).reshape(4, 97).to(dtype)
+    x_dot = rand(4, 97).to(dtype)
+    tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    bias = rand(97).to(dtype) if with_bias else None
+    fast = ref.gelu_tanh_jvp_fast(x, x_dot, bias)
+    oracle = ref.gelu_tanh_jvp(x, x_dot, bias)
+    for name, a, e in zip(("y", "y_dot"), fast, oracle):
+        assert a.dtype == e.dtype, name
+        assert_rel(a.double(), e.double(), tol, name)
+
+
 def test_silu():
     x, x_dot = rand(3, 40) * 3, rand(3, 40)
     check_dual(lambda: mfkernels.silu_jvp(x, x_dot), F.silu, (x,), (x_dot,))
@@ -202,6 +219,22 @@ def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype):
     oracle_grads = ref.attention_backward(grad_o, q, k, v, o, lse, 0.3)
     for name, a, e in zip(("dq", "dk", "dv"), fast_grads, oracle_grads):
         assert_rel(a.double(), e.double(), tol, name)
+
+
+def test_attention_fast_composites_stay_float32_under_autocast():
+    """Under bf16 autocast (the DiT's training mode) the reference attention's GEMMs still run
+    in float32 on its float32 inputs: the same result as without autocast."""
+    ref = mfkernels.reference
+    inputs = [rand(2, 3, 17, 16, dtype=torch.float32) for _ in range(6)]
+    grad_o = rand(2, 3, 17, 16, dtype=torch.float32)
+    plain = ref.attention_jvp_fast(*inputs)
+    plain_grads = ref.attention_backward_fast(grad_o, *inputs[:3], plain[0], plain[2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = ref.attention_jvp_fast(*inputs)
+        cast_grads = ref.attention_backward_fast(grad_o, *inputs[:3], plain[0], plain[2])
+    for name, a, e in zip(("o", "o_dot", "lse", "dq", "dk", "dv"), cast + cast_grads, plain + plain_grads):
+        assert a.dtype == torch.float32, name
+        assert_rel(a, e, 1e-6, name)
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
