@@ -1,4 +1,11 @@
-"""What every dual op's autograd formula shares."""
+"""What every dual op's registration and autograd formula share."""
+
+from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def mark_tangent_outputs(ctx, *outputs):
@@ -7,3 +14,52 @@ def mark_tangent_outputs(ctx, *outputs):
     as zero tensors that every backward would allocate, fill and ignore."""
     ctx.mark_non_differentiable(*outputs)
     ctx.set_materialize_grads(False)
+
+
+class DualOp:
+    """One ``mfkernels::<name>`` custom op (``torch.library``), and how the package calls it.
+
+    Wherever the op itself must be seen (``torch.compile`` and export, fake tensors and other
+    dispatch modes, ``torch.func`` transforms, tensor subclasses) a call goes through the
+    dispatcher. In plain eager mode it goes straight to ``impl``, wrapped in a
+    ``torch.autograd.Function`` with the op's own ``setup_context`` and ``backward``: the
+    same computation without the dispatcher's Python round trips (~45 us a call; 2-3% of a
+    DiT-T/4 training step on the CPU, and host time that a small DiT on a GPU waits for).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        impl: Callable,
+        fake: Callable,
+        setup_context: Callable | None = None,
+        backward: Callable | None = None,
+    ):
+        self.impl = impl
+        self.op = torch.library.custom_op(f"mfkernels::{name}", impl, mutates_args=())
+        self.op.register_fake(fake)
+        self.function = None
+        if backward is not None:
+            self.op.register_autograd(backward, setup_context=setup_context)
+            formula = {"forward": impl, "setup_context": setup_context, "backward": backward}
+            namespace = {key: staticmethod(fn) for key, fn in formula.items()}
+            self.function = type(f"mfkernels_{name}", (torch.autograd.Function,), namespace)
+
+    def __call__(self, *args):
+        if not _plain_eager(args):
+            return self.op(*args)
+        if self.function is not None and torch.is_grad_enabled() and _any_requires_grad(args):
+            return self.function.apply(*args)
+        return self.impl(*args)
+
+
+def _plain_eager(args) -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    if _get_current_dispatch_mode() is not None or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    return all(type(a) in _PLAIN_TENSOR_TYPES for a in args if isinstance(a, torch.Tensor))
+
+
+def _any_requires_grad(args) -> bool:
+    return any(a.requires_grad for a in args if isinstance(a, torch.Tensor))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
-from ._autograd import mark_tangent_outputs
+from ._autograd import DualOp, mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_tensor
 from ._triton import tl, triton
 
@@ -163,21 +163,18 @@ def _silu_unsupported(x, x_dot):
 # ------------------------------------------------------------------------ op registration
 
 
-@torch.library.custom_op("mfkernels::gelu_tanh_jvp", mutates_args=())
-def _gelu_tanh_jvp_op(x: Tensor, x_dot: Tensor, bias: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+def _gelu_tanh_jvp(x: Tensor, x_dot: Tensor, bias: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
     y, y_dot = dispatch.call("gelu_tanh_jvp", backend, x, x_dot, bias)
     return y.contiguous(), y_dot.contiguous()
 
 
-@_gelu_tanh_jvp_op.register_fake
-def _(x, x_dot, bias, backend):
+def _gelu_fake(x, x_dot, bias, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
 # (dx, dbias): dbias in the accumulation dtype, so that an fp32 bias (autocast) gets the sum of
 # the unrounded dx where the backend can; an empty tensor without a bias (ops return tensors).
-@torch.library.custom_op("mfkernels::gelu_tanh_backward", mutates_args=())
-def _gelu_tanh_backward_op(
+def _gelu_tanh_backward(
     grad_y: Tensor, x: Tensor, bias: Tensor | None, backend: str
 ) -> tuple[Tensor, Tensor]:
     dx, dbias = dispatch.call("gelu_tanh_backward", backend, grad_y, x, bias)
@@ -186,8 +183,7 @@ def _gelu_tanh_backward_op(
     return dx.to(x.dtype).contiguous(), dbias.to(reference.compute_dtype(x.dtype))
 
 
-@_gelu_tanh_backward_op.register_fake
-def _(grad_y, x, bias, backend):
+def _gelu_backward_fake(grad_y, x, bias, backend):
     dbias_size = 0 if bias is None else bias.shape[0]
     return x.new_empty(x.shape), x.new_empty(dbias_size, dtype=reference.compute_dtype(x.dtype))
 
@@ -205,7 +201,8 @@ def _gelu_backward(ctx, grad_y, _grad_y_dot):
     return dx, None, None if bias is None else dbias.to(bias.dtype), None
 
 
-_gelu_tanh_jvp_op.register_autograd(_gelu_backward, setup_context=_gelu_setup_context)
+_gelu_tanh_jvp_op = DualOp("gelu_tanh_jvp", _gelu_tanh_jvp, _gelu_fake, _gelu_setup_context, _gelu_backward)
+_gelu_tanh_backward_op = DualOp("gelu_tanh_backward", _gelu_tanh_backward, _gelu_backward_fake)
 dispatch.register("gelu_tanh_jvp", "reference", reference.gelu_tanh_jvp_fast)
 dispatch.register("gelu_tanh_jvp", "triton", gelu_tanh_jvp_triton, _gelu_unsupported)
 dispatch.register("gelu_tanh_backward", "reference", reference.gelu_tanh_backward)
@@ -223,14 +220,12 @@ def gelu_tanh_jvp(x, x_dot, bias=None, backend=None) -> tuple[Tensor, Tensor]:
     return _gelu_tanh_jvp_op(x, x_dot, bias, dispatch.check_backend(backend))
 
 
-@torch.library.custom_op("mfkernels::silu_jvp", mutates_args=())
-def _silu_jvp_op(x: Tensor, x_dot: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+def _silu_jvp(x: Tensor, x_dot: Tensor, backend: str) -> tuple[Tensor, Tensor]:
     y, y_dot = dispatch.call("silu_jvp", backend, x, x_dot)
     return y.contiguous(), y_dot.contiguous()
 
 
-@_silu_jvp_op.register_fake
-def _(x, x_dot, backend):
+def _silu_fake(x, x_dot, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -244,7 +239,7 @@ def _silu_backward(ctx, grad_y, _grad_y_dot):
     return torch.ops.aten.silu_backward(grad_y, x), None, None
 
 
-_silu_jvp_op.register_autograd(_silu_backward, setup_context=_silu_setup_context)
+_silu_jvp_op = DualOp("silu_jvp", _silu_jvp, _silu_fake, _silu_setup_context, _silu_backward)
 dispatch.register("silu_jvp", "reference", reference.silu_jvp_fast)
 dispatch.register("silu_jvp", "triton", silu_jvp_triton, _silu_unsupported)
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import dispatch, reference
-from ._autograd import mark_tangent_outputs
+from ._autograd import DualOp, mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_same_dtype
 from ._triton import INTERPRET, dot, tl, triton, triton_unsupported, vector_alignment
 
@@ -41,8 +41,7 @@ def _heads_inner(t: Tensor) -> Tensor:
     return _new_output(*t.shape, like=t).copy_(t)
 
 
-@torch.library.custom_op("mfkernels::attention_jvp", mutates_args=())
-def _attention_jvp_op(
+def _attention_jvp(
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -56,15 +55,13 @@ def _attention_jvp_op(
     return _heads_inner(o), _heads_inner(o_dot), lse.contiguous()
 
 
-@_attention_jvp_op.register_fake
-def _(q, k, v, q_dot, k_dot, v_dot, scale, backend):
+def _jvp_fake(q, k, v, q_dot, k_dot, v_dot, scale, backend):
     o_shape = (*q.shape[:-1], v.shape[-1])
     lse = q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
     return _new_output(*o_shape, like=q), _new_output(*o_shape, like=q), lse
 
 
-@torch.library.custom_op("mfkernels::attention_backward", mutates_args=())
-def _attention_backward_op(
+def _attention_backward(
     grad_o: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     # Any strides: the gradient of a merged-heads view arrives as a view of (batch, seq, dim).
@@ -72,8 +69,7 @@ def _attention_backward_op(
     return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
-@_attention_backward_op.register_fake
-def _(grad_o, q, k, v, o, lse, scale, backend):
+def _backward_fake(grad_o, q, k, v, o, lse, scale, backend):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -91,7 +87,8 @@ def _backward(ctx, grad_o, _grad_o_dot, _grad_lse):
     return dq, dk, dv, None, None, None, None, None
 
 
-_attention_jvp_op.register_autograd(_backward, setup_context=_setup_context)
+_attention_jvp_op = DualOp("attention_jvp", _attention_jvp, _jvp_fake, _setup_context, _backward)
+_attention_backward_op = DualOp("attention_backward", _attention_backward, _backward_fake)
 dispatch.register("attention_jvp", "reference", reference.attention_jvp_fast)
 dispatch.register("attention_backward", "reference", reference.attention_backward_fast)
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
-from ._autograd import mark_tangent_outputs
+from ._autograd import DualOp, mark_tangent_outputs
 from ._checks import check_modulation, check_pair, check_same_device
 from ._triton import tl, triton
 
@@ -184,8 +184,7 @@ def _backward_unsupported(grad_m, x, scale, eps=1e-6):
 # ------------------------------------------------------------------------ op registration
 
 
-@torch.library.custom_op("mfkernels::layernorm_modulate_jvp", mutates_args=())
-def _layernorm_modulate_jvp_op(
+def _layernorm_modulate_jvp(
     x: Tensor,
     x_dot: Tensor,
     shift: Tensor,
@@ -201,13 +200,11 @@ def _layernorm_modulate_jvp_op(
     return m.contiguous(), m_dot.contiguous()
 
 
-@_layernorm_modulate_jvp_op.register_fake
-def _(x, x_dot, shift, scale, shift_dot, scale_dot, eps, backend):
+def _jvp_fake(x, x_dot, shift, scale, shift_dot, scale_dot, eps, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
-@torch.library.custom_op("mfkernels::layernorm_modulate_backward", mutates_args=())
-def _layernorm_modulate_backward_op(
+def _layernorm_modulate_backward(
     grad_m: Tensor, x: Tensor, scale: Tensor, eps: float, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     dx, dshift, dscale = dispatch.call(
@@ -216,8 +213,7 @@ def _layernorm_modulate_backward_op(
     return dx.to(x.dtype).contiguous(), dshift.to(scale.dtype), dscale.to(scale.dtype)
 
 
-@_layernorm_modulate_backward_op.register_fake
-def _(grad_m, x, scale, eps, backend):
+def _backward_fake(grad_m, x, scale, eps, backend):
     return x.new_empty(x.shape), scale.new_empty(scale.shape), scale.new_empty(scale.shape)
 
 
@@ -234,8 +230,12 @@ def _backward(ctx, grad_m, _grad_m_dot):
     return dx, None, dshift, dscale, None, None, None, None
 
 
-_layernorm_modulate_jvp_op.register_autograd(_backward, setup_context=_setup_context)
-
+_layernorm_modulate_jvp_op = DualOp(
+    "layernorm_modulate_jvp", _layernorm_modulate_jvp, _jvp_fake, _setup_context, _backward
+)
+_layernorm_modulate_backward_op = DualOp(
+    "layernorm_modulate_backward", _layernorm_modulate_backward, _backward_fake
+)
 dispatch.register("layernorm_modulate_jvp", "reference", reference.layernorm_modulate_jvp_fast)
 dispatch.register("layernorm_modulate_backward", "reference", reference.layernorm_modulate_backward_fast)
 dispatch.register("layernorm_modulate_jvp", "triton", layernorm_modulate_jvp_triton, _jvp_unsupported)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
-from ._autograd import mark_tangent_outputs
+from ._autograd import DualOp, mark_tangent_outputs
 from ._checks import check_modulation, check_pair, check_same_device
 from ._triton import tl, triton
 
@@ -71,16 +71,14 @@ def _unsupported(x, x_dot, gate, gate_dot, f, f_dot):
 # ------------------------------------------------------------------------ op registration
 
 
-@torch.library.custom_op("mfkernels::gated_residual_jvp", mutates_args=())
-def _gated_residual_jvp_op(
+def _gated_residual_jvp(
     x: Tensor, x_dot: Tensor, gate: Tensor, gate_dot: Tensor, f: Tensor, f_dot: Tensor, backend: str
 ) -> tuple[Tensor, Tensor]:
     y, y_dot = dispatch.call("gated_residual_jvp", backend, x, x_dot, gate, gate_dot, f, f_dot)
     return y.contiguous(), y_dot.contiguous()
 
 
-@_gated_residual_jvp_op.register_fake
-def _(x, x_dot, gate, gate_dot, f, f_dot, backend):
+def _fake(x, x_dot, gate, gate_dot, f, f_dot, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -97,7 +95,7 @@ def _backward(ctx, grad_y, _grad_y_dot):
     return dx.to(ctx.x_dtype), None, dgate.to(gate.dtype), None, df.to(f.dtype), None, None
 
 
-_gated_residual_jvp_op.register_autograd(_backward, setup_context=_setup_context)
+_gated_residual_jvp_op = DualOp("gated_residual_jvp", _gated_residual_jvp, _fake, _setup_context, _backward)
 dispatch.register("gated_residual_jvp", "reference", reference.gated_residual_jvp_fast)
 dispatch.register("gated_residual_jvp", "triton", gated_residual_jvp_triton, _unsupported)
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _rows, dispatch, reference
-from ._autograd import mark_tangent_outputs
+from ._autograd import DualOp, mark_tangent_outputs
 from ._checks import check_pair, check_same_device, check_tensor
 from ._triton import tl, triton, vector_alignment
 
@@ -70,16 +70,14 @@ def _unsupported(x, x_dot, weight=None, eps=1e-6):
 # ------------------------------------------------------------------------ op registration
 
 
-@torch.library.custom_op("mfkernels::rms_norm_jvp", mutates_args=())
-def _rms_norm_jvp_op(
+def _rms_norm_jvp(
     x: Tensor, x_dot: Tensor, weight: Tensor | None, eps: float, backend: str
 ) -> tuple[Tensor, Tensor]:
     y, y_dot = dispatch.call("rms_norm_jvp", backend, x, x_dot, weight, eps)
     return y.contiguous(), y_dot.contiguous()
 
 
-@_rms_norm_jvp_op.register_fake
-def _(x, x_dot, weight, eps, backend):
+def _fake(x, x_dot, weight, eps, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -96,7 +94,7 @@ def _backward(ctx, grad_y, _grad_y_dot):
     return dx.to(x.dtype), None, None if weight is None else dweight.to(weight.dtype), None, None
 
 
-_rms_norm_jvp_op.register_autograd(_backward, setup_context=_setup_context)
+_rms_norm_jvp_op = DualOp("rms_norm_jvp", _rms_norm_jvp, _fake, _setup_context, _backward)
 dispatch.register("rms_norm_jvp", "reference", reference.rms_norm_jvp)
 dispatch.register("rms_norm_jvp", "triton", rms_norm_jvp_triton, _unsupported)
 
