@@ -163,10 +163,10 @@ def gelu_tanh_jvp_fast(x, x_dot, bias=None):
         y = torch.nn.functional.gelu(xb, approximate="tanh")
         return y, torch.ops.aten.gelu_backward(x_dot, xb, approximate="tanh")
     xf, xdf = _up(x, x_dot)
-    if bias is not None:
-        xf = xf + bias.to(xf.dtype)
-    gate, slope = _gelu_tanh_gate_and_slope(xf)
-    return gate.mul_(xf).to(x.dtype), slope.mul_(xdf).to(x.dtype)
+    pre = xf if bias is None else xf + bias.to(xf.dtype)
+    gate, slope = _gelu_tanh_gate_and_slope(pre)
+    y = gate.mul_(pre) if bias is None else pre.mul_(gate)  # in a buffer of our own
+    return y.to(x.dtype), slope.mul_(xdf).to(x.dtype)
 
 
 def gelu_tanh_backward(grad_y, x, bias=None):
@@ -175,8 +175,11 @@ def gelu_tanh_backward(grad_y, x, bias=None):
     (One pass over x and dy: faster than the sigmoid form below, which pays off only where
     it serves two outputs.)"""
     xf, gf = _up(x, grad_y)
-    pre = xf if bias is None else xf + bias.to(xf.dtype)
-    dx = torch.ops.aten.gelu_backward(gf, pre, approximate="tanh")
+    if bias is None:
+        dx = torch.ops.aten.gelu_backward(gf, xf, approximate="tanh")
+    else:  # dx overwrites x + b: one fresh buffer, not two
+        pre = xf + bias.to(xf.dtype)
+        dx = torch.ops.aten.gelu_backward.grad_input(gf, pre, approximate="tanh", grad_input=pre)
     dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0)
     return dx.to(x.dtype), dbias
 
@@ -189,9 +192,9 @@ def _gelu_tanh_gate_and_slope(x):
     ``g s (1 - s)`` in one pass.
     """
     x2 = x * x
-    gate = torch.sigmoid(x2.mul(2 * GELU_TANH_K * GELU_TANH_C).add_(2 * GELU_TANH_K).mul_(x))
+    gate = x2.mul(2 * GELU_TANH_K * GELU_TANH_C).add_(2 * GELU_TANH_K).mul_(x).sigmoid_()
     du2 = x2.mul_(6 * GELU_TANH_K * GELU_TANH_C).add_(2 * GELU_TANH_K).mul_(x)  # x d(2u)/dx
-    return gate, torch.ops.aten.sigmoid_backward(du2, gate).add_(gate)
+    return gate, torch.ops.aten.sigmoid_backward.grad_input(du2, gate, grad_input=du2).add_(gate)
 
 
 def silu_derivative(x):
