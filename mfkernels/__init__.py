@@ -3,10 +3,12 @@ tangents to ``(value, tangent)`` in one pass, with a primal-only backward.
 
 Backends behind one dispatch (``dispatch.py``): ``reference`` (plain torch, the oracle),
 ``triton``, ``cuda`` and ``cpu`` (the csrc extension). Every kernel-backed op is a
-``torch.library`` custom op, so ``torch.compile(fullgraph=True)`` traces through it.
+``torch.library`` custom op, so ``torch.compile(fullgraph=True)`` traces through it; plain
+eager calls skip the dispatcher (``_autograd.DualOp``).
 """
 
 from . import csrc_ops, reference  # csrc_ops: the cpu/cuda backends, where mfkernels._C is built
+from ._compile_cache import tag_compile_caches
 from .activations import gelu_tanh_jvp, silu_jvp
 from .attention import attention_jvp
 from .dispatch import BACKENDS, available_backends
@@ -15,6 +17,8 @@ from .layernorm_modulate import layernorm_modulate, layernorm_modulate_jvp
 from .linear import linear_jvp
 from .residual import gated_residual_jvp
 from .rms_norm import rms_norm_jvp
+
+tag_compile_caches()
 
 __all__ = [
     "BACKENDS",

@@ -1,7 +1,4 @@
-import hashlib
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -13,15 +10,6 @@ else:
     # One config per attention kernel, untimed, instead of compiling and timing every candidate
     # for each of the suite's shapes; test_every_tuned_config runs each candidate once.
     os.environ.setdefault("MFK_AUTOTUNE", "0")
-
-# Inductor's on-disk caches key a compiled graph by the traced program, not by our custom ops'
-# fake implementations: after an op's output strides change, a warm cache serves code that
-# asserts the old ones. The tests keep one cache per version of the kernel sources.
-_kernels = sorted((Path(__file__).resolve().parents[1] / "mfkernels").glob("*.py"))
-_version = hashlib.sha256(b"".join(p.read_bytes() for p in _kernels)).hexdigest()[:12]
-os.environ.setdefault(
-    "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"torchinductor_mfk_{_version}")
-)
 
 import pytest  # noqa: E402
 
