@@ -343,12 +343,7 @@ class Runner:
             counters.clear()
 
         def step():
-            model.backend = backend
-            opt.zero_grad(set_to_none=True)
-            with autocast(device, dtype), context():
-                loss = loss_fn(x, y)
-            loss.backward()
-            opt.step()
+            training_step(model, opt, backend, loss_fn, context, x, y, device, dtype)
 
         def close():
             undo()
@@ -550,6 +545,22 @@ def _round_robin(fns, device, repeats, max_seconds):
             t.extend(C.time_calls(fn, device, 1, 0.0, min_repeats=1))
         rounds += 1
     return times
+
+
+def training_step(model, opt, backend, loss_fn, context, x, y, device, dtype, mark=None):
+    """One timed step: the loss (network pass and target), its backward and the AdamW step.
+    ``mark()``, where given, is called before and after each of the three phases."""
+    mark = mark or (lambda: None)
+    model.backend = backend
+    opt.zero_grad(set_to_none=True)
+    mark()
+    with autocast(device, dtype), context():
+        loss = loss_fn(x, y)
+    mark()
+    loss.backward()
+    mark()
+    opt.step()
+    mark()
 
 
 def autocast(device, dtype):

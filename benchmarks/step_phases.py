@@ -63,17 +63,8 @@ def run_variant(variant, model, opt, x, y, args, device):
         torch._dynamo.reset()
 
     def step(timer=None):
-        mark = timer.mark if timer else lambda: None
-        model.backend = backend
-        opt.zero_grad(set_to_none=True)
-        mark()
-        with J.autocast(device, args.dtype), context():
-            loss = loss_fn(x, y)
-        mark()
-        loss.backward()
-        mark()
-        opt.step()
-        mark()
+        mark = timer.mark if timer else None
+        J.training_step(model, opt, backend, loss_fn, context, x, y, device, args.dtype, mark)
 
     try:
         start = time.perf_counter()
