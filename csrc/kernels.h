@@ -62,6 +62,17 @@ struct GeluJvpParams {
   DType dtype;
 };
 
+// dx = gelu_tanh'(x + bias) dy, and the bias gradient: the sum of the unrounded dx over rows.
+struct GeluBwdParams {
+  const void* x;
+  const void* grad_y;
+  RowVec bias;  // ptr == nullptr: no bias, and dbias is not written
+  void* dx;
+  void* dbias;  // (dim,) in the accumulation dtype (float32; float64 for float64 x)
+  int64_t rows, dim;
+  DType dtype;  // of x, grad_y, dx
+};
+
 struct SiluJvpParams {
   const void* x;
   const void* x_dot;
@@ -91,6 +102,7 @@ bool set_isa(const char* name);  // "auto", "avx512", "avx2" or "base"; false if
 void ln_modulate_jvp(const LnModFwdParams& p, int threads);
 void ln_modulate_backward(const LnModBwdParams& p, int threads);
 void gelu_tanh_jvp(const GeluJvpParams& p, int threads);
+void gelu_tanh_backward(const GeluBwdParams& p, int threads);
 void silu_jvp(const SiluJvpParams& p, int threads);
 void gated_residual_jvp(const GatedResidualParams& p, int threads);
 }  // namespace cpu

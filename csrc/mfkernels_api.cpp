@@ -257,6 +257,39 @@ void gelu_tanh_jvp(const TensorArg& x, const TensorArg& x_dot, const std::option
   }
 }
 
+void gelu_tanh_backward(const TensorArg& x, const TensorArg& grad_y, const std::optional<TensorArg>& bias,
+                        const TensorArg& dx, const std::optional<TensorArg>& dbias, int threads) {
+  CHECK_TENSOR(x);
+  CHECK_CONTIGUOUS(x);
+  MFK_CHECK(!on_cuda(x), "gelu_tanh_backward runs CPU tensors (on CUDA the JVP kernel serves)");
+  MFK_CHECK(!x.shape.empty(), "x must have at least one dimension");
+  CHECK_LIKE(grad_y, x);
+  CHECK_LIKE(dx, x);
+  const int64_t D = x.shape.back(), rows = D == 0 ? 0 : x.numel() / D;
+  MFK_CHECK(bias.has_value() == dbias.has_value(), "bias and dbias must be given together");
+  RowVec b{};
+  void* dbias_ptr = nullptr;
+  if (bias.has_value()) {
+    const TensorArg &bias_ = *bias, &dbias_ = *dbias;
+    CHECK_TENSOR(bias_);
+    MFK_CHECK(bias_.device == x.device, "bias is on ", device_str(bias_.device), " but x is on ", device_str(x.device));
+    MFK_CHECK(bias_.shape == std::vector<int64_t>({D}), "bias must have shape ", shape_str({D}), ", got ",
+              shape_str(bias_.shape));
+    CHECK_UNIT_COL_STRIDE(bias_);
+    b = RowVec{bias_.data(), 0, bias_.type()};
+    const int acc = x.dtype == int(DType::f64) ? int(DType::f64) : int(DType::f32);
+    CHECK_TENSOR(dbias_);
+    MFK_CHECK(dbias_.device == x.device, "dbias must be on the device of x");
+    MFK_CHECK_TYPE(dbias_.dtype == acc, "dbias must have dtype ", dtype_str(acc), ", got ", dtype_str(dbias_.dtype));
+    MFK_CHECK(dbias_.shape == std::vector<int64_t>({D}) && is_contiguous(dbias_), "dbias must be a contiguous ",
+              shape_str({D}), " tensor");
+    dbias_ptr = dbias_.mutable_data();
+  }
+  GeluBwdParams p{x.data(), grad_y.data(), b, dx.mutable_data(), dbias_ptr, rows, D, x.type()};
+  py::gil_scoped_release nogil;
+  cpu::gelu_tanh_backward(p, threads);
+}
+
 void silu_jvp(const TensorArg& x, const TensorArg& x_dot, const TensorArg& y, const TensorArg& y_dot, int threads,
               uintptr_t stream) {
   CHECK_TENSOR(x);
@@ -358,6 +391,8 @@ PYBIND11_MODULE(_C, m) {
         arg("stream") = 0, "Primal backward of LayerNorm + modulate into dx, dshift, dscale");
   m.def("gelu_tanh_jvp", &gelu_tanh_jvp, arg("x"), arg("x_dot"), arg("bias"), arg("y"), arg("y_dot"),
         arg("threads") = 1, arg("stream") = 0, "gelu_tanh(x + bias) and its tangent into y and y_dot");
+  m.def("gelu_tanh_backward", &gelu_tanh_backward, arg("x"), arg("grad_y"), arg("bias"), arg("dx"), arg("dbias"),
+        arg("threads") = 1, "dx = gelu_tanh'(x + bias) grad_y and dbias, its sum over rows (CPU)");
   m.def("silu_jvp", &silu_jvp, arg("x"), arg("x_dot"), arg("y"), arg("y_dot"), arg("threads") = 1,
         arg("stream") = 0, "silu(x) and its tangent into y and y_dot");
   m.def("gated_residual_jvp", &gated_residual_jvp, arg("x"), arg("x_dot"), arg("gate"), arg("gate_dot"), arg("f"),

@@ -126,13 +126,26 @@ def gelu_tanh_jvp(x, x_dot, bias=None):
 
 
 def gelu_tanh_backward(grad_y, x, bias=None):
-    """``(dx, dbias)``: ``dx`` by the JVP kernel with ``grad_y`` as the tangent (GELU's Jacobian
-    is diagonal), in x's dtype; for 16-bit x the bias gradient sums the rounded ``dx``, as
-    torch's autocast does."""
-    dx = gelu_tanh_jvp(x, grad_y, bias)[1]
-    if bias is None:
-        return dx, None
-    return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
+    """``(dx, dbias)`` as :func:`mfkernels.reference.gelu_tanh_backward`. On the CPU one pass
+    over x and dy, the bias gradient summed from the unrounded ``dx``; on CUDA the JVP kernel
+    with ``grad_y`` as the tangent (GELU's Jacobian is diagonal), the bias gradient summed from
+    the rounded ``dx`` for 16-bit x, as torch's autocast does."""
+    if x.device.type == "cuda":
+        dx = gelu_tanh_jvp(x, grad_y, bias)[1]
+        if bias is None:
+            return dx, None
+        return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
+    x, grad_y = x.contiguous(), grad_y.contiguous()
+    dx = torch.empty_like(x)
+    dbias = None if bias is None else x.new_empty(bias.shape, dtype=accumulation_dtype(x.dtype))
+    if x.numel() == 0:
+        return dx, None if dbias is None else dbias.zero_()
+    bias = None if bias is None else _rows(bias)
+    _C.gelu_tanh_backward(
+        _arg(x), _arg(grad_y), None if bias is None else _arg(bias), _arg(dx),
+        None if dbias is None else _arg(dbias), threads=torch.get_num_threads(),
+    )  # fmt: skip
+    return dx, dbias
 
 
 def silu_jvp(x, x_dot):

@@ -156,10 +156,11 @@ def gelu_tanh_jvp(x, x_dot, bias=None):
 def gelu_tanh_jvp_fast(x, x_dot, bias=None):
     """:func:`gelu_tanh_jvp` through torch's fused kernels: GELU's backward with the
     tangent as the incoming gradient is exactly ``gelu'(x) x'`` (one pass, not fifteen).
-    On the CPU, where torch's tanh is ~6x slower than its sigmoid, the sigmoid form of
-    :func:`_gelu_tanh_gate_and_slope` instead (value and tangent 2x faster at DiT-T/4 sizes,
-    1.1x at DiT-S/2, where the extra passes over the larger tensors cost more)."""
-    if x.device.type != "cpu":
+    For float32/64 on the CPU, where torch's tanh is ~6x slower than its sigmoid, the sigmoid
+    form of :func:`_gelu_tanh_gate_and_slope` instead (value and tangent 2x faster at DiT-T/4
+    sizes, 1.1-1.2x at DiT-S/2, where its extra passes over larger tensors cost more; 16-bit
+    inputs would pay those passes in float32: 2-3x slower, so they keep torch's kernels)."""
+    if x.device.type != "cpu" or compute_dtype(x.dtype) != x.dtype:
         xb = x if bias is None else x + bias.to(x.dtype)
         y = torch.nn.functional.gelu(xb, approximate="tanh")
         return y, torch.ops.aten.gelu_backward(x_dot, xb, approximate="tanh")

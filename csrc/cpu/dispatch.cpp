@@ -12,6 +12,7 @@
   void ln_modulate_jvp(const LnModFwdParams& p, int threads);       \
   void ln_modulate_backward(const LnModBwdParams& p, int threads);  \
   void gelu_tanh_jvp(const GeluJvpParams& p, int threads);          \
+  void gelu_tanh_backward(const GeluBwdParams& p, int threads);     \
   void silu_jvp(const SiluJvpParams& p, int threads);               \
   void gated_residual_jvp(const GatedResidualParams& p, int threads); \
   }
@@ -32,12 +33,16 @@ struct Table {
   void (*ln_modulate_jvp)(const LnModFwdParams&, int);
   void (*ln_modulate_backward)(const LnModBwdParams&, int);
   void (*gelu_tanh_jvp)(const GeluJvpParams&, int);
+  void (*gelu_tanh_backward)(const GeluBwdParams&, int);
   void (*silu_jvp)(const SiluJvpParams&, int);
   void (*gated_residual_jvp)(const GatedResidualParams&, int);
 };
 
 #define MFK_TABLE(ns) \
-  Table { #ns, ns::ln_modulate_jvp, ns::ln_modulate_backward, ns::gelu_tanh_jvp, ns::silu_jvp, ns::gated_residual_jvp }
+  Table {                                                                                                  \
+    #ns, ns::ln_modulate_jvp, ns::ln_modulate_backward, ns::gelu_tanh_jvp, ns::gelu_tanh_backward, ns::silu_jvp, \
+        ns::gated_residual_jvp                                                                               \
+  }
 
 bool supported(const char* name) {
   if (std::strcmp(name, "base") == 0) return true;
@@ -96,6 +101,7 @@ bool set_isa(const char* name) {
 void ln_modulate_jvp(const LnModFwdParams& p, int threads) { active().ln_modulate_jvp(p, threads); }
 void ln_modulate_backward(const LnModBwdParams& p, int threads) { active().ln_modulate_backward(p, threads); }
 void gelu_tanh_jvp(const GeluJvpParams& p, int threads) { active().gelu_tanh_jvp(p, threads); }
+void gelu_tanh_backward(const GeluBwdParams& p, int threads) { active().gelu_tanh_backward(p, threads); }
 void silu_jvp(const SiluJvpParams& p, int threads) { active().silu_jvp(p, threads); }
 void gated_residual_jvp(const GatedResidualParams& p, int threads) { active().gated_residual_jvp(p, threads); }
 

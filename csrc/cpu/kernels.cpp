@@ -411,6 +411,53 @@ void gelu_tanh_jvp_impl(const GeluJvpParams& p, int threads) {
   });
 }
 
+// dx = gelu'(u) dy with u = x + bias. The bias gradient sums the unrounded dx over rows in
+// fixed chunks of rows, then the chunks in order: the same bits for any thread count.
+constexpr int64_t kGeluBwdRowsPerChunk = 64;
+
+template <typename A>
+void gelu_tanh_backward_impl(const GeluBwdParams& p, int threads) {
+  const int64_t D = p.dim, chunks = (p.rows + kGeluBwdRowsPerChunk - 1) / kGeluBwdRowsPerChunk;
+  constexpr A k = Gelu<A>::k, c = Gelu<A>::c;
+  const bool has_bias = p.bias.ptr != nullptr;
+  std::vector<A> partial(has_bias ? chunks * D : 0, A(0));
+  parallel_for(chunks, kGeluBwdRowsPerChunk * 20 * D, threads, [&](int64_t k0, int64_t k1) {
+    std::vector<A> buf(4 * D, A(0));
+    A *xb = buf.data(), *gb = xb + D, *dxb = gb + D, *bias = dxb + D;
+    if (has_bias) load_vec(p.bias, 0, bias, D);
+    for (int64_t chunk = k0; chunk < k1; ++chunk) {
+      A* sum = has_bias ? partial.data() + chunk * D : nullptr;
+      const int64_t r_end = std::min(p.rows, (chunk + 1) * kGeluBwdRowsPerChunk);
+      for (int64_t r = chunk * kGeluBwdRowsPerChunk; r < r_end; ++r) {
+        const int64_t off = r * D;
+        const A* xs = in_row(p.x, p.dtype, off, xb, D);
+        const A* gs = in_row(p.grad_y, p.dtype, off, gb, D);
+        A* dx = out_row(p.dx, p.dtype, off, dxb);
+#pragma omp simd
+        for (int64_t j = 0; j < D; ++j) {
+          const A u = xs[j] + bias[j], u2 = u * u;
+          const A th = tanh_fn(k * (u + c * u * u2));
+          const A slope = A(0.5) * (A(1) + th) + A(0.5) * u * (A(1) - th * th) * k * (A(1) + A(3) * c * u2);
+          dx[j] = slope * gs[j];
+        }
+        if (has_bias) {
+#pragma omp simd
+          for (int64_t j = 0; j < D; ++j) sum[j] += dx[j];
+        }
+        out_done(dx, p.dtype, p.dx, off, D);
+      }
+    }
+  });
+  if (!has_bias) return;
+  A* dbias = static_cast<A*>(p.dbias);
+  std::fill(dbias, dbias + D, A(0));
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const A* sum = partial.data() + chunk * D;
+#pragma omp simd
+    for (int64_t j = 0; j < D; ++j) dbias[j] += sum[j];
+  }
+}
+
 // y = x sigmoid(x), y' = sigmoid(x) (1 + x (1 - sigmoid(x))) x'
 template <typename A>
 void silu_jvp_impl(const SiluJvpParams& p, int threads) {
@@ -486,6 +533,10 @@ void ln_modulate_backward(const LnModBwdParams& p, int threads) {
 
 void gelu_tanh_jvp(const GeluJvpParams& p, int threads) {
   p.dtype == DType::f64 ? gelu_tanh_jvp_impl<double>(p, threads) : gelu_tanh_jvp_impl<float>(p, threads);
+}
+
+void gelu_tanh_backward(const GeluBwdParams& p, int threads) {
+  p.dtype == DType::f64 ? gelu_tanh_backward_impl<double>(p, threads) : gelu_tanh_backward_impl<float>(p, threads);
 }
 
 void silu_jvp(const SiluJvpParams& p, int threads) {

@@ -188,8 +188,7 @@ def test_gelu_tanh_jvp(shape, dtype, with_bias):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
 def test_gelu_tanh_gradients(dtype, bias_dtype):
-    """The backward runs the JVP kernel with the gradient as the tangent: dx and dbias against
-    the float64 reference backend's."""
+    """dx and dbias of the CPU backward kernel against the float64 reference backend's."""
     x = (torch.randn(2, 17, 288) * 3).to(dtype)
     grad = torch.randn(2, 17, 288).to(dtype)
     bias = None if bias_dtype is None else torch.randn(288).to(dtype if bias_dtype == "same" else bias_dtype)
@@ -209,6 +208,23 @@ def test_gelu_tanh_gradients(dtype, bias_dtype):
         assert got[1].dtype == bias.dtype
         coarser = max(dtype, bias.dtype, key=lambda d: torch.finfo(d).eps)
         assert_close("dbias", got[1], ref[1], coarser)
+
+
+@needs_ext
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_tanh_backward_bias_gradient_is_the_same_for_any_thread_count(dtype):
+    """The CPU kernel sums its bias gradient in fixed chunks of rows, then the chunks in order."""
+    x, grad = (torch.randn(3, 130, 96) * 3).to(dtype), torch.randn(3, 130, 96).to(dtype)
+    bias = torch.randn(96)
+    threads = torch.get_num_threads()
+    try:
+        sums = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            sums.append(csrc_ops.gelu_tanh_backward(grad, x, bias)[1])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(s, sums[0]) for s in sums)
 
 
 @needs_ext
@@ -469,6 +485,14 @@ def test_extension_checks_every_argument():
         _C.ln_modulate_backward(**{**good_bwd, "grad_m": targ(grad_m, shape=(2, 17, 71))})
     with pytest.raises(ValueError, match="bias must have shape"):
         _C.gelu_tanh_jvp(targ(x), targ(x_dot), targ(shift), targ(m), targ(m_dot))
+    bias, dbias = torch.randn(72), torch.empty(72)
+    _C.gelu_tanh_backward(targ(x), targ(x_dot), targ(bias), targ(m), targ(dbias))
+    with pytest.raises(ValueError, match="bias and dbias must be given together"):
+        _C.gelu_tanh_backward(targ(x), targ(x_dot), targ(bias), targ(m), None)
+    with pytest.raises(TypeError, match="dbias must have dtype float32"):
+        _C.gelu_tanh_backward(targ(x), targ(x_dot), targ(bias), targ(m), targ(dbias.double()))
+    with pytest.raises(ValueError, match="grad_y must have the shape of x"):
+        _C.gelu_tanh_backward(targ(x), targ(x_dot[:1]), targ(bias), targ(m), targ(dbias))
     with pytest.raises(TypeError, match="y_dot must have dtype"):
         _C.silu_jvp(targ(x), targ(x_dot), targ(m), targ(m_dot.double()))
     with pytest.raises(ValueError, match="f must have the shape of x"):
