@@ -4,9 +4,9 @@
 bias followed by it is the fused bias+GELU of a DiT MLP. ``silu_jvp`` serves the adaLN and
 time-embedding MLPs. The Triton backend computes value and tangent in one elementwise pass
 (fp32 math, any of fp32/bf16/fp16 in and out). Backwards are the primal ones: SiLU's in plain
-torch, GELU's an op of its own returning ``dx`` and the bias gradient, which the Triton backend
-computes in one pass over x and dy (the csrc backends run their tangent pass with the gradient
-as the tangent and sum it).
+torch, GELU's an op of its own returning ``dx`` and the bias gradient, which the Triton and
+csrc CPU backends compute in one pass over x and dy (the csrc CUDA backend runs its tangent
+pass with the gradient as the tangent and sums it).
 """
 
 import torch
