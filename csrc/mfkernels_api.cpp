@@ -223,6 +223,18 @@ void ln_modulate_backward(const TensorArg& grad_m, const TensorArg& x, const Ten
   }
 }
 
+// A (dim,) bias of x's last dim as the kernels read it; ptr == nullptr when there is none.
+RowVec bias_rowvec(const std::optional<TensorArg>& bias, const TensorArg& x, int64_t D) {
+  if (!bias.has_value()) return RowVec{};
+  const TensorArg& bias_ = *bias;
+  CHECK_TENSOR(bias_);
+  MFK_CHECK(bias_.device == x.device, "bias is on ", device_str(bias_.device), " but x is on ", device_str(x.device));
+  MFK_CHECK(bias_.shape == std::vector<int64_t>({D}), "bias must have shape ", shape_str({D}), ", got ",
+            shape_str(bias_.shape));
+  CHECK_UNIT_COL_STRIDE(bias_);
+  return RowVec{bias_.data(), 0, bias_.type()};
+}
+
 void gelu_tanh_jvp(const TensorArg& x, const TensorArg& x_dot, const std::optional<TensorArg>& bias,
                    const TensorArg& y, const TensorArg& y_dot, int threads, uintptr_t stream) {
   CHECK_TENSOR(x);
@@ -232,16 +244,7 @@ void gelu_tanh_jvp(const TensorArg& x, const TensorArg& x_dot, const std::option
   CHECK_LIKE(y, x);
   CHECK_LIKE(y_dot, x);
   const int64_t D = x.shape.back(), rows = D == 0 ? 0 : x.numel() / D;
-  RowVec b{};
-  if (bias.has_value()) {
-    const TensorArg& bias_ = *bias;
-    CHECK_TENSOR(bias_);
-    MFK_CHECK(bias_.device == x.device, "bias is on ", device_str(bias_.device), " but x is on ", device_str(x.device));
-    MFK_CHECK(bias_.shape == std::vector<int64_t>({D}), "bias must have shape ", shape_str({D}), ", got ",
-              shape_str(bias_.shape));
-    CHECK_UNIT_COL_STRIDE(bias_);
-    b = RowVec{bias_.data(), 0, bias_.type()};
-  }
+  const RowVec b = bias_rowvec(bias, x, D);
   GeluJvpParams p{x.data(), x_dot.data(), b, y.mutable_data(), y_dot.mutable_data(), rows, D, x.type()};
   if (x.numel() == 0) return;
   if (on_cuda(x)) {
@@ -267,16 +270,10 @@ void gelu_tanh_backward(const TensorArg& x, const TensorArg& grad_y, const std::
   CHECK_LIKE(dx, x);
   const int64_t D = x.shape.back(), rows = D == 0 ? 0 : x.numel() / D;
   MFK_CHECK(bias.has_value() == dbias.has_value(), "bias and dbias must be given together");
-  RowVec b{};
+  const RowVec b = bias_rowvec(bias, x, D);
   void* dbias_ptr = nullptr;
-  if (bias.has_value()) {
-    const TensorArg &bias_ = *bias, &dbias_ = *dbias;
-    CHECK_TENSOR(bias_);
-    MFK_CHECK(bias_.device == x.device, "bias is on ", device_str(bias_.device), " but x is on ", device_str(x.device));
-    MFK_CHECK(bias_.shape == std::vector<int64_t>({D}), "bias must have shape ", shape_str({D}), ", got ",
-              shape_str(bias_.shape));
-    CHECK_UNIT_COL_STRIDE(bias_);
-    b = RowVec{bias_.data(), 0, bias_.type()};
+  if (dbias.has_value()) {
+    const TensorArg& dbias_ = *dbias;
     const int acc = x.dtype == int(DType::f64) ? int(DType::f64) : int(DType::f32);
     CHECK_TENSOR(dbias_);
     MFK_CHECK(dbias_.device == x.device, "dbias must be on the device of x");
