@@ -71,10 +71,6 @@ def _launch(x: torch.Tensor) -> dict:
     return {"threads": torch.get_num_threads(), "stream": 0}
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 # ------------------------------------------------------------------------------ ops
 
 
@@ -95,7 +91,7 @@ def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
     x, scale = _aligned(x), _rows(scale)
     grad_m = _aligned(grad_m.to(x.dtype))
     batch, tokens, dim = x.shape
-    acc = accumulation_dtype(x.dtype)
+    acc = compute_dtype(x.dtype)
     dx = torch.empty_like(x)
     if x.numel() == 0:  # sums over no tokens
         return dx, x.new_zeros((batch, dim), dtype=acc), x.new_zeros((batch, dim), dtype=acc)
@@ -137,7 +133,7 @@ def gelu_tanh_backward(grad_y, x, bias=None):
         return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
     x, grad_y = x.contiguous(), grad_y.contiguous()
     dx = torch.empty_like(x)
-    dbias = None if bias is None else x.new_empty(bias.shape, dtype=accumulation_dtype(x.dtype))
+    dbias = None if bias is None else x.new_empty(bias.shape, dtype=compute_dtype(x.dtype))
     if x.numel() == 0:
         return dx, None if dbias is None else dbias.zero_()
     bias = None if bias is None else _rows(bias)
