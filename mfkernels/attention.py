@@ -127,6 +127,18 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
 
 
 @triton.jit
+def _row_ptrs(X, off_b, off_h, offs, stride_b, stride_h, stride_n):
+    """Pointers to rows ``offs`` of head ``(off_b, off_h)`` of X, at column 0 (a column)."""
+    return X + off_b * stride_b + off_h * stride_h + offs[:, None] * stride_n
+
+
+@triton.jit
+def _part_ptrs(rows, offs_d, offs_e, stride_d):
+    """The tiles of ``rows`` at the head dim's two parts: columns ``offs_d`` and ``offs_e``."""
+    return rows + offs_d[None, :] * stride_d, rows + offs_e[None, :] * stride_d
+
+
+@triton.jit
 def _load_parts(
     rows, offs_d, offs_e, stride_d, row_ok, d_ok, e_ok,
     ROWS: tl.constexpr, BLOCK_E: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr,
@@ -135,9 +147,10 @@ def _load_parts(
     """A tile of whole rows (``rows``: their pointers, one column) as its head-dim parts: the
     first ``BLOCK_D`` columns and, with ``SPLIT``, the next ``BLOCK_E`` (else a zero
     placeholder of that shape, which the kernels never read)."""
-    low = _load_tile(rows + offs_d[None, :] * stride_d, row_ok, d_ok, True, MASK_D)
+    low_ptrs, high_ptrs = _part_ptrs(rows, offs_d, offs_e, stride_d)
+    low = _load_tile(low_ptrs, row_ok, d_ok, True, MASK_D)
     if SPLIT:
-        high = _load_tile(rows + offs_e[None, :] * stride_d, row_ok, e_ok, True, MASK_E)
+        high = _load_tile(high_ptrs, row_ok, e_ok, True, MASK_E)
     else:
         high = tl.zeros([ROWS, BLOCK_E], dtype=low.dtype)
     return low, high
@@ -244,22 +257,22 @@ def _attn_jvp_fwd_kernel(
     e_ok = offs_e < HEAD_DIM
 
     # Row pointers (one column); each part of the head dim adds its own columns.
-    q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
-    qd_rows = QD + off_b * stride_qdb + off_h * stride_qdh + offs_m[:, None] * stride_qdn
-    k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
-    kd_rows = KD + off_b * stride_kdb + off_h * stride_kdh + offs_n[:, None] * stride_kdn
-    v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
-    vd_rows = VD + off_b * stride_vdb + off_h * stride_vdh + offs_n[:, None] * stride_vdn
+    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
+    qd_rows = _row_ptrs(QD, off_b, off_h, offs_m, stride_qdb, stride_qdh, stride_qdn)
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    kd_rows = _row_ptrs(KD, off_b, off_h, offs_n, stride_kdb, stride_kdh, stride_kdn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    vd_rows = _row_ptrs(VD, off_b, off_h, offs_n, stride_vdb, stride_vdh, stride_vdn)
     q, q2 = _load_parts(
         q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
     q_dot, q_dot2 = _load_parts(
         qd_rows, offs_d, offs_e, stride_qdd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
-    k_ptrs, k_ptrs2 = k_rows + offs_d[None, :] * stride_kd, k_rows + offs_e[None, :] * stride_kd
-    kd_ptrs, kd_ptrs2 = kd_rows + offs_d[None, :] * stride_kdd, kd_rows + offs_e[None, :] * stride_kdd
-    v_ptrs, v_ptrs2 = v_rows + offs_d[None, :] * stride_vd, v_rows + offs_e[None, :] * stride_vd
-    vd_ptrs, vd_ptrs2 = vd_rows + offs_d[None, :] * stride_vdd, vd_rows + offs_e[None, :] * stride_vdd
+    k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
+    kd_ptrs, kd_ptrs2 = _part_ptrs(kd_rows, offs_d, offs_e, stride_kdd)
+    v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
+    vd_ptrs, vd_ptrs2 = _part_ptrs(vd_rows, offs_d, offs_e, stride_vdd)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -425,18 +438,18 @@ def _attn_bwd_dkdv_kernel(
     d_ok = offs_d < HEAD_DIM
     e_ok = offs_e < HEAD_DIM
 
-    k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
-    v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
-    q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
-    do_rows = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_don
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
+    do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
     k, k2 = _load_parts(
         k_rows, offs_d, offs_e, stride_kd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
     v, v2 = _load_parts(
         v_rows, offs_d, offs_e, stride_vd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
-    q_ptrs, q_ptrs2 = q_rows + offs_d[None, :] * stride_qd, q_rows + offs_e[None, :] * stride_qd
-    do_ptrs, do_ptrs2 = do_rows + offs_d[None, :] * stride_dod, do_rows + offs_e[None, :] * stride_dod
+    q_ptrs, q_ptrs2 = _part_ptrs(q_rows, offs_d, offs_e, stride_qd)
+    do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
     lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
     delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
     qk_scale = scale * 1.4426950408889634
@@ -539,10 +552,10 @@ def _attn_bwd_dq_kernel(
     d_ok = offs_d < HEAD_DIM
     e_ok = offs_e < HEAD_DIM
 
-    q_rows = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qn
-    do_rows = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_don
-    k_rows = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn
-    v_rows = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn
+    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
+    do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
     q, q2 = _load_parts(
         q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
@@ -552,8 +565,8 @@ def _attn_bwd_dq_kernel(
     do, do2 = do.to(q.dtype), do2.to(q.dtype)
     lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
-    k_ptrs, k_ptrs2 = k_rows + offs_d[None, :] * stride_kd, k_rows + offs_e[None, :] * stride_kd
-    v_ptrs, v_ptrs2 = v_rows + offs_d[None, :] * stride_vd, v_rows + offs_e[None, :] * stride_vd
+    k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
+    v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
     qk_scale = scale * 1.4426950408889634
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
