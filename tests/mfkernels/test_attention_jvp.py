@@ -224,13 +224,13 @@ def _generations():
 
 @needs_triton
 @pytest.mark.parametrize("generation", _generations())
-@pytest.mark.parametrize("d", [64, 72])
+@pytest.mark.parametrize("d", [64, 72, 128])
 def test_every_tuned_config(monkeypatch, generation, d):
     """The autotuner only times its configs, and the suite on a GPU runs just the first of each
     list (MFK_AUTOTUNE=0, tests/conftest.py): here every listed tile shape runs against the
     reference, compiled in bf16 on a GPU; in the interpreter (fp32) it checks the tiles' logic,
     ragged blocks of 128 x 64 over a sequence of 130 included."""
-    width = "wide" if d > 64 else "narrow"
+    width = attention._width_class(attention.head_dim_parts(d))
     lists = {name: attention._TUNED[generation][name][width] for name in ("fwd", "dkdv", "dq")}
     kernels = {"fwd": attention._attn_jvp_fwd, "dkdv": attention._attn_bwd_dkdv, "dq": attention._attn_bwd_dq}
     gpu = torch.cuda.is_available()
