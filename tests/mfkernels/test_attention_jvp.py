@@ -227,20 +227,34 @@ def _generations():
 @pytest.mark.parametrize("d", [64, 72, 128])
 def test_every_tuned_config(monkeypatch, generation, d):
     """The autotuner only times its configs, and the suite on a GPU runs just the first of each
-    list (MFK_AUTOTUNE=0, tests/conftest.py): here every listed tile shape runs against the
-    reference, compiled in bf16 on a GPU; in the interpreter (fp32) it checks the tiles' logic,
-    ragged blocks of 128 x 64 over a sequence of 130 included."""
-    width = attention._width_class(attention.head_dim_parts(d))
-    lists = {name: attention._TUNED[generation][name][width] for name in ("fwd", "dkdv", "dq")}
+    list (MFK_AUTOTUNE=0, tests/conftest.py): here every config a launch may take runs against
+    the reference, compiled in bf16 on a GPU; in the interpreter (fp32) it checks the tiles'
+    logic. Sequences of 300 / 130 end in a ragged key tile; a head dim split in two parts also
+    runs a sequence of whole tiles, whose forward takes the configs a ragged one may not."""
+    parts = attention.head_dim_parts(d)
     kernels = {"fwd": attention._attn_jvp_fwd, "dkdv": attention._attn_bwd_dkdv, "dq": attention._attn_bwd_dq}
     gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if gpu else torch.float32
-    inputs = make_inputs(2, 3, 300, 300, d, dtype) if gpu else make_inputs(1, 2, 130, 130, d, dtype)
-    for i in range(max(len(configs) for configs in lists.values())):
-        for name, kernel in kernels.items():
-            config = lists[name][min(i, len(lists[name]) - 1)]
-            monkeypatch.setattr(kernel, "configs", [attention._config(*config)])  # one config: no tuning
-        check_against_reference(inputs, d**-0.5, TOL[dtype])
+    lengths = [300, 256] if gpu else [130, 128]
+    for n in lengths if parts["SPLIT"] else lengths[:1]:
+        inputs = make_inputs(2, 3, n, n, d, dtype) if gpu else make_inputs(1, 2, n, n, d, dtype)
+        lists = {name: attention._tuned_for(name, generation, {**parts, "N_K": n}) for name in kernels}
+        for i in range(max(len(configs) for configs in lists.values())):
+            for name, kernel in kernels.items():
+                config = lists[name][min(i, len(lists[name]) - 1)]
+                monkeypatch.setattr(kernel, "configs", [attention._config(*config)])  # one config: no tuning
+            check_against_reference(inputs, d**-0.5, TOL[dtype])
+
+
+@needs_triton
+@pytest.mark.parametrize("generation", ["sm90", "sm80"])
+@pytest.mark.parametrize("d", [16, 32, 64, 72, 96, 128])
+@pytest.mark.parametrize("n_k", [1, 17, 64, 256, 300])
+def test_tuned_configs_never_empty(generation, d, n_k):
+    """The autotuner needs at least one config for every launch (its prune keeps ``_tuned_for``'s)."""
+    parts = attention.head_dim_parts(d)
+    for name in ("fwd", "dkdv", "dq"):
+        assert attention._tuned_for(name, generation, {**parts, "N_K": n_k}), (name, d, n_k)
 
 
 def _forget_attention_warnings():
