@@ -6,11 +6,14 @@
 
 Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results``
 (default benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored),
-keeps the newest measurement of each case per benchmark and device (a case: preset, batch
-and dtype of a training step; dtype and head dim of attention), so a run that measured only
-some presets adds to an older run's table instead of hiding it, and renders markdown tables,
-one per run, that always say the device, dtype and date, with the plots beside them. The section between
-``<!-- perf:start -->`` and ``<!-- perf:end -->`` in the README is replaced; nothing else is.
+keeps the newest measurement that worked of each case per benchmark and device (a case: the
+preset, batch, dtype and variant of a training step; dtype, head dim and length of attention), so a
+run that measured only some presets or variants adds to an older run's numbers instead of
+hiding them, and renders markdown tables that always say the device, dtype, date and
+commit: one training-step table per device and step mode (cells from several runs say which;
+issue 8's targets judged on the merged cells), one attention table per run, plots beside
+them. The section between ``<!-- perf:start -->`` and ``<!-- perf:end -->`` in the README is
+replaced; nothing else is.
 """
 
 import argparse
@@ -20,6 +23,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(ROOT))
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
 FAMILY_TITLES = {
     "fm": "FM step",
@@ -58,11 +63,11 @@ def step_title(settings: dict) -> str:
 
 
 def case_of(benchmark: str, row: dict) -> tuple:
-    """What a newer run's row replaces: a training step's (preset, batch, dtype), an
-    attention row's (dtype, head dim)."""
+    """What a newer run's row replaces: a training step's (preset, batch, dtype, variant), an
+    attention row's (dtype, head dim, sequence length)."""
     if benchmark == "jvp_throughput":
-        return row["preset"], row["batch"], row["dtype"]
-    return row.get("dtype"), row.get("d")
+        return row["preset"], row["batch"], row["dtype"], row["variant"]
+    return row.get("dtype"), row.get("d"), row.get("N")
 
 
 def load_results(results_dir: Path) -> dict:
@@ -87,7 +92,8 @@ def load_results(results_dir: Path) -> dict:
     for key, group in runs.items():
         measured = set()
         for data in sorted(group, key=lambda d: d["date"], reverse=True):
-            cases = {case_of(key[0], r) for r in data["rows"]}
+            # A failed measurement does not hide an older one that worked.
+            cases = {case_of(key[0], r) for r in data["rows"] if r.get("status") == "ok"}
             rows = [r for r in data["rows"] if case_of(key[0], r) not in measured]
             measured |= cases
             if not rows:
@@ -96,6 +102,18 @@ def load_results(results_dir: Path) -> dict:
                 data = dict(data, rows=rows, targets=[])
             kept.setdefault(key, []).append(data)
     return kept
+
+
+def merge_step_runs(runs: list[dict]) -> dict:
+    """One training-step table from the runs of a device and step mode (newest first, each
+    cut to the cells no newer run measured): their rows, with issue 8's targets judged again
+    on them (a run's own targets were judged on its rows alone)."""
+    if len(runs) == 1:
+        return runs[0]
+    from benchmarks.jvp_throughput import evaluate_targets
+
+    rows = [r for data in runs for r in data["rows"]]
+    return dict(runs[0], rows=rows, targets=evaluate_targets(rows), _runs=runs)
 
 
 def _where(data) -> str:
@@ -108,13 +126,29 @@ def _where(data) -> str:
     return ", ".join(parts)
 
 
+def _where_runs(data) -> str:
+    """``_where`` of a table, or of each run a merged table takes cells from."""
+    runs = data.get("_runs")
+    if not runs:
+        return _where(data)
+    return "Cells from " + "; ".join(f"{run['date'][:10]} ({_where(run)}): {_run_cells(run)}" for run in runs)
+
+
+def _run_cells(run) -> str:
+    cases = {}
+    for r in (r for r in run["rows"] if r["status"] == "ok"):
+        cases.setdefault(f"{r['preset']} b{r['batch']} {r['dtype']}", []).append(r["variant"])
+    return ", ".join(f"{case} {' '.join(variants)}" for case, variants in cases.items()) or "no timings"
+
+
 def _plot_link(data, readme_dir: Path, alt: str) -> str:
-    plot = data.get("plot")
-    if not plot:
-        return ""
-    png = data["_path"].parent / plot
-    rel = os.path.relpath(png.resolve(), readme_dir.resolve()).replace(os.sep, "/")
-    return f"\n![{alt}]({rel})\n"
+    links = []
+    for run in data.get("_runs") or [data]:
+        if run.get("plot"):
+            png = run["_path"].parent / run["plot"]
+            rel = os.path.relpath(png.resolve(), readme_dir.resolve()).replace(os.sep, "/")
+            links.append(f"\n![{alt}]({rel})\n")
+    return "".join(links)
 
 
 def _family(variant: str) -> str:
@@ -137,7 +171,7 @@ def render_throughput(data, readme_dir: Path) -> str:
     out = [
         f"#### DiT training step{title}: {device}, {dtypes}, {data['date'][:10]}",
         "",
-        f"{_where(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
+        f"{_where_runs(data)}. One full MeanFlow training step (forward, target, backward, AdamW), "
         "ms per step and its ratio to the best FM step (flow matching, one plain forward); each cell "
         f"is the best of eager and `torch.compile` (`c`: compiled{compiled}). Peak memory: the fastest fused "
         f"variant over FM in the same mode. {note}",
@@ -268,8 +302,10 @@ def render(results: dict, readme_dir: Path) -> str:
         key=lambda kv: (kv[1][0]["device"]["type"] != "cuda", kv[0][0] != "jvp_throughput", kv[0][1:]),
     )
     for (benchmark, *_), runs in order:
-        render_one = render_throughput if benchmark == "jvp_throughput" else render_attention
-        parts += [render_one(data, readme_dir) for data in runs]
+        if benchmark == "jvp_throughput":
+            parts.append(render_throughput(merge_step_runs(runs), readme_dir))
+        else:
+            parts += [render_attention(data, readme_dir) for data in runs]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -166,9 +166,11 @@ def test_each_step_mode_gets_its_own_table(results, tmp_path, settings, suffix, 
 
 
 def test_an_older_run_keeps_the_cases_no_newer_run_measured(results, tmp_path):
-    """A newer run that measured other presets (or head dims) adds a table; the older run's
-    table keeps only its cases the newer one did not measure, and its targets go with them."""
+    """A newer run that measured other presets (or head dims) adds to the older run's numbers:
+    one training-step table with the cells no newer run measured, saying which run each came
+    from, its targets judged again on them; attention keeps a table per run."""
     older = _header("jvp_throughput", H100, "2026-11-20T10:00:00+00:00")
+    older["git"]["commit"] = "feedfacecafe"
     older["rows"] = [
         _step_row("fm", 111.0, 5.0, preset="DiT-S/2"),
         _step_row("fm", 777.0, 20.0),  # DiT-XL/2: measured again by the fixture's newer run
@@ -183,13 +185,32 @@ def test_an_older_run_keeps_the_cases_no_newer_run_measured(results, tmp_path):
     _write(results / "older" / "attention_jvp_nvidia-h100-80gb-hbm3.json", attn)
 
     section = render_readme.render(render_readme.load_results(results), tmp_path)
-    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-20" in section
+    assert section.count("#### DiT training step") == 1
+    assert "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23" in section
     assert "| DiT-S/2 | 64 | bf16 | 111.0 ms |" in section
+    newest = "Cells from 2026-11-23 (torch 2.11.0, triton 3.6.0, commit 0123456789): DiT-XL/2 b64 bf16 fm"
+    assert newest in section
+    assert "2026-11-20 (torch 2.11.0, triton 3.6.0, commit feedfaceca): DiT-S/2 b64 bf16 fm" in section
     assert "777.0" not in section and "stale target" not in section
-    assert "**PASS** fused step <= 1.4x FM step" in section  # the newer run's targets stay
-    newer_first = section.index("2026-11-23") < section.index("2026-11-20")
-    assert newer_first
+    assert "**PASS** fused step <= 1.4x FM step: 1.36" in section  # judged again on the merged cells
     assert "| 128 | 1024 | 222 |" in section and "111" not in section.split("Attention JVP")[-1]
+
+
+def test_a_newer_run_of_some_variants_fills_the_same_row(results, tmp_path):
+    """Compiled variants measured again later replace only those cells; a newer failure does
+    not hide an older measurement that worked."""
+    newer = _header("jvp_throughput", H100, "2026-11-25T10:00:00+00:00")
+    newer["rows"] = [
+        _step_row("fm+compile", 250.0, 19.0),
+        _step_row("fused_triton+compile", 300.0, 21.0),
+        _step_row("fused_triton", 0, 0, status="failed: CaseTimeout"),
+    ]
+    _write(results / "newer" / "jvp_throughput_nvidia-h100-80gb-hbm3.json", newer)
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    row = next(line for line in section.splitlines() if line.startswith("| DiT-XL/2"))
+    assert "250.0 ms c" in row and "900.0 ms (3.60x)" in row and "300.0 ms c (1.20x)" in row
+    assert "**PASS** fused step <= 1.4x FM step: 1.20" in section
+    assert "fused_triton: failed: CaseTimeout" in section
 
 
 def test_a_cuda_graphs_run_gets_its_own_table(results, tmp_path):
