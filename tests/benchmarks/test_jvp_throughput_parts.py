@@ -94,8 +94,10 @@ def test_plan_filters():
     assert groups[0].preset == "DiT-XL/2" and "fused_triton+compile" in groups[0].variants
     assert all("fused_cpu" not in g.variants for g in groups)
     assert args.time_budget == 290.0 and not args.interleave
-    # Compiled torch.func comes last, DiT-XL/2 again; every (preset, variant) runs once.
-    assert (groups[-1].preset, groups[-1].variants) == ("DiT-XL/2", ["func_jvp+compile"])
+    # DiT-XL/2's target variants come first, its others last (compiled torch.func the very
+    # last); every (preset, variant) runs once.
+    assert groups[0].variants == ["fm", "func_jvp", "fused_triton", "fm+compile", "fused_triton+compile"]
+    assert groups[-1].preset == "DiT-XL/2" and groups[-1].variants[-1] == "func_jvp+compile"
     for argv in ([], ["--variants", "fm", "func_jvp*"]):
         plan = J.build_plan(J.parse_args(argv), torch.device("cuda"))
         runs = [(g.preset, v) for g in plan for v in g.variants]
