@@ -623,7 +623,8 @@ def _attn_bwd_dq_kernel(
 # The "split" lists on sm_90 hold only configs that passed that test on an H200 (Triton 3.6,
 # 2026-12-04). There the split forward with 64-key tiles got O wrong by 30-90% when the last
 # key tile was ragged (N = 17, 300; right for N = 64..256 and with 32-key tiles, and in the
-# interpreter): a miscompile, so such a tile runs only where it divides N_K (_tuned_for).
+# interpreter). The source is the same for every tile size, so most likely a miscompile; such
+# a tile runs only where it divides N_K (_tuned_for).
 # (128, 64, 8, 3) and (64, 64, 4, 3) forward, and all but the first backward config, were
 # never checked on a GPU and are left out until they are.
 _FP32_CONFIG = (32, 32, 8, 2)
