@@ -186,6 +186,7 @@ def render_throughput(data, readme_dir: Path) -> str:
     if fused and data["device"]["type"] == "cuda":
         head.append("fused peak mem / FM")
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    fallbacks = {}  # family title: ops its best cells ran on the reference backend
     for (preset, batch, dtype), grp in groups.items():
         fm = min((r for r in grp if _family(r["variant"]) == "fm"), key=lambda r: r["ms"], default=None)
         cells = [preset, str(batch), dtype]
@@ -197,12 +198,19 @@ def render_throughput(data, readme_dir: Path) -> str:
             best = min(cand, key=lambda r: r["ms"])
             mark = " c" if best["variant"].endswith("+compile") else ""
             ratio = f" ({best['ms'] / fm['ms']:.2f}x)" if fm and f != "fm" else ""
+            if best.get("ops_fallback"):
+                fallbacks.setdefault(FAMILY_TITLES[f], set()).update(best["ops_fallback"])
+                ratio += " *"
             cells.append(f"{best['ms']:.1f} ms{mark}{ratio}")
         if len(head) > len(cells):
             cand = [r for r in grp if _family(r["variant"]).startswith("fused_") and r.get("mem_x_fm")]
             best = min(cand, key=lambda r: r["ms"], default=None)
             cells.append(f"{best['mem_x_fm']:.2f}x ({best['peak_mem_gib']:.1f} GiB)" if best else "-")
         out.append("| " + " | ".join(cells) + " |")
+    if fallbacks:
+        ops = "; ".join(f"{title}: {', '.join(sorted(names))}" for title, names in fallbacks.items())
+        note = "Some ops of these steps ran on the reference backend (no kernel for them in theirs)"
+        out += ["", f"\\* {note}: {ops}."]
     kept = []
     for (preset, batch, dtype), grp in groups.items():
         eager = [r for r in grp if r.get("saved_x_fm")]  # jvp_throughput counts eager steps only
