@@ -186,7 +186,7 @@ def render_throughput(data, readme_dir: Path) -> str:
     if fused and data["device"]["type"] == "cuda":
         head.append("fused peak mem / FM")
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    fallbacks = {}  # family title: ops its best cells ran on the reference backend
+    fallbacks = {}  # family title: ops its best cells ran on another backend, and which
     for (preset, batch, dtype), grp in groups.items():
         fm = min((r for r in grp if _family(r["variant"]) == "fm"), key=lambda r: r["ms"], default=None)
         cells = [preset, str(batch), dtype]
@@ -199,7 +199,10 @@ def render_throughput(data, readme_dir: Path) -> str:
             mark = " c" if best["variant"].endswith("+compile") else ""
             ratio = f" ({best['ms'] / fm['ms']:.2f}x)" if fm and f != "fm" else ""
             if best.get("ops_fallback"):
-                fallbacks.setdefault(FAMILY_TITLES[f], set()).update(best["ops_fallback"])
+                ran = best.get("ops_backend", {})
+                fallbacks.setdefault(FAMILY_TITLES[f], set()).update(
+                    f"{op} ({ran.get(op, 'reference')})" for op in best["ops_fallback"]
+                )
                 ratio += " *"
             cells.append(f"{best['ms']:.1f} ms{mark}{ratio}")
         if len(head) > len(cells):
@@ -209,7 +212,7 @@ def render_throughput(data, readme_dir: Path) -> str:
         out.append("| " + " | ".join(cells) + " |")
     if fallbacks:
         ops = "; ".join(f"{title}: {', '.join(sorted(names))}" for title, names in fallbacks.items())
-        note = "Some ops of these steps ran on the reference backend (no kernel for them in theirs)"
+        note = "Some ops of these steps ran on another backend (no kernel for them in theirs)"
         out += ["", f"\\* {note}: {ops}."]
     kept = []
     for (preset, batch, dtype), grp in groups.items():

@@ -4,8 +4,10 @@ Backends (SPEC.md section 2): ``reference`` (plain torch, any device, float64; t
 ``triton`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), ``cuda`` and
 ``cpu`` (the csrc extension, where built). Auto picks ``triton`` for CUDA tensors, ``cpu``
 for CPU tensors when the extension is built, else ``reference``. When the chosen backend
-cannot run a call (not built, dtype or shape outside its support) the call falls back to
-``reference`` with a one-time warning: never a crash.
+cannot run a call (not built, no such kernel, dtype or shape outside its support) the call
+falls back, with a one-time warning, to the device's automatic backend if that one can run
+it (``cuda`` has no attention kernel: attention then runs on ``triton``), else to
+``reference``: never a crash.
 
 Op family modules register their implementations here with :func:`register`; the custom
 ops call :func:`implementation` inside their eager bodies, so the environment variable is
@@ -86,10 +88,21 @@ def resolve(op: str, backend: str | None, *args, **kwargs) -> str:
     reason = f"is not available for {op}" if impl is None else impl.unsupported(*args, **kwargs)
     if reason is None:
         return name
+    fallback = _fallback(op, name, device, *args, **kwargs)
     key = (op, name, reason)
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(f"mfkernels.{op}: backend {name!r} {reason}; using 'reference'", stacklevel=3)
+        warnings.warn(f"mfkernels.{op}: backend {name!r} {reason}; using {fallback!r}", stacklevel=3)
+    return fallback
+
+
+def _fallback(op: str, failed: str, device: torch.device, *args, **kwargs) -> str:
+    """Where a call goes that backend ``failed`` cannot run: the device's automatic backend
+    when that is another one and can run it, else the reference."""
+    name = auto_backend(device)
+    impl = _registry.get((op, name))
+    if name not in (failed, "reference") and impl is not None and impl.unsupported(*args, **kwargs) is None:
+        return name
     return "reference"
 
 

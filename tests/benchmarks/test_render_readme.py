@@ -214,15 +214,16 @@ def test_a_newer_run_of_some_variants_fills_the_same_row(results, tmp_path):
 
 
 def test_reference_fallbacks_are_marked(results, tmp_path):
-    """A fused step that ran some ops on the reference backend says so under the table."""
+    """A fused step that ran some ops on another backend says so under the table, and where."""
     step = _header("jvp_throughput", H100, "2026-11-25T10:00:00+00:00")
     step["rows"] = [_step_row("fm", 300.0, 20.0), _step_row("fused_cuda", 600.0, 22.0)]
     step["rows"][1]["ops_fallback"] = ["attention_jvp", "attention_backward"]
+    step["rows"][1]["ops_backend"] = {"attention_jvp": "triton", "gelu_tanh_jvp": "cuda"}
     _write(results / "newer" / "jvp_throughput_nvidia-h100-80gb-hbm3.json", step)
     section = render_readme.render(render_readme.load_results(results), tmp_path)
     assert "600.0 ms (2.14x) *" in section and "380.0 ms c (1.36x) |" in section
-    note = "Some ops of these steps ran on the reference backend (no kernel for them in theirs)"
-    assert f"{note}: fused (CUDA): attention_backward, attention_jvp." in section
+    note = "Some ops of these steps ran on another backend (no kernel for them in theirs)"
+    assert f"{note}: fused (CUDA): attention_backward (reference), attention_jvp (triton)." in section
 
 
 def test_a_cuda_graphs_run_gets_its_own_table(results, tmp_path):
