@@ -268,7 +268,7 @@ def saved_for_backward_bytes(fn, keep=()) -> int:
 
 @contextlib.contextmanager
 def record_backends():
-    """Which backend each dispatched op really ran on (after any fallback to reference):
+    """Which backend each dispatched op really ran on (after any fallback to another backend):
     ``{op: {backend, ...}}``, filled while inside."""
     from mfkernels import dispatch
 

@@ -111,7 +111,7 @@ def time_gpu(fn, reps: int) -> float:
 
 def backend_runs(fn, backend) -> bool:
     """True when ``fn(backend)`` runs every op it dispatches on ``backend`` (no fallback to
-    reference): the backends' own support checks, on the case's real arguments."""
+    another backend): the backends' own support checks, on the case's real arguments."""
     if backend == "reference":
         return True
     with warnings.catch_warnings(), record_backends() as seen:
