@@ -36,3 +36,79 @@ def gpu_launch_settings(monkeypatch):
     from mfkernels import _rows
 
     monkeypatch.setattr(_rows, "INTERPRET", False)
+
+
+# Small models and data shared by tests/meanflow and tests/faults.
+from meanflow.models import DiT, DiTConfig  # noqa: E402
+
+
+def make_tiny(num_classes=5, time_cond="t,h", seed=0, **kw):
+    """A 2-block DiT on 1x8x8 inputs with randomised weights: adaLN-Zero would make a fresh
+    model output exactly zero, which hides every bug."""
+    torch.manual_seed(seed)
+    cfg = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2)
+    model = DiT(DiTConfig(**{**cfg, **kw}, num_classes=num_classes, time_cond=time_cond))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny
+
+
+# A diffusers AutoencoderKL config in sd-vae-ft-ema's layout shrunk to two levels of 8 channels:
+# 4 latent channels at half the image size. The tests build it with random weights.
+TINY_VAE = {
+    "block_out_channels": [8, 8],
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "latent_channels": 4,
+    "sample_size": 32,
+    "scaling_factor": 0.18215,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(tmp_path_factory):
+    """``(config dict, path of its config.json)`` for ``meanflow.vae.load_vae("random", ...)``."""
+    import json
+
+    path = tmp_path_factory.mktemp("tiny-vae") / "config.json"
+    path.write_text(json.dumps({"_class_name": "AutoencoderKL", **TINY_VAE}))
+    return dict(TINY_VAE), str(path)
+
+
+def write_idx(path, array, gz=False):
+    """Write a uint8 array as an IDX file (MNIST's format), optionally gzipped."""
+    import gzip
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with (gzip.open if gz else open)(str(path) + (".gz" if gz else ""), "wb") as f:
+        f.write(header + array.tobytes())
+
+
+@pytest.fixture
+def fake_mnist(tmp_path):
+    """A directory with a tiny MNIST look-alike: 96 train and 40 test images (bright squares
+    whose position encodes the class), train files gzipped, test files raw."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for split, n, gz in (("train", 96, True), ("t10k", 40, False)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c : 8 + 2 * c, 4:20] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte", images, gz)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels, gz)
+    return str(root)
