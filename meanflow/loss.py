@@ -17,9 +17,15 @@ import torch.nn as nn
 from torch import Tensor
 
 
-def logit_normal(n: int, mean: float, std: float, device, generator=None) -> Tensor:
-    """``sigmoid(N(mean, std))`` samples in (0, 1), shape ``(n,)``, float32."""
-    return torch.sigmoid(mean + std * torch.randn(n, device=device, generator=generator))
+def logit_normal(n: int, mean: float, std: float, device, generator=None, dtype=torch.float32) -> Tensor:
+    """``sigmoid(N(mean, std))`` samples in (0, 1), shape ``(n,)``."""
+    return torch.sigmoid(mean + std * torch.randn(n, device=device, generator=generator, dtype=dtype))
+
+
+def accumulation_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of times and of the squared errors for data like ``x``: float32 for 16- and
+    32-bit data, float64 for float64 data (a float64 model is checked to ~1e-12)."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def _check_unit(name, value, low=0.0, high=1.0):
@@ -79,8 +85,10 @@ class _Objective:
         _check_unit("class_dropout", class_dropout)
         self.time_mean, self.time_std, self.class_dropout = float(time_mean), float(time_std), class_dropout
 
-    def _times(self, b, device, generator):
-        return logit_normal(b, self.time_mean, self.time_std, device, generator)
+    def _times(self, x, generator):
+        return logit_normal(
+            x.shape[0], self.time_mean, self.time_std, x.device, generator, accumulation_dtype(x)
+        )
 
     def _noise_and_drop(self, x, generator):
         """The noise ``e`` (like ``x``) and the class-dropout mask ``(B,)``, drawn after the times."""
@@ -214,8 +222,8 @@ class MeanFlowLoss(_Objective):
         the union of the ranks' slices is the same for any number of ranks.
         """
         b, device = x.shape[0], x.device
-        t = self._times(b, device, generator)
-        r = self._times(b, device, generator)
+        t = self._times(x, generator)
+        r = self._times(x, generator)
         t, r = torch.maximum(t, r), torch.minimum(t, r)
         # The rows are chosen on the host: index tensors of a shape fixed per rank.
         keep = spread_rows(b, self.ratio_r_neq_t, _host_uniform(device, generator))
@@ -288,7 +296,8 @@ class MeanFlowLoss(_Objective):
         else:
             rows = n["tangent_rows"], n["plain_rows"]
             u, u_tgt = self._split_rows(model, z, r, t, v, y, labels, drop, *rows)
-        err = u.float() - u_tgt.float()
+        acc = accumulation_dtype(u)
+        err = u.to(acc) - u_tgt.to(acc)
         sq = err.square().flatten(1).sum(1)  # per-sample l
         weight = 1.0 / (sq.detach() + self.adaptive_c).pow(self.adaptive_p)
         loss = (weight * sq).mean()
@@ -335,7 +344,7 @@ class FlowMatchingLoss(_Objective):
 
     def sample_noise(self, x: Tensor, generator=None, rows: slice | None = None) -> dict[str, Tensor]:
         """Times, noise and class-dropout mask for a batch like ``x``; ``rows`` as in MeanFlowLoss."""
-        t = self._times(x.shape[0], x.device, generator)
+        t = self._times(x, generator)
         e, drop = self._noise_and_drop(x, generator)
         return self._rows({"t": t, "r": t, "e": e, "drop": drop}, rows)
 
@@ -346,7 +355,8 @@ class FlowMatchingLoss(_Objective):
         tb = _bcast(t, x)
         z = (1 - tb) * x + tb * e
         u = model(z, t, t, self._labels(model, y, n["drop"]))
-        mse = (u.float() - (e - x).float()).square().mean()
+        acc = accumulation_dtype(u)
+        mse = (u.to(acc) - (e - x).to(acc)).square().mean()
         return mse, {"loss": mse.detach(), "mse": mse.detach()}
 
 
