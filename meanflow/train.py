@@ -369,11 +369,17 @@ def main(argv=None) -> dict:
             writer.close()
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> None:
+    """The command line: a mistake in the options, a config file, the data or a checkpoint is
+    one line on stderr and exit status 1, no traceback."""
     try:
-        main()
+        main(argv)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:  # say what, no traceback
         sys.exit(f"meanflow.train: error: {e}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli()
