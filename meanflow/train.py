@@ -106,6 +106,12 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def seed_global_rngs(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 # What main() reads from a checkpoint to resume a run.
 CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "model_config")
 
@@ -170,7 +176,11 @@ def main(argv=None) -> dict:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, loader).to(device)
     emas = [copy.deepcopy(model).requires_grad_(False).eval() for _ in config.ema_decays]
-    torch.manual_seed(config.seed + rank)
+    # No draw of the step uses the global generators (it has its own (seed, step) generator);
+    # they are seeded per rank, and saved and restored with each checkpoint, so that anything
+    # that does (a registered loader, another objective) is reproducible, differs between
+    # ranks and resumes exactly.
+    seed_global_rngs(config.seed + rank)
     opt = build_optimizer(model, config, device)
     objective = config.loss.build()
 

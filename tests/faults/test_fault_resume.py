@@ -1,9 +1,11 @@
 """Resuming a run: a finished run is left alone, a resume says from which step, a checkpoint of
-another run or missing a key is refused in one line naming it."""
+another run or missing a key is refused in one line naming it, the global RNGs resume exactly."""
 
 import os
+import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +99,23 @@ def test_checkpoint_missing_a_key_is_one_line_naming_file_and_key(tmp_path, fake
     message = cli_error(tiny_argv(tmp_path / "new", fake_mnist, "--steps", "4", "--resume", path))
     assert f"checkpoint {path!r} does not fit this run: missing key 'epoch'" in message
     assert not (tmp_path / "new").exists()
+
+
+def test_global_rngs_resume_exactly(tmp_path, fake_mnist, monkeypatch):
+    """torch, numpy and random draws made during training (as a registered loader or another
+    objective might) are the same in 2 steps + resume + 2 steps as in 4 uninterrupted steps."""
+    from meanflow.loss import MeanFlowLoss
+
+    draws, sample_noise = [], MeanFlowLoss.sample_noise
+
+    def drawing(self, *args, **kwargs):
+        draws.append((torch.rand(()).item(), np.random.rand(), random.random()))
+        return sample_noise(self, *args, **kwargs)
+
+    monkeypatch.setattr(MeanFlowLoss, "sample_noise", drawing)
+    train.main(tiny_argv(tmp_path / "full", fake_mnist, "--steps", "4"))
+    full = draws[:]
+    draws.clear()
+    train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "2"))
+    train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "4"))
+    assert len(set(full)) == 4 and draws == full
