@@ -1,7 +1,8 @@
 """Training configuration: dataclass presets (``TrainConfig.from_name``) with overrides.
 
 Precedence: the preset, then a ``--config file.yaml|json`` (its keys, nested as in the
-dataclasses), then ``--key value`` on the command line. Nested keys are dotted:
+dataclasses), then ``--key value`` on the command line. The preset is ``--preset``, else the
+file's ``preset:`` key, else ``mnist``. Nested keys are dotted:
 ``--loss.cfg_w 2``, ``--data.path /data/mnist``, ``--model_kwargs.depth 4``. Unknown keys
 are errors that name the key.
 
@@ -13,6 +14,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -98,30 +100,14 @@ class TrainConfig:
     tensorboard: bool = False  # also write the metrics to out_dir/tb (needs the tensorboard package)
 
     def validate(self):
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "warmup_steps",
-            "log_every",
-            "sample_every",
-            "eval_every",
-            "ckpt_every",
-            "keep_every",
-            "threads",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if len(self.betas) != 2:
-            raise ValueError(f"betas must be two numbers, got {self.betas}")
-        if any(not 0 < d < 1 for d in self.ema_decays):
-            raise ValueError(f"ema_decays must lie in (0, 1), got {self.ema_decays}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.sample_steps < 1:
-            raise ValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
+        """Every option in its allowed range, before any work: a ValueError naming the first
+        option that is not."""
+        for key, ok, allowed in _RULES:
+            _require(key, _get(self, key), ok, allowed)
+        ruled = {key for key, _, _ in _RULES}
+        for key in _float_keys(self):  # the loss's numbers: their ranges are the loss's to check
+            if key not in ruled:
+                _require(key, _get(self, key), _is_number, "a finite number")
         self.loss.build()  # checks the loss arguments
         return self
 
@@ -175,6 +161,7 @@ def _imagenet256(model: str, name: str) -> dict:
     )
 
 
+DEFAULT_PRESET = "mnist"
 PRESETS = {
     # the first 800 steps of mnist-long, step for step
     "mnist": dict(_MNIST, steps=800, sample_every=400, ckpt_every=400, out_dir="runs/mnist"),
@@ -184,6 +171,142 @@ PRESETS = {
     "imagenet256-xl2": _imagenet256("DiT-XL/2", "xl2"),
     "imagenet256-b2": _imagenet256("DiT-B/2", "b2"),
 }
+
+
+# ----------------------------------------------------------------------------- validation
+
+# The MNIST evaluation's Frechet distance needs the covariance of at least two samples.
+MIN_EVAL_SAMPLES = 2
+# numpy's global seed must be below 2**32 (and the generator seeds derived as
+# seed * 1_000_003 + step must fit in 64 bits).
+SEED_LIMIT = 2**32
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _at_least(low):
+    return lambda value: _is_int(value) and value >= low
+
+
+def _unit_interval(value) -> bool:
+    """In [0, 1): a decay or an Adam beta."""
+    return _is_number(value) and 0 <= value < 1
+
+
+_RULES = [  # (key, test, what the key allows): validate() names the first key that fails
+    ("steps", _at_least(1), "an integer >= 1"),
+    ("batch_size", _at_least(1), "an integer >= 1"),
+    ("sample_steps", _at_least(1), "an integer >= 1"),
+    ("data.image_size", _at_least(1), "an integer >= 1"),
+    ("data.num_workers", _at_least(0), "an integer >= 0"),
+    ("threads", _at_least(0), "an integer >= 0 (0 = torch's default)"),
+    ("warmup_steps", _at_least(0), "an integer >= 0 (0 = no warmup)"),
+    ("log_every", _at_least(0), "an integer >= 0 (0 = no metrics log)"),
+    ("sample_every", _at_least(0), "an integer >= 0 (0 = only at the end)"),
+    ("eval_every", _at_least(0), "an integer >= 0 (0 = only at the end)"),
+    ("ckpt_every", _at_least(0), "an integer >= 0 (0 = only at the end)"),
+    ("keep_every", _at_least(0), "an integer >= 0 (0 = never)"),
+    (
+        "eval_samples",
+        lambda v: _is_int(v) and (v == 0 or v >= MIN_EVAL_SAMPLES),
+        f"0 (no evaluation) or an integer >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a covariance)",
+    ),
+    ("seed", lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
+    ("lr", lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    ("grad_clip", lambda v: _is_number(v) and v >= 0, "a finite number >= 0 (0 = no clipping)"),
+    ("weight_decay", lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    (
+        "betas",
+        lambda v: isinstance(v, list) and len(v) == 2 and all(map(_unit_interval, v)),
+        "two numbers in [0, 1)",
+    ),
+    (
+        "ema_decays",
+        lambda v: isinstance(v, list) and all(map(_unit_interval, v)),
+        "a list of numbers in [0, 1)",
+    ),
+    ("precision", lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
+]
+
+
+def _require(key, value, ok, allowed):
+    if not ok(value):
+        raise ValueError(f"{key} must be {allowed}, got {value!r}")
+
+
+def _get(config, key: str):
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _float_keys(obj, prefix=""):
+    """The dotted keys of every float field (NaN and inf parse as floats)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _float_keys(value, f"{prefix}{f.name}.")
+        elif hints[f.name] is float:
+            yield prefix + f.name
+
+
+# ----------------------------------------------------------------------------- resume
+
+# What a run trains: a checkpoint resumes only under the same values (the trainer checks the
+# architecture too, from the checkpoint's model_config). Every other key may change on resume:
+# steps, lr, warmup_steps, grad_clip, the *_every cadences, device, precision, the data backend
+# and workers. betas and weight_decay are here because a resume restores them from the
+# optimizer state: a new value would silently not apply.
+RUN_IDENTITY = (
+    "data.name",
+    "data.path",
+    "data.latent_mode",
+    "loss",
+    "batch_size",
+    "seed",
+    "ema_decays",
+    "betas",
+    "weight_decay",
+)
+
+
+def _flatten(values: dict, prefix="") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _defines_the_run(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RUN_IDENTITY)
+
+
+def _same(key: str, a, b) -> bool:
+    if key == "data.path" and isinstance(a, str) and isinstance(b, str):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
+def run_identity_changes(saved: dict, config: TrainConfig) -> dict:
+    """``{key: (saved value, config's value)}`` for the :data:`RUN_IDENTITY` keys where the
+    config a checkpoint was saved with (``saved``, a ``to_dict()``) and ``config`` differ. A key
+    the saved config lacks (a checkpoint of an older trainer) is not compared."""
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    return {
+        key: (old[key], value)
+        for key, value in new.items()
+        if _defines_the_run(key) and key in old and not _same(key, old[key], value)
+    }
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -291,19 +414,36 @@ def apply(config, values: dict, source: str):
 
 
 def load_file(path: str) -> dict:
+    """The mapping of config keys in a YAML or JSON file; a syntax error names the file and line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--config file {path!r} does not exist")
-    with open(path) as f:
-        text = f.read()
-    if path.endswith(".json"):
-        values = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        values = yaml.safe_load(text)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ValueError(f"--config file {path!r} is not a text file") from None
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno}, column {e.colno}"
+        raise ValueError(f"--config file {path!r} is not valid JSON ({where}): {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"--config file {path!r} is not valid YAML{where}: {problem}") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config file {path!r} must hold a mapping of config keys")
     return values
+
+
+def _file_preset(values: dict, path: str):
+    """The ``preset:`` a config file names (taken out of its keys), or None."""
+    preset = values.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"--config file {path!r}: preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return preset
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -314,14 +454,16 @@ def parse_args(argv=None) -> TrainConfig:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="keys: " + ", ".join(f"--{k}" for k in _keys(TrainConfig())),
     )
-    parser.add_argument("--preset", default="mnist", help=f"one of {sorted(PRESETS)}")
-    parser.add_argument("--config", help="a YAML or JSON file of config keys")
+    parser.add_argument(
+        "--preset",
+        help=f"one of {sorted(PRESETS)}; default: the --config file's preset: key, else {DEFAULT_PRESET}",
+    )
+    parser.add_argument("--config", help="a YAML or JSON file of config keys (and optionally preset:)")
     known, rest = parser.parse_known_args(argv)
-    config = TrainConfig.from_name(known.preset)
-    if known.config:
-        values = load_file(known.config)
-        values.pop("preset", None)
-        apply(config, values, f"--config {known.config}")
+    values = load_file(known.config) if known.config else {}
+    file_preset = _file_preset(values, known.config)
+    config = TrainConfig.from_name(known.preset or file_preset or DEFAULT_PRESET)
+    apply(config, values, f"--config {known.config}")
     i = 0
     while i < len(rest):
         arg = rest[i]

@@ -36,7 +36,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 from meanflow.checkpoint import atomic_copy, atomic_save, load_torch_file  # noqa: E402
-from meanflow.config import TrainConfig, parse_args  # noqa: E402
+from meanflow.config import TrainConfig, parse_args, run_identity_changes  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
 from meanflow.distributed import setup_distributed  # noqa: E402
 from meanflow.loss import LossModule  # noqa: E402
@@ -106,11 +106,24 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def seed_global_rngs(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+# What main() reads from a checkpoint to resume a run.
+CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "model_config")
+
+
 def load_checkpoint(path: str, model: DiT, device) -> dict:
     """Read ``path`` and check it holds this architecture; raises before anything is written."""
     ckpt = load_torch_file(path, map_location=device)
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+    if not isinstance(ckpt, dict):
         raise ValueError(f"{path!r} is not a meanflow.train checkpoint")
+    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {path!r} lacks the key(s) {', '.join(missing)}: it cannot resume a run")
     want, got = dataclasses.asdict(model.config), ckpt["model_config"]
     diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
     if diff:
@@ -120,6 +133,37 @@ def load_checkpoint(path: str, model: DiT, device) -> dict:
             f"matching --model / --model_kwargs"
         )
     return ckpt
+
+
+def check_same_run(ckpt: dict, path: str, config: TrainConfig) -> None:
+    """Refuse a checkpoint saved with other values of the keys that define a run."""
+    changes = run_identity_changes(ckpt["config"], config)
+    if changes:
+        listing = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in changes.items())
+        raise ValueError(
+            f"checkpoint {path!r} is for another run ({listing}); use another out_dir or the checkpoint's "
+            f"values (steps, lr, warmup_steps, grad_clip and the *_every cadences may change on resume)"
+        )
+
+
+def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: int, device) -> int:
+    """Load a checkpoint's states into the run; returns its step. A state that does not fit
+    (a key missing inside it, other parameters) is a one-line ValueError naming the file."""
+    if len(ckpt["ema"]) != len(emas):
+        raise ValueError(f"checkpoint {path!r} has {len(ckpt['ema'])} EMAs, this run {len(emas)} ema_decays")
+    try:
+        model.load_state_dict(ckpt["model"])
+        for ema, state in zip(emas, ckpt["ema"]):
+            ema.load_state_dict(state)
+        opt.load_state_dict(ckpt["opt"])
+        loader.load_state_dict(ckpt["data"])
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
+        return int(ckpt["step"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        # load_state_dict's messages span several lines; a KeyError's is only the key.
+        reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
+        raise ValueError(f"checkpoint {path!r} does not fit this run: {reason}") from e
 
 
 def main(argv=None) -> dict:
@@ -132,7 +176,11 @@ def main(argv=None) -> dict:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, loader).to(device)
     emas = [copy.deepcopy(model).requires_grad_(False).eval() for _ in config.ema_decays]
-    torch.manual_seed(config.seed + rank)
+    # No draw of the step uses the global generators (it has its own (seed, step) generator);
+    # they are seeded per rank, and saved and restored with each checkpoint, so that anything
+    # that does (a registered loader, another objective) is reproducible, differs between
+    # ranks and resumes exactly.
+    seed_global_rngs(config.seed + rank)
     opt = build_optimizer(model, config, device)
     objective = config.loss.build()
 
@@ -153,18 +201,15 @@ def main(argv=None) -> dict:
         raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
     if os.path.isfile(path):
         ckpt = load_checkpoint(path, model, device)
-        if len(ckpt["ema"]) != len(emas):
-            raise ValueError(
-                f"checkpoint {path!r} has {len(ckpt['ema'])} EMAs, this run {len(emas)} ema_decays"
-            )
-        model.load_state_dict(ckpt["model"])
-        for ema, state in zip(emas, ckpt["ema"]):
-            ema.load_state_dict(state)
-        opt.load_state_dict(ckpt["opt"])
-        loader.load_state_dict(ckpt["data"])
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
-        step = ckpt["step"]
+        check_same_run(ckpt, path, config)
+        step = restore(ckpt, path, model, emas, opt, loader, rank, world, device)
+        run = config.out_dir if path == last else path
+        if step >= config.steps:  # a finished run: every file stays as it is
+            if master:
+                print(f"{run} is already at step {step} >= {config.steps}: nothing to do", flush=True)
+            return {"step": step, "steps_run": 0, "interrupted": False}
+        if master:
+            print(f"resuming {run} from step {step}", flush=True)
     if master:
         os.makedirs(os.path.join(config.out_dir, "samples"), exist_ok=True)
         with open(os.path.join(config.out_dir, "config.json"), "w") as f:
@@ -369,11 +414,17 @@ def main(argv=None) -> dict:
             writer.close()
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> None:
+    """The command line: a mistake in the options, a config file, the data or a checkpoint is
+    one line on stderr and exit status 1, no traceback."""
     try:
-        main()
+        main(argv)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:  # say what, no traceback
         sys.exit(f"meanflow.train: error: {e}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli()

@@ -34,9 +34,9 @@ def test_overrides_and_types():
 
 def test_config_file_then_command_line(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("preset: ignored\nsteps: 11\nloss:\n  cfg_k: 0.25\ndata: {name: mnist}\n")
+    path.write_text("preset: mnist-long\nsteps: 11\nloss:\n  cfg_k: 0.25\ndata: {name: mnist}\n")
     c = parse_args(["--config", str(path), "--steps", "12"])
-    assert c.steps == 12 and c.loss.cfg_k == 0.25
+    assert c.steps == 12 and c.loss.cfg_k == 0.25 and c.out_dir == "runs/mnist-long"
     jpath = tmp_path / "run.json"
     jpath.write_text(json.dumps({"lr": 0.01, "loss": {"objective": "flow_matching"}}))
     c = parse_args(["--config", str(jpath)])
@@ -49,7 +49,7 @@ def test_config_file_then_command_line(tmp_path):
         (["--stepz", "3"], "unknown config key 'stepz'.*did you mean steps"),
         (["--loss.cfgw", "3"], "unknown config key 'loss.cfgw'"),
         (["--steps", "many"], "'steps': cannot read 'many' as int"),
-        (["--steps", "0"], "steps must be >= 1"),
+        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
         (["--loss.objective", "self_consistency"], "loss.objective must be one of"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--precision", "fp8"], "precision"),

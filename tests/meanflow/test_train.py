@@ -97,6 +97,20 @@ def test_resume_is_exact(tmp_path, fake_mnist):
     _assert_same_state(full, half)  # bitwise
 
 
+def test_ema_follows_the_weights_after_the_step(tmp_path, fake_mnist):
+    """After each step every EMA is lerp(EMA before, weights after the optimizer step,
+    1 - decay) with decay min(ema_decay, (1 + step) / (10 + step)) at 0-based step: checked
+    from step 1 to step 2 (kept checkpoints), where decay 0.1 applies as is and 0.99 is still
+    in its warmup (2/11)."""
+    train.main(tiny_config(tmp_path, fake_mnist, steps=2, ckpt_every=1, keep_every=1, ema_decays=[0.1, 0.99]))
+    one, two = (_load(tmp_path / f"ckpt_{step:07d}.pt") for step in (1, 2))
+    for ema_one, ema_two, decay in zip(one["ema"], two["ema"], (0.1, 2 / 11)):
+        for name, value in ema_two.items():
+            expected = torch.lerp(ema_one[name], two["model"][name], 1 - decay)
+            torch.testing.assert_close(value, expected, rtol=0, atol=1e-7, msg=name)
+        assert any(not torch.equal(ema_one[n], v) for n, v in ema_two.items())  # the EMA moved
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,121 @@
+"""Resuming a run: a finished run is left alone, a resume says from which step, a checkpoint of
+another run or missing a key is refused in one line naming it, the global RNGs resume exactly."""
+
+import os
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from meanflow import train
+
+
+def tiny_argv(out_dir, data_path, *extra):
+    """A 2-step run of a 1-block DiT on the fake MNIST, a checkpoint every step."""
+    return [
+        "--model_kwargs", "{depth: 1, hidden_size: 32, num_heads: 2}", "--steps", "2", "--batch_size", "8",
+        "--data.path", data_path, "--out_dir", str(out_dir), "--sample_every", "0", "--eval_samples", "0",
+        "--ckpt_every", "1", "--log_every", "1", "--progress", "false", *extra,
+    ]  # fmt: skip
+
+
+def cli_error(argv) -> str:
+    """The message ``python -m meanflow.train ARGV`` ends with (exit status 1)."""
+    with pytest.raises(SystemExit) as e:
+        train.cli(argv)
+    message = e.value.code
+    assert isinstance(message, str) and message.startswith("meanflow.train: error: "), message
+    assert "\n" not in message
+    return message
+
+
+def snapshot(root) -> dict:
+    """Every file under ``root``: its bytes and modification time."""
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = (f.read(), os.stat(path).st_mtime_ns)
+    return files
+
+
+def test_finished_run_is_left_alone(tmp_path, fake_mnist, capsys):
+    """Re-running a finished run (or asking for fewer steps) trains nothing and touches no file:
+    config.json keeps describing last.pt, metrics.jsonl gets no second summary."""
+    out = tmp_path / "run"
+    train.cli(tiny_argv(out, fake_mnist))
+    before = snapshot(out)
+    assert {"last.pt", "config.json", "metrics.jsonl"} <= set(before)
+    capsys.readouterr()
+    for steps in ("2", "1"):
+        train.cli(tiny_argv(out, fake_mnist, "--steps", steps))  # exit status 0: no SystemExit
+        assert capsys.readouterr().out == f"{out} is already at step 2 >= {steps}: nothing to do\n"
+        assert snapshot(out) == before
+
+
+def test_resume_says_so_and_takes_a_new_schedule(tmp_path, fake_mnist, capsys):
+    """steps, lr, warmup, grad_clip and the cadences may change on resume."""
+    out = tmp_path / "run"
+    train.cli(tiny_argv(out, fake_mnist))
+    capsys.readouterr()
+    schedule = ["--lr", "2e-3", "--warmup_steps", "5", "--grad_clip", "0.5", "--log_every", "2"]
+    train.cli(tiny_argv(out, fake_mnist, "--steps", "3", "--ckpt_every", "3", *schedule))
+    assert capsys.readouterr().out.startswith(f"resuming {out} from step 2\n")
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_resume_refuses_another_run_naming_the_key(tmp_path, fake_mnist):
+    out, other_data = tmp_path / "run", str(tmp_path / "other-mnist")
+    shutil.copytree(fake_mnist, other_data)
+    train.cli(tiny_argv(out, fake_mnist))
+    before = snapshot(out)
+    for extra, change in [
+        (["--seed", "1"], "seed: checkpoint 0 vs this run 1"),
+        (["--batch_size", "4"], "batch_size: checkpoint 8 vs this run 4"),
+        (["--loss.cfg_w", "2"], "loss.cfg_w: checkpoint 1.0 vs this run 2.0"),
+        (["--loss.objective", "flow_matching"], "loss.objective: checkpoint 'meanflow' vs this run 'flow"),
+        (["--ema_decays", "0.5"], "ema_decays: checkpoint [0.999] vs this run [0.5]"),
+        (["--weight_decay", "0.1"], "weight_decay: checkpoint 0.0 vs this run 0.1"),
+        (["--data.path", other_data], f"data.path: checkpoint {fake_mnist!r} vs this run {other_data!r}"),
+    ]:
+        message = cli_error(tiny_argv(out, fake_mnist, "--steps", "4", *extra))
+        assert f"checkpoint {str(out / 'last.pt')!r} is for another run ({change}" in message
+        assert snapshot(out) == before
+
+
+def test_checkpoint_missing_a_key_is_one_line_naming_file_and_key(tmp_path, fake_mnist):
+    train.cli(tiny_argv(tmp_path / "run", fake_mnist))
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    for key in ("opt", "rng"):
+        path = str(tmp_path / f"no-{key}.pt")
+        torch.save({k: v for k, v in ckpt.items() if k != key}, path)
+        message = cli_error(tiny_argv(tmp_path / "new", fake_mnist, "--steps", "4", "--resume", path))
+        assert f"checkpoint {path!r} lacks the key(s) {key}: it cannot resume a run" in message
+    path = str(tmp_path / "no-epoch.pt")
+    torch.save({**ckpt, "data": {"position": 2}}, path)
+    message = cli_error(tiny_argv(tmp_path / "new", fake_mnist, "--steps", "4", "--resume", path))
+    assert f"checkpoint {path!r} does not fit this run: missing key 'epoch'" in message
+    assert not (tmp_path / "new").exists()
+
+
+def test_global_rngs_resume_exactly(tmp_path, fake_mnist, monkeypatch):
+    """torch, numpy and random draws made during training (as a registered loader or another
+    objective might) are the same in 2 steps + resume + 2 steps as in 4 uninterrupted steps."""
+    from meanflow.loss import MeanFlowLoss
+
+    draws, sample_noise = [], MeanFlowLoss.sample_noise
+
+    def drawing(self, *args, **kwargs):
+        draws.append((torch.rand(()).item(), np.random.rand(), random.random()))
+        return sample_noise(self, *args, **kwargs)
+
+    monkeypatch.setattr(MeanFlowLoss, "sample_noise", drawing)
+    train.main(tiny_argv(tmp_path / "full", fake_mnist, "--steps", "4"))
+    full = draws[:]
+    draws.clear()
+    train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "2"))
+    train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "4"))
+    assert len(set(full)) == 4 and draws == full

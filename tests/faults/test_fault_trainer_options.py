@@ -1,0 +1,104 @@
+"""Bad trainer options, config files and presets: one line naming the option, before any work."""
+
+import json
+
+import pytest
+
+from meanflow import train
+from meanflow.config import parse_args
+
+
+def tiny_argv(out_dir, data_path, *extra):
+    """A 1-step run of a 1-block DiT on the fake MNIST: what a bad option would otherwise start."""
+    return [
+        "--model_kwargs", "{depth: 1, hidden_size: 32, num_heads: 2}", "--steps", "1", "--batch_size", "8",
+        "--data.path", data_path, "--out_dir", str(out_dir), "--sample_every", "0", "--eval_samples", "0",
+        "--progress", "false", *extra,
+    ]  # fmt: skip
+
+
+def cli_error(argv) -> str:
+    """The message ``python -m meanflow.train ARGV`` ends with (exit status 1)."""
+    with pytest.raises(SystemExit) as e:
+        train.cli(argv)
+    message = e.value.code
+    assert isinstance(message, str) and message.startswith("meanflow.train: error: "), message
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "option, value, allowed",
+    [
+        ("grad_clip", "-1", "a finite number >= 0 (0 = no clipping), got -1.0"),
+        ("grad_clip", "nan", "a finite number >= 0"),
+        ("lr", "0", "a finite number > 0, got 0.0"),
+        ("lr", "-1e-3", "a finite number > 0"),
+        ("lr", "inf", "a finite number"),
+        ("steps", "-3", "an integer >= 1, got -3"),
+        ("batch_size", "0", "an integer >= 1"),
+        ("warmup_steps", "-1", "an integer >= 0"),
+        ("log_every", "-1", "an integer >= 0"),
+        ("sample_every", "-1", "an integer >= 0"),
+        ("eval_every", "-2", "an integer >= 0"),
+        ("ckpt_every", "-1", "an integer >= 0"),
+        ("keep_every", "-1", "an integer >= 0"),
+        ("sample_steps", "0", "an integer >= 1"),
+        ("threads", "-1", "an integer >= 0"),
+        ("data.num_workers", "-1", "an integer >= 0"),
+        ("data.image_size", "0", "an integer >= 1"),
+        ("eval_samples", "-5", "0 (no evaluation) or an integer >= 2"),
+        ("eval_samples", "1", "0 (no evaluation) or an integer >= 2"),
+        ("ema_decays", "1.0", "a list of numbers in [0, 1), got [1.0]"),
+        ("ema_decays", "0.9,-0.1", "a list of numbers in [0, 1)"),
+        ("ema_decays", "0.9,fast", "a list of numbers in [0, 1)"),
+        ("betas", "0.9", "two numbers in [0, 1)"),
+        ("betas", "1,0.95", "two numbers in [0, 1)"),
+        ("weight_decay", "-0.1", "a finite number >= 0"),
+        ("seed", "-1", "an integer in [0, 4294967296)"),
+        ("loss.time_mean", "nan", "a finite number"),
+        ("loss.cfg_w", "inf", "a finite number"),
+    ],
+)
+def test_out_of_range_option_is_one_line_naming_it(tmp_path, fake_mnist, option, value, allowed):
+    """Refused while parsing: no model, no data, no out_dir (a 1-step run would start otherwise)."""
+    message = cli_error(tiny_argv(tmp_path / "run", fake_mnist, f"--{option}", value))
+    assert f"error: {option} must be {allowed}" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_zero_means_off_where_documented():
+    config = parse_args(
+        ["--grad_clip", "0", "--eval_samples", "0", "--ema_decays", "0", "--eval_samples", "2"]
+    )
+    assert config.grad_clip == 0 and config.ema_decays == [0] and config.eval_samples == 2
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("run.yaml", "steps: 3\nloss:\n  cfg_w: [1, 2\nlr: 0.1\n", "is not valid YAML (line 4, column 3)"),
+        ("run.yaml", "steps: 3\n  lr: 0.1\n", "is not valid YAML (line 2, column 5)"),
+        ("run.json", '{"steps": 3,\n "lr": }', "is not valid JSON (line 2, column 8)"),
+    ],
+)
+def test_config_file_syntax_error_names_file_and_line(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    message = cli_error(["--config", str(path), "--out_dir", str(tmp_path / "run")])
+    assert f"--config file {str(path)!r} {where}: " in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_preset_chooses_the_preset(tmp_path):
+    """A file's ``preset:`` picks the preset its keys then override; ``--preset`` overrides it."""
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: mnist-long\nlr: 0.002\n")
+    config = parse_args(["--config", str(path)])
+    assert (config.steps, config.out_dir, config.lr) == (2000, "runs/mnist-long", 0.002)
+    config = parse_args(["--preset", "mnist", "--config", str(path)])
+    assert (config.steps, config.out_dir, config.lr) == (800, "runs/mnist", 0.002)
+    (tmp_path / "run.json").write_text(json.dumps({"preset": "mnist-huge"}))
+    message = cli_error(["--config", str(tmp_path / "run.json")])
+    assert f"--config file {str(tmp_path / 'run.json')!r}: preset must be one of " in message
+    assert message.endswith("got 'mnist-huge'")
