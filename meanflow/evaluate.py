@@ -14,19 +14,27 @@ Features come from a feature extractor registered with torch-fidelity (default i
 TF-compatible Inception-v3); the metric formulas are torch-fidelity's. Nothing is ever
 downloaded: the Inception weights are a local file (``--inception-weights`` or
 ``$MEANFLOW_INCEPTION_WEIGHTS``, else torch hub's checkpoint folder, where torch-fidelity
-itself would have cached them). Results go to a JSON file, written atomically.
+itself would have cached them); ``vgg16`` takes its local file the same way, and the
+built-in extractors that can only download (CLIP, DINOv2) are refused. A weights file must
+have the published sha256 (else ``--allow-unverified-weights``) and is read with
+``weights_only=True``: it carries tensors, never code. Results go to a JSON file, written
+atomically, with the weights' sha256.
 """
 
 import argparse
+import hashlib
+import io
 import json
 import os
 import sys
+import warnings
 import zipfile
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, write_json_atomic
+from .checkpoint import atomic_write, load_torch_file, write_json_atomic
 from .data.image_folder import IMAGE_EXTENSIONS
 from .distributed import resolve_device
 
@@ -35,6 +43,29 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
 WEIGHTS_ENV = "MEANFLOW_INCEPTION_WEIGHTS"
 METRICS = ("fid", "isc", "prc", "kid")
+ALLOW_FLAG = "--allow-unverified-weights"
+
+
+class PublishedWeights(NamedTuple):
+    file: str
+    url: str
+    sha256: str  # the full digest, or the prefix a torch hub file name carries
+    env: str | None = None  # an environment variable that may name the local file
+
+
+# The built-in extractors meanflow.evaluate can run from a local file: torch-fidelity would
+# download these, and unpickles them with weights_only=False. Tests replace this table.
+PUBLISHED_WEIGHTS = {
+    INCEPTION: PublishedWeights(
+        INCEPTION_FILE,
+        INCEPTION_URL,
+        "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+        WEIGHTS_ENV,
+    ),
+    "vgg16": PublishedWeights(
+        "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af"
+    ),
+}
 
 
 def _fidelity():
@@ -45,33 +76,88 @@ def _fidelity():
     return torch_fidelity
 
 
-def hub_weights_path() -> str:
-    return os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
+def hub_weights_path(file: str = INCEPTION_FILE) -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", file)
 
 
-def resolve_inception_weights(path: str | None = None) -> str:
-    """The local Inception-v3 weights file: ``path``, else ``$MEANFLOW_INCEPTION_WEIGHTS``, else
-    torch hub's cache. Raises ``FileNotFoundError`` saying which file to put where."""
-    candidates = [("--inception-weights", path), (f"${WEIGHTS_ENV}", os.environ.get(WEIGHTS_ENV))]
+def resolve_weights(extractor: str, path: str | None = None) -> str:
+    """The local weights file of a built-in extractor: ``path``, else its environment variable
+    (the Inception's ``$MEANFLOW_INCEPTION_WEIGHTS``), else torch hub's cache. Raises
+    ``FileNotFoundError`` saying which file to put where."""
+    published = PUBLISHED_WEIGHTS[extractor]
+    candidates = [(_weights_flag(extractor), path)]
+    if published.env:
+        candidates.append((f"${published.env}", os.environ.get(published.env)))
     for source, candidate in candidates:
         if candidate:
             if not os.path.isfile(candidate):
                 raise FileNotFoundError(
-                    f"Inception weights given by {source} not found: {candidate}. {_weights_help()}"
+                    f"weights given by {source} not found: {candidate}. {_weights_help(extractor)}"
                 )
             return candidate
-    if os.path.isfile(hub_weights_path()):
-        return hub_weights_path()
-    raise FileNotFoundError(f"Inception-v3 weights for FID/IS not found. {_weights_help()}")
+    if os.path.isfile(hub_weights_path(published.file)):
+        return hub_weights_path(published.file)
+    raise FileNotFoundError(f"{extractor} weights not found. {_weights_help(extractor)}")
 
 
-def _weights_help() -> str:
+def _weights_flag(extractor: str) -> str:
+    return "--inception-weights" if extractor == INCEPTION else "--extractor-weights"
+
+
+def _weights_help(extractor: str = INCEPTION) -> str:
+    published = PUBLISHED_WEIGHTS[extractor]
+    env = f", or set {published.env}=PATH" if published.env else ""
     return (
-        f"Needed: the file {INCEPTION_FILE} (torch-fidelity's TF-compatible Inception-v3, from "
-        f"{INCEPTION_URL}). meanflow.evaluate never downloads (offline machines): fetch it "
-        f"elsewhere, then pass --inception-weights PATH, or set {WEIGHTS_ENV}=PATH, or place it "
-        f"at {hub_weights_path()}."
+        f"Needed: the file {published.file} (the {extractor} weights, from {published.url}). "
+        f"meanflow.evaluate never downloads (offline machines): fetch it elsewhere, then pass "
+        f"{_weights_flag(extractor)} PATH{env}, or place it at {hub_weights_path(published.file)}."
     )
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(extractor: str, path: str, allow_unverified: bool = False) -> tuple[str, bool]:
+    """``(sha256, verified)`` of ``path``. Another file than the published one (random or
+    retrained weights of the right shape) gives metrics that look valid and mean nothing, so a
+    mismatch is refused unless ``allow_unverified``; then it only warns."""
+    published = PUBLISHED_WEIGHTS[extractor]
+    digest = file_sha256(path)
+    if digest.startswith(published.sha256):
+        return digest, True
+    message = (
+        f"{extractor} weights {path} have sha256 {digest}, not the published {published.sha256} of "
+        f"{published.file}: metrics from other weights are not comparable to published ones"
+    )
+    if not allow_unverified:
+        raise ValueError(f"{message}. Pass {ALLOW_FLAG} to use this file anyway.")
+    warnings.warn(f"{message} ({ALLOW_FLAG} given).", stacklevel=2)
+    return digest, False
+
+
+def safe_weights(extractor: str, path: str) -> io.BytesIO:
+    """The tensors of ``path``, read with ``weights_only=True`` and saved again into memory:
+    torch-fidelity ``torch.load``s a weights path with ``weights_only=False``, which would run
+    any code a crafted pickle carries; re-saved tensors carry none."""
+    state = load_torch_file(path, what=f"{extractor} weights")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def _downloads(extractor: str) -> bool:
+    """A torch-fidelity extractor with no published local file (CLIP, DINOv2): it would fetch its
+    weights (DINOv2 also code, through ``torch.hub.load``) and cannot read them safely."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    module = FEATURE_EXTRACTORS_REGISTRY[extractor].__module__
+    return module.startswith("torch_fidelity.") and extractor not in PUBLISHED_WEIGHTS
 
 
 # ---------------------------------------------------------------------- inputs
@@ -209,7 +295,11 @@ def load_npz_member(path: str, name: str) -> np.ndarray:
 # ------------------------------------------------------------------- features
 
 
-def make_extractor(name: str, layers, device: torch.device, weights_path: str | None, verbose: bool):
+def make_extractor(
+    name: str, layers, device: torch.device, weights_path: str | None, verbose: bool, allow_unverified=False
+):
+    """``(extractor, provenance)``: the extractor, and the sha256 of the weights file it runs
+    (None for an extractor registered by the user, which reads its own ``weights_path``)."""
     fidelity = _fidelity()
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
     from torch_fidelity.utils import create_feature_extractor
@@ -218,11 +308,22 @@ def make_extractor(name: str, layers, device: torch.device, weights_path: str | 
         raise ValueError(
             f"feature extractor {name!r} is not registered with torch-fidelity {fidelity.__version__}"
         )
-    if name == INCEPTION:
-        weights_path = resolve_inception_weights(weights_path)
-    kwargs = {"verbose": verbose, "feature_extractor_weights_path": weights_path}
+    provenance = {"weights_sha256": None, "weights_verified": None}
+    weights = weights_path
+    if name in PUBLISHED_WEIGHTS:
+        path = resolve_weights(name, weights_path)
+        digest, verified = verify_weights(name, path, allow_unverified)
+        provenance = {"weights_sha256": digest, "weights_verified": verified}
+        weights = safe_weights(name, path)
+    elif _downloads(name):
+        raise ValueError(
+            f"feature extractor {name!r} downloads its weights (and cannot read a local file "
+            f"safely); meanflow.evaluate never downloads: use {' or '.join(PUBLISHED_WEIGHTS)} "
+            f"with a local weights file"
+        )
+    kwargs = {"verbose": verbose, "feature_extractor_weights_path": weights}
     extractor = create_feature_extractor(name, sorted(set(layers)), cuda=device.type == "cuda", **kwargs)
-    return extractor
+    return extractor, provenance
 
 
 def extract(images: ImageSet, extractor, device, batch_size: int, verbose: bool) -> dict:
@@ -261,10 +362,13 @@ def evaluate(
     save_ref_stats: str | None = None,
     isc_splits: int = 10,
     verbose: bool = True,
+    allow_unverified_weights: bool = False,
 ) -> dict:
     """The metrics of ``samples`` (against ``reference`` for FID/PRC/KID), as a dict; also
     written to ``out`` (JSON, atomic) when given. ``metrics``: a subset of
-    fid, isc, prc, kid; default fid + isc, and prc when the reference has images."""
+    fid, isc, prc, kid; default fid + isc, and prc when the reference has images. The weights
+    of a built-in extractor must be the published file (sha256) unless
+    ``allow_unverified_weights``."""
     fidelity = _fidelity()
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_kid import kid_features_to_metric
@@ -304,7 +408,9 @@ def evaluate(
         raise ValueError(f"out {out} is a directory; give a JSON file path")
 
     dev = resolve_device(device)
-    extractor = make_extractor(feature_extractor, layer.values(), dev, weights_path, verbose)
+    extractor, provenance = make_extractor(
+        feature_extractor, layer.values(), dev, weights_path, verbose, allow_unverified_weights
+    )
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
     result = {}
     ref_feats, ref_stats = None, None
@@ -357,6 +463,7 @@ def evaluate(
         "reference": os.path.abspath(reference) if reference else None,
         "reference_stats": "precomputed" if "fid" in metrics and ref_set.stats is not None else None,
         "feature_extractor": feature_extractor,
+        **provenance,
         "torch_fidelity": fidelity.__version__,
     }
     if save_ref_stats:
@@ -376,7 +483,17 @@ def main(argv=None):
         "--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: fid,isc[,prc])"
     )
     p.add_argument("--out", help="results JSON (written atomically)")
-    p.add_argument("--inception-weights", help=f"local {INCEPTION_FILE} (or ${WEIGHTS_ENV})")
+    p.add_argument(
+        "--inception-weights",
+        "--extractor-weights",
+        dest="weights",
+        help=f"local {INCEPTION_FILE} (or ${WEIGHTS_ENV}); for vgg16, its local weights file",
+    )
+    p.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="use a weights file whose sha256 is not the published one (results not comparable)",
+    )
     p.add_argument("--feature-extractor", default=INCEPTION, help="a torch-fidelity registered extractor")
     p.add_argument("--save-ref-stats", help="write the reference's mu/sigma to this .npz")
     p.add_argument("--batch-size", type=int, default=64)
@@ -389,12 +506,13 @@ def main(argv=None):
             args.ref,
             metrics=args.metrics.split(",") if args.metrics else None,
             feature_extractor=args.feature_extractor,
-            weights_path=args.inception_weights,
+            weights_path=args.weights,
             device=args.device,
             batch_size=args.batch_size,
             out=args.out,
             save_ref_stats=args.save_ref_stats,
             verbose=not args.quiet,
+            allow_unverified_weights=args.allow_unverified_weights,
         )
     except (ValueError, FileNotFoundError) as e:
         p.exit(2, f"error: {e}\n")

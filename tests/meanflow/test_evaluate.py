@@ -261,10 +261,14 @@ def test_real_inception_path_with_a_local_weights_file(tmp_path, random_inceptio
     write_npz(tmp_path / "a.npz", as_uint8(image_set(n=2)))
     write_npz(tmp_path / "b.npz", as_uint8(image_set(n=2, seed=3)))
     monkeypatch.setenv(ev.WEIGHTS_ENV, random_inception_weights)
+    digest = ev.file_sha256(random_inception_weights)  # stands in for the published file's
+    published = ev.PUBLISHED_WEIGHTS[ev.INCEPTION]._replace(sha256=digest)
+    monkeypatch.setitem(ev.PUBLISHED_WEIGHTS, ev.INCEPTION, published)
     report = ev.evaluate(
         str(tmp_path / "b.npz"), str(tmp_path / "a.npz"), metrics=["isc", "kid"], device="cpu", verbose=False
     )
     assert report["feature_extractor"] == ev.INCEPTION and report["num_reference"] == 2
+    assert report["weights_sha256"] == digest and report["weights_verified"] is True
     assert report["inception_score_mean"] >= 1.0 - 1e-9  # ~1: random logits are near uniform
     assert np.isfinite(report["kid_mean"])
 

@@ -4,7 +4,10 @@ VAE decoding, bad inputs refused before anything is written."""
 import dataclasses
 import json
 import os
+import re
+import shlex
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +300,51 @@ def test_unreadable_files_are_named_in_one_line(tmp_path):
         ) as e:
             load(str(bad))
         assert "\n" not in str(e.value)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_torchrun_sample_commands() -> list:
+    """The argument lists after ``torchrun`` of the README's ``torchrun ... meanflow.sample``
+    commands (continuation lines joined)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["torchrun"] and "meanflow.sample" in words:
+                commands.append(words[1:])
+    return commands
+
+
+def torchrun_script_args(argv) -> list:
+    """What torchrun's own parser hands the script; its usage errors become test failures."""
+    from torch.distributed.run import get_args_parser
+
+    try:
+        launcher = get_args_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"torchrun's parser rejects {argv}")
+    assert launcher.module and launcher.training_script == "meanflow.sample"
+    return launcher.training_script_args
+
+
+def test_readme_torchrun_sampling_parses_under_torchrun_and_ours():
+    """torchrun abbreviates its options and checks every word, even the script's: an option
+    of ours that is a prefix of two of torchrun's (``--num``: ``--numa-binding``,
+    ``--numa_binding``) stops the launch."""
+    commands = readme_torchrun_sample_commands()
+    assert commands, "the README shows sampling under torchrun"
+    for argv in commands:
+        args = sample_cli.build_parser().parse_args(torchrun_script_args(argv))
+        assert args.num == 50000 and args.ckpt and args.out
+    launch = ["--nproc_per_node=2", "-m", "meanflow.sample"]
+    for option in (s for a in sample_cli.build_parser()._actions for s in a.option_strings):
+        if option != "--num":  # the short spelling, for runs without torchrun
+            assert torchrun_script_args([*launch, option, "1"]) == [option, "1"]
+
+
+def test_num_keeps_working_without_torchrun():
+    parser = sample_cli.build_parser()
+    for option in ("--num", "--num-samples"):
+        assert parser.parse_args(["--ckpt", "c", "--out", "o", option, "12"]).num == 12

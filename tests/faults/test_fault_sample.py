@@ -1,0 +1,151 @@
+"""meanflow.sample never mixes checkpoints in one sample set and fails cleanly: resuming from
+a checkpoint that changed since (a live run's last.pt) is refused naming both hashes, an
+--out that is a file and an unreadable shard are one-line errors that say what to do."""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import meanflow.sample as sample_cli
+
+RUN = dict(num=6, batch_size=2, device="cpu", progress=False)
+
+
+def save_ckpt(path, model):
+    state = model.state_dict()
+    config = dataclasses.asdict(model.config)
+    torch.save({"model": state, "ema": [state], "ema_decays": [0.99], "model_config": config}, path)
+    return str(path)
+
+
+def interrupted_run(monkeypatch, ckpt, out, batches_done=2):
+    """A run killed after ``batches_done`` batches: their shards are on disk, no samples.npz."""
+    real, calls = sample_cli._generate_batch, []
+
+    def crash_after(*args):
+        calls.append(1)
+        if len(calls) > batches_done:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sample_cli, "_generate_batch", crash_after)
+        with pytest.raises(KeyboardInterrupt):
+            sample_cli.run(ckpt, out, **RUN)
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == ["000000.npz", "000001.npz"]
+
+
+def cli_error(capsys, argv) -> str:
+    """The one-line error of ``meanflow.sample argv`` (exit status 2, no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        sample_cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def sha256sum(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def snapshot(folder) -> dict:
+    return {
+        os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def test_resume_from_a_changed_checkpoint_is_refused(tmp_path, tiny, monkeypatch, capsys):
+    ckpt, out = str(tmp_path / "last.pt"), str(tmp_path / "s")
+    save_ckpt(ckpt, tiny(in_channels=3, seed=0))
+    interrupted_run(monkeypatch, ckpt, out)
+    first = sha256sum(ckpt)
+    before = snapshot(out)
+    save_ckpt(ckpt, tiny(in_channels=3, seed=1))  # the live run saved a newer last.pt
+    second = sha256sum(ckpt)
+    with pytest.raises(ValueError) as refused:
+        sample_cli.run(ckpt, out, **RUN)
+    for named in (first, second, ckpt, "use another --out"):
+        assert named in str(refused.value)
+    err = cli_error(capsys, ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2"])
+    assert first in err and second in err
+    assert snapshot(out) == before  # nothing sampled, nothing removed
+
+    # the same weights saved again (another file, same bytes) resume as before
+    save_ckpt(ckpt, tiny(in_channels=3, seed=0))
+    assert sample_cli.run(ckpt, out, **RUN)
+    manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+    assert manifest["complete"] and manifest["ckpt_sha256"] == first
+
+
+def test_a_checkpoint_directory_has_an_identity_too(tmp_path, tiny):
+    model = tiny(in_channels=3)
+    model.save_pretrained(str(tmp_path / "m"))
+    first = sample_cli.checkpoint_sha256(str(tmp_path / "m"))
+    tiny(in_channels=3, seed=1).save_pretrained(str(tmp_path / "m"))
+    assert sample_cli.checkpoint_sha256(str(tmp_path / "m")) != first
+
+
+def test_out_that_is_a_file_is_a_clean_error(tmp_path, tiny, capsys):
+    ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
+    taken = tmp_path / "notes.txt"
+    taken.write_text("the user's file")
+    for out in (taken, taken / "samples"):
+        err = cli_error(capsys, ["--ckpt", ckpt, "--out", str(out), "--num-samples", "2", "--quiet"])
+        assert str(out) in err and "is a file" in err
+    assert taken.read_text() == "the user's file"
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "notes.txt"]
+
+
+@pytest.mark.parametrize("png", [True, False])
+def test_a_corrupt_shard_is_named(tmp_path, tiny, monkeypatch, capsys, png):
+    """With PNGs, a resume reads a finished shard to restore its missing PNGs; without, the
+    final assembly reads it. Following the message (delete, run again) finishes the set."""
+    ckpt, out = str(tmp_path / "last.pt"), str(tmp_path / "s")
+    save_ckpt(ckpt, tiny(in_channels=3))
+    interrupted_run(monkeypatch, ckpt, out)
+    shard = sample_cli.shard_path(out, 1)
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)  # a disk fault, a partial copy
+    os.unlink(sample_cli.png_path(out, 2))  # a PNG of that shard's batch, to restore from it
+    argv = ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2", "--quiet"]
+    argv += [] if png else ["--no-png"]
+    err = cli_error(capsys, argv)
+    assert shard in err and "delete it and run again" in err
+    assert not os.path.exists(os.path.join(out, "samples.npz"))
+    os.unlink(shard)
+    sample_cli.main(argv)
+    whole = str(tmp_path / "whole")
+    sample_cli.run(ckpt, whole, **RUN)
+    with (
+        np.load(os.path.join(out, "samples.npz")) as got,
+        np.load(os.path.join(whole, "samples.npz")) as want,
+    ):
+        assert np.array_equal(got["arr_0"], want["arr_0"])
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path, tiny, monkeypatch):
+    """The hash must describe the weights that were loaded: a save landing between the load
+    and the hash (a live run's atomic replace) is caught, and nothing is sampled."""
+    ckpt, out = str(tmp_path / "last.pt"), tmp_path / "s"
+    save_ckpt(ckpt, tiny(in_channels=3, seed=0))
+    real_load = sample_cli.load_model
+
+    def load_then_newer_save(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        save_ckpt(str(tmp_path / "next.pt"), tiny(in_channels=3, seed=1))
+        os.replace(tmp_path / "next.pt", ckpt)
+        return model
+
+    monkeypatch.setattr(sample_cli, "load_model", load_then_newer_save)
+    with pytest.raises(ValueError, match=r"changed while it was read"):
+        sample_cli.run(ckpt, str(out), **RUN)
+    assert not out.exists()
