@@ -6,10 +6,19 @@ among the sorted class-folder names (torchvision ``ImageFolder``'s rule, so Imag
 
 :func:`scan_image_folder` walks the tree once and opens every image with PIL (a reduced-size
 JPEG decode, which still reads the whole entropy-coded stream, so truncated files fail):
-files with other extensions, corrupt or truncated images are skipped; grayscale, CMYK,
-palette and alpha images are kept and converted to RGB when decoded. Everything is counted
-in ``FolderIndex.summary``. The verdicts are cached in a JSON file keyed by each file's size
+files with other extensions, corrupt or truncated images and broken symlinks (a missing
+target, or a link that points at itself) are skipped; grayscale, CMYK, palette and alpha
+images are kept and converted to RGB when decoded. Everything is counted in
+``FolderIndex.summary``. The verdicts are cached in a JSON file keyed by each file's size
 and mtime, so a re-scan only opens new or changed files.
+
+Symlinked folders are followed, but each real folder (its ``(st_dev, st_ino)``) is read once:
+a link back up the tree (``a/self -> .``) would otherwise repeat its images until the path
+grows too long. A class folder belongs to its own class even when another class links to
+it; a folder linked from two classes (``a/x -> /shared``, ``b/x -> /shared``) is listed
+under the first class in sorted order. The folders skipped this way are counted and named
+(``repeated_folder``). Symlinked files are always listed: a file linked from two folders is
+two samples, as in torchvision's ``ImageFolder``.
 
 :func:`center_crop_arr` is the ADM/DiT center crop (guided-diffusion ``image_datasets.py``):
 halve with a BOX filter while the short side is >= 2 * size, resize the short side to
@@ -20,6 +29,7 @@ missing) uses it exactly; the DALI pipeline approximates it (see ``dali_images``
 import hashlib
 import json
 import os
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +43,8 @@ from .sharding import ShardedLoader
 # What both the DALI decoder and PIL read (GIF is not decoded by DALI).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
 SCAN_VERSION = 1
+# What the scan skips, as counted in ``FolderIndex.summary`` (files named in its "examples").
+SKIPPED = ("corrupt", "not_image", "broken_link")
 
 
 @dataclass
@@ -53,10 +65,22 @@ class FolderIndex:
 
     def describe(self) -> str:
         s = self.summary
+        examples = s.get("examples", {})
         parts = [f"{s['images']} images in {len(self.classes)} classes under {self.root}"]
-        skipped = {k: s[k] for k in ("corrupt", "not_image") if s.get(k)}
+        skipped = [k for k in SKIPPED if s.get(k)]
         if skipped:
-            parts.append("skipped " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items()))
+            parts.append(
+                "skipped "
+                + ", ".join(
+                    f"{s[k]} {k.replace('_', ' ')} ({name_a_few(_example_paths(examples, k), s[k])})"
+                    for k in skipped
+                )
+            )
+        if s.get("repeated_folder"):
+            parts.append(
+                f"{s['repeated_folder']} folders reached again through symlinks were read once "
+                f"({name_a_few(examples.get('repeated_folder', []), s['repeated_folder'])})"
+            )
         if s.get("converted"):
             parts.append(
                 "converted to RGB: " + ", ".join(f"{v} {m}" for m, v in sorted(s["converted"].items()))
@@ -64,6 +88,19 @@ class FolderIndex:
         if s.get("empty_classes"):
             parts.append(f"{len(s['empty_classes'])} classes without images: {s['empty_classes'][:5]}")
         return "; ".join(parts)
+
+
+def _example_paths(examples: dict, key: str) -> list:
+    # corrupt examples read "relpath: why"; a message names the files only
+    return [e.split(": ", 1)[0] if key == "corrupt" else e for e in examples.get(key, [])]
+
+
+def name_a_few(names, total: int | None = None, few: int = 3) -> str:
+    """``"a, b, c and 5 more"``: the first ``few`` of ``names`` (of ``total`` in all) for a message."""
+    names = [n if isinstance(n, str) else str(n) for n in names]
+    total = len(names) if total is None else total
+    shown = ", ".join(names[:few])
+    return f"{shown} and {total - min(few, len(names))} more" if total > min(few, len(names)) else shown
 
 
 def check_image(path: str) -> tuple[str, str, str]:
@@ -108,6 +145,77 @@ def _read_cache(path, root):
         return {}
 
 
+@dataclass
+class _Walk:
+    """What a walk of the class folders found: image candidates and what it skipped."""
+
+    candidates: list = field(default_factory=list)  # (relpath, label, size, mtime_ns)
+    not_image: list = field(default_factory=list)
+    broken_link: list = field(default_factory=list)
+    repeated_folder: list = field(default_factory=list)
+
+
+def _class_folders(root: str) -> tuple[list, list]:
+    """The sorted class-folder names under ``root``, and its broken symlinks: a class folder
+    linked from an unmounted disk must not vanish unnoticed (the labels after it would shift)."""
+    classes, broken = [], []
+    for entry in os.scandir(root):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            classes.append(entry.name)
+        elif entry.is_symlink() and not os.path.exists(entry.path):
+            broken.append(entry.name)
+    return sorted(classes), sorted(broken)
+
+
+def _folder_key(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _walk_classes(root: str, classes: list, found: _Walk) -> _Walk:
+    """List the files below each class folder into ``found``, each real folder once (module
+    docstring)."""
+    owners = {}  # real folder -> the first class (sorted) whose folder it is
+    for name in classes:
+        owners.setdefault(_folder_key(os.stat(os.path.join(root, name))), name)
+    seen = {_folder_key(os.stat(root)), *owners}  # class folders are read by their own class only
+    for label, name in enumerate(classes):
+        if owners[_folder_key(os.stat(os.path.join(root, name)))] != name:
+            found.repeated_folder.append(name)
+            continue
+        _walk_folder(root, os.path.join(root, name), label, seen, found)
+    return found
+
+
+def _walk_folder(root: str, top: str, label: int, seen: set, found: _Walk) -> None:
+    """Depth first below ``top`` in sorted order, a folder's files before its subfolders
+    (``os.walk``'s order); folders already in ``seen`` are skipped and recorded."""
+    pending = [top]
+    while pending:
+        subfolders = []
+        for entry in sorted(os.scandir(pending.pop()), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            rel = os.path.relpath(entry.path, root)
+            try:
+                st = entry.stat()  # follows symlinks
+            except OSError:  # a missing target, a link loop, or a file removed meanwhile
+                found.broken_link.append(rel)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if _folder_key(st) in seen:
+                    found.repeated_folder.append(rel)
+                else:
+                    seen.add(_folder_key(st))
+                    subfolders.append(entry.path)
+            elif not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                found.not_image.append(rel)
+            else:
+                found.candidates.append((rel, label, st.st_size, st.st_mtime_ns))
+        pending.extend(reversed(subfolders))
+
+
 def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None = None) -> FolderIndex:
     """Find, validate and label the images under ``root`` (see the module docstring).
 
@@ -121,7 +229,7 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         raise FileNotFoundError(f"image folder {root!r} does not exist")
     if not os.path.isdir(root):
         raise NotADirectoryError(f"image folder {root!r} is not a directory")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes, broken_classes = _class_folders(root)
     if not classes:
         raise ValueError(
             f"no class folders in {root!r}: expected ROOT/<class>/<image> (the ImageNet train layout)"
@@ -129,20 +237,8 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
     cache = default_cache_path(root) if cache == "auto" else cache
     cached = _read_cache(cache, root)
 
-    candidates, not_image = [], []  # (relpath, label, size, mtime_ns)
-    for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, name), followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
-                if fname.startswith("."):
-                    continue
-                rel = os.path.relpath(os.path.join(dirpath, fname), root)
-                if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                    not_image.append(rel)
-                    continue
-                st = os.stat(os.path.join(root, rel))
-                candidates.append((rel, label, st.st_size, st.st_mtime_ns))
-
+    found = _walk_classes(root, classes, _Walk(broken_link=broken_classes))
+    candidates, not_image = found.candidates, found.not_image
     todo = [c for c in candidates if cached.get(c[0], [None, None])[:2] != [c[2], c[3]]]
     verdicts = {rel: tuple(v[2:]) for rel, v in cached.items()}
     if todo:
@@ -174,7 +270,8 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         write_json_atomic(cache, {"version": SCAN_VERSION, "root": root, "entries": entries})
     if not files:
         raise ValueError(
-            f"no readable images under {root!r} ({len(corrupt)} corrupt, {len(not_image)} other files)"
+            f"no readable images under {root!r} ({len(corrupt)} corrupt, {len(not_image)} other files, "
+            f"{len(found.broken_link)} broken links)"
         )
     counts = np.bincount(labels, minlength=len(classes))
     summary = {
@@ -182,10 +279,17 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         "classes": len(classes),
         "corrupt": len(corrupt),
         "not_image": len(not_image),
+        "broken_link": len(found.broken_link),
+        "repeated_folder": len(found.repeated_folder),
         "converted": {m: n for m, n in sorted(modes.items()) if m != "RGB"},
         "formats": dict(sorted(formats.items())),
         "empty_classes": [classes[i] for i in np.flatnonzero(counts == 0)],
-        "examples": {"corrupt": [f"{r}: {why}" for r, why in corrupt[:20]], "not_image": not_image[:20]},
+        "examples": {
+            "corrupt": [f"{r}: {why}" for r, why in corrupt[:20]],
+            "not_image": not_image[:20],
+            "broken_link": found.broken_link[:20],
+            "repeated_folder": found.repeated_folder[:20],
+        },
         "scanned_now": len(todo),
     }
     if summary["empty_classes"]:

@@ -56,7 +56,10 @@ def test_scan_skips_corrupt_and_counts(tree, index):
     assert index.classes == ["class_000", "class_001", "class_002"]
     for rel, label in zip(index.files, index.labels):
         assert index.classes[label] == rel.split(os.sep)[0]
-    assert "skipped 2 corrupt, 1 not image" in index.describe() and "1 CMYK, 1 L" in index.describe()
+    assert "skipped 2 corrupt (class_001/not_really.jpg, class_001/truncated.jpg), 1 not image " in (
+        index.describe()
+    )
+    assert "1 CMYK, 1 L" in index.describe()
 
 
 def test_scan_cache_rescans_only_changed_files(tree, tmp_path):
