@@ -33,6 +33,7 @@ import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -327,8 +328,129 @@ def load_image(path: str, image_size: int, flip: bool = False) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
+class ImageReadError(ValueError):
+    """Too many of a loader's images failed to read (removed or damaged after the scan). A
+    ValueError: the command-line tools report it in one line, as they do other bad input."""
+
+
+class ReadFailed(NamedTuple):
+    """An image that could not be read: its position in the :class:`FolderIndex`, and why."""
+
+    index: int
+    reason: str
+
+
+def read_sample(index: FolderIndex, i: int, image_size: int, flip: bool = False):
+    """``(image, label, i)`` for image ``i`` of ``index``, or :class:`ReadFailed`."""
+    try:
+        return load_image(index.path(i), image_size, bool(flip)), int(index.labels[i]), i
+    except Exception as e:  # PIL raises many kinds; a removed file raises FileNotFoundError
+        return ReadFailed(i, f"{type(e).__name__}: {e}")
+
+
+def collate_skipping(items):
+    """Stack a batch of :func:`read_sample` items; each failed item is replaced by a good one of
+    the same batch (its label too), so every rank still gets a full batch. Returns
+    ``(x, y, failed)``: ``failed`` lists the :class:`ReadFailed` items, ``x``/``y`` are None
+    when every item failed."""
+    good = [it for it in items if not isinstance(it, ReadFailed)]
+    failed = [it for it in items if isinstance(it, ReadFailed)]
+    if not good:
+        return None, None, failed
+    filled = [good[k % len(good)] if isinstance(it, ReadFailed) else it for k, it in enumerate(items)]
+    x = torch.stack([it[0] for it in filled])
+    y = torch.tensor([it[1] for it in filled], dtype=torch.long)
+    return x, y, failed
+
+
+def unreadable_batch(index: FolderIndex, failed: list) -> str:
+    """The message for a batch of which every image failed to read."""
+    names = name_a_few([index.files[f.index] for f in failed[:3]], len(failed))
+    return f"every image of a batch of {len(failed)} failed to read ({names}; {failed[0].reason})"
+
+
+# Reads of a class in an epoch that may all fail before the class counts as unreadable (fewer
+# for a class with fewer images): one failed read alone says little about a large class.
+CLASS_UNREADABLE_READS = 4
+
+
+class ReadFailureLog:
+    """A loader's read failures per epoch: counted, warned, and an error past a limit.
+
+    A failed image is replaced by another of its batch. The first failure of an epoch is warned
+    at once, and the epoch's end sums them up (how many, which files). :class:`ImageReadError`
+    stops the loader when more than ``max_fraction`` of the images this rank reads in an epoch
+    fail, or at the end of an epoch in which every read of a class failed (at least
+    ``min(class size, CLASS_UNREADABLE_READS)`` of them): that class would drop out of
+    training. ``max_fraction=1`` never stops. ``total`` counts the failures of the whole run.
+    """
+
+    def __init__(self, index: FolderIndex, images_per_epoch: int, max_fraction: float = 0.01):
+        if not 0 <= max_fraction <= 1:
+            raise ValueError(f"max_read_failures must lie in [0, 1], got {max_fraction}")
+        self.index, self.images_per_epoch, self.max_fraction = index, images_per_epoch, max_fraction
+        self.class_sizes = np.bincount(index.labels, minlength=len(index.classes))
+        self.total, self.epoch = 0, None
+
+    def record(self, epoch: int, indices, failed: list, last_of_epoch: bool) -> None:
+        """Count one batch (``indices`` read, ``failed`` among them) of ``epoch``."""
+        if epoch != self.epoch:
+            self._start(epoch)
+        labels = self.index.labels
+        self.reads += np.bincount(labels[np.asarray(indices)], minlength=len(self.class_sizes))
+        for f in failed:
+            self.class_failures[labels[f.index]] += 1
+        self.failed += failed
+        self.total += len(failed)
+        if failed and len(self.failed) == len(failed):
+            warnings.warn(
+                f"epoch {epoch}: could not read {self.index.files[failed[0].index]} ({failed[0].reason}); "
+                "replaced by another image of its batch (failures are summed up at the epoch's end)",
+                stacklevel=3,
+            )
+        if len(self.failed) > self.max_fraction * self.images_per_epoch:
+            raise ImageReadError(
+                f"epoch {epoch}: {len(self.failed)} of the {self.images_per_epoch} images this rank "
+                f"reads per epoch could not be read, more than max_read_failures={self.max_fraction} "
+                f"allows ({self._names(self.failed)}); {self._advice()}"
+            )
+        if last_of_epoch:
+            self._finish()
+
+    def _start(self, epoch):
+        self.epoch, self.failed = epoch, []
+        self.reads = np.zeros(len(self.class_sizes), dtype=np.int64)
+        self.class_failures = np.zeros_like(self.reads)
+
+    def _finish(self):
+        epoch, self.epoch = self.epoch, None
+        if not self.failed:
+            return
+        warnings.warn(
+            f"epoch {epoch}: {len(self.failed)} of the {int(self.reads.sum())} images read on this rank "
+            f"failed to read and were replaced within their batch: {self._names(self.failed)}",
+            stacklevel=4,
+        )
+        minimum = np.minimum(self.class_sizes, CLASS_UNREADABLE_READS)
+        lost = np.flatnonzero(
+            (self.reads > 0) & (self.reads >= minimum) & (self.class_failures == self.reads)
+        )
+        if len(lost) and self.max_fraction < 1:
+            classes = [f"{self.index.classes[c]} ({self.reads[c]} reads)" for c in lost]
+            raise ImageReadError(
+                f"epoch {epoch}: every image read of class {name_a_few(classes)} failed, so it would "
+                f"drop out of training ({self._names(self.failed)}); {self._advice()}"
+            )
+
+    def _names(self, failed):
+        return name_a_few([self.index.files[f.index] for f in failed[:3]], len(failed))
+
+    def _advice(self):
+        return f"restore the files, or restart to re-scan {self.index.root} without them"
+
+
 class _Samples(torch.utils.data.Dataset):
-    """Items are ``(index, flip)`` pairs; a file that fails to decode gives ``None``."""
+    """Items are ``(index, flip)`` pairs, read by :func:`read_sample`."""
 
     def __init__(self, index: FolderIndex, image_size: int):
         self.index, self.image_size = index, image_size
@@ -337,23 +459,13 @@ class _Samples(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, item):
-        i, flip = item
-        try:
-            return load_image(self.index.path(i), self.image_size, bool(flip)), int(self.index.labels[i])
-        except Exception:
-            return None
+        return read_sample(self.index, item[0], self.image_size, item[1])
 
 
-def collate_skipping(items):
-    """Stack a batch; each failed item is replaced by a good one of the same batch (labels too),
-    so every rank still gets a full batch. Returns ``(x, y, failures)``."""
-    good = [it for it in items if it is not None]
-    if not good:
-        raise RuntimeError(f"every image of a batch of {len(items)} failed to decode")
-    filled = [it if it is not None else good[k % len(good)] for k, it in enumerate(items)]
-    x = torch.stack([it[0] for it in filled])
-    y = torch.tensor([it[1] for it in filled], dtype=torch.long)
-    return x, y, len(items) - len(good)
+def _collate_with_indices(items):
+    """:func:`collate_skipping`'s ``(x, y, failed)`` and the indices of the batch's images."""
+    indices = [it.index if isinstance(it, ReadFailed) else it[2] for it in items]
+    return (*collate_skipping(items), indices)
 
 
 class _Batches(torch.utils.data.Sampler):
@@ -374,27 +486,35 @@ class TorchImageLoader(ShardedLoader):
     channels = 3
 
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
-                 num_workers=4, flip=True, index=None, cache="auto", scan_workers=None):  # fmt: skip
+                 num_workers=4, flip=True, index=None, cache="auto", scan_workers=None,
+                 max_read_failures=0.01):  # fmt: skip
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
         self.device, self.image_size, self.num_workers = torch.device(device), image_size, num_workers
         self.num_classes = len(self.index.classes)
-        self.failures = 0  # images that failed to decode (replaced within their batch)
+        self.read_failures = ReadFailureLog(self.index, len(self) * batch_size, max_read_failures)
+
+    @property
+    def failures(self) -> int:
+        """Images of this run that failed to read (each replaced within its batch)."""
+        return self.read_failures.total
 
     def __iter__(self):
         loader = torch.utils.data.DataLoader(
             _Samples(self.index, self.image_size),
             batch_sampler=_Batches(self._batch_stream()),
             num_workers=self.num_workers,
-            collate_fn=collate_skipping,
+            collate_fn=_collate_with_indices,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers else None,
         )
-        for x, y, failed in loader:
-            self._advance()
-            self.failures += failed
+        for x, y, failed, indices in loader:
+            epoch, position = self._advance()
+            self.read_failures.record(epoch, indices, failed, position == len(self) - 1)
+            if x is None:
+                raise ImageReadError(unreadable_batch(self.index, failed))
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 

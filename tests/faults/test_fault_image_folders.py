@@ -3,12 +3,14 @@ classes, images deleted or damaged after the scan (both readers), prepare_latent
 Trees are a few 8x8 images per class, made in tmp_path."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
+import torch
 
-from meanflow.data.dali_images import dali_available
-from meanflow.data.image_folder import scan_image_folder
+from meanflow.data.dali_images import DALIImageLoader, dali_available
+from meanflow.data.image_folder import ImageReadError, TorchImageLoader, scan_image_folder
 
 needs_dali = pytest.mark.skipif(
     not dali_available() and not os.environ.get("CI"), reason="nvidia-dali-cuda130 is not installed"
@@ -96,3 +98,99 @@ def test_symlinked_files_are_kept(tmp_path):
     os.symlink(tmp_path / "t" / "a" / "img_0.jpg", tmp_path / "t" / "b" / "from_a.jpg")
     index = scan(root)
     assert len(index) == 7 and os.path.join("b", "from_a.jpg") in index.files
+
+
+# ----------------------------------------------------------------------------- the readers
+
+
+def make_loader(kind, index, batch_size=4, **kw):
+    kw = {"image_size": SIDE, "index": index, "flip": False, **kw}
+    if kind == "dali":
+        loader = DALIImageLoader(None, batch_size, num_threads=1, **kw)
+    else:
+        loader = TorchImageLoader(None, batch_size, num_workers=kw.pop("num_workers", 0), **kw)
+    loader.plan.shuffle = False  # batches in folder order
+    return loader
+
+
+def one_epoch(loader):
+    """The batches of epoch 0 and the warnings raised while reading them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        it = iter(loader)
+        batches = [next(it) for _ in range(len(loader))]
+    messages = [str(w.message) for w in caught]
+    return (
+        batches,
+        [m for m in messages if "DALI failed" not in m],
+        [m for m in messages if "DALI failed" in m],
+    )
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_an_image_removed_after_the_scan_is_replaced_counted_and_named(tmp_path, kind):
+    index = scan(make_tree(tmp_path / "t", per_class=6))
+    os.remove(index.path(5))  # a/img_5.jpg, in batch 1: a/img_4, a/img_5, b/img_10, b/img_11
+    loader = make_loader(kind, index, max_read_failures=0.1)
+    batches, messages, dali_messages = one_epoch(loader)
+    assert loader.failures == 1 and len(messages) == 2, messages
+    if kind == "dali":  # the DALI error names the file, not only "pipeline no longer valid"
+        assert dali_messages == [
+            f"DALI failed on a batch (File mapping failed: {index.path(5)}); decoding it with PIL"
+        ]
+    assert messages[0].startswith("epoch 0: could not read a/img_5.jpg (FileNotFoundError")
+    assert messages[1] == (
+        "epoch 0: 1 of the 12 images read on this rank failed to read and were replaced within their "
+        "batch: a/img_5.jpg"
+    )
+    x, y = batches[1]
+    assert torch.equal(x[1], x[2]) and y.tolist() == [0, 1, 1, 1]  # b/img_10 with its own label
+    assert [y.tolist() for _, y in batches[::2]] == [[0] * 4, [1] * 4]
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_too_many_read_failures_stop_with_a_clear_error(tmp_path, kind):
+    index = scan(make_tree(tmp_path / "t", per_class=6))
+    for i in (1, 2):
+        os.remove(index.path(i))
+    workers = {"num_workers": 1} if kind == "torch" else {}  # failures cross a worker process too
+    loader = make_loader(kind, index, max_read_failures=0.1, **workers)
+    expected = r"epoch 0: 2 of the 12 images .* max_read_failures=0.1 allows \(a/img_1.jpg, a/img_2.jpg\); "
+    with pytest.raises(ImageReadError, match=expected + "restore the files, or restart to re-scan"):
+        one_epoch(loader)
+    assert issubclass(ImageReadError, ValueError)  # the CLIs report it in one line
+
+
+@pytest.mark.parametrize("kind", READERS)
+def test_a_class_unreadable_after_the_scan_stops_at_the_epoch_end(tmp_path, kind):
+    index = scan(make_tree(tmp_path / "t", classes=("a", "b", "c"), per_class=4))
+    for i in np.flatnonzero(index.labels == 2):  # damaged, not removed
+        with open(index.path(i), "wb") as f:
+            f.write(b"not an image any more\n")
+    loader = make_loader(kind, index, max_read_failures=0.5)
+    with pytest.raises(ImageReadError, match=r"every image read of class c \(4 reads\) failed"):
+        one_epoch(loader)
+    assert loader.failures == 4
+
+
+def test_max_read_failures_is_checked(tmp_path):
+    index = scan(make_tree(tmp_path / "t"))
+    with pytest.raises(ValueError, match=r"max_read_failures must lie in \[0, 1\], got 5"):
+        make_loader("torch", index, batch_size=2, max_read_failures=5)
+
+
+def test_the_config_sets_the_limit(tmp_path):
+    from meanflow.config import TrainConfig
+    from meanflow.data import build_loader
+
+    config = TrainConfig(batch_size=2)
+    config.data.name, config.data.path, config.data.backend = (
+        "imagefolder",
+        make_tree(tmp_path / "t"),
+        "torch",
+    )
+    config.data.image_size, config.data.num_workers, config.data.max_read_failures = SIDE, 0, 0.25
+    assert build_loader(config, 0, 1, "cpu").read_failures.max_fraction == 0.25
+    config.data.max_read_failures = -1
+    with pytest.raises(ValueError, match="max_read_failures"):
+        build_loader(config, 0, 1, "cpu")
