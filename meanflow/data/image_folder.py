@@ -64,6 +64,12 @@ class FolderIndex:
     def path(self, i: int) -> str:
         return os.path.join(self.root, self.files[i])
 
+    def skipped_examples(self, kinds=SKIPPED) -> list:
+        """The paths of the first files (up to 20 per kind) that the scan skipped as ``kinds``."""
+        examples = self.summary.get("examples", {})
+        # corrupt examples read "relpath: why"; a message names the files only
+        return [e.split(": ", 1)[0] if k == "corrupt" else e for k in kinds for e in examples.get(k, [])]
+
     def describe(self) -> str:
         s = self.summary
         examples = s.get("examples", {})
@@ -73,7 +79,7 @@ class FolderIndex:
             parts.append(
                 "skipped "
                 + ", ".join(
-                    f"{s[k]} {k.replace('_', ' ')} ({name_a_few(_example_paths(examples, k), s[k])})"
+                    f"{s[k]} {k.replace('_', ' ')} ({name_a_few(self.skipped_examples([k]), s[k])})"
                     for k in skipped
                 )
             )
@@ -89,11 +95,6 @@ class FolderIndex:
         if s.get("empty_classes"):
             parts.append(f"{len(s['empty_classes'])} classes without images: {s['empty_classes'][:5]}")
         return "; ".join(parts)
-
-
-def _example_paths(examples: dict, key: str) -> list:
-    # corrupt examples read "relpath: why"; a message names the files only
-    return [e.split(": ", 1)[0] if key == "corrupt" else e for e in examples.get(key, [])]
 
 
 def name_a_few(names, total: int | None = None, few: int = 3) -> str:

@@ -194,3 +194,38 @@ def test_the_config_sets_the_limit(tmp_path):
     config.data.max_read_failures = -1
     with pytest.raises(ValueError, match="max_read_failures"):
         build_loader(config, 0, 1, "cpu")
+
+
+# ----------------------------------------------------------------------------- prepare_latents
+
+
+def test_prepare_latents_names_what_it_skipped_at_the_scan_and_at_decoding(
+    tmp_path, tiny_vae, monkeypatch, capsys
+):
+    pytest.importorskip("diffusers")
+    import meanflow.prepare_latents as prepare
+
+    root = make_tree(tmp_path / "t")
+    with open(tmp_path / "t" / "b" / "broken.png", "wb") as f:
+        f.write(b"not a png\n")
+    (tmp_path / "t" / "b" / "notes.txt").write_text("not an image\n")
+
+    def scan_then_lose_one(*args, **kwargs):
+        index = scan_image_folder(*args, **kwargs)
+        os.remove(os.path.join(index.root, "a", "img_1.jpg"))  # gone before it is encoded
+        return index
+
+    monkeypatch.setattr(prepare, "scan_image_folder", scan_then_lose_one)
+    dst = str(tmp_path / "latents")
+    with pytest.warns(UserWarning, match="RANDOM"):
+        manifest = prepare.prepare_latents(
+            root, dst, "random", tiny_vae[1], image_size=SIDE, batch_size=4, shard_size=4, device="cpu",
+            reader="torch", num_workers=0, scan_workers=0, progress=False,
+        )  # fmt: skip
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("prepare_latents:")]
+    assert lines[0].endswith("skipped 1 corrupt (b/broken.png), 1 not image (b/notes.txt)"), lines
+    assert lines[-1] == (
+        f"prepare_latents: 5 latents [4, 4, 4] in 2 shards at {dst} from 6 images; "
+        "skipped 2 (b/broken.png, b/notes.txt) at the scan and 1 (a/img_1.jpg) at decoding"
+    )
+    assert (manifest["num_samples"], manifest["failed"], manifest["scan"]["corrupt"]) == (5, 1, 1)
