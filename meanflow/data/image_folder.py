@@ -65,14 +65,13 @@ class FolderIndex:
         return os.path.join(self.root, self.files[i])
 
     def skipped_examples(self, kinds=SKIPPED) -> list:
-        """The paths of the first files (up to 20 per kind) that the scan skipped as ``kinds``."""
+        """The paths of the first (up to 20 per kind) files or folders the scan skipped as ``kinds``."""
         examples = self.summary.get("examples", {})
         # corrupt examples read "relpath: why"; a message names the files only
         return [e.split(": ", 1)[0] if k == "corrupt" else e for k in kinds for e in examples.get(k, [])]
 
     def describe(self) -> str:
         s = self.summary
-        examples = s.get("examples", {})
         parts = [f"{s['images']} images in {len(self.classes)} classes under {self.root}"]
         skipped = [k for k in SKIPPED if s.get(k)]
         if skipped:
@@ -86,7 +85,7 @@ class FolderIndex:
         if s.get("repeated_folder"):
             parts.append(
                 f"{s['repeated_folder']} folders reached again through symlinks were read once "
-                f"({name_a_few(examples.get('repeated_folder', []), s['repeated_folder'])})"
+                f"({name_a_few(self.skipped_examples(['repeated_folder']), s['repeated_folder'])})"
             )
         if s.get("converted"):
             parts.append(
@@ -99,10 +98,9 @@ class FolderIndex:
 
 def name_a_few(names, total: int | None = None, few: int = 3) -> str:
     """``"a, b, c and 5 more"``: the first ``few`` of ``names`` (of ``total`` in all) for a message."""
-    names = [n if isinstance(n, str) else str(n) for n in names]
-    total = len(names) if total is None else total
-    shown = ", ".join(names[:few])
-    return f"{shown} and {total - min(few, len(names))} more" if total > min(few, len(names)) else shown
+    shown = [str(n) for n in list(names)[:few]]
+    rest = (len(names) if total is None else total) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
 
 
 def check_image(path: str) -> tuple[str, str, str]:
