@@ -1,4 +1,4 @@
-"""Encode an image folder into VAE latents once, for latent-space training (SPEC.md section 5).
+"""Encode an image folder into VAE latents once, for latent-space training.
 
     python -m meanflow.prepare_latents /data/imagenet/train /data/in256-latents \\
         --vae /models/sd-vae-ft-ema            # a diffusers folder (config.json + weights)
