@@ -287,7 +287,7 @@ def main(argv=None):
             num_workers=args.workers, scan_workers=args.scan_workers, progress=not args.no_progress,
             preview=args.preview,
         )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:  # bad input: say what, no traceback
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # bad input: say what, no traceback
         parser.exit(2, f"error: {e}\n")
     return 0
 

@@ -229,3 +229,15 @@ def test_prepare_latents_names_what_it_skipped_at_the_scan_and_at_decoding(
         "skipped 2 (b/broken.png, b/notes.txt) at the scan and 1 (a/img_1.jpg) at decoding"
     )
     assert (manifest["num_samples"], manifest["failed"], manifest["scan"]["corrupt"]) == (5, 1, 1)
+
+
+def test_prepare_latents_cli_says_when_the_source_is_not_a_folder(tmp_path, capsys):
+    from meanflow.prepare_latents import main
+
+    (tmp_path / "train.txt").write_text("a file, not a folder\n")
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "train.txt"), str(tmp_path / "dst"), "--vae", "random", "--no-progress"])
+    assert stop.value.code == 2 and not (tmp_path / "dst").exists()
+    assert (
+        capsys.readouterr().err == f"error: image folder {str(tmp_path / 'train.txt')!r} is not a directory\n"
+    )
