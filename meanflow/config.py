@@ -63,6 +63,9 @@ class DataConfig:
     num_workers: int = 4  # DALI CPU threads or DataLoader worker processes
     image_size: int = 256  # imagefolder: the ADM center-crop size (256, 512, ...)
     latent_mode: str = "sample"  # latents: a fresh posterior sample per read, or "mean"
+    # imagefolder: the fraction of an epoch's images (per rank) that may fail to read (removed
+    # or damaged after the scan) before training stops; a whole class failing stops it too; 1 = never
+    max_read_failures: float = 0.01
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Encode an image folder into VAE latents once, for latent-space training (SPEC.md section 5).
+"""Encode an image folder into VAE latents once, for latent-space training.
 
     python -m meanflow.prepare_latents /data/imagenet/train /data/in256-latents \\
         --vae /models/sd-vae-ft-ema            # a diffusers folder (config.json + weights)
@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
-from .data.image_folder import FolderIndex, scan_image_folder  # noqa: E402
+from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
 from .distributed import resolve_device  # noqa: E402
 from .vae import RANDOM, decode_latents, latent_scale, load_vae  # noqa: E402
@@ -188,12 +188,40 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     bar.close()
     if preview:
         write_preview(index, dst, vae, min(preview, n), image_size)
-    print(
-        f"prepare_latents: {manifest['num_samples']} latents {manifest['latent_shape']} "
-        f"in {len(shards)} shards at {dst} ({manifest['failed']} images failed to decode)",
-        flush=True,
-    )
+    print(f"prepare_latents: {_outcome(manifest, index, dst)}", flush=True)
     return manifest
+
+
+def _outcome(manifest, index: FolderIndex, dst) -> str:
+    """The closing line: what was written, and every file left out (by the scan or the
+    decoder), a few named, in the words of the opening line (``index.describe()``)."""
+    skipped = sum(index.summary.get(k, 0) for k in SKIPPED)
+    failed = _failed_sources(index, dst, manifest["shards"])
+    at_scan, at_decoding = (
+        _count_naming(skipped, index.skipped_examples()),
+        _count_naming(len(failed), failed),
+    )
+    return (
+        f"{manifest['num_samples']} latents {manifest['latent_shape']} in {len(manifest['shards'])} "
+        f"shards at {dst} from {len(index)} images; skipped {at_scan} at the scan and {at_decoding} "
+        "at decoding"
+    )
+
+
+def _count_naming(count: int, names: list) -> str:
+    return f"{count} ({name_a_few(names, count)})" if count else "none"
+
+
+def _failed_sources(index: FolderIndex, dst, shards) -> list:
+    """The images of the finished shards that failed to decode: those missing from their
+    shard's ``files.txt`` (so a resumed run names the failures of earlier runs too)."""
+    failed = []
+    for shard in (s for s in shards if s["done"] and s["count"] < s["images"]):
+        with open(os.path.join(dst, shard["name"], "files.txt")) as f:
+            written = {line.rstrip("\n") for line in f}
+        ids = range(shard["start"], shard["start"] + shard["images"])
+        failed += [index.files[i] for i in ids if index.files[i] not in written]
+    return failed
 
 
 def _chunks(items, size):
@@ -259,7 +287,7 @@ def main(argv=None):
             num_workers=args.workers, scan_workers=args.scan_workers, progress=not args.no_progress,
             preview=args.preview,
         )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:  # bad input: say what, no traceback
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # bad input: say what, no traceback
         parser.exit(2, f"error: {e}\n")
     return 0
 

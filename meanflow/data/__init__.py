@@ -67,7 +67,8 @@ def _imagefolder(config, rank, world_size, device):
     index = scan_image_folder(root)
     if ranked and rank == 0:
         dist.barrier()
-    kwargs = dict(device=device, seed=config.seed, image_size=config.data.image_size, index=index)
+    kwargs = dict(device=device, seed=config.seed, image_size=config.data.image_size, index=index,
+                  max_read_failures=config.data.max_read_failures)  # fmt: skip
     if _backend(config) == "dali":
         from .dali_images import DALIImageLoader
 

@@ -21,9 +21,12 @@ of 255 for 300-500 px photo-like JPEGs cropped to 256 (no BOX step), ~1 level wh
 BOX halving applies (short side >= 2 * size); tests/meanflow/test_data_images.py bounds it
 and benchmarks/data_throughput.py reports it (``adm_diff``).
 
-A decode error at run time (a file the PIL pre-scan accepted but DALI cannot decode) does
-not stop training: that batch is decoded with PIL instead (a failing image is replaced by
-another of the same batch and counted in ``failures``) and the pipeline is rebuilt after it.
+A read error at run time (a file removed or damaged after the scan, or one the PIL pre-scan
+accepted but DALI cannot decode) does not stop training by itself: that batch is decoded with
+PIL instead, as :class:`~meanflow.data.image_folder.TorchImageLoader` reads it (an image PIL
+cannot read either is replaced by another of the same batch, with its label), and the
+pipeline is rebuilt after it. Both loaders count, warn and stop on read failures alike
+(:class:`~meanflow.data.image_folder.ReadFailureLog`, ``max_read_failures``).
 """
 
 import warnings
@@ -31,7 +34,16 @@ import warnings
 import numpy as np
 import torch
 
-from .image_folder import FolderIndex, collate_skipping, load_image, scan_image_folder
+from .image_folder import (
+    FolderIndex,
+    ImageReadError,
+    ReadFailureLog,
+    collate_skipping,
+    load_image,
+    read_sample,
+    scan_image_folder,
+    unreadable_batch,
+)
 from .sharding import ShardedLoader
 
 # nvJPEG scratch sizes from DALI's ImageNet examples: avoids reallocations on large JPEGs.
@@ -115,14 +127,12 @@ def to_torch(tensor_list, device) -> torch.Tensor:
     return out.to(device, non_blocking=True)
 
 
-def _pil_batch(paths, flips, image_size):
-    items = []
-    for path, flip in zip(paths, flips):
-        try:
-            items.append((load_image(path, image_size, bool(flip)), 0))
-        except Exception:
-            items.append(None)
-    return collate_skipping(items)
+def dali_error_line(error: Exception) -> str:
+    """The line of a DALI pipeline error that says what went wrong (say, which file could not
+    be opened): the one after ``encountered:``, else the last one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    after = lines.index("encountered:") + 1 if "encountered:" in lines else len(lines)
+    return lines[after if after < len(lines) else -1][:200]
 
 
 class DALIImageLoader(ShardedLoader):
@@ -138,7 +148,7 @@ class DALIImageLoader(ShardedLoader):
 
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
                  num_threads=4, flip=True, index: FolderIndex | None = None, cache="auto",
-                 scan_workers=None):  # fmt: skip
+                 scan_workers=None, max_read_failures=0.01):  # fmt: skip
         if not dali_available():
             raise ImportError("DALIImageLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130")
         if image_size < 1:
@@ -149,8 +159,13 @@ class DALIImageLoader(ShardedLoader):
         self.device_id = dali_device_id(self.device)
         self.image_size, self.num_threads = image_size, num_threads
         self.num_classes = len(self.index.classes)
-        self.failures = 0  # images replaced after failing to decode
+        self.read_failures = ReadFailureLog(self.index, len(self) * batch_size, max_read_failures)
         self.fallback_batches = 0  # batches decoded with PIL after a DALI error
+
+    @property
+    def failures(self) -> int:
+        """Images of this run that failed to read (each replaced within its batch)."""
+        return self.read_failures.total
 
     def _pipeline(self, files, codes):
         def build(device_id):
@@ -165,23 +180,26 @@ class DALIImageLoader(ShardedLoader):
         bs, count = self.batch_size, len(files) // self.batch_size
         pipe, b = self._pipeline(files, codes), 0
         while b < count:
+            part, failed = slice(b * bs, (b + 1) * bs), []
             try:
                 images, label_codes = pipe.run()
                 x, y = to_torch(images, self.device), to_torch(label_codes, self.device)[:, 0].long() >> 1
             except RuntimeError as e:
-                part = slice(b * bs, (b + 1) * bs)
                 warnings.warn(
-                    f"DALI failed on a batch ({str(e).strip().splitlines()[-1][:200]}); decoding it with PIL",
-                    stacklevel=2,
+                    f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", stacklevel=2
                 )
-                x, _, failed = _pil_batch(files[part], flips[part], self.image_size)
-                y = torch.as_tensor(self.index.labels[indices[part]])
-                self.failures, self.fallback_batches = self.failures + failed, self.fallback_batches + 1
-                x, y = x.to(self.device), y.to(self.device)
+                items = [
+                    read_sample(self.index, i, self.image_size, f) for i, f in zip(indices[part], flips[part])
+                ]
+                x, y, failed = collate_skipping(items)
+                self.fallback_batches += 1
                 del pipe
                 pipe = self._pipeline(files[(b + 1) * bs :], codes[(b + 1) * bs :]) if b + 1 < count else None
+            self.read_failures.record(epoch, indices[part], failed, b == count - 1)
+            if x is None:
+                raise ImageReadError(unreadable_batch(self.index, failed))
             b += 1
-            yield x, y
+            yield x.to(self.device), y.to(self.device)
         del pipe
 
 

@@ -6,10 +6,19 @@ among the sorted class-folder names (torchvision ``ImageFolder``'s rule, so Imag
 
 :func:`scan_image_folder` walks the tree once and opens every image with PIL (a reduced-size
 JPEG decode, which still reads the whole entropy-coded stream, so truncated files fail):
-files with other extensions, corrupt or truncated images are skipped; grayscale, CMYK,
-palette and alpha images are kept and converted to RGB when decoded. Everything is counted
-in ``FolderIndex.summary``. The verdicts are cached in a JSON file keyed by each file's size
+files with other extensions, corrupt or truncated images and broken symlinks (a missing
+target, or a link that points at itself) are skipped; grayscale, CMYK, palette and alpha
+images are kept and converted to RGB when decoded. Everything is counted in
+``FolderIndex.summary``. The verdicts are cached in a JSON file keyed by each file's size
 and mtime, so a re-scan only opens new or changed files.
+
+Symlinked folders are followed, but each real folder (its ``(st_dev, st_ino)``) is read once:
+a link back up the tree (``a/self -> .``) would otherwise repeat its images until the path
+grows too long. A class folder belongs to its own class even when another class links to
+it; a folder linked from two classes (``a/x -> /shared``, ``b/x -> /shared``) is listed
+under the first class in sorted order. The folders skipped this way are counted and named
+(``repeated_folder``). Symlinked files are always listed: a file linked from two folders is
+two samples, as in torchvision's ``ImageFolder``.
 
 :func:`center_crop_arr` is the ADM/DiT center crop (guided-diffusion ``image_datasets.py``):
 halve with a BOX filter while the short side is >= 2 * size, resize the short side to
@@ -20,9 +29,11 @@ missing) uses it exactly; the DALI pipeline approximates it (see ``dali_images``
 import hashlib
 import json
 import os
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +44,8 @@ from .sharding import ShardedLoader
 # What both the DALI decoder and PIL read (GIF is not decoded by DALI).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
 SCAN_VERSION = 1
+# What the scan skips, as counted in ``FolderIndex.summary`` (files named in its "examples").
+SKIPPED = ("corrupt", "not_image", "broken_link")
 
 
 @dataclass
@@ -51,12 +64,29 @@ class FolderIndex:
     def path(self, i: int) -> str:
         return os.path.join(self.root, self.files[i])
 
+    def skipped_examples(self, kinds=SKIPPED) -> list:
+        """The paths of the first (up to 20 per kind) files or folders the scan skipped as ``kinds``."""
+        examples = self.summary.get("examples", {})
+        # corrupt examples read "relpath: why"; a message names the files only
+        return [e.split(": ", 1)[0] if k == "corrupt" else e for k in kinds for e in examples.get(k, [])]
+
     def describe(self) -> str:
         s = self.summary
         parts = [f"{s['images']} images in {len(self.classes)} classes under {self.root}"]
-        skipped = {k: s[k] for k in ("corrupt", "not_image") if s.get(k)}
+        skipped = [k for k in SKIPPED if s.get(k)]
         if skipped:
-            parts.append("skipped " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items()))
+            parts.append(
+                "skipped "
+                + ", ".join(
+                    f"{s[k]} {k.replace('_', ' ')} ({name_a_few(self.skipped_examples([k]), s[k])})"
+                    for k in skipped
+                )
+            )
+        if s.get("repeated_folder"):
+            parts.append(
+                f"{s['repeated_folder']} folders reached again through symlinks were read once "
+                f"({name_a_few(self.skipped_examples(['repeated_folder']), s['repeated_folder'])})"
+            )
         if s.get("converted"):
             parts.append(
                 "converted to RGB: " + ", ".join(f"{v} {m}" for m, v in sorted(s["converted"].items()))
@@ -64,6 +94,13 @@ class FolderIndex:
         if s.get("empty_classes"):
             parts.append(f"{len(s['empty_classes'])} classes without images: {s['empty_classes'][:5]}")
         return "; ".join(parts)
+
+
+def name_a_few(names, total: int | None = None, few: int = 3) -> str:
+    """``"a, b, c and 5 more"``: the first ``few`` of ``names`` (of ``total`` in all) for a message."""
+    shown = [str(n) for n in list(names)[:few]]
+    rest = (len(names) if total is None else total) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
 
 
 def check_image(path: str) -> tuple[str, str, str]:
@@ -108,6 +145,77 @@ def _read_cache(path, root):
         return {}
 
 
+@dataclass
+class _Walk:
+    """What a walk of the class folders found: image candidates and what it skipped."""
+
+    candidates: list = field(default_factory=list)  # (relpath, label, size, mtime_ns)
+    not_image: list = field(default_factory=list)
+    broken_link: list = field(default_factory=list)
+    repeated_folder: list = field(default_factory=list)
+
+
+def _class_folders(root: str) -> tuple[list, list]:
+    """The sorted class-folder names under ``root``, and its broken symlinks: a class folder
+    linked from an unmounted disk must not vanish unnoticed (the labels after it would shift)."""
+    classes, broken = [], []
+    for entry in os.scandir(root):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            classes.append(entry.name)
+        elif entry.is_symlink() and not os.path.exists(entry.path):
+            broken.append(entry.name)
+    return sorted(classes), sorted(broken)
+
+
+def _folder_key(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _walk_classes(root: str, classes: list, found: _Walk) -> _Walk:
+    """List the files below each class folder into ``found``, each real folder once (module
+    docstring)."""
+    owners = {}  # real folder -> the first class (sorted) whose folder it is
+    for name in classes:
+        owners.setdefault(_folder_key(os.stat(os.path.join(root, name))), name)
+    seen = {_folder_key(os.stat(root)), *owners}  # class folders are read by their own class only
+    for label, name in enumerate(classes):
+        if owners[_folder_key(os.stat(os.path.join(root, name)))] != name:
+            found.repeated_folder.append(name)
+            continue
+        _walk_folder(root, os.path.join(root, name), label, seen, found)
+    return found
+
+
+def _walk_folder(root: str, top: str, label: int, seen: set, found: _Walk) -> None:
+    """Depth first below ``top`` in sorted order, a folder's files before its subfolders
+    (``os.walk``'s order); folders already in ``seen`` are skipped and recorded."""
+    pending = [top]
+    while pending:
+        subfolders = []
+        for entry in sorted(os.scandir(pending.pop()), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            rel = os.path.relpath(entry.path, root)
+            try:
+                st = entry.stat()  # follows symlinks
+            except OSError:  # a missing target, a link loop, or a file removed meanwhile
+                found.broken_link.append(rel)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if _folder_key(st) in seen:
+                    found.repeated_folder.append(rel)
+                else:
+                    seen.add(_folder_key(st))
+                    subfolders.append(entry.path)
+            elif not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                found.not_image.append(rel)
+            else:
+                found.candidates.append((rel, label, st.st_size, st.st_mtime_ns))
+        pending.extend(reversed(subfolders))
+
+
 def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None = None) -> FolderIndex:
     """Find, validate and label the images under ``root`` (see the module docstring).
 
@@ -121,7 +229,7 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         raise FileNotFoundError(f"image folder {root!r} does not exist")
     if not os.path.isdir(root):
         raise NotADirectoryError(f"image folder {root!r} is not a directory")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes, broken_classes = _class_folders(root)
     if not classes:
         raise ValueError(
             f"no class folders in {root!r}: expected ROOT/<class>/<image> (the ImageNet train layout)"
@@ -129,20 +237,8 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
     cache = default_cache_path(root) if cache == "auto" else cache
     cached = _read_cache(cache, root)
 
-    candidates, not_image = [], []  # (relpath, label, size, mtime_ns)
-    for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, name), followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
-                if fname.startswith("."):
-                    continue
-                rel = os.path.relpath(os.path.join(dirpath, fname), root)
-                if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                    not_image.append(rel)
-                    continue
-                st = os.stat(os.path.join(root, rel))
-                candidates.append((rel, label, st.st_size, st.st_mtime_ns))
-
+    found = _walk_classes(root, classes, _Walk(broken_link=broken_classes))
+    candidates, not_image = found.candidates, found.not_image
     todo = [c for c in candidates if cached.get(c[0], [None, None])[:2] != [c[2], c[3]]]
     verdicts = {rel: tuple(v[2:]) for rel, v in cached.items()}
     if todo:
@@ -174,7 +270,8 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         write_json_atomic(cache, {"version": SCAN_VERSION, "root": root, "entries": entries})
     if not files:
         raise ValueError(
-            f"no readable images under {root!r} ({len(corrupt)} corrupt, {len(not_image)} other files)"
+            f"no readable images under {root!r} ({len(corrupt)} corrupt, {len(not_image)} other files, "
+            f"{len(found.broken_link)} broken links)"
         )
     counts = np.bincount(labels, minlength=len(classes))
     summary = {
@@ -182,10 +279,17 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         "classes": len(classes),
         "corrupt": len(corrupt),
         "not_image": len(not_image),
+        "broken_link": len(found.broken_link),
+        "repeated_folder": len(found.repeated_folder),
         "converted": {m: n for m, n in sorted(modes.items()) if m != "RGB"},
         "formats": dict(sorted(formats.items())),
         "empty_classes": [classes[i] for i in np.flatnonzero(counts == 0)],
-        "examples": {"corrupt": [f"{r}: {why}" for r, why in corrupt[:20]], "not_image": not_image[:20]},
+        "examples": {
+            "corrupt": [f"{r}: {why}" for r, why in corrupt[:20]],
+            "not_image": not_image[:20],
+            "broken_link": found.broken_link[:20],
+            "repeated_folder": found.repeated_folder[:20],
+        },
         "scanned_now": len(todo),
     }
     if summary["empty_classes"]:
@@ -223,8 +327,129 @@ def load_image(path: str, image_size: int, flip: bool = False) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
+class ImageReadError(ValueError):
+    """Too many of a loader's images failed to read (removed or damaged after the scan). A
+    ValueError: the command-line tools report it in one line, as they do other bad input."""
+
+
+class ReadFailed(NamedTuple):
+    """An image that could not be read: its position in the :class:`FolderIndex`, and why."""
+
+    index: int
+    reason: str
+
+
+def read_sample(index: FolderIndex, i: int, image_size: int, flip: bool = False):
+    """``(image, label, i)`` for image ``i`` of ``index``, or :class:`ReadFailed`."""
+    try:
+        return load_image(index.path(i), image_size, bool(flip)), int(index.labels[i]), i
+    except Exception as e:  # PIL raises many kinds; a removed file raises FileNotFoundError
+        return ReadFailed(i, f"{type(e).__name__}: {e}")
+
+
+def collate_skipping(items):
+    """Stack a batch of :func:`read_sample` items; each failed item is replaced by a good one of
+    the same batch (its label too), so every rank still gets a full batch. Returns
+    ``(x, y, failed)``: ``failed`` lists the :class:`ReadFailed` items, ``x``/``y`` are None
+    when every item failed."""
+    good = [it for it in items if not isinstance(it, ReadFailed)]
+    failed = [it for it in items if isinstance(it, ReadFailed)]
+    if not good:
+        return None, None, failed
+    filled = [good[k % len(good)] if isinstance(it, ReadFailed) else it for k, it in enumerate(items)]
+    x = torch.stack([it[0] for it in filled])
+    y = torch.tensor([it[1] for it in filled], dtype=torch.long)
+    return x, y, failed
+
+
+def unreadable_batch(index: FolderIndex, failed: list) -> str:
+    """The message for a batch of which every image failed to read."""
+    names = name_a_few([index.files[f.index] for f in failed[:3]], len(failed))
+    return f"every image of a batch of {len(failed)} failed to read ({names}; {failed[0].reason})"
+
+
+# Reads of a class in an epoch that may all fail before the class counts as unreadable (fewer
+# for a class with fewer images): one failed read alone says little about a large class.
+CLASS_UNREADABLE_READS = 4
+
+
+class ReadFailureLog:
+    """A loader's read failures per epoch: counted, warned, and an error past a limit.
+
+    A failed image is replaced by another of its batch. The first failure of an epoch is warned
+    at once, and the epoch's end sums them up (how many, which files). :class:`ImageReadError`
+    stops the loader when more than ``max_fraction`` of the images this rank reads in an epoch
+    fail, or at the end of an epoch in which every read of a class failed (at least
+    ``min(class size, CLASS_UNREADABLE_READS)`` of them): that class would drop out of
+    training. ``max_fraction=1`` never stops. ``total`` counts the failures of the whole run.
+    """
+
+    def __init__(self, index: FolderIndex, images_per_epoch: int, max_fraction: float = 0.01):
+        if not 0 <= max_fraction <= 1:
+            raise ValueError(f"max_read_failures must lie in [0, 1], got {max_fraction}")
+        self.index, self.images_per_epoch, self.max_fraction = index, images_per_epoch, max_fraction
+        self.class_sizes = np.bincount(index.labels, minlength=len(index.classes))
+        self.total, self.epoch = 0, None
+
+    def record(self, epoch: int, indices, failed: list, last_of_epoch: bool) -> None:
+        """Count one batch (``indices`` read, ``failed`` among them) of ``epoch``."""
+        if epoch != self.epoch:
+            self._start(epoch)
+        labels = self.index.labels
+        self.reads += np.bincount(labels[np.asarray(indices)], minlength=len(self.class_sizes))
+        for f in failed:
+            self.class_failures[labels[f.index]] += 1
+        self.failed += failed
+        self.total += len(failed)
+        if failed and len(self.failed) == len(failed):
+            warnings.warn(
+                f"epoch {epoch}: could not read {self.index.files[failed[0].index]} ({failed[0].reason}); "
+                "replaced by another image of its batch (failures are summed up at the epoch's end)",
+                stacklevel=3,
+            )
+        if len(self.failed) > self.max_fraction * self.images_per_epoch:
+            raise ImageReadError(
+                f"epoch {epoch}: {len(self.failed)} of the {self.images_per_epoch} images this rank "
+                f"reads per epoch could not be read, more than max_read_failures={self.max_fraction} "
+                f"allows ({self._names(self.failed)}); {self._advice()}"
+            )
+        if last_of_epoch:
+            self._finish()
+
+    def _start(self, epoch):
+        self.epoch, self.failed = epoch, []
+        self.reads = np.zeros(len(self.class_sizes), dtype=np.int64)
+        self.class_failures = np.zeros_like(self.reads)
+
+    def _finish(self):
+        epoch, self.epoch = self.epoch, None
+        if not self.failed:
+            return
+        warnings.warn(
+            f"epoch {epoch}: {len(self.failed)} of the {int(self.reads.sum())} images read on this rank "
+            f"failed to read and were replaced within their batch: {self._names(self.failed)}",
+            stacklevel=4,
+        )
+        minimum = np.minimum(self.class_sizes, CLASS_UNREADABLE_READS)
+        lost = np.flatnonzero(
+            (self.reads > 0) & (self.reads >= minimum) & (self.class_failures == self.reads)
+        )
+        if len(lost) and self.max_fraction < 1:
+            classes = [f"{self.index.classes[c]} ({self.reads[c]} reads)" for c in lost]
+            raise ImageReadError(
+                f"epoch {epoch}: every image read of class {name_a_few(classes)} failed, so it would "
+                f"drop out of training ({self._names(self.failed)}); {self._advice()}"
+            )
+
+    def _names(self, failed):
+        return name_a_few([self.index.files[f.index] for f in failed[:3]], len(failed))
+
+    def _advice(self):
+        return f"restore the files, or restart to re-scan {self.index.root} without them"
+
+
 class _Samples(torch.utils.data.Dataset):
-    """Items are ``(index, flip)`` pairs; a file that fails to decode gives ``None``."""
+    """Items are ``(index, flip)`` pairs, read by :func:`read_sample`."""
 
     def __init__(self, index: FolderIndex, image_size: int):
         self.index, self.image_size = index, image_size
@@ -233,23 +458,13 @@ class _Samples(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, item):
-        i, flip = item
-        try:
-            return load_image(self.index.path(i), self.image_size, bool(flip)), int(self.index.labels[i])
-        except Exception:
-            return None
+        return read_sample(self.index, item[0], self.image_size, item[1])
 
 
-def collate_skipping(items):
-    """Stack a batch; each failed item is replaced by a good one of the same batch (labels too),
-    so every rank still gets a full batch. Returns ``(x, y, failures)``."""
-    good = [it for it in items if it is not None]
-    if not good:
-        raise RuntimeError(f"every image of a batch of {len(items)} failed to decode")
-    filled = [it if it is not None else good[k % len(good)] for k, it in enumerate(items)]
-    x = torch.stack([it[0] for it in filled])
-    y = torch.tensor([it[1] for it in filled], dtype=torch.long)
-    return x, y, len(items) - len(good)
+def _collate_with_indices(items):
+    """:func:`collate_skipping`'s ``(x, y, failed)`` and the indices of the batch's images."""
+    indices = [it.index if isinstance(it, ReadFailed) else it[2] for it in items]
+    return (*collate_skipping(items), indices)
 
 
 class _Batches(torch.utils.data.Sampler):
@@ -270,27 +485,35 @@ class TorchImageLoader(ShardedLoader):
     channels = 3
 
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
-                 num_workers=4, flip=True, index=None, cache="auto", scan_workers=None):  # fmt: skip
+                 num_workers=4, flip=True, index=None, cache="auto", scan_workers=None,
+                 max_read_failures=0.01):  # fmt: skip
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
         self.device, self.image_size, self.num_workers = torch.device(device), image_size, num_workers
         self.num_classes = len(self.index.classes)
-        self.failures = 0  # images that failed to decode (replaced within their batch)
+        self.read_failures = ReadFailureLog(self.index, len(self) * batch_size, max_read_failures)
+
+    @property
+    def failures(self) -> int:
+        """Images of this run that failed to read (each replaced within its batch)."""
+        return self.read_failures.total
 
     def __iter__(self):
         loader = torch.utils.data.DataLoader(
             _Samples(self.index, self.image_size),
             batch_sampler=_Batches(self._batch_stream()),
             num_workers=self.num_workers,
-            collate_fn=collate_skipping,
+            collate_fn=_collate_with_indices,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers else None,
         )
-        for x, y, failed in loader:
-            self._advance()
-            self.failures += failed
+        for x, y, failed, indices in loader:
+            epoch, position = self._advance()
+            self.read_failures.record(epoch, indices, failed, position == len(self) - 1)
+            if x is None:
+                raise ImageReadError(unreadable_batch(self.index, failed))
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 

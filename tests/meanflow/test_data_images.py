@@ -56,7 +56,10 @@ def test_scan_skips_corrupt_and_counts(tree, index):
     assert index.classes == ["class_000", "class_001", "class_002"]
     for rel, label in zip(index.files, index.labels):
         assert index.classes[label] == rel.split(os.sep)[0]
-    assert "skipped 2 corrupt, 1 not image" in index.describe() and "1 CMYK, 1 L" in index.describe()
+    assert "skipped 2 corrupt (class_001/not_really.jpg, class_001/truncated.jpg), 1 not image " in (
+        index.describe()
+    )
+    assert "1 CMYK, 1 L" in index.describe()
 
 
 def test_scan_cache_rescans_only_changed_files(tree, tmp_path):
@@ -203,10 +206,15 @@ def test_dali_decode_error_falls_back_to_pil(index, tree):
     files = list(index.files)
     files[0] = os.path.relpath(bad, index.root)
     broken = type(index)(index.root, index.classes, files, index.labels, index.summary)
-    loader = DALIImageLoader(None, 5, image_size=SIZE, num_threads=1, index=broken, flip=False)
+    loader = DALIImageLoader(
+        None, 5, image_size=SIZE, num_threads=1, index=broken, flip=False, max_read_failures=0.1
+    )
     loader.plan.shuffle = False
-    with pytest.warns(UserWarning, match="DALI failed"):
+    with pytest.warns(UserWarning) as caught:
         batches = [next(it) for it in [iter(loader)] for _ in range(3)]
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("DALI failed") for m in messages), messages
+    assert any(m.startswith("epoch 0: could not read class_001/truncated.jpg") for m in messages), messages
     assert loader.failures == 1 and loader.fallback_batches == 1
     assert all(x.shape == (5, 3, SIZE, SIZE) for x, _ in batches)
     good = torch.stack([load_image(index.path(i), SIZE) for i in range(1, 5)])
