@@ -1,6 +1,6 @@
 """Shared by the benchmark scripts: environment record, timing, result files, tables.
 
-Every result file carries the device, versions, git commit and date (STYLE.md habit 9), so
+Every result file carries the device, versions, git commit and date, so
 a number can always be traced back to where it was measured.
 """
 

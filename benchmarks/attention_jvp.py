@@ -1,4 +1,4 @@
-"""Attention JVP kernel microbenchmark: TFLOP/s and memory (SPEC.md section 6).
+"""Attention JVP kernel microbenchmark: TFLOP/s and memory (docs/design.md section 6).
 
     python benchmarks/attention_jvp.py            # GPU: N 256..16384, d 72/128/64, bf16 (+ fp16 at d 128)
     python benchmarks/attention_jvp.py --quick    # tiny sizes, seconds (CPU / CI smoke run)

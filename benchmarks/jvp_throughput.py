@@ -1,4 +1,4 @@
-"""Time one full MeanFlow training step per way of computing ``(u, du/dt)`` (SPEC.md section 6).
+"""Time one full MeanFlow training step per way of computing ``(u, du/dt)`` (docs/design.md section 6).
 
     python benchmarks/jvp_throughput.py                 # default sweep for the device (GPU: ~5 min)
     python benchmarks/jvp_throughput.py --quick         # tiny model, seconds (CPU / CI smoke run)
@@ -142,7 +142,7 @@ def foreign_families(device) -> tuple:
 
 
 # ------------------------------------------------------------------ the step
-# One training step with the project's own objectives (SPEC.md section 1), without class
+# One training step with the project's own objectives (docs/design.md section 1), without class
 # dropout and by default without CFG (w = 1, k = 0), so that variants differ only in how
 # (u, du/dt) is computed. --cfg-w/--cfg-k fold guidance into the MeanFlow target, as training
 # does: its no-grad pass is then part of every MeanFlow step (FM has none).

@@ -2,7 +2,7 @@
 // (cuda/kernels.cu) and the bindings (mfkernels_api.cpp). No torch here: tensors arrive as raw
 // pointers with a dtype code; every check happens in mfkernels_api.cpp before a kernel runs.
 //
-// Shapes (SPEC.md section 2): x, x_dot, f, f_dot and the outputs are (batch, tokens, dim),
+// Shapes (docs/design.md section 2): x, x_dot, f, f_dot and the outputs are (batch, tokens, dim),
 // contiguous. Per-sample modulation vectors (shift, scale, gate and their tangents) are
 // (batch, dim) with unit column stride and any row stride (they are chunks of one
 // (batch, 6 * dim) adaLN output); a bias is (dim,).

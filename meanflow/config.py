@@ -25,7 +25,7 @@ from .loss import OBJECTIVES
 
 @dataclass
 class LossConfig:
-    """SPEC.md section 1 defaults; ``objective`` is ``meanflow`` or ``flow_matching``."""
+    """docs/design.md section 1 defaults; ``objective`` is ``meanflow`` or ``flow_matching``."""
 
     objective: str = "meanflow"
     time_mean: float = -0.4
@@ -147,7 +147,7 @@ def _imagenet256(model: str, name: str) -> dict:
     """ImageNet 256x256 in the sd-vae-ft-ema latent space (32x32x4; the loader sets input_size,
     in_channels and num_classes from the latent folder): the MeanFlow paper's setup (batch 256,
     lr 1e-4 constant, Adam betas (0.9, 0.95), EMA 0.9999, 240 epochs of 5004 steps; CFG keeps
-    the SPEC default w=1, k=0.5, effective scale 2.0). Needs --data.path DST from
+    the default w=1, k=0.5, effective scale 2.0). Needs --data.path DST from
     python -m meanflow.prepare_latents."""
     return dict(
         model=model,

@@ -1,4 +1,4 @@
-"""Training objectives (SPEC.md section 1): MeanFlow, and plain flow matching as the baseline.
+"""Training objectives (docs/design.md section 1): MeanFlow, and plain flow matching as the baseline.
 
 ``loss, stats = MeanFlowLoss()(model, x, y)`` runs one MeanFlow step on a batch: time
 sampling, guidance folded into the target, one dual pass ``model.jvp`` for ``(u, du/dt)``
@@ -143,7 +143,7 @@ def func_jvp(model, z, r, t, y, v):
 
 
 class MeanFlowLoss(_Objective):
-    """MeanFlow (Geng et al. 2025), exactly SPEC.md section 1 steps 1-6.
+    """MeanFlow (Geng et al. 2025), exactly docs/design.md section 1 steps 1-6.
 
     Arguments: ``time_mean, time_std`` of the logit-normal for ``t`` and ``r``;
     ``ratio_r_neq_t``: fraction of rows that keep ``r != t`` (the rest get ``r = t``);

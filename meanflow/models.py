@@ -3,7 +3,7 @@
 
 The architecture is DiT's (Peebles & Xie 2023; parameter names follow its ``models.py``):
 patch embedding, fixed 2-D sin-cos positions, adaLN-Zero blocks, a modulated final layer.
-MeanFlow adds a second time embedder (SPEC.md section 1): ``time_cond="t,h"`` embeds ``t``
+MeanFlow adds a second time embedder (docs/design.md section 1): ``time_cond="t,h"`` embeds ``t``
 and ``h = t - r``; ``time_cond="r,t"`` embeds ``r`` and ``t``. The label table has one extra
 row, the learned null class used for classifier-free guidance.
 

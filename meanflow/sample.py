@@ -495,7 +495,7 @@ def main(argv=None):
 
 class _CallableModule(types.ModuleType):
     """``import meanflow.sample`` rebinds the package attribute ``meanflow.sample`` (the
-    sampling function, SPEC section 4) to this module; calling the module keeps
+    sampling function, the public API) to this module; calling the module keeps
     ``from meanflow import sample; sample(model, y, steps=1)`` working either way."""
 
     def __call__(self, *args, **kwargs):

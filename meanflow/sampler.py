@@ -1,4 +1,4 @@
-"""MeanFlow sampling (SPEC.md section 1): one network call per step, no CFG second pass.
+"""MeanFlow sampling (docs/design.md section 1): one network call per step, no CFG second pass.
 
 1 step: ``x = e - u(e, r=0, t=1)``. ``k`` steps on the uniform grid ``1 = t_0 > ... > t_k = 0``:
 ``z_r = z_t - (t - r) u(z_t, r, t)``. Guidance was folded into ``u`` at training time.

@@ -1,4 +1,4 @@
-"""Train a MeanFlow DiT (SPEC.md section 5).
+"""Train a MeanFlow DiT (docs/design.md section 5).
 
     python -m meanflow.train                                  # MNIST, tiny DiT, CPU, minutes
     torchrun --nproc_per_node=8 meanflow/train.py --preset mnist-long --compile

@@ -1,5 +1,5 @@
 """Input checks shared by the ops: a bad call raises a ValueError/TypeError naming the
-argument before any kernel runs (SPEC.md section 3)."""
+argument before any kernel runs (docs/design.md section 3)."""
 
 import torch
 

@@ -53,7 +53,7 @@ if HAS_TRITON:
         """``acc + a @ b`` with fp32 accumulation; fp32 operands under the interpreter.
 
         ``input_precision`` is passed to ``tl.dot``: kernels give ``"ieee"`` for fp32
-        inputs, since the GPU default (tf32) misses the fp32 tolerance of SPEC.md section 3.
+        inputs, since the GPU default (tf32) misses the fp32 tolerance of docs/design.md section 3.
         """
         if _INTERPRET:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=input_precision)

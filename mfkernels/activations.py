@@ -1,4 +1,4 @@
-"""Pointwise activations, value and tangent: ``y = f(x)``, ``y' = f'(x) x'`` (SPEC.md section 2).
+"""Pointwise activations, value and tangent: ``y = f(x)``, ``y' = f'(x) x'`` (docs/design.md section 2).
 
 ``gelu_tanh_jvp`` takes an optional bias added before the activation, so a Linear without
 bias followed by it is the fused bias+GELU of a DiT MLP. ``silu_jvp`` serves the adaLN and

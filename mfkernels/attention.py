@@ -1,4 +1,4 @@
-"""Attention value and tangent in one pass: ``O``, ``O'`` and the row ``LSE`` (SPEC.md section 2).
+"""Attention value and tangent in one pass: ``O``, ``O'`` and the row ``LSE`` (docs/design.md section 2).
 
 With ``S = scale Q K^T``, ``P = softmax(S)``, ``O = P V`` and ``S' = scale (Q' K^T + Q K'^T)``:
 ``O' = P V' + (P * S') V - rowsum(P * S') O``. Tensors are ``(batch, heads, seq, head_dim)``
@@ -101,7 +101,7 @@ dispatch.register("attention_backward", "reference", reference.attention_backwar
 #   acc_o  = sum_j P_ij V_j,                      acc_ps = sum_j P_ij S'_ij,
 #   acc_t  = sum_j P_ij V'_j + sum_j (P_ij S'_ij) V_j   (P V' and (P * S') V share one sum),
 # with P the unnormalised exp2(S log2(e) - m). At the end O = acc_o / l and
-# O' = acc_t / l - (acc_ps / l) O (SPEC.md section 2). Six GEMMs of N_q x N_k x d per head:
+# O' = acc_t / l - (acc_ps / l) O (docs/design.md section 2). Six GEMMs of N_q x N_k x d per head:
 # Q K^T, Q' K^T, Q K'^T, P V, P V', (P * S') V. Nothing of size N x N reaches memory.
 #
 # Backward (primal only, FlashAttention-2 with the saved LSE): delta = rowsum(dO * O), then a
@@ -191,7 +191,7 @@ def _attn_jvp_fwd_tile(
         s_dot = dot(q_dot2, tl.trans(k2), s_dot, PREC)
         s_dot = dot(q2, tl.trans(k_dot2), s_dot, PREC)
     s = s * qk_scale  # log2 domain
-    s_dot = s_dot * scale  # natural units, as in SPEC
+    s_dot = s_dot * scale  # natural units, as in docs/design.md section 2
     if MASK_N:
         s = tl.where(n_ok[None, :], s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))

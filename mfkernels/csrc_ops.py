@@ -1,6 +1,6 @@
 """The csrc extension (``mfkernels._C``, built by ``pip install -e .``) as the ``cpu`` and
 ``cuda`` backends of the memory-bound ops: LayerNorm + adaLN modulate (value, tangent and the
-primal backward), bias + GELU-tanh, SiLU and the gated residual (SPEC.md section 2).
+primal backward), bias + GELU-tanh, SiLU and the gated residual (docs/design.md section 2).
 
 The functions here have exactly the signatures of their counterparts in ``reference.py``.
 They make the large operands contiguous, allocate the outputs with torch and hand the kernels

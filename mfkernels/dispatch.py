@@ -1,6 +1,6 @@
 """Backend choice for every op: explicit argument, then ``MFK_BACKEND``, then auto.
 
-Backends (SPEC.md section 2): ``reference`` (plain torch, any device, float64; the oracle),
+Backends (docs/design.md section 2): ``reference`` (plain torch, any device, float64; the oracle),
 ``triton`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), ``cuda`` and
 ``cpu`` (the csrc extension, where built). Auto picks ``triton`` for CUDA tensors, ``cpu``
 for CPU tensors when the extension is built, else ``reference``. When the chosen backend

@@ -1,4 +1,4 @@
-"""Sinusoidal time embedding, value and tangent (SPEC.md section 2).
+"""Sinusoidal time embedding, value and tangent (docs/design.md section 2).
 
 ``[cos(w t), sin(w t)]`` with DiT's frequencies ``w_i = max_period^(-i / half)``; tangent
 ``[-w sin(w t), w cos(w t)] t'``. Plain torch: it is a ``(batch, 256)`` elementwise op that

@@ -1,4 +1,4 @@
-"""LayerNorm (no affine) + adaLN modulate, value and tangent in one op (SPEC.md section 2).
+"""LayerNorm (no affine) + adaLN modulate, value and tangent in one op (docs/design.md section 2).
 
 ``m = a (1 + scale) + shift`` with ``a = (x - mean) / s``;
 ``m' = a' (1 + scale) + a scale' + shift'`` with ``a' = (x' - mean(x') - a mean(a x')) / s``.
@@ -35,7 +35,7 @@ def _ln_modulate_jvp_fwd_kernel(
 
     X, XD: ``(batch, tokens, dim)`` with unit column stride; SH, SC, SHD, SCD: ``(batch, dim)``
     rows at any row stride (chunks of the adaLN projection); M, MD: contiguous outputs.
-    Statistics in fp32: ``mean``, ``rstd``, ``mean(x')``, ``mean(a x')`` (SPEC.md section 2).
+    Statistics in fp32: ``mean``, ``rstd``, ``mean(x')``, ``mean(a x')`` (docs/design.md section 2).
     """
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_D)

@@ -1,9 +1,9 @@
-"""Linear layer, value and tangent: ``y = x W^T + b``, ``y' = x' W^T`` (SPEC.md section 2).
+"""Linear layer, value and tangent: ``y = x W^T + b``, ``y' = x' W^T`` (docs/design.md section 2).
 
 Linear layers stay cuBLAS GEMMs: no kernel of ours beats them. The tangent GEMM runs
 outside autograd (the MeanFlow target is stop-gradient), so the backward is exactly the
-primal one and no tangent activation is kept alive for it. SPEC.md's "one GEMM on the
-stacked rows [x; x']" is done as two GEMMs sharing ``W``: the same FLOPs without copying
+primal one and no tangent activation is kept alive for it. The value and tangent are two
+GEMMs sharing ``W``: the FLOPs of one GEMM on the stacked rows ``[x; x']`` without copying
 both halves into a stacked buffer.
 """
 

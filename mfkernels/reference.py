@@ -1,7 +1,7 @@
 """Plain-torch oracle for every dual (value, tangent) op.
 
 Each function maps primal inputs and their tangents to ``(value, tangent)`` with the
-formulas of SPEC.md section 2. They are written for reading, not speed: float64 works,
+formulas of docs/design.md section 2. They are written for reading, not speed: float64 works,
 low-precision inputs are computed in float32 and cast back (as the kernels do), and the
 tests check every backward against autograd of the primal formula.
 
@@ -53,9 +53,9 @@ def _without_autocast(fn):
 def linear_jvp(x, x_dot, weight, bias=None):
     """``y = x W^T + b``, ``y' = x' W^T``: the bias on the primal half only.
 
-    SPEC.md describes one GEMM over the stacked rows ``[x; x']``. Here the two halves are
-    two GEMMs sharing ``W`` (the same FLOPs, no copy into a stacked buffer), because a
-    ``torch.library`` op may not return two views of one buffer.
+    Two GEMMs sharing ``W`` rather than one over the stacked rows ``[x; x']`` (the same
+    FLOPs, no copy into a stacked buffer), because a ``torch.library`` op may not return two
+    views of one buffer.
     """
     y = torch.nn.functional.linear(x, weight, bias)
     y_dot = torch.nn.functional.linear(x_dot, weight)

@@ -1,7 +1,7 @@
 """Gated residual, value and tangent: ``y = x + g f``, ``y' = x' + g' f + g f'``.
 
 ``x``, ``f`` and their tangents are ``(batch, tokens, dim)``; the adaLN gate ``g`` and its
-tangent are ``(batch, dim)``, broadcast over tokens (SPEC.md section 2). The Triton backend
+tangent are ``(batch, dim)``, broadcast over tokens (docs/design.md section 2). The Triton backend
 does both outputs in one pass, reading the gate in place at its row stride; each input may
 have its own dtype (autocast: fp32 residual stream, bf16 branch and gate), outputs take x's.
 """

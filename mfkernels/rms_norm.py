@@ -1,4 +1,4 @@
-"""RMSNorm, value and tangent, for the optional qk-norm (SPEC.md section 2).
+"""RMSNorm, value and tangent, for the optional qk-norm (docs/design.md section 2).
 
 ``y = x / rms * g``, ``y' = (x' - n mean(n x')) / rms * g`` with ``n = x / rms``, over the
 last dim of any shape; ``g`` (``weight``) is optional and ``(dim,)``.

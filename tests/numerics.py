@@ -1,4 +1,4 @@
-"""What the kernel tests share: SPEC.md section 3's tolerances and its error measure."""
+"""What the kernel tests share: docs/design.md section 3's tolerances and its error measure."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from mfkernels._triton import HAS_TRITON
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Against the float64 reference, relative to its max abs (SPEC section 3). float64 runs of
+# Against the float64 reference, relative to its max abs (docs/design.md section 3). float64 runs of
 # the kernels (csrc CPU) are held to the reference ops' own bound.
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 3e-2}
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")

@@ -1,4 +1,4 @@
-// CPU kernels for the memory-bound dual (value, tangent) ops, SPEC.md section 2.
+// CPU kernels for the memory-bound dual (value, tangent) ops, docs/design.md section 2.
 //
 // This file is compiled once per instruction set (CMakeLists.txt: -DMFK_ISA=avx512 / avx2 /
 // base, each with its own -m flags) and cpu/dispatch.cpp picks one at run time, so one build

@@ -1,4 +1,4 @@
-// CUDA kernels for the memory-bound dual (value, tangent) ops, SPEC.md section 2.
+// CUDA kernels for the memory-bound dual (value, tangent) ops, docs/design.md section 2.
 //
 // Every kernel reads its large operands once with 16-byte vector loads (a scalar variant
 // takes rows whose length or address does not allow them), computes in float32 and writes

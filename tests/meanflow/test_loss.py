@@ -1,4 +1,4 @@
-"""MeanFlowLoss against an independent implementation on torch.func.jvp (SPEC.md sections 1, 3)."""
+"""MeanFlowLoss against an independent implementation on torch.func.jvp (docs/design.md sections 1, 3)."""
 
 import math
 
@@ -11,7 +11,7 @@ from meanflow.loss import FlowMatchingLoss, LossModule, MeanFlowLoss, func_jvp, 
 
 
 def reference_loss(model, x, y, noise, w, k, t_min=0.0, t_max=1.0, p=1.0, c=1e-3):
-    """SPEC.md section 1, steps 2-6, written out with torch.func.jvp of model.forward."""
+    """docs/design.md section 1, steps 2-6, written out with torch.func.jvp of model.forward."""
     t, r, e, drop = noise["t"], noise["r"], noise["e"], noise["drop"]
     tb = t[:, None, None, None]
     z = (1 - tb) * x + tb * e
@@ -75,7 +75,7 @@ def _draws(objective, x, seed, **kwargs):
 )
 @pytest.mark.parametrize("tangent_rows", ["r_neq_t", "all"])
 def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max, tangent_rows):
-    """Both ways of running the dual pass (rows with r != t only, or all rows) are SPEC's loss."""
+    """Both ways of running the dual pass (rows with r != t only, or all rows) are the loss of docs/design.md section 1."""
     model = tiny(time_cond=time_cond)
     x, y = _batch(model, b=8)
     objective = MeanFlowLoss(

@@ -1,5 +1,5 @@
 """Triton bias + GELU-tanh and SiLU (value and tangent) against the float64 reference, and
-the primal gradients through the public API against the reference backend's (SPEC.md
+the primal gradients through the public API against the reference backend's (docs/design.md
 sections 2-3: fp32 <= 1e-5, bf16/fp16 <= 3e-2 relative to the reference's max abs). On the
 CPU the kernels run in the Triton interpreter (bf16 casts truncate there: 16-bit numerics
 are checked properly in the ``gpu`` tests)."""

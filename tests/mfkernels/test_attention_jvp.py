@@ -1,5 +1,5 @@
 """Triton attention JVP (forward O, O', LSE and primal backward dQ, dK, dV) against the
-float64 reference, SPEC.md sections 2-3: fp32 <= 1e-5 and bf16/fp16 <= 3e-2 relative to the
+float64 reference, docs/design.md sections 2-3: fp32 <= 1e-5 and bf16/fp16 <= 3e-2 relative to the
 reference's max abs, per output. Without a GPU the kernels run in the Triton interpreter, so
 the CPU shapes are tiny; the ``gpu`` tests cover long sequences and 16-bit numerics."""
 

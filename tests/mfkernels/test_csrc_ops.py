@@ -1,4 +1,4 @@
-"""The csrc extension (mfkernels._C) against the float64 reference, SPEC.md sections 2-3:
+"""The csrc extension (mfkernels._C) against the float64 reference, docs/design.md sections 2-3:
 fp32 <= 1e-5 and bf16/fp16 <= 3e-2 relative to the reference's max abs, per output and per
 gradient, through the public mfkernels API with backend="cpu" (and "cuda" on a GPU). Also:
 every CPU ISA build, mixed dtypes as autocast produces them, non-contiguous modulation

@@ -1,5 +1,5 @@
 """Triton LayerNorm + adaLN modulate (value, tangent and primal backward) against the float64
-reference, SPEC.md sections 2-3: fp32 <= 1e-5 and bf16 <= 3e-2 relative to the reference's
+reference, docs/design.md sections 2-3: fp32 <= 1e-5 and bf16 <= 3e-2 relative to the reference's
 max abs, per output. Modulation vectors are built as the DiT builds them: chunks of one
 ``(batch, 6 * dim)`` projection, i.e. row-strided views. Without a GPU the kernels run in the
 Triton interpreter, which truncates bf16 casts: 16-bit numerics are checked properly only in

@@ -1,6 +1,6 @@
 """Triton gated residual ``y = x + g f``, ``y' = x' + g' f + g f'`` against the float64
 reference, and its primal gradients through the public API against the reference backend's
-(SPEC.md sections 2-3). The gate is a chunk of a ``(batch, 6 * dim)`` projection, as the DiT
+(docs/design.md sections 2-3). The gate is a chunk of a ``(batch, 6 * dim)`` projection, as the DiT
 makes it; under autocast x is the fp32 residual stream while f and the gate are bf16."""
 
 import pytest

@@ -1,5 +1,5 @@
 """Triton RMSNorm (value and tangent, for the optional qk-norm) against the float64
-reference, and gradients through the public API against the reference backend's (SPEC.md
+reference, and gradients through the public API against the reference backend's (docs/design.md
 sections 2-3). Shapes are attention's ``(batch, heads, seq, head_dim)``."""
 
 import pytest
