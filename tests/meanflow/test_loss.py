@@ -75,7 +75,8 @@ def _draws(objective, x, seed, **kwargs):
 )
 @pytest.mark.parametrize("tangent_rows", ["r_neq_t", "all"])
 def test_matches_func_jvp(tiny, time_cond, w, k, t_min, t_max, tangent_rows):
-    """Both ways of running the dual pass (rows with r != t only, or all rows) are the loss of docs/design.md section 1."""
+    """Both ways of running the dual pass (rows with r != t only, or all rows) give the loss of
+    docs/design.md section 1."""
     model = tiny(time_cond=time_cond)
     x, y = _batch(model, b=8)
     objective = MeanFlowLoss(
