@@ -266,22 +266,9 @@ def saved_for_backward_bytes(fn, keep=()) -> int:
 # ----------------------------------------------------------------------- backends
 
 
-@contextlib.contextmanager
 def record_backends():
     """Which backend each dispatched op really ran on (after any fallback to another backend):
-    ``{op: {backend, ...}}``, filled while inside."""
+    ``{op: {backend, ...}}``, filled while inside (:func:`mfkernels.dispatch.record_backends`)."""
     from mfkernels import dispatch
 
-    seen: dict[str, set] = {}
-    original = dispatch.resolve
-
-    def recording(op, backend, *args, **kwargs):
-        name = original(op, backend, *args, **kwargs)
-        seen.setdefault(op, set()).add(name)
-        return name
-
-    dispatch.resolve = recording
-    try:
-        yield seen
-    finally:
-        dispatch.resolve = original
+    return dispatch.record_backends()

@@ -14,6 +14,7 @@ ops call :func:`implementation` inside their eager bodies, so the environment va
 read at run time and never inside a ``torch.compile`` trace.
 """
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -34,6 +35,20 @@ class Implementation:
 
 _registry: dict[tuple[str, str], Implementation] = {}
 _warned: set[tuple[str, str, str]] = set()
+_recorders: list[dict[str, set[str]]] = []
+
+
+@contextlib.contextmanager
+def record_backends():
+    """Which backend each op dispatched while inside really ran on (after any fallback):
+    ``{op: {backend, ...}}``, filled as calls resolve. Benchmarks use it to mark a timing whose
+    ops did not all run on the backend it names."""
+    seen: dict[str, set[str]] = {}
+    _recorders.append(seen)
+    try:
+        yield seen
+    finally:
+        _recorders.remove(seen)
 
 
 def check_backend(backend: str | None) -> str:
@@ -75,6 +90,13 @@ def register(op: str, backend: str, fn: Callable, unsupported: Callable[..., str
 
 def resolve(op: str, backend: str | None, *args, **kwargs) -> str:
     """The backend that will run ``op`` on these arguments (after any fallback)."""
+    name = _resolve(op, backend, *args, **kwargs)
+    for seen in _recorders:
+        seen.setdefault(op, set()).add(name)
+    return name
+
+
+def _resolve(op: str, backend: str | None, *args, **kwargs) -> str:
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
     name = requested_backend(backend)
     automatic = name == "auto"

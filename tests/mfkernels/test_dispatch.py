@@ -47,3 +47,15 @@ def test_argument_then_environment_then_auto(op, monkeypatch):
     assert dispatch.call(OP, "cpu", op) == "cpu"
     with pytest.raises(ValueError, match="backend must be one of"):
         dispatch.call(OP, "tpu", op)
+
+
+def test_record_backends_names_where_each_call_ran(op):
+    with pytest.warns(UserWarning), dispatch.record_backends() as seen:
+        dispatch.call(OP, "cpu", op)
+        dispatch.call(OP, "cpu", op.double())  # falls back
+        with dispatch.record_backends() as inner:
+            dispatch.call(OP, "reference", op)
+    assert seen == {OP: {"cpu", "reference"}}
+    assert inner == {OP: {"reference"}}
+    dispatch.call(OP, "cpu", op)
+    assert seen == {OP: {"cpu", "reference"}}, "recording stops at the end of the block"
