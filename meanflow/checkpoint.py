@@ -7,6 +7,10 @@ on POSIX); the directory is fsynced so the rename itself survives a power cut. A
 filled under a temporary sibling name, every file and folder in it is fsynced, and it is
 renamed into place the same way. This module is the only place that does either, and it
 knows where meanflow caches what it derives (``cache_dir``).
+
+Everything written here gets the modes a plain ``open``/``mkdir`` would give under the
+process umask (files ``0o666 & ~umask``, folders ``0o777 & ~umask``), not the private ones of
+``mkstemp``/``mkdtemp``.
 """
 
 import json
@@ -47,6 +51,25 @@ def fsync_tree(root: str) -> None:
         fsync_dir(dirpath)
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def apply_umask_modes(root: str) -> None:
+    """Give ``root`` and everything below it (links excepted) the modes ``open``/``mkdir``
+    would have under the umask: ``mkdtemp`` folders are 0700, and some writers (safetensors)
+    create 0600 files, which would make an export private to its writer."""
+    umask = current_umask()
+    os.chmod(root, 0o777 & ~umask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            entry = os.path.join(dirpath, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, (0o777 if os.path.isdir(entry) else 0o666) & ~umask)
+
+
 def atomic_write(path: str, write, durable: bool = True) -> None:
     """``write(f)`` fills a binary file object that becomes ``path`` only once complete.
     ``durable=False`` skips the fsyncs: still never a half-written ``path`` after a crash of
@@ -54,10 +77,8 @@ def atomic_write(path: str, write, durable: bool = True) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make checkpoints private
         with os.fdopen(fd, "wb") as f:
             write(f)
             if durable:
@@ -101,9 +122,10 @@ def write_json_atomic(path: str, obj, indent=None) -> None:
 
 
 def publish_directory(tmp: str, path: str) -> None:
-    """Make the filled folder ``tmp`` durable and rename it to ``path`` (a sibling), replacing
-    an existing ``path`` only once ``tmp`` is complete."""
+    """Make the filled folder ``tmp`` durable, with the umask's modes, and rename it to ``path``
+    (a sibling), replacing an existing ``path`` only once ``tmp`` is complete."""
     parent = os.path.dirname(os.path.abspath(path))
+    apply_umask_modes(tmp)
     fsync_tree(tmp)
     if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
@@ -115,23 +137,79 @@ def publish_directory(tmp: str, path: str) -> None:
     fsync_dir(parent)
 
 
-@contextmanager
-def atomic_directory(path: str, marker: str):
-    """Yields a temporary sibling directory to fill; on success it becomes ``path``.
+# Written into every folder atomic_directory publishes: the list of what it wrote. Only such a
+# folder is ever replaced, and only while it holds nothing else (config.json cannot tell: every
+# training run and every diffusers/transformers model folder holds one too).
+EXPORT_MARKER = ".meanflow_export.json"
 
-    An existing ``path`` is replaced only when it holds ``marker`` (a previous export of the
-    same kind); anything else there is the user's and is refused, never deleted."""
+
+def _tree_entries(root: str) -> list[str]:
+    """Every file, folder and link below ``root``, as sorted relative paths (links not followed)."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        entries += [os.path.normpath(os.path.join(rel, name)) for name in dirnames + filenames]
+    return sorted(entries)
+
+
+def _exported_entries(path: str) -> set | None:
+    """What the export at ``path`` wrote, from its marker; None when ``path`` has no valid one."""
+    marker = os.path.join(path, EXPORT_MARKER)
+    if os.path.islink(marker) or not os.path.isfile(marker):
+        return None
+    try:
+        with open(marker) as f:
+            files = json.load(f).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(files) if isinstance(files, list) else None
+
+
+def check_replaceable(path: str) -> None:
+    """A ``ValueError`` naming ``path`` unless it is absent, an empty folder, or a previous
+    export of ours that holds only what that export wrote."""
+    if os.path.islink(path):
+        raise ValueError(f"{path} is a symbolic link: refusing to replace it")
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} exists and is not a directory: refusing to overwrite it")
+    entries = _tree_entries(path)
+    if not entries:
+        return
+    written = _exported_entries(path)
+    if written is None:
+        raise ValueError(
+            f"{path} is a non-empty folder that meanflow did not export (no {EXPORT_MARKER}): "
+            f"refusing to overwrite it; choose a new or empty folder"
+        )
+    foreign = [e for e in entries if e not in written and e != EXPORT_MARKER]
+    if foreign:
+        listing = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(
+            f"{path} holds files its export did not write ({listing}): refusing to overwrite it; "
+            f"move them out or choose another folder"
+        )
+
+
+@contextmanager
+def atomic_directory(path: str):
+    """Yields a temporary sibling directory to fill; on success it becomes ``path``, with an
+    ``EXPORT_MARKER`` listing what it holds.
+
+    An existing ``path`` is replaced only when it is empty or a previous export (its marker
+    lists everything in it); anything else there is the user's and is refused, never deleted."""
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ValueError(f"{path} exists and is not a directory")
-        if os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):
-            raise ValueError(f"{path} is a non-empty directory without {marker}: refusing to overwrite it")
+    check_replaceable(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
         yield tmp
+        with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
+            json.dump({"written_by": "meanflow", "files": _tree_entries(tmp)}, f, indent=1)
+            f.write("\n")
+        check_replaceable(path)  # again: the user may have put a file there meanwhile
         publish_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,9 @@
 ``--raw`` the raw weights. ``--official-dit`` converts a facebookresearch/DiT or SiT
 checkpoint (sigma channels dropped, MeanFlow's second time embedder freshly initialised) --
 a starting point for fine-tuning, not a MeanFlow sampler. The output directory appears only
-once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read it).
+once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read it). ``--out``
+must be new, empty or an earlier export (``.meanflow_export.json`` lists what it wrote): any
+other folder -- a training run, someone's model folder -- is refused, never overwritten.
 """
 
 import argparse
