@@ -10,11 +10,14 @@ knows where meanflow caches what it derives (``cache_dir``).
 
 Everything written here gets the modes a plain ``open``/``mkdir`` would give under the
 process umask (files ``0o666 & ~umask``, folders ``0o777 & ~umask``), not the private ones of
-``mkstemp``/``mkdtemp``.
+``mkstemp``/``mkdtemp``. A symbolic link where a file of ours belongs is replaced by the new
+file (never written through); a directory there is an error.
 """
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -70,13 +73,93 @@ def apply_umask_modes(root: str) -> None:
                 os.chmod(entry, (0o777 if os.path.isdir(entry) else 0o666) & ~umask)
 
 
+class NoSpaceError(OSError):
+    """The disk (or quota) filled up while writing ``path``; ``path`` was left as it was."""
+
+    def __init__(self, path: str):
+        super().__init__(errno.ENOSPC, f"no space left writing {path} (left as it was)", path)
+
+    def __str__(self):
+        return self.strerror
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` or an exception it was raised from is ENOSPC / EDQUOT: torch.save
+    reports a full disk as its own ``enforce fail ... unexpected pos`` RuntimeError, raised
+    while handling the OSError of the failed write."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_pattern(name_pattern: str) -> re.Pattern:
+    """The names ``atomic_write`` gives its temporaries for destinations whose names match the
+    regular expression ``name_pattern``: ``.NAME.`` + mkstemp's 8 random characters + ``.tmp``."""
+    return re.compile(rf"\.(?:{name_pattern})\.[a-z0-9_]{{8}}{re.escape(TEMPORARY_SUFFIX)}")
+
+
+def remove_stale_temporaries(directory: str, name_pattern: str) -> list[str]:
+    """Remove the temporaries a killed ``atomic_write`` left in ``directory`` for destinations
+    matching ``name_pattern`` (only regular files named exactly as ``atomic_write`` names them;
+    a half-written checkpoint may be as large as a whole one). Returns the removed paths.
+    Only call it where no other process writes those files."""
+    if not os.path.isdir(directory):
+        return []
+    pattern = _temporary_pattern(name_pattern)
+    removed = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def refuse_directory(path: str) -> None:
+    """A ``ValueError`` when ``path`` (where we write a file) is a directory."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise ValueError(f"{path} is a directory: a file is written there; move the directory away")
+
+
+def _symlink_error(path: str) -> ValueError:
+    return ValueError(
+        f"{path} is a symbolic link: meanflow writes its own file there and never writes through "
+        f"a link; remove the link"
+    )
+
+
+def refuse_symlink(path: str) -> None:
+    """A ``ValueError`` when ``path`` (where we write a file of our own) is a symbolic link."""
+    if os.path.islink(path):
+        raise _symlink_error(path)
+
+
+def open_for_append(path: str):
+    """``open(path, "a")`` that never follows a symbolic link at ``path`` (a ``ValueError``)."""
+    refuse_directory(path)
+    try:
+        return open(path, "a", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, 0o666))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _symlink_error(path) from e
+        raise
+
+
 def atomic_write(path: str, write, durable: bool = True) -> None:
     """``write(f)`` fills a binary file object that becomes ``path`` only once complete.
     ``durable=False`` skips the fsyncs: still never a half-written ``path`` after a crash of
-    the process, but the data may be lost in a power cut (for many small derived files)."""
+    the process, but the data may be lost in a power cut (for many small derived files).
+    A full disk is a ``NoSpaceError`` naming ``path``; the temporary is removed either way."""
+    refuse_directory(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=directory)
     try:
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make checkpoints private
         with os.fdopen(fd, "wb") as f:
@@ -84,10 +167,12 @@ def atomic_write(path: str, write, durable: bool = True) -> None:
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, path)  # replaces a symbolic link at path, never writes through it
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _out_of_space(e):
+            raise NoSpaceError(path) from e
         raise
     if durable:
         fsync_dir(directory)
@@ -203,7 +288,7 @@ def atomic_directory(path: str):
     check_replaceable(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=parent)
     try:
         yield tmp
         with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
@@ -211,6 +296,8 @@ def atomic_directory(path: str):
             f.write("\n")
         check_replaceable(path)  # again: the user may have put a file there meanwhile
         publish_directory(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _out_of_space(e):
+            raise NoSpaceError(path) from e
         raise

@@ -71,6 +71,8 @@ def main(argv=None):
         )
     except (ValueError, FileNotFoundError) as e:
         p.exit(2, f"error: {e}\n")
+    except OSError as e:  # a full disk, no permission: the environment, not the arguments
+        p.exit(1, f"error: {e}\n")
     n = sum(t.numel() for t in model.state_dict().values())
     print(f"wrote {args.out}: {n / 1e6:.2f} M values")
 

@@ -2,6 +2,7 @@
 refused and left byte for byte as it was; its own earlier export is replaced."""
 
 import dataclasses
+import errno
 import os
 
 import pytest
@@ -99,3 +100,22 @@ def test_a_file_added_to_an_export_is_never_removed(tmp_path, run_dir, capsys):
     code, err = run_export(capsys, "--ckpt", ckpt, "--out", str(out), "--raw")
     assert code == 2 and "README.md" in err and str(out) in err
     assert snapshot(out) == before
+
+
+def test_full_disk_during_an_export_keeps_the_previous_one(tmp_path, run_dir, capsys, monkeypatch):
+    out = tmp_path / "exported"
+    ckpt = str(run_dir / "last.pt")
+    assert run_export(capsys, "--ckpt", ckpt, "--out", str(out))[0] == 0
+    before = snapshot(out)
+    import safetensors.torch
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    code, err = run_export(capsys, "--ckpt", ckpt, "--out", str(out), "--raw")
+    assert code == 1 and err == f"error: no space left writing {out} (left as it was)\n"
+    assert snapshot(out) == before
+    assert sorted(os.listdir(tmp_path)) == ["exported", "run"]
