@@ -124,7 +124,7 @@ def remove_stale_temporaries(directory: str, name_pattern: str) -> list[str]:
 def refuse_directory(path: str) -> None:
     """A ``ValueError`` when ``path`` (where we write a file) is a directory."""
     if os.path.isdir(path) and not os.path.islink(path):
-        raise ValueError(f"{path} is a directory: a file is written there; move the directory away")
+        raise ValueError(f"{path} is a directory, where meanflow writes a file: move it away")
 
 
 def _symlink_error(path: str) -> ValueError:
@@ -291,8 +291,9 @@ def atomic_directory(path: str):
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=parent)
     try:
         yield tmp
+        written = _tree_entries(tmp)  # before the marker exists: it does not list itself
         with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
-            json.dump({"written_by": "meanflow", "files": _tree_entries(tmp)}, f, indent=1)
+            json.dump({"written_by": "meanflow", "files": written}, f, indent=1)
             f.write("\n")
         check_replaceable(path)  # again: the user may have put a file there meanwhile
         publish_directory(tmp, path)

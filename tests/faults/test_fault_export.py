@@ -3,6 +3,7 @@ refused and left byte for byte as it was; its own earlier export is replaced."""
 
 import dataclasses
 import errno
+import json
 import os
 
 import pytest
@@ -89,6 +90,8 @@ def test_rerun_over_its_own_export_replaces_it(tmp_path, run_dir, capsys, pipeli
     for name, value in model.state_dict().items():
         assert torch.equal(value, emas[1][name]), name
     assert sorted(os.listdir(tmp_path)) == ["exported", "run"]
+    listed = json.loads((out / EXPORT_MARKER).read_text())["files"]
+    assert sorted(listed) == sorted(set(snapshot(out)) - {EXPORT_MARKER})
 
 
 def test_a_file_added_to_an_export_is_never_removed(tmp_path, run_dir, capsys):
