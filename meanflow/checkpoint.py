@@ -7,10 +7,17 @@ on POSIX); the directory is fsynced so the rename itself survives a power cut. A
 filled under a temporary sibling name, every file and folder in it is fsynced, and it is
 renamed into place the same way. This module is the only place that does either, and it
 knows where meanflow caches what it derives (``cache_dir``).
+
+Everything written here gets the modes a plain ``open``/``mkdir`` would give under the
+process umask (files ``0o666 & ~umask``, folders ``0o777 & ~umask``), not the private ones of
+``mkstemp``/``mkdtemp``. A symbolic link where a file of ours belongs is replaced by the new
+file (never written through); a directory there is an error.
 """
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -47,26 +54,125 @@ def fsync_tree(root: str) -> None:
         fsync_dir(dirpath)
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def apply_umask_modes(root: str) -> None:
+    """Give ``root`` and everything below it (links excepted) the modes ``open``/``mkdir``
+    would have under the umask: ``mkdtemp`` folders are 0700, and some writers (safetensors)
+    create 0600 files, which would make an export private to its writer."""
+    umask = current_umask()
+    os.chmod(root, 0o777 & ~umask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            entry = os.path.join(dirpath, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, (0o777 if os.path.isdir(entry) else 0o666) & ~umask)
+
+
+class NoSpaceError(OSError):
+    """The disk (or quota) filled up while writing ``path``; ``path`` was left as it was."""
+
+    def __init__(self, path: str):
+        super().__init__(errno.ENOSPC, f"no space left writing {path} (left as it was)", path)
+
+    def __str__(self):
+        return self.strerror
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` or an exception it was raised from is ENOSPC / EDQUOT: torch.save
+    reports a full disk as its own ``enforce fail ... unexpected pos`` RuntimeError, raised
+    while handling the OSError of the failed write."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_pattern(name_pattern: str) -> re.Pattern:
+    """The names ``atomic_write`` gives its temporaries for destinations whose names match the
+    regular expression ``name_pattern``: ``.NAME.`` + mkstemp's 8 random characters + ``.tmp``."""
+    return re.compile(rf"\.(?:{name_pattern})\.[a-z0-9_]{{8}}{re.escape(TEMPORARY_SUFFIX)}")
+
+
+def remove_stale_temporaries(directory: str, name_pattern: str) -> list[str]:
+    """Remove the temporaries a killed ``atomic_write`` left in ``directory`` for destinations
+    matching ``name_pattern`` (only regular files named exactly as ``atomic_write`` names them;
+    a half-written checkpoint may be as large as a whole one). Returns the removed paths.
+    Only call it where no other process writes those files."""
+    if not os.path.isdir(directory):
+        return []
+    pattern = _temporary_pattern(name_pattern)
+    removed = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def refuse_directory(path: str) -> None:
+    """A ``ValueError`` when ``path`` (where we write a file) is a directory."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise ValueError(f"{path} is a directory, where meanflow writes a file: move it away")
+
+
+def _symlink_error(path: str) -> ValueError:
+    return ValueError(
+        f"{path} is a symbolic link: meanflow writes its own file there and never writes through "
+        f"a link; remove the link"
+    )
+
+
+def refuse_symlink(path: str) -> None:
+    """A ``ValueError`` when ``path`` (where we write a file of our own) is a symbolic link."""
+    if os.path.islink(path):
+        raise _symlink_error(path)
+
+
+def open_for_append(path: str):
+    """``open(path, "a")`` that never follows a symbolic link at ``path`` (a ``ValueError``)."""
+    refuse_directory(path)
+    try:
+        return open(path, "a", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW, 0o666))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _symlink_error(path) from e
+        raise
+
+
 def atomic_write(path: str, write, durable: bool = True) -> None:
     """``write(f)`` fills a binary file object that becomes ``path`` only once complete.
     ``durable=False`` skips the fsyncs: still never a half-written ``path`` after a crash of
-    the process, but the data may be lost in a power cut (for many small derived files)."""
+    the process, but the data may be lost in a power cut (for many small derived files).
+    A full disk is a ``NoSpaceError`` naming ``path``; the temporary is removed either way."""
+    refuse_directory(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=directory)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make checkpoints private
         with os.fdopen(fd, "wb") as f:
             write(f)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, path)  # replaces a symbolic link at path, never writes through it
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _out_of_space(e):
+            raise NoSpaceError(path) from e
         raise
     if durable:
         fsync_dir(directory)
@@ -101,9 +207,10 @@ def write_json_atomic(path: str, obj, indent=None) -> None:
 
 
 def publish_directory(tmp: str, path: str) -> None:
-    """Make the filled folder ``tmp`` durable and rename it to ``path`` (a sibling), replacing
-    an existing ``path`` only once ``tmp`` is complete."""
+    """Make the filled folder ``tmp`` durable, with the umask's modes, and rename it to ``path``
+    (a sibling), replacing an existing ``path`` only once ``tmp`` is complete."""
     parent = os.path.dirname(os.path.abspath(path))
+    apply_umask_modes(tmp)
     fsync_tree(tmp)
     if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
@@ -115,24 +222,83 @@ def publish_directory(tmp: str, path: str) -> None:
     fsync_dir(parent)
 
 
-@contextmanager
-def atomic_directory(path: str, marker: str):
-    """Yields a temporary sibling directory to fill; on success it becomes ``path``.
+# Written into every folder atomic_directory publishes: the list of what it wrote. Only such a
+# folder is ever replaced, and only while it holds nothing else (config.json cannot tell: every
+# training run and every diffusers/transformers model folder holds one too).
+EXPORT_MARKER = ".meanflow_export.json"
 
-    An existing ``path`` is replaced only when it holds ``marker`` (a previous export of the
-    same kind); anything else there is the user's and is refused, never deleted."""
+
+def _tree_entries(root: str) -> list[str]:
+    """Every file, folder and link below ``root``, as sorted relative paths (links not followed)."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        entries += [os.path.normpath(os.path.join(rel, name)) for name in dirnames + filenames]
+    return sorted(entries)
+
+
+def _exported_entries(path: str) -> set | None:
+    """What the export at ``path`` wrote, from its marker; None when ``path`` has no valid one."""
+    marker = os.path.join(path, EXPORT_MARKER)
+    if os.path.islink(marker) or not os.path.isfile(marker):
+        return None
+    try:
+        with open(marker) as f:
+            files = json.load(f).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(files) if isinstance(files, list) else None
+
+
+def check_replaceable(path: str) -> None:
+    """A ``ValueError`` naming ``path`` unless it is absent, an empty folder, or a previous
+    export of ours that holds only what that export wrote."""
+    if os.path.islink(path):
+        raise ValueError(f"{path} is a symbolic link: refusing to replace it")
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} exists and is not a directory: refusing to overwrite it")
+    entries = _tree_entries(path)
+    if not entries:
+        return
+    written = _exported_entries(path)
+    if written is None:
+        raise ValueError(
+            f"{path} is a non-empty folder that meanflow did not export (no {EXPORT_MARKER}): "
+            f"refusing to overwrite it; choose a new or empty folder"
+        )
+    foreign = [e for e in entries if e not in written and e != EXPORT_MARKER]
+    if foreign:
+        listing = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(
+            f"{path} holds files its export did not write ({listing}): refusing to overwrite it; "
+            f"move them out or choose another folder"
+        )
+
+
+@contextmanager
+def atomic_directory(path: str):
+    """Yields a temporary sibling directory to fill; on success it becomes ``path``, with an
+    ``EXPORT_MARKER`` listing what it holds.
+
+    An existing ``path`` is replaced only when it is empty or a previous export (its marker
+    lists everything in it); anything else there is the user's and is refused, never deleted."""
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ValueError(f"{path} exists and is not a directory")
-        if os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):
-            raise ValueError(f"{path} is a non-empty directory without {marker}: refusing to overwrite it")
+    check_replaceable(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=parent)
     try:
         yield tmp
+        written = _tree_entries(tmp)  # before the marker exists: it does not list itself
+        with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
+            json.dump({"written_by": "meanflow", "files": written}, f, indent=1)
+            f.write("\n")
+        check_replaceable(path)  # again: the user may have put a file there meanwhile
         publish_directory(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _out_of_space(e):
+            raise NoSpaceError(path) from e
         raise

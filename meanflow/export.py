@@ -8,7 +8,9 @@
 ``--raw`` the raw weights. ``--official-dit`` converts a facebookresearch/DiT or SiT
 checkpoint (sigma channels dropped, MeanFlow's second time embedder freshly initialised) --
 a starting point for fine-tuning, not a MeanFlow sampler. The output directory appears only
-once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read it).
+once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read it). ``--out``
+must be new, empty or an earlier export (``.meanflow_export.json`` lists what it wrote): any
+other folder -- a training run, someone's model folder -- is refused, never overwritten.
 """
 
 import argparse
@@ -69,6 +71,8 @@ def main(argv=None):
         )
     except (ValueError, FileNotFoundError) as e:
         p.exit(2, f"error: {e}\n")
+    except OSError as e:  # a full disk, no permission: the environment, not the arguments
+        p.exit(1, f"error: {e}\n")
     n = sum(t.numel() for t in model.state_dict().values())
     print(f"wrote {args.out}: {n / 1e6:.2f} M values")
 

@@ -183,7 +183,7 @@ class MeanFlowPipeline:
         }
         if self.id2label:
             index["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
-        with atomic_directory(directory, "model_index.json") as tmp:
+        with atomic_directory(directory) as tmp:
             self.transformer.save_pretrained(os.path.join(tmp, "transformer"))
             if self.vae is not None:
                 self.vae.save_pretrained(os.path.join(tmp, "vae"))

@@ -76,7 +76,7 @@ def save_pretrained(model: DiT, directory: str, state_dict: dict | None = None):
     config = {"_class_name": type(model).__name__, "_format_version": FORMAT_VERSION}
     config.update(dataclasses.asdict(model.config))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_directory(directory, CONFIG_NAME) as tmp:
+    with atomic_directory(directory) as tmp:
         with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")

@@ -35,7 +35,16 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-from meanflow.checkpoint import atomic_copy, atomic_save, load_torch_file  # noqa: E402
+from meanflow.checkpoint import (  # noqa: E402
+    atomic_copy,
+    atomic_save,
+    load_torch_file,
+    open_for_append,
+    refuse_directory,
+    refuse_symlink,
+    remove_stale_temporaries,
+    write_json_atomic,
+)
 from meanflow.config import TrainConfig, parse_args, run_identity_changes  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
 from meanflow.distributed import setup_distributed  # noqa: E402
@@ -166,6 +175,23 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         raise ValueError(f"checkpoint {path!r} does not fit this run: {reason}") from e
 
 
+# The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
+RUN_FILES = r"last\.pt|ckpt_\d{7}\.pt|config\.json"
+
+
+def prepare_out_dir(config: TrainConfig) -> None:
+    """Check the files a run writes can be written (no directory, no symbolic link where one
+    belongs), remove what killed checkpoint writes left, then write ``config.json``."""
+    out_dir = config.out_dir
+    for name in ("last.pt", "config.json", "metrics.jsonl"):
+        refuse_directory(os.path.join(out_dir, name))
+    refuse_symlink(os.path.join(out_dir, "metrics.jsonl"))  # appended to: a link would be followed
+    for stale in remove_stale_temporaries(out_dir, RUN_FILES):
+        print(f"removed {stale}: the temporary of a checkpoint write that did not finish", flush=True)
+    os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
+    write_json_atomic(os.path.join(out_dir, "config.json"), config.to_dict(), indent=2)
+
+
 def main(argv=None) -> dict:
     config = parse_args(argv) if not isinstance(argv, TrainConfig) else argv.validate()
     if config.threads:
@@ -211,9 +237,7 @@ def main(argv=None) -> dict:
         if master:
             print(f"resuming {run} from step {step}", flush=True)
     if master:
-        os.makedirs(os.path.join(config.out_dir, "samples"), exist_ok=True)
-        with open(os.path.join(config.out_dir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2)
+        prepare_out_dir(config)
 
     step_module = LossModule(model, objective)
     if world > 1:
@@ -241,7 +265,7 @@ def main(argv=None) -> dict:
         if master:
             print(f"\nsignal {signum}: finishing the step, then checkpoint and exit", flush=True)
 
-    metrics = open(os.path.join(config.out_dir, "metrics.jsonl"), "a") if master else None
+    metrics = open_for_append(os.path.join(config.out_dir, "metrics.jsonl")) if master else None
 
     if config.tensorboard and master:
         writer = SummaryWriter(os.path.join(config.out_dir, "tb"))
@@ -419,7 +443,7 @@ def cli(argv=None) -> None:
     one line on stderr and exit status 1, no traceback."""
     try:
         main(argv)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:  # say what, no traceback
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:  # say what, no traceback
         sys.exit(f"meanflow.train: error: {e}")
     finally:
         if dist.is_initialized():

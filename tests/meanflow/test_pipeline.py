@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from meanflow import MeanFlowPipeline, sample
+from meanflow.checkpoint import EXPORT_MARKER
 from meanflow.vae import load_vae
 
 
@@ -81,7 +82,7 @@ def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
     assert pipe.get_label_ids(["goldfish", "Tinca tinca"]) == [1, 0]
 
     pipe.save_pretrained(str(tmp_path / "pipe"))
-    assert sorted(os.listdir(tmp_path / "pipe")) == ["model_index.json", "transformer", "vae"]
+    assert sorted(os.listdir(tmp_path / "pipe")) == [EXPORT_MARKER, "model_index.json", "transformer", "vae"]
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
     assert index["transformer"] == ["meanflow", "DiT"] and index["vae"] == ["diffusers", "AutoencoderKL"]
     again = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"))
@@ -92,7 +93,7 @@ def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
 def test_pixel_pipeline_round_trip(tmp_path, tiny):
     pipe = MeanFlowPipeline(rgb_model(tiny))
     pipe.save_pretrained(str(tmp_path / "p"))
-    assert sorted(os.listdir(tmp_path / "p")) == ["model_index.json", "transformer"]
+    assert sorted(os.listdir(tmp_path / "p")) == [EXPORT_MARKER, "model_index.json", "transformer"]
     again = MeanFlowPipeline.from_pretrained(str(tmp_path / "p"))
     a = pipe([2, 3], generator=torch.Generator().manual_seed(1), output_type="pt").images
     b = again([2, 3], generator=torch.Generator().manual_seed(1), output_type="pt").images

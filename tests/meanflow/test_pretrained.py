@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from meanflow import export, pretrained
+from meanflow.checkpoint import EXPORT_MARKER
 from meanflow.models import DiT
 
 
@@ -46,7 +47,7 @@ def outputs(model, seed=0):
 def test_save_load_round_trip(tmp_path, tiny, time_cond):
     model = tiny(time_cond=time_cond, qk_norm=True)
     model.save_pretrained(str(tmp_path / "m"))
-    assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "m")) == [EXPORT_MARKER, "config.json", "model.safetensors"]
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["_class_name"] == "DiT" and config["time_cond"] == time_cond and config["qk_norm"] is True
     loaded = DiT.from_pretrained(str(tmp_path / "m"))
