@@ -202,3 +202,21 @@ def test_time_scale_is_the_weights(tmp_path):
     again = DiT.from_pretrained(str(tmp_path / "sit"))
     assert again.config.time_scale == 1.0
     assert torch.equal(again.t_embedder.mlp[0].weight, model.t_embedder.mlp[0].weight)
+
+
+@pytest.mark.parametrize("family", ["dit", "sit"])
+def test_export_cli_converts_each_family(tmp_path, family):
+    from meanflow import export
+
+    state = random_official_state(learn_sigma=True, seed=4)
+    torch.save(state, tmp_path / "official.pt")
+    out = str(tmp_path / "converted")
+    export.main(
+        ["--ckpt", str(tmp_path / "official.pt"), "--out", out, f"--official-{family}", "--num-heads", "2"]
+    )
+    model = DiT.from_pretrained(out).to(F64)
+    z, t, y, (_, r) = cases()
+    peer = as_f64(state)
+    ref = peer_forward(peer, z, 1000 * t, y) if family == "dit" else -peer_forward(peer, z, 1 - t, y)
+    with torch.no_grad():
+        assert rel_err(model(z, r, t, y), ref[:, :CHANNELS]) <= FP32_TOL
