@@ -178,14 +178,7 @@ def convert_official_dit(state: dict, num_heads: int | None = None, family: str 
     second time embedder has no counterpart: it is absent from the returned state dict. A label
     table without the null row (trained with ``class_dropout_prob=0``) needs ``num_classes=``
     given; the null row is then added."""
-    if family not in OFFICIAL_TIME_SCALES:
-        raise ValueError(f"family must be one of {tuple(OFFICIAL_TIME_SCALES)}, got {family!r}")
-    time_scale = OFFICIAL_TIME_SCALES[family]
-    if overrides.setdefault("time_scale", time_scale) != time_scale:
-        raise ValueError(
-            f"time_scale {overrides['time_scale']!r} does not fit {family!r} weights, which were "
-            f"trained with time_scale {time_scale}"
-        )
+    overrides["time_scale"] = _official_time_scale(family, overrides.get("time_scale"))
     if not isinstance(state, dict) or "x_embedder.proj.weight" not in state:
         raise ValueError("not a DiT state dict: x_embedder.proj.weight is missing")
     for key in (
@@ -250,6 +243,20 @@ def convert_official_dit(state: dict, num_heads: int | None = None, family: str 
     if family == "sit":
         _sit_to_our_convention(out)
     return config, out
+
+
+def _official_time_scale(family: str, requested: float | None) -> float:
+    """The scale ``family``'s weights were trained with; another one asked for is an error, as
+    it would silently give a different network."""
+    if family not in OFFICIAL_TIME_SCALES:
+        raise ValueError(f"family must be one of {tuple(OFFICIAL_TIME_SCALES)}, got {family!r}")
+    time_scale = OFFICIAL_TIME_SCALES[family]
+    if requested is not None and requested != time_scale:
+        raise ValueError(
+            f"time_scale {requested!r} does not fit {family!r} weights, which were trained with "
+            f"time_scale {time_scale}"
+        )
+    return time_scale
 
 
 def _sit_to_our_convention(state: dict):
