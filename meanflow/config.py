@@ -148,9 +148,15 @@ def _imagenet256(model: str, name: str) -> dict:
     in_channels and num_classes from the latent folder): the MeanFlow paper's setup (batch 256,
     lr 1e-4 constant, Adam betas (0.9, 0.95), EMA 0.9999, 240 epochs of 5004 steps; CFG keeps
     the default w=1, k=0.5, effective scale 2.0). Needs --data.path DST from
-    python -m meanflow.prepare_latents."""
+    python -m meanflow.prepare_latents.
+
+    Times reach the embedders unscaled (time_scale 1), as in the paper's official JAX code
+    (Gsunshine/meanflow) and the PyTorch reproduction that reached FID 3.56 at XL/2
+    (zhuyu-cs/MeanFlow); DiT's 1000 multiplies du/dt through the sinusoids (the MNIST
+    measurement above; docs/design.md section 7)."""
     return dict(
         model=model,
+        model_kwargs={"time_scale": 1.0},
         data=dict(name="latents"),
         steps=1_200_000,
         batch_size=256,

@@ -3,14 +3,17 @@
     python -m meanflow.export --ckpt runs/in256/last.pt --out exported/ --ema 0
     python -m meanflow.export --ckpt runs/in256/last.pt --out pipe/ --pipeline --vae /models/sd-vae-ft-ema
     python -m meanflow.export --ckpt DiT-XL-2-256x256.pt --official-dit --out dit-init/
+    python -m meanflow.export --ckpt SiT-XL-2-256x256.pt --official-sit --out sit-init/
 
 ``--ema N`` picks the N-th EMA of a trainer checkpoint (``ema_decays`` order; default 0),
-``--raw`` the raw weights. ``--official-dit`` converts a facebookresearch/DiT or SiT
-checkpoint (sigma channels dropped, MeanFlow's second time embedder freshly initialised) --
-a starting point for fine-tuning, not a MeanFlow sampler. The output directory appears only
-once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read it). ``--out``
-must be new, empty or an earlier export (``.meanflow_export.json`` lists what it wrote): any
-other folder -- a training run, someone's model folder -- is refused, never overwritten.
+``--raw`` the raw weights. ``--official-dit`` / ``--official-sit`` convert a facebookresearch/DiT
+or willisma/SiT checkpoint into the official network in our time convention (sigma channels
+dropped, MeanFlow's second time embedder starting with a zero output; docs/design.md
+section 7) -- a starting point for fine-tuning, not a MeanFlow sampler. The output directory
+appears only once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained``
+read it). ``--out`` must be new, empty or an earlier export (``.meanflow_export.json`` lists
+what it wrote): any other folder -- a training run, someone's model folder -- is refused,
+never overwritten.
 """
 
 import argparse
@@ -20,10 +23,11 @@ import torch
 from .pretrained import from_official_dit, load_model
 
 
-def export(ckpt, out, ema=0, official_dit=False, num_heads=None, pipeline=False, vae=None, seed=0):
-    if official_dit:
+def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=None, seed=0):
+    """``official``: None (a trainer checkpoint or pretrained directory), "dit" or "sit"."""
+    if official:
         torch.manual_seed(seed)  # the fresh second time embedder
-        model = from_official_dit(ckpt, num_heads=num_heads)
+        model = from_official_dit(ckpt, num_heads=num_heads, family=official)
     else:
         model = load_model(ckpt, ema=ema)
     if pipeline:
@@ -46,12 +50,22 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--ema", type=int, default=0, help="EMA index (ema_decays order)")
     p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
-    p.add_argument(
-        "--official-dit", action="store_true", help="convert a facebookresearch/DiT or SiT checkpoint"
+    official = p.add_mutually_exclusive_group()
+    official.add_argument(
+        "--official-dit",
+        dest="official",
+        action="store_const",
+        const="dit",
+        help="convert a facebookresearch/DiT checkpoint",
     )
-    p.add_argument(
-        "--num-heads", type=int, help="heads, for --official-dit when the width is no DiT preset's"
+    official.add_argument(
+        "--official-sit",
+        dest="official",
+        action="store_const",
+        const="sit",
+        help="convert a willisma/SiT checkpoint (Linear path, velocity prediction)",
     )
+    p.add_argument("--num-heads", type=int, help="heads, for --official-* when the width is no DiT preset's")
     p.add_argument(
         "--pipeline", action="store_true", help="write a MeanFlowPipeline folder (model_index.json)"
     )
@@ -64,7 +78,7 @@ def main(argv=None):
             args.ckpt,
             args.out,
             ema=None if args.raw else args.ema,
-            official_dit=args.official_dit,
+            official=args.official,
             num_heads=args.num_heads,
             pipeline=args.pipeline,
             vae=args.vae,

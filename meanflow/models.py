@@ -340,13 +340,16 @@ class DiT(nn.Module):
 
     @classmethod
     def from_official_dit(
-        cls, path_or_state, num_heads=None, device="cpu", backend=None, **overrides
+        cls, path_or_state, num_heads=None, device="cpu", backend=None, family="dit", **overrides
     ) -> "DiT":
-        """Weights of a facebookresearch/DiT or SiT checkpoint (sigma channels dropped; the
-        MeanFlow second time embedder stays at its initialisation)."""
+        """Weights of a facebookresearch/DiT (``family="dit"``) or willisma/SiT (``"sit"``)
+        checkpoint: the official network in our time convention (sigma channels dropped; the
+        MeanFlow second time embedder starts with a zero output)."""
         from .pretrained import from_official_dit
 
-        return from_official_dit(path_or_state, num_heads, device=device, backend=backend, **overrides)
+        return from_official_dit(
+            path_or_state, num_heads, device=device, backend=backend, family=family, **overrides
+        )
 
     @property
     def null_class(self) -> int:

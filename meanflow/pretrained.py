@@ -16,6 +16,8 @@ import os
 
 import torch
 
+from mfkernels.reference import timestep_frequencies
+
 from .checkpoint import atomic_directory, load_torch_file
 from .models import PRESETS, DiT, DiTConfig
 
@@ -163,13 +165,20 @@ def official_dit_state_dict(obj) -> dict:
     return obj
 
 
-def convert_official_dit(state: dict, num_heads: int | None = None, **overrides):
-    """``(config, state_dict)`` for our DiT from a facebookresearch/DiT (or willisma/SiT) state
-    dict: the same parameter names; ``learn_sigma`` checkpoints have ``2 C`` output channels,
-    of which the sigma half is dropped. MeanFlow's second time embedder has no counterpart:
-    it is absent from the returned state dict (and stays at its initialisation). A label table
-    without the null row (trained with ``class_dropout_prob=0``) needs ``num_classes=`` given;
-    the null row is then added."""
+# The time scale each family's weights were trained with (docs/design.md section 7): DiT's
+# timesteps are 0..999, noisiest last, so ours at t is DiT at 1000 t; SiT feeds its time unscaled.
+OFFICIAL_TIME_SCALES = {"dit": 1000.0, "sit": 1.0}
+
+
+def convert_official_dit(state: dict, num_heads: int | None = None, family: str = "dit", **overrides):
+    """``(config, state_dict)`` for our DiT from a facebookresearch/DiT (``family="dit"``) or
+    willisma/SiT (``family="sit"``) state dict: the same parameter names; ``learn_sigma``
+    checkpoints have ``2 C`` output channels, of which the sigma half is dropped. SiT's time and
+    output conventions are folded into the weights (``_sit_to_our_convention``). MeanFlow's
+    second time embedder has no counterpart: it is absent from the returned state dict. A label
+    table without the null row (trained with ``class_dropout_prob=0``) needs ``num_classes=``
+    given; the null row is then added."""
+    overrides["time_scale"] = _official_time_scale(family, overrides.get("time_scale"))
     if not isinstance(state, dict) or "x_embedder.proj.weight" not in state:
         raise ValueError("not a DiT state dict: x_embedder.proj.weight is missing")
     for key in (
@@ -231,18 +240,77 @@ def convert_official_dit(state: dict, num_heads: int | None = None, **overrides)
         out["y_embedder.embedding_table.weight"] = torch.cat([table, null])
     if out["pos_embed"].dim() == 2:
         out["pos_embed"] = out["pos_embed"][None]
+    if family == "sit":
+        _sit_to_our_convention(out)
     return config, out
 
 
-def from_official_dit(path_or_state, num_heads=None, device="cpu", backend=None, **overrides) -> DiT:
-    """Our DiT holding the weights of an official DiT/SiT checkpoint (file path or state dict);
-    the second time embedder (``h_embedder``/``r_embedder``) keeps its fresh initialisation."""
+def _official_time_scale(family: str, requested: float | None) -> float:
+    """The scale ``family``'s weights were trained with; another one asked for is an error, as
+    it would silently give a different network."""
+    if family not in OFFICIAL_TIME_SCALES:
+        raise ValueError(f"family must be one of {tuple(OFFICIAL_TIME_SCALES)}, got {family!r}")
+    time_scale = OFFICIAL_TIME_SCALES[family]
+    if requested is not None and requested != time_scale:
+        raise ValueError(
+            f"time_scale {requested!r} does not fit {family!r} weights, which were trained with "
+            f"time_scale {time_scale}"
+        )
+    return time_scale
+
+
+def _sit_to_our_convention(state: dict):
+    """SiT's path is ``x_s = s x + (1 - s) e`` (``s = 1`` is data) and it predicts ``x - e``;
+    ours has ``t = 1`` as noise and predicts ``v = e - x`` (docs/design.md section 1). So ours
+    must be ``u(z, t, t, y) = -SiT(z, 1 - t, y)``: the flip goes into the first time-MLP layer,
+    the sign into the final linear."""
+    state["t_embedder.mlp.0.weight"] = _reflect_time(state["t_embedder.mlp.0.weight"])
+    state["final_layer.linear.weight"] = -state["final_layer.linear.weight"]
+    state["final_layer.linear.bias"] = -state["final_layer.linear.bias"]
+
+
+def _reflect_time(weight: torch.Tensor) -> torch.Tensor:
+    """The weight ``W'`` with ``W' emb(t) = W emb(1 - t)`` for the sinusoidal ``emb`` (cos
+    half, sin half): per frequency ``w``, ``cos(w - w t) = cos w cos wt + sin w sin wt`` and
+    ``sin(w - w t) = sin w cos wt - cos w sin wt``, a fixed 2x2 map of ``emb(t)``. Computed in
+    float64, rounded once."""
+    half = weight.shape[1] // 2
+    freqs = timestep_frequencies(weight.shape[1], dtype=torch.float64)
+    cos_w, sin_w = torch.cos(freqs), torch.sin(freqs)
+    w = weight.double()
+    on_cos, on_sin = w[:, :half], w[:, half : 2 * half]
+    out = w.clone()  # an odd size's zero padding column keeps its weight
+    out[:, :half] = on_cos * cos_w + on_sin * sin_w
+    out[:, half : 2 * half] = on_cos * sin_w - on_sin * cos_w
+    return out.to(weight.dtype)
+
+
+def from_official_dit(
+    path_or_state, num_heads=None, device="cpu", backend=None, family="dit", **overrides
+) -> DiT:
+    """Our DiT holding the weights of an official DiT (``family="dit"``) or SiT (``"sit"``)
+    checkpoint (file path or state dict), with the time scale those weights were trained with.
+    At every ``(r, t)`` it computes the official network's field in our convention (DiT at
+    ``1000 t``; ``-SiT(z, 1 - t, y)``): the second time embedder (``h_embedder``/``r_embedder``)
+    starts with a zero output, as adaLN-Zero starts its blocks."""
     obj = path_or_state
     if isinstance(path_or_state, (str, os.PathLike)):
         obj = load_torch_file(path_or_state, what="DiT checkpoint")
-    config, state = convert_official_dit(official_dit_state_dict(obj), num_heads=num_heads, **overrides)
+    state = official_dit_state_dict(obj)
+    config, state = convert_official_dit(state, num_heads=num_heads, family=family, **overrides)
     model = DiT(config, backend=backend)
     fresh = [k for k in model.state_dict() if k.startswith(f"{model.second_time}_embedder.")]
     check_state_dict(model, state, "official DiT state dict", ignore=fresh)
     model.load_state_dict(state, strict=False)
+    _silence_second_time(model)
     return model.to(device).eval()
+
+
+def _silence_second_time(model: DiT):
+    """Zero the second time embedder's output layer: a fresh one adds a nonzero vector to the
+    conditioning even at h = 0, which moves the network off the official one. Its gradient is
+    not zero, so training still moves it."""
+    layer = model.second_embedder.mlp[2]
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()

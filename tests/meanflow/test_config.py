@@ -67,3 +67,12 @@ def test_bad_file(tmp_path):
     bad.write_text("loss:\n  nope: 1\n")
     with pytest.raises(ValueError, match=r"unknown config key 'loss.nope' \(from --config"):
         parse_args(["--config", str(bad)])
+
+
+def test_presets_feed_times_unscaled():
+    """Every preset's model embeds t and h in [0, 1] as they are (docs/design.md section 7)."""
+    from meanflow.models import DiTConfig
+
+    for name in PRESETS:
+        c = TrainConfig.from_name(name)
+        assert DiTConfig.from_name(c.model, **c.model_kwargs).time_scale == 1.0, name
