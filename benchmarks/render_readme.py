@@ -4,16 +4,16 @@
     python benchmarks/render_readme.py --output perf.md    # write the section to a file instead
     python benchmarks/render_readme.py --check             # exit 1 if README.md is out of date
 
-Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results``
-(default benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored),
-keeps the newest measurement that worked of each case per benchmark and device (a case: the
-preset, batch, dtype and variant of a training step; dtype, head dim and length of attention), so a
-run that measured only some presets or variants adds to an older run's numbers instead of
-hiding them, and renders markdown tables that always say the device, dtype, date and
-commit: one training-step table per device and step mode (cells from several runs say which;
-the targets of docs/design.md section 6 judged on the cells shown, by ``step_report``), one
-attention table per run, plots beside them. The section between ``<!-- perf:start -->`` and ``<!-- perf:end -->`` in the README is
-replaced; nothing else is.
+Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results`` (default
+benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored), keeps the
+newest measurement that worked of each case per benchmark and device (a case: the preset,
+batch, dtype and variant of a training step; dtype, head dim and length of attention), so a run
+that measured only some presets or variants adds to an older run's numbers instead of hiding
+them, and renders markdown tables that always say the device, dtype, date and commit: one
+training-step table per device and step mode (cells from several runs say which; the targets of
+docs/design.md section 6 judged on the cells shown, by ``step_report``), one attention table
+per run, plots beside them. The section between ``<!-- perf:start -->`` and
+``<!-- perf:end -->`` in the README is replaced; nothing else is.
 """
 
 import argparse

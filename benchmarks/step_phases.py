@@ -9,10 +9,10 @@ optimiser step timed apart, then the kernels that take the most device time.
 The same steps as ``jvp_throughput.py`` (``benchmarks/training_step.py``: its loss, compile
 mode and autocast), so its ratios can be split: a fused step over FM is a forward-side or a
 backward-side gap, and a host-side or a device-side one (the host time of a step against the
-time the GPU is busy in it). Phases are timed with CUDA events (perf_counter on the CPU); the median over ``--steps`` steps after one warm-up. The
-kernel table is torch.profiler over two more steps, by self device time (self CPU time on the
-CPU), one list per variant. ``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per
-variant too).
+time the GPU is busy in it). Phases are timed with CUDA events (perf_counter on the CPU); the
+median over ``--steps`` steps after one warm-up. The kernel table is torch.profiler over two
+more steps, by self device time (self CPU time on the CPU), one list per variant.
+``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per variant too).
 """
 
 import argparse
