@@ -153,6 +153,12 @@ $PY - "$DIR" <<'EOF'
 import json, sys, xml.etree.ElementTree as ET
 from pathlib import Path
 
+sys.path.insert(0, ".")
+try:  # the targets' headings as jvp_throughput.py prints them; the summary works without
+    from benchmarks.step_report import targets_heading, why_no_targets
+except Exception as exc:
+    print(f"(benchmarks.step_report did not import: {exc})")
+    targets_heading = why_no_targets = None
 d = Path(sys.argv[1])
 print("\n==== summary:", d)
 rows = [line.split("\t") for line in (d / "summary.tsv").read_text().splitlines()]
@@ -173,10 +179,13 @@ for js in sorted(d.glob("jvp_throughput_*.json")):
     rows = data.get("rows", [])
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"  {js.name}: {ok}/{len(rows)} cases ok")
+    if targets_heading:
+        targets, settings = data.get("targets", []), data.get("settings", {})
+        print(f"    {targets_heading(targets)}" if targets else f"    Targets: {why_no_targets(settings)}")
     for t in data.get("targets", []):
         mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
-        value = f" {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
-        print(f"    [{mark}] {t['name']}:{value} {t['detail']}")
+        value = f": {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
+        print(f"    [{mark}] {t['name']}{value}  {t['detail']}")
 for js in sorted(d.glob("step_phases_*.json")):
     for r in json.loads(js.read_text())["rows"]:
         if "step_ms" in r:

@@ -4,16 +4,16 @@
     python benchmarks/render_readme.py --output perf.md    # write the section to a file instead
     python benchmarks/render_readme.py --check             # exit 1 if README.md is out of date
 
-Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results``
-(default benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored),
-keeps the newest measurement that worked of each case per benchmark and device (a case: the
-preset, batch, dtype and variant of a training step; dtype, head dim and length of attention), so a
-run that measured only some presets or variants adds to an older run's numbers instead of
-hiding them, and renders markdown tables that always say the device, dtype, date and
-commit: one training-step table per device and step mode (cells from several runs say which;
-issue 8's targets judged on the merged cells), one attention table per run, plots beside
-them. The section between ``<!-- perf:start -->`` and ``<!-- perf:end -->`` in the README is
-replaced; nothing else is.
+Reads every ``jvp_throughput_*.json`` and ``attention_jvp_*.json`` under ``--results`` (default
+benchmarks/results/, searched recursively; ``--quick`` smoke runs are ignored), keeps the
+newest measurement that worked of each case per benchmark and device (a case: the preset,
+batch, dtype and variant of a training step; dtype, head dim and length of attention), so a run
+that measured only some presets or variants adds to an older run's numbers instead of hiding
+them, and renders markdown tables that always say the device, dtype, date and commit: one
+training-step table per device and step mode (cells from several runs say which; the targets of
+docs/design.md section 6 judged on the cells shown, by ``step_report``), one attention table
+per run, plots beside them. The section between ``<!-- perf:start -->`` and
+``<!-- perf:end -->`` in the README is replaced; nothing else is.
 """
 
 import argparse
@@ -22,9 +22,20 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.step_report import (
+    cuda_graphs,
+    judge_targets,
+    step_mode,
+    step_title,
+    target_value,
+    targets_heading,
+    why_no_targets,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
 FAMILY_TITLES = {
     "fm": "FM step",
@@ -43,25 +54,6 @@ ROWS_NOTE = {
 }
 
 
-def step_mode(settings: dict) -> tuple[str, float, float]:
-    """``(tangent rows, w, k)`` of a training-step run's settings (the default step for runs
-    from before ``--tangent-rows`` and ``--cfg-w/--cfg-k`` existed)."""
-    return settings.get("tangent_rows", "all"), settings.get("cfg_w", 1.0), settings.get("cfg_k", 0.0)
-
-
-def cuda_graphs(settings: dict) -> bool:
-    """Whether a training-step run compiled its steps with CUDA graphs (its own table)."""
-    return settings.get("compile_mode") == "cudagraphs"
-
-
-def step_title(settings: dict) -> str:
-    """How a run's step differs from the default one, as a title suffix (README and plots)."""
-    rows_mode, w, k = step_mode(settings)
-    title = ", du/dt on the rows with r != t" if rows_mode == "r_neq_t" else ""
-    title += f", guidance w = {w:g}, k = {k:g}" if (w, k) != (1.0, 0.0) else ""
-    return title + (", compiled with CUDA graphs" if cuda_graphs(settings) else "")
-
-
 def case_of(benchmark: str, row: dict) -> tuple:
     """What a newer run's row replaces: a training step's (preset, batch, dtype, variant), an
     attention row's (dtype, head dim, sequence length)."""
@@ -73,7 +65,7 @@ def case_of(benchmark: str, row: dict) -> tuple:
 def load_results(results_dir: Path) -> dict:
     """``{(benchmark, device name, *step_mode): [payload, ...]}``, newest run first, each
     non-quick run keeping only its rows of cases no newer run measured (runs left with no
-    rows are dropped; a run that lost rows loses its targets, which were judged on them)."""
+    rows are dropped; :func:`merge_step_runs` judges the targets again on what is left)."""
     runs = {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         try:
@@ -99,21 +91,20 @@ def load_results(results_dir: Path) -> dict:
             if not rows:
                 continue
             if len(rows) < len(data["rows"]):
-                data = dict(data, rows=rows, targets=[])
+                data = dict(data, rows=rows)
             kept.setdefault(key, []).append(data)
     return kept
 
 
 def merge_step_runs(runs: list[dict]) -> dict:
     """One training-step table from the runs of a device and step mode (newest first, each
-    cut to the cells no newer run measured): their rows, with issue 8's targets judged again
-    on them (a run's own targets were judged on its rows alone)."""
-    if len(runs) == 1:
-        return runs[0]
-    from benchmarks.jvp_throughput import evaluate_targets
-
+    cut to the cells no newer run measured): their rows, with the targets judged on them (a
+    run's own verdicts were judged on its rows alone, and with the code of its day)."""
     rows = [r for data in runs for r in data["rows"]]
-    return dict(runs[0], rows=rows, targets=evaluate_targets(rows), _runs=runs)
+    merged = dict(runs[0], rows=rows, targets=judge_targets(rows, runs[0].get("settings", {})))
+    if len(runs) > 1:
+        merged["_runs"] = runs
+    return merged
 
 
 def _where(data) -> str:
@@ -233,12 +224,13 @@ def render_throughput(data, readme_dir: Path) -> str:
             "Failed: "
             + "; ".join(f"{r['preset']} b{r['batch']} {r['variant']}: {r['status']}" for r in failed),
         ]
-    if data.get("targets"):
-        out += ["", "Targets (issue 8):", ""]
+    if data["targets"]:
+        out += ["", targets_heading(data["targets"]), ""]
         for t in data["targets"]:
             mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
-            value = f" {t['value']:.2f} (threshold {t['threshold']})" if "value" in t else ""
-            out.append(f"- **{mark}** {t['name']}:{value}, {t['where']}. {t['detail']}")
+            out.append(f"- **{mark}** {t['name']}{target_value(t)}, {t['where']}. {t['detail']}")
+    else:
+        out += ["", f"Targets: {why_no_targets(settings)}."]
     link = _plot_link(data, readme_dir, f"training step times, {device}")
     return "\n".join(out) + "\n" + link
 

@@ -6,13 +6,13 @@ optimiser step timed apart, then the kernels that take the most device time.
     python benchmarks/step_phases.py --device cpu --preset DiT-T/4 --batch 2 --dtype fp32 \\
         --variants fm dual_ref                                        # CPU smoke run
 
-The same steps as ``jvp_throughput.py`` (its loss, compile mode and autocast), so its ratios can
-be split: a fused step over FM is a forward-side or a backward-side gap, and a host-side or a
-device-side one (the host time of a step against the time the GPU is busy in it). Phases are timed with
-CUDA events (perf_counter on the CPU); the median over ``--steps`` steps after one warm-up. The
-kernel table is torch.profiler over two more steps, by self device time (self CPU time on the
-CPU), one list per variant. ``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per
-variant too).
+The same steps as ``jvp_throughput.py`` (``benchmarks/training_step.py``: its loss, compile
+mode and autocast), so its ratios can be split: a fused step over FM is a forward-side or a
+backward-side gap, and a host-side or a device-side one (the host time of a step against the
+time the GPU is busy in it). Phases are timed with CUDA events (perf_counter on the CPU); the
+median over ``--steps`` steps after one warm-up. The kernel table is torch.profiler over two
+more steps, by self device time (self CPU time on the CPU), one list per variant.
+``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per variant too).
 """
 
 import argparse
@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 from benchmarks import _common as C  # noqa: E402
-from benchmarks import jvp_throughput as J  # noqa: E402
+from benchmarks import training_step as T  # noqa: E402
 from meanflow import PRESETS  # noqa: E402
 from meanflow.distributed import resolve_device  # noqa: E402
 
@@ -57,14 +57,14 @@ class PhaseTimer:
 
 
 def run_variant(variant, model, opt, x, y, args, device):
-    loss_fn, context, undo = J.make_loss(variant, model, args)
-    backend = J.BACKEND_OF.get(J.family(variant))
-    if J.is_compiled(variant):
+    loss_fn, context, undo = T.make_loss(variant, model, args)
+    backend = T.BACKEND_OF.get(T.family(variant))
+    if T.is_compiled(variant):
         torch._dynamo.reset()
 
     def step(timer=None):
         mark = timer.mark if timer else None
-        J.training_step(model, opt, backend, loss_fn, context, x, y, device, args.dtype, mark)
+        T.training_step(model, opt, backend, loss_fn, context, x, y, device, args.dtype, mark)
 
     try:
         start = time.perf_counter()
@@ -140,7 +140,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu, cuda[:N]")
     parser.add_argument("--preset", default="DiT-XL/2", choices=list(PRESETS))
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--dtype", default="bf16", choices=sorted(J.DTYPES))
+    parser.add_argument("--dtype", default="bf16", choices=sorted(T.DTYPES))
     parser.add_argument("--variants", nargs="+", default=["fm+compile", "fused_triton+compile"])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
     parser.add_argument("--top", type=int, default=15, help="kernels listed per variant")
@@ -150,9 +150,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.traces and not args.out_dir:
         parser.error("--traces needs --out-dir")
-    unknown = [v for v in args.variants if v not in J.ORDER]
+    unknown = [v for v in args.variants if v not in T.ORDER]
     if unknown:
-        parser.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(J.ORDER)})")
+        parser.error(f"--variants: unknown {', '.join(unknown)} (choose from {', '.join(T.ORDER)})")
     for name in ("batch", "steps", "top"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -162,8 +162,8 @@ def parse_args(argv=None):
         parser.error(f"--device: {exc}")
     if args.out_dir:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-    # What jvp_throughput's loss needs: unguided, its regional compile.
-    for name, value in vars(J.parse_args(["--tangent-rows", args.tangent_rows])).items():
+    # What the loss needs besides: unguided, blocks compiled one by one (as jvp_throughput).
+    for name, value in vars(T.loss_settings(tangent_rows=args.tangent_rows)).items():
         if not hasattr(args, name):
             setattr(args, name, value)
     return args
@@ -172,8 +172,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = args.device
-    in_ch, size, classes = J.preset_inputs(args.preset, None)
-    model = J.build_model(args.preset, None, device)
+    in_ch, size, classes = T.preset_inputs(args.preset, None)
+    model = T.build_model(args.preset, None, device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as jvp_throughput
     x = torch.randn(args.batch, in_ch, size, size, device=device)
     y = torch.randint(0, classes, (args.batch,), device=device)
@@ -182,7 +182,7 @@ def main(argv=None):
     payload = C.header(BENCHMARK, device, sys.argv, settings={k: str(v) for k, v in vars(args).items()})
     rows = []
     for variant in args.variants:
-        if J.family(variant) in J.foreign_families(device):
+        if T.family(variant) in T.foreign_families(device):
             rows.append({"variant": variant, "status": f"skipped: its kernels do not run on {device.type}"})
         else:
             try:

@@ -39,12 +39,12 @@ def test_jvp_throughput_quick(tmp_path):
     # The timed dual path computes what torch.func.jvp computes (fp32).
     (check,) = data["numerics"]
     assert check["dual_ref"]["u"] < 1e-4 and check["dual_ref"]["dudt"] < 1e-4
-    assert "ms/step" in stdout and "targets" in stdout
+    assert "ms/step" in stdout and "Targets (CPU dual reference vs torch.func.jvp):" in stdout
 
 
 def test_jvp_throughput_guided_quick(tmp_path):
     """--cfg-w/--cfg-k: a step with guidance folded into the target, in a file of its own and
-    with no verdict on issue 8's (unguided) targets."""
+    with no verdict on the targets (stated for the step without guidance)."""
     extra = ["--cfg-w", "2", "--cfg-k", "0", "--variants", "fm", "dual_ref", "--no-plot"]
     data, stdout = _run("jvp_throughput.py", tmp_path, *extra)
     names = [p.name for p in tmp_path.glob("*.json")]
@@ -95,7 +95,7 @@ def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
     assert [r["variant"] for r in json.loads(path.read_text())["rows"]] == ["fm", "dual_ref"]
     (skipped,) = step_phases.main([*argv, "--variants", "fused_triton"])
     assert skipped["status"] == "skipped: its kernels do not run on cpu"
-    monkeypatch.setattr(step_phases.J, "make_loss", lambda *a: 1 / 0)
+    monkeypatch.setattr(step_phases.T, "make_loss", lambda *a: 1 / 0)
     (failed,) = step_phases.main([*argv, "--variants", "fm"])
     assert failed["status"] == "failed: ZeroDivisionError: division by zero"
     for bad in (["--variants", "fm", "x"], ["--batch", "0"], ["--preset", "DiT-Q/3"], ["--device", "tpu"]):

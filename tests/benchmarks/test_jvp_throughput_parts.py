@@ -1,8 +1,12 @@
-"""Pieces of benchmarks/jvp_throughput.py: ratios and target verdicts."""
+"""Pieces of the training-step benchmark (jvp_throughput.py and the step library it runs on):
+plans, losses, ratios and target verdicts."""
 
 import gc
+import subprocess
+import sys
 import weakref
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +15,9 @@ import torch
 import mfkernels
 from benchmarks import _common as C
 from benchmarks import jvp_throughput as J
-from benchmarks import render_readme
+from benchmarks import step_report as R
+from benchmarks import training_step as T
+from benchmarks.step_runner import build_plan
 from meanflow import DiT
 
 
@@ -40,14 +46,14 @@ def test_ratios_and_gpu_targets():
         _row("fused_triton", 150.0, 23.0),
         _row("fused_triton+compile", 120.0, 22.0),
     ]
-    J.annotate(rows)
+    R.annotate(rows)
     by = {r["variant"]: r for r in rows}
     assert by["fused_triton"]["x_fm"] == 1.5 and by["fused_triton+compile"]["x_fm"] == pytest.approx(
         1.333, abs=1e-3
     )
     assert by["fused_triton+compile"]["x_fm_eager"] == 1.2
     assert by["fused_triton+compile"]["mem_x_fm"] == pytest.approx(22 / 19, abs=1e-3)
-    targets = {t["name"]: t for t in J.evaluate_targets(rows)}
+    targets = {t["name"]: t for t in R.evaluate_targets(rows)}
     step = targets["fused step <= 1.4x FM step"]
     assert step["value"] == pytest.approx(120 / 90, abs=1e-3) and step["pass"] is True
     speed = targets["fused >= 2x faster than best torch.func.jvp"]
@@ -60,7 +66,7 @@ def test_ratios_and_gpu_targets():
         _row("fused_triton", 150.0, 30.0),
         _row("func_jvp", None, status="failed: OOM"),
     ]
-    targets = {t["name"]: t for t in J.evaluate_targets(rows)}
+    targets = {t["name"]: t for t in R.evaluate_targets(rows)}
     assert targets["fused step <= 1.4x FM step"]["pass"] is False
     assert targets["fused peak memory <= 1.2x FM"]["pass"] is False
     assert targets["fused >= 2x faster than best torch.func.jvp"]["pass"] is None
@@ -74,23 +80,59 @@ def test_cpu_target_and_no_target_elsewhere():
         _row("dual_ref", 150.0, preset="DiT-S/2", dtype="fp32", device=cpu),
         _row("fm", 1.0, preset="DiT-B/2"),  # a GPU preset with no targets
     ]
-    (target,) = J.evaluate_targets(rows)
+    (target,) = R.evaluate_targets(rows)
     assert target["value"] == 2.0 and target["pass"] is True and "DiT-S/2" in target["where"]
+
+
+def test_targets_are_named_by_what_they_compare_or_say_why_there_are_none(capsys):
+    rows = [_row("fm", 100.0, 20.0), _row("fused_triton", 130.0, 21.0)]
+    targets = R.judge_targets(rows, {})
+    heading = "Targets (fused step vs flow matching, fused vs torch.func.jvp, peak memory):"
+    assert R.targets_heading(targets) == heading
+    (no_func,) = [t for t in targets if t["name"] == "fused >= 2x faster than best torch.func.jvp"]
+    assert no_func["pass"] is None and no_func["detail"].endswith("(no torch.func.jvp variant in the run)")
+    R.print_targets(targets, {})
+    printed = capsys.readouterr().out
+    assert (
+        printed.startswith(heading + "\n")
+        and "  [n/a ] fused >= 2x faster than best torch.func.jvp  [" in printed
+    )
+    # A guided step is not judged; a run with no row the targets apply to says which rows they need.
+    assert R.judge_targets(rows, {"cfg_w": 2.0, "cfg_k": 0.0}) == []
+    R.print_targets([], {"cfg_w": 2.0, "cfg_k": 0.0})
+    assert capsys.readouterr().out.startswith("Targets: not judged on a guided step (")
+    assert R.judge_targets([_row("fm", 1.0, preset="DiT-B/2")], {}) == []
+    R.print_targets([], {})
+    assert "Targets: none apply to these rows (they are judged on DiT-XL/2 bf16" in capsys.readouterr().out
+
+
+def test_the_library_has_no_import_circle():
+    """render_readme and step_phases use the step library, never the jvp_throughput script."""
+    code = (
+        "import sys; import benchmarks.render_readme, benchmarks.step_phases; "
+        "print(sorted(m for m in sys.modules if m.startswith('benchmarks.')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = proc.stdout
+    assert "benchmarks.step_report" in loaded and "benchmarks.training_step" in loaded
+    assert "benchmarks.jvp_throughput" not in loaded and "benchmarks.step_runner" not in loaded
 
 
 def test_plan_filters():
     args = J.parse_args(
         ["--device", "cpu", "--presets", "DiT-T/4", "--variants", "fm*", "fused_*", "--no-compile"]
     )
-    (group,) = J.build_plan(args, torch.device("cpu"))
+    (group,) = build_plan(args, torch.device("cpu"))
     assert group.variants == ["fm", "fused_cpu"]  # no +compile, no GPU kernels on the CPU
     comma_separated = ["--presets", "DiT-T/4", "--variants", "fm*,fused_*", "--no-compile"]
     args = J.parse_args(["--device", "cpu", *comma_separated])
-    assert J.build_plan(args, torch.device("cpu"))[0].variants == ["fm", "fused_cpu"]
+    assert build_plan(args, torch.device("cpu"))[0].variants == ["fm", "fused_cpu"]
     with pytest.raises(SystemExit, match="--variants x y matches none"):
-        J.build_plan(J.parse_args(["--device", "cpu", "--variants", "x,y"]), torch.device("cpu"))
+        build_plan(J.parse_args(["--device", "cpu", "--variants", "x,y"]), torch.device("cpu"))
     args = J.parse_args(["--device", "cuda"])
-    groups = J.build_plan(args, torch.device("cuda"))
+    groups = build_plan(args, torch.device("cuda"))
     assert groups[0].preset == "DiT-XL/2" and "fused_triton+compile" in groups[0].variants
     assert all("fused_cpu" not in g.variants for g in groups)
     assert args.time_budget == 290.0 and not args.interleave
@@ -99,7 +141,7 @@ def test_plan_filters():
     assert groups[0].variants == ["fm", "func_jvp", "fused_triton", "fm+compile", "fused_triton+compile"]
     assert groups[-1].preset == "DiT-XL/2" and groups[-1].variants[-1] == "func_jvp+compile"
     for argv in ([], ["--variants", "fm", "func_jvp*"]):
-        plan = J.build_plan(J.parse_args(argv), torch.device("cuda"))
+        plan = build_plan(J.parse_args(argv), torch.device("cuda"))
         runs = [(g.preset, v) for g in plan for v in g.variants]
         assert len(runs) == len(set(runs)) and ("DiT-XL/2", "func_jvp+compile") in runs
 
@@ -109,13 +151,13 @@ def test_guided_step():
     from meanflow.loss import FlowMatchingLoss
 
     plain = J.parse_args(["--device", "cpu"])
-    assert not J.objective("dual_ref", plain).guided and render_readme.step_title(vars(plain)) == ""
+    assert not T.objective("dual_ref", plain).guided and R.step_title(vars(plain)) == ""
     args = J.parse_args(["--device", "cpu", "--cfg-w", "2", "--cfg-k", "0", "--tangent-rows", "r_neq_t"])
     for fam in ("dual_ref", "func_jvp", "fused_cpu"):
-        loss = J.objective(fam, args)
+        loss = T.objective(fam, args)
         assert (loss.cfg_w, loss.cfg_k, loss.tangent_rows) == (2.0, 0.0, "r_neq_t")
-    assert isinstance(J.objective("fm", args), FlowMatchingLoss)
-    title = render_readme.step_title(vars(args))
+    assert isinstance(T.objective("fm", args), FlowMatchingLoss)
+    title = R.step_title(vars(args))
     assert title == ", du/dt on the rows with r != t, guidance w = 2, k = 0"
 
 
@@ -127,7 +169,7 @@ def test_regional_compile_covers_both_paths(variant):
 
     model = DiT.from_config("DiT-T/4", num_classes=10, in_channels=1, input_size=8)
     args = J.parse_args(["--device", "cpu", "--tangent-rows", "r_neq_t"])
-    _, _, undo = J.make_loss(variant, model, args)
+    _, _, undo = T.make_loss(variant, model, args)
     for block in model.blocks:
         assert block._compiled_call_impl is not None
         assert ("jvp" in block.__dict__) == (variant != "fm+compile")
@@ -157,10 +199,10 @@ class _Recorder:
 
 def test_plot_titles_name_the_group_and_the_step(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(J.C, "pyplot", lambda: _Recorder(calls))
+    monkeypatch.setattr(R.C, "pyplot", lambda: _Recorder(calls))
     rows = [_row("fm", 100.0), _row("fused_triton", 130.0)]
-    J.annotate(rows)
-    J.plot(rows, tmp_path / "plot.png", ", du/dt on the rows with r != t")
+    R.annotate(rows)
+    R.plot(rows, tmp_path / "plot.png", ", du/dt on the rows with r != t")
     titles = [args[0] for name, args in calls if name == "set_title"]
     assert titles == ["DiT-XL/2, batch 64, bf16, NVIDIA H100 80GB HBM3, du/dt on the rows with r != t"]
     bar_texts = [args[2] for name, args in calls if name == "text"]
@@ -170,7 +212,7 @@ def test_plot_titles_name_the_group_and_the_step(monkeypatch, tmp_path):
 @pytest.mark.filterwarnings("ignore:mfkernels.attention.*backend 'cpu' is not available")  # csrc has none
 @pytest.mark.parametrize("tangent_rows", ["all", "r_neq_t"])
 def test_dual_step_keeps_no_more_for_its_backward_than_flow_matching(tangent_rows):
-    """Issue 8's memory target on the CPU: the tangents of a dual step never reach the autograd
+    """The peak-memory target on the CPU: the tangents of a dual step never reach the autograd
     graph, so the step keeps no more activations for its backward than a flow-matching step;
     torch.func.jvp keeps its tangent graph too (which is what the measure must see)."""
     torch.manual_seed(0)
@@ -182,7 +224,7 @@ def test_dual_step_keeps_no_more_for_its_backward_than_flow_matching(tangent_row
         variants.append("fused_cpu")
     saved = {}
     for variant in variants:
-        loss, context, undo = J.make_loss(variant, model, args)
+        loss, context, undo = T.make_loss(variant, model, args)
         with context():
             saved[variant] = C.saved_for_backward_bytes(partial(loss, x, y), keep=list(model.parameters()))
         undo()

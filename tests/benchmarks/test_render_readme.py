@@ -163,6 +163,9 @@ def test_each_step_mode_gets_its_own_table(results, tmp_path, settings, suffix, 
     assert f"#### DiT training step{title}: NVIDIA H100 80GB HBM3" in section
     assert note in section
     assert "380.0 ms c (1.36x)" in section and "330.0 ms (1.10x)" in section
+    if suffix == "_cfg":  # no verdict on a guided step, and a line that says why
+        guided = section.split(f"#### DiT training step{title}")[1]
+        assert "\nTargets: not judged on a guided step (" in guided and "**PASS**" not in guided
 
 
 def test_an_older_run_keeps_the_cases_no_newer_run_measured(results, tmp_path):
@@ -235,3 +238,8 @@ def test_a_cuda_graphs_run_gets_its_own_table(results, tmp_path):
     assert "380.0 ms c (1.36x)" in section  # the regional run's table stays
     assert "#### DiT training step, compiled with CUDA graphs: NVIDIA H100 80GB HBM3" in section
     assert "replayed as a CUDA graph" in section and "330.0 ms c (1.32x)" in section
+
+
+def test_the_readme_section_is_rendered_from_the_committed_results():
+    """README.md's performance section is what the script renders from benchmarks/results/."""
+    assert render_readme.main(["--check"]) == 0

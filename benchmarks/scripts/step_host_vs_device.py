@@ -1,5 +1,15 @@
-"""One-off diagnosis (2026-12-04, H200): is the fused step CPU-bound? Host launch time vs step
-time vs GPU busy time, as run (reformatted) from the repository root."""
+"""One-off diagnosis (2026-12-04, H200): is the fused step bound by the host? Per step, the host
+time (until ``step()`` returns, unsynchronised), the wall time and the GPU busy time (kernel
+times in a profile), for FM and the fused step on DiT-S/2 and DiT-XL/2 at batch 64, compiled
+regionally as in ``jvp_throughput.py`` and with CUDA graphs, plus a cProfile of one fused
+DiT-S/2 step. ``step_phases.py`` now reports the host, wall and busy times of any variant;
+this script adds the CUDA-graph mode and the cProfile.
+
+    python benchmarks/scripts/step_host_vs_device.py     # GPU; on the CPU: DiT-T/4, a smoke run
+    DIAG_BUDGET=60 python benchmarks/scripts/step_host_vs_device.py   # seconds (default 150)
+
+Its output: ``benchmarks/results/nvidia-h200-20261204-b/step_host_vs_device.log``.
+"""
 
 import cProfile
 import io
@@ -8,17 +18,18 @@ import pstats
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, ".")
-from benchmarks import jvp_throughput as J  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout, uninstalled
+from benchmarks import training_step as T  # noqa: E402
 
 T0 = time.perf_counter()
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FUSED = "fused_triton" if dev.type == "cuda" else "dual_ref"
-args = J.parse_args(["--tangent-rows", "all"])
+args = T.loss_settings(tangent_rows="all")
 
 
 def sync():
@@ -31,26 +42,26 @@ def run(preset, batch, variant, mode=None, cprof=False):
         print("SKIP (budget)", preset, variant, mode)
         return
     torch._dynamo.reset()
-    in_ch, size, classes = J.preset_inputs(preset, None)
-    model = J.build_model(preset, None, dev)
+    in_ch, size, classes = T.preset_inputs(preset, None)
+    model = T.build_model(preset, None, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
     x = torch.randn(batch, in_ch, size, size, device=dev)
     y = torch.randint(0, classes, (batch,), device=dev)
-    fam = J.family(variant)
+    fam = T.family(variant)
     if mode:  # regional compile in another mode
-        loss_fn, context, undo = J.make_loss(fam, model, args)
+        loss_fn, context, undo = T.make_loss(fam, model, args)
         for b in model.blocks:
             b.compile(mode=mode)
             if fam != "fm":
                 b.jvp = torch.compile(b.jvp, mode=mode)
     else:
-        loss_fn, context, undo = J.make_loss(variant, model, args)
+        loss_fn, context, undo = T.make_loss(variant, model, args)
 
     def step():
         if mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
-        with J.autocast(dev, "bf16" if dev.type == "cuda" else "fp32"), context():
+        with T.autocast(dev, "bf16" if dev.type == "cuda" else "fp32"), context():
             loss = loss_fn(x, y)
         loss.backward()
         opt.step()

@@ -1,14 +1,24 @@
-"""What broke torch.func.jvp in bf16 on the H200 (torch 2.11): the backward of a MeanFlow loss
-through SDPA's math backend under CUDA bf16 autocast, with and without bf16 reductions allowed,
-and SDPA alone. Run from the repository root on a GPU; the output is the .log beside this."""
+"""One-off diagnosis (2026-12-04, H200, torch 2.11): what broke ``torch.func.jvp`` in bf16. The
+backward of a MeanFlow loss through SDPA's math backend under CUDA bf16 autocast, with and
+without bf16 reductions allowed, and SDPA alone. It found the failure in SDPA's safe softmax
+that ``meanflow.models.unfused_attention`` now works around (the benchmarks' torch.func
+variants run attention in plain ops).
 
+    python benchmarks/scripts/func_jvp_sdpa_math_bf16.py     # needs a GPU
+
+Its output: ``benchmarks/results/nvidia-h200-20261204/func_jvp_sdpa_math_bf16.log``.
+"""
+
+import sys
 import traceback
+from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from meanflow.loss import MeanFlowLoss, func_jvp
-from meanflow.models import DiT, DiTConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout, uninstalled
+from meanflow.loss import MeanFlowLoss, func_jvp  # noqa: E402
+from meanflow.models import DiT, DiTConfig  # noqa: E402
 
 torch.manual_seed(0)
 config = DiTConfig(

@@ -1,0 +1,51 @@
+"""The one-off device scripts under benchmarks/scripts/ stay runnable against the current code."""
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted((ROOT / "benchmarks" / "scripts").glob("*.py"))
+
+
+def test_there_are_scripts_and_each_is_listed():
+    listing = (ROOT / "benchmarks" / "scripts" / "README.md").read_text()
+    assert SCRIPTS
+    for script in SCRIPTS:
+        assert f"`{script.name}`" in listing
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_what_a_script_imports_exists(script):
+    """Most of them need a GPU to run: at least every name they import must still be there."""
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}")
+    # Whatever they reach through the step library (``T.name``) exists too.
+    from benchmarks import training_step
+
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "T":
+            assert hasattr(training_step, node.attr), node.attr
+
+
+def test_step_host_vs_device_runs_from_anywhere(tmp_path):
+    """With no time budget every case is skipped: the script starts, builds its loss settings
+    and ends, run from outside the repository."""
+    env = dict(os.environ, DIAG_BUDGET="0")
+    script = ROOT / "benchmarks" / "scripts" / "step_host_vs_device.py"
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SKIP (budget)" in proc.stdout and "total" in proc.stdout
