@@ -13,6 +13,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import inspect
 import json
 import math
 import os
@@ -20,25 +21,36 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from .loss import OBJECTIVES
+from .loss import OBJECTIVES, MeanFlowLoss
+
+
+def _defaults(function) -> dict:
+    """The keyword defaults of ``function``'s signature."""
+    params = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+# The loss defaults live in one place, MeanFlowLoss's signature (docs/design.md section 1).
+_LOSS = _defaults(MeanFlowLoss.__init__)
 
 
 @dataclass
 class LossConfig:
-    """docs/design.md section 1 defaults; ``objective`` is ``meanflow`` or ``flow_matching``."""
+    """``MeanFlowLoss``'s arguments, with its defaults; ``objective`` is ``meanflow`` or
+    ``flow_matching`` (which takes time_mean, time_std and class_dropout only)."""
 
     objective: str = "meanflow"
-    time_mean: float = -0.4
-    time_std: float = 1.0
-    ratio_r_neq_t: float = 0.25
-    adaptive_p: float = 1.0
-    adaptive_c: float = 1e-3
-    cfg_w: float = 1.0
-    cfg_k: float = 0.5
-    cfg_t_min: float = 0.0
-    cfg_t_max: float = 1.0
-    class_dropout: float = 0.1
-    tangent_rows: str = "r_neq_t"  # or "all": the dual pass on every row, as public MeanFlow code
+    time_mean: float = _LOSS["time_mean"]  # logit-normal time sampling: mean
+    time_std: float = _LOSS["time_std"]  # logit-normal time sampling: std
+    ratio_r_neq_t: float = _LOSS["ratio_r_neq_t"]  # fraction of rows with r != t
+    adaptive_p: float = _LOSS["adaptive_p"]  # adaptive weight 1 / (err + c)^p; 0 = plain MSE
+    adaptive_c: float = _LOSS["adaptive_c"]  # the c of the adaptive weight
+    cfg_w: float = _LOSS["cfg_w"]  # guidance scale w of the training target (1 = no guidance)
+    cfg_k: float = _LOSS["cfg_k"]  # guidance mixing k (effective scale w / (1 - k))
+    cfg_t_min: float = _LOSS["cfg_t_min"]  # guidance applies for t in [cfg_t_min, cfg_t_max]
+    cfg_t_max: float = _LOSS["cfg_t_max"]
+    class_dropout: float = _LOSS["class_dropout"]  # fraction of labels replaced by the null class
+    tangent_rows: str = _LOSS["tangent_rows"]  # "r_neq_t", or "all": the dual pass on every row
 
     def build(self):
         if self.objective not in OBJECTIVES:
@@ -128,11 +140,8 @@ class TrainConfig:
 
 
 # The default trains on a 2-core CPU in minutes (README's main command); mnist-long is the
-# quality run (measured: 1-NFE class accuracy 94.9% at step 1000, 98.3% at 1500, 98.0% at 2000;
-# 12 min on 2 cores). Both feed times to the
-# embedders unscaled (time_scale 1): with DiT's 1000, du/dt through the sinusoids is ~1000x
-# larger, the MeanFlow target blows up (per-sample error 1e4-1e5 instead of ~3e2) and 1-NFE
-# class accuracy at step 500 halves (24% vs 48%, measured).
+# quality run (README, Training). Both feed times to the embedders unscaled (time_scale 1):
+# with DiT's 1000 the MeanFlow target blows up (docs/design.md section 5).
 _MNIST = dict(
     model="DiT-T/8",
     model_kwargs={"time_scale": 1.0},

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -67,3 +68,23 @@ def test_bad_file(tmp_path):
     bad.write_text("loss:\n  nope: 1\n")
     with pytest.raises(ValueError, match=r"unknown config key 'loss.nope' \(from --config"):
         parse_args(["--config", str(bad)])
+
+
+def test_loss_config_defaults_are_the_losses_defaults():
+    """One place for the loss defaults: ``LossConfig`` has ``MeanFlowLoss``'s arguments (but
+    ``jvp``, a function) with its defaults, and flow matching's defaults agree."""
+    import inspect
+
+    from meanflow import FlowMatchingLoss, MeanFlowLoss
+    from meanflow.config import LossConfig
+
+    def defaults(cls):
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+    config = dataclasses.asdict(LossConfig())
+    assert config.pop("objective") == "meanflow"
+    meanflow = defaults(MeanFlowLoss)
+    del meanflow["jvp"]
+    assert config == meanflow
+    assert defaults(FlowMatchingLoss) == {k: meanflow[k] for k in defaults(FlowMatchingLoss)}
