@@ -88,3 +88,19 @@ def test_loss_config_defaults_are_the_losses_defaults():
     del meanflow["jvp"]
     assert config == meanflow
     assert defaults(FlowMatchingLoss) == {k: meanflow[k] for k in defaults(FlowMatchingLoss)}
+
+
+def test_help_gives_every_key_its_type_default_and_meaning(capsys):
+    from meanflow.config import _keys
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m meanflow.train")
+    lines = {
+        line.split()[0]: line for line in out.splitlines() if line.startswith("  --") and "(default" in line
+    }
+    assert sorted(lines) == sorted(f"--{k}" for k in _keys(TrainConfig()))
+    assert "--steps INT (default 800): optimizer steps" in lines["--steps"]  # the mnist preset's
+    assert "--loss.cfg_w FLOAT (default 1.0): guidance scale" in lines["--loss.cfg_w"]
+    assert all("): " in line and not line.endswith(": ") for line in lines.values())
