@@ -475,7 +475,8 @@ def evaluate(
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="FID / IS / precision-recall of generated images (torch-fidelity)."
+        prog="python -m meanflow.evaluate",
+        description="FID / IS / precision-recall of generated images (torch-fidelity).",
     )
     p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.generate output folder")
     p.add_argument("--ref", help="reference: image folder, .npz with arr_0 and/or mu+sigma")
@@ -496,9 +497,9 @@ def main(argv=None):
     )
     p.add_argument("--feature-extractor", default=INCEPTION, help="a torch-fidelity registered extractor")
     p.add_argument("--save-ref-stats", help="write the reference's mu/sigma to this .npz")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--batch-size", type=int, default=64, help="images per extractor batch (default: 64)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
     try:
         report = evaluate(
