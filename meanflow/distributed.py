@@ -1,4 +1,4 @@
-"""Device choice and process-group setup shared by the programs (``meanflow.train``, ``meanflow.sample``,
+"""Device choice and process-group setup shared by the programs (``meanflow.train``, ``meanflow.generate``,
 ``meanflow.evaluate``, ``meanflow.prepare_latents``)."""
 
 import os

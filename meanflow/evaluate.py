@@ -4,8 +4,8 @@
         --inception-weights /models/weights-inception-2015-12-05-6726825d.pth --out fid.json
 
 Samples and reference are each a directory of images (searched recursively), an ``.npz``
-with uint8 NHWC images in ``arr_0`` (ADM's format, ``meanflow.sample``'s output), or a
-``meanflow.sample`` output directory. The reference may instead (or also) carry precomputed
+with uint8 NHWC images in ``arr_0`` (ADM's format, ``meanflow.generate``'s output), or a
+``meanflow.generate`` output directory. The reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
 reproduces); ``--save-ref-stats`` writes one.
@@ -173,7 +173,7 @@ class ImageSet:
         if os.path.isdir(path):
             manifest = os.path.join(path, "manifest.json")
             npz = os.path.join(path, "samples.npz")
-            if os.path.isfile(manifest) and os.path.isfile(npz):  # a meanflow.sample output
+            if os.path.isfile(manifest) and os.path.isfile(npz):  # a meanflow.generate output
                 self._load_npz(npz)
             else:
                 self.files = list_images(path, role)
@@ -475,9 +475,10 @@ def evaluate(
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="FID / IS / precision-recall of generated images (torch-fidelity)."
+        prog="python -m meanflow.evaluate",
+        description="FID / IS / precision-recall of generated images (torch-fidelity).",
     )
-    p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.sample output folder")
+    p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.generate output folder")
     p.add_argument("--ref", help="reference: image folder, .npz with arr_0 and/or mu+sigma")
     p.add_argument(
         "--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: fid,isc[,prc])"
@@ -496,9 +497,9 @@ def main(argv=None):
     )
     p.add_argument("--feature-extractor", default=INCEPTION, help="a torch-fidelity registered extractor")
     p.add_argument("--save-ref-stats", help="write the reference's mu/sigma to this .npz")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--batch-size", type=int, default=64, help="images per extractor batch (default: 64)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
     try:
         report = evaluate(

@@ -43,11 +43,13 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Trainer checkpoint -> save_pretrained directory.")
+    p = argparse.ArgumentParser(
+        prog="python -m meanflow.export", description="Trainer checkpoint -> save_pretrained directory."
+    )
     p.add_argument(
         "--ckpt", required=True, help="trainer checkpoint, pretrained directory or official DiT file"
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the directory to write (config.json + model.safetensors)")
     p.add_argument("--ema", type=int, default=0, help="EMA index (ema_decays order)")
     p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
     official = p.add_mutually_exclusive_group()

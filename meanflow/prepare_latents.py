@@ -265,19 +265,29 @@ def main(argv=None):
     parser.add_argument(
         "--vae-config", help="AutoencoderKL config JSON for a weights file (default sd-vae-ft-ema)"
     )
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=256, help="ADM center-crop size (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per VAE batch (default: 32)")
     parser.add_argument("--shard-size", type=int, default=4096, help="images per shard (the unit of resume)")
     parser.add_argument(
         "--flips", choices=["none", "both"], default="none", help="both: also encode mirror images"
     )
-    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--reader", choices=["auto", "dali", "torch"], default="auto")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="the VAE's dtype (default: float32)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument(
+        "--reader",
+        choices=["auto", "dali", "torch"],
+        default="auto",
+        help="image reader; auto = dali when installed",
+    )
     parser.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader workers")
     parser.add_argument("--scan-workers", type=int, default=None, help="processes validating images")
     parser.add_argument("--preview", type=int, default=8, help="images in preview.png (0: none)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         prepare_latents(

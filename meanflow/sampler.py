@@ -86,13 +86,18 @@ def main(argv=None):
     from .distributed import resolve_device
     from .pretrained import load_trainer_checkpoint
 
-    parser = argparse.ArgumentParser(description="Sample a grid (10 per class) from a trainer checkpoint.")
-    parser.add_argument("checkpoint")
+    parser = argparse.ArgumentParser(
+        prog="python -m meanflow.sampler",
+        description="Sample a grid (10 per class) from a trainer checkpoint.",
+    )
+    parser.add_argument("checkpoint", help="a trainer checkpoint (.pt)")
     parser.add_argument("--steps", type=int, default=1, help="network evaluations (1 = one-step)")
-    parser.add_argument("--per-class", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--per-class", type=int, default=10, help="images per class, one row each (default: 10)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
-    parser.add_argument("--out", default="samples.png")
+    parser.add_argument("--out", default="samples.png", help="the PNG to write (default: samples.png)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
     try:

@@ -246,12 +246,12 @@ def test_export_follows_the_umask(tmp_path, tiny, umask, pipeline):
 
 
 def test_sample_set_follows_the_umask(tmp_path, tiny, umask):
-    import meanflow.sample as sample_cli
+    import meanflow.generate as generate_cli
 
     tiny().save_pretrained(str(tmp_path / "model"))
     out = tmp_path / "samples"
     args = ["--ckpt", str(tmp_path / "model"), "--out", str(out), "--num", "3", "--batch-size", "2"]
-    sample_cli.main([*args, "--keep-shards", "--quiet"])
+    generate_cli.main([*args, "--keep-shards", "--quiet"])
     assert sorted(os.listdir(out)) == ["images", "manifest.json", "samples.npz", "shards"]
     assert_modes(out, umask)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -76,3 +77,39 @@ def test_presets_feed_times_unscaled():
     for name in PRESETS:
         c = TrainConfig.from_name(name)
         assert DiTConfig.from_name(c.model, **c.model_kwargs).time_scale == 1.0, name
+
+
+def test_loss_config_defaults_are_the_losses_defaults():
+    """One place for the loss defaults: ``LossConfig`` has ``MeanFlowLoss``'s arguments (but
+    ``jvp``, a function) with its defaults, and flow matching's defaults agree."""
+    import inspect
+
+    from meanflow import FlowMatchingLoss, MeanFlowLoss
+    from meanflow.config import LossConfig
+
+    def defaults(cls):
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+    config = dataclasses.asdict(LossConfig())
+    assert config.pop("objective") == "meanflow"
+    meanflow = defaults(MeanFlowLoss)
+    del meanflow["jvp"]
+    assert config == meanflow
+    assert defaults(FlowMatchingLoss) == {k: meanflow[k] for k in defaults(FlowMatchingLoss)}
+
+
+def test_help_gives_every_key_its_type_default_and_meaning(capsys):
+    from meanflow.config import _keys
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m meanflow.train")
+    lines = {
+        line.split()[0]: line for line in out.splitlines() if line.startswith("  --") and "(default" in line
+    }
+    assert sorted(lines) == sorted(f"--{k}" for k in _keys(TrainConfig()))
+    assert "--steps INT (default 800): optimizer steps" in lines["--steps"]  # the mnist preset's
+    assert "--loss.cfg_w FLOAT (default 1.0): guidance scale" in lines["--loss.cfg_w"]
+    assert all("): " in line and not line.endswith(": ") for line in lines.values())

@@ -56,3 +56,24 @@ def test_real_classifier_accuracy(tmp_path, monkeypatch):
     monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path))
     _, state = eval_mnist.load_classifier()
     assert state["test_acc"] >= 0.985
+
+
+def test_program_scores_the_trainers_sample_count_and_prints_a_line(monkeypatch, capsys):
+    """``python -m meanflow.eval_mnist CKPT`` scores as many samples as the trainer's eval
+    (their numbers compare) and prints a readable line; ``--json`` prints the result alone."""
+    import json
+
+    from meanflow import pretrained
+    from meanflow.config import TrainConfig
+
+    calls = []
+    result = {"acc": 0.9, "fd": 12.5, "nfe": 1, "samples": 1000}
+    monkeypatch.setattr(pretrained, "load_trainer_checkpoint", lambda path, ema: "model")
+    monkeypatch.setattr(eval_mnist, "load_classifier", lambda log=print: (None, {"test_acc": 0.99}))
+    monkeypatch.setattr(eval_mnist, "evaluate", lambda *a, **k: calls.append(a) or result)
+    eval_mnist.main(["last.pt"])
+    assert calls[0][1] == TrainConfig().eval_samples
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "1-NFE class accuracy 0.9000, Frechet distance 12.500 (1000 samples)"
+    eval_mnist.main(["last.pt", "--json"])
+    assert json.loads(capsys.readouterr().out) == result

@@ -397,3 +397,25 @@ def test_cpu_optimizer_is_torchs_fused_adamw(tmp_path):
     opt = train.build_optimizer(torch.nn.Linear(3, 2), config, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
     assert opt.defaults["betas"] == (0.8, 0.95) and opt.defaults["weight_decay"] == 0.01
+
+
+def test_progress_bar_shows_the_error_and_draws_the_end_once(tmp_path, fake_mnist, capsys):
+    """The bar shows the unweighted error (the weighted loss is ~1 by design), and its final
+    stats are drawn once: in a log file every draw is a line of its own."""
+    train.main(tiny_config(tmp_path / "run", fake_mnist, progress=True))
+    draws = [d for d in re.split(r"[\r\n]", capsys.readouterr().err) if "it/s" in d or "s/it" in d]
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-2])
+    final = f"mse {last['mse']:.4g}"
+    assert "loss 1.0000" not in "".join(draws) and final in draws[-1] and "4/4" in draws[-1]
+    assert sum(final in d for d in draws) == 1, draws
+
+
+def test_readme_names_every_metrics_key(tmp_path, fake_mnist):
+    from pathlib import Path
+
+    readme = (Path(ROOT) / "README.md").read_text()
+    train.main(tiny_config(tmp_path / "run", fake_mnist, steps=2))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    keys = {k for r in records[:-1] for k in r} | set(records[-1]["summary"]) | {"summary"}
+    keys |= {f"eval/{k}" for k in ("acc", "fd", "nfe", "samples")}  # eval_mnist.evaluate's result
+    assert not [k for k in sorted(keys) if f"`{k}`" not in readme]

@@ -1,4 +1,4 @@
-"""meanflow.sample never mixes checkpoints in one sample set and fails cleanly: resuming from
+"""meanflow.generate never mixes checkpoints in one sample set and fails cleanly: resuming from
 a checkpoint that changed since (a live run's last.pt) is refused naming both hashes, an
 --out that is a file and an unreadable shard are one-line errors that say what to do."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import meanflow.sample as sample_cli
+import meanflow.generate as generate_cli
 
 RUN = dict(num=6, batch_size=2, device="cpu", progress=False)
 
@@ -25,7 +25,7 @@ def save_ckpt(path, model):
 
 def interrupted_run(monkeypatch, ckpt, out, batches_done=2):
     """A run killed after ``batches_done`` batches: their shards are on disk, no samples.npz."""
-    real, calls = sample_cli._generate_batch, []
+    real, calls = generate_cli._generate_batch, []
 
     def crash_after(*args):
         calls.append(1)
@@ -34,16 +34,16 @@ def interrupted_run(monkeypatch, ckpt, out, batches_done=2):
         return real(*args)
 
     with monkeypatch.context() as patch:
-        patch.setattr(sample_cli, "_generate_batch", crash_after)
+        patch.setattr(generate_cli, "_generate_batch", crash_after)
         with pytest.raises(KeyboardInterrupt):
-            sample_cli.run(ckpt, out, **RUN)
+            generate_cli.run(ckpt, out, **RUN)
     assert sorted(os.listdir(os.path.join(out, "shards"))) == ["000000.npz", "000001.npz"]
 
 
 def cli_error(capsys, argv) -> str:
-    """The one-line error of ``meanflow.sample argv`` (exit status 2, no traceback)."""
+    """The one-line error of ``meanflow.generate argv`` (exit status 2, no traceback)."""
     with pytest.raises(SystemExit) as exit_info:
-        sample_cli.main(argv)
+        generate_cli.main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -72,7 +72,7 @@ def test_resume_from_a_changed_checkpoint_is_refused(tmp_path, tiny, monkeypatch
     save_ckpt(ckpt, tiny(in_channels=3, seed=1))  # the live run saved a newer last.pt
     second = sha256sum(ckpt)
     with pytest.raises(ValueError) as refused:
-        sample_cli.run(ckpt, out, **RUN)
+        generate_cli.run(ckpt, out, **RUN)
     for named in (first, second, ckpt, "use another --out"):
         assert named in str(refused.value)
     err = cli_error(capsys, ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2"])
@@ -81,7 +81,7 @@ def test_resume_from_a_changed_checkpoint_is_refused(tmp_path, tiny, monkeypatch
 
     # the same weights saved again (another file, same bytes) resume as before
     save_ckpt(ckpt, tiny(in_channels=3, seed=0))
-    assert sample_cli.run(ckpt, out, **RUN)
+    assert generate_cli.run(ckpt, out, **RUN)
     manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
     assert manifest["complete"] and manifest["ckpt_sha256"] == first
 
@@ -89,9 +89,9 @@ def test_resume_from_a_changed_checkpoint_is_refused(tmp_path, tiny, monkeypatch
 def test_a_checkpoint_directory_has_an_identity_too(tmp_path, tiny):
     model = tiny(in_channels=3)
     model.save_pretrained(str(tmp_path / "m"))
-    first = sample_cli.checkpoint_sha256(str(tmp_path / "m"))
+    first = generate_cli.checkpoint_sha256(str(tmp_path / "m"))
     tiny(in_channels=3, seed=1).save_pretrained(str(tmp_path / "m"))
-    assert sample_cli.checkpoint_sha256(str(tmp_path / "m")) != first
+    assert generate_cli.checkpoint_sha256(str(tmp_path / "m")) != first
 
 
 def test_out_that_is_a_file_is_a_clean_error(tmp_path, tiny, capsys):
@@ -112,19 +112,19 @@ def test_a_corrupt_shard_is_named(tmp_path, tiny, monkeypatch, capsys, png):
     ckpt, out = str(tmp_path / "last.pt"), str(tmp_path / "s")
     save_ckpt(ckpt, tiny(in_channels=3))
     interrupted_run(monkeypatch, ckpt, out)
-    shard = sample_cli.shard_path(out, 1)
+    shard = generate_cli.shard_path(out, 1)
     with open(shard, "r+b") as f:
         f.truncate(os.path.getsize(shard) // 2)  # a disk fault, a partial copy
-    os.unlink(sample_cli.png_path(out, 2))  # a PNG of that shard's batch, to restore from it
+    os.unlink(generate_cli.png_path(out, 2))  # a PNG of that shard's batch, to restore from it
     argv = ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2", "--quiet"]
     argv += [] if png else ["--no-png"]
     err = cli_error(capsys, argv)
     assert shard in err and "delete it and run again" in err
     assert not os.path.exists(os.path.join(out, "samples.npz"))
     os.unlink(shard)
-    sample_cli.main(argv)
+    generate_cli.main(argv)
     whole = str(tmp_path / "whole")
-    sample_cli.run(ckpt, whole, **RUN)
+    generate_cli.run(ckpt, whole, **RUN)
     with (
         np.load(os.path.join(out, "samples.npz")) as got,
         np.load(os.path.join(whole, "samples.npz")) as want,
@@ -137,7 +137,7 @@ def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path, tiny, monke
     and the hash (a live run's atomic replace) is caught, and nothing is sampled."""
     ckpt, out = str(tmp_path / "last.pt"), tmp_path / "s"
     save_ckpt(ckpt, tiny(in_channels=3, seed=0))
-    real_load = sample_cli.load_model
+    real_load = generate_cli.load_model
 
     def load_then_newer_save(*args, **kwargs):
         model = real_load(*args, **kwargs)
@@ -145,7 +145,7 @@ def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path, tiny, monke
         os.replace(tmp_path / "next.pt", ckpt)
         return model
 
-    monkeypatch.setattr(sample_cli, "load_model", load_then_newer_save)
+    monkeypatch.setattr(generate_cli, "load_model", load_then_newer_save)
     with pytest.raises(ValueError, match=r"changed while it was read"):
-        sample_cli.run(ckpt, str(out), **RUN)
+        generate_cli.run(ckpt, str(out), **RUN)
     assert not out.exists()

@@ -1,4 +1,4 @@
-"""python -m meanflow.sample: images equal the sampler's, resumable, ranks split the indices,
+"""python -m meanflow.generate: images equal the sampler's, resumable, ranks split the indices,
 VAE decoding, bad inputs refused before anything is written."""
 
 import dataclasses
@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-import meanflow.sample as sample_cli
+import meanflow.generate as generate_cli
 from meanflow.pipeline import to_uint8
 from meanflow.sampler import sample as sample_fn
 
@@ -40,8 +40,8 @@ def expected(model, num, steps=1, seed=0, classes="balanced"):
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
     rows = []
     for i in range(num):
-        noise = sample_cli.noise_for([i], shape, seed)
-        y = sample_cli.labels_for([i], cfg.num_classes, classes, seed)
+        noise = generate_cli.noise_for([i], shape, seed)
+        y = generate_cli.labels_for([i], cfg.num_classes, classes, seed)
         rows.append(to_uint8(sample_fn(model, y, steps=steps, noise=noise)))
     return np.concatenate(rows)
 
@@ -55,7 +55,7 @@ def test_cli_writes_pngs_and_adm_npz(tmp_path, tiny):
     model = tiny(in_channels=3)
     ckpt = save_ckpt(tmp_path / "last.pt", model)
     out = str(tmp_path / "s")
-    sample_cli.main(
+    generate_cli.main(
         ["--ckpt", ckpt, "--out", out, "--num", "7", "--batch-size", "3", "--steps", "2", "--quiet"]
     )
     data = load(out)
@@ -76,9 +76,9 @@ def test_resume_skips_finished_batches_and_ends_identical(tmp_path, tiny, monkey
     model = tiny(in_channels=3)
     ckpt = save_ckpt(tmp_path / "last.pt", model)
     run = dict(num=10, batch_size=3, classes="random", device="cpu", progress=False)
-    sample_cli.run(ckpt, str(tmp_path / "whole"), **run)
+    generate_cli.run(ckpt, str(tmp_path / "whole"), **run)
 
-    real, calls = sample_cli._generate_batch, []
+    real, calls = generate_cli._generate_batch, []
 
     def crash_on_third(*args):
         calls.append(list(args[3]))
@@ -86,32 +86,32 @@ def test_resume_skips_finished_batches_and_ends_identical(tmp_path, tiny, monkey
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(sample_cli, "_generate_batch", crash_on_third)
+    monkeypatch.setattr(generate_cli, "_generate_batch", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        sample_cli.run(ckpt, str(tmp_path / "cut"), **run)
+        generate_cli.run(ckpt, str(tmp_path / "cut"), **run)
     assert not os.path.exists(tmp_path / "cut" / "samples.npz")
     assert sorted(os.listdir(tmp_path / "cut" / "shards")) == ["000000.npz", "000001.npz"]
     os.unlink(tmp_path / "cut" / "images" / "000001.png")  # a lost PNG of a finished batch
     calls.clear()
-    sample_cli.run(ckpt, str(tmp_path / "cut"), **run)
+    generate_cli.run(ckpt, str(tmp_path / "cut"), **run)
     assert calls == [[6, 7, 8], [9]]  # only the unfinished batches ran
     whole, cut = load(tmp_path / "whole"), load(tmp_path / "cut")
     assert np.array_equal(whole["arr_0"], cut["arr_0"]) and np.array_equal(whole["arr_1"], cut["arr_1"])
     assert os.path.exists(tmp_path / "cut" / "images" / "000001.png")
     calls.clear()
-    sample_cli.run(ckpt, str(tmp_path / "cut"), **run)  # complete: nothing to do
+    generate_cli.run(ckpt, str(tmp_path / "cut"), **run)  # complete: nothing to do
     assert calls == []
 
 
 def test_per_index_seeds_and_the_rank_split():
-    a = sample_cli.noise_for([3, 4], (1, 2, 2), seed=0)
-    assert torch.equal(a[1], sample_cli.noise_for([4], (1, 2, 2), seed=0)[0])
-    assert not torch.equal(a[0], sample_cli.noise_for([3], (1, 2, 2), seed=1)[0])
-    labels = sample_cli.labels_for(range(200), 7, "random", seed=0)
+    a = generate_cli.noise_for([3, 4], (1, 2, 2), seed=0)
+    assert torch.equal(a[1], generate_cli.noise_for([4], (1, 2, 2), seed=0)[0])
+    assert not torch.equal(a[0], generate_cli.noise_for([3], (1, 2, 2), seed=1)[0])
+    labels = generate_cli.labels_for(range(200), 7, "random", seed=0)
     assert labels.min() >= 0 and labels.max() <= 6 and len(set(labels.tolist())) == 7
-    assert sample_cli.labels_for(range(3), 0, "random", 0) is None
+    assert generate_cli.labels_for(range(3), 0, "random", 0) is None
     for world in (1, 2, 3):
-        parts = [sample_cli.rank_batches(11, 2, r, world) for r in range(world)]
+        parts = [generate_cli.rank_batches(11, 2, r, world) for r in range(world)]
         covered = sorted(i for part in parts for _, s, e in part for i in range(s, e))
         assert covered == list(range(11))
 
@@ -127,7 +127,7 @@ def _rank_main(rank, world, port, ckpt, out):
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
     try:
-        sample_cli.run(ckpt, out, num=9, batch_size=2, device="cpu", progress=False)
+        generate_cli.run(ckpt, out, num=9, batch_size=2, device="cpu", progress=False)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -137,7 +137,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, tiny):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the ranks: the same kernels, bitwise the same images
     try:
-        sample_cli.run(ckpt, str(tmp_path / "one"), num=9, batch_size=2, device="cpu", progress=False)
+        generate_cli.run(ckpt, str(tmp_path / "one"), num=9, batch_size=2, device="cpu", progress=False)
     finally:
         torch.set_num_threads(threads)
     args = (2, _free_port(), ckpt, str(tmp_path / "two"))
@@ -155,17 +155,19 @@ def test_latent_model_decodes_through_the_vae(tmp_path, tiny, tiny_vae):
     model = tiny(in_channels=4)
     ckpt = save_ckpt(tmp_path / "last.pt", model)
     with pytest.raises(ValueError, match="4-channel latents: pass --vae"):
-        sample_cli.run(ckpt, str(tmp_path / "novae"), num=2, device="cpu", progress=False)
+        generate_cli.run(ckpt, str(tmp_path / "novae"), num=2, device="cpu", progress=False)
     assert not os.path.exists(tmp_path / "novae")
     with pytest.warns(UserWarning, match="RANDOM"):  # the architecture alone, random weights
-        sample_cli.run(ckpt, str(tmp_path / "c"), num=3, vae_config=vae_json, progress=False)
+        generate_cli.run(ckpt, str(tmp_path / "c"), num=3, vae_config=vae_json, progress=False)
     assert load(tmp_path / "c")["arr_0"].shape == (3, 16, 16, 3)
     with pytest.warns(UserWarning, match="RANDOM"):
         vae = load_vae("random", vae_json)
     vae.save_pretrained(str(tmp_path / "vae"))  # a local weights folder, like sd-vae-ft-ema
-    sample_cli.run(ckpt, str(tmp_path / "s"), num=3, batch_size=2, vae=str(tmp_path / "vae"), progress=False)
+    generate_cli.run(
+        ckpt, str(tmp_path / "s"), num=3, batch_size=2, vae=str(tmp_path / "vae"), progress=False
+    )
     with torch.no_grad():
-        noise = sample_cli.noise_for(range(3), (4, 8, 8), 0)
+        noise = generate_cli.noise_for(range(3), (4, 8, 8), 0)
         latents = sample_fn(model, torch.arange(3), steps=1, noise=noise)
         want = to_uint8(decode_latents(vae, latents, 0.18215))
     assert np.array_equal(load(tmp_path / "s")["arr_0"], want)
@@ -174,7 +176,7 @@ def test_latent_model_decodes_through_the_vae(tmp_path, tiny, tiny_vae):
 def test_unconditional_gray_model(tmp_path, tiny):
     model = tiny(num_classes=0)
     out = str(tmp_path / "s")
-    sample_cli.main(["--ckpt", save_ckpt(tmp_path / "u.pt", model), "--out", out, "--num", "3", "--quiet"])
+    generate_cli.main(["--ckpt", save_ckpt(tmp_path / "u.pt", model), "--out", out, "--num", "3", "--quiet"])
     data = load(out)
     assert set(data) == {"arr_0"} and data["arr_0"].shape == (3, 8, 8, 3)  # gray -> RGB for the evaluator
     assert np.array_equal(data["arr_0"][..., 0], data["arr_0"][..., 2])
@@ -184,7 +186,7 @@ def test_unconditional_gray_model(tmp_path, tiny):
 def test_pretrained_directory_as_checkpoint(tmp_path, tiny):
     model = tiny(in_channels=3)
     model.save_pretrained(str(tmp_path / "m"))
-    sample_cli.run(str(tmp_path / "m"), str(tmp_path / "s"), num=2, progress=False)
+    generate_cli.run(str(tmp_path / "m"), str(tmp_path / "s"), num=2, progress=False)
     with torch.no_grad():
         assert np.array_equal(load(tmp_path / "s")["arr_0"], expected(model, 2))
 
@@ -202,33 +204,61 @@ def test_bad_inputs_write_nothing(tmp_path, tiny):
         (dict(ema=3), "1 EMA weight sets"),
     ):
         with pytest.raises(ValueError, match=message):
-            sample_cli.run(ckpt, str(out), progress=False, **kwargs)
+            generate_cli.run(ckpt, str(out), progress=False, **kwargs)
     with pytest.raises(FileNotFoundError):
-        sample_cli.run(str(tmp_path / "missing.pt"), str(out), progress=False)
+        generate_cli.run(str(tmp_path / "missing.pt"), str(out), progress=False)
     torch.save({"weights": model.state_dict()}, tmp_path / "odd.pt")
     with pytest.raises(ValueError, match="not a meanflow.train checkpoint"):
-        sample_cli.run(str(tmp_path / "odd.pt"), str(out), progress=False)
+        generate_cli.run(str(tmp_path / "odd.pt"), str(out), progress=False)
     with pytest.raises(SystemExit):
-        sample_cli.main(["--ckpt", ckpt, "--out", str(out), "--num", "0"])
+        generate_cli.main(["--ckpt", ckpt, "--out", str(out), "--num", "0"])
     assert not out.exists()
     # a finished run is not mixed with another configuration
-    sample_cli.run(ckpt, str(out), num=2, progress=False)
+    generate_cli.run(ckpt, str(out), num=2, progress=False)
     before = load(out)["arr_0"]
     with pytest.raises(ValueError, match=r"other settings \(seed: 0 there, 1 now\)"):
-        sample_cli.run(ckpt, str(out), num=2, seed=1, progress=False)
+        generate_cli.run(ckpt, str(out), num=2, seed=1, progress=False)
     assert np.array_equal(load(out)["arr_0"], before)
 
 
-def test_module_stays_callable_as_the_sampler(tiny):
+def test_package_sample_is_the_sampling_function_after_the_cli_is_imported(tiny):
+    """The program is ``meanflow.generate``: importing it leaves ``meanflow.sample`` the
+    function (no module of the same name shadows it)."""
     import meanflow
     from meanflow import sample
 
     model = tiny()
     noise = torch.randn(2, 1, 8, 8)
-    assert meanflow.sample is sample_cli and callable(sample)
+    assert meanflow.sample is sample_fn and sample is sample_fn
     assert torch.equal(
         sample(model, torch.arange(2), steps=1, noise=noise), sample_fn(model, torch.arange(2), noise=noise)
     )
+
+
+def test_old_module_name_runs_the_program():
+    """``python -m meanflow.sample`` (the older name) runs ``meanflow.generate``, without runpy's
+    warning; importing the old module warns that it is deprecated."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "meanflow.sample", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: python -m meanflow.generate")
+    import importlib
+
+    import meanflow
+
+    try:
+        with pytest.warns(DeprecationWarning, match="meanflow.generate"):
+            importlib.import_module("meanflow.sample")
+    finally:  # the import rebinds meanflow.sample: later tests get the function back
+        sys.modules.pop("meanflow.sample", None)
+        meanflow.__dict__.pop("sample", None)
 
 
 @pytest.mark.gpu
@@ -237,8 +267,8 @@ def test_gpu_matches_cpu(tmp_path, tiny, dtype):
     """The CUDA run gives the CPU's images up to rounding (fp32) or bf16 noise."""
     model = tiny(in_channels=3)
     ckpt = save_ckpt(tmp_path / "last.pt", model)
-    sample_cli.run(ckpt, str(tmp_path / "cpu"), num=6, batch_size=4, device="cpu", progress=False)
-    sample_cli.run(
+    generate_cli.run(ckpt, str(tmp_path / "cpu"), num=6, batch_size=4, device="cpu", progress=False)
+    generate_cli.run(
         ckpt, str(tmp_path / "gpu"), num=6, batch_size=4, device="cuda", dtype=dtype, progress=False
     )
     cpu, gpu = load(tmp_path / "cpu")["arr_0"].astype(int), load(tmp_path / "gpu")["arr_0"].astype(int)
@@ -306,13 +336,13 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_torchrun_sample_commands() -> list:
-    """The argument lists after ``torchrun`` of the README's ``torchrun ... meanflow.sample``
+    """The argument lists after ``torchrun`` of the README's ``torchrun ... meanflow.generate``
     commands (continuation lines joined)."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
-            if words[:1] == ["torchrun"] and "meanflow.sample" in words:
+            if words[:1] == ["torchrun"] and "meanflow.generate" in words:
                 commands.append(words[1:])
     return commands
 
@@ -325,7 +355,7 @@ def torchrun_script_args(argv) -> list:
         launcher = get_args_parser().parse_args(argv)
     except SystemExit:
         pytest.fail(f"torchrun's parser rejects {argv}")
-    assert launcher.module and launcher.training_script == "meanflow.sample"
+    assert launcher.module and launcher.training_script == "meanflow.generate"
     return launcher.training_script_args
 
 
@@ -336,15 +366,15 @@ def test_readme_torchrun_sampling_parses_under_torchrun_and_ours():
     commands = readme_torchrun_sample_commands()
     assert commands, "the README shows sampling under torchrun"
     for argv in commands:
-        args = sample_cli.build_parser().parse_args(torchrun_script_args(argv))
+        args = generate_cli.build_parser().parse_args(torchrun_script_args(argv))
         assert args.num == 50000 and args.ckpt and args.out
-    launch = ["--nproc_per_node=2", "-m", "meanflow.sample"]
-    for option in (s for a in sample_cli.build_parser()._actions for s in a.option_strings):
+    launch = ["--nproc_per_node=2", "-m", "meanflow.generate"]
+    for option in (s for a in generate_cli.build_parser()._actions for s in a.option_strings):
         if option != "--num":  # the short spelling, for runs without torchrun
             assert torchrun_script_args([*launch, option, "1"]) == [option, "1"]
 
 
 def test_num_keeps_working_without_torchrun():
-    parser = sample_cli.build_parser()
+    parser = generate_cli.build_parser()
     for option in ("--num", "--num-samples"):
         assert parser.parse_args(["--ckpt", "c", "--out", "o", option, "12"]).num == 12

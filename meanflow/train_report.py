@@ -1,0 +1,150 @@
+"""What a training run reports (docs/design.md section 5): ``metrics.jsonl`` (and TensorBoard),
+the progress bar, the sample grids ``samples/step_<step>.png`` and the MNIST evaluation.
+
+A ``metrics.jsonl`` line is one of: the means since the previous line of a step's stats
+(``step``, the loss's stats, ``grad_norm``, ``lr``, ``img_per_s``, ``elapsed_s``); an
+evaluation (``step``, ``eval/...``); the run's ``summary`` (the README names every key).
+"""
+
+import json
+import os
+import time
+import warnings
+
+import torch
+import torch.distributed as dist
+
+from .sampler import sample, save_grid
+
+
+def require_tensorboard():
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError as e:
+        raise ValueError("tensorboard=true needs the tensorboard package (pip install tensorboard)") from e
+
+
+class MetricsLog:
+    """Rank 0 appends records to ``out_dir/metrics.jsonl`` (and, with ``tensorboard``, writes
+    their numbers to ``out_dir/tb``); the other ranks write nothing."""
+
+    def __init__(self, out_dir: str, master: bool, tensorboard: bool):
+        from .checkpoint import open_for_append
+
+        self.file = open_for_append(os.path.join(out_dir, "metrics.jsonl")) if master else None
+        self.writer = None
+        if tensorboard and master:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(out_dir, "tb"))
+
+    def __call__(self, record: dict):
+        if self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.writer and "step" in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self):
+        if self.file:
+            self.file.close()
+        if self.writer:
+            self.writer.close()
+
+
+class StepMeans:
+    """The means of the steps' stats since the last :meth:`pop`, over every rank."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, stats: dict):
+        self.sums = {k: self.sums.get(k, 0.0) + v.float() for k, v in stats.items()}
+        self.count += 1
+
+    def pop(self, world: int) -> dict:
+        """``({stat: mean} in sorted key order, steps averaged)``, then a fresh start."""
+        keys = sorted(self.sums)
+        vec = torch.stack([self.sums[k] / self.count for k in keys])
+        if world > 1:
+            dist.all_reduce(vec)
+            vec /= world
+        steps = self.count
+        self.sums, self.count = {}, 0
+        return dict(zip(keys, vec.tolist())), steps
+
+
+class ProgressBar:
+    """A tqdm bar over the run's steps showing the last logged unweighted error (``mse``; the
+    adaptively weighted loss is ~1 by design) and throughput. The bar draws at its own pace
+    and the final state once, on :meth:`close`: drawing it on the last step too printed the
+    final line twice in a log file (where ``\\r`` does not overwrite)."""
+
+    def __init__(self, total: int, initial: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, mininterval=1.0)
+
+    def step(self, record: dict | None):
+        if record is not None:
+            self.bar.set_postfix_str(
+                f"mse {record['mse']:.4g} {record['img_per_s']:.0f} img/s", refresh=False
+            )
+        if self.bar.n + 1 < self.bar.total:
+            self.bar.update(1)
+        else:
+            self.bar.n += 1  # drawn by close()
+
+    def close(self):
+        self.bar.close()
+
+
+def sample_grid_inputs(model_config, seed: int, device):
+    """The fixed labels and noise of every sample grid: ten rows; with labels, column ``k``
+    shows class ``k`` (of the first ten classes)."""
+    cfg = model_config
+    cols = min(cfg.num_classes, 10) if cfg.num_classes else 10
+    labels = torch.arange(10 * cols, device=device) % cols if cfg.num_classes else None
+    shape = (10 * cols, cfg.in_channels, cfg.input_size, cfg.input_size)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    return labels, noise, cols
+
+
+def grid_images(loader, samples: torch.Tensor) -> torch.Tensor:
+    """Samples -> images for the PNG grid: latents go through the loader's ``decode`` (the VAE
+    recorded in the latent folder's manifest; ten at a time to bound memory); a loader without
+    ``decode`` gives pixels already. A VAE that does not load never stops the run: the grid then
+    shows the first three latent channels, with a warning."""
+    decode = getattr(loader, "decode", None)
+    if decode is None:
+        return samples
+    try:
+        return torch.cat([decode(part) for part in samples.split(10)])
+    except (FileNotFoundError, ImportError, ValueError) as e:
+        why = f"cannot decode with the latent folder's VAE: {e}"
+        warnings.warn(f"sample grids show latent channels 0-2: {why}", stacklevel=2)
+        return samples[:, :3]
+
+
+def samples_and_eval(config, step, model, loader, grid, log, rank, world, do_eval):
+    """Rank 0 writes the sample grid of ``step`` and, with ``do_eval`` on MNIST, evaluates
+    ``model`` (logged and printed); every rank waits for it. Returns ``(evaluation or None,
+    seconds spent)``."""
+    started = time.perf_counter()
+    result = None
+    if rank == 0:
+        labels, noise, cols = grid
+        images = sample(model, labels, steps=config.sample_steps, noise=noise)
+        png = os.path.join(config.out_dir, "samples", f"step_{step:07d}.png")
+        save_grid(grid_images(loader, images), png, nrow=cols)
+        if do_eval and config.eval_samples and config.data.name == "mnist":
+            from .eval_mnist import evaluate, summary_line
+
+            result = evaluate(model, config.eval_samples, steps=1, data_path=config.data.path)
+            log({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
+            print(f"step {step}: {summary_line(result)}", flush=True)
+    if world > 1:
+        dist.barrier()
+    return result, time.perf_counter() - started

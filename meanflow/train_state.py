@@ -1,0 +1,177 @@
+"""What a training run keeps between processes (docs/design.md section 5): the random
+states, the checkpoint it writes (``last.pt``, kept ``ckpt_<step>.pt``) and how a run
+resumes from one, and the output folder's first writes.
+
+A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data, rng,
+world_size}``: the DiT trainer's ``{model, ema, opt, args, step}`` plus what an exact resume
+needs (data position, every rank's random states).
+"""
+
+import dataclasses
+import os
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import (
+    atomic_copy,
+    atomic_save,
+    load_torch_file,
+    refuse_directory,
+    refuse_symlink,
+    remove_stale_temporaries,
+    write_json_atomic,
+)
+from .config import TrainConfig, run_identity_changes
+
+# What main() reads from a checkpoint to resume a run.
+CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "model_config")
+# The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
+RUN_FILES = r"last\.pt|ckpt_\d{7}\.pt|config\.json"
+
+
+def rng_state(device):
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def seed_global_rngs(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def load_checkpoint(path: str, model, device) -> dict:
+    """Read ``path`` and check it holds this architecture; raises before anything is written."""
+    ckpt = load_torch_file(path, map_location=device)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path!r} is not a meanflow.train checkpoint")
+    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {path!r} lacks the key(s) {', '.join(missing)}: it cannot resume a run")
+    want, got = dataclasses.asdict(model.config), ckpt["model_config"]
+    diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+    if diff:
+        listing = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"checkpoint {path!r} is for another model ({listing}); use another out_dir or the "
+            f"matching --model / --model_kwargs"
+        )
+    return ckpt
+
+
+def check_same_run(ckpt: dict, path: str, config: TrainConfig) -> None:
+    """Refuse a checkpoint saved with other values of the keys that define a run."""
+    changes = run_identity_changes(ckpt["config"], config)
+    if changes:
+        listing = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in changes.items())
+        raise ValueError(
+            f"checkpoint {path!r} is for another run ({listing}); use another out_dir or the checkpoint's "
+            f"values (steps, lr, warmup_steps, grad_clip and the *_every cadences may change on resume)"
+        )
+
+
+def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: int, device) -> int:
+    """Load a checkpoint's states into the run; returns its step. A state that does not fit
+    (a key missing inside it, other parameters) is a one-line ValueError naming the file."""
+    if len(ckpt["ema"]) != len(emas):
+        raise ValueError(f"checkpoint {path!r} has {len(ckpt['ema'])} EMAs, this run {len(emas)} ema_decays")
+    try:
+        model.load_state_dict(ckpt["model"])
+        for ema, state in zip(emas, ckpt["ema"]):
+            ema.load_state_dict(state)
+        opt.load_state_dict(ckpt["opt"])
+        loader.load_state_dict(ckpt["data"])
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
+        return int(ckpt["step"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        # load_state_dict's messages span several lines; a KeyError's is only the key.
+        reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
+        raise ValueError(f"checkpoint {path!r} does not fit this run: {reason}") from e
+
+
+def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):
+    """``(step, the checkpoint read or None)``: the run continues from ``config.resume``
+    (``auto``: ``out_dir/last.pt`` when it exists), checked whole before anything is loaded
+    or written, so a bad checkpoint changes nothing."""
+    last = os.path.join(config.out_dir, "last.pt")
+    path = last if config.resume == "auto" else config.resume
+    if config.resume != "auto" and not os.path.isfile(path):
+        raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
+    if not os.path.isfile(path):
+        return 0, None
+    ckpt = load_checkpoint(path, model, device)
+    check_same_run(ckpt, path, config)
+    return restore(ckpt, path, model, emas, opt, loader, rank, world, device), path
+
+
+def prepare_out_dir(config: TrainConfig) -> None:
+    """Check the files a run writes can be written (no directory, no symbolic link where one
+    belongs), remove what killed checkpoint writes left, then write ``config.json``."""
+    out_dir = config.out_dir
+    for name in ("last.pt", "config.json", "metrics.jsonl"):
+        refuse_directory(os.path.join(out_dir, name))
+    refuse_symlink(os.path.join(out_dir, "metrics.jsonl"))  # appended to: a link would be followed
+    for stale in remove_stale_temporaries(out_dir, RUN_FILES):
+        print(f"removed {stale}: the temporary of a checkpoint write that did not finish", flush=True)
+    os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
+    write_json_atomic(os.path.join(out_dir, "config.json"), config.to_dict(), indent=2)
+
+
+def kept_message(good) -> str:
+    """What a diverged run says about ``good``, the last good ``(checkpoint, step)`` or None."""
+    if good is None:
+        return "no checkpoint was written"
+    where, at = good
+    return f"{where} (step {at}) is kept; resume from it with a lower lr or a tighter grad_clip"
+
+
+def save_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, rank, world, device, good):
+    """Write ``last.pt`` (rank 0; every rank takes part) and, every ``keep_every`` steps, a
+    copy ``ckpt_<step>.pt``; returns the new last good ``(checkpoint, step)``. NaN or inf
+    weights never replace the last good checkpoint ``good`` (every rank holds the same
+    weights, so every rank stops here alike)."""
+    weights = [p for m in (model, *emas) for p in m.parameters()]
+    if not torch.stack([torch.isfinite(p).all() for p in weights]).all():
+        raise FloatingPointError(f"step {step}: the weights hold NaN or inf (diverged): {kept_message(good)}")
+    rngs = [rng_state(device)]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, rng_state(device))
+    last = os.path.join(config.out_dir, "last.pt")
+    if rank == 0:
+        state = {
+            "model": model.state_dict(),
+            "ema": [ema.state_dict() for ema in emas],
+            "ema_decays": list(config.ema_decays),
+            "opt": opt.state_dict(),
+            "config": config.to_dict(),
+            "model_config": dataclasses.asdict(model.config),
+            "step": step,
+            "data": loader.state_dict(),
+            "rng": rngs,
+            "world_size": world,
+        }
+        atomic_save(state, last)
+        if config.keep_every and step % config.keep_every == 0:
+            atomic_copy(last, os.path.join(config.out_dir, f"ckpt_{step:07d}.pt"))
+    return last, step
