@@ -2,6 +2,7 @@
 progress bar, diffusers' own loader, guidance_scale, and class names in calls."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ def modules_cache(tmp_path, monkeypatch):
     import diffusers.utils.dynamic_modules_utils as dynamic
 
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # diffusers appends the cache to it
 
 
 def test_a_diffusion_pipeline_with_config_moves_and_progress_bar(tiny, tiny_vae, capfd):
