@@ -137,3 +137,13 @@ def test_the_transformer_shares_the_models_weights(tiny):
     pipe = MeanFlowPipeline(model)
     assert pipe.transformer.x_embedder.proj.weight is model.x_embedder.proj.weight
     assert type(pipe.transformer).__name__ == "MeanFlowTransformer2DModel"
+
+
+def test_model_cpu_offload_hooks_give_the_same_images(tiny, tiny_vae):
+    """diffusers' generic offload (accelerate hooks on each component), driven on the CPU."""
+    pytest.importorskip("accelerate")
+    pipe = latent_pipe(tiny, tiny_vae)
+    want = pipe([0, 1], generator=gen(), output_type="pt", guidance_scale=2.0).images
+    pipe.enable_model_cpu_offload(device="cpu")
+    got = pipe([0, 1], generator=gen(), output_type="pt", guidance_scale=2.0).images
+    assert torch.equal(got, want)
