@@ -20,6 +20,7 @@ trust_remote_code=True)`` works offline (diffusers asks for ``trust_remote_code`
 any file of a folder), and ``MeanFlowPipeline.from_pretrained(folder)`` needs neither.
 """
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -57,11 +58,11 @@ class MeanFlowTransformer2DModel(DiT, ModelMixin):
 
     @classmethod
     def from_dit(cls, dit: DiT) -> "MeanFlowTransformer2DModel":
-        """``dit`` as this class, sharing its parameters (nothing is copied)."""
+        """``dit`` as this class, sharing its weights and submodules (nothing is copied)."""
         return dit if isinstance(dit, cls) else _share_weights(cls, dit)
 
     def to_dit(self) -> DiT:
-        """A plain ``DiT`` sharing these parameters."""
+        """A plain ``DiT`` sharing these weights and submodules."""
         return _share_weights(DiT, self)
 
     def save_pretrained(self, save_directory: str, state_dict: dict | None = None):
@@ -93,13 +94,19 @@ class MeanFlowTransformer2DModel(DiT, ModelMixin):
         return cls.from_dit(dit)
 
 
+# A view shares these with its model, so that moving or casting either moves both alike.
+SHARED_STATE = ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules")
+
+
 def _share_weights(cls, model: DiT) -> DiT:
-    """A ``cls`` with ``model``'s config, backend, mode and very parameters; built on the meta
-    device first, so that no second set of weights is ever allocated."""
-    with torch.device("meta"):
-        twin = cls(model.config, backend=model.backend)
-    twin.load_state_dict(model.state_dict(keep_vars=True), assign=True)
-    return twin.train(model.training)
+    """``model`` seen as a ``cls``: the same parameters, buffers and submodules (nothing is
+    copied, and ``to`` on either moves both); its own mode flag and hooks."""
+    view = cls.__new__(cls)
+    for key, value in vars(model).items():
+        own = isinstance(value, (dict, set)) and key not in SHARED_STATE
+        view.__dict__[key] = copy.copy(value) if own else value
+    view._gradient_checkpointing_func = None  # what ModelMixin.__init__ would have set
+    return view
 
 
 @dataclass
