@@ -124,6 +124,7 @@ class GuidedVelocity(torch.nn.Module):
     def __init__(self, transformer: DiT, guidance_scale: float, on_step=None):
         super().__init__()
         self.transformer, self.guidance_scale, self.on_step = transformer, guidance_scale, on_step
+        self.train(transformer.training)  # the sampler restores this mode, so it must be the transformer's
 
     @property
     def config(self):

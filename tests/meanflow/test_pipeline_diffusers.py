@@ -137,6 +137,8 @@ def test_the_transformer_shares_the_models_weights(tiny):
     pipe = MeanFlowPipeline(model)
     assert pipe.transformer.x_embedder.proj.weight is model.x_embedder.proj.weight
     assert type(pipe.transformer).__name__ == "MeanFlowTransformer2DModel"
+    pipe([0], generator=gen())
+    assert not pipe.transformer.training  # a call leaves the mode as it found it
     pipe.to(torch.float64)  # the model moves with the pipeline, buffers too: never half-cast
     assert model.x_embedder.proj.weight.dtype == model.pos_embed.dtype == torch.float64
     assert pipe.transformer.pos_embed is model.pos_embed
