@@ -43,7 +43,7 @@ from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # The file diffusers imports for ``DiffusionPipeline.from_pretrained``: it only points back here.
 LOADER_MODULE = "pipeline_meanflow"
-LOADER_SOURCE = '''"""Loads MeanFlowPipeline from the installed meanflow package (pip install meanflow-engine)."""
+LOADER_SOURCE = '''"""Loads MeanFlowPipeline from the installed package (pip install meanflow-engine)."""
 
 from meanflow.pipeline import MeanFlowPipeline  # noqa: F401
 '''
