@@ -167,9 +167,7 @@ class MeanFlowPipeline(DiffusionPipeline):
         transformer = MeanFlowTransformer2DModel.from_dit(transformer).eval()
         scaling_factor = _latent_scaling_factor(transformer, vae, scaling_factor)
         self.register_modules(transformer=transformer, vae=vae)
-        id2label = {
-            str(int(k)): str(v) for k, v in sorted((id2label or {}).items(), key=lambda kv: int(kv[0]))
-        }
+        id2label = _checked_id2label(id2label, transformer.config.num_classes)
         self.register_to_config(scaling_factor=scaling_factor, id2label=id2label)
         self.labels, self._ambiguous_labels = _label_index(self.id2label)
 
@@ -396,6 +394,22 @@ def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
             f"the transformer makes {cfg.in_channels}-channel latents: pass the vae that decodes them"
         )
     return float(scaling_factor or SD_VAE_SCALE)
+
+
+def _checked_id2label(id2label, num_classes: int) -> dict:
+    """``{"id": "names"}`` as ``model_index.json`` holds it, ids in ``[0, num_classes)``."""
+    if not id2label:
+        return {}
+    if not isinstance(id2label, dict):
+        raise TypeError(f"id2label must be a dict {{class id: names}}, got {type(id2label).__name__}")
+    ids = {}
+    for key, value in id2label.items():
+        if not str(key).isdigit() or int(key) >= num_classes or not isinstance(value, str):
+            raise ValueError(
+                f"id2label must map class ids in [0, {num_classes - 1}] to names, got {key!r}: {value!r}"
+            )
+        ids[int(key)] = value
+    return {str(k): ids[k] for k in sorted(ids)}
 
 
 def _label_index(id2label: dict) -> tuple[dict, dict]:

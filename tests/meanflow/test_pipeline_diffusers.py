@@ -128,6 +128,8 @@ def test_class_names_in_calls(tiny):
         pipe(["tench", "zebra"])
     with pytest.raises(ValueError, match=r"ambiguous class names \{'crane': \[2, 3\]\}"):
         pipe.get_label_ids("crane")
+    with pytest.raises(ValueError, match=r"id2label must map class ids in \[0, 4\] to names, got 5"):
+        MeanFlowPipeline(tiny(in_channels=3), id2label={5: "five"})
     with pytest.raises(ValueError, match="no id2label; give class ids"):
         MeanFlowPipeline(tiny(in_channels=3)).get_label_ids("n01440764")
 
