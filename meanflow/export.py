@@ -11,7 +11,10 @@ or willisma/SiT checkpoint into the official network in our time convention (sig
 dropped, MeanFlow's second time embedder starting with a zero output; docs/design.md
 section 7) -- a starting point for fine-tuning, not a MeanFlow sampler. The output directory
 appears only once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained``
-read it). ``--out`` must be new, empty or an earlier export (``.meanflow_export.json`` lists
+read it). A ``--pipeline`` folder names the classes (``id2label``) after the run's data: the
+latent manifest's synsets (with ImageNet's readable names where they are the standard 1000),
+an image folder's class folders, MNIST's digits; an official DiT gets ImageNet's names.
+``--out`` must be new, empty or an earlier export (``.meanflow_export.json`` lists
 what it wrote): any other folder -- a training run, someone's model folder -- is refused,
 never overwritten.
 """
@@ -34,12 +37,23 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
         from .pipeline import MeanFlowPipeline
         from .vae import load_vae
 
-        MeanFlowPipeline(model, load_vae(vae) if vae else None).save_pretrained(out)
+        id2label = pipeline_id2label(ckpt, model, official)
+        MeanFlowPipeline(model, load_vae(vae) if vae else None, id2label=id2label).save_pretrained(out)
     else:
         if vae:
             raise ValueError("--vae goes with --pipeline")
         model.save_pretrained(out)
     return model
+
+
+def pipeline_id2label(ckpt, model, official=None) -> dict:
+    """The class names of the model's labels: from the run's data for a trainer checkpoint,
+    ImageNet's for an official DiT or SiT (trained on ImageNet-1k labels)."""
+    from .class_names import checkpoint_id2label, imagenet_id2label
+
+    if official:
+        return imagenet_id2label() if model.config.num_classes == 1000 else {}
+    return checkpoint_id2label(ckpt, model.config.num_classes)
 
 
 def main(argv=None):

@@ -1,24 +1,39 @@
-"""``MeanFlowPipeline``: class labels -> images in one call, diffusers style.
+"""``MeanFlowPipeline``: class labels -> images in one call, a diffusers ``DiffusionPipeline``.
 
 ```python
-pipe = MeanFlowPipeline.from_pretrained("exported/")        # model_index.json, transformer/, vae/
-images = pipe([207, 360], num_inference_steps=1, generator=torch.Generator().manual_seed(0)).images
+pipe = MeanFlowPipeline.from_pretrained("exported/", torch_dtype=torch.float16).to("cuda")
+images = pipe(["tench", "n01443537", 207], generator=torch.Generator("cuda").manual_seed(0)).images
 ```
 
-It follows diffusers' ``DiTPipeline`` (``transformer`` + optional ``vae`` components,
-``__call__(class_labels, num_inference_steps, generator, output_type, return_dict)`` returning
-``.images``, ``model_index.json`` on disk) without subclassing ``DiffusionPipeline``: that
-class resolves components through diffusers/transformers library registries and would make
-diffusers a hard dependency even for pixel-space models. diffusers is needed only for a VAE
-(``AutoencoderKL``). There is no scheduler: MeanFlow's sampler is the uniform-grid update of
-``meanflow.sampler.sample`` and guidance is baked into the model (no second pass).
+Like diffusers' ``DiTPipeline``: components ``transformer`` (a MeanFlow DiT) and ``vae`` (a
+diffusers ``AutoencoderKL``; None for pixel-space models), ``id2label`` in
+``model_index.json``, ``get_label_ids``, and everything ``DiffusionPipeline`` gives (``to``
+with devices and dtypes, ``config``, ``progress_bar`` / ``set_progress_bar_config``,
+``enable_model_cpu_offload``). There is no scheduler: the update is MeanFlow's uniform-grid
+sampler (``meanflow.sampler.sample``), which no diffusers scheduler reproduces.
+
+Diffusers loads the folder through its mechanism for code outside the diffusers package:
+``model_index.json`` names ``meanflow.pipeline`` as the transformer's library, and the
+pipeline class as ``["pipeline_meanflow", "MeanFlowPipeline"]``, a two-line file in the folder
+that imports this module. So ``DiffusionPipeline.from_pretrained(folder,
+trust_remote_code=True)`` works offline (diffusers asks for ``trust_remote_code`` before it runs
+any file of a folder), and ``MeanFlowPipeline.from_pretrained(folder)`` needs neither.
 """
 
+import copy
 import json
 import os
 from dataclasses import dataclass
 
 import torch
+
+try:
+    from diffusers import DiffusionPipeline, ModelMixin
+    from diffusers.utils import BaseOutput
+except ImportError as e:  # diffusers is optional for the rest of meanflow
+    raise ImportError("MeanFlowPipeline needs diffusers: pip install diffusers") from e
+
+from mfkernels import dispatch
 
 from .checkpoint import atomic_directory
 from .models import DiT
@@ -26,73 +41,169 @@ from .sampler import sample, to_pil, to_uint8
 from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# The file diffusers imports for ``DiffusionPipeline.from_pretrained``: it only points back here.
+LOADER_MODULE = "pipeline_meanflow"
+LOADER_SOURCE = '''"""Loads MeanFlowPipeline from the installed package (pip install meanflow-engine)."""
+
+from meanflow.pipeline import MeanFlowPipeline  # noqa: F401
+'''
+# What exports written before the pipeline was a DiffusionPipeline name as the transformer.
+LEGACY_TRANSFORMER = ["meanflow", "DiT"]
+
+
+class MeanFlowTransformer2DModel(DiT, ModelMixin):
+    """A MeanFlow ``DiT`` that diffusers can load, move and offload as a pipeline component:
+    same weights, forward and folder (``config.json`` + ``model.safetensors``) as ``DiT``.
+    ``config`` stays the ``DiTConfig``; diffusers' own config machinery is not used."""
+
+    @classmethod
+    def from_dit(cls, dit: DiT) -> "MeanFlowTransformer2DModel":
+        """``dit`` as this class, sharing its weights and submodules (nothing is copied)."""
+        return dit if isinstance(dit, cls) else _share_weights(cls, dit)
+
+    def to_dit(self) -> DiT:
+        """A plain ``DiT`` sharing these weights and submodules."""
+        return _share_weights(DiT, self)
+
+    def save_pretrained(self, save_directory: str, state_dict: dict | None = None):
+        """The plain ``DiT`` folder, which ``DiT.from_pretrained`` reads too."""
+        self.to_dit().save_pretrained(save_directory, state_dict)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        device="cpu",
+        dtype=None,
+        backend=None,
+        torch_dtype=None,
+        **options,
+    ) -> "MeanFlowTransformer2DModel":
+        """Read a ``DiT`` folder. Diffusers' loader passes its model options too: those that
+        need diffusers' own weight format are refused, the rest (memory hints) ignored."""
+        for name in ("device_map", "variant", "quantization_config"):
+            if options.get(name) is not None:
+                raise ValueError(
+                    f"{name} is not supported for a MeanFlow transformer (got {options[name]!r})"
+                )
+        if options.get("use_flashpack"):
+            raise ValueError("use_flashpack is not supported for a MeanFlow transformer")
+        dit = DiT.from_pretrained(
+            str(pretrained_model_name_or_path), device=device, dtype=dtype or torch_dtype, backend=backend
+        )
+        return cls.from_dit(dit)
+
+
+# A view shares these with its model, so that moving or casting either moves both alike.
+SHARED_STATE = ("_parameters", "_buffers", "_non_persistent_buffers_set", "_modules")
+
+
+def _share_weights(cls, model: DiT) -> DiT:
+    """``model`` seen as a ``cls``: the same parameters, buffers and submodules (nothing is
+    copied, and ``to`` on either moves both); its own mode flag and hooks."""
+    view = cls.__new__(cls)
+    for key, value in vars(model).items():
+        own = isinstance(value, (dict, set)) and key not in SHARED_STATE
+        view.__dict__[key] = copy.copy(value) if own else value
+    view._gradient_checkpointing_func = None  # what ModelMixin.__init__ would have set
+    return view
 
 
 @dataclass
-class MeanFlowPipelineOutput:
+class MeanFlowPipelineOutput(BaseOutput):
     """``images``: a list of PIL images, a ``(B, H, W, C)`` float array in [0, 1] ("np"), a
     ``(B, C, H, W)`` tensor in [0, 1] ("pt") or the raw model output ("latent")."""
 
     images: object
 
 
-class MeanFlowPipeline:
+class GuidedVelocity(torch.nn.Module):
+    """The average velocity the sampler steps with: the transformer's, with classifier-free
+    guidance on top when ``guidance_scale != 1``, calling ``on_step`` after each evaluation."""
+
+    def __init__(self, transformer: DiT, guidance_scale: float, on_step=None):
+        super().__init__()
+        self.transformer, self.guidance_scale, self.on_step = transformer, guidance_scale, on_step
+        self.train(transformer.training)  # the sampler restores this mode, so it must be the transformer's
+
+    @property
+    def config(self):
+        return self.transformer.config
+
+    def forward(self, z, r, t, y=None):
+        if self.guidance_scale == 1 or y is None:
+            u = self.transformer(z, r, t, y)
+        else:
+            u = self._guided(z, r, t, y)
+        if self.on_step is not None:
+            self.on_step()
+        return u
+
+    def _guided(self, z, r, t, y):
+        """``u_null + s (u_cond - u_null)``, both halves in one batch."""
+        null = torch.full_like(y, self.transformer.null_class)
+        u = self.transformer(torch.cat([z, z]), torch.cat([r, r]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = u.chunk(2)
+        return uncond + self.guidance_scale * (cond - uncond)
+
+
+class MeanFlowPipeline(DiffusionPipeline):
     """One-step (or few-step) class-conditional generation from a MeanFlow ``DiT``.
 
-    ``transformer``: the DiT; ``vae``: a diffusers ``AutoencoderKL`` for latent models, None
-    for pixel-space ones; ``scaling_factor``: the latent scale (the VAE config's, else
-    0.18215); ``id2label``: optional ``{class id: "name, other name"}`` for ``get_label_ids``.
+    ``transformer``: the DiT (a plain ``DiT`` becomes a :class:`MeanFlowTransformer2DModel`
+    sharing its weights); ``vae``: a diffusers ``AutoencoderKL`` for latent models, None for
+    pixel-space ones; ``scaling_factor``: the latent scale (the VAE config's, else 0.18215);
+    ``id2label``: ``{class id: "name, other name"}`` -- every comma-separated name of a class
+    is accepted by ``get_label_ids`` and as a class label of a call.
     """
 
+    model_cpu_offload_seq = "transformer->vae"
+    _optional_components = ["vae"]
+
     def __init__(self, transformer: DiT, vae=None, scaling_factor: float | None = None, id2label=None):
+        super().__init__()
         if not isinstance(transformer, DiT):
             raise TypeError(f"transformer must be a meanflow DiT, got {type(transformer).__name__}")
-        self.transformer = transformer.eval()
-        self.vae = vae
-        cfg = transformer.config
-        if vae is not None:
-            latent = getattr(vae.config, "latent_channels", None)
-            if latent is not None and latent != cfg.in_channels:
-                raise ValueError(f"vae has {latent} latent channels, the transformer {cfg.in_channels}")
-            scaling_factor = scaling_factor or latent_scale(vae)[0]
-        elif cfg.in_channels not in (1, 3):
-            raise ValueError(
-                f"the transformer makes {cfg.in_channels}-channel latents: pass the vae that decodes them"
-            )
-        self.scaling_factor = scaling_factor or SD_VAE_SCALE
-        self.id2label = {int(k): v for k, v in (id2label or {}).items()}
-        self.labels = {}
-        for key, value in self.id2label.items():
-            for name in value.split(","):
-                self.labels[name.strip()] = key
-
-    # ------------------------------------------------------------ diffusers API
+        transformer = MeanFlowTransformer2DModel.from_dit(transformer).eval()
+        scaling_factor = _latent_scaling_factor(transformer, vae, scaling_factor)
+        self.register_modules(transformer=transformer, vae=vae)
+        id2label = _checked_id2label(id2label, transformer.config.num_classes)
+        self.register_to_config(scaling_factor=scaling_factor, id2label=id2label)
+        self.labels, self._ambiguous_labels = _label_index(self.id2label)
 
     @property
-    def components(self) -> dict:
-        return {"transformer": self.transformer, "vae": self.vae}
+    def scaling_factor(self) -> float:
+        return self.config.scaling_factor
 
     @property
-    def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+    def id2label(self) -> dict:
+        return {int(k): v for k, v in (self.config.id2label or {}).items()}
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+    # ------------------------------------------------------------------ labels
 
-    def to(self, device=None, dtype=None):
-        self.transformer.to(device=device, dtype=dtype)
-        if self.vae is not None:
-            self.vae.to(device=device, dtype=dtype)
-        return self
+    def get_label_ids(self, label) -> list:
+        """Class names (any name ``id2label`` gives a class: ``"tench"``, ``"n01440764"``) ->
+        class ids. Unknown and ambiguous names are a ``ValueError`` naming them."""
+        names = [label] if isinstance(label, str) else list(label)
+        unknown = [n for n in names if n not in self.labels and n not in self._ambiguous_labels]
+        if unknown:
+            if not self.labels:
+                raise ValueError(
+                    f"unknown class names {unknown}: this pipeline has no id2label; give class ids"
+                )
+            raise ValueError(f"unknown class names {unknown}; known e.g. {sorted(self.labels)[:5]}")
+        ambiguous = {n: self._ambiguous_labels[n] for n in names if n in self._ambiguous_labels}
+        if ambiguous:
+            raise ValueError(f"ambiguous class names {ambiguous} (name: its classes); give a class id")
+        return [self.labels[n] for n in names]
 
-    def get_label_ids(self, label):
-        """Class names (as in ``id2label``) -> class ids."""
-        labels = [label] if isinstance(label, str) else list(label)
-        missing = [name for name in labels if name not in self.labels]
-        if missing:
-            raise ValueError(f"unknown class names {missing}; known e.g. {sorted(self.labels)[:5]}")
-        return [self.labels[name] for name in labels]
+    def _class_ids(self, class_labels):
+        """Ids, names, or a mix of both -> ids (a tensor is passed through)."""
+        if isinstance(class_labels, (str, int)):
+            class_labels = [class_labels]
+        if isinstance(class_labels, (list, tuple)):
+            return [self.get_label_ids(c)[0] if isinstance(c, str) else c for c in class_labels]
+        return class_labels
 
     def _labels(self, class_labels, batch_size):
         num_classes = self.transformer.config.num_classes
@@ -106,42 +217,73 @@ class MeanFlowPipeline:
             return None, batch_size
         if class_labels is None:
             raise ValueError("class_labels is required for a class-conditional model")
-        if isinstance(class_labels, int):
-            class_labels = [class_labels]
-        y = torch.as_tensor(class_labels).reshape(-1)
+        y = torch.as_tensor(self._class_ids(class_labels)).reshape(-1)
         if y.dtype not in (torch.int32, torch.int64) or y.numel() == 0:
-            raise TypeError("class_labels must be a non-empty int, list of ints or integer tensor")
+            raise TypeError(
+                "class_labels must be a non-empty int, class name, list of them or integer tensor"
+            )
         if y.min() < 0 or y.max() > num_classes:
             raise ValueError(
                 f"class_labels must lie in [0, {num_classes - 1}] (or {num_classes}, the null class), "
                 f"got {y.min().item()}..{y.max().item()}"
             )
-        return y.long().to(self.device), y.numel()
+        return y.long().to(self._execution_device), y.numel()
+
+    # -------------------------------------------------------------- generation
 
     def _noise(self, batch, generator):
         cfg = self.transformer.config
         shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+        device, dtype = self._execution_device, self.transformer.dtype
         if isinstance(generator, (list, tuple)):
             # diffusers' convention: one generator per image, so image i depends on its own seed only.
             if len(generator) != batch:
                 raise ValueError(f"got {len(generator)} generators for {batch} images")
             noise = [torch.randn((1, *shape), generator=g, device=g.device) for g in generator]
-            return torch.cat([n.to(self.device) for n in noise]).to(self.dtype)
-        device = generator.device if generator is not None else self.device
-        return torch.randn((batch, *shape), generator=generator, device=device).to(self.device, self.dtype)
+            return torch.cat([n.to(device) for n in noise]).to(dtype)
+        source = generator.device if generator is not None else device
+        return torch.randn((batch, *shape), generator=generator, device=source).to(device, dtype)
+
+    def _check_guidance(self, guidance_scale, conditional: bool) -> float:
+        if (
+            isinstance(guidance_scale, bool)
+            or not isinstance(guidance_scale, (int, float))
+            or guidance_scale < 0
+        ):
+            raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+        if guidance_scale != 1 and not conditional:
+            raise ValueError(
+                "guidance_scale must be 1 for an unconditional model: it has no classes to guide to"
+            )
+        return float(guidance_scale)
 
     @torch.no_grad()
     def generate(
-        self, class_labels=None, num_inference_steps: int = 1, generator=None, latents=None, batch_size=None
+        self,
+        class_labels=None,
+        num_inference_steps: int = 1,
+        generator=None,
+        latents=None,
+        batch_size=None,
+        guidance_scale: float = 1.0,
     ):
         """Images ``(B, C, H, W)`` in about ``[-1, 1]`` (decoded when there is a VAE) and the
         model output before decoding."""
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
+            raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
         y, batch = self._labels(class_labels, batch_size)
+        scale = self._check_guidance(guidance_scale, y is not None)
         if latents is None:
             latents = self._noise(batch, generator)
         else:
-            latents = latents.to(self.device, self.dtype)
-        out = sample(self.transformer, y, steps=num_inference_steps, noise=latents)
+            latents = latents.to(self._execution_device, self.transformer.dtype)
+        with self.progress_bar(total=num_inference_steps) as bar:
+            velocity = GuidedVelocity(self.transformer, scale, on_step=bar.update)
+            out = sample(velocity, y, steps=num_inference_steps, noise=latents)
         images = decode_latents(self.vae, out, self.scaling_factor) if self.vae is not None else out.float()
         return images, out
 
@@ -154,57 +296,138 @@ class MeanFlowPipeline:
         output_type: str = "pil",
         return_dict: bool = True,
         batch_size: int | None = None,
+        guidance_scale: float = 1.0,
     ):
-        """``class_labels``: ints (list, tensor) -- one image each; ``num_inference_steps``: NFE
-        (1 = one step); ``generator``: a ``torch.Generator`` or one per image; ``latents``:
-        starting noise; ``output_type``: "pil", "np", "pt" or "latent"; ``batch_size``: image
-        count for an unconditional model. Returns ``MeanFlowPipelineOutput(images)`` or a tuple."""
+        """``class_labels``: class ids or names (``id2label``'s; a list, tensor, or one) --
+        one image each; ``num_inference_steps``: NFE per image (1 = one step); ``generator``: a
+        ``torch.Generator`` or one per image; ``latents``: starting noise; ``output_type``:
+        "pil", "np", "pt" or "latent"; ``batch_size``: image count for an unconditional model.
+
+        ``guidance_scale``: the model was trained with guidance folded into its target, so 1
+        (the default) samples it as trained, one network pass per step. Any other ``s`` adds
+        sampling-time classifier-free guidance on top, ``u = u_null + s (u_cond - u_null)``
+        with the learned null class: a second pass per step, and about ``s`` times the trained
+        guidance strength (0 gives the unconditional model). DiT's default of 4 would
+        over-guide a model whose guidance is already built in.
+
+        Returns ``MeanFlowPipelineOutput(images)`` or a tuple."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        images, raw = self.generate(class_labels, num_inference_steps, generator, latents, batch_size)
-        if output_type == "latent":
-            result = raw
-        elif output_type == "pil":
-            result = [to_pil(a) for a in to_uint8(images)]
-        else:
-            x = (images / 2 + 0.5).clamp(0, 1)
-            result = x.cpu().permute(0, 2, 3, 1).numpy() if output_type == "np" else x
+        images, raw = self.generate(
+            class_labels, num_inference_steps, generator, latents, batch_size, guidance_scale
+        )
+        self.maybe_free_model_hooks()
+        result = _format_images(images, raw, output_type)
         return MeanFlowPipelineOutput(images=result) if return_dict else (result,)
 
     # ------------------------------------------------------------------ on disk
 
-    def save_pretrained(self, directory: str):
-        """``model_index.json``, ``transformer/`` (config + safetensors), ``vae/`` (diffusers)."""
-        index = {
-            "_class_name": type(self).__name__,
-            "transformer": ["meanflow", "DiT"],
-            "vae": ["diffusers", type(self.vae).__name__] if self.vae is not None else [None, None],
-            "scaling_factor": self.scaling_factor,
-        }
-        if self.id2label:
-            index["id2label"] = {str(k): v for k, v in sorted(self.id2label.items())}
-        with atomic_directory(directory) as tmp:
+    def save_pretrained(self, save_directory: str):
+        """``model_index.json``, ``transformer/`` (the ``DiT`` folder), ``vae/`` (diffusers)
+        and the loader file for ``DiffusionPipeline.from_pretrained``; the folder appears
+        only once complete, and only where :func:`meanflow.checkpoint.atomic_directory` may
+        replace what is there."""
+        with atomic_directory(save_directory) as tmp:
             self.transformer.save_pretrained(os.path.join(tmp, "transformer"))
             if self.vae is not None:
                 self.vae.save_pretrained(os.path.join(tmp, "vae"))
             with open(os.path.join(tmp, "model_index.json"), "w") as f:
-                json.dump(index, f, indent=2)
+                json.dump(self._model_index(), f, indent=2, sort_keys=True)
                 f.write("\n")
+            with open(os.path.join(tmp, f"{LOADER_MODULE}.py"), "w") as f:
+                f.write(LOADER_SOURCE)
+
+    def _model_index(self) -> dict:
+        index = json.loads(self.to_json_string())
+        index.pop("_name_or_path", None)  # where this copy was loaded from: a local path
+        index["_class_name"] = [LOADER_MODULE, type(self).__name__]
+        return index
 
     @classmethod
-    def from_pretrained(cls, directory: str, device="cpu", vae=None, backend=None):
-        """Load what ``save_pretrained`` wrote; ``vae`` overrides the saved one (an
-        ``AutoencoderKL`` or a local folder / weights file for :func:`meanflow.vae.load_vae`)."""
-        index_path = os.path.join(directory, "model_index.json")
+    def load_config(cls, *args, **kwargs):
+        """The folder's ``model_index.json``, read as this class: the loader file it names is
+        for ``DiffusionPipeline.from_pretrained`` (this class is already imported), and an
+        export from before the pipeline was a ``DiffusionPipeline`` names the plain ``DiT``."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        config["_class_name"] = cls.__name__
+        if config.get("transformer") == LEGACY_TRANSFORMER:
+            config["transformer"] = [__name__, MeanFlowTransformer2DModel.__name__]
+        return loaded
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, device=None, vae=None, backend=None, **kwargs):
+        """Load what ``save_pretrained`` wrote, through ``DiffusionPipeline.from_pretrained``
+        (``torch_dtype=``, passed components, ...). ``vae``: an ``AutoencoderKL`` or a local
+        folder / weights file for :func:`meanflow.vae.load_vae`, instead of the saved one;
+        ``device``: where to put the pipeline; ``backend``: the transformer's mfkernels backend."""
+        folder = str(pretrained_model_name_or_path)
+        index_path = os.path.join(folder, cls.config_name)
         if not os.path.isfile(index_path):
-            raise FileNotFoundError(f"{index_path} not found: not a MeanFlowPipeline directory")
-        with open(index_path) as f:
-            index = json.load(f)
-        transformer = DiT.from_pretrained(
-            os.path.join(directory, "transformer"), device=device, backend=backend
-        )
+            raise FileNotFoundError(
+                f"{index_path} not found: not a MeanFlowPipeline directory (nothing is downloaded)"
+            )
         if isinstance(vae, str):
-            vae = load_vae(vae, device=device)
-        elif vae is None and (index.get("vae") or [None])[0] is not None:
-            vae = load_vae(os.path.join(directory, "vae"), device=device)
-        return cls(transformer, vae, index.get("scaling_factor"), index.get("id2label"))
+            vae = load_vae(vae, dtype=kwargs.get("dtype") or kwargs.get("torch_dtype"))
+        if vae is not None:
+            kwargs["vae"] = vae
+        pipe = super().from_pretrained(folder, **kwargs)
+        for name in ("transformer", "vae"):
+            if name not in kwargs and getattr(pipe, name) is not None:
+                # Loaded here for inference only; also the VAE picks its inference kernels then.
+                getattr(pipe, name).requires_grad_(False)
+        if backend is not None:
+            pipe.transformer.backend = dispatch.check_backend(backend) or None
+        return pipe.to(device) if device is not None else pipe
+
+
+def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
+    """The latent scale to decode with; checks that ``vae`` fits the transformer's channels."""
+    cfg = transformer.config
+    if vae is not None:
+        latent = getattr(vae.config, "latent_channels", None)
+        if latent is not None and latent != cfg.in_channels:
+            raise ValueError(f"vae has {latent} latent channels, the transformer {cfg.in_channels}")
+        return float(scaling_factor or latent_scale(vae)[0])
+    if cfg.in_channels not in (1, 3):
+        raise ValueError(
+            f"the transformer makes {cfg.in_channels}-channel latents: pass the vae that decodes them"
+        )
+    return float(scaling_factor or SD_VAE_SCALE)
+
+
+def _checked_id2label(id2label, num_classes: int) -> dict:
+    """``{"id": "names"}`` as ``model_index.json`` holds it, ids in ``[0, num_classes)``."""
+    if not id2label:
+        return {}
+    if not isinstance(id2label, dict):
+        raise TypeError(f"id2label must be a dict {{class id: names}}, got {type(id2label).__name__}")
+    ids = {}
+    for key, value in id2label.items():
+        if not str(key).isdigit() or int(key) >= num_classes or not isinstance(value, str):
+            raise ValueError(
+                f"id2label must map class ids in [0, {num_classes - 1}] to names, got {key!r}: {value!r}"
+            )
+        ids[int(key)] = value
+    return {str(k): ids[k] for k in sorted(ids)}
+
+
+def _label_index(id2label: dict) -> tuple[dict, dict]:
+    """``({name: id}, {ambiguous name: [ids]})``: each class is known by its whole
+    ``id2label`` entry and by each of its comma-separated names."""
+    ids = {}
+    for key, value in id2label.items():
+        for name in {value.strip(), *(part.strip() for part in value.split(","))} - {""}:
+            ids.setdefault(name, set()).add(key)
+    unique = {name: next(iter(keys)) for name, keys in sorted(ids.items()) if len(keys) == 1}
+    ambiguous = {name: sorted(keys) for name, keys in ids.items() if len(keys) > 1}
+    return unique, ambiguous
+
+
+def _format_images(images: torch.Tensor, raw: torch.Tensor, output_type: str):
+    if output_type == "latent":
+        return raw
+    if output_type == "pil":
+        return [to_pil(a) for a in to_uint8(images)]
+    x = (images.float() / 2 + 0.5).clamp(0, 1)
+    return x.cpu().permute(0, 2, 3, 1).numpy() if output_type == "np" else x

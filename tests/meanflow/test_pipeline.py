@@ -82,9 +82,11 @@ def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
     assert pipe.get_label_ids(["goldfish", "Tinca tinca"]) == [1, 0]
 
     pipe.save_pretrained(str(tmp_path / "pipe"))
-    assert sorted(os.listdir(tmp_path / "pipe")) == [EXPORT_MARKER, "model_index.json", "transformer", "vae"]
+    listing = [EXPORT_MARKER, "model_index.json", "pipeline_meanflow.py", "transformer", "vae"]
+    assert sorted(os.listdir(tmp_path / "pipe")) == listing
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["transformer"] == ["meanflow", "DiT"] and index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["transformer"] == ["meanflow.pipeline", "MeanFlowTransformer2DModel"]
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
     again = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"))
     assert np.array_equal(again([0, 1], generator=gen(), output_type="np").images, images)
     assert again.get_label_ids("goldfish") == [1]
@@ -93,7 +95,8 @@ def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
 def test_pixel_pipeline_round_trip(tmp_path, tiny):
     pipe = MeanFlowPipeline(rgb_model(tiny))
     pipe.save_pretrained(str(tmp_path / "p"))
-    assert sorted(os.listdir(tmp_path / "p")) == [EXPORT_MARKER, "model_index.json", "transformer"]
+    listing = [EXPORT_MARKER, "model_index.json", "pipeline_meanflow.py", "transformer"]
+    assert sorted(os.listdir(tmp_path / "p")) == listing
     again = MeanFlowPipeline.from_pretrained(str(tmp_path / "p"))
     a = pipe([2, 3], generator=torch.Generator().manual_seed(1), output_type="pt").images
     b = again([2, 3], generator=torch.Generator().manual_seed(1), output_type="pt").images

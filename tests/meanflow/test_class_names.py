@@ -1,0 +1,88 @@
+"""Class names carried from a run's data to its pipeline export."""
+
+import json
+
+import pytest
+import torch
+
+from meanflow import export
+from meanflow.class_names import data_classes, id2label_for
+
+SYNSETS = ["n01440764", "n01443537", "n01484850"]
+
+
+def imagenet_1k():
+    """1000 sorted synsets with the standard list's first and last ones."""
+    middle = [f"n0{2000000 + i:07d}" for i in range(998)]
+    return ["n01440764", *middle, "n15075141"]
+
+
+def test_standard_imagenet_synsets_gain_readable_names():
+    pytest.importorskip("torchvision")
+    names = id2label_for(imagenet_1k())
+    assert len(names) == 1000
+    assert names[0] == "tench, n01440764" and names[999] == "toilet tissue, n15075141"
+
+
+def test_other_classes_keep_their_names():
+    assert id2label_for(SYNSETS) == dict(enumerate(SYNSETS))
+    assert id2label_for(["cat", "dog"]) == {0: "cat", 1: "dog"}
+
+
+def test_data_classes(tmp_path):
+    assert data_classes("mnist", None) == [str(d) for d in range(10)]
+    for name in ("dog", "cat", ".hidden"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+    assert data_classes("imagefolder", str(tmp_path / "images")) == ["cat", "dog"]
+    (tmp_path / "latents").mkdir()
+    manifest = {"format": "meanflow-latents", "classes": SYNSETS}
+    (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
+    assert data_classes("latents", str(tmp_path / "latents")) == SYNSETS
+    with pytest.raises(FileNotFoundError, match="no-such"):
+        data_classes("imagefolder", str(tmp_path / "no-such"))
+
+
+def trainer_checkpoint(path, model, data):
+    """A checkpoint shaped like meanflow.train's, with the run config's data section."""
+    import dataclasses
+
+    state = {"model": model.state_dict(), "ema": [model.state_dict()], "ema_decays": [0.9]}
+    config = {"data": data}
+    torch.save({**state, "config": config, "model_config": dataclasses.asdict(model.config)}, path)
+
+
+def exported_index(tmp_path, model, data):
+    trainer_checkpoint(tmp_path / "last.pt", model, data)
+    out = tmp_path / "pipe"
+    export.main(["--ckpt", str(tmp_path / "last.pt"), "--out", str(out), "--pipeline"])
+    return json.loads((out / "model_index.json").read_text())
+
+
+def test_export_names_the_classes_of_the_latent_manifest(tmp_path, tiny):
+    pytest.importorskip("diffusers")
+    (tmp_path / "latents").mkdir()
+    manifest = {"format": "meanflow-latents", "classes": SYNSETS}
+    (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
+    model = tiny(num_classes=3, in_channels=3)
+    index = exported_index(tmp_path, model, {"name": "latents", "path": str(tmp_path / "latents")})
+    assert index["id2label"] == {"0": "n01440764", "1": "n01443537", "2": "n01484850"}
+
+    from meanflow import MeanFlowPipeline
+
+    pipe = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"))
+    assert pipe.get_label_ids("n01484850") == [2]
+    images = pipe("n01440764", generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert images.shape == (1, 3, 8, 8)
+
+
+def test_export_names_mnist_digits_and_warns_without_the_data(tmp_path, tiny):
+    pytest.importorskip("diffusers")
+    index = exported_index(tmp_path, tiny(num_classes=10, in_channels=1), {"name": "mnist", "path": None})
+    assert index["id2label"]["3"] == "3"
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    with pytest.warns(UserWarning, match="class names left out: the run's data is not readable"):
+        index = exported_index(
+            gone, tiny(num_classes=3, in_channels=1), {"name": "latents", "path": "/nowhere"}
+        )
+    assert index["id2label"] == {}
