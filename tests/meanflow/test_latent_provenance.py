@@ -1,7 +1,9 @@
 """Where latents come from: the DALI reader's ADM crop against PIL's, the VAE and the reader
 recorded in the manifest and checked, and the loader's one-line summary."""
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -58,3 +60,104 @@ def test_dali_crop_near_adms_at_odd_halvings(tmp_path):
     paths = write_pngs(str(tmp_path), [(97, 150), (389, 517)])
     worst, mean = dali_vs_pil_levels(paths, SIZE)
     assert worst.max() <= 8 and mean.max() < 1.5, (worst, mean)
+
+
+# ----------------------------------------------------------------------------- the manifest's VAE and reader
+
+try:
+    import diffusers  # noqa: F401
+
+    _diffusers = True
+except ImportError:
+    _diffusers = False
+needs_diffusers = pytest.mark.skipif(not _diffusers and not _ci, reason="diffusers is not installed")
+
+LATENT_SIZE = 16
+
+
+def random_vae(config, perturb=0.0):
+    """The tiny random-weight VAE (``perturb``: another VAE of the same architecture)."""
+    from meanflow.vae import load_vae
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = load_vae("random", config)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(perturb)
+    return vae
+
+
+@pytest.fixture(scope="module")
+def vae_folder(tiny_vae, tmp_path_factory):
+    """The tiny VAE saved as a diffusers folder, as a real VAE is given to prepare_latents."""
+    folder = str(tmp_path_factory.mktemp("vae") / "tiny-vae")
+    random_vae(tiny_vae[0]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def made(vae_folder, tmp_path_factory):
+    """``(source tree, latent folder)``: 4 images encoded by the PIL reader."""
+    from meanflow.data.synthetic import make_image_tree
+    from meanflow.prepare_latents import prepare_latents
+
+    root = tmp_path_factory.mktemp("made")
+    make_image_tree(str(root / "train"), classes=2, per_class=2, sides=(16, 40), extras=False)
+    dst = str(root / "latents")
+    prepare(str(root / "train"), dst, vae_folder, prepare_latents)
+    return str(root / "train"), dst
+
+
+def prepare(src, dst, vae, prepare_latents, **kw):
+    args = dict(image_size=LATENT_SIZE, batch_size=4, shard_size=2, num_workers=0, scan_workers=0)
+    args.update(progress=False, device="cpu", reader="torch", preview=0)
+    return prepare_latents(src, dst, vae, **{**args, **kw})
+
+
+def manifest_of(dst):
+    with open(os.path.join(dst, "manifest.json")) as f:
+        return json.load(f)
+
+
+@needs_diffusers
+def test_manifest_records_the_reader_and_the_vae_weights_hash(made, vae_folder, tiny_vae, tmp_path):
+    from safetensors.torch import save_file
+
+    from meanflow.vae import load_vae, weights_sha256
+
+    m = manifest_of(made[1])
+    assert m["reader"] == "torch" and m["vae"]["weights"] == os.path.abspath(vae_folder)
+    assert m["vae"]["sha256"] == weights_sha256(load_vae(vae_folder))
+    # the hash is the weights', not the file's: the same weights as .safetensors hash the same
+    state = {k: v.contiguous() for k, v in load_vae(vae_folder).state_dict().items()}
+    save_file(state, str(tmp_path / "vae.safetensors"))
+    assert weights_sha256(load_vae(str(tmp_path / "vae.safetensors"), tiny_vae[0])) == m["vae"]["sha256"]
+    assert weights_sha256(random_vae(tiny_vae[0], perturb=1e-3)) != m["vae"]["sha256"]
+
+
+@needs_diffusers
+def test_resume_with_another_reader_is_refused_naming_both(made, vae_folder, tmp_path):
+    from meanflow.prepare_latents import prepare_latents
+
+    src, dst = made
+    with pytest.raises(ValueError, match="reader: 'torch' there, 'dali' now"):
+        prepare(src, dst, vae_folder, prepare_latents, reader="dali")
+    assert prepare(src, dst, vae_folder, prepare_latents, reader="auto")["reader"] == "torch"  # auto resumes
+    older = str(tmp_path / "older")  # a folder from before readers were recorded
+    shutil.copytree(dst, older)
+    m = manifest_of(older)
+    del m["reader"]
+    with open(os.path.join(older, "manifest.json"), "w") as f:
+        json.dump(m, f)
+    with pytest.raises(ValueError, match="reader: not recorded"):
+        prepare(src, older, vae_folder, prepare_latents)
+
+
+@needs_diffusers
+def test_resume_with_another_vae_is_refused_naming_both(made, tiny_vae, tmp_path):
+    from meanflow.prepare_latents import prepare_latents
+
+    other = str(tmp_path / "other-vae")
+    random_vae(tiny_vae[0], perturb=1e-3).save_pretrained(other)
+    with pytest.raises(ValueError, match=r"vae: '.*tiny-vae' \(sha256 [0-9a-f]{12}\) there, '.*other-vae'"):
+        prepare(made[0], made[1], other, prepare_latents)
