@@ -87,12 +87,17 @@ def _latents(config, rank, world_size, device):
     from .latents import DALILatentLoader, TorchLatentLoader
 
     root = _need_path(config, "the output folder of python -m meanflow.prepare_latents")
-    kwargs = dict(device=device, seed=config.seed, latent_mode=config.data.latent_mode)
+    data = config.data
+    kwargs = dict(device=device, seed=config.seed, latent_mode=data.latent_mode, vae_path=data.vae)
     if _backend(config) == "dali":
-        return DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
-                                num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
-    return TorchLatentLoader(root, config.batch_size // world_size, rank, world_size,
-                             num_workers=config.data.num_workers, **kwargs)  # fmt: skip
+        loader = DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
+                                  num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
+    else:
+        loader = TorchLatentLoader(root, config.batch_size // world_size, rank, world_size,
+                                   num_workers=config.data.num_workers, **kwargs)  # fmt: skip
+    if rank == 0:
+        print(f"data: {loader.describe()}", flush=True)
+    return loader
 
 
 # name -> builder(config, rank, world_size, device).

@@ -161,3 +161,77 @@ def test_resume_with_another_vae_is_refused_naming_both(made, tiny_vae, tmp_path
     random_vae(tiny_vae[0], perturb=1e-3).save_pretrained(other)
     with pytest.raises(ValueError, match=r"vae: '.*tiny-vae' \(sha256 [0-9a-f]{12}\) there, '.*other-vae'"):
         prepare(made[0], made[1], other, prepare_latents)
+
+
+@needs_diffusers
+def test_grids_decode_with_data_vae_where_the_recorded_vae_is_not_here(made, vae_folder, tmp_path):
+    """Latents made on another machine: the manifest's VAE path is missing here; the error
+    names data.vae, and data.vae pointing at a copy decodes exactly as the original."""
+    from meanflow.data.latents import TorchLatentLoader
+
+    moved = str(tmp_path / "latents")
+    shutil.copytree(made[1], moved)
+    m = manifest_of(moved)
+    m["vae"]["weights"] = "/elsewhere/sd-vae-ft-ema"
+    with open(os.path.join(moved, "manifest.json"), "w") as f:
+        json.dump(m, f)
+    x, _ = next(iter(TorchLatentLoader(moved, 2, num_workers=0, latent_mode="mean")))
+    with pytest.raises(FileNotFoundError, match="set data.vae"):
+        TorchLatentLoader(moved, 2, num_workers=0).decode(x)
+    copy = str(tmp_path / "copy-of-vae")
+    shutil.copytree(vae_folder, copy)
+    images = TorchLatentLoader(moved, 2, num_workers=0, vae_path=copy).decode(x)
+    want = TorchLatentLoader(made[1], 2, num_workers=0).decode(x)
+    assert images.shape == (2, 3, LATENT_SIZE, LATENT_SIZE) and torch.equal(images, want)
+
+
+@needs_diffusers
+def test_another_vae_is_refused_or_warned_naming_both(made, tiny_vae, tmp_path):
+    from meanflow.data.latents import TorchLatentLoader, check_vae_against_latents
+
+    other = str(tmp_path / "other-vae")
+    random_vae(tiny_vae[0], perturb=1e-3).save_pretrained(other)
+    loader = TorchLatentLoader(made[1], 2, num_workers=0, vae_path=other)
+    x, _ = next(iter(loader))
+    both = r"VAE '.*other-vae' is not the VAE the latents were made with, '.*tiny-vae' \(sha256"
+    with pytest.raises(ValueError, match=both + ".*weights differ"):
+        loader.decode(x)
+    vae = random_vae(tiny_vae[0], perturb=1e-3)
+    with pytest.raises(ValueError, match="weights differ"):
+        check_vae_against_latents(vae, made[1], "other-vae")
+    with pytest.warns(UserWarning, match="is not the VAE the latents were made with"):
+        check_vae_against_latents(vae, made[1], "other-vae", strict=False)
+    wider = random_vae({**tiny_vae[0], "block_out_channels": [8, 16]})
+    with pytest.raises(ValueError, match="configs differ in block_out_channels"):
+        check_vae_against_latents(wider, made[1], "wider")
+    with pytest.warns(UserWarning, match="cannot check VAE 'x' against the training latents"):
+        check_vae_against_latents(vae, str(tmp_path / "gone"), "x")
+
+
+@needs_diffusers
+def test_latent_folder_of_a_checkpoint(made, tmp_path):
+    from meanflow.data.latents import latent_folder_of_checkpoint
+
+    path = str(tmp_path / "last.pt")
+    torch.save({"config": {"data": {"name": "latents", "path": made[1]}}, "model": {}}, path)
+    assert latent_folder_of_checkpoint(path) == made[1]
+    torch.save({"config": {"data": {"name": "mnist", "path": None}}}, path)
+    assert latent_folder_of_checkpoint(path) is None
+    assert latent_folder_of_checkpoint(str(tmp_path / "pipeline-folder")) is None
+
+
+@needs_diffusers
+def test_the_latent_loader_describes_its_data(made, capsys):
+    from meanflow.config import TrainConfig
+    from meanflow.data import build_loader
+
+    config = TrainConfig.from_name("imagenet256-b2")
+    config.data.path, config.data.num_workers, config.data.backend = made[1], 0, "torch"
+    config.batch_size = 2
+    loader = build_loader(config, 0, 1, "cpu")
+    line = capsys.readouterr().out.strip()
+    assert line == f"data: {loader.describe()}" and "\n" not in line
+    expected = ["4 latents 4x8x8", "float32 posteriors", "of 2 classes", "adm-center crops of 16 px"]
+    expected += ["the torch reader", "sha256", "read with torch (np.load)", "latent_mode sample"]
+    for part in expected:
+        assert part in line, (part, line)
