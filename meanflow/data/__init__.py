@@ -108,6 +108,25 @@ def register_loader(name: str, builder: Callable) -> None:
     LOADERS[name] = builder
 
 
+# The data keys each built-in loader reads besides name and path (see its builder above).
+DATA_KEYS_READ = {
+    "mnist": (),
+    "imagefolder": ("backend", "num_workers", "image_size", "max_read_failures"),
+    "latents": ("backend", "num_workers", "latent_mode", "vae"),
+}
+
+
+def run_config_dict(config) -> dict:
+    """``config.to_dict()`` without the data keys its loader never reads (a latent run's
+    ``data.image_size``: the latent folder sets the size), for a run's ``config.json``: what
+    it shows is what the run used. A registered loader's config keeps every key."""
+    values = config.to_dict()
+    read = DATA_KEYS_READ.get(config.data.name)
+    if read is not None:
+        values["data"] = {k: v for k, v in values["data"].items() if k in ("name", "path", *read)}
+    return values
+
+
 def build_loader(config, rank: int, world_size: int, device) -> Loader:
     """The loader for ``config.data.name`` (global batch ``config.batch_size``, ``config.seed``)."""
     if config.data.name not in LOADERS:

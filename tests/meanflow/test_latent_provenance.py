@@ -235,3 +235,23 @@ def test_the_latent_loader_describes_its_data(made, capsys):
     expected += ["the torch reader", "sha256", "read with torch (np.load)", "latent_mode sample"]
     for part in expected:
         assert part in line, (part, line)
+
+
+def test_run_config_dict_keeps_only_the_data_keys_the_loader_reads():
+    from meanflow.config import DataConfig, TrainConfig, apply
+    from meanflow.data import run_config_dict
+
+    latents = run_config_dict(TrainConfig.from_name("imagenet256-b2"))["data"]
+    assert "image_size" not in latents and "max_read_failures" not in latents
+    assert {"name", "path", "backend", "num_workers", "latent_mode", "vae"} <= set(latents)
+    folders = TrainConfig(data=DataConfig(name="imagefolder", image_size=512))
+    assert (
+        run_config_dict(folders)["data"]["image_size"] == 512
+        and "latent_mode" not in run_config_dict(folders)["data"]
+    )
+    custom = TrainConfig()
+    custom.data.name = "my_loader"  # a registered loader: nothing is known to be unused
+    assert run_config_dict(custom) == custom.to_dict()
+    again = TrainConfig()
+    apply(again, run_config_dict(TrainConfig.from_name("imagenet256-b2")), "config.json")
+    assert again == TrainConfig.from_name("imagenet256-b2")  # the file still rebuilds the run's config
