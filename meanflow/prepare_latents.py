@@ -16,8 +16,11 @@ epoch (``meanflow.data.latents``). Images are grouped in shards of ``--shard-siz
 is written into a temporary folder and renamed when complete, and ``manifest.json`` (scale
 factor 0.18215 for sd-vae-ft-ema, counts, shard list, scan summary) is rewritten atomically
 after each shard, so an interrupted run resumes by re-running the same command: finished
-shards are skipped. ``--preview N`` writes ``preview.png``: N source crops over their VAE
-reconstructions (:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
+shards are skipped; the manifest records the reader (``--reader auto`` resumes with the
+recorded one) and the VAE (:func:`meanflow.vae.vae_identity`: path, config, weights sha256),
+and a resume with another reader or VAE is refused, naming both. ``--preview N`` writes
+``preview.png``: N source crops over their VAE reconstructions
+(:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
 """
 
 import argparse
