@@ -255,3 +255,19 @@ def test_run_config_dict_keeps_only_the_data_keys_the_loader_reads():
     again = TrainConfig()
     apply(again, run_config_dict(TrainConfig.from_name("imagenet256-b2")), "config.json")
     assert again == TrainConfig.from_name("imagenet256-b2")  # the file still rebuilds the run's config
+
+
+@needs_diffusers
+def test_trainer_grids_with_another_vae_warn_naming_both(made, tiny_vae, tmp_path):
+    """The trainer's grid never decodes with a VAE the latents were not made with: it warns,
+    naming both, and shows latent channels instead (meanflow.train.grid_images)."""
+    from meanflow.data.latents import TorchLatentLoader
+    from meanflow.train import grid_images
+
+    other = str(tmp_path / "other-vae")
+    random_vae(tiny_vae[0], perturb=1e-3).save_pretrained(other)
+    samples = torch.randn(3, 4, LATENT_SIZE // 2, LATENT_SIZE // 2)
+    loader = TorchLatentLoader(made[1], 2, num_workers=0, vae_path=other)
+    with pytest.warns(UserWarning, match="latent channels 0-2.*other-vae.*is not the VAE.*tiny-vae"):
+        shown = grid_images(loader, samples)
+    assert torch.equal(shown, samples[:, :3])
