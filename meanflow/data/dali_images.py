@@ -11,19 +11,21 @@ pipeline takes milliseconds, so a new one per epoch (and on resume, from the pos
 cheap and no sample is read twice.
 
 ADM center crop in DALI (:func:`~meanflow.data.image_folder.center_crop_arr` is the
-reference): the same steps as PIL, each a one-axis resize computed in float and rounded half
-up to uint8 as PIL rounds between its passes: BOX halvings while the short side is >= 2 * size
-(linear without antialiasing at scale 2, which is the exact 2-pixel box at an even side), then
-the antialiased cubic resize (PIL's BICUBIC) to ADM's ``round(side * scale)``, and ADM's
-integer crop offsets ``(side - size) // 2`` (DALI's ``crop_pos=0.5`` would round half-pixel
-offsets up). Measured against PIL on noisy synthetic PNGs and JPEGs of 24x40 to 521x777
-(``tests/meanflow/test_latent_provenance.py`` bounds it), in levels of 255: without a halving,
-or with halvings at even sides only, max 1-3 and mean <= 0.05 (decoder and coefficient
-rounding); a halving at an odd side (PIL's box then averages 3 pixels once, at a place set
-by float rounding; DALI's antialiased linear filter stands in) gives max 4-6, mean 0.6-1.3,
-and up to max 24, mean 3 when the odd halving lands just above the final size (521x777 to
-256: the cubic step then hardly smooths). The single antialiased cubic resize used before
-was at mean 1-3.6 wherever ADM halves. On a GPU, nvJPEG's decode adds its own differences.
+reference): PIL's steps, BOX halvings while the short side is >= 2 * size (one axis per
+pass, in float, rounded half up to uint8 as PIL rounds; linear without antialiasing at scale
+2 is exactly the 2-pixel box at an even side), then the antialiased cubic resize (PIL's
+BICUBIC) to ADM's ``round(side * scale)``, then ADM's integer crop offsets ``(side - size) //
+2`` (DALI's ``crop_pos=0.5`` would round half-pixel offsets up). The cubic step is one resize
+in the training loader, and PIL's two passes with uint8 rounding in between with
+``exact=True`` (:func:`iterate_files`, which ``prepare_latents`` uses: half the CPU
+throughput). Measured against PIL on noisy synthetic PNGs and JPEGs of 24x40 to 521x777
+(``tests/meanflow/test_latent_provenance.py`` bounds it), in levels of 255, exact (loader):
+without a halving or with halvings at even sides only, max 1-3 (1-6) and mean <= 0.05
+(~0.2); a halving at an odd side (PIL's box then averages 3 pixels once, at a place set by
+float rounding; DALI's antialiased linear filter stands in) max 4-6, mean 0.6-1.3, and up to
+max 24, mean 3 when the odd halving lands just above the final size (521x777 to 256: the
+cubic step then hardly smooths it). The single antialiased cubic resize of earlier versions
+was at mean 0.7-3.6 wherever ADM halves. On a GPU, nvJPEG's decode adds its own differences.
 
 A read error at run time (a file removed or damaged after the scan, or one the PIL pre-scan
 accepted but DALI cannot decode) does not stop training by itself: that batch is decoded with
@@ -116,13 +118,14 @@ def _box_halving(images):
     return _halve_axis(images, h // 2, w // 2, h % 2 == 1)
 
 
-def _adm_resize(images, image_size):
+def _adm_resize(images, image_size, exact):
     """ADM's resize before the crop (:func:`~meanflow.data.image_folder.center_crop_arr`):
     BOX halvings while the short side is >= 2 * size, then an antialiased cubic resize (PIL's
-    BICUBIC, a = -0.5) to short side = size, width then height. Needs a pipeline built with
-    ``enable_conditionals=True``."""
+    BICUBIC, a = -0.5) to short side = size: ``exact``: width, then height, rounded to uint8
+    in between as PIL does; else in one resize (half the CPU time). Needs a pipeline built
+    with ``enable_conditionals=True``."""
+    from nvidia.dali import fn, types
     from nvidia.dali import math as dmath
-    from nvidia.dali import types
 
     for _ in range(MAX_HALVINGS):
         if dmath.min(images.shape()[0], images.shape()[1]) >= 2 * image_size:
@@ -131,14 +134,18 @@ def _adm_resize(images, image_size):
     short = dmath.min(h, w)
     # ADM's round(side * size / short) in integers (half up; never a tie for a power-of-2 size)
     height, width = (2 * h * image_size + short) // (2 * short), (2 * w * image_size + short) // (2 * short)
-    images = _resize_pass(images, h, width, types.INTERP_CUBIC, True)
-    return _resize_pass(images, height, width, types.INTERP_CUBIC, True)
+    cubic = dict(interp_type=types.INTERP_CUBIC, antialias=True)  # DALI's rounding is PIL's here: no ties
+    if exact:
+        images = fn.resize(images, size=fn.cast(fn.stack(h, width), dtype=types.FLOAT), **cubic)
+    return fn.resize(images, size=fn.cast(fn.stack(height, width), dtype=types.FLOAT), **cubic)
 
 
-def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_threads=4, pad_last_batch=False):
+def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_threads=4, pad_last_batch=False,
+                   exact=False):  # fmt: skip
     """A built DALI pipeline over ``files`` (read in order, wrapping around) with outputs
     ``images`` float32 ``(B, 3, size, size)`` in [-1, 1] and ``codes`` int32 ``(B, 1)``,
-    where ``codes = 2 * label + flip`` and the image is mirrored where ``flip`` is 1."""
+    where ``codes = 2 * label + flip`` and the image is mirrored where ``flip`` is 1.
+    ``exact``: the cubic step in PIL's two rounded passes (module docstring)."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(enable_conditionals=True)
@@ -154,7 +161,7 @@ def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_thr
             images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
         else:
             images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, **_MIXED_PADDING)
-        images = _adm_resize(images, image_size)
+        images = _adm_resize(images, image_size, exact)
         # ADM's integer crop offsets: (side - size) // 2.
         anchor = fn.cast((images.shape()[0:2] - image_size) // 2, dtype=types.INT32)
         crop = types.Constant(np.array([image_size, image_size], dtype=np.int32))
@@ -271,10 +278,11 @@ class DALIImageLoader(ShardedLoader):
         del pipe
 
 
-def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4):
+def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, exact=True):
     """Decode ``paths`` in order (ADM center crop, no flip) through DALI, for preprocessing:
     yields ``(x float32 (n, 3, size, size) in [-1, 1] on device, ok bool (n,))`` per chunk of
-    ``batch_size``; ``ok`` is False for files that failed to decode (their rows are junk)."""
+    ``batch_size``; ``ok`` is False for files that failed to decode (their rows are junk).
+    ``exact`` (the default here: latents are made once) as in :func:`image_pipeline`."""
     device = torch.device(device)
     paths = list(paths)
     if not paths:
@@ -286,7 +294,9 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4):
         rest = paths[start:]
 
         def make(dev):
-            return image_pipeline(rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True)
+            return image_pipeline(
+                rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True, exact
+            )
 
         device_id, pipe = build_or_cpu(make, device_id)
         return pipe

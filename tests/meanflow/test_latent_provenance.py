@@ -34,24 +34,25 @@ def write_pngs(folder, sides, noise=20.0):
     return paths
 
 
-def dali_vs_pil_levels(paths, size):
+def dali_vs_pil_levels(paths, size, exact=True):
     """Per image ``(max, mean)`` absolute difference of the DALI and the PIL crops, in uint8 levels."""
     from meanflow.data.dali_images import iterate_files
 
-    got = torch.cat([x for x, ok in iterate_files(paths, size, 4, num_threads=1)])
+    got = torch.cat([x for x, ok in iterate_files(paths, size, 4, num_threads=1, exact=exact)])
     want = torch.stack([load_image(p, size) for p in paths])
     diff = (got - want).abs() * 127.5
     return diff.amax(dim=(1, 2, 3)), diff.mean(dim=(1, 2, 3))
 
 
 @needs_dali
-def test_dali_crop_is_adms_where_the_halvings_are_even(tmp_path):
+@pytest.mark.parametrize("exact, most, mean_most", [(True, 3, 0.1), (False, 6, 0.35)])
+def test_dali_crop_is_adms_where_the_halvings_are_even(tmp_path, exact, most, mean_most):
     """Upscaled, plain cubic, and one or two BOX halvings at even sides: PIL's steps and
-    rounding, so the crops agree up to coefficient rounding (a single antialiased cubic
-    resize was 3-9 levels off at most and 0.6-1.7 on average)."""
+    rounding (exact: in the cubic step too), so the crops agree up to coefficient rounding (a
+    single antialiased cubic resize was 3-9 levels off at most and 0.6-1.7 on average)."""
     paths = write_pngs(str(tmp_path), [(24, 40), (50, 70), (130, 100), (200, 300)])
-    worst, mean = dali_vs_pil_levels(paths, SIZE)
-    assert worst.max() <= 3 and mean.max() < 0.1, (worst, mean)
+    worst, mean = dali_vs_pil_levels(paths, SIZE, exact)
+    assert worst.max() <= most and mean.max() < mean_most, (worst, mean)
 
 
 @needs_dali
