@@ -219,19 +219,8 @@ class DALILatentLoader(_LatentLoader):
 
         if not dali_available():
             raise ImportError("DALILatentLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130")
-        super().__init__(
-            root,
-            batch_size,
-            rank,
-            world_size,
-            device,
-            seed,
-            flip,
-            latent_mode,
-            index,
-            allow_partial,
-            vae_path,
-        )
+        super().__init__(root, batch_size, rank, world_size, device, seed, flip, latent_mode, index,
+                         allow_partial, vae_path)  # fmt: skip
         self.device_id, self.num_threads = dali_device_id(self.device), num_threads
 
     def _pipeline(self, files):
@@ -289,19 +278,8 @@ class TorchLatentLoader(_LatentLoader):
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
                  latent_mode="sample", num_workers=4, index=None, allow_partial=False,
                  vae_path=None):  # fmt: skip
-        super().__init__(
-            root,
-            batch_size,
-            rank,
-            world_size,
-            device,
-            seed,
-            flip,
-            latent_mode,
-            index,
-            allow_partial,
-            vae_path,
-        )
+        super().__init__(root, batch_size, rank, world_size, device, seed, flip, latent_mode, index,
+                         allow_partial, vae_path)  # fmt: skip
         self.num_workers = num_workers
 
     def __iter__(self):
