@@ -24,8 +24,8 @@ slightly) and the VAE's identity (:func:`meanflow.vae.vae_identity`: path, confi
 hash). ``decode`` (the trainer's sample grids) loads the recorded VAE, or the one given as
 ``vae_path`` (config key ``data.vae``: latents made on another machine), and refuses one that
 is not the recorded VAE (:func:`load_latents_vae`); :func:`check_vae_against_latents` is the
-same check for any loaded VAE, and :func:`latent_folder_of_checkpoint` finds a trainer
-checkpoint's latent folder, so that ``sample --vae`` and ``export --vae`` can check theirs.
+same check for any loaded VAE, and :func:`check_vae_for_checkpoint` makes it with the latent
+folder a trainer checkpoint was trained on, for ``sample --vae`` and ``export --vae``.
 """
 
 import json
@@ -145,6 +145,14 @@ def latent_folder_of_checkpoint(ckpt: str) -> str | None:
     saved = load_torch_file(ckpt)
     data = (saved.get("config") or {}).get("data") or {} if isinstance(saved, dict) else {}
     return data.get("path") if data.get("name") == "latents" else None
+
+
+def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> None:
+    """``sample --vae``/``export --vae``: :func:`check_vae_against_latents` with the latent
+    folder ``ckpt`` was trained on; nothing to check for a model not trained on latents."""
+    root = latent_folder_of_checkpoint(ckpt)
+    if root is not None:
+        check_vae_against_latents(vae, root, name, strict)
 
 
 def moments_to_latents(moments, flips, noise, scale, shift=0.0):

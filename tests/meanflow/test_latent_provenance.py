@@ -222,6 +222,19 @@ def test_latent_folder_of_a_checkpoint(made, tmp_path):
 
 
 @needs_diffusers
+def test_a_checkpoints_latents_check_the_vae_of_sample_and_export(made, vae_folder, tiny_vae, tmp_path):
+    from meanflow.data.latents import check_vae_for_checkpoint
+    from meanflow.vae import load_vae
+
+    path = str(tmp_path / "last.pt")
+    torch.save({"config": {"data": {"name": "latents", "path": made[1]}}, "model": {}}, path)
+    check_vae_for_checkpoint(load_vae(vae_folder), path, vae_folder)  # the latents' own VAE
+    with pytest.raises(ValueError, match="VAE 'other' is not the VAE the latents were made with"):
+        check_vae_for_checkpoint(random_vae(tiny_vae[0], perturb=1e-3), path, "other")
+    check_vae_for_checkpoint(random_vae(tiny_vae[0], perturb=1e-3), str(tmp_path / "pipe"), "other")
+
+
+@needs_diffusers
 def test_the_latent_loader_describes_its_data(made, capsys):
     from meanflow.config import TrainConfig
     from meanflow.data import build_loader
