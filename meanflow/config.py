@@ -75,6 +75,9 @@ class DataConfig:
     num_workers: int = 4  # DALI CPU threads or DataLoader worker processes
     image_size: int = 256  # imagefolder: the ADM center-crop size (256, 512, ...)
     latent_mode: str = "sample"  # latents: a fresh posterior sample per read, or "mean"
+    # latents: the VAE that decodes sample grids (a diffusers folder or weights file), where the
+    # one the manifest records is not on this machine; refused unless it is the same VAE
+    vae: str | None = None
     # imagefolder: the fraction of an epoch's images (per rank) that may fail to read (removed
     # or damaged after the scan) before training stops; a whole class failing stops it too; 1 = never
     max_read_failures: float = 0.01

@@ -16,8 +16,11 @@ epoch (``meanflow.data.latents``). Images are grouped in shards of ``--shard-siz
 is written into a temporary folder and renamed when complete, and ``manifest.json`` (scale
 factor 0.18215 for sd-vae-ft-ema, counts, shard list, scan summary) is rewritten atomically
 after each shard, so an interrupted run resumes by re-running the same command: finished
-shards are skipped. ``--preview N`` writes ``preview.png``: N source crops over their VAE
-reconstructions (:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
+shards are skipped; the manifest records the reader (``--reader auto`` resumes with the
+recorded one) and the VAE (:func:`meanflow.vae.vae_identity`: path, config, weights sha256),
+and a resume with another reader or VAE is refused, naming both. ``--preview N`` writes
+``preview.png``: N source crops over their VAE reconstructions
+(:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
 """
 
 import argparse
@@ -37,7 +40,7 @@ from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
 from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
 from .distributed import resolve_device  # noqa: E402
-from .vae import RANDOM, decode_latents, latent_scale, load_vae  # noqa: E402
+from .vae import decode_latents, describe_identity, latent_scale, load_vae, vae_identity  # noqa: E402
 
 
 @torch.no_grad()
@@ -50,12 +53,53 @@ def encode_moments(vae, images: torch.Tensor, flips: int = 1) -> torch.Tensor:
     return torch.stack(moments.chunk(flips), 1)
 
 
-def _vae_identity(weights, config, vae) -> dict:
-    info = {"weights": weights if weights == RANDOM else os.path.abspath(weights), "config": dict(vae.config)}
-    info["config"] = {k: v for k, v in info["config"].items() if not k.startswith("_")}
-    if weights != RANDOM and os.path.isfile(weights):
-        info["bytes"] = os.path.getsize(weights)
-    return info
+# Settings a resume must share with the run that started the folder (the VAE is compared by
+# _same_vae): any other value would mix two kinds of latents in one folder.
+RESUME_KEYS = (
+    "format", "source", "source_fingerprint", "image_size", "reader", "flips", "dtype", "shard_size",
+)  # fmt: skip
+
+
+def _previous_manifest(dst) -> dict | None:
+    path = os.path.join(dst, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _resolve_reader(reader: str, recorded: str | None) -> str:
+    """``auto`` is the reader a resumed folder was started with, else DALI when installed:
+    the DALI and the PIL crops differ slightly (``meanflow.data.dali_images``)."""
+    from .data.dali_images import dali_available
+
+    if reader == "auto":
+        reader = recorded or ("dali" if dali_available() else "torch")
+    if reader not in ("dali", "torch"):
+        raise ValueError(f"reader must be auto, dali or torch, got {reader!r}")
+    return reader
+
+
+def _same_vae(old: dict, new: dict) -> bool:
+    """The same weights (by hash where both record one, else by path and size) and config."""
+    if old.get("sha256") and new.get("sha256"):
+        same_weights = old["sha256"] == new["sha256"]
+    else:
+        same_weights = (old.get("weights"), old.get("bytes")) == (new.get("weights"), new.get("bytes"))
+    return same_weights and old.get("config") == new.get("config")
+
+
+def _resume_conflicts(old: dict, new: dict) -> list:
+    """What differs between a folder's manifest and this run's, each naming both values."""
+
+    def there(key):
+        return repr(old[key]) if key in old else "not recorded (an older prepare_latents)"
+
+    conflicts = [f"{k}: {there(k)} there, {new[k]!r} now" for k in RESUME_KEYS if old.get(k) != new[k]]
+    old_vae = old.get("vae") or {}
+    if not _same_vae(old_vae, new["vae"]):
+        conflicts.append(f"vae: {describe_identity(old_vae)} there, {describe_identity(new['vae'])} now")
+    return conflicts
 
 
 def _fingerprint(index: FolderIndex) -> str:
@@ -76,12 +120,8 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     for name, value in (("image_size", image_size), ("batch_size", batch_size), ("shard_size", shard_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    from .data.dali_images import dali_available
-
-    if reader == "auto":
-        reader = "dali" if dali_available() else "torch"
-    if reader not in ("dali", "torch"):
-        raise ValueError(f"reader must be auto, dali or torch, got {reader!r}")
+    old = _previous_manifest(dst)
+    reader = _resolve_reader(reader, old.get("reader") if old else None)
     device = resolve_device(device)
     # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
     index = scan_image_folder(src, cache=os.path.join(dst, "scan.json"), workers=scan_workers)
@@ -102,12 +142,13 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     scale, shift = latent_scale(vae)
     manifest = {
         "format": FORMAT,
-        "version": 1,
+        "version": 2,  # 2: the reader and the VAE's weights hash are recorded
         "source": index.root,
         "source_fingerprint": _fingerprint(index),
         "image_size": image_size,
-        "crop": "adm-center",
-        "vae": _vae_identity(weights, config, vae),
+        "crop": "adm-center",  # as closely as the reader does it: meanflow.data.dali_images
+        "reader": reader,
+        "vae": vae_identity(vae, weights),
         "scale_factor": scale,
         "shift_factor": shift,
         "latent_shape": [vae.config.latent_channels, image_size // factor, image_size // factor],
@@ -121,15 +162,12 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     }
     manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back from disk
     path = os.path.join(dst, MANIFEST)
-    if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)
-        keys = ("format", "source", "source_fingerprint", "image_size", "vae", "flips", "dtype", "shard_size")
-        diff = [k for k in keys if old.get(k) != manifest[k]]
-        if diff:
+    if old is not None:
+        conflicts = _resume_conflicts(old, manifest)
+        if conflicts:
             raise ValueError(
-                f"{dst!r} holds latents made with other settings ({', '.join(diff)} differ); "
-                f"use another destination or delete it"
+                f"{dst!r} holds latents made with other settings ({'; '.join(conflicts)}): "
+                "use another destination, or the same settings to resume"
             )
         done = {s["name"]: s for s in old["shards"] if s.get("done")}
         shards = [done.get(s["name"], s) for s in shards]

@@ -87,12 +87,17 @@ def _latents(config, rank, world_size, device):
     from .latents import DALILatentLoader, TorchLatentLoader
 
     root = _need_path(config, "the output folder of python -m meanflow.prepare_latents")
-    kwargs = dict(device=device, seed=config.seed, latent_mode=config.data.latent_mode)
+    data = config.data
+    kwargs = dict(device=device, seed=config.seed, latent_mode=data.latent_mode, vae_path=data.vae)
     if _backend(config) == "dali":
-        return DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
-                                num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
-    return TorchLatentLoader(root, config.batch_size // world_size, rank, world_size,
-                             num_workers=config.data.num_workers, **kwargs)  # fmt: skip
+        loader = DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
+                                  num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
+    else:
+        loader = TorchLatentLoader(root, config.batch_size // world_size, rank, world_size,
+                                   num_workers=config.data.num_workers, **kwargs)  # fmt: skip
+    if rank == 0:
+        print(f"data: {loader.describe()}", flush=True)
+    return loader
 
 
 # name -> builder(config, rank, world_size, device).
@@ -101,6 +106,25 @@ LOADERS: dict[str, Callable] = {"mnist": _mnist, "imagefolder": _imagefolder, "l
 
 def register_loader(name: str, builder: Callable) -> None:
     LOADERS[name] = builder
+
+
+# The data keys each built-in loader reads besides name and path (see its builder above).
+DATA_KEYS_READ = {
+    "mnist": (),
+    "imagefolder": ("backend", "num_workers", "image_size", "max_read_failures"),
+    "latents": ("backend", "num_workers", "latent_mode", "vae"),
+}
+
+
+def run_config_dict(config) -> dict:
+    """``config.to_dict()`` without the data keys its loader never reads (a latent run's
+    ``data.image_size``: the latent folder sets the size), for a run's ``config.json``: what
+    it shows is what the run used. A registered loader's config keeps every key."""
+    values = config.to_dict()
+    read = DATA_KEYS_READ.get(config.data.name)
+    if read is not None:
+        values["data"] = {k: v for k, v in values["data"].items() if k in ("name", "path", *read)}
+    return values
 
 
 def build_loader(config, rank: int, world_size: int, device) -> Loader:

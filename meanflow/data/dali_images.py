@@ -10,16 +10,22 @@ flips are drawn from the seed like the order and a resumed run is identical. Bui
 pipeline takes milliseconds, so a new one per epoch (and on resume, from the position) is
 cheap and no sample is read twice.
 
-ADM center crop in DALI (differences from :func:`~meanflow.data.image_folder.center_crop_arr`):
-ADM halves the image with a BOX filter while its short side is >= 2 * size and then resizes
-with PIL's BICUBIC; here a single antialiased cubic resize (``fn.resize(resize_shorter=size,
-interp_type=INTERP_CUBIC, antialias=True)``) goes straight to the final size. The output
-size matches ADM's ``round(side * scale)`` and the crop offsets are ADM's
-``(side - size) // 2`` exactly (DALI's own ``crop_pos=0.5`` would round half-pixel offsets
-up). The pixels differ by the filters only: the mean absolute difference is 0.2-0.7 levels
-of 255 for 300-500 px photo-like JPEGs cropped to 256 (no BOX step), ~1 level where ADM's
-BOX halving applies (short side >= 2 * size); tests/meanflow/test_data_images.py bounds it
-and benchmarks/data_throughput.py reports it (``adm_diff``).
+ADM center crop in DALI (:func:`~meanflow.data.image_folder.center_crop_arr` is the
+reference): PIL's steps, BOX halvings while the short side is >= 2 * size (one axis per
+pass, in float, rounded half up to uint8 as PIL rounds; linear without antialiasing at scale
+2 is exactly the 2-pixel box at an even side), then the antialiased cubic resize (PIL's
+BICUBIC) to ADM's ``round(side * scale)``, then ADM's integer crop offsets ``(side - size) //
+2`` (DALI's ``crop_pos=0.5`` would round half-pixel offsets up). The cubic step is one resize
+in the training loader, and PIL's two passes with uint8 rounding in between with
+``exact=True`` (:func:`iterate_files`, which ``prepare_latents`` uses: half the CPU
+throughput). Measured against PIL on noisy synthetic PNGs and JPEGs of 24x40 to 521x777
+(``tests/meanflow/test_latent_provenance.py`` bounds it), in levels of 255, exact (loader):
+without a halving or with halvings at even sides only, max 1-3 (1-6) and mean <= 0.05
+(~0.2); a halving at an odd side (PIL's box then averages 3 pixels once, at a place set by
+float rounding; DALI's antialiased linear filter stands in) max 4-6, mean 0.6-1.3, and up to
+max 24, mean 3 when the odd halving lands just above the final size (521x777 to 256: the
+cubic step then hardly smooths it). The single antialiased cubic resize of earlier versions
+was at mean 0.7-3.6 wherever ADM halves. On a GPU, nvJPEG's decode adds its own differences.
 
 A read error at run time (a file removed or damaged after the scan, or one the PIL pre-scan
 accepted but DALI cannot decode) does not stop training by itself: that batch is decoded with
@@ -68,15 +74,82 @@ def dali_device_id(device) -> int | None:
     return None
 
 
-def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_threads=4, pad_last_batch=False):
+# ADM's BOX halvings, unrolled (DALI graphs have no loops): enough for a short side of
+# 2**8 * size, 65536 px at 256; a larger image gets a longer final cubic step instead.
+MAX_HALVINGS = 8
+
+
+def _round_to_uint8(x):
+    """Float pixels -> uint8 rounded half up, as PIL rounds after each pass of a resize."""
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
+
+    return fn.cast(dmath.clamp(dmath.floor(x + 0.5), 0, 255), dtype=types.UINT8)
+
+
+def _resize_pass(images, height, width, interp, antialias):
+    """One PIL-like pass: resize to ``(height, width)`` (integer DataNodes) in float, then
+    round to uint8. Resizing one axis per pass rounds between the passes like PIL does."""
+    from nvidia.dali import fn, types
+
+    size = fn.cast(fn.stack(height, width), dtype=types.FLOAT)
+    resized = fn.resize(images, size=size, interp_type=interp, antialias=antialias, dtype=types.FLOAT)
+    return _round_to_uint8(resized)
+
+
+def _halve_axis(images, height, width, odd):
+    """One axis of PIL's BOX halving (the other axis passes through unchanged). At an even
+    side linear interpolation without antialiasing at scale 2 is exactly the 2-pixel box
+    average; at an odd side PIL's box holds 3 pixels once (where is a float-rounding matter),
+    and DALI's antialiased linear (triangle) filter is the closer of its filters (measured)."""
+    from nvidia.dali import types
+
+    if odd:
+        images = _resize_pass(images, height, width, types.INTERP_LINEAR, True)
+    else:
+        images = _resize_pass(images, height, width, types.INTERP_LINEAR, False)
+    return images
+
+
+def _box_halving(images):
+    """PIL's ``resize((w // 2, h // 2), BOX)``: the width, then the height."""
+    h, w = images.shape()[0], images.shape()[1]
+    images = _halve_axis(images, h, w // 2, w % 2 == 1)
+    return _halve_axis(images, h // 2, w // 2, h % 2 == 1)
+
+
+def _adm_resize(images, image_size, exact):
+    """ADM's resize before the crop (:func:`~meanflow.data.image_folder.center_crop_arr`):
+    BOX halvings while the short side is >= 2 * size, then an antialiased cubic resize (PIL's
+    BICUBIC, a = -0.5) to short side = size: ``exact``: width, then height, rounded to uint8
+    in between as PIL does; else in one resize (half the CPU time). Needs a pipeline built
+    with ``enable_conditionals=True``."""
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
+
+    for _ in range(MAX_HALVINGS):
+        if dmath.min(images.shape()[0], images.shape()[1]) >= 2 * image_size:
+            images = _box_halving(images)
+    h, w = images.shape()[0], images.shape()[1]
+    short = dmath.min(h, w)
+    # ADM's round(side * size / short) in integers (half up; never a tie for a power-of-2 size)
+    height, width = (2 * h * image_size + short) // (2 * short), (2 * w * image_size + short) // (2 * short)
+    cubic = dict(interp_type=types.INTERP_CUBIC, antialias=True)  # DALI's rounding is PIL's here: no ties
+    if exact:
+        images = fn.resize(images, size=fn.cast(fn.stack(h, width), dtype=types.FLOAT), **cubic)
+    return fn.resize(images, size=fn.cast(fn.stack(height, width), dtype=types.FLOAT), **cubic)
+
+
+def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_threads=4, pad_last_batch=False,
+                   exact=False):  # fmt: skip
     """A built DALI pipeline over ``files`` (read in order, wrapping around) with outputs
     ``images`` float32 ``(B, 3, size, size)`` in [-1, 1] and ``codes`` int32 ``(B, 1)``,
-    where ``codes = 2 * label + flip`` and the image is mirrored where ``flip`` is 1."""
-    from nvidia.dali import fn, types
-    from nvidia.dali.pipeline import Pipeline
+    where ``codes = 2 * label + flip`` and the image is mirrored where ``flip`` is 1.
+    ``exact``: the cubic step in PIL's two rounded passes (module docstring)."""
+    from nvidia.dali import fn, pipeline_def, types
 
-    pipe = Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=0)
-    with pipe:
+    @pipeline_def(enable_conditionals=True)
+    def graph():
         encoded, label_codes = fn.readers.file(
             files=list(files),
             labels=[int(c) for c in codes],
@@ -88,7 +161,7 @@ def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_thr
             images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
         else:
             images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, **_MIXED_PADDING)
-        images = fn.resize(images, resize_shorter=image_size, interp_type=types.INTERP_CUBIC, antialias=True)
+        images = _adm_resize(images, image_size, exact)
         # ADM's integer crop offsets: (side - size) // 2.
         anchor = fn.cast((images.shape()[0:2] - image_size) // 2, dtype=types.INT32)
         crop = types.Constant(np.array([image_size, image_size], dtype=np.int32))
@@ -97,7 +170,9 @@ def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_thr
         images = fn.crop_mirror_normalize(
             images, mirror=flip, mean=[127.5] * 3, std=[127.5] * 3, output_layout="CHW", dtype=types.FLOAT
         )
-        pipe.set_outputs(images, label_codes)
+        return images, label_codes
+
+    pipe = graph(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=0)
     pipe.build()
     return pipe
 
@@ -203,10 +278,11 @@ class DALIImageLoader(ShardedLoader):
         del pipe
 
 
-def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4):
+def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, exact=True):
     """Decode ``paths`` in order (ADM center crop, no flip) through DALI, for preprocessing:
     yields ``(x float32 (n, 3, size, size) in [-1, 1] on device, ok bool (n,))`` per chunk of
-    ``batch_size``; ``ok`` is False for files that failed to decode (their rows are junk)."""
+    ``batch_size``; ``ok`` is False for files that failed to decode (their rows are junk).
+    ``exact`` (the default here: latents are made once) as in :func:`image_pipeline`."""
     device = torch.device(device)
     paths = list(paths)
     if not paths:
@@ -218,7 +294,9 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4):
         rest = paths[start:]
 
         def make(dev):
-            return image_pipeline(rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True)
+            return image_pipeline(
+                rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True, exact
+            )
 
         device_id, pipe = build_or_cpu(make, device_id)
         return pipe

@@ -18,10 +18,19 @@ gives the same batches, and the DALI and the torch loader give identical ones.
 :class:`DALILatentLoader` reads the files with DALI's numpy reader (CPU threads; copied to
 the GPU inside the pipeline when ``device`` is cuda); :class:`TorchLatentLoader` is the
 same with a torch DataLoader of ``np.load`` for machines without DALI.
+
+Provenance: the manifest records the image reader (``dali`` or ``torch``: their crops differ
+slightly) and the VAE's identity (:func:`meanflow.vae.vae_identity`: path, config, weights
+hash). ``decode`` (the trainer's sample grids) loads the recorded VAE, or the one given as
+``vae_path`` (config key ``data.vae``: latents made on another machine), and refuses one that
+is not the recorded VAE (:func:`load_latents_vae`); :func:`check_vae_against_latents` is the
+same check for any loaded VAE, and :func:`check_vae_for_checkpoint` makes it with the latent
+folder a trainer checkpoint was trained on, for ``sample --vae`` and ``export --vae``.
 """
 
 import json
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -77,6 +86,74 @@ class LatentIndex:
     def __len__(self) -> int:
         return len(self.files)
 
+    def describe(self) -> str:
+        """One line: what the folder holds and where it came from (the trainer prints it)."""
+        m = self.manifest
+        mirrored = ", with their mirror images'" if self.flips == 2 else ""
+        vae = m.get("vae") or {}
+        sha = f" sha256 {vae['sha256'][:12]}" if vae.get("sha256") else ""
+        return (
+            f"{len(self)} latents {self.channels}x{self.height}x{self.width} ({m.get('dtype')} posteriors"
+            f"{mirrored}) of {self.num_classes} classes at {self.root}: {m.get('crop')} crops of "
+            f"{m.get('image_size')} px by the {m.get('reader', 'unrecorded')} reader from {m.get('source')}, "
+            f"VAE {vae.get('weights')!r}{sha}"
+        )
+
+
+def load_latents_vae(manifest: dict, vae_path: str | None = None, device="cpu"):
+    """The VAE that decodes a latent folder's latents: the one its manifest records, or
+    ``vae_path`` (a copy of it, where the latents were made on another machine; a weights file
+    takes the recorded config). Refuses a VAE that is not the recorded one (ValueError naming
+    both) and names the ``data.vae`` key when the recorded path is not here."""
+    from ..vae import RANDOM, check_vae, load_vae
+
+    record = manifest["vae"]
+    weights = vae_path or record["weights"]
+    if weights != RANDOM and not os.path.exists(weights):
+        raise FileNotFoundError(
+            f"data.vae {weights!r} does not exist (a copy of the VAE the latents were made with)"
+            if vae_path
+            else f"the latents' VAE {weights!r} is not on this machine: set data.vae to a copy of it"
+        )
+    config = None if os.path.isdir(weights) else record.get("config")
+    vae = load_vae(weights, config, device)
+    check_vae(vae, record, weights)
+    return vae
+
+
+def check_vae_against_latents(vae, root: str, name: str, strict: bool = True) -> None:
+    """Refuse (``strict``: ValueError naming both) or warn when ``vae``, read from ``name``, is
+    not the VAE the latents in ``root`` were made with. A folder that is not here is warned
+    about (nothing to compare with), never an error."""
+    from ..vae import check_vae
+
+    try:
+        manifest = read_manifest(root)
+    except (FileNotFoundError, ValueError) as e:
+        warnings.warn(f"cannot check VAE {name!r} against the training latents: {e}", stacklevel=2)
+        return
+    check_vae(vae, manifest["vae"], name, strict)
+
+
+def latent_folder_of_checkpoint(ckpt: str) -> str | None:
+    """The latent folder (``data.path``) a ``meanflow.train`` checkpoint was trained on, or
+    None (not a trainer checkpoint, or not trained on latents)."""
+    from ..checkpoint import load_torch_file
+
+    if not os.path.isfile(ckpt):
+        return None
+    saved = load_torch_file(ckpt)
+    data = (saved.get("config") or {}).get("data") or {} if isinstance(saved, dict) else {}
+    return data.get("path") if data.get("name") == "latents" else None
+
+
+def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> None:
+    """``sample --vae``/``export --vae``: :func:`check_vae_against_latents` with the latent
+    folder ``ckpt`` was trained on; nothing to check for a model not trained on latents."""
+    root = latent_folder_of_checkpoint(ckpt)
+    if root is not None:
+        check_vae_against_latents(vae, root, name, strict)
+
 
 def moments_to_latents(moments, flips, noise, scale, shift=0.0):
     """``moments`` ``(B, F, 2, C, h, w)`` (mean, std), ``flips`` bool ``(B,)``, ``noise``
@@ -92,8 +169,10 @@ def moments_to_latents(moments, flips, noise, scale, shift=0.0):
 
 
 class _LatentLoader(ShardedLoader):
+    reader = ""  # how the files are read, for describe()
+
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
-                 latent_mode="sample", index=None, allow_partial=False):  # fmt: skip
+                 latent_mode="sample", index=None, allow_partial=False, vae_path=None):  # fmt: skip
         if latent_mode not in ("sample", "mean"):
             raise ValueError(f"latent_mode must be 'sample' or 'mean', got {latent_mode!r}")
         self.index = index if index is not None else LatentIndex(root, allow_partial)
@@ -103,7 +182,10 @@ class _LatentLoader(ShardedLoader):
         if self.index.height != self.index.width:
             raise ValueError(f"latents must be square, got {self.index.height}x{self.index.width}")
         self.image_size = self.index.height
-        self._vae = None
+        self.vae_path, self._vae = vae_path, None
+
+    def describe(self) -> str:
+        return f"{self.index.describe()}; read with {self.reader}, latent_mode {self.latent_mode}"
 
     def _finish(self, moments, epoch, batch, indices, flips):
         """Raw moments of this rank's part of global batch ``batch`` -> ``(x, y)`` on device."""
@@ -122,14 +204,13 @@ class _LatentLoader(ShardedLoader):
         return x, y
 
     def decode(self, latents: torch.Tensor, vae=None) -> torch.Tensor:
-        """Scaled latents -> images in [-1, 1] with the VAE recorded in the manifest (or ``vae``)."""
-        from ..vae import decode_latents, load_vae
+        """Scaled latents -> images in [-1, 1] with the manifest's VAE or ``vae_path``
+        (:func:`load_latents_vae`), or with the loaded ``vae`` given."""
+        from ..vae import decode_latents
 
         if vae is None:
             if self._vae is None:
-                info = self.index.manifest["vae"]
-                config = None if os.path.isdir(info["weights"]) else info.get("config")
-                self._vae = load_vae(info["weights"], config, latents.device)
+                self._vae = load_latents_vae(self.index.manifest, self.vae_path, latents.device)
             vae = self._vae
         return decode_latents(vae, latents, self.index.scale, self.index.shift)
 
@@ -137,15 +218,17 @@ class _LatentLoader(ShardedLoader):
 class DALILatentLoader(_LatentLoader):
     """The :class:`meanflow.data.Loader` over a latent folder through DALI's numpy reader."""
 
+    reader = "DALI's numpy reader"
+
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
-                 latent_mode="sample", num_threads=4, index=None, allow_partial=False):  # fmt: skip
+                 latent_mode="sample", num_threads=4, index=None, allow_partial=False,
+                 vae_path=None):  # fmt: skip
         from .dali_images import dali_available, dali_device_id
 
         if not dali_available():
             raise ImportError("DALILatentLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130")
-        super().__init__(
-            root, batch_size, rank, world_size, device, seed, flip, latent_mode, index, allow_partial
-        )
+        super().__init__(root, batch_size, rank, world_size, device, seed, flip, latent_mode, index,
+                         allow_partial, vae_path)  # fmt: skip
         self.device_id, self.num_threads = dali_device_id(self.device), num_threads
 
     def _pipeline(self, files):
@@ -198,11 +281,13 @@ class _Files(torch.utils.data.Dataset):
 class TorchLatentLoader(_LatentLoader):
     """The same loader with a torch DataLoader (``np.load`` in ``num_workers`` processes)."""
 
+    reader = "torch (np.load)"
+
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
-                 latent_mode="sample", num_workers=4, index=None, allow_partial=False):  # fmt: skip
-        super().__init__(
-            root, batch_size, rank, world_size, device, seed, flip, latent_mode, index, allow_partial
-        )
+                 latent_mode="sample", num_workers=4, index=None, allow_partial=False,
+                 vae_path=None):  # fmt: skip
+        super().__init__(root, batch_size, rank, world_size, device, seed, flip, latent_mode, index,
+                         allow_partial, vae_path)  # fmt: skip
         self.num_workers = num_workers
 
     def __iter__(self):
