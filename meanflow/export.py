@@ -38,7 +38,12 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
         from .vae import load_vae
 
         id2label = pipeline_id2label(ckpt, model, official)
-        MeanFlowPipeline(model, load_vae(vae) if vae else None, id2label=id2label).save_pretrained(out)
+        decoder = load_vae(vae) if vae else None
+        if decoder is not None and not official:  # the VAE the latents were made with
+            from .data.latents import check_vae_for_checkpoint
+
+            check_vae_for_checkpoint(decoder, ckpt, vae)
+        MeanFlowPipeline(model, decoder, id2label=id2label).save_pretrained(out)
     else:
         if vae:
             raise ValueError("--vae goes with --pipeline")

@@ -33,6 +33,7 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write, write_json_atomic
+from .data.latents import check_vae_for_checkpoint
 from .distributed import setup_distributed
 from .pretrained import load_model
 from .vae import RANDOM, decode_latents, latent_scale, load_vae
@@ -301,6 +302,8 @@ def run(
     decoder = None
     if vae:
         decoder = load_vae(vae, vae_config, device=dev)
+        if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both
+            check_vae_for_checkpoint(decoder, ckpt, vae)
         if decoder.config.latent_channels != cfg.in_channels:
             raise ValueError(
                 f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"

@@ -25,6 +25,7 @@ from .checkpoint import (
     write_json_atomic,
 )
 from .config import TrainConfig, run_identity_changes
+from .data import run_config_dict
 
 # What main() reads from a checkpoint to resume a run.
 CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "model_config")
@@ -134,7 +135,7 @@ def prepare_out_dir(config: TrainConfig) -> None:
     for stale in remove_stale_temporaries(out_dir, RUN_FILES):
         print(f"removed {stale}: the temporary of a checkpoint write that did not finish", flush=True)
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
-    write_json_atomic(os.path.join(out_dir, "config.json"), config.to_dict(), indent=2)
+    write_json_atomic(os.path.join(out_dir, "config.json"), run_config_dict(config), indent=2)
 
 
 def kept_message(good) -> str:

@@ -285,3 +285,30 @@ def test_trainer_grids_with_another_vae_warn_naming_both(made, tiny_vae, tmp_pat
     with pytest.warns(UserWarning, match="latent channels 0-2.*other-vae.*is not the VAE.*tiny-vae"):
         shown = grid_images(loader, samples)
     assert torch.equal(shown, samples[:, :3])
+
+
+@needs_diffusers
+def test_generate_and_export_refuse_another_vae_than_the_latents(made, vae_folder, tiny_vae, tmp_path):
+    """The calls in meanflow.generate and meanflow.export: a model trained on latents decodes
+    only with the VAE its latents were made with; its own VAE passes."""
+    from meanflow.config import TrainConfig
+    from meanflow.export import export
+    from meanflow.generate import run
+    from meanflow.train import main
+
+    config = TrainConfig.from_name("imagenet256-b2")
+    config.model, config.model_kwargs = "DiT-T/4", {"depth": 1, "time_scale": 1.0}
+    config.data.path, config.data.num_workers, config.data.backend = made[1], 0, "torch"
+    config.out_dir, config.steps, config.batch_size, config.progress = str(tmp_path / "run"), 1, 2, False
+    config.sample_every, config.eval_every, config.ckpt_every, config.threads = 0, 0, 0, 1
+    main(config)
+    ckpt = os.path.join(config.out_dir, "last.pt")
+    other = str(tmp_path / "other-vae")
+    random_vae(tiny_vae[0], perturb=1e-3).save_pretrained(other)
+    refused = "VAE .*other-vae.* is not the VAE the latents were made with"
+    with pytest.raises(ValueError, match=refused):
+        run(ckpt, str(tmp_path / "samples"), num=2, batch_size=2, vae=other, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=refused):
+        export(ckpt, str(tmp_path / "pipe"), pipeline=True, vae=other)
+    assert not os.path.exists(tmp_path / "pipe")
+    export(ckpt, str(tmp_path / "pipe"), pipeline=True, vae=vae_folder)
