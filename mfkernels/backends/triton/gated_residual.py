@@ -1,4 +1,4 @@
-"""Gated residual, value and tangent: ``y = x + g f``, ``y' = x' + g' f + g f'``.
+"""Triton gated residual, value and tangent: ``y = x + g f``, ``y' = x' + g' f + g f'``.
 
 ``x``, ``f`` and their tangents are ``(batch, tokens, dim)``; the adaLN gate ``g`` and its
 tangent are ``(batch, dim)``, broadcast over tokens (docs/design.md section 2). The Triton backend
@@ -7,14 +7,9 @@ have its own dtype (autocast: fp32 residual stream, bf16 branch and gate), outpu
 """
 
 import torch
-from torch import Tensor
 
-from . import _rows, dispatch, reference
-from ._autograd import DualOp, mark_tangent_outputs
-from ._checks import check_modulation, check_pair, check_same_device
-from ._triton import tl, triton
-
-# --------------------------------------------------------------------------- triton kernel
+from . import launch
+from .triton_compat import tl, triton
 
 
 @triton.jit
@@ -53,7 +48,7 @@ def gated_residual_jvp_triton(x, x_dot, gate, gate_dot, f, f_dot):
     n_rows = batch * tokens
     if n_rows == 0 or dim == 0:
         return y, y_dot
-    rows, block_d, num_warps = _rows.col_settings(dim, n_rows)
+    rows, block_d, num_warps = launch.col_settings(dim, n_rows)
     grid = (triton.cdiv(n_rows, rows), triton.cdiv(dim, block_d))
     _gated_residual_jvp_kernel[grid](
         x, x_dot, gate, gate_dot, f, f_dot, y, y_dot,
@@ -63,50 +58,6 @@ def gated_residual_jvp_triton(x, x_dot, gate, gate_dot, f, f_dot):
     return y, y_dot
 
 
-def _unsupported(x, x_dot, gate, gate_dot, f, f_dot):
+def unsupported(x, x_dot, gate, gate_dot, f, f_dot):
     named = dict(x=x, x_dot=x_dot, gate=gate, gate_dot=gate_dot, f=f, f_dot=f_dot)
-    return _rows.unsupported(*named.items())
-
-
-# ------------------------------------------------------------------------ op registration
-
-
-def _gated_residual_jvp(
-    x: Tensor, x_dot: Tensor, gate: Tensor, gate_dot: Tensor, f: Tensor, f_dot: Tensor, backend: str
-) -> tuple[Tensor, Tensor]:
-    y, y_dot = dispatch.call("gated_residual_jvp", backend, x, x_dot, gate, gate_dot, f, f_dot)
-    return y.contiguous(), y_dot.contiguous()
-
-
-def _fake(x, x_dot, gate, gate_dot, f, f_dot, backend):
-    return x.new_empty(x.shape), x.new_empty(x.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    x, _, gate, _, f, _, _ = inputs
-    ctx.save_for_backward(gate, f)
-    ctx.x_dtype = x.dtype
-    mark_tangent_outputs(ctx, output[1])
-
-
-def _backward(ctx, grad_y, _grad_y_dot):
-    gate, f = ctx.saved_tensors
-    dx, dgate, df = reference.gated_residual_backward(grad_y, gate, f)
-    return dx.to(ctx.x_dtype), None, dgate.to(gate.dtype), None, df.to(f.dtype), None, None
-
-
-_gated_residual_jvp_op = DualOp("gated_residual_jvp", _gated_residual_jvp, _fake, _setup_context, _backward)
-dispatch.register("gated_residual_jvp", "reference", reference.gated_residual_jvp_fast)
-dispatch.register("gated_residual_jvp", "triton", gated_residual_jvp_triton, _unsupported)
-
-
-def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot, backend=None) -> tuple[Tensor, Tensor]:
-    """``(x + gate f, x_dot + gate_dot f + gate f_dot)`` with ``gate`` per sample."""
-    check_pair("x", x, x_dot)
-    check_pair("gate", gate, gate_dot)
-    check_pair("f", f, f_dot)
-    if f.shape != x.shape:
-        raise ValueError(f"f must have the shape of x {tuple(x.shape)}, got {tuple(f.shape)}")
-    check_modulation("gate", gate, x)
-    check_same_device(x=x, gate=gate, f=f)
-    return _gated_residual_jvp_op(x, x_dot, gate, gate_dot, f, f_dot, dispatch.check_backend(backend))
+    return launch.unsupported(*named.items())

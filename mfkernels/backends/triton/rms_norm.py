@@ -1,18 +1,13 @@
-"""RMSNorm, value and tangent, for the optional qk-norm (docs/design.md section 2).
+"""Triton RMSNorm, value and tangent, for the optional qk-norm (docs/design.md section 2).
 
 ``y = x / rms * g``, ``y' = (x' - n mean(n x')) / rms * g`` with ``n = x / rms``, over the
 last dim of any shape; ``g`` (``weight``) is optional and ``(dim,)``.
 """
 
 import torch
-from torch import Tensor
 
-from . import _rows, dispatch, reference
-from ._autograd import DualOp, mark_tangent_outputs
-from ._checks import check_pair, check_same_device, check_tensor
-from ._triton import tl, triton, vector_alignment
-
-# --------------------------------------------------------------------------- triton kernel
+from . import launch
+from .triton_compat import tl, triton, vector_alignment
 
 
 @triton.jit
@@ -52,7 +47,7 @@ def rms_norm_jvp_triton(x, x_dot, weight=None, eps=1e-6):
     n_rows = x.numel() // dim if dim else 0
     if n_rows == 0:
         return y, y_dot
-    rows, block_d, num_warps = _rows.row_settings(dim, n_rows)
+    rows, block_d, num_warps = launch.row_settings(dim, n_rows)
     has_weight = weight is not None
     _rms_norm_jvp_kernel[(triton.cdiv(n_rows, rows),)](
         x, x_dot, weight.contiguous() if has_weight else x, y, y_dot, n_rows, dim, float(eps),
@@ -62,48 +57,6 @@ def rms_norm_jvp_triton(x, x_dot, weight=None, eps=1e-6):
     return y, y_dot
 
 
-def _unsupported(x, x_dot, weight=None, eps=1e-6):
+def unsupported(x, x_dot, weight=None, eps=1e-6):
     dim = x.shape[-1] if x.dim() else 1
-    return _rows.unsupported(("x", x), ("x_dot", x_dot), ("weight", weight), row_dim=dim)
-
-
-# ------------------------------------------------------------------------ op registration
-
-
-def _rms_norm_jvp(
-    x: Tensor, x_dot: Tensor, weight: Tensor | None, eps: float, backend: str
-) -> tuple[Tensor, Tensor]:
-    y, y_dot = dispatch.call("rms_norm_jvp", backend, x, x_dot, weight, eps)
-    return y.contiguous(), y_dot.contiguous()
-
-
-def _fake(x, x_dot, weight, eps, backend):
-    return x.new_empty(x.shape), x.new_empty(x.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    x, _, weight, eps, _ = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.eps = eps
-    mark_tangent_outputs(ctx, output[1])
-
-
-def _backward(ctx, grad_y, _grad_y_dot):
-    x, weight = ctx.saved_tensors
-    dx, dweight = reference.rms_norm_backward(grad_y, x, weight, ctx.eps)
-    return dx.to(x.dtype), None, None if weight is None else dweight.to(weight.dtype), None, None
-
-
-_rms_norm_jvp_op = DualOp("rms_norm_jvp", _rms_norm_jvp, _fake, _setup_context, _backward)
-dispatch.register("rms_norm_jvp", "reference", reference.rms_norm_jvp)
-dispatch.register("rms_norm_jvp", "triton", rms_norm_jvp_triton, _unsupported)
-
-
-def rms_norm_jvp(x, x_dot, weight=None, eps=1e-6, backend=None) -> tuple[Tensor, Tensor]:
-    check_pair("x", x, x_dot)
-    if weight is not None:
-        check_tensor("weight", weight)
-        if tuple(weight.shape) != (x.shape[-1],):
-            raise ValueError(f"weight must have shape ({x.shape[-1]},), got {tuple(weight.shape)}")
-        check_same_device(x=x, weight=weight)
-    return _rms_norm_jvp_op(x, x_dot, weight, float(eps), dispatch.check_backend(backend))
+    return launch.unsupported(("x", x), ("x_dot", x_dot), ("weight", weight), row_dim=dim)

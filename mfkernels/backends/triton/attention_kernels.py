@@ -1,117 +1,32 @@
-"""Attention value and tangent in one pass: ``O``, ``O'`` and the row ``LSE`` (docs/design.md section 2).
+"""Triton kernels of attention's value and tangent (``O``, ``O'``, ``LSE``) and of its primal
+backward (docs/design.md section 2); launched from ``attention.py``, configured in
+``attention_configs.py``.
 
-With ``S = scale Q K^T``, ``P = softmax(S)``, ``O = P V`` and ``S' = scale (Q' K^T + Q K'^T)``:
-``O' = P V' + (P * S') V - rowsum(P * S') O``. Tensors are ``(batch, heads, seq, head_dim)``
-as in ``F.scaled_dot_product_attention``; ``LSE`` is ``(batch, heads, seq)`` in float32
-(float64 for float64 input). The backward is the primal one, ``dO -> (dQ, dK, dV)``, from
-the saved ``O`` and ``LSE``; tangent inputs get no gradient.
+Forward: one program per (query block, batch * head) streams K, K', V, V' tiles with an
+online softmax (FlashAttention-2): running max m and sum l of the primal scores, and, all
+rescaled by alpha = exp2(m_old - m_new) when the max moves,
+  acc_o  = sum_j P_ij V_j,                      acc_ps = sum_j P_ij S'_ij,
+  acc_t  = sum_j P_ij V'_j + sum_j (P_ij S'_ij) V_j   (P V' and (P * S') V share one sum),
+with P the unnormalised exp2(S log2(e) - m). At the end O = acc_o / l and
+O' = acc_t / l - (acc_ps / l) O (docs/design.md section 2). Six GEMMs of N_q x N_k x d per head:
+Q K^T, Q' K^T, Q K'^T, P V, P V', (P * S') V. Nothing of size N x N reaches memory.
+
+Backward (primal only, FlashAttention-2 with the saved LSE): delta = rowsum(dO * O), then a
+kernel per key block accumulating dK, dV over all query blocks and a kernel per query block
+accumulating dQ over all key blocks: no atomics, O(N) extra memory.
+
+Tensors are read through their strides (q, k, v may be views of a packed qkv tensor). Tiles
+are powers of two wide, so a head dim is padded inside the kernels with masks, or, just above
+a power of two, split in two parts each padded on its own (d = 72 -> 64 + 16, not 128): every
+product over the head dim is then two dots, and every tile of it two tiles.
 """
 
-import contextlib
-import os
+from .triton_compat import dot, tl, triton
 
-import torch
-from torch import Tensor
-
-from . import dispatch, reference
-from ._autograd import DualOp, mark_tangent_outputs
-from ._checks import check_pair, check_same_device, check_same_dtype
-from ._triton import INTERPRET, dot, tl, triton, triton_unsupported, vector_alignment
-
-_LOG2E = 1.4426950408889634  # 1 / ln 2: scores go through exp2, as in the Triton tutorial
-_LN2 = 0.6931471805599453
-_MAX_HEAD_DIM = 128
-
-
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return reference.compute_dtype(dtype)
-
-
-def _new_output(batch, heads, seq, head_dim, like: Tensor) -> Tensor:
-    """A ``(batch, heads, seq, head_dim)`` output laid out as ``(batch, seq, heads, head_dim)``,
-    as flash attention writes it: merging the heads back into ``(batch, seq, heads * head_dim)``
-    for the output projection is then a view, not a copy of O and of O'."""
-    return like.new_empty((batch, seq, heads, head_dim)).transpose(1, 2)
-
-
-def _heads_inner(t: Tensor) -> Tensor:
-    """``t`` in :func:`_new_output`'s layout (copied only when it is not)."""
-    if t.transpose(1, 2).is_contiguous():
-        return t
-    return _new_output(*t.shape, like=t).copy_(t)
-
-
-def _attention_jvp(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    q_dot: Tensor,
-    k_dot: Tensor,
-    v_dot: Tensor,
-    scale: float,
-    backend: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    o, o_dot, lse = dispatch.call("attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale)
-    return _heads_inner(o), _heads_inner(o_dot), lse.contiguous()
-
-
-def _jvp_fake(q, k, v, q_dot, k_dot, v_dot, scale, backend):
-    o_shape = (*q.shape[:-1], v.shape[-1])
-    lse = q.new_empty(q.shape[:-1], dtype=_lse_dtype(q.dtype))
-    return _new_output(*o_shape, like=q), _new_output(*o_shape, like=q), lse
-
-
-def _attention_backward(
-    grad_o: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float, backend: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    # Any strides: the gradient of a merged-heads view arrives as a view of (batch, seq, dim).
-    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o, q, k, v, o, lse, scale)
-    return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
-
-
-def _backward_fake(grad_o, q, k, v, o, lse, scale, backend):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    q, k, v, _, _, _, scale, backend = inputs
-    o, o_dot, lse = output
-    ctx.save_for_backward(q, k, v, o, lse)
-    ctx.scale, ctx.backend = scale, backend
-    mark_tangent_outputs(ctx, o_dot, lse)
-
-
-def _backward(ctx, grad_o, _grad_o_dot, _grad_lse):
-    q, k, v, o, lse = ctx.saved_tensors
-    dq, dk, dv = _attention_backward_op(grad_o, q, k, v, o, lse, ctx.scale, ctx.backend)
-    return dq, dk, dv, None, None, None, None, None
-
-
-_attention_jvp_op = DualOp("attention_jvp", _attention_jvp, _jvp_fake, _setup_context, _backward)
-_attention_backward_op = DualOp("attention_backward", _attention_backward, _backward_fake)
-dispatch.register("attention_jvp", "reference", reference.attention_jvp_fast)
-dispatch.register("attention_backward", "reference", reference.attention_backward_fast)
-
-
-# --------------------------------------------------------------------------- triton backend
-#
-# Forward: one program per (query block, batch * head) streams K, K', V, V' tiles with an
-# online softmax (FlashAttention-2): running max m and sum l of the primal scores, and, all
-# rescaled by alpha = exp2(m_old - m_new) when the max moves,
-#   acc_o  = sum_j P_ij V_j,                      acc_ps = sum_j P_ij S'_ij,
-#   acc_t  = sum_j P_ij V'_j + sum_j (P_ij S'_ij) V_j   (P V' and (P * S') V share one sum),
-# with P the unnormalised exp2(S log2(e) - m). At the end O = acc_o / l and
-# O' = acc_t / l - (acc_ps / l) O (docs/design.md section 2). Six GEMMs of N_q x N_k x d per head:
-# Q K^T, Q' K^T, Q K'^T, P V, P V', (P * S') V. Nothing of size N x N reaches memory.
-#
-# Backward (primal only, FlashAttention-2 with the saved LSE): delta = rowsum(dO * O), then a
-# kernel per key block accumulating dK, dV over all query blocks and a kernel per query block
-# accumulating dQ over all key blocks: no atomics, O(N) extra memory.
-#
-# Tensors are read through their strides (q, k, v may be views of a packed qkv tensor). Tiles
-# are powers of two wide, so a head dim is padded inside the kernels with masks, or, just above
-# a power of two, split in two parts each padded on its own (d = 72 -> 64 + 16, not 128): every
-# product over the head dim is then two dots, and every tile of it two tiles.
+# Scores go through exp2, as in the Triton tutorial: log2(e) scales them into base 2, ln(2)
+# brings the LSE back to natural units.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -157,7 +72,7 @@ def _load_parts(
 
 
 @triton.jit
-def _aligned(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
+def _with_alignment(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
     """The strides, with their divisibility by ``ALIGN`` (checked by the launcher) made
     visible to the compiler. Triton only learns alignment from arguments divisible by 16;
     head dim 72 gives strides divisible by 8 only, and without this hint the K/V tiles are
@@ -237,13 +152,13 @@ def _attn_jvp_fwd_kernel(
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
-    stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_qdb, stride_qdh, stride_qdn = _aligned(stride_qdb, stride_qdh, stride_qdn, ALIGN)
-    stride_kdb, stride_kdh, stride_kdn = _aligned(stride_kdb, stride_kdh, stride_kdn, ALIGN)
-    stride_vdb, stride_vdh, stride_vdn = _aligned(stride_vdb, stride_vdh, stride_vdn, ALIGN)
-    stride_ob, stride_oh, stride_on = _aligned(stride_ob, stride_oh, stride_on, ALIGN)
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_qdb, stride_qdh, stride_qdn = _with_alignment(stride_qdb, stride_qdh, stride_qdn, ALIGN)
+    stride_kdb, stride_kdh, stride_kdn = _with_alignment(stride_kdb, stride_kdh, stride_kdn, ALIGN)
+    stride_vdb, stride_vdh, stride_vdn = _with_alignment(stride_vdb, stride_vdh, stride_vdn, ALIGN)
+    stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
@@ -281,7 +196,7 @@ def _attn_jvp_fwd_kernel(
     acc_t = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc_o2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them.
     n_full = (N_K // BLOCK_N) * BLOCK_N
@@ -310,7 +225,7 @@ def _attn_jvp_fwd_kernel(
     ps_mean = acc_ps * inv_l
     o = acc_o * inv_l[:, None]
     o_dot = acc_t * inv_l[:, None] - ps_mean[:, None] * o
-    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
+    lse = (m_i + tl.math.log2(l_i)) * LN2
 
     out_rows = off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_on
     out_mask = m_ok[:, None] & d_ok[None, :]
@@ -335,8 +250,8 @@ def _attn_bwd_delta_kernel(
 ):  # fmt: skip
     """``delta = rowsum(dO * O)`` in float32, (B, H, N_Q) contiguous. Grid (cdiv(N_Q, BLOCK_M), B * H)."""
     pid_bh = tl.program_id(1)
-    stride_ob, stride_oh, stride_on = _aligned(stride_ob, stride_oh, stride_on, ALIGN)
-    stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -377,10 +292,10 @@ def _attn_bwd_dkdv_tile(
     do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
     if MASK_M:
         # +inf LSE makes P exactly 0 on rows past the sequence.
-        lse2 = tl.load(lse_ptrs, mask=m_ok, other=float("inf")) * 1.4426950408889634
+        lse2 = tl.load(lse_ptrs, mask=m_ok, other=float("inf")) * LOG2E
         delta = tl.load(delta_ptrs, mask=m_ok, other=0.0)
     else:
-        lse2 = tl.load(lse_ptrs) * 1.4426950408889634
+        lse2 = tl.load(lse_ptrs) * LOG2E
         delta = tl.load(delta_ptrs)
     zero = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     s_t = dot(k, tl.trans(q), zero, PREC)
@@ -422,11 +337,11 @@ def _attn_bwd_dkdv_kernel(
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
-    stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
-    stride_gb, stride_gh, stride_gn = _aligned(stride_gb, stride_gh, stride_gn, ALIGN)
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
@@ -452,7 +367,7 @@ def _attn_bwd_dkdv_kernel(
     do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
     lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
     delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -536,11 +451,11 @@ def _attn_bwd_dq_kernel(
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
-    stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
-    stride_gb, stride_gh, stride_gn = _aligned(stride_gb, stride_gh, stride_gn, ALIGN)
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
@@ -563,11 +478,11 @@ def _attn_bwd_dq_kernel(
         do_rows, offs_d, offs_e, stride_dod, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
     do, do2 = do.to(q.dtype), do2.to(q.dtype)
-    lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+    lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
     v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
@@ -598,266 +513,3 @@ def _attn_bwd_dq_kernel(
     if SPLIT:
         out_mask2 = m_ok[:, None] & e_ok[None, :]
         tl.store(DQ + out_rows + offs_e[None, :], (dq2 * scale).to(DQ.dtype.element_ty), mask=out_mask2)
-
-
-# Autotuning. On the GPU each kernel times a few configs (BLOCK_M, BLOCK_N, warps, stages),
-# chosen per GPU generation and head-dim class from what compiles without register spills
-# and within 163 KB of shared memory: `python benchmarks/triton_static.py [--arch 80]` compiles
-# every config on any machine and stores the tables in benchmarks/results/triton_static_sm*.json.
-# Three classes of head-dim tiling (head_dim_parts): "narrow" (<= 64 columns), "wide" (a head
-# dim padded to 128, whose two fp32 accumulators leave room only for 32-wide score tiles in the
-# forward and, on the A100, whose mma accumulators all live in registers, 32-row query tiles)
-# and "split" (72 = 64 + 16: 80 columns, which fit the forward's 128 x 64 tiles on Hopper).
-# Hopper's wgmma wants 64-row warpgroup tiles, so BLOCK_M = 128 runs with 8 warps. fp32
-# inputs take IEEE dots on the FMA units, whose operands Triton holds in registers: every fp32
-# tile spills (fp32 on the GPU is the exact path, not the fast one), and one config, no tuning.
-# 32 x 32 tiles over 8 warps spill least on sm_80 and sm_90, for every kernel and head dim:
-# 0.2-2.6 KB of stack a thread where 64 x 32 over 4 warps took up to 20 KB (the d = 128
-# forward). The interpreter takes exactly one config.
-#
-# MFK_AUTOTUNE=0 runs the first config of each list, untimed: tests/conftest.py sets it on a
-# GPU, where compiling and timing every candidate for each of the suite's many shapes would
-# take minutes; test_every_tuned_config runs every listed config against the reference
-# instead (the autotuner only times them).
-#
-# The "split" lists on sm_90 hold only configs that passed that test on an H200 (Triton 3.6,
-# 2026-12-04). There the split forward with 64-key tiles got O wrong by 30-90% when the last
-# key tile was ragged (N = 17, 300; right for N = 64..256 and with 32-key tiles, and in the
-# interpreter). The source is the same for every tile size, so most likely a miscompile; such
-# a tile runs only where it divides N_K (_tuned_for).
-# (128, 64, 8, 3) and (64, 64, 4, 3) forward, and all but the first backward config, were
-# never checked on a GPU and are left out until they are.
-_FP32_CONFIG = (32, 32, 8, 2)
-_TUNED = {
-    "sm90": {
-        "fwd": {
-            "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-            "wide": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2), (64, 32, 4, 3)],
-            "split": [(128, 64, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3)],
-        },
-        "dkdv": {
-            "narrow": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3)],
-            "wide": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 8, 2), (64, 32, 8, 3)],
-            "split": [(64, 64, 8, 2)],
-        },
-        "dq": {
-            "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-            "wide": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
-            "split": [(128, 64, 8, 2)],
-        },
-    },
-    "sm80": {
-        "fwd": {
-            "narrow": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)],
-            "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
-            "split": [(64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
-        },
-        "dkdv": {
-            "narrow": [(64, 32, 8, 2), (64, 32, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
-            "wide": [(64, 32, 8, 2), (64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
-            "split": [(32, 32, 8, 2), (32, 32, 8, 3), (64, 32, 8, 3)],
-        },
-        "dq": {
-            "narrow": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3)],
-            "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
-            "split": [(128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (32, 64, 8, 3), (32, 32, 8, 2)],
-        },
-    },
-}
-
-
-def _config(bm, bn, warps, stages):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-
-
-def _shape(config):
-    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
-
-
-def generation(arch) -> str:
-    """The ``_TUNED`` lists for a compute capability given as major * 10 + minor."""
-    return "sm90" if isinstance(arch, int) and arch >= 90 else "sm80"
-
-
-def _tuned_for(name: str, generation: str, args: dict) -> list[tuple]:
-    """The ``_TUNED`` configs for a launch of kernel ``name`` (its arguments ``args``), in order."""
-    tuned = _TUNED[generation][name][_width_class(args)]
-    if name == "fwd" and args["SPLIT"]:
-        tuned = [c for c in tuned if c[1] < 64 or args["N_K"] % c[1] == 0]
-    return tuned
-
-
-def _autotune(kernel, name):
-    if INTERPRET:
-        return triton.autotune(configs=[_config(32, 32, 4, 1)], key=_KEY)(kernel)
-    every = {_FP32_CONFIG}
-    for lists in _TUNED.values():
-        every.update(*lists[name].values())
-
-    def prune(configs, named_args, **kwargs):
-        args = {**named_args, **kwargs}
-        if args["Q"].element_size() == 4:
-            keep = {_FP32_CONFIG}
-        else:
-            # The driver's target, not the tensor's device: the static check compiles from CPU.
-            arch = triton.runtime.driver.active.get_current_target().arch
-            tuned = _tuned_for(name, generation(arch), args)
-            keep = set(tuned if os.environ.get("MFK_AUTOTUNE", "1") != "0" else tuned[:1])
-        return [c for c in configs if _shape(c) in keep]
-
-    configs = [_config(*c) for c in sorted(every)]
-    return triton.autotune(configs=configs, key=_KEY, prune_configs_by={"early_config_prune": prune})(kernel)
-
-
-_KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN"]
-_attn_jvp_fwd = _autotune(_attn_jvp_fwd_kernel, "fwd")
-_attn_bwd_dkdv = _autotune(_attn_bwd_dkdv_kernel, "dkdv")
-_attn_bwd_dq = _autotune(_attn_bwd_dq_kernel, "dq")
-
-
-def _block_d(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
-
-
-def head_dim_parts(head_dim: int) -> dict:
-    """The kernels' head-dim tiling: ``BLOCK_D`` columns, and with ``SPLIT`` a second part of
-    ``BLOCK_E`` (tl.dot wants power-of-two tiles of at least 16). A head dim just above a
-    power of two takes two parts instead of padding to the next one: 72 = 64 + 16 (8 masked)
-    does 80/128 of the padded tile's tensor-core work; 96 = 64 + 32 none wasted."""
-    padded = _block_d(head_dim)
-    low = max(16, padded // 2)
-    high = max(16, triton.next_power_of_2(head_dim - low)) if head_dim > low else 0
-    if high == 0 or low + high >= padded:
-        return {"BLOCK_D": padded, "BLOCK_E": 16, "SPLIT": False}
-    return {"BLOCK_D": low, "BLOCK_E": high, "SPLIT": True}
-
-
-def _width_class(args: dict) -> str:
-    """Which ``_TUNED`` list a launch's head-dim tiling takes."""
-    if args["SPLIT"]:
-        return "split"
-    return "wide" if args["BLOCK_D"] > 64 else "narrow"
-
-
-def _stride_align(*tensors: Tensor) -> int:
-    """The kernels' ``ALIGN``: what divides every batch, head and row stride of ``tensors``."""
-    return vector_alignment(tensors[0].element_size(), *(s for t in tensors for s in t.stride()[:3]))
-
-
-def _precision(dtype: torch.dtype) -> str:
-    # fp32 inputs need IEEE dots for the 1e-5 tolerance; 16-bit inputs ignore the setting.
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _device_guard(t: Tensor):
-    # Triton launches on the current CUDA device; tensors may live on another one.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def triton_attention_unsupported(q, k, v, *rest) -> str | None:
-    """Why the triton kernels cannot run these inputs (then the dispatch falls back)."""
-    reason = triton_unsupported(q, k, v)
-    if reason is not None:
-        return reason
-    if q.shape[-1] > _MAX_HEAD_DIM:
-        return f"supports head_dim <= {_MAX_HEAD_DIM}, got {q.shape[-1]}"
-    if v.shape[-1] != q.shape[-1]:
-        return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
-    return None
-
-
-def _backward_unsupported(grad_o, q, k, v, o, lse, scale) -> str | None:
-    return triton_attention_unsupported(q, k, v)
-
-
-def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
-    """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
-    :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides."""
-    batch, heads, n_q, head_dim = q.shape
-    n_k = k.shape[2]
-    o, o_dot = _new_output(batch, heads, n_q, head_dim, q), _new_output(batch, heads, n_q, head_dim, q)
-    lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
-    if o.numel() == 0:
-        return o, o_dot, lse
-
-    def grid(meta):
-        return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)
-
-    with _device_guard(q):
-        _attn_jvp_fwd[grid](
-            q, k, v, q_dot, k_dot, v_dot, o, o_dot, lse,
-            *q.stride(), *k.stride(), *v.stride(), *q_dot.stride(), *k_dot.stride(), *v_dot.stride(),
-            *o.stride()[:3],
-            heads, n_q, n_k, float(scale),
-            HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
-            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o),
-        )  # fmt: skip
-    return o, o_dot, lse
-
-
-def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
-    """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
-    :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ."""
-    batch, heads, n_q, head_dim = q.shape
-    n_k = k.shape[2]
-    dq = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
-    dk = torch.empty((batch, heads, n_k, head_dim), dtype=q.dtype, device=q.device)
-    dv = torch.empty_like(dk)
-    if dq.numel() == 0:
-        return dq, dk, dv
-    lse = lse.to(torch.float32).contiguous()
-    delta = torch.empty_like(lse)
-    parts, prec = head_dim_parts(head_dim), _precision(q.dtype)
-    align = _stride_align(q, k, v, grad_o, o, dq, dk)
-    with _device_guard(q):
-        _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
-            o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
-            HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,
-        )  # fmt: skip
-        strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
-        _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
-            q, k, v, grad_o, lse, delta, dk, dv, *strides, *dk.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-        )  # fmt: skip
-        _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-        )  # fmt: skip
-    return dq, dk, dv
-
-
-dispatch.register("attention_jvp", "triton", attention_jvp_triton, triton_attention_unsupported)
-dispatch.register("attention_backward", "triton", attention_backward_triton, _backward_unsupported)
-
-
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None):
-    """Returns ``(o, o_dot, lse)`` for ``(batch, heads, seq, head_dim)`` inputs.
-
-    ``scale`` defaults to ``head_dim ** -0.5``. Any sequence length >= 1; keys and values
-    may have their own length (``seq_k``), shared by ``k`` and ``v``.
-    """
-    check_pair("q", q, q_dot)
-    check_pair("k", k, k_dot)
-    check_pair("v", v, v_dot)
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be (batch, heads, seq, head_dim), got shape {tuple(t.shape)}")
-    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
-        raise ValueError(
-            f"q, k, v must share (batch, heads): got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"k must have q's head_dim {q.shape[-1]}, got {k.shape[-1]}")
-    if v.shape[2] != k.shape[2]:
-        raise ValueError(f"v must have k's sequence length {k.shape[2]}, got {v.shape[2]}")
-    if q.shape[2] < 1 or k.shape[2] < 1:
-        raise ValueError("q and k need a sequence length of at least 1")
-    if q.shape[-1] < 1 or v.shape[-1] < 1:
-        raise ValueError("q, k and v need a head_dim of at least 1")
-    check_same_dtype(q=q, k=k, v=v)
-    check_same_device(q=q, k=k, v=v)
-    try:
-        scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    except (TypeError, ValueError):
-        raise TypeError(f"scale must be a number or None, got {scale!r}") from None
-    return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, dispatch.check_backend(backend))

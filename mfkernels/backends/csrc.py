@@ -2,7 +2,7 @@
 ``cuda`` backends of the memory-bound ops: LayerNorm + adaLN modulate (value, tangent and the
 primal backward), bias + GELU-tanh, SiLU and the gated residual (docs/design.md section 2).
 
-The functions here have exactly the signatures of their counterparts in ``reference.py``.
+The functions here have exactly the signatures of their counterparts in ``mfkernels/reference.py``.
 They make the large operands contiguous, allocate the outputs with torch and hand the kernels
 raw pointers (``_C.TensorArg``) plus the thread count (CPU) or the current CUDA stream; the
 extension checks every argument again and raises ValueError/TypeError naming it. Per-sample
@@ -10,9 +10,8 @@ modulation vectors (``shift``/``scale``/``gate``, ``(batch, dim)``) are passed a
 usually non-contiguous chunks of one ``(batch, 6 * dim)`` adaLN output -- with their row stride
 and their own dtype; no copy.
 
-Nothing is registered when the extension is absent: auto dispatch then keeps using
-``reference`` on the CPU. The ``cuda`` backend is registered only when the extension was built
-with nvcc (``_C.WITH_CUDA``).
+``CPU_OPS`` is empty when the extension is absent (auto dispatch then keeps using
+``reference`` on the CPU), ``CUDA_OPS`` unless it was built with nvcc (``_C.WITH_CUDA``).
 """
 
 import importlib
@@ -20,8 +19,8 @@ import warnings
 
 import torch
 
-from . import dispatch
-from .reference import compute_dtype
+from ..reference import compute_dtype
+from . import Implementation
 
 try:
     _C = importlib.import_module("mfkernels._C")
@@ -52,13 +51,13 @@ def _arg(t: torch.Tensor):
     return _C.TensorArg(t.data_ptr(), DTYPE_CODES[t.dtype], t.shape, t.stride(), device)
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
+def _unit_col_stride(t: torch.Tensor) -> torch.Tensor:
     """A per-sample (batch, dim) vector or a (dim,) bias as the kernels read it: any row
     stride, unit column stride. (Keep the result alive until the kernel has run.)"""
     return t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
 
 
-def _aligned(t: torch.Tensor) -> torch.Tensor:
+def _contiguous_aligned(t: torch.Tensor) -> torch.Tensor:
     """Contiguous and, on CUDA, 16-byte aligned (an offset view is copied): the LayerNorm
     kernels need vector loads to hold long rows in registers."""
     t = t.contiguous()
@@ -76,8 +75,8 @@ def _launch(x: torch.Tensor) -> dict:
 
 def layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
     """``(m, m_dot)`` as :func:`mfkernels.reference.layernorm_modulate_jvp`; one pass per row."""
-    x, x_dot = _aligned(x), _aligned(x_dot)
-    vecs = [_rows(t) for t in (shift, scale, shift_dot, scale_dot)]
+    x, x_dot = _contiguous_aligned(x), _contiguous_aligned(x_dot)
+    vecs = [_unit_col_stride(t) for t in (shift, scale, shift_dot, scale_dot)]
     m, m_dot = torch.empty_like(x), torch.empty_like(x)
     if x.numel() == 0:  # no rows: nothing to launch (a CUDA grid may not be empty)
         return m, m_dot
@@ -88,8 +87,8 @@ def layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-
 def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
     """``(dx, dshift, dscale)`` as :func:`mfkernels.reference.layernorm_modulate_backward`;
     ``dshift``/``dscale`` come back in the accumulation dtype (float32, float64 for float64)."""
-    x, scale = _aligned(x), _rows(scale)
-    grad_m = _aligned(grad_m.to(x.dtype))
+    x, scale = _contiguous_aligned(x), _unit_col_stride(scale)
+    grad_m = _contiguous_aligned(grad_m.to(x.dtype))
     batch, tokens, dim = x.shape
     acc = compute_dtype(x.dtype)
     dx = torch.empty_like(x)
@@ -111,7 +110,7 @@ def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
 def gelu_tanh_jvp(x, x_dot, bias=None):
     """``(gelu_tanh(x + bias), gelu_tanh'(x + bias) x_dot)``; ``bias`` is ``(x.shape[-1],)``."""
     x, x_dot = x.contiguous(), x_dot.contiguous()
-    bias = None if bias is None else _rows(bias)
+    bias = None if bias is None else _unit_col_stride(bias)
     y, y_dot = torch.empty_like(x), torch.empty_like(x)
     if x.numel() == 0:
         return y, y_dot
@@ -136,7 +135,7 @@ def gelu_tanh_backward(grad_y, x, bias=None):
     dbias = None if bias is None else x.new_empty(bias.shape, dtype=compute_dtype(x.dtype))
     if x.numel() == 0:
         return dx, None if dbias is None else dbias.zero_()
-    bias = None if bias is None else _rows(bias)
+    bias = None if bias is None else _unit_col_stride(bias)
     _C.gelu_tanh_backward(
         _arg(x), _arg(grad_y), None if bias is None else _arg(bias), _arg(dx),
         None if dbias is None else _arg(dbias), threads=torch.get_num_threads(),
@@ -157,7 +156,7 @@ def silu_jvp(x, x_dot):
 def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
     """``(x + gate f, x_dot + gate_dot f + gate f_dot)``; ``f`` may have another dtype than ``x``."""
     x, x_dot, f, f_dot = x.contiguous(), x_dot.contiguous(), f.contiguous(), f_dot.contiguous()
-    gate, gate_dot = _rows(gate), _rows(gate_dot)
+    gate, gate_dot = _unit_col_stride(gate), _unit_col_stride(gate_dot)
     y, y_dot = torch.empty_like(x), torch.empty_like(x)
     if x.numel() == 0:
         return y, y_dot
@@ -171,26 +170,22 @@ def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
 # ---------------------------------------------------------------- backend support
 
 
-def _tensors(args):
-    return [a for a in args if isinstance(a, torch.Tensor)]
+def _unsupported_on(device_type: str, dtypes, dtype_note: str, args) -> str | None:
+    """Why these arguments are not all ``device_type`` tensors of one of ``dtypes``, or None."""
+    for t in (a for a in args if isinstance(a, torch.Tensor)):
+        if t.device.type != device_type:
+            return f"needs {device_type.upper()} tensors, got {t.device}"
+        if t.dtype not in dtypes:
+            return f"does not take {t.dtype}{dtype_note}"
+    return None
 
 
 def cpu_unsupported(*args) -> str | None:
-    for t in _tensors(args):
-        if t.device.type != "cpu":
-            return f"needs CPU tensors, got {t.device}"
-        if t.dtype not in DTYPE_CODES:
-            return f"does not take {t.dtype}"
-    return None
+    return _unsupported_on("cpu", DTYPE_CODES, "", args)
 
 
 def cuda_unsupported(*args) -> str | None:
-    for t in _tensors(args):
-        if t.device.type != "cuda":
-            return f"needs CUDA tensors, got {t.device}"
-        if t.dtype not in CUDA_DTYPES:
-            return f"does not take {t.dtype} (float32, float16, bfloat16 only)"
-    return None
+    return _unsupported_on("cuda", CUDA_DTYPES, " (float32, float16, bfloat16 only)", args)
 
 
 def cuda_ln_unsupported(*args) -> str | None:
@@ -203,7 +198,7 @@ def cuda_ln_unsupported(*args) -> str | None:
     return reason
 
 
-OPS = {
+_FUNCTIONS = {
     "layernorm_modulate_jvp": layernorm_modulate_jvp,
     "layernorm_modulate_backward": layernorm_modulate_backward,
     "gelu_tanh_jvp": gelu_tanh_jvp,
@@ -212,9 +207,11 @@ OPS = {
     "gated_residual_jvp": gated_residual_jvp,
 }
 
-if _C is not None:
-    for _name, _fn in OPS.items():
-        dispatch.register(_name, "cpu", _fn, cpu_unsupported)
-        if _C.WITH_CUDA:
-            _ln = _name.startswith("layernorm")
-            dispatch.register(_name, "cuda", _fn, cuda_ln_unsupported if _ln else cuda_unsupported)
+
+def _cuda_support(op: str):
+    return cuda_ln_unsupported if op.startswith("layernorm") else cuda_unsupported
+
+
+# The ``cpu`` and ``cuda`` backends: empty where the extension is not built (with CUDA).
+CPU_OPS = {op: Implementation(fn, cpu_unsupported) for op, fn in _FUNCTIONS.items()} if available() else {}
+CUDA_OPS = {op: Implementation(fn, _cuda_support(op)) for op, fn in _FUNCTIONS.items()} if has_cuda() else {}
