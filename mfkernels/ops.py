@@ -2,7 +2,8 @@
 with their fake implementations and autograd formulas, and the functions users call.
 
 Each op body hands its arguments to :func:`dispatch.call`, which runs them on one backend
-(``mfkernels/backends``); nothing here computes. Formulas: docs/design.md section 2. Every
+(``mfkernels/backends``); the only maths here is the plain-torch primal
+:func:`layernorm_modulate`. Formulas: docs/design.md section 2. Every
 backward is the primal one; tangent outputs take no gradient (the MeanFlow target is
 stop-gradient).
 """
