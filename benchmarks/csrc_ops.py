@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 import mfkernels  # noqa: E402
 from benchmarks._common import device_name, record_backends  # noqa: E402
-from mfkernels import csrc_ops  # noqa: E402
+from mfkernels.backends import csrc as csrc_ops  # noqa: E402
 
 OPS = (
     "layernorm_modulate_jvp",

@@ -115,8 +115,8 @@ def kernel_modules():
     of their names, hence the import by full name)."""
     import importlib
 
-    names = ("activations", "attention", "layernorm_modulate", "residual", "rms_norm")
-    return tuple(importlib.import_module(f"mfkernels.{name}") for name in names)
+    names = ("pointwise", "attention", "layernorm_modulate", "gated_residual", "rms_norm")
+    return tuple(importlib.import_module(f"mfkernels.backends.triton.{name}") for name in names)
 
 
 def cases(dtype_names, head_dims):

@@ -40,6 +40,14 @@ def check_same_dtype(**tensors) -> None:
         raise TypeError(f"all tensors must have one dtype: {listing}")
 
 
+def check_feature_vector(name: str, vector, x) -> None:
+    """A per-feature ``(x.shape[-1],)`` vector (a weight or a bias) on ``x``'s device."""
+    check_tensor(name, vector)
+    if tuple(vector.shape) != (x.shape[-1],):
+        raise ValueError(f"{name} must have shape ({x.shape[-1]},), got {tuple(vector.shape)}")
+    check_same_device(**{"x": x, name: vector})
+
+
 def check_modulation(name: str, vector, x) -> None:
     """Per-sample modulation vectors are ``(batch, dim)`` for ``x`` of ``(batch, tokens, dim)``."""
     if x.dim() != 3:

@@ -1,220 +1,43 @@
-"""The csrc extension (``mfkernels._C``, built by ``pip install -e .``) as the ``cpu`` and
-``cuda`` backends of the memory-bound ops: LayerNorm + adaLN modulate (value, tangent and the
-primal backward), bias + GELU-tanh, SiLU and the gated residual (docs/design.md section 2).
+"""Deprecated module path: the csrc extension's backends are ``mfkernels/backends/csrc.py``."""
 
-The functions here have exactly the signatures of their counterparts in ``reference.py``.
-They make the large operands contiguous, allocate the outputs with torch and hand the kernels
-raw pointers (``_C.TensorArg``) plus the thread count (CPU) or the current CUDA stream; the
-extension checks every argument again and raises ValueError/TypeError naming it. Per-sample
-modulation vectors (``shift``/``scale``/``gate``, ``(batch, dim)``) are passed as they come --
-usually non-contiguous chunks of one ``(batch, 6 * dim)`` adaLN output -- with their row stride
-and their own dtype; no copy.
-
-Nothing is registered when the extension is absent: auto dispatch then keeps using
-``reference`` on the CPU. The ``cuda`` backend is registered only when the extension was built
-with nvcc (``_C.WITH_CUDA``).
-"""
-
-import importlib
 import warnings
 
-import torch
+from .backends.csrc import (
+    _C,
+    CUDA_DTYPES,
+    DTYPE_CODES,
+    available,
+    cpu_unsupported,
+    cuda_ln_unsupported,
+    cuda_unsupported,
+    gated_residual_jvp,
+    gelu_tanh_backward,
+    gelu_tanh_jvp,
+    has_cuda,
+    import_error,
+    layernorm_modulate_backward,
+    layernorm_modulate_jvp,
+    silu_jvp,
+)
 
-from . import dispatch
-from .reference import compute_dtype
+warnings.warn(
+    "mfkernels.csrc_ops is deprecated: use mfkernels.backends.csrc", DeprecationWarning, stacklevel=2
+)
 
-try:
-    _C = importlib.import_module("mfkernels._C")
-    import_error = None
-except ModuleNotFoundError as e:
-    if e.name != "mfkernels._C":
-        raise
-    _C, import_error = None, "mfkernels._C is not built (pip install -e . builds it)"
-except ImportError as e:  # built, but does not load (e.g. built for another Python)
-    _C, import_error = None, f"mfkernels._C does not load: {e}"
-    warnings.warn(f"{import_error}; the cpu and cuda backends are off", stacklevel=2)
-
-# Dtype codes of csrc/kernels.h (enum class DType).
-DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
-CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def available() -> bool:
-    return _C is not None
-
-
-def has_cuda() -> bool:
-    return _C is not None and bool(_C.WITH_CUDA)
-
-
-def _arg(t: torch.Tensor):
-    device = -1 if t.device.type == "cpu" else t.device.index
-    return _C.TensorArg(t.data_ptr(), DTYPE_CODES[t.dtype], t.shape, t.stride(), device)
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """A per-sample (batch, dim) vector or a (dim,) bias as the kernels read it: any row
-    stride, unit column stride. (Keep the result alive until the kernel has run.)"""
-    return t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
-
-
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """Contiguous and, on CUDA, 16-byte aligned (an offset view is copied): the LayerNorm
-    kernels need vector loads to hold long rows in registers."""
-    t = t.contiguous()
-    return t.clone() if t.device.type == "cuda" and t.data_ptr() % 16 else t
-
-
-def _launch(x: torch.Tensor) -> dict:
-    if x.device.type == "cuda":
-        return {"threads": 1, "stream": torch.cuda.current_stream(x.device).cuda_stream}
-    return {"threads": torch.get_num_threads(), "stream": 0}
-
-
-# ------------------------------------------------------------------------------ ops
-
-
-def layernorm_modulate_jvp(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
-    """``(m, m_dot)`` as :func:`mfkernels.reference.layernorm_modulate_jvp`; one pass per row."""
-    x, x_dot = _aligned(x), _aligned(x_dot)
-    vecs = [_rows(t) for t in (shift, scale, shift_dot, scale_dot)]
-    m, m_dot = torch.empty_like(x), torch.empty_like(x)
-    if x.numel() == 0:  # no rows: nothing to launch (a CUDA grid may not be empty)
-        return m, m_dot
-    _C.ln_modulate_jvp(_arg(x), _arg(x_dot), *map(_arg, vecs), _arg(m), _arg(m_dot), float(eps), **_launch(x))
-    return m, m_dot
-
-
-def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
-    """``(dx, dshift, dscale)`` as :func:`mfkernels.reference.layernorm_modulate_backward`;
-    ``dshift``/``dscale`` come back in the accumulation dtype (float32, float64 for float64)."""
-    x, scale = _aligned(x), _rows(scale)
-    grad_m = _aligned(grad_m.to(x.dtype))
-    batch, tokens, dim = x.shape
-    acc = compute_dtype(x.dtype)
-    dx = torch.empty_like(x)
-    if x.numel() == 0:  # sums over no tokens
-        return dx, x.new_zeros((batch, dim), dtype=acc), x.new_zeros((batch, dim), dtype=acc)
-    dshift = x.new_empty((batch, dim), dtype=acc)
-    dscale = x.new_empty((batch, dim), dtype=acc)
-    workspace = None
-    if x.device.type == "cuda":
-        numel = _C.cuda_ln_bwd_workspace_numel(batch, tokens, dim, DTYPE_CODES[x.dtype])
-        workspace = torch.empty(numel, dtype=torch.float32, device=x.device)
-    _C.ln_modulate_backward(
-        _arg(grad_m), _arg(x), _arg(scale), _arg(dx), _arg(dshift), _arg(dscale), float(eps),
-        None if workspace is None else _arg(workspace), **_launch(x),
-    )  # fmt: skip
-    return dx, dshift, dscale
-
-
-def gelu_tanh_jvp(x, x_dot, bias=None):
-    """``(gelu_tanh(x + bias), gelu_tanh'(x + bias) x_dot)``; ``bias`` is ``(x.shape[-1],)``."""
-    x, x_dot = x.contiguous(), x_dot.contiguous()
-    bias = None if bias is None else _rows(bias)
-    y, y_dot = torch.empty_like(x), torch.empty_like(x)
-    if x.numel() == 0:
-        return y, y_dot
-    _C.gelu_tanh_jvp(
-        _arg(x), _arg(x_dot), None if bias is None else _arg(bias), _arg(y), _arg(y_dot), **_launch(x)
-    )
-    return y, y_dot
-
-
-def gelu_tanh_backward(grad_y, x, bias=None):
-    """``(dx, dbias)`` as :func:`mfkernels.reference.gelu_tanh_backward`. On the CPU one pass
-    over x and dy, the bias gradient summed from the unrounded ``dx``; on CUDA the JVP kernel
-    with ``grad_y`` as the tangent (GELU's Jacobian is diagonal), the bias gradient summed from
-    the rounded ``dx`` for 16-bit x, as torch's autocast does."""
-    if x.device.type == "cuda":
-        dx = gelu_tanh_jvp(x, grad_y, bias)[1]
-        if bias is None:
-            return dx, None
-        return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
-    x, grad_y = x.contiguous(), grad_y.contiguous()
-    dx = torch.empty_like(x)
-    dbias = None if bias is None else x.new_empty(bias.shape, dtype=compute_dtype(x.dtype))
-    if x.numel() == 0:
-        return dx, None if dbias is None else dbias.zero_()
-    bias = None if bias is None else _rows(bias)
-    _C.gelu_tanh_backward(
-        _arg(x), _arg(grad_y), None if bias is None else _arg(bias), _arg(dx),
-        None if dbias is None else _arg(dbias), threads=torch.get_num_threads(),
-    )  # fmt: skip
-    return dx, dbias
-
-
-def silu_jvp(x, x_dot):
-    """``(x sigmoid(x), silu'(x) x_dot)``."""
-    x, x_dot = x.contiguous(), x_dot.contiguous()
-    y, y_dot = torch.empty_like(x), torch.empty_like(x)
-    if x.numel() == 0:
-        return y, y_dot
-    _C.silu_jvp(_arg(x), _arg(x_dot), _arg(y), _arg(y_dot), **_launch(x))
-    return y, y_dot
-
-
-def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
-    """``(x + gate f, x_dot + gate_dot f + gate f_dot)``; ``f`` may have another dtype than ``x``."""
-    x, x_dot, f, f_dot = x.contiguous(), x_dot.contiguous(), f.contiguous(), f_dot.contiguous()
-    gate, gate_dot = _rows(gate), _rows(gate_dot)
-    y, y_dot = torch.empty_like(x), torch.empty_like(x)
-    if x.numel() == 0:
-        return y, y_dot
-    _C.gated_residual_jvp(
-        _arg(x), _arg(x_dot), _arg(gate), _arg(gate_dot), _arg(f), _arg(f_dot), _arg(y), _arg(y_dot),
-        **_launch(x),
-    )  # fmt: skip
-    return y, y_dot
-
-
-# ---------------------------------------------------------------- backend support
-
-
-def _tensors(args):
-    return [a for a in args if isinstance(a, torch.Tensor)]
-
-
-def cpu_unsupported(*args) -> str | None:
-    for t in _tensors(args):
-        if t.device.type != "cpu":
-            return f"needs CPU tensors, got {t.device}"
-        if t.dtype not in DTYPE_CODES:
-            return f"does not take {t.dtype}"
-    return None
-
-
-def cuda_unsupported(*args) -> str | None:
-    for t in _tensors(args):
-        if t.device.type != "cuda":
-            return f"needs CUDA tensors, got {t.device}"
-        if t.dtype not in CUDA_DTYPES:
-            return f"does not take {t.dtype} (float32, float16, bfloat16 only)"
-    return None
-
-
-def cuda_ln_unsupported(*args) -> str | None:
-    reason = cuda_unsupported(*args)
-    x = args[0]  # x (forward) or grad_m (backward): (batch, tokens, dim) either way
-    if reason is None and x.dim() == 3:
-        limit = _C.cuda_ln_max_dim(DTYPE_CODES[x.dtype], x.shape[-1])
-        if x.shape[-1] > limit:
-            reason = f"takes rows of at most {limit} elements for {x.dtype}, got {x.shape[-1]}"
-    return reason
-
-
-OPS = {
-    "layernorm_modulate_jvp": layernorm_modulate_jvp,
-    "layernorm_modulate_backward": layernorm_modulate_backward,
-    "gelu_tanh_jvp": gelu_tanh_jvp,
-    "gelu_tanh_backward": gelu_tanh_backward,
-    "silu_jvp": silu_jvp,
-    "gated_residual_jvp": gated_residual_jvp,
-}
-
-if _C is not None:
-    for _name, _fn in OPS.items():
-        dispatch.register(_name, "cpu", _fn, cpu_unsupported)
-        if _C.WITH_CUDA:
-            _ln = _name.startswith("layernorm")
-            dispatch.register(_name, "cuda", _fn, cuda_ln_unsupported if _ln else cuda_unsupported)
+__all__ = [
+    "CUDA_DTYPES",
+    "DTYPE_CODES",
+    "_C",
+    "available",
+    "cpu_unsupported",
+    "cuda_ln_unsupported",
+    "cuda_unsupported",
+    "gated_residual_jvp",
+    "gelu_tanh_backward",
+    "gelu_tanh_jvp",
+    "has_cuda",
+    "import_error",
+    "layernorm_modulate_backward",
+    "layernorm_modulate_jvp",
+    "silu_jvp",
+]

@@ -9,33 +9,74 @@ falls back, with a one-time warning, to the device's automatic backend if that o
 it (``cuda`` has no attention kernel: attention then runs on ``triton``), else to
 ``reference``: never a crash.
 
-Op family modules register their implementations here with :func:`register`; the custom
-ops call :func:`implementation` inside their eager bodies, so the environment variable is
-read at run time and never inside a ``torch.compile`` trace.
+Each backend is a module with an ``OPS`` table (``mfkernels/backends``), read here, in one
+place, the first time the backend is asked for. The custom ops (``ops.py``) call :func:`call`
+inside their eager bodies, so the environment variable is read at run time and never inside
+a ``torch.compile`` trace.
 """
 
 import contextlib
+import importlib
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
+
+from .backends import Implementation, always_supported
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 ENV_VAR = "MFK_BACKEND"
 
+# Where each backend's table lives: (module under mfkernels.backends, its attribute).
+_TABLE_SOURCES = {
+    "reference": ("torch_ops", "OPS"),
+    "triton": ("triton", "OPS"),
+    "cpu": ("csrc", "CPU_OPS"),
+    "cuda": ("csrc", "CUDA_OPS"),
+}
 
-@dataclass(frozen=True)
-class Implementation:
-    fn: Callable
-    # Returns None when the call is supported, else a short reason for the fallback warning.
-    unsupported: Callable[..., str | None]
-
-
-_registry: dict[tuple[str, str], Implementation] = {}
+_tables: dict[str, dict[str, Implementation]] = {}
 _warned: set[tuple[str, str, str]] = set()
 _recorders: list[dict[str, set[str]]] = []
+
+
+def _table(backend: str) -> dict[str, Implementation]:
+    """Backend ``backend``'s ``{op: Implementation}`` (a copy: :func:`substitute` edits it)."""
+    table = _tables.get(backend)
+    if table is None:
+        module, attribute = _TABLE_SOURCES[backend]
+        table = dict(getattr(importlib.import_module(f"mfkernels.backends.{module}"), attribute))
+        _tables[backend] = table
+    return table
+
+
+def lookup(op: str, backend: str) -> Implementation | None:
+    """What ``backend`` runs for ``op``, or None where it has no implementation."""
+    return _table(backend).get(op)
+
+
+@contextlib.contextmanager
+def substitute(op: str, backend: str, fn: Callable, unsupported: Callable[..., str | None] | None = None):
+    """Inside the block, ``op`` on ``backend`` runs ``fn`` (with ``unsupported`` as its support
+    check): a test's stand-in op, or a wrapper around :func:`lookup`'s implementation that
+    counts its calls. The previous implementation, if any, comes back afterwards."""
+    table = _table(backend)
+    previous = table.get(op)
+    table[op] = Implementation(fn, unsupported or always_supported)
+    try:
+        yield previous
+    finally:
+        if previous is None:
+            table.pop(op, None)
+        else:
+            table[op] = previous
+
+
+def forget_warnings(*ops: str) -> None:
+    """Let the fallback warnings of ``ops`` (all ops when none is named) be given again."""
+    for key in [key for key in _warned if not ops or key[0] in ops]:
+        _warned.discard(key)
 
 
 @contextlib.contextmanager
@@ -73,19 +114,36 @@ def requested_backend(backend: str | None = None) -> str:
 def auto_backend(device: torch.device) -> str:
     if device.type == "cuda":
         return "triton"
-    if device.type == "cpu" and ("cpu" in available_backends()):
+    if device.type == "cpu" and _table("cpu"):  # the extension is built
         return "cpu"
     return "reference"
 
 
-def available_backends() -> set[str]:
-    return {backend for (_, backend) in _registry}
+def available_backends(device: torch.device | str | None = None) -> set[str]:
+    """The backends this install has: ``reference``, ``triton`` with the triton package, and
+    ``cpu`` and ``cuda`` where the csrc extension is built with them.
 
+    With a ``device`` (``"cpu"``, ``"cuda"``, a ``torch.device``): those of them that can run
+    tensors on that device on this machine, e.g. ``{"reference", "cpu"}`` for ``"cpu"`` where
+    the extension is built, ``triton`` too under ``TRITON_INTERPRET=1``, and only
+    ``{"reference"}`` for ``"cuda"`` without a GPU.
+    """
+    from .backends.triton.triton_compat import HAS_TRITON, INTERPRET
 
-def register(op: str, backend: str, fn: Callable, unsupported: Callable[..., str | None] | None = None):
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}")
-    _registry[(op, backend)] = Implementation(fn, unsupported or (lambda *args, **kwargs: None))
+    built = {"reference"} | {name for name in ("cpu", "cuda") if _table(name)}
+    if HAS_TRITON:
+        built.add("triton")
+    if device is None:
+        return built
+    kind = torch.device(device).type
+    gpu = kind == "cuda" and torch.cuda.is_available()
+    runs_on = {
+        "reference": True,
+        "triton": gpu or (kind == "cpu" and INTERPRET),
+        "cpu": kind == "cpu",
+        "cuda": gpu,
+    }
+    return {name for name in built if runs_on[name]}
 
 
 def resolve(op: str, backend: str | None, *args, **kwargs) -> str:
@@ -104,7 +162,7 @@ def _resolve(op: str, backend: str | None, *args, **kwargs) -> str:
         name = auto_backend(device)
     if name == "reference":
         return name
-    impl = _registry.get((op, name))
+    impl = lookup(op, name)
     if impl is None and automatic:
         return "reference"  # an automatic choice that lacks this op is no news to the user
     reason = f"is not available for {op}" if impl is None else impl.unsupported(*args, **kwargs)
@@ -122,14 +180,14 @@ def _fallback(op: str, failed: str, device: torch.device, *args, **kwargs) -> st
     """Where a call goes that backend ``failed`` cannot run: the device's automatic backend
     when that is another one and can run it, else the reference."""
     name = auto_backend(device)
-    impl = _registry.get((op, name))
+    impl = lookup(op, name)
     if name not in (failed, "reference") and impl is not None and impl.unsupported(*args, **kwargs) is None:
         return name
     return "reference"
 
 
 def implementation(op: str, backend: str | None, *args, **kwargs) -> Callable:
-    return _registry[(op, resolve(op, backend, *args, **kwargs))].fn
+    return lookup(op, resolve(op, backend, *args, **kwargs)).fn
 
 
 def call(op: str, backend: str | None, *args):

@@ -33,9 +33,9 @@ def gpu_launch_settings(monkeypatch):
     """The row and pointwise kernels' GPU tiles under the interpreter, which otherwise takes
     one big tile: rows split over column tiles, ragged row tiles and bias rows that straddle
     blocks then run on the CPU too. A no-op on a GPU."""
-    from mfkernels import _rows
+    from mfkernels.backends.triton import launch
 
-    monkeypatch.setattr(_rows, "INTERPRET", False)
+    monkeypatch.setattr(launch, "INTERPRET", False)
 
 
 # Small models and data shared by tests/meanflow and tests/faults.

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mfkernels._triton import HAS_TRITON
+from mfkernels.backends.triton.triton_compat import HAS_TRITON
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Against the float64 reference, relative to its max abs (docs/design.md section 3). float64 runs of

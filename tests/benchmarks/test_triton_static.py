@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mfkernels._triton import HAS_TRITON
+from mfkernels.backends.triton.triton_compat import HAS_TRITON
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_fp32_attention_spills_little(tmp_path):
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
 def test_autotune_off_compiles_the_first_config_of_each_list(tmp_path):
-    from mfkernels.attention import _TUNED
+    from mfkernels.backends.triton.attention_configs import TUNED
 
     rows = _compile(tmp_path, 90, "--quick", MFK_AUTOTUNE="0")
     lists = {"_attn_jvp_fwd": "fwd", "_attn_bwd_dkdv": "dkdv", "_attn_bwd_dq": "dq"}
@@ -80,4 +80,4 @@ def test_autotune_off_compiles_the_first_config_of_each_list(tmp_path):
     assert {shape for _, shape in compiled} == {"d=64", "d=72"}
     for (kernel, shape), configs in compiled.items():
         width = "narrow" if shape == "d=64" else "split"  # 72 = 64 + 16
-        assert configs == [_TUNED["sm90"][lists[kernel]][width][0]], (kernel, shape)
+        assert configs == [TUNED["sm90"][lists[kernel]][width][0]], (kernel, shape)

@@ -4,6 +4,7 @@ same ``model.jvp`` (value, tangent) and the same parameter gradients with
 max abs. Ops without a Triton kernel (attention, until it lands) fall back to the reference
 with a warning. On the CPU the kernels run in the Triton interpreter."""
 
+import contextlib
 import warnings
 
 import pytest
@@ -12,7 +13,7 @@ from numerics import DEVICE, rel_err
 
 from meanflow.models import DiT
 from mfkernels import dispatch
-from mfkernels._triton import HAS_TRITON
+from mfkernels.backends.triton.triton_compat import HAS_TRITON
 
 TRITON_OPS = (
     "layernorm_modulate_jvp",
@@ -49,7 +50,7 @@ def jvp_and_grads(model, inputs, weights):
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
 @pytest.mark.parametrize("qk_norm", [False, True])
-def test_triton_backend_matches_reference(qk_norm, monkeypatch):
+def test_triton_backend_matches_reference(qk_norm):
     batch = 2
     g = torch.Generator().manual_seed(1)
     z = torch.randn(batch, 1, 16, 16, generator=g).to(DEVICE)
@@ -61,8 +62,8 @@ def test_triton_backend_matches_reference(qk_norm, monkeypatch):
     inputs = (z, r, t, y, v)
 
     ref = jvp_and_grads(tiny_dit("reference", qk_norm), inputs, weights)
-    calls = _count_triton_calls(monkeypatch)
-    with warnings.catch_warnings():
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        calls = _count_triton_calls(stack)
         warnings.filterwarnings("ignore", message=".*attention.*using 'reference'")
         out = jvp_and_grads(tiny_dit("triton", qk_norm), inputs, weights)
 
@@ -75,17 +76,16 @@ def test_triton_backend_matches_reference(qk_norm, monkeypatch):
     assert rel_err(out[2][worst], ref[2][worst]) <= 1e-5, f"gradient of {worst}"
 
 
-def _count_triton_calls(monkeypatch):
-    """Counts the calls that really reach each Triton implementation (no silent fallback)."""
+def _count_triton_calls(stack):
+    """Counts the calls that really reach each Triton implementation (no silent fallback),
+    while ``stack`` (a contextlib.ExitStack) is open."""
     calls = dict.fromkeys(TRITON_OPS, 0)
     for op in TRITON_OPS:
-        impl = dispatch._registry[(op, "triton")]
+        impl = dispatch.lookup(op, "triton")
 
         def counted(*args, _op=op, _fn=impl.fn):
             calls[_op] += 1
             return _fn(*args)
 
-        monkeypatch.setitem(
-            dispatch._registry, (op, "triton"), dispatch.Implementation(counted, impl.unsupported)
-        )
+        stack.enter_context(dispatch.substitute(op, "triton", counted, impl.unsupported))
     return calls

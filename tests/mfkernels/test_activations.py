@@ -11,7 +11,7 @@ from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
 from mfkernels import reference
-from mfkernels.activations import gelu_tanh_jvp_triton, silu_jvp_triton
+from mfkernels.backends.triton.pointwise import gelu_tanh_jvp_triton, silu_jvp_triton
 
 
 def inputs(shape, dtype, spread=3.0):

@@ -10,11 +10,15 @@ import torch
 from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
-from mfkernels import attention, dispatch, reference
-from mfkernels.attention import (
+from mfkernels import dispatch, reference
+from mfkernels.backends import torch_ops
+from mfkernels.backends.triton import attention, attention_configs
+from mfkernels.backends.triton.attention import (
     attention_backward_triton,
     attention_jvp_triton,
-    triton_attention_unsupported,
+)
+from mfkernels.backends.triton.attention import (
+    jvp_unsupported as triton_attention_unsupported,
 )
 
 
@@ -95,7 +99,7 @@ def test_head_dims_split_in_two_when_that_saves_columns(d, parts):
 def test_stride_align_is_the_largest_power_of_two_dividing_every_stride():
     """The kernels' ALIGN hint: the DiT's packed qkv at head dim 72 gives 16-byte aligned
     rows (8 bf16, 4 fp32); a row stride of 73 elements gives none."""
-    from mfkernels.attention import _stride_align
+    from mfkernels.backends.triton.attention import _stride_align
 
     for dtype, align in ((torch.bfloat16, 8), (torch.float32, 4)):
         q, k, v = packed_qkv(2, 16, 5, 72, dtype, device="cpu")
@@ -218,7 +222,7 @@ def _generations():
     """The tuned config lists to check: this GPU's, or every generation's in the interpreter."""
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
-        return [attention.generation(10 * major + minor)]
+        return [attention_configs.generation(10 * major + minor)]
     return ["sm90", "sm80"]
 
 
@@ -238,11 +242,12 @@ def test_every_tuned_config(monkeypatch, generation, d):
     lengths = [300, 256] if gpu else [130, 128]
     for n in lengths if parts["SPLIT"] else lengths[:1]:
         inputs = make_inputs(2, 3, n, n, d, dtype) if gpu else make_inputs(1, 2, n, n, d, dtype)
-        lists = {name: attention._tuned_for(name, generation, {**parts, "N_K": n}) for name in kernels}
+        lists = {name: attention_configs.tuned_for(name, generation, {**parts, "N_K": n}) for name in kernels}
         for i in range(max(len(configs) for configs in lists.values())):
             for name, kernel in kernels.items():
                 config = lists[name][min(i, len(lists[name]) - 1)]
-                monkeypatch.setattr(kernel, "configs", [attention._config(*config)])  # one config: no tuning
+                # one config: no tuning
+                monkeypatch.setattr(kernel, "configs", [attention_configs.config(*config)])
             check_against_reference(inputs, d**-0.5, TOL[dtype])
 
 
@@ -251,15 +256,14 @@ def test_every_tuned_config(monkeypatch, generation, d):
 @pytest.mark.parametrize("d", [16, 32, 64, 72, 96, 128])
 @pytest.mark.parametrize("n_k", [1, 17, 64, 256, 300])
 def test_tuned_configs_never_empty(generation, d, n_k):
-    """The autotuner needs at least one config for every launch (its prune keeps ``_tuned_for``'s)."""
+    """The autotuner needs at least one config for every launch (its prune keeps ``tuned_for``'s)."""
     parts = attention.head_dim_parts(d)
     for name in ("fwd", "dkdv", "dq"):
-        assert attention._tuned_for(name, generation, {**parts, "N_K": n_k}), (name, d, n_k)
+        assert attention_configs.tuned_for(name, generation, {**parts, "N_K": n_k}), (name, d, n_k)
 
 
 def _forget_attention_warnings():
-    for key in [key for key in dispatch._warned if key[0].startswith("attention")]:
-        dispatch._warned.discard(key)
+    dispatch.forget_warnings("attention_jvp", "attention_backward")
 
 
 def test_float64_falls_back_to_reference_with_one_warning():
@@ -270,7 +274,7 @@ def test_float64_falls_back_to_reference_with_one_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = mfkernels.attention_jvp(*inputs, backend="triton")
-    ref = reference.attention_jvp_fast(*inputs, 16**-0.5)  # what the reference backend runs
+    ref = torch_ops.attention_jvp(*inputs, 16**-0.5)  # what the reference backend runs
     for a, b, c in zip(out, again, ref):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
         torch.testing.assert_close(b, c, rtol=0, atol=0)
@@ -291,7 +295,7 @@ def test_large_head_dim_falls_back_to_reference():
     inputs = make_inputs(1, 1, 5, 5, 160, torch.float32, packed=False, device="cpu")
     with pytest.warns(UserWarning, match="head_dim <= 128"):
         out = mfkernels.attention_jvp(*inputs, backend="triton")
-    ref = reference.attention_jvp_fast(*inputs, 160**-0.5)
+    ref = torch_ops.attention_jvp(*inputs, 160**-0.5)
     for a, c in zip(out, ref):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
 
@@ -322,7 +326,7 @@ def test_gpu_fp32_n1024(d):
 @pytest.mark.parametrize("n_q, n_k", [(1000, 777), (1, 1025), (257, 257), (300, 300), (17, 17)])
 def test_gpu_bf16_ragged_lengths(n_q, n_k):
     # Last key tiles of 9, 1, 1, 44 and 17 keys: the split forward's 64-key tiles went wrong
-    # with 17 and 44 (Triton 3.6, H200) and passed with 1, 2 and 9 (see attention._TUNED).
+    # with 17 and 44 (Triton 3.6, H200) and passed with 1, 2 and 9 (see attention_configs.TUNED).
     inputs = make_inputs(2, 2, n_q, n_k, 72, torch.bfloat16)
     check_against_reference(inputs, 72**-0.5, TOL[torch.bfloat16])
 

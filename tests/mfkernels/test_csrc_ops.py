@@ -14,12 +14,13 @@ import torch
 from numerics import assert_close
 
 import mfkernels
-from mfkernels import csrc_ops, dispatch, reference
+from mfkernels import dispatch, reference
+from mfkernels.backends import csrc
 
-_C = csrc_ops._C
-needs_ext = pytest.mark.skipif(_C is None, reason=str(csrc_ops.import_error))
+_C = csrc._C
+needs_ext = pytest.mark.skipif(_C is None, reason=str(csrc.import_error))
 needs_cuda_ext = pytest.mark.skipif(
-    not csrc_ops.has_cuda(), reason="mfkernels._C was built without CUDA (no nvcc at build time)"
+    not csrc.has_cuda(), reason="mfkernels._C was built without CUDA (no nvcc at build time)"
 )
 pytestmark = pytest.mark.filterwarnings("error:mfkernels")  # a silent fallback would test nothing
 
@@ -68,11 +69,11 @@ def test_extension_is_built_and_registered():
     if _C is None:
         if os.environ.get("CI"):
             pytest.fail(
-                f"CI installs with `pip install -e .`, which builds mfkernels._C: {csrc_ops.import_error}"
+                f"CI installs with `pip install -e .`, which builds mfkernels._C: {csrc.import_error}"
             )
-        pytest.skip(str(csrc_ops.import_error))
+        pytest.skip(str(csrc.import_error))
     assert _C.cpu_isa() in ISAS
-    for op in csrc_ops.OPS:
+    for op in csrc.CPU_OPS:
         assert dispatch.resolve(op, "cpu", torch.zeros(1, 1, 8)) == "cpu"
     assert dispatch.auto_backend(torch.device("cpu")) == "cpu"
     assert ("cuda" in dispatch.available_backends()) == bool(_C.WITH_CUDA)
@@ -128,7 +129,7 @@ def test_layernorm_modulate_backward_op(dtype):
     with tokens not a multiple of the 32-row reduction chunk."""
     x, _, _, scale, _, _ = ln_inputs((3, 70, 72), dtype)
     grad_m = torch.randn_like(x)
-    dx, dshift, dscale = csrc_ops.layernorm_modulate_backward(grad_m, x, scale, 1e-6)
+    dx, dshift, dscale = csrc.layernorm_modulate_backward(grad_m, x, scale, 1e-6)
     assert dshift.dtype == reference.compute_dtype(dtype)
     for name, out, ref in zip(
         ("dx", "dshift", "dscale"),
@@ -221,7 +222,7 @@ def test_gelu_tanh_backward_bias_gradient_is_the_same_for_any_thread_count(dtype
         sums = []
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            sums.append(csrc_ops.gelu_tanh_backward(grad, x, bias)[1])
+            sums.append(csrc.gelu_tanh_backward(grad, x, bias)[1])
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(s, sums[0]) for s in sums)
@@ -318,7 +319,7 @@ def test_every_isa_build(name, dtype, isa):
     ):
         assert_close(f"ln_modulate[{name}]", out, ref, dtype)
     grad_m = torch.randn(shape).to(dtype)
-    got = csrc_ops.layernorm_modulate_backward(grad_m, inputs[0], inputs[3], 1e-6)
+    got = csrc.layernorm_modulate_backward(grad_m, inputs[0], inputs[3], 1e-6)
     for out, ref in zip(got, reference.layernorm_modulate_backward(*f64(grad_m, inputs[0], inputs[3]))):
         assert_close(f"ln_modulate_backward[{name}]", out, ref, dtype)
     x, x_dot = (torch.randn(shape) * 3).to(dtype), torch.randn(shape).to(dtype)
@@ -345,13 +346,13 @@ def test_results_do_not_depend_on_threads():
     try:
         torch.set_num_threads(1)
         one = (
-            *csrc_ops.layernorm_modulate_jvp(*inputs),
-            *csrc_ops.layernorm_modulate_backward(grad_m, inputs[0], inputs[3]),
+            *csrc.layernorm_modulate_jvp(*inputs),
+            *csrc.layernorm_modulate_backward(grad_m, inputs[0], inputs[3]),
         )
         torch.set_num_threads(max(2, threads))
         many = (
-            *csrc_ops.layernorm_modulate_jvp(*inputs),
-            *csrc_ops.layernorm_modulate_backward(grad_m, inputs[0], inputs[3]),
+            *csrc.layernorm_modulate_jvp(*inputs),
+            *csrc.layernorm_modulate_backward(grad_m, inputs[0], inputs[3]),
         )
     finally:
         torch.set_num_threads(threads)
@@ -423,7 +424,7 @@ def test_public_api_names_the_bad_argument():
 
 def targ(t, dtype=None, shape=None, stride=None, device=-1, ptr=None):
     """A TensorArg describing t, with any field overridden (to build bad calls)."""
-    code = csrc_ops.DTYPE_CODES[t.dtype] if dtype is None else dtype
+    code = csrc.DTYPE_CODES[t.dtype] if dtype is None else dtype
     return _C.TensorArg(
         t.data_ptr() if ptr is None else ptr,
         code,
@@ -522,9 +523,9 @@ def test_cuda_call_without_a_gpu_raises():
 @needs_ext
 def test_cpu_backend_falls_back_for_unsupported_dtype():
     """A dtype the kernels do not take goes to reference with a one-time warning."""
-    reason = csrc_ops.cpu_unsupported(torch.zeros(2, dtype=torch.complex64))
+    reason = csrc.cpu_unsupported(torch.zeros(2, dtype=torch.complex64))
     assert reason is not None and "complex64" in reason
-    assert csrc_ops.cpu_unsupported(torch.zeros(2), 1e-6) is None
+    assert csrc.cpu_unsupported(torch.zeros(2), 1e-6) is None
 
 
 # -------------------------------------------------------------- torch.library / model

@@ -12,14 +12,16 @@ OP = "test_dispatch_op"
 def op(monkeypatch):
     """``OP`` with a reference and a ``cpu`` implementation; ``cpu`` refuses float64, and the
     CPU's automatic backend is ``cpu`` whether or not the extension is built."""
-    monkeypatch.setattr(dispatch, "_registry", dict(dispatch._registry))
-    monkeypatch.setattr(dispatch, "_warned", set())
     monkeypatch.setattr(dispatch, "auto_backend", lambda device: "cpu")
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    dispatch.register(OP, "reference", lambda x: "reference")
+    dispatch.forget_warnings(OP)
     no_float64 = lambda x: "does not support float64" if x.dtype == torch.float64 else None  # noqa: E731
-    dispatch.register(OP, "cpu", lambda x: "cpu", no_float64)
-    return torch.zeros(2)
+    with (
+        dispatch.substitute(OP, "reference", lambda x: "reference"),
+        dispatch.substitute(OP, "cpu", lambda x: "cpu", no_float64),
+    ):
+        yield torch.zeros(2)
+    assert dispatch.lookup(OP, "reference") is None, "the stand-ins leave with the block"
 
 
 def test_a_backend_without_the_op_falls_back_to_the_automatic_one(op):

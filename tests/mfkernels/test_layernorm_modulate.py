@@ -11,13 +11,14 @@ from numerics import DEVICE, TOL, assert_close, needs_triton, rel_err
 
 import mfkernels
 from mfkernels import reference
-from mfkernels._rows import MAX_ROW_DIM
-from mfkernels.layernorm_modulate import (
-    _backward_unsupported,
-    _jvp_unsupported,
+from mfkernels.backends.triton.launch import MAX_ROW_DIM
+from mfkernels.backends.triton.layernorm_modulate import (
+    backward_unsupported,
+    jvp_unsupported,
     layernorm_modulate_backward_triton,
     layernorm_modulate_jvp_triton,
 )
+from mfkernels.backends.triton.triton_compat import INTERPRET
 
 EPS = 1e-6
 
@@ -144,18 +145,18 @@ def test_deterministic_backward():
 def test_unsupported_reasons():
     x = torch.randn(1, 2, MAX_ROW_DIM + 1, device=DEVICE)
     v = torch.randn(1, MAX_ROW_DIM + 1, device=DEVICE)
-    assert "dim" in _jvp_unsupported(x, x, v, v, v, v, EPS)
-    assert "dim" in _backward_unsupported(x, x, v, EPS)
+    assert "dim" in jvp_unsupported(x, x, v, v, v, v, EPS)
+    assert "dim" in backward_unsupported(x, x, v, EPS)
     x, v = torch.randn(1, 2, 8, device=DEVICE), torch.randn(1, 8, device=DEVICE)
-    assert _jvp_unsupported(x, x, v, v, v, v, EPS) is None
-    assert "float64 for shift" in _jvp_unsupported(x, x, v.double(), v, v, v, EPS)
+    assert jvp_unsupported(x, x, v, v, v, v, EPS) is None
+    assert "float64 for shift" in jvp_unsupported(x, x, v.double(), v, v, v, EPS)
 
 
 @needs_triton
 def test_fallback_warns_and_matches_reference():
     """A row too wide for the kernel falls back with a warning, no crash: to the reference on
     a GPU (whose automatic backend is triton itself), to the cpu backend where it is built."""
-    if DEVICE == "cpu" and not mfkernels._triton.INTERPRET:
+    if DEVICE == "cpu" and not INTERPRET:
         pytest.skip("triton backend needs CUDA or TRITON_INTERPRET=1")
     x = torch.randn(1, 1, MAX_ROW_DIM + 1, device=DEVICE)
     v = torch.randn(1, MAX_ROW_DIM + 1, device=DEVICE)

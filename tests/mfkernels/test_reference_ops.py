@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from numerics import input_scale, rel_err
 
 import mfkernels
+from mfkernels.backends import torch_ops
 
 F64 = torch.float64
 TOL = 1e-10
@@ -118,11 +119,28 @@ def test_gelu_tanh_fast_composites_match_the_oracle(dtype, with_bias):
     x_dot = rand(4, 97).to(dtype)
     tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     bias = rand(97).to(dtype) if with_bias else None
-    fast = ref.gelu_tanh_jvp_fast(x, x_dot, bias)
+    fast = torch_ops.gelu_tanh_jvp(x, x_dot, bias)
     oracle = ref.gelu_tanh_jvp(x, x_dot, bias)
     for name, a, e in zip(("y", "y_dot"), fast, oracle):
         assert a.dtype == e.dtype, name
         assert_rel(a.double(), e.double(), tol, name)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gelu_tanh_backward_fused_form_matches_the_oracle(dtype, with_bias):
+    """The reference backend's GELU backward (torch's fused kernel) equals the readable
+    formula: ``dx`` and the bias gradient summed from the unrounded ``dx``."""
+    x, grad = (rand(4, 97) * 3).to(dtype), rand(4, 97).to(dtype)
+    bias = rand(97).to(dtype) if with_bias else None
+    tol = {F64: 1e-12, torch.float32: 1e-5}[dtype]
+    fused = torch_ops.gelu_tanh_backward(grad, x, bias)
+    oracle = mfkernels.reference.gelu_tanh_backward(grad, x, bias)
+    assert_rel(fused[0], oracle[0], tol, "dx")
+    if with_bias:
+        assert_rel(fused[1], oracle[1], tol, "dbias")
+    else:
+        assert fused[1] is None and oracle[1] is None
 
 
 def test_silu():
@@ -209,14 +227,14 @@ def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype):
     k, k_dot = (rand(b, h, m, d).to(dtype) for _ in range(2))
     v, v_dot = (rand(b, h, m, dv).to(dtype) for _ in range(2))
     tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
-    fast = ref.attention_jvp_fast(q, k, v, q_dot, k_dot, v_dot, 0.3)
+    fast = torch_ops.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3)
     oracle = ref.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3)
     for name, a, e in zip(("o", "o_dot", "lse"), fast, oracle):
         assert a.dtype == e.dtype, name
         assert_rel(a.double(), e.double(), tol, name)
     grad_o = rand(b, h, n, dv).to(dtype)
     o, lse = oracle[0], oracle[2]
-    fast_grads = ref.attention_backward_fast(grad_o, q, k, v, o, lse, 0.3)
+    fast_grads = torch_ops.attention_backward(grad_o, q, k, v, o, lse, 0.3)
     oracle_grads = ref.attention_backward(grad_o, q, k, v, o, lse, 0.3)
     for name, a, e in zip(("dq", "dk", "dv"), fast_grads, oracle_grads):
         assert_rel(a.double(), e.double(), tol, name)
@@ -225,14 +243,13 @@ def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype):
 def test_attention_fast_composites_stay_float32_under_autocast():
     """Under bf16 autocast (the DiT's training mode) the reference attention's GEMMs still run
     in float32 on its float32 inputs: the same result as without autocast."""
-    ref = mfkernels.reference
     inputs = [rand(2, 3, 17, 16, dtype=torch.float32) for _ in range(6)]
     grad_o = rand(2, 3, 17, 16, dtype=torch.float32)
-    plain = ref.attention_jvp_fast(*inputs)
-    plain_grads = ref.attention_backward_fast(grad_o, *inputs[:3], plain[0], plain[2])
+    plain = torch_ops.attention_jvp(*inputs)
+    plain_grads = torch_ops.attention_backward(grad_o, *inputs[:3], plain[0], plain[2])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        cast = ref.attention_jvp_fast(*inputs)
-        cast_grads = ref.attention_backward_fast(grad_o, *inputs[:3], plain[0], plain[2])
+        cast = torch_ops.attention_jvp(*inputs)
+        cast_grads = torch_ops.attention_backward(grad_o, *inputs[:3], plain[0], plain[2])
     for name, a, e in zip(("o", "o_dot", "lse", "dq", "dk", "dv"), cast + cast_grads, plain + plain_grads):
         assert a.dtype == torch.float32, name
         assert_rel(a, e, 1e-6, name)
@@ -256,14 +273,14 @@ def test_layernorm_modulate_and_residual_fast_composites_match_the_oracle(shape,
             assert_rel(a.double(), e.double(), tol, name)
 
     ln = (x, x_dot, shift, scale, shift_dot, scale_dot)
-    check(ref.layernorm_modulate_jvp_fast(*ln), ref.layernorm_modulate_jvp(*ln), ("m", "m_dot"))
+    check(torch_ops.layernorm_modulate_jvp(*ln), ref.layernorm_modulate_jvp(*ln), ("m", "m_dot"))
     check(
-        ref.layernorm_modulate_backward_fast(grad, x, scale),
+        torch_ops.layernorm_modulate_backward(grad, x, scale),
         ref.layernorm_modulate_backward(grad, x, scale),
         ("dx", "dshift", "dscale"),
     )
     res = (x, x_dot, gate, gate_dot, f, f_dot)
-    check(ref.gated_residual_jvp_fast(*res), ref.gated_residual_jvp(*res), ("y", "y_dot"))
+    check(torch_ops.gated_residual_jvp(*res), ref.gated_residual_jvp(*res), ("y", "y_dot"))
 
 
 def test_timestep_embedding():

@@ -8,7 +8,7 @@ import torch
 from numerics import DEVICE, TOL, assert_close, needs_triton
 
 import mfkernels
-from mfkernels.residual import _unsupported
+from mfkernels.backends.triton.gated_residual import unsupported
 
 
 def run_public(x, x_dot, mod, mod_dot, f, f_dot, grad, backend):
@@ -69,8 +69,8 @@ def test_mixed_and_low_precision(x_dtype, f_dtype, mod_dtype):
 @needs_triton
 def test_unsupported_reasons():
     x, g = torch.randn(1, 2, 8, device=DEVICE), torch.randn(1, 8, device=DEVICE)
-    assert _unsupported(x, x, g, g, x, x) is None
-    assert "float64 for gate" in _unsupported(x, x, g.double(), g, x, x)
+    assert unsupported(x, x, g, g, x, x) is None
+    assert "float64 for gate" in unsupported(x, x, g.double(), g, x, x)
 
 
 @needs_triton

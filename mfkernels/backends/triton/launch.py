@@ -10,7 +10,7 @@ slow Python step, so tiles are made much larger there; the kernels are the same,
 
 import torch
 
-from ._triton import INTERPRET, triton_unsupported
+from .triton_compat import INTERPRET, triton_unsupported
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -1,11 +1,11 @@
-"""LayerNorm (no affine) + adaLN modulate, value and tangent in one op (docs/design.md section 2).
+"""Triton LayerNorm (no affine) + adaLN modulate, value and tangent in one kernel (docs/design.md section 2).
 
 ``m = a (1 + scale) + shift`` with ``a = (x - mean) / s``;
 ``m' = a' (1 + scale) + a scale' + shift'`` with ``a' = (x' - mean(x') - a mean(a x')) / s``.
 ``x`` is ``(batch, tokens, dim)``; ``shift``, ``scale`` and their tangents are ``(batch, dim)``.
 The backward is the primal one: ``(dx, dshift, dscale)``.
 
-Triton backend: the value and tangent in one kernel, one pass over each row of ``x`` and
+The value and tangent in one kernel, one pass over each row of ``x`` and
 ``x'`` (fp32 statistics), reading the modulation vectors in place at their row stride (the
 DiT passes chunks of one ``(batch, 6 dim)`` projection); the backward recomputes the row
 statistics, writes ``dx`` and reduces ``dshift``/``dscale`` over tokens in two
@@ -15,12 +15,8 @@ deterministic stages (per-chunk partial sums, then a sum over chunks).
 import torch
 from torch import Tensor
 
-from . import _rows, dispatch, reference
-from ._autograd import DualOp, mark_tangent_outputs
-from ._checks import check_modulation, check_pair, check_same_device
-from ._triton import tl, triton
-
-# --------------------------------------------------------------------------- triton kernels
+from . import launch
+from .triton_compat import tl, triton
 
 
 @triton.jit
@@ -130,7 +126,7 @@ def layernorm_modulate_jvp_triton(x, x_dot, shift, scale, shift_dot, scale_dot, 
     n_rows = batch * tokens
     if n_rows == 0 or dim == 0:
         return m, m_dot
-    rows, block_d, num_warps = _rows.row_settings(dim, n_rows)
+    rows, block_d, num_warps = launch.row_settings(dim, n_rows)
     _ln_modulate_jvp_fwd_kernel[(triton.cdiv(n_rows, rows),)](
         x, x_dot, shift, scale, shift_dot, scale_dot, m, m_dot,
         x.stride(0), x.stride(1), x_dot.stride(0), x_dot.stride(1),
@@ -151,11 +147,11 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
         zeros = torch.zeros(batch, dim, dtype=torch.float32, device=x.device)
         return dx, zeros, zeros.clone()
     # Two rows in flight per loop step of a DiT-XL row (dim 1152).
-    rows, block_d, num_warps = _rows.row_settings(dim, tokens, tile=4096)
+    rows, block_d, num_warps = launch.row_settings(dim, tokens, tile=4096)
     if tokens_per_chunk is None:
         # Enough programs to fill the GPU, few enough that the fp32 partial sums stay small;
         # in the CPU interpreter two chunks, so that the two-stage sum is always exercised.
-        target = triton.cdiv(2 * _rows.sm_count(x.device), batch) if x.is_cuda else 2
+        target = triton.cdiv(2 * launch.sm_count(x.device), batch) if x.is_cuda else 2
         chunks = max(1, min(target, triton.cdiv(tokens, rows)))
         tokens_per_chunk = triton.cdiv(triton.cdiv(tokens, chunks), rows) * rows
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
@@ -172,94 +168,10 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
     return dx, dshift.sum(1), dscale.sum(1)
 
 
-def _jvp_unsupported(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
+def jvp_unsupported(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
     named = dict(x=x, x_dot=x_dot, shift=shift, scale=scale, shift_dot=shift_dot, scale_dot=scale_dot)
-    return _rows.unsupported(*named.items(), row_dim=x.shape[-1])
+    return launch.unsupported(*named.items(), row_dim=x.shape[-1])
 
 
-def _backward_unsupported(grad_m, x, scale, eps=1e-6):
-    return _rows.unsupported(("grad_m", grad_m), ("x", x), ("scale", scale), row_dim=x.shape[-1])
-
-
-# ------------------------------------------------------------------------ op registration
-
-
-def _layernorm_modulate_jvp(
-    x: Tensor,
-    x_dot: Tensor,
-    shift: Tensor,
-    scale: Tensor,
-    shift_dot: Tensor,
-    scale_dot: Tensor,
-    eps: float,
-    backend: str,
-) -> tuple[Tensor, Tensor]:
-    m, m_dot = dispatch.call(
-        "layernorm_modulate_jvp", backend, x, x_dot, shift, scale, shift_dot, scale_dot, eps
-    )
-    return m.contiguous(), m_dot.contiguous()
-
-
-def _jvp_fake(x, x_dot, shift, scale, shift_dot, scale_dot, eps, backend):
-    return x.new_empty(x.shape), x.new_empty(x.shape)
-
-
-def _layernorm_modulate_backward(
-    grad_m: Tensor, x: Tensor, scale: Tensor, eps: float, backend: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    dx, dshift, dscale = dispatch.call(
-        "layernorm_modulate_backward", backend, grad_m.contiguous(), x, scale, eps
-    )
-    return dx.to(x.dtype).contiguous(), dshift.to(scale.dtype), dscale.to(scale.dtype)
-
-
-def _backward_fake(grad_m, x, scale, eps, backend):
-    return x.new_empty(x.shape), scale.new_empty(scale.shape), scale.new_empty(scale.shape)
-
-
-def _setup_context(ctx, inputs, output):
-    x, _, _, scale, _, _, eps, backend = inputs
-    ctx.save_for_backward(x, scale)
-    ctx.eps, ctx.backend = eps, backend
-    mark_tangent_outputs(ctx, output[1])
-
-
-def _backward(ctx, grad_m, _grad_m_dot):
-    x, scale = ctx.saved_tensors
-    dx, dshift, dscale = _layernorm_modulate_backward_op(grad_m, x, scale, ctx.eps, ctx.backend)
-    return dx, None, dshift, dscale, None, None, None, None
-
-
-_layernorm_modulate_jvp_op = DualOp(
-    "layernorm_modulate_jvp", _layernorm_modulate_jvp, _jvp_fake, _setup_context, _backward
-)
-_layernorm_modulate_backward_op = DualOp(
-    "layernorm_modulate_backward", _layernorm_modulate_backward, _backward_fake
-)
-dispatch.register("layernorm_modulate_jvp", "reference", reference.layernorm_modulate_jvp_fast)
-dispatch.register("layernorm_modulate_backward", "reference", reference.layernorm_modulate_backward_fast)
-dispatch.register("layernorm_modulate_jvp", "triton", layernorm_modulate_jvp_triton, _jvp_unsupported)
-dispatch.register(
-    "layernorm_modulate_backward", "triton", layernorm_modulate_backward_triton, _backward_unsupported
-)
-
-
-def layernorm_modulate_jvp(
-    x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6, backend=None
-) -> tuple[Tensor, Tensor]:
-    """Value and tangent of ``LayerNorm(x) (1 + scale) + shift``; returns ``(m, m_dot)``."""
-    check_pair("x", x, x_dot)
-    check_pair("shift", shift, shift_dot)
-    check_pair("scale", scale, scale_dot)
-    check_modulation("shift", shift, x)
-    check_modulation("scale", scale, x)
-    check_same_device(x=x, shift=shift, scale=scale)
-    return _layernorm_modulate_jvp_op(
-        x, x_dot, shift, scale, shift_dot, scale_dot, float(eps), dispatch.check_backend(backend)
-    )
-
-
-def layernorm_modulate(x, shift, scale, eps=1e-6):
-    """The primal alone, in plain torch (differentiable, and transparent to ``torch.func``)."""
-    normed = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
-    return normed * (1 + scale[:, None]) + shift[:, None]
+def backward_unsupported(grad_m, x, scale, eps=1e-6):
+    return launch.unsupported(("grad_m", grad_m), ("x", x), ("scale", scale), row_dim=x.shape[-1])

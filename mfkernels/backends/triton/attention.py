@@ -1,0 +1,132 @@
+"""Triton attention value and tangent in one pass: ``O``, ``O'`` and the row ``LSE``, and the
+primal backward ``dO -> (dQ, dK, dV)`` from the saved ``O`` and ``LSE`` (docs/design.md
+section 2). The launchers of ``attention_kernels.py``, with the signatures of
+``reference.attention_jvp`` and ``reference.attention_backward``.
+"""
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from ...layouts import attention_output
+from .attention_configs import autotune
+from .attention_kernels import (
+    _attn_bwd_delta_kernel,
+    _attn_bwd_dkdv_kernel,
+    _attn_bwd_dq_kernel,
+    _attn_jvp_fwd_kernel,
+)
+from .triton_compat import triton, triton_unsupported, vector_alignment
+
+MAX_HEAD_DIM = 128
+
+# Module globals the launchers look up at call time (benchmarks/triton_static.py swaps them).
+_attn_jvp_fwd = autotune(_attn_jvp_fwd_kernel, "fwd")
+_attn_bwd_dkdv = autotune(_attn_bwd_dkdv_kernel, "dkdv")
+_attn_bwd_dq = autotune(_attn_bwd_dq_kernel, "dq")
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def head_dim_parts(head_dim: int) -> dict:
+    """The kernels' head-dim tiling: ``BLOCK_D`` columns, and with ``SPLIT`` a second part of
+    ``BLOCK_E`` (tl.dot wants power-of-two tiles of at least 16). A head dim just above a
+    power of two takes two parts instead of padding to the next one: 72 = 64 + 16 (8 masked)
+    does 80/128 of the padded tile's tensor-core work; 96 = 64 + 32 none wasted."""
+    padded = _block_d(head_dim)
+    low = max(16, padded // 2)
+    high = max(16, triton.next_power_of_2(head_dim - low)) if head_dim > low else 0
+    if high == 0 or low + high >= padded:
+        return {"BLOCK_D": padded, "BLOCK_E": 16, "SPLIT": False}
+    return {"BLOCK_D": low, "BLOCK_E": high, "SPLIT": True}
+
+
+def _stride_align(*tensors: Tensor) -> int:
+    """The kernels' ``ALIGN``: what divides every batch, head and row stride of ``tensors``."""
+    return vector_alignment(tensors[0].element_size(), *(s for t in tensors for s in t.stride()[:3]))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs need IEEE dots for the 1e-5 tolerance; 16-bit inputs ignore the setting.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _device_guard(t: Tensor):
+    # Triton launches on the current CUDA device; tensors may live on another one.
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def jvp_unsupported(q, k, v, *rest) -> str | None:
+    """Why the triton kernels cannot run these inputs (then the dispatch falls back)."""
+    reason = triton_unsupported(q, k, v)
+    if reason is not None:
+        return reason
+    if q.shape[-1] > MAX_HEAD_DIM:
+        return f"supports head_dim <= {MAX_HEAD_DIM}, got {q.shape[-1]}"
+    if v.shape[-1] != q.shape[-1]:
+        return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
+    return None
+
+
+def backward_unsupported(grad_o, q, k, v, o, lse, scale) -> str | None:
+    return jvp_unsupported(q, k, v)
+
+
+def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
+    """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
+    :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides."""
+    batch, heads, n_q, head_dim = q.shape
+    n_k = k.shape[2]
+    o = attention_output(batch, heads, n_q, head_dim, q)
+    o_dot = attention_output(batch, heads, n_q, head_dim, q)
+    lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
+    if o.numel() == 0:
+        return o, o_dot, lse
+
+    def grid(meta):
+        return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)
+
+    with _device_guard(q):
+        _attn_jvp_fwd[grid](
+            q, k, v, q_dot, k_dot, v_dot, o, o_dot, lse,
+            *q.stride(), *k.stride(), *v.stride(), *q_dot.stride(), *k_dot.stride(), *v_dot.stride(),
+            *o.stride()[:3],
+            heads, n_q, n_k, float(scale),
+            HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
+            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o),
+        )  # fmt: skip
+    return o, o_dot, lse
+
+
+def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
+    """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
+    :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ."""
+    batch, heads, n_q, head_dim = q.shape
+    n_k = k.shape[2]
+    dq = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
+    dk = torch.empty((batch, heads, n_k, head_dim), dtype=q.dtype, device=q.device)
+    dv = torch.empty_like(dk)
+    if dq.numel() == 0:
+        return dq, dk, dv
+    lse = lse.to(torch.float32).contiguous()
+    delta = torch.empty_like(lse)
+    parts, prec = head_dim_parts(head_dim), _precision(q.dtype)
+    align = _stride_align(q, k, v, grad_o, o, dq, dk)
+    with _device_guard(q):
+        _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
+            o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
+            HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,
+        )  # fmt: skip
+        strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
+        _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
+            q, k, v, grad_o, lse, delta, dk, dv, *strides, *dk.stride()[:3],
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
+        )  # fmt: skip
+        _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
+            q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
+        )  # fmt: skip
+    return dq, dk, dv

@@ -1,0 +1,107 @@
+"""Autotuning of the attention kernels: the candidate tiles ``(BLOCK_M, BLOCK_N, warps,
+stages)`` per GPU generation, kernel and head-dim class, and the pruner that picks a launch's.
+How the lists were chosen: docs/attention-tuning.md.
+"""
+
+import os
+
+from .triton_compat import INTERPRET, triton
+
+# Each kernel times the configs of its list for the GPU generation and the launch's head-dim
+# class (head_dim_parts): "narrow" (<= 64 columns), "wide" (padded to 128) and "split"
+# (72 = 64 + 16). The lists hold what compiles without register spills and within 163 KB of
+# shared memory (`python benchmarks/triton_static.py [--arch 80]` checks this on any machine)
+# and, for "split" on sm_90, what passed test_every_tuned_config on a GPU. fp32 inputs take
+# IEEE dots, which spill at every tile: one config, the one that spills least. The
+# interpreter takes exactly one config. MFK_AUTOTUNE=0 runs the first config of each list,
+# untimed (tests/conftest.py sets it on a GPU). docs/attention-tuning.md has the measurements.
+FP32_CONFIG = (32, 32, 8, 2)
+TUNED = {
+    "sm90": {
+        "fwd": {
+            "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+            "wide": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 2), (64, 32, 4, 3)],
+            "split": [(128, 64, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3)],
+        },
+        "dkdv": {
+            "narrow": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 3)],
+            "wide": [(64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 8, 2), (64, 32, 8, 3)],
+            "split": [(64, 64, 8, 2)],
+        },
+        "dq": {
+            "narrow": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+            "wide": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)],
+            "split": [(128, 64, 8, 2)],
+        },
+    },
+    "sm80": {
+        "fwd": {
+            "narrow": [(128, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3)],
+            "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
+            "split": [(64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
+        },
+        "dkdv": {
+            "narrow": [(64, 32, 8, 2), (64, 32, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3)],
+            "wide": [(64, 32, 8, 2), (64, 32, 8, 3), (32, 32, 8, 2), (32, 32, 8, 3)],
+            "split": [(32, 32, 8, 2), (32, 32, 8, 3), (64, 32, 8, 3)],
+        },
+        "dq": {
+            "narrow": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3)],
+            "wide": [(32, 32, 8, 2), (32, 32, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3)],
+            "split": [(128, 32, 8, 3), (64, 64, 8, 3), (64, 32, 4, 3), (32, 64, 8, 3), (32, 32, 8, 2)],
+        },
+    },
+}
+
+
+def config(bm, bn, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+def config_shape(c):
+    return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+
+
+def generation(arch) -> str:
+    """The ``TUNED`` lists for a compute capability given as major * 10 + minor."""
+    return "sm90" if isinstance(arch, int) and arch >= 90 else "sm80"
+
+
+def tuned_for(name: str, generation: str, args: dict) -> list[tuple]:
+    """The ``TUNED`` configs for a launch of kernel ``name`` (its arguments ``args``), in order."""
+    tuned = TUNED[generation][name][width_class(args)]
+    if name == "fwd" and args["SPLIT"]:  # 64-key tiles only where N_K has no ragged tail
+        tuned = [c for c in tuned if c[1] < 64 or args["N_K"] % c[1] == 0]
+    return tuned
+
+
+def autotune(kernel, name):
+    if INTERPRET:
+        return triton.autotune(configs=[config(32, 32, 4, 1)], key=KEY)(kernel)
+    every = {FP32_CONFIG}
+    for lists in TUNED.values():
+        every.update(*lists[name].values())
+
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        if args["Q"].element_size() == 4:
+            keep = {FP32_CONFIG}
+        else:
+            # The driver's target, not the tensor's device: the static check compiles from CPU.
+            arch = triton.runtime.driver.active.get_current_target().arch
+            tuned = tuned_for(name, generation(arch), args)
+            keep = set(tuned if os.environ.get("MFK_AUTOTUNE", "1") != "0" else tuned[:1])
+        return [c for c in configs if config_shape(c) in keep]
+
+    configs = [config(*c) for c in sorted(every)]
+    return triton.autotune(configs=configs, key=KEY, prune_configs_by={"early_config_prune": prune})(kernel)
+
+
+def width_class(args: dict) -> str:
+    """Which ``TUNED`` list a launch's head-dim tiling takes."""
+    if args["SPLIT"]:
+        return "split"
+    return "wide" if args["BLOCK_D"] > 64 else "narrow"
+
+
+KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN"]

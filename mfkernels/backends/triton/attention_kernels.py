@@ -1,0 +1,515 @@
+"""Triton kernels of attention's value and tangent (``O``, ``O'``, ``LSE``) and of its primal
+backward (docs/design.md section 2); launched from ``attention.py``, configured in
+``attention_configs.py``.
+
+Forward: one program per (query block, batch * head) streams K, K', V, V' tiles with an
+online softmax (FlashAttention-2): running max m and sum l of the primal scores, and, all
+rescaled by alpha = exp2(m_old - m_new) when the max moves,
+  acc_o  = sum_j P_ij V_j,                      acc_ps = sum_j P_ij S'_ij,
+  acc_t  = sum_j P_ij V'_j + sum_j (P_ij S'_ij) V_j   (P V' and (P * S') V share one sum),
+with P the unnormalised exp2(S log2(e) - m). At the end O = acc_o / l and
+O' = acc_t / l - (acc_ps / l) O (docs/design.md section 2). Six GEMMs of N_q x N_k x d per head:
+Q K^T, Q' K^T, Q K'^T, P V, P V', (P * S') V. Nothing of size N x N reaches memory.
+
+Backward (primal only, FlashAttention-2 with the saved LSE): delta = rowsum(dO * O), then a
+kernel per key block accumulating dK, dV over all query blocks and a kernel per query block
+accumulating dQ over all key blocks: no atomics, O(N) extra memory.
+
+Tensors are read through their strides (q, k, v may be views of a packed qkv tensor). Tiles
+are powers of two wide, so a head dim is padded inside the kernels with masks, or, just above
+a power of two, split in two parts each padded on its own (d = 72 -> 64 + 16, not 128): every
+product over the head dim is then two dots, and every tile of it two tiles.
+"""
+
+from .triton_compat import dot, tl, triton
+
+# Scores go through exp2, as in the Triton tutorial: log2(e) scales them into base 2, ln(2)
+# brings the LSE back to natural units.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """A (rows, BLOCK_D) tile; rows past the sequence and padded head-dim columns read 0."""
+    if MASK_ROWS:
+        if MASK_COLS:
+            return tl.load(ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        return tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+    if MASK_COLS:
+        return tl.load(ptrs, mask=col_ok[None, :], other=0.0)
+    return tl.load(ptrs)
+
+
+@triton.jit
+def _row_ptrs(X, off_b, off_h, offs, stride_b, stride_h, stride_n):
+    """Pointers to rows ``offs`` of head ``(off_b, off_h)`` of X, at column 0 (a column)."""
+    return X + off_b * stride_b + off_h * stride_h + offs[:, None] * stride_n
+
+
+@triton.jit
+def _part_ptrs(rows, offs_d, offs_e, stride_d):
+    """The tiles of ``rows`` at the head dim's two parts: columns ``offs_d`` and ``offs_e``."""
+    return rows + offs_d[None, :] * stride_d, rows + offs_e[None, :] * stride_d
+
+
+@triton.jit
+def _load_parts(
+    rows, offs_d, offs_e, stride_d, row_ok, d_ok, e_ok,
+    ROWS: tl.constexpr, BLOCK_E: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr,
+    SPLIT: tl.constexpr,
+):  # fmt: skip
+    """A tile of whole rows (``rows``: their pointers, one column) as its head-dim parts: the
+    first ``BLOCK_D`` columns and, with ``SPLIT``, the next ``BLOCK_E`` (else a zero
+    placeholder of that shape, which the kernels never read)."""
+    low_ptrs, high_ptrs = _part_ptrs(rows, offs_d, offs_e, stride_d)
+    low = _load_tile(low_ptrs, row_ok, d_ok, True, MASK_D)
+    if SPLIT:
+        high = _load_tile(high_ptrs, row_ok, e_ok, True, MASK_E)
+    else:
+        high = tl.zeros([ROWS, BLOCK_E], dtype=low.dtype)
+    return low, high
+
+
+@triton.jit
+def _with_alignment(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
+    """The strides, with their divisibility by ``ALIGN`` (checked by the launcher) made
+    visible to the compiler. Triton only learns alignment from arguments divisible by 16;
+    head dim 72 gives strides divisible by 8 only, and without this hint the K/V tiles are
+    not loaded asynchronously (no cp.async pipelining) and the kernels spill registers."""
+    if ALIGN > 1:
+        return (stride_b // ALIGN) * ALIGN, (stride_h // ALIGN) * ALIGN, (stride_n // ALIGN) * ALIGN
+    return stride_b, stride_h, stride_n
+
+
+@triton.jit
+def _attn_jvp_fwd_tile(
+    acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
+    k_ptrs, kd_ptrs, v_ptrs, vd_ptrs, k_ptrs2, kd_ptrs2, v_ptrs2, vd_ptrs2,
+    start_n, n_k, offs_n, d_ok, e_ok, qk_scale, scale,
+    MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One K/V tile of the online-softmax JVP loop; ``*_ptrs`` point at key row 0, ``*2``
+    are the head dim's second part (used only with ``SPLIT``)."""
+    n_ok = (start_n + offs_n) < n_k
+    k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    k_dot = _load_tile(kd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    s = dot(q, tl.trans(k), zero, PREC)
+    s_dot = dot(q_dot, tl.trans(k), zero, PREC)
+    s_dot = dot(q, tl.trans(k_dot), s_dot, PREC)
+    if SPLIT:
+        k2 = _load_tile(k_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        k_dot2 = _load_tile(kd_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        s = dot(q2, tl.trans(k2), s, PREC)
+        s_dot = dot(q_dot2, tl.trans(k2), s_dot, PREC)
+        s_dot = dot(q2, tl.trans(k_dot2), s_dot, PREC)
+    s = s * qk_scale  # log2 domain
+    s_dot = s_dot * scale  # natural units, as in docs/design.md section 2
+    if MASK_N:
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    ps = p * s_dot
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc_ps = acc_ps * alpha + tl.sum(ps, 1)
+    v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    v_dot = _load_tile(vd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    p_lo, ps_lo = p.to(v.dtype), ps.to(v.dtype)
+    acc_o = dot(p_lo, v, acc_o * alpha[:, None], PREC)
+    acc_t = dot(p_lo, v_dot, acc_t * alpha[:, None], PREC)
+    acc_t = dot(ps_lo, v, acc_t, PREC)
+    if SPLIT:
+        v2 = _load_tile(v_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        v_dot2 = _load_tile(vd_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        acc_o2 = dot(p_lo, v2, acc_o2 * alpha[:, None], PREC)
+        acc_t2 = dot(p_lo, v_dot2, acc_t2 * alpha[:, None], PREC)
+        acc_t2 = dot(ps_lo, v2, acc_t2, PREC)
+    return acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_new, l_i
+
+
+@triton.jit
+def _attn_jvp_fwd_kernel(
+    Q, K, V, QD, KD, VD, OUT, OUT_DOT, LSE,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_qdb, stride_qdh, stride_qdn, stride_qdd,
+    stride_kdb, stride_kdh, stride_kdn, stride_kdd,
+    stride_vdb, stride_vdh, stride_vdn, stride_vdd,
+    stride_ob, stride_oh, stride_on,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
+
+    Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H, N_K, HEAD_DIM), any strides.
+    OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
+    Head-dim columns ``[0, BLOCK_D)`` and, with ``SPLIT``, ``[BLOCK_D, BLOCK_D + BLOCK_E)``.
+    """
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_qdb, stride_qdh, stride_qdn = _with_alignment(stride_qdb, stride_qdh, stride_qdn, ALIGN)
+    stride_kdb, stride_kdh, stride_kdn = _with_alignment(stride_kdb, stride_kdh, stride_kdn, ALIGN)
+    stride_vdb, stride_vdh, stride_vdn = _with_alignment(stride_vdb, stride_vdh, stride_vdn, ALIGN)
+    stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+    e_ok = offs_e < HEAD_DIM
+
+    # Row pointers (one column); each part of the head dim adds its own columns.
+    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
+    qd_rows = _row_ptrs(QD, off_b, off_h, offs_m, stride_qdb, stride_qdh, stride_qdn)
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    kd_rows = _row_ptrs(KD, off_b, off_h, offs_n, stride_kdb, stride_kdh, stride_kdn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    vd_rows = _row_ptrs(VD, off_b, off_h, offs_n, stride_vdb, stride_vdh, stride_vdn)
+    q, q2 = _load_parts(
+        q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    q_dot, q_dot2 = _load_parts(
+        qd_rows, offs_d, offs_e, stride_qdd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
+    kd_ptrs, kd_ptrs2 = _part_ptrs(kd_rows, offs_d, offs_e, stride_kdd)
+    v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
+    vd_ptrs, vd_ptrs2 = _part_ptrs(vd_rows, offs_d, offs_e, stride_vdd)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc_ps = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc_o = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc_t = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc_o2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
+    acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
+    qk_scale = scale * LOG2E
+
+    # Full key tiles without row masks, then the ragged last tile (if any) with them.
+    n_full = (N_K // BLOCK_N) * BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+            acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
+            k_ptrs + start_n * stride_kn, kd_ptrs + start_n * stride_kdn,
+            v_ptrs + start_n * stride_vn, vd_ptrs + start_n * stride_vdn,
+            k_ptrs2 + start_n * stride_kn, kd_ptrs2 + start_n * stride_kdn,
+            v_ptrs2 + start_n * stride_vn, vd_ptrs2 + start_n * stride_vdn,
+            start_n, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    if n_full < N_K:
+        acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+            acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
+            k_ptrs + n_full * stride_kn, kd_ptrs + n_full * stride_kdn,
+            v_ptrs + n_full * stride_vn, vd_ptrs + n_full * stride_vdn,
+            k_ptrs2 + n_full * stride_kn, kd_ptrs2 + n_full * stride_kdn,
+            v_ptrs2 + n_full * stride_vn, vd_ptrs2 + n_full * stride_vdn,
+            n_full, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+
+    inv_l = 1.0 / l_i
+    ps_mean = acc_ps * inv_l
+    o = acc_o * inv_l[:, None]
+    o_dot = acc_t * inv_l[:, None] - ps_mean[:, None] * o
+    lse = (m_i + tl.math.log2(l_i)) * LN2
+
+    out_rows = off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_on
+    out_mask = m_ok[:, None] & d_ok[None, :]
+    tl.store(OUT + out_rows + offs_d[None, :], o.to(OUT.dtype.element_ty), mask=out_mask)
+    tl.store(OUT_DOT + out_rows + offs_d[None, :], o_dot.to(OUT_DOT.dtype.element_ty), mask=out_mask)
+    if SPLIT:
+        o2 = acc_o2 * inv_l[:, None]
+        o_dot2 = acc_t2 * inv_l[:, None] - ps_mean[:, None] * o2
+        out_mask2 = m_ok[:, None] & e_ok[None, :]
+        tl.store(OUT + out_rows + offs_e[None, :], o2.to(OUT.dtype.element_ty), mask=out_mask2)
+        tl.store(OUT_DOT + out_rows + offs_e[None, :], o_dot2.to(OUT_DOT.dtype.element_ty), mask=out_mask2)
+    tl.store(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, lse, mask=m_ok)
+
+
+@triton.jit
+def _attn_bwd_delta_kernel(
+    OUT, DO, DELTA,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    H, N_Q,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, ALIGN: tl.constexpr,
+):  # fmt: skip
+    """``delta = rowsum(dO * O)`` in float32, (B, H, N_Q) contiguous. Grid (cdiv(N_Q, BLOCK_M), B * H)."""
+    pid_bh = tl.program_id(1)
+    stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m < N_Q)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o = tl.load(
+        OUT
+        + off_b * stride_ob
+        + off_h * stride_oh
+        + offs_m[:, None] * stride_on
+        + offs_d[None, :] * stride_od,
+        mask=mask,
+        other=0.0,
+    )
+    do = tl.load(
+        DO
+        + off_b * stride_dob
+        + off_h * stride_doh
+        + offs_m[:, None] * stride_don
+        + offs_d[None, :] * stride_dod,
+        mask=mask,
+        other=0.0,
+    )
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, delta, mask=offs_m < N_Q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_tile(
+    dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
+    start_m, n_q, offs_m, d_ok, e_ok, qk_scale,
+    MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One query tile of the dK/dV loop, in the transposed (key-major) orientation."""
+    m_ok = (start_m + offs_m) < n_q
+    q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
+    do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
+    if MASK_M:
+        # +inf LSE makes P exactly 0 on rows past the sequence.
+        lse2 = tl.load(lse_ptrs, mask=m_ok, other=float("inf")) * LOG2E
+        delta = tl.load(delta_ptrs, mask=m_ok, other=0.0)
+    else:
+        lse2 = tl.load(lse_ptrs) * LOG2E
+        delta = tl.load(delta_ptrs)
+    zero = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    s_t = dot(k, tl.trans(q), zero, PREC)
+    if SPLIT:
+        q2 = _load_tile(q_ptrs2, m_ok, e_ok, MASK_M, MASK_E)
+        do2 = _load_tile(do_ptrs2, m_ok, e_ok, MASK_M, MASK_E).to(q.dtype)
+        s_t = dot(k2, tl.trans(q2), s_t, PREC)
+    # Key rows past N_K (last key block only) get garbage here; they are never stored.
+    p_t = tl.math.exp2(s_t * qk_scale - lse2[None, :])
+    p_lo = p_t.to(q.dtype)
+    dv = dot(p_lo, do, dv, PREC)
+    dp_t = dot(v, tl.trans(do), zero, PREC)
+    if SPLIT:
+        dv2 = dot(p_lo, do2, dv2, PREC)
+        dp_t = dot(v2, tl.trans(do2), dp_t, PREC)
+    ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
+    dk = dot(ds_t, q, dk, PREC)
+    if SPLIT:
+        dk2 = dot(ds_t, q2, dk2, PREC)
+    return dk, dk2, dv, dv2
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_gb, stride_gh, stride_gn,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries.
+
+    ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
+    (B, H, N_K, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
+    """
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    n_ok = offs_n < N_K
+    d_ok = offs_d < HEAD_DIM
+    e_ok = offs_e < HEAD_DIM
+
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
+    do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
+    k, k2 = _load_parts(
+        k_rows, offs_d, offs_e, stride_kd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    v, v2 = _load_parts(
+        v_rows, offs_d, offs_e, stride_vd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    q_ptrs, q_ptrs2 = _part_ptrs(q_rows, offs_d, offs_e, stride_qd)
+    do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
+    lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
+    delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
+    qk_scale = scale * LOG2E
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
+    dv2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
+    m_full = (N_Q // BLOCK_M) * BLOCK_M
+    for start_m in range(0, m_full, BLOCK_M):
+        dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
+            dk, dk2, dv, dv2, k, k2, v, v2,
+            q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
+            do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
+            lse_ptrs + start_m, delta_ptrs + start_m,
+            start_m, N_Q, offs_m, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    if m_full < N_Q:
+        dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
+            dk, dk2, dv, dv2, k, k2, v, v2,
+            q_ptrs + m_full * stride_qn, q_ptrs2 + m_full * stride_qn,
+            do_ptrs + m_full * stride_don, do_ptrs2 + m_full * stride_don,
+            lse_ptrs + m_full, delta_ptrs + m_full,
+            m_full, N_Q, offs_m, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+
+    out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
+    out_mask = n_ok[:, None] & d_ok[None, :]
+    tl.store(DK + out_rows + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
+    tl.store(DV + out_rows + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask)
+    if SPLIT:
+        out_mask2 = n_ok[:, None] & e_ok[None, :]
+        tl.store(DK + out_rows + offs_e[None, :], (dk2 * scale).to(DK.dtype.element_ty), mask=out_mask2)
+        tl.store(DV + out_rows + offs_e[None, :], dv2.to(DV.dtype.element_ty), mask=out_mask2)
+
+
+@triton.jit
+def _attn_bwd_dq_tile(
+    dq, dq2, q, q2, do, do2, lse2, delta, k_ptrs, k_ptrs2, v_ptrs, v_ptrs2,
+    start_n, n_k, offs_n, d_ok, e_ok, qk_scale,
+    MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One key tile of the dQ loop."""
+    n_ok = (start_n + offs_n) < n_k
+    k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    s = dot(q, tl.trans(k), zero, PREC)
+    dp = dot(do, tl.trans(v), zero, PREC)
+    if SPLIT:
+        k2 = _load_tile(k_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        v2 = _load_tile(v_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        s = dot(q2, tl.trans(k2), s, PREC)
+        dp = dot(do2, tl.trans(v2), dp, PREC)
+    s = s * qk_scale - lse2[:, None]
+    if MASK_N:
+        # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+    ds = (tl.math.exp2(s) * (dp - delta[:, None])).to(k.dtype)
+    dq = dot(ds, k, dq, PREC)
+    if SPLIT:
+        dq2 = dot(ds, k2, dq2, PREC)
+    return dq, dq2
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_gb, stride_gh, stride_gn,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block.
+
+    DQ is (B, H, N_Q, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
+    """
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    m_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+    e_ok = offs_e < HEAD_DIM
+
+    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
+    do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    q, q2 = _load_parts(
+        q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    do, do2 = _load_parts(
+        do_rows, offs_d, offs_e, stride_dod, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    do, do2 = do.to(q.dtype), do2.to(q.dtype)
+    lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
+    delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
+    k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
+    v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
+    qk_scale = scale * LOG2E
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dq2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
+    n_full = (N_K // BLOCK_N) * BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        dq, dq2 = _attn_bwd_dq_tile(
+            dq, dq2, q, q2, do, do2, lse2, delta,
+            k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
+            v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
+            start_n, N_K, offs_n, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    if n_full < N_K:
+        dq, dq2 = _attn_bwd_dq_tile(
+            dq, dq2, q, q2, do, do2, lse2, delta,
+            k_ptrs + n_full * stride_kn, k_ptrs2 + n_full * stride_kn,
+            v_ptrs + n_full * stride_vn, v_ptrs2 + n_full * stride_vn,
+            n_full, N_K, offs_n, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+
+    out_rows = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn
+    tl.store(
+        DQ + out_rows + offs_d[None, :],
+        (dq * scale).to(DQ.dtype.element_ty),
+        mask=m_ok[:, None] & d_ok[None, :],
+    )
+    if SPLIT:
+        out_mask2 = m_ok[:, None] & e_ok[None, :]
+        tl.store(DQ + out_rows + offs_e[None, :], (dq2 * scale).to(DQ.dtype.element_ty), mask=out_mask2)
