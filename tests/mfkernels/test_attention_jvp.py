@@ -167,6 +167,28 @@ def test_half_precision(dtype, n, d):
     check_against_reference(make_inputs(2, 1, n, n, d, dtype), d**-0.5, TOL[dtype])
 
 
+def tangent_error_at_magnitude(magnitude, n, d, dtype):
+    """O' error relative to max |O'| (float64 reference of the same rounded inputs) when q, k,
+    v and their tangents have standard deviation ``magnitude``."""
+    g = torch.Generator().manual_seed(0)
+    inputs = [(torch.randn(1, 2, n, d, generator=g) * magnitude).to(DEVICE, dtype) for _ in range(6)]
+    _, o_dot, _ = attention_jvp_triton(*inputs, d**-0.5)
+    assert torch.isfinite(o_dot).all()
+    _, ref_o_dot, _ = reference.attention_jvp(*(t.double() for t in inputs), d**-0.5)
+    return rel_err(o_dot, ref_o_dot, floor=0.0)
+
+
+@needs_triton
+@pytest.mark.parametrize("d", [64, 72])
+@pytest.mark.parametrize("magnitude", [1.0, 10.0, 30.0])
+def test_bf16_tangent_error_does_not_grow_with_the_activations(magnitude, d):
+    """O' subtracts (sum P S' / l) O from a sum that holds the rounded P S' the dot took: both
+    must sum the same values. With fp32 P S' in one and bf16 in the other the error grew with
+    |S'|: 6e-3 at magnitude 1, 2-5e-2 at 10 and 30; 6e-3 to 1.1e-2 since (the interpreter
+    truncates its bf16 casts, so its errors are about twice a GPU's)."""
+    assert tangent_error_at_magnitude(magnitude, 256, d, torch.bfloat16) <= 1.25e-2
+
+
 @needs_triton
 def test_public_api_and_autograd_match_reference_backend():
     d = 72
@@ -329,6 +351,18 @@ def test_gpu_bf16_ragged_lengths(n_q, n_k):
     # with 17 and 44 (Triton 3.6, H200) and passed with 1, 2 and 9 (see attention_configs.TUNED).
     inputs = make_inputs(2, 2, n_q, n_k, 72, torch.bfloat16)
     check_against_reference(inputs, 72**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 8e-3), (torch.float16, 1e-3)])
+@pytest.mark.parametrize("d", [64, 72, 128])
+@pytest.mark.parametrize("n", [256, 300])
+def test_gpu_tangent_error_at_every_magnitude(n, d, dtype, bound):
+    """O' within ``bound`` of max |O'| for activations of magnitude 1 to 30 (a bf16 emulation
+    on the CPU gives 2-7e-3 for one 256-key tile, half of it the final rounding of O');
+    finite in fp16 wherever the output is representable."""
+    for magnitude in (1.0, 3.0, 10.0, 30.0):
+        assert tangent_error_at_magnitude(magnitude, n, d, dtype) <= bound, magnitude
 
 
 @pytest.mark.gpu

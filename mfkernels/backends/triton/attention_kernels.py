@@ -114,10 +114,13 @@ def _attn_jvp_fwd_tile(
     p = tl.math.exp2(s - m_new[:, None])
     ps = p * s_dot
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc_ps = acc_ps * alpha + tl.sum(ps, 1)
     v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     v_dot = _load_tile(vd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     p_lo, ps_lo = p.to(v.dtype), ps.to(v.dtype)
+    # O' = acc_t / l - (acc_ps / l) O cancels the (P * S') V part of acc_t against acc_ps O only
+    # if both sum the same values: the rounded ps_lo the dot takes. Summing the fp32 ps leaves
+    # |S'| times their 16-bit rounding behind, an error that grows with the activations.
+    acc_ps = acc_ps * alpha + tl.sum(ps_lo.to(tl.float32), 1)
     acc_o = dot(p_lo, v, acc_o * alpha[:, None], PREC)
     acc_t = dot(p_lo, v_dot, acc_t * alpha[:, None], PREC)
     acc_t = dot(ps_lo, v, acc_t, PREC)
