@@ -42,23 +42,36 @@ def row_noise(noise, i, with_row_lists):
     return row
 
 
-def per_row_reference(model, x, y, noise):
-    """Per-row squared error ``||u(z, r, t) - stopgrad(v - (t - r) du/dt)||^2`` with
-    ``du/dt`` by torch.func.jvp of the plain forward along ``(v, 0, 1)`` (no guidance, no
-    dropout, no adaptive weight), and no clamp: every gap here is in [0, 1]."""
+def guided_velocity(model, z, t, y, v, w, k):
+    """``v_g = w v + (1 - w - k) u(z, t, t, null) + k u(z, t, t, y)``, the values in eval mode
+    without grad; every time here is inside the default window [0, 1], its ends included."""
+    null = torch.full_like(y, model.null_class)
+    model.eval()
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        u_null, u_cond = model(z, t, t, null), model(z, t, t, y)
+    model.train()
+    return w * v + (1 - w - k) * u_null + k * u_cond
+
+
+def per_row_reference(model, x, y, noise, w=1.0, k=0.0):
+    """Per-row squared error ``||u(z, r, t) - stopgrad(v_g - (t - r) du/dt)||^2`` with
+    ``du/dt`` by torch.func.jvp of the plain forward along ``(v_g, 0, 1)`` (no dropout, no
+    adaptive weight), and no clamp: every gap here is in [0, 1]."""
     t, r, e = noise["t"], noise["r"], noise["e"]
     z = (1 - t[:, None, None, None]) * x + t[:, None, None, None] * e
-    v = e - x
+    v_g = guided_velocity(model, z, t, y, e - x, w, k)
     with sdpa_kernel(SDPBackend.MATH):
         with torch.no_grad():
-            _, dudt = torch.func.jvp(
-                lambda z_, r_, t_: model(z_, r_, t_, y),
-                (z, r, t),
-                (v, torch.zeros_like(r), torch.ones_like(t)),
-            )
+            tangents = (v_g, torch.zeros_like(r), torch.ones_like(t))
+            _, dudt = torch.func.jvp(lambda z_, r_, t_: model(z_, r_, t_, y), (z, r, t), tangents)
         u = model(z, r, t, y)
-    target = v - (t - r)[:, None, None, None] * dudt
+    target = v_g - (t - r)[:, None, None, None] * dudt
     return (u - target).square().flatten(1).sum(1)
+
+
+def batch(model, g):
+    x = torch.randn(len(TIMES), 1, 8, 8, generator=g)
+    return x, torch.randint(0, model.config.num_classes, (len(TIMES),), generator=g)
 
 
 @pytest.mark.parametrize("time_cond", ["t,h", "r,t"])
@@ -69,8 +82,7 @@ def test_loss_over_the_whole_time_range(tiny, time_cond, with_row_lists):
     is lost in a mean over eight)."""
     model = tiny(time_cond=time_cond)
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(len(TIMES), 1, 8, 8, generator=g)
-    y = torch.randint(0, model.config.num_classes, (len(TIMES),), generator=g)
+    x, y = batch(model, g)
     noise = hand_built_noise(x, with_row_lists, g)
     objective = MeanFlowLoss(cfg_w=1.0, cfg_k=0.0, class_dropout=0.0, adaptive_p=0.0)
 
@@ -90,3 +102,17 @@ def test_loss_over_the_whole_time_range(tiny, time_cond, with_row_lists):
             row_loss, _ = objective(model, x[i : i + 1], y[i : i + 1], noise=row)
         want = per_row[i].item()
         assert abs(row_loss.item() - want) <= 1e-5 * want, f"r = {r}, t = {t}: {row_loss.item()} != {want}"
+
+
+@pytest.mark.parametrize("with_row_lists", [True, False], ids=["dual-on-r-neq-t", "dual-on-all"])
+def test_guided_loss_over_the_whole_time_range(tiny, with_row_lists):
+    """Guidance folded into the target on every row, t = 0 and t = 1 (the window's ends) too."""
+    model = tiny()
+    g = torch.Generator().manual_seed(3)
+    x, y = batch(model, g)
+    noise = hand_built_noise(x, with_row_lists, g)
+    objective = MeanFlowLoss(cfg_w=1.5, cfg_k=0.3, class_dropout=0.0, adaptive_p=0.0)
+    with torch.no_grad():
+        loss, _ = objective(model, x, y, noise=noise)
+        want = per_row_reference(model, x, y, noise, w=1.5, k=0.3).mean()
+    torch.testing.assert_close(loss, want, rtol=1e-6, atol=0)
