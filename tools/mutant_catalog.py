@@ -35,7 +35,7 @@ LAYERNORM = ("tests/mfkernels/test_layernorm_edge_rows.py", "tests/mfkernels/tes
 REFERENCE = ("tests/mfkernels/test_reference_ops.py",)
 ACTIVATIONS = ("tests/mfkernels/test_activations.py",)
 RESIDUAL = ("tests/mfkernels/test_residual.py",)
-RMS_NORM = ("tests/mfkernels/test_rms_norm_triton.py",)
+RMS_NORM = ("tests/mfkernels/test_rms_norm_edge_rows.py", "tests/mfkernels/test_rms_norm_triton.py")
 ATTENTION = ("tests/mfkernels/test_attention_jvp.py",)
 DISPATCH = ("tests/mfkernels/test_dispatch.py", "tests/mfkernels/test_dual_op.py")
 
@@ -498,6 +498,14 @@ CATALOG = [
         "        n = n * g\n",
         RMS_NORM,
         "tangent misses the weight",
+    ),
+    Mutant(
+        "rms-backward-default-eps",
+        "mfkernels/rms_norm.py",
+        "reference.rms_norm_backward(grad_y, x, weight, ctx.eps)",
+        "reference.rms_norm_backward(grad_y, x, weight)",
+        RMS_NORM,
+        "the backward ignores the eps given",
     ),
     # ----------------------------------------------------------- mfkernels/attention.py
     Mutant(
