@@ -37,7 +37,7 @@ ACTIVATIONS = ("tests/mfkernels/test_activations.py",)
 RESIDUAL = ("tests/mfkernels/test_residual.py",)
 RMS_NORM = ("tests/mfkernels/test_rms_norm_edge_rows.py", "tests/mfkernels/test_rms_norm_triton.py")
 ATTENTION = ("tests/mfkernels/test_attention_jvp.py",)
-DISPATCH = ("tests/mfkernels/test_dispatch.py", "tests/mfkernels/test_dual_op.py")
+DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _LOSS_PY = "meanflow/loss.py"
 _LN_PY = "mfkernels/layernorm_modulate.py"
