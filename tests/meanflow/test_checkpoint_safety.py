@@ -1,0 +1,39 @@
+"""What meanflow.checkpoint promises about files: nothing is unpickled, and files it writes
+get the permissions of any file the user creates (the umask), not mkstemp's private 0600."""
+
+import os
+
+import pytest
+import torch
+
+from meanflow.checkpoint import atomic_save, load_torch_file
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this calls ``os.makedirs(path)``: evidence that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path,)
+
+
+def test_load_never_unpickles_code(tmp_path):
+    evidence = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _RunsCodeWhenUnpickled(str(evidence))}, path)
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*evil\.pt"):
+        load_torch_file(str(path))
+    assert not evidence.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_save({"step": 1}, str(tmp_path / "last.pt"))
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "last.pt").st_mode & 0o777 == 0o666 & ~umask
+    assert load_torch_file(str(tmp_path / "last.pt")) == {"step": 1}

@@ -1,0 +1,97 @@
+"""tools/mutants.py on a toy repository: verdicts, "does not apply", timeouts, and the copy's
+file put back after each mutant (the working tree itself is never written). Plus the
+catalog's own consistency: unique names, test paths that exist."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import mutants  # noqa: E402
+from mutant_catalog import CATALOG, Mutant  # noqa: E402
+
+SOURCE = "def add(a, b):\n    return a + b\n"
+TEST = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """``(repository, copy)``: a git folder with calc.py and its test, and the tool's copy of it."""
+    repo, copy = tmp_path / "repo", tmp_path / "copy"
+    repo.mkdir()
+    (repo / "calc.py").write_text(SOURCE)
+    (repo / "test_calc.py").write_text(TEST)
+    (repo / ".gitignore").write_text("ignored.txt\n")
+    (repo / "ignored.txt").write_text("not copied")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    mutants.copy_tree(str(repo), str(copy))
+    return repo, copy
+
+
+def mutant(find, replace, name="m"):
+    return Mutant(name, "calc.py", find, replace, ("test_calc.py",), "toy")
+
+
+def test_copy_holds_what_git_shows(toy):
+    _, copy = toy
+    assert sorted(os.listdir(copy)) == [".gitignore", "calc.py", "test_calc.py"]
+
+
+@pytest.mark.parametrize(
+    "find, replace, verdict",
+    [("a + b", "a - b", "killed"), ("a + b", "b + a", "survived"), ("a + b", "a +", "killed")],
+    ids=["wrong-result", "equivalent", "does-not-import"],
+)
+def test_verdicts_and_restore(toy, find, replace, verdict):
+    repo, copy = toy
+    result = mutants.run_mutant(mutant(find, replace), str(copy), timeout=120)
+    assert result.verdict == verdict, result.detail
+    assert (copy / "calc.py").read_text() == SOURCE
+    assert (repo / "calc.py").read_text() == SOURCE
+
+
+@pytest.mark.parametrize("find, why", [("a * b", "is not in"), ("a", "occurs")])
+def test_source_text_missing_or_ambiguous_does_not_apply(toy, find, why):
+    _, copy = toy
+    result = mutants.run_mutant(mutant(find, "x"), str(copy), timeout=120)
+    assert result.verdict == "does not apply" and why in result.detail
+    assert result.seconds == 0.0 and (copy / "calc.py").read_text() == SOURCE
+
+
+def test_a_hanging_mutant_times_out_and_is_killed(toy):
+    _, copy = toy
+    result = mutants.run_mutant(mutant("return a + b", "while True:\n        pass"), str(copy), timeout=3)
+    assert result.verdict == "timeout"
+    assert (copy / "calc.py").read_text() == SOURCE
+
+
+def test_summary_scores_each_file():
+    results = [
+        mutants.Result("a", "x.py", "killed", 1.0),
+        mutants.Result("b", "x.py", "survived", 1.0, "3 passed"),
+        mutants.Result("c", "x.py", "does not apply", 0.0, "moved"),
+        mutants.Result("d", "y.py", "timeout", 9.0),
+    ]
+    text = mutants.summary(results)
+    assert "x.py: 1/2 killed (1 do not apply)" in text and "y.py: 1/1 killed" in text
+    assert "survived: b (x.py) 3 passed" in text and "does not apply: c (x.py) moved" in text
+
+
+def test_catalog_names_are_unique_and_its_tests_exist():
+    names = [m.name for m in CATALOG]
+    assert len(names) == len(set(names))
+    for m in CATALOG:
+        assert os.path.isfile(os.path.join(ROOT, m.path)), m.name
+        for test in m.tests:
+            assert os.path.isfile(os.path.join(ROOT, test.split("::")[0])), f"{m.name}: {test}"
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    for argv, message in ((["--only", "no-such-mutant"], "no mutant"), (["--timeout", "0"], "--timeout")):
+        with pytest.raises(SystemExit) as exit_info:
+            mutants.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
