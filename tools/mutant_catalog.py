@@ -27,7 +27,7 @@ CHECKPOINT = (
     "tests/meanflow/test_train.py::test_atomic_write_survives_a_crash",
     "tests/meanflow/test_train.py::test_cache_dir_precedence",
     "tests/meanflow/test_pretrained.py",
-    "tests/meanflow/test_sample_cli.py",
+    "tests/meanflow/test_generate_cli.py",
 )
 # The whole trainer test file: tests added there (EMA, RNG restore) count without an edit here.
 TRAIN = ("tests/meanflow/test_train_schedule.py", "tests/meanflow/test_train.py")
@@ -40,7 +40,6 @@ ATTENTION = ("tests/mfkernels/test_attention_jvp.py",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _LOSS_PY = "meanflow/loss.py"
-_LN_PY = "mfkernels/layernorm_modulate.py"
 _REF_PY = "mfkernels/reference.py"
 
 CATALOG = [
@@ -190,7 +189,7 @@ CATALOG = [
         "meanflow/sampler.py",
         "(images.float() / 2 + 0.5).clamp(0, 1)",
         "(images.float() + 1).clamp(0, 1)",
-        SAMPLER + ("tests/meanflow/test_sample_cli.py",),
+        SAMPLER + ("tests/meanflow/test_generate_cli.py",),
         "[-1, 1] -> [0, 2] before the clamp",
     ),
     # ---------------------------------------------------------- meanflow/checkpoint.py
@@ -213,8 +212,8 @@ CATALOG = [
     Mutant(
         "checkpoint-overwrites-user-folder",
         "meanflow/checkpoint.py",
-        "if os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):",
-        "if not os.listdir(path) and not os.path.isfile(os.path.join(path, marker)):",
+        "    written = _exported_entries(path)\n    if written is None:",
+        "    written = _exported_entries(path)\n    if False:",
         CHECKPOINT,
         "a non-empty folder that is not ours is replaced",
     ),
@@ -229,7 +228,7 @@ CATALOG = [
     Mutant(
         "checkpoint-private-files",
         "meanflow/checkpoint.py",
-        "os.chmod(tmp, 0o666 & ~umask)",
+        "os.chmod(tmp, 0o666 & ~current_umask())",
         "os.chmod(tmp, 0o600)",
         CHECKPOINT,
         "checkpoints readable by their owner only",
@@ -269,7 +268,7 @@ CATALOG = [
     ),
     Mutant(
         "train-rng-not-restored",
-        "meanflow/train.py",
+        "meanflow/train_state.py",
         "        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)\n",
         "",
         TRAIN,
@@ -283,10 +282,10 @@ CATALOG = [
         TRAIN,
         "every step draws the same times and noise",
     ),
-    # ------------------------------------------------------ mfkernels/layernorm_modulate.py
+    # ------------------------------- mfkernels/backends/triton/layernorm_modulate.py, ops.py
     Mutant(
         "ln-fwd-eps-outside-sqrt",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "    rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / dim + eps)\n    a = xc * rstd[:, None]\n    mean_xd",
         "    rstd = 1.0 / (tl.sqrt(tl.sum(xc * xc, axis=1) / dim) + eps)\n    a = xc * rstd[:, None]\n"
         "    mean_xd",
@@ -295,7 +294,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-bwd-eps-outside-sqrt",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "        rstd = tl.rsqrt(tl.sum(xc * xc, axis=1) / dim + eps)",
         "        rstd = 1.0 / (tl.sqrt(tl.sum(xc * xc, axis=1) / dim) + eps)",
         LAYERNORM,
@@ -303,7 +302,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-fwd-padding-in-variance",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "    xc = tl.where(mask, x - mean[:, None], 0.0)\n    rstd",
         "    xc = x - mean[:, None]\n    rstd",
         LAYERNORM,
@@ -311,7 +310,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-tangent-drops-a-term",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "a_dot = (xd - mean_xd[:, None] - a * mean_axd[:, None])",
         "a_dot = (xd - mean_xd[:, None])",
         LAYERNORM,
@@ -319,7 +318,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-tangent-drops-scale-dot",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "md = a_dot * (1.0 + sc) + a * scd + shd",
         "md = a_dot * (1.0 + sc) + shd",
         LAYERNORM,
@@ -327,7 +326,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-bwd-drops-mean-da",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "dx = (da - mean_da[:, None] - a * mean_daa[:, None])",
         "dx = (da - a * mean_daa[:, None])",
         LAYERNORM,
@@ -335,7 +334,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-bwd-first-chunk-only",
-        _LN_PY,
+        "mfkernels/backends/triton/layernorm_modulate.py",
         "return dx, dshift.sum(1), dscale.sum(1)",
         "return dx, dshift[:, 0], dscale[:, 0]",
         LAYERNORM,
@@ -343,7 +342,7 @@ CATALOG = [
     ),
     Mutant(
         "ln-backward-default-eps",
-        _LN_PY,
+        "mfkernels/ops.py",
         "(grad_m, x, scale, ctx.eps, ctx.backend)",
         "(grad_m, x, scale, 1e-6, ctx.backend)",
         LAYERNORM,
@@ -352,11 +351,11 @@ CATALOG = [
     # ------------------------------------------------------------- mfkernels/reference.py
     Mutant(
         "ref-ln-fast-bwd-default-eps",
-        _REF_PY,
-        "    xf, scf, gf = _up(x, scale, grad_m)\n    a, mean, rstd = torch.ops.aten.native_layer_norm(xf, "
-        "xf.shape[-1:], None, None, eps)",
-        "    xf, scf, gf = _up(x, scale, grad_m)\n    a, mean, rstd = torch.ops.aten.native_layer_norm(xf, "
-        "xf.shape[-1:], None, None, 1e-6)",
+        "mfkernels/backends/torch_ops.py",
+        "    xf, scf, gf = upcast(x, scale, grad_m)\n    a, mean, rstd = torch.ops.aten.native_layer_norm("
+        "xf, xf.shape[-1:], None, None, eps)",
+        "    xf, scf, gf = upcast(x, scale, grad_m)\n    a, mean, rstd = torch.ops.aten.native_layer_norm("
+        "xf, xf.shape[-1:], None, None, 1e-6)",
         REFERENCE + LAYERNORM,
         "fast LN backward ignores eps",
     ),
@@ -370,7 +369,7 @@ CATALOG = [
     ),
     Mutant(
         "ref-gelu-fast-slope",
-        _REF_PY,
+        "mfkernels/backends/torch_ops.py",
         "x2.mul_(6 * GELU_TANH_K * GELU_TANH_C)",
         "x2.mul_(3 * GELU_TANH_K * GELU_TANH_C)",
         REFERENCE,
@@ -386,7 +385,7 @@ CATALOG = [
     ),
     Mutant(
         "ref-attention-fast-unscaled-qdot",
-        _REF_PY,
+        "mfkernels/backends/torch_ops.py",
         "torch.bmm(qdf * scale, kt)",
         "torch.bmm(qdf, kt)",
         REFERENCE,
@@ -410,7 +409,7 @@ CATALOG = [
     ),
     Mutant(
         "ref-residual-fast-gate",
-        _REF_PY,
+        "mfkernels/backends/torch_ops.py",
         "y_dot = torch.addcmul(xdf, gd[:, None], ff)",
         "y_dot = torch.addcmul(xdf, g[:, None], ff)",
         REFERENCE + RESIDUAL,
@@ -418,16 +417,16 @@ CATALOG = [
     ),
     Mutant(
         "ref-silu-fast-args-swapped",
-        _REF_PY,
+        "mfkernels/backends/torch_ops.py",
         "torch.ops.aten.silu_backward(x_dot, x)",
         "torch.ops.aten.silu_backward(x, x_dot)",
         REFERENCE + ACTIVATIONS,
         "silu' at x' times x",
     ),
-    # ------------------------------------------------------------ mfkernels/activations.py
+    # ---------------------------------------------- mfkernels/backends/triton/pointwise.py
     Mutant(
         "act-gelu-slope-cubic",
-        "mfkernels/activations.py",
+        "mfkernels/backends/triton/pointwise.py",
         "* (1.0 + 3.0 * C * x2)",
         "* (1.0 + C * x2)",
         ACTIVATIONS,
@@ -435,7 +434,7 @@ CATALOG = [
     ),
     Mutant(
         "act-gelu-bias-index",
-        "mfkernels/activations.py",
+        "mfkernels/backends/triton/pointwise.py",
         "x += tl.load(BIAS + offs % dim",
         "x += tl.load(BIAS + offs // dim",
         ACTIVATIONS,
@@ -443,7 +442,7 @@ CATALOG = [
     ),
     Mutant(
         "act-silu-tangent",
-        "mfkernels/activations.py",
+        "mfkernels/backends/triton/pointwise.py",
         "(s * (1.0 + x * tl.sigmoid(-xc)) * xd)",
         "(s * (1.0 + x * s) * xd)",
         ACTIVATIONS,
@@ -451,16 +450,16 @@ CATALOG = [
     ),
     Mutant(
         "act-dbias-sums-dy",
-        "mfkernels/activations.py",
+        "mfkernels/backends/triton/pointwise.py",
         "dbias += tl.sum(dx, axis=0)",
         "dbias += tl.sum(dy, axis=0)",
         ACTIVATIONS,
         "bias gradient sums dy, not dx",
     ),
-    # ----------------------------------------------------------- mfkernels/residual.py
+    # ----------------------------------------- mfkernels/backends/triton/gated_residual.py
     Mutant(
         "res-tangent-gate",
-        "mfkernels/residual.py",
+        "mfkernels/backends/triton/gated_residual.py",
         "(xd + gd * f + g * fd)",
         "(xd + g * f + g * fd)",
         RESIDUAL,
@@ -468,16 +467,16 @@ CATALOG = [
     ),
     Mutant(
         "res-gate-row-stride",
-        "mfkernels/residual.py",
+        "mfkernels/backends/triton/gated_residual.py",
         "g = tl.load(G + b * stride_g + cols",
         "g = tl.load(G + b * dim + cols",
         RESIDUAL,
         "gate read as contiguous (chunks of adaLN are not)",
     ),
-    # ------------------------------------------------------------ mfkernels/rms_norm.py
+    # --------------------------------------------- mfkernels/backends/triton/rms_norm.py
     Mutant(
         "rms-eps-outside-sqrt",
-        "mfkernels/rms_norm.py",
+        "mfkernels/backends/triton/rms_norm.py",
         "rrms = tl.rsqrt(tl.sum(x * x, axis=1) / dim + eps)",
         "rrms = 1.0 / (tl.sqrt(tl.sum(x * x, axis=1) / dim) + eps)",
         RMS_NORM,
@@ -485,7 +484,7 @@ CATALOG = [
     ),
     Mutant(
         "rms-tangent-drops-term",
-        "mfkernels/rms_norm.py",
+        "mfkernels/backends/triton/rms_norm.py",
         "nd = (xd - n * mean_nxd[:, None]) * rrms[:, None]",
         "nd = xd * rrms[:, None]",
         RMS_NORM,
@@ -493,7 +492,7 @@ CATALOG = [
     ),
     Mutant(
         "rms-tangent-unweighted",
-        "mfkernels/rms_norm.py",
+        "mfkernels/backends/triton/rms_norm.py",
         "        n = n * g\n        nd = nd * g\n",
         "        n = n * g\n",
         RMS_NORM,
@@ -501,16 +500,16 @@ CATALOG = [
     ),
     Mutant(
         "rms-backward-default-eps",
-        "mfkernels/rms_norm.py",
+        "mfkernels/ops.py",
         "reference.rms_norm_backward(grad_y, x, weight, ctx.eps)",
         "reference.rms_norm_backward(grad_y, x, weight)",
         RMS_NORM,
         "the backward ignores the eps given",
     ),
-    # ----------------------------------------------------------- mfkernels/attention.py
+    # ------------------------------------- mfkernels/backends/triton/attention_kernels.py
     Mutant(
         "attn-sum-not-rescaled",
-        "mfkernels/attention.py",
+        "mfkernels/backends/triton/attention_kernels.py",
         "l_i = l_i * alpha + tl.sum(p, 1)",
         "l_i = l_i + tl.sum(p, 1)",
         ATTENTION,
@@ -518,23 +517,23 @@ CATALOG = [
     ),
     Mutant(
         "attn-ps-not-rescaled",
-        "mfkernels/attention.py",
-        "acc_ps = acc_ps * alpha + tl.sum(ps, 1)",
-        "acc_ps = acc_ps + tl.sum(ps, 1)",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "acc_ps = acc_ps * alpha + tl.sum(ps_lo.to(tl.float32), 1)",
+        "acc_ps = acc_ps + tl.sum(ps_lo.to(tl.float32), 1)",
         ATTENTION,
         "rowsum(P S') not rescaled",
     ),
     Mutant(
         "attn-lse-in-log2",
-        "mfkernels/attention.py",
-        "lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "lse = (m_i + tl.math.log2(l_i)) * LN2",
         "lse = m_i + tl.math.log2(l_i)",
         ATTENTION,
         "LSE saved in log2 units",
     ),
     Mutant(
         "attn-bwd-drops-delta",
-        "mfkernels/attention.py",
+        "mfkernels/backends/triton/attention_kernels.py",
         "ds_t = (p_t * (dp_t - delta[None, :]))",
         "ds_t = (p_t * dp_t)",
         ATTENTION,
@@ -544,8 +543,8 @@ CATALOG = [
     Mutant(
         "dispatch-auto-skips-cpu",
         "mfkernels/dispatch.py",
-        'if device.type == "cpu" and ("cpu" in available_backends()):\n        return "cpu"',
-        'if device.type == "cpu" and ("cpu" in available_backends()):\n        return "reference"',
+        'if device.type == "cpu" and _table("cpu"):  # the extension is built\n        return "cpu"',
+        'if device.type == "cpu" and _table("cpu"):  # the extension is built\n        return "reference"',
         DISPATCH,
         "auto never picks the built cpu backend",
     ),

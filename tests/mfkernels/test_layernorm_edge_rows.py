@@ -16,13 +16,13 @@ import torch
 from numerics import DEVICE, needs_triton
 
 import mfkernels
-from mfkernels import csrc_ops, dispatch, reference
-from mfkernels._triton import INTERPRET
-from mfkernels.layernorm_modulate import (
-    layernorm_modulate,
+from mfkernels import dispatch
+from mfkernels.backends import csrc, torch_ops
+from mfkernels.backends.triton.layernorm_modulate import (
     layernorm_modulate_backward_triton,
     layernorm_modulate_jvp_triton,
 )
+from mfkernels.backends.triton.triton_compat import INTERPRET
 
 DIM = 72
 TOKENS = 5
@@ -31,15 +31,15 @@ TOL = 1e-5  # fp32 against float64, per row
 triton_runs = pytest.mark.skipif(
     DEVICE == "cpu" and not INTERPRET, reason="triton backend needs CUDA or TRITON_INTERPRET=1"
 )
-needs_cpu_ext = pytest.mark.skipif(not csrc_ops.available(), reason="mfkernels._C is not built")
-needs_cuda_ext = pytest.mark.skipif(not csrc_ops.has_cuda(), reason="mfkernels._C built without CUDA")
+needs_cpu_ext = pytest.mark.skipif(not csrc.available(), reason="mfkernels._C is not built")
+needs_cuda_ext = pytest.mark.skipif(not csrc.has_cuda(), reason="mfkernels._C built without CUDA")
 
 # backend -> (device, jvp, backward); pytest marks per backend.
 BACKENDS = {
-    "reference": (DEVICE, reference.layernorm_modulate_jvp_fast, reference.layernorm_modulate_backward_fast),
+    "reference": (DEVICE, torch_ops.layernorm_modulate_jvp, torch_ops.layernorm_modulate_backward),
     "triton": (DEVICE, layernorm_modulate_jvp_triton, layernorm_modulate_backward_triton),
-    "cpu": ("cpu", csrc_ops.layernorm_modulate_jvp, csrc_ops.layernorm_modulate_backward),
-    "cuda": ("cuda", csrc_ops.layernorm_modulate_jvp, csrc_ops.layernorm_modulate_backward),
+    "cpu": ("cpu", csrc.layernorm_modulate_jvp, csrc.layernorm_modulate_backward),
+    "cuda": ("cuda", csrc.layernorm_modulate_jvp, csrc.layernorm_modulate_backward),
 }
 BACKEND_PARAMS = [
     pytest.param("reference"),
@@ -85,7 +85,7 @@ def oracle(x, x_dot, shift, scale, shift_dot, scale_dot, grad_m, eps):
     )
 
     def primal(x_, shift_, scale_):
-        return layernorm_modulate(x_, shift_, scale_, eps=eps)
+        return mfkernels.layernorm_modulate(x_, shift_, scale_, eps=eps)
 
     m, m_dot = torch.func.jvp(primal, (x, shift, scale), (x_dot, shift_dot, scale_dot))
     _, vjp = torch.func.vjp(primal, x, shift, scale)
