@@ -1,0 +1,238 @@
+"""Forward-mode AD through ``F.scaled_dot_product_attention`` on the fused attention JVP
+(docs/design.md section 2, "Forward-mode AD through any model's SDPA").
+
+PyTorch's fused SDPA kernels have no forward-mode AD, so ``torch.func.jvp`` through a
+transformer otherwise needs math attention (``N x N`` scores in memory). Under
+:func:`sdpa_forward_ad` (or on a model given to :func:`patch_sdpa`) every call of
+``F.scaled_dot_product_attention`` is intercepted by a ``TorchFunctionMode`` and runs:
+
+- under ``torch.autograd.forward_ad`` (plain eager dual tensors): :func:`attention_jvp` once
+  on the primals and tangents, ``O``, ``O'`` and ``LSE`` in one pass;
+- otherwise (``torch.func.jvp``, reverse mode, ``torch.compile``): an autograd.Function whose
+  forward computes ``O`` and ``LSE``, whose ``jvp`` computes ``O'`` and whose backward is the
+  flash backward (``mfkernels::attention_backward``) from the saved ``O`` and ``LSE``.
+
+Cost of the second path: ``torch.func.jvp`` hands an autograd.Function its tangents only
+after its forward has returned, so the primal is computed twice: the forward (the JVP kernel
+with zero tangents: there is no primal-only kernel in the public API, so six GEMMs where two
+would do) and the JVP pass (six GEMMs, which recompute ``O`` and ``LSE`` and drop them). A
+plain forward or reverse-mode step pays the forward only. Tangents never require grad.
+
+What the kernels do not take (``attn_mask``, ``is_causal``, ``dropout_p > 0``, grouped-query
+``enable_gqa``, inputs that are not 4-D ``(batch, heads, seq, head_dim)`` or whose batch and
+heads broadcast, mixed dtypes, empty sequences) runs PyTorch's math attention, which has
+forward-mode AD, with a one-time warning naming the reason.
+
+``torch.compile`` (torch 2.14, CPU, measured by tests/mfkernels/test_sdpa_forward_ad.py): a
+forward and reverse-mode step of a model under :func:`patch_sdpa` compiles with
+``fullgraph=True``, one graph, no break (traced, the call is the ``mfkernels::attention_jvp``
+custom op and its flash backward, not the autograd.Function: dynamo breaks the graph at an
+autograd.Function with a ``jvp``). Forward-mode AD inside a compiled region does not compile:
+traced through ``torch.func.jvp``, both the autograd.Function and the custom op gave a wrong
+tangent without an error, and math SDPA's forward AD hits an internal assert; so a traced
+call under a forward-AD level raises. Without ``fullgraph`` dynamo then runs that frame
+eagerly (right result, no speed-up); with it, compilation fails. Run the JVP eagerly.
+"""
+
+import contextlib
+import functools
+import math
+import warnings
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
+
+from .attention import attention_jvp
+
+# The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
+_SDPA = torch._C._nn.scaled_dot_product_attention
+_WARNED: set[str] = set()
+
+COMPILE_JVP_UNSUPPORTED = (
+    "mfkernels.sdpa_forward_ad: forward-mode AD (torch.func.jvp, forward_ad) inside torch.compile "
+    "is not supported: dynamo drops an autograd.Function's jvp and returns a wrong tangent, and "
+    "math SDPA's forward AD fails to trace (torch 2.14). Run the JVP eagerly; torch.compile the "
+    "primal forward and backward."
+)
+
+
+def _sdpa_arguments(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
+    """SDPA's signature, so that positional and keyword calls bind the same way."""
+    return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
+
+
+def unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa) -> str | None:
+    """Why the fused attention JVP cannot run this SDPA call, or None when it can."""
+    if attn_mask is not None:
+        return "attn_mask is given"
+    if is_causal:
+        return "is_causal=True"
+    if dropout_p != 0.0:
+        return f"dropout_p={dropout_p} (only 0 is fused)"
+    tensors = (q, k, v)
+    if not all(isinstance(t, Tensor) and t.dim() == 4 for t in tensors):
+        return "inputs are not 4-D (batch, heads, seq, head_dim)"
+    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
+        return "enable_gqa with fewer key/value heads" if enable_gqa else "batch or heads broadcast"
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        return "q, k, v are not of one floating dtype"
+    if k.shape[-1] != q.shape[-1] or v.shape[2] != k.shape[2]:
+        return "q, k, v shapes do not match"
+    if 0 in q.shape or 0 in k.shape or 0 in v.shape:
+        return "an empty dimension"
+    return None
+
+
+def _warn_once(reason: str):
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(
+            f"mfkernels.sdpa_forward_ad: {reason}; this scaled_dot_product_attention runs math attention",
+            stacklevel=4,
+        )
+
+
+def _zeros_like(t: Tensor) -> Tensor:
+    # A stride-0 view of one zero: a tangent that costs no memory (the kernels read strides).
+    return t.new_zeros(()).expand_as(t)
+
+
+def _tangent_or_zeros(tangent: Tensor | None, primal: Tensor) -> Tensor:
+    return _zeros_like(primal) if tangent is None else tangent.detach()
+
+
+class _FlashSdpa(torch.autograd.Function):
+    """``(O, LSE)`` of attention with a ``jvp`` (``O'``) and the flash backward.
+
+    q, k, v: (batch, heads, seq_q | seq_k, head_dim); O: (batch, heads, seq_q, head_dim);
+    LSE: (batch, heads, seq_q) in float32 (float64 for float64 input), non-differentiable.
+    """
+
+    @staticmethod
+    def forward(q, k, v, scale, backend):
+        o, _, lse = attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)
+        return o, lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, scale, backend = inputs
+        o, lse = output
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.save_for_forward(q, k, v)
+        ctx.mark_non_differentiable(lse)
+        ctx.set_materialize_grads(False)
+        ctx.scale, ctx.backend = scale, backend
+
+    @staticmethod
+    def backward(ctx, grad_o, _grad_lse):
+        if grad_o is None:
+            return None, None, None, None, None
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = torch.ops.mfkernels.attention_backward(grad_o, q, k, v, o, lse, ctx.scale, ctx.backend)
+        return dq, dk, dv, None, None
+
+    @staticmethod
+    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot, _backend_dot):
+        q, k, v = (t.detach() for t in ctx.saved_tensors[:3])
+        tangents = (_tangent_or_zeros(t, p) for t, p in ((q_dot, q), (k_dot, k), (v_dot, v)))
+        with torch.no_grad():  # the tangent is a stop-gradient target: never a graph
+            _, o_dot, _ = attention_jvp(q, k, v, *tangents, ctx.scale, ctx.backend)
+        return o_dot, None
+
+
+def _plain_dual(*tensors: Tensor) -> bool:
+    """Whether these are eager ``torch.autograd.forward_ad`` dual tensors (not torch.func's
+    wrappers, not traced): then one fused call gives value and tangent."""
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    if fwAD._current_level < 0:
+        return False
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _dual_attention(q, k, v, scale, backend) -> Tensor:
+    """O as a dual tensor (tangent O'), one attention_jvp call; reverse mode through the
+    primal runs the flash backward (attention_jvp's own)."""
+    primals, tangents = zip(*(fwAD.unpack_dual(t) for t in (q, k, v)), strict=True)
+    tangents = [_tangent_or_zeros(t, p) for t, p in zip(tangents, primals, strict=True)]
+    o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend)
+    return fwAD.make_dual(o, o_dot.detach())
+
+
+def _compiled_attention(q, k, v, scale, backend) -> Tensor:
+    """O for a traced graph: the custom op alone (its backward is the flash backward).
+    Dynamo does not trace an autograd.Function that has a ``jvp`` (a graph break), and
+    under a traced ``torch.func.jvp`` it silently drops that ``jvp``: the custom op has no
+    forward-mode formula, yet a traced ``torch.func.jvp`` through it also returned a wrong
+    tangent (torch 2.14), as did the autograd.Function: forward-mode AD is refused here."""
+    if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
+        raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
+    return attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)[0]
+
+
+def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
+    """``F.scaled_dot_product_attention`` (same arguments) on the fused attention JVP and
+    flash backward, or math attention with a one-time warning where those do not apply."""
+    q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
+        query, key, value, *args, **kwargs
+    )
+    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa)
+    if reason is not None:
+        _warn_once(reason)
+        with sdpa_kernel(SDPBackend.MATH):
+            return _SDPA(query, key, value, *args, **kwargs)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if _plain_dual(q, k, v):
+        return _dual_attention(q, k, v, scale, backend)
+    if torch.compiler.is_compiling():
+        return _compiled_attention(q, k, v, scale, backend)
+    return _FlashSdpa.apply(q, k, v, scale, backend)[0]
+
+
+class _SdpaMode(TorchFunctionMode):
+    """Routes ``scaled_dot_product_attention`` to :func:`flash_sdpa`; everything else as is."""
+
+    def __init__(self, backend: str | None = None):
+        super().__init__()
+        self.backend = backend
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is _SDPA:
+            return flash_sdpa(*args, backend=self.backend, **kwargs)
+        return func(*args, **kwargs)
+
+
+def sdpa_forward_ad(backend: str | None = None) -> contextlib.AbstractContextManager:
+    """A context under which ``F.scaled_dot_product_attention`` has forward-mode AD
+    (``torch.func.jvp``, ``torch.autograd.forward_ad``) on the fused attention JVP and a
+    flash backward. ``backend``: as for :func:`mfkernels.attention_jvp`.
+
+    Example::
+
+        with mfkernels.sdpa_forward_ad():
+            out, out_dot = torch.func.jvp(model, (x,), (x_dot,))
+    """
+    return _SdpaMode(backend)
+
+
+def patch_sdpa(model: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
+    """``model``, its ``forward`` now run under :func:`sdpa_forward_ad` (in place; the state
+    dict and parameters are unchanged; patching twice is patching once). Returns ``model``."""
+    if getattr(model.forward, "_mfk_sdpa_forward_ad", False):
+        return model
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def forward_with_flash_sdpa(*args, **kwargs):
+        with sdpa_forward_ad(backend):
+            return forward(*args, **kwargs)
+
+    forward_with_flash_sdpa._mfk_sdpa_forward_ad = True
+    model.forward = forward_with_flash_sdpa
+    return model
