@@ -41,6 +41,7 @@ import warnings
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
@@ -187,11 +188,28 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
         with sdpa_kernel(SDPBackend.MATH):
             return _SDPA(query, key, value, *args, **kwargs)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    backend = "" if backend is None else backend  # the backward op's schema takes a str: "" is "not given"
     if _plain_dual(q, k, v):
         return _dual_attention(q, k, v, scale, backend)
     if torch.compiler.is_compiling():
         return _compiled_attention(q, k, v, scale, backend)
     return _FlashSdpa.apply(q, k, v, scale, backend)[0]
+
+
+# Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched
+# off while it handles a call, so it never sees the SDPA inside these: during one, the name
+# is rebound to flash_sdpa instead (process-wide, for that call only).
+_CALL_SDPA_INSIDE = (F.multi_head_attention_forward,)
+
+
+@contextlib.contextmanager
+def _functional_sdpa_replaced(replacement):
+    original = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = replacement
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
 
 
 class _SdpaMode(TorchFunctionMode):
@@ -205,6 +223,9 @@ class _SdpaMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is _SDPA:
             return flash_sdpa(*args, backend=self.backend, **kwargs)
+        if func in _CALL_SDPA_INSIDE:
+            with _functional_sdpa_replaced(functools.partial(flash_sdpa, backend=self.backend)):
+                return func(*args, **kwargs)
         return func(*args, **kwargs)
 
 

@@ -292,3 +292,22 @@ def test_gpu_bf16_matches_math(shape):
     ):
         assert out.dtype == torch.bfloat16
         assert_close(name, out, ref, TOL[torch.bfloat16])
+
+
+def test_multihead_attention_module(monkeypatch):
+    """nn.MultiheadAttention calls SDPA from inside F.multi_head_attention_forward, a call the
+    mode handles with itself switched off: that SDPA is caught too, and matches math."""
+    calls = count_attention_calls(monkeypatch)
+    attn = torch.nn.MultiheadAttention(32, 2, batch_first=True).double()
+    h, h_dot = torch.randn(2, 2, 9, 32, dtype=torch.float64).unbind(0)
+
+    def fn(h):
+        return attn(h, h, h, need_weights=False)[0]
+
+    with mfkernels.sdpa_forward_ad("reference"):
+        out, out_dot = torch.func.jvp(fn, (h,), (h_dot,))
+    assert len(calls) == 2 and F.scaled_dot_product_attention is sdpa._SDPA
+    with sdpa_kernel(SDPBackend.MATH):
+        ref, ref_dot = torch.func.jvp(fn, (h,), (h_dot,))
+    assert_close("out", out, ref, torch.float64)
+    assert_close("out'", out_dot, ref_dot, torch.float64)
