@@ -4,13 +4,15 @@
 PyTorch's fused SDPA kernels have no forward-mode AD, so ``torch.func.jvp`` through a
 transformer otherwise needs math attention (``N x N`` scores in memory). Under
 :func:`sdpa_forward_ad` (or on a model given to :func:`patch_sdpa`) every call of
-``F.scaled_dot_product_attention`` is intercepted by a ``TorchFunctionMode`` and runs:
+``F.scaled_dot_product_attention`` is intercepted by a ``TorchFunctionMode`` (also the one
+inside ``nn.MultiheadAttention``) and runs:
 
 - under ``torch.autograd.forward_ad`` (plain eager dual tensors): :func:`attention_jvp` once
   on the primals and tangents, ``O``, ``O'`` and ``LSE`` in one pass;
-- otherwise (``torch.func.jvp``, reverse mode, ``torch.compile``): an autograd.Function whose
+- otherwise (``torch.func.jvp``, plain and reverse mode) eagerly: an autograd.Function whose
   forward computes ``O`` and ``LSE``, whose ``jvp`` computes ``O'`` and whose backward is the
-  flash backward (``mfkernels::attention_backward``) from the saved ``O`` and ``LSE``.
+  flash backward (``mfkernels::attention_backward``) from the saved ``O`` and ``LSE``;
+- traced by ``torch.compile``: the ``mfkernels::attention_jvp`` custom op (see below).
 
 Cost of the second path: ``torch.func.jvp`` hands an autograd.Function its tangents only
 after its forward has returned, so the primal is computed twice: the forward (the JVP kernel
