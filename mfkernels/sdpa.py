@@ -39,6 +39,7 @@ eagerly (right result, no speed-up); with it, compilation fails. Run the JVP eag
 import contextlib
 import functools
 import math
+import types
 import warnings
 
 import torch
@@ -244,18 +245,20 @@ def sdpa_forward_ad(backend: str | None = None) -> contextlib.AbstractContextMan
     return _SdpaMode(backend)
 
 
+def _forward_with_flash_sdpa(module: torch.nn.Module, *args, **kwargs):
+    """The class's ``forward`` of ``module`` under :func:`sdpa_forward_ad`; bound to the module
+    (not closing over it), so that ``copy.deepcopy`` (an EMA copy) binds it to the copy."""
+    with sdpa_forward_ad(module._mfk_sdpa_backend):
+        return type(module).forward(module, *args, **kwargs)
+
+
 def patch_sdpa(model: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
-    """``model``, its ``forward`` now run under :func:`sdpa_forward_ad` (in place; the state
-    dict and parameters are unchanged; patching twice is patching once). Returns ``model``."""
-    if getattr(model.forward, "_mfk_sdpa_forward_ad", False):
-        return model
-    forward = model.forward
-
-    @functools.wraps(forward)
-    def forward_with_flash_sdpa(*args, **kwargs):
-        with sdpa_forward_ad(backend):
-            return forward(*args, **kwargs)
-
-    forward_with_flash_sdpa._mfk_sdpa_forward_ad = True
-    model.forward = forward_with_flash_sdpa
+    """``model``, its ``forward`` now run under :func:`sdpa_forward_ad` (in place: the state
+    dict and parameters are unchanged, a deep copy stays patched; patching again only sets
+    ``backend``). Returns ``model``."""
+    own_forward = model.__dict__.get("forward")
+    if own_forward is not None and getattr(own_forward, "__func__", None) is not _forward_with_flash_sdpa:
+        raise TypeError("patch_sdpa wraps the class's forward; this model has its own forward attribute")
+    model._mfk_sdpa_backend = backend
+    model.forward = types.MethodType(_forward_with_flash_sdpa, model)
     return model

@@ -6,6 +6,7 @@ ragged length), on the reference backend and the Triton kernels (the interpreter
 The kernels' own accuracy is tests/mfkernels/test_attention_jvp.py's; here tolerances are
 docs/design.md section 3's for the input dtype."""
 
+import copy
 import warnings
 
 import pytest
@@ -220,9 +221,14 @@ def test_patch_sdpa_vit_block(backend, dtype):
     x, x_dot = torch.randn(2, 2, 17, 32, dtype=dtype).unbind(0)
     with sdpa_kernel(SDPBackend.MATH):
         ref = loss_and_grads(model.double(), x.double(), x_dot.double())
+    ref_weight = model.qkv.weight.detach().clone()
+    with torch.no_grad():
+        model.qkv.weight.zero_()  # the original's weights: wrong if the copy ran the original
     keys = list(model.state_dict())
     model = mfkernels.patch_sdpa(mfkernels.patch_sdpa(model.to(dtype), backend), backend)
     assert list(model.state_dict()) == keys
+    model = copy.deepcopy(model)  # an EMA copy: patched, and running its own weights
+    model.qkv.weight.data.copy_(ref_weight)
     loss, out_dot, grads = loss_and_grads(model, x, x_dot)
     assert_close("loss", loss, ref[0], dtype)
     assert_close("out'", out_dot, ref[1], dtype)
