@@ -46,6 +46,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor
+from torch._C._functorch import TransformType
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
@@ -89,6 +90,19 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa) -> 
         return "q, k, v shapes do not match"
     if 0 in q.shape or 0 in k.shape or 0 in v.shape:
         return "an empty dimension"
+    return None
+
+
+def transform_reason() -> str | None:
+    """Why the functorch transforms around this call rule the fused path out, or None: it
+    takes one ``torch.func.jvp`` level. The ``mfkernels`` custom ops have no ``torch.func``
+    grad or vmap rule, and the fused tangent is a stop-gradient, so a tangent of a tangent
+    (nested jvp) would silently be wrong: math attention has all of them."""
+    kinds = [i.key() for i in torch._C._functorch.get_interpreter_stack() or ()]
+    if any(kind != TransformType.Jvp for kind in kinds):
+        return "a torch.func transform other than jvp (grad, vjp, vmap, functionalize)"
+    if len(kinds) > 1:
+        return "nested torch.func.jvp (the fused tangent is not differentiable)"
     return None
 
 
@@ -149,14 +163,19 @@ class _FlashSdpa(torch.autograd.Function):
         return o_dot, None
 
 
-def _plain_dual(*tensors: Tensor) -> bool:
-    """Whether these are eager ``torch.autograd.forward_ad`` dual tensors (not torch.func's
-    wrappers, not traced): then one fused call gives value and tangent."""
-    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
-        return False
+def _visible_tangent(*tensors: Tensor) -> bool:
+    """Whether a tangent of these inputs at the innermost forward-AD level can be read here:
+    ``forward_ad`` dual tensors, and ``torch.func.jvp``'s inputs (its level's duals). Then one
+    fused call gives value and tangent."""
     if fwAD._current_level < 0:
         return False
     return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _forward_ad_active() -> bool:
+    """Whether some transform or forward-AD level is active (its tangents may be out of
+    sight: a jvp level below a vmap's)."""
+    return fwAD._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def _dual_attention(q, k, v, scale, backend) -> Tensor:
@@ -168,15 +187,20 @@ def _dual_attention(q, k, v, scale, backend) -> Tensor:
     return fwAD.make_dual(o, o_dot.detach())
 
 
+def _primal_attention(q, k, v, scale, backend) -> Tensor:
+    """O where no tangent can come: the custom op (zero, stride-0 tangents; its backward is
+    the flash backward). Also what a traced graph holds: dynamo breaks the graph at an
+    autograd.Function with a ``jvp``."""
+    return attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)[0]
+
+
 def _compiled_attention(q, k, v, scale, backend) -> Tensor:
-    """O for a traced graph: the custom op alone (its backward is the flash backward).
-    Dynamo does not trace an autograd.Function that has a ``jvp`` (a graph break), and
-    under a traced ``torch.func.jvp`` it silently drops that ``jvp``: the custom op has no
-    forward-mode formula, yet a traced ``torch.func.jvp`` through it also returned a wrong
-    tangent (torch 2.14), as did the autograd.Function: forward-mode AD is refused here."""
+    """O for a traced graph. Traced through ``torch.func.jvp``, both the autograd.Function
+    (its ``jvp`` dropped) and the custom op (no forward-mode formula) returned a wrong tangent
+    without an error (torch 2.14): forward-mode AD is refused here."""
     if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
         raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
-    return attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)[0]
+    return _primal_attention(q, k, v, scale, backend)
 
 
 def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
@@ -186,17 +210,21 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
         query, key, value, *args, **kwargs
     )
     reason = unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa)
+    if reason is None and not torch.compiler.is_compiling():
+        reason = transform_reason()
     if reason is not None:
         _warn_once(reason)
         with sdpa_kernel(SDPBackend.MATH):
             return _SDPA(query, key, value, *args, **kwargs)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     backend = "" if backend is None else backend  # the backward op's schema takes a str: "" is "not given"
-    if _plain_dual(q, k, v):
-        return _dual_attention(q, k, v, scale, backend)
     if torch.compiler.is_compiling():
         return _compiled_attention(q, k, v, scale, backend)
-    return _FlashSdpa.apply(q, k, v, scale, backend)[0]
+    if _visible_tangent(q, k, v):
+        return _dual_attention(q, k, v, scale, backend)
+    if _forward_ad_active():
+        return _FlashSdpa.apply(q, k, v, scale, backend)[0]
+    return _primal_attention(q, k, v, scale, backend)
 
 
 # Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched

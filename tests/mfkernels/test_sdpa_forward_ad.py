@@ -139,16 +139,50 @@ def test_forward_ad_dual_tensors_take_one_pass(monkeypatch):
         assert_close(name, out, expected.detach(), torch.float64)
 
 
-def test_func_jvp_cost(monkeypatch):
-    """``torch.func.jvp``: the forward and the jvp each run the kernel once (the documented
-    cost); a plain forward runs it once and no jvp."""
+def test_func_jvp_takes_one_pass(monkeypatch):
+    """``torch.func.jvp``: its inputs' tangents are read at the mode, one kernel call gives
+    O and O'; a plain forward runs it once too."""
     calls = count_attention_calls(monkeypatch)
     primals, tangents = attention_inputs(SHAPES["vit"], torch.float64)
     with mfkernels.sdpa_forward_ad("reference"):
         F.scaled_dot_product_attention(*primals)
         assert len(calls) == 1
         torch.func.jvp(F.scaled_dot_product_attention, primals, tangents)
-    assert len(calls) == 3
+    assert len(calls) == 2
+
+
+def test_tangents_out_of_sight_take_the_autograd_function(monkeypatch):
+    """Where a forward-AD level is active but no tangent can be read at the mode, the
+    autograd.Function computes O in its forward and O' in its jvp (two kernel calls), and
+    its backward is the flash backward: still the math result."""
+    calls = count_attention_calls(monkeypatch)
+    monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
+    primals, tangents = attention_inputs(SHAPES["sd3_joint"], torch.float64)
+    check_against_math(F.scaled_dot_product_attention, primals, tangents, "reference", torch.float64)
+    assert len(calls) == 2
+
+
+NESTED = {
+    "grad_of_jvp": lambda f, p, t: torch.func.grad(lambda q: torch.func.jvp(f, (q, *p[1:]), t)[1].sum())(
+        p[0]
+    ),
+    "jvp_of_jvp": lambda f, p, t: torch.func.jvp(
+        lambda q: torch.func.jvp(f, (q, *p[1:]), t)[1], p[:1], t[:1]
+    )[1],
+}
+
+
+@pytest.mark.parametrize("case", NESTED.keys())
+def test_other_transforms_fall_back(case, monkeypatch):
+    """torch.func transforms other than one jvp level (the custom ops have no grad or vmap
+    rule; a tangent of the fused tangent would be silently zero) run math attention."""
+    monkeypatch.setattr(sdpa, "_WARNED", set())
+    primals, tangents = attention_inputs(SHAPES["vit"], torch.float64)
+    with mfkernels.sdpa_forward_ad("reference"), pytest.warns(UserWarning, match="runs math attention"):
+        got = NESTED[case](F.scaled_dot_product_attention, primals, tangents)
+    with sdpa_kernel(SDPBackend.MATH):
+        ref = NESTED[case](F.scaled_dot_product_attention, primals, tangents)
+    assert_close(case, got, ref, torch.float64)
 
 
 FALLBACKS = {
@@ -312,7 +346,7 @@ def test_multihead_attention_module(monkeypatch):
 
     with mfkernels.sdpa_forward_ad("reference"):
         out, out_dot = torch.func.jvp(fn, (h,), (h_dot,))
-    assert len(calls) == 2 and F.scaled_dot_product_attention is sdpa._SDPA
+    assert len(calls) == 1 and F.scaled_dot_product_attention is sdpa._SDPA
     with sdpa_kernel(SDPBackend.MATH):
         ref, ref_dot = torch.func.jvp(fn, (h,), (h_dot,))
     assert_close("out", out, ref, torch.float64)
