@@ -7,33 +7,39 @@ transformer otherwise needs math attention (``N x N`` scores in memory). Under
 ``F.scaled_dot_product_attention`` is intercepted by a ``TorchFunctionMode`` (also the one
 inside ``nn.MultiheadAttention``) and runs:
 
-- under ``torch.autograd.forward_ad`` (plain eager dual tensors): :func:`attention_jvp` once
-  on the primals and tangents, ``O``, ``O'`` and ``LSE`` in one pass;
-- otherwise (``torch.func.jvp``, plain and reverse mode) eagerly: an autograd.Function whose
-  forward computes ``O`` and ``LSE``, whose ``jvp`` computes ``O'`` and whose backward is the
-  flash backward (``mfkernels::attention_backward``) from the saved ``O`` and ``LSE``;
-- traced by ``torch.compile``: the ``mfkernels::attention_jvp`` custom op (see below).
+- where its inputs carry a tangent at the innermost forward-AD level (``torch.func.jvp``, whose
+  inputs are that level's dual tensors, and ``torch.autograd.forward_ad``): read with
+  ``forward_ad.unpack_dual``, then :func:`attention_jvp` once gives ``O``, ``O'`` and ``LSE``
+  (one pass, the dual DiT's cost); ``O`` carries ``O'`` as its tangent, and its backward is
+  attention_jvp's own, the flash backward;
+- without any tangent (a plain forward, reverse mode, and traced by ``torch.compile``): the
+  ``mfkernels::attention_jvp`` custom op with zero, stride-0 tangents for ``O`` (the public
+  API has no primal-only kernel: six GEMMs where two would do) and the flash backward;
+- where a forward-AD level is active but no tangent can be read here: an autograd.Function
+  (``setup_context`` style) whose forward computes ``O`` and ``LSE``, whose ``jvp`` computes
+  ``O'`` (a second pass: ``torch.func`` hands the tangents over only after the forward) and
+  whose backward is ``mfkernels::attention_backward``.
 
-Cost of the second path: ``torch.func.jvp`` hands an autograd.Function its tangents only
-after its forward has returned, so the primal is computed twice: the forward (the JVP kernel
-with zero tangents: there is no primal-only kernel in the public API, so six GEMMs where two
-would do) and the JVP pass (six GEMMs, which recompute ``O`` and ``LSE`` and drop them). A
-plain forward or reverse-mode step pays the forward only. Tangents never require grad.
+Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent of a tangent
+(nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
+ops have no rule for (grad, vjp, vmap), run math attention instead.
 
 What the kernels do not take (``attn_mask``, ``is_causal``, ``dropout_p > 0``, grouped-query
 ``enable_gqa``, inputs that are not 4-D ``(batch, heads, seq, head_dim)`` or whose batch and
 heads broadcast, mixed dtypes, empty sequences) runs PyTorch's math attention, which has
 forward-mode AD, with a one-time warning naming the reason.
 
-``torch.compile`` (torch 2.14, CPU, measured by tests/mfkernels/test_sdpa_forward_ad.py): a
-forward and reverse-mode step of a model under :func:`patch_sdpa` compiles with
-``fullgraph=True``, one graph, no break (traced, the call is the ``mfkernels::attention_jvp``
-custom op and its flash backward, not the autograd.Function: dynamo breaks the graph at an
-autograd.Function with a ``jvp``). Forward-mode AD inside a compiled region does not compile:
-traced through ``torch.func.jvp``, both the autograd.Function and the custom op gave a wrong
-tangent without an error, and math SDPA's forward AD hits an internal assert; so a traced
-call under a forward-AD level raises. Without ``fullgraph`` dynamo then runs that frame
-eagerly (right result, no speed-up); with it, compilation fails. Run the JVP eagerly.
+``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
+tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. A forward and backward of a
+model under :func:`patch_sdpa` is one graph under ``fullgraph=True`` (the custom op and its
+flash backward), and so is ``torch.func.jvp`` through SDPA with the backward of its value
+(``unpack_dual``, the custom op, ``make_dual``). Dynamo breaks the graph at an
+autograd.Function with a ``jvp``, and traced under ``torch.func.jvp`` both that Function and
+the custom op on dual inputs gave a wrong tangent without an error, so a traced call under a
+forward-AD level whose tangents cannot be read raises (without ``fullgraph`` dynamo then runs
+the frame eagerly). ``torch.func.jvp`` through a whole transformer does not trace for a reason
+of torch's own: LayerNorm's forward AD hits an internal assert under dynamo (also without this
+mode); without ``fullgraph`` that frame runs eagerly, with the right result.
 """
 
 import contextlib
@@ -57,10 +63,9 @@ _SDPA = torch._C._nn.scaled_dot_product_attention
 _WARNED: set[str] = set()
 
 COMPILE_JVP_UNSUPPORTED = (
-    "mfkernels.sdpa_forward_ad: forward-mode AD (torch.func.jvp, forward_ad) inside torch.compile "
-    "is not supported: dynamo drops an autograd.Function's jvp and returns a wrong tangent, and "
-    "math SDPA's forward AD fails to trace (torch 2.14). Run the JVP eagerly; torch.compile the "
-    "primal forward and backward."
+    "mfkernels.sdpa_forward_ad: inside torch.compile, a forward-AD level is active but this "
+    "scaled_dot_product_attention's tangents cannot be read (traced, the custom op and the "
+    "autograd.Function both returned a wrong tangent without an error, torch 2.14): run it eagerly"
 )
 
 
@@ -195,9 +200,13 @@ def _primal_attention(q, k, v, scale, backend) -> Tensor:
 
 
 def _compiled_attention(q, k, v, scale, backend) -> Tensor:
-    """O for a traced graph. Traced through ``torch.func.jvp``, both the autograd.Function
-    (its ``jvp`` dropped) and the custom op (no forward-mode formula) returned a wrong tangent
-    without an error (torch 2.14): forward-mode AD is refused here."""
+    """O (with its tangent, where one can be read) for a traced graph. Dynamo traces
+    ``unpack_dual``/``make_dual`` around the custom op, but not an autograd.Function with a
+    ``jvp`` (a graph break), and traced through ``torch.func.jvp`` both that Function (its
+    ``jvp`` dropped) and the custom op on dual inputs returned a wrong tangent without an
+    error (torch 2.14): a forward-AD level whose tangents cannot be read is refused."""
+    if _visible_tangent(q, k, v):
+        return _dual_attention(q, k, v, scale, backend)
     if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
         raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
     return _primal_attention(q, k, v, scale, backend)

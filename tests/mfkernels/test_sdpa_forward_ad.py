@@ -293,10 +293,35 @@ def test_compile_forward_backward_fullgraph():
         assert_close(name, got[name], p.grad, torch.float64)
 
 
-def test_compile_refuses_forward_ad():
-    """torch.func.jvp through SDPA inside a compiled region: traced, torch 2.14 returned a
-    wrong tangent without an error, so it is refused: fullgraph fails loudly; without it
-    dynamo runs that frame eagerly, with the right tangent."""
+def test_compile_func_jvp_fullgraph():
+    """torch.func.jvp through SDPA, and the backward of the value, inside one compiled graph:
+    the tangents are read at the mode while dynamo traces, the same one-pass call."""
+    primals, tangents = attention_inputs(SHAPES["vit"], torch.float64)
+    grad_o = torch.randn_like(primals[0])
+
+    def step(*primals):
+        with mfkernels.sdpa_forward_ad("reference"):
+            o, o_dot = torch.func.jvp(F.scaled_dot_product_attention, primals, tangents)
+        return (o * grad_o).sum(), o_dot
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(step)(*primals)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    torch._dynamo.reset()
+    leaves = [p.detach().clone().requires_grad_() for p in primals]
+    loss, o_dot = torch.compile(step, backend="aot_eager", fullgraph=True)(*leaves)
+    loss.backward()
+    with sdpa_kernel(SDPBackend.MATH):
+        ref_o, ref_o_dot, ref_grads = jvp_and_grads(F.scaled_dot_product_attention, primals, tangents, grad_o)
+    assert_close("O'", o_dot, ref_o_dot, torch.float64)
+    for name, leaf, ref in zip(("dQ", "dK", "dV"), leaves, ref_grads, strict=True):
+        assert_close(name, leaf.grad, ref, torch.float64)
+
+
+def test_compile_refuses_tangents_out_of_sight(monkeypatch):
+    """Traced under a forward-AD level with no tangent to read: fullgraph fails loudly (never
+    a wrong tangent); without fullgraph dynamo runs that frame eagerly, with the right one."""
+    monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
     primals, tangents = attention_inputs(SHAPES["vit"], torch.float64)
 
     def tangent(*primals):
@@ -304,7 +329,7 @@ def test_compile_refuses_forward_ad():
             return torch.func.jvp(F.scaled_dot_product_attention, primals, tangents)[1]
 
     torch._dynamo.reset()
-    with pytest.raises(Exception, match="inside torch.compile is not supported"):
+    with pytest.raises(Exception, match="tangents cannot be read"):
         torch.compile(tangent, backend="aot_eager", fullgraph=True)(*primals)
     torch._dynamo.reset()
     got = torch.compile(tangent, backend="aot_eager")(*primals)
