@@ -12,34 +12,34 @@ inside ``nn.MultiheadAttention``) and runs:
   ``forward_ad.unpack_dual``, then :func:`attention_jvp` once gives ``O``, ``O'`` and ``LSE``
   (one pass, the dual DiT's cost); ``O`` carries ``O'`` as its tangent, and its backward is
   attention_jvp's own, the flash backward;
-- without any tangent (a plain forward, reverse mode, and traced by ``torch.compile``): the
-  ``mfkernels::attention_jvp`` custom op with zero, stride-0 tangents for ``O`` (the public
-  API has no primal-only kernel: six GEMMs where two would do) and the flash backward;
+- without a forward-AD level (a plain forward, reverse mode): PyTorch's own SDPA, untouched
+  (its fused kernels and backward are the cheapest there);
 - where a forward-AD level is active but no tangent can be read here: an autograd.Function
   (``setup_context`` style) whose forward computes ``O`` and ``LSE``, whose ``jvp`` computes
   ``O'`` (a second pass: ``torch.func`` hands the tangents over only after the forward) and
-  whose backward is ``mfkernels::attention_backward``.
+  whose backward is ``mfkernels::attention_backward`` (traced by dynamo, refused: see below).
 
 Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent of a tangent
 (nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
 ops have no rule for (grad, vjp, vmap), run math attention instead.
 
-What the kernels do not take (``attn_mask``, ``is_causal``, ``dropout_p > 0``, grouped-query
-``enable_gqa``, inputs that are not 4-D ``(batch, heads, seq, head_dim)`` or whose batch and
-heads broadcast, mixed dtypes, empty sequences) runs PyTorch's math attention, which has
-forward-mode AD, with a one-time warning naming the reason.
+Under a forward-AD level, what the kernels do not take (``attn_mask``, ``is_causal``,
+``dropout_p > 0``, grouped-query ``enable_gqa``, inputs that are not 4-D
+``(batch, heads, seq, head_dim)`` or whose batch and heads broadcast, mixed dtypes, empty
+sequences) runs PyTorch's math attention, which has forward-mode AD, with a one-time warning
+naming the reason.
 
 ``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
-tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. A forward and backward of a
-model under :func:`patch_sdpa` is one graph under ``fullgraph=True`` (the custom op and its
-flash backward), and so is ``torch.func.jvp`` through SDPA with the backward of its value
-(``unpack_dual``, the custom op, ``make_dual``). Dynamo breaks the graph at an
-autograd.Function with a ``jvp``, and traced under ``torch.func.jvp`` both that Function and
-the custom op on dual inputs gave a wrong tangent without an error, so a traced call under a
-forward-AD level whose tangents cannot be read raises (without ``fullgraph`` dynamo then runs
-the frame eagerly). ``torch.func.jvp`` through a whole transformer does not trace for a reason
-of torch's own: LayerNorm's forward AD hits an internal assert under dynamo (also without this
-mode); without ``fullgraph`` that frame runs eagerly, with the right result.
+tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. ``torch.func.jvp`` through
+SDPA with the backward of its value is one graph under ``fullgraph=True`` (``unpack_dual``,
+the custom op, ``make_dual``), and so is a patched model's plain forward and backward
+(PyTorch's SDPA). Dynamo breaks the graph at an autograd.Function with a ``jvp``, and traced
+under ``torch.func.jvp`` both that Function and the custom op on dual inputs gave a wrong
+tangent without an error, so a traced call under a forward-AD level whose tangents cannot be
+read raises (without ``fullgraph`` dynamo then runs the frame eagerly). ``torch.func.jvp``
+through a whole transformer does not trace for a reason of torch's own: LayerNorm's forward
+AD hits an internal assert under dynamo (also without this mode); without ``fullgraph`` that
+frame runs eagerly, with the right result.
 """
 
 import contextlib
@@ -172,15 +172,7 @@ def _visible_tangent(*tensors: Tensor) -> bool:
     """Whether a tangent of these inputs at the innermost forward-AD level can be read here:
     ``forward_ad`` dual tensors, and ``torch.func.jvp``'s inputs (its level's duals). Then one
     fused call gives value and tangent."""
-    if fwAD._current_level < 0:
-        return False
     return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
-
-
-def _forward_ad_active() -> bool:
-    """Whether some transform or forward-AD level is active (its tangents may be out of
-    sight: a jvp level below a vmap's)."""
-    return fwAD._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def _dual_attention(q, k, v, scale, backend) -> Tensor:
@@ -192,29 +184,13 @@ def _dual_attention(q, k, v, scale, backend) -> Tensor:
     return fwAD.make_dual(o, o_dot.detach())
 
 
-def _primal_attention(q, k, v, scale, backend) -> Tensor:
-    """O where no tangent can come: the custom op (zero, stride-0 tangents; its backward is
-    the flash backward). Also what a traced graph holds: dynamo breaks the graph at an
-    autograd.Function with a ``jvp``."""
-    return attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)[0]
-
-
-def _compiled_attention(q, k, v, scale, backend) -> Tensor:
-    """O (with its tangent, where one can be read) for a traced graph. Dynamo traces
-    ``unpack_dual``/``make_dual`` around the custom op, but not an autograd.Function with a
-    ``jvp`` (a graph break), and traced through ``torch.func.jvp`` both that Function (its
-    ``jvp`` dropped) and the custom op on dual inputs returned a wrong tangent without an
-    error (torch 2.14): a forward-AD level whose tangents cannot be read is refused."""
-    if _visible_tangent(q, k, v):
-        return _dual_attention(q, k, v, scale, backend)
-    if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
-        raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
-    return _primal_attention(q, k, v, scale, backend)
-
-
 def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
-    """``F.scaled_dot_product_attention`` (same arguments) on the fused attention JVP and
-    flash backward, or math attention with a one-time warning where those do not apply."""
+    """``F.scaled_dot_product_attention`` (same arguments) with forward-mode AD on the fused
+    attention JVP and flash backward, or math attention with a one-time warning where those
+    do not apply. Without a forward-AD level the call is PyTorch's own, untouched: its fused
+    kernels and backward are the cheapest there, and they take masks and causality."""
+    if fwAD._current_level < 0:  # torch.func.jvp and forward_ad.dual_level both enter one
+        return _SDPA(query, key, value, *args, **kwargs)
     q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
         query, key, value, *args, **kwargs
     )
@@ -227,13 +203,13 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
             return _SDPA(query, key, value, *args, **kwargs)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     backend = "" if backend is None else backend  # the backward op's schema takes a str: "" is "not given"
-    if torch.compiler.is_compiling():
-        return _compiled_attention(q, k, v, scale, backend)
     if _visible_tangent(q, k, v):
         return _dual_attention(q, k, v, scale, backend)
-    if _forward_ad_active():
-        return _FlashSdpa.apply(q, k, v, scale, backend)[0]
-    return _primal_attention(q, k, v, scale, backend)
+    if torch.compiler.is_compiling():
+        # Traced under a jvp, the autograd.Function (its jvp dropped: dynamo does not trace
+        # one) and the custom op on dual inputs both gave a wrong tangent without an error.
+        raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
+    return _FlashSdpa.apply(q, k, v, scale, backend)[0]
 
 
 # Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched

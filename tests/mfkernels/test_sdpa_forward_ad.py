@@ -141,14 +141,19 @@ def test_forward_ad_dual_tensors_take_one_pass(monkeypatch):
 
 def test_func_jvp_takes_one_pass(monkeypatch):
     """``torch.func.jvp``: its inputs' tangents are read at the mode, one kernel call gives
-    O and O'; a plain forward runs it once too."""
+    O and O'. Without forward AD the call is PyTorch's own: no kernel call, no warning, even
+    for what the kernels do not take."""
     calls = count_attention_calls(monkeypatch)
+    monkeypatch.setattr(sdpa, "_WARNED", set())
     primals, tangents = attention_inputs(SHAPES["vit"], torch.float64)
-    with mfkernels.sdpa_forward_ad("reference"):
-        F.scaled_dot_product_attention(*primals)
-        assert len(calls) == 1
-        torch.func.jvp(F.scaled_dot_product_attention, primals, tangents)
-    assert len(calls) == 2
+    with mfkernels.sdpa_forward_ad("reference"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        o = F.scaled_dot_product_attention(*primals)
+        F.scaled_dot_product_attention(*primals, is_causal=True)
+        assert not calls
+        o_fused, _ = torch.func.jvp(F.scaled_dot_product_attention, primals, tangents)
+    assert len(calls) == 1
+    assert_close("O", o_fused, o, torch.float64)
 
 
 def test_tangents_out_of_sight_take_the_autograd_function(monkeypatch):
@@ -271,7 +276,7 @@ def test_patch_sdpa_vit_block(backend, dtype):
 
 
 def test_compile_forward_backward_fullgraph():
-    """A primal forward and backward under patch_sdpa: one graph, no break."""
+    """A plain forward and backward under patch_sdpa (PyTorch's SDPA): one graph, no break."""
     torch._dynamo.reset()
     model = mfkernels.patch_sdpa(TinyViTBlock().double(), "reference")
     x = torch.randn(2, 17, 32, dtype=torch.float64)
