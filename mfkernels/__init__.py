@@ -26,6 +26,7 @@ from .ops import (
     rms_norm_jvp,
     silu_jvp,
 )
+from .sdpa import flash_sdpa, patch_sdpa, sdpa_forward_ad
 
 tag_compile_caches()
 
@@ -34,13 +35,16 @@ __all__ = [
     "attention_jvp",
     "available_backends",
     "csrc_ops",
+    "flash_sdpa",
     "gated_residual_jvp",
     "gelu_tanh_jvp",
     "layernorm_modulate",
     "layernorm_modulate_jvp",
     "linear_jvp",
+    "patch_sdpa",
     "reference",
     "rms_norm_jvp",
+    "sdpa_forward_ad",
     "silu_jvp",
     "timestep_embedding",
     "timestep_embedding_jvp",

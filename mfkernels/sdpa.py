@@ -1,0 +1,277 @@
+"""Forward-mode AD through ``F.scaled_dot_product_attention`` on the fused attention JVP
+(docs/design.md section 2, "Forward-mode AD through any model's SDPA").
+
+PyTorch's fused SDPA kernels have no forward-mode AD, so ``torch.func.jvp`` through a
+transformer otherwise needs math attention (``N x N`` scores in memory). Under
+:func:`sdpa_forward_ad` (or on a model given to :func:`patch_sdpa`) every call of
+``F.scaled_dot_product_attention`` is intercepted by a ``TorchFunctionMode`` (also the one
+inside ``nn.MultiheadAttention``) and runs:
+
+- where its inputs carry a tangent at the innermost forward-AD level (``torch.func.jvp``, whose
+  inputs are that level's dual tensors, and ``torch.autograd.forward_ad``): read with
+  ``forward_ad.unpack_dual``, then :func:`attention_jvp` once gives ``O``, ``O'`` and ``LSE``
+  (one pass, the dual DiT's cost); ``O`` carries ``O'`` as its tangent, and its backward is
+  attention_jvp's own, the flash backward;
+- without a forward-AD level (a plain forward, reverse mode): PyTorch's own SDPA, untouched
+  (its fused kernels and backward are the cheapest there);
+- where a forward-AD level is active but no tangent can be read here: an autograd.Function
+  (``setup_context`` style) whose forward computes ``O`` and ``LSE``, whose ``jvp`` computes
+  ``O'`` (a second pass: ``torch.func`` hands the tangents over only after the forward) and
+  whose backward is ``mfkernels::attention_backward`` (traced by dynamo, refused: see below).
+
+Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent of a tangent
+(nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
+ops have no rule for (grad, vjp, vmap), run math attention instead.
+
+Under a forward-AD level, what the kernels do not take (``attn_mask``, ``is_causal``,
+``dropout_p > 0``, grouped-query ``enable_gqa``, inputs that are not 4-D
+``(batch, heads, seq, head_dim)`` or whose batch and heads broadcast, mixed dtypes, empty
+sequences) runs PyTorch's math attention, which has forward-mode AD, with a one-time warning
+naming the reason.
+
+``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
+tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. ``torch.func.jvp`` through
+SDPA with the backward of its value is one graph under ``fullgraph=True`` (``unpack_dual``,
+the custom op, ``make_dual``), and so is a patched model's plain forward and backward
+(PyTorch's SDPA). Dynamo breaks the graph at an autograd.Function with a ``jvp``, and traced
+under ``torch.func.jvp`` both that Function and the custom op on dual inputs gave a wrong
+tangent without an error, so a traced call under a forward-AD level whose tangents cannot be
+read raises (without ``fullgraph`` dynamo then runs the frame eagerly). ``torch.func.jvp``
+through a whole transformer does not trace for a reason of torch's own: LayerNorm's forward
+AD hits an internal assert under dynamo (also without this mode); without ``fullgraph`` that
+frame runs eagerly, with the right result.
+"""
+
+import contextlib
+import functools
+import math
+import types
+import warnings
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import Tensor
+from torch._C._functorch import TransformType
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
+
+from .ops import attention_jvp
+
+# The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
+_SDPA = torch._C._nn.scaled_dot_product_attention
+_WARNED: set[str] = set()
+
+COMPILE_JVP_UNSUPPORTED = (
+    "mfkernels.sdpa_forward_ad: inside torch.compile, a forward-AD level is active but this "
+    "scaled_dot_product_attention's tangents cannot be read (traced, the custom op and the "
+    "autograd.Function both returned a wrong tangent without an error, torch 2.14): run it eagerly"
+)
+
+
+def _sdpa_arguments(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
+    """SDPA's signature, so that positional and keyword calls bind the same way."""
+    return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
+
+
+def unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa) -> str | None:
+    """Why the fused attention JVP cannot run this SDPA call, or None when it can."""
+    if attn_mask is not None:
+        return "attn_mask is given"
+    if is_causal:
+        return "is_causal=True"
+    if dropout_p != 0.0:
+        return f"dropout_p={dropout_p} (only 0 is fused)"
+    tensors = (q, k, v)
+    if not all(isinstance(t, Tensor) and t.dim() == 4 for t in tensors):
+        return "inputs are not 4-D (batch, heads, seq, head_dim)"
+    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
+        return "enable_gqa with fewer key/value heads" if enable_gqa else "batch or heads broadcast"
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        return "q, k, v are not of one floating dtype"
+    if k.shape[-1] != q.shape[-1] or v.shape[2] != k.shape[2]:
+        return "q, k, v shapes do not match"
+    if 0 in q.shape or 0 in k.shape or 0 in v.shape:
+        return "an empty dimension"
+    return None
+
+
+def transform_reason() -> str | None:
+    """Why the functorch transforms around this call rule the fused path out, or None: it
+    takes one ``torch.func.jvp`` level. The ``mfkernels`` custom ops have no ``torch.func``
+    grad or vmap rule, and the fused tangent is a stop-gradient, so a tangent of a tangent
+    (nested jvp) would silently be wrong: math attention has all of them."""
+    kinds = [i.key() for i in torch._C._functorch.get_interpreter_stack() or ()]
+    if any(kind != TransformType.Jvp for kind in kinds):
+        return "a torch.func transform other than jvp (grad, vjp, vmap, functionalize)"
+    if len(kinds) > 1:
+        return "nested torch.func.jvp (the fused tangent is not differentiable)"
+    return None
+
+
+def _warn_once(reason: str):
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(
+            f"mfkernels.sdpa_forward_ad: {reason}; this scaled_dot_product_attention runs math attention",
+            stacklevel=4,
+        )
+
+
+def _zeros_like(t: Tensor) -> Tensor:
+    # A stride-0 view of one zero: a tangent that costs no memory (the kernels read strides).
+    return t.new_zeros(()).expand_as(t)
+
+
+def _tangent_or_zeros(tangent: Tensor | None, primal: Tensor) -> Tensor:
+    return _zeros_like(primal) if tangent is None else tangent.detach()
+
+
+class _FlashSdpa(torch.autograd.Function):
+    """``(O, LSE)`` of attention with a ``jvp`` (``O'``) and the flash backward.
+
+    q, k, v: (batch, heads, seq_q | seq_k, head_dim); O: (batch, heads, seq_q, head_dim);
+    LSE: (batch, heads, seq_q) in float32 (float64 for float64 input), non-differentiable.
+    """
+
+    @staticmethod
+    def forward(q, k, v, scale, backend):
+        o, _, lse = attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)
+        return o, lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, scale, backend = inputs
+        o, lse = output
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.save_for_forward(q, k, v)
+        ctx.mark_non_differentiable(lse)
+        ctx.set_materialize_grads(False)
+        ctx.scale, ctx.backend = scale, backend
+
+    @staticmethod
+    def backward(ctx, grad_o, _grad_lse):
+        if grad_o is None:
+            return None, None, None, None, None
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = torch.ops.mfkernels.attention_backward(grad_o, q, k, v, o, lse, ctx.scale, ctx.backend)
+        return dq, dk, dv, None, None
+
+    @staticmethod
+    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot, _backend_dot):
+        q, k, v = (t.detach() for t in ctx.saved_tensors[:3])
+        tangents = (_tangent_or_zeros(t, p) for t, p in ((q_dot, q), (k_dot, k), (v_dot, v)))
+        with torch.no_grad():  # the tangent is a stop-gradient target: never a graph
+            _, o_dot, _ = attention_jvp(q, k, v, *tangents, ctx.scale, ctx.backend)
+        return o_dot, None
+
+
+def _visible_tangent(*tensors: Tensor) -> bool:
+    """Whether a tangent of these inputs at the innermost forward-AD level can be read here:
+    ``forward_ad`` dual tensors, and ``torch.func.jvp``'s inputs (its level's duals). Then one
+    fused call gives value and tangent."""
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _dual_attention(q, k, v, scale, backend) -> Tensor:
+    """O as a dual tensor (tangent O'), one attention_jvp call; reverse mode through the
+    primal runs the flash backward (attention_jvp's own)."""
+    primals, tangents = zip(*(fwAD.unpack_dual(t) for t in (q, k, v)), strict=True)
+    tangents = [_tangent_or_zeros(t, p) for t, p in zip(tangents, primals, strict=True)]
+    o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend)
+    return fwAD.make_dual(o, o_dot.detach())
+
+
+def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
+    """``F.scaled_dot_product_attention`` (same arguments) with forward-mode AD on the fused
+    attention JVP and flash backward, or math attention with a one-time warning where those
+    do not apply. Without a forward-AD level the call is PyTorch's own, untouched: its fused
+    kernels and backward are the cheapest there, and they take masks and causality."""
+    if fwAD._current_level < 0:  # torch.func.jvp and forward_ad.dual_level both enter one
+        return _SDPA(query, key, value, *args, **kwargs)
+    q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
+        query, key, value, *args, **kwargs
+    )
+    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa)
+    if reason is None and not torch.compiler.is_compiling():
+        reason = transform_reason()
+    if reason is not None:
+        _warn_once(reason)
+        with sdpa_kernel(SDPBackend.MATH):
+            return _SDPA(query, key, value, *args, **kwargs)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    backend = "" if backend is None else backend  # the backward op's schema takes a str: "" is "not given"
+    if _visible_tangent(q, k, v):
+        return _dual_attention(q, k, v, scale, backend)
+    if torch.compiler.is_compiling():
+        # Traced under a jvp, the autograd.Function (its jvp dropped: dynamo does not trace
+        # one) and the custom op on dual inputs both gave a wrong tangent without an error.
+        raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
+    return _FlashSdpa.apply(q, k, v, scale, backend)[0]
+
+
+# Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched
+# off while it handles a call, so it never sees the SDPA inside these: during one, the name
+# is rebound to flash_sdpa instead (process-wide, for that call only).
+_CALL_SDPA_INSIDE = (F.multi_head_attention_forward,)
+
+
+@contextlib.contextmanager
+def _functional_sdpa_replaced(replacement):
+    original = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = replacement
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+class _SdpaMode(TorchFunctionMode):
+    """Routes ``scaled_dot_product_attention`` to :func:`flash_sdpa`; everything else as is."""
+
+    def __init__(self, backend: str | None = None):
+        super().__init__()
+        self.backend = backend
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is _SDPA:
+            return flash_sdpa(*args, backend=self.backend, **kwargs)
+        if func in _CALL_SDPA_INSIDE:
+            with _functional_sdpa_replaced(functools.partial(flash_sdpa, backend=self.backend)):
+                return func(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def sdpa_forward_ad(backend: str | None = None) -> contextlib.AbstractContextManager:
+    """A context under which ``F.scaled_dot_product_attention`` has forward-mode AD
+    (``torch.func.jvp``, ``torch.autograd.forward_ad``) on the fused attention JVP and a
+    flash backward. ``backend``: as for :func:`mfkernels.attention_jvp`.
+
+    Example::
+
+        with mfkernels.sdpa_forward_ad():
+            out, out_dot = torch.func.jvp(model, (x,), (x_dot,))
+    """
+    return _SdpaMode(backend)
+
+
+def _forward_with_flash_sdpa(module: torch.nn.Module, *args, **kwargs):
+    """The class's ``forward`` of ``module`` under :func:`sdpa_forward_ad`; bound to the module
+    (not closing over it), so that ``copy.deepcopy`` (an EMA copy) binds it to the copy."""
+    with sdpa_forward_ad(module._mfk_sdpa_backend):
+        return type(module).forward(module, *args, **kwargs)
+
+
+def patch_sdpa(model: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
+    """``model``, its ``forward`` now run under :func:`sdpa_forward_ad` (in place: the state
+    dict and parameters are unchanged, a deep copy stays patched; patching again only sets
+    ``backend``). Returns ``model``."""
+    own_forward = model.__dict__.get("forward")
+    if own_forward is not None and getattr(own_forward, "__func__", None) is not _forward_with_flash_sdpa:
+        raise TypeError("patch_sdpa wraps the class's forward; this model has its own forward attribute")
+    model._mfk_sdpa_backend = backend
+    model.forward = types.MethodType(_forward_with_flash_sdpa, model)
+    return model
