@@ -147,7 +147,8 @@ def _check_out(out: str):
 def read_shard(path: str, *names: str) -> list:
     """The arrays ``names`` of a finished shard; an unreadable one is named, with what to do."""
     try:
-        with np.load(path) as shard:
+        # Our own file object: np.load leaves the one it opens unclosed when the zip is damaged.
+        with open(path, "rb") as f, np.load(f) as shard:
             return [shard[name] for name in names]
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(

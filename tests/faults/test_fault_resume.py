@@ -6,29 +6,16 @@ import random
 import shutil
 
 import numpy as np
-import pytest
 import torch
+from trainer_cli import cli_error
+from trainer_cli import tiny_argv as one_step_argv
 
 from meanflow import train
 
 
 def tiny_argv(out_dir, data_path, *extra):
-    """A 2-step run of a 1-block DiT on the fake MNIST, a checkpoint every step."""
-    return [
-        "--model_kwargs", "{depth: 1, hidden_size: 32, num_heads: 2}", "--steps", "2", "--batch_size", "8",
-        "--data.path", data_path, "--out_dir", str(out_dir), "--sample_every", "0", "--eval_samples", "0",
-        "--ckpt_every", "1", "--log_every", "1", "--progress", "false", *extra,
-    ]  # fmt: skip
-
-
-def cli_error(argv) -> str:
-    """The message ``python -m meanflow.train ARGV`` ends with (exit status 1)."""
-    with pytest.raises(SystemExit) as e:
-        train.cli(argv)
-    message = e.value.code
-    assert isinstance(message, str) and message.startswith("meanflow.train: error: "), message
-    assert "\n" not in message
-    return message
+    """A 2-step run, a checkpoint and a log line every step."""
+    return one_step_argv(out_dir, data_path, "--steps", "2", "--ckpt_every", "1", "--log_every", "1", *extra)
 
 
 def snapshot(root) -> dict:

@@ -3,28 +3,9 @@
 import json
 
 import pytest
+from trainer_cli import cli_error, tiny_argv
 
-from meanflow import train
 from meanflow.config import parse_args
-
-
-def tiny_argv(out_dir, data_path, *extra):
-    """A 1-step run of a 1-block DiT on the fake MNIST: what a bad option would otherwise start."""
-    return [
-        "--model_kwargs", "{depth: 1, hidden_size: 32, num_heads: 2}", "--steps", "1", "--batch_size", "8",
-        "--data.path", data_path, "--out_dir", str(out_dir), "--sample_every", "0", "--eval_samples", "0",
-        "--progress", "false", *extra,
-    ]  # fmt: skip
-
-
-def cli_error(argv) -> str:
-    """The message ``python -m meanflow.train ARGV`` ends with (exit status 1)."""
-    with pytest.raises(SystemExit) as e:
-        train.cli(argv)
-    message = e.value.code
-    assert isinstance(message, str) and message.startswith("meanflow.train: error: "), message
-    assert "\n" not in message
-    return message
 
 
 @pytest.mark.parametrize(
