@@ -271,7 +271,7 @@ CATALOG = [
         "meanflow/train_state.py",
         "        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)\n",
         "",
-        TRAIN,
+        ("tests/faults/test_fault_resume.py", *TRAIN),
         "resume keeps the fresh RNG state",
     ),
     Mutant(
