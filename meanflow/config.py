@@ -113,6 +113,7 @@ class TrainConfig:
     eval_samples: int = 1000  # images the eval hook scores; 0 = no evaluation
     ckpt_every: int = 1000  # rewrite last.pt every this many steps; 0 = only at the end
     keep_every: int = 0  # also keep ckpt_<step>.pt every this many steps; 0 = never
+    keep_full: bool = False  # kept ckpt_<step>.pt hold all last.pt does (resumable), not only the EMAs
     resume: str = "auto"  # auto: continue from out_dir/last.pt when it exists; or a checkpoint path
     progress: bool = True  # a progress bar on the terminal
     tensorboard: bool = False  # also write the metrics to out_dir/tb (needs the tensorboard package)

@@ -115,17 +115,21 @@ def load_trainer_checkpoint(path: str, ema: int | None = 0, device="cpu", backen
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found")
     ckpt = load_torch_file(path)
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt or not ("model" in ckpt or "ema" in ckpt):
         hint = ""
         if isinstance(ckpt, dict) and _looks_like_dit(ckpt):
             hint = " (it looks like an official DiT/SiT checkpoint: use DiT.from_official_dit)"
         have = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(
-            f"{path} is not a meanflow.train checkpoint: needs keys 'model' and 'model_config', "
+            f"{path} is not a meanflow.train checkpoint: needs keys 'model' or 'ema', and 'model_config', "
             f"has {have}{hint}"
         )
     model = DiT(config_from_dict(ckpt["model_config"], f"{path}['model_config']"), backend=backend)
     if ema is None:
+        if "model" not in ckpt:
+            raise ValueError(
+                f"{path} holds EMA weights only (a kept checkpoint): pick an EMA, not the raw weights"
+            )
         state, what = ckpt["model"], "model"
     else:
         emas = ckpt.get("ema") or []

@@ -146,7 +146,7 @@ def test_bad_pretrained_dirs(tmp_path, tiny):
 def test_bad_trainer_checkpoints(tmp_path, tiny):
     model = tiny()
     torch.save({"model": model.state_dict()}, tmp_path / "no_config.pt")
-    with pytest.raises(ValueError, match="needs keys 'model' and 'model_config'"):
+    with pytest.raises(ValueError, match="needs keys 'model' or 'ema', and 'model_config'"):
         pretrained.load_model(str(tmp_path / "no_config.pt"))
     with pytest.raises(FileNotFoundError, match="not found"):
         pretrained.load_model(str(tmp_path / "missing.pt"))

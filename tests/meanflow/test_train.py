@@ -100,9 +100,11 @@ def test_resume_is_exact(tmp_path, fake_mnist):
 def test_ema_follows_the_weights_after_the_step(tmp_path, fake_mnist):
     """After each step every EMA is lerp(EMA before, weights after the optimizer step,
     1 - decay) with decay min(ema_decay, (1 + step) / (10 + step)) at 0-based step: checked
-    from step 1 to step 2 (kept checkpoints), where decay 0.1 applies as is and 0.99 is still
+    from step 1 to step 2 (kept full checkpoints), where decay 0.1 applies as is and 0.99 is still
     in its warmup (2/11)."""
-    train.main(tiny_config(tmp_path, fake_mnist, steps=2, ckpt_every=1, keep_every=1, ema_decays=[0.1, 0.99]))
+    config = tiny_config(tmp_path, fake_mnist, steps=2, ckpt_every=1, keep_every=1, ema_decays=[0.1, 0.99])
+    config.keep_full = True  # the raw weights of step 2 too
+    train.main(config)
     one, two = (_load(tmp_path / f"ckpt_{step:07d}.pt") for step in (1, 2))
     for ema_one, ema_two, decay in zip(one["ema"], two["ema"], (0.1, 2 / 11)):
         for name, value in ema_two.items():
@@ -419,3 +421,33 @@ def test_readme_names_every_metrics_key(tmp_path, fake_mnist):
     keys = {k for r in records[:-1] for k in r} | set(records[-1]["summary"]) | {"summary"}
     keys |= {f"eval/{k}" for k in ("acc", "fd", "nfe", "samples")}  # eval_mnist.evaluate's result
     assert not [k for k in sorted(keys) if f"`{k}`" not in readme]
+
+
+def test_kept_checkpoints_hold_what_sampling_needs(tmp_path, fake_mnist):
+    """A kept ckpt_<step>.pt holds the EMA weights and configs only (a quarter of last.pt with one
+    EMA): sampling and export load it, a resume from it is refused naming keep_full; with
+    keep_full it is a copy of last.pt."""
+    from meanflow.export import export
+    from meanflow.pretrained import load_model
+    from meanflow.train_state import SAMPLING_KEYS
+
+    train.main(tiny_config(tmp_path / "run", fake_mnist, steps=2, ckpt_every=1, keep_every=1))
+    kept, last = tmp_path / "run" / "ckpt_0000002.pt", tmp_path / "run" / "last.pt"
+    assert sorted(_load(kept)) == sorted(SAMPLING_KEYS)
+    assert os.path.getsize(kept) < 0.6 * os.path.getsize(last)  # two EMAs of the four tensors sets
+    for ema in (0, 1):
+        from_kept, from_last = load_model(str(kept), ema=ema), load_model(str(last), ema=ema)
+        for (name, a), b in zip(from_kept.state_dict().items(), from_last.state_dict().values()):
+            assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="EMA weights only"):
+        load_model(str(kept), ema=None)
+    export(str(kept), str(tmp_path / "exported"))
+    with pytest.raises(ValueError, match="cannot resume a run .*keep_full"):
+        train.main(tiny_config(tmp_path / "again", fake_mnist, steps=3, resume=str(kept)))
+
+    full = tiny_config(tmp_path / "full", fake_mnist, steps=1, ckpt_every=1, keep_every=1)
+    full.keep_full = True
+    train.main(full)
+    assert sorted(_load(tmp_path / "full" / "ckpt_0000001.pt")) == sorted(
+        _load(tmp_path / "full" / "last.pt")
+    )
