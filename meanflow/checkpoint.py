@@ -15,6 +15,7 @@ file (never written through); a directory there is an error.
 """
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,18 @@ def cache_dir() -> str:
     """``$MEANFLOW_CACHE``, else ``$XDG_CACHE_HOME/meanflow`` (``~/.cache/meanflow``)."""
     default = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "meanflow")
     return os.environ.get("MEANFLOW_CACHE") or default
+
+
+def hash_file(digest, path: str):
+    """Feed the bytes of ``path`` to ``digest`` (a hashlib object) in 4 MiB blocks; returns it."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest
+
+
+def file_sha256(path: str) -> str:
+    return hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def fsync_dir(path: str) -> None:

@@ -22,7 +22,6 @@ atomically, with the weights' sha256.
 """
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -34,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, load_torch_file, write_json_atomic
+from .checkpoint import atomic_write, file_sha256, load_torch_file, write_json_atomic
 from .data.image_folder import IMAGE_EXTENSIONS
 from .distributed import resolve_device
 
@@ -112,14 +111,6 @@ def _weights_help(extractor: str = INCEPTION) -> str:
         f"meanflow.evaluate never downloads (offline machines): fetch it elsewhere, then pass "
         f"{_weights_flag(extractor)} PATH{env}, or place it at {hub_weights_path(published.file)}."
     )
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_weights(extractor: str, path: str, allow_unverified: bool = False) -> tuple[str, bool]:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import sampler
-from .checkpoint import atomic_write, write_json_atomic
+from .checkpoint import atomic_write, hash_file, write_json_atomic
 from .data.latents import check_vae_for_checkpoint
 from .distributed import setup_distributed
 from .pretrained import load_model
@@ -128,9 +128,7 @@ def checkpoint_sha256(path: str) -> str:
     for f in _checkpoint_files(path):
         if f != path:  # a directory's file names count; a file's hash is its sha256sum
             digest.update(os.path.relpath(f, path).encode() + b"\0")
-        with open(f, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 22), b""):
-                digest.update(block)
+        hash_file(digest, f)
     return digest.hexdigest()
 
 
