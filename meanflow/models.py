@@ -14,7 +14,6 @@ of ``mfkernels``, which carry the tangent next to the value and keep it out of a
 
 import contextlib
 import math
-from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -23,73 +22,8 @@ import torch.nn.functional as F
 import mfkernels
 from mfkernels import dispatch
 
-# name: (depth, hidden_size, patch_size, num_heads), DiT paper sizes plus a tiny one for MNIST.
-PRESETS = {
-    f"DiT-{size}/{patch}": (depth, hidden, patch, heads)
-    for size, (depth, hidden, heads) in {
-        "XL": (28, 1152, 16),
-        "L": (24, 1024, 16),
-        "B": (12, 768, 12),
-        "S": (12, 384, 6),
-        "T": (6, 256, 4),
-    }.items()
-    for patch in (2, 4, 8)
-}
-
-TIME_CONDS = ("t,h", "r,t")
-
-
-@dataclass
-class DiTConfig:
-    input_size: int = 32
-    patch_size: int = 2
-    in_channels: int = 4
-    hidden_size: int = 1152
-    depth: int = 28
-    num_heads: int = 16
-    mlp_ratio: float = 4.0
-    num_classes: int = 1000
-    time_cond: str = "t,h"
-    qk_norm: bool = False
-    # Times in [0, 1] are multiplied by this before the sinusoid, as DiT's embedder expects
-    # timesteps in [0, 1000]; without it the embedding barely varies over [0, 1].
-    time_scale: float = 1000.0
-    frequency_embedding_size: int = 256
-
-    def __post_init__(self):
-        for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads",
-                     "frequency_embedding_size"):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not isinstance(self.mlp_ratio, (int, float)) or int(self.hidden_size * self.mlp_ratio) < 1:
-            raise ValueError(f"mlp_ratio must give an MLP of at least 1 unit, got {self.mlp_ratio!r}")
-        if self.time_cond not in TIME_CONDS:
-            raise ValueError(f"time_cond must be one of {TIME_CONDS}, got {self.time_cond!r}")
-        if self.input_size % self.patch_size:
-            raise ValueError(
-                f"input_size {self.input_size} is not a multiple of patch_size {self.patch_size}"
-            )
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
-            )
-        if self.hidden_size % 4:  # a sin and a cos per axis of the 2-D positions
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of 4 (2-D sin-cos positions)")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
-
-    @classmethod
-    def from_name(cls, name: str, **overrides) -> "DiTConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown DiT preset {name!r}; choose one of {sorted(PRESETS)}")
-        depth, hidden, patch, heads = PRESETS[name]
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise TypeError(f"unknown DiTConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        base = dict(depth=depth, hidden_size=hidden, patch_size=patch, num_heads=heads)
-        return cls(**{**base, **overrides})
+from .dit_config import PRESETS, DiTConfig  # noqa: F401 (PRESETS: public name)
+from .interchange import PretrainedMixin
 
 
 def modulate(x, shift, scale):
@@ -295,7 +229,7 @@ class PatchEmbed(nn.Module):
         return patches.reshape(b, (h // p) * (w // p), c * p * p)
 
 
-class DiT(nn.Module):
+class DiT(PretrainedMixin, nn.Module):
     # No dropout, no batch statistics: train() and eval() compute the same function, so
     # MeanFlowLoss may read a guidance value off a training forward instead of a pass of its own.
     same_in_train_and_eval = True
@@ -324,32 +258,6 @@ class DiT(nn.Module):
     def from_config(cls, name: str, backend: str | None = None, **overrides) -> "DiT":
         """``DiT.from_config("DiT-B/2", num_classes=1000, in_channels=4, input_size=32)``."""
         return cls(DiTConfig.from_name(name, **overrides), backend=backend)
-
-    # Interchange lives in meanflow/pretrained.py; these are its entry points on the class.
-    def save_pretrained(self, directory: str, state_dict: dict | None = None):
-        """``directory/config.json`` + ``model.safetensors`` (of ``state_dict`` if given)."""
-        from .pretrained import save_pretrained
-
-        save_pretrained(self, directory, state_dict)
-
-    @classmethod
-    def from_pretrained(cls, directory: str, device="cpu", dtype=None, backend=None) -> "DiT":
-        from .pretrained import from_pretrained
-
-        return from_pretrained(directory, device=device, dtype=dtype, backend=backend)
-
-    @classmethod
-    def from_official_dit(
-        cls, path_or_state, num_heads=None, device="cpu", backend=None, family="dit", **overrides
-    ) -> "DiT":
-        """Weights of a facebookresearch/DiT (``family="dit"``) or willisma/SiT (``"sit"``)
-        checkpoint: the official network in our time convention (sigma channels dropped; the
-        MeanFlow second time embedder starts with a zero output)."""
-        from .pretrained import from_official_dit
-
-        return from_official_dit(
-            path_or_state, num_heads, device=device, backend=backend, family=family, **overrides
-        )
 
     @property
     def null_class(self) -> int:
