@@ -508,6 +508,8 @@ def main(argv=None):
         )
     except (ValueError, FileNotFoundError) as e:
         p.exit(2, f"error: {e}\n")
+    except OSError as e:  # a full disk, no permission: the environment, not the arguments
+        p.exit(1, f"error: {e}\n")
     json.dump(report, sys.stdout, indent=2)
     print()
 

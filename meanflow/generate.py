@@ -505,6 +505,8 @@ def main(argv=None):
         )
     except (ValueError, FileNotFoundError) as e:
         p.exit(2, f"error: {e}\n")
+    except OSError as e:  # a full disk, no permission: the environment, not the arguments
+        p.exit(1, f"error: {e}\n")
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -206,21 +206,25 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # a folder without its manifest entry is stale
         os.makedirs(tmp)
-        ids = range(shard["start"], shard["start"] + shard["images"])
-        labels, sources, count = [], [], 0
-        for (x, ok), chunk in zip(read([index.path(i) for i in ids]), _chunks(list(ids), batch_size)):
-            moments = encode_moments(vae, x, flips).cpu().numpy().astype(dtype)
-            for row, i in enumerate(chunk):
-                if ok[row]:
-                    np.save(os.path.join(tmp, f"{count:06d}.npy"), moments[row])
-                    labels.append(int(index.labels[i]))
-                    sources.append(index.files[i])
-                    count += 1
-            bar.update(len(chunk))
-        np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
-        with open(os.path.join(tmp, "files.txt"), "w") as f:
-            f.write("".join(s + "\n" for s in sources))
-        publish_directory(tmp, final)
+        try:
+            ids = range(shard["start"], shard["start"] + shard["images"])
+            labels, sources, count = [], [], 0
+            for (x, ok), chunk in zip(read([index.path(i) for i in ids]), _chunks(list(ids), batch_size)):
+                moments = encode_moments(vae, x, flips).cpu().numpy().astype(dtype)
+                for row, i in enumerate(chunk):
+                    if ok[row]:
+                        np.save(os.path.join(tmp, f"{count:06d}.npy"), moments[row])
+                        labels.append(int(index.labels[i]))
+                        sources.append(index.files[i])
+                        count += 1
+                bar.update(len(chunk))
+            np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
+            with open(os.path.join(tmp, "files.txt"), "w") as f:
+                f.write("".join(s + "\n" for s in sources))
+            publish_directory(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+            raise
         shard.update(count=count, done=True)
         commit()
     bar.close()
@@ -337,6 +341,8 @@ def main(argv=None):
         )  # fmt: skip
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # bad input: say what, no traceback
         parser.exit(2, f"error: {e}\n")
+    except OSError as e:  # a full disk, no permission: the environment, not the arguments
+        parser.exit(1, f"error: {e}\n")
     return 0
 
 

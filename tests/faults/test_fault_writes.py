@@ -3,7 +3,6 @@ mid-checkpoint keeps the last good checkpoint, the next start removes the leftov
 temporary, modes follow the umask, and a symbolic link or a folder where a file of ours
 belongs is an error, never written through."""
 
-import errno
 import os
 import runpy
 import stat
@@ -13,6 +12,7 @@ import time
 import warnings
 
 import pytest
+from full_disk import fill_the_disk
 
 from meanflow import export, train
 from meanflow.checkpoint import NoSpaceError
@@ -98,35 +98,6 @@ def test_kill_during_a_checkpoint_write_keeps_last_pt_and_the_next_start_cleans_
 
 
 # ------------------------------------------------------------------ full disk
-
-
-class FullDiskFile:
-    """A file object that takes ``room`` bytes, then fails as a full disk does."""
-
-    def __init__(self, f, room):
-        self._f, self._room = f, room
-
-    def write(self, data):
-        if len(data) > self._room:
-            self._f.write(bytes(data[: self._room]))
-            self._room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._room -= len(data)
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
-
-
-def fill_the_disk(monkeypatch, room=4096):
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullDiskFile(real_fdopen(fd, *a, **k), room))
 
 
 def test_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(
