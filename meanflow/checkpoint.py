@@ -14,13 +14,16 @@ process umask (files ``0o666 & ~umask``, folders ``0o777 & ~umask``), not the pr
 file (never written through); a directory there is an error.
 """
 
+import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -221,18 +224,74 @@ def write_json_atomic(path: str, obj, indent=None) -> None:
 
 def publish_directory(tmp: str, path: str) -> None:
     """Make the filled folder ``tmp`` durable, with the umask's modes, and rename it to ``path``
-    (a sibling), replacing an existing ``path`` only once ``tmp`` is complete."""
+    (a sibling), replacing an existing ``path`` only once ``tmp`` is complete. Where the system
+    can, the two folders swap in one step, so that no moment has neither; elsewhere a kill
+    between the two renames leaves the previous folder in ``.NAME.*.old/d``, which
+    ``recover_interrupted_publish`` puts back."""
     parent = os.path.dirname(os.path.abspath(path))
     apply_umask_modes(tmp)
     fsync_tree(tmp)
-    if os.path.exists(path):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
+    if not os.path.exists(path):
+        os.rename(tmp, path)
+    elif _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous folder, now under the temporary name
+    else:
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=PREVIOUS_SUFFIX, dir=parent)
         os.rename(path, os.path.join(old, "d"))
         os.rename(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
     fsync_dir(parent)
+
+
+PREVIOUS_SUFFIX = ".old"
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+@functools.cache
+def _renameat2():
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the paths ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False
+    where the C library, kernel or file system cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def recover_interrupted_publish(path: str) -> list[str]:
+    """Undo what a killed ``atomic_directory`` left beside ``path``: the previous folder put back
+    when ``path`` is missing (killed between the two renames), and its temporaries removed
+    (``.NAME.`` + mkdtemp's 8 characters + ``.tmp`` or ``.old``: names only we give). Each step
+    is a warning naming the paths; returns them. Only call it where no other process publishes
+    ``path``."""
+    parent, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return []
+    leftovers = re.compile(
+        rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}({re.escape(TEMPORARY_SUFFIX)}|{re.escape(PREVIOUS_SUFFIX)})"
+    )
+    notes = []
+    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+        match = leftovers.fullmatch(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False):
+            continue
+        previous = os.path.join(entry.path, "d")
+        if match.group(1) == PREVIOUS_SUFFIX and not os.path.lexists(path) and os.path.isdir(previous):
+            os.rename(previous, path)
+            notes.append(f"put back {path} from {previous}, where an interrupted export left it")
+        shutil.rmtree(entry.path)
+        notes.append(f"removed {entry.path}, left by an interrupted export")
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return notes
 
 
 # Written into every folder atomic_directory publishes: the list of what it wrote. Only such a
@@ -298,6 +357,7 @@ def atomic_directory(path: str):
     An existing ``path`` is replaced only when it is empty or a previous export (its marker
     lists everything in it); anything else there is the user's and is refused, never deleted."""
     path = os.path.abspath(path)
+    recover_interrupted_publish(path)
     check_replaceable(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
