@@ -103,6 +103,10 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when available
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
     compile: bool = False  # torch.compile the whole loss step
+    # The whole step (loss, backward, clipping, optimizer, EMA) as one CUDA graph replay:
+    # "auto" = on a GPU when the step can be one (said at start), "on" = required, "off".
+    # Off by default until the GPU tests of the graphed step have run (docs/design.md section 5).
+    cuda_graphs: str = "off"
     # CPU threads (0 = torch's default, all cores). On a machine shared with other busy
     # processes, 1 is far faster than oversubscribing: each op waits for its slowest thread.
     threads: int = 0
@@ -254,6 +258,7 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
         "a list of numbers in [0, 1)",
     ),
     ("precision", lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
+    ("cuda_graphs", lambda v: v in ("auto", "on", "off"), "auto, on or off"),
 ]
 
 

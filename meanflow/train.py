@@ -53,6 +53,7 @@ from meanflow.train_state import (  # noqa: E402
     save_checkpoint,
     seed_global_rngs,
 )
+from meanflow.train_step import GraphedStep, graphs_unavailable, train_step  # noqa: E402
 
 
 def build_model(config: TrainConfig, loader) -> DiT:
@@ -64,6 +65,9 @@ def build_model(config: TrainConfig, loader) -> DiT:
 
 def build_optimizer(model, config: TrainConfig, device):
     kwargs = dict(lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    if device.type == "cuda" and config.cuda_graphs != "off":
+        # capturable: the step count and the learning rate live on the GPU, for CUDA graphs
+        return torch.optim.AdamW(model.parameters(), fused=True, capturable=True, **kwargs)
     if device.type == "cuda":
         try:
             from apex.optimizers import FusedAdam
@@ -91,32 +95,62 @@ def build_step_module(model, objective, config: TrainConfig, world: int, device)
     return torch.compile(step_module) if config.compile else step_module
 
 
-@torch.no_grad()
-def update_ema(ema, model, decay):
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-
-
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warmup over ``warmup_steps``, then constant."""
     return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
 
 
-def train_step(step_module, model, emas, opt, config: TrainConfig, step: int, batch, noise, autocast):
-    """One optimizer step at 0-based ``step``; returns ``(stats, lr)``."""
-    x, y = batch
-    model.train()
-    with autocast:
-        loss, stats = step_module(x, y, noise)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-    lr = learning_rate(config, step)
-    for group in opt.param_groups:
-        group["lr"] = lr
-    opt.step()
-    for ema, decay in zip(emas, config.ema_decays):
-        update_ema(ema, model, min(decay, (1 + step) / (10 + step)))
-    return {**stats, "grad_norm": grad_norm.detach()}, lr
+def build_step(step_module, model, emas, opt, config: TrainConfig, objective, world: int, device, master):
+    """``step(step, batch, noise, lr) -> stats``: a CUDA-graphed step where ``cuda_graphs`` asks
+    for one and it can run (``auto``: on a GPU; why not is said once), else the eager step."""
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    why_not = None if config.cuda_graphs == "off" else graphs_unavailable(device, opt)
+    why_not = why_not or _row_counts_vary(config, objective, world)
+    graphs = config.cuda_graphs != "off" and why_not is None
+    if config.cuda_graphs == "on" and why_not:
+        raise ValueError(f"cuda_graphs is 'on' but the step cannot be a CUDA graph: {why_not}")
+    if config.cuda_graphs == "auto" and master:
+        print(f"CUDA graphs: {'on' if graphs else f'off ({why_not})'}", flush=True)
+    # A CUDA graph replays the casts autocast made at capture: its cast cache must stay off.
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphs) if bf16 else nullcontext()
+    )
+    if graphs:
+        # DDP needs eleven eager steps before its hooks may be captured (torch.cuda.graphs docs).
+        warmup = 11 if world > 1 else 3
+        return GraphedStep(
+            step_module, model, emas, opt, autocast, config.grad_clip, config.ema_decays, device, warmup
+        )
+
+    def eager(step, batch, noise, lr):
+        return train_step(
+            step_module,
+            model,
+            emas,
+            opt,
+            step,
+            batch,
+            noise,
+            autocast,
+            config.grad_clip,
+            lr,
+            config.ema_decays,
+        )
+
+    return eager
+
+
+def _row_counts_vary(config: TrainConfig, objective, world: int) -> str | None:
+    """A graph replays fixed shapes: the dual pass's row count per rank must not change."""
+    ratio = getattr(objective, "ratio_r_neq_t", None)
+    rows = config.batch_size // world
+    if (
+        ratio is None
+        or getattr(objective, "tangent_rows", "all") == "all"
+        or float(rows * ratio).is_integer()
+    ):
+        return None
+    return f"{rows} rows per rank x ratio_r_neq_t {ratio} is not a whole number of dual-pass rows"
 
 
 class StopOnSignal:
@@ -186,8 +220,7 @@ def main(argv=None) -> dict:
         prepare_out_dir(config)
 
     step_module = build_step_module(model, objective, config, world, device)
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    run_step = build_step(step_module, model, emas, opt, config, objective, world, device, master)
     flag_group = dist.new_group(backend="gloo") if world > 1 else None
     log = MetricsLog(config.out_dir, master, config.tensorboard)
     sampler_model = emas[0] if emas else model
@@ -206,7 +239,8 @@ def main(argv=None) -> dict:
             generator.manual_seed(config.seed * 1_000_003 + step)
             shape = (config.batch_size, *batch[0].shape[1:])
             noise = objective.sample_noise(batch[0].new_empty(shape), generator, rows=rows)
-            stats, lr = train_step(step_module, model, emas, opt, config, step, batch, noise, autocast)
+            lr = learning_rate(config, step)
+            stats = run_step(step, batch, noise, lr)
             step += 1
             means.add(stats)
             if world > 1:

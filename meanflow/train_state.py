@@ -107,7 +107,7 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         model.load_state_dict(ckpt["model"])
         for ema, state in zip(emas, ckpt["ema"]):
             ema.load_state_dict(state)
-        opt.load_state_dict(ckpt["opt"])
+        load_optimizer_state(opt, ckpt["opt"])
         loader.load_state_dict(ckpt["data"])
         rngs = ckpt["rng"]
         set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
@@ -116,6 +116,20 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         # load_state_dict's messages span several lines; a KeyError's is only the key.
         reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
         raise ValueError(f"checkpoint {path!r} does not fit this run: {reason}") from e
+
+
+# How this run's optimizer computes, not what it learned: a checkpoint written with CUDA graphs
+# on (capturable) resumes with them off, on the CPU too, and the other way round.
+OPTIMIZER_IMPLEMENTATION = ("capturable", "fused", "foreach", "differentiable")
+
+
+def load_optimizer_state(opt, state: dict) -> None:
+    """``opt.load_state_dict(state)`` keeping this run's implementation flags and learning rate
+    (a float, or the device tensor a CUDA-graphed step reads)."""
+    keep = [{k: g[k] for k in (*OPTIMIZER_IMPLEMENTATION, "lr") if k in g} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, kept in zip(opt.param_groups, keep):
+        group.update(kept)
 
 
 def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):

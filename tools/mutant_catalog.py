@@ -30,7 +30,11 @@ CHECKPOINT = (
     "tests/meanflow/test_generate_cli.py",
 )
 # The whole trainer test file: tests added there (EMA, RNG restore) count without an edit here.
-TRAIN = ("tests/meanflow/test_train_schedule.py", "tests/meanflow/test_train.py")
+TRAIN = (
+    "tests/meanflow/test_train_schedule.py",
+    "tests/meanflow/test_train.py",
+    "tests/meanflow/test_train_step.py",
+)
 LAYERNORM = ("tests/mfkernels/test_layernorm_edge_rows.py", "tests/mfkernels/test_layernorm_modulate.py")
 REFERENCE = ("tests/mfkernels/test_reference_ops.py",)
 ACTIVATIONS = ("tests/mfkernels/test_activations.py",)
@@ -236,17 +240,17 @@ CATALOG = [
     # ----------------------------------------------------- meanflow/train.py (stable lines)
     Mutant(
         "train-ema-decay-complement",
-        "meanflow/train.py",
-        "list(model.parameters()), 1.0 - decay)",
-        "list(model.parameters()), decay)",
+        "meanflow/train_step.py",
+        "weights = [1.0 - ema_decay(d, step) for d in decays]",
+        "weights = [ema_decay(d, step) for d in decays]",
         TRAIN,
         "EMA moves by decay, not 1 - decay",
     ),
     Mutant(
         "train-ema-no-warmup",
-        "meanflow/train.py",
-        "min(decay, (1 + step) / (10 + step))",
-        "decay",
+        "meanflow/train_step.py",
+        "return min(decay, (1 + step) / (10 + step))",
+        "return decay",
         TRAIN,
         "EMA decay without its warm-up",
     ),
@@ -260,11 +264,27 @@ CATALOG = [
     ),
     Mutant(
         "train-clip-ignored",
-        "meanflow/train.py",
-        'config.grad_clip or float("inf")',
+        "meanflow/train_step.py",
+        'grad_clip or float("inf")',
         'float("inf")',
         TRAIN,
         "grad_clip never applied",
+    ),
+    Mutant(
+        "graphed-step-ema-no-warmup",
+        "meanflow/train_step.py",
+        "weight.fill_(1.0 - ema_decay(decay, step))",
+        "weight.fill_(1.0 - decay)",
+        TRAIN,
+        "the graphed step's EMA weights skip the warm-up",
+    ),
+    Mutant(
+        "resume-takes-the-checkpoints-optimizer-flags",
+        "meanflow/train_state.py",
+        "        group.update(kept)\n",
+        "        pass\n",
+        TRAIN,
+        "a capturable checkpoint's flags break a CPU resume",
     ),
     Mutant(
         "train-rng-not-restored",
