@@ -102,9 +102,16 @@ def test_adapter_learns_checkpoints_resumes_and_samples(tmp_path, fake_mnist, mo
     assert images.shape == (3, 1, 32, 32) and torch.isfinite(images).all()
 
 
-def test_emas_are_patched_like_the_model(tmp_path, fake_mnist, monkeypatch):
-    """The EMA the trainer samples from is a copy of the patched model: torch.func.jvp through it
-    runs the fused attention JVP (PyTorch's fused SDPA kernels have no forward-mode AD)."""
+def test_emas_are_patched_like_the_model_and_evaluated(tmp_path, fake_mnist, monkeypatch):
+    """The EMA the trainer samples and evaluates is a copy of the patched model: torch.func.jvp
+    through it runs the fused attention JVP (PyTorch's fused SDPA kernels have no forward-mode AD)."""
+    from meanflow import eval_mnist
+
+    monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
+    fit = eval_mnist.train_classifier  # a classifier of the fake digits, in a second
+    monkeypatch.setattr(
+        eval_mnist, "train_classifier", lambda path, log: fit(path, epochs=2, log=log, batch=16)
+    )
     sampled = []
     original = train.samples_and_eval
 
@@ -114,7 +121,9 @@ def test_emas_are_patched_like_the_model(tmp_path, fake_mnist, monkeypatch):
 
     monkeypatch.setattr(train, "samples_and_eval", record)
     config = adapter_config(tmp_path, fake_mnist, "timm.VisionTransformer", steps=1, backend="reference")
-    train.main(config)
+    config.eval_samples = 20
+    summary = train.main(config)
+    assert 0 <= summary["eval/acc"] <= 1 and math.isfinite(summary["eval/fd"])
     (ema,) = sampled
     calls = []
 
