@@ -4,10 +4,41 @@
 Such a model has no dual pass (``model.jvp``); train it with
 ``MeanFlowLoss(jvp=meanflow.loss.func_jvp)`` after ``mfkernels.patch_sdpa(model)``, so that
 ``torch.func.jvp`` runs its attention on the fused attention JVP instead of math attention.
+The trainer does both for ``--model_class`` one of :data:`ADAPTERS` (docs/design.md section 5).
+
+Every adapter has a ``config`` (:class:`AdapterConfig`: the shape sampling reads, and what
+built it) and a ``null_class`` (the label of classifier-free guidance's null class).
 """
+
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+import mfkernels
+
+
+@dataclass
+class AdapterConfig:
+    """An adapter and the arguments that build it: a trainer checkpoint's ``model_config``, so
+    ``AdapterConfig(**checkpoint["model_config"]).build()`` rebuilds the model it holds."""
+
+    model_class: str  # a key of ADAPTERS: the library class inside
+    input_size: int  # z is (batch, in_channels, input_size, input_size)
+    in_channels: int
+    num_classes: int  # labels 0..num_classes - 1; num_classes is the null label; 0 = unconditional
+    # the adapter's and the library constructor's other keyword arguments, as given to build()
+    # (empty for a model wrapped directly)
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        if self.model_class not in ADAPTERS:
+            raise ValueError(f"model_class must be one of {sorted(ADAPTERS)}, got {self.model_class!r}")
+        adapter = ADAPTERS[self.model_class]
+        model = adapter.from_kwargs(self.input_size, self.in_channels, self.num_classes, **self.kwargs)
+        model.config = dataclasses.replace(self, kwargs=dict(self.kwargs))
+        return model
 
 
 class IntervalTimestepLabelEmbedding(nn.Module):
@@ -50,17 +81,34 @@ class DiffusersDiT(nn.Module):
     switched off: the MeanFlow loss drops labels itself (its ``class_dropout``).
     """
 
+    library, model_class = "diffusers", "diffusers.DiTTransformer2DModel"
+
     def __init__(self, transformer: nn.Module, time_scale: float = 1000.0):
         super().__init__()
-        norm_type = transformer.config.norm_type
-        if norm_type != "ada_norm_zero":
-            raise ValueError(f"needs a class-conditional DiT (norm_type 'ada_norm_zero'), got {norm_type!r}")
+        c = transformer.config
+        if c.norm_type != "ada_norm_zero":
+            raise ValueError(
+                f"needs a class-conditional DiT (norm_type 'ada_norm_zero'), got {c.norm_type!r}"
+            )
         self.transformer = transformer
         self.time_scale = float(time_scale)
-        self.null_class = transformer.config.num_embeds_ada_norm
+        self.null_class = c.num_embeds_ada_norm
+        self.config = AdapterConfig(self.model_class, c.sample_size, c.in_channels, c.num_embeds_ada_norm)
         for block in transformer.transformer_blocks:
             block.norm1.emb.class_embedder.dropout_prob = 0.0
             block.norm1.emb = IntervalTimestepLabelEmbedding(block.norm1.emb)
+
+    @classmethod
+    def from_kwargs(cls, input_size, in_channels, num_classes, time_scale=1000.0, **kwargs) -> "DiffusersDiT":
+        """A fresh ``DiTTransformer2DModel(sample_size=input_size, in_channels=in_channels,
+        num_embeds_ada_norm=num_classes, **kwargs)`` (its own defaults are DiT-XL/2's)."""
+        from diffusers import DiTTransformer2DModel
+
+        _refuse_shape_kwargs(kwargs, sample_size="input_size", num_embeds_ada_norm="num_classes")
+        transformer = DiTTransformer2DModel(
+            sample_size=input_size, in_channels=in_channels, num_embeds_ada_norm=num_classes, **kwargs
+        )
+        return cls(transformer, time_scale)
 
     def forward(self, z: Tensor, r: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         if y is None:
@@ -68,3 +116,107 @@ class DiffusersDiT(nn.Module):
         timestep = torch.cat([t, t - r]) * self.time_scale
         out = self.transformer(z, timestep=timestep, class_labels=y, return_dict=False)[0]
         return out[:, : z.shape[1]]
+
+
+def _refuse_shape_kwargs(kwargs: dict, **ours):
+    """The library's own names (``{library name: ours}``) of what the trainer sets from the data."""
+    for name in sorted(set(kwargs) & set(ours)):
+        raise ValueError(f"model_kwargs.{name}: give {ours[name]} instead (set from the data by default)")
+
+
+class TimeEmbedding(nn.Module):
+    """A ``(batch,)`` time -> DiT's sinusoids of ``time_scale * t`` -> Linear, SiLU, Linear:
+    ``(batch, dim)``."""
+
+    def __init__(self, dim: int, time_scale: float, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.time_scale, self.frequencies = float(time_scale), frequency_embedding_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        emb = mfkernels.timestep_embedding(t * self.time_scale, self.frequencies)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class TimmViT(nn.Module):
+    """A timm ``VisionTransformer`` as a MeanFlow model ``(z, r, t, y) -> u``.
+
+    z: (batch, in_chans, img_size, img_size); r, t: (batch,) in [0, 1]; y: (batch,) labels in
+    ``[0, num_classes]`` (``num_classes`` is the null label of classifier-free guidance), or
+    None for all-null (and for an unconditional model, ``num_classes = 0``). u: like z.
+
+    The ViT's patch embedding, positions and blocks and its final norm make the tokens; a
+    linear head maps each patch token back to its ``p x p x C`` pixels (zero-initialised, so
+    ``u`` starts at 0 as adaLN-Zero's DiT does). ``t`` and the interval ``h = t - r`` get a
+    sinusoid-and-MLP embedding each (times scaled by ``time_scale``; 1, the presets' scale:
+    docs/design.md section 7), the label a learned table with a null row; their sum is added to
+    every token after the positions. Added rather than prepended as tokens: the sequence and
+    the ViT's positional embedding stay as timm built them (a pretrained ViT's too) and no
+    token has to be cut from the output. Class or register tokens of a wrapped ViT are dropped
+    from the output; its classifier head is removed. The ViT's token dropout
+    (``patch_drop_rate``) would lose patches of ``u``: refused.
+    """
+
+    library, model_class = "timm", "timm.VisionTransformer"
+
+    def __init__(self, vit: nn.Module, num_classes: int, time_scale=1.0, frequency_embedding_size=256):
+        super().__init__()
+        if not isinstance(vit.patch_drop, nn.Identity):
+            raise ValueError("the ViT drops patch tokens (patch_drop_rate > 0): u needs every patch")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        vit.reset_classifier(0, "")
+        self.vit = vit
+        dim, embed = vit.embed_dim, vit.patch_embed
+        self.patch_size, channels = tuple(embed.patch_size), embed.proj.in_channels
+        self.t_embedder = TimeEmbedding(dim, time_scale, frequency_embedding_size)
+        self.h_embedder = TimeEmbedding(dim, time_scale, frequency_embedding_size)
+        self.null_class = num_classes
+        self.y_embedder = nn.Embedding(num_classes + 1, dim) if num_classes else None
+        self.head = nn.Linear(dim, self.patch_size[0] * self.patch_size[1] * channels)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.weight, std=0.02)
+        size = embed.img_size[0] if embed.img_size is not None else 0
+        self.config = AdapterConfig(self.model_class, size, channels, num_classes)
+
+    @classmethod
+    def from_kwargs(
+        cls, input_size, in_channels, num_classes, time_scale=1.0, frequency_embedding_size=256, **kwargs
+    ) -> "TimmViT":
+        """A fresh ``VisionTransformer(img_size=input_size, in_chans=in_channels, **kwargs)``
+        without class token, pooling or classifier (its own defaults are ViT-B/16's);
+        ``num_classes`` is the adapter's label count."""
+        from timm.models.vision_transformer import VisionTransformer
+
+        _refuse_shape_kwargs(kwargs, img_size="input_size", in_chans="in_channels")
+        kwargs = {"class_token": False, "global_pool": "", **kwargs}
+        vit = VisionTransformer(img_size=input_size, in_chans=in_channels, num_classes=0, **kwargs)
+        return cls(vit, num_classes, time_scale, frequency_embedding_size)
+
+    def forward(self, z: Tensor, r: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        vit = self.vit
+        c = self.t_embedder(t) + self.h_embedder(t - r)
+        if self.y_embedder is not None:
+            if y is None:
+                y = torch.full((z.shape[0],), self.null_class, dtype=torch.long, device=z.device)
+            c = c + self.y_embedder(y)
+        elif y is not None:
+            raise ValueError("y must be None for an unconditional model (num_classes=0)")
+        # VisionTransformer.forward_features, with the conditioning added after the positions.
+        x = vit._pos_embed(vit.patch_embed(z))
+        x = vit.norm_pre(x + c.to(x.dtype)[:, None])
+        x = vit.norm(vit.blocks(x))[:, vit.num_prefix_tokens :]
+        return self._unpatchify(self.head(x), z.shape)
+
+    def _unpatchify(self, x: Tensor, shape) -> Tensor:
+        """``(B, N, p*p*C)`` -> ``(B, C, H, W)``; the tokens are the patches in row-major order."""
+        b, c, h, w = shape
+        ph, pw = self.patch_size
+        x = x.reshape(b, h // ph, w // pw, ph, pw, c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(b, c, h, w)
+
+
+# The library models the trainer can build (--model_class), by the name it takes.
+ADAPTERS = {cls.model_class: cls for cls in (DiffusersDiT, TimmViT)}

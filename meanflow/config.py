@@ -13,6 +13,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import inspect
 import json
 import math
@@ -21,6 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from .adapters import ADAPTERS
 from .loss import OBJECTIVES, MeanFlowLoss
 
 
@@ -29,6 +31,11 @@ def _defaults(function) -> dict:
     params = inspect.signature(function).parameters.values()
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
+
+# What --model_class builds: our DiT (its dual pass), or a library's model through an adapter
+# (meanflow/adapters.py: torch.func.jvp with the fused attention JVP).
+DIT_CLASS = "meanflow.DiT"
+MODEL_CLASSES = (DIT_CLASS, *ADAPTERS)
 
 # The loss defaults live in one place, MeanFlowLoss's signature (docs/design.md section 1).
 _LOSS = _defaults(MeanFlowLoss.__init__)
@@ -52,13 +59,16 @@ class LossConfig:
     class_dropout: float = _LOSS["class_dropout"]  # fraction of labels replaced by the null class
     tangent_rows: str = _LOSS["tangent_rows"]  # "r_neq_t", or "all": the dual pass on every row
 
-    def build(self):
+    def build(self, jvp=None):
+        """The objective; ``jvp``: MeanFlowLoss's way to ``(u, du/dt)`` (None: its default)."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"loss.objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
         kwargs = dataclasses.asdict(self)
         del kwargs["objective"]
         if self.objective == "flow_matching":
             kwargs = {k: kwargs[k] for k in ("time_mean", "time_std", "class_dropout")}
+        elif jvp is not None:
+            kwargs["jvp"] = jvp
         return OBJECTIVES[self.objective](**kwargs)
 
 
@@ -85,8 +95,14 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    model: str = "DiT-T/4"  # a DiT preset name (meanflow.PRESETS)
-    model_kwargs: dict = field(default_factory=dict)  # DiTConfig overrides: depth, time_cond, ...
+    # meanflow.DiT (the fused dual pass), or a library model through meanflow.adapters:
+    # diffusers.DiTTransformer2DModel or timm.VisionTransformer (torch.func.jvp, fused attention)
+    model_class: str = DIT_CLASS
+    model: str = "DiT-T/4"  # meanflow.DiT: a DiT preset name (meanflow.PRESETS); other classes ignore it
+    # the model's constructor keywords (DiTConfig overrides: depth, time_cond, ...; the library's
+    # own for an adapter: embed_dim, num_layers, ...); input_size, in_channels and num_classes
+    # default to the data's
+    model_kwargs: dict = field(default_factory=dict)
     backend: str | None = None  # mfkernels backend; None = MFK_BACKEND or automatic
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -132,6 +148,13 @@ class TrainConfig:
             if key not in ruled:
                 _require(key, _get(self, key), _is_number, "a finite number")
         self.loss.build()  # checks the loss arguments
+        if self.model_class != DIT_CLASS:
+            _require_library(self.model_class)
+            if self.compile:
+                raise ValueError(
+                    f"compile=true needs model_class {DIT_CLASS}: torch.func.jvp through "
+                    f"{self.model_class} does not trace as one graph (docs/design.md section 2)"
+                )
         return self
 
     @classmethod
@@ -226,6 +249,7 @@ def _unit_interval(value) -> bool:
 
 
 _RULES = [  # (key, test, what the key allows): validate() names the first key that fails
+    ("model_class", lambda v: v in MODEL_CLASSES, "one of " + ", ".join(MODEL_CLASSES)),
     ("steps", _at_least(1), "an integer >= 1"),
     ("batch_size", _at_least(1), "an integer >= 1"),
     ("sample_steps", _at_least(1), "an integer >= 1"),
@@ -262,6 +286,12 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
 ]
 
 
+def _require_library(model_class: str):
+    library = ADAPTERS[model_class].library
+    if importlib.util.find_spec(library) is None:
+        raise ValueError(f"model_class {model_class} needs the {library} package (pip install {library})")
+
+
 def _require(key, value, ok, allowed):
     if not ok(value):
         raise ValueError(f"{key} must be {allowed}, got {value!r}")
@@ -292,6 +322,7 @@ def _float_keys(obj, prefix=""):
 # and workers. betas and weight_decay are here because a resume restores them from the
 # optimizer state: a new value would silently not apply.
 RUN_IDENTITY = (
+    "model_class",
     "data.name",
     "data.path",
     "data.latent_mode",

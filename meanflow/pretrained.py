@@ -60,6 +60,12 @@ def load_trainer_checkpoint(path: str, ema: int | None = 0, device="cpu", backen
             f"{path} is not a meanflow.train checkpoint: needs keys 'model' or 'ema', and 'model_config', "
             f"has {have}{hint}"
         )
+    model_class = ckpt["model_config"].get("model_class") if isinstance(ckpt["model_config"], dict) else None
+    if model_class is not None:  # an adapter's checkpoint (meanflow/adapters.py); a DiT's names none
+        raise ValueError(
+            f"{path} holds a {model_class} model (trained with --model_class {model_class}), not a "
+            "meanflow.DiT: rebuild it with meanflow.adapters.AdapterConfig(**ckpt['model_config']).build()"
+        )
     model = DiT(config_from_dict(ckpt["model_config"], f"{path}['model_config']"), backend=backend)
     if ema is None:
         if "model" not in ckpt:

@@ -4,6 +4,11 @@
     torchrun --nproc_per_node=8 meanflow/train.py --preset mnist-long --compile
     python -m meanflow.train --config run.yaml --steps 5000 --loss.cfg_w 2
 
+``--model_class`` (default ``meanflow.DiT``) may name a library model instead
+(``diffusers.DiTTransformer2DModel``, ``timm.VisionTransformer``): it is built through its
+adapter (``meanflow/adapters.py``) with ``--model_kwargs`` as the library's constructor
+keywords, patched by ``mfkernels.patch_sdpa``, and trained with ``torch.func.jvp``.
+
 The whole loss (guidance passes and the ``model.jvp`` dual pass) is one module,
 ``LossModule``, and that is what DDP wraps and ``torch.compile`` compiles: DDP only sees
 calls to the module it wraps, and ``model.jvp`` is not ``model.forward``. The random draws of
@@ -32,10 +37,12 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-from meanflow.config import TrainConfig, parse_args  # noqa: E402
+import mfkernels  # noqa: E402
+from meanflow.adapters import AdapterConfig  # noqa: E402
+from meanflow.config import DIT_CLASS, TrainConfig, parse_args  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
 from meanflow.distributed import setup_distributed  # noqa: E402
-from meanflow.loss import LossModule  # noqa: E402
+from meanflow.loss import LossModule, func_jvp  # noqa: E402
 from meanflow.models import DiT  # noqa: E402
 from meanflow.train_report import (  # noqa: E402, F401 (grid_images: the trainer's API)
     MetricsLog,
@@ -56,11 +63,22 @@ from meanflow.train_state import (  # noqa: E402
 from meanflow.train_step import GraphedStep, graphs_unavailable, train_step  # noqa: E402
 
 
-def build_model(config: TrainConfig, loader) -> DiT:
-    overrides = dict(
-        num_classes=loader.num_classes, in_channels=loader.channels, input_size=loader.image_size
-    )
-    return DiT.from_config(config.model, backend=config.backend, **{**overrides, **config.model_kwargs})
+def build_model(config: TrainConfig, loader) -> torch.nn.Module:
+    """``config.model_class`` with ``model_kwargs``; input_size, in_channels and num_classes
+    default to the data's. An adapter comes back patched by ``mfkernels.patch_sdpa``: the EMA
+    copies made of it then are too."""
+    shape = dict(num_classes=loader.num_classes, in_channels=loader.channels, input_size=loader.image_size)
+    kwargs = {**shape, **config.model_kwargs}
+    if config.model_class == DIT_CLASS:
+        return DiT.from_config(config.model, backend=config.backend, **kwargs)
+    shape = {key: kwargs.pop(key) for key in shape}
+    model = AdapterConfig(config.model_class, **shape, kwargs=kwargs).build()
+    return mfkernels.patch_sdpa(model, config.backend)
+
+
+def build_objective(config: TrainConfig):
+    """The loss; a model without a dual pass (an adapter) gets ``(u, du/dt)`` by ``torch.func.jvp``."""
+    return config.loss.build(jvp=None if config.model_class == DIT_CLASS else func_jvp)
 
 
 def build_optimizer(model, config: TrainConfig, device):
@@ -201,7 +219,7 @@ def main(argv=None) -> dict:
     # ranks and resumes exactly.
     seed_global_rngs(config.seed + rank)
     opt = build_optimizer(model, config, device)
-    objective = config.loss.build()
+    objective = build_objective(config)
     if config.tensorboard and master:
         require_tensorboard()
 

@@ -4,7 +4,9 @@ resumes from one, and the output folder's first writes.
 
 A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data, rng,
 world_size}``: the DiT trainer's ``{model, ema, opt, args, step}`` plus what an exact resume
-needs (data position, every rank's random states).
+needs (data position, every rank's random states). ``model_config`` is the model's ``config``:
+a ``DiTConfig``, or an adapter's ``AdapterConfig`` (class and constructor keywords, which
+rebuild it: ``meanflow/adapters.py``).
 """
 
 import dataclasses
@@ -64,8 +66,9 @@ def seed_global_rngs(seed: int) -> None:
     random.seed(seed)
 
 
-def load_checkpoint(path: str, model, device) -> dict:
-    """Read ``path`` and check it holds this architecture; raises before anything is written."""
+def load_checkpoint(path: str, model, device, config: TrainConfig) -> dict:
+    """Read ``path`` and check it holds this run (:func:`check_same_run`: model_class first) and
+    this architecture; raises before anything is written."""
     ckpt = load_torch_file(path, map_location=device)
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path!r} is not a meanflow.train checkpoint")
@@ -76,6 +79,7 @@ def load_checkpoint(path: str, model, device) -> dict:
         raise ValueError(
             f"checkpoint {path!r} lacks the key(s) {', '.join(missing)}: it cannot resume a run{kept}"
         )
+    check_same_run(ckpt, path, config)
     want, got = dataclasses.asdict(model.config), ckpt["model_config"]
     diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
     if diff:
@@ -142,8 +146,7 @@ def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):
         raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
     if not os.path.isfile(path):
         return 0, None
-    ckpt = load_checkpoint(path, model, device)
-    check_same_run(ckpt, path, config)
+    ckpt = load_checkpoint(path, model, device, config)
     return restore(ckpt, path, model, emas, opt, loader, rank, world, device), path
 
 
