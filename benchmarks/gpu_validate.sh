@@ -11,9 +11,10 @@
 # has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, every tuned attention tile, training-step benchmark, its phases, attention benchmark,
-# csrc op benchmark, training steps with CUDA graphs, the training step with the default loss,
-# the rest of the tests if time is left, summary.
+# tests, every tuned attention tile, the trainer's step eager and graphed, training-step
+# benchmark, its phases, attention benchmark, csrc op benchmark, training steps with CUDA
+# graphs, the training step with the default loss, the rest of the tests if time is left,
+# summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,6 +97,16 @@ TILES=tests/mfkernels/test_attention_jvp.py::test_every_tuned_config
 # second length for d = 72 were added).
 step tests_gpu "$(budget 180 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
 step tests_tiles "$(budget 60 220)" "${PYTEST[@]}" --junitxml="$DIR/tests_tiles.xml" "$TILES"
+
+# 3b. the trainer's own step, eager and as one CUDA graph replay, at the per-device batches
+# users train with (DiT-XL/2, batch 32 and 256, three objectives: 12 cases, ~5-10 s each)
+b=$(budget 100 260)
+if ((QUICK)); then
+    step trainer_step 60 "$PY" benchmarks/trainer_step.py --quick --out-dir "$DIR"
+else
+    step trainer_step "$b" "$PY" benchmarks/trainer_step.py --presets DiT-XL/2 --batches 32 256 --steps 5 \
+        --time-budget $((b - 20)) --out-dir "$DIR"
+fi
 
 # 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first),
 # then where the compiled DiT-XL/2 steps spend their time (FM vs fused: loss, backward, optimiser

@@ -42,6 +42,19 @@ def test_jvp_throughput_quick(tmp_path):
     assert "ms/step" in stdout and "Targets (CPU dual reference vs torch.func.jvp):" in stdout
 
 
+def test_trainer_step_quick(tmp_path):
+    """The trainer's own step for each objective; on the CPU the graphed cases say why not."""
+    data, stdout = _run("trainer_step.py", tmp_path)
+    rows = {(r["objective"], r["mode"]): r for r in data["rows"]}
+    for objective in ("fm", "mf", "mf_all"):
+        eager = rows[objective, "eager"]
+        assert eager["status"] == "ok" and eager["ms"] > 0 and eager["host_ms"] > 0, eager
+        assert eager["model_tflop_per_step"] > 0 and "mfu" not in eager  # no datasheet peak for a CPU
+        assert "not a GPU" in rows[objective, "graphs"]["status"]
+    assert rows["fm", "eager"]["model_tflop_per_step"] == rows["mf", "eager"]["model_tflop_per_step"]
+    assert "x best FM" in stdout
+
+
 def test_jvp_throughput_guided_quick(tmp_path):
     """--cfg-w/--cfg-k: a step with guidance folded into the target, in a file of its own and
     with no verdict on the targets (stated for the step without guidance)."""
