@@ -6,15 +6,18 @@
 #   bash benchmarks/gpu_validate.sh --quick    # smoke run of this script itself (any machine, ~1 min)
 #
 # Needs python with torch, triton, pytest (matplotlib for the plots); no internet, and the
-# package need not be installed (everything runs from the repository root). The whole run
-# stays within 9 minutes (MFK_VALIDATE_SECONDS, default 520, for the timed steps): every step
-# has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
+# package need not be installed (everything runs from the repository root). Libraries the GPU
+# machine may lack travel as wheels in .whl/ (git-ignored; carry it) and are installed from
+# there without dependencies or an index:
+#   pip download --no-deps -d .whl diffusers    (the H200 image has timm and diffusers' other needs)
+# The whole run stays within 9 minutes (MFK_VALIDATE_SECONDS, default 520, for the timed
+# steps): every step has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
 # --time-budget and write their JSON after every case, so a step cut short still leaves its
 # results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, every tuned attention tile, the trainer's step eager and graphed, training-step
-# benchmark, its phases, attention benchmark, csrc op benchmark, training steps with CUDA
-# graphs, the training step with the default loss, the rest of the tests if time is left,
-# summary.
+# tests, every tuned attention tile, the trainer's step eager and graphed, JVP through other
+# libraries' models, training-step benchmark, its phases, attention benchmark, csrc op
+# benchmark, training steps with CUDA graphs, the training step with the default loss, the
+# rest of the tests if time is left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +71,11 @@ step() {
     tail -n 4 "$DIR/$name.log" | sed 's/^/    /'
 }
 
+# 0. wheels carried in .whl/ (diffusers: the adapters' tests and any_model_jvp)
+if compgen -G ".whl/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-deps --no-index .whl/*.whl >"$DIR/wheels.log" 2>&1 || echo "wheels: see $DIR/wheels.log"
+fi
+
 # 1. environment
 step env 30 bash -c "nvidia-smi; $PY -c 'import sys, torch; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"gpu\", torch.cuda.is_available())'; \
     $PY -c 'import triton; print(\"triton\", triton.__version__)'; $PY -m pip list 2>/dev/null | grep -i -E 'torch|triton|flash|pytest|matplotlib|numpy'; \
@@ -100,12 +108,22 @@ step tests_tiles "$(budget 60 220)" "${PYTEST[@]}" --junitxml="$DIR/tests_tiles.
 
 # 3b. the trainer's own step, eager and as one CUDA graph replay, at the per-device batches
 # users train with (DiT-XL/2, batch 32 and 256, three objectives: 12 cases, ~5-10 s each)
-b=$(budget 100 260)
+b=$(budget 90 200)
 if ((QUICK)); then
     step trainer_step 60 "$PY" benchmarks/trainer_step.py --quick --out-dir "$DIR"
 else
     step trainer_step "$b" "$PY" benchmarks/trainer_step.py --presets DiT-XL/2 --batches 32 256 --steps 5 \
         --time-budget $((b - 20)) --out-dir "$DIR"
+fi
+
+# 3c. torch.func.jvp through DiT-XL/2-sized diffusers and timm models, math attention against
+# patch_sdpa, at N = 1024 where the targets are (a library not installed: a skipped row)
+b=$(budget 70 170)
+if ((QUICK)); then
+    step any_model_jvp 60 "$PY" benchmarks/any_model_jvp.py --quick --out-dir "$DIR"
+else
+    step any_model_jvp "$b" "$PY" benchmarks/any_model_jvp.py --tokens 1024 --repeats 3 \
+        --time-budget $((b - 25)) --out-dir "$DIR"
 fi
 
 # 4. the training-step benchmark (the targets are judged on its DiT-XL/2 rows, measured first),

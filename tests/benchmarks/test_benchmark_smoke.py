@@ -55,6 +55,33 @@ def test_trainer_step_quick(tmp_path):
     assert "x best FM" in stdout
 
 
+def test_any_model_jvp_quick(tmp_path):
+    """Both adapters, math attention against patch_sdpa, the JVP alone and whole steps."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("timm")
+    data, _ = _run("any_model_jvp.py", tmp_path)
+    rows = {(r["model"], r["attention"], r["what"]): r for r in data["rows"]}
+    assert len(rows) == 10
+    assert all(r["status"] == "ok" and r["ms"] > 0 for r in rows.values()), rows
+
+
+def test_any_model_jvp_targets():
+    from benchmarks.any_model_jvp import targets
+
+    def row(attention, what, ms, peak, tokens=1024):
+        case = dict(model="timm", tokens=tokens, attention=attention, what=what)
+        return dict(case, ms=ms, peak_gib=peak, status="ok")
+
+    rows = [row("math", "jvp", 90.0, 4.0), row("patched", "jvp", 20.0, 3.0), row("fm", "step", 10.0, 1.0)]
+    rows += [row("math", "step", 99.0, 9.0), row("patched", "step", 16.0, 2.0)]
+    rows += [row("patched", "jvp", 9.0, 1.0, tokens=256)]  # no math row at N = 256: not judged
+    assert targets(rows) == [
+        "[PASS] timm N=1024 JVP 4.50x faster than math (>= 3)",
+        "[FAIL] timm N=1024 JVP peak 0.75x math's (<= 0.5)",
+        "[FAIL] timm N=1024 step 1.60x the FM step (<= 1.5)",
+    ]
+
+
 def test_jvp_throughput_guided_quick(tmp_path):
     """--cfg-w/--cfg-k: a step with guidance folded into the target, in a file of its own and
     with no verdict on the targets (stated for the step without guidance)."""
