@@ -11,9 +11,9 @@
 # there without dependencies or an index:
 #   pip download --no-deps -d .whl diffusers    (the H200 image has timm and diffusers' other needs)
 # The whole run stays within 9 minutes (MFK_VALIDATE_SECONDS, default 520, for the timed
-# steps): every step has a cap and leaves a reserve for the steps after it; the benchmarks get their share as
-# --time-budget and write their JSON after every case, so a step cut short still leaves its
-# results. A failing step is recorded and the next one runs. Order: environment, build, GPU
+# steps): every step has a cap and leaves a reserve for the steps after it; the benchmarks
+# get their share as --time-budget and write their JSON after every case, so a step cut
+# short still leaves its results. A failing step is recorded and the next one runs. Order: environment, build, GPU
 # tests, every tuned attention tile, the trainer's step eager and graphed, JVP through other
 # libraries' models, training-step benchmark, its phases, attention benchmark, csrc op
 # benchmark, training steps with CUDA graphs, the training step with the default loss, the
