@@ -21,6 +21,7 @@ checkpoint and exits 0.
 """
 
 import copy
+import functools
 import inspect
 import json
 import math
@@ -122,8 +123,11 @@ def build_step(step_module, model, emas, opt, config: TrainConfig, objective, wo
     """``step(step, batch, noise, lr) -> stats``: a CUDA-graphed step where ``cuda_graphs`` asks
     for one and it can run (``auto``: on a GPU; why not is said once), else the eager step."""
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    why_not = None if config.cuda_graphs == "off" else graphs_unavailable(device, opt)
-    why_not = why_not or _row_counts_vary(config, objective, world)
+    why_not = None
+    if config.cuda_graphs != "off":
+        adapter = config.model_class != DIT_CLASS  # torch.func.jvp under capture: untested
+        why_not = f"{config.model_class} trains through torch.func.jvp, not captured" if adapter else None
+        why_not = why_not or graphs_unavailable(device, opt) or _row_counts_vary(config, objective, world)
     graphs = config.cuda_graphs != "off" and why_not is None
     if config.cuda_graphs == "on" and why_not:
         raise ValueError(f"cuda_graphs is 'on' but the step cannot be a CUDA graph: {why_not}")
@@ -140,22 +144,10 @@ def build_step(step_module, model, emas, opt, config: TrainConfig, objective, wo
             step_module, model, emas, opt, autocast, config.grad_clip, config.ema_decays, device, warmup
         )
 
-    def eager(step, batch, noise, lr):
-        return train_step(
-            step_module,
-            model,
-            emas,
-            opt,
-            step,
-            batch,
-            noise,
-            autocast,
-            config.grad_clip,
-            lr,
-            config.ema_decays,
-        )
-
-    return eager
+    return functools.partial(
+        train_step, step_module, model, emas, opt, autocast=autocast, grad_clip=config.grad_clip,
+        decays=config.ema_decays,
+    )  # fmt: skip
 
 
 def _row_counts_vary(config: TrainConfig, objective, world: int) -> str | None:

@@ -60,7 +60,7 @@ def step_body(step_module, model, emas, opt, batch, noise, autocast, grad_clip, 
     return {**stats, "grad_norm": grad_norm.detach()}
 
 
-def train_step(step_module, model, emas, opt, step, batch, noise, autocast, grad_clip, lr, decays) -> dict:
+def train_step(step_module, model, emas, opt, step, batch, noise, lr, *, autocast, grad_clip, decays) -> dict:
     """One eager optimizer step at 0-based ``step`` with learning rate ``lr``; returns its stats."""
     opt.zero_grad(set_to_none=True)
     for group in opt.param_groups:

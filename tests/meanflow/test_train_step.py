@@ -54,10 +54,8 @@ def run(device, steps, graphed, autocast=None, warmup=3):
             stats.append(step_fn(step, batch, noise, lr_at(step)))
     else:
         for step, (batch, noise) in enumerate(draws(device, steps)):
-            s = train_step(
-                step_module, model, emas, opt, step, batch, noise, autocast, GRAD_CLIP, lr_at(step), DECAYS
-            )
-            stats.append(s)
+            args = step_module, model, emas, opt, step, batch, noise, lr_at(step)
+            stats.append(train_step(*args, autocast=autocast, grad_clip=GRAD_CLIP, decays=DECAYS))
     return model, emas, opt, stats
 
 
@@ -121,6 +119,14 @@ def test_cuda_graphs_on_the_cpu(tmp_path, fake_mnist, capsys):
     )
     out = capsys.readouterr().out
     assert out.count("CUDA graphs: off (the device is cpu, not a GPU)") == 1 and summary["steps_run"] == 1
+
+
+def test_an_adapter_model_is_not_captured(tmp_path, fake_mnist):
+    pytest.importorskip("timm")
+    config = tiny_config(tmp_path, fake_mnist, cuda_graphs="on", model_class="timm.VisionTransformer")
+    config.model_kwargs = {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    with pytest.raises(ValueError, match="timm.VisionTransformer trains through torch.func.jvp"):
+        train.build_step(None, None, [], None, config, MeanFlowLoss(), 1, torch.device("cuda"), master=False)
 
 
 def test_a_dual_row_count_that_varies_keeps_the_graphs_off():
