@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from test_train import _load
 
 from meanflow import train
 from meanflow.adapters import ADAPTERS, AdapterConfig
@@ -57,10 +58,6 @@ def adapter_config(out_dir, data_path, model_class, **overrides) -> TrainConfig:
     for key, value in overrides.items():
         setattr(config, key, value)
     return config.validate()
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _mse(out_dir) -> list:
