@@ -98,8 +98,9 @@ def test_recovery_puts_the_previous_export_back_before_anything_else(tmp_path, t
     out = tmp_path / "exported"
     assert run_export(capsys, "--ckpt", str(ckpt), "--out", str(out), "--ema", "0")[0] == 0
     killed_export("between-renames", "--ckpt", str(ckpt), "--out", str(out), "--ema", "1")
-    with pytest.warns(UserWarning, match="put back"):
+    with pytest.warns(UserWarning) as warned:
         recover_interrupted_publish(str(out))
+    assert sorted(str(w.message).split()[0] for w in warned) == ["put", "removed", "removed"]
     assert same(weights(out), emas[0]) and leftovers(tmp_path) == []
     # a folder named like ours but for another path is not touched
     (tmp_path / ".other.abcdefgh.tmp").mkdir()
