@@ -97,6 +97,8 @@ class TrainConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     warmup_steps: int = 0  # linear lr warmup from 0; 0 = none
+    # after the warmup: constant, or a cosine or linear decay to 0 at `steps`
+    lr_schedule: str = "constant"
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     ema_decays: list = field(default_factory=lambda: [0.9999])  # EMA decays; samples and evals use the first
     seed: int = 0  # weights, data order and every draw of a step derive from it
@@ -197,6 +199,7 @@ PRESETS = {
 
 # ----------------------------------------------------------------------------- validation
 
+LR_SCHEDULES = ("constant", "cosine", "linear")  # the lr after the warmup (train.learning_rate)
 # The MNIST evaluation's Frechet distance needs the covariance of at least two samples.
 MIN_EVAL_SAMPLES = 2
 # numpy's global seed must be below 2**32 (and the generator seeds derived as
@@ -254,6 +257,7 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
         "a list of numbers in [0, 1)",
     ),
     ("precision", lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
+    ("lr_schedule", lambda v: v in LR_SCHEDULES, "constant, cosine or linear"),
 ]
 
 
@@ -283,9 +287,9 @@ def _float_keys(obj, prefix=""):
 
 # What a run trains: a checkpoint resumes only under the same values (the trainer checks the
 # architecture too, from the checkpoint's model_config). Every other key may change on resume:
-# steps, lr, warmup_steps, grad_clip, the *_every cadences, device, precision, the data backend
-# and workers. betas and weight_decay are here because a resume restores them from the
-# optimizer state: a new value would silently not apply.
+# steps, lr, warmup_steps, lr_schedule, grad_clip, the *_every cadences, device, precision,
+# the data backend and workers. betas and weight_decay are here because a resume restores them
+# from the optimizer state: a new value would silently not apply.
 RUN_IDENTITY = (
     "data.name",
     "data.path",

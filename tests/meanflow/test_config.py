@@ -54,6 +54,7 @@ def test_config_file_then_command_line(tmp_path):
         (["--loss.objective", "self_consistency"], "loss.objective must be one of"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--precision", "fp8"], "precision"),
+        (["--lr_schedule", "step"], "lr_schedule must be constant, cosine or linear, got 'step'"),
     ],
 )
 def test_bad_keys_and_values(argv, message):
