@@ -115,8 +115,18 @@ def build_step_module(model, objective, config: TrainConfig, world: int, device)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warmup over ``warmup_steps``, then constant."""
-    return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+    """The lr of 0-based ``step``: a linear warmup over ``warmup_steps`` (no step at 0), then
+    ``lr_schedule``: constant, or a cosine or linear decay from ``lr`` at the first step after
+    the warmup towards 0 at ``steps`` (the last step's lr is small, not 0)."""
+    warmup = config.warmup_steps
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    done = (step - warmup) / max(1, config.steps - warmup)  # in [0, 1) over the decay
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    if config.lr_schedule == "linear":
+        return config.lr * (1.0 - done)
+    return config.lr
 
 
 def build_step(step_module, model, emas, opt, config: TrainConfig, objective, world: int, device, master):

@@ -98,7 +98,8 @@ def check_same_run(ckpt: dict, path: str, config: TrainConfig) -> None:
         listing = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in changes.items())
         raise ValueError(
             f"checkpoint {path!r} is for another run ({listing}); use another out_dir or the checkpoint's "
-            f"values (steps, lr, warmup_steps, grad_clip and the *_every cadences may change on resume)"
+            f"values (steps, lr, warmup_steps, lr_schedule, grad_clip and the *_every cadences may change "
+            f"on resume)"
         )
 
 

@@ -257,10 +257,18 @@ CATALOG = [
     Mutant(
         "train-lr-warmup-off-by-one",
         "meanflow/train.py",
-        "min(1.0, (step + 1) / config.warmup_steps)",
-        "min(1.0, step / config.warmup_steps)",
+        "config.lr * (step + 1) / warmup",
+        "config.lr * step / warmup",
         TRAIN,
         "first step at lr 0",
+    ),
+    Mutant(
+        "train-lr-decay-off-by-one",
+        "meanflow/train.py",
+        "(step - warmup) / max(1, config.steps - warmup)",
+        "(step - warmup + 1) / max(1, config.steps - warmup)",
+        TRAIN,
+        "the decay starts a step early and reaches lr 0 on the last step",
     ),
     Mutant(
         "train-clip-ignored",

@@ -1,9 +1,12 @@
 import dataclasses
 import json
+import os
 
 import pytest
 
 from meanflow.config import PRESETS, TrainConfig, parse_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_presets_validate():
@@ -54,6 +57,7 @@ def test_config_file_then_command_line(tmp_path):
         (["--loss.objective", "self_consistency"], "loss.objective must be one of"),
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--precision", "fp8"], "precision"),
+        (["--lr_schedule", "step"], "lr_schedule must be constant, cosine or linear, got 'step'"),
     ],
 )
 def test_bad_keys_and_values(argv, message):
@@ -68,6 +72,20 @@ def test_bad_file(tmp_path):
     bad.write_text("loss:\n  nope: 1\n")
     with pytest.raises(ValueError, match=r"unknown config key 'loss.nope' \(from --config"):
         parse_args(["--config", str(bad)])
+
+
+def test_mnist_presets_are_the_readmes():
+    """The default is the recipe the README's main job and numbers describe; mnist-long keeps
+    lr 1e-3, the recipe of its README numbers, and differs from it only there and in length."""
+    from meanflow.config import _get, _keys
+
+    short, long = TrainConfig.from_name("mnist"), TrainConfig.from_name("mnist-long")
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    line = f'# preset "mnist": {short.model}, {short.steps} steps, lr {short.lr:.0e}'.replace("e-0", "e-")
+    assert line in readme and f"batch {short.batch_size} at lr" in readme
+    assert (short.lr_schedule, long.lr, long.steps) == ("constant", 1e-3, 2000)
+    differ = {key for key in _keys(short) if _get(short, key) != _get(long, key)}
+    assert differ == {"lr", "steps", "sample_every", "eval_every", "ckpt_every", "out_dir"}
 
 
 def test_presets_feed_times_unscaled():

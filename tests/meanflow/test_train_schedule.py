@@ -1,5 +1,6 @@
-"""What the optimizer sees at each trainer step: the warm-up learning rate, gradients clipped
-to ``grad_clip``, and a fresh draw of times and noise (seeded per step, never repeated)."""
+"""What the optimizer sees at each trainer step: the warm-up learning rate and its decay
+(``lr_schedule``), gradients clipped to ``grad_clip``, and a fresh draw of times and noise
+(seeded per step, never repeated)."""
 
 import json
 
@@ -51,3 +52,20 @@ def test_warmup_clipping_and_fresh_draws(tmp_path, fake_mnist, spy):
     assert len(spy["grad_norm"]) == 3 and max(spy["grad_norm"]) <= GRAD_CLIP * (1 + 1e-4)
     draws = spy["t"]
     assert len(draws) == 3 and not any(torch.equal(a, b) for a, b in zip(draws, draws[1:]))
+
+
+@pytest.mark.parametrize(
+    "schedule, factors",
+    [
+        # 2 warmup steps, then 3 steps of decay: its fraction done is 0, 1/3, 2/3.
+        ("constant", [0.5, 1.0, 1.0, 1.0, 1.0]),
+        ("linear", [0.5, 1.0, 1.0, 2 / 3, 1 / 3]),
+        ("cosine", [0.5, 1.0, 1.0, 0.75, 0.25]),
+    ],
+)
+def test_lr_schedule_decays_after_the_warmup(tmp_path, fake_mnist, spy, schedule, factors):
+    config = tiny_config(tmp_path / "run", fake_mnist, steps=5, warmup_steps=2, lr_schedule=schedule)
+    train.main(config)
+    assert spy["lr"] == pytest.approx([config.lr * f for f in factors], rel=1e-12)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in logged if "lr" in r] == pytest.approx(spy["lr"], rel=1e-12)
