@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, file_sha256, load_torch_file, write_json_atomic
+from .cli import errors_as_one_line
 from .data.image_folder import IMAGE_EXTENSIONS
 from .distributed import resolve_device
 
@@ -492,7 +493,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
-    try:
+    with errors_as_one_line(p):
         report = evaluate(
             args.samples,
             args.ref,
@@ -506,10 +507,6 @@ def main(argv=None):
             verbose=not args.quiet,
             allow_unverified_weights=args.allow_unverified_weights,
         )
-    except (ValueError, FileNotFoundError) as e:
-        p.exit(2, f"error: {e}\n")
-    except OSError as e:  # a full disk, no permission: the environment, not the arguments
-        p.exit(1, f"error: {e}\n")
     json.dump(report, sys.stdout, indent=2)
     print()
 

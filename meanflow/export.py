@@ -23,6 +23,7 @@ import argparse
 
 import torch
 
+from .cli import errors_as_one_line
 from .pretrained import from_official_dit, load_model
 
 
@@ -94,7 +95,7 @@ def main(argv=None):
         "--vae", help="with --pipeline: a local diffusers AutoencoderKL folder or weights file to include"
     )
     args = p.parse_args(argv)
-    try:
+    with errors_as_one_line(p):
         model = export(
             args.ckpt,
             args.out,
@@ -104,10 +105,6 @@ def main(argv=None):
             pipeline=args.pipeline,
             vae=args.vae,
         )
-    except (ValueError, FileNotFoundError) as e:
-        p.exit(2, f"error: {e}\n")
-    except OSError as e:  # a full disk, no permission: the environment, not the arguments
-        p.exit(1, f"error: {e}\n")
     n = sum(t.numel() for t in model.state_dict().values())
     print(f"wrote {args.out}: {n / 1e6:.2f} M values")
 

@@ -33,6 +33,7 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write, hash_file, write_json_atomic
+from .cli import errors_as_one_line
 from .data.latents import check_vae_for_checkpoint
 from .distributed import setup_distributed
 from .pretrained import load_model
@@ -484,29 +485,26 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     try:
-        path = run(
-            args.ckpt,
-            args.out,
-            num=args.num,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            classes=args.classes,
-            ema=None if args.raw else args.ema,
-            vae=args.vae,
-            vae_config=args.vae_config,
-            scaling_factor=args.scaling_factor,
-            dtype=args.dtype,
-            device=args.device,
-            png=not args.no_png,
-            keep_shards=args.keep_shards,
-            compile=args.compile,
-            progress=not args.quiet,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        p.exit(2, f"error: {e}\n")
-    except OSError as e:  # a full disk, no permission: the environment, not the arguments
-        p.exit(1, f"error: {e}\n")
+        with errors_as_one_line(p):
+            path = run(
+                args.ckpt,
+                args.out,
+                num=args.num,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                classes=args.classes,
+                ema=None if args.raw else args.ema,
+                vae=args.vae,
+                vae_config=args.vae_config,
+                scaling_factor=args.scaling_factor,
+                dtype=args.dtype,
+                device=args.device,
+                png=not args.no_png,
+                keep_shards=args.keep_shards,
+                compile=args.compile,
+                progress=not args.quiet,
+            )
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

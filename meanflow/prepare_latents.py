@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
+from .cli import BAD_INPUT, errors_as_one_line  # noqa: E402
 from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
 from .distributed import resolve_device  # noqa: E402
@@ -331,7 +332,7 @@ def main(argv=None):
     parser.add_argument("--preview", type=int, default=8, help="images in preview.png (0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
+    with errors_as_one_line(parser, (*BAD_INPUT, NotADirectoryError)):
         prepare_latents(
             args.src, args.dst, args.vae, args.vae_config,
             image_size=args.image_size, batch_size=args.batch_size, shard_size=args.shard_size,
@@ -339,10 +340,6 @@ def main(argv=None):
             num_workers=args.workers, scan_workers=args.scan_workers, progress=not args.no_progress,
             preview=args.preview,
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # bad input: say what, no traceback
-        parser.exit(2, f"error: {e}\n")
-    except OSError as e:  # a full disk, no permission: the environment, not the arguments
-        parser.exit(1, f"error: {e}\n")
     return 0
 
 

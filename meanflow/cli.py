@@ -1,0 +1,18 @@
+"""What every command line of the package does with an error: one line on stderr, no traceback."""
+
+import contextlib
+
+BAD_INPUT = (ValueError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def errors_as_one_line(parser, bad_input=BAD_INPUT):
+    """Inside it, ``bad_input`` (what the arguments got wrong) exits with status 2 and any other
+    ``OSError`` (a full disk, no permission: the environment) with status 1, as ``parser``'s
+    ``error: ...`` line."""
+    try:
+        yield
+    except bad_input as e:
+        parser.exit(2, f"error: {e}\n")
+    except OSError as e:
+        parser.exit(1, f"error: {e}\n")
