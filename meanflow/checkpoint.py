@@ -113,12 +113,15 @@ def _out_of_space(error: BaseException) -> bool:
 
 
 TEMPORARY_SUFFIX = ".tmp"
+PREVIOUS_SUFFIX = ".old"  # publish_directory's holder of the folder it replaces
 
 
-def _temporary_pattern(name_pattern: str) -> re.Pattern:
-    """The names ``atomic_write`` gives its temporaries for destinations whose names match the
-    regular expression ``name_pattern``: ``.NAME.`` + mkstemp's 8 random characters + ``.tmp``."""
-    return re.compile(rf"\.(?:{name_pattern})\.[a-z0-9_]{{8}}{re.escape(TEMPORARY_SUFFIX)}")
+def _temporary_pattern(name_pattern: str, suffixes=(TEMPORARY_SUFFIX,)) -> re.Pattern:
+    """The names ``atomic_write`` (and ``publish_directory``) give their temporaries for
+    destinations whose names match the regular expression ``name_pattern``: ``.NAME.`` +
+    mkstemp's 8 random characters + one of ``suffixes`` (group 1)."""
+    ends = "|".join(map(re.escape, suffixes))
+    return re.compile(rf"\.(?:{name_pattern})\.[a-z0-9_]{{8}}({ends})")
 
 
 def remove_stale_temporaries(directory: str, name_pattern: str) -> list[str]:
@@ -243,7 +246,6 @@ def publish_directory(tmp: str, path: str) -> None:
     fsync_dir(parent)
 
 
-PREVIOUS_SUFFIX = ".old"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
 
@@ -275,9 +277,7 @@ def recover_interrupted_publish(path: str) -> list[str]:
     parent, name = os.path.split(os.path.abspath(path))
     if not os.path.isdir(parent):
         return []
-    leftovers = re.compile(
-        rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}({re.escape(TEMPORARY_SUFFIX)}|{re.escape(PREVIOUS_SUFFIX)})"
-    )
+    leftovers = _temporary_pattern(re.escape(name), (TEMPORARY_SUFFIX, PREVIOUS_SUFFIX))
     notes = []
     for entry in sorted(os.scandir(parent), key=lambda e: e.name):
         match = leftovers.fullmatch(entry.name)
