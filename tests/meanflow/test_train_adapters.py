@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from test_train import _load
+from test_train import _load, tiny_config
 
 from meanflow import train
 from meanflow.adapters import ADAPTERS, AdapterConfig
@@ -36,27 +36,10 @@ def _keep_threads():
 def adapter_config(out_dir, data_path, model_class, **overrides) -> TrainConfig:
     if model_class in ADAPTERS:
         pytest.importorskip(ADAPTERS[model_class].library)
-    config = TrainConfig.from_name(
-        "mnist",
-        model_class=model_class,
-        steps=30,
-        batch_size=8,
-        lr=1e-3,
-        warmup_steps=0,
-        ema_decays=[0.9],
-        out_dir=str(out_dir),
-        log_every=1,
-        sample_every=0,
-        eval_every=0,
-        eval_samples=0,
-        ckpt_every=15,
-        progress=False,
-        threads=1,  # a shared 2-core machine: far faster than two threads waiting on each other
-    )
-    config.model_kwargs.update(TINY.get(model_class, DIT))
-    config.data.path = data_path
-    for key, value in overrides.items():
-        setattr(config, key, value)
+    settings = dict(model_class=model_class, steps=30, warmup_steps=0, ema_decays=[0.9], ckpt_every=15)
+    settings["threads"] = 1  # a shared 2-core machine: far faster than two threads waiting on each other
+    config = tiny_config(out_dir, data_path, **{**settings, **overrides})
+    config.model_kwargs = {"time_scale": 1.0, **TINY.get(model_class, DIT)}  # the preset's time scale
     return config.validate()
 
 
