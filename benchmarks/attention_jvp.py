@@ -9,11 +9,16 @@ Forward, value and tangent (``O, O', LSE`` from ``Q, K, V, Q', K', V'``):
                   oracle, not a kernel, and are labelled so.
   func_jvp_math   ``torch.func.jvp`` over ``F.scaled_dot_product_attention`` with the math
                   backend (materialises N x N; skipped where it would risk an OOM)
-  sdpa_flash_fwd  the primal forward alone, SDPA's flash backend: the speed to compare with
-  flash_attn_fwd  the primal forward of the ``flash_attn`` package, when installed
+  <provider>_fwd  the primal forward alone of sdpa_flash (SDPA's flash backend), sdpa_cudnn,
+                  flash_attn (FlashAttention-2) and fa3 (FlashAttention-3), each where this
+                  machine has it (benchmarks/attention_baselines.py): the speeds to compare with
 Backward (primal only, ``dO -> dQ, dK, dV``):
   ours_bwd        ``mfkernels::attention_backward`` from our saved ``O, LSE``
-  sdpa_flash_bwd  SDPA flash backward; ``flash_attn_bwd`` flash-attn's, when installed
+  <provider>_bwd  the same providers' backward
+
+Shapes: on a GPU first DiT-XL/2's own attention (d = 72, N = 256 and 1024: 256x256 and 512x512
+images; ``--dit-batch`` 64 x 16 heads = 1024 batch x heads), then a sweep over N and d at
+``--tokens`` tokens per head (batch = tokens // N).
 
 FLOPs counted per (batch * head), with N_q = N_k = N, from the matrix products only
 (softmax and elementwise work not counted), the same count for every implementation:
@@ -44,6 +49,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
 from benchmarks import _common as C
+from benchmarks import attention_baselines as baselines
 from mfkernels import dispatch
 
 BENCHMARK = "attention_jvp"
@@ -51,19 +57,12 @@ FLOPS_PER_N2D = {"jvp": 12, "fwd": 4, "bwd": 10}
 KIND = {
     "ours_jvp": "jvp",
     "func_jvp_math": "jvp",
-    "sdpa_flash_fwd": "fwd",
-    "flash_attn_fwd": "fwd",
+    **{f"{p}_fwd": "fwd" for p in baselines.PROVIDERS},
     "ours_bwd": "bwd",
-    "sdpa_flash_bwd": "bwd",
-    "flash_attn_bwd": "bwd",
+    **{f"{p}_bwd": "bwd" for p in baselines.PROVIDERS},
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16/fp16, SXM
-
-try:
-    from flash_attn import flash_attn_func
-except Exception:  # not installed (or built for another torch): those rows are skipped
-    flash_attn_func = None
 
 
 def datasheet_peak(name: str):
@@ -130,10 +129,11 @@ class Bench:
 
     # ------------------------------------------------------------ one shape
 
-    def run_shape(self, dtype_name, d, n):
+    def run_shape(self, dtype_name, d, n, batch=None):
+        """Every variant at one shape; ``batch`` defaults to the sweep's ``tokens // N``."""
         args, device = self.args, self.device
         dtype = DTYPES[dtype_name]
-        batch, heads = max(1, args.tokens // n), args.heads
+        batch, heads = batch or max(1, args.tokens // n), args.heads
         base = {"dtype": dtype_name, "d": d, "N": n, "batch": batch, "heads": heads}
         gen = torch.Generator(device=device).manual_seed(0)
 
@@ -216,26 +216,18 @@ class Bench:
             row["err_o_dot_vs_math"] = _rel_err(out["o_dot"], ref["o_dot"])
         ref.clear()
 
-        def sdpa_flash_fwd():
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        def record_baseline(kind, provider, *inputs):
+            make = baselines.forward if kind == "fwd" else baselines.backward
+            try:
+                fn, skip = make(provider, *inputs, scale), None
+            except baselines.Unavailable as exc:
+                fn, skip = None, f"skipped: {exc}"
+            except Exception as exc:  # e.g. a head dim the backend does not take
+                fn, skip = None, f"failed: {C.short_error(exc)}"
+            record(f"{provider}_{kind}", fn, provider, skip)
 
-        with torch.no_grad():
-            record("sdpa_flash_fwd", sdpa_flash_fwd, "flash")
-
-        fa_skip = (
-            None
-            if flash_attn_func is not None and device.type == "cuda"
-            else "skipped: flash_attn not installed"
-        )
-        if fa_skip is None:
-            qt, kt, vt, dot = (t.transpose(1, 2).contiguous() for t in (q, k, v, do))
-
-        def flash_attn_fwd():
-            return flash_attn_func(qt, kt, vt, softmax_scale=scale)
-
-        with torch.no_grad():
-            record("flash_attn_fwd", flash_attn_fwd, "flash_attn", fa_skip)
+        for provider in baselines.PROVIDERS:
+            record_baseline("fwd", provider, q, k, v)
 
         # Backward: ours from the saved O and LSE of our forward.
         bwd_skip = skip or (None if "o" in out else "skipped: no forward output")
@@ -256,41 +248,26 @@ class Bench:
         record("ours_bwd", ours_bwd, self.ours_backend, bwd_skip)
         out.clear()
 
-        grads = {}
+        for provider in baselines.PROVIDERS:
+            record_baseline("bwd", provider, q, k, v, do)
 
-        def make_sdpa_bwd():
-            qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                o = F.scaled_dot_product_attention(qg, kg, vg, scale=scale)
-            grads["sdpa"] = (o, (qg, kg, vg))
-
-        def sdpa_flash_bwd():
-            o, inputs = grads["sdpa"]
-            return torch.autograd.grad(o, inputs, do, retain_graph=True)
-
-        try:
-            make_sdpa_bwd()
-            sdpa_skip = None
-        except Exception as exc:
-            sdpa_skip = f"failed: forward: {C.short_error(exc)}"
-        record("sdpa_flash_bwd", sdpa_flash_bwd, "flash", sdpa_skip)
-        grads.clear()
-
-        if fa_skip is None:
-            qg, kg, vg = (t.detach().requires_grad_() for t in (qt, kt, vt))
-            o_fa = flash_attn_func(qg, kg, vg, softmax_scale=scale)
-
-        def flash_attn_bwd():
-            return torch.autograd.grad(o_fa, (qg, kg, vg), dot, retain_graph=True)
-
-        record("flash_attn_bwd", flash_attn_bwd, "flash_attn", fa_skip)
         # Report one line per shape as it goes.
-        shown = []
-        for name in ("ours_jvp", "func_jvp_math", "sdpa_flash_fwd", "ours_bwd", "sdpa_flash_bwd"):
-            r = results.get(name)
-            shown.append(f"{name} {_fmt(r['tflops'])}" if r else f"{name} -")
+        def tflops(name):
+            return f"{name} {_fmt(results[name]['tflops'])}" if name in results else f"{name} -"
+
+        shown = [tflops("ours_jvp"), tflops("func_jvp_math"), _best(results, "fwd")]
+        shown += [tflops("ours_bwd"), _best(results, "bwd")]
         self.log(f"{dtype_name} d={d} N={n} (batch {batch}, heads {heads}) TFLOP/s: " + ", ".join(shown))
         self.save()
+
+
+def _best(results, kind):
+    """``"best <kind> <provider> <TFLOP/s>"`` among the other libraries' rows that ran."""
+    rows = [(r["tflops"], v) for v, r in results.items() if v.endswith(f"_{kind}") and v != f"ours_{kind}"]
+    if not rows:
+        return f"best primal {kind} -"
+    tflops, variant = max(rows)
+    return f"best primal {kind} {variant.removesuffix('_' + kind)} {_fmt(tflops)}"
 
 
 def _rel_err(a, ref):
@@ -303,7 +280,8 @@ def _rel_err(a, ref):
 def print_table(rows, peak, datasheet):
     by_shape = {}
     for r in rows:
-        by_shape.setdefault((r["dtype"], r["d"], r["N"]), {})[r["variant"]] = r
+        key = (r["dtype"], r["d"], r["N"], r["batch"] * r["heads"])
+        by_shape.setdefault(key, {})[r["variant"]] = r
 
     def tf(r):
         if r is None:
@@ -313,30 +291,36 @@ def print_table(rows, peak, datasheet):
         return _fmt(r["tflops"])
 
     table = []
-    for (dtype, d, n), vs in by_shape.items():
-        ours, fwd = vs.get("ours_jvp"), vs.get("sdpa_flash_fwd")
-        ratio = ours["ms"] / fwd["ms"] if ours and fwd and "ms" in ours and "ms" in fwd else None
+    for (dtype, d, n, bh), vs in by_shape.items():
+        ours = vs.get("ours_jvp")
+        fwds = [vs[v] for v in vs if KIND[v] == "fwd" and vs[v]["status"] == "ok"]
+        fwd = min(fwds, key=lambda r: r["ms"], default=None)
+        ratio = ours["ms"] / fwd["ms"] if ours and fwd and "ms" in ours else None
         pct = ours.get("pct_measured_peak") if ours else None
         table.append(
-            [
-                dtype, d, n, tf(ours), "" if pct is None else f"{pct:.0f}%", tf(vs.get("func_jvp_math")),
-                tf(vs.get("sdpa_flash_fwd")), tf(vs.get("flash_attn_fwd")),
-                "" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd")), tf(vs.get("sdpa_flash_bwd")),
-                tf(vs.get("flash_attn_bwd")),
-                _mem(ours), _mem(vs.get("func_jvp_math")), _mem(fwd),
-            ]
-        )  # fmt: skip
-    heads = [
-        "dtype", "d", "N", "ours JVP", "%peak", "func.jvp math", "SDPA flash fwd", "flash_attn fwd",
-        "JVP/fwd time", "ours bwd", "SDPA flash bwd", "flash_attn bwd", "MiB ours", "MiB math", "MiB fwd",
-    ]  # fmt: skip
+            [dtype, d, n, bh, tf(ours), "" if pct is None else f"{pct:.0f}%", tf(vs.get("func_jvp_math"))]
+            + [tf(vs.get(f"{p}_fwd")) for p in baselines.PROVIDERS]
+            + ["" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd"))]
+            + [tf(vs.get(f"{p}_bwd")) for p in baselines.PROVIDERS]
+            + [_mem(ours), _mem(vs.get("func_jvp_math")), _mem(fwd)]
+        )
+    heads = (
+        ["dtype", "d", "N", "BxH", "ours JVP", "%peak", "func.jvp math"]
+        + [f"{p} fwd" for p in baselines.PROVIDERS]
+        + ["JVP/fwd time", "ours bwd"]
+        + [f"{p} bwd" for p in baselines.PROVIDERS]
+        + ["MiB ours", "MiB math", "MiB fwd"]
+    )
     print(C.format_table(table, heads))
     print("TFLOP/s with JVP = 12 N^2 d, forward = 4 N^2 d, backward = 10 N^2 d per (batch*head).")
     if peak:
         extra = f"; datasheet {datasheet:.0f} TFLOP/s" if datasheet else ""
         dense = f"{peak['shape']} {peak['dtype']} matmul, {_fmt(peak['tflops'])} TFLOP/s"
         print(f"%peak: of a measured dense {dense}{extra}.")
-    print("JVP/fwd time: ours JVP over the primal flash forward (3.0 would match the FLOP ratio 12/4).")
+    print(
+        "JVP/fwd time: ours JVP over the fastest primal forward (3.0 would match the FLOP ratio"
+        " 12/4); MiB fwd: that forward's."
+    )
 
 
 def _fmt(x):
@@ -409,6 +393,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--math-max-n", type=int, default=8192, help="largest N for torch.func.jvp over math SDPA"
     )
+    parser.add_argument(
+        "--dit-batch",
+        type=int,
+        help="batch of the DiT-XL/2 shapes (bf16, d 72, N 256 and 1024) run first; 0 = none"
+        " (default: 64 on a GPU, so batch x heads = 1024; 0 on the CPU and with --quick)",
+    )
     parser.add_argument("--warmup-ms", type=int, default=10, help="do_bench warm-up (GPU)")
     parser.add_argument("--rep-ms", type=int, default=40, help="do_bench measuring time (GPU)")
     parser.add_argument(
@@ -429,6 +419,7 @@ def parse_args(argv=None):
         tokens=32768 if gpu else 256,
         repeats=2 if args.quick else 5,
         time_budget=100.0 if gpu and not args.quick else None,
+        dit_batch=64 if gpu and not args.quick else 0,
     )
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -436,8 +427,19 @@ def parse_args(argv=None):
     return args
 
 
+# DiT-XL/2's attention: head dim 72 (1152 / 16 heads) over 16 x 16 and 32 x 32 latent patches.
+DIT_SHAPES = (("bf16", 72, 256), ("bf16", 72, 1024))
+
+
 def shapes(args, device):
-    """(dtype, d, N) in the order they run: the DiT-XL/2 head dim first at each N."""
+    """``(dtype, d, N, batch)`` in the order they run, batch None for the sweep's tokens // N:
+    the DiT-XL/2 shapes at ``--dit-batch``, then the sweep with the DiT head dim first at each N."""
+    dit = [(dt, d, n, args.dit_batch) for dt, d, n in DIT_SHAPES] if args.dit_batch else []
+    return dit + [(dt, d, n, None) for dt, d, n in _sweep(args, device)]
+
+
+def _sweep(args, device):
+    """(dtype, d, N) over sequence lengths and head dims."""
     if args.quick:
         seqlens, dims, dtypes = args.seqlens or [64, 128], args.head_dims or [64], args.dtypes or ["fp32"]
         if device.type == "cuda":
@@ -482,7 +484,7 @@ def main(argv=None):
     bench.log(
         f"dense matmul peak {bench.peak['shape']} {bench.peak['dtype']}: {bench.peak['tflops']:.1f} TFLOP/s"
     )
-    for dtype, d, n in shapes(args, device):
+    for dtype, d, n, batch in shapes(args, device):
         if time.perf_counter() > bench.deadline:
             bench.log(f"time budget used up: skipping {dtype} d={d} N={n} and later shapes")
             bench.rows.append(
@@ -490,7 +492,7 @@ def main(argv=None):
             )
             break
         try:
-            bench.run_shape(dtype, d, n)
+            bench.run_shape(dtype, d, n, batch)
         except Exception as exc:  # e.g. OOM allocating the inputs: record, go on
             bench.rows.append(
                 {"dtype": dtype, "d": d, "N": n, "variant": "all", "status": f"failed: {C.short_error(exc)}"}

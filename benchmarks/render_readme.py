@@ -261,21 +261,32 @@ def render_attention(data, readme_dir: Path) -> str:
         ("ours_jvp", "ours JVP"),
         ("func_jvp_math", "torch.func.jvp (math)"),
         ("sdpa_flash_fwd", "SDPA flash fwd"),
+        ("sdpa_cudnn_fwd", "SDPA cuDNN fwd"),
         ("flash_attn_fwd", "flash-attn fwd"),
+        ("fa3_fwd", "FA3 fwd"),
         ("ours_bwd", "ours bwd"),
         ("sdpa_flash_bwd", "SDPA flash bwd"),
+        ("sdpa_cudnn_bwd", "SDPA cuDNN bwd"),
+        ("flash_attn_bwd", "flash-attn bwd"),
+        ("fa3_bwd", "FA3 bwd"),
     ]
-    present = [
-        (v, t)
-        for v, t in cols
-        if any(r.get("variant") == v and r.get("dtype") == dtype for r in data["rows"])
+
+    # Another library's column only where some row of it ran (one this machine lacks adds nothing).
+    def shown(variant):
+        rows = data["rows"] if variant in ("ours_jvp", "func_jvp_math", "ours_bwd") else ok
+        return any(r.get("variant") == variant and r.get("dtype") == dtype for r in rows)
+
+    present = [(v, t) for v, t in cols if shown(v)]
+    out += [
+        "",
+        "| d | N | batch x heads | " + " | ".join(t for _, t in present) + " |",
+        "|---|---|---|" + "---|" * len(present),
     ]
-    out += ["", "| d | N | " + " | ".join(t for _, t in present) + " |", "|---|---|" + "---|" * len(present)]
     shapes = {}
     for r in data["rows"]:
         if r.get("dtype") == dtype and r.get("variant") != "all":
-            shapes.setdefault((r["d"], r["N"]), {})[r["variant"]] = r
-    for (d, n), vs in sorted(shapes.items()):
+            shapes.setdefault((r["d"], r["N"], r.get("batch", 0) * r.get("heads", 0)), {})[r["variant"]] = r
+    for (d, n, bh), vs in sorted(shapes.items()):
         cells = []
         for v, _ in present:
             r = vs.get(v)
@@ -285,7 +296,7 @@ def render_attention(data, readme_dir: Path) -> str:
                 cells.append(f"{r['tflops']:.3g} ({r['pct_measured_peak']:.0f}%)")
             else:
                 cells.append(f"{r['tflops']:.3g}")
-        out.append(f"| {d} | {n} | " + " | ".join(cells) + " |")
+        out.append(f"| {d} | {n} | {bh or '-'} | " + " | ".join(cells) + " |")
     link = _plot_link(data, readme_dir, f"attention JVP TFLOP/s, {device}")
     return "\n".join(out) + "\n" + link
 

@@ -116,6 +116,13 @@ def test_attention_jvp_quick(tmp_path):
         assert r["tflops"] > 0 and r["ms"] > 0
     ours = [r for r in ok if r["variant"] == "ours_jvp"]
     assert all(r["err_o_dot_vs_math"] < 1e-4 for r in ours)
+    # The other libraries: SDPA's flash backend runs on the CPU too, the rest say why not.
+    status = {r["variant"]: r["status"] for r in data["rows"] if r["N"] == 64}
+    assert status["sdpa_flash_fwd"] == status["sdpa_flash_bwd"] == "ok"
+    for provider in ("sdpa_cudnn", "flash_attn", "fa3"):
+        why = f"skipped: {provider} needs a CUDA device"
+        assert status[f"{provider}_fwd"] == status[f"{provider}_bwd"] == why
+    assert "BxH" in stdout and "sdpa_cudnn fwd" in stdout
 
 
 def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
@@ -144,13 +151,21 @@ def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
 
 
 def test_attention_gpu_sweep_covers_every_head_dim_early():
-    """A short --time-budget on a GPU still reaches the judged head dims (64, 128) and the
-    DiT-XL/2 one (72) at long sequences: the sweep takes every other N first."""
+    """On a GPU, DiT-XL/2's own attention comes first (batch 64 x 16 heads, d 72, N 256 and
+    1024); a short --time-budget then still reaches the judged head dims (64, 128) and the DiT's
+    (72) at long sequences: the sweep takes every other N first."""
     import torch
 
     from benchmarks import attention_jvp
 
-    sweep = attention_jvp.shapes(attention_jvp.parse_args([]), torch.device("cuda"))
-    assert len(sweep) == len(set(sweep)) == 3 * 7 + 7
-    assert sweep[:12] == [("bf16", d, n) for d in (72, 128, 64) for n in (256, 1024, 4096, 16384)]
-    assert sweep[-7:] == [("fp16", 128, 256 * 2**i) for i in range(7)]
+    args = attention_jvp.parse_args(["--device", "cuda"])
+    assert args.heads == 16 and args.dit_batch == 64
+    sweep = attention_jvp.shapes(args, torch.device("cuda"))
+    assert len(sweep) == len(set(sweep)) == 2 + 3 * 7 + 7
+    assert sweep[:2] == [("bf16", 72, 256, 64), ("bf16", 72, 1024, 64)]
+    grid = [("bf16", d, n, None) for d in (72, 128, 64) for n in (256, 1024, 4096, 16384)]
+    assert sweep[2:14] == grid
+    assert sweep[-7:] == [("fp16", 128, 256 * 2**i, None) for i in range(7)]
+    quick = attention_jvp.parse_args(["--device", "cuda", "--quick"])
+    assert quick.dit_batch == 0
+    assert all(batch is None for *_, batch in attention_jvp.shapes(quick, torch.device("cuda")))

@@ -80,9 +80,13 @@ def results(tmp_path):
         {"dtype": "bf16", "d": 72, "N": 1024, "variant": "ours_jvp", "status": "ok", "tflops": 350.0,
          "pct_measured_peak": 50.0},
         {"dtype": "bf16", "d": 72, "N": 1024, "variant": "sdpa_flash_fwd", "status": "ok", "tflops": 400.0},
+        {"dtype": "bf16", "d": 72, "N": 1024, "variant": "fa3_fwd", "status": "skipped: not installed"},
         {"dtype": "bf16", "d": 72, "N": 16384, "variant": "func_jvp_math", "status": "skipped: OOM risk"},
         {"dtype": "bf16", "d": 72, "N": 16384, "variant": "ours_jvp", "status": "ok", "tflops": 420.0,
          "pct_measured_peak": 60.0},
+        # The same d and N at DiT-XL/2's batch x heads: a row of its own.
+        {"dtype": "bf16", "d": 72, "N": 1024, "batch": 64, "heads": 16, "variant": "ours_jvp", "status": "ok",
+         "tflops": 300.0, "pct_measured_peak": 43.0},
     ]  # fmt: skip
     _write(res / "attention_jvp_nvidia-h100-80gb-hbm3.json", attn)
     (res / "notes.json").write_text("[1, 2]")  # other JSON is not a result file
@@ -110,8 +114,11 @@ def test_renders_newest_results_with_device_dtype_date(results, tmp_path):
     assert "func_jvp+compile: failed: compile timed out" in section
     assert "**PASS** fused step <= 1.4x FM step: 1.36 (threshold 1.4)" in section
     assert "](results/h100-run/jvp_throughput_nvidia-h100-80gb-hbm3.png)" in section
-    assert "| 72 | 1024 | 350 (50%) | - | 400 |" in section
-    assert "| 72 | 16384 | 420 (60%) | skipped | - |" in section
+    assert "| d | N | batch x heads | ours JVP | torch.func.jvp (math) | SDPA flash fwd |" in section
+    assert "FA3" not in section  # no row of it ran
+    assert "| 72 | 1024 | - | 350 (50%) | - | 400 |" in section
+    assert "| 72 | 1024 | 1024 | 300 (43%) | - | - |" in section
+    assert "| 72 | 16384 | - | 420 (60%) | skipped | - |" in section
     assert "datasheet 989" in section and "12 N^2 d" in section
     # Idempotent, and --check agrees.
     assert render_readme.main(["--results", str(results), "--readme", str(readme)]) == 0
@@ -196,7 +203,7 @@ def test_an_older_run_keeps_the_cases_no_newer_run_measured(results, tmp_path):
     assert "2026-11-20 (torch 2.11.0, triton 3.6.0, commit feedfaceca): DiT-S/2 b64 bf16 fm" in section
     assert "777.0" not in section and "stale target" not in section
     assert "**PASS** fused step <= 1.4x FM step: 1.36" in section  # judged again on the merged cells
-    assert "| 128 | 1024 | 222 |" in section and "111" not in section.split("Attention JVP")[-1]
+    assert "| 128 | 1024 | - | 222 |" in section and "111" not in section.split("Attention JVP")[-1]
 
 
 def test_a_newer_run_of_some_variants_fills_the_same_row(results, tmp_path):
