@@ -255,14 +255,16 @@ def test_every_tuned_config(monkeypatch, generation, d):
     """The autotuner only times its configs, and the suite on a GPU runs just the first of each
     list (MFK_AUTOTUNE=0, tests/conftest.py): here every config a launch may take runs against
     the reference, compiled in bf16 on a GPU; in the interpreter (fp32) it checks the tiles'
-    logic. Sequences of 300 / 130 end in a ragged key tile; a head dim split in two parts also
-    runs a sequence of whole tiles, whose forward takes the configs a ragged one may not."""
+    logic. The sequences end in a ragged key (and query) tile of 1, 17 and 44 rows with 64- and
+    128-row tiles (1, 17, 12 with 32); a head dim split in two parts also runs a sequence of
+    whole tiles, whose forward takes the configs a ragged one may not."""
     parts = attention.head_dim_parts(d)
     kernels = {"fwd": attention._attn_jvp_fwd, "dkdv": attention._attn_bwd_dkdv, "dq": attention._attn_bwd_dq}
     gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if gpu else torch.float32
-    lengths = [300, 256] if gpu else [130, 128]
-    for n in lengths if parts["SPLIT"] else lengths[:1]:
+    ragged = [257, 273, 300] if gpu else [65, 81, 108]
+    whole = ([256] if gpu else [128]) if parts["SPLIT"] else []
+    for n in ragged + whole:
         inputs = make_inputs(2, 3, n, n, d, dtype) if gpu else make_inputs(1, 2, n, n, d, dtype)
         lists = {name: attention_configs.tuned_for(name, generation, {**parts, "N_K": n}) for name in kernels}
         for i in range(max(len(configs) for configs in lists.values())):
