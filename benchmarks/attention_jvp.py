@@ -14,6 +14,8 @@ Forward, value and tangent (``O, O', LSE`` from ``Q, K, V, Q', K', V'``):
                   machine has it (benchmarks/attention_baselines.py): the speeds to compare with
 Backward (primal only, ``dO -> dQ, dK, dV``):
   ours_bwd        ``mfkernels::attention_backward`` from our saved ``O, LSE``
+  ours_bwd_atomic the same with ``MFK_ATTENTION_DQ=atomic`` (dQ summed by atomics in the
+                  dK/dV kernel: five products instead of seven; triton backend only)
   <provider>_bwd  the same providers' backward
 
 Shapes: on a GPU first DiT-XL/2's own attention (d = 72, N = 256 and 1024: 256x256 and 512x512
@@ -34,8 +36,10 @@ on the CPU.
 """
 
 import argparse
+import contextlib
 import gc
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +55,7 @@ import mfkernels
 from benchmarks import _common as C
 from benchmarks import attention_baselines as baselines
 from mfkernels import dispatch
+from mfkernels.backends.triton import attention as triton_attention
 
 BENCHMARK = "attention_jvp"
 FLOPS_PER_N2D = {"jvp": 12, "fwd": 4, "bwd": 10}
@@ -59,6 +64,7 @@ KIND = {
     "func_jvp_math": "jvp",
     **{f"{p}_fwd": "fwd" for p in baselines.PROVIDERS},
     "ours_bwd": "bwd",
+    "ours_bwd_atomic": "bwd",
     **{f"{p}_bwd": "bwd" for p in baselines.PROVIDERS},
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -246,6 +252,11 @@ class Bench:
             )
 
         record("ours_bwd", ours_bwd, self.ours_backend, bwd_skip)
+        atomic_skip = bwd_skip
+        if self.ours_backend != "triton":
+            atomic_skip = "skipped: only the triton backend sums dQ by atomics"
+        with _environment(triton_attention.DQ_ENV_VAR, "atomic"):
+            record("ours_bwd_atomic", ours_bwd, self.ours_backend, atomic_skip)
         out.clear()
 
         for provider in baselines.PROVIDERS:
@@ -259,6 +270,20 @@ class Bench:
         shown += [tflops("ours_bwd"), _best(results, "bwd")]
         self.log(f"{dtype_name} d={d} N={n} (batch {batch}, heads {heads}) TFLOP/s: " + ", ".join(shown))
         self.save()
+
+
+@contextlib.contextmanager
+def _environment(name, value):
+    """``os.environ[name] = value`` inside the block (the launchers read it at each call)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def _best(results, kind):
@@ -300,14 +325,14 @@ def print_table(rows, peak, datasheet):
         table.append(
             [dtype, d, n, bh, tf(ours), "" if pct is None else f"{pct:.0f}%", tf(vs.get("func_jvp_math"))]
             + [tf(vs.get(f"{p}_fwd")) for p in baselines.PROVIDERS]
-            + ["" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd"))]
+            + ["" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd")), tf(vs.get("ours_bwd_atomic"))]
             + [tf(vs.get(f"{p}_bwd")) for p in baselines.PROVIDERS]
             + [_mem(ours), _mem(vs.get("func_jvp_math")), _mem(fwd)]
         )
     heads = (
         ["dtype", "d", "N", "BxH", "ours JVP", "%peak", "func.jvp math"]
         + [f"{p} fwd" for p in baselines.PROVIDERS]
-        + ["JVP/fwd time", "ours bwd"]
+        + ["JVP/fwd time", "ours bwd", "atomic dQ"]
         + [f"{p} bwd" for p in baselines.PROVIDERS]
         + ["MiB ours", "MiB math", "MiB fwd"]
     )

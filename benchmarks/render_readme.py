@@ -265,6 +265,7 @@ def render_attention(data, readme_dir: Path) -> str:
         ("flash_attn_fwd", "flash-attn fwd"),
         ("fa3_fwd", "FA3 fwd"),
         ("ours_bwd", "ours bwd"),
+        ("ours_bwd_atomic", "ours bwd, atomic dQ"),
         ("sdpa_flash_bwd", "SDPA flash bwd"),
         ("sdpa_cudnn_bwd", "SDPA cuDNN bwd"),
         ("flash_attn_bwd", "flash-attn bwd"),

@@ -5,6 +5,7 @@ section 2). The launchers of ``attention_kernels.py``, with the signatures of
 """
 
 import contextlib
+import os
 
 import torch
 from torch import Tensor
@@ -20,6 +21,7 @@ from .attention_kernels import (
 from .triton_compat import triton, triton_unsupported, vector_alignment
 
 MAX_HEAD_DIM = 128
+DQ_ENV_VAR = "MFK_ATTENTION_DQ"
 
 # Module globals the launchers look up at call time (benchmarks/triton_static.py swaps them).
 _attn_jvp_fwd = autotune(_attn_jvp_fwd_kernel, "fwd")
@@ -101,9 +103,21 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
     return o, o_dot, lse
 
 
+def dq_by_atomics() -> bool:
+    """Whether the backward adds dQ up with atomics inside the dK/dV kernel (five products of
+    N_q x N_k x d, summed in a varying order) instead of in a kernel of its own (seven,
+    deterministic): ``MFK_ATTENTION_DQ=atomic`` or ``separate`` (the default), read at each call
+    (docs/attention-tuning.md)."""
+    mode = os.environ.get(DQ_ENV_VAR, "separate").strip() or "separate"
+    if mode not in ("separate", "atomic"):
+        raise ValueError(f"{DQ_ENV_VAR} must be 'separate' or 'atomic', got {mode!r}")
+    return mode == "atomic"
+
+
 def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
     """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
-    :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ."""
+    :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ (two with
+    :func:`dq_by_atomics`, and a scaling of the fp32 dQ sums)."""
     batch, heads, n_q, head_dim = q.shape
     n_k = k.shape[2]
     dq = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
@@ -115,6 +129,8 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
     delta = torch.empty_like(lse)
     parts, prec = head_dim_parts(head_dim), _precision(q.dtype)
     align = _stride_align(q, k, v, grad_o, o, dq, dk)
+    atomic = dq_by_atomics()
+    dq_sums = torch.zeros(dq.shape, dtype=torch.float32, device=q.device) if atomic else dk
     with _device_guard(q):
         _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
             o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
@@ -122,9 +138,12 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
         )  # fmt: skip
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
         _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
-            q, k, v, grad_o, lse, delta, dk, dv, *strides, *dk.stride()[:3],
+            q, k, v, grad_o, lse, delta, dk, dv, dq_sums, *strides, *dk.stride()[:3], *dq_sums.stride()[:3],
             heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
+            ATOMIC_DQ=atomic,
         )  # fmt: skip
+        if atomic:
+            return torch.mul(dq_sums, scale, out=dq_sums).to(q.dtype), dk, dv
         _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
             heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,

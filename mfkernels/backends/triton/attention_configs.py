@@ -104,4 +104,5 @@ def width_class(args: dict) -> str:
     return "wide" if args["BLOCK_D"] > 64 else "narrow"
 
 
-KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN"]
+# Arguments a kernel lacks are left out of its key (ATOMIC_DQ: the dK/dV kernel's).
+KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "ATOMIC_DQ"]

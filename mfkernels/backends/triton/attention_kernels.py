@@ -13,7 +13,9 @@ Q K^T, Q' K^T, Q K'^T, P V, P V', (P * S') V. Nothing of size N x N reaches memo
 
 Backward (primal only, FlashAttention-2 with the saved LSE): delta = rowsum(dO * O), then a
 kernel per key block accumulating dK, dV over all query blocks and a kernel per query block
-accumulating dQ over all key blocks: no atomics, O(N) extra memory.
+accumulating dQ over all key blocks: no atomics, O(N) extra memory, seven GEMMs. Or, with
+``ATOMIC_DQ``, the key-block kernel also adds each tile's dS K into an fp32 dQ with atomics, as
+FlashAttention-2 does: five GEMMs, one launch fewer, a sum order that varies between runs.
 
 Tensors are read through their strides (q, k, v may be views of a packed qkv tensor). Tiles
 are powers of two wide, so a head dim is padded inside the kernels with masks, or, just above
@@ -285,11 +287,12 @@ def _attn_bwd_delta_kernel(
 @triton.jit
 def _attn_bwd_dkdv_tile(
     dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
-    start_m, n_q, offs_m, d_ok, e_ok, qk_scale,
+    dq_ptrs, dq_ptrs2, start_m, n_q, offs_m, n_ok, d_ok, e_ok, qk_scale,
     MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr,
 ):  # fmt: skip
-    """One query tile of the dK/dV loop, in the transposed (key-major) orientation."""
+    """One query tile of the dK/dV loop, in the transposed (key-major) orientation; with
+    ``ATOMIC_DQ`` also this key tile's share of the tile's dQ, added to ``dq_ptrs`` (fp32)."""
     m_ok = (start_m + offs_m) < n_q
     q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
@@ -314,29 +317,45 @@ def _attn_bwd_dkdv_tile(
     if SPLIT:
         dv2 = dot(p_lo, do2, dv2, PREC)
         dp_t = dot(v2, tl.trans(do2), dp_t, PREC)
+    if ATOMIC_DQ:
+        # dQ sums over key rows: rows past N_K must add exactly 0 (their exp2(-lse) may be inf).
+        p_t = tl.where(n_ok[:, None], p_t, 0.0)
     ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
     dk = dot(ds_t, q, dk, PREC)
     if SPLIT:
         dk2 = dot(ds_t, q2, dk2, PREC)
+    if ATOMIC_DQ:
+        m_ok = (start_m + offs_m) < n_q
+        ds = tl.trans(ds_t)
+        dq = dot(ds, k, tl.zeros([BLOCK_M, k.shape[1]], dtype=tl.float32), PREC)
+        tl.atomic_add(dq_ptrs, dq, mask=m_ok[:, None] & d_ok[None, :], sem="relaxed")
+        if SPLIT:
+            dq2 = dot(ds, k2, tl.zeros([BLOCK_M, k2.shape[1]], dtype=tl.float32), PREC)
+            tl.atomic_add(dq_ptrs2, dq2, mask=m_ok[:, None] & e_ok[None, :], sem="relaxed")
     return dk, dk2, dv, dv2
 
 
 @triton.jit
 def _attn_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV,
+    Q, K, V, DO, LSE, DELTA, DK, DV, DQ_ACC,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
-    stride_gb, stride_gh, stride_gn,
+    stride_gb, stride_gh, stride_gn, stride_ab, stride_ah, stride_an,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries.
 
     ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
     (B, H, N_K, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
+    With ``ATOMIC_DQ`` the kernel also adds ``dS K`` (unscaled) into DQ_ACC, a zeroed fp32
+    (B, H, N_Q, HEAD_DIM) tensor with unit last stride (``stride_a*``), with atomics: the whole
+    backward then does five products of N_q x N_k x d (FlashAttention-2's scheme) instead of
+    seven, summed in an order that varies from run to run. Without it DQ_ACC is not read.
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
@@ -370,6 +389,8 @@ def _attn_bwd_dkdv_kernel(
     do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
     lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
     delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
+    dq_rows = _row_ptrs(DQ_ACC, off_b, off_h, offs_m, stride_ab, stride_ah, stride_an)
+    dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
     qk_scale = scale * LOG2E
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -383,8 +404,9 @@ def _attn_bwd_dkdv_kernel(
             q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
             do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
             lse_ptrs + start_m, delta_ptrs + start_m,
-            start_m, N_Q, offs_m, d_ok, e_ok, qk_scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+            dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
+            start_m, N_Q, offs_m, n_ok, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ,
         )  # fmt: skip
     if m_full < N_Q:
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
@@ -392,8 +414,9 @@ def _attn_bwd_dkdv_kernel(
             q_ptrs + m_full * stride_qn, q_ptrs2 + m_full * stride_qn,
             do_ptrs + m_full * stride_don, do_ptrs2 + m_full * stride_don,
             lse_ptrs + m_full, delta_ptrs + m_full,
-            m_full, N_Q, offs_m, d_ok, e_ok, qk_scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+            dq_ptrs + m_full * stride_an, dq_ptrs2 + m_full * stride_an,
+            m_full, N_Q, offs_m, n_ok, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ,
         )  # fmt: skip
 
     out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
