@@ -14,7 +14,10 @@ only in the passes they run.
 Per case, after the warmup (a graphed step captures at its fourth step): ``ms``, the wall time
 per step over ``--steps`` steps ended by one sync; ``host_ms``, the time the Python call of a
 step takes (a step whose host time reaches its wall time is host-bound: the GPU waits for
-launches); ``mfu``, model FLOPs per second against the datasheet's dense peak. Model FLOPs
+launches); ``device_busy_ms``, the time per step the GPU runs kernels (torch.profiler over
+two more steps; None on the CPU, or where a graph's kernels were not traced): a step whose
+host time exceeds it keeps the GPU waiting; ``mfu``, model FLOPs per second against the
+datasheet's dense peak. Model FLOPs
 are those of FM's step, 3 forward passes per image (forward and backward), counted by
 ``torch.utils.flop_counter`` on one forward with math attention, for every objective: what a
 MeanFlow step does beyond them is its overhead, not useful work.
@@ -56,6 +59,22 @@ def forward_flops(model, x, y) -> int:
     return counter.get_total_flops() * x.shape[0]
 
 
+def device_busy_ms(one, first_step, device):
+    """Milliseconds per step the GPU spends in kernels over two steps from ``first_step``
+    (``one(step)`` runs a step); None on the CPU or where no kernel was traced."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for step in (first_step, first_step + 1):
+            one(step)
+        C.sync(device)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.device_time_total for e in kernels) / 1e3 / 2
+    return round(busy, 3) if busy > 0 else None
+
+
 def run_case(preset, batch, objective, mode, device, dtype, steps) -> dict:
     row = dict(preset=preset, batch=batch, objective=objective, mode=mode, dtype=dtype, device=device.type)
     config = TrainConfig(model=preset, batch_size=batch, precision=dtype, ema_decays=[0.9999])
@@ -90,6 +109,7 @@ def run_case(preset, batch, objective, mode, device, dtype, steps) -> dict:
     C.sync(device)
     ms = (time.perf_counter() - start) * 1e3 / steps
     row.update(status="ok", ms=ms, host_ms=sorted(host)[len(host) // 2], loss=float(stats["loss"]))
+    row["device_busy_ms"] = device_busy_ms(one, 5 + steps, device)
     flops = 3 * forward_flops(model, x, y)
     row.update(model_tflop_per_step=flops / 1e12, tflops=flops / ms / 1e9)
     peak = next((v for k, v in DATASHEET_TFLOPS.items() if k in C.device_name(device)), None)
@@ -152,7 +172,8 @@ def format_row(row) -> str:
     if row["status"] != "ok":
         return f"{case}: {row['status']}"
     mfu = f", MFU {100 * row['mfu']:.0f}%" if "mfu" in row else ""
-    return f"{case}: {row['ms']:.1f} ms/step (host {row['host_ms']:.1f}){mfu}"
+    busy = f", GPU busy {row['device_busy_ms']:.1f}" if row.get("device_busy_ms") else ""
+    return f"{case}: {row['ms']:.1f} ms/step (host {row['host_ms']:.1f}{busy}){mfu}"
 
 
 def table(rows) -> str:
@@ -177,11 +198,12 @@ def table(rows) -> str:
                 r["mode"],
                 f"{r['ms']:.1f}",
                 f"{r['host_ms']:.1f}",
+                "-" if r.get("device_busy_ms") is None else f"{r['device_busy_ms']:.1f}",
                 ratio,
                 mfu,
             ]
         )
-    headers = ["preset", "batch", "objective", "mode", "ms/step", "host ms", "x best FM", "MFU"]
+    headers = ["preset", "batch", "objective", "mode", "ms/step", "host ms", "GPU busy", "x best FM", "MFU"]
     return C.format_table(lines, headers)
 
 

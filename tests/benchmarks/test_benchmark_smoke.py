@@ -50,9 +50,10 @@ def test_trainer_step_quick(tmp_path):
         eager = rows[objective, "eager"]
         assert eager["status"] == "ok" and eager["ms"] > 0 and eager["host_ms"] > 0, eager
         assert eager["model_tflop_per_step"] > 0 and "mfu" not in eager  # no datasheet peak for a CPU
+        assert eager["device_busy_ms"] is None
         assert "not a GPU" in rows[objective, "graphs"]["status"]
     assert rows["fm", "eager"]["model_tflop_per_step"] == rows["mf", "eager"]["model_tflop_per_step"]
-    assert "x best FM" in stdout
+    assert "x best FM" in stdout and "GPU busy" in stdout
 
 
 def test_any_model_jvp_quick(tmp_path):
