@@ -1,6 +1,6 @@
 """The trainer with ``--model_class`` naming a library model (meanflow/adapters.py): it learns,
-checkpoints, resumes exactly and samples; its EMA is patched like the model; the options and
-checkpoints it cannot use are refused in one line naming the class."""
+checkpoints, resumes exactly and samples; 2 DDP ranks equal 1; its EMA is patched like the
+model; the options and checkpoints it cannot use are refused in one line naming the class."""
 
 import json
 import math
@@ -8,7 +8,9 @@ import os
 
 import pytest
 import torch
-from test_train import _load, tiny_config
+import torch.multiprocessing as mp
+from numerics import assert_close, rel_err
+from test_train import _free_port, _load, _rank_main, tiny_config
 
 from meanflow import train
 from meanflow.adapters import ADAPTERS, AdapterConfig
@@ -80,6 +82,60 @@ def test_adapter_learns_checkpoints_resumes_and_samples(tmp_path, fake_mnist, mo
 
     images = sample(model, torch.arange(3), noise=torch.randn(3, 1, 32, 32))
     assert images.shape == (3, 1, 32, 32) and torch.isfinite(images).all()
+
+
+def _logged(out_dir, keys=("loss", "mse", "grad_norm")) -> torch.Tensor:
+    """The per-step ``keys`` of a run's metrics.jsonl: (steps, len(keys))."""
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return torch.tensor([[r[k] for k in keys] for r in records if "loss" in r], dtype=torch.float64)
+
+
+def _assert_same_run(one, two, lr, name):
+    """Checkpoints ``one`` and ``two`` of one run on different rank counts agree.
+
+    The AdamW moments (the averaged gradients) to float rounding, relative to the largest
+    moment of each kind: the floor lets a gradient that is zero in exact arithmetic (the key
+    bias's: softmax ignores a shift of all scores) be rounding noise. The weights and EMAs to
+    a twentieth of lr: Adam divides each gradient by its own root mean square, so rounding
+    noise in a gradient that is zero, or crosses zero, moves its weight by a fraction of lr
+    that differs between runs (6.4e-3 lr measured, on the diffusers DiT's key bias), while a
+    rank that trains alone is off by whole steps."""
+    states = [list(c["opt"]["state"].values()) for c in (one, two)]
+    for key in ("exp_avg", "exp_avg_sq"):
+        floor = max(s[key].abs().max().item() for s in states[0])
+        for param, a, b in zip(one["model"], *states):
+            assert_close(f"{name} {param} {key}", b[key], a[key], 1e-5, floor)
+    pairs = [("model", one["model"], two["model"])]
+    pairs += [(f"ema {i}", a, b) for i, (a, b) in enumerate(zip(one["ema"], two["ema"]))]
+    for label, a, b in pairs:
+        for param, value in a.items():
+            err = (b[param] - value).abs().max().item()
+            assert err <= lr / 20, f"{name} {label} {param}: off by {err:.2e} > lr / 20"
+
+
+def test_two_ranks_equal_one(tmp_path, fake_mnist):
+    """DDP synchronises an adapter's torch.func.jvp step: 2 gloo ranks with half the batch
+    each end where one process with the whole batch ends, for both adapters (trained one
+    after the other in one process group: a spawned rank takes seconds to import them)."""
+    settings = dict(steps=3, ckpt_every=0, ema_decays=[0.9, 0.99])
+    runs = {
+        model_class: {
+            n: adapter_config(tmp_path / f"{model_class}-{n}", fake_mnist, model_class, **settings)
+            for n in (1, 2)
+        }
+        for model_class in sorted(TINY)
+    }
+    for configs in runs.values():
+        train.main(configs[1])
+    two_ranks = [configs[2] for configs in runs.values()]
+    mp.start_processes(_rank_main, args=(2, _free_port(), *two_ranks), nprocs=2, start_method="spawn")
+    for model_class, configs in runs.items():
+        one, two = (_load(os.path.join(configs[n].out_dir, "last.pt")) for n in (1, 2))
+        assert two["world_size"] == 2
+        _assert_same_run(one, two, configs[1].lr, model_class)
+        logged = [_logged(tmp_path / f"{model_class}-{n}") for n in (1, 2)]  # means over the ranks
+        err = rel_err(logged[1], logged[0])
+        assert err <= 1e-5, f"{model_class}: the logged loss, mse and grad_norm are off by {err:.1e}"
 
 
 def test_emas_are_patched_like_the_model_and_evaluated(tmp_path, fake_mnist, monkeypatch):
