@@ -1,6 +1,7 @@
 """The trainer with ``--model_class`` naming a library model (meanflow/adapters.py): it learns,
-checkpoints, resumes exactly and samples; 2 DDP ranks equal 1; its EMA is patched like the
-model; the options and checkpoints it cannot use are refused in one line naming the class."""
+checkpoints, resumes exactly and samples; 2 DDP ranks equal 1; bf16 autocast reaches its
+attention on the CPU too; its EMA is patched like the model; the options and checkpoints it
+cannot use are refused in one line naming the class."""
 
 import json
 import math
@@ -9,7 +10,7 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from numerics import assert_close, rel_err
+from numerics import TOL, assert_close, rel_err
 from test_train import _free_port, _load, _rank_main, tiny_config
 
 from meanflow import train
@@ -136,6 +137,36 @@ def test_two_ranks_equal_one(tmp_path, fake_mnist):
         logged = [_logged(tmp_path / f"{model_class}-{n}") for n in (1, 2)]  # means over the ranks
         err = rel_err(logged[1], logged[0])
         assert err <= 1e-5, f"{model_class}: the logged loss, mse and grad_norm are off by {err:.1e}"
+
+
+def _train_seeing_attention(config) -> set:
+    """Train ``config`` (its backend: reference); the dtypes the fused attention JVP got."""
+    dtypes = set()
+
+    def recorded(*args):
+        dtypes.add(args[0].dtype)
+        return fused.fn(*args)
+
+    with dispatch.substitute("attention_jvp", "reference", recorded) as fused:
+        train.main(config)
+    return dtypes
+
+
+@pytest.mark.parametrize("model_class", sorted(TINY))
+def test_cpu_bf16_autocast_trains_close_to_fp32(tmp_path, fake_mnist, model_class):
+    """``--precision bf16`` on the CPU (autocast is the CPU's too): it reaches the adapter's
+    attention inside torch.func.jvp (the fused attention JVP gets bf16 q, k, v) and a few
+    steps' logged mse and gradient norm stay within bf16's tolerance of the fp32 run's."""
+    seen = {}
+    for precision in ("fp32", "bf16"):
+        config = adapter_config(
+            tmp_path / precision, fake_mnist, model_class, steps=4, ckpt_every=0, precision=precision,
+            backend="reference",
+        )  # fmt: skip
+        seen[precision] = _train_seeing_attention(config)
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    fp32, bf16 = (_logged(tmp_path / precision, ("mse", "grad_norm")) for precision in seen)
+    assert torch.isfinite(bf16).all() and rel_err(bf16, fp32) <= TOL[torch.bfloat16], (fp32, bf16)
 
 
 def test_emas_are_patched_like_the_model_and_evaluated(tmp_path, fake_mnist, monkeypatch):
