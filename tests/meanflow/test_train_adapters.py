@@ -6,6 +6,7 @@ cannot use are refused in one line naming the class."""
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from test_train import _free_port, _load, _rank_main, tiny_config
 
 from meanflow import train
 from meanflow.adapters import ADAPTERS, AdapterConfig
-from meanflow.config import TrainConfig
+from meanflow.config import TrainConfig, parse_args
 from mfkernels import dispatch
 
 # One block, 16 tokens of 8 x 8 pixels (MNIST is 32 x 32), head dim 16: a step takes milliseconds.
@@ -231,6 +232,39 @@ def test_compile_needs_our_dit(tmp_path, fake_mnist):
     with pytest.raises(ValueError, match="compile=true needs model_class meanflow.DiT"):
         adapter_config(tmp_path, fake_mnist, "timm.VisionTransformer", compile=True)
     assert not tmp_path.joinpath("last.pt").exists()
+
+
+def test_a_model_preset_other_than_the_presets_is_refused(tmp_path, fake_mnist):
+    """An adapter is built from model_kwargs: a ``--model`` (a meanflow.DiT preset) other than
+    the preset's would do nothing, so it is refused; the preset's own stays (the default
+    mnist preset sets DiT-T/8), and meanflow.DiT takes any."""
+    pytest.importorskip("timm")
+    pytest.importorskip("diffusers")
+    vit = ["--model_class", "timm.VisionTransformer"]
+    assert parse_args(vit).model == "DiT-T/8"
+    assert parse_args(["--preset", "imagenet256-b2", *vit]).model == "DiT-B/2"
+    assert parse_args(["--model", "DiT-B/2"]).model == "DiT-B/2"
+    message = (
+        "model 'DiT-B/2' names a meanflow.DiT preset; model_class timm.VisionTransformer does not use it: "
+        "give that model's size in model_kwargs (the library's own keywords) and leave model at the "
+        "preset's 'DiT-T/8'"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_args([*vit, "--model", "DiT-B/2"])
+    with pytest.raises(ValueError, match="model_class diffusers.DiTTransformer2DModel does not use it"):
+        TrainConfig.from_name("mnist", model_class="diffusers.DiTTransformer2DModel", model="DiT-S/2")
+    out = tmp_path / "run"
+    argv = [*vit, "--model", "DiT-B/2", "--data.path", fake_mnist, "--out_dir", str(out)]
+    assert _cli_error(argv).endswith(message) and not out.exists()
+
+
+def test_run_says_what_it_built_and_that_model_is_unused(tmp_path, fake_mnist, capsys):
+    train.main(adapter_config(tmp_path, fake_mnist, "timm.VisionTransformer", steps=1))
+    assert (
+        "model: timm.VisionTransformer(input_size=32, in_channels=1, num_classes=10, time_scale=1.0, "
+        "patch_size=8, embed_dim=32, depth=1, num_heads=2); model 'DiT-T/8' is not used "
+        "(a meanflow.DiT preset)\n"
+    ) in capsys.readouterr().out
 
 
 def test_missing_library_is_named(monkeypatch):
