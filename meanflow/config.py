@@ -98,7 +98,9 @@ class TrainConfig:
     # meanflow.DiT (the fused dual pass), or a library model through meanflow.adapters:
     # diffusers.DiTTransformer2DModel or timm.VisionTransformer (torch.func.jvp, fused attention)
     model_class: str = DIT_CLASS
-    model: str = "DiT-T/4"  # meanflow.DiT: a DiT preset name (meanflow.PRESETS); other classes ignore it
+    # meanflow.DiT: a DiT preset name (meanflow.PRESETS); an adapter does not use it (one other
+    # than the preset's is refused: give an adapter's size in model_kwargs)
+    model: str = "DiT-T/4"
     # the model's constructor keywords (DiTConfig overrides: depth, time_cond, ...; the library's
     # own for an adapter: embed_dim, num_layers, ...); input_size, in_channels and num_classes
     # default to the data's
@@ -166,6 +168,7 @@ class TrainConfig:
         config = cls()
         apply(config, PRESETS[name], f"preset {name!r}")
         apply(config, overrides, "overrides")
+        _refuse_unused_model(config, name)
         return config
 
     def to_dict(self) -> dict:
@@ -297,6 +300,19 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
     ("cuda_graphs", lambda v: v in ("auto", "on", "off"), "auto, on or off"),
     ("lr_schedule", lambda v: v in LR_SCHEDULES, "constant, cosine or linear"),
 ]
+
+
+def _refuse_unused_model(config: TrainConfig, preset: str):
+    """An adapter is built from ``model_kwargs`` alone: a ``model`` (a meanflow.DiT preset name)
+    other than the preset's was asked for and would do nothing, so it is refused. The preset's
+    own is not (every preset names one, the default ``mnist`` too)."""
+    preset_model = PRESETS[preset].get("model", TrainConfig.model)
+    if config.model_class in ADAPTERS and config.model != preset_model:
+        raise ValueError(
+            f"model {config.model!r} names a meanflow.DiT preset; model_class {config.model_class} "
+            "does not use it: give that model's size in model_kwargs (the library's own keywords) "
+            f"and leave model at the preset's {preset_model!r}"
+        )
 
 
 def _require_library(model_class: str):
@@ -578,7 +594,8 @@ def parse_args(argv=None) -> TrainConfig:
     known, rest = parser.parse_known_args(argv)
     values = load_file(known.config) if known.config else {}
     file_preset = _file_preset(values, known.config)
-    config = TrainConfig.from_name(known.preset or file_preset or DEFAULT_PRESET)
+    preset = known.preset or file_preset or DEFAULT_PRESET
+    config = TrainConfig.from_name(preset)
     apply(config, values, f"--config {known.config}")
     i = 0
     while i < len(rest):
@@ -593,4 +610,6 @@ def parse_args(argv=None) -> TrainConfig:
                 value = "true"  # a bare flag: --compile
         set_key(config, key.replace("-", "_"), value)
         i += 1
-    return config.validate()
+    config.validate()
+    _refuse_unused_model(config, preset)
+    return config

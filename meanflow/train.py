@@ -77,6 +77,16 @@ def build_model(config: TrainConfig, loader) -> torch.nn.Module:
     return mfkernels.patch_sdpa(model, config.backend)
 
 
+def adapter_line(config: TrainConfig, model) -> str:
+    """What an adapter run says at its start: the class and every keyword it was built with
+    (the data's shape, then ``model_kwargs``), and that ``model`` is not used (the presets set
+    it, for meanflow.DiT)."""
+    c = model.config
+    kwargs = dict(input_size=c.input_size, in_channels=c.in_channels, num_classes=c.num_classes, **c.kwargs)
+    built = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    return f"model: {c.model_class}({built}); model {config.model!r} is not used (a meanflow.DiT preset)"
+
+
 def build_objective(config: TrainConfig):
     """The loss; a model without a dual pass (an adapter) gets ``(u, du/dt)`` by ``torch.func.jvp``."""
     return config.loss.build(jvp=None if config.model_class == DIT_CLASS else func_jvp)
@@ -214,6 +224,8 @@ def main(argv=None) -> dict:
     loader = build_loader(config, rank, world, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, loader).to(device)
+    if master and config.model_class != DIT_CLASS:
+        print(adapter_line(config, model), flush=True)
     emas = [copy.deepcopy(model).requires_grad_(False).eval() for _ in config.ema_decays]
     # No draw of the step uses the global generators (it has its own (seed, step) generator);
     # they are seeded per rank, and saved and restored with each checkpoint, so that anything

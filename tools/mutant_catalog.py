@@ -35,6 +35,7 @@ TRAIN = (
     "tests/meanflow/test_train.py",
     "tests/meanflow/test_train_step.py",
 )
+ADAPTER_TRAIN = "tests/meanflow/test_train_adapters.py"
 LAYERNORM = ("tests/mfkernels/test_layernorm_edge_rows.py", "tests/mfkernels/test_layernorm_modulate.py")
 REFERENCE = ("tests/mfkernels/test_reference_ops.py",)
 ACTIVATIONS = ("tests/mfkernels/test_activations.py",)
@@ -309,6 +310,48 @@ CATALOG = [
         "generator.manual_seed(config.seed)",
         TRAIN,
         "every step draws the same times and noise",
+    ),
+    # ------------------------------------- meanflow/train.py, config.py: --model_class adapters
+    Mutant(
+        "train-adapter-no-ddp",
+        "meanflow/train.py",
+        "    if world > 1:\n        # The only buffer",
+        "    if world > 1 and config.model_class == DIT_CLASS:\n        # The only buffer",
+        (f"{ADAPTER_TRAIN}::test_two_ranks_equal_one",),
+        "an adapter's gradients are not all-reduced: each rank trains on its half alone",
+    ),
+    Mutant(
+        "train-adapter-bf16-ignored",
+        "meanflow/train.py",
+        'bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")',
+        'bf16 = (config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"))'
+        " and config.model_class == DIT_CLASS",
+        (f"{ADAPTER_TRAIN}::test_cpu_bf16_autocast_trains_close_to_fp32",),
+        "--precision bf16 silently runs an adapter in fp32",
+    ),
+    Mutant(
+        "config-adapter-model-dropped",
+        "meanflow/config.py",
+        "    config.validate()\n    _refuse_unused_model(config, preset)\n",
+        "    config.validate()\n",
+        (f"{ADAPTER_TRAIN}::test_a_model_preset_other_than_the_presets_is_refused",),
+        "--model with an adapter is dropped without a word",
+    ),
+    Mutant(
+        "config-adapter-model-vs-default",
+        "meanflow/config.py",
+        'preset_model = PRESETS[preset].get("model", TrainConfig.model)',
+        "preset_model = TrainConfig.model",
+        (f"{ADAPTER_TRAIN}::test_a_model_preset_other_than_the_presets_is_refused",),
+        "--model_class X with the default preset (model DiT-T/8) refused",
+    ),
+    Mutant(
+        "train-adapter-built-silently",
+        "meanflow/train.py",
+        "        print(adapter_line(config, model), flush=True)\n",
+        "        pass\n",
+        (f"{ADAPTER_TRAIN}::test_run_says_what_it_built_and_that_model_is_unused",),
+        "an adapter run does not say what it built, nor that model is unused",
     ),
     # ------------------------------- mfkernels/backends/triton/layernorm_modulate.py, ops.py
     Mutant(

@@ -119,12 +119,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _rank_main(rank, world, port, config):
+def _rank_main(rank, world, port, *configs):
+    """One rank of a ``world``-rank gloo group that trains ``configs`` one after the other."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
     try:
-        train.main(config)
+        for config in configs:  # one group for all: a spawned rank takes seconds to import
+            train.main(config)
     finally:
         torch.distributed.destroy_process_group()
 
