@@ -1,5 +1,6 @@
 """Speed of the csrc kernels (mfkernels._C) against the torch composite (the ``reference``
-backend, eager) and, on a GPU, against the Triton kernels where those exist.
+backend, eager) and, on a GPU, against the Triton kernels where those exist. The gated
+residual's backward has no csrc kernel: its rows are the reference and, on a GPU, Triton.
 
     python benchmarks/csrc_ops.py            # DiT-S (CPU) or DiT-S + DiT-XL (GPU) shapes
     python benchmarks/csrc_ops.py --quick    # one small shape, few repetitions
@@ -37,6 +38,7 @@ OPS = (
     "gelu_tanh_backward",
     "silu_jvp",
     "gated_residual_jvp",
+    "gated_residual_backward",
 )
 
 
@@ -63,6 +65,10 @@ def make_case(op, batch, tokens, dim, dtype, device):
         scale, grad = mod.chunk(6, 1)[1], rand(batch, tokens, dim)
         backward = torch.ops.mfkernels.layernorm_modulate_backward
         return lambda b: backward(grad, x, scale, 1e-6, b), 3 * big + 3 * vec_bytes
+    if op == "gated_residual_backward":  # df and dgate from dy, f and the gate (dx is dy itself)
+        gate, f, grad = mod.chunk(6, 1)[2], rand(batch, tokens, dim), rand(batch, tokens, dim)
+        backward = torch.ops.mfkernels.gated_residual_backward
+        return lambda b: backward(grad, gate, f, b), 3 * big + 2 * vec_bytes
     if op == "gated_residual_jvp":
         gate, gate_dot = mod.chunk(6, 1)[2], mod_dot.chunk(6, 1)[2]
         f, f_dot = rand(batch, tokens, dim), rand(batch, tokens, dim)

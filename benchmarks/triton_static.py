@@ -188,6 +188,12 @@ def cases(dtype_names, head_dims):
                 label,
                 partial(residual.gated_residual_jvp_triton, x, x, gate, gate, x, x),
             )
+            yield (
+                "gated_residual_backward",
+                dtype_name,
+                label,
+                partial(residual.gated_residual_backward_triton, x, gate, x),
+            )
 
 
 def _configs_to_compile(kernel, args, kwargs):

@@ -125,17 +125,28 @@ def _gated_residual_fake(x, x_dot, gate, gate_dot, f, f_dot, backend):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
+# (dgate, df) in the dtypes of gate and f. The primal dx is grad_y itself, so it stays out of
+# the op: a custom op may not return an alias of its input, and a copy would be a wasted pass.
+def _gated_residual_backward(grad_y: Tensor, gate: Tensor, f: Tensor, backend: str) -> tuple[Tensor, Tensor]:
+    _, dgate, df = dispatch.call("gated_residual_backward", backend, grad_y, gate, f)
+    return dgate.to(gate.dtype), df.to(f.dtype).contiguous()
+
+
+def _gated_residual_backward_fake(grad_y, gate, f, backend):
+    return gate.new_empty(gate.shape), f.new_empty(f.shape)
+
+
 def _gated_residual_setup_context(ctx, inputs, output):
-    x, _, gate, _, f, _, _ = inputs
+    x, _, gate, _, f, _, backend = inputs
     ctx.save_for_backward(gate, f)
-    ctx.x_dtype = x.dtype
+    ctx.x_dtype, ctx.backend = x.dtype, backend
     mark_tangent_outputs(ctx, output[1])
 
 
 def _gated_residual_grad(ctx, grad_y, _grad_y_dot):
     gate, f = ctx.saved_tensors
-    dx, dgate, df = reference.gated_residual_backward(grad_y, gate, f)
-    return dx.to(ctx.x_dtype), None, dgate.to(gate.dtype), None, df.to(f.dtype), None, None
+    dgate, df = _gated_residual_backward_op(grad_y, gate, f, ctx.backend)
+    return grad_y.to(ctx.x_dtype), None, dgate, None, df, None, None
 
 
 _gated_residual_jvp_op = DualOp(
@@ -144,6 +155,9 @@ _gated_residual_jvp_op = DualOp(
     _gated_residual_fake,
     _gated_residual_setup_context,
     _gated_residual_grad,
+)
+_gated_residual_backward_op = DualOp(
+    "gated_residual_backward", _gated_residual_backward, _gated_residual_backward_fake
 )
 
 

@@ -40,6 +40,7 @@ LAYERNORM = ("tests/mfkernels/test_layernorm_edge_rows.py", "tests/mfkernels/tes
 REFERENCE = ("tests/mfkernels/test_reference_ops.py",)
 ACTIVATIONS = ("tests/mfkernels/test_activations.py",)
 RESIDUAL = ("tests/mfkernels/test_residual.py",)
+RESIDUAL_BACKWARD = ("tests/mfkernels/test_residual_backward.py", "tests/mfkernels/test_residual.py")
 RMS_NORM = ("tests/mfkernels/test_rms_norm_edge_rows.py", "tests/mfkernels/test_rms_norm_triton.py")
 ATTENTION = ("tests/mfkernels/test_attention_jvp.py",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
@@ -539,10 +540,18 @@ CATALOG = [
     Mutant(
         "res-gate-row-stride",
         "mfkernels/backends/triton/gated_residual.py",
-        "g = tl.load(G + b * stride_g + cols",
-        "g = tl.load(G + b * dim + cols",
+        "g = tl.load(G + b * stride_g + cols[None, :]",
+        "g = tl.load(G + b * dim + cols[None, :]",
         RESIDUAL,
         "gate read as contiguous (chunks of adaLN are not)",
+    ),
+    Mutant(
+        "res-bwd-chunk-end-off-by-one",
+        "mfkernels/backends/triton/gated_residual.py",
+        "t_end = tl.minimum(t_start + tokens_per_chunk, tokens)",
+        "t_end = tl.minimum(t_start + tokens_per_chunk + 1, tokens)",
+        RESIDUAL_BACKWARD,
+        "a token chunk's partial dgate also sums the next chunk's first token",
     ),
     # --------------------------------------------- mfkernels/backends/triton/rms_norm.py
     Mutant(

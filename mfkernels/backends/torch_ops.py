@@ -1,7 +1,8 @@
 """The ``reference`` backend: the maths of ``mfkernels/reference.py`` through torch's fused
 kernels and in-place ops, on any device (on the CPU the dual DiT spends most of its non-GEMM
 time in these). Each function has its oracle's signature and results within rounding; the
-tests pin each to its oracle. RMSNorm has no faster form and runs the oracle itself.
+tests pin each to its oracle. RMSNorm and the gated residual's backward have no faster form
+here and run the oracle itself.
 """
 
 import functools
@@ -176,6 +177,7 @@ OPS = {
     "gelu_tanh_backward": Implementation(gelu_tanh_backward),
     "silu_jvp": Implementation(silu_jvp),
     "gated_residual_jvp": Implementation(gated_residual_jvp),
+    "gated_residual_backward": Implementation(reference.gated_residual_backward),
     "rms_norm_jvp": Implementation(reference.rms_norm_jvp),
     "attention_jvp": Implementation(attention_jvp),
     "attention_backward": Implementation(attention_backward),

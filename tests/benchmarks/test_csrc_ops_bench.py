@@ -13,3 +13,12 @@ def test_backend_runs_tells_a_fallback_from_a_run():
     assert backend_runs(fn, "reference")
     assert not backend_runs(fn, "cuda")  # CPU tensors: the cuda backend falls back
     assert backend_runs(fn, "cpu") == ("cpu" in mfkernels.available_backends())
+
+
+def test_the_gated_residual_backward_runs_on_the_reference_and_triton_only():
+    """No csrc kernel: the cpu backend falls back (no row), Triton runs where it can."""
+    fn, nbytes = make_case("gated_residual_backward", 2, 5, 8, torch.float32, torch.device("cpu"))
+    assert nbytes == (3 * 2 * 5 * 8 + 2 * 2 * 8) * 4  # dy, f, df; the gate and dgate
+    assert backend_runs(fn, "reference")
+    assert not backend_runs(fn, "cpu")
+    assert backend_runs(fn, "triton") == ("triton" in mfkernels.available_backends("cpu"))

@@ -209,7 +209,9 @@ def test_plot_titles_name_the_group_and_the_step(monkeypatch, tmp_path):
     assert bar_texts == [" 100.0 ms  1.00x FM", " 130.0 ms  1.30x FM"]
 
 
-@pytest.mark.filterwarnings("ignore:mfkernels.attention.*backend 'cpu' is not available")  # csrc has none
+@pytest.mark.filterwarnings(  # csrc has no attention and no gated residual backward
+    "ignore:mfkernels.(attention|gated_residual_backward).*backend 'cpu' is not available"
+)
 @pytest.mark.parametrize("tangent_rows", ["all", "r_neq_t"])
 def test_dual_step_keeps_no_more_for_its_backward_than_flow_matching(tangent_rows):
     """The peak-memory target on the CPU: the tangents of a dual step never reach the autograd

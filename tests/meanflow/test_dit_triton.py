@@ -19,6 +19,7 @@ TRITON_OPS = (
     "layernorm_modulate_jvp",
     "layernorm_modulate_backward",
     "gated_residual_jvp",
+    "gated_residual_backward",
     "gelu_tanh_jvp",
     "silu_jvp",
     "rms_norm_jvp",

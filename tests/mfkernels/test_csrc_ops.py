@@ -396,7 +396,9 @@ def test_empty_inputs_launch_nothing(shape):
     s, s_dot = mfkernels.silu_jvp(h, h_dot, backend="cpu")
     y, y_dot = mfkernels.gated_residual_jvp(x, x_dot, shift, shift_dot, s, s_dot, backend="cpu")
     assert all(t.shape == shape for t in (m, m_dot, h, h_dot, s, s_dot, y, y_dot))
-    y.sum().backward()
+    with warnings.catch_warnings():  # csrc has no gated residual backward: the reference runs it
+        warnings.filterwarnings("ignore", "mfkernels.gated_residual_backward")
+        y.sum().backward()
     assert x.grad.shape == shape
     zeros = torch.zeros(batch, dim)
     assert torch.equal(shift.grad, zeros) and torch.equal(scale.grad, zeros)

@@ -336,6 +336,7 @@ def _op_samples():
         (ops.gelu_tanh_backward.default, (x_dot, x, rand(8), "")),
         (ops.silu_jvp.default, (x, x_dot, "")),
         (ops.gated_residual_jvp.default, (x, x_dot, vecs[0], vecs[1], f, f_dot, "")),
+        (ops.gated_residual_backward.default, (x_dot, vecs[0], f, "")),
         (ops.attention_jvp.default, (*q, 0.5, "")),
         (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, "")),
         (ops.rms_norm_jvp.default, (x, x_dot, rand(8), 1e-6, "")),

@@ -18,6 +18,9 @@ OPS = {
     "gated_residual_jvp": Implementation(
         gated_residual.gated_residual_jvp_triton, gated_residual.unsupported
     ),
+    "gated_residual_backward": Implementation(
+        gated_residual.gated_residual_backward_triton, gated_residual.backward_unsupported
+    ),
     "rms_norm_jvp": Implementation(rms_norm.rms_norm_jvp_triton, rms_norm.unsupported),
     "gelu_tanh_jvp": Implementation(pointwise.gelu_tanh_jvp_triton, pointwise.gelu_tanh_jvp_unsupported),
     "gelu_tanh_backward": Implementation(

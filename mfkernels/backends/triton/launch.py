@@ -82,3 +82,18 @@ def sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 1
+
+
+def tokens_per_chunk(tokens: int, batch: int, rows: int, device: torch.device) -> int:
+    """Tokens one program of a ``(batch, chunks)`` backward reduces over (a multiple of its
+    ``rows``): enough programs to fill the GPU, few enough that the fp32 per-chunk partial
+    sums stay small; in the CPU interpreter two chunks, so that the second stage (the sum
+    over chunks) runs wherever the tokens span more than one tile."""
+    target = (2 * sm_count(device) + batch - 1) // batch if device.type == "cuda" else 2
+    chunks = max(1, min(target, (tokens + rows - 1) // rows))
+    return ((tokens + chunks - 1) // chunks + rows - 1) // rows * rows
+
+
+def unit_cols(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when its last dim is unit-stride (the kernels take any other strides)."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()

@@ -13,7 +13,6 @@ deterministic stages (per-chunk partial sums, then a sum over chunks).
 """
 
 import torch
-from torch import Tensor
 
 from . import launch
 from .triton_compat import tl, triton
@@ -111,16 +110,11 @@ def _ln_modulate_bwd_kernel(
     tl.store(DSC_PART + part, dsc, mask=col_ok)
 
 
-def _unit_cols(t: Tensor) -> Tensor:
-    """``t`` itself when its last dim is unit-stride (any other strides go to the kernel)."""
-    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
-
-
 def layernorm_modulate_jvp_triton(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
     """Triton :func:`reference.layernorm_modulate_jvp`: ``(m, m_dot)`` in x's dtype, one kernel."""
     batch, tokens, dim = x.shape
-    x, x_dot = _unit_cols(x), _unit_cols(x_dot)
-    shift, scale, shift_dot, scale_dot = map(_unit_cols, (shift, scale, shift_dot, scale_dot))
+    x, x_dot = launch.unit_cols(x), launch.unit_cols(x_dot)
+    shift, scale, shift_dot, scale_dot = map(launch.unit_cols, (shift, scale, shift_dot, scale_dot))
     m = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     m_dot = torch.empty_like(m)
     n_rows = batch * tokens
@@ -141,7 +135,7 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
     """Triton :func:`reference.layernorm_modulate_backward`: ``dx`` in x's dtype, ``dshift``
     and ``dscale`` in fp32. ``tokens_per_chunk`` (tokens one program reduces) is for tests."""
     batch, tokens, dim = x.shape
-    grad_m, x, scale = _unit_cols(grad_m), _unit_cols(x), _unit_cols(scale)
+    grad_m, x, scale = launch.unit_cols(grad_m), launch.unit_cols(x), launch.unit_cols(scale)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if batch * tokens == 0 or dim == 0:
         zeros = torch.zeros(batch, dim, dtype=torch.float32, device=x.device)
@@ -149,11 +143,7 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
     # Two rows in flight per loop step of a DiT-XL row (dim 1152).
     rows, block_d, num_warps = launch.row_settings(dim, tokens, tile=4096)
     if tokens_per_chunk is None:
-        # Enough programs to fill the GPU, few enough that the fp32 partial sums stay small;
-        # in the CPU interpreter two chunks, so that the two-stage sum is always exercised.
-        target = triton.cdiv(2 * launch.sm_count(x.device), batch) if x.is_cuda else 2
-        chunks = max(1, min(target, triton.cdiv(tokens, rows)))
-        tokens_per_chunk = triton.cdiv(triton.cdiv(tokens, chunks), rows) * rows
+        tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, rows, x.device)
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
     dshift = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
