@@ -43,6 +43,10 @@ RESIDUAL = ("tests/mfkernels/test_residual.py",)
 RESIDUAL_BACKWARD = ("tests/mfkernels/test_residual_backward.py", "tests/mfkernels/test_residual.py")
 RMS_NORM = ("tests/mfkernels/test_rms_norm_edge_rows.py", "tests/mfkernels/test_rms_norm_triton.py")
 ATTENTION = ("tests/mfkernels/test_attention_jvp.py",)
+ATOMIC_DQ = (
+    "tests/mfkernels/test_attention_jvp.py::test_fp32_backward_both_ways_of_adding_dq",
+    "tests/mfkernels/test_attention_jvp.py::test_fp32_very_negative_logits_stay_finite",
+)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _LOSS_PY = "meanflow/loss.py"
@@ -618,6 +622,22 @@ CATALOG = [
         "ds_t = (p_t * dp_t)",
         ATTENTION,
         "dS without -delta",
+    ),
+    Mutant(
+        "attn-atomic-dq-keeps-rows-past-nk",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "p_t = tl.where(n_ok[:, None], p_t, 0.0)",
+        "p_t = p_t",
+        ATOMIC_DQ,
+        "atomic dQ adds the padded key rows' exp2(-lse) * 0 (NaN at very negative logits)",
+    ),
+    Mutant(
+        "attn-atomic-dq-second-part-into-first",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "tl.atomic_add(dq_ptrs2, dq2,",
+        "tl.atomic_add(dq_ptrs, dq2,",
+        ATOMIC_DQ,
+        "a split head dim's second dQ part added into the first's columns",
     ),
     # ------------------------------------------------------------ mfkernels/dispatch.py
     Mutant(
