@@ -17,7 +17,7 @@
 # tests, every tuned attention tile, the trainer's step eager and graphed, JVP through other
 # libraries' models, training-step benchmark, its phases, attention benchmark, csrc op
 # benchmark, training steps with CUDA graphs, the training step with the default loss, the
-# rest of the tests if time is left, summary.
+# ragged-tile diagnosis, the rest of the tests if time is left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -168,6 +168,14 @@ else
     b=$(budget 90 0)
     step jvp_throughput_r_neq_t "$b" "$PY" benchmarks/jvp_throughput.py --tangent-rows r_neq_t --presets DiT-XL/2 \
         --variants fm fm+compile fused_triton fused_triton+compile --no-check --time-budget $((b - 15)) --out-dir "$DIR"
+fi
+
+# 7b. where the 64-key-tile forward goes wrong at a ragged last key tile, one suspect at a time
+# (docs/attention-tuning.md; ~25 compiled configs)
+if ((QUICK)); then
+    printf 'ragged_tile_repro\tskipped: --quick\t0\n' >>"$SUMMARY"
+else
+    step ragged_tile_repro "$(budget 90 0)" "$PY" benchmarks/scripts/ragged_tile_repro.py --out "$DIR/ragged_tile_repro.json"
 fi
 
 # 8. if time is left: the rest of the suite, on this machine (CI runs it on the CPU anyway)
