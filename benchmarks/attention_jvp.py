@@ -7,6 +7,8 @@ Forward, value and tangent (``O, O', LSE`` from ``Q, K, V, Q', K', V'``):
   ours_jvp        ``mfkernels.attention_jvp(..., backend="triton")`` (the fused kernel). On a
                   CPU it runs the plain-torch *reference* backend: those rows time the
                   oracle, not a kernel, and are labelled so.
+  ours_jvp_tma     the same with ``MFK_ATTENTION_LOADS=tma`` (K, V and their tangents read through
+                  tensor descriptors; triton backend on Hopper only)
   func_jvp_math   ``torch.func.jvp`` over ``F.scaled_dot_product_attention`` with the math
                   backend (materialises N x N; skipped where it would risk an OOM)
   <provider>_fwd  the primal forward alone of sdpa_flash (SDPA's flash backend), sdpa_cudnn,
@@ -61,6 +63,7 @@ BENCHMARK = "attention_jvp"
 FLOPS_PER_N2D = {"jvp": 12, "fwd": 4, "bwd": 10}
 KIND = {
     "ours_jvp": "jvp",
+    "ours_jvp_tma": "jvp",
     "func_jvp_math": "jvp",
     **{f"{p}_fwd": "fwd" for p in baselines.PROVIDERS},
     "ours_bwd": "bwd",
@@ -195,6 +198,12 @@ class Bench:
 
         with torch.no_grad():
             record("ours_jvp", ours_jvp, self.ours_backend, skip)
+        tma_skip = skip
+        with _environment(triton_attention.LOADS_ENV_VAR, "tma"):
+            if self.ours_backend != "triton" or not triton_attention.kv_by_tma(k, v, kd, vd):
+                tma_skip = "skipped: tensor descriptors need the triton backend on sm_90 or newer"
+            with torch.no_grad():
+                record("ours_jvp_tma", ours_jvp, self.ours_backend, tma_skip)
 
         # torch.func.jvp over math SDPA: N x N tensors, a handful of them, kept for a while.
         est_gib = 8 * batch * heads * n * n * 4 / 2**30
@@ -323,14 +332,15 @@ def print_table(rows, peak, datasheet):
         ratio = ours["ms"] / fwd["ms"] if ours and fwd and "ms" in ours else None
         pct = ours.get("pct_measured_peak") if ours else None
         table.append(
-            [dtype, d, n, bh, tf(ours), "" if pct is None else f"{pct:.0f}%", tf(vs.get("func_jvp_math"))]
+            [dtype, d, n, bh, tf(ours), "" if pct is None else f"{pct:.0f}%", tf(vs.get("ours_jvp_tma"))]
+            + [tf(vs.get("func_jvp_math"))]
             + [tf(vs.get(f"{p}_fwd")) for p in baselines.PROVIDERS]
             + ["" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd")), tf(vs.get("ours_bwd_atomic"))]
             + [tf(vs.get(f"{p}_bwd")) for p in baselines.PROVIDERS]
             + [_mem(ours), _mem(vs.get("func_jvp_math")), _mem(fwd)]
         )
     heads = (
-        ["dtype", "d", "N", "BxH", "ours JVP", "%peak", "func.jvp math"]
+        ["dtype", "d", "N", "BxH", "ours JVP", "%peak", "TMA loads", "func.jvp math"]
         + [f"{p} fwd" for p in baselines.PROVIDERS]
         + ["JVP/fwd time", "ours bwd", "atomic dQ"]
         + [f"{p} bwd" for p in baselines.PROVIDERS]

@@ -259,6 +259,7 @@ def render_attention(data, readme_dir: Path) -> str:
         out[-1] += f" **'ours' is the `{ours}` backend here (plain torch), not the fused kernel.**"
     cols = [
         ("ours_jvp", "ours JVP"),
+        ("ours_jvp_tma", "ours JVP, TMA loads"),
         ("func_jvp_math", "torch.func.jvp (math)"),
         ("sdpa_flash_fwd", "SDPA flash fwd"),
         ("sdpa_cudnn_fwd", "SDPA cuDNN fwd"),

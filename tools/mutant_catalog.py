@@ -43,8 +43,8 @@ RESIDUAL = ("tests/mfkernels/test_residual.py",)
 RESIDUAL_BACKWARD = ("tests/mfkernels/test_residual_backward.py", "tests/mfkernels/test_residual.py")
 RMS_NORM = ("tests/mfkernels/test_rms_norm_edge_rows.py", "tests/mfkernels/test_rms_norm_triton.py")
 ATTENTION = ("tests/mfkernels/test_attention_jvp.py",)
-ATOMIC_DQ = (
-    "tests/mfkernels/test_attention_jvp.py::test_fp32_backward_both_ways_of_adding_dq",
+KERNEL_VARIANTS = (
+    "tests/mfkernels/test_attention_jvp.py::test_fp32_kernel_variants",
     "tests/mfkernels/test_attention_jvp.py::test_fp32_very_negative_logits_stay_finite",
 )
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
@@ -628,7 +628,7 @@ CATALOG = [
         "mfkernels/backends/triton/attention_kernels.py",
         "p_t = tl.where(n_ok[:, None], p_t, 0.0)",
         "p_t = p_t",
-        ATOMIC_DQ,
+        KERNEL_VARIANTS,
         "atomic dQ adds the padded key rows' exp2(-lse) * 0 (NaN at very negative logits)",
     ),
     Mutant(
@@ -636,8 +636,16 @@ CATALOG = [
         "mfkernels/backends/triton/attention_kernels.py",
         "tl.atomic_add(dq_ptrs2, dq2,",
         "tl.atomic_add(dq_ptrs, dq2,",
-        ATOMIC_DQ,
+        KERNEL_VARIANTS,
         "a split head dim's second dQ part added into the first's columns",
+    ),
+    Mutant(
+        "attn-tma-second-part-at-column-0",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])",
+        "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, 0)",
+        KERNEL_VARIANTS,
+        "a tensor descriptor reads a split head dim's second part of K from column 0",
     ),
     # ------------------------------------------------------------ mfkernels/dispatch.py
     Mutant(

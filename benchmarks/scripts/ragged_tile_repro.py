@@ -10,7 +10,8 @@ and from 64) and by query rows (the first 64 and the rest). The sweep varies one
 time around the failing case: the pipelining depth (``num_stages`` 1, 2, 3), the query tile,
 the key tile (32 as the control), the stride-alignment hint (``ALIGN``, forced to 1), packed
 (DiT's strided qkv) against contiguous inputs, and the head dims 64 (one part), 72 and 96
-(two parts) and 80 (two parts, none masked).
+(two parts) and 80 (two parts, none masked), and K/V read through tensor descriptors (TMA,
+``MFK_ATTENTION_LOADS=tma``: no masked loads at all).
 
     python benchmarks/scripts/ragged_tile_repro.py             # a GPU: ~100 compiles, 1-2 minutes
     TRITON_INTERPRET=1 python benchmarks/scripts/ragged_tile_repro.py --quick   # the CPU: a few cases
@@ -20,6 +21,7 @@ Its output: a table on stdout; ``--out`` also writes the rows as JSON.
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a 
 from mfkernels import reference  # noqa: E402
 from mfkernels.backends.triton import attention, attention_configs  # noqa: E402
 
-BASE = dict(d=72, n=300, config=(128, 64, 8, 2), packed=True, align=True)
+BASE = dict(d=72, n=300, config=(128, 64, 8, 2), packed=True, align=True, tma=False)
 
 
 def cases(quick: bool):
     """``BASE`` (the failing case), then one change at a time."""
     if quick:
-        return [BASE, {**BASE, "n": 17, "config": (32, 32, 4, 1)}, {**BASE, "align": False}]
+        return [BASE, {**BASE, "n": 17, "config": (32, 32, 4, 1)}, {**BASE, "align": False, "tma": True}]
     out = [BASE]
     for n in (17, 108, 256, 64):
         out.append({**BASE, "n": n})
@@ -44,6 +46,7 @@ def cases(quick: bool):
         for n in (17, 300):
             out.append({**BASE, "n": n, "config": config})
     for n in (17, 300):
+        out.append({**BASE, "n": n, "tma": True})  # K/V through tensor descriptors: no masked loads
         out.append({**BASE, "n": n, "align": False})
         out.append({**BASE, "n": n, "packed": False})
         for d in (64, 80, 96):
@@ -72,10 +75,18 @@ def run(case, dtype, device):
     kernel.configs = [attention_configs.config(*case["config"])]
     if not case["align"]:
         attention._stride_align = lambda *tensors: 1
+    saved_loads = os.environ.get(attention.LOADS_ENV_VAR)
+    os.environ[attention.LOADS_ENV_VAR] = "tma" if case["tma"] else "pointers"
     try:
+        if case["tma"] and not attention.kv_by_tma(k, v, k_dot, v_dot):
+            raise RuntimeError("tensor descriptors unavailable here (needs sm_90 and aligned strides)")
         o, o_dot, lse = attention.attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale)
     finally:
         kernel.configs, attention._stride_align = saved_configs, saved_align
+        if saved_loads is None:
+            del os.environ[attention.LOADS_ENV_VAR]
+        else:
+            os.environ[attention.LOADS_ENV_VAR] = saved_loads
     ref_o, ref_o_dot, ref_lse = reference.attention_jvp(
         *(t.double() for t in (q, k, v, q_dot, k_dot, v_dot)), scale
     )
@@ -117,7 +128,7 @@ def main(argv=None):
             f"{k} {row[k]:.1e}" if isinstance(row.get(k), float) else f"{k} -"
             for k in ("O", "O'", "LSE", "O cols<64", "O cols>=64", "O rows<64", "O rows>=64")
         )
-        what = " ".join(f"{key}={case[key]}" for key in ("d", "n", "config", "packed", "align"))
+        what = " ".join(f"{key}={case[key]}" for key in ("d", "n", "config", "packed", "align", "tma"))
         print(f"{row['verdict']:>5}  {what}  {errors}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

@@ -121,6 +121,7 @@ def test_attention_jvp_quick(tmp_path):
     status = {r["variant"]: r["status"] for r in data["rows"] if r["N"] == 64}
     assert status["sdpa_flash_fwd"] == status["sdpa_flash_bwd"] == "ok"
     assert status["ours_bwd_atomic"] == "skipped: only the triton backend sums dQ by atomics"
+    assert status["ours_jvp_tma"] == "skipped: tensor descriptors need the triton backend on sm_90 or newer"
     for provider in ("sdpa_cudnn", "flash_attn", "fa3"):
         why = f"skipped: {provider} needs a CUDA device"
         assert status[f"{provider}_fwd"] == status[f"{provider}_bwd"] == why

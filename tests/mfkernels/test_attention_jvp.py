@@ -128,12 +128,24 @@ def test_fp32_peaked_softmax_rescales_across_tiles():
     check_against_reference((q, k, v, q_dot, k_dot, v_dot), 0.5, TOL[torch.float32])
 
 
-@pytest.fixture(params=["separate", "atomic"])
-def dq_mode(request, monkeypatch):
-    """The backward both ways of adding dQ up (``MFK_ATTENTION_DQ``); with ``atomic`` the dQ
-    kernel must not run."""
-    monkeypatch.setenv(attention.DQ_ENV_VAR, request.param)
-    if request.param == "atomic":
+# The kernels' alternatives, each chosen by a variable read at every call
+# (docs/attention-tuning.md): dQ summed by atomics, K/V read through tensor descriptors.
+KERNEL_VARIANTS = {
+    "default": {},
+    "atomic_dq": {attention.DQ_ENV_VAR: "atomic"},
+    "tma_loads": {attention.LOADS_ENV_VAR: "tma"},
+}
+
+
+@pytest.fixture(params=list(KERNEL_VARIANTS))
+def kernel_variant(request, monkeypatch):
+    """The attention kernels as each variant runs them; with ``atomic_dq`` the dQ kernel must
+    not run, with ``tma_loads`` every aligned launch must take descriptors."""
+    for name in (attention.DQ_ENV_VAR, attention.LOADS_ENV_VAR):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in KERNEL_VARIANTS[request.param].items():
+        monkeypatch.setenv(name, value)
+    if request.param == "atomic_dq":
         monkeypatch.setattr(attention, "_attn_bwd_dq", None)  # launching it would raise
     return request.param
 
@@ -142,23 +154,48 @@ def dq_mode(request, monkeypatch):
 @pytest.mark.parametrize(
     "n_q, n_k, d", [(17, 17, 64), (130, 130, 72), (5, 64, 64), (130, 1, 72), (40, 90, 96), (1, 1, 8)]
 )
-def test_fp32_backward_both_ways_of_adding_dq(dq_mode, n_q, n_k, d):
-    """Ragged query and key tiles, a head dim in two parts, one key: the reference's gradients."""
-    check_against_reference(make_inputs(2, 3, n_q, n_k, d, torch.float32, packed=False), d**-0.5, 1e-5)
+def test_fp32_kernel_variants(kernel_variant, n_q, n_k, d):
+    """Ragged query and key tiles, a head dim in two parts, one key: the reference's values
+    and gradients; K and V as views of a packed kv tensor (DiT's layout, TMA-addressable)."""
+    q, q_dot = (torch.randn(2, 3, n_q, d, device=DEVICE) for _ in range(2))
+    k, v = torch.randn(2, n_k, 2, 3, d, device=DEVICE).permute(2, 0, 3, 1, 4).unbind(0)
+    k_dot, v_dot = torch.randn(2, n_k, 2, 3, d, device=DEVICE).permute(2, 0, 3, 1, 4).unbind(0)
+    assert attention.kv_by_tma(k, v, k_dot, v_dot) == (kernel_variant == "tma_loads")
+    check_against_reference((q, k, v, q_dot, k_dot, v_dot), d**-0.5, 1e-5)
 
 
-def test_dq_mode_is_checked(monkeypatch):
+@needs_triton
+def test_tma_loads_fall_back_to_pointers_where_tma_cannot_address(monkeypatch):
+    """A row stride that is not 16-byte aligned (73 fp32 elements) or a head dim that is not
+    unit-strided: pointer loads, still right."""
+    monkeypatch.setenv(attention.LOADS_ENV_VAR, "tma")
+    q, k, v, q_dot, k_dot, v_dot = (torch.randn(1, 2, 20, 73, device=DEVICE)[..., :64] for _ in range(6))
+    assert not attention.kv_by_tma(k, v, k_dot, v_dot)
+    check_against_reference((q, k, v, q_dot, k_dot, v_dot), 0.125, TOL[torch.float32])
+    columns = torch.randn(1, 2, 64, 20, device=DEVICE).transpose(-1, -2)
+    assert not attention.kv_by_tma(columns, v, k_dot, v_dot)
+
+
+def test_kernel_choices_are_checked(monkeypatch):
     monkeypatch.setenv(attention.DQ_ENV_VAR, "atomics")
-    with pytest.raises(ValueError, match="MFK_ATTENTION_DQ must be 'separate' or 'atomic', got 'atomics'"):
+    with pytest.raises(
+        ValueError, match="MFK_ATTENTION_DQ must be one of 'separate', 'atomic', got 'atomics'"
+    ):
         attention.dq_by_atomics()
     monkeypatch.delenv(attention.DQ_ENV_VAR)
     assert attention.dq_by_atomics() is False
+    q = torch.empty(1, 1, 4, 64, device=DEVICE)
+    monkeypatch.setenv(attention.LOADS_ENV_VAR, "TMA")
+    with pytest.raises(ValueError, match="MFK_ATTENTION_LOADS must be one of 'pointers', 'tma', got 'TMA'"):
+        attention.kv_by_tma(q, q, q, q)
+    monkeypatch.delenv(attention.LOADS_ENV_VAR)
+    assert attention.kv_by_tma(q, q, q, q) is False
 
 
 @needs_triton
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # interpreter, unstored rows
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-def test_fp32_very_negative_logits_stay_finite(dq_mode):
+def test_fp32_very_negative_logits_stay_finite(kernel_variant):
     """All logits near -90, so exp(-LSE) overflows fp32: padded key columns of the ragged
     tail must not turn into inf * 0 = NaN. At |logit| ~ 90 fp32 rounding of the logits
     alone costs ~1e-5, so the bar is flash-attention's rule: at most twice the error of
@@ -278,17 +315,17 @@ def _generations():
 @needs_triton
 @pytest.mark.parametrize("generation", _generations())
 @pytest.mark.parametrize("d", [64, 72, 128])
-def test_every_tuned_config(monkeypatch, dq_mode, generation, d):
+def test_every_tuned_config(monkeypatch, kernel_variant, generation, d):
     """The autotuner only times its configs, and the suite on a GPU runs just the first of each
     list (MFK_AUTOTUNE=0, tests/conftest.py): here every config a launch may take runs against
-    the reference, with dQ summed by its own kernel and by atomics, compiled in bf16 on a GPU;
+    the reference in every kernel variant (atomic dQ, TMA loads), compiled in bf16 on a GPU;
     in the interpreter (fp32) it checks the tiles' logic. The sequences end in a ragged key
     (and query) tile of 1, 17 and 44 rows with 64- and 128-row tiles (1, 17, 12 with 32); a
     head dim split in two parts also runs a sequence of whole tiles, whose forward takes the
     configs a ragged one may not."""
     parts = attention.head_dim_parts(d)
     kernels = {"fwd": attention._attn_jvp_fwd, "dkdv": attention._attn_bwd_dkdv, "dq": attention._attn_bwd_dq}
-    kernels = {name: kernel for name, kernel in kernels.items() if kernel is not None}  # dq_mode atomic
+    kernels = {name: kernel for name, kernel in kernels.items() if kernel is not None}  # atomic_dq
     gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if gpu else torch.float32
     ragged = [257, 273, 300] if gpu else [65, 81, 108]
@@ -377,7 +414,7 @@ def test_gpu_fp32_n1024(d):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n_q, n_k", [(1000, 777), (1, 1025), (257, 257), (300, 300), (17, 17)])
-def test_gpu_bf16_ragged_lengths(dq_mode, n_q, n_k):
+def test_gpu_bf16_ragged_lengths(kernel_variant, n_q, n_k):
     # Last key tiles of 9, 1, 1, 44 and 17 keys: the split forward's 64-key tiles went wrong
     # with 17 and 44 (Triton 3.6, H200) and passed with 1, 2 and 9 (see attention_configs.TUNED).
     inputs = make_inputs(2, 2, n_q, n_k, 72, torch.bfloat16)
@@ -397,7 +434,7 @@ def test_gpu_tangent_error_at_every_magnitude(n, d, dtype, bound):
 
 
 @pytest.mark.gpu
-def test_gpu_dit_xl_shape_packed_bf16(dq_mode):
+def test_gpu_dit_xl_shape_packed_bf16(kernel_variant):
     """DiT-XL/2 at 256 px: 16 heads of 72 over 256 tokens, q/k/v views of one qkv tensor."""
     check_against_reference(make_inputs(4, 16, 256, 256, 72, torch.bfloat16), 72**-0.5, TOL[torch.bfloat16])
 

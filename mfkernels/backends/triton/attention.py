@@ -22,6 +22,7 @@ from .triton_compat import triton, triton_unsupported, vector_alignment
 
 MAX_HEAD_DIM = 128
 DQ_ENV_VAR = "MFK_ATTENTION_DQ"
+LOADS_ENV_VAR = "MFK_ATTENTION_LOADS"
 
 # Module globals the launchers look up at call time (benchmarks/triton_static.py swaps them).
 _attn_jvp_fwd = autotune(_attn_jvp_fwd_kernel, "fwd")
@@ -91,16 +92,27 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
     def grid(meta):
         return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)
 
+    tma = kv_by_tma(k, v, k_dot, v_dot)
     with _device_guard(q):
+        if tma:
+            _scratch_allocator()
         _attn_jvp_fwd[grid](
             q, k, v, q_dot, k_dot, v_dot, o, o_dot, lse,
             *q.stride(), *k.stride(), *v.stride(), *q_dot.stride(), *k_dot.stride(), *v_dot.stride(),
             *o.stride()[:3],
             heads, n_q, n_k, float(scale),
             HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
-            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o),
+            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma,
         )  # fmt: skip
     return o, o_dot, lse
+
+
+def _choice(env_var: str, choices: tuple[str, ...]) -> str:
+    """The value of a kernel-choice variable (its first choice when unset), checked."""
+    value = os.environ.get(env_var, "").strip() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{env_var} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def dq_by_atomics() -> bool:
@@ -108,10 +120,41 @@ def dq_by_atomics() -> bool:
     N_q x N_k x d, summed in a varying order) instead of in a kernel of its own (seven,
     deterministic): ``MFK_ATTENTION_DQ=atomic`` or ``separate`` (the default), read at each call
     (docs/attention-tuning.md)."""
-    mode = os.environ.get(DQ_ENV_VAR, "separate").strip() or "separate"
-    if mode not in ("separate", "atomic"):
-        raise ValueError(f"{DQ_ENV_VAR} must be 'separate' or 'atomic', got {mode!r}")
-    return mode == "atomic"
+    return _choice(DQ_ENV_VAR, ("separate", "atomic")) == "atomic"
+
+
+def kv_by_tma(k: Tensor, v: Tensor, k_dot: Tensor, v_dot: Tensor) -> bool:
+    """Whether the forward reads K, V and their tangents through tensor descriptors (TMA):
+    ``MFK_ATTENTION_LOADS=tma`` (default ``pointers``), read at each call, and then only on
+    Hopper or newer (or in the interpreter) and where TMA can address the tensors: unit
+    head-dim stride, every other stride and the start 16-byte aligned (docs/attention-tuning.md)."""
+    if _choice(LOADS_ENV_VAR, ("pointers", "tma")) != "tma" or not hasattr(triton, "set_allocator"):
+        return False
+    if k.is_cuda and torch.cuda.get_device_capability(k.device)[0] < 9:
+        return False
+    for t in (k, v, k_dot, v_dot):
+        size = t.element_size()
+        if t.stride(-1) != 1 or t.data_ptr() % 16 or any(s * size % 16 for s in t.stride()[:3]):
+            return False
+    return True
+
+
+def _torch_scratch(size: int, alignment: int, stream):
+    """Triton's scratch memory (where a kernel writes the tensor descriptors it makes) from torch."""
+    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    return torch.empty(size, dtype=torch.int8, device=device)
+
+
+def _scratch_allocator():
+    """Give Triton torch's memory for kernel scratch, unless the caller has set an allocator."""
+    try:
+        from triton.runtime._allocation import NullAllocator, _allocator
+
+        if not isinstance(_allocator.get(), NullAllocator):
+            return
+    except ImportError:  # another Triton layout: set ours
+        pass
+    triton.set_allocator(_torch_scratch)
 
 
 def attention_backward_triton(grad_o, q, k, v, o, lse, scale):

@@ -104,5 +104,5 @@ def width_class(args: dict) -> str:
     return "wide" if args["BLOCK_D"] > 64 else "narrow"
 
 
-# Arguments a kernel lacks are left out of its key (ATOMIC_DQ: the dK/dV kernel's).
-KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "ATOMIC_DQ"]
+# Arguments a kernel lacks are left out of its key (TMA: the forward's, ATOMIC_DQ: the dK/dV kernel's).
+KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "TMA", "ATOMIC_DQ"]

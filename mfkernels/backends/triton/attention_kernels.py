@@ -85,25 +85,54 @@ def _with_alignment(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
 
 
 @triton.jit
+def _kv_descriptors(X, offset, n_rows, stride_n, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr):  # fmt: skip
+    """Tensor descriptors (TMA on Hopper) of one head's ``(n_rows, HEAD_DIM)`` rows at
+    ``X + offset``, for the head dim's first part and, with ``SPLIT``, its second (else the
+    first again, never read). Their loads fill rows past ``n_rows`` and columns past
+    ``HEAD_DIM`` with zeros: no masks."""
+    low = tl.make_tensor_descriptor(
+        X + offset, shape=[n_rows, HEAD_DIM], strides=[stride_n, 1], block_shape=[ROWS, BLOCK_D]
+    )
+    high = low
+    if SPLIT:
+        high = tl.make_tensor_descriptor(
+            X + offset, shape=[n_rows, HEAD_DIM], strides=[stride_n, 1], block_shape=[ROWS, BLOCK_E]
+        )
+    return low, high
+
+
+@triton.jit
+def _load_kv(src, start_n, stride_n, n_ok, col_ok, MASK_N: tl.constexpr, MASK_COLS: tl.constexpr,
+             TMA: tl.constexpr, COL: tl.constexpr):  # fmt: skip
+    """Key rows ``start_n...`` of one head-dim part (from column ``COL``): ``src`` is a tensor
+    descriptor (``TMA``) or the part's pointers at key row 0."""
+    if TMA:
+        return src.load([start_n, COL])
+    return _load_tile(src + start_n * stride_n, n_ok, col_ok, MASK_N, MASK_COLS)
+
+
+@triton.jit
 def _attn_jvp_fwd_tile(
     acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
-    k_ptrs, kd_ptrs, v_ptrs, vd_ptrs, k_ptrs2, kd_ptrs2, v_ptrs2, vd_ptrs2,
+    k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
+    stride_kn, stride_kdn, stride_vn, stride_vdn,
     start_n, n_k, offs_n, d_ok, e_ok, qk_scale, scale,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TMA: tl.constexpr,
 ):  # fmt: skip
-    """One K/V tile of the online-softmax JVP loop; ``*_ptrs`` point at key row 0, ``*2``
-    are the head dim's second part (used only with ``SPLIT``)."""
+    """One K/V tile of the online-softmax JVP loop; ``*_src`` are the tensors' sources for
+    :func:`_load_kv`, ``*2`` the head dim's second part (used only with ``SPLIT``)."""
     n_ok = (start_n + offs_n) < n_k
-    k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
-    k_dot = _load_tile(kd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    k = _load_kv(k_src, start_n, stride_kn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
+    k_dot = _load_kv(kd_src, start_n, stride_kdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
     zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     s = dot(q, tl.trans(k), zero, PREC)
     s_dot = dot(q_dot, tl.trans(k), zero, PREC)
     s_dot = dot(q, tl.trans(k_dot), s_dot, PREC)
     if SPLIT:
-        k2 = _load_tile(k_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
-        k_dot2 = _load_tile(kd_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
+        k_dot2 = _load_kv(kd_src2, start_n, stride_kdn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
         s = dot(q2, tl.trans(k2), s, PREC)
         s_dot = dot(q_dot2, tl.trans(k2), s_dot, PREC)
         s_dot = dot(q2, tl.trans(k_dot2), s_dot, PREC)
@@ -116,8 +145,8 @@ def _attn_jvp_fwd_tile(
     p = tl.math.exp2(s - m_new[:, None])
     ps = p * s_dot
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
-    v_dot = _load_tile(vd_ptrs, n_ok, d_ok, MASK_N, MASK_D)
+    v = _load_kv(v_src, start_n, stride_vn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
+    v_dot = _load_kv(vd_src, start_n, stride_vdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
     p_lo, ps_lo = p.to(v.dtype), ps.to(v.dtype)
     # O' = acc_t / l - (acc_ps / l) O cancels the (P * S') V part of acc_t against acc_ps O only
     # if both sum the same values: the rounded ps_lo the dot takes. Summing the fp32 ps leaves
@@ -127,8 +156,8 @@ def _attn_jvp_fwd_tile(
     acc_t = dot(p_lo, v_dot, acc_t * alpha[:, None], PREC)
     acc_t = dot(ps_lo, v, acc_t, PREC)
     if SPLIT:
-        v2 = _load_tile(v_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
-        v_dot2 = _load_tile(vd_ptrs2, n_ok, e_ok, MASK_N, MASK_E)
+        v2 = _load_kv(v_src2, start_n, stride_vn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
+        v_dot2 = _load_kv(vd_src2, start_n, stride_vdn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
         acc_o2 = dot(p_lo, v2, acc_o2 * alpha[:, None], PREC)
         acc_t2 = dot(p_lo, v_dot2, acc_t2 * alpha[:, None], PREC)
         acc_t2 = dot(ps_lo, v2, acc_t2, PREC)
@@ -147,11 +176,14 @@ def _attn_jvp_fwd_kernel(
     stride_ob, stride_oh, stride_on,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
 
-    Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H, N_K, HEAD_DIM), any strides.
+    Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H, N_K, HEAD_DIM), any strides (with
+    ``TMA``: unit head-dim stride, the others and the heads' starts 16-byte aligned; K, V and
+    their tangents are then read through tensor descriptors).
     OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
     Head-dim columns ``[0, BLOCK_D)`` and, with ``SPLIT``, ``[BLOCK_D, BLOCK_D + BLOCK_E)``.
     """
@@ -189,10 +221,28 @@ def _attn_jvp_fwd_kernel(
     q_dot, q_dot2 = _load_parts(
         qd_rows, offs_d, offs_e, stride_qdd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
-    k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
-    kd_ptrs, kd_ptrs2 = _part_ptrs(kd_rows, offs_d, offs_e, stride_kdd)
-    v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
-    vd_ptrs, vd_ptrs2 = _part_ptrs(vd_rows, offs_d, offs_e, stride_vdd)
+    if TMA:
+        k_src, k_src2 = _kv_descriptors(
+            K, off_b * stride_kb + off_h * stride_kh, N_K, stride_kn,
+            HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
+        )  # fmt: skip
+        kd_src, kd_src2 = _kv_descriptors(
+            KD, off_b * stride_kdb + off_h * stride_kdh, N_K, stride_kdn,
+            HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
+        )  # fmt: skip
+        v_src, v_src2 = _kv_descriptors(
+            V, off_b * stride_vb + off_h * stride_vh, N_K, stride_vn,
+            HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
+        )  # fmt: skip
+        vd_src, vd_src2 = _kv_descriptors(
+            VD, off_b * stride_vdb + off_h * stride_vdh, N_K, stride_vdn,
+            HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
+        )  # fmt: skip
+    else:
+        k_src, k_src2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
+        kd_src, kd_src2 = _part_ptrs(kd_rows, offs_d, offs_e, stride_kdd)
+        v_src, v_src2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
+        vd_src, vd_src2 = _part_ptrs(vd_rows, offs_d, offs_e, stride_vdd)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -208,22 +258,18 @@ def _attn_jvp_fwd_kernel(
     for start_n in range(0, n_full, BLOCK_N):
         acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
             acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
-            k_ptrs + start_n * stride_kn, kd_ptrs + start_n * stride_kdn,
-            v_ptrs + start_n * stride_vn, vd_ptrs + start_n * stride_vdn,
-            k_ptrs2 + start_n * stride_kn, kd_ptrs2 + start_n * stride_kdn,
-            v_ptrs2 + start_n * stride_vn, vd_ptrs2 + start_n * stride_vdn,
+            k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
+            stride_kn, stride_kdn, stride_vn, stride_vdn,
             start_n, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA,
         )  # fmt: skip
     if n_full < N_K:
         acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
             acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
-            k_ptrs + n_full * stride_kn, kd_ptrs + n_full * stride_kdn,
-            v_ptrs + n_full * stride_vn, vd_ptrs + n_full * stride_vdn,
-            k_ptrs2 + n_full * stride_kn, kd_ptrs2 + n_full * stride_kdn,
-            v_ptrs2 + n_full * stride_vn, vd_ptrs2 + n_full * stride_vdn,
+            k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
+            stride_kn, stride_kdn, stride_vn, stride_vdn,
             n_full, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA,
         )  # fmt: skip
 
     inv_l = 1.0 / l_i
