@@ -140,10 +140,42 @@ def cases(dtype_names, head_dims):
                 partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5),
             )
             yield (
+                "attention_jvp_tma",  # K, V and their tangents through tensor descriptors
+                dtype_name,
+                label,
+                _under_env(
+                    {attention.LOADS_ENV_VAR: "tma"},
+                    attention.attention_jvp_triton,
+                    q,
+                    k,
+                    v,
+                    q,
+                    k,
+                    v,
+                    d**-0.5,
+                ),
+            )
+            yield (
                 "attention_backward",
                 dtype_name,
                 label,
                 partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5),
+            )
+            yield (
+                "attention_backward_atomic_dq",
+                dtype_name,
+                label,
+                _under_env(
+                    {attention.DQ_ENV_VAR: "atomic"},
+                    attention.attention_backward_triton,
+                    o,
+                    q,
+                    k,
+                    v,
+                    o,
+                    lse,
+                    d**-0.5,
+                ),
             )
             yield (
                 "rms_norm_jvp",
@@ -194,6 +226,25 @@ def cases(dtype_names, head_dims):
                 label,
                 partial(residual.gated_residual_backward_triton, x, gate, x),
             )
+
+
+def _under_env(variables: dict, launcher, *args):
+    """``launcher(*args)`` run with the environment ``variables`` set (a kernel variant the
+    launchers choose by environment, docs/attention-tuning.md), as a no-argument call."""
+
+    def call():
+        before = {name: os.environ.get(name) for name in variables}
+        os.environ.update(variables)
+        try:
+            return launcher(*args)
+        finally:
+            for name, value in before.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
+
+    return call
 
 
 def _configs_to_compile(kernel, args, kwargs):

@@ -37,12 +37,18 @@ def test_kernels_compile_without_spills(tmp_path, arch, stack_limit):
     rows = _compile(tmp_path, arch, "--quick")
     ops = {r["op"] for r in rows}
     expected = {"attention_jvp", "attention_backward", "layernorm_modulate_jvp", "gated_residual_jvp"}
-    assert expected | {"gated_residual_backward"} <= ops
+    variants = {"attention_jvp_tma", "attention_backward_atomic_dq"}  # chosen by environment
+    assert expected | variants | {"gated_residual_backward"} <= ops
     assert {r["shape"] for r in rows if r["op"] == "attention_jvp"} == {"d=64", "d=72"}
+    # Tensor descriptors only on Hopper: on the A100 the TMA variant is the pointer kernel.
+    assert {r["config"]["TMA"] for r in rows if r["op"] == "attention_jvp_tma"} == {arch >= 90}
     for r in rows:
         assert r["status"] == "ok", r
         assert r["shared_bytes"] <= 163 * 1024, r
-        if "stack_bytes" in r:  # cuobjdump ships with triton's NVIDIA backend
+        # The atomic-dQ variant is unmeasured and off by default; on the A100 two of the dK/dV
+        # tiles it shares with the default spill 168-376 bytes there (docs/attention-tuning.md).
+        exempt = arch < 90 and r["op"] == "attention_backward_atomic_dq"
+        if "stack_bytes" in r and not exempt:  # cuobjdump ships with triton's NVIDIA backend
             assert r["registers"] <= 255 and r["stack_bytes"] <= stack_limit, r
     # The attention kernels' K/V (and Q/dO) tiles are pipelined: copied to shared memory
     # asynchronously, not staged through registers.
@@ -75,10 +81,10 @@ def test_autotune_off_compiles_the_first_config_of_each_list(tmp_path):
     for r in rows:
         if r["kernel"] in lists:
             c = r["config"]
-            compiled.setdefault((r["kernel"], r["shape"]), []).append(
+            compiled.setdefault((r["op"], r["kernel"], r["shape"]), []).append(
                 (c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"])
             )
-    assert {shape for _, shape in compiled} == {"d=64", "d=72"}
-    for (kernel, shape), configs in compiled.items():
+    assert {shape for _, _, shape in compiled} == {"d=64", "d=72"}
+    for (_, kernel, shape), configs in compiled.items():  # each variant of the op too
         width = "narrow" if shape == "d=64" else "split"  # 72 = 64 + 16
         assert configs == [TUNED["sm90"][lists[kernel]][width][0]], (kernel, shape)

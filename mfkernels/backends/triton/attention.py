@@ -18,7 +18,7 @@ from .attention_kernels import (
     _attn_bwd_dq_kernel,
     _attn_jvp_fwd_kernel,
 )
-from .triton_compat import triton, triton_unsupported, vector_alignment
+from .triton_compat import INTERPRET, triton, triton_unsupported, vector_alignment
 
 MAX_HEAD_DIM = 128
 DQ_ENV_VAR = "MFK_ATTENTION_DQ"
@@ -130,13 +130,22 @@ def kv_by_tma(k: Tensor, v: Tensor, k_dot: Tensor, v_dot: Tensor) -> bool:
     head-dim stride, every other stride and the start 16-byte aligned (docs/attention-tuning.md)."""
     if _choice(LOADS_ENV_VAR, ("pointers", "tma")) != "tma" or not hasattr(triton, "set_allocator"):
         return False
-    if k.is_cuda and torch.cuda.get_device_capability(k.device)[0] < 9:
+    if not INTERPRET and _arch(k) < 90:
         return False
     for t in (k, v, k_dot, v_dot):
         size = t.element_size()
         if t.stride(-1) != 1 or t.data_ptr() % 16 or any(s * size % 16 for s in t.stride()[:3]):
             return False
     return True
+
+
+def _arch(t: Tensor) -> int:
+    """The compute capability (major * 10 + minor) kernels on ``t`` are built for: its GPU's, or
+    for CPU tensors the driver's target (``benchmarks/triton_static.py`` compiles for one)."""
+    if t.is_cuda:
+        major, minor = torch.cuda.get_device_capability(t.device)
+        return 10 * major + minor
+    return triton.runtime.driver.active.get_current_target().arch
 
 
 def _torch_scratch(size: int, alignment: int, stream):

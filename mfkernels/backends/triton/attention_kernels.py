@@ -107,9 +107,11 @@ def _load_kv(src, start_n, stride_n, n_ok, col_ok, MASK_N: tl.constexpr, MASK_CO
              TMA: tl.constexpr, COL: tl.constexpr):  # fmt: skip
     """Key rows ``start_n...`` of one head-dim part (from column ``COL``): ``src`` is a tensor
     descriptor (``TMA``) or the part's pointers at key row 0."""
-    if TMA:
-        return src.load([start_n, COL])
-    return _load_tile(src + start_n * stride_n, n_ok, col_ok, MASK_N, MASK_COLS)
+    if TMA:  # the else matters: the compiler would build a statement after the if for TMA too
+        tile = src.load([start_n, COL])
+    else:
+        tile = _load_tile(src + start_n * stride_n, n_ok, col_ok, MASK_N, MASK_COLS)
+    return tile
 
 
 @triton.jit
