@@ -128,8 +128,10 @@ def kv_by_tma(k: Tensor, v: Tensor, k_dot: Tensor, v_dot: Tensor) -> bool:
     ``MFK_ATTENTION_LOADS=tma`` (default ``pointers``), read at each call, and then only on
     Hopper or newer (or in the interpreter) and where TMA can address the tensors: unit
     head-dim stride, every other stride and the start 16-byte aligned (docs/attention-tuning.md)."""
-    if _choice(LOADS_ENV_VAR, ("pointers", "tma")) != "tma" or not hasattr(triton, "set_allocator"):
+    if _choice(LOADS_ENV_VAR, ("pointers", "tma")) != "tma":
         return False
+    if not (hasattr(triton, "set_allocator") and hasattr(triton.language, "make_tensor_descriptor")):
+        return False  # a Triton before in-kernel tensor descriptors
     if not INTERPRET and _arch(k) < 90:
         return False
     for t in (k, v, k_dot, v_dot):
@@ -145,7 +147,10 @@ def _arch(t: Tensor) -> int:
     if t.is_cuda:
         major, minor = torch.cuda.get_device_capability(t.device)
         return 10 * major + minor
-    return triton.runtime.driver.active.get_current_target().arch
+    try:
+        return triton.runtime.driver.active.get_current_target().arch
+    except RuntimeError:  # no GPU driver at all: no target
+        return 0
 
 
 def _torch_scratch(size: int, alignment: int, stream):
