@@ -79,6 +79,50 @@ def test_gpu_tiles(gpu_launch_settings, batch, tokens, dim):
     check_public(batch, tokens, dim, torch.float32, torch.float32)
 
 
+def _pruned(kernel, n_arg, tile=2048, **named_args):
+    """The ``(ROWS, num_warps)`` tiles the GPU's tuner of ``kernel`` times for these arguments."""
+    from mfkernels.backends.triton import launch
+
+    tuner = launch.row_tuner(kernel, n_arg, tile)
+    tuner.nargs = named_args
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(launch, "INTERPRET", False)  # the GPU's row_settings
+        configs = tuner.prune_configs({})
+    return [(c.kwargs["ROWS"], c.num_warps) for c in configs]
+
+
+@needs_triton
+def test_the_gpu_tunes_tiles_of_4_to_32_elements_a_thread(monkeypatch):
+    """At DiT-XL/2's rows (1152 wide, 64 x 256 of them) the tuner times today's tile first,
+    then every other tile that gives a thread 4-32 elements of a row; under MFK_AUTOTUNE=0
+    (the GPU test suite) only the first."""
+    from mfkernels.backends.triton import layernorm_modulate as ln
+
+    monkeypatch.delenv("MFK_AUTOTUNE", raising=False)
+    forward = _pruned(ln._ln_modulate_jvp_fwd_kernel, "n_rows", n_rows=64 * 256, dim=1152)
+    assert forward[0] == (1, 8) and len(forward) == len(set(forward)) > 4
+    assert all(4 <= rows * 2048 // (32 * warps) <= 32 for rows, warps in forward)
+    backward = _pruned(ln._ln_modulate_bwd_kernel, "tokens", 4096, tokens=256, dim=1152)
+    assert backward[0] == (2, 8) and set(backward) == set(forward)
+    single = _pruned(ln._ln_modulate_jvp_fwd_kernel, "n_rows", n_rows=1, dim=1152)
+    assert single == [(1, 8), (1, 2), (1, 4), (1, 16)]
+    monkeypatch.setenv("MFK_AUTOTUNE", "0")
+    assert _pruned(ln._ln_modulate_jvp_fwd_kernel, "n_rows", n_rows=64 * 256, dim=1152) == [(1, 8)]
+
+
+@needs_triton
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+def test_every_row_tile_the_gpu_may_take(monkeypatch, rows):
+    """Each ``ROWS`` the tuner may pick, run in the interpreter on ragged row counts (the
+    chosen tile is row_settings'; the warps do not change the interpreter's arithmetic)."""
+    from mfkernels.backends.triton import launch
+
+    block = launch.next_power_of_2
+    monkeypatch.setattr(launch, "row_settings", lambda dim, n, tile=2048: (rows, block(dim), 4))
+    check_public(3, 13, 72, torch.float32, torch.float32)
+    check_public(2, 5, 1152, torch.float32, torch.float32)
+
+
 @needs_triton
 @pytest.mark.parametrize(
     "x_dtype, mod_dtype",

@@ -8,9 +8,15 @@ slow Python step, so tiles are made much larger there; the kernels are the same,
 ``gpu_launch_settings`` test fixture runs the GPU's tiles in the interpreter.
 """
 
+import os
+
 import torch
 
-from .triton_compat import INTERPRET, triton_unsupported
+from .triton_compat import INTERPRET, triton, triton_unsupported
+
+# The interpreter itself, which tests do not patch (INTERPRET above picks the tiles, and the
+# gpu_launch_settings fixture sets it False to run the GPU's tiles in the interpreter).
+_INTERPRET = INTERPRET
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -50,6 +56,58 @@ def row_settings(dim: int, n_rows: int, tile: int = 2048) -> tuple[int, int, int
     # About 8 fp32 elements per thread and live tensor (Liger-Kernel's calculate_settings).
     num_warps = 4 if elems < 2048 else 8 if elems < 8192 else 16 if elems < 32768 else 32
     return rows, block_d, num_warps
+
+
+def autotune_rows(kernel, n_arg: str, tile: int = 2048):
+    """``kernel`` (meta-parameters ``ROWS`` and ``BLOCK_D``, a ``dim`` argument and its row
+    count ``n_arg``) with its tile chosen per call: on a GPU by :func:`row_tuner`, in the
+    interpreter (which cannot time) :func:`row_settings`' at every call. Launch it without
+    ``ROWS`` and ``num_warps``, with a grid that may read ``meta["ROWS"]``."""
+    return _RowSettingsLauncher(kernel, n_arg, tile) if _INTERPRET else row_tuner(kernel, n_arg, tile)
+
+
+def row_tuner(kernel, n_arg: str, tile: int = 2048):
+    """``kernel`` tuned over the ``(ROWS, num_warps)`` tiles that give each thread 4-32
+    elements of a row, per ``(n_arg, dim)``: :func:`row_settings`' tile first, and alone under
+    ``MFK_AUTOTUNE=0``."""
+    candidates = [
+        triton.Config({"ROWS": rows}, num_warps=warps) for rows in (1, 2, 4, 8) for warps in (2, 4, 8, 16)
+    ]
+
+    def prune(configs, named_args, **kwargs):
+        dim, n = named_args["dim"], named_args[n_arg]
+        rows, block_d, warps = row_settings(dim, n, tile)
+        chosen = triton.Config({"ROWS": rows}, num_warps=warps)
+        if os.environ.get("MFK_AUTOTUNE", "1") == "0":
+            return [chosen]
+
+        def fits(c):
+            per_thread = c.kwargs["ROWS"] * block_d // (32 * c.num_warps)
+            return 4 <= per_thread <= 32 and c.kwargs["ROWS"] <= next_power_of_2(n)
+
+        others = [c for c in configs if fits(c) and (c.kwargs["ROWS"], c.num_warps) != (rows, warps)]
+        return [chosen, *others]
+
+    # Two candidates at least, or the autotuner never calls the pruner.
+    tuner = triton.autotune(candidates, key=[n_arg, "dim"], prune_configs_by={"early_config_prune": prune})
+    return tuner(kernel)
+
+
+class _RowSettingsLauncher:
+    """``kernel[grid](...)`` with :func:`row_settings`' tile, looked up at every call (tests
+    patch it, and the gpu_launch_settings fixture makes it the GPU's)."""
+
+    def __init__(self, kernel, n_arg: str, tile: int):
+        self.kernel, self.n_arg, self.tile = kernel, n_arg, tile
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            named = dict(zip(self.kernel.arg_names, args))
+            rows, _, warps = row_settings(named["dim"], named[self.n_arg], self.tile)
+            launch_grid = grid({"ROWS": rows}) if callable(grid) else grid
+            return self.kernel[launch_grid](*args, ROWS=rows, num_warps=warps, **kwargs)
+
+        return run
 
 
 def col_settings(dim: int, n_rows: int) -> tuple[int, int, int]:

@@ -110,6 +110,12 @@ def _ln_modulate_bwd_kernel(
     tl.store(DSC_PART + part, dsc, mask=col_ok)
 
 
+# Tuned per (rows, dim) on a GPU (launch.autotune_rows); module globals the launchers look up
+# at call time (benchmarks/triton_static.py swaps them).
+_ln_modulate_jvp_fwd = launch.autotune_rows(_ln_modulate_jvp_fwd_kernel, "n_rows")
+_ln_modulate_bwd = launch.autotune_rows(_ln_modulate_bwd_kernel, "tokens", tile=4096)
+
+
 def layernorm_modulate_jvp_triton(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
     """Triton :func:`reference.layernorm_modulate_jvp`: ``(m, m_dot)`` in x's dtype, one kernel."""
     batch, tokens, dim = x.shape
@@ -120,13 +126,11 @@ def layernorm_modulate_jvp_triton(x, x_dot, shift, scale, shift_dot, scale_dot, 
     n_rows = batch * tokens
     if n_rows == 0 or dim == 0:
         return m, m_dot
-    rows, block_d, num_warps = launch.row_settings(dim, n_rows)
-    _ln_modulate_jvp_fwd_kernel[(triton.cdiv(n_rows, rows),)](
+    _ln_modulate_jvp_fwd[lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)](
         x, x_dot, shift, scale, shift_dot, scale_dot, m, m_dot,
         x.stride(0), x.stride(1), x_dot.stride(0), x_dot.stride(1),
         shift.stride(0), scale.stride(0), shift_dot.stride(0), scale_dot.stride(0),
-        n_rows, tokens, dim, float(eps),
-        ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
+        n_rows, tokens, dim, float(eps), BLOCK_D=launch.next_power_of_2(dim),
     )  # fmt: skip
     return m, m_dot
 
@@ -140,18 +144,18 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
     if batch * tokens == 0 or dim == 0:
         zeros = torch.zeros(batch, dim, dtype=torch.float32, device=x.device)
         return dx, zeros, zeros.clone()
-    # Two rows in flight per loop step of a DiT-XL row (dim 1152).
-    rows, block_d, num_warps = launch.row_settings(dim, tokens, tile=4096)
     if tokens_per_chunk is None:
+        # A chunk is a whole number of loop steps: of the interpreter's tile, or on a GPU of
+        # every tile the tuner may pick (1, 2, 4 or 8 rows).
+        rows = 8 if x.is_cuda else launch.row_settings(dim, tokens, tile=4096)[0]
         tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, rows, x.device)
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
     dshift = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
-    _ln_modulate_bwd_kernel[(batch, n_chunks)](
+    _ln_modulate_bwd[(batch, n_chunks)](
         grad_m, x, scale, dx, dshift, dscale,
         grad_m.stride(0), grad_m.stride(1), x.stride(0), x.stride(1), scale.stride(0),
-        tokens, dim, tokens_per_chunk, float(eps),
-        ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
+        tokens, dim, tokens_per_chunk, float(eps), BLOCK_D=launch.next_power_of_2(dim),
     )  # fmt: skip
     if n_chunks == 1:
         return dx, dshift[:, 0], dscale[:, 0]
