@@ -97,6 +97,11 @@ def _gated_residual_bwd_kernel(
     tl.store(DG_PART + (b * tl.num_programs(1) + chunk) * dim + cols, dg, mask=col_ok)
 
 
+# The LayerNorm backward's tile choice (launch.autotune_rows); looked up at call time
+# (benchmarks/triton_static.py swaps it).
+_gated_residual_bwd = launch.autotune_rows(_gated_residual_bwd_kernel, "tokens", tile=4096)
+
+
 def gated_residual_backward_triton(grad_y, gate, f, tokens_per_chunk=None):
     """Triton :func:`reference.gated_residual_backward`: ``dx`` is ``grad_y`` itself, ``dgate``
     fp32, ``df`` in f's dtype. ``tokens_per_chunk`` (tokens one program reduces) is for tests."""
@@ -106,17 +111,16 @@ def gated_residual_backward_triton(grad_y, gate, f, tokens_per_chunk=None):
     df = torch.empty(f.shape, dtype=f.dtype, device=f.device)
     if batch * tokens == 0 or dim == 0:
         return dx, torch.zeros(batch, dim, dtype=torch.float32, device=f.device), df
-    # The LayerNorm backward's tile: two rows of a DiT-XL row (dim 1152) in flight per step.
-    rows, block_d, num_warps = launch.row_settings(dim, tokens, tile=4096)
     if tokens_per_chunk is None:
+        # As the LayerNorm backward: a whole number of loop steps of every tile it may take.
+        rows = 8 if f.is_cuda else launch.row_settings(dim, tokens, tile=4096)[0]
         tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, rows, f.device)
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
     dgate = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=f.device)
-    _gated_residual_bwd_kernel[(batch, n_chunks)](
+    _gated_residual_bwd[(batch, n_chunks)](
         grad_y, gate, f, df, dgate,
         grad_y.stride(0), grad_y.stride(1), gate.stride(0), f.stride(0), f.stride(1),
-        tokens, dim, tokens_per_chunk,
-        ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
+        tokens, dim, tokens_per_chunk, BLOCK_D=launch.next_power_of_2(dim),
     )  # fmt: skip
     return dx, dgate[:, 0] if n_chunks == 1 else dgate.sum(1), df
 
