@@ -434,6 +434,18 @@ def test_gpu_tangent_error_at_every_magnitude(n, d, dtype, bound):
 
 
 @pytest.mark.gpu
+def test_gpu_atomic_dq_right_after_tuning(monkeypatch):
+    """With autotuning on (the suite runs MFK_AUTOTUNE=0), the dK/dV kernel is timed over its
+    configs first: each timing run adds into the atomic dQ sums, which must start from zero
+    again for the run whose result is returned."""
+    monkeypatch.setenv("MFK_AUTOTUNE", "1")
+    monkeypatch.setenv(attention.DQ_ENV_VAR, "atomic")
+    # A shape no other test tunes (a fresh autotuner key), with several configs to time.
+    inputs = make_inputs(3, 5, 333, 333, 64, torch.bfloat16)
+    check_against_reference(inputs, 64**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
 def test_gpu_dit_xl_shape_packed_bf16(kernel_variant):
     """DiT-XL/2 at 256 px: 16 heads of 72 over 256 tokens, q/k/v views of one qkv tensor."""
     check_against_reference(make_inputs(4, 16, 256, 256, 72, torch.bfloat16), 72**-0.5, TOL[torch.bfloat16])

@@ -94,7 +94,11 @@ def autotune(kernel, name):
         return [c for c in configs if config_shape(c) in keep]
 
     configs = [config(*c) for c in sorted(every)]
-    return triton.autotune(configs=configs, key=KEY, prune_configs_by={"early_config_prune": prune})(kernel)
+    # Timing runs the kernel again and again: the atomic dQ sums it adds into must start from
+    # zero for each run and for the real one after (the dK/dV kernel's DQ_ACC).
+    reset = ["DQ_ACC"] if name == "dkdv" else None
+    prune_by = {"early_config_prune": prune}
+    return triton.autotune(configs=configs, key=KEY, prune_configs_by=prune_by, reset_to_zero=reset)(kernel)
 
 
 def width_class(args: dict) -> str:
