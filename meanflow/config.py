@@ -216,7 +216,7 @@ def _imagenet256(model: str, name: str) -> dict:
 
 DEFAULT_PRESET = "mnist"
 PRESETS = {
-    # 1000 steps, not 800: seeds 0-4 all reach >= 95% 1-NFE class accuracy at 1000 (95.9-96.7%,
+    # 1000 steps, not 800: seeds 0-4 all reach >= 95% 1-NFE class accuracy at 1000 (95.7-97.2%,
     # README, Training); at 800 seed 2 gives 92.7%, at 900 94.9%. Another CPU's float rounding
     # diverges like another seed, so the default must clear 95% for every seed, not seed 0 alone.
     "mnist": dict(_MNIST, steps=1000, sample_every=400, ckpt_every=400, out_dir="runs/mnist"),
