@@ -219,9 +219,12 @@ def _imagenet256(model: str, name: str) -> dict:
 
 DEFAULT_PRESET = "mnist"
 PRESETS = {
-    "mnist": dict(_MNIST, steps=800, sample_every=400, ckpt_every=400, out_dir="runs/mnist"),
+    # 1000 steps, not 800: seeds 0-4 all reach >= 95% 1-NFE class accuracy at 1000 (95.7-97.2%,
+    # README, Training); at 800 seed 2 gives 92.7%, at 900 94.9%. Another CPU's float rounding
+    # diverges like another seed, so the default must clear 95% for every seed, not seed 0 alone.
+    "mnist": dict(_MNIST, steps=1000, sample_every=400, ckpt_every=400, out_dir="runs/mnist"),
     # lr 1e-3, the recipe its README numbers were measured with (2000 steps at 3e-3 are not
-    # measured): so mnist is no longer its first 800 steps
+    # measured): so mnist is no longer its first 1000 steps
     "mnist-long": dict(
         _MNIST,
         lr=1e-3,

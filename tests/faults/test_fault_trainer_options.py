@@ -78,7 +78,7 @@ def test_config_file_preset_chooses_the_preset(tmp_path):
     config = parse_args(["--config", str(path)])
     assert (config.steps, config.out_dir, config.lr) == (2000, "runs/mnist-long", 0.002)
     config = parse_args(["--preset", "mnist", "--config", str(path)])
-    assert (config.steps, config.out_dir, config.lr) == (800, "runs/mnist", 0.002)
+    assert (config.steps, config.out_dir, config.lr) == (1000, "runs/mnist", 0.002)
     (tmp_path / "run.json").write_text(json.dumps({"preset": "mnist-huge"}))
     message = cli_error(["--config", str(tmp_path / "run.json")])
     assert f"--config file {str(tmp_path / 'run.json')!r}: preset must be one of " in message

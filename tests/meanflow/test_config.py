@@ -128,6 +128,6 @@ def test_help_gives_every_key_its_type_default_and_meaning(capsys):
         line.split()[0]: line for line in out.splitlines() if line.startswith("  --") and "(default" in line
     }
     assert sorted(lines) == sorted(f"--{k}" for k in _keys(TrainConfig()))
-    assert "--steps INT (default 800): optimizer steps" in lines["--steps"]  # the mnist preset's
+    assert "--steps INT (default 1000): optimizer steps" in lines["--steps"]  # the mnist preset's
     assert "--loss.cfg_w FLOAT (default 1.0): guidance scale" in lines["--loss.cfg_w"]
     assert all("): " in line and not line.endswith(": ") for line in lines.values())
