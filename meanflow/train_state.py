@@ -26,8 +26,9 @@ from .checkpoint import (
     remove_stale_temporaries,
     write_json_atomic,
 )
-from .config import TrainConfig, run_identity_changes
+from .config import TrainConfig
 from .data import run_config_dict
+from .run_identity import run_identity_changes
 
 # What main() reads from a checkpoint to resume a run.
 CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "model_config")
