@@ -204,6 +204,22 @@ class CaseTimeout(Exception):
 
 
 @contextlib.contextmanager
+def environment(**variables: str):
+    """``os.environ`` with ``variables`` set inside the block, as it was after (a kernel
+    variant that mfkernels' launchers choose by environment at each call)."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def time_limit(seconds: float | None):
     """Raise :class:`CaseTimeout` in the main thread after ``seconds`` (POSIX only; a no-op
     elsewhere). Used around compilation, which is Python and can be interrupted."""

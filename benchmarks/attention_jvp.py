@@ -38,10 +38,8 @@ on the CPU.
 """
 
 import argparse
-import contextlib
 import gc
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -199,7 +197,7 @@ class Bench:
         with torch.no_grad():
             record("ours_jvp", ours_jvp, self.ours_backend, skip)
         tma_skip = skip
-        with _environment(triton_attention.LOADS_ENV_VAR, "tma"):
+        with C.environment(**{triton_attention.LOADS_ENV_VAR: "tma"}):
             if self.ours_backend != "triton" or not triton_attention.kv_by_tma(k, v, kd, vd):
                 tma_skip = "skipped: tensor descriptors need the triton backend on sm_90 or newer"
             with torch.no_grad():
@@ -264,7 +262,7 @@ class Bench:
         atomic_skip = bwd_skip
         if self.ours_backend != "triton":
             atomic_skip = "skipped: only the triton backend sums dQ by atomics"
-        with _environment(triton_attention.DQ_ENV_VAR, "atomic"):
+        with C.environment(**{triton_attention.DQ_ENV_VAR: "atomic"}):
             record("ours_bwd_atomic", ours_bwd, self.ours_backend, atomic_skip)
         out.clear()
 
@@ -279,20 +277,6 @@ class Bench:
         shown += [tflops("ours_bwd"), _best(results, "bwd")]
         self.log(f"{dtype_name} d={d} N={n} (batch {batch}, heads {heads}) TFLOP/s: " + ", ".join(shown))
         self.save()
-
-
-@contextlib.contextmanager
-def _environment(name, value):
-    """``os.environ[name] = value`` inside the block (the launchers read it at each call)."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
 
 
 def _best(results, kind):

@@ -233,16 +233,10 @@ def _under_env(variables: dict, launcher, *args):
     launchers choose by environment, docs/attention-tuning.md), as a no-argument call."""
 
     def call():
-        before = {name: os.environ.get(name) for name in variables}
-        os.environ.update(variables)
-        try:
+        from benchmarks import _common
+
+        with _common.environment(**variables):
             return launcher(*args)
-        finally:
-            for name, value in before.items():
-                if value is None:
-                    del os.environ[name]
-                else:
-                    os.environ[name] = value
 
     return call
 

@@ -21,7 +21,6 @@ Its output: a table on stdout; ``--out`` also writes the rows as JSON.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout, uninstalled
+from benchmarks import _common as C  # noqa: E402
 from mfkernels import reference  # noqa: E402
 from mfkernels.backends.triton import attention, attention_configs  # noqa: E402
 
@@ -75,18 +75,13 @@ def run(case, dtype, device):
     kernel.configs = [attention_configs.config(*case["config"])]
     if not case["align"]:
         attention._stride_align = lambda *tensors: 1
-    saved_loads = os.environ.get(attention.LOADS_ENV_VAR)
-    os.environ[attention.LOADS_ENV_VAR] = "tma" if case["tma"] else "pointers"
     try:
-        if case["tma"] and not attention.kv_by_tma(k, v, k_dot, v_dot):
-            raise RuntimeError("tensor descriptors unavailable here (needs sm_90 and aligned strides)")
-        o, o_dot, lse = attention.attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale)
+        with C.environment(**{attention.LOADS_ENV_VAR: "tma" if case["tma"] else "pointers"}):
+            if case["tma"] and not attention.kv_by_tma(k, v, k_dot, v_dot):
+                raise RuntimeError("tensor descriptors unavailable here (needs sm_90 and aligned strides)")
+            o, o_dot, lse = attention.attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale)
     finally:
         kernel.configs, attention._stride_align = saved_configs, saved_align
-        if saved_loads is None:
-            del os.environ[attention.LOADS_ENV_VAR]
-        else:
-            os.environ[attention.LOADS_ENV_VAR] = saved_loads
     ref_o, ref_o_dot, ref_lse = reference.attention_jvp(
         *(t.double() for t in (q, k, v, q_dot, k_dot, v_dot)), scale
     )
