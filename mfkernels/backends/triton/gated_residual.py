@@ -112,9 +112,7 @@ def gated_residual_backward_triton(grad_y, gate, f, tokens_per_chunk=None):
     if batch * tokens == 0 or dim == 0:
         return dx, torch.zeros(batch, dim, dtype=torch.float32, device=f.device), df
     if tokens_per_chunk is None:
-        # As the LayerNorm backward: a whole number of loop steps of every tile it may take.
-        rows = 8 if f.is_cuda else launch.row_settings(dim, tokens, tile=4096)[0]
-        tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, rows, f.device)
+        tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, dim, f.device)
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
     dgate = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=f.device)
     _gated_residual_bwd[(batch, n_chunks)](

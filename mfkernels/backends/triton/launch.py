@@ -142,11 +142,14 @@ def sm_count(device: torch.device) -> int:
     return 1
 
 
-def tokens_per_chunk(tokens: int, batch: int, rows: int, device: torch.device) -> int:
-    """Tokens one program of a ``(batch, chunks)`` backward reduces over (a multiple of its
-    ``rows``): enough programs to fill the GPU, few enough that the fp32 per-chunk partial
-    sums stay small; in the CPU interpreter two chunks, so that the second stage (the sum
-    over chunks) runs wherever the tokens span more than one tile."""
+def tokens_per_chunk(tokens: int, batch: int, dim: int, device: torch.device) -> int:
+    """Tokens one program of a ``(batch, chunks)`` backward of ``dim``-wide rows (tile
+    :func:`autotune_rows` with ``tile=4096``) reduces over: a whole number of loop steps (of
+    every tile the GPU's tuner may pick, 1-8 rows; of the interpreter's tile), enough programs
+    to fill the GPU, few enough that the fp32 per-chunk partial sums stay small; in the CPU
+    interpreter two chunks, so that the second stage (the sum over chunks) runs wherever the
+    tokens span more than one tile."""
+    rows = 8 if device.type == "cuda" else row_settings(dim, tokens, tile=4096)[0]
     target = (2 * sm_count(device) + batch - 1) // batch if device.type == "cuda" else 2
     chunks = max(1, min(target, (tokens + rows - 1) // rows))
     return ((tokens + chunks - 1) // chunks + rows - 1) // rows * rows

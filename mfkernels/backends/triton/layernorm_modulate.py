@@ -145,10 +145,7 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
         zeros = torch.zeros(batch, dim, dtype=torch.float32, device=x.device)
         return dx, zeros, zeros.clone()
     if tokens_per_chunk is None:
-        # A chunk is a whole number of loop steps: of the interpreter's tile, or on a GPU of
-        # every tile the tuner may pick (1, 2, 4 or 8 rows).
-        rows = 8 if x.is_cuda else launch.row_settings(dim, tokens, tile=4096)[0]
-        tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, rows, x.device)
+        tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, dim, x.device)
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
     dshift = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
