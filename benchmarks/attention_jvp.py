@@ -18,6 +18,8 @@ Backward (primal only, ``dO -> dQ, dK, dV``):
   ours_bwd        ``mfkernels::attention_backward`` from our saved ``O, LSE``
   ours_bwd_atomic the same with ``MFK_ATTENTION_DQ=atomic`` (dQ summed by atomics in the
                   dK/dV kernel: five products instead of seven; triton backend only)
+  ours_bwd_cudnn  cuDNN's backward from our saved ``O, LSE`` (``MFK_ATTENTION_BACKWARD=cudnn``)
+  ours_bwd_flash  FlashAttention-2's (SDPA's flash backend) the same way (``=flash``)
   <provider>_bwd  the same providers' backward
 
 Shapes: on a GPU first DiT-XL/2's own attention (d = 72, N = 256 and 1024: 256x256 and 512x512
@@ -55,6 +57,7 @@ import mfkernels
 from benchmarks import _common as C
 from benchmarks import attention_baselines as baselines
 from mfkernels import dispatch
+from mfkernels.backends import library_attention
 from mfkernels.backends.triton import attention as triton_attention
 
 BENCHMARK = "attention_jvp"
@@ -66,6 +69,7 @@ KIND = {
     **{f"{p}_fwd": "fwd" for p in baselines.PROVIDERS},
     "ours_bwd": "bwd",
     "ours_bwd_atomic": "bwd",
+    **{f"ours_bwd_{library}": "bwd" for library in library_attention.LIBRARIES},
     **{f"{p}_bwd": "bwd" for p in baselines.PROVIDERS},
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -264,6 +268,14 @@ class Bench:
             atomic_skip = "skipped: only the triton backend sums dQ by atomics"
         with C.environment(**{triton_attention.DQ_ENV_VAR: "atomic"}):
             record("ours_bwd_atomic", ours_bwd, self.ours_backend, atomic_skip)
+        for library in library_attention.LIBRARIES:
+            library_skip = bwd_skip
+            if library_skip is None and self.ours_backend != "triton":
+                library_skip = "skipped: the triton backend hands its O and LSE over"
+            elif library_skip is None and library_attention.unsupported(library, q, k, v):
+                library_skip = f"skipped: {library_attention.unsupported(library, q, k, v)}"
+            with C.environment(**{triton_attention.BACKWARD_ENV_VAR: library}):
+                record(f"ours_bwd_{library}", ours_bwd, self.ours_backend, library_skip)
         out.clear()
 
         for provider in baselines.PROVIDERS:
@@ -320,6 +332,7 @@ def print_table(rows, peak, datasheet):
             + [tf(vs.get("func_jvp_math"))]
             + [tf(vs.get(f"{p}_fwd")) for p in baselines.PROVIDERS]
             + ["" if ratio is None else f"{ratio:.2f}", tf(vs.get("ours_bwd")), tf(vs.get("ours_bwd_atomic"))]
+            + [tf(vs.get(f"ours_bwd_{library}")) for library in library_attention.LIBRARIES]
             + [tf(vs.get(f"{p}_bwd")) for p in baselines.PROVIDERS]
             + [_mem(ours), _mem(vs.get("func_jvp_math")), _mem(fwd)]
         )
@@ -327,6 +340,7 @@ def print_table(rows, peak, datasheet):
         ["dtype", "d", "N", "BxH", "ours JVP", "%peak", "TMA loads", "func.jvp math"]
         + [f"{p} fwd" for p in baselines.PROVIDERS]
         + ["JVP/fwd time", "ours bwd", "atomic dQ"]
+        + [f"{library} bwd of ours" for library in library_attention.LIBRARIES]
         + [f"{p} bwd" for p in baselines.PROVIDERS]
         + ["MiB ours", "MiB math", "MiB fwd"]
     )

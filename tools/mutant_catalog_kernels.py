@@ -14,6 +14,7 @@ KERNEL_VARIANTS = (
     "tests/mfkernels/test_attention_jvp.py::test_fp32_kernel_variants",
     "tests/mfkernels/test_attention_jvp.py::test_fp32_very_negative_logits_stay_finite",
 )
+LIBRARY_BACKWARD = ("tests/mfkernels/test_attention_library_backward.py",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _REF_PY = "mfkernels/reference.py"
@@ -307,6 +308,23 @@ KERNEL_MUTANTS = [
         "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, 0)",
         KERNEL_VARIANTS,
         "a tensor descriptor reads a split head dim's second part of K from column 0",
+    ),
+    # ------------------------------------------------ mfkernels/backends/library_attention.py
+    Mutant(
+        "library-backward-default-scale",
+        "mfkernels/backends/library_attention.py",
+        "grad_o, q, k, v, o, lse, 0.0, False, scale=scale",
+        "grad_o, q, k, v, o, lse, 0.0, False, scale=None",
+        LIBRARY_BACKWARD,
+        "a library's backward left to its default scale 1/sqrt(d) instead of ours",
+    ),
+    Mutant(
+        "library-backward-log2-lse",
+        "mfkernels/backends/library_attention.py",
+        "lse = lse.to(torch.float32)",
+        "lse = lse.to(torch.float32) / 0.6931471805599453",
+        LIBRARY_BACKWARD,
+        "the LSE handed over in base 2 (the kernels' inner units) instead of natural log",
     ),
     # ------------------------------------------------------------ mfkernels/dispatch.py
     Mutant(

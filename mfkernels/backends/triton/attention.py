@@ -6,11 +6,13 @@ section 2). The launchers of ``attention_kernels.py``, with the signatures of
 
 import contextlib
 import os
+import warnings
 
 import torch
 from torch import Tensor
 
 from ...layouts import attention_output
+from .. import library_attention
 from .attention_configs import autotune
 from .attention_kernels import (
     _attn_bwd_delta_kernel,
@@ -23,6 +25,7 @@ from .triton_compat import INTERPRET, triton, triton_unsupported, vector_alignme
 MAX_HEAD_DIM = 128
 DQ_ENV_VAR = "MFK_ATTENTION_DQ"
 LOADS_ENV_VAR = "MFK_ATTENTION_LOADS"
+BACKWARD_ENV_VAR = "MFK_ATTENTION_BACKWARD"
 
 # Module globals the launchers look up at call time (benchmarks/triton_static.py swaps them).
 _attn_jvp_fwd = autotune(_attn_jvp_fwd_kernel, "fwd")
@@ -141,6 +144,24 @@ def kv_by_tma(k: Tensor, v: Tensor, k_dot: Tensor, v_dot: Tensor) -> bool:
     return True
 
 
+def backward_library() -> str | None:
+    """The library whose backward runs from our saved O and LSE instead of our kernels:
+    ``MFK_ATTENTION_BACKWARD=cudnn`` or ``flash``; None for ``triton`` (the default), read at
+    each call (docs/attention-tuning.md)."""
+    choice = _choice(BACKWARD_ENV_VAR, ("triton", *library_attention.LIBRARIES))
+    return None if choice == "triton" else choice
+
+
+_warned_library_fallbacks: set[tuple[str, str]] = set()
+
+
+def _library_fallback(library: str, reason: str) -> None:
+    """Say once per library and reason that our backward runs instead of the library's."""
+    if (library, reason) not in _warned_library_fallbacks:
+        _warned_library_fallbacks.add((library, reason))
+        warnings.warn(f"{BACKWARD_ENV_VAR}={library}: {reason}; running the triton backward", stacklevel=3)
+
+
 def _arch(t: Tensor) -> int:
     """The compute capability (major * 10 + minor) kernels on ``t`` are built for: its GPU's, or
     for CPU tensors the driver's target (``benchmarks/triton_static.py`` compiles for one)."""
@@ -174,7 +195,14 @@ def _scratch_allocator():
 def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
     """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
     :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ (two with
-    :func:`dq_by_atomics`, and a scaling of the fp32 dQ sums)."""
+    :func:`dq_by_atomics`, and a scaling of the fp32 dQ sums), or a library's backward
+    (:func:`backward_library`)."""
+    library = backward_library()
+    if library is not None:
+        reason = library_attention.unsupported(library, q, k, v)
+        if reason is None:
+            return library_attention.attention_backward(library, grad_o, q, k, v, o, lse, scale)
+        _library_fallback(library, reason)
     batch, heads, n_q, head_dim = q.shape
     n_k = k.shape[2]
     dq = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
