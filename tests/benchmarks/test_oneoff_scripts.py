@@ -65,3 +65,18 @@ def test_ragged_tile_repro_quick_cases_are_right_in_the_interpreter():
     rows = repro.main(["--quick"])
     assert [r["verdict"] for r in rows] == ["ok"] * 3
     assert all(r["O cols>=64"] is not None and r["O"] < 1e-5 for r in rows)
+
+
+def test_tangent_rounding_emulation_is_the_kernels_maths():
+    """In fp32 the emulated kernel is the reference to fp32 rounding (a dropped or misplaced
+    term is not); in bf16 the stored O' stays within the GPU test's bound, and rounding the
+    exact O' costs at most half a unit in the last place (2^-8 of a value)."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "scripts"))
+    try:
+        emulation = importlib.import_module("tangent_rounding_emulation")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks" / "scripts"))
+    stored, _, floor = emulation.errors(3.0, 100, 72, torch.float32)
+    assert stored < 1e-5 and floor < 1e-7
+    stored, before_storing, floor = emulation.errors(3.0, 100, 72, torch.bfloat16)
+    assert 0 < floor <= 2**-8 and before_storing < 8e-3 and stored < 8e-3

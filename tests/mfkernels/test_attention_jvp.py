@@ -233,13 +233,16 @@ def test_half_precision(dtype, n, d):
 
 def tangent_error_at_magnitude(magnitude, n, d, dtype):
     """O' error relative to max |O'| (float64 reference of the same rounded inputs) when q, k,
-    v and their tangents have standard deviation ``magnitude``."""
+    v and their tangents have standard deviation ``magnitude``, over the outputs ``dtype`` can
+    represent: those must be finite (in fp16 at magnitude 30 some |O'| pass 65504, and round
+    to inf as they should)."""
     g = torch.Generator().manual_seed(0)
     inputs = [(torch.randn(1, 2, n, d, generator=g) * magnitude).to(DEVICE, dtype) for _ in range(6)]
     _, o_dot, _ = attention_jvp_triton(*inputs, d**-0.5)
-    assert torch.isfinite(o_dot).all()
     _, ref_o_dot, _ = reference.attention_jvp(*(t.double() for t in inputs), d**-0.5)
-    return rel_err(o_dot, ref_o_dot, floor=0.0)
+    representable = ref_o_dot.abs() < 0.99 * torch.finfo(dtype).max
+    assert torch.isfinite(o_dot[representable]).all()
+    return rel_err(o_dot[representable], ref_o_dot[representable], floor=0.0)
 
 
 @needs_triton
@@ -422,13 +425,14 @@ def test_gpu_bf16_ragged_lengths(kernel_variant, n_q, n_k):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 8e-3), (torch.float16, 1e-3)])
+@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 8e-3), (torch.float16, 1.5e-3)])
 @pytest.mark.parametrize("d", [64, 72, 128])
 @pytest.mark.parametrize("n", [256, 300])
 def test_gpu_tangent_error_at_every_magnitude(n, d, dtype, bound):
-    """O' within ``bound`` of max |O'| for activations of magnitude 1 to 30 (a bf16 emulation
-    on the CPU gives 2-7e-3 for one 256-key tile, half of it the final rounding of O');
-    finite in fp16 wherever the output is representable."""
+    """O' within ``bound`` of max |O'| for activations of magnitude 1 to 30; finite wherever
+    the output is representable. The kernel's arithmetic emulated with real 16-bit rounding on
+    these inputs (benchmarks/scripts/tangent_rounding_emulation.py): bf16 2.2-6.0e-3, up to
+    3.2e-3 of it the rounding of the stored O' alone; fp16 2.9-9.6e-4 (docs/design.md section 3)."""
     for magnitude in (1.0, 3.0, 10.0, 30.0):
         assert tangent_error_at_magnitude(magnitude, n, d, dtype) <= bound, magnitude
 
