@@ -83,6 +83,24 @@ def test_a_library_that_cannot_run_falls_back_to_ours_with_one_warning(monkeypat
         check_library_backward(inputs, TOL[torch.float32])
 
 
+@needs_triton
+def test_a_library_that_fails_falls_back_to_ours_with_a_warning(monkeypatch):
+    """A library's own error (no cuDNN plan for a shape, say) is a warning, not a crash."""
+    monkeypatch.setenv(attention.BACKWARD_ENV_VAR, "flash")
+    monkeypatch.setattr(attention, "_warned_library_fallbacks", set())
+
+    def fails(*args):
+        raise RuntimeError("cuDNN Frontend error: no valid engine configs\nmore detail")
+
+    monkeypatch.setattr(library_attention, "attention_backward", fails)
+    inputs = make_inputs(1, 2, 17, 17, 64, torch.float32)
+    warning = (
+        r"MFK_ATTENTION_BACKWARD=flash: flash failed: cuDNN Frontend error: no valid engine configs; running"
+    )
+    with pytest.warns(UserWarning, match=warning):
+        check_library_backward(inputs, TOL[torch.float32])
+
+
 def test_backward_choice_is_checked(monkeypatch):
     monkeypatch.setenv(attention.BACKWARD_ENV_VAR, "cuDNN")
     with pytest.raises(

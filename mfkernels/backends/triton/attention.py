@@ -201,7 +201,12 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
     if library is not None:
         reason = library_attention.unsupported(library, q, k, v)
         if reason is None:
-            return library_attention.attention_backward(library, grad_o, q, k, v, o, lse, scale)
+            try:
+                return library_attention.attention_backward(library, grad_o, q, k, v, o, lse, scale)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:  # e.g. no cuDNN plan for this shape on this version
+                reason = f"{library} failed: {str(exc).strip().splitlines()[0]}"
         _library_fallback(library, reason)
     batch, heads, n_q, head_dim = q.shape
     n_k = k.shape[2]
