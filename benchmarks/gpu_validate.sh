@@ -240,6 +240,18 @@ for js in sorted(d.glob("attention_jvp_*.json")):
         print(f"  {js.name}: ours JVP best {best['tflops']:.4g} TFLOP/s ({best['dtype']} d={best['d']} N={best['N']})")
     else:
         print(f"  {js.name}: no ours_jvp timing")
+    # The opt-in kernel variants against the defaults, shape by shape (docs/attention-tuning.md):
+    # a default flips only where its variant is faster at the DiT shapes and its tests passed.
+    ms = {}
+    for r in data.get("rows", []):
+        if r["status"] == "ok":
+            ms.setdefault((r["dtype"], r["d"], r["N"], r["batch"] * r["heads"]), {})[r["variant"]] = r["ms"]
+    for (dtype, d_, n, bh), times in ms.items():
+        for base, variants in (("ours_jvp", ["ours_jvp_tma"]),
+                               ("ours_bwd", ["ours_bwd_atomic", "ours_bwd_cudnn", "ours_bwd_flash"])):
+            alts = [f"{v.removeprefix(base + '_')} {times[base] / times[v]:.2f}x" for v in variants if v in times]
+            if base in times and alts:
+                print(f"    {dtype} d={d_} N={n} BxH={bh}: {base} {times[base]:.3f} ms, variants' speedup: {', '.join(alts)}")
 print("  files:", ", ".join(sorted(p.name for p in d.iterdir())))
 EOF
 echo "total $(($(date +%s) - START))s of ${TOTAL}s"
