@@ -206,6 +206,12 @@ for xml in sorted(d.glob("tests_*.xml")):
         a = {k: int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
         passed = a["tests"] - a["failures"] - a["errors"] - a["skipped"]
         print(f"  {xml.stem}: {passed} passed, {a['failures']} failed, {a['errors']} errors, {a['skipped']} skipped")
+        # Untuned d = 72 tiles (attention_configs.CANDIDATES): those that pass may move into TUNED.
+        for case in s.iter("testcase"):
+            if case.get("name", "").startswith("test_gpu_candidate_config"):
+                failed = case.find("failure") is not None or case.find("error") is not None
+                skipped = case.find("skipped") is not None
+                print(f"    {case.get('name')}: {'FAILED' if failed else 'skipped' if skipped else 'passed'}")
     except Exception as exc:
         print(f"  {xml.stem}: unreadable ({exc})")
 for js in sorted(d.glob("jvp_throughput_*.json")):

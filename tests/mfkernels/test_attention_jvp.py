@@ -449,6 +449,32 @@ def test_gpu_atomic_dq_right_after_tuning(monkeypatch):
     check_against_reference(inputs, 64**-0.5, TOL[torch.bfloat16])
 
 
+def _candidate_configs():
+    return [(name, c) for name, lists in attention_configs.CANDIDATES["sm90"].items() for c in lists["split"]]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, config", _candidate_configs(), ids=lambda x: str(x).replace(" ", ""))
+def test_gpu_candidate_config(monkeypatch, name, config):
+    """A d = 72 tile not tuned yet (attention_configs.CANDIDATES) against the reference in bf16,
+    the other kernels on their first tuned tile: last key tiles of 1, 17 and 44 and whole
+    tiles; a forward with 64-key tiles only where they divide N (its fence in ``tuned_for``).
+    A candidate that passes may move into TUNED."""
+    major, minor = torch.cuda.get_device_capability()
+    if attention_configs.generation(10 * major + minor) != "sm90":
+        pytest.skip("the candidates are Hopper's")
+    parts = attention.head_dim_parts(72)
+    kernels = {"fwd": attention._attn_jvp_fwd, "dkdv": attention._attn_bwd_dkdv, "dq": attention._attn_bwd_dq}
+    for n in (257, 273, 300, 256):
+        if name == "fwd" and config[1] == 64 and n % 64:
+            continue
+        for kernel_name, kernel in kernels.items():
+            tuned = attention_configs.tuned_for(kernel_name, "sm90", {**parts, "N_K": n})[0]
+            chosen = config if kernel_name == name else tuned
+            monkeypatch.setattr(kernel, "configs", [attention_configs.config(*chosen)])
+        check_against_reference(make_inputs(2, 3, n, n, 72, torch.bfloat16), 72**-0.5, TOL[torch.bfloat16])
+
+
 @pytest.mark.gpu
 def test_gpu_dit_xl_shape_packed_bf16(kernel_variant):
     """DiT-XL/2 at 256 px: 16 heads of 72 over 256 tokens, q/k/v views of one qkv tensor."""
