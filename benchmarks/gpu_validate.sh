@@ -102,8 +102,17 @@ TESTS=(tests)
 # compiled (the suite runs one per kernel, MFK_AUTOTUNE=0, and the benchmarks autotune over all)
 TILES=tests/mfkernels/test_attention_jvp.py::test_every_tuned_config
 # The GPU tests took ~150 s on an H200 (2026-12-04), the tiles ~30 s (before d = 128, three
-# ragged lengths and the atomic-dQ backward were added: expect ~2-4x).
-step tests_gpu "$(budget 180 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
+# ragged lengths and the atomic-dQ backward were added: expect ~2-4x). Two steps, each with its
+# own report, so that a timeout in one keeps the other's: the trainer's (CUDA-graphed steps
+# among them) first, then the kernels' (kernel variants, library backwards, candidate tiles).
+if ((QUICK)); then
+    step tests_gpu "$(budget 180 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
+else
+    step tests_gpu_trainer "$(budget 100 330)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu_trainer.xml" \
+        tests/meanflow
+    step tests_gpu "$(budget 150 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" \
+        --ignore=tests/meanflow "${TESTS[@]}"
+fi
 step tests_tiles "$(budget 100 220)" "${PYTEST[@]}" --junitxml="$DIR/tests_tiles.xml" "$TILES"
 
 # 3b. the trainer's own step, eager and as one CUDA graph replay, at the per-device batches
