@@ -56,6 +56,14 @@ def _part_ptrs(rows, offs_d, offs_e, stride_d):
 
 
 @triton.jit
+def _columns(HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr):
+    """The head dim's two parts: their column offsets, and which columns exist."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    return offs_d, offs_e, offs_d < HEAD_DIM, offs_e < HEAD_DIM
+
+
+@triton.jit
 def _load_parts(
     rows, offs_d, offs_e, stride_d, row_ok, d_ok, e_ok,
     ROWS: tl.constexpr, BLOCK_E: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr,
@@ -204,11 +212,8 @@ def _attn_jvp_fwd_kernel(
     off_h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
     m_ok = offs_m < N_Q
-    d_ok = offs_d < HEAD_DIM
-    e_ok = offs_e < HEAD_DIM
 
     # Row pointers (one column); each part of the head dim adds its own columns.
     q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
@@ -417,11 +422,8 @@ def _attn_bwd_dkdv_kernel(
     off_h = (pid_bh % H).to(tl.int64)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
     n_ok = offs_n < N_K
-    d_ok = offs_d < HEAD_DIM
-    e_ok = offs_e < HEAD_DIM
 
     k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
     v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
@@ -535,11 +537,8 @@ def _attn_bwd_dq_kernel(
     off_h = (pid_bh % H).to(tl.int64)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_e = BLOCK_D + tl.arange(0, BLOCK_E)
+    offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
     m_ok = offs_m < N_Q
-    d_ok = offs_d < HEAD_DIM
-    e_ok = offs_e < HEAD_DIM
 
     q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
     do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
