@@ -267,6 +267,8 @@ def render_attention(data, readme_dir: Path) -> str:
         ("fa3_fwd", "FA3 fwd"),
         ("ours_bwd", "ours bwd"),
         ("ours_bwd_atomic", "ours bwd, atomic dQ"),
+        ("ours_bwd_cudnn", "cuDNN bwd of ours"),
+        ("ours_bwd_flash", "FA2 bwd of ours"),
         ("sdpa_flash_bwd", "SDPA flash bwd"),
         ("sdpa_cudnn_bwd", "SDPA cuDNN bwd"),
         ("flash_attn_bwd", "flash-attn bwd"),

@@ -81,6 +81,8 @@ def results(tmp_path):
          "pct_measured_peak": 50.0},
         {"dtype": "bf16", "d": 72, "N": 1024, "variant": "sdpa_flash_fwd", "status": "ok", "tflops": 400.0},
         {"dtype": "bf16", "d": 72, "N": 1024, "variant": "fa3_fwd", "status": "skipped: not installed"},
+        {"dtype": "bf16", "d": 72, "N": 1024, "variant": "ours_bwd_cudnn", "status": "ok", "tflops": 250.0},
+        {"dtype": "bf16", "d": 72, "N": 1024, "variant": "ours_bwd_flash", "status": "skipped: no flash"},
         {"dtype": "bf16", "d": 72, "N": 16384, "variant": "func_jvp_math", "status": "skipped: OOM risk"},
         {"dtype": "bf16", "d": 72, "N": 16384, "variant": "ours_jvp", "status": "ok", "tflops": 420.0,
          "pct_measured_peak": 60.0},
@@ -115,7 +117,9 @@ def test_renders_newest_results_with_device_dtype_date(results, tmp_path):
     assert "**PASS** fused step <= 1.4x FM step: 1.36 (threshold 1.4)" in section
     assert "](results/h100-run/jvp_throughput_nvidia-h100-80gb-hbm3.png)" in section
     assert "| d | N | batch x heads | ours JVP | torch.func.jvp (math) | SDPA flash fwd |" in section
-    assert "FA3" not in section  # no row of it ran
+    assert "FA3" not in section and "FA2 bwd of ours" not in section  # no row of them ran
+    assert "| SDPA flash fwd | cuDNN bwd of ours |" in section
+    assert "| 72 | 1024 | - | 350 (50%) | - | 400 | 250 |" in section
     assert "| 72 | 1024 | - | 350 (50%) | - | 400 |" in section
     assert "| 72 | 1024 | 1024 | 300 (43%) | - | - |" in section
     assert "| 72 | 16384 | - | 420 (60%) | skipped | - |" in section
