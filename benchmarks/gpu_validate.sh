@@ -108,8 +108,10 @@ TILES=tests/mfkernels/test_attention_jvp.py::test_every_tuned_config
 if ((QUICK)); then
     step tests_gpu "$(budget 180 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" "${TESTS[@]}"
 else
+    # The CUDA-graphed step's tests first (they decide whether --cuda_graphs defaults to auto).
+    mapfile -t TRAINER < <(ls tests/meanflow/test_*.py | grep -vxF tests/meanflow/test_train_step.py)
     step tests_gpu_trainer "$(budget 100 330)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu_trainer.xml" \
-        tests/meanflow
+        tests/meanflow/test_train_step.py "${TRAINER[@]}"
     # Files whose GPU tests never ran on a GPU go first (as of 2026-12-05), then the others,
     # each named (a folder would put its files back in name order): a step cut short keeps
     # what ran first.
