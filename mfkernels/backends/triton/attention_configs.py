@@ -3,9 +3,7 @@ stages)`` per GPU generation, kernel and head-dim class, and the pruner that pic
 How the lists were chosen: docs/attention-tuning.md.
 """
 
-import os
-
-from .triton_compat import INTERPRET, triton
+from .triton_compat import INTERPRET, autotune_enabled, triton
 
 # Each kernel times the configs of its list for the GPU generation and the launch's head-dim
 # class (head_dim_parts): "narrow" (<= 64 columns), "wide" (padded to 128) and "split"
@@ -102,7 +100,7 @@ def autotune(kernel, name):
             # The driver's target, not the tensor's device: the static check compiles from CPU.
             arch = triton.runtime.driver.active.get_current_target().arch
             tuned = tuned_for(name, generation(arch), args)
-            keep = set(tuned if os.environ.get("MFK_AUTOTUNE", "1") != "0" else tuned[:1])
+            keep = set(tuned if autotune_enabled() else tuned[:1])
         return [c for c in configs if config_shape(c) in keep]
 
     configs = [config(*c) for c in sorted(every)]

@@ -8,17 +8,18 @@ slow Python step, so tiles are made much larger there; the kernels are the same,
 ``gpu_launch_settings`` test fixture runs the GPU's tiles in the interpreter.
 """
 
-import os
-
 import torch
 
-from .triton_compat import INTERPRET, triton, triton_unsupported
+from .triton_compat import INTERPRET, autotune_enabled, triton, triton_unsupported
 
 # The interpreter itself, which tests do not patch (INTERPRET above picks the tiles, and the
 # gpu_launch_settings fixture sets it False to run the GPU's tiles in the interpreter).
 _INTERPRET = INTERPRET
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Rows per program the GPU's row tuner tries (chunked backwards step by a multiple of each).
+TUNER_ROWS = (1, 2, 4, 8)
 
 # Widest row a one-row-per-tile kernel keeps in registers (fp32 row + tangent + temporaries).
 MAX_ROW_DIM = 16384
@@ -71,14 +72,14 @@ def row_tuner(kernel, n_arg: str, tile: int = 2048):
     elements of a row, per ``(n_arg, dim)``: :func:`row_settings`' tile first, and alone under
     ``MFK_AUTOTUNE=0``."""
     candidates = [
-        triton.Config({"ROWS": rows}, num_warps=warps) for rows in (1, 2, 4, 8) for warps in (2, 4, 8, 16)
+        triton.Config({"ROWS": rows}, num_warps=warps) for rows in TUNER_ROWS for warps in (2, 4, 8, 16)
     ]
 
     def prune(configs, named_args, **kwargs):
         dim, n = named_args["dim"], named_args[n_arg]
         rows, block_d, warps = row_settings(dim, n, tile)
         chosen = triton.Config({"ROWS": rows}, num_warps=warps)
-        if os.environ.get("MFK_AUTOTUNE", "1") == "0":
+        if not autotune_enabled():
             return [chosen]
 
         def fits(c):
@@ -149,7 +150,7 @@ def tokens_per_chunk(tokens: int, batch: int, dim: int, device: torch.device) ->
     to fill the GPU, few enough that the fp32 per-chunk partial sums stay small; in the CPU
     interpreter two chunks, so that the second stage (the sum over chunks) runs wherever the
     tokens span more than one tile."""
-    rows = 8 if device.type == "cuda" else row_settings(dim, tokens, tile=4096)[0]
+    rows = max(TUNER_ROWS) if device.type == "cuda" else row_settings(dim, tokens, tile=4096)[0]
     target = (2 * sm_count(device) + batch - 1) // batch if device.type == "cuda" else 2
     chunks = max(1, min(target, (tokens + rows - 1) // rows))
     return ((tokens + chunks - 1) // chunks + rows - 1) // rows * rows

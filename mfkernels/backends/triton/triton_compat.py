@@ -46,6 +46,13 @@ except ImportError:  # pragma: no cover - exercised only on machines without Tri
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+
+def autotune_enabled() -> bool:
+    """False under ``MFK_AUTOTUNE=0``: each autotuned kernel runs its first config, untimed
+    (read at each launch; the test suite sets it on a GPU)."""
+    return os.environ.get("MFK_AUTOTUNE", "1") != "0"
+
+
 if HAS_TRITON:
     _INTERPRET = tl.constexpr(INTERPRET)
 
