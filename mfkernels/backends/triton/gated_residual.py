@@ -97,8 +97,8 @@ def _gated_residual_bwd_kernel(
     tl.store(DG_PART + (b * tl.num_programs(1) + chunk) * dim + cols, dg, mask=col_ok)
 
 
-# The LayerNorm backward's tile choice (launch.autotune_rows); looked up at call time
-# (benchmarks/triton_static.py swaps it).
+# Tuned per (tokens, dim) on a GPU as the LayerNorm backward is (launch.autotune_rows); looked
+# up at call time (benchmarks/triton_static.py swaps it).
 _gated_residual_bwd = launch.autotune_rows(_gated_residual_bwd_kernel, "tokens", tile=4096)
 
 
