@@ -279,7 +279,7 @@ KERNEL_MUTANTS = [
     ),
     Mutant(
         "attn-bwd-drops-delta",
-        "mfkernels/backends/triton/attention_kernels.py",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
         "ds_t = (p_t * (dp_t - delta[None, :]))",
         "ds_t = (p_t * dp_t)",
         ATTENTION,
@@ -287,7 +287,7 @@ KERNEL_MUTANTS = [
     ),
     Mutant(
         "attn-atomic-dq-keeps-rows-past-nk",
-        "mfkernels/backends/triton/attention_kernels.py",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
         "p_t = tl.where(n_ok[:, None], p_t, 0.0)",
         "p_t = p_t",
         KERNEL_VARIANTS,
@@ -295,7 +295,7 @@ KERNEL_MUTANTS = [
     ),
     Mutant(
         "attn-atomic-dq-second-part-into-first",
-        "mfkernels/backends/triton/attention_kernels.py",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
         "tl.atomic_add(dq_ptrs2, dq2,",
         "tl.atomic_add(dq_ptrs, dq2,",
         KERNEL_VARIANTS,

@@ -1,7 +1,7 @@
 """Triton attention value and tangent in one pass: ``O``, ``O'`` and the row ``LSE``, and the
 primal backward ``dO -> (dQ, dK, dV)`` from the saved ``O`` and ``LSE`` (docs/design.md
-section 2). The launchers of ``attention_kernels.py``, with the signatures of
-``reference.attention_jvp`` and ``reference.attention_backward``.
+section 2). The launchers of ``attention_kernels.py`` and ``attention_backward_kernels.py``,
+with the signatures of ``reference.attention_jvp`` and ``reference.attention_backward``.
 """
 
 import contextlib
@@ -13,13 +13,9 @@ from torch import Tensor
 
 from ...layouts import attention_output
 from .. import library_attention
+from .attention_backward_kernels import _attn_bwd_delta_kernel, _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
 from .attention_configs import autotune
-from .attention_kernels import (
-    _attn_bwd_delta_kernel,
-    _attn_bwd_dkdv_kernel,
-    _attn_bwd_dq_kernel,
-    _attn_jvp_fwd_kernel,
-)
+from .attention_kernels import _attn_jvp_fwd_kernel
 from .triton_compat import INTERPRET, triton, triton_unsupported, vector_alignment
 
 MAX_HEAD_DIM = 128
