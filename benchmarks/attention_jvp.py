@@ -259,7 +259,7 @@ class Bench:
 
         def ours_bwd():
             return torch.ops.mfkernels.attention_backward(
-                do, q, k, v, out["o"], out["lse"], scale, self.ours_backend
+                do, q, k, v, out["o"], out["lse"], scale, False, self.ours_backend
             )
 
         record("ours_bwd", ours_bwd, self.ours_backend, bwd_skip)

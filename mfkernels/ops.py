@@ -325,42 +325,51 @@ def _attention_jvp(
     k_dot: Tensor,
     v_dot: Tensor,
     scale: float,
+    causal: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    o, o_dot, lse = dispatch.call("attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale)
+    o, o_dot, lse = dispatch.call("attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale, causal)
     return _heads_inner(o), _heads_inner(o_dot), lse.contiguous()
 
 
-def _attention_jvp_fake(q, k, v, q_dot, k_dot, v_dot, scale, backend):
+def _attention_jvp_fake(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend):
     o_shape = (*q.shape[:-1], v.shape[-1])
     lse = q.new_empty(q.shape[:-1], dtype=reference.compute_dtype(q.dtype))
     return attention_output(*o_shape, like=q), attention_output(*o_shape, like=q), lse
 
 
 def _attention_backward(
-    grad_o: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, scale: float, backend: str
+    grad_o: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    scale: float,
+    causal: bool,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # Any strides: the gradient of a merged-heads view arrives as a view of (batch, seq, dim).
-    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o, q, k, v, o, lse, scale)
+    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o, q, k, v, o, lse, scale, causal)
     return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
-def _attention_backward_fake(grad_o, q, k, v, o, lse, scale, backend):
+def _attention_backward_fake(grad_o, q, k, v, o, lse, scale, causal, backend):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _attention_setup_context(ctx, inputs, output):
-    q, k, v, _, _, _, scale, backend = inputs
+    q, k, v, _, _, _, scale, causal, backend = inputs
     o, o_dot, lse = output
     ctx.save_for_backward(q, k, v, o, lse)
-    ctx.scale, ctx.backend = scale, backend
+    ctx.scale, ctx.causal, ctx.backend = scale, causal, backend
     mark_tangent_outputs(ctx, o_dot, lse)
 
 
 def _attention_grad(ctx, grad_o, _grad_o_dot, _grad_lse):
     q, k, v, o, lse = ctx.saved_tensors
-    dq, dk, dv = _attention_backward_op(grad_o, q, k, v, o, lse, ctx.scale, ctx.backend)
-    return dq, dk, dv, None, None, None, None, None
+    dq, dk, dv = _attention_backward_op(grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend)
+    return dq, dk, dv, None, None, None, None, None, None
 
 
 _attention_jvp_op = DualOp(
@@ -369,12 +378,15 @@ _attention_jvp_op = DualOp(
 _attention_backward_op = DualOp("attention_backward", _attention_backward, _attention_backward_fake)
 
 
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None):
+def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, causal=False):
     """Returns ``(o, o_dot, lse)`` for ``(batch, heads, seq, head_dim)`` inputs.
 
     ``scale`` defaults to ``head_dim ** -0.5``. Any sequence length >= 1; keys and values
-    may have their own length (``seq_k``), shared by ``k`` and ``v``.
+    may have their own length (``seq_k``), shared by ``k`` and ``v``. ``causal``: query ``i``
+    attends to keys ``j <= i`` only, aligned at the top left as SDPA's ``is_causal``.
     """
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
     check_pair("q", q, q_dot)
     check_pair("k", k, k_dot)
     check_pair("v", v, v_dot)
@@ -399,4 +411,4 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None):
         scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     except (TypeError, ValueError):
         raise TypeError(f"scale must be a number or None, got {scale!r}") from None
-    return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, dispatch.check_backend(backend))
+    return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, causal, dispatch.check_backend(backend))

@@ -148,25 +148,40 @@ def gated_residual_backward(grad_y, gate, f):
 # -------------------------------------------------------------------- attention
 
 
-def attention(q, k, v, scale=None):
+def causal_mask(n_q: int, n_k: int, device=None) -> torch.Tensor:
+    """``(n_q, n_k)`` bool, True where query ``i`` sees key ``j``: ``j <= i``, aligned at the top
+    left as in ``F.scaled_dot_product_attention(is_causal=True)`` (every query sees key 0)."""
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
+
+
+def _scores(q, k, scale, causal):
+    s = scale * q @ k.transpose(-1, -2)
+    if causal:
+        s = s.masked_fill(~causal_mask(s.shape[-2], s.shape[-1], s.device), float("-inf"))
+    return s
+
+
+def attention(q, k, v, scale=None, causal=False):
     """Softmax attention computed the textbook way: returns ``(O, LSE)``."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     qf, kf, vf = upcast(q, k, v)
-    s = scale * qf @ kf.transpose(-1, -2)
+    s = _scores(qf, kf, scale, causal)
     lse = torch.logsumexp(s, dim=-1)
     o = torch.exp(s - lse[..., None]) @ vf
     return o.to(q.dtype), lse
 
 
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None):
+def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
     """``O = P V`` and ``O' = P V' + (P * S') V - rowsum(P * S') O``, plus the row LSE.
 
     ``S' = scale (Q' K^T + Q K'^T)``. LSE is the natural-log row log-sum-exp of ``S`` in
-    the accumulation dtype; ``O`` and ``O'`` come back in the input dtype.
+    the accumulation dtype; ``O`` and ``O'`` come back in the input dtype. ``causal``: key
+    ``j`` is masked out of query ``i``'s softmax where ``j > i`` (:func:`causal_mask`), so
+    ``P`` is 0 there and its ``S'`` never counts.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     qf, kf, vf, qdf, kdf, vdf = upcast(q, k, v, q_dot, k_dot, v_dot)
-    s = scale * qf @ kf.transpose(-1, -2)
+    s = _scores(qf, kf, scale, causal)
     lse = torch.logsumexp(s, dim=-1)
     p = torch.exp(s - lse[..., None])
     s_dot = scale * (qdf @ kf.transpose(-1, -2) + qf @ kdf.transpose(-1, -2))
@@ -176,15 +191,15 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None):
     return o.to(q.dtype), o_dot.to(q.dtype), lse
 
 
-def attention_backward(grad_o, q, k, v, o, lse, scale=None):
+def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
     """Primal gradients ``(dQ, dK, dV)`` from the saved ``O`` and ``LSE`` (FlashAttention-2).
 
-    ``P = exp(S - LSE)``, ``dV = P^T dO``, ``dS = P (dO V^T - rowsum(dO * O))``,
-    ``dQ = scale dS K``, ``dK = scale dS^T Q``.
+    ``P = exp(S - LSE)`` (0 where ``causal`` masks a key), ``dV = P^T dO``,
+    ``dS = P (dO V^T - rowsum(dO * O))``, ``dQ = scale dS K``, ``dK = scale dS^T Q``.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     qf, kf, vf, of, gf = upcast(q, k, v, o, grad_o)
-    p = torch.exp(scale * qf @ kf.transpose(-1, -2) - lse.to(qf.dtype)[..., None])
+    p = torch.exp(_scores(qf, kf, scale, causal) - lse.to(qf.dtype)[..., None])
     ds = p * (gf @ vf.transpose(-1, -2) - (gf * of).sum(-1, keepdim=True))
     return scale * ds @ kf, scale * ds.transpose(-1, -2) @ qf, p.transpose(-1, -2) @ gf
 

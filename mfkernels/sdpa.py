@@ -23,11 +23,11 @@ Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent
 (nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
 ops have no rule for (grad, vjp, vmap), run math attention instead.
 
-Under a forward-AD level, what the kernels do not take (``attn_mask``, ``is_causal``,
-``dropout_p > 0``, grouped-query ``enable_gqa``, inputs that are not 4-D
-``(batch, heads, seq, head_dim)`` or whose batch and heads broadcast, mixed dtypes, empty
-sequences) runs PyTorch's math attention, which has forward-mode AD, with a one-time warning
-naming the reason.
+``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's). Under a
+forward-AD level, what the kernels do not take (``attn_mask``, ``dropout_p > 0``,
+grouped-query ``enable_gqa``, inputs that are not 4-D ``(batch, heads, seq, head_dim)`` or
+whose batch and heads broadcast, mixed dtypes, empty sequences) runs PyTorch's math
+attention, which has forward-mode AD, with a one-time warning naming the reason.
 
 ``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
 tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. ``torch.func.jvp`` through
@@ -76,12 +76,10 @@ def _sdpa_arguments(
     return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
 
 
-def unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa) -> str | None:
+def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa) -> str | None:
     """Why the fused attention JVP cannot run this SDPA call, or None when it can."""
     if attn_mask is not None:
         return "attn_mask is given"
-    if is_causal:
-        return "is_causal=True"
     if dropout_p != 0.0:
         return f"dropout_p={dropout_p} (only 0 is fused)"
     tensors = (q, k, v)
@@ -137,34 +135,37 @@ class _FlashSdpa(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(q, k, v, scale, backend):
-        o, _, lse = attention_jvp(q, k, v, _zeros_like(q), _zeros_like(k), _zeros_like(v), scale, backend)
+    def forward(q, k, v, scale, causal, backend):
+        zeros = _zeros_like(q), _zeros_like(k), _zeros_like(v)
+        o, _, lse = attention_jvp(q, k, v, *zeros, scale, backend, causal=causal)
         return o, lse
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, scale, backend = inputs
+        q, k, v, scale, causal, backend = inputs
         o, lse = output
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.save_for_forward(q, k, v)
         ctx.mark_non_differentiable(lse)
         ctx.set_materialize_grads(False)
-        ctx.scale, ctx.backend = scale, backend
+        ctx.scale, ctx.causal, ctx.backend = scale, causal, backend
 
     @staticmethod
     def backward(ctx, grad_o, _grad_lse):
         if grad_o is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = torch.ops.mfkernels.attention_backward(grad_o, q, k, v, o, lse, ctx.scale, ctx.backend)
-        return dq, dk, dv, None, None
+        dq, dk, dv = torch.ops.mfkernels.attention_backward(
+            grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend
+        )
+        return dq, dk, dv, None, None, None
 
     @staticmethod
-    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot, _backend_dot):
+    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot, _causal_dot, _backend_dot):
         q, k, v = (t.detach() for t in ctx.saved_tensors[:3])
         tangents = (_tangent_or_zeros(t, p) for t, p in ((q_dot, q), (k_dot, k), (v_dot, v)))
         with torch.no_grad():  # the tangent is a stop-gradient target: never a graph
-            _, o_dot, _ = attention_jvp(q, k, v, *tangents, ctx.scale, ctx.backend)
+            _, o_dot, _ = attention_jvp(q, k, v, *tangents, ctx.scale, ctx.backend, causal=ctx.causal)
         return o_dot, None
 
 
@@ -175,12 +176,12 @@ def _visible_tangent(*tensors: Tensor) -> bool:
     return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
-def _dual_attention(q, k, v, scale, backend) -> Tensor:
+def _dual_attention(q, k, v, scale, causal, backend) -> Tensor:
     """O as a dual tensor (tangent O'), one attention_jvp call; reverse mode through the
     primal runs the flash backward (attention_jvp's own)."""
     primals, tangents = zip(*(fwAD.unpack_dual(t) for t in (q, k, v)), strict=True)
     tangents = [_tangent_or_zeros(t, p) for t, p in zip(tangents, primals, strict=True)]
-    o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend)
+    o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend, causal=causal)
     return fwAD.make_dual(o, o_dot.detach())
 
 
@@ -194,7 +195,7 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
         query, key, value, *args, **kwargs
     )
-    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, is_causal, enable_gqa)
+    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa)
     if reason is None and not torch.compiler.is_compiling():
         reason = transform_reason()
     if reason is not None:
@@ -203,13 +204,14 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
             return _SDPA(query, key, value, *args, **kwargs)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     backend = "" if backend is None else backend  # the backward op's schema takes a str: "" is "not given"
+    causal = bool(is_causal)
     if _visible_tangent(q, k, v):
-        return _dual_attention(q, k, v, scale, backend)
+        return _dual_attention(q, k, v, scale, causal, backend)
     if torch.compiler.is_compiling():
         # Traced under a jvp, the autograd.Function (its jvp dropped: dynamo does not trace
         # one) and the custom op on dual inputs both gave a wrong tangent without an error.
         raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
-    return _FlashSdpa.apply(q, k, v, scale, backend)[0]
+    return _FlashSdpa.apply(q, k, v, scale, causal, backend)[0]
 
 
 # Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched

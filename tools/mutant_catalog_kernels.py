@@ -15,6 +15,8 @@ KERNEL_VARIANTS = (
     "tests/mfkernels/test_attention_jvp.py::test_fp32_very_negative_logits_stay_finite",
 )
 LIBRARY_BACKWARD = ("tests/mfkernels/test_attention_library_backward.py",)
+CAUSAL = ("tests/mfkernels/test_attention_jvp.py::test_fp32_causal",)
+SDPA = ("tests/mfkernels/test_sdpa_forward_ad.py",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _REF_PY = "mfkernels/reference.py"
@@ -309,14 +311,94 @@ KERNEL_MUTANTS = [
         KERNEL_VARIANTS,
         "a tensor descriptor reads a split head dim's second part of K from column 0",
     ),
+    Mutant(
+        "attn-causal-fwd-diagonal-masked",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "keep = keep & ((start_n + offs_n)[None, :] <= offs_m[:, None])",
+        "keep = keep & ((start_n + offs_n)[None, :] < offs_m[:, None])",
+        CAUSAL,
+        "the causal forward masks the query's own key",
+    ),
+    Mutant(
+        "attn-causal-fwd-diagonal-tile-taken-whole",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "n_whole = tl.minimum(n_full, ((pid_m * BLOCK_M + 1) // BLOCK_N) * BLOCK_N)",
+        "n_whole = tl.minimum(n_full, ((pid_m * BLOCK_M + BLOCK_N) // BLOCK_N) * BLOCK_N)",
+        CAUSAL,
+        "the causal forward reads the key tile on the diagonal unmasked",
+    ),
+    Mutant(
+        "attn-causal-fwd-stops-a-tile-early",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "n_seen = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)",
+        "n_seen = tl.minimum(N_K, pid_m * BLOCK_M + BLOCK_N)",
+        CAUSAL,
+        "the causal forward stops after one diagonal key tile where a query tile spans several",
+    ),
+    Mutant(
+        "attn-causal-dkdv-diagonal-masked",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "p_t = tl.where(offs_n[:, None] <= (start_m + offs_m)[None, :], p_t, 0.0)",
+        "p_t = tl.where(offs_n[:, None] < (start_m + offs_m)[None, :], p_t, 0.0)",
+        CAUSAL,
+        "the causal dK/dV kernel drops the query's own key",
+    ),
+    Mutant(
+        "attn-causal-dkdv-skips-first-query-tile",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "for start_m in range((first_key // BLOCK_M) * BLOCK_M, m_whole, BLOCK_M):",
+        "for start_m in range((first_key // BLOCK_M + 1) * BLOCK_M, m_whole, BLOCK_M):",
+        CAUSAL,
+        "the causal dK/dV loop starts one query tile late",
+    ),
+    Mutant(
+        "attn-causal-dq-diagonal-tile-taken-whole",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "n_whole = tl.minimum(n_full, ((tl.program_id(0) * BLOCK_M + 1) // BLOCK_N) * BLOCK_N)",
+        "n_whole = tl.minimum(n_full, ((tl.program_id(0) * BLOCK_M + BLOCK_N) // BLOCK_N) * BLOCK_N)",
+        CAUSAL,
+        "the causal dQ kernel reads the key tile on the diagonal unmasked",
+    ),
+    Mutant(
+        "attn-causal-split-fwd-unfenced",
+        "mfkernels/backends/triton/attention_configs.py",
+        'args["N_K"] % c[1] == 0 and not args.get("CAUSAL")',
+        'args["N_K"] % c[1] == 0',
+        ("tests/mfkernels/test_attention_jvp.py::test_tuned_configs_never_empty",),
+        "the split forward's 64-key tiles (wrong at a masked key tile on an H200) taken for causal",
+    ),
+    Mutant(
+        "sdpa-is-causal-dropped",
+        "mfkernels/sdpa.py",
+        "causal = bool(is_causal)",
+        "causal = False",
+        SDPA,
+        "SDPA's is_causal=True runs the kernels unmasked",
+    ),
+    Mutant(
+        "torch-ops-causal-backward-unmasked",
+        "mfkernels/backends/torch_ops.py",
+        "    p = torch.matmul(qf * scale, kf.transpose(-1, -2))\n    if causal:",
+        "    p = torch.matmul(qf * scale, kf.transpose(-1, -2))\n    if False:",
+        REFERENCE,
+        "the reference backend's composite backward forgets the causal mask",
+    ),
     # ------------------------------------------------ mfkernels/backends/library_attention.py
     Mutant(
         "library-backward-default-scale",
         "mfkernels/backends/library_attention.py",
-        "grad_o, q, k, v, o, lse, 0.0, False, scale=scale",
-        "grad_o, q, k, v, o, lse, 0.0, False, scale=None",
+        "grad_o, q, k, v, o, lse, 0.0, causal, scale=scale",
+        "grad_o, q, k, v, o, lse, 0.0, causal, scale=None",
         LIBRARY_BACKWARD,
         "a library's backward left to its default scale 1/sqrt(d) instead of ours",
+    ),
+    Mutant(
+        "library-backward-not-causal",
+        "mfkernels/backends/library_attention.py",
+        "grad_o, q, k, v, o, lse, 0.0, causal, scale=scale",
+        "grad_o, q, k, v, o, lse, 0.0, False, scale=scale",
+        LIBRARY_BACKWARD,
+        "the library's backward is not told the attention was causal",
     ),
     Mutant(
         "library-backward-log2-lse",

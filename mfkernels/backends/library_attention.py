@@ -14,10 +14,14 @@ LIBRARIES = ("cudnn", "flash")
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def unsupported(library: str, q: Tensor, k: Tensor, v: Tensor) -> str | None:
+def unsupported(library: str, q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> str | None:
     """Why ``library``'s backward cannot take these inputs here, or None."""
     if v.shape[-1] != q.shape[-1]:
         return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
+    if causal and q.shape[2] != k.shape[2]:
+        # Where the lengths differ, a library may align its causal mask at the bottom right
+        # (FlashAttention >= 2.1 does); ours is at the top left, as SDPA's.
+        return "is handed causal attention only where queries and keys are equally long"
     if not q.is_cuda:
         return None if library == "flash" else f"{library} runs on CUDA tensors only"
     if q.dtype not in _HALF:
@@ -38,7 +42,7 @@ def _unit_cols(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def attention_backward(library: str, grad_o, q, k, v, o, lse, scale):
+def attention_backward(library: str, grad_o, q, k, v, o, lse, scale, causal=False):
     """``(dQ, dK, dV)`` by ``library`` (one of :data:`LIBRARIES`); inputs as for
     :func:`reference.attention_backward`, where :func:`unsupported` found nothing."""
     grad_o, q, k, v, o = (_unit_cols(t) for t in (grad_o, q, k, v, o))
@@ -46,15 +50,15 @@ def attention_backward(library: str, grad_o, q, k, v, o, lse, scale):
     n_q, n_k = q.shape[2], k.shape[2]
     if not q.is_cuda:
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_o, q, k, v, o, lse, 0.0, False, scale=scale
+            grad_o, q, k, v, o, lse, 0.0, causal, scale=scale
         )
     # Dropout's random state: unused at dropout 0; the dense case has no sequence offsets.
     unused = torch.empty((), dtype=torch.long, device=q.device)
     if library == "cudnn":
         return torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
-            grad_o, q, k, v, o, lse.unsqueeze(-1), unused, unused, None, None, None, n_q, n_k, 0.0, False,
+            grad_o, q, k, v, o, lse.unsqueeze(-1), unused, unused, None, None, None, n_q, n_k, 0.0, causal,
             scale=scale,
         )  # fmt: skip
     return torch.ops.aten._scaled_dot_product_flash_attention_backward(
-        grad_o, q, k, v, o, lse, None, None, n_q, n_k, 0.0, False, unused, unused, scale=scale
+        grad_o, q, k, v, o, lse, None, None, n_q, n_k, 0.0, causal, unused, unused, scale=scale
     )

@@ -118,7 +118,7 @@ def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
 
 
 @_without_autocast
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None):
+def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
     """:func:`reference.attention_jvp` with fewer passes over the ``N x M`` scores (on the CPU the
     dual DiT spends a quarter of its time here).
 
@@ -136,6 +136,8 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None):
     qf, kf, vf, qdf, kdf, vdf = (flat(t) for t in upcast(q, k, v, q_dot, k_dot, v_dot))
     qs, kt = qf * scale, kf.transpose(-1, -2)
     p = torch.bmm(qs, kt)
+    if causal:
+        p = p.masked_fill_(~reference.causal_mask(p.shape[-2], p.shape[-1], p.device), float("-inf"))
     row_max = p.amax(-1, keepdim=True)
     p = p.sub_(row_max).exp_()
     row_sum = p.sum(-1, keepdim=True)
@@ -148,7 +150,7 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None):
 
 
 @_without_autocast
-def attention_backward(grad_o, q, k, v, o, lse, scale=None):
+def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
     """:func:`reference.attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place.
 
     On the CPU this is torch's own flash-attention backward, which takes exactly our saved
@@ -156,13 +158,17 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None):
     DiT sizes).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if q.device.type == "cpu" and v.shape[-1] == q.shape[-1]:
+    # Its causal mask is ours (top left) where the lengths are equal; elsewhere it is not said.
+    if q.device.type == "cpu" and v.shape[-1] == q.shape[-1] and not (causal and q.shape[2] != k.shape[2]):
         lse = lse.to(compute_dtype(q.dtype))
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_o.to(q.dtype), q, k, v, o.to(q.dtype), lse, 0.0, False, scale=scale
+            grad_o.to(q.dtype), q, k, v, o.to(q.dtype), lse, 0.0, causal, scale=scale
         )
     qf, kf, vf, of, gf = upcast(q, k, v, o, grad_o)
-    p = torch.matmul(qf * scale, kf.transpose(-1, -2)).sub_(lse.to(qf.dtype)[..., None]).exp_()
+    p = torch.matmul(qf * scale, kf.transpose(-1, -2))
+    if causal:
+        p = p.masked_fill_(~reference.causal_mask(p.shape[-2], p.shape[-1], p.device), float("-inf"))
+    p = p.sub_(lse.to(qf.dtype)[..., None]).exp_()
     delta = (gf * of).sum(-1, keepdim=True)
     ds = torch.matmul(gf, vf.transpose(-1, -2)).sub_(delta).mul_(p)
     dq = torch.matmul(ds, kf).mul_(scale)

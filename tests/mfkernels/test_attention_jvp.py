@@ -38,20 +38,20 @@ def make_inputs(batch, heads, n_q, n_k, d, dtype, packed=True, device=DEVICE):
     return q, k, v, q_dot, k_dot, v_dot
 
 
-def check_against_reference(inputs, scale, tol):
+def check_against_reference(inputs, scale, tol, causal=False):
     """Triton forward and backward vs the float64 reference; every output checked."""
     q, k, v = inputs[:3]
-    o, o_dot, lse = attention_jvp_triton(*inputs, scale)
+    o, o_dot, lse = attention_jvp_triton(*inputs, scale, causal)
     assert o.dtype == q.dtype and o_dot.dtype == q.dtype and lse.dtype == torch.float32
-    ref_o, ref_o_dot, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), scale)
+    ref_o, ref_o_dot, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), scale, causal)
     assert_close("O", o, ref_o, tol)
     assert_close("O'", o_dot, ref_o_dot, tol)
     assert_close("LSE", lse, ref_lse, tol)
 
     grad_o = torch.randn_like(o)
-    dq, dk, dv = attention_backward_triton(grad_o, q, k, v, o, lse, scale)
+    dq, dk, dv = attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal)
     ref_grads = reference.attention_backward(
-        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, scale
+        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, scale, causal
     )
     for name, out, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
         assert_close(name, out, ref, tol)
@@ -162,6 +162,26 @@ def test_fp32_kernel_variants(kernel_variant, n_q, n_k, d):
     k_dot, v_dot = torch.randn(2, n_k, 2, 3, d, device=DEVICE).permute(2, 0, 3, 1, 4).unbind(0)
     assert attention.kv_by_tma(k, v, k_dot, v_dot) == (kernel_variant == "tma_loads")
     check_against_reference((q, k, v, q_dot, k_dot, v_dot), d**-0.5, 1e-5)
+
+
+def use_config(monkeypatch, config):
+    """Every attention kernel runs ``config`` alone (no tuning); the atomic-dQ variant's
+    missing dQ kernel is left alone."""
+    for name in ("_attn_jvp_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq"):
+        kernel = getattr(attention, name)
+        if kernel is not None:
+            monkeypatch.setattr(kernel, "configs", [attention_configs.config(*config)])
+
+
+@needs_triton
+@pytest.mark.parametrize("config", [(32, 32, 4, 1), (64, 16, 4, 1), (16, 64, 4, 1)])
+@pytest.mark.parametrize("n_q, n_k, d", [(81, 81, 72), (40, 90, 16), (90, 40, 16), (1, 5, 16)])
+def test_fp32_causal(monkeypatch, kernel_variant, config, n_q, n_k, d):
+    """``causal``: query tiles that end on, before and after a key tile's end (query tiles 4x,
+    1x and 1/4 the key tiles), ragged both ways, fewer or more queries than keys (the mask
+    at the top left), a head dim in two parts: the reference's values and gradients."""
+    use_config(monkeypatch, config)
+    check_against_reference(make_inputs(2, 2, n_q, n_k, d, torch.float32), 0.3, 1e-5, causal=True)
 
 
 @needs_triton
@@ -297,12 +317,13 @@ def test_outputs_are_laid_out_heads_inner(backend):
 
 
 @needs_triton
-def test_opcheck_with_triton_backend():
+@pytest.mark.parametrize("causal", [False, True])
+def test_opcheck_with_triton_backend(causal):
     inputs = make_inputs(1, 2, 17, 17, 32, torch.float32, packed=False)
     q, k, v = (t.requires_grad_() for t in inputs[:3])
     torch.library.opcheck(
         torch.ops.mfkernels.attention_jvp.default,
-        (q, k, v, *inputs[3:], 32**-0.5, "triton"),
+        (q, k, v, *inputs[3:], 32**-0.5, causal, "triton"),
         test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
     )
 
@@ -348,11 +369,15 @@ def test_every_tuned_config(monkeypatch, kernel_variant, generation, d):
 @pytest.mark.parametrize("generation", ["sm90", "sm80"])
 @pytest.mark.parametrize("d", [16, 32, 64, 72, 96, 128])
 @pytest.mark.parametrize("n_k", [1, 17, 64, 256, 300])
-def test_tuned_configs_never_empty(generation, d, n_k):
+@pytest.mark.parametrize("causal", [False, True])
+def test_tuned_configs_never_empty(generation, d, n_k, causal):
     """The autotuner needs at least one config for every launch (its prune keeps ``tuned_for``'s)."""
     parts = attention.head_dim_parts(d)
     for name in ("fwd", "dkdv", "dq"):
-        assert attention_configs.tuned_for(name, generation, {**parts, "N_K": n_k}), (name, d, n_k)
+        configs = attention_configs.tuned_for(name, generation, {**parts, "N_K": n_k, "CAUSAL": causal})
+        assert configs, (name, d, n_k)
+        if name == "fwd" and parts["SPLIT"] and (causal or n_k % 64):  # the fenced 64-key tiles
+            assert all(c[1] < 64 for c in configs), configs
 
 
 def _forget_attention_warnings():
@@ -473,6 +498,15 @@ def test_gpu_candidate_config(monkeypatch, name, config):
             chosen = config if kernel_name == name else tuned
             monkeypatch.setattr(kernel, "configs", [attention_configs.config(*chosen)])
         check_against_reference(make_inputs(2, 3, n, n, 72, torch.bfloat16), 72**-0.5, TOL[torch.bfloat16])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_q, n_k, d", [(1024, 1024, 64), (300, 300, 72), (257, 1000, 128), (1000, 257, 72)])
+def test_gpu_bf16_causal(kernel_variant, n_q, n_k, d):
+    """Causal attention on compiled tiles (the first tuned config of each kernel)."""
+    check_against_reference(
+        make_inputs(2, 2, n_q, n_k, d, torch.bfloat16), d**-0.5, TOL[torch.bfloat16], causal=True
+    )
 
 
 @pytest.mark.gpu

@@ -31,15 +31,15 @@ def library_only(monkeypatch):
     return choose
 
 
-def check_library_backward(inputs, tol):
+def check_library_backward(inputs, tol, causal=False):
     """Our forward's O and LSE into the chosen backward: the reference's dQ, dK, dV."""
     q, k, v = inputs[:3]
-    o, _, lse = attention_jvp_triton(*inputs, SCALE)
+    o, _, lse = attention_jvp_triton(*inputs, SCALE, causal)
     grad_o = torch.randn_like(o)
-    grads = attention_backward_triton(grad_o, q, k, v, o, lse, SCALE)
-    ref_o, _, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), SCALE)
+    grads = attention_backward_triton(grad_o, q, k, v, o, lse, SCALE, causal)
+    ref_o, _, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), SCALE, causal)
     ref_grads = reference.attention_backward(
-        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, SCALE
+        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, SCALE, causal
     )
     for name, out, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
         assert out.dtype == q.dtype
@@ -48,10 +48,19 @@ def check_library_backward(inputs, tol):
 
 @needs_triton
 @pytest.mark.skipif(DEVICE != "cpu", reason="torch's CPU flash backward: CPU tensors")
-@pytest.mark.parametrize("n_q, n_k, d", [(17, 17, 64), (130, 130, 72), (5, 64, 64), (33, 7, 72)])
-def test_flash_backward_from_our_forward_on_the_cpu(library_only, n_q, n_k, d):
+@pytest.mark.parametrize(
+    "n_q, n_k, d, causal",
+    [
+        (17, 17, 64, False),
+        (130, 130, 72, False),
+        (5, 64, 64, False),
+        (33, 7, 72, False),
+        (130, 130, 72, True),
+    ],
+)
+def test_flash_backward_from_our_forward_on_the_cpu(library_only, n_q, n_k, d, causal):
     library_only("flash")
-    check_library_backward(make_inputs(2, 3, n_q, n_k, d, torch.float32), TOL[torch.float32])
+    check_library_backward(make_inputs(2, 3, n_q, n_k, d, torch.float32), TOL[torch.float32], causal)
 
 
 @needs_triton
@@ -118,6 +127,10 @@ def test_unsupported_reasons_on_the_cpu():
     assert library_attention.unsupported("flash", q, q, q) is None
     assert "CUDA tensors only" in library_attention.unsupported("cudnn", q, q, q)
     assert "v's head_dim" in library_attention.unsupported("flash", q, q, v)
+    assert library_attention.unsupported("flash", q, q, q, causal=True) is None
+    k = torch.empty(1, 1, 5, 64)  # a library may align a causal mask at the bottom right
+    assert "equally long" in library_attention.unsupported("flash", q, k, k, causal=True)
+    assert library_attention.unsupported("flash", q, k, k) is None
 
 
 # ------------------------------------------------------------------------------ GPU tests
@@ -126,14 +139,21 @@ def test_unsupported_reasons_on_the_cpu():
 @pytest.mark.gpu
 @pytest.mark.parametrize("library", library_attention.LIBRARIES)
 @pytest.mark.parametrize(
-    "batch, heads, n_q, n_k, d",
-    [(4, 16, 256, 256, 72), (2, 2, 300, 300, 72), (2, 2, 1000, 777, 64), (1, 2, 1024, 1024, 128)],
+    "batch, heads, n_q, n_k, d, causal",
+    [
+        (4, 16, 256, 256, 72, False),
+        (2, 2, 300, 300, 72, False),
+        (2, 2, 1000, 777, 64, False),
+        (1, 2, 1024, 1024, 128, False),
+        (2, 2, 300, 300, 72, True),
+    ],
 )
-def test_gpu_bf16_library_backward_from_our_forward(library_only, library, batch, heads, n_q, n_k, d):
-    """DiT-XL/2's attention (q, k, v views of one qkv tensor), ragged lengths, d 64 and 128:
-    the LSE we save is the one each library's backward expects."""
+def test_gpu_bf16_library_backward_from_our_forward(library_only, library, batch, heads, n_q, n_k, d, causal):
+    """DiT-XL/2's attention (q, k, v views of one qkv tensor), ragged lengths, d 64 and 128,
+    causal: the LSE we save is the one each library's backward expects."""
     reason = library_attention.unsupported(library, *make_inputs(1, 1, 8, 8, d, torch.bfloat16)[:3])
     if reason is not None:
         pytest.skip(reason)
     library_only(library)
-    check_library_backward(make_inputs(batch, heads, n_q, n_k, d, torch.bfloat16), TOL[torch.bfloat16])
+    inputs = make_inputs(batch, heads, n_q, n_k, d, torch.bfloat16)
+    check_library_backward(inputs, TOL[torch.bfloat16], causal)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from numerics import input_scale, rel_err
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
 from mfkernels.backends import torch_ops
@@ -209,33 +210,63 @@ def test_attention(b, h, n, m, d):
     )
 
 
+@pytest.mark.parametrize("n,m", [(9, 9), (5, 12), (12, 5), (1, 4)])
+def test_causal_attention_is_sdpa_is_causal(n, m):
+    """``causal=True`` against ``torch.func.jvp`` and autograd of math SDPA's ``is_causal=True``
+    in float64 (its mask aligned at the top left where the lengths differ)."""
+    q, q_dot = rand(2, 3, n, 8), rand(2, 3, n, 8)
+    k, k_dot, v, v_dot = (rand(2, 3, m, 8) for _ in range(4))
+
+    def sdpa(q, k, v):
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+
+    o, o_dot, lse = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=True)
+    ref_o, ref_dot = torch.func.jvp(sdpa, (q, k, v), (q_dot, k_dot, v_dot))
+    assert_rel(o, ref_o)
+    assert_rel(o_dot, ref_dot)
+    later_keys = torch.full((n, m), -math.inf, dtype=F64).triu(1)
+    assert_rel(lse, torch.logsumexp(0.3 * q @ k.transpose(-1, -2) + later_keys, dim=-1))
+    check_backward(
+        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=True)[0],
+        sdpa,
+        [q, k, v],
+    )
+    with pytest.raises(TypeError, match="causal"):
+        mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, causal=1)
+
+
 def test_attention_matches_sdpa_with_custom_scale():
     q, k, v = rand(1, 2, 9, 8), rand(1, 2, 9, 8), rand(1, 2, 9, 8)
     o, _, _ = mfkernels.attention_jvp(q, k, v, q, k, v, scale=0.3)
     assert_rel(o, F.scaled_dot_product_attention(q, k, v, scale=0.3))
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("b,h,n,m,d,dv", [(1, 1, 1, 1, 8, 8), (2, 3, 17, 40, 72, 72), (2, 2, 9, 5, 16, 24)])
-def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype):
+@pytest.mark.parametrize(
+    "b,h,n,m,d,dv", [(1, 1, 1, 1, 8, 8), (2, 3, 17, 40, 72, 72), (2, 2, 9, 5, 16, 24), (1, 2, 13, 13, 16, 16)]
+)
+def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype, causal):
     """The backend's in-place composites equal the readable oracle formulas, on strided views
     (as the DiT passes them) and with low-precision inputs computed in float32. With ``dv ==
-    d`` the CPU backward is torch's flash-attention backward, else the composite."""
+    d`` the CPU backward is torch's flash-attention backward (causal: where ``n == m``), else
+    the composite."""
     ref = mfkernels.reference
     packed = (rand(b, n, 2, h, d) * 2).to(dtype)  # q and q_dot as views of one tensor
     q, q_dot = packed.permute(2, 0, 3, 1, 4).unbind(0)
     k, k_dot = (rand(b, h, m, d).to(dtype) for _ in range(2))
     v, v_dot = (rand(b, h, m, dv).to(dtype) for _ in range(2))
     tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
-    fast = torch_ops.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3)
-    oracle = ref.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3)
+    fast = torch_ops.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal)
+    oracle = ref.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal)
     for name, a, e in zip(("o", "o_dot", "lse"), fast, oracle):
         assert a.dtype == e.dtype, name
         assert_rel(a.double(), e.double(), tol, name)
     grad_o = rand(b, h, n, dv).to(dtype)
     o, lse = oracle[0], oracle[2]
-    fast_grads = torch_ops.attention_backward(grad_o, q, k, v, o, lse, 0.3)
-    oracle_grads = ref.attention_backward(grad_o, q, k, v, o, lse, 0.3)
+    fast_grads = torch_ops.attention_backward(grad_o, q, k, v, o, lse, 0.3, causal)
+    oracle_grads = ref.attention_backward(grad_o, q, k, v, o, lse, 0.3, causal)
     for name, a, e in zip(("dq", "dk", "dv"), fast_grads, oracle_grads):
         assert_rel(a.double(), e.double(), tol, name)
 
@@ -337,8 +368,10 @@ def _op_samples():
         (ops.silu_jvp.default, (x, x_dot, "")),
         (ops.gated_residual_jvp.default, (x, x_dot, vecs[0], vecs[1], f, f_dot, "")),
         (ops.gated_residual_backward.default, (x_dot, vecs[0], f, "")),
-        (ops.attention_jvp.default, (*q, 0.5, "")),
-        (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, "")),
+        (ops.attention_jvp.default, (*q, 0.5, False, "")),
+        (ops.attention_jvp.default, (*q, 0.5, True, "")),
+        (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, False, "")),
+        (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, True, "")),
         (ops.rms_norm_jvp.default, (x, x_dot, rand(8), 1e-6, "")),
     ]
 

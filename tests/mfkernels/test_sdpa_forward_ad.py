@@ -107,10 +107,11 @@ def test_tangents_on_a_subset(with_tangent):
 
 
 def count_attention_calls(monkeypatch) -> list:
+    """The tangents and the ``causal`` flag of each attention_jvp call sdpa makes."""
     calls = []
 
     def counted(*args, **kwargs):
-        calls.append(args[3:6])
+        calls.append((*args[3:6], kwargs.get("causal", False)))
         return mfkernels.attention_jvp(*args, **kwargs)
 
     monkeypatch.setattr(sdpa, "attention_jvp", counted)
@@ -167,6 +168,44 @@ def test_tangents_out_of_sight_take_the_autograd_function(monkeypatch):
     assert len(calls) == 2
 
 
+CAUSAL_SHAPES = {
+    "square": (2, 2, 17, 17, 72),
+    "fewer_queries": (1, 2, 9, 20, 16),
+    "fewer_keys": (1, 2, 20, 9, 16),
+}
+
+
+@pytest.mark.parametrize("backend,dtype", BACKENDS)
+@pytest.mark.parametrize("shape", CAUSAL_SHAPES.values(), ids=CAUSAL_SHAPES.keys())
+def test_is_causal_takes_the_kernels(shape, backend, dtype, monkeypatch):
+    """``is_causal=True``: one fused call with the causal mask, aligned at the top left as
+    SDPA's where the lengths differ; math SDPA's value, tangent and gradients, no warning."""
+    calls = count_attention_calls(monkeypatch)
+    primals, tangents = attention_inputs(shape, dtype)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_against_math(fn, primals, tangents, backend, dtype)
+    assert not [w for w in caught if "mfkernels" in str(w.message)]
+    assert [call[-1] for call in calls] == [True]
+
+
+def test_is_causal_with_tangents_out_of_sight(monkeypatch):
+    """The autograd.Function path keeps the causal mask in its forward, jvp and backward."""
+    calls = count_attention_calls(monkeypatch)
+    monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
+    primals, tangents = attention_inputs(CAUSAL_SHAPES["fewer_keys"], torch.float64)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, None, 0.0, True)
+
+    check_against_math(fn, primals, tangents, "reference", torch.float64)
+    assert [call[-1] for call in calls] == [True, True]
+
+
 NESTED = {
     "grad_of_jvp": lambda f, p, t: torch.func.grad(lambda q: torch.func.jvp(f, (q, *p[1:]), t)[1].sum())(
         p[0]
@@ -192,7 +231,6 @@ def test_other_transforms_fall_back(case, monkeypatch):
 
 FALLBACKS = {
     "attn_mask": (dict(attn_mask=torch.ones(17, 17, dtype=torch.bool).tril()), "attn_mask"),
-    "causal": (dict(is_causal=True), "is_causal"),
     "dropout": (dict(dropout_p=0.5), "dropout_p"),
     "gqa": (dict(enable_gqa=True), "enable_gqa"),
 }

@@ -73,11 +73,11 @@ def jvp_unsupported(q, k, v, *rest) -> str | None:
     return None
 
 
-def backward_unsupported(grad_o, q, k, v, o, lse, scale) -> str | None:
+def backward_unsupported(grad_o, q, k, v, o, lse, scale, causal=False) -> str | None:
     return jvp_unsupported(q, k, v)
 
 
-def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
+def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False):
     """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
     :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides."""
     batch, heads, n_q, head_dim = q.shape
@@ -101,7 +101,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale):
             *o.stride()[:3],
             heads, n_q, n_k, float(scale),
             HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
-            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma,
+            ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma, CAUSAL=bool(causal),
         )  # fmt: skip
     return o, o_dot, lse
 
@@ -188,17 +188,17 @@ def _scratch_allocator():
     triton.set_allocator(_torch_scratch)
 
 
-def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
+def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False):
     """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
     :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ (two with
     :func:`dq_by_atomics`, and a scaling of the fp32 dQ sums), or a library's backward
     (:func:`backward_library`)."""
     library = backward_library()
     if library is not None:
-        reason = library_attention.unsupported(library, q, k, v)
+        reason = library_attention.unsupported(library, q, k, v, causal)
         if reason is None:
             try:
-                return library_attention.attention_backward(library, grad_o, q, k, v, o, lse, scale)
+                return library_attention.attention_backward(library, grad_o, q, k, v, o, lse, scale, causal)
             except torch.OutOfMemoryError:
                 raise
             except RuntimeError as exc:  # e.g. no cuDNN plan for this shape on this version
@@ -226,12 +226,13 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale):
         _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dk, dv, dq_sums, *strides, *dk.stride()[:3], *dq_sums.stride()[:3],
             heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-            ATOMIC_DQ=atomic,
+            ATOMIC_DQ=atomic, CAUSAL=bool(causal),
         )  # fmt: skip
         if atomic:
             return torch.mul(dq_sums, scale, out=dq_sums).to(q.dtype), dk, dv
         _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
             heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
+            CAUSAL=bool(causal),
         )  # fmt: skip
     return dq, dk, dv

@@ -63,12 +63,14 @@ def _attn_bwd_delta_kernel(
 @triton.jit
 def _attn_bwd_dkdv_tile(
     dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
-    dq_ptrs, dq_ptrs2, start_m, n_q, offs_m, n_ok, d_ok, e_ok, qk_scale,
+    dq_ptrs, dq_ptrs2, start_m, n_q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
     MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):  # fmt: skip
     """One query tile of the dK/dV loop, in the transposed (key-major) orientation; with
-    ``ATOMIC_DQ`` also this key tile's share of the tile's dQ, added to ``dq_ptrs`` (fp32)."""
+    ``ATOMIC_DQ`` also this key tile's share of the tile's dQ, added to ``dq_ptrs`` (fp32).
+    ``offs_n``: the block's key rows; with ``CAUSAL`` a key after a query gets P = 0."""
     m_ok = (start_m + offs_m) < n_q
     q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
@@ -87,6 +89,9 @@ def _attn_bwd_dkdv_tile(
         s_t = dot(k2, tl.trans(q2), s_t, PREC)
     # Key rows past N_K (last key block only) get garbage here; they are never stored.
     p_t = tl.math.exp2(s_t * qk_scale - lse2[None, :])
+    if CAUSAL:
+        # A masked key's exp2 may be inf (the LSE never counted it): select, never multiply.
+        p_t = tl.where(offs_n[:, None] <= (start_m + offs_m)[None, :], p_t, 0.0)
     p_lo = p_t.to(q.dtype)
     dv = dot(p_lo, do, dv, PREC)
     dp_t = dot(v, tl.trans(do), zero, PREC)
@@ -121,10 +126,11 @@ def _attn_bwd_dkdv_kernel(
     stride_gb, stride_gh, stride_gn, stride_ab, stride_ah, stride_an,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries.
+    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries (with
+    ``CAUSAL``, over the queries at or after its first key).
 
     ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
     (B, H, N_K, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
@@ -171,15 +177,32 @@ def _attn_bwd_dkdv_kernel(
     dk2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
     dv2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
     m_full = (N_Q // BLOCK_M) * BLOCK_M
-    for start_m in range(0, m_full, BLOCK_M):
+    if CAUSAL:
+        # Query tiles before the block's first key see none of it; those before its last key
+        # see part of it (masked); the rest see all of it.
+        first_key = tl.program_id(0) * BLOCK_N
+        m_whole = tl.minimum(m_full, tl.cdiv(first_key + BLOCK_N - 1, BLOCK_M) * BLOCK_M)
+        for start_m in range((first_key // BLOCK_M) * BLOCK_M, m_whole, BLOCK_M):
+            dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
+                dk, dk2, dv, dv2, k, k2, v, v2,
+                q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
+                do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
+                lse_ptrs + start_m, delta_ptrs + start_m,
+                dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
+                start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
+                False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, True,
+            )  # fmt: skip
+    else:
+        m_whole = 0
+    for start_m in range(m_whole, m_full, BLOCK_M):
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
             dk, dk2, dv, dv2, k, k2, v, v2,
             q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
             do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
             lse_ptrs + start_m, delta_ptrs + start_m,
             dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
-            start_m, N_Q, offs_m, n_ok, d_ok, e_ok, qk_scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ,
+            start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, False,
         )  # fmt: skip
     if m_full < N_Q:
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
@@ -188,8 +211,8 @@ def _attn_bwd_dkdv_kernel(
             do_ptrs + m_full * stride_don, do_ptrs2 + m_full * stride_don,
             lse_ptrs + m_full, delta_ptrs + m_full,
             dq_ptrs + m_full * stride_an, dq_ptrs2 + m_full * stride_an,
-            m_full, N_Q, offs_m, n_ok, d_ok, e_ok, qk_scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ,
+            m_full, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
         )  # fmt: skip
 
     out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
@@ -205,11 +228,12 @@ def _attn_bwd_dkdv_kernel(
 @triton.jit
 def _attn_bwd_dq_tile(
     dq, dq2, q, q2, do, do2, lse2, delta, k_ptrs, k_ptrs2, v_ptrs, v_ptrs2,
-    start_n, n_k, offs_n, d_ok, e_ok, qk_scale,
+    start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
 ):  # fmt: skip
-    """One key tile of the dQ loop."""
+    """One key tile of the dQ loop; with ``MASK_N`` keys past ``n_k`` are masked, and with
+    ``CAUSAL`` too keys after the query (``offs_m``: the tile's query rows)."""
     n_ok = (start_n + offs_n) < n_k
     k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
@@ -224,7 +248,10 @@ def _attn_bwd_dq_tile(
     s = s * qk_scale - lse2[:, None]
     if MASK_N:
         # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
-        s = tl.where(n_ok[None, :], s, float("-inf"))
+        keep = n_ok[None, :]
+        if CAUSAL:
+            keep = keep & ((start_n + offs_n)[None, :] <= offs_m[:, None])
+        s = tl.where(keep, s, float("-inf"))
     ds = (tl.math.exp2(s) * (dp - delta[:, None])).to(k.dtype)
     dq = dot(ds, k, dq, PREC)
     if SPLIT:
@@ -242,9 +269,11 @@ def _attn_bwd_dq_kernel(
     stride_gb, stride_gh, stride_gn,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block.
+    """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block (with
+    ``CAUSAL``, over the keys at or before its last query: the forward's tiles).
 
     DQ is (B, H, N_Q, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
     """
@@ -283,21 +312,35 @@ def _attn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     n_full = (N_K // BLOCK_N) * BLOCK_N
-    for start_n in range(0, n_full, BLOCK_N):
+    if CAUSAL:  # as in the forward: the keys the whole block sees, then the diagonal's, masked
+        n_seen = tl.minimum(N_K, (tl.program_id(0) + 1) * BLOCK_M)
+        n_whole = tl.minimum(n_full, ((tl.program_id(0) * BLOCK_M + 1) // BLOCK_N) * BLOCK_N)
+    else:
+        n_whole = n_full
+    for start_n in range(0, n_whole, BLOCK_N):
         dq, dq2 = _attn_bwd_dq_tile(
             dq, dq2, q, q2, do, do2, lse2, delta,
             k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
             v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
-            start_n, N_K, offs_n, d_ok, e_ok, qk_scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+            start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False,
         )  # fmt: skip
-    if n_full < N_K:
+    if CAUSAL:
+        for start_n in range(n_whole, n_seen, BLOCK_N):
+            dq, dq2 = _attn_bwd_dq_tile(
+                dq, dq2, q, q2, do, do2, lse2, delta,
+                k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
+                v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
+                start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale,
+                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, True,
+            )  # fmt: skip
+    elif n_full < N_K:
         dq, dq2 = _attn_bwd_dq_tile(
             dq, dq2, q, q2, do, do2, lse2, delta,
             k_ptrs + n_full * stride_kn, k_ptrs2 + n_full * stride_kn,
             v_ptrs + n_full * stride_vn, v_ptrs2 + n_full * stride_vn,
-            n_full, N_K, offs_n, d_ok, e_ok, qk_scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N,
+            n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False,
         )  # fmt: skip
 
     out_rows = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn

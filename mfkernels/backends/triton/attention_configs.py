@@ -80,8 +80,8 @@ def generation(arch) -> str:
 def tuned_for(name: str, generation: str, args: dict) -> list[tuple]:
     """The ``TUNED`` configs for a launch of kernel ``name`` (its arguments ``args``), in order."""
     tuned = TUNED[generation][name][width_class(args)]
-    if name == "fwd" and args["SPLIT"]:  # 64-key tiles only where N_K has no ragged tail
-        tuned = [c for c in tuned if c[1] < 64 or args["N_K"] % c[1] == 0]
+    if name == "fwd" and args["SPLIT"]:  # 64-key tiles only where no key tile is masked
+        tuned = [c for c in tuned if c[1] < 64 or (args["N_K"] % c[1] == 0 and not args.get("CAUSAL"))]
     return tuned
 
 
@@ -119,4 +119,4 @@ def width_class(args: dict) -> str:
 
 
 # Arguments a kernel lacks are left out of its key (TMA: the forward's, ATOMIC_DQ: the dK/dV kernel's).
-KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "TMA", "ATOMIC_DQ"]
+KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "TMA", "ATOMIC_DQ", "CAUSAL"]

@@ -121,12 +121,16 @@ def _attn_jvp_fwd_tile(
     acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
     k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
     stride_kn, stride_kdn, stride_vn, stride_vdn,
-    start_n, n_k, offs_n, d_ok, e_ok, qk_scale, scale,
+    start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TMA: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):  # fmt: skip
     """One K/V tile of the online-softmax JVP loop; ``*_src`` are the tensors' sources for
-    :func:`_load_kv`, ``*2`` the head dim's second part (used only with ``SPLIT``)."""
+    :func:`_load_kv`, ``*2`` the head dim's second part (used only with ``SPLIT``). With
+    ``MASK_N`` keys past ``n_k`` are masked, and with ``CAUSAL`` too keys after the query
+    (``offs_m``: the tile's query rows): the tile must hold a key each row sees, or follow one
+    that did (else the row's max is still -inf and alpha NaN)."""
     n_ok = (start_n + offs_n) < n_k
     k = _load_kv(k_src, start_n, stride_kn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
     k_dot = _load_kv(kd_src, start_n, stride_kdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
@@ -143,7 +147,10 @@ def _attn_jvp_fwd_tile(
     s = s * qk_scale  # log2 domain
     s_dot = s_dot * scale  # natural units, as in docs/design.md section 2
     if MASK_N:
-        s = tl.where(n_ok[None, :], s, float("-inf"))
+        keep = n_ok[None, :]
+        if CAUSAL:
+            keep = keep & ((start_n + offs_n)[None, :] <= offs_m[:, None])
+        s = tl.where(keep, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.math.exp2(m_i - m_new)
     p = tl.math.exp2(s - m_new[:, None])
@@ -180,8 +187,8 @@ def _attn_jvp_fwd_kernel(
     stride_ob, stride_oh, stride_on,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
 
@@ -190,6 +197,7 @@ def _attn_jvp_fwd_kernel(
     their tangents are then read through tensor descriptors).
     OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
     Head-dim columns ``[0, BLOCK_D)`` and, with ``SPLIT``, ``[BLOCK_D, BLOCK_D + BLOCK_E)``.
+    ``CAUSAL``: query ``i`` sees keys ``j <= i`` only (top-left aligned, as SDPA's ``is_causal``).
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
@@ -254,23 +262,39 @@ def _attn_jvp_fwd_kernel(
     acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     qk_scale = scale * LOG2E
 
-    # Full key tiles without row masks, then the ragged last tile (if any) with them.
+    # Full key tiles without row masks, then the ragged last tile (if any) with them. Causal:
+    # the tiles every row of the block sees whole, then those on the diagonal, masked (their
+    # first holds key 0 when there was no whole one: a key every row sees).
     n_full = (N_K // BLOCK_N) * BLOCK_N
-    for start_n in range(0, n_full, BLOCK_N):
+    if CAUSAL:
+        n_seen = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)
+        n_whole = tl.minimum(n_full, ((pid_m * BLOCK_M + 1) // BLOCK_N) * BLOCK_N)
+    else:
+        n_whole = n_full
+    for start_n in range(0, n_whole, BLOCK_N):
         acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
             acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
             k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
             stride_kn, stride_kdn, stride_vn, stride_vdn,
-            start_n, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA,
+            start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False,
         )  # fmt: skip
-    if n_full < N_K:
+    if CAUSAL:
+        for start_n in range(n_whole, n_seen, BLOCK_N):
+            acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
+                acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
+                k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
+                stride_kn, stride_kdn, stride_vn, stride_vdn,
+                start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
+                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, True,
+            )  # fmt: skip
+    elif n_full < N_K:
         acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
             acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
             k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
             stride_kn, stride_kdn, stride_vn, stride_vdn,
-            n_full, N_K, offs_n, d_ok, e_ok, qk_scale, scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA,
+            n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False,
         )  # fmt: skip
 
     inv_l = 1.0 / l_i
