@@ -156,10 +156,22 @@ def cases(dtype_names, head_dims):
                 ),
             )
             yield (
+                "attention_jvp_causal",
+                dtype_name,
+                label,
+                partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, True),
+            )
+            yield (
                 "attention_backward",
                 dtype_name,
                 label,
                 partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5),
+            )
+            yield (
+                "attention_backward_causal",
+                dtype_name,
+                label,
+                partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, True),
             )
             yield (
                 "attention_backward_atomic_dq",

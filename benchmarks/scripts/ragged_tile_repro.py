@@ -11,7 +11,9 @@ time around the failing case: the pipelining depth (``num_stages`` 1, 2, 3), the
 the key tile (32 as the control), the stride-alignment hint (``ALIGN``, forced to 1), packed
 (DiT's strided qkv) against contiguous inputs, and the head dims 64 (one part), 72 and 96
 (two parts) and 80 (two parts, none masked), and K/V read through tensor descriptors (TMA,
-``MFK_ATTENTION_LOADS=tma``: no masked loads at all).
+``MFK_ATTENTION_LOADS=tma``: no masked loads at all). Last, causal attention with whole key
+tiles (N = 256), whose diagonal key tiles are masked as a ragged one is: the 64-key split
+forward is fenced off for causal attention too until this says it is right.
 
     python benchmarks/scripts/ragged_tile_repro.py             # a GPU: ~100 compiles, 1-2 minutes
     TRITON_INTERPRET=1 python benchmarks/scripts/ragged_tile_repro.py --quick   # the CPU: a few cases
@@ -32,13 +34,18 @@ from benchmarks import _common as C  # noqa: E402
 from mfkernels import reference  # noqa: E402
 from mfkernels.backends.triton import attention, attention_configs  # noqa: E402
 
-BASE = dict(d=72, n=300, config=(128, 64, 8, 2), packed=True, align=True, tma=False)
+BASE = dict(d=72, n=300, config=(128, 64, 8, 2), packed=True, align=True, tma=False, causal=False)
 
 
 def cases(quick: bool):
     """``BASE`` (the failing case), then one change at a time."""
     if quick:
-        return [BASE, {**BASE, "n": 17, "config": (32, 32, 4, 1)}, {**BASE, "align": False, "tma": True}]
+        return [
+            BASE,
+            {**BASE, "n": 17, "config": (32, 32, 4, 1)},
+            {**BASE, "align": False, "tma": True},
+            {**BASE, "n": 96, "config": (64, 32, 4, 1), "causal": True},
+        ]
     out = [BASE]
     for n in (17, 108, 256, 64):
         out.append({**BASE, "n": n})
@@ -51,6 +58,8 @@ def cases(quick: bool):
         out.append({**BASE, "n": n, "packed": False})
         for d in (64, 80, 96):
             out.append({**BASE, "n": n, "d": d})
+    for config in [(128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3)]:
+        out.append({**BASE, "n": 256, "config": config, "causal": True})
     return out
 
 
@@ -79,11 +88,13 @@ def run(case, dtype, device):
         with C.environment(**{attention.LOADS_ENV_VAR: "tma" if case["tma"] else "pointers"}):
             if case["tma"] and not attention.kv_by_tma(k, v, k_dot, v_dot):
                 raise RuntimeError("tensor descriptors unavailable here (needs sm_90 and aligned strides)")
-            o, o_dot, lse = attention.attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale)
+            o, o_dot, lse = attention.attention_jvp_triton(
+                q, k, v, q_dot, k_dot, v_dot, scale, case["causal"]
+            )
     finally:
         kernel.configs, attention._stride_align = saved_configs, saved_align
     ref_o, ref_o_dot, ref_lse = reference.attention_jvp(
-        *(t.double() for t in (q, k, v, q_dot, k_dot, v_dot)), scale
+        *(t.double() for t in (q, k, v, q_dot, k_dot, v_dot)), scale, case["causal"]
     )
     low = min(64, case["d"])
     row = {
@@ -123,7 +134,9 @@ def main(argv=None):
             f"{k} {row[k]:.1e}" if isinstance(row.get(k), float) else f"{k} -"
             for k in ("O", "O'", "LSE", "O cols<64", "O cols>=64", "O rows<64", "O rows>=64")
         )
-        what = " ".join(f"{key}={case[key]}" for key in ("d", "n", "config", "packed", "align", "tma"))
+        what = " ".join(
+            f"{key}={case[key]}" for key in ("d", "n", "config", "packed", "align", "tma", "causal")
+        )
         print(f"{row['verdict']:>5}  {what}  {errors}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))

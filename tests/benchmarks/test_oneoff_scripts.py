@@ -63,7 +63,7 @@ def test_ragged_tile_repro_quick_cases_are_right_in_the_interpreter():
     finally:
         sys.path.remove(str(ROOT / "benchmarks" / "scripts"))
     rows = repro.main(["--quick"])
-    assert [r["verdict"] for r in rows] == ["ok"] * 3
+    assert [r["verdict"] for r in rows] == ["ok"] * 4 and rows[-1]["causal"]
     assert all(r["O cols>=64"] is not None and r["O"] < 1e-5 for r in rows)
 
 
