@@ -11,6 +11,7 @@ does: five GEMMs, one launch fewer, a sum order that varies between runs.
 
 from .attention_kernels import (
     LOG2E,
+    _causal_key_ranges,
     _columns,
     _load_parts,
     _load_tile,
@@ -312,9 +313,8 @@ def _attn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     n_full = (N_K // BLOCK_N) * BLOCK_N
-    if CAUSAL:  # as in the forward: the keys the whole block sees, then the diagonal's, masked
-        n_seen = tl.minimum(N_K, (tl.program_id(0) + 1) * BLOCK_M)
-        n_whole = tl.minimum(n_full, ((tl.program_id(0) * BLOCK_M + 1) // BLOCK_N) * BLOCK_N)
+    if CAUSAL:  # the forward's key tiles: those the whole block sees, then the diagonal's, masked
+        n_whole, n_seen = _causal_key_ranges(tl.program_id(0) * BLOCK_M, N_K, n_full, BLOCK_M, BLOCK_N)
     else:
         n_whole = n_full
     for start_n in range(0, n_whole, BLOCK_N):

@@ -76,6 +76,17 @@ def _load_parts(
 
 
 @triton.jit
+def _causal_key_ranges(first_query, n_k, n_full, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """For the causal query block starting at ``first_query``: the end of the key tiles its
+    first query already sees whole (read unmasked; at most ``n_full``, the whole tiles of
+    ``n_k`` keys), and the end of the keys its last query sees (the diagonal's tiles run up
+    to there, masked). The first diagonal tile holds key 0 when no tile is whole."""
+    n_whole = tl.minimum(n_full, ((first_query + 1) // BLOCK_N) * BLOCK_N)
+    n_seen = tl.minimum(n_k, first_query + BLOCK_M)
+    return n_whole, n_seen
+
+
+@triton.jit
 def _with_alignment(stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
     """The strides, with their divisibility by ``ALIGN`` (checked by the launcher) made
     visible to the compiler. Triton only learns alignment from arguments divisible by 16;
@@ -263,12 +274,10 @@ def _attn_jvp_fwd_kernel(
     qk_scale = scale * LOG2E
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them. Causal:
-    # the tiles every row of the block sees whole, then those on the diagonal, masked (their
-    # first holds key 0 when there was no whole one: a key every row sees).
+    # the tiles every row of the block sees whole, then those on the diagonal, masked.
     n_full = (N_K // BLOCK_N) * BLOCK_N
     if CAUSAL:
-        n_seen = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)
-        n_whole = tl.minimum(n_full, ((pid_m * BLOCK_M + 1) // BLOCK_N) * BLOCK_N)
+        n_whole, n_seen = _causal_key_ranges(pid_m * BLOCK_M, N_K, n_full, BLOCK_M, BLOCK_N)
     else:
         n_whole = n_full
     for start_n in range(0, n_whole, BLOCK_N):
