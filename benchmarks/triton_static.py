@@ -174,6 +174,12 @@ def cases(dtype_names, head_dims):
                 partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, True),
             )
             yield (
+                "attention_backward_gqa",  # one key/value head for all query heads
+                dtype_name,
+                label,
+                partial(attention.attention_backward_triton, o, q, k[:, :1], v[:, :1], o, lse, d**-0.5),
+            )
+            yield (
                 "attention_backward_atomic_dq",
                 dtype_name,
                 label,

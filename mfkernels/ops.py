@@ -382,7 +382,9 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
     """Returns ``(o, o_dot, lse)`` for ``(batch, heads, seq, head_dim)`` inputs.
 
     ``scale`` defaults to ``head_dim ** -0.5``. Any sequence length >= 1; keys and values
-    may have their own length (``seq_k``), shared by ``k`` and ``v``. ``causal``: query ``i``
+    may have their own length (``seq_k``), shared by ``k`` and ``v``, and fewer heads
+    (grouped-query attention, SDPA's ``enable_gqa``): ``kv_heads`` dividing ``heads``, query
+    head ``h`` reading key/value head ``h // (heads // kv_heads)``. ``causal``: query ``i``
     attends to keys ``j <= i`` only, aligned at the top left as SDPA's ``is_causal``.
     """
     if not isinstance(causal, bool):
@@ -393,9 +395,14 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"{name} must be (batch, heads, seq, head_dim), got shape {tuple(t.shape)}")
-    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
+    if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
         raise ValueError(
-            f"q, k, v must share (batch, heads): got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"q, k, v must share their batch size: got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if v.shape[1] != k.shape[1] or q.shape[1] % k.shape[1]:
+        raise ValueError(
+            "k and v must have q's heads or a divisor of them (grouped-query attention), the same "
+            f"for both: got {q.shape[1]} for q, {k.shape[1]} for k, {v.shape[1]} for v"
         )
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"k must have q's head_dim {q.shape[-1]}, got {k.shape[-1]}")

@@ -161,14 +161,19 @@ def _scores(q, k, scale, causal):
     return s
 
 
-def attention(q, k, v, scale=None, causal=False):
-    """Softmax attention computed the textbook way: returns ``(O, LSE)``."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    qf, kf, vf = upcast(q, k, v)
-    s = _scores(qf, kf, scale, causal)
-    lse = torch.logsumexp(s, dim=-1)
-    o = torch.exp(s - lse[..., None]) @ vf
-    return o.to(q.dtype), lse
+def repeat_kv(t, heads):
+    """Grouped-query attention (SDPA's ``enable_gqa``): key/value heads ``t`` of shape
+    ``(batch, kv_heads, seq, d)``, each repeated for the ``heads // kv_heads`` query heads that
+    read it, query head ``h`` reading key/value head ``h // (heads // kv_heads)``."""
+    return t if heads == t.shape[1] else t.repeat_interleave(heads // t.shape[1], dim=1)
+
+
+def sum_groups(grad, kv_heads):
+    """The gradient through :func:`repeat_kv`: per key/value head, the sum over its query heads."""
+    batch, heads, *rest = grad.shape
+    if heads == kv_heads:
+        return grad
+    return grad.reshape(batch, kv_heads, heads // kv_heads, *rest).sum(2)
 
 
 def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
@@ -177,9 +182,11 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
     ``S' = scale (Q' K^T + Q K'^T)``. LSE is the natural-log row log-sum-exp of ``S`` in
     the accumulation dtype; ``O`` and ``O'`` come back in the input dtype. ``causal``: key
     ``j`` is masked out of query ``i``'s softmax where ``j > i`` (:func:`causal_mask`), so
-    ``P`` is 0 there and its ``S'`` never counts.
+    ``P`` is 0 there and its ``S'`` never counts. K, V and their tangents may have fewer heads
+    than Q (:func:`repeat_kv`).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    k, k_dot, v, v_dot = (repeat_kv(t, q.shape[1]) for t in (k, k_dot, v, v_dot))
     qf, kf, vf, qdf, kdf, vdf = upcast(q, k, v, q_dot, k_dot, v_dot)
     s = _scores(qf, kf, scale, causal)
     lse = torch.logsumexp(s, dim=-1)
@@ -195,13 +202,16 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
     """Primal gradients ``(dQ, dK, dV)`` from the saved ``O`` and ``LSE`` (FlashAttention-2).
 
     ``P = exp(S - LSE)`` (0 where ``causal`` masks a key), ``dV = P^T dO``,
-    ``dS = P (dO V^T - rowsum(dO * O))``, ``dQ = scale dS K``, ``dK = scale dS^T Q``.
+    ``dS = P (dO V^T - rowsum(dO * O))``, ``dQ = scale dS K``, ``dK = scale dS^T Q``; with
+    fewer key/value heads (:func:`repeat_kv`) dK and dV sum over each one's query heads.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    qf, kf, vf, of, gf = upcast(q, k, v, o, grad_o)
+    kv_heads = k.shape[1]
+    qf, kf, vf, of, gf = upcast(q, repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1]), o, grad_o)
     p = torch.exp(_scores(qf, kf, scale, causal) - lse.to(qf.dtype)[..., None])
     ds = p * (gf @ vf.transpose(-1, -2) - (gf * of).sum(-1, keepdim=True))
-    return scale * ds @ kf, scale * ds.transpose(-1, -2) @ qf, p.transpose(-1, -2) @ gf
+    dk, dv = scale * ds.transpose(-1, -2) @ qf, p.transpose(-1, -2) @ gf
+    return scale * ds @ kf, sum_groups(dk, kv_heads), sum_groups(dv, kv_heads)
 
 
 # ---------------------------------------------------------- time embedding

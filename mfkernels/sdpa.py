@@ -23,11 +23,11 @@ Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent
 (nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
 ops have no rule for (grad, vjp, vmap), run math attention instead.
 
-``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's). Under a
-forward-AD level, what the kernels do not take (``attn_mask``, ``dropout_p > 0``,
-grouped-query ``enable_gqa``, inputs that are not 4-D ``(batch, heads, seq, head_dim)`` or
-whose batch and heads broadcast, mixed dtypes, empty sequences) runs PyTorch's math
-attention, which has forward-mode AD, with a one-time warning naming the reason.
+``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's), and
+``enable_gqa=True`` their grouped-query heads. Under a forward-AD level, what the kernels do
+not take (``attn_mask``, ``dropout_p > 0``, inputs that are not 4-D ``(batch, heads, seq,
+head_dim)`` or whose batch and heads broadcast, mixed dtypes, empty sequences) runs PyTorch's
+math attention, which has forward-mode AD, with a one-time warning naming the reason.
 
 ``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
 tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. ``torch.func.jvp`` through
@@ -85,8 +85,13 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa) -> str | None:
     tensors = (q, k, v)
     if not all(isinstance(t, Tensor) and t.dim() == 4 for t in tensors):
         return "inputs are not 4-D (batch, heads, seq, head_dim)"
-    if k.shape[:2] != q.shape[:2] or v.shape[:2] != q.shape[:2]:
-        return "enable_gqa with fewer key/value heads" if enable_gqa else "batch or heads broadcast"
+    if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
+        return "batch or heads broadcast"
+    if k.shape[1] != q.shape[1] or v.shape[1] != q.shape[1]:
+        if not enable_gqa:
+            return "batch or heads broadcast"
+        if v.shape[1] != k.shape[1] or q.shape[1] % k.shape[1]:
+            return "enable_gqa with key/value heads that do not divide the query heads"
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
         return "q, k, v are not of one floating dtype"
     if k.shape[-1] != q.shape[-1] or v.shape[2] != k.shape[2]:

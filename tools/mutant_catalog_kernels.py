@@ -17,6 +17,7 @@ KERNEL_VARIANTS = (
 LIBRARY_BACKWARD = ("tests/mfkernels/test_attention_library_backward.py",)
 CAUSAL = ("tests/mfkernels/test_attention_jvp.py::test_fp32_causal",)
 SDPA = ("tests/mfkernels/test_sdpa_forward_ad.py",)
+GROUPED = ("tests/mfkernels/test_attention_jvp.py::test_fp32_grouped_query_heads",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _REF_PY = "mfkernels/reference.py"
@@ -374,6 +375,70 @@ KERNEL_MUTANTS = [
         "    p = torch.matmul(qf * scale, kf.transpose(-1, -2))\n    if False:",
         REFERENCE,
         "the reference backend's composite backward forgets the causal mask",
+    ),
+    Mutant(
+        "attn-gqa-fwd-heads-interleaved",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "off_kv = off_h // KV_GROUP",
+        "off_kv = off_h % (H // KV_GROUP)",
+        GROUPED,
+        "the forward maps query heads to key/value heads round robin (repeat, not repeat_interleave)",
+    ),
+    Mutant(
+        "attn-gqa-dq-heads-interleaved",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "off_kv = off_h // KV_GROUP",
+        "off_kv = off_h % (H // KV_GROUP)",
+        GROUPED,
+        "the dQ kernel maps query heads to key/value heads round robin",
+    ),
+    Mutant(
+        "attn-gqa-dkdv-heads-interleaved",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "off_hq = off_h * KV_GROUP + group_h",
+        "off_hq = off_h + group_h * H",
+        GROUPED,
+        "the dK/dV kernel sums over the query heads of a round-robin mapping",
+    ),
+    Mutant(
+        "attn-gqa-dkdv-lse-row",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "else off_b * H * KV_GROUP + off_hq",
+        "else off_b * H + off_hq",
+        GROUPED,
+        "the dK/dV kernel's LSE and delta rows step batches by the key/value heads",
+    ),
+    Mutant(
+        "attn-gqa-dkdv-one-query-head",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "for group_h in range(KV_GROUP):",
+        "for group_h in range(1):",
+        GROUPED,
+        "dK and dV of the group's first query head only",
+    ),
+    Mutant(
+        "reference-gqa-heads-repeated-not-interleaved",
+        _REF_PY,
+        "t.repeat_interleave(heads // t.shape[1], dim=1)",
+        "t.repeat(1, heads // t.shape[1], 1, 1)",
+        REFERENCE,
+        "the oracle maps query heads to key/value heads round robin",
+    ),
+    Mutant(
+        "sdpa-enable-gqa-falls-back",
+        "mfkernels/sdpa.py",
+        "        if not enable_gqa:\n",
+        "        if True:\n",
+        SDPA,
+        "SDPA's enable_gqa=True runs math attention",
+    ),
+    Mutant(
+        "torch-ops-gqa-flash-backward-unsummed",
+        "mfkernels/backends/torch_ops.py",
+        "return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)\n    qf",
+        "return dq, dk[:, ::dk.shape[1] // kv_heads], dv[:, ::dv.shape[1] // kv_heads]\n    qf",
+        REFERENCE,
+        "the reference backend's CPU flash backward keeps one query head's dK, dV per group",
     ),
     # ------------------------------------------------ mfkernels/backends/library_attention.py
     Mutant(

@@ -18,6 +18,8 @@ def unsupported(library: str, q: Tensor, k: Tensor, v: Tensor, causal: bool = Fa
     """Why ``library``'s backward cannot take these inputs here, or None."""
     if v.shape[-1] != q.shape[-1]:
         return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
+    if k.shape[1] != q.shape[1]:
+        return "is handed as many key/value heads as query heads only (no grouped-query attention)"
     if causal and q.shape[2] != k.shape[2]:
         # Where the lengths differ, a library may align its causal mask at the bottom right
         # (FlashAttention >= 2.1 does); ours is at the top left, as SDPA's.

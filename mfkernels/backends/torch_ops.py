@@ -129,6 +129,7 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     *batch, n, dv = *q.shape[:-1], v.shape[-1]
+    k, k_dot, v, v_dot = (reference.repeat_kv(t, q.shape[1]) for t in (k, k_dot, v, v_dot))
 
     def flat(t):  # one copy of a strided view (the DiT's heads of the qkv projection)
         return t.reshape(-1, *t.shape[-2:])
@@ -158,12 +159,15 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
     DiT sizes).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    kv_heads = k.shape[1]
+    k, v = reference.repeat_kv(k, q.shape[1]), reference.repeat_kv(v, q.shape[1])
     # Its causal mask is ours (top left) where the lengths are equal; elsewhere it is not said.
     if q.device.type == "cpu" and v.shape[-1] == q.shape[-1] and not (causal and q.shape[2] != k.shape[2]):
         lse = lse.to(compute_dtype(q.dtype))
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_o.to(q.dtype), q, k, v, o.to(q.dtype), lse, 0.0, causal, scale=scale
         )
+        return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)
     qf, kf, vf, of, gf = upcast(q, k, v, o, grad_o)
     p = torch.matmul(qf * scale, kf.transpose(-1, -2))
     if causal:
@@ -173,7 +177,8 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
     ds = torch.matmul(gf, vf.transpose(-1, -2)).sub_(delta).mul_(p)
     dq = torch.matmul(ds, kf).mul_(scale)
     dk = torch.matmul(ds.transpose(-1, -2), qf).mul_(scale)
-    return dq, dk, torch.matmul(p.transpose(-1, -2), gf)
+    dv = torch.matmul(p.transpose(-1, -2), gf)
+    return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)
 
 
 OPS = {

@@ -184,6 +184,26 @@ def test_fp32_causal(monkeypatch, kernel_variant, config, n_q, n_k, d):
     check_against_reference(make_inputs(2, 2, n_q, n_k, d, torch.float32), 0.3, 1e-5, causal=True)
 
 
+def grouped_inputs(batch, heads, kv_heads, n_q, n_k, d, dtype):
+    """Grouped-query attention's inputs: ``kv_heads`` key/value heads, K and V (and their
+    tangents) views of one packed kv tensor each."""
+    q, q_dot = (torch.randn(batch, heads, n_q, d, device=DEVICE).to(dtype) for _ in range(2))
+    kv, kv_dot = (torch.randn(batch, n_k, 2, kv_heads, d, device=DEVICE).to(dtype) for _ in range(2))
+    k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+    k_dot, v_dot = kv_dot.permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v, q_dot, k_dot, v_dot
+
+
+@needs_triton
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (3, 1)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fp32_grouped_query_heads(kernel_variant, heads, kv_heads, causal):
+    """Grouped-query attention (fewer key/value heads, each read by ``heads // kv_heads`` query
+    heads; dK and dV summed over them): ragged query and key tiles, a head dim in two parts."""
+    inputs = grouped_inputs(2, heads, kv_heads, 40, 37, 72, torch.float32)
+    check_against_reference(inputs, 0.3, 1e-5, causal)
+
+
 @needs_triton
 def test_tma_loads_fall_back_to_pointers_where_tma_cannot_address(monkeypatch):
     """A row stride that is not 16-byte aligned (73 fp32 elements) or a head dim that is not
@@ -317,9 +337,9 @@ def test_outputs_are_laid_out_heads_inner(backend):
 
 
 @needs_triton
-@pytest.mark.parametrize("causal", [False, True])
-def test_opcheck_with_triton_backend(causal):
-    inputs = make_inputs(1, 2, 17, 17, 32, torch.float32, packed=False)
+@pytest.mark.parametrize("causal, kv_heads", [(False, 2), (True, 2), (False, 1)])
+def test_opcheck_with_triton_backend(causal, kv_heads):
+    inputs = grouped_inputs(1, 2, kv_heads, 17, 17, 32, torch.float32)
     q, k, v = (t.requires_grad_() for t in inputs[:3])
     torch.library.opcheck(
         torch.ops.mfkernels.attention_jvp.default,
@@ -507,6 +527,15 @@ def test_gpu_bf16_causal(kernel_variant, n_q, n_k, d):
     check_against_reference(
         make_inputs(2, 2, n_q, n_k, d, torch.bfloat16), d**-0.5, TOL[torch.bfloat16], causal=True
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("heads, kv_heads, n, d", [(8, 2, 300, 72), (16, 4, 1024, 128), (6, 1, 257, 64)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_bf16_grouped_query_heads(kernel_variant, heads, kv_heads, n, d, causal):
+    """Grouped-query attention on compiled tiles (the first tuned config of each kernel)."""
+    inputs = grouped_inputs(2, heads, kv_heads, n, n, d, torch.bfloat16)
+    check_against_reference(inputs, d**-0.5, TOL[torch.bfloat16], causal)
 
 
 @pytest.mark.gpu

@@ -131,6 +131,8 @@ def test_unsupported_reasons_on_the_cpu():
     k = torch.empty(1, 1, 5, 64)  # a library may align a causal mask at the bottom right
     assert "equally long" in library_attention.unsupported("flash", q, k, k, causal=True)
     assert library_attention.unsupported("flash", q, k, k) is None
+    heads4 = torch.empty(1, 4, 4, 64)  # grouped-query attention: four query heads, one k/v head
+    assert "no grouped-query" in library_attention.unsupported("flash", heads4, q, q)
 
 
 # ------------------------------------------------------------------------------ GPU tests

@@ -236,6 +236,30 @@ def test_causal_attention_is_sdpa_is_causal(n, m):
         mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, causal=1)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("heads, kv_heads, n, m", [(4, 2, 9, 9), (6, 1, 5, 12), (6, 3, 12, 5)])
+def test_grouped_query_attention_is_sdpa_enable_gqa(heads, kv_heads, n, m, causal):
+    """Fewer key/value heads against ``torch.func.jvp`` and autograd of math SDPA's
+    ``enable_gqa=True`` in float64: query head h reads key/value head h // (heads / kv_heads),
+    and dK, dV sum over the query heads that read them."""
+    q, q_dot = rand(2, heads, n, 8), rand(2, heads, n, 8)
+    k, k_dot, v, v_dot = (rand(2, kv_heads, m, 8) for _ in range(4))
+
+    def sdpa(q, k, v):
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.3, enable_gqa=True)
+
+    o, o_dot, _ = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=causal)
+    ref_o, ref_dot = torch.func.jvp(sdpa, (q, k, v), (q_dot, k_dot, v_dot))
+    assert_rel(o, ref_o)
+    assert_rel(o_dot, ref_dot)
+    check_backward(
+        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=causal)[0],
+        sdpa,
+        [q, k, v],
+    )
+
+
 def test_attention_matches_sdpa_with_custom_scale():
     q, k, v = rand(1, 2, 9, 8), rand(1, 2, 9, 8), rand(1, 2, 9, 8)
     o, _, _ = mfkernels.attention_jvp(q, k, v, q, k, v, scale=0.3)
@@ -245,18 +269,20 @@ def test_attention_matches_sdpa_with_custom_scale():
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    "b,h,n,m,d,dv", [(1, 1, 1, 1, 8, 8), (2, 3, 17, 40, 72, 72), (2, 2, 9, 5, 16, 24), (1, 2, 13, 13, 16, 16)]
-)
-def test_attention_fast_composites_match_the_oracle(b, h, n, m, d, dv, dtype, causal):
+    "b,h,hkv,n,m,d,dv",
+    [(1, 1, 1, 1, 1, 8, 8), (2, 3, 3, 17, 40, 72, 72), (2, 2, 2, 9, 5, 16, 24), (1, 2, 2, 13, 13, 16, 16),
+     (2, 4, 2, 13, 13, 16, 16), (1, 6, 3, 9, 7, 16, 24)],
+)  # fmt: skip
+def test_attention_fast_composites_match_the_oracle(b, h, hkv, n, m, d, dv, dtype, causal):
     """The backend's in-place composites equal the readable oracle formulas, on strided views
-    (as the DiT passes them) and with low-precision inputs computed in float32. With ``dv ==
-    d`` the CPU backward is torch's flash-attention backward (causal: where ``n == m``), else
-    the composite."""
+    (as the DiT passes them), with low-precision inputs computed in float32, and with fewer
+    key/value heads (``hkv``). With ``dv == d`` the CPU backward is torch's flash-attention
+    backward (causal: where ``n == m``), else the composite."""
     ref = mfkernels.reference
     packed = (rand(b, n, 2, h, d) * 2).to(dtype)  # q and q_dot as views of one tensor
     q, q_dot = packed.permute(2, 0, 3, 1, 4).unbind(0)
-    k, k_dot = (rand(b, h, m, d).to(dtype) for _ in range(2))
-    v, v_dot = (rand(b, h, m, dv).to(dtype) for _ in range(2))
+    k, k_dot = (rand(b, hkv, m, d).to(dtype) for _ in range(2))
+    v, v_dot = (rand(b, hkv, m, dv).to(dtype) for _ in range(2))
     tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     fast = torch_ops.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal)
     oracle = ref.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal)
@@ -358,6 +384,7 @@ def _op_samples():
     x, x_dot, f, f_dot = rand(2, 5, 8), rand(2, 5, 8), rand(2, 5, 8), rand(2, 5, 8)
     vecs = [rand(2, 8) for _ in range(4)]
     q = [rand(1, 2, 6, 4) for _ in range(6)]
+    kv = [rand(1, 1, 6, 4) for _ in range(2)]  # one key/value head for both query heads
     ops = torch.ops.mfkernels
     return [
         (ops.layernorm_modulate_jvp.default, (x, x_dot, *vecs, 1e-6, "")),
@@ -372,6 +399,8 @@ def _op_samples():
         (ops.attention_jvp.default, (*q, 0.5, True, "")),
         (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, False, "")),
         (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, True, "")),
+        (ops.attention_jvp.default, (q[0], *kv, q[3], *kv, 0.5, False, "")),
+        (ops.attention_backward.default, (q[0], q[1], *kv, q[4], rand(1, 2, 6), 0.5, False, "")),
         (ops.rms_norm_jvp.default, (x, x_dot, rand(8), 1e-6, "")),
     ]
 
@@ -418,6 +447,11 @@ def test_attention_shape_errors():
     with pytest.raises(TypeError, match="one dtype"):
         k = rand(1, 2, 5, 8, dtype=torch.float32)
         mfkernels.attention_jvp(q, k, q, q, k, q)
+    with pytest.raises(ValueError, match="k and v must have q's heads or a divisor of them"):
+        k = rand(1, 3, 5, 8)
+        mfkernels.attention_jvp(rand(1, 4, 5, 8), k, k, rand(1, 4, 5, 8), k, k)
+    with pytest.raises(ValueError, match="share their batch size"):
+        mfkernels.attention_jvp(q, rand(2, 2, 5, 8), q, q, rand(2, 2, 5, 8), q)
     with pytest.raises(ValueError, match="sequence length of at least 1"):
         mfkernels.attention_jvp(*[rand(1, 2, 0, 8)] * 6)
     with pytest.raises(ValueError, match="head_dim of at least 1"):

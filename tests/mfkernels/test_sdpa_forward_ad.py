@@ -229,10 +229,49 @@ def test_other_transforms_fall_back(case, monkeypatch):
     assert_close(case, got, ref, torch.float64)
 
 
+def grouped_inputs(heads, kv_heads, dtype):
+    """q with ``heads`` heads, k and v with ``kv_heads`` (views of one packed kv tensor)."""
+    q = torch.randn(2, heads, 17, 24, device=DEVICE).to(dtype)
+    k, v = torch.randn(2, 17, 2, kv_heads, 24, device=DEVICE).to(dtype).permute(2, 0, 3, 1, 4)
+    return (q, k, v), tuple(torch.randn_like(t) for t in (q, k, v))
+
+
+@pytest.mark.parametrize("backend,dtype", BACKENDS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_enable_gqa_takes_the_kernels(backend, dtype, causal, monkeypatch):
+    """``enable_gqa=True`` with fewer key/value heads (Lumina- and Llama-style grouped-query
+    attention): one fused call; math SDPA's value, tangent and gradients (dK, dV summed over
+    each key/value head's query heads), no warning."""
+    calls = count_attention_calls(monkeypatch)
+    primals, tangents = grouped_inputs(6, 2, dtype)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_against_math(fn, primals, tangents, backend, dtype)
+    assert not [w for w in caught if "mfkernels" in str(w.message)]
+    assert [call[-1] for call in calls] == [causal]
+
+
+def test_enable_gqa_with_tangents_out_of_sight(monkeypatch):
+    """The autograd.Function path: its jvp and backward take the grouped heads too."""
+    calls = count_attention_calls(monkeypatch)
+    monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
+    primals, tangents = grouped_inputs(4, 1, torch.float64)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    check_against_math(fn, primals, tangents, "reference", torch.float64)
+    assert len(calls) == 2
+
+
 FALLBACKS = {
     "attn_mask": (dict(attn_mask=torch.ones(17, 17, dtype=torch.bool).tril()), "attn_mask"),
     "dropout": (dict(dropout_p=0.5), "dropout_p"),
-    "gqa": (dict(enable_gqa=True), "enable_gqa"),
+    "heads_broadcast": ({}, "heads broadcast"),
 }
 
 
@@ -241,7 +280,7 @@ def test_fallbacks_warn_once_and_match_math(case, monkeypatch):
     monkeypatch.setattr(sdpa, "_WARNED", set())
     kwargs, reason = FALLBACKS[case]
     (q, k, v), (q_dot, k_dot, v_dot) = attention_inputs(SHAPES["vit"], torch.float64)
-    if case == "gqa":  # one key/value head for three query heads
+    if case == "heads_broadcast":  # one key/value head for three query heads, no enable_gqa
         k, v, k_dot, v_dot = (t[:, :1] for t in (k, v, k_dot, v_dot))
 
     def fn(q, k, v):

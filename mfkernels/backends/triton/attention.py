@@ -79,9 +79,10 @@ def backward_unsupported(grad_o, q, k, v, o, lse, scale, causal=False) -> str | 
 
 def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False):
     """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
-    :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides."""
+    :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides; K, V and their
+    tangents may have fewer heads (grouped-query attention)."""
     batch, heads, n_q, head_dim = q.shape
-    n_k = k.shape[2]
+    kv_heads, n_k = k.shape[1:3]
     o = attention_output(batch, heads, n_q, head_dim, q)
     o_dot = attention_output(batch, heads, n_q, head_dim, q)
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
@@ -102,6 +103,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False):
             heads, n_q, n_k, float(scale),
             HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
             ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma, CAUSAL=bool(causal),
+            KV_GROUP=heads // kv_heads,
         )  # fmt: skip
     return o, o_dot, lse
 
@@ -205,9 +207,9 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False):
                 reason = f"{library} failed: {str(exc).strip().splitlines()[0]}"
         _library_fallback(library, reason)
     batch, heads, n_q, head_dim = q.shape
-    n_k = k.shape[2]
+    kv_heads, n_k = k.shape[1:3]
     dq = torch.empty((batch, heads, n_q, head_dim), dtype=q.dtype, device=q.device)
-    dk = torch.empty((batch, heads, n_k, head_dim), dtype=q.dtype, device=q.device)
+    dk = torch.empty((batch, kv_heads, n_k, head_dim), dtype=q.dtype, device=q.device)
     dv = torch.empty_like(dk)
     if dq.numel() == 0:
         return dq, dk, dv
@@ -223,16 +225,16 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False):
             HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,
         )  # fmt: skip
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
-        _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * heads)](
+        _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * kv_heads)](
             q, k, v, grad_o, lse, delta, dk, dv, dq_sums, *strides, *dk.stride()[:3], *dq_sums.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-            ATOMIC_DQ=atomic, CAUSAL=bool(causal),
+            kv_heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
+            ATOMIC_DQ=atomic, CAUSAL=bool(causal), KV_GROUP=heads // kv_heads,
         )  # fmt: skip
         if atomic:
             return torch.mul(dq_sums, scale, out=dq_sums).to(q.dtype), dk, dv
         _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
             q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
             heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-            CAUSAL=bool(causal),
+            CAUSAL=bool(causal), KV_GROUP=heads // kv_heads,
         )  # fmt: skip
     return dq, dk, dv

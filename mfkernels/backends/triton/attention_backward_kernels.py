@@ -118,65 +118,15 @@ def _attn_bwd_dkdv_tile(
 
 
 @triton.jit
-def _attn_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, DQ_ACC,
-    stride_qb, stride_qh, stride_qn, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_dob, stride_doh, stride_don, stride_dod,
-    stride_gb, stride_gh, stride_gn, stride_ab, stride_ah, stride_an,
-    H, N_Q, N_K, scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def _attn_bwd_dkdv_queries(
+    dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
+    dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok,
+    qk_scale, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
 ):  # fmt: skip
-    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries (with
-    ``CAUSAL``, over the queries at or after its first key).
-
-    ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
-    (B, H, N_K, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
-    With ``ATOMIC_DQ`` the kernel also adds ``dS K`` (unscaled) into DQ_ACC, a zeroed fp32
-    (B, H, N_Q, HEAD_DIM) tensor with unit last stride (``stride_a*``), with atomics: the whole
-    backward then does five products of N_q x N_k x d (FlashAttention-2's scheme) instead of
-    seven, summed in an order that varies from run to run. Without it DQ_ACC is not read.
-    """
-    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
-    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
-    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
-    stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
-    n_ok = offs_n < N_K
-
-    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
-    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
-    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
-    do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
-    k, k2 = _load_parts(
-        k_rows, offs_d, offs_e, stride_kd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
-    )
-    v, v2 = _load_parts(
-        v_rows, offs_d, offs_e, stride_vd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
-    )
-    q_ptrs, q_ptrs2 = _part_ptrs(q_rows, offs_d, offs_e, stride_qd)
-    do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
-    lse_ptrs = LSE + pid_bh.to(tl.int64) * N_Q + offs_m
-    delta_ptrs = DELTA + pid_bh.to(tl.int64) * N_Q + offs_m
-    dq_rows = _row_ptrs(DQ_ACC, off_b, off_h, offs_m, stride_ab, stride_ah, stride_an)
-    dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
-    qk_scale = scale * LOG2E
-
-    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dk2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
-    dv2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
+    """The dK/dV loop of one key block over one query head's queries (``*_ptrs`` at its query
+    row 0): whole query tiles unmasked, the ragged last one masked, and with ``CAUSAL`` only
+    the tiles at or after the block's first key, those before its last key masked."""
     m_full = (N_Q // BLOCK_M) * BLOCK_M
     if CAUSAL:
         # Query tiles before the block's first key see none of it; those before its last key
@@ -214,6 +164,79 @@ def _attn_bwd_dkdv_kernel(
             dq_ptrs + m_full * stride_an, dq_ptrs2 + m_full * stride_an,
             m_full, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
             True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
+        )  # fmt: skip
+    return dk, dk2, dv, dv2
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV, DQ_ACC,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_gb, stride_gh, stride_gn, stride_ab, stride_ah, stride_an,
+    H, N_Q, N_K, scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
+    KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries (with
+    ``CAUSAL``, over the queries at or after its first key) of the ``KV_GROUP`` query heads
+    that read its key/value head (grouped-query attention: Q, dO, LSE and delta have
+    ``H * KV_GROUP`` heads, K and V ``H``), summed in registers.
+
+    ``dV = P^T dO``, ``dK = scale dS^T Q`` with ``dS = P (dO V^T - delta)``; DK and DV are
+    (B, H, N_K, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
+    With ``ATOMIC_DQ`` the kernel also adds ``dS K`` (unscaled) into DQ_ACC, a zeroed fp32
+    (B, H * KV_GROUP, N_Q, HEAD_DIM) tensor with unit last stride (``stride_a*``), with atomics: the whole
+    backward then does five products of N_q x N_k x d (FlashAttention-2's scheme) instead of
+    seven, summed in an order that varies from run to run. Without it DQ_ACC is not read.
+    """
+    MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
+    MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
+    stride_qb, stride_qh, stride_qn = _with_alignment(stride_qb, stride_qh, stride_qn, ALIGN)
+    stride_kb, stride_kh, stride_kn = _with_alignment(stride_kb, stride_kh, stride_kn, ALIGN)
+    stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
+    stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
+    stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
+    n_ok = offs_n < N_K
+
+    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
+    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    k, k2 = _load_parts(
+        k_rows, offs_d, offs_e, stride_kd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    v, v2 = _load_parts(
+        v_rows, offs_d, offs_e, stride_vd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
+    )
+    qk_scale = scale * LOG2E
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
+    dv2 = tl.zeros([BLOCK_N, BLOCK_E], dtype=tl.float32)
+    for group_h in range(KV_GROUP):  # the query heads reading this key/value head
+        off_hq = off_h * KV_GROUP + group_h
+        # Their LSE and delta rows: (batch, query head), the grid's own row without groups.
+        row = pid_bh.to(tl.int64) if KV_GROUP == 1 else off_b * H * KV_GROUP + off_hq
+        q_rows = _row_ptrs(Q, off_b, off_hq, offs_m, stride_qb, stride_qh, stride_qn)
+        do_rows = _row_ptrs(DO, off_b, off_hq, offs_m, stride_dob, stride_doh, stride_don)
+        q_ptrs, q_ptrs2 = _part_ptrs(q_rows, offs_d, offs_e, stride_qd)
+        do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
+        dq_rows = _row_ptrs(DQ_ACC, off_b, off_hq, offs_m, stride_ab, stride_ah, stride_an)
+        dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
+        dk, dk2, dv, dv2 = _attn_bwd_dkdv_queries(
+            dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2,
+            LSE + row * N_Q + offs_m, DELTA + row * N_Q + offs_m, dq_ptrs, dq_ptrs2,
+            stride_qn, stride_don, stride_an, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
+            MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
         )  # fmt: skip
 
     out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
@@ -270,11 +293,12 @@ def _attn_bwd_dq_kernel(
     stride_gb, stride_gh, stride_gn,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
-    PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr,
+    PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr, KV_GROUP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block (with
-    ``CAUSAL``, over the keys at or before its last query: the forward's tiles).
+    ``CAUSAL``, over the keys at or before its last query: the forward's tiles). K and V have
+    ``H / KV_GROUP`` heads, as in the forward.
 
     DQ is (B, H, N_Q, HEAD_DIM) with unit last stride. Head-dim parts as in the forward.
     """
@@ -288,6 +312,7 @@ def _attn_bwd_dq_kernel(
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
+    off_kv = off_h // KV_GROUP
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
@@ -295,8 +320,8 @@ def _attn_bwd_dq_kernel(
 
     q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
     do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
-    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
-    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    k_rows = _row_ptrs(K, off_b, off_kv, offs_n, stride_kb, stride_kh, stride_kn)
+    v_rows = _row_ptrs(V, off_b, off_kv, offs_n, stride_vb, stride_vh, stride_vn)
     q, q2 = _load_parts(
         q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )

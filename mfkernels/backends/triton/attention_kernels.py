@@ -199,11 +199,12 @@ def _attn_jvp_fwd_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
 
-    Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H, N_K, HEAD_DIM), any strides (with
+    Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H / KV_GROUP, N_K, HEAD_DIM), query head
+    ``h`` reading key/value head ``h // KV_GROUP`` (grouped-query attention), any strides (with
     ``TMA``: unit head-dim stride, the others and the heads' starts 16-byte aligned; K, V and
     their tangents are then read through tensor descriptors).
     OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
@@ -223,6 +224,7 @@ def _attn_jvp_fwd_kernel(
     pid_bh = tl.program_id(1)
     off_b = (pid_bh // H).to(tl.int64)
     off_h = (pid_bh % H).to(tl.int64)
+    off_kv = off_h // KV_GROUP
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
@@ -231,10 +233,10 @@ def _attn_jvp_fwd_kernel(
     # Row pointers (one column); each part of the head dim adds its own columns.
     q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
     qd_rows = _row_ptrs(QD, off_b, off_h, offs_m, stride_qdb, stride_qdh, stride_qdn)
-    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
-    kd_rows = _row_ptrs(KD, off_b, off_h, offs_n, stride_kdb, stride_kdh, stride_kdn)
-    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
-    vd_rows = _row_ptrs(VD, off_b, off_h, offs_n, stride_vdb, stride_vdh, stride_vdn)
+    k_rows = _row_ptrs(K, off_b, off_kv, offs_n, stride_kb, stride_kh, stride_kn)
+    kd_rows = _row_ptrs(KD, off_b, off_kv, offs_n, stride_kdb, stride_kdh, stride_kdn)
+    v_rows = _row_ptrs(V, off_b, off_kv, offs_n, stride_vb, stride_vh, stride_vn)
+    vd_rows = _row_ptrs(VD, off_b, off_kv, offs_n, stride_vdb, stride_vdh, stride_vdn)
     q, q2 = _load_parts(
         q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
@@ -243,19 +245,19 @@ def _attn_jvp_fwd_kernel(
     )
     if TMA:
         k_src, k_src2 = _kv_descriptors(
-            K, off_b * stride_kb + off_h * stride_kh, N_K, stride_kn,
+            K, off_b * stride_kb + off_kv * stride_kh, N_K, stride_kn,
             HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
         )  # fmt: skip
         kd_src, kd_src2 = _kv_descriptors(
-            KD, off_b * stride_kdb + off_h * stride_kdh, N_K, stride_kdn,
+            KD, off_b * stride_kdb + off_kv * stride_kdh, N_K, stride_kdn,
             HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
         )  # fmt: skip
         v_src, v_src2 = _kv_descriptors(
-            V, off_b * stride_vb + off_h * stride_vh, N_K, stride_vn,
+            V, off_b * stride_vb + off_kv * stride_vh, N_K, stride_vn,
             HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
         )  # fmt: skip
         vd_src, vd_src2 = _kv_descriptors(
-            VD, off_b * stride_vdb + off_h * stride_vdh, N_K, stride_vdn,
+            VD, off_b * stride_vdb + off_kv * stride_vdh, N_K, stride_vdn,
             HEAD_DIM, BLOCK_N, BLOCK_D, BLOCK_E, SPLIT,
         )  # fmt: skip
     else:
