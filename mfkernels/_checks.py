@@ -55,3 +55,16 @@ def check_modulation(name: str, vector, x) -> None:
     want = (x.shape[0], x.shape[2])
     if tuple(vector.shape) != want:
         raise ValueError(f"{name} must have shape (batch, dim) = {want}, got {tuple(vector.shape)}")
+
+
+def check_attention_bias(bias, q, k) -> None:
+    """An additive attention mask: float, broadcastable to ``(batch, heads, seq_q, seq_k)``,
+    on q's device, without a gradient (the ops give it none)."""
+    check_tensor("bias", bias)
+    want = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    if bias.dim() > 4 or any(b not in (1, w) for b, w in zip(bias.shape[::-1], want[::-1])):
+        shape = tuple(bias.shape)
+        raise ValueError(f"bias must broadcast to (batch, heads, seq_q, seq_k) = {want}, got {shape}")
+    check_same_device(q=q, bias=bias)
+    if bias.requires_grad:
+        raise ValueError("bias requires grad, but attention_jvp gives it no gradient: pass bias.detach()")

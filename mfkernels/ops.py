@@ -13,6 +13,7 @@ from torch import Tensor
 
 from . import dispatch, reference
 from ._checks import (
+    check_attention_bias,
     check_feature_vector,
     check_modulation,
     check_pair,
@@ -327,12 +328,15 @@ def _attention_jvp(
     scale: float,
     causal: bool,
     backend: str,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    o, o_dot, lse = dispatch.call("attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale, causal)
+    o, o_dot, lse = dispatch.call(
+        "attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale, causal, bias
+    )
     return _heads_inner(o), _heads_inner(o_dot), lse.contiguous()
 
 
-def _attention_jvp_fake(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend):
+def _attention_jvp_fake(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend, bias=None):
     o_shape = (*q.shape[:-1], v.shape[-1])
     lse = q.new_empty(q.shape[:-1], dtype=reference.compute_dtype(q.dtype))
     return attention_output(*o_shape, like=q), attention_output(*o_shape, like=q), lse
@@ -348,28 +352,33 @@ def _attention_backward(
     scale: float,
     causal: bool,
     backend: str,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # Any strides: the gradient of a merged-heads view arrives as a view of (batch, seq, dim).
-    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o, q, k, v, o, lse, scale, causal)
+    dq, dk, dv = dispatch.call(
+        "attention_backward", backend, grad_o, q, k, v, o, lse, scale, causal, bias
+    )
     return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
-def _attention_backward_fake(grad_o, q, k, v, o, lse, scale, causal, backend):
+def _attention_backward_fake(grad_o, q, k, v, o, lse, scale, causal, backend, bias=None):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _attention_setup_context(ctx, inputs, output):
-    q, k, v, _, _, _, scale, causal, backend = inputs
+    q, k, v, _, _, _, scale, causal, backend, *bias = inputs  # bias: given or defaulted
     o, o_dot, lse = output
-    ctx.save_for_backward(q, k, v, o, lse)
-    ctx.scale, ctx.causal, ctx.backend = scale, causal, backend
+    ctx.save_for_backward(q, k, v, o, lse, bias[0] if bias else None)
+    ctx.scale, ctx.causal, ctx.backend, ctx.inputs = scale, causal, backend, len(inputs)
     mark_tangent_outputs(ctx, o_dot, lse)
 
 
 def _attention_grad(ctx, grad_o, _grad_o_dot, _grad_lse):
-    q, k, v, o, lse = ctx.saved_tensors
-    dq, dk, dv = _attention_backward_op(grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend)
-    return dq, dk, dv, None, None, None, None, None, None
+    q, k, v, o, lse, bias = ctx.saved_tensors
+    dq, dk, dv = _attention_backward_op(
+        grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend, bias
+    )
+    return dq, dk, dv, *[None] * (ctx.inputs - 3)  # the bias, a mask, takes no gradient
 
 
 _attention_jvp_op = DualOp(
@@ -378,7 +387,7 @@ _attention_jvp_op = DualOp(
 _attention_backward_op = DualOp("attention_backward", _attention_backward, _attention_backward_fake)
 
 
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, causal=False):
+def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, causal=False, bias=None):
     """Returns ``(o, o_dot, lse)`` for ``(batch, heads, seq, head_dim)`` inputs.
 
     ``scale`` defaults to ``head_dim ** -0.5``. Any sequence length >= 1; keys and values
@@ -386,6 +395,9 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
     (grouped-query attention, SDPA's ``enable_gqa``): ``kv_heads`` dividing ``heads``, query
     head ``h`` reading key/value head ``h // (heads // kv_heads)``. ``causal``: query ``i``
     attends to keys ``j <= i`` only, aligned at the top left as SDPA's ``is_causal``.
+    ``bias``: SDPA's float ``attn_mask``, broadcastable to ``(batch, heads, seq_q, seq_k)`` and
+    added to the scaled scores (``-inf`` masks a key; a row that sees no key gives zeros, as
+    math SDPA); it has no tangent and takes no gradient.
     """
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {causal!r}")
@@ -414,8 +426,12 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
         raise ValueError("q, k and v need a head_dim of at least 1")
     check_same_dtype(q=q, k=k, v=v)
     check_same_device(q=q, k=k, v=v)
+    if bias is not None:
+        check_attention_bias(bias, q, k)
+        bias = bias.expand(*q.shape[:3], k.shape[2])  # 4-D; broadcast dims at stride 0
     try:
         scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     except (TypeError, ValueError):
         raise TypeError(f"scale must be a number or None, got {scale!r}") from None
-    return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, causal, dispatch.check_backend(backend))
+    backend = dispatch.check_backend(backend)
+    return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend, bias)

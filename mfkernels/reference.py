@@ -154,11 +154,18 @@ def causal_mask(n_q: int, n_k: int, device=None) -> torch.Tensor:
     return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
 
 
-def _scores(q, k, scale, causal):
+def _scores(q, k, scale, causal, bias=None):
     s = scale * q @ k.transpose(-1, -2)
+    if bias is not None:
+        s = s + bias.to(s.dtype)
     if causal:
         s = s.masked_fill(~causal_mask(s.shape[-2], s.shape[-1], s.device), float("-inf"))
     return s
+
+
+def _probabilities(s, lse):
+    """``exp(S - LSE)``; 0 on rows that see no key at all (LSE -inf), as math SDPA gives them."""
+    return torch.exp(s - lse.masked_fill(lse == float("-inf"), float("inf"))[..., None])
 
 
 def repeat_kv(t, heads):
@@ -176,21 +183,23 @@ def sum_groups(grad, kv_heads):
     return grad.reshape(batch, kv_heads, heads // kv_heads, *rest).sum(2)
 
 
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
+def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False, bias=None):
     """``O = P V`` and ``O' = P V' + (P * S') V - rowsum(P * S') O``, plus the row LSE.
 
     ``S' = scale (Q' K^T + Q K'^T)``. LSE is the natural-log row log-sum-exp of ``S`` in
     the accumulation dtype; ``O`` and ``O'`` come back in the input dtype. ``causal``: key
     ``j`` is masked out of query ``i``'s softmax where ``j > i`` (:func:`causal_mask`), so
     ``P`` is 0 there and its ``S'`` never counts. K, V and their tangents may have fewer heads
-    than Q (:func:`repeat_kv`).
+    than Q (:func:`repeat_kv`). ``bias`` (SDPA's float ``attn_mask``, broadcast to
+    ``(batch, heads, seq_q, seq_k)``, no tangent) is added to ``S``; ``-inf`` masks a key, and a
+    row that sees no key gives ``O = O' = 0`` and ``LSE = -inf``.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     k, k_dot, v, v_dot = (repeat_kv(t, q.shape[1]) for t in (k, k_dot, v, v_dot))
     qf, kf, vf, qdf, kdf, vdf = upcast(q, k, v, q_dot, k_dot, v_dot)
-    s = _scores(qf, kf, scale, causal)
+    s = _scores(qf, kf, scale, causal, bias)
     lse = torch.logsumexp(s, dim=-1)
-    p = torch.exp(s - lse[..., None])
+    p = _probabilities(s, lse)
     s_dot = scale * (qdf @ kf.transpose(-1, -2) + qf @ kdf.transpose(-1, -2))
     o = p @ vf
     ps_dot = p * s_dot
@@ -198,17 +207,17 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
     return o.to(q.dtype), o_dot.to(q.dtype), lse
 
 
-def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
+def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False, bias=None):
     """Primal gradients ``(dQ, dK, dV)`` from the saved ``O`` and ``LSE`` (FlashAttention-2).
 
-    ``P = exp(S - LSE)`` (0 where ``causal`` masks a key), ``dV = P^T dO``,
+    ``P = exp(S - LSE)`` (0 where ``causal`` or ``bias`` masks a key), ``dV = P^T dO``,
     ``dS = P (dO V^T - rowsum(dO * O))``, ``dQ = scale dS K``, ``dK = scale dS^T Q``; with
     fewer key/value heads (:func:`repeat_kv`) dK and dV sum over each one's query heads.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     kv_heads = k.shape[1]
     qf, kf, vf, of, gf = upcast(q, repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1]), o, grad_o)
-    p = torch.exp(_scores(qf, kf, scale, causal) - lse.to(qf.dtype)[..., None])
+    p = _probabilities(_scores(qf, kf, scale, causal, bias), lse.to(qf.dtype))
     ds = p * (gf @ vf.transpose(-1, -2) - (gf * of).sum(-1, keepdim=True))
     dk, dv = scale * ds.transpose(-1, -2) @ qf, p.transpose(-1, -2) @ gf
     return scale * ds @ kf, sum_groups(dk, kv_heads), sum_groups(dv, kv_heads)

@@ -23,11 +23,13 @@ Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent
 (nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
 ops have no rule for (grad, vjp, vmap), run math attention instead.
 
-``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's), and
-``enable_gqa=True`` their grouped-query heads. Under a forward-AD level, what the kernels do
-not take (``attn_mask``, ``dropout_p > 0``, inputs that are not 4-D ``(batch, heads, seq,
-head_dim)`` or whose batch and heads broadcast, mixed dtypes, empty sequences) runs PyTorch's
-math attention, which has forward-mode AD, with a one-time warning naming the reason.
+``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's),
+``enable_gqa=True`` their grouped-query heads, and ``attn_mask`` their additive bias (a bool
+mask as 0 / -inf). Under a forward-AD level, what the kernels do not take (an ``attn_mask``
+that requires grad or has a tangent, or comes with ``is_causal``; ``dropout_p > 0``, inputs
+that are not 4-D ``(batch, heads, seq, head_dim)`` or whose batch and heads broadcast, mixed
+dtypes, empty sequences) runs PyTorch's math attention, which has forward-mode AD, with a
+one-time warning naming the reason.
 
 ``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
 tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. ``torch.func.jvp`` through
@@ -61,6 +63,7 @@ from .ops import attention_jvp
 # The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
 _SDPA = torch._C._nn.scaled_dot_product_attention
 _WARNED: set[str] = set()
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 COMPILE_JVP_UNSUPPORTED = (
     "mfkernels.sdpa_forward_ad: inside torch.compile, a forward-AD level is active but this "
@@ -76,10 +79,16 @@ def _sdpa_arguments(
     return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
 
 
-def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa) -> str | None:
+def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=False) -> str | None:
     """Why the fused attention JVP cannot run this SDPA call, or None when it can."""
     if attn_mask is not None:
-        return "attn_mask is given"
+        is_mask = isinstance(attn_mask, Tensor) and attn_mask.dtype in (torch.bool, *_FLOATS)
+        if not is_mask:
+            return "attn_mask is neither bool nor floating point"
+        if is_causal:
+            return "attn_mask together with is_causal"
+        if attn_mask.requires_grad or fwAD.unpack_dual(attn_mask).tangent is not None:
+            return "attn_mask requires grad or has a tangent (the kernels take a constant mask)"
     if dropout_p != 0.0:
         return f"dropout_p={dropout_p} (only 0 is fused)"
     tensors = (q, k, v)
@@ -98,7 +107,23 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa) -> str | None:
         return "q, k, v shapes do not match"
     if 0 in q.shape or 0 in k.shape or 0 in v.shape:
         return "an empty dimension"
+    if attn_mask is not None and not _broadcasts(attn_mask.shape, (*q.shape[:3], k.shape[2])):
+        return "attn_mask does not broadcast to (batch, heads, seq_q, seq_k)"
     return None
+
+
+def _broadcasts(shape, to) -> bool:
+    return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
+
+
+def _additive_bias(attn_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """SDPA's ``attn_mask`` as the kernels' additive bias: a bool mask (True: take part) as 0 and
+    -inf, a float mask as it is."""
+    if attn_mask is None or attn_mask.is_floating_point():
+        return attn_mask
+    return torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device).masked_fill_(
+        ~attn_mask, float("-inf")
+    )
 
 
 def transform_reason() -> str | None:
@@ -140,17 +165,17 @@ class _FlashSdpa(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(q, k, v, scale, causal, backend):
+    def forward(q, k, v, scale, causal, backend, bias):
         zeros = _zeros_like(q), _zeros_like(k), _zeros_like(v)
-        o, _, lse = attention_jvp(q, k, v, *zeros, scale, backend, causal=causal)
+        o, _, lse = attention_jvp(q, k, v, *zeros, scale, backend, causal=causal, bias=bias)
         return o, lse
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, scale, causal, backend = inputs
+        q, k, v, scale, causal, backend, bias = inputs
         o, lse = output
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.save_for_forward(q, k, v)
+        ctx.save_for_backward(q, k, v, o, lse, bias)
+        ctx.save_for_forward(q, k, v, bias)
         ctx.mark_non_differentiable(lse)
         ctx.set_materialize_grads(False)
         ctx.scale, ctx.causal, ctx.backend = scale, causal, backend
@@ -158,19 +183,22 @@ class _FlashSdpa(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_o, _grad_lse):
         if grad_o is None:
-            return None, None, None, None, None, None
-        q, k, v, o, lse = ctx.saved_tensors
+            return None, None, None, None, None, None, None
+        q, k, v, o, lse, bias = ctx.saved_tensors
         dq, dk, dv = torch.ops.mfkernels.attention_backward(
-            grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend
+            grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend, bias
         )
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
 
     @staticmethod
-    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot, _causal_dot, _backend_dot):
-        q, k, v = (t.detach() for t in ctx.saved_tensors[:3])
+    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot, _causal_dot, _backend_dot, _bias_dot):
+        *qkv, bias = ctx.saved_tensors
+        q, k, v = (t.detach() for t in qkv)
         tangents = (_tangent_or_zeros(t, p) for t, p in ((q_dot, q), (k_dot, k), (v_dot, v)))
         with torch.no_grad():  # the tangent is a stop-gradient target: never a graph
-            _, o_dot, _ = attention_jvp(q, k, v, *tangents, ctx.scale, ctx.backend, causal=ctx.causal)
+            _, o_dot, _ = attention_jvp(
+                q, k, v, *tangents, ctx.scale, ctx.backend, causal=ctx.causal, bias=bias
+            )
         return o_dot, None
 
 
@@ -181,12 +209,12 @@ def _visible_tangent(*tensors: Tensor) -> bool:
     return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
-def _dual_attention(q, k, v, scale, causal, backend) -> Tensor:
+def _dual_attention(q, k, v, scale, causal, backend, bias) -> Tensor:
     """O as a dual tensor (tangent O'), one attention_jvp call; reverse mode through the
     primal runs the flash backward (attention_jvp's own)."""
     primals, tangents = zip(*(fwAD.unpack_dual(t) for t in (q, k, v)), strict=True)
     tangents = [_tangent_or_zeros(t, p) for t, p in zip(tangents, primals, strict=True)]
-    o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend, causal=causal)
+    o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend, causal=causal, bias=bias)
     return fwAD.make_dual(o, o_dot.detach())
 
 
@@ -200,7 +228,7 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
         query, key, value, *args, **kwargs
     )
-    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa)
+    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal)
     if reason is None and not torch.compiler.is_compiling():
         reason = transform_reason()
     if reason is not None:
@@ -210,13 +238,16 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     backend = "" if backend is None else backend  # the backward op's schema takes a str: "" is "not given"
     causal = bool(is_causal)
+    bias = _additive_bias(attn_mask, q.dtype)
+    if bias is not None:
+        bias = bias.expand(*q.shape[:3], k.shape[2])  # the shape the backward op is handed
     if _visible_tangent(q, k, v):
-        return _dual_attention(q, k, v, scale, causal, backend)
+        return _dual_attention(q, k, v, scale, causal, backend, bias)
     if torch.compiler.is_compiling():
         # Traced under a jvp, the autograd.Function (its jvp dropped: dynamo does not trace
         # one) and the custom op on dual inputs both gave a wrong tangent without an error.
         raise NotImplementedError(COMPILE_JVP_UNSUPPORTED)
-    return _FlashSdpa.apply(q, k, v, scale, causal, backend)[0]
+    return _FlashSdpa.apply(q, k, v, scale, causal, backend, bias)[0]
 
 
 # Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched

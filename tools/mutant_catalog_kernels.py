@@ -18,6 +18,7 @@ LIBRARY_BACKWARD = ("tests/mfkernels/test_attention_library_backward.py",)
 CAUSAL = ("tests/mfkernels/test_attention_jvp.py::test_fp32_causal",)
 SDPA = ("tests/mfkernels/test_sdpa_forward_ad.py",)
 GROUPED = ("tests/mfkernels/test_attention_jvp.py::test_fp32_grouped_query_heads",)
+BIAS = ("tests/mfkernels/test_attention_jvp.py::test_fp32_bias",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _REF_PY = "mfkernels/reference.py"
@@ -439,6 +440,46 @@ KERNEL_MUTANTS = [
         "return dq, dk[:, ::dk.shape[1] // kv_heads], dv[:, ::dv.shape[1] // kv_heads]\n    qf",
         REFERENCE,
         "the reference backend's CPU flash backward keeps one query head's dK, dV per group",
+    ),
+    Mutant(
+        "attn-bias-fwd-natural-units",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "s += bias.to(tl.float32) * LOG2E",
+        "s += bias.to(tl.float32)",
+        BIAS,
+        "the forward adds the bias in natural units to log2-domain scores",
+    ),
+    Mutant(
+        "attn-bias-fwd-empty-rows-nan",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "inv_l = tl.where(l_i > 0, inv_l, 0.0)",
+        "inv_l = inv_l",
+        BIAS,
+        "a row that sees no key divides by its zero sum (NaN, where math SDPA gives 0)",
+    ),
+    Mutant(
+        "attn-bias-dq-natural-units",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        "s += bias.to(tl.float32) * LOG2E",
+        "s += bias.to(tl.float32)",
+        BIAS,
+        "the dQ kernel adds the bias in natural units",
+    ),
+    Mutant(
+        "attn-bias-dkdv-empty-rows-lse",
+        "mfkernels/backends/triton/attention_backward_kernels.py",
+        'lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)  # rows that see no key: P = 0',
+        "lse2 = lse2",
+        BIAS,
+        "the dK/dV kernel takes an LSE of -inf as it is (P = NaN on rows that see no key)",
+    ),
+    Mutant(
+        "sdpa-bool-mask-inverted",
+        "mfkernels/sdpa.py",
+        "~attn_mask, float(\"-inf\")",
+        "attn_mask, float(\"-inf\")",
+        SDPA,
+        "a bool attn_mask read the wrong way round (True masking a key)",
     ),
     # ------------------------------------------------ mfkernels/backends/library_attention.py
     Mutant(

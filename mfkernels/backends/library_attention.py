@@ -14,8 +14,10 @@ LIBRARIES = ("cudnn", "flash")
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def unsupported(library: str, q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> str | None:
+def unsupported(library: str, q: Tensor, k: Tensor, v: Tensor, causal: bool = False, bias=None) -> str | None:
     """Why ``library``'s backward cannot take these inputs here, or None."""
+    if bias is not None:
+        return "is handed attention without a bias (attn_mask) only"
     if v.shape[-1] != q.shape[-1]:
         return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
     if k.shape[1] != q.shape[1]:

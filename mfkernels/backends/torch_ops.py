@@ -118,7 +118,7 @@ def gated_residual_jvp(x, x_dot, gate, gate_dot, f, f_dot):
 
 
 @_without_autocast
-def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
+def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False, bias=None):
     """:func:`reference.attention_jvp` with fewer passes over the ``N x M`` scores (on the CPU the
     dual DiT spends a quarter of its time here).
 
@@ -137,13 +137,17 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
     qf, kf, vf, qdf, kdf, vdf = (flat(t) for t in upcast(q, k, v, q_dot, k_dot, v_dot))
     qs, kt = qf * scale, kf.transpose(-1, -2)
     p = torch.bmm(qs, kt)
+    if bias is not None:
+        p = p.add_(bias.to(p.dtype).expand(*batch, *p.shape[-2:]).reshape(p.shape))
     if causal:
         p = p.masked_fill_(~reference.causal_mask(p.shape[-2], p.shape[-1], p.device), float("-inf"))
     row_max = p.amax(-1, keepdim=True)
+    if bias is not None:  # a row that sees no key: P = 0 (not NaN) and LSE = -inf, as math SDPA
+        row_max = row_max.masked_fill_(row_max == float("-inf"), 0.0)
     p = p.sub_(row_max).exp_()
     row_sum = p.sum(-1, keepdim=True)
-    p = p.div_(row_sum)
     lse = (row_max + row_sum.log()).reshape(*batch, n)
+    p = p.div_(row_sum if bias is None else row_sum.masked_fill(row_sum == 0, 1.0))
     ps_dot = torch.bmm(qdf * scale, kt).baddbmm_(qs, kdf.transpose(-1, -2)).mul_(p)
     o = torch.bmm(p, vf)
     o_dot = torch.bmm(p, vdf).baddbmm_(ps_dot, vf).sub_(ps_dot.sum(-1, keepdim=True) * o)
@@ -151,7 +155,7 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False):
 
 
 @_without_autocast
-def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
+def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False, bias=None):
     """:func:`reference.attention_backward` with ``scale`` folded into ``Q`` and ``P``, ``dS`` in place.
 
     On the CPU this is torch's own flash-attention backward, which takes exactly our saved
@@ -161,8 +165,9 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     kv_heads = k.shape[1]
     k, v = reference.repeat_kv(k, q.shape[1]), reference.repeat_kv(v, q.shape[1])
+    cpu_flash = q.device.type == "cpu" and v.shape[-1] == q.shape[-1] and bias is None
     # Its causal mask is ours (top left) where the lengths are equal; elsewhere it is not said.
-    if q.device.type == "cpu" and v.shape[-1] == q.shape[-1] and not (causal and q.shape[2] != k.shape[2]):
+    if cpu_flash and not (causal and q.shape[2] != k.shape[2]):
         lse = lse.to(compute_dtype(q.dtype))
         dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_o.to(q.dtype), q, k, v, o.to(q.dtype), lse, 0.0, causal, scale=scale
@@ -170,9 +175,14 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False):
         return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)
     qf, kf, vf, of, gf = upcast(q, k, v, o, grad_o)
     p = torch.matmul(qf * scale, kf.transpose(-1, -2))
+    if bias is not None:
+        p = p.add_(bias.to(p.dtype))
     if causal:
         p = p.masked_fill_(~reference.causal_mask(p.shape[-2], p.shape[-1], p.device), float("-inf"))
-    p = p.sub_(lse.to(qf.dtype)[..., None]).exp_()
+    lse = lse.to(qf.dtype)
+    if bias is not None:  # rows that see no key (LSE -inf) get P = 0
+        lse = lse.masked_fill(lse == float("-inf"), float("inf"))
+    p = p.sub_(lse[..., None]).exp_()
     delta = (gf * of).sum(-1, keepdim=True)
     ds = torch.matmul(gf, vf.transpose(-1, -2)).sub_(delta).mul_(p)
     dq = torch.matmul(ds, kf).mul_(scale)

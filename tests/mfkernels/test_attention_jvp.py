@@ -38,20 +38,23 @@ def make_inputs(batch, heads, n_q, n_k, d, dtype, packed=True, device=DEVICE):
     return q, k, v, q_dot, k_dot, v_dot
 
 
-def check_against_reference(inputs, scale, tol, causal=False):
+def check_against_reference(inputs, scale, tol, causal=False, bias=None):
     """Triton forward and backward vs the float64 reference; every output checked."""
     q, k, v = inputs[:3]
-    o, o_dot, lse = attention_jvp_triton(*inputs, scale, causal)
+    o, o_dot, lse = attention_jvp_triton(*inputs, scale, causal, bias)
     assert o.dtype == q.dtype and o_dot.dtype == q.dtype and lse.dtype == torch.float32
-    ref_o, ref_o_dot, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), scale, causal)
+    bias64 = None if bias is None else bias.double()
+    ref_o, ref_o_dot, ref_lse = reference.attention_jvp(*(t.double() for t in inputs), scale, causal, bias64)
     assert_close("O", o, ref_o, tol)
     assert_close("O'", o_dot, ref_o_dot, tol)
-    assert_close("LSE", lse, ref_lse, tol)
+    seen = torch.isfinite(ref_lse)  # rows a bias masks whole have LSE -inf
+    assert torch.equal(lse.isneginf().cpu(), ~seen.cpu()), "LSE: -inf exactly on rows that see no key"
+    assert_close("LSE", lse[seen], ref_lse[seen], tol)
 
     grad_o = torch.randn_like(o)
-    dq, dk, dv = attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal)
+    dq, dk, dv = attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal, bias)
     ref_grads = reference.attention_backward(
-        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, scale, causal
+        grad_o.double(), q.double(), k.double(), v.double(), ref_o, ref_lse, scale, causal, bias64
     )
     for name, out, ref in zip(("dQ", "dK", "dV"), (dq, dk, dv), ref_grads):
         assert_close(name, out, ref, tol)
@@ -204,6 +207,34 @@ def test_fp32_grouped_query_heads(kernel_variant, heads, kv_heads, causal):
     check_against_reference(inputs, 0.3, 1e-5, causal)
 
 
+def attention_bias(batch, heads, n_q, n_k, dtype, kind):
+    """An additive mask (SDPA's float ``attn_mask``) as a 4-D view: per-key padding broadcast
+    over heads and queries (stride 0), or a bias per head and query with -inf entries and a
+    query row that sees no key."""
+    if kind == "key_padding":
+        keep = torch.ones(batch, 1, 1, n_k, dtype=torch.bool, device=DEVICE)
+        keep[0, ..., n_k // 2 :] = False
+        bias = torch.zeros(keep.shape, device=DEVICE).masked_fill(~keep, float("-inf"))
+    else:
+        bias = torch.randn(batch, heads, n_q, n_k, device=DEVICE)
+        bias = bias.masked_fill(torch.rand(bias.shape, device=DEVICE) < 0.3, float("-inf"))
+        bias[0, 0, min(2, n_q - 1)] = float("-inf")
+    return bias.to(dtype).expand(batch, heads, n_q, n_k)
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")  # 1 / l, log2(l) at l = 0
+@pytest.mark.parametrize("kind", ["key_padding", "per_query"])
+@pytest.mark.parametrize(
+    "n_q, n_k, d, causal", [(40, 37, 72, False), (17, 70, 16, False), (33, 33, 16, True)]
+)
+def test_fp32_bias(kernel_variant, kind, n_q, n_k, d, causal):
+    """An additive bias (attention masks): ragged query and key tiles, a head dim in two
+    parts, with the causal mask; rows that see no key give zeros, not NaN."""
+    inputs = make_inputs(2, 2, n_q, n_k, d, torch.float32)
+    check_against_reference(inputs, 0.3, 1e-5, causal, attention_bias(2, 2, n_q, n_k, torch.float32, kind))
+
+
 @needs_triton
 def test_tma_loads_fall_back_to_pointers_where_tma_cannot_address(monkeypatch):
     """A row stride that is not 16-byte aligned (73 fp32 elements) or a head dim that is not
@@ -337,13 +368,16 @@ def test_outputs_are_laid_out_heads_inner(backend):
 
 
 @needs_triton
-@pytest.mark.parametrize("causal, kv_heads", [(False, 2), (True, 2), (False, 1)])
-def test_opcheck_with_triton_backend(causal, kv_heads):
+@pytest.mark.parametrize(
+    "causal, kv_heads, bias", [(False, 2, False), (True, 2, False), (False, 1, False), (False, 2, True)]
+)
+def test_opcheck_with_triton_backend(causal, kv_heads, bias):
     inputs = grouped_inputs(1, 2, kv_heads, 17, 17, 32, torch.float32)
     q, k, v = (t.requires_grad_() for t in inputs[:3])
+    extra = (attention_bias(1, 2, 17, 17, torch.float32, "per_query"),) if bias else ()
     torch.library.opcheck(
         torch.ops.mfkernels.attention_jvp.default,
-        (q, k, v, *inputs[3:], 32**-0.5, causal, "triton"),
+        (q, k, v, *inputs[3:], 32**-0.5, causal, "triton", *extra),
         test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
     )
 
@@ -536,6 +570,17 @@ def test_gpu_bf16_grouped_query_heads(kernel_variant, heads, kv_heads, n, d, cau
     """Grouped-query attention on compiled tiles (the first tuned config of each kernel)."""
     inputs = grouped_inputs(2, heads, kv_heads, n, n, d, torch.bfloat16)
     check_against_reference(inputs, d**-0.5, TOL[torch.bfloat16], causal)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["key_padding", "per_query"])
+@pytest.mark.parametrize("n_q, n_k, d", [(1024, 300, 72), (257, 257, 64), (300, 1000, 128)])
+def test_gpu_bf16_bias(kernel_variant, kind, n_q, n_k, d):
+    """An additive bias (attention masks) on compiled tiles: a text-padding mask as
+    cross-attention from image tokens to text tokens takes it, and a bias per query."""
+    bias = attention_bias(2, 2, n_q, n_k, torch.bfloat16, kind)
+    inputs = make_inputs(2, 2, n_q, n_k, d, torch.bfloat16)
+    check_against_reference(inputs, d**-0.5, TOL[torch.bfloat16], bias=bias)
 
 
 @pytest.mark.gpu

@@ -133,6 +133,7 @@ def test_unsupported_reasons_on_the_cpu():
     assert library_attention.unsupported("flash", q, k, k) is None
     heads4 = torch.empty(1, 4, 4, 64)  # grouped-query attention: four query heads, one k/v head
     assert "no grouped-query" in library_attention.unsupported("flash", heads4, q, q)
+    assert "without a bias" in library_attention.unsupported("flash", q, q, q, bias=torch.zeros(1, 1, 4, 4))
 
 
 # ------------------------------------------------------------------------------ GPU tests

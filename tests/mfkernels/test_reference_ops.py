@@ -260,6 +260,35 @@ def test_grouped_query_attention_is_sdpa_enable_gqa(heads, kv_heads, n, m, causa
     )
 
 
+@pytest.mark.parametrize("mask_shape", [(2, 3, 6, 9), (2, 1, 1, 9), (6, 9)])
+def test_attention_bias_is_sdpa_float_attn_mask(mask_shape):
+    """``bias`` against ``torch.func.jvp`` and autograd of math SDPA with that float
+    ``attn_mask`` in float64: broadcast shapes, -inf entries, and a query row that sees no key
+    (zeros, as math SDPA; its LSE -inf)."""
+    q, q_dot = rand(2, 3, 6, 8), rand(2, 3, 6, 8)
+    k, k_dot, v, v_dot = (rand(2, 3, 9, 8) for _ in range(4))
+    bias = rand(*mask_shape).masked_fill(torch.rand(mask_shape) < 0.3, -math.inf)
+    if bias.shape[-2] > 1:
+        bias[..., -1, :] = -math.inf  # the last query sees no key
+
+    def sdpa(q, k, v):
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.3)
+
+    o, o_dot, lse = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, bias=bias)
+    ref_o, ref_dot = torch.func.jvp(sdpa, (q, k, v), (q_dot, k_dot, v_dot))
+    assert_rel(o, ref_o)
+    assert_rel(o_dot, ref_dot)
+    ref_lse = torch.logsumexp(0.3 * q @ k.transpose(-1, -2) + bias, dim=-1)
+    assert torch.equal(lse.isneginf(), ref_lse.isneginf())
+    assert_rel(lse.nan_to_num(neginf=0.0), ref_lse.nan_to_num(neginf=0.0))
+    check_backward(
+        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, bias=bias)[0],
+        sdpa,
+        [q, k, v],
+    )
+
+
 def test_attention_matches_sdpa_with_custom_scale():
     q, k, v = rand(1, 2, 9, 8), rand(1, 2, 9, 8), rand(1, 2, 9, 8)
     o, _, _ = mfkernels.attention_jvp(q, k, v, q, k, v, scale=0.3)
@@ -293,6 +322,29 @@ def test_attention_fast_composites_match_the_oracle(b, h, hkv, n, m, d, dv, dtyp
     o, lse = oracle[0], oracle[2]
     fast_grads = torch_ops.attention_backward(grad_o, q, k, v, o, lse, 0.3, causal)
     oracle_grads = ref.attention_backward(grad_o, q, k, v, o, lse, 0.3, causal)
+    for name, a, e in zip(("dq", "dk", "dv"), fast_grads, oracle_grads):
+        assert_rel(a.double(), e.double(), tol, name)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_fast_composites_with_a_bias_match_the_oracle(dtype, causal):
+    """The backend's composites with an additive bias (a mask with -inf entries, a row that sees
+    no key) equal the oracle; the CPU backward is then the composite, not torch's flash one."""
+    ref = mfkernels.reference
+    q, q_dot, k, k_dot, v, v_dot = (rand(2, 3, 13, 16).to(dtype) for _ in range(6))
+    bias = rand(2, 1, 13, 13).masked_fill(torch.rand(2, 1, 13, 13) < 0.3, -math.inf).to(dtype)
+    bias[:, :, 4] = -math.inf
+    bias = bias.expand(2, 3, 13, 13)
+    tol = {F64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    fast = torch_ops.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal, bias)
+    oracle = ref.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal, bias)
+    for name, a, e in zip(("o", "o_dot"), fast, oracle):
+        assert_rel(a.double(), e.double(), tol, name)
+    assert torch.equal(fast[2].isneginf(), oracle[2].isneginf())
+    grad_o = rand(2, 3, 13, 16).to(dtype)
+    fast_grads = torch_ops.attention_backward(grad_o, q, k, v, oracle[0], oracle[2], 0.3, causal, bias)
+    oracle_grads = ref.attention_backward(grad_o, q, k, v, oracle[0], oracle[2], 0.3, causal, bias)
     for name, a, e in zip(("dq", "dk", "dv"), fast_grads, oracle_grads):
         assert_rel(a.double(), e.double(), tol, name)
 
@@ -385,6 +437,7 @@ def _op_samples():
     vecs = [rand(2, 8) for _ in range(4)]
     q = [rand(1, 2, 6, 4) for _ in range(6)]
     kv = [rand(1, 1, 6, 4) for _ in range(2)]  # one key/value head for both query heads
+    bias = rand(1, 1, 6, 6).expand(1, 2, 6, 6)  # an attention mask, broadcast over heads
     ops = torch.ops.mfkernels
     return [
         (ops.layernorm_modulate_jvp.default, (x, x_dot, *vecs, 1e-6, "")),
@@ -401,6 +454,8 @@ def _op_samples():
         (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, True, "")),
         (ops.attention_jvp.default, (q[0], *kv, q[3], *kv, 0.5, False, "")),
         (ops.attention_backward.default, (q[0], q[1], *kv, q[4], rand(1, 2, 6), 0.5, False, "")),
+        (ops.attention_jvp.default, (*q, 0.5, False, "", bias)),
+        (ops.attention_backward.default, (q[0], *q[:3], q[4], rand(1, 2, 6), 0.5, False, "", bias)),
         (ops.rms_norm_jvp.default, (x, x_dot, rand(8), 1e-6, "")),
     ]
 
@@ -452,6 +507,12 @@ def test_attention_shape_errors():
         mfkernels.attention_jvp(rand(1, 4, 5, 8), k, k, rand(1, 4, 5, 8), k, k)
     with pytest.raises(ValueError, match="share their batch size"):
         mfkernels.attention_jvp(q, rand(2, 2, 5, 8), q, q, rand(2, 2, 5, 8), q)
+    with pytest.raises(ValueError, match=r"bias must broadcast to \(batch, heads, seq_q, seq_k\)"):
+        mfkernels.attention_jvp(*[q] * 6, bias=rand(5, 4))
+    with pytest.raises(ValueError, match="bias requires grad"):
+        mfkernels.attention_jvp(*[q] * 6, bias=rand(5, 5, requires_grad=True))
+    with pytest.raises(TypeError, match="bias must be a floating-point tensor"):
+        mfkernels.attention_jvp(*[q] * 6, bias=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="sequence length of at least 1"):
         mfkernels.attention_jvp(*[rand(1, 2, 0, 8)] * 6)
     with pytest.raises(ValueError, match="head_dim of at least 1"):

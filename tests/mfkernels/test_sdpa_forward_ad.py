@@ -268,8 +268,55 @@ def test_enable_gqa_with_tangents_out_of_sight(monkeypatch):
     assert len(calls) == 2
 
 
+def masks(batch, heads, n_q, n_k, dtype):
+    """SDPA ``attn_mask``s as models pass them: a bool key-padding mask ``(batch, 1, 1, n_k)``
+    (text padding), a bool ``(n_q, n_k)`` mask, and a float bias per head with -inf entries
+    and one query row that sees no key (math SDPA gives it zeros)."""
+    padding = torch.ones(batch, 1, 1, n_k, dtype=torch.bool, device=DEVICE)
+    padding[0, ..., n_k - 3 :] = False
+    pattern = torch.rand(n_q, n_k, device=DEVICE) > 0.3
+    pattern[:, 0] = True
+    bias = torch.randn(batch, heads, n_q, n_k, device=DEVICE).to(dtype)
+    bias = bias.masked_fill(torch.rand(bias.shape, device=DEVICE) < 0.3, float("-inf"))
+    bias[0, 0, 2] = float("-inf")
+    return {"key_padding": padding, "bool_2d": pattern, "float_bias": bias}
+
+
+@pytest.mark.parametrize("backend,dtype", BACKENDS)
+@pytest.mark.parametrize("kind", ["key_padding", "bool_2d", "float_bias"])
+def test_attn_mask_takes_the_kernels(backend, dtype, kind, monkeypatch):
+    """``attn_mask`` (bool: True takes part; float: added to the scores) on the kernels as an
+    additive bias: one fused call, math SDPA's value, tangent and gradients, no warning."""
+    calls = count_attention_calls(monkeypatch)
+    primals, tangents = attention_inputs(SHAPES["cross"], dtype)
+    mask = masks(1, 2, 9, 7, dtype)[kind]
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_against_math(fn, primals, tangents, backend, dtype)
+    assert not [w for w in caught if "mfkernels" in str(w.message)]
+    assert len(calls) == 1
+
+
+def test_attn_mask_with_tangents_out_of_sight(monkeypatch):
+    """The autograd.Function path keeps the mask in its forward, jvp and backward."""
+    calls = count_attention_calls(monkeypatch)
+    monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
+    primals, tangents = attention_inputs(SHAPES["cross"], torch.float64)
+    mask = masks(1, 2, 9, 7, torch.float64)["float_bias"]
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    check_against_math(fn, primals, tangents, "reference", torch.float64)
+    assert len(calls) == 2
+
+
 FALLBACKS = {
-    "attn_mask": (dict(attn_mask=torch.ones(17, 17, dtype=torch.bool).tril()), "attn_mask"),
+    "mask_with_grad": (dict(attn_mask=torch.zeros(17, 17, dtype=torch.float64).requires_grad_()), "mask"),
     "dropout": (dict(dropout_p=0.5), "dropout_p"),
     "heads_broadcast": ({}, "heads broadcast"),
 }

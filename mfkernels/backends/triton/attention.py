@@ -73,11 +73,19 @@ def jvp_unsupported(q, k, v, *rest) -> str | None:
     return None
 
 
-def backward_unsupported(grad_o, q, k, v, o, lse, scale, causal=False) -> str | None:
+def backward_unsupported(grad_o, q, k, v, o, lse, scale, causal=False, bias=None) -> str | None:
     return jvp_unsupported(q, k, v)
 
 
-def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False):
+def _bias_args(bias, like: Tensor) -> tuple:
+    """The kernels' ``BIAS`` and its four strides: ``bias`` (4-D, broadcast dims at stride 0), or
+    a placeholder the kernels never read."""
+    if bias is None:
+        return like, 0, 0, 0, 0
+    return bias, *bias.stride()
+
+
+def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False, bias=None):
     """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
     :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides; K, V and their
     tangents may have fewer heads (grouped-query attention)."""
@@ -96,14 +104,15 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False):
     with _device_guard(q):
         if tma:
             _scratch_allocator()
+        bias_tensor, *bias_strides = _bias_args(bias, lse)
         _attn_jvp_fwd[grid](
-            q, k, v, q_dot, k_dot, v_dot, o, o_dot, lse,
+            q, k, v, q_dot, k_dot, v_dot, o, o_dot, lse, bias_tensor,
             *q.stride(), *k.stride(), *v.stride(), *q_dot.stride(), *k_dot.stride(), *v_dot.stride(),
-            *o.stride()[:3],
+            *o.stride()[:3], *bias_strides,
             heads, n_q, n_k, float(scale),
             HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
             ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma, CAUSAL=bool(causal),
-            KV_GROUP=heads // kv_heads,
+            KV_GROUP=heads // kv_heads, HAS_BIAS=bias is not None,
         )  # fmt: skip
     return o, o_dot, lse
 
@@ -190,14 +199,14 @@ def _scratch_allocator():
     triton.set_allocator(_torch_scratch)
 
 
-def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False):
+def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias=None):
     """Primal ``(dQ, dK, dV)`` from the saved ``O`` and float32 ``LSE``; signature of
     :func:`reference.attention_backward`. Three launches: delta, dK/dV, dQ (two with
     :func:`dq_by_atomics`, and a scaling of the fp32 dQ sums), or a library's backward
     (:func:`backward_library`)."""
     library = backward_library()
     if library is not None:
-        reason = library_attention.unsupported(library, q, k, v, causal)
+        reason = library_attention.unsupported(library, q, k, v, causal, bias)
         if reason is None:
             try:
                 return library_attention.attention_backward(library, grad_o, q, k, v, o, lse, scale, causal)
@@ -225,16 +234,18 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False):
             HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,
         )  # fmt: skip
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
+        bias_tensor, *bias_strides = _bias_args(bias, lse)
+        flags = dict(CAUSAL=bool(causal), KV_GROUP=heads // kv_heads, HAS_BIAS=bias is not None)
         _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * kv_heads)](
-            q, k, v, grad_o, lse, delta, dk, dv, dq_sums, *strides, *dk.stride()[:3], *dq_sums.stride()[:3],
+            q, k, v, grad_o, lse, delta, dk, dv, dq_sums, bias_tensor,
+            *strides, *dk.stride()[:3], *dq_sums.stride()[:3], *bias_strides,
             kv_heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-            ATOMIC_DQ=atomic, CAUSAL=bool(causal), KV_GROUP=heads // kv_heads,
+            ATOMIC_DQ=atomic, **flags,
         )  # fmt: skip
         if atomic:
             return torch.mul(dq_sums, scale, out=dq_sums).to(q.dtype), dk, dv
         _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, grad_o, lse, delta, dq, *strides, *dq.stride()[:3],
-            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
-            CAUSAL=bool(causal), KV_GROUP=heads // kv_heads,
+            q, k, v, grad_o, lse, delta, dq, bias_tensor, *strides, *dq.stride()[:3], *bias_strides,
+            heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align, **flags,
         )  # fmt: skip
     return dq, dk, dv

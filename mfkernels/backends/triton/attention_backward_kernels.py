@@ -64,14 +64,15 @@ def _attn_bwd_delta_kernel(
 @triton.jit
 def _attn_bwd_dkdv_tile(
     dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
-    dq_ptrs, dq_ptrs2, start_m, n_q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
+    dq_ptrs, dq_ptrs2, start_m, n_q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs,
     MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-    CAUSAL: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
     """One query tile of the dK/dV loop, in the transposed (key-major) orientation; with
     ``ATOMIC_DQ`` also this key tile's share of the tile's dQ, added to ``dq_ptrs`` (fp32).
-    ``offs_n``: the block's key rows; with ``CAUSAL`` a key after a query gets P = 0."""
+    ``offs_n``: the block's key rows; with ``CAUSAL`` a key after a query gets P = 0; with
+    ``HAS_BIAS`` the transposed bias tile at ``bias_ptrs`` is added to the scores."""
     m_ok = (start_m + offs_m) < n_q
     q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
@@ -88,8 +89,13 @@ def _attn_bwd_dkdv_tile(
         q2 = _load_tile(q_ptrs2, m_ok, e_ok, MASK_M, MASK_E)
         do2 = _load_tile(do_ptrs2, m_ok, e_ok, MASK_M, MASK_E).to(q.dtype)
         s_t = dot(k2, tl.trans(q2), s_t, PREC)
+    s_t = s_t * qk_scale
+    if HAS_BIAS:
+        bias_t = tl.load(bias_ptrs, mask=n_ok[:, None] & m_ok[None, :], other=0.0)
+        s_t += bias_t.to(tl.float32) * LOG2E
+        lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)  # rows that see no key: P = 0
     # Key rows past N_K (last key block only) get garbage here; they are never stored.
-    p_t = tl.math.exp2(s_t * qk_scale - lse2[None, :])
+    p_t = tl.math.exp2(s_t - lse2[None, :])
     if CAUSAL:
         # A masked key's exp2 may be inf (the LSE never counted it): select, never multiply.
         p_t = tl.where(offs_n[:, None] <= (start_m + offs_m)[None, :], p_t, 0.0)
@@ -121,8 +127,10 @@ def _attn_bwd_dkdv_tile(
 def _attn_bwd_dkdv_queries(
     dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
     dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok,
-    qk_scale, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
+    qk_scale, bias_ptrs, stride_bm,
+    MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
     """The dK/dV loop of one key block over one query head's queries (``*_ptrs`` at its query
     row 0): whole query tiles unmasked, the ragged last one masked, and with ``CAUSAL`` only
@@ -140,8 +148,8 @@ def _attn_bwd_dkdv_queries(
                 do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
                 lse_ptrs + start_m, delta_ptrs + start_m,
                 dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
-                start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
-                False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, True,
+                start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs + start_m * stride_bm,
+                False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, True, HAS_BIAS,
             )  # fmt: skip
     else:
         m_whole = 0
@@ -152,8 +160,8 @@ def _attn_bwd_dkdv_queries(
             do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
             lse_ptrs + start_m, delta_ptrs + start_m,
             dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
-            start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, False,
+            start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs + start_m * stride_bm,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, False, HAS_BIAS,
         )  # fmt: skip
     if m_full < N_Q:
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
@@ -162,24 +170,25 @@ def _attn_bwd_dkdv_queries(
             do_ptrs + m_full * stride_don, do_ptrs2 + m_full * stride_don,
             lse_ptrs + m_full, delta_ptrs + m_full,
             dq_ptrs + m_full * stride_an, dq_ptrs2 + m_full * stride_an,
-            m_full, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
+            m_full, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs + m_full * stride_bm,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL, HAS_BIAS,
         )  # fmt: skip
     return dk, dk2, dv, dv2
 
 
 @triton.jit
 def _attn_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, DQ_ACC,
+    Q, K, V, DO, LSE, DELTA, DK, DV, DQ_ACC, BIAS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn, stride_ab, stride_ah, stride_an,
+    stride_bb, stride_bh, stride_bm, stride_bn,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
-    KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries (with
     ``CAUSAL``, over the queries at or after its first key) of the ``KV_GROUP`` query heads
@@ -232,11 +241,14 @@ def _attn_bwd_dkdv_kernel(
         do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
         dq_rows = _row_ptrs(DQ_ACC, off_b, off_hq, offs_m, stride_ab, stride_ah, stride_an)
         dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
+        bias_ptrs = BIAS + off_b * stride_bb + off_hq * stride_bh  # transposed: keys by queries
+        bias_ptrs += offs_n[:, None] * stride_bn + offs_m[None, :] * stride_bm
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_queries(
             dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2,
             LSE + row * N_Q + offs_m, DELTA + row * N_Q + offs_m, dq_ptrs, dq_ptrs2,
             stride_qn, stride_don, stride_an, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
-            MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
+            bias_ptrs, stride_bm, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
+            HAS_BIAS,
         )  # fmt: skip
 
     out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
@@ -252,12 +264,14 @@ def _attn_bwd_dkdv_kernel(
 @triton.jit
 def _attn_bwd_dq_tile(
     dq, dq2, q, q2, do, do2, lse2, delta, k_ptrs, k_ptrs2, v_ptrs, v_ptrs2,
-    start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale,
+    start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
     """One key tile of the dQ loop; with ``MASK_N`` keys past ``n_k`` are masked, and with
-    ``CAUSAL`` too keys after the query (``offs_m``: the tile's query rows)."""
+    ``CAUSAL`` too keys after the query (``offs_m``: the tile's query rows); with ``HAS_BIAS``
+    the bias tile at ``bias_ptrs`` (key 0) is added to the scores."""
     n_ok = (start_n + offs_n) < n_k
     k = _load_tile(k_ptrs, n_ok, d_ok, MASK_N, MASK_D)
     v = _load_tile(v_ptrs, n_ok, d_ok, MASK_N, MASK_D)
@@ -270,6 +284,9 @@ def _attn_bwd_dq_tile(
         s = dot(q2, tl.trans(k2), s, PREC)
         dp = dot(do2, tl.trans(v2), dp, PREC)
     s = s * qk_scale - lse2[:, None]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptrs + start_n * stride_bn, mask=m_ok[:, None] & n_ok[None, :], other=0.0)
+        s += bias.to(tl.float32) * LOG2E
     if MASK_N:
         # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
         keep = n_ok[None, :]
@@ -285,16 +302,17 @@ def _attn_bwd_dq_tile(
 
 @triton.jit
 def _attn_bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ,
+    Q, K, V, DO, LSE, DELTA, DQ, BIAS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
     stride_gb, stride_gh, stride_gn,
+    stride_bb, stride_bh, stride_bm, stride_bn,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr, KV_GROUP: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block (with
     ``CAUSAL``, over the keys at or before its last query: the forward's tiles). K and V have
@@ -330,6 +348,10 @@ def _attn_bwd_dq_kernel(
     )
     do, do2 = do.to(q.dtype), do2.to(q.dtype)
     lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
+    if HAS_BIAS:  # rows that see no key: P = 0
+        lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)
+    bias_ptrs = BIAS + off_b * stride_bb + off_h * stride_bh
+    bias_ptrs += offs_m[:, None] * stride_bm + offs_n[None, :] * stride_bn
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
     v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
@@ -347,8 +369,8 @@ def _attn_bwd_dq_kernel(
             dq, dq2, q, q2, do, do2, lse2, delta,
             k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
             v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
-            start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False,
+            start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False, HAS_BIAS,
         )  # fmt: skip
     if CAUSAL:
         for start_n in range(n_whole, n_seen, BLOCK_N):
@@ -356,16 +378,16 @@ def _attn_bwd_dq_kernel(
                 dq, dq2, q, q2, do, do2, lse2, delta,
                 k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
                 v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
-                start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale,
-                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, True,
+                start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
+                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, True, HAS_BIAS,
             )  # fmt: skip
     elif n_full < N_K:
         dq, dq2 = _attn_bwd_dq_tile(
             dq, dq2, q, q2, do, do2, lse2, delta,
             k_ptrs + n_full * stride_kn, k_ptrs2 + n_full * stride_kn,
             v_ptrs + n_full * stride_vn, v_ptrs2 + n_full * stride_vn,
-            n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False,
+            n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False, HAS_BIAS,
         )  # fmt: skip
 
     out_rows = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn

@@ -132,16 +132,18 @@ def _attn_jvp_fwd_tile(
     acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
     k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
     stride_kn, stride_kdn, stride_vn, stride_vdn,
-    start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
+    start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TMA: tl.constexpr,
-    CAUSAL: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
     """One K/V tile of the online-softmax JVP loop; ``*_src`` are the tensors' sources for
     :func:`_load_kv`, ``*2`` the head dim's second part (used only with ``SPLIT``). With
     ``MASK_N`` keys past ``n_k`` are masked, and with ``CAUSAL`` too keys after the query
     (``offs_m``: the tile's query rows): the tile must hold a key each row sees, or follow one
-    that did (else the row's max is still -inf and alpha NaN)."""
+    that did (else the row's max is still -inf and alpha NaN). With ``HAS_BIAS`` the bias tile
+    at ``bias_ptrs`` (key 0) is added to the scores, and a row that has seen only masked keys
+    so far keeps a finite reference for its exponentials."""
     n_ok = (start_n + offs_n) < n_k
     k = _load_kv(k_src, start_n, stride_kn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
     k_dot = _load_kv(kd_src, start_n, stride_kdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
@@ -157,14 +159,20 @@ def _attn_jvp_fwd_tile(
         s_dot = dot(q2, tl.trans(k_dot2), s_dot, PREC)
     s = s * qk_scale  # log2 domain
     s_dot = s_dot * scale  # natural units, as in docs/design.md section 2
+    if HAS_BIAS:
+        bias = tl.load(bias_ptrs + start_n * stride_bn, mask=m_ok[:, None] & n_ok[None, :], other=0.0)
+        s += bias.to(tl.float32) * LOG2E
     if MASK_N:
         keep = n_ok[None, :]
         if CAUSAL:
             keep = keep & ((start_n + offs_n)[None, :] <= offs_m[:, None])
         s = tl.where(keep, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s - m_new[:, None])
+    m_ref = m_new
+    if HAS_BIAS:  # every key so far masked: exp2(-inf - -inf) would be NaN
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_ref)
+    p = tl.math.exp2(s - m_ref[:, None])
     ps = p * s_dot
     l_i = l_i * alpha + tl.sum(p, 1)
     v = _load_kv(v_src, start_n, stride_vn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
@@ -188,7 +196,7 @@ def _attn_jvp_fwd_tile(
 
 @triton.jit
 def _attn_jvp_fwd_kernel(
-    Q, K, V, QD, KD, VD, OUT, OUT_DOT, LSE,
+    Q, K, V, QD, KD, VD, OUT, OUT_DOT, LSE, BIAS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -196,10 +204,11 @@ def _attn_jvp_fwd_kernel(
     stride_kdb, stride_kdh, stride_kdn, stride_kdd,
     stride_vdb, stride_vdh, stride_vdn, stride_vdd,
     stride_ob, stride_oh, stride_on,
+    stride_bb, stride_bh, stride_bm, stride_bn,
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, CAUSAL: tl.constexpr,
-    KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
 
@@ -210,6 +219,8 @@ def _attn_jvp_fwd_kernel(
     OUT, OUT_DOT: (B, H, N_Q, HEAD_DIM) with unit last stride; LSE: (B, H, N_Q) contiguous float32.
     Head-dim columns ``[0, BLOCK_D)`` and, with ``SPLIT``, ``[BLOCK_D, BLOCK_D + BLOCK_E)``.
     ``CAUSAL``: query ``i`` sees keys ``j <= i`` only (top-left aligned, as SDPA's ``is_causal``).
+    ``HAS_BIAS``: BIAS, (B, H, N_Q, N_K) at any strides (0 where it broadcasts), is added to
+    the scaled scores; a row that sees no key gets O = O' = 0 and LSE = -inf.
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
@@ -274,6 +285,8 @@ def _attn_jvp_fwd_kernel(
     acc_o2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     qk_scale = scale * LOG2E
+    bias_ptrs = BIAS + off_b * stride_bb + off_h * stride_bh
+    bias_ptrs += offs_m[:, None] * stride_bm + offs_n[None, :] * stride_bn
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them. Causal:
     # the tiles every row of the block sees whole, then those on the diagonal, masked.
@@ -287,8 +300,8 @@ def _attn_jvp_fwd_kernel(
             acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
             k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
             stride_kn, stride_kdn, stride_vn, stride_vdn,
-            start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False,
+            start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False, HAS_BIAS,
         )  # fmt: skip
     if CAUSAL:
         for start_n in range(n_whole, n_seen, BLOCK_N):
@@ -296,19 +309,21 @@ def _attn_jvp_fwd_kernel(
                 acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
                 k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
                 stride_kn, stride_kdn, stride_vn, stride_vdn,
-                start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
-                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, True,
+                start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
+                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, True, HAS_BIAS,
             )  # fmt: skip
     elif n_full < N_K:
         acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
             acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i, q, q2, q_dot, q_dot2,
             k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
             stride_kn, stride_kdn, stride_vn, stride_vdn,
-            n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False,
+            n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False, HAS_BIAS,
         )  # fmt: skip
 
     inv_l = 1.0 / l_i
+    if HAS_BIAS:  # rows that see no key: zeros, as math SDPA
+        inv_l = tl.where(l_i > 0, inv_l, 0.0)
     ps_mean = acc_ps * inv_l
     o = acc_o * inv_l[:, None]
     o_dot = acc_t * inv_l[:, None] - ps_mean[:, None] * o
