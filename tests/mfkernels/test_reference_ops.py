@@ -210,28 +210,34 @@ def test_attention(b, h, n, m, d):
     )
 
 
-@pytest.mark.parametrize("n,m", [(9, 9), (5, 12), (12, 5), (1, 4)])
-def test_causal_attention_is_sdpa_is_causal(n, m):
-    """``causal=True`` against ``torch.func.jvp`` and autograd of math SDPA's ``is_causal=True``
-    in float64 (its mask aligned at the top left where the lengths differ)."""
-    q, q_dot = rand(2, 3, n, 8), rand(2, 3, n, 8)
-    k, k_dot, v, v_dot = (rand(2, 3, m, 8) for _ in range(4))
+def check_against_math_sdpa(primals, tangents, sdpa_kwargs, **ours):
+    """``attention_jvp(..., **ours)`` against ``torch.func.jvp`` and autograd of math SDPA called
+    with ``sdpa_kwargs``, in float64, scale 0.3; returns our LSE."""
 
     def sdpa(q, k, v):
         with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+            return F.scaled_dot_product_attention(q, k, v, scale=0.3, **sdpa_kwargs)
 
-    o, o_dot, lse = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=True)
-    ref_o, ref_dot = torch.func.jvp(sdpa, (q, k, v), (q_dot, k_dot, v_dot))
+    def attention(q, k, v):
+        return mfkernels.attention_jvp(q, k, v, *tangents, 0.3, **ours)
+
+    o, o_dot, lse = attention(*primals)
+    ref_o, ref_dot = torch.func.jvp(sdpa, primals, tangents)
     assert_rel(o, ref_o)
     assert_rel(o_dot, ref_dot)
+    check_backward(lambda q, k, v: attention(q, k, v)[0], sdpa, list(primals))
+    return lse
+
+
+@pytest.mark.parametrize("n,m", [(9, 9), (5, 12), (12, 5), (1, 4)])
+def test_causal_attention_is_sdpa_is_causal(n, m):
+    """``causal=True`` against math SDPA's ``is_causal=True`` (its mask aligned at the top left
+    where the lengths differ)."""
+    q, q_dot = rand(2, 3, n, 8), rand(2, 3, n, 8)
+    k, k_dot, v, v_dot = (rand(2, 3, m, 8) for _ in range(4))
+    lse = check_against_math_sdpa((q, k, v), (q_dot, k_dot, v_dot), dict(is_causal=True), causal=True)
     later_keys = torch.full((n, m), -math.inf, dtype=F64).triu(1)
     assert_rel(lse, torch.logsumexp(0.3 * q @ k.transpose(-1, -2) + later_keys, dim=-1))
-    check_backward(
-        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=True)[0],
-        sdpa,
-        [q, k, v],
-    )
     with pytest.raises(TypeError, match="causal"):
         mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, causal=1)
 
@@ -239,54 +245,27 @@ def test_causal_attention_is_sdpa_is_causal(n, m):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads, kv_heads, n, m", [(4, 2, 9, 9), (6, 1, 5, 12), (6, 3, 12, 5)])
 def test_grouped_query_attention_is_sdpa_enable_gqa(heads, kv_heads, n, m, causal):
-    """Fewer key/value heads against ``torch.func.jvp`` and autograd of math SDPA's
-    ``enable_gqa=True`` in float64: query head h reads key/value head h // (heads / kv_heads),
-    and dK, dV sum over the query heads that read them."""
+    """Fewer key/value heads against math SDPA's ``enable_gqa=True``: query head h reads
+    key/value head h // (heads / kv_heads), and dK, dV sum over the query heads that read them."""
     q, q_dot = rand(2, heads, n, 8), rand(2, heads, n, 8)
     k, k_dot, v, v_dot = (rand(2, kv_heads, m, 8) for _ in range(4))
-
-    def sdpa(q, k, v):
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.3, enable_gqa=True)
-
-    o, o_dot, _ = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=causal)
-    ref_o, ref_dot = torch.func.jvp(sdpa, (q, k, v), (q_dot, k_dot, v_dot))
-    assert_rel(o, ref_o)
-    assert_rel(o_dot, ref_dot)
-    check_backward(
-        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, causal=causal)[0],
-        sdpa,
-        [q, k, v],
-    )
+    sdpa_kwargs = dict(is_causal=causal, enable_gqa=True)
+    check_against_math_sdpa((q, k, v), (q_dot, k_dot, v_dot), sdpa_kwargs, causal=causal)
 
 
 @pytest.mark.parametrize("mask_shape", [(2, 3, 6, 9), (2, 1, 1, 9), (6, 9)])
 def test_attention_bias_is_sdpa_float_attn_mask(mask_shape):
-    """``bias`` against ``torch.func.jvp`` and autograd of math SDPA with that float
-    ``attn_mask`` in float64: broadcast shapes, -inf entries, and a query row that sees no key
-    (zeros, as math SDPA; its LSE -inf)."""
+    """``bias`` against math SDPA with that float ``attn_mask``: broadcast shapes, -inf
+    entries, and a query row that sees no key (zeros, as math SDPA; its LSE -inf)."""
     q, q_dot = rand(2, 3, 6, 8), rand(2, 3, 6, 8)
     k, k_dot, v, v_dot = (rand(2, 3, 9, 8) for _ in range(4))
     bias = rand(*mask_shape).masked_fill(torch.rand(mask_shape) < 0.3, -math.inf)
     if bias.shape[-2] > 1:
         bias[..., -1, :] = -math.inf  # the last query sees no key
-
-    def sdpa(q, k, v):
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.3)
-
-    o, o_dot, lse = mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, bias=bias)
-    ref_o, ref_dot = torch.func.jvp(sdpa, (q, k, v), (q_dot, k_dot, v_dot))
-    assert_rel(o, ref_o)
-    assert_rel(o_dot, ref_dot)
+    lse = check_against_math_sdpa((q, k, v), (q_dot, k_dot, v_dot), dict(attn_mask=bias), bias=bias)
     ref_lse = torch.logsumexp(0.3 * q @ k.transpose(-1, -2) + bias, dim=-1)
     assert torch.equal(lse.isneginf(), ref_lse.isneginf())
     assert_rel(lse.nan_to_num(neginf=0.0), ref_lse.nan_to_num(neginf=0.0))
-    check_backward(
-        lambda q, k, v: mfkernels.attention_jvp(q, k, v, q_dot, k_dot, v_dot, 0.3, bias=bias)[0],
-        sdpa,
-        [q, k, v],
-    )
 
 
 def test_attention_matches_sdpa_with_custom_scale():
