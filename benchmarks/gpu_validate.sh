@@ -117,7 +117,7 @@ else
     # what ran first.
     FIRST=(tests/mfkernels/test_attention_library_backward.py tests/mfkernels/test_residual_backward.py
         tests/mfkernels/test_layernorm_edge_rows.py tests/mfkernels/test_sdpa_forward_ad.py
-        tests/mfkernels/test_attention_jvp.py)
+        tests/mfkernels/test_attention_groups_and_bias.py tests/mfkernels/test_attention_jvp.py)
     mapfile -t REST < <(ls tests/test_*.py tests/*/test_*.py | grep -v '^tests/meanflow/' |
         grep -vxF -f <(printf '%s\n' "${FIRST[@]}"))
     step tests_gpu "$(budget 150 250)" "${PYTEST[@]}" -m gpu --junitxml="$DIR/tests_gpu.xml" \

@@ -17,8 +17,8 @@ KERNEL_VARIANTS = (
 LIBRARY_BACKWARD = ("tests/mfkernels/test_attention_library_backward.py",)
 CAUSAL = ("tests/mfkernels/test_attention_jvp.py::test_fp32_causal",)
 SDPA = ("tests/mfkernels/test_sdpa_forward_ad.py",)
-GROUPED = ("tests/mfkernels/test_attention_jvp.py::test_fp32_grouped_query_heads",)
-BIAS = ("tests/mfkernels/test_attention_jvp.py::test_fp32_bias",)
+GROUPED = ("tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_grouped_query_heads",)
+BIAS = ("tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_bias",)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _REF_PY = "mfkernels/reference.py"
