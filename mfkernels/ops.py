@@ -330,9 +330,7 @@ def _attention_jvp(
     backend: str,
     bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    o, o_dot, lse = dispatch.call(
-        "attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale, causal, bias
-    )
+    o, o_dot, lse = dispatch.call("attention_jvp", backend, q, k, v, q_dot, k_dot, v_dot, scale, causal, bias)
     return _heads_inner(o), _heads_inner(o_dot), lse.contiguous()
 
 
@@ -355,9 +353,7 @@ def _attention_backward(
     bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # Any strides: the gradient of a merged-heads view arrives as a view of (batch, seq, dim).
-    dq, dk, dv = dispatch.call(
-        "attention_backward", backend, grad_o, q, k, v, o, lse, scale, causal, bias
-    )
+    dq, dk, dv = dispatch.call("attention_backward", backend, grad_o, q, k, v, o, lse, scale, causal, bias)
     return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
@@ -375,9 +371,7 @@ def _attention_setup_context(ctx, inputs, output):
 
 def _attention_grad(ctx, grad_o, _grad_o_dot, _grad_lse):
     q, k, v, o, lse, bias = ctx.saved_tensors
-    dq, dk, dv = _attention_backward_op(
-        grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend, bias
-    )
+    dq, dk, dv = _attention_backward_op(grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend, bias)
     return dq, dk, dv, *[None] * (ctx.inputs - 3)  # the bias, a mask, takes no gradient
 
 

@@ -11,10 +11,12 @@ does: five GEMMs, one launch fewer, a sum order that varies between runs.
 
 from .attention_kernels import (
     LOG2E,
+    _add_bias,
     _causal_key_ranges,
     _columns,
     _load_parts,
     _load_tile,
+    _lse_seeing_no_key_as_inf,
     _part_ptrs,
     _row_ptrs,
     _with_alignment,
@@ -91,9 +93,8 @@ def _attn_bwd_dkdv_tile(
         s_t = dot(k2, tl.trans(q2), s_t, PREC)
     s_t = s_t * qk_scale
     if HAS_BIAS:
-        bias_t = tl.load(bias_ptrs, mask=n_ok[:, None] & m_ok[None, :], other=0.0)
-        s_t += bias_t.to(tl.float32) * LOG2E
-        lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)  # rows that see no key: P = 0
+        s_t = _add_bias(s_t, bias_ptrs, n_ok, m_ok)  # transposed: keys by queries
+        lse2 = _lse_seeing_no_key_as_inf(lse2)
     # Key rows past N_K (last key block only) get garbage here; they are never stored.
     p_t = tl.math.exp2(s_t - lse2[None, :])
     if CAUSAL:
@@ -241,8 +242,9 @@ def _attn_bwd_dkdv_kernel(
         do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
         dq_rows = _row_ptrs(DQ_ACC, off_b, off_hq, offs_m, stride_ab, stride_ah, stride_an)
         dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
-        bias_ptrs = BIAS + off_b * stride_bb + off_hq * stride_bh  # transposed: keys by queries
-        bias_ptrs += offs_n[:, None] * stride_bn + offs_m[None, :] * stride_bm
+        # Transposed, as the tiles here: rows are keys, columns queries.
+        bias_rows = _row_ptrs(BIAS, off_b, off_hq, offs_n, stride_bb, stride_bh, stride_bn)
+        bias_ptrs = bias_rows + offs_m[None, :] * stride_bm
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_queries(
             dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2,
             LSE + row * N_Q + offs_m, DELTA + row * N_Q + offs_m, dq_ptrs, dq_ptrs2,
@@ -285,8 +287,7 @@ def _attn_bwd_dq_tile(
         dp = dot(do2, tl.trans(v2), dp, PREC)
     s = s * qk_scale - lse2[:, None]
     if HAS_BIAS:
-        bias = tl.load(bias_ptrs + start_n * stride_bn, mask=m_ok[:, None] & n_ok[None, :], other=0.0)
-        s += bias.to(tl.float32) * LOG2E
+        s = _add_bias(s, bias_ptrs + start_n * stride_bn, m_ok, n_ok)
     if MASK_N:
         # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
         keep = n_ok[None, :]
@@ -348,10 +349,10 @@ def _attn_bwd_dq_kernel(
     )
     do, do2 = do.to(q.dtype), do2.to(q.dtype)
     lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
-    if HAS_BIAS:  # rows that see no key: P = 0
-        lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)
-    bias_ptrs = BIAS + off_b * stride_bb + off_h * stride_bh
-    bias_ptrs += offs_m[:, None] * stride_bm + offs_n[None, :] * stride_bn
+    if HAS_BIAS:
+        lse2 = _lse_seeing_no_key_as_inf(lse2)
+    bias_rows = _row_ptrs(BIAS, off_b, off_h, offs_m, stride_bb, stride_bh, stride_bm)
+    bias_ptrs = bias_rows + offs_n[None, :] * stride_bn
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
     v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)

@@ -44,6 +44,20 @@ def _row_ptrs(X, off_b, off_h, offs, stride_b, stride_h, stride_n):
 
 
 @triton.jit
+def _add_bias(s, bias_ptrs, row_ok, col_ok):
+    """Log2-domain scores ``s`` plus the bias tile at ``bias_ptrs`` (natural units, any float
+    dtype), read where ``row_ok`` and ``col_ok`` both hold."""
+    bias = tl.load(bias_ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+    return s + bias.to(tl.float32) * LOG2E
+
+
+@triton.jit
+def _lse_seeing_no_key_as_inf(lse2):
+    """A row that saw no key has LSE -inf; as +inf, ``exp2(s - lse)`` gives it P = 0, not NaN."""
+    return tl.where(lse2 == float("-inf"), float("inf"), lse2)
+
+
+@triton.jit
 def _part_ptrs(rows, offs_d, offs_e, stride_d):
     """The tiles of ``rows`` at the head dim's two parts: columns ``offs_d`` and ``offs_e``."""
     return rows + offs_d[None, :] * stride_d, rows + offs_e[None, :] * stride_d
@@ -160,8 +174,7 @@ def _attn_jvp_fwd_tile(
     s = s * qk_scale  # log2 domain
     s_dot = s_dot * scale  # natural units, as in docs/design.md section 2
     if HAS_BIAS:
-        bias = tl.load(bias_ptrs + start_n * stride_bn, mask=m_ok[:, None] & n_ok[None, :], other=0.0)
-        s += bias.to(tl.float32) * LOG2E
+        s = _add_bias(s, bias_ptrs + start_n * stride_bn, m_ok, n_ok)
     if MASK_N:
         keep = n_ok[None, :]
         if CAUSAL:
@@ -285,8 +298,8 @@ def _attn_jvp_fwd_kernel(
     acc_o2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     qk_scale = scale * LOG2E
-    bias_ptrs = BIAS + off_b * stride_bb + off_h * stride_bh
-    bias_ptrs += offs_m[:, None] * stride_bm + offs_n[None, :] * stride_bn
+    bias_rows = _row_ptrs(BIAS, off_b, off_h, offs_m, stride_bb, stride_bh, stride_bm)
+    bias_ptrs = bias_rows + offs_n[None, :] * stride_bn
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them. Causal:
     # the tiles every row of the block sees whole, then those on the diagonal, masked.
