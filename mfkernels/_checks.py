@@ -57,12 +57,17 @@ def check_modulation(name: str, vector, x) -> None:
         raise ValueError(f"{name} must have shape (batch, dim) = {want}, got {tuple(vector.shape)}")
 
 
+def broadcasts_to(shape, to) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``to`` (without ``to`` growing)."""
+    return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
+
+
 def check_attention_bias(bias, q, k) -> None:
     """An additive attention mask: float, broadcastable to ``(batch, heads, seq_q, seq_k)``,
     on q's device, without a gradient (the ops give it none)."""
     check_tensor("bias", bias)
     want = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-    if bias.dim() > 4 or any(b not in (1, w) for b, w in zip(bias.shape[::-1], want[::-1])):
+    if not broadcasts_to(bias.shape, want):
         shape = tuple(bias.shape)
         raise ValueError(f"bias must broadcast to (batch, heads, seq_q, seq_k) = {want}, got {shape}")
     check_same_device(q=q, bias=bias)

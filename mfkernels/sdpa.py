@@ -58,6 +58,7 @@ from torch._C._functorch import TransformType
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
+from ._checks import broadcasts_to
 from .ops import attention_jvp
 
 # The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
@@ -107,13 +108,9 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=Fals
         return "q, k, v shapes do not match"
     if 0 in q.shape or 0 in k.shape or 0 in v.shape:
         return "an empty dimension"
-    if attn_mask is not None and not _broadcasts(attn_mask.shape, (*q.shape[:3], k.shape[2])):
+    if attn_mask is not None and not broadcasts_to(attn_mask.shape, (*q.shape[:3], k.shape[2])):
         return "attn_mask does not broadcast to (batch, heads, seq_q, seq_k)"
     return None
-
-
-def _broadcasts(shape, to) -> bool:
-    return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
 
 
 def _additive_bias(attn_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
