@@ -69,6 +69,14 @@ def check_against_math(fn, primals, tangents, backend, tol):
         assert_close(name, grad, ref, tol)
 
 
+def check_fused_against_math(fn, primals, tangents, backend, tol):
+    """:func:`check_against_math`, with no mfkernels warning (nothing fell back)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_against_math(fn, primals, tangents, backend, tol)
+    assert not [w for w in caught if "mfkernels" in str(w.message)]
+
+
 @pytest.mark.parametrize("backend,dtype", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 def test_func_jvp_and_grads_match_math(shape, backend, dtype):
@@ -186,10 +194,7 @@ def test_is_causal_takes_the_kernels(shape, backend, dtype, monkeypatch):
     def fn(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_against_math(fn, primals, tangents, backend, dtype)
-    assert not [w for w in caught if "mfkernels" in str(w.message)]
+    check_fused_against_math(fn, primals, tangents, backend, dtype)
     assert [call[-1] for call in calls] == [True]
 
 
@@ -248,10 +253,7 @@ def test_enable_gqa_takes_the_kernels(backend, dtype, causal, monkeypatch):
     def fn(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_against_math(fn, primals, tangents, backend, dtype)
-    assert not [w for w in caught if "mfkernels" in str(w.message)]
+    check_fused_against_math(fn, primals, tangents, backend, dtype)
     assert [call[-1] for call in calls] == [causal]
 
 
@@ -294,10 +296,7 @@ def test_attn_mask_takes_the_kernels(backend, dtype, kind, monkeypatch):
     def fn(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_against_math(fn, primals, tangents, backend, dtype)
-    assert not [w for w in caught if "mfkernels" in str(w.message)]
+    check_fused_against_math(fn, primals, tangents, backend, dtype)
     assert len(calls) == 1
 
 
