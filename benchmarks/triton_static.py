@@ -119,9 +119,10 @@ def kernel_modules():
     return tuple(importlib.import_module(f"mfkernels.backends.triton.{name}") for name in names)
 
 
-def cases(dtype_names, head_dims):
+def cases(dtype_names, head_dims, bias_dtype_name=None):
     """``(op, dtype, shape label, launcher)`` for every Triton op at DiT shapes, on CPU tensors
-    laid out as the DiT passes them (q, k, v views of one qkv tensor; modulation chunks)."""
+    laid out as the DiT passes them (q, k, v views of one qkv tensor; modulation chunks); the
+    attention bias in ``bias_dtype_name`` (default: the activations' dtype)."""
     import torch
 
     activations, attention, layernorm_modulate, residual, rms_norm = kernel_modules()
@@ -132,6 +133,9 @@ def cases(dtype_names, head_dims):
             q, k, v = torch.zeros(2, TOKENS, 3, heads, d, dtype=dt).permute(2, 0, 3, 1, 4).unbind(0)
             o = torch.zeros(2, heads, TOKENS, d, dtype=dt)
             lse = torch.zeros(2, heads, TOKENS)
+            # A padding mask as models pass it (one row of keys per image), broadcast by strides.
+            bias_dtype = getattr(torch, DTYPES[bias_dtype_name or dtype_name])
+            bias = torch.zeros(2, 1, 1, TOKENS, dtype=bias_dtype).expand(2, heads, TOKENS, TOKENS)
             label = f"d={d}"
             yield (
                 "attention_jvp",
@@ -162,6 +166,12 @@ def cases(dtype_names, head_dims):
                 partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, True),
             )
             yield (
+                "attention_jvp_bias",
+                dtype_name,
+                label,
+                partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, False, bias),
+            )
+            yield (
                 "attention_backward",
                 dtype_name,
                 label,
@@ -178,6 +188,12 @@ def cases(dtype_names, head_dims):
                 dtype_name,
                 label,
                 partial(attention.attention_backward_triton, o, q, k[:, :1], v[:, :1], o, lse, d**-0.5),
+            )
+            yield (
+                "attention_backward_bias",
+                dtype_name,
+                label,
+                partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, False, bias),
             )
             yield (
                 "attention_backward_atomic_dq",
@@ -273,7 +289,7 @@ def _configs_to_compile(kernel, args, kwargs):
         kernel.nargs = None
 
 
-def compile_all(arch: int, dtype_names, head_dims, log=print) -> list[dict]:
+def compile_all(arch: int, dtype_names, head_dims, ops=None, bias_dtype_name=None, log=print) -> list[dict]:
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
 
@@ -284,7 +300,9 @@ def compile_all(arch: int, dtype_names, head_dims, log=print) -> list[dict]:
     shared_limit = SHARED_LIMIT.get(arch, 99 * 1024)
     rows = []
     try:
-        for op, dtype_name, label, launcher in cases(dtype_names, head_dims):
+        for op, dtype_name, label, launcher in cases(dtype_names, head_dims, bias_dtype_name):
+            if ops is not None and op not in ops:
+                continue
             for kernel_name, kernel, grid, args, kwargs in record_launches(modules, launcher):
                 base = {"op": op, "dtype": dtype_name, "shape": label, "kernel": kernel_name}
                 for extra, fn in _configs_to_compile(kernel, args, kwargs):
@@ -338,6 +356,10 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="bf16,fp16,fp32", help="comma list of bf16, fp16, fp32")
     parser.add_argument("--head-dims", default="64,72,128", help=f"comma list of {sorted(MODELS)}")
     parser.add_argument("--quick", action="store_true", help="bf16 and head dims 64, 72 only")
+    parser.add_argument("--ops", help="comma list of ops to compile (default all), e.g. attention_jvp_bias")
+    parser.add_argument(
+        "--bias-dtype", choices=sorted(DTYPES), help="the attention bias's dtype (default: the activations')"
+    )
     parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--no-save", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -352,10 +374,18 @@ def main(argv=None):
         if d not in MODELS:
             parser.error(f"--head-dims: {d} is not one of {sorted(MODELS)}")
 
+    ops = None
+    if args.ops:
+        ops = args.ops.split(",")
+        known = {op for op, *_ in cases(["bf16"], [64])}
+        for op in ops:
+            if op not in known:
+                parser.error(f"--ops: unknown op {op!r}; choose from {sorted(known)}")
+
     import triton
 
     start = time.perf_counter()
-    rows = compile_all(args.arch, dtype_names, head_dims)
+    rows = compile_all(args.arch, dtype_names, head_dims, ops, args.bias_dtype)
     failed = [r for r in rows if r["status"] != "ok"]
     spilling = [r for r in rows if r.get("stack_bytes", 0) > 0]
     print(
@@ -372,6 +402,7 @@ def main(argv=None):
             "triton": triton.__version__,
             "date": time.strftime("%Y-%m-%d"),
             "tokens": TOKENS,
+            "bias_dtype": args.bias_dtype or "the activations'",
             "rows": rows,
         }
         path.write_text(json.dumps(payload, indent=1) + "\n")
