@@ -199,6 +199,34 @@ def time_calls(fn, device, repeats: int, max_seconds: float, min_repeats: int = 
     return times
 
 
+def kernel_ms(fn, device, *, cuda_events=False, warmup_ms=10, rep_ms=40, repeats=5, max_seconds=5.0):
+    """(median, 20th, 80th percentile) ms of one call of ``fn``: ``triton.testing.do_bench`` on
+    the GPU (its cache flush between calls) unless ``cuda_events``, else :func:`time_calls`
+    after one warm-up call (median, fastest, slowest)."""
+    if device.type == "cuda" and not cuda_events:
+        import triton.testing
+
+        q = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        return tuple(float(v) for v in q)
+    fn()
+    sync(device)
+    s = summarize(time_calls(fn, device, repeats, max_seconds))
+    return s["ms"], s["ms_min"], s["ms_max"]
+
+
+def peak_extra_mib(fn, device) -> float | None:
+    """The peak memory one call of ``fn`` allocates beyond what was allocated before it
+    (outputs and workspace), MiB; None off the GPU (no peak counter there)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    sync(device)
+    return round((torch.cuda.max_memory_allocated(device) - before) / 2**20, 1)
+
+
 class CaseTimeout(Exception):
     pass
 

@@ -107,28 +107,14 @@ class Bench:
 
     def time_ms(self, fn):
         """(median, 20th, 80th percentile) ms of ``fn``."""
-        if self.device.type == "cuda" and not self.args.cuda_events:
-            import triton.testing
-
-            q = triton.testing.do_bench(
-                fn, warmup=self.args.warmup_ms, rep=self.args.rep_ms, quantiles=[0.5, 0.2, 0.8]
-            )
-            return tuple(float(v) for v in q)
-        fn()
-        C.sync(self.device)
-        times = C.time_calls(fn, self.device, self.args.repeats, self.args.max_seconds)
-        s = C.summarize(times)
-        return s["ms"], s["ms_min"], s["ms_max"]
+        a = self.args
+        return C.kernel_ms(
+            fn, self.device, cuda_events=a.cuda_events, warmup_ms=a.warmup_ms, rep_ms=a.rep_ms,
+            repeats=a.repeats, max_seconds=a.max_seconds,
+        )  # fmt: skip
 
     def peak_extra_mib(self, fn):
-        if self.device.type != "cuda":
-            return None
-        C.sync(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        before = torch.cuda.memory_allocated(self.device)
-        fn()
-        C.sync(self.device)
-        return round((torch.cuda.max_memory_allocated(self.device) - before) / 2**20, 1)
+        return C.peak_extra_mib(fn, self.device)
 
     def dense_peak(self):
         """Measured dense matmul TFLOP/s: 8192^3 bf16 on the GPU, 1024^3 fp32 on the CPU."""

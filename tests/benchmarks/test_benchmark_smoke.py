@@ -130,6 +130,37 @@ def test_attention_jvp_quick(tmp_path):
     assert "BxH" in stdout and "sdpa_cudnn fwd" in stdout
 
 
+def test_attention_features_quick(tmp_path):
+    """Every feature (causal, grouped heads, masks in two dtypes) and every variant runs; ours
+    agrees with math attention given the same feature (a bias our kernels ignored would not);
+    causal attention counts half the FLOPs; each feature is compared with full attention."""
+    data, stdout = _run("attention_features.py", tmp_path)
+    rows = {(r["feature"], r["variant"]): r for r in data["rows"]}
+    features = ("full", "causal", "gqa", "mask", "mask_fp32")
+    variants = ("ours_jvp", "func_jvp_math", "sdpa_fwd", "ours_bwd", "sdpa_bwd")
+    assert set(rows) == {(f, v) for f in features for v in variants}
+    for (feature, variant), r in rows.items():
+        assert r["status"] == "ok" and r["ms"] > 0, r
+        assert ("x_full" in r) == (feature != "full"), r
+        work = r["batch"] * r["heads"] * r["N"] ** 2 * r["d"] * {"causal": 0.5}.get(feature, 1.0)
+        flops = {"ours_jvp": 12, "func_jvp_math": 12, "sdpa_fwd": 4}.get(variant, 10) * work
+        assert r["tflops"] * r["ms"] * 1e9 == pytest.approx(flops), r
+    for feature in features:
+        assert rows[feature, "ours_jvp"]["err_o_dot_vs_math"] < 1e-4
+    assert "O' err vs math" in stdout and "causal half" in stdout
+
+
+def test_attention_features_arguments():
+    from benchmarks import attention_features
+
+    args = attention_features.parse_args(["--device", "cuda"])
+    assert args.shapes == [(72, 1024), (64, 4096), (128, 4096)] and args.dtype == "bf16"
+    assert attention_features.parse_args(["--shapes", "72:256"]).shapes == [(72, 256)]
+    for bad in (["--shapes", "72x256"], ["--shapes", "0:64"], ["--heads", "6", "--kv-group", "4"]):
+        with pytest.raises(SystemExit):
+            attention_features.parse_args(bad)
+
+
 def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
     """The phase split adds up to the step, each variant lists its top ops, a failing variant
     is a row (an unknown one is refused up front), and the JSON is written."""
