@@ -5,6 +5,8 @@ torch's own ops (docs/attention-tuning.md, MFK_ATTENTION_BACKWARD).
 Both take the LSE as ours is: natural-log ``logsumexp`` of the scaled scores per query row,
 float32 ``(batch, heads, N_q)`` (cuDNN with a trailing unit dim), so nothing is recomputed.
 On CPU tensors ``flash`` is torch's CPU flash-attention backward, which takes the same LSE.
+FlashAttention-2 (and torch's CPU kernel) also takes grouped-query heads as they are, K and V
+with fewer heads than Q, summing each group's dK and dV itself; cuDNN is handed equal heads.
 """
 
 import torch
@@ -20,7 +22,7 @@ def unsupported(library: str, q: Tensor, k: Tensor, v: Tensor, causal: bool = Fa
         return "is handed attention without a bias (attn_mask) only"
     if v.shape[-1] != q.shape[-1]:
         return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
-    if k.shape[1] != q.shape[1]:
+    if library == "cudnn" and k.shape[1] != q.shape[1]:
         return "is handed as many key/value heads as query heads only (no grouped-query attention)"
     if causal and q.shape[2] != k.shape[2]:
         # Where the lengths differ, a library may align its causal mask at the bottom right

@@ -163,16 +163,16 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False, bias=N
     DiT sizes).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    kv_heads = k.shape[1]
-    k, v = reference.repeat_kv(k, q.shape[1]), reference.repeat_kv(v, q.shape[1])
     cpu_flash = q.device.type == "cpu" and v.shape[-1] == q.shape[-1] and bias is None
     # Its causal mask is ours (top left) where the lengths are equal; elsewhere it is not said.
+    # It takes grouped-query K and V as they are (fewer heads), and sums their gradients.
     if cpu_flash and not (causal and q.shape[2] != k.shape[2]):
         lse = lse.to(compute_dtype(q.dtype))
-        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad_o.to(q.dtype), q, k, v, o.to(q.dtype), lse, 0.0, causal, scale=scale
         )
-        return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)
+    kv_heads = k.shape[1]
+    k, v = reference.repeat_kv(k, q.shape[1]), reference.repeat_kv(v, q.shape[1])
     qf, kf, vf, of, gf = upcast(q, k, v, o, grad_o)
     p = torch.matmul(qf * scale, kf.transpose(-1, -2))
     if bias is not None:

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 from numerics import DEVICE, TOL, assert_close, needs_triton
-from test_attention_jvp import make_inputs
+from test_attention_jvp import grouped_inputs, make_inputs
 
 import mfkernels
 from mfkernels import reference
@@ -61,6 +61,18 @@ def check_library_backward(inputs, tol, causal=False):
 def test_flash_backward_from_our_forward_on_the_cpu(library_only, n_q, n_k, d, causal):
     library_only("flash")
     check_library_backward(make_inputs(2, 3, n_q, n_k, d, torch.float32), TOL[torch.float32], causal)
+
+
+@needs_triton
+@pytest.mark.skipif(DEVICE != "cpu", reason="torch's CPU flash backward: CPU tensors")
+@needs_triton
+@pytest.mark.skipif(DEVICE != "cpu", reason="torch's CPU flash backward: CPU tensors")
+@pytest.mark.parametrize("heads, kv_heads, causal", [(4, 1, False), (6, 2, True)])
+def test_flash_backward_takes_grouped_query_heads_on_the_cpu(library_only, heads, kv_heads, causal):
+    """K and V with fewer heads go to the library as they are: dK and dV sum their groups."""
+    library_only("flash")
+    inputs = grouped_inputs(2, heads, kv_heads, 33, 33, 72, torch.float32)
+    check_library_backward(inputs, TOL[torch.float32], causal)
 
 
 @needs_triton
@@ -132,7 +144,8 @@ def test_unsupported_reasons_on_the_cpu():
     assert "equally long" in library_attention.unsupported("flash", q, k, k, causal=True)
     assert library_attention.unsupported("flash", q, k, k) is None
     heads4 = torch.empty(1, 4, 4, 64)  # grouped-query attention: four query heads, one k/v head
-    assert "no grouped-query" in library_attention.unsupported("flash", heads4, q, q)
+    assert library_attention.unsupported("flash", heads4, q, q) is None
+    assert "no grouped-query" in library_attention.unsupported("cudnn", heads4, q, q)
     assert "without a bias" in library_attention.unsupported("flash", q, q, q, bias=torch.zeros(1, 1, 4, 4))
 
 
@@ -160,3 +173,13 @@ def test_gpu_bf16_library_backward_from_our_forward(library_only, library, batch
     library_only(library)
     inputs = make_inputs(batch, heads, n_q, n_k, d, torch.bfloat16)
     check_library_backward(inputs, TOL[torch.bfloat16], causal)
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_flash_backward_of_grouped_query_heads(library_only):
+    """FlashAttention-2 sums each group's dK and dV itself (16 query heads over 4 k/v heads)."""
+    reason = library_attention.unsupported("flash", *grouped_inputs(1, 4, 1, 8, 8, 64, torch.bfloat16)[:3])
+    if reason is not None:
+        pytest.skip(reason)
+    library_only("flash")
+    check_library_backward(grouped_inputs(2, 16, 4, 300, 300, 64, torch.bfloat16), TOL[torch.bfloat16])
