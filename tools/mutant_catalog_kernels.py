@@ -434,12 +434,21 @@ KERNEL_MUTANTS = [
         "SDPA's enable_gqa=True runs math attention",
     ),
     Mutant(
-        "torch-ops-gqa-flash-backward-unsummed",
+        "torch-ops-gqa-backward-unsummed",
         "mfkernels/backends/torch_ops.py",
-        "return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)\n    qf",
-        "return dq, dk[:, ::dk.shape[1] // kv_heads], dv[:, ::dv.shape[1] // kv_heads]\n    qf",
+        "return dq, reference.sum_groups(dk, kv_heads), reference.sum_groups(dv, kv_heads)",
+        "return dq, dk[:, ::dk.shape[1] // kv_heads], dv[:, ::dv.shape[1] // kv_heads]",
         REFERENCE,
-        "the reference backend's CPU flash backward keeps one query head's dK, dV per group",
+        "the reference backend's composite backward keeps one query head's dK, dV per group",
+    ),
+    Mutant(
+        "library-backward-gqa-kv-repeated-unsummed",
+        "mfkernels/backends/library_attention.py",
+        "    grad_o, q, k, v, o = (_unit_cols(t) for t in (grad_o, q, k, v, o))\n",
+        "    grad_o, q, k, v, o = (_unit_cols(t) for t in (grad_o, q, k, v, o))\n"
+        "    k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))\n",
+        LIBRARY_BACKWARD,
+        "grouped K and V repeated for the library, their gradients handed back per query head",
     ),
     Mutant(
         "attn-bias-natural-units",
