@@ -13,11 +13,12 @@
 # The whole run stays within 9 minutes (MFK_VALIDATE_SECONDS, default 520, for the timed
 # steps): every step has a cap and leaves a reserve for the steps after it; the benchmarks
 # get their share as --time-budget and write their JSON after every case, so a step cut
-# short still leaves its results. A failing step is recorded and the next one runs. Order: environment, build, GPU
-# tests, every tuned attention tile, the trainer's step eager and graphed, JVP through other
-# libraries' models, training-step benchmark, its phases, attention benchmark, csrc op
-# benchmark, the ragged-tile diagnosis, training steps with CUDA graphs, the training step
-# with the default loss, the rest of the tests if time is left, summary.
+# short still leaves its results. A failing step is recorded and the next one runs. Order:
+# environment, build, GPU tests, every tuned attention tile, the trainer's step eager and
+# graphed, JVP through other libraries' models, training-step benchmark, its phases, attention
+# benchmark, attention's features (causal, grouped heads, masks), csrc op benchmark, the
+# ragged-tile diagnosis, training steps with CUDA graphs, the training step with the default
+# loss, the rest of the tests if time is left, summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -163,6 +164,10 @@ fi
 # CUDA where the extension built, and Triton (~20 s)
 b=$(budget 110 85)
 step attention_jvp "$b" "$PY" benchmarks/attention_jvp.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 20)) --out-dir "$DIR"
+# causal, grouped-query and masked attention against full, math and SDPA (bias dtypes: docs)
+b=$(budget 50 75)
+step attention_features "$b" "$PY" benchmarks/attention_features.py ${QFLAG[@]+"${QFLAG[@]}"} --time-budget $((b - 15)) \
+    --out-dir "$DIR"
 # (the Triton rows, the LayerNorm-modulate kernels' TB/s among them, run without the extension)
 step csrc_ops "$(budget 60 45)" "$PY" benchmarks/csrc_ops.py ${QFLAG[@]+"${QFLAG[@]}"} --out-dir "$DIR"
 
@@ -277,6 +282,12 @@ for js in sorted(d.glob("attention_jvp_*.json")):
             alts = [f"{v.removeprefix(base + '_')} {times[base] / times[v]:.2f}x" for v in variants if v in times]
             if base in times and alts:
                 print(f"    {dtype} d={d_} N={n} BxH={bh}: {base} {times[base]:.3f} ms, variants' speedup: {', '.join(alts)}")
+for js in sorted(d.glob("attention_features_*.json")):
+    # Each feature's time over full attention's, ours against SDPA's (which has no JVP).
+    for r in json.loads(js.read_text()).get("rows", []):
+        if r.get("variant") in ("ours_jvp", "ours_bwd", "sdpa_bwd") and r.get("feature") != "full":
+            x = f"{r['x_full']:.2f}x full" if "x_full" in r else r["status"]
+            print(f"  features {r['dtype']} d={r['d']} N={r['N']} {r['feature']} {r['variant']}: {x}")
 print("  files:", ", ".join(sorted(p.name for p in d.iterdir())))
 EOF
 echo "total $(($(date +%s) - START))s of ${TOTAL}s"
