@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from numerics import assert_close
+from numerics import DEVICE, assert_close
 from test_sdpa_forward_ad import BACKENDS, count_attention_calls
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -62,12 +62,14 @@ def loss_and_grads(model, primals, tangents):
 @pytest.mark.parametrize("backend,dtype", BACKENDS)
 def test_pixart_with_padded_captions_matches_math_attention(backend, dtype, monkeypatch):
     calls = count_attention_calls(monkeypatch)
-    mask = torch.ones(2, CAPTION_TOKENS)
+    mask = torch.ones(2, CAPTION_TOKENS, device=DEVICE)
     mask[1, 4:] = 0  # the second caption is three tokens shorter
-    timestep = torch.tensor([10.0, 500.0])
-    reference = Velocity(tiny_pixart(), mask, timestep).double()
-    latents, latents_dot = torch.randn(2, 2, 4, 8, 8, dtype=torch.float64)
-    caption, caption_dot = torch.randn(2, 2, CAPTION_TOKENS, CAPTION_CHANNELS, dtype=torch.float64)
+    timestep = torch.tensor([10.0, 500.0], device=DEVICE)
+    reference = Velocity(tiny_pixart().to(DEVICE), mask, timestep).double()
+    latents, latents_dot = torch.randn(2, 2, 4, 8, 8, dtype=torch.float64, device=DEVICE)
+    caption, caption_dot = torch.randn(
+        2, 2, CAPTION_TOKENS, CAPTION_CHANNELS, dtype=torch.float64, device=DEVICE
+    )
     primals, tangents = (latents, caption), (latents_dot, caption_dot)
     with sdpa_kernel(SDPBackend.MATH):
         ref_out, ref_out_dot, ref_grads = loss_and_grads(reference, primals, tangents)
