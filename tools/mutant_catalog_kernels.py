@@ -482,6 +482,14 @@ KERNEL_MUTANTS = [
         SDPA,
         "a bool attn_mask read the wrong way round (True masking a key)",
     ),
+    Mutant(
+        "sdpa-attn-mask-dropped",
+        "mfkernels/sdpa.py",
+        "    bias = _additive_bias(attn_mask, q.dtype)\n",
+        "    bias = None\n",
+        ("tests/mfkernels/test_sdpa_text_conditioned.py",),
+        "the kernels run without the model's attn_mask (PixArt's caption padding ignored)",
+    ),
     # ------------------------------------------------ mfkernels/backends/library_attention.py
     Mutant(
         "library-backward-default-scale",
