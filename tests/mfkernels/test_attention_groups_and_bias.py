@@ -29,7 +29,7 @@ def test_fp32_grouped_query_heads(heads, kv_heads, causal):
 
 @needs_triton
 @pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")  # 1 / l, log2(l) at l = 0
-@pytest.mark.parametrize("kind", ["key_padding", "per_query"])
+@pytest.mark.parametrize("kind", ["key_padding", "per_head_key", "per_query"])
 @pytest.mark.parametrize(
     "n_q, n_k, d, causal", [(40, 37, 72, False), (17, 70, 16, False), (33, 33, 16, True)]
 )
@@ -38,6 +38,16 @@ def test_fp32_bias(kind, n_q, n_k, d, causal):
     parts, with the causal mask; rows that see no key give zeros, not NaN."""
     inputs = make_inputs(2, 2, n_q, n_k, d, torch.float32)
     check_against_reference(inputs, 0.3, 1e-5, causal, attention_bias(2, 2, n_q, n_k, torch.float32, kind))
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
+@pytest.mark.parametrize("kind", ["per_head_key", "per_query"])
+def test_fp32_grouped_query_heads_with_bias(kind):
+    """Both at once (SDPA's enable_gqa with an attn_mask): each query head adds its own bias,
+    also in the dK/dV kernel's loop over a group's query heads."""
+    inputs = grouped_inputs(2, 4, 2, 40, 37, 72, torch.float32)
+    check_against_reference(inputs, 0.3, 1e-5, bias=attention_bias(2, 4, 40, 37, torch.float32, kind))
 
 
 @pytest.mark.gpu
@@ -50,7 +60,7 @@ def test_gpu_bf16_grouped_query_heads(heads, kv_heads, n, d, causal):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["key_padding", "per_query"])
+@pytest.mark.parametrize("kind", ["key_padding", "per_head_key", "per_query"])
 @pytest.mark.parametrize("n_q, n_k, d", [(1024, 300, 72), (257, 257, 64), (300, 1000, 128)])
 def test_gpu_bf16_bias(kind, n_q, n_k, d):
     """An additive bias (attention masks) on compiled tiles: a text-padding mask as

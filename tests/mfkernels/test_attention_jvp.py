@@ -199,12 +199,16 @@ def grouped_inputs(batch, heads, kv_heads, n_q, n_k, d, dtype):
 
 def attention_bias(batch, heads, n_q, n_k, dtype, kind):
     """An additive mask (SDPA's float ``attn_mask``) as a 4-D view: per-key padding broadcast
-    over heads and queries (stride 0), or a bias per head and query with -inf entries and a
+    over heads and queries (stride 0), a bias per head and key broadcast over queries (as
+    diffusers passes a caption mask), or a bias per head and query with -inf entries and a
     query row that sees no key."""
     if kind == "key_padding":
         keep = torch.ones(batch, 1, 1, n_k, dtype=torch.bool, device=DEVICE)
         keep[0, ..., n_k // 2 :] = False
         bias = torch.zeros(keep.shape, device=DEVICE).masked_fill(~keep, float("-inf"))
+    elif kind == "per_head_key":
+        bias = torch.randn(batch, heads, 1, n_k, device=DEVICE)
+        bias[0, 0, :, n_k // 3 :] = float("-inf")
     else:
         bias = torch.randn(batch, heads, n_q, n_k, device=DEVICE)
         bias = bias.masked_fill(torch.rand(bias.shape, device=DEVICE) < 0.3, float("-inf"))

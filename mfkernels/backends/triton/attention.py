@@ -85,6 +85,12 @@ def _bias_args(bias, like: Tensor) -> tuple:
     return bias, *bias.stride()
 
 
+def _key_bias(bias) -> bool:
+    """Whether the kernels may read ``bias`` as one row of keys for every query (its query
+    stride 0: a key-padding mask broadcast over queries), once per key instead of per query."""
+    return bias is not None and bias.stride(2) == 0
+
+
 def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False, bias=None):
     """Fused ``(O, O', LSE)`` with :func:`_attn_jvp_fwd_kernel`; signature of
     :func:`reference.attention_jvp`. Inputs (B, H, N, d) of any strides; K, V and their
@@ -112,7 +118,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False, bias
             heads, n_q, n_k, float(scale),
             HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
             ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma, CAUSAL=bool(causal),
-            KV_GROUP=heads // kv_heads, HAS_BIAS=bias is not None,
+            KV_GROUP=heads // kv_heads, HAS_BIAS=bias is not None, KEY_BIAS=_key_bias(bias),
         )  # fmt: skip
     return o, o_dot, lse
 
@@ -235,7 +241,8 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias
         )  # fmt: skip
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_o.stride())
         bias_tensor, *bias_strides = _bias_args(bias, lse)
-        flags = dict(CAUSAL=bool(causal), KV_GROUP=heads // kv_heads, HAS_BIAS=bias is not None)
+        flags = dict(CAUSAL=bool(causal), KV_GROUP=heads // kv_heads)
+        flags.update(HAS_BIAS=bias is not None, KEY_BIAS=_key_bias(bias))
         _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * kv_heads)](
             q, k, v, grad_o, lse, delta, dk, dv, dq_sums, bias_tensor,
             *strides, *dk.stride()[:3], *dq_sums.stride()[:3], *bias_strides,

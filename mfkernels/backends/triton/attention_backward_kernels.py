@@ -18,6 +18,7 @@ from .attention_kernels import (
     _load_tile,
     _lse_seeing_no_key_as_inf,
     _part_ptrs,
+    _query_major_bias_ptrs,
     _row_ptrs,
     _with_alignment,
 )
@@ -189,7 +190,8 @@ def _attn_bwd_dkdv_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
-    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries (with
     ``CAUSAL``, over the queries at or after its first key) of the ``KV_GROUP`` query heads
@@ -242,9 +244,11 @@ def _attn_bwd_dkdv_kernel(
         do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
         dq_rows = _row_ptrs(DQ_ACC, off_b, off_hq, offs_m, stride_ab, stride_ah, stride_an)
         dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
-        # Transposed, as the tiles here: rows are keys, columns queries.
-        bias_rows = _row_ptrs(BIAS, off_b, off_hq, offs_n, stride_bb, stride_bh, stride_bn)
-        bias_ptrs = bias_rows + offs_m[None, :] * stride_bm
+        # Transposed, as the tiles here: rows are keys, columns queries (with KEY_BIAS one
+        # column, read once per key: its query stride is 0).
+        bias_ptrs = _row_ptrs(BIAS, off_b, off_hq, offs_n, stride_bb, stride_bh, stride_bn)
+        if not KEY_BIAS:
+            bias_ptrs = bias_ptrs + offs_m[None, :] * stride_bm
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_queries(
             dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2,
             LSE + row * N_Q + offs_m, DELTA + row * N_Q + offs_m, dq_ptrs, dq_ptrs2,
@@ -313,7 +317,7 @@ def _attn_bwd_dq_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr, KV_GROUP: tl.constexpr,
-    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block (with
     ``CAUSAL``, over the keys at or before its last query: the forward's tiles). K and V have
@@ -351,8 +355,9 @@ def _attn_bwd_dq_kernel(
     lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
     if HAS_BIAS:
         lse2 = _lse_seeing_no_key_as_inf(lse2)
-    bias_rows = _row_ptrs(BIAS, off_b, off_h, offs_m, stride_bb, stride_bh, stride_bm)
-    bias_ptrs = bias_rows + offs_n[None, :] * stride_bn
+    bias_ptrs = _query_major_bias_ptrs(
+        BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS
+    )
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
     v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)

@@ -119,4 +119,5 @@ def width_class(args: dict) -> str:
 
 
 # Arguments a kernel lacks are left out of its key (TMA: the forward's, ATOMIC_DQ: the dK/dV kernel's).
-KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "TMA", "ATOMIC_DQ", "CAUSAL", "KV_GROUP", "HAS_BIAS"]
+KEY = ["N_Q", "N_K", "HEAD_DIM", "PREC", "ALIGN", "TMA", "ATOMIC_DQ", "CAUSAL", "KV_GROUP"]
+KEY += ["HAS_BIAS", "KEY_BIAS"]

@@ -45,10 +45,34 @@ def _row_ptrs(X, off_b, off_h, offs, stride_b, stride_h, stride_n):
 
 @triton.jit
 def _add_bias(s, bias_ptrs, row_ok, col_ok):
-    """Log2-domain scores ``s`` plus the bias tile at ``bias_ptrs`` (natural units, any float
-    dtype), read where ``row_ok`` and ``col_ok`` both hold."""
-    bias = tl.load(bias_ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+    """Log2-domain scores ``s`` plus the bias at ``bias_ptrs`` (natural units, any float dtype):
+    a tile read where ``row_ok`` and ``col_ok`` both hold, or a row ``(1, cols)`` or column
+    ``(rows, 1)`` broadcast over the other dim (a key-padding mask: one value per key)."""
+    if bias_ptrs.shape[0] == 1:
+        bias = tl.load(bias_ptrs, mask=col_ok[None, :], other=0.0)
+    elif bias_ptrs.shape[1] == 1:
+        bias = tl.load(bias_ptrs, mask=row_ok[:, None], other=0.0)
+    else:
+        bias = tl.load(bias_ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
     return s + bias.to(tl.float32) * LOG2E
+
+
+@triton.jit
+def _query_major_bias_ptrs(
+    BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn,
+    KEY_BIAS: tl.constexpr,
+):  # fmt: skip
+    """Pointers to the bias of queries ``offs_m`` at keys ``offs_n``, a (queries, keys) tile;
+    with ``KEY_BIAS`` (the same row of keys for every query) a ``(1, keys)`` row, so that a
+    key-padding mask is read once per key tile, not once per query."""
+    if KEY_BIAS:
+        ptrs = BIAS + off_b * stride_bb + off_h * stride_bh + offs_n[None, :] * stride_bn
+    else:
+        ptrs = (
+            _row_ptrs(BIAS, off_b, off_h, offs_m, stride_bb, stride_bh, stride_bm)
+            + offs_n[None, :] * stride_bn
+        )
+    return ptrs
 
 
 @triton.jit
@@ -221,7 +245,8 @@ def _attn_jvp_fwd_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, CAUSAL: tl.constexpr,
-    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
 
@@ -233,7 +258,8 @@ def _attn_jvp_fwd_kernel(
     Head-dim columns ``[0, BLOCK_D)`` and, with ``SPLIT``, ``[BLOCK_D, BLOCK_D + BLOCK_E)``.
     ``CAUSAL``: query ``i`` sees keys ``j <= i`` only (top-left aligned, as SDPA's ``is_causal``).
     ``HAS_BIAS``: BIAS, (B, H, N_Q, N_K) at any strides (0 where it broadcasts), is added to
-    the scaled scores; a row that sees no key gets O = O' = 0 and LSE = -inf.
+    the scaled scores; a row that sees no key gets O = O' = 0 and LSE = -inf. ``KEY_BIAS``:
+    its query stride is 0 (a key-padding mask), read as one row of keys.
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
@@ -298,8 +324,9 @@ def _attn_jvp_fwd_kernel(
     acc_o2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     qk_scale = scale * LOG2E
-    bias_rows = _row_ptrs(BIAS, off_b, off_h, offs_m, stride_bb, stride_bh, stride_bm)
-    bias_ptrs = bias_rows + offs_n[None, :] * stride_bn
+    bias_ptrs = _query_major_bias_ptrs(
+        BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS
+    )
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them. Causal:
     # the tiles every row of the block sees whole, then those on the diagonal, masked.
