@@ -10,14 +10,17 @@ Features (q of (batch, heads, N, d), batch = --tokens // N):
   causal     ``is_causal`` (top-left aligned); its FLOPs are counted as half of full's
   gqa        ``heads / --kv-group`` key/value heads (``enable_gqa``)
   mask       a key-padding mask (every other image masks its last quarter of keys) given to
-             our kernels as an additive bias in q's dtype, broadcast from (batch, 1, 1, N)
-  mask_fp32  the same bias in fp32: a 16-bit bias tile is prefetched through registers, an
+             our kernels as an additive bias in q's dtype, broadcast from (batch, 1, 1, N): the
+             kernels read it once per key
+  bias       a bias per head, query and key (a quarter of it -inf) in q's dtype: read as tiles
+  bias_fp32  the same bias in fp32: a 16-bit bias tile is prefetched through registers, an
              fp32 one copied asynchronously (docs/attention-tuning.md "Attention bias")
 Variants, each with its feature:
   ours_jvp       ``mfkernels.attention_jvp`` (O, O' and LSE; the reference backend on a CPU)
   ours_bwd       ``mfkernels::attention_backward`` from our saved O and LSE
   func_jvp_math  ``torch.func.jvp`` over math SDPA (N <= --math-max-n)
-  sdpa_fwd/bwd   SDPA's primal forward and backward, the backend torch picks (the bool mask)
+  sdpa_fwd/bwd   SDPA's primal forward and backward, the backend torch picks (the bool mask,
+                 the bias in q's dtype)
 
 TFLOP/s with attention_jvp.py's counts per (batch*head): JVP 12 N^2 d, backward 10 N^2 d,
 primal forward 4 N^2 d; causal at half of each. Timing as attention_jvp.py (``do_bench``
@@ -43,7 +46,7 @@ from mfkernels import dispatch
 from mfkernels.sdpa import _additive_bias as additive_bias
 
 BENCHMARK = "attention_features"
-FEATURES = ("full", "causal", "gqa", "mask", "mask_fp32")
+FEATURES = ("full", "causal", "gqa", "mask", "bias", "bias_fp32")
 FLOPS_PER_N2D = {"ours_jvp": 12, "func_jvp_math": 12, "sdpa_fwd": 4, "ours_bwd": 10, "sdpa_bwd": 10}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GPU_SHAPES = ((72, 1024), (64, 4096), (128, 4096))  # DiT-XL/2 at 512 x 512, then the judged dims
@@ -73,9 +76,14 @@ class Inputs:
         self.kv_grouped = [t[:, :kv_heads].contiguous() for t in self.kv]
         self.scale = d**-0.5
         self.keep = key_padding_mask(self.batch, n, device)
-        self.bias = {  # as sdpa_forward_ad turns a bool mask into a bias, in either dtype
-            "mask": additive_bias(self.keep, dtype),
-            "mask_fp32": additive_bias(self.keep, torch.float32),
+        dense = torch.randn(self.batch, self.heads, n, n, device=device, generator=gen)
+        dense = dense.masked_fill_(
+            torch.rand(dense.shape, device=device, generator=gen) < 0.25, float("-inf")
+        )
+        self.bias = {
+            "mask": additive_bias(self.keep, dtype),  # as sdpa_forward_ad turns a bool mask into one
+            "bias": dense.to(dtype),
+            "bias_fp32": dense,
         }
 
     def ours(self, feature):
@@ -84,12 +92,14 @@ class Inputs:
         return kv, feature == "causal", self.bias.get(feature)
 
     def sdpa_kwargs(self, feature):
-        """SDPA's keyword arguments for the same feature (the bool mask, as models pass it)."""
+        """SDPA's keyword arguments for the same feature (the bool mask, as models pass it; the
+        bias in q's dtype, which SDPA wants)."""
+        masks = {"mask": self.keep, "bias": self.bias["bias"], "bias_fp32": self.bias["bias"]}
         return {
             "scale": self.scale,
             "is_causal": feature == "causal",
             "enable_gqa": feature == "gqa",
-            "attn_mask": self.keep if feature.startswith("mask") else None,
+            "attn_mask": masks.get(feature),
         }
 
 

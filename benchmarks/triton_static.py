@@ -133,9 +133,11 @@ def cases(dtype_names, head_dims, bias_dtype_name=None):
             q, k, v = torch.zeros(2, TOKENS, 3, heads, d, dtype=dt).permute(2, 0, 3, 1, 4).unbind(0)
             o = torch.zeros(2, heads, TOKENS, d, dtype=dt)
             lse = torch.zeros(2, heads, TOKENS)
-            # A padding mask as models pass it (one row of keys per image), broadcast by strides.
+            # A padding mask as models pass it (one row of keys per image, broadcast by strides:
+            # the kernels read it per key), and a bias per head and query (read per tile).
             bias_dtype = getattr(torch, DTYPES[bias_dtype_name or dtype_name])
             bias = torch.zeros(2, 1, 1, TOKENS, dtype=bias_dtype).expand(2, heads, TOKENS, TOKENS)
+            full_bias = torch.zeros(2, heads, TOKENS, TOKENS, dtype=bias_dtype)
             label = f"d={d}"
             yield (
                 "attention_jvp",
@@ -172,6 +174,12 @@ def cases(dtype_names, head_dims, bias_dtype_name=None):
                 partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, False, bias),
             )
             yield (
+                "attention_jvp_bias_full",
+                dtype_name,
+                label,
+                partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, False, full_bias),
+            )
+            yield (
                 "attention_backward",
                 dtype_name,
                 label,
@@ -194,6 +202,12 @@ def cases(dtype_names, head_dims, bias_dtype_name=None):
                 dtype_name,
                 label,
                 partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, False, bias),
+            )
+            yield (
+                "attention_backward_bias_full",
+                dtype_name,
+                label,
+                partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, False, full_bias),
             )
             yield (
                 "attention_backward_atomic_dq",

@@ -131,12 +131,12 @@ def test_attention_jvp_quick(tmp_path):
 
 
 def test_attention_features_quick(tmp_path):
-    """Every feature (causal, grouped heads, masks in two dtypes) and every variant runs; ours
+    """Every feature (causal, grouped heads, a mask, a bias in two dtypes) and every variant runs; ours
     agrees with math attention given the same feature (a bias our kernels ignored would not);
     causal attention counts half the FLOPs; each feature is compared with full attention."""
     data, stdout = _run("attention_features.py", tmp_path)
     rows = {(r["feature"], r["variant"]): r for r in data["rows"]}
-    features = ("full", "causal", "gqa", "mask", "mask_fp32")
+    features = ("full", "causal", "gqa", "mask", "bias", "bias_fp32")
     variants = ("ours_jvp", "func_jvp_math", "sdpa_fwd", "ours_bwd", "sdpa_bwd")
     assert set(rows) == {(f, v) for f in features for v in variants}
     for (feature, variant), r in rows.items():
