@@ -167,18 +167,9 @@ def cases(dtype_names, head_dims, bias_dtype_name=None):
                 label,
                 partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, True),
             )
-            yield (
-                "attention_jvp_bias",
-                dtype_name,
-                label,
-                partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, False, bias),
-            )
-            yield (
-                "attention_jvp_bias_full",
-                dtype_name,
-                label,
-                partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, False, full_bias),
-            )
+            for suffix, b in (("", bias), ("_full", full_bias)):
+                jvp = partial(attention.attention_jvp_triton, q, k, v, q, k, v, d**-0.5, False, b)
+                yield f"attention_jvp_bias{suffix}", dtype_name, label, jvp
             yield (
                 "attention_backward",
                 dtype_name,
@@ -197,18 +188,9 @@ def cases(dtype_names, head_dims, bias_dtype_name=None):
                 label,
                 partial(attention.attention_backward_triton, o, q, k[:, :1], v[:, :1], o, lse, d**-0.5),
             )
-            yield (
-                "attention_backward_bias",
-                dtype_name,
-                label,
-                partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, False, bias),
-            )
-            yield (
-                "attention_backward_bias_full",
-                dtype_name,
-                label,
-                partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, False, full_bias),
-            )
+            for suffix, b in (("", bias), ("_full", full_bias)):
+                backward = partial(attention.attention_backward_triton, o, q, k, v, o, lse, d**-0.5, False, b)
+                yield f"attention_backward_bias{suffix}", dtype_name, label, backward
             yield (
                 "attention_backward_atomic_dq",
                 dtype_name,
