@@ -67,15 +67,22 @@ def _attn_bwd_delta_kernel(
 @triton.jit
 def _attn_bwd_dkdv_tile(
     dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
-    dq_ptrs, dq_ptrs2, start_m, n_q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs,
+    dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, start_m, n_q, offs_m, offs_n, n_ok,
+    d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
     MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):  # fmt: skip
-    """One query tile of the dK/dV loop, in the transposed (key-major) orientation; with
-    ``ATOMIC_DQ`` also this key tile's share of the tile's dQ, added to ``dq_ptrs`` (fp32).
-    ``offs_n``: the block's key rows; with ``CAUSAL`` a key after a query gets P = 0; with
-    ``HAS_BIAS`` the transposed bias tile at ``bias_ptrs`` is added to the scores."""
+    """The query tile at ``start_m`` of the dK/dV loop (``*_ptrs`` at query row 0), in the
+    transposed (key-major) orientation; with ``ATOMIC_DQ`` also this key tile's share of the
+    tile's dQ, added at ``dq_ptrs`` (fp32). ``offs_n``: the block's key rows; with ``CAUSAL``
+    a key after a query gets P = 0; with ``HAS_BIAS`` the transposed bias tile at
+    ``bias_ptrs`` is added to the scores."""
+    q_ptrs, q_ptrs2 = q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn
+    do_ptrs, do_ptrs2 = do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don
+    lse_ptrs, delta_ptrs = lse_ptrs + start_m, delta_ptrs + start_m
+    dq_ptrs, dq_ptrs2 = dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an
+    bias_ptrs = bias_ptrs + start_m * stride_bm
     m_ok = (start_m + offs_m) < n_q
     q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
@@ -145,34 +152,25 @@ def _attn_bwd_dkdv_queries(
         m_whole = tl.minimum(m_full, tl.cdiv(first_key + BLOCK_N - 1, BLOCK_M) * BLOCK_M)
         for start_m in range((first_key // BLOCK_M) * BLOCK_M, m_whole, BLOCK_M):
             dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
-                dk, dk2, dv, dv2, k, k2, v, v2,
-                q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
-                do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
-                lse_ptrs + start_m, delta_ptrs + start_m,
-                dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
-                start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs + start_m * stride_bm,
+                dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
+                dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, start_m, N_Q, offs_m, offs_n, n_ok,
+                d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
                 False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, True, HAS_BIAS,
             )  # fmt: skip
     else:
         m_whole = 0
     for start_m in range(m_whole, m_full, BLOCK_M):
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
-            dk, dk2, dv, dv2, k, k2, v, v2,
-            q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn,
-            do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don,
-            lse_ptrs + start_m, delta_ptrs + start_m,
-            dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an,
-            start_m, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs + start_m * stride_bm,
+            dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
+            dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, start_m, N_Q, offs_m, offs_n, n_ok,
+            d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
             False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, False, HAS_BIAS,
         )  # fmt: skip
     if m_full < N_Q:
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
-            dk, dk2, dv, dv2, k, k2, v, v2,
-            q_ptrs + m_full * stride_qn, q_ptrs2 + m_full * stride_qn,
-            do_ptrs + m_full * stride_don, do_ptrs2 + m_full * stride_don,
-            lse_ptrs + m_full, delta_ptrs + m_full,
-            dq_ptrs + m_full * stride_an, dq_ptrs2 + m_full * stride_an,
-            m_full, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale, bias_ptrs + m_full * stride_bm,
+            dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
+            dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, m_full, N_Q, offs_m, offs_n, n_ok,
+            d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
             True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL, HAS_BIAS,
         )  # fmt: skip
     return dk, dk2, dv, dv2
