@@ -202,14 +202,22 @@ def atomic_save(obj, path: str) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_torch_file(path: str, map_location="cpu", what: str = "checkpoint"):
-    """``torch.load(path, weights_only=True)``; a file torch cannot read is a one-line
-    ``ValueError`` naming it (torch's first line; the rest is advice on ``weights_only``)."""
+def load_torch_file(path: str, map_location="cpu", what: str = "checkpoint", mmap: bool = False):
+    """``torch.load(path, weights_only=True)`` (``mmap``: tensors read only when used); a file
+    torch cannot read is a one-line ``ValueError`` naming it and saying why: torch's first line
+    that is not its advice to load with ``weights_only=False``, which would run any code the
+    file holds."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        lines = [line.split(UNPICKLER_ERROR)[-1].strip() for line in str(e).splitlines()]
+        reasons = [line for line in lines if line and not any(a in line for a in UNSAFE_LOAD_ADVICE)]
+        reason = reasons[0].split(" Please use")[0] if reasons else type(e).__name__  # not: allow it
         raise ValueError(f"cannot read {what} {str(path)!r} (corrupt, or not a torch file): {reason}") from e
+
+
+UNPICKLER_ERROR = "WeightsUnpickler error:"
+UNSAFE_LOAD_ADVICE = ("Weights only load failed", "weights_only", "torch.load")
 
 
 def atomic_copy(src: str, path: str) -> None:

@@ -1,4 +1,5 @@
-"""What meanflow.checkpoint promises about files: nothing is unpickled, and files it writes
+"""What meanflow.checkpoint promises about files: nothing is unpickled (and a refusal says why,
+not how to load unsafely), and files it writes
 get the permissions of any file the user creates (the umask), not mkstemp's private 0600."""
 
 import os
@@ -23,9 +24,18 @@ def test_load_never_unpickles_code(tmp_path):
     evidence = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     torch.save({"model": _RunsCodeWhenUnpickled(str(evidence))}, path)
-    with pytest.raises(ValueError, match=r"cannot read checkpoint .*evil\.pt"):
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*evil\.pt") as e:
         load_torch_file(str(path))
     assert not evidence.exists()
+    assert "GLOBAL os.makedirs" in str(e.value)  # the reason
+    assert "weights_only" not in str(e.value)  # torch's advice to load it unsafely is not passed on
+
+
+def test_a_file_that_is_no_pickle_says_why(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"step": 1}')
+    with pytest.raises(ValueError, match=r"config\.json' \(corrupt, or not a torch file\): Unsupported operand"):
+        load_torch_file(str(path))
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
