@@ -13,7 +13,9 @@ ends with the same images. When every batch is done, rank 0 streams the shards i
 ``samples.npz`` (``arr_0`` images, ``arr_1`` labels, as ADM's ``image_sample.py``), atomically,
 and removes the shards. ``manifest.json`` records the settings and the checkpoint's sha256;
 a re-run with other settings, or from a checkpoint that changed since (a live run's
-``last.pt``), into the same ``--out`` is refused.
+``last.pt``), into the same ``--out`` is refused. So is an ``--out`` whose ``manifest.json``
+is damaged or not ours, or that holds files of these names (``images/*.png`` too) but no
+manifest: nothing this program did not write is overwritten.
 
 The math is ``meanflow.sampler.sample`` (the function ``from meanflow import sample``; this
 file is its batch driver, ``python -m meanflow.sampler`` draws a quick grid PNG).
@@ -57,6 +59,8 @@ RESULT_KEYS = (
     "dtype",
     "model_config",
 )
+# What every manifest has held since the first version; older ones lack ckpt_sha256.
+MANIFEST_KEYS = frozenset(("ckpt", "num", "complete"))
 
 
 def index_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -134,13 +138,53 @@ def checkpoint_sha256(path: str) -> str:
 
 
 def _check_out(out: str):
-    """``out`` must be (or become) a directory: an existing file there or above is refused."""
+    """``out`` must be (or become) a directory: an existing file there or above is refused, and
+    so is a folder holding files of ours without a readable manifest of ours (we would overwrite
+    them, or mix unknown images into the set)."""
     existing = os.path.abspath(out)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         where = "" if existing == os.path.abspath(out) else f" ({existing} is)"
         raise ValueError(f"out {out} must be a directory, but it is a file{where}: give a folder path")
+    if os.path.exists(os.path.join(out, MANIFEST)):
+        read_manifest(out)
+    else:
+        _refuse_unowned(out)
+
+
+def _refuse_unowned(out: str):
+    found = _our_file_names(out)
+    if found:
+        raise ValueError(
+            f"--out {out} holds {found[0]} but no {MANIFEST}: meanflow.generate would overwrite or mix "
+            "with files it did not record writing; use an empty or new --out"
+        )
+
+
+def _our_file_names(out: str) -> list:
+    """Files in ``out`` with the names this program writes."""
+    patterns = (NPZ, os.path.join("shards", "*.npz"), os.path.join("images", "*.png"))
+    return [path for pattern in patterns for path in sorted(glob.glob(os.path.join(out, pattern)))]
+
+
+def read_manifest(out: str) -> dict:
+    """The settings recorded in ``out``'s manifest; a damaged or foreign file is a ValueError
+    naming it, so that nothing of a folder we cannot identify is overwritten."""
+    path = os.path.join(out, MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            manifest = json.load(f)
+    except (ValueError, IsADirectoryError) as e:  # UnicodeDecodeError is a ValueError too
+        reason = f"{type(e).__name__}: {e}"
+    else:
+        if isinstance(manifest, dict) and MANIFEST_KEYS <= manifest.keys():
+            return manifest
+        reason = f"a JSON {type(manifest).__name__} without {', '.join(sorted(MANIFEST_KEYS))}"
+    raise ValueError(
+        f"{path} is not a meanflow.generate manifest ({reason}): --out {out} was not written by "
+        "meanflow.generate, or its manifest is damaged; use another --out"
+    )
 
 
 def read_shard(path: str, *names: str) -> list:
@@ -237,13 +281,14 @@ def _load_identified(ckpt: str, ema, device, world: int):
 def _check_manifest(out: str, settings: dict):
     """None when ``out`` is new or was made with ``settings``; else the reason it was not."""
     path = os.path.join(out, MANIFEST)
-    if not os.path.exists(path):
-        if glob.glob(os.path.join(out, "shards", "*.npz")) or os.path.exists(os.path.join(out, NPZ)):
-            return f"{out} holds samples but no {MANIFEST}: use an empty --out"
-        write_json_atomic(path, {**settings, "complete": False}, indent=2)
-        return None
-    with open(path) as f:
-        old = json.load(f)
+    try:
+        if not os.path.exists(path):
+            _refuse_unowned(out)  # again: files may have come while the checkpoint loaded
+            write_json_atomic(path, {**settings, "complete": False}, indent=2)
+            return None
+        old = read_manifest(out)
+    except ValueError as e:  # returned, not raised: the other ranks wait for rank 0's answer
+        return str(e)
     if old.get("ckpt_sha256") != settings["ckpt_sha256"]:
         return (
             f"{out} holds samples of checkpoint {old.get('ckpt')} with sha256 "

@@ -149,3 +149,44 @@ def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path, tiny, monke
     with pytest.raises(ValueError, match=r"changed while it was read"):
         generate_cli.run(ckpt, str(out), **RUN)
     assert not out.exists()
+
+
+def test_an_out_holding_files_of_ours_without_their_manifest_is_refused(tmp_path, tiny, capsys):
+    """Without the manifest nothing says the PNGs were made with these settings, or by us at
+    all: another seed would silently overwrite them, a user's own image too."""
+    ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
+    out = str(tmp_path / "s")
+    generate_cli.run(ckpt, out, **RUN)
+    os.unlink(os.path.join(out, "manifest.json"))
+    os.unlink(os.path.join(out, "samples.npz"))
+    before = snapshot(out)
+    argv = ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2", "--seed", "5"]
+    err = cli_error(capsys, [*argv, "--quiet"])
+    assert f"--out {out}" in err and "000000.png" in err and "no manifest.json" in err
+    assert snapshot(out) == before
+
+    user = tmp_path / "mine"
+    (user / "images").mkdir(parents=True)
+    (user / "images" / "000000.png").write_bytes(b"the user's picture")
+    with pytest.raises(ValueError, match="--out .*mine holds .*000000.png but no manifest.json"):
+        generate_cli.run(ckpt, str(user), **RUN)
+    assert snapshot(user) == {os.path.join("images", "000000.png"): b"the user's picture"}
+    assert sorted(os.listdir(user)) == ["images"]
+
+
+@pytest.mark.parametrize("content", [b"{bad", b"[1, 2]", b'{"note": "mine"}', b"\xff\xfe\x00"])
+def test_a_damaged_or_foreign_manifest_is_named(tmp_path, tiny, monkeypatch, capsys, content):
+    ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
+    out = str(tmp_path / "s")
+    generate_cli.run(ckpt, out, **RUN)
+    manifest = os.path.join(out, "manifest.json")
+    with open(manifest, "wb") as f:
+        f.write(content)
+    before = snapshot(out)
+    err = cli_error(capsys, ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2"])
+    assert f"{manifest} is not a meanflow.generate manifest" in err and "--out" in err
+    # refused before the checkpoint is read and hashed
+    monkeypatch.setattr(generate_cli, "load_model", None)
+    with pytest.raises(ValueError, match="is not a meanflow.generate manifest"):
+        generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
+    assert snapshot(out) == before
