@@ -18,7 +18,9 @@ itself would have cached them); ``vgg16`` takes its local file the same way, and
 built-in extractors that can only download (CLIP, DINOv2) are refused. A weights file must
 have the published sha256 (else ``--allow-unverified-weights``) and is read with
 ``weights_only=True``: it carries tensors, never code. Results go to a JSON file, written
-atomically, with the weights' sha256.
+atomically, with the weights' sha256. ``--out`` and ``--save-ref-stats`` are checked before
+any feature is extracted: neither may be a directory, an input, or an existing file other
+than an earlier report (or statistics ``.npz``).
 """
 
 import argparse
@@ -44,6 +46,8 @@ INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2
 WEIGHTS_ENV = "MEANFLOW_INCEPTION_WEIGHTS"
 METRICS = ("fid", "isc", "prc", "kid")
 ALLOW_FLAG = "--allow-unverified-weights"
+# A JSON object with one of these is a metrics report, which --out may replace.
+REPORT_KEYS = frozenset(("feature_extractor", "fid", "inception_score_mean", "precision", "kid_mean"))
 
 
 class PublishedWeights(NamedTuple):
@@ -161,7 +165,7 @@ class ImageSet:
 
     def __init__(self, path: str, role: str):
         self.path, self.role = path, role
-        self.files, self.array, self.stats = None, None, None
+        self.files, self.array, self.stats, self.npz = None, None, None, None
         if os.path.isdir(path):
             manifest = os.path.join(path, "manifest.json")
             npz = os.path.join(path, "samples.npz")
@@ -284,6 +288,63 @@ def load_npz_member(path: str, name: str) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
+# ---------------------------------------------------------------- destinations
+
+
+def check_destination(flag: str, path: str, inputs, ours) -> None:
+    """Refuse ``path`` (where option ``flag`` writes a file at the very end) before any work:
+    a directory, a folder above it that is a file or not writable, one of the ``inputs``
+    (``(role, path)`` pairs), or an existing file that ``ours(path)`` does not recognise as
+    one this program writes there (an empty file holds nothing to lose)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a directory; give a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {path} cannot be written: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path} cannot be written: no permission to write in {folder}")
+    if not os.path.exists(path):
+        return
+    for role, source in inputs:
+        if os.path.samefile(path, source):
+            raise ValueError(f"{flag} {path} is the {role} {source}: give another path, never an input")
+    if os.path.getsize(path) and not ours(path):
+        raise ValueError(
+            f"{flag} {path} exists and is not a file meanflow.evaluate writes there: move it away "
+            "or give another path"
+        )
+
+
+def _same_path(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_report(path: str) -> bool:
+    """A JSON results file: an object with ``feature_extractor`` (every report of ``evaluate``
+    has it) or one of its metrics (a report trimmed by hand, or another tool's)."""
+    if os.path.getsize(path) > 1 << 20:  # reports are a few hundred bytes; never read a big file
+        return False
+    try:
+        with open(path, "rb") as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and not report.keys().isdisjoint(REPORT_KEYS)
+
+
+def _is_stats(path: str) -> bool:
+    """An ``.npz`` of ``mu`` and ``sigma`` alone, as ``--save-ref-stats`` writes."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sorted(zf.namelist()) == ["mu.npy", "sigma.npy"]
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 # ------------------------------------------------------------------- features
 
 
@@ -360,7 +421,8 @@ def evaluate(
     written to ``out`` (JSON, atomic) when given. ``metrics``: a subset of
     fid, isc, prc, kid; default fid + isc, and prc when the reference has images. The weights
     of a built-in extractor must be the published file (sha256) unless
-    ``allow_unverified_weights``."""
+    ``allow_unverified_weights``. ``out`` and ``save_ref_stats`` are refused up front when
+    they are an input or an existing file of another kind (see ``check_destination``)."""
     fidelity = _fidelity()
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_kid import kid_features_to_metric
@@ -396,8 +458,14 @@ def evaluate(
     layer = {m: cls.get_default_feature_layer_for_metric(m) for m in (*metrics, "fid")}
     if "fid" not in metrics and not save_ref_stats:
         del layer["fid"]
-    if out is not None and os.path.isdir(out):
-        raise ValueError(f"out {out} is a directory; give a JSON file path")
+    inputs = [("samples", sample_set.npz)] + ([("reference", ref_set.npz)] if ref_set is not None else [])
+    inputs = [(role, path) for role, path in inputs if path is not None]
+    destinations = [("--out", out, _is_report), ("--save-ref-stats", save_ref_stats, _is_stats)]
+    destinations = [(flag, path, ours) for flag, path, ours in destinations if path]
+    if len(destinations) == 2 and _same_path(out, save_ref_stats):
+        raise ValueError(f"--out and --save-ref-stats are both {out}: give two different files")
+    for flag, path, ours in destinations:
+        check_destination(flag, path, inputs, ours)
 
     dev = resolve_device(device)
     extractor, provenance = make_extractor(

@@ -216,6 +216,53 @@ def test_bad_reference_folders_write_nothing(sets, tmp_path):
     assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == []
 
 
+def test_outputs_never_replace_inputs_or_foreign_files_and_are_checked_first(sets, tmp_path, monkeypatch):
+    """The JSON and the statistics are written after all the feature extraction: a path that
+    cannot take them is refused before it, and neither may land on an input or on a file that
+    is not one evaluate writes (the samples becoming a report, the reference images lost)."""
+    stats, user_json, user_npz = tmp_path / "stats.npz", tmp_path / "notes.json", tmp_path / "mine.npz"
+    ev.evaluate(sets["shift8"], sets["a_npz"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
+    user_json.write_text('{"todo": "my own notes"}')
+    np.savez(user_npz, mu=np.zeros(3), sigma=np.eye(3), labels=np.arange(3))
+    (tmp_path / "folder").mkdir()
+    files = [sets["shift8"], sets["a_npz"], stats, user_json, user_npz]
+    before = {str(f): open(f, "rb").read() for f in files}
+
+    def extract(*args, **kwargs):
+        raise AssertionError("features extracted before the outputs were checked")
+
+    monkeypatch.setattr(ev, "extract", extract)
+    samples, ref = sets["shift8"], sets["a_npz"]
+    for reference, kwargs, message in (
+        (ref, dict(out=samples), r"--out .*s8.npz is the samples"),
+        (ref, dict(save_ref_stats=ref), r"--save-ref-stats .*a.npz is the reference"),
+        (str(stats), dict(save_ref_stats=str(stats)), r"--save-ref-stats .*stats.npz is the reference"),
+        (ref, dict(out=str(tmp_path / "folder")), r"--out .*folder is a directory"),
+        (ref, dict(save_ref_stats=str(tmp_path / "folder")), r"--save-ref-stats .*folder is a directory"),
+        (ref, dict(save_ref_stats=str(user_json / "s.npz")), r"--save-ref-stats .*notes.json is a file"),
+        (ref, dict(out=str(user_json)), r"--out .*notes.json exists and is not a file meanflow.evaluate"),
+        (ref, dict(save_ref_stats=str(user_npz)), r"--save-ref-stats .*mine.npz exists and is not"),
+        (ref, dict(out=str(stats), save_ref_stats=str(stats)), "--out and --save-ref-stats are both"),
+        (ref, dict(out=str(tmp_path / "r.json"), save_ref_stats=str(tmp_path / "r.json")), "are both"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ev.evaluate(samples, reference, metrics=["fid"], **kwargs, **RUN)
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main([samples, "--ref", ref, "--save-ref-stats", ref, "--feature-extractor", TINY, "--quiet"])
+    assert exit_info.value.code == 2
+    assert {str(f): open(f, "rb").read() for f in files} == before
+    assert not (tmp_path / "r.json").exists()
+
+    # its own earlier outputs, and empty files (mktemp), are written over
+    monkeypatch.undo()
+    report = tmp_path / "report.json"
+    for _ in range(2):
+        ev.evaluate(samples, ref, metrics=["fid"], out=str(report), save_ref_stats=str(stats), **RUN)
+    user_json.write_text("")
+    ev.evaluate(samples, ref, metrics=["fid"], out=str(user_json), **RUN)
+    assert json.loads(report.read_text()) == json.loads(user_json.read_text())
+
+
 def test_cli_writes_json(sets, tmp_path, capsys):
     out = tmp_path / "m.json"
     ev.main([sets["shift8"], "--ref", sets["a_dir"], "--metrics", "fid,isc", "--feature-extractor", TINY])
