@@ -135,7 +135,7 @@ class TrainConfig:
     sample_steps: int = 1  # network evaluations per image of the sample grids
     eval_every: int = 0  # eval hook (MNIST: classifier accuracy + Frechet distance); 0 = at the end
     eval_samples: int = 1000  # images the eval hook scores; 0 = no evaluation
-    ckpt_every: int = 1000  # rewrite last.pt every this many steps; 0 = only at the end
+    ckpt_every: int = 1000  # rewrite last.pt every this many steps (and at keep_every's); 0 = at the end
     keep_every: int = 0  # also keep ckpt_<step>.pt every this many steps; 0 = never
     keep_full: bool = False  # kept ckpt_<step>.pt hold all last.pt does (resumable), not only the EMAs
     resume: str = "auto"  # auto: continue from out_dir/last.pt when it exists; or a checkpoint path

@@ -55,6 +55,7 @@ from meanflow.train_report import (  # noqa: E402, F401 (grid_images: the traine
     samples_and_eval,
 )
 from meanflow.train_state import (  # noqa: E402
+    exclusive_out_dir,
     kept_message,
     prepare_out_dir,
     resume,
@@ -236,7 +237,14 @@ def main(argv=None) -> dict:
     objective = build_objective(config)
     if config.tensorboard and master:
         require_tensorboard()
+    with exclusive_out_dir(config.out_dir) if master else nullcontext():
+        return train(config, rank, world, device, loader, model, emas, opt, objective)
 
+
+def train(config: TrainConfig, rank: int, world: int, device, loader, model, emas, opt, objective) -> dict:
+    """Resume or start the run in ``config.out_dir`` and train it to ``config.steps``; returns
+    the summary it logs last."""
+    master = rank == 0
     # Resume: everything is checked before the first write, so a bad checkpoint changes nothing.
     step, resumed_from = resume(config, model, emas, opt, loader, rank, world, device)
     good = None if resumed_from is None else (resumed_from, step)  # the last good checkpoint
@@ -297,7 +305,7 @@ def main(argv=None) -> dict:
             if stop.requested:
                 break
 
-            if config.ckpt_every and step % config.ckpt_every == 0:
+            if any(every and step % every == 0 for every in (config.ckpt_every, config.keep_every)):
                 good = save_checkpoint(config, step, model, emas, opt, loader, rank, world, device, good)
             do_sample = config.sample_every and step % config.sample_every == 0
             do_eval = config.eval_every and step % config.eval_every == 0

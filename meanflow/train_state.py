@@ -9,7 +9,10 @@ a ``DiTConfig``, or an adapter's ``AdapterConfig`` (class and constructor keywor
 rebuild it: ``meanflow/adapters.py``).
 """
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import os
 import random
 
@@ -144,12 +147,63 @@ def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):
     or written, so a bad checkpoint changes nothing."""
     last = os.path.join(config.out_dir, "last.pt")
     path = last if config.resume == "auto" else config.resume
-    if config.resume != "auto" and not os.path.isfile(path):
-        raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
+    if config.resume != "auto":
+        if os.path.isdir(path):
+            where = os.path.join(path, "last.pt")
+            raise ValueError(f"resume {path!r} is a directory; a run resumes from a file, e.g. {where!r}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
+        refuse_replacing_another_run(last, path, config)
     if not os.path.isfile(path):
         return 0, None
     ckpt = load_checkpoint(path, model, device, config)
     return restore(ckpt, path, model, emas, opt, loader, rank, world, device), path
+
+
+def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> None:
+    """A run resumed from ``path`` writes ``last``, the out_dir's ``last.pt``: refused when that
+    holds another run (the same run may go back to an earlier checkpoint of its own)."""
+    if not os.path.isfile(last) or os.path.samefile(last, path):
+        return
+    saved = load_torch_file(last, mmap=True)  # its config only: the tensors stay on disk
+    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)):
+        raise ValueError(f"{last!r} is not a meanflow.train checkpoint: resuming {path!r} would replace it")
+    changes = run_identity_changes(saved["config"], config)
+    if changes:
+        listing = ", ".join(f"{k}: {a!r} there vs {b!r} here" for k, (a, b) in changes.items())
+        raise ValueError(
+            f"out_dir {config.out_dir!r} holds the last.pt of another run ({listing}): resuming "
+            f"{path!r} there would replace it; use another out_dir"
+        )
+
+
+@contextlib.contextmanager
+def exclusive_out_dir(out_dir: str):
+    """Hold ``out_dir`` for one trainer: a second one started on it (it would resume from the
+    first one's checkpoint while that run goes on, and both would rewrite it and remove each
+    other's temporaries) is refused. The lock is the kernel's (``flock`` on the folder), so a
+    killed run leaves none behind; where the file system has none (some network mounts) the run
+    goes on without it. A folder this call made is removed again if the run leaves it empty."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {out_dir!r} is not a directory")
+    made = not os.path.exists(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    folder = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise ValueError(
+                    f"out_dir {out_dir!r} is in use by another meanflow.train run; wait for it to end or "
+                    f"use another out_dir"
+                ) from None
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only if empty: a refused resume leaves no trace
 
 
 def prepare_out_dir(config: TrainConfig) -> None:

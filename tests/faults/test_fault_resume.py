@@ -1,5 +1,6 @@
 """Resuming a run: a finished run is left alone, a resume says from which step, a checkpoint of
-another run or missing a key is refused in one line naming it, the global RNGs resume exactly."""
+another run or missing a key is refused in one line naming it, the global RNGs resume exactly;
+no run replaces another's checkpoint, and one out_dir holds one trainer at a time."""
 
 import os
 import random
@@ -11,6 +12,7 @@ from trainer_cli import cli_error
 from trainer_cli import tiny_argv as one_step_argv
 
 from meanflow import train
+from meanflow.train_state import exclusive_out_dir
 
 
 def tiny_argv(out_dir, data_path, *extra):
@@ -106,3 +108,48 @@ def test_global_rngs_resume_exactly(tmp_path, fake_mnist, monkeypatch):
     train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "2"))
     train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "4"))
     assert len(set(full)) == 4 and draws == full
+
+
+def test_resume_into_another_runs_out_dir_is_refused(tmp_path, fake_mnist):
+    """``--resume`` of one run's checkpoint with ``--out_dir`` of another would replace that
+    run's last.pt: refused, naming the key. Going back to an earlier checkpoint of the run
+    that out_dir holds is not."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    train.cli(tiny_argv(first, fake_mnist))
+    train.cli(tiny_argv(second, fake_mnist, "--seed", "7", "--keep_every", "1", "--keep_full", "true"))
+    before = snapshot(second)
+    message = cli_error(tiny_argv(second, fake_mnist, "--steps", "3", "--resume", str(first / "last.pt")))
+    assert f"out_dir {str(second)!r} holds the last.pt of another run (seed: 7 there vs 0 here)" in message
+    assert snapshot(second) == before
+    train.cli(tiny_argv(second, fake_mnist, "--seed", "7", "--resume", str(second / "ckpt_0000001.pt")))
+    assert torch.load(second / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_a_second_trainer_on_a_busy_out_dir_is_refused(tmp_path, fake_mnist):
+    """While one trainer holds out_dir, another started on it (which would resume from the
+    first one's checkpoint and rewrite it) stops before reading or writing anything."""
+    out = tmp_path / "run"
+    train.cli(tiny_argv(out, fake_mnist))
+    before = snapshot(out)
+    with exclusive_out_dir(str(out)):  # as a running trainer holds it
+        message = cli_error(tiny_argv(out, fake_mnist, "--steps", "4"))
+    assert f"out_dir {str(out)!r} is in use by another meanflow.train run" in message
+    assert snapshot(out) == before
+    train.cli(tiny_argv(out, fake_mnist, "--steps", "3"))  # released: the run goes on
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_out_dir_and_resume_of_the_wrong_kind_say_so(tmp_path, fake_mnist):
+    run, not_a_folder = tmp_path / "run", tmp_path / "file"
+    train.cli(tiny_argv(run, fake_mnist))
+    message = cli_error(tiny_argv(tmp_path / "new", fake_mnist, "--steps", "4", "--resume", str(run)))
+    assert (
+        f"resume {str(run)!r} is a directory; a run resumes from a file, e.g. {str(run / 'last.pt')!r}"
+        in message
+    )
+    assert not (tmp_path / "new").exists()
+    not_a_folder.write_text("mine")
+    assert cli_error(tiny_argv(not_a_folder, fake_mnist)).endswith(
+        f"out_dir {str(not_a_folder)!r} is not a directory"
+    )
+    assert not_a_folder.read_text() == "mine"

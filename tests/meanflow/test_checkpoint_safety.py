@@ -34,7 +34,9 @@ def test_load_never_unpickles_code(tmp_path):
 def test_a_file_that_is_no_pickle_says_why(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"step": 1}')
-    with pytest.raises(ValueError, match=r"config\.json' \(corrupt, or not a torch file\): Unsupported operand"):
+    with pytest.raises(
+        ValueError, match=r"config\.json' \(corrupt, or not a torch file\): Unsupported operand"
+    ):
         load_torch_file(str(path))
 
 

@@ -425,6 +425,14 @@ def test_readme_names_every_metrics_key(tmp_path, fake_mnist):
     assert not [k for k in sorted(keys) if f"`{k}`" not in readme]
 
 
+@pytest.mark.parametrize("ckpt_every", [2, 0])
+def test_checkpoints_are_kept_at_their_own_cadence(tmp_path, fake_mnist, ckpt_every):
+    """keep_every keeps ckpt_<step>.pt every that many steps, whatever ckpt_every is."""
+    train.main(tiny_config(tmp_path, fake_mnist, steps=7, ckpt_every=ckpt_every, keep_every=3))
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_0000003.pt", "ckpt_0000006.pt"]
+    assert _load(tmp_path / "ckpt_0000003.pt")["step"] == 3
+
+
 def test_kept_checkpoints_hold_what_sampling_needs(tmp_path, fake_mnist):
     """A kept ckpt_<step>.pt holds the EMA weights and configs only (a quarter of last.pt with one
     EMA): sampling and export load it, a resume from it is refused naming keep_full; with
