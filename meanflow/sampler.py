@@ -83,6 +83,8 @@ def main(argv=None):
     """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png"""
     import argparse
 
+    from .checkpoint import refuse_directory
+    from .cli import errors_as_one_line
     from .distributed import resolve_device
     from .pretrained import load_trainer_checkpoint
 
@@ -100,18 +102,24 @@ def main(argv=None):
     parser.add_argument("--out", default="samples.png", help="the PNG to write (default: samples.png)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
-    try:
+    if args.steps < 1:
+        parser.error(f"argument --steps: must be >= 1, got {args.steps}")
+    if args.per_class < 1:
+        parser.error(f"argument --per-class: must be >= 1, got {args.per_class}")
+    try:  # before the model is loaded and sampled
+        refuse_directory(args.out)
+    except ValueError as e:
+        parser.error(f"argument --out: {e}")
+    with errors_as_one_line(parser):
         device = resolve_device(args.device)
         model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=device)
-    except (ValueError, FileNotFoundError) as e:
-        parser.exit(2, f"error: {e}\n")
-    cfg = model.config
-    n = (cfg.num_classes or 10) * args.per_class
-    y = torch.arange(n, device=device) % cfg.num_classes if cfg.num_classes else None
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=device)
-    images = sample(model, y, steps=args.steps, noise=noise)
-    save_grid(images, args.out, nrow=cfg.num_classes or 10)
+        cfg = model.config
+        n = (cfg.num_classes or 10) * args.per_class
+        y = torch.arange(n, device=device) % cfg.num_classes if cfg.num_classes else None
+        g = torch.Generator(device=device).manual_seed(args.seed)
+        noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=device)
+        images = sample(model, y, steps=args.steps, noise=noise)
+        save_grid(images, args.out, nrow=cfg.num_classes or 10)
     print(f"wrote {args.out}: {images.shape[0]} samples, {args.steps} NFE")
 
 

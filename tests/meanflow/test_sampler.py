@@ -1,3 +1,6 @@
+import dataclasses
+import os
+
 import pytest
 import torch
 
@@ -54,3 +57,59 @@ def test_bad_arguments(tiny):
         sample(model, None)
     with pytest.raises(ValueError, match="y must hold class labels"):
         sample(model, torch.tensor([0, model.config.num_classes + 1]))
+
+
+def _checkpoint(path, model):
+    state = model.state_dict()
+    config = dataclasses.asdict(model.config)
+    torch.save({"model": state, "ema": [state], "ema_decays": [0.99], "model_config": config}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
+        (["--per-class", "-2"], "argument --per-class: must be >= 1, got -2"),
+        (["--per-class", "0"], "argument --per-class: must be >= 1, got 0"),
+        (["--out", "folder"], "argument --out: folder is a directory"),
+    ],
+)
+def test_grid_program_names_a_bad_option(argv, message, tiny, tmp_path, monkeypatch, capsys):
+    """A bad option is argparse's error naming it (status 2), before the model is loaded; an
+    empty grid is no success."""
+    from meanflow import sampler
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    ckpt = _checkpoint(tmp_path / "last.pt", tiny())
+    with pytest.raises(SystemExit) as exit_:
+        sampler.main([ckpt, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err.splitlines()[-1]
+    assert "Traceback" not in err and sorted(os.listdir(tmp_path)) == ["folder", "last.pt"]
+
+
+def test_grid_program_cannot_write_in_one_line(tiny, tmp_path, capsys):
+    """An --out it cannot write (here, below a file) is one line, status 1, no traceback."""
+    from meanflow import sampler
+
+    ckpt = _checkpoint(tmp_path / "last.pt", tiny())
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        sampler.main([ckpt, "--out", str(tmp_path / "file" / "grid.png"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_grid_program_writes_a_row_per_class(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    from meanflow import sampler
+
+    ckpt = _checkpoint(tmp_path / "last.pt", tiny(num_classes=3))
+    out = tmp_path / "grid.png"
+    sampler.main([ckpt, "--out", str(out), "--per-class", "2", "--device", "cpu"])
+    assert capsys.readouterr().out == f"wrote {out}: 6 samples, 1 NFE\n"
+    assert Image.open(out).size == (3 * 10 + 2, 2 * 10 + 2)  # 8x8 images, 2-pixel gaps
