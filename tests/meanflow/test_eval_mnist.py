@@ -1,12 +1,43 @@
+import dataclasses
 import importlib.util
+import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
 
 from meanflow import eval_mnist
 from meanflow.models import DiT, DiTConfig
+
+
+def mnist_config(**kw):
+    """A tiny DiT config of the shape the classifier scores (1x32x32, 10 classes)."""
+    cfg = dict(
+        input_size=32, patch_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10
+    )
+    return DiTConfig(**{**cfg, **kw})
+
+
+def save_checkpoint(path, **kw):
+    state = DiT(mnist_config(**kw)).state_dict()
+    config = dataclasses.asdict(mnist_config(**kw))
+    torch.save({"model": state, "ema": [state], "ema_decays": [0.99], "model_config": config}, path)
+    return str(path)
+
+
+def small_classifier(monkeypatch, trained=None):
+    """``train_classifier`` on the fake digits in a second; each call appends its data path
+    to ``trained``."""
+    train = eval_mnist.train_classifier
+
+    def fit(path, log):
+        if trained is not None:
+            trained.append(path)
+        return train(path, epochs=2, log=log, batch=16)
+
+    monkeypatch.setattr(eval_mnist, "train_classifier", fit)
 
 
 def test_frechet_distance_closed_form():
@@ -27,15 +58,13 @@ def test_evaluate_trains_then_reuses_the_cached_classifier(tmp_path, fake_mnist,
         eval_mnist, "train_classifier", lambda path, log: train(path, epochs=15, log=log, batch=16)
     )
     torch.manual_seed(0)
-    cfg = DiTConfig(
-        input_size=32, patch_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10
-    )
-    model = DiT(cfg)
+    model = DiT(mnist_config())
     quiet = dict(num_samples=30, batch=16, data_path=fake_mnist, log=lambda s: None)
     # The first evaluate() trains the classifier (inside its own no_grad) and caches it.
     result = eval_mnist.evaluate(model, **quiet)
     assert set(result) == {"acc", "fd", "nfe", "samples"} and 0 <= result["acc"] <= 1 and result["fd"] >= 0
-    assert os.listdir(tmp_path / "cache") == [f"mnist_classifier_v{eval_mnist.VERSION}.pt"]
+    (cached,) = os.listdir(tmp_path / "cache")
+    assert cached.startswith(f"mnist_classifier_v{eval_mnist.VERSION}_") and cached.endswith(".pt")
 
     def no_training(*a, **k):
         raise AssertionError("the cached classifier should be used")
@@ -68,8 +97,11 @@ def test_program_scores_the_trainers_sample_count_and_prints_a_line(monkeypatch,
 
     calls = []
     result = {"acc": 0.9, "fd": 12.5, "nfe": 1, "samples": 1000}
-    monkeypatch.setattr(pretrained, "load_trainer_checkpoint", lambda path, ema: "model")
-    monkeypatch.setattr(eval_mnist, "load_classifier", lambda log=print: (None, {"test_acc": 0.99}))
+    model = DiT(mnist_config())
+    monkeypatch.setattr(pretrained, "load_trainer_checkpoint", lambda path, ema: model)
+    monkeypatch.setattr(
+        eval_mnist, "load_classifier", lambda data_path=None, log=print: (None, {"test_acc": 0.99})
+    )
     monkeypatch.setattr(eval_mnist, "evaluate", lambda *a, **k: calls.append(a) or result)
     eval_mnist.main(["last.pt"])
     assert calls[0][1] == TrainConfig().eval_samples
@@ -77,3 +109,128 @@ def test_program_scores_the_trainers_sample_count_and_prints_a_line(monkeypatch,
     assert out.splitlines()[-1] == "1-NFE class accuracy 0.9000, Frechet distance 12.500 (1000 samples)"
     eval_mnist.main(["last.pt", "--json"])
     assert json.loads(capsys.readouterr().out) == result
+
+
+def test_the_cache_holds_one_classifier_per_data_set(tmp_path, fake_mnist, monkeypatch):
+    """A classifier of one data set never scores another's samples: the cache file is named by
+    a hash of the images and labels, and a file copied under another data set's name, or the
+    old file named by the version alone, is not trusted."""
+    from conftest import write_idx
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEANFLOW_CACHE", str(cache))
+    trained = []
+    small_classifier(monkeypatch, trained)
+    other = tmp_path / "other"
+    shutil.copytree(fake_mnist, other)
+    images, _ = eval_mnist.load_mnist("test", fake_mnist)
+    write_idx(other / "t10k-images-idx3-ubyte", 255 - images.numpy())  # the same labels
+    quiet = dict(log=lambda s: None)
+
+    _, first = eval_mnist.load_classifier(fake_mnist, **quiet)
+    _, second = eval_mnist.load_classifier(str(other), **quiet)
+    assert trained == [fake_mnist, str(other)] and not torch.equal(first["mu"], second["mu"])
+    _, again = eval_mnist.load_classifier(fake_mnist, **quiet)
+    assert len(trained) == 2 and torch.equal(again["mu"], first["mu"])
+    names = {data_sha256(path): path for path in (fake_mnist, str(other))}
+    files = {names[torch.load(cache / f, weights_only=True)["data_sha256"]]: f for f in os.listdir(cache)}
+    assert sorted(files) == sorted(names.values())
+
+    # The first data set's file under the second's name, or under the version's old name (what
+    # the cache was before it knew the data), is not trusted: the second data set is retrained.
+    shutil.copy(cache / files[fake_mnist], cache / f"mnist_classifier_v{eval_mnist.VERSION}.pt")
+    shutil.copy(cache / files[fake_mnist], cache / files[str(other)])
+    _, third = eval_mnist.load_classifier(str(other), **quiet)
+    assert trained[2:] == [str(other)] and not torch.equal(third["mu"], first["mu"])
+
+
+def data_sha256(path):
+    return eval_mnist.data_sha256([eval_mnist.load_mnist(split, path) for split in ("train", "test")])
+
+
+def test_the_data_hash_is_the_data_not_its_files(tmp_path, fake_mnist):
+    """The same images and labels, gzipped or not, are the same data set; one label changed
+    is another."""
+    from conftest import write_idx
+
+    raw = tmp_path / "raw"
+    shutil.copytree(fake_mnist, raw)
+    images, labels = eval_mnist.load_mnist("train", fake_mnist)
+    for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+        (raw / f"train-{kind}-ubyte.gz").unlink()
+        write_idx(raw / f"train-{kind}-ubyte", array.numpy())
+    assert data_sha256(str(raw)) == data_sha256(fake_mnist)
+    labels[0] = (labels[0] + 1) % 10
+    write_idx(raw / "train-labels-idx1-ubyte", labels.numpy())
+    assert data_sha256(str(raw)) != data_sha256(fake_mnist)
+
+
+def test_fewer_training_images_than_a_batch_name_the_data(fake_mnist):
+    """The fake set's 96 images are fewer than the classifier's batch of 256: a one-line error
+    naming the data path, not the scheduler's "total_steps=0"."""
+    with pytest.raises(ValueError, match=f"data path '{fake_mnist}' has 96 training images.*at least") as e:
+        eval_mnist.train_classifier(fake_mnist, log=lambda s: None)
+    assert "\n" not in str(e.value)
+
+
+def _no_classifier(*a, **k):
+    pytest.fail("loaded or trained the classifier before checking the arguments")
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(num_samples=1), "num_samples must be an int >= 2"),
+        (dict(steps=0), "steps must be an int >= 1"),
+        (dict(config=dict(in_channels=3)), "model makes 3x32x32 images of 10 classes"),
+        (dict(config=dict(input_size=64)), "model makes 1x64x64 images"),
+        (dict(config=dict(num_classes=0)), "model makes 1x32x32 images of no classes"),
+        (dict(config=dict(num_classes=5)), "model makes 1x32x32 images of 5 classes"),
+    ],
+)
+def test_evaluate_checks_before_loading_the_classifier(kw, message, monkeypatch):
+    monkeypatch.setattr(eval_mnist, "load_classifier", _no_classifier)
+    model = DiT(mnist_config(**kw.pop("config", {})))
+    with pytest.raises(ValueError, match=message):
+        eval_mnist.evaluate(model, **kw)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--samples", "1"], "argument --samples: must be >= 2"),
+        (["--samples", "0"], "argument --samples: must be >= 2"),
+        (["--samples", "-3"], "argument --samples: must be >= 2"),
+        (["--steps", "0"], "argument --steps: must be >= 1"),
+        (["--data", "missing"], "argument --data: 'missing' does not exist"),
+        (dict(in_channels=3), "makes 3x32x32 images of 10 classes; the MNIST classifier scores"),
+        (dict(input_size=64), "makes 1x64x64 images of 10 classes"),
+        (dict(num_classes=0), "makes 1x32x32 images of no classes"),
+    ],
+)
+def test_program_checks_its_arguments_and_model_before_the_classifier(
+    argv, message, tmp_path, monkeypatch, capsys
+):
+    """One line naming the option, or the checkpoint whose model the classifier cannot score,
+    with status 2 and before the classifier (minutes to train without a cache) is loaded."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(eval_mnist, "load_classifier", _no_classifier)
+    ckpt = save_checkpoint(tmp_path / "last.pt", **(argv if isinstance(argv, dict) else {}))
+    with pytest.raises(SystemExit) as exit_:
+        eval_mnist.main([ckpt, *(argv if isinstance(argv, list) else [])])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.splitlines()[-1] and "Traceback" not in err
+    if isinstance(argv, dict):
+        assert err.startswith(f"error: checkpoint {ckpt} makes") and err.count("\n") == 1
+
+
+def test_program_scores_against_the_data_it_is_given(tmp_path, fake_mnist, monkeypatch, capsys):
+    """``--data`` is the trainer's data.path: the classifier of that data scores the samples."""
+    monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
+    trained = []
+    small_classifier(monkeypatch, trained)
+    ckpt = save_checkpoint(tmp_path / "last.pt")
+    eval_mnist.main([ckpt, "--data", fake_mnist, "--samples", "20", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert trained == [fake_mnist] and result["samples"] == 20 and 0 <= result["acc"] <= 1
