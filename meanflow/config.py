@@ -41,6 +41,10 @@ MODEL_CLASSES = (DIT_CLASS, *ADAPTERS)
 _LOSS = _defaults(MeanFlowLoss.__init__)
 
 
+# What the flow-matching baseline reads of the loss keys; the others are MeanFlow's.
+FLOW_MATCHING_KEYS = ("time_mean", "time_std", "class_dropout")
+
+
 @dataclass
 class LossConfig:
     """``MeanFlowLoss``'s arguments, with its defaults; ``objective`` is ``meanflow`` or
@@ -66,7 +70,7 @@ class LossConfig:
         kwargs = dataclasses.asdict(self)
         del kwargs["objective"]
         if self.objective == "flow_matching":
-            kwargs = {k: kwargs[k] for k in ("time_mean", "time_std", "class_dropout")}
+            kwargs = {k: kwargs[k] for k in FLOW_MATCHING_KEYS}
         elif jvp is not None:
             kwargs["jvp"] = jvp
         return OBJECTIVES[self.objective](**kwargs)
@@ -169,6 +173,7 @@ class TrainConfig:
         apply(config, PRESETS[name], f"preset {name!r}")
         apply(config, overrides, "overrides")
         _refuse_unused_model(config, name)
+        _refuse_unused_loss_keys(config, name)
         return config
 
     def to_dict(self) -> dict:
@@ -315,6 +320,27 @@ def _refuse_unused_model(config: TrainConfig, preset: str):
             f"model {config.model!r} names a meanflow.DiT preset; model_class {config.model_class} "
             "does not use it: give that model's size in model_kwargs (the library's own keywords) "
             f"and leave model at the preset's {preset_model!r}"
+        )
+
+
+def _refuse_unused_loss_keys(config: TrainConfig, preset: str):
+    """The flow-matching baseline reads only :data:`FLOW_MATCHING_KEYS` of the loss: a MeanFlow
+    key set to another value than the preset's would do nothing, so it is refused."""
+    if config.loss.objective != "flow_matching":
+        return
+    preset_config = TrainConfig()
+    apply(preset_config, PRESETS[preset], f"preset {preset!r}")
+    preset_loss = preset_config.loss
+    unused = [
+        f"loss.{f.name}"
+        for f in dataclasses.fields(LossConfig)
+        if f.name not in ("objective", *FLOW_MATCHING_KEYS)
+        and getattr(config.loss, f.name) != getattr(preset_loss, f.name)
+    ]
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)}: loss.objective flow_matching reads only loss."
+            f"{', loss.'.join(FLOW_MATCHING_KEYS)}; leave the MeanFlow keys at the preset's values"
         )
 
 
@@ -564,4 +590,5 @@ def parse_args(argv=None) -> TrainConfig:
         i += 1
     config.validate()
     _refuse_unused_model(config, preset)
+    _refuse_unused_loss_keys(config, preset)
     return config

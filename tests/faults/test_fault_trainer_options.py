@@ -83,3 +83,19 @@ def test_config_file_preset_chooses_the_preset(tmp_path):
     message = cli_error(["--config", str(tmp_path / "run.json")])
     assert f"--config file {str(tmp_path / 'run.json')!r}: preset must be one of " in message
     assert message.endswith("got 'mnist-huge'")
+
+
+def test_meanflow_loss_keys_the_baseline_never_reads_are_refused(tmp_path, fake_mnist):
+    """flow_matching reads time_mean, time_std and class_dropout: a MeanFlow key set for it
+    would do nothing and be recorded as if it had. The preset's own values are not refused."""
+    fm = ["--loss.objective", "flow_matching"]
+    message = cli_error(
+        tiny_argv(tmp_path / "run", fake_mnist, *fm, "--loss.cfg_w", "3", "--loss.ratio_r_neq_t", "0.9")
+    )
+    assert message.endswith(
+        "error: loss.ratio_r_neq_t, loss.cfg_w: loss.objective flow_matching reads only loss.time_mean, "
+        "loss.time_std, loss.class_dropout; leave the MeanFlow keys at the preset's values"
+    )
+    assert not (tmp_path / "run").exists()
+    for preset in ("mnist", "imagenet256-b2"):
+        assert parse_args(["--preset", preset, *fm, "--loss.time_std", "1.2"]).loss.time_std == 1.2
