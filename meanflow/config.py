@@ -107,7 +107,7 @@ class TrainConfig:
     model: str = "DiT-T/4"
     # the model's constructor keywords (DiTConfig overrides: depth, time_cond, ...; the library's
     # own for an adapter: embed_dim, num_layers, ...); input_size, in_channels and num_classes
-    # default to the data's
+    # come from the data (another value is refused)
     model_kwargs: dict = field(default_factory=dict)
     backend: str | None = None  # mfkernels backend; None = MFK_BACKEND or automatic
     data: DataConfig = field(default_factory=DataConfig)

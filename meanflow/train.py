@@ -70,6 +70,12 @@ def build_model(config: TrainConfig, loader) -> torch.nn.Module:
     default to the data's. An adapter comes back patched by ``mfkernels.patch_sdpa``: the EMA
     copies made of it then are too."""
     shape = dict(num_classes=loader.num_classes, in_channels=loader.channels, input_size=loader.image_size)
+    for key, value in shape.items():
+        if config.model_kwargs.get(key, value) != value:
+            raise ValueError(
+                f"model_kwargs.{key} {config.model_kwargs[key]!r} does not match the data "
+                f"({config.data.name}: {value!r}); leave it out, the data sets it"
+            )
     kwargs = {**shape, **config.model_kwargs}
     if config.model_class == DIT_CLASS:
         return DiT.from_config(config.model, backend=config.backend, **kwargs)

@@ -99,3 +99,15 @@ def test_meanflow_loss_keys_the_baseline_never_reads_are_refused(tmp_path, fake_
     assert not (tmp_path / "run").exists()
     for preset in ("mnist", "imagenet256-b2"):
         assert parse_args(["--preset", preset, *fm, "--loss.time_std", "1.2"]).loss.time_std == 1.2
+
+
+@pytest.mark.parametrize(
+    "key, value, data", [("input_size", "64", 32), ("in_channels", "3", 1), ("num_classes", "5", 10)]
+)
+def test_model_shape_other_than_the_datas_is_refused_before_any_write(tmp_path, fake_mnist, key, value, data):
+    message = cli_error(tiny_argv(tmp_path / "run", fake_mnist, f"--model_kwargs.{key}", value))
+    assert message.endswith(
+        f"error: model_kwargs.{key} {int(value)} does not match the data (mnist: {data}); "
+        "leave it out, the data sets it"
+    )
+    assert not (tmp_path / "run").exists()
