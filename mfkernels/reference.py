@@ -200,6 +200,10 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, causal=False, bias=N
     s = _scores(qf, kf, scale, causal, bias)
     lse = torch.logsumexp(s, dim=-1)
     p = _probabilities(s, lse)
+    # A row that a huge finite bias (Hugging Face's finfo(float32).min) masks whole has scores
+    # that round to one value: its LSE loses log(seq_k) to rounding, exp(S - LSE) is 1 per key,
+    # and only dividing by the sum gives math SDPA's uniform softmax.
+    p = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
     s_dot = scale * (qdf @ kf.transpose(-1, -2) + qf @ kdf.transpose(-1, -2))
     o = p @ vf
     ps_dot = p * s_dot

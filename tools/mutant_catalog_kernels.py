@@ -19,6 +19,9 @@ CAUSAL = ("tests/mfkernels/test_attention_jvp.py::test_fp32_causal",)
 SDPA = ("tests/mfkernels/test_sdpa_forward_ad.py",)
 GROUPED = ("tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_grouped_query_heads",)
 BIAS = ("tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_bias",)
+BIAS_HUGE = (
+    "tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_rows_masked_whole_by_finfo_min_attend_uniformly",
+)
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
 
 _REF_PY = "mfkernels/reference.py"
@@ -453,10 +456,34 @@ KERNEL_MUTANTS = [
     Mutant(
         "attn-bias-natural-units",
         "mfkernels/backends/triton/attention_kernels.py",
-        "return s + bias.to(tl.float32) * LOG2E",
-        "return s + bias.to(tl.float32)",
+        "return s + bias * LOG2E",
+        "return s + bias",
         BIAS,
         "the kernels add the bias in natural units to log2-domain scores",
+    ),
+    Mutant(
+        "attn-bias-finfo-min-not-clamped",
+        "mfkernels/backends/triton/attention_kernels.py",
+        '    bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)\n',
+        "",
+        BIAS_HUGE,
+        "finfo(float32).min times log2(e) overflows to -inf: a row it masks whole sees no key (O = 0)",
+    ),
+    Mutant(
+        "attn-bias-clamp-lifts-minus-inf",
+        "mfkernels/backends/triton/attention_kernels.py",
+        '    bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)\n',
+        "    bias = tl.maximum(bias, BIAS_MIN)\n",
+        BIAS_HUGE,
+        "the clamp lifts -inf too: a row a bool mask hides whole attends uniformly instead of O = 0",
+    ),
+    Mutant(
+        "ref-attn-p-by-lse-only",
+        _REF_PY,
+        "    p = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)\n",
+        "",
+        BIAS_HUGE,
+        "the oracle's P = exp(S - LSE) unnormalised: a row finfo.min masks whole sums its values",
     ),
     Mutant(
         "attn-bias-fwd-empty-rows-nan",

@@ -5,7 +5,7 @@ compiled tiles in the ``gpu`` tests. Every test runs in each kernel variant."""
 
 import pytest
 import torch
-from numerics import TOL, needs_triton
+from numerics import DEVICE, TOL, assert_close, needs_triton
 from test_attention_jvp import (  # noqa: F401 (kernel_variant: the fixture every test here takes)
     attention_bias,
     check_against_reference,
@@ -13,6 +13,9 @@ from test_attention_jvp import (  # noqa: F401 (kernel_variant: the fixture ever
     kernel_variant,
     make_inputs,
 )
+
+from mfkernels import reference
+from mfkernels.backends.triton.attention import attention_backward_triton, attention_jvp_triton
 
 pytestmark = pytest.mark.usefixtures("kernel_variant")
 
@@ -68,3 +71,63 @@ def test_gpu_bf16_bias(kind, n_q, n_k, d):
     bias = attention_bias(2, 2, n_q, n_k, torch.bfloat16, kind)
     inputs = make_inputs(2, 2, n_q, n_k, d, torch.bfloat16)
     check_against_reference(inputs, d**-0.5, TOL[torch.bfloat16], bias=bias)
+
+
+# The lowest LSE the kernels keep for a row whose every key has a bias at or below it:
+# float32(-FLT_MAX * ln 2) (docs/design.md section 3).
+LOWEST_LSE = torch.tensor(torch.finfo(torch.float32).min) * torch.tensor(0.6931471805599453)
+
+
+def huge_negative_bias(n_q, n_k, dtype, kind):
+    """Hugging Face's mask, ``finfo(dtype).min`` where a key is masked (fp32 or bf16), with rows
+    masked whole by it (math SDPA: uniform attention over the keys): per query, beside a row
+    masked by -inf (no key) and one masked in part; or per key, one batch's keys all masked."""
+    low = torch.finfo(dtype).min
+    if kind == "key_padding":
+        bias = torch.zeros(2, 1, 1, n_k, device=DEVICE)
+        bias[0, ..., n_k // 2 :] = low
+        bias[1] = low
+    else:
+        bias = torch.randn(2, 2, n_q, n_k, device=DEVICE)
+        bias[:, :, 1] = low
+        bias[0, 1, 3, 1::2] = low
+        bias[1, 0, 4] = float("-inf")
+    return bias.to(dtype).expand(2, 2, n_q, n_k)
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
+@pytest.mark.parametrize("kind", ["per_query", "key_padding"])
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.bfloat16])
+def test_fp32_rows_masked_whole_by_finfo_min_attend_uniformly(kind, mask_dtype):
+    """A row whose every key has the bias finfo(mask_dtype).min attends to all of them alike,
+    as the reference and math SDPA: its O, O' and the gradients match the reference's, not a
+    row that sees no key (O = 0). Its LSE cannot go below LOWEST_LSE (the kernels keep scores
+    in base 2, where -FLT_MAX * ln 2 is the floor) where the reference's is finfo.min; a row
+    masked by -inf still sees no key."""
+    n_q, n_k, scale = 5, 6, 0.25
+    bias = huge_negative_bias(n_q, n_k, mask_dtype, kind)
+    inputs = make_inputs(2, 2, n_q, n_k, 16, torch.float32, packed=False)
+    q, k, v = inputs[:3]
+    o, o_dot, lse = attention_jvp_triton(*inputs, scale, False, bias)
+    inputs64, bias64 = [t.double() for t in inputs], bias.double()
+    ref_o, ref_o_dot, ref_lse = reference.attention_jvp(*inputs64, scale, False, bias64)
+    assert_close("O", o, ref_o, 1e-5)
+    assert_close("O'", o_dot, ref_o_dot, 1e-5)
+    low = LOWEST_LSE.item()
+    whole = ((bias64 < low) & (bias64 > float("-inf"))).all(-1)  # masked whole by the huge bias
+    assert_close("O of rows masked whole", o[whole], v.mean(2, keepdim=True).expand_as(o)[whole], 1e-6)
+    floored = (ref_lse < low) & ref_lse.isfinite()
+    assert torch.equal(floored, whole) and floored.any()
+    assert (lse[floored] == LOWEST_LSE).all(), "LSE of rows below the floor: the floor"
+    seen = torch.isfinite(ref_lse) & ~floored
+    assert torch.equal(lse.isneginf(), ref_lse.isneginf()), "LSE: -inf exactly on rows that see no key"
+    assert_close("LSE", lse[seen], ref_lse[seen], 1e-5)
+
+    grad_o = torch.randn_like(o)
+    grads = attention_backward_triton(grad_o, q, k, v, o, lse, scale, False, bias)
+    ref_grads = reference.attention_backward(
+        grad_o.double(), *inputs64[:3], ref_o, ref_lse, scale, False, bias64
+    )
+    for name, out, ref in zip(("dQ", "dK", "dV"), grads, ref_grads):
+        assert_close(name, out, ref, 1e-5)

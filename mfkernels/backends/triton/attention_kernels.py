@@ -23,6 +23,12 @@ from .triton_compat import dot, tl, triton
 # brings the LSE back to natural units.
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
+# The lowest finite bias the kernels add, float32(-FLT_MAX * ln 2). Lower ones (Hugging Face
+# masks with finfo(float32).min) would overflow to -inf in base 2, and the row would count as
+# seeing no key instead of attending uniformly as SDPA does. At this value the LSE of a row
+# masked whole survives the forward's ln 2 and the backward's log2(e) exactly, so the
+# backward's exp2(s - lse) is 1 where the forward's was.
+BIAS_MIN = tl.constexpr(-2.3586574359122396e38)
 
 
 @triton.jit
@@ -45,16 +51,19 @@ def _row_ptrs(X, off_b, off_h, offs, stride_b, stride_h, stride_n):
 
 @triton.jit
 def _add_bias(s, bias_ptrs, row_ok, col_ok):
-    """Log2-domain scores ``s`` plus the bias at ``bias_ptrs`` (natural units, any float dtype):
-    a tile read where ``row_ok`` and ``col_ok`` both hold, or a row ``(1, cols)`` or column
-    ``(rows, 1)`` broadcast over the other dim (a key-padding mask: one value per key)."""
+    """Log2-domain scores ``s`` plus the bias at ``bias_ptrs`` (natural units, any float dtype,
+    finite values below ``BIAS_MIN`` counted as ``BIAS_MIN``, -inf kept): a tile read where
+    ``row_ok`` and ``col_ok`` both hold, or a row ``(1, cols)`` or column ``(rows, 1)``
+    broadcast over the other dim (a key-padding mask: one value per key)."""
     if bias_ptrs.shape[0] == 1:
         bias = tl.load(bias_ptrs, mask=col_ok[None, :], other=0.0)
     elif bias_ptrs.shape[1] == 1:
         bias = tl.load(bias_ptrs, mask=row_ok[:, None], other=0.0)
     else:
         bias = tl.load(bias_ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
-    return s + bias.to(tl.float32) * LOG2E
+    bias = bias.to(tl.float32)
+    bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)
+    return s + bias * LOG2E
 
 
 @triton.jit
