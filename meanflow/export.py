@@ -70,8 +70,9 @@ def main(argv=None):
         "--ckpt", required=True, help="trainer checkpoint, pretrained directory or official DiT file"
     )
     p.add_argument("--out", required=True, help="the directory to write (config.json + model.safetensors)")
-    p.add_argument("--ema", type=int, default=0, help="EMA index (ema_decays order)")
-    p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--ema", type=int, default=0, help="EMA index (ema_decays order)")
+    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
     official = p.add_mutually_exclusive_group()
     official.add_argument(
         "--official-dit",
@@ -95,6 +96,11 @@ def main(argv=None):
         "--vae", help="with --pipeline: a local diffusers AutoencoderKL folder or weights file to include"
     )
     args = p.parse_args(argv)
+    if args.num_heads is not None and not args.official:
+        p.error(
+            "argument --num-heads: only with --official-dit or --official-sit (a trainer checkpoint "
+            "records its heads)"
+        )
     with errors_as_one_line(p):
         model = export(
             args.ckpt,

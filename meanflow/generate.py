@@ -26,6 +26,7 @@ import argparse
 import glob
 import hashlib
 import json
+import math
 import os
 import sys
 import zipfile
@@ -498,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="class-conditional models: image i gets class i %% num_classes (balanced, the "
         "default) or a random one",
     )
-    p.add_argument("--ema", type=int, default=0, help="EMA index in the checkpoint (ema_decays order)")
-    p.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--ema", type=int, default=0, help="EMA index in the checkpoint (ema_decays order)")
+    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
     p.add_argument(
         "--vae", help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random'"
     )
@@ -526,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
+    if args.scaling_factor is not None:
+        if not (args.vae or args.vae_config):
+            p.error(
+                "argument --scaling-factor: only with --vae or --vae-config (it scales latents for the VAE)"
+            )
+        if not (math.isfinite(args.scaling_factor) and args.scaling_factor > 0):
+            p.error(f"argument --scaling-factor: must be a finite number > 0, got {args.scaling_factor}")
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -95,7 +95,7 @@ def main(argv=None):
     parser.add_argument("checkpoint", help="a trainer checkpoint (.pt)")
     parser.add_argument("--steps", type=int, default=1, help="network evaluations (1 = one-step)")
     parser.add_argument(
-        "--per-class", type=int, default=10, help="images per class, one row each (default: 10)"
+        "--per-class", type=int, default=10, help="images per class, one column per class (default: 10)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
