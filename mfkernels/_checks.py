@@ -1,6 +1,9 @@
 """Input checks shared by the ops: a bad call raises a ValueError/TypeError naming the
 argument before any kernel runs (docs/design.md section 3)."""
 
+import math
+import numbers
+
 import torch
 
 
@@ -42,6 +45,8 @@ def check_same_dtype(**tensors) -> None:
 
 def check_feature_vector(name: str, vector, x) -> None:
     """A per-feature ``(x.shape[-1],)`` vector (a weight or a bias) on ``x``'s device."""
+    if x.dim() < 1:
+        raise ValueError(f"x must have a feature dimension for {name}, got a 0-d tensor")
     check_tensor(name, vector)
     if tuple(vector.shape) != (x.shape[-1],):
         raise ValueError(f"{name} must have shape ({x.shape[-1]},), got {tuple(vector.shape)}")
@@ -73,3 +78,13 @@ def check_attention_bias(bias, q, k) -> None:
     check_same_device(q=q, bias=bias)
     if bias.requires_grad:
         raise ValueError("bias requires grad, but attention_jvp gives it no gradient: pass bias.detach()")
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_positive_number(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._checks import check_pair
+from ._checks import check_pair, check_positive_int, check_positive_number
 
 
 def timestep_embedding(t, dim, max_period=10000.0) -> Tensor:
@@ -28,6 +28,8 @@ def timestep_embedding_jvp(t, t_dot, dim, max_period=10000.0) -> tuple[Tensor, T
     check_pair("t", t, t_dot)
     if t.dim() != 1:
         raise ValueError(f"t must be a (batch,) tensor, got shape {tuple(t.shape)}")
+    check_positive_int("dim", dim)
+    check_positive_number("max_period", max_period)
     emb = timestep_embedding(t, dim, max_period)
     with torch.no_grad():
         emb_dot = reference.timestep_embedding_jvp(t, t_dot, dim, max_period)[1]

@@ -8,6 +8,8 @@ backward is the primal one; tangent outputs take no gradient (the MeanFlow targe
 stop-gradient).
 """
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -405,6 +407,9 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
         raise ValueError(
             f"q, k, v must share their batch size: got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if 0 in (q.shape[1], k.shape[1], v.shape[1]):
+        heads = f"{q.shape[1]} for q, {k.shape[1]} for k, {v.shape[1]} for v"
+        raise ValueError(f"q, k and v need at least one head: got {heads}")
     if v.shape[1] != k.shape[1] or q.shape[1] % k.shape[1]:
         raise ValueError(
             "k and v must have q's heads or a divisor of them (grouped-query attention), the same "
@@ -427,5 +432,7 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
         scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     except (TypeError, ValueError):
         raise TypeError(f"scale must be a number or None, got {scale!r}") from None
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     backend = dispatch.check_backend(backend)
     return _attention_jvp_op(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend, bias)

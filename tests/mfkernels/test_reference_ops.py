@@ -511,3 +511,61 @@ def test_non_tensor_and_integer_inputs():
         mfkernels.silu_jvp([1.0], rand(1))
     with pytest.raises(TypeError, match="floating-point"):
         mfkernels.silu_jvp(torch.ones(3, dtype=torch.long), torch.ones(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("scale", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_attention_scale_must_be_finite(scale, backend):
+    """A non-finite scale would make every output NaN, on every backend."""
+    with pytest.raises(ValueError, match="scale must be finite"):
+        mfkernels.attention_jvp(*[rand(1, 2, 5, 8)] * 6, scale=scale, backend=backend)
+
+
+def test_attention_needs_a_head():
+    """No key/value heads (or none at all): an error naming the heads, not a division by zero
+    in the grouped-heads check."""
+    q, k0 = rand(1, 2, 5, 8), rand(1, 0, 5, 8)
+    with pytest.raises(ValueError, match="at least one head: got 2 for q, 0 for k, 0 for v"):
+        mfkernels.attention_jvp(q, k0, k0, q, k0, k0)
+    with pytest.raises(ValueError, match="at least one head: got 0 for q"):
+        mfkernels.attention_jvp(*[rand(1, 0, 5, 8)] * 6)
+
+
+def test_linear_jvp_checks_weight_and_bias():
+    x, w = rand(2, 5, 8), rand(4, 8)
+    with pytest.raises(TypeError, match="one dtype: x torch.float64, weight torch.float32"):
+        mfkernels.linear_jvp(x, x, w.float())
+    with pytest.raises(TypeError, match="all tensors must have one dtype: .* bias torch.float32"):
+        mfkernels.linear_jvp(x, x, w, rand(4).float())
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\), got \(5,\)"):
+        mfkernels.linear_jvp(x, x, w, rand(5))
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor, got list"):
+        mfkernels.linear_jvp(x, x, [[1.0] * 8])
+    with pytest.raises(TypeError, match="bias must be a torch.Tensor, got list"):
+        mfkernels.linear_jvp(x, x, w, [0.0] * 4)
+    with pytest.raises(ValueError, match=r"weight must be \(out_features, in_features\)"):
+        mfkernels.linear_jvp(x, x, rand(8))
+    with pytest.raises(ValueError, match="weight expects 8 features"):
+        mfkernels.linear_jvp(rand(2, 5, 7), rand(2, 5, 7), w)
+
+
+@pytest.mark.parametrize("dim", [-4, 0, 2.5, True, "8"])
+def test_timestep_embedding_dim_must_be_a_positive_int(dim):
+    t = rand(3)
+    with pytest.raises(ValueError, match="dim must be a positive int"):
+        mfkernels.timestep_embedding_jvp(t, t, dim)
+
+
+@pytest.mark.parametrize("max_period", [0, -1.0, math.inf, math.nan, "1e4"])
+def test_timestep_embedding_max_period_must_be_positive_and_finite(max_period):
+    t = rand(3)
+    with pytest.raises(ValueError, match="max_period must be a positive finite number"):
+        mfkernels.timestep_embedding_jvp(t, t, 4, max_period)
+
+
+def test_per_feature_vector_needs_a_feature_dimension():
+    x = torch.tensor(2.0, dtype=F64)
+    with pytest.raises(ValueError, match="x must have a feature dimension for weight"):
+        mfkernels.rms_norm_jvp(x, x, torch.ones(1, dtype=F64))
+    with pytest.raises(ValueError, match="x must have a feature dimension for bias"):
+        mfkernels.gelu_tanh_jvp(x, x, torch.ones(1, dtype=F64))
