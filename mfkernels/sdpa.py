@@ -47,7 +47,6 @@ frame runs eagerly, with the right result.
 import contextlib
 import functools
 import math
-import types
 import warnings
 
 import torch
@@ -58,6 +57,7 @@ from torch._C._functorch import TransformType
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
+from . import dispatch
 from ._checks import broadcasts_to
 from .ops import attention_jvp
 
@@ -97,6 +97,8 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=Fals
         return "inputs are not 4-D (batch, heads, seq, head_dim)"
     if k.shape[0] != q.shape[0] or v.shape[0] != q.shape[0]:
         return "batch or heads broadcast"
+    if 0 in q.shape or 0 in k.shape or 0 in v.shape:  # before the heads' modulo
+        return "an empty dimension"
     if k.shape[1] != q.shape[1] or v.shape[1] != q.shape[1]:
         if not enable_gqa:
             return "batch or heads broadcast"
@@ -106,8 +108,6 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=Fals
         return "q, k, v are not of one floating dtype"
     if k.shape[-1] != q.shape[-1] or v.shape[2] != k.shape[2]:
         return "q, k, v shapes do not match"
-    if 0 in q.shape or 0 in k.shape or 0 in v.shape:
-        return "an empty dimension"
     if attn_mask is not None and not broadcasts_to(attn_mask.shape, (*q.shape[:3], k.shape[2])):
         return "attn_mask does not broadcast to (batch, heads, seq_q, seq_k)"
     return None
@@ -283,30 +283,40 @@ class _SdpaMode(TorchFunctionMode):
 def sdpa_forward_ad(backend: str | None = None) -> contextlib.AbstractContextManager:
     """A context under which ``F.scaled_dot_product_attention`` has forward-mode AD
     (``torch.func.jvp``, ``torch.autograd.forward_ad``) on the fused attention JVP and a
-    flash backward. ``backend``: as for :func:`mfkernels.attention_jvp`.
+    flash backward. ``backend``: as for :func:`mfkernels.attention_jvp`, checked here.
 
     Example::
 
         with mfkernels.sdpa_forward_ad():
             out, out_dot = torch.func.jvp(model, (x,), (x_dot,))
     """
+    dispatch.check_backend(backend)
     return _SdpaMode(backend)
 
 
-def _forward_with_flash_sdpa(module: torch.nn.Module, *args, **kwargs):
-    """The class's ``forward`` of ``module`` under :func:`sdpa_forward_ad`; bound to the module
-    (not closing over it), so that ``copy.deepcopy`` (an EMA copy) binds it to the copy."""
-    with sdpa_forward_ad(module._mfk_sdpa_backend):
-        return type(module).forward(module, *args, **kwargs)
+class _ForwardWithFlashSdpa:
+    """The class's ``forward`` of ``module`` under :func:`sdpa_forward_ad`. An object of a
+    module-level class, not a bound method, so that pickle (``torch.save`` of a whole model)
+    can rebuild it: a method pickles as a lookup of its name on the module, which finds none.
+    ``copy.deepcopy`` and pickle give an EMA copy or a loaded model its own."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def __call__(self, *args, **kwargs):
+        module = self.module
+        with sdpa_forward_ad(module._mfk_sdpa_backend):
+            return type(module).forward(module, *args, **kwargs)
 
 
 def patch_sdpa(model: torch.nn.Module, backend: str | None = None) -> torch.nn.Module:
     """``model``, its ``forward`` now run under :func:`sdpa_forward_ad` (in place: the state
-    dict and parameters are unchanged, a deep copy stays patched; patching again only sets
-    ``backend``). Returns ``model``."""
+    dict and parameters are unchanged, a deep copy or a pickled and loaded model stays patched;
+    patching again only sets ``backend``). Returns ``model``."""
     own_forward = model.__dict__.get("forward")
-    if own_forward is not None and getattr(own_forward, "__func__", None) is not _forward_with_flash_sdpa:
+    if own_forward is not None and not isinstance(own_forward, _ForwardWithFlashSdpa):
         raise TypeError("patch_sdpa wraps the class's forward; this model has its own forward attribute")
+    dispatch.check_backend(backend)
     model._mfk_sdpa_backend = backend
-    model.forward = types.MethodType(_forward_with_flash_sdpa, model)
+    model.forward = _ForwardWithFlashSdpa(model)
     return model

@@ -7,6 +7,8 @@ The kernels' own accuracy is tests/mfkernels/test_attention_jvp.py's; here toler
 docs/design.md section 3's for the input dtype."""
 
 import copy
+import io
+import pickle
 import warnings
 
 import pytest
@@ -318,6 +320,7 @@ FALLBACKS = {
     "mask_with_grad": (dict(attn_mask=torch.zeros(17, 17, dtype=torch.float64).requires_grad_()), "mask"),
     "dropout": (dict(dropout_p=0.5), "dropout_p"),
     "heads_broadcast": ({}, "heads broadcast"),
+    "no_kv_heads": (dict(enable_gqa=True), "an empty dimension"),
 }
 
 
@@ -328,6 +331,8 @@ def test_fallbacks_warn_once_and_match_math(case, monkeypatch):
     (q, k, v), (q_dot, k_dot, v_dot) = attention_inputs(SHAPES["vit"], torch.float64)
     if case == "heads_broadcast":  # one key/value head for three query heads, no enable_gqa
         k, v, k_dot, v_dot = (t[:, :1] for t in (k, v, k_dot, v_dot))
+    if case == "no_kv_heads":  # the grouped-heads check must not divide by their count
+        k, v, k_dot, v_dot = (t[:, :0] for t in (k, v, k_dot, v_dot))
 
     def fn(q, k, v):
         if case == "dropout":  # the same dropout mask in both runs
@@ -345,6 +350,16 @@ def test_fallbacks_warn_once_and_match_math(case, monkeypatch):
         ref_o, ref_o_dot = torch.func.jvp(fn, primals, tangents)
     assert_close("O", o, ref_o, torch.float64)
     assert_close("O'", o_dot, ref_o_dot, torch.float64)
+
+
+def test_backend_is_checked_at_the_call():
+    """A misspelt backend fails where it is given, not at the first jvp inside."""
+    with pytest.raises(ValueError, match="backend must be one of .* got 'bogus'"):
+        mfkernels.sdpa_forward_ad("bogus")
+    model = torch.nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="backend must be one of .* got 'bogus'"):
+        mfkernels.patch_sdpa(model, backend="bogus")
+    assert "forward" not in model.__dict__
 
 
 class TinyViTBlock(torch.nn.Module):
@@ -504,3 +519,58 @@ def test_multihead_attention_module(monkeypatch):
         ref, ref_dot = torch.func.jvp(fn, (h,), (h_dot,))
     assert_close("out", out, ref, torch.float64)
     assert_close("out'", out_dot, ref_dot, torch.float64)
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # interpreter, unstored rows
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_attn_mask_of_finfo_min_attends_uniformly(monkeypatch):
+    """Hugging Face's float mask, finfo(float32).min on masked keys, with query rows masked
+    whole by it: math SDPA attends to all their keys alike, and so do the kernels (value and
+    tangent against math SDPA in float64), not O = 0 as for a row that sees no key. Their
+    gradients are those of the saved-LSE backward, the reference backend's."""
+    calls = count_attention_calls(monkeypatch)
+    primals, tangents = attention_inputs(SHAPES["cross"], torch.float32)
+    mask = torch.zeros(1, 2, 9, 7, device=DEVICE)
+    mask[..., 1::3, :] = torch.finfo(torch.float32).min
+    mask[0, 1, 2, 3:] = torch.finfo(torch.float32).min
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    grad_o = torch.randn(1, 2, 9, 16)
+    with mfkernels.sdpa_forward_ad("triton"):
+        o, o_dot, grads = jvp_and_grads(fn, primals, tangents, grad_o)
+    ref_o, ref_o_dot, _ = math_jvp_and_grads(fn, primals, tangents, grad_o)
+    assert_close("O", o, ref_o, torch.float32)
+    assert_close("O'", o_dot, ref_o_dot, torch.float32)
+    v = primals[2]
+    assert_close("O of rows masked whole", o[..., 1::3, :], v.mean(2, keepdim=True).expand(1, 2, 3, 16), 1e-6)
+    with mfkernels.sdpa_forward_ad("reference"):
+        as64 = [p.double() for p in primals], [t.double() for t in tangents]
+        _, _, ref_grads = jvp_and_grads(fn, *as64, grad_o.double())
+    for name, grad, ref in zip(("dQ", "dK", "dV"), grads, ref_grads, strict=True):
+        assert_close(name, grad, ref, torch.float32)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_patched_model_pickles(how, monkeypatch):
+    """A whole patched model saved and loaded (torch.save, pickle) comes back patched, running
+    its own weights: one fused call under jvp, the original's value and tangent."""
+    calls = count_attention_calls(monkeypatch)
+    model = mfkernels.patch_sdpa(TinyViTBlock().double(), "reference")
+    if how == "pickle":
+        loaded = pickle.loads(pickle.dumps(model))
+    else:
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+    x, x_dot = torch.randn(2, 2, 17, 32, dtype=torch.float64).unbind(0)
+    out, out_dot = torch.func.jvp(model, (x,), (x_dot,))
+    with torch.no_grad():
+        model.qkv.weight.zero_()  # the loaded model must not run the original's weights
+    loaded_out, loaded_out_dot = torch.func.jvp(loaded, (x,), (x_dot,))
+    assert len(calls) == 2
+    assert torch.equal(loaded_out, out) and torch.equal(loaded_out_dot, out_dot)
