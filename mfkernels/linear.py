@@ -16,7 +16,7 @@ from ._checks import check_pair, check_same_device, check_same_dtype, check_tens
 
 def linear_jvp(x, x_dot, weight, bias=None) -> tuple[Tensor, Tensor]:
     """``x``, ``x_dot``: ``(..., in_features)``; ``weight``: ``(out_features, in_features)``;
-    ``bias``: ``(out_features,)`` or None; all of one dtype and device."""
+    ``bias``: ``(out_features,)`` or None; all of one dtype (unless autocast is on) and device."""
     check_pair("x", x, x_dot)
     check_tensor("weight", weight)
     if weight.dim() != 2:
@@ -27,7 +27,8 @@ def linear_jvp(x, x_dot, weight, bias=None) -> tuple[Tensor, Tensor]:
         check_tensor("bias", bias)
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    check_same_dtype(x=x, weight=weight, bias=bias)
+    if not torch.is_autocast_enabled(x.device.type):  # autocast casts them to one dtype itself
+        check_same_dtype(x=x, weight=weight, bias=bias)
     check_same_device(x=x, weight=weight, bias=bias)
     y = F.linear(x, weight, bias)
     with torch.no_grad():
