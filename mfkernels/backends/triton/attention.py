@@ -19,6 +19,8 @@ from .attention_kernels import _attn_jvp_fwd_kernel
 from .triton_compat import INTERPRET, triton, triton_unsupported, vector_alignment
 
 MAX_HEAD_DIM = 128
+# CUDA's limit on a grid's y and z: the launches put heads on y and the batch on z.
+MAX_GRID_YZ = 65535
 DQ_ENV_VAR = "MFK_ATTENTION_DQ"
 LOADS_ENV_VAR = "MFK_ATTENTION_LOADS"
 BACKWARD_ENV_VAR = "MFK_ATTENTION_BACKWARD"
@@ -51,6 +53,14 @@ def _stride_align(*tensors: Tensor) -> int:
     return vector_alignment(tensors[0].element_size(), *(s for t in tensors for s in t.stride()[:3]))
 
 
+def launch_grid(n_rows: int, block: int, heads: int, batch: int) -> tuple[int, int, int]:
+    """The attention kernels' grid: ``(cdiv(n_rows, block), heads, batch)``. Blocks run in the
+    order of one ``(batch * heads)`` axis (rows fastest, then heads), but ``batch * heads`` past
+    CUDA's 65535 on one axis (4096 windows of 16 heads) still launches: each of heads and batch
+    must stay within it (:func:`jvp_unsupported`)."""
+    return triton.cdiv(n_rows, block), heads, batch
+
+
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs need IEEE dots for the 1e-5 tolerance; 16-bit inputs ignore the setting.
     return "ieee" if dtype == torch.float32 else "tf32"
@@ -70,6 +80,8 @@ def jvp_unsupported(q, k, v, *rest) -> str | None:
         return f"supports head_dim <= {MAX_HEAD_DIM}, got {q.shape[-1]}"
     if v.shape[-1] != q.shape[-1]:
         return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
+    if max(q.shape[:2]) > MAX_GRID_YZ:
+        return f"launches batch and heads on grid axes of at most {MAX_GRID_YZ}, got {tuple(q.shape[:2])}"
     return None
 
 
@@ -104,7 +116,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False, bias
         return o, o_dot, lse
 
     def grid(meta):
-        return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)
+        return launch_grid(n_q, meta["BLOCK_M"], heads, batch)
 
     tma = kv_by_tma(k, v, k_dot, v_dot)
     with _device_guard(q):
@@ -235,7 +247,7 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias
     atomic = dq_by_atomics()
     dq_sums = torch.zeros(dq.shape, dtype=torch.float32, device=q.device) if atomic else dk
     with _device_guard(q):
-        _attn_bwd_delta_kernel[(triton.cdiv(n_q, 64), batch * heads)](
+        _attn_bwd_delta_kernel[launch_grid(n_q, 64, heads, batch)](
             o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
             HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,
         )  # fmt: skip
@@ -243,7 +255,7 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias
         bias_tensor, *bias_strides = _bias_args(bias, lse)
         flags = dict(CAUSAL=bool(causal), KV_GROUP=heads // kv_heads)
         flags.update(HAS_BIAS=bias is not None, KEY_BIAS=_key_bias(bias))
-        _attn_bwd_dkdv[lambda meta: (triton.cdiv(n_k, meta["BLOCK_N"]), batch * kv_heads)](
+        _attn_bwd_dkdv[lambda meta: launch_grid(n_k, meta["BLOCK_N"], kv_heads, batch)](
             q, k, v, grad_o, lse, delta, dk, dv, dq_sums, bias_tensor,
             *strides, *dk.stride()[:3], *dq_sums.stride()[:3], *bias_strides,
             kv_heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align,
@@ -251,7 +263,7 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias
         )  # fmt: skip
         if atomic:
             return torch.mul(dq_sums, scale, out=dq_sums).to(q.dtype), dk, dv
-        _attn_bwd_dq[lambda meta: (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads)](
+        _attn_bwd_dq[lambda meta: launch_grid(n_q, meta["BLOCK_M"], heads, batch)](
             q, k, v, grad_o, lse, delta, dq, bias_tensor, *strides, *dq.stride()[:3], *bias_strides,
             heads, n_q, n_k, float(scale), HEAD_DIM=head_dim, **parts, PREC=prec, ALIGN=align, **flags,
         )  # fmt: skip

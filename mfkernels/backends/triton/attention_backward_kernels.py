@@ -33,12 +33,12 @@ def _attn_bwd_delta_kernel(
     H, N_Q,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, ALIGN: tl.constexpr,
 ):  # fmt: skip
-    """``delta = rowsum(dO * O)`` in float32, (B, H, N_Q) contiguous. Grid (cdiv(N_Q, BLOCK_M), B * H)."""
-    pid_bh = tl.program_id(1)
+    """``delta = rowsum(dO * O)`` in float32, (B, H, N_Q) contiguous. Grid (cdiv(N_Q, BLOCK_M), H, B)."""
     stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
     stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
+    off_h = tl.program_id(1).to(tl.int64)
+    off_b = tl.program_id(2).to(tl.int64)
+    pid_bh = off_b * H + off_h
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m < N_Q)[:, None] & (offs_d < HEAD_DIM)[None, :]
@@ -61,7 +61,7 @@ def _attn_bwd_delta_kernel(
         other=0.0,
     )
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
-    tl.store(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, delta, mask=offs_m < N_Q)
+    tl.store(DELTA + pid_bh * N_Q + offs_m, delta, mask=offs_m < N_Q)
 
 
 @triton.jit
@@ -191,7 +191,7 @@ def _attn_bwd_dkdv_kernel(
     KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """Grid ``(cdiv(N_K, BLOCK_N), B * H)``: dK, dV for one key block over all queries (with
+    """Grid ``(cdiv(N_K, BLOCK_N), H, B)``: dK, dV for one key block over all queries (with
     ``CAUSAL``, over the queries at or after its first key) of the ``KV_GROUP`` query heads
     that read its key/value head (grouped-query attention: Q, dO, LSE and delta have
     ``H * KV_GROUP`` heads, K and V ``H``), summed in registers.
@@ -210,9 +210,9 @@ def _attn_bwd_dkdv_kernel(
     stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
     stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
     stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
+    off_h = tl.program_id(1).to(tl.int64)
+    off_b = tl.program_id(2).to(tl.int64)
+    pid_bh = off_b * H + off_h
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
@@ -235,7 +235,7 @@ def _attn_bwd_dkdv_kernel(
     for group_h in range(KV_GROUP):  # the query heads reading this key/value head
         off_hq = off_h * KV_GROUP + group_h
         # Their LSE and delta rows: (batch, query head), the grid's own row without groups.
-        row = pid_bh.to(tl.int64) if KV_GROUP == 1 else off_b * H * KV_GROUP + off_hq
+        row = pid_bh if KV_GROUP == 1 else off_b * H * KV_GROUP + off_hq
         q_rows = _row_ptrs(Q, off_b, off_hq, offs_m, stride_qb, stride_qh, stride_qn)
         do_rows = _row_ptrs(DO, off_b, off_hq, offs_m, stride_dob, stride_doh, stride_don)
         q_ptrs, q_ptrs2 = _part_ptrs(q_rows, offs_d, offs_e, stride_qd)
@@ -317,7 +317,7 @@ def _attn_bwd_dq_kernel(
     PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr, KV_GROUP: tl.constexpr,
     HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """Grid ``(cdiv(N_Q, BLOCK_M), B * H)``: ``dQ = scale dS K`` for one query block (with
+    """Grid ``(cdiv(N_Q, BLOCK_M), H, B)``: ``dQ = scale dS K`` for one query block (with
     ``CAUSAL``, over the keys at or before its last query: the forward's tiles). K and V have
     ``H / KV_GROUP`` heads, as in the forward.
 
@@ -330,9 +330,9 @@ def _attn_bwd_dq_kernel(
     stride_vb, stride_vh, stride_vn = _with_alignment(stride_vb, stride_vh, stride_vn, ALIGN)
     stride_dob, stride_doh, stride_don = _with_alignment(stride_dob, stride_doh, stride_don, ALIGN)
     stride_gb, stride_gh, stride_gn = _with_alignment(stride_gb, stride_gh, stride_gn, ALIGN)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
+    off_h = tl.program_id(1).to(tl.int64)
+    off_b = tl.program_id(2).to(tl.int64)
+    pid_bh = off_b * H + off_h
     off_kv = off_h // KV_GROUP
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -350,13 +350,13 @@ def _attn_bwd_dq_kernel(
         do_rows, offs_d, offs_e, stride_dod, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
     do, do2 = do.to(q.dtype), do2.to(q.dtype)
-    lse2 = tl.load(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
+    lse2 = tl.load(LSE + pid_bh * N_Q + offs_m, mask=m_ok, other=0.0) * LOG2E
     if HAS_BIAS:
         lse2 = _lse_seeing_no_key_as_inf(lse2)
     bias_ptrs = _query_major_bias_ptrs(
         BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS
     )
-    delta = tl.load(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, mask=m_ok, other=0.0)
+    delta = tl.load(DELTA + pid_bh * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
     v_ptrs, v_ptrs2 = _part_ptrs(v_rows, offs_d, offs_e, stride_vd)
     qk_scale = scale * LOG2E

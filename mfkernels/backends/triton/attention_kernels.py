@@ -257,7 +257,7 @@ def _attn_jvp_fwd_kernel(
     KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    """Grid ``(cdiv(N_Q, BLOCK_M), batch * heads)``.
+    """Grid ``(cdiv(N_Q, BLOCK_M), heads, batch)`` (:func:`attention.launch_grid`).
 
     Q, QD: (B, H, N_Q, HEAD_DIM); K, KD, V, VD: (B, H / KV_GROUP, N_K, HEAD_DIM), query head
     ``h`` reading key/value head ``h // KV_GROUP`` (grouped-query attention), any strides (with
@@ -280,9 +280,9 @@ def _attn_jvp_fwd_kernel(
     stride_vdb, stride_vdh, stride_vdn = _with_alignment(stride_vdb, stride_vdh, stride_vdn, ALIGN)
     stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // H).to(tl.int64)
-    off_h = (pid_bh % H).to(tl.int64)
+    off_h = tl.program_id(1).to(tl.int64)
+    off_b = tl.program_id(2).to(tl.int64)
+    pid_bh = off_b * H + off_h
     off_kv = off_h // KV_GROUP
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -388,4 +388,4 @@ def _attn_jvp_fwd_kernel(
         out_mask2 = m_ok[:, None] & e_ok[None, :]
         tl.store(OUT + out_rows + offs_e[None, :], o2.to(OUT.dtype.element_ty), mask=out_mask2)
         tl.store(OUT_DOT + out_rows + offs_e[None, :], o_dot2.to(OUT_DOT.dtype.element_ty), mask=out_mask2)
-    tl.store(LSE + pid_bh.to(tl.int64) * N_Q + offs_m, lse, mask=m_ok)
+    tl.store(LSE + pid_bh * N_Q + offs_m, lse, mask=m_ok)
