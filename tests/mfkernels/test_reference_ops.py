@@ -569,3 +569,14 @@ def test_per_feature_vector_needs_a_feature_dimension():
         mfkernels.rms_norm_jvp(x, x, torch.ones(1, dtype=F64))
     with pytest.raises(ValueError, match="x must have a feature dimension for bias"):
         mfkernels.gelu_tanh_jvp(x, x, torch.ones(1, dtype=F64))
+
+
+def test_linear_jvp_under_autocast_takes_mixed_dtypes():
+    """Under autocast F.linear casts bf16 activations and fp32 weights to one dtype itself: the
+    one-dtype check stands aside there (the bf16 autocast loss), as plain F.linear."""
+    x, w, b = torch.randn(2, 5, 8, dtype=torch.bfloat16), torch.randn(4, 8), torch.randn(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_dot = mfkernels.linear_jvp(x, x, w, b)
+        ref = F.linear(x, w, b)
+    assert y.dtype == y_dot.dtype == ref.dtype == torch.bfloat16
+    assert torch.equal(y, ref)
