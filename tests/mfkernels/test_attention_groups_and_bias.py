@@ -79,16 +79,16 @@ LOWEST_LSE = torch.tensor(torch.finfo(torch.float32).min) * torch.tensor(0.69314
 
 
 def huge_negative_bias(n_q, n_k, dtype, kind):
-    """Hugging Face's mask, ``finfo(dtype).min`` where a key is masked (fp32 or bf16), with rows
+    """Hugging Face's mask, ``finfo(dtype).min`` where a key is masked (fp32, bf16, fp64), with rows
     masked whole by it (math SDPA: uniform attention over the keys): per query, beside a row
     masked by -inf (no key) and one masked in part; or per key, one batch's keys all masked."""
     low = torch.finfo(dtype).min
     if kind == "key_padding":
-        bias = torch.zeros(2, 1, 1, n_k, device=DEVICE)
+        bias = torch.zeros(2, 1, 1, n_k, device=DEVICE, dtype=torch.float64)
         bias[0, ..., n_k // 2 :] = low
         bias[1] = low
     else:
-        bias = torch.randn(2, 2, n_q, n_k, device=DEVICE)
+        bias = torch.randn(2, 2, n_q, n_k, device=DEVICE, dtype=torch.float64)
         bias[:, :, 1] = low
         bias[0, 1, 3, 1::2] = low
         bias[1, 0, 4] = float("-inf")
@@ -98,7 +98,7 @@ def huge_negative_bias(n_q, n_k, dtype, kind):
 @needs_triton
 @pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
 @pytest.mark.parametrize("kind", ["per_query", "key_padding"])
-@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_fp32_rows_masked_whole_by_finfo_min_attend_uniformly(kind, mask_dtype):
     """A row whose every key has the bias finfo(mask_dtype).min attends to all of them alike,
     as the reference and math SDPA: its O, O' and the gradients match the reference's, not a

@@ -61,6 +61,8 @@ def _add_bias(s, bias_ptrs, row_ok, col_ok):
         bias = tl.load(bias_ptrs, mask=row_ok[:, None], other=0.0)
     else:
         bias = tl.load(bias_ptrs, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+    if bias.dtype == tl.float64:  # below -FLT_MAX it would be -inf in float32: clamp it first
+        bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)
     bias = bias.to(tl.float32)
     bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)
     return s + bias * LOG2E
