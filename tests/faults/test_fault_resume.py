@@ -5,6 +5,8 @@ no run replaces another's checkpoint, and one out_dir holds one trainer at a tim
 import os
 import random
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -12,7 +14,6 @@ from trainer_cli import cli_error
 from trainer_cli import tiny_argv as one_step_argv
 
 from meanflow import train
-from meanflow.train_state import exclusive_out_dir
 
 
 def tiny_argv(out_dir, data_path, *extra):
@@ -126,17 +127,36 @@ def test_resume_into_another_runs_out_dir_is_refused(tmp_path, fake_mnist):
 
 
 def test_a_second_trainer_on_a_busy_out_dir_is_refused(tmp_path, fake_mnist):
-    """While one trainer holds out_dir, another started on it (which would resume from the
-    first one's checkpoint and rewrite it) stops before reading or writing anything."""
+    """While another process holds out_dir as a trainer does, a trainer started on it (which
+    would resume from the first one's checkpoint and rewrite it) stops before reading or
+    writing anything; once that process is killed (-9) the run goes on. (A trainer killed in
+    a checkpoint write and restarted: tests/faults/test_fault_writes.py.)"""
     out = tmp_path / "run"
     train.cli(tiny_argv(out, fake_mnist))
     before = snapshot(out)
-    with exclusive_out_dir(str(out)):  # as a running trainer holds it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OUT_DIR, str(out)], stdout=subprocess.PIPE, cwd=ROOT, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
         message = cli_error(tiny_argv(out, fake_mnist, "--steps", "4"))
+    finally:
+        holder.kill()
+        holder.communicate()
     assert f"out_dir {str(out)!r} is in use by another meanflow.train run" in message
     assert snapshot(out) == before
-    train.cli(tiny_argv(out, fake_mnist, "--steps", "3"))  # released: the run goes on
+    train.cli(tiny_argv(out, fake_mnist, "--steps", "3"))
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOLD_OUT_DIR = """
+import sys, time
+from meanflow.train_state import exclusive_out_dir
+with exclusive_out_dir(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
 
 
 def test_out_dir_and_resume_of_the_wrong_kind_say_so(tmp_path, fake_mnist):
