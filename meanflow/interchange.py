@@ -58,6 +58,22 @@ def _clip(items, n=8):
     return items if len(items) <= n else [*items[:n], f"... ({len(items) - n} more)"]
 
 
+def load_safetensors(path: str, what: str = "weights") -> dict:
+    """``safetensors.torch.load_file(path)``; a file it cannot read (cut short by an interrupted
+    copy, or not safetensors) is a one-line ``ValueError`` naming it, as ``load_torch_file`` does
+    for torch files."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(
+            f"cannot read {what} {str(path)!r} (corrupt, truncated or not safetensors): {reason}"
+        ) from e
+
+
 def config_from_dict(d: dict, source: str) -> DiTConfig:
     known = {f.name for f in dataclasses.fields(DiTConfig)}
     d = {k: v for k, v in d.items() if not k.startswith("_")}
@@ -231,8 +247,6 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, directory: str, device="cpu", dtype=None, backend=None):
         """The model saved by ``save_pretrained``, in eval mode."""
-        from safetensors.torch import load_file
-
         config_path, weights_path = (os.path.join(directory, n) for n in (CONFIG_NAME, WEIGHTS_NAME))
         for p in (config_path, weights_path):
             if not os.path.isfile(p):
@@ -244,7 +258,7 @@ class PretrainedMixin:
         if raw.get("_class_name", cls.__name__) != cls.__name__:
             raise ValueError(f"{config_path}: _class_name is {raw['_class_name']!r}, not {cls.__name__!r}")
         model = cls(config_from_dict(raw, config_path), backend=backend)
-        state = load_file(weights_path)
+        state = load_safetensors(weights_path, "model weights")
         check_state_dict(model, state, weights_path)
         model.load_state_dict(state)
         return model.to(device=device, dtype=dtype).eval()

@@ -26,6 +26,7 @@ import warnings
 import torch
 
 from .checkpoint import load_torch_file
+from .interchange import load_safetensors
 
 # stabilityai/sd-vae-ft-ema's config.json (the VAE of DiT, SiT, REPA, MeanFlow); the tests
 # shrink block_out_channels and use random weights.
@@ -73,9 +74,7 @@ def vae_config(config=None) -> dict:
 
 def _read_state_dict(path: str) -> dict:
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
+        state = load_safetensors(path, "VAE weights")
     else:
         state = load_torch_file(path, what="VAE weights")
     for key in ("state_dict", "model"):
@@ -113,7 +112,7 @@ def load_vae(weights: str, config=None, device="cpu", dtype: torch.dtype | None 
                 "(config.json + diffusion_pytorch_model.safetensors, e.g. stabilityai/sd-vae-ft-ema "
                 "saved with save_pretrained) or a weights file; nothing is downloaded"
             )
-        vae = AutoencoderKL.from_pretrained(weights, local_files_only=True, low_cpu_mem_usage=False)
+        vae = _load_folder(AutoencoderKL, weights)
     elif os.path.isfile(weights):
         cfg = vae_config(config)
         state = _read_state_dict(weights)
@@ -122,12 +121,8 @@ def load_vae(weights: str, config=None, device="cpu", dtype: torch.dtype | None 
 
             state = convert_ldm_vae_checkpoint(state, cfg)
         vae = AutoencoderKL.from_config(cfg)
-        try:
-            vae.load_state_dict(state)
-        except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
-            which = "the given config" if config is not None else "sd-vae-ft-ema's config"
-            detail = str(e).splitlines()[1].strip()[:300]
-            raise ValueError(f"VAE weights {weights!r} do not fit {which}: {detail}") from e
+        which = "the given config" if config is not None else "sd-vae-ft-ema's config"
+        _load_strict(vae, state, f"VAE weights {weights!r} do not fit {which}")
     else:
         raise FileNotFoundError(
             f"VAE {weights!r}: no such file or folder (a local diffusers folder, a weights file, or "
@@ -135,6 +130,46 @@ def load_vae(weights: str, config=None, device="cpu", dtype: torch.dtype | None 
         )
     vae = vae.to(device) if dtype is None else vae.to(device=device, dtype=dtype)
     return vae.eval().requires_grad_(False)
+
+
+FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _load_folder(AutoencoderKL, folder: str):
+    """The ``AutoencoderKL`` of a diffusers folder, every weight read from it. Not diffusers'
+    ``from_pretrained``: that fills weights missing from the file (or the whole model, for
+    another class's folder) with random ones and only logs it."""
+    config_path = os.path.join(folder, "config.json")
+    try:
+        with open(config_path) as f:
+            raw = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"VAE folder {folder!r}: config.json is not JSON ({e})") from e
+    name = raw.get("_class_name", "AutoencoderKL") if isinstance(raw, dict) else None
+    if name != "AutoencoderKL":
+        raise ValueError(
+            f"VAE folder {folder!r} holds {'a ' + repr(name) if name else 'no model config'}, not an "
+            "AutoencoderKL: give the VAE's own folder (a pipeline's vae/, e.g. stabilityai/sd-vae-ft-ema)"
+        )
+    files = [os.path.join(folder, n) for n in FOLDER_WEIGHTS if os.path.isfile(os.path.join(folder, n))]
+    if not files:
+        raise FileNotFoundError(f"VAE folder {folder!r} has no {' or '.join(FOLDER_WEIGHTS)}")
+    vae = AutoencoderKL.from_config(vae_config(raw))
+    _load_strict(
+        vae, _read_state_dict(files[0]), f"VAE folder {folder!r}: its weights do not fit its config.json"
+    )
+    return vae
+
+
+def _load_strict(vae, state: dict, message: str) -> None:
+    """``vae.load_state_dict(state)``; missing, unexpected or mis-shaped tensors are one
+    ``ValueError``: ``message`` and torch's first complaint."""
+    try:
+        vae.load_state_dict(state)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "").strip()[:300]
+        raise ValueError(f"{message}: {detail}") from e
 
 
 def latent_scale(vae) -> tuple[float, float]:

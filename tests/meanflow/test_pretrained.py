@@ -142,6 +142,12 @@ def test_bad_pretrained_dirs(tmp_path, tiny):
     with pytest.raises(ValueError, match=r"unknown DiTConfig fields \['wings'\]"):
         DiT.from_pretrained(str(tmp_path / "m"))
 
+    model.save_pretrained(str(tmp_path / "m"))
+    with open(weights, "r+b") as f:  # an interrupted copy
+        f.truncate(os.path.getsize(weights) // 2)
+    with pytest.raises(ValueError, match=r"cannot read model weights .*model\.safetensors.*truncated"):
+        DiT.from_pretrained(str(tmp_path / "m"))
+
 
 def test_bad_trainer_checkpoints(tmp_path, tiny):
     model = tiny()

@@ -50,3 +50,62 @@ def test_errors_name_the_problem(tmp_path, tiny_vae, monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"meanflow-engine\[eval\]"):
         mvae.load_vae(str(tmp_path / "saved"))
+
+
+def test_folder_is_loaded_strictly(tmp_path, tiny_vae):
+    """A diffusers folder is read like a weights file: every weight from the folder, or one
+    ValueError naming it (diffusers' own loader fills gaps with random weights and only logs)."""
+    diffusers = pytest.importorskip("diffusers")
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    config, _ = tiny_vae
+    saved = random_vae(config)
+    saved.save_pretrained(str(tmp_path / "full"))
+    loaded = mvae.load_vae(str(tmp_path / "full"))
+    assert mvae.weights_sha256(loaded) == mvae.weights_sha256(saved)
+
+    nodec = tmp_path / "nodec"  # an encoder-only copy
+    saved.save_pretrained(str(nodec))
+    weights = str(nodec / "diffusion_pytorch_model.safetensors")
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("decoder.")}, weights)
+    with pytest.raises(ValueError, match=r"VAE folder .*nodec.* do not fit .*Missing key.*decoder\."):
+        mvae.load_vae(str(nodec))
+
+    mismatched = tmp_path / "mismatched"  # config.json with other block sizes than the weights
+    saved.save_pretrained(str(mismatched))
+    cfg = json.loads((mismatched / "config.json").read_text())
+    (mismatched / "config.json").write_text(json.dumps({**cfg, "block_out_channels": [16, 16]}))
+    with pytest.raises(ValueError, match=r"VAE folder .*mismatched.* do not fit .*size mismatch") as e:
+        mvae.load_vae(str(mismatched))
+    assert "\n" not in str(e.value)
+
+    unet = tmp_path / "unet"  # a pipeline's unet/ given for its vae/
+    diffusers.UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+    ).save_pretrained(str(unet))
+    with pytest.raises(ValueError, match=r"VAE folder .*unet.* holds a 'UNet2DModel', not an AutoencoderKL"):
+        mvae.load_vae(str(unet))
+
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(FileNotFoundError, match=r"noweights.* has no diffusion_pytorch_model"):
+        mvae.load_vae(str(tmp_path / "noweights"))
+
+
+def test_truncated_safetensors_names_the_file(tmp_path, tiny_vae):
+    pytest.importorskip("diffusers")
+    from safetensors.torch import save_file
+
+    config, path = tiny_vae
+    weights = tmp_path / "vae.safetensors"
+    save_file(dict(random_vae(config).state_dict()), str(weights))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"cannot read VAE weights .*vae\.safetensors.*truncated"):
+        mvae.load_vae(str(weights), path)
