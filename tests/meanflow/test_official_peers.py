@@ -4,6 +4,7 @@ of that layout (written here from reading the peers' ``models.py``) and through 
 model. DiT must be reproduced at ``1000 t``; SiT (``t = 1`` is data, output ``x - e``) as
 ``u(z, t, t, y) = -SiT(z, 1 - t, y)`` (docs/design.md sections 1 and 7)."""
 
+import argparse
 import math
 
 import pytest
@@ -209,7 +210,11 @@ def test_export_cli_converts_each_family(tmp_path, family):
     from meanflow import export
 
     state = random_official_state(learn_sigma=True, seed=4)
-    torch.save(state, tmp_path / "official.pt")
+    if family == "dit":  # a released checkpoint: the bare EMA state dict
+        torch.save(state, tmp_path / "official.pt")
+    else:  # a train.py checkpoint, with the run's argparse.Namespace as "args"
+        args = argparse.Namespace(model="SiT-XL/2", image_size=256, path_type="Linear")
+        torch.save({"model": state, "ema": state, "opt": {}, "args": args}, tmp_path / "official.pt")
     out = str(tmp_path / "converted")
     export.main(
         ["--ckpt", str(tmp_path / "official.pt"), "--out", out, f"--official-{family}", "--num-heads", "2"]

@@ -1,6 +1,7 @@
 """Interchange: save_pretrained / from_pretrained round trips, EMA export from trainer
 checkpoints, official DiT state dicts, and bad files (clear errors, nothing half-written)."""
 
+import argparse
 import dataclasses
 import json
 import os
@@ -206,8 +207,10 @@ def test_official_dit_state_dict(tmp_path, tiny, learn_sigma):
         model.state_dict()
     )
     state = official_state(model, learn_sigma)
-    # a train.py checkpoint {"model", "ema", "opt", "args"}: the EMA is taken
-    torch.save({"model": {}, "ema": state, "args": None}, tmp_path / "dit.pt")
+    # a train.py checkpoint {"model", "ema", "opt", "args"} (args: its argparse.Namespace): the EMA
+    args = argparse.Namespace(model="DiT-XL/2", image_size=256, num_classes=5, global_batch_size=256)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))]).state_dict()
+    torch.save({"model": {}, "ema": state, "opt": opt, "args": args}, tmp_path / "dit.pt")
     loaded = DiT.from_official_dit(str(tmp_path / "dit.pt"), num_heads=2)
     assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
     # the h embedder has no official counterpart: a fresh input layer, a zero output layer
