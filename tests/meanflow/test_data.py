@@ -80,3 +80,36 @@ def test_bad_inputs(fake_mnist, tmp_path):
     config.data.name = "imagenet"
     with pytest.raises(ValueError, match="unknown data.name 'imagenet'"):
         build_loader(config, 0, 1, "cpu")
+
+
+def test_broken_files_are_named(fake_mnist):
+    """Every broken IDX file is one ValueError naming it, before any training starts."""
+    import os
+
+    import numpy as np
+    from conftest import write_idx
+
+    images = os.path.join(fake_mnist, "train-images-idx3-ubyte.gz")  # gzipped in fake_mnist
+    whole = open(images, "rb").read()
+    with open(images, "wb") as f:  # an interrupted download
+        f.write(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz is corrupt or cut short"):
+        load_mnist("train", fake_mnist)
+
+    raw = os.path.join(fake_mnist, "t10k-images-idx3-ubyte")  # raw in fake_mnist
+    whole = open(raw, "rb").read()
+    with open(raw, "wb") as f:
+        f.write(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte holds \d+ bytes, .*\(40, 28, 28\)"):
+        load_mnist("test", fake_mnist)
+
+    write_idx(raw, np.zeros((40, 32, 32)))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte holds \(32, 32\) images, not 28x28"):
+        load_mnist("test", fake_mnist)
+
+    write_idx(raw, np.zeros((40, 28, 28)))
+    labels = os.path.join(fake_mnist, "t10k-labels-idx1-ubyte")
+    for top in (10, 25):  # 10 is the null class; EMNIST letters go up to 25
+        write_idx(labels, np.arange(40) % (top + 1))
+        with pytest.raises(ValueError, match=rf"labels-idx1-ubyte has labels up to {top}: MNIST's are 0-9"):
+            load_mnist("test", fake_mnist)
