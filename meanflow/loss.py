@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .models import check_class_labels
+
 
 def logit_normal(n: int, mean: float, std: float, device, generator=None, dtype=torch.float32) -> Tensor:
     """``sigmoid(N(mean, std))`` samples in (0, 1), shape ``(n,)``."""
@@ -121,7 +123,12 @@ class _Objective:
         """Rows in ``drop`` get the null label (classifier-free guidance training)."""
         if y is None:
             return None
-        return torch.where(drop, torch.full_like(y, model.null_class), y)
+        # Checked before the null label hides a bad one, which the model then never sees. As in
+        # the model, CPU labels only: reading GPU labels would stall the step on a host sync.
+        null = model.null_class
+        if null and y.device.type == "cpu" and not y.is_floating_point() and not torch.compiler.is_compiling():
+            check_class_labels(y, null)
+        return torch.where(drop, torch.full_like(y, null), y)
 
 
 def dual_jvp(model, z, r, t, y, v):
@@ -249,10 +256,12 @@ class MeanFlowLoss(_Objective):
             inputs["cond"] = (z, t, y) if cond_rows is None else (z[cond_rows], t[cond_rows], y[cond_rows])
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            zs, ts, ys = (torch.cat(a) for a in zip(*inputs.values()))
-            u = model(zs, ts, ts, ys).split([zi.shape[0] for zi, _, _ in inputs.values()])
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                zs, ts, ys = (torch.cat(a) for a in zip(*inputs.values()))
+                u = model(zs, ts, ts, ys).split([zi.shape[0] for zi, _, _ in inputs.values()])
+        finally:  # a caller that catches the error goes on training a model in train mode
+            model.train(was_training)
         values = dict(zip(inputs, u))
         return values.get("null"), values.get("cond")
 

@@ -302,8 +302,14 @@ class DiT(PretrainedMixin, nn.Module):
             raise ValueError(
                 f"z must have shape (batch, {want[0]}, {want[1]}, {want[2]}), got {tuple(z.shape)}"
             )
+        weight = self.x_embedder.proj.weight
+        if z.dtype != weight.dtype and not torch.is_autocast_enabled(z.device.type):
+            raise TypeError(
+                f"z has dtype {z.dtype} but the model's parameters have {weight.dtype}: give z in "
+                f"{weight.dtype}, cast the model, or run under torch.autocast"
+            )
         batch = z.shape[0]
-        r, t = (_batch_time(name, v, batch, z) for name, v in (("r", r), ("t", t)))
+        r, t = (batch_time(name, v, batch, z) for name, v in (("r", r), ("t", t)))
         if self.y_embedder is None:
             if y is not None:
                 raise ValueError("y must be None for an unconditional model (num_classes=0)")
@@ -359,9 +365,11 @@ class DiT(PretrainedMixin, nn.Module):
             raise ValueError(f"z_dot must have the shape of z {tuple(z.shape)}, got {got}")
         if z_dot.dtype != z.dtype or z_dot.device != z.device:
             raise TypeError(f"z_dot must match z's dtype {z.dtype} and device {z.device}")
+        # Each tangent in its time's dtype: the loss draws float32 times for 16-bit data
+        # (docs/design.md section 1), and the time embedders take a time and its tangent in one dtype.
         batch = z.shape[0]
-        r_dot = _batch_time("r_dot", r_dot, batch, z).detach()
-        t_dot = _batch_time("t_dot", t_dot, batch, z).detach()
+        r_dot = batch_time("r_dot", r_dot, batch, z, dtype=r.dtype).detach()
+        t_dot = batch_time("t_dot", t_dot, batch, z, dtype=t.dtype).detach()
         backend = self.backend
         x, x_dot = self.x_embedder.jvp(z, z_dot.detach())
         x = x + self.pos_embed.to(x.dtype)
@@ -390,10 +398,15 @@ def check_class_labels(y: torch.Tensor, num_classes: int) -> None:
         )
 
 
-def _batch_time(name, value, batch, like):
-    """A time given as a float, a 0-d tensor or a ``(batch,)`` tensor -> ``(batch,)`` tensor."""
-    if isinstance(value, (int, float)):
-        return torch.full((batch,), float(value), dtype=like.dtype, device=like.device)
+def batch_time(name, value, batch, like, dtype=None):
+    """A time given as a number, a 0-d tensor or a ``(batch,)`` tensor -> ``(batch,)`` tensor on
+    ``like``'s device (the model input ``z``). A number becomes ``dtype``, by default float32 or
+    ``like``'s dtype if wider, as the loss and the sampler make them (docs/design.md section 1):
+    rounded to 16 bits, ``t`` near 1 would move the sinusoids' phase ``1000 t`` by up to 2.
+    A tensor keeps its dtype."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        dtype = dtype or torch.promote_types(like.dtype, torch.float32)
+        return torch.full((batch,), float(value), dtype=dtype, device=like.device)
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(value).__name__}")
     if value.dim() == 0:

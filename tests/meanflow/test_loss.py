@@ -425,3 +425,49 @@ def test_bf16_autocast_close_to_fp32(tiny):
     loss.backward()
     assert loss.dtype == torch.float32 and abs(loss.item() - ref.item()) <= 5e-2 * ref.item()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("tangent_rows", ["r_neq_t", "all"])
+def test_16_bit_model_trains_close_to_fp32(tiny, dtype, tangent_rows):
+    """A model cast to 16 bits on 16-bit data, its times drawn in float32 (docs/design.md
+    section 1): the dual pass takes times of another dtype than its input."""
+    model = tiny()
+    x, y = _batch(model)
+    objective = MeanFlowLoss(adaptive_p=0.0, tangent_rows=tangent_rows)
+    noise = _draws(objective, x.to(dtype), 0)
+    assert noise["t"].dtype == torch.float32 and noise["e"].dtype == dtype
+    ref, _ = objective(model, x, y, noise={**noise, "e": noise["e"].float()})
+    low = model.to(dtype)
+    loss, _ = objective(low, x.to(dtype), y, noise=noise)
+    loss.backward()
+    assert loss.dtype == torch.float32 and abs(loss.item() - ref.item()) <= 5e-2 * ref.item()
+    assert all(torch.isfinite(p.grad).all() for p in low.parameters())
+
+
+@pytest.mark.parametrize("objective", [MeanFlowLoss(), FlowMatchingLoss()], ids=["meanflow", "fm"])
+def test_labels_out_of_range_even_where_dropped(tiny, objective):
+    """A bad label is an error even on a row that class dropout gives the null label."""
+    model = tiny()
+    x, y = _batch(model, b=4)
+    y[-1] = model.config.num_classes + 4
+    noise = _draws(objective, x, 0)
+    noise["drop"] = torch.ones_like(noise["drop"])
+    with pytest.raises(ValueError, match=r"y must hold class labels in \[0, 4\]"):
+        objective(model, x, y, noise=noise)
+    y[-1] = model.null_class  # the null label is a label
+    objective(model, x, y, noise=noise)
+
+
+def test_guidance_pass_gives_the_mode_back_after_an_error(tiny):
+    class EvalFails(torch.nn.Module):
+        null_class = 5
+
+        def forward(self, z, r, t, y):
+            raise RuntimeError("eval forward failed")
+
+    model = EvalFails()
+    x, y = _batch(tiny())
+    with pytest.raises(RuntimeError, match="eval forward failed"):
+        MeanFlowLoss(cfg_w=1.5, cfg_k=0.5)(model, x, y)
+    assert model.training

@@ -152,6 +152,33 @@ def test_bfloat16_autocast_jvp_runs():
     assert_rel(dudt.float(), ref_dudt, 5e-2)
 
 
+def test_jvp_takes_times_of_another_dtype_than_z():
+    """Times keep their own dtype, as the loss draws them (float32 for 16-bit data): the
+    default tangents follow the times, and the jvp is that of the forward on those times."""
+    model = make()
+    z, r, t, y, v = inputs(model, 3)
+    r32, t32 = r.float(), t.float()
+    u, dudt = model.jvp(z, r32, t32, y, v)
+    ref_u, ref_dudt = func_jvp(model, z, r32, t32, y, v, torch.zeros_like(r32), torch.ones_like(t32))
+    assert u.dtype == dudt.dtype == F64
+    assert_rel(u, ref_u, 1e-12)
+    assert_rel(dudt, ref_dudt, 1e-6)  # the time embeddings and their tangents run in float32
+    low = model.to(torch.bfloat16)
+    z16, v16 = z.to(torch.bfloat16), v.to(torch.bfloat16)
+    u16, dudt16 = low.jvp(z16, r32, t32, y, v16)
+    assert u16.dtype == dudt16.dtype == torch.bfloat16 and torch.isfinite(dudt16).all()
+    assert_rel(u16, low(z16, r32, t32, y), 3e-2)
+
+
+def test_number_times_are_float32_for_16_bit_models():
+    """A Python time is the float32 time the loss and the sampler would pass, not a bf16 one."""
+    model = make().to(torch.bfloat16)
+    z, _, _, y, _ = inputs(model, 2)
+    z = z.to(torch.bfloat16)
+    full = [torch.full((2,), v, dtype=torch.float32) for v in (0.3, 0.7)]
+    assert torch.equal(model(z, 0.3, 0.7, y), model(z, *full, y))
+
+
 # ------------------------------------------------------------------- bad input
 
 
@@ -198,3 +225,15 @@ def test_bad_inputs():
     model(z, r, t, torch.tensor([0, n]))  # the null label is a label
     with pytest.raises(ValueError, match="y must be None"):
         make(num_classes=0)(z, r, t, y)
+
+
+def test_z_of_another_dtype_than_the_model():
+    model = make()
+    z, r, t, y, v = inputs(model, 2)
+    with pytest.raises(TypeError, match="z has dtype torch.float32 but the model's parameters have torch.float64"):
+        model(z.float(), r, t, y)
+    with pytest.raises(TypeError, match="z has dtype torch.float32"):
+        model.jvp(z.float(), r, t, y, v.float())
+    model = model.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts the inputs itself
+        assert model(z.to(torch.bfloat16), r, t, y).dtype == torch.bfloat16
