@@ -18,15 +18,18 @@ factor 0.18215 for sd-vae-ft-ema, counts, shard list, scan summary) is rewritten
 after each shard, so an interrupted run resumes by re-running the same command: finished
 shards are skipped; the manifest records the reader (``--reader auto`` resumes with the
 recorded one) and the VAE (:func:`meanflow.vae.vae_identity`: path, config, weights sha256),
-and a resume with another reader or VAE is refused, naming both. ``--preview N`` writes
-``preview.png``: N source crops over their VAE reconstructions
-(:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
+and a resume with another reader or VAE is refused, naming both. ``DST`` must be new, empty or
+such a folder, outside ``SRC``: anything else there is someone else's and is never removed or
+overwritten. ``--preview N`` writes ``preview.png``: N source crops over their VAE
+reconstructions (:func:`meanflow.vae.decode_latents` turns sampled latents back into images).
+File names go into ``files.txt`` as the file system's bytes, UTF-8 or not.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -61,23 +64,120 @@ RESUME_KEYS = (
 )  # fmt: skip
 
 
-def _previous_manifest(dst) -> dict | None:
-    path = os.path.join(dst, MANIFEST)
-    if not os.path.isfile(path):
+# What a shard folder (or its temporary) holds when this program wrote it: a folder holding
+# anything else is someone else's and is never removed.
+_SHARD_FOLDER = re.compile(r"shard_\d{5}|\.shard_\d{5}\.tmp")
+_SHARD_FILE = re.compile(r"\d{6}\.npy|labels\.npy|files\.txt")
+_SCAN_CACHE = "scan.json"
+# files.txt holds file names as the file system gave them: a name that is not UTF-8 (an old
+# archive's latin-1) goes through as its own bytes, as os.fsencode would write it.
+_NAMES = dict(encoding="utf-8", errors="surrogateescape")
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _check_destination(src, dst) -> dict | None:
+    """Refuse, before anything is written, a ``dst`` that is not this program's to write into;
+    returns its manifest when it is a prepare_latents folder to resume. A folder without a
+    manifest must be new or empty (or hold only the scan cache of an interrupted first run)."""
+    if _inside(dst, src):
+        raise ValueError(
+            f"destination {dst!r} is inside the image folder {src!r}, where its files would be read "
+            "as a class: choose a destination outside it"
+        )
+    if _inside(src, dst):
+        raise ValueError(
+            f"the image folder {src!r} is inside the destination {dst!r}: choose another destination"
+        )
+    if not os.path.lexists(dst):
         return None
-    with open(path) as f:
-        return json.load(f)
+    if not os.path.isdir(dst):
+        raise ValueError(f"destination {dst!r} exists and is not a folder")
+    path = os.path.join(dst, MANIFEST)
+    if not os.path.lexists(path):
+        foreign = [name for name in sorted(os.listdir(dst)) if not _own_scan_cache(os.path.join(dst, name))]
+        if foreign:
+            raise ValueError(
+                f"destination {dst!r} is a non-empty folder without {MANIFEST} (it holds "
+                f"{name_a_few(foreign, len(foreign))}), not a prepare_latents output: refusing to "
+                "write into it; choose a new or empty folder"
+            )
+        return None
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path!r} cannot be read ({e}): refusing to write into {dst!r}") from e
+    if not isinstance(old, dict) or old.get("format") != FORMAT or not isinstance(old.get("shards"), list):
+        raise ValueError(f"{path!r} is not a prepare_latents manifest: refusing to write into {dst!r}")
+    done = {s.get("name") for s in old["shards"] if s.get("done")}
+    for name in sorted(os.listdir(dst)):
+        if _SHARD_FOLDER.fullmatch(name) and name not in done:
+            _check_own_shard(os.path.join(dst, name))
+    return old
 
 
-def _resolve_reader(reader: str, recorded: str | None) -> str:
+def _own_scan_cache(path) -> bool:
+    """Whether ``path`` is a scan cache (``meanflow.data.image_folder``) an interrupted run left."""
+    if os.path.basename(path) != _SCAN_CACHE or os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(cache, dict) and set(cache) == {"version", "root", "entries"}
+
+
+def _check_own_shard(path) -> None:
+    """A ValueError naming ``path`` unless it is a (half-)written shard folder of ours."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        raise ValueError(
+            f"{path!r} is not a shard folder prepare_latents wrote: refusing to replace it; move it away"
+        )
+    foreign = [
+        e.name
+        for e in os.scandir(path)
+        if not (_SHARD_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False))
+    ]
+    if foreign:
+        named = name_a_few(sorted(foreign), len(foreign))
+        raise ValueError(
+            f"{path!r} holds files prepare_latents did not write ({named}): refusing to replace it; "
+            "move them out"
+        )
+
+
+def _remove_own_shard(path) -> None:
+    """Remove what an interrupted run left at ``path`` (checked again: it may have changed)."""
+    if os.path.lexists(path):
+        _check_own_shard(path)
+        shutil.rmtree(path)
+
+
+def _resolve_reader(reader: str, recorded: str | None, dst) -> str:
     """``auto`` is the reader a resumed folder was started with, else DALI when installed:
     the DALI and the PIL crops differ slightly (``meanflow.data.dali_images``)."""
     from .data.dali_images import dali_available
 
+    asked = reader
     if reader == "auto":
         reader = recorded or ("dali" if dali_available() else "torch")
     if reader not in ("dali", "torch"):
         raise ValueError(f"reader must be auto, dali or torch, got {reader!r}")
+    if reader == "dali" and not dali_available():
+        if asked == "auto":
+            raise ValueError(
+                f"{dst!r} was started with the DALI reader, which is not installed here: install "
+                "nvidia-dali-cuda130 to finish it with the same crops, or choose a new destination"
+            )
+        raise ValueError(
+            "--reader dali: NVIDIA DALI is not installed here (pip install nvidia-dali-cuda130); "
+            "use --reader torch"
+        )
     return reader
 
 
@@ -106,7 +206,7 @@ def _resume_conflicts(old: dict, new: dict) -> list:
 def _fingerprint(index: FolderIndex) -> str:
     h = hashlib.sha1()
     for rel, label in zip(index.files, index.labels.tolist()):
-        h.update(f"{rel}\t{label}\n".encode())
+        h.update(f"{rel}\t{label}\n".encode(**_NAMES))
     return h.hexdigest()
 
 
@@ -121,11 +221,15 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     for name, value in (("image_size", image_size), ("batch_size", batch_size), ("shard_size", shard_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    old = _previous_manifest(dst)
-    reader = _resolve_reader(reader, old.get("reader") if old else None)
+    old = _check_destination(src, dst)
+    if old is not None and not any(s.get("done") for s in old["shards"]):
+        old = None  # no latents there yet, so none made otherwise: start over with these settings
+    reader = _resolve_reader(reader, old.get("reader") if old else None, dst)
     device = resolve_device(device)
     # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
-    index = scan_image_folder(src, cache=os.path.join(dst, "scan.json"), workers=scan_workers)
+    index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
+    if reader == "dali":
+        _check_dali_names(index)
     os.makedirs(dst, exist_ok=True)
     print(f"prepare_latents: {index.describe()}", flush=True)
     vae = load_vae(weights, config, device)
@@ -204,8 +308,8 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         if shard["done"]:
             continue
         final, tmp = os.path.join(dst, shard["name"]), os.path.join(dst, f".{shard['name']}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)  # a folder without its manifest entry is stale
+        _remove_own_shard(tmp)
+        _remove_own_shard(final)  # published, but the run was killed before its manifest entry
         os.makedirs(tmp)
         try:
             ids = range(shard["start"], shard["start"] + shard["images"])
@@ -220,7 +324,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
                         count += 1
                 bar.update(len(chunk))
             np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
-            with open(os.path.join(tmp, "files.txt"), "w") as f:
+            with open(os.path.join(tmp, "files.txt"), "w", **_NAMES) as f:
                 f.write("".join(s + "\n" for s in sources))
             publish_directory(tmp, final)
         except BaseException:
@@ -260,11 +364,24 @@ def _failed_sources(index: FolderIndex, dst, shards) -> list:
     shard's ``files.txt`` (so a resumed run names the failures of earlier runs too)."""
     failed = []
     for shard in (s for s in shards if s["done"] and s["count"] < s["images"]):
-        with open(os.path.join(dst, shard["name"], "files.txt")) as f:
+        with open(os.path.join(dst, shard["name"], "files.txt"), **_NAMES) as f:
             written = {line.rstrip("\n") for line in f}
         ids = range(shard["start"], shard["start"] + shard["images"])
         failed += [index.files[i] for i in ids if index.files[i] not in written]
     return failed
+
+
+def _check_dali_names(index: FolderIndex) -> None:
+    """DALI takes file names as UTF-8 text: one that is not (undecodable bytes) is refused here,
+    naming it, rather than failing inside the pipeline after the manifest is written."""
+    for rel in index.files:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"image {os.fsencode(os.path.join(index.root, rel))!r} has a name that is not UTF-8, "
+                "which the DALI reader cannot open: rename it, or use --reader torch"
+            ) from None
 
 
 def _chunks(items, size):
@@ -284,7 +401,7 @@ def write_preview(index, dst, vae, count, image_size):
     recon = decode_latents(vae, z, latents.scale, latents.shift).cpu()
     names = []
     for shard in (s for s in latents.manifest["shards"] if s.get("done")):
-        with open(os.path.join(dst, shard["name"], "files.txt")) as f:
+        with open(os.path.join(dst, shard["name"], "files.txt"), **_NAMES) as f:
             names += [line.rstrip("\n") for line in f]
         if len(names) >= count:
             break
@@ -318,7 +435,7 @@ def main(argv=None):
         "--dtype",
         choices=["float32", "float16"],
         default="float32",
-        help="the VAE's dtype (default: float32)",
+        help="dtype the posteriors are stored in; the VAE always runs in float32 (default: float32)",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument(

@@ -4,7 +4,9 @@ On disk (``DST``): ``manifest.json`` and shard folders ``shard_00000/`` ... hold
 ``.npy`` per image, float32 or float16 of shape ``(F, 2, C, h, w)``: the mean and the std
 of the VAE posterior (``[:, 0]`` and ``[:, 1]``, before the scale factor) of the image
 (``F = 1``) or of the image and its mirror image (``F = 2``, ``--flips both``), plus
-``labels.npy`` and ``files.txt`` (the source images) per shard.
+``labels.npy`` and ``files.txt`` (the source images) per shard. Opening a folder checks that
+each finished shard holds its files (one listing per shard): a partial copy is named then, not
+mid-training.
 
 A batch is made as EDM2/REPA do with stored moments: ``z = (mean + std * eps - shift) *
 scale`` with fresh ``eps ~ N(0, I)`` per read (``latent_mode="mean"`` drops the noise), and
@@ -35,6 +37,7 @@ import warnings
 import numpy as np
 import torch
 
+from .image_folder import name_a_few
 from .sharding import ShardedLoader
 
 MANIFEST = "manifest.json"
@@ -57,6 +60,24 @@ def read_manifest(root: str) -> dict:
     return manifest
 
 
+def _check_shard(root: str, folder: str, names: list) -> None:
+    """A FileNotFoundError naming the first of ``names`` missing from ``folder`` (a partial copy
+    of the latent folder), found here rather than as a reader's traceback mid-training."""
+    try:
+        present = set(os.listdir(folder))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"latent folder {root!r}: shard {os.path.basename(folder)} is missing: the folder is "
+            "incomplete (an interrupted copy?); copy it again or prepare it anew"
+        ) from None
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"latent folder {root!r}: shard {os.path.basename(folder)} lacks {name_a_few(missing, few=1)}: "
+            "the folder is incomplete (an interrupted copy?); copy it again or prepare it anew"
+        )
+
+
 class LatentIndex:
     """Files and labels of every stored sample of a complete latent folder, in shard order."""
 
@@ -72,8 +93,10 @@ class LatentIndex:
         self.files, labels = [], []
         for shard in done:
             folder = os.path.join(self.root, shard["name"])
+            names = [f"{i:06d}.npy" for i in range(shard["count"])]
+            _check_shard(root, folder, ["labels.npy", *names])
             labels.append(np.load(os.path.join(folder, "labels.npy")))
-            self.files += [os.path.join(folder, f"{i:06d}.npy") for i in range(shard["count"])]
+            self.files += [os.path.join(folder, name) for name in names]
         self.labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
         if len(self.labels) != len(self.files):
             raise ValueError(f"latent folder {root!r}: {len(self.files)} files but {len(self.labels)} labels")

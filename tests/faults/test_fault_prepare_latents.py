@@ -1,0 +1,249 @@
+"""prepare_latents never removes or overwrites what it did not write (a folder without its
+manifest, a shard folder holding someone's files, a destination inside the image folder), says
+in one line before writing anything when the DALI reader is not installed, takes image names
+that are not UTF-8, and a latent folder missing a file is named when it is opened, not
+mid-training."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
+
+from meanflow.data.image_folder import scan_image_folder  # noqa: E402
+from meanflow.data.latents import LatentIndex, TorchLatentLoader  # noqa: E402
+from meanflow.data.synthetic import make_image_tree  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM.*:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("images") / "train")
+    make_image_tree(root, classes=2, per_class=2, sides=(16, 40), extras=False)  # 4 images
+    return root
+
+
+def argv(src, dst, vae_config, *more):
+    return [src, str(dst), "--vae", "random", "--vae-config", vae_config, "--image-size", "16",
+            "--batch-size", "4", "--shard-size", "2", "--device", "cpu", "--workers", "0",
+            "--scan-workers", "0", "--preview", "0", "--no-progress", *more]  # fmt: skip
+
+
+def run(src, dst, vae_config, *more):
+    from meanflow.prepare_latents import main
+
+    return main(argv(src, dst, vae_config, *more))
+
+
+def refused(capsys, src, dst, vae_config, *more) -> str:
+    """The one-line error (exit status 2: the arguments) of a refused run."""
+    with pytest.raises(SystemExit) as stop:
+        run(src, dst, vae_config, *more)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def made(src, tiny_vae, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("made") / "latents"
+    assert run(src, dst, tiny_vae[1], "--reader", "torch") == 0
+    return str(dst)
+
+
+def snapshot(folder) -> dict:
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = f.read()
+        found.update({os.path.relpath(os.path.join(root, d), folder): "dir" for d in dirs})
+    return found
+
+
+def edit_manifest(dst, **changes):
+    path = os.path.join(dst, "manifest.json")
+    with open(path) as f:
+        m = json.load(f)
+    m.update(changes)
+    with open(path, "w") as f:
+        json.dump(m, f)
+    return m
+
+
+# ------------------------------------------------------------------- what is not ours stays
+
+
+def test_a_non_empty_folder_without_a_manifest_is_refused_untouched(src, tiny_vae, tmp_path, capsys):
+    dst = tmp_path / "mystuff"
+    (dst / "shard_00000").mkdir(parents=True)
+    (dst / "shard_00000" / "thesis.tex").write_text("my only copy")
+    (dst / "preview.png").write_text("my picture")
+    (dst / "scan.json").write_text('{"mine": 1}')
+    before = snapshot(dst)
+    err = refused(capsys, src, dst, tiny_vae[1], "--preview", "2")
+    assert f"destination {str(dst)!r} is a non-empty folder without manifest.json" in err
+    assert "preview.png, scan.json, shard_00000" in err
+    assert snapshot(dst) == before
+
+
+def test_an_empty_folder_or_one_holding_the_scan_cache_of_a_killed_run_is_filled(src, tiny_vae, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(src, empty, tiny_vae[1], "--reader", "torch") == 0
+    killed = tmp_path / "killed"  # killed after the scan, before the manifest was written
+    scan_image_folder(src, cache=str(killed / "scan.json"), workers=0)
+    assert os.listdir(killed) == ["scan.json"]
+    assert run(src, killed, tiny_vae[1], "--reader", "torch") == 0
+    assert LatentIndex(str(killed)).files and LatentIndex(str(empty)).files
+
+
+def test_a_manifest_of_something_else_is_refused(src, tiny_vae, tmp_path, capsys):
+    dst = tmp_path / "other"
+    dst.mkdir()
+    (dst / "manifest.json").write_text('{"format": "webdataset", "shards": []}\n')
+    before = snapshot(dst)
+    err = refused(capsys, src, dst, tiny_vae[1], "--reader", "torch")
+    assert "is not a prepare_latents manifest" in err and str(dst) in err
+    assert snapshot(dst) == before
+
+
+def test_an_unfinished_shard_folder_holding_other_files_is_never_replaced(
+    made, src, tiny_vae, tmp_path, capsys
+):
+    dst = str(tmp_path / "resumed")
+    shutil.copytree(made, dst)
+    m = json.load(open(os.path.join(dst, "manifest.json")))
+    m["shards"][1]["done"] = False  # killed after the shard was renamed into place
+    edit_manifest(dst, shards=m["shards"], complete=False)
+    with open(os.path.join(dst, "shard_00001", "notes.txt"), "w") as f:
+        f.write("mine")
+    before = snapshot(dst)
+    err = refused(capsys, src, dst, tiny_vae[1], "--reader", "torch")
+    assert "shard_00001" in err and "did not write (notes.txt)" in err
+    assert snapshot(dst) == before
+
+    os.remove(os.path.join(dst, "shard_00001", "notes.txt"))  # only what a shard holds: redone
+    assert run(src, dst, tiny_vae[1], "--reader", "torch") == 0
+    assert json.load(open(os.path.join(dst, "manifest.json")))["complete"]
+
+
+@pytest.mark.parametrize("inside", ["dst in src", "src in dst"])
+def test_a_destination_inside_the_image_folder_or_around_it_is_refused(
+    src, tiny_vae, tmp_path, capsys, inside
+):
+    if inside == "dst in src":
+        images, dst = src, os.path.join(src, "latents")
+    else:
+        images, dst = str(tmp_path / "data" / "train"), str(tmp_path / "data")
+        shutil.copytree(src, images)
+    before = snapshot(images)
+    err = refused(capsys, images, dst, tiny_vae[1], "--reader", "torch")
+    assert "inside" in err and images in err and dst in err
+    assert snapshot(images) == before
+
+
+# ------------------------------------------------------------------- a machine without DALI
+
+
+@pytest.fixture
+def no_dali(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "nvidia.dali", None)  # an import of it fails
+
+
+def test_reader_dali_without_dali_is_one_line_before_any_write(src, tiny_vae, tmp_path, capsys, no_dali):
+    dst = tmp_path / "latents"
+    err = refused(capsys, src, dst, tiny_vae[1], "--reader", "dali")
+    assert "--reader dali" in err and "not installed" in err
+    assert not dst.exists()
+
+
+def test_resuming_a_dali_folder_without_dali_names_the_folder(made, src, tiny_vae, tmp_path, capsys, no_dali):
+    dst = str(tmp_path / "dali")
+    shutil.copytree(made, dst)
+    m = json.load(open(os.path.join(dst, "manifest.json")))
+    m["shards"][1]["done"] = False
+    edit_manifest(dst, reader="dali", shards=m["shards"], complete=False)
+    before = snapshot(dst)
+    err = refused(capsys, src, dst, tiny_vae[1])
+    assert f"{dst!r} was started with the DALI reader, which is not installed" in err
+    assert snapshot(dst) == before
+
+
+def test_a_folder_with_no_finished_shard_starts_over_with_another_reader(made, src, tiny_vae, tmp_path):
+    dst = str(tmp_path / "nothing-done")
+    shutil.copytree(made, dst)
+    m = json.load(open(os.path.join(dst, "manifest.json")))
+    for shard in m["shards"]:
+        shard["done"] = False
+    edit_manifest(dst, reader="dali", shards=m["shards"], complete=False)
+    assert run(src, dst, tiny_vae[1], "--reader", "torch") == 0
+    m = json.load(open(os.path.join(dst, "manifest.json")))
+    assert m["reader"] == "torch" and m["complete"]
+
+
+# ------------------------------------------------------------------- names that are not UTF-8
+
+
+@pytest.fixture
+def latin1_tree(src, tmp_path):
+    root = str(tmp_path / "latin1")
+    shutil.copytree(src, root)
+    folder = os.path.join(os.fsencode(root), b"class_000")
+    try:
+        os.rename(os.path.join(folder, b"img_0000.jpg"), os.path.join(folder, b"caf\xe9.jpg"))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes UTF-8 names only")
+    return root
+
+
+def test_image_names_that_are_not_utf8_are_encoded_and_listed_as_their_bytes(latin1_tree, tiny_vae, tmp_path):
+    dst = tmp_path / "latents"
+    assert run(latin1_tree, dst, tiny_vae[1], "--reader", "torch", "--preview", "4") == 0
+    m = json.load(open(dst / "manifest.json"))
+    assert m["complete"] and m["num_samples"] == 4 and m["failed"] == 0
+    listed = b"".join((dst / s["name"] / "files.txt").read_bytes() for s in m["shards"])
+    assert b"class_000/caf\xe9.jpg\n" in listed
+    assert (dst / "preview.png").exists() and len(LatentIndex(str(dst))) == 4
+    assert run(latin1_tree, dst, tiny_vae[1], "--reader", "torch") == 0  # the same fingerprint again
+
+
+def test_the_dali_reader_refuses_a_name_that_is_not_utf8_naming_it(
+    latin1_tree, tiny_vae, tmp_path, capsys, monkeypatch
+):
+    import meanflow.data.dali_images as dali_images
+
+    monkeypatch.setattr(dali_images, "dali_available", lambda: True)
+    err = refused(capsys, latin1_tree, tmp_path / "latents", tiny_vae[1], "--reader", "dali")
+    assert "class_000/caf\\xe9.jpg'" in err and "--reader torch" in err
+    assert not (tmp_path / "latents" / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------- a latent folder missing a file
+
+
+@pytest.mark.parametrize("lost", ["shard_00001/000001.npy", "shard_00000/labels.npy", "shard_00001"])
+def test_a_latent_folder_missing_a_file_is_named_when_opened(made, tmp_path, lost):
+    dst = str(tmp_path / "copy")
+    shutil.copytree(made, dst)
+    path = os.path.join(dst, lost)
+    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    shard, _, name = lost.partition("/")
+    with pytest.raises(FileNotFoundError) as error:
+        TorchLatentLoader(dst, 2, num_workers=0)
+    message = str(error.value)
+    assert "\n" not in message and dst in message and f"shard {shard} " in message and name in message
+
+
+def test_dtype_help_says_it_is_the_stored_dtype(capsys):
+    from meanflow.prepare_latents import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "stored in; the VAE always runs in float32" in help_text
