@@ -22,6 +22,8 @@ any file of a folder), and ``MeanFlowPipeline.from_pretrained(folder)`` needs ne
 
 import copy
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -210,7 +212,7 @@ class MeanFlowPipeline(DiffusionPipeline):
         if num_classes == 0:
             if class_labels is not None:
                 raise ValueError("class_labels must be None for an unconditional model; give batch_size")
-            if not isinstance(batch_size, int) or batch_size < 1:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(
                     f"batch_size must be an int >= 1 for an unconditional model, got {batch_size!r}"
                 )
@@ -231,9 +233,12 @@ class MeanFlowPipeline(DiffusionPipeline):
 
     # -------------------------------------------------------------- generation
 
-    def _noise(self, batch, generator):
+    def _latent_shape(self) -> tuple:
         cfg = self.transformer.config
-        shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+        return (cfg.in_channels, cfg.input_size, cfg.input_size)
+
+    def _noise(self, batch, generator):
+        shape = self._latent_shape()
         device, dtype = self._execution_device, self.transformer.dtype
         if isinstance(generator, (list, tuple)):
             # diffusers' convention: one generator per image, so image i depends on its own seed only.
@@ -245,12 +250,7 @@ class MeanFlowPipeline(DiffusionPipeline):
         return torch.randn((batch, *shape), generator=generator, device=source).to(device, dtype)
 
     def _check_guidance(self, guidance_scale, conditional: bool) -> float:
-        if (
-            isinstance(guidance_scale, bool)
-            or not isinstance(guidance_scale, (int, float))
-            or guidance_scale < 0
-        ):
-            raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+        guidance_scale = _checked_number("guidance_scale", guidance_scale, 0)
         if guidance_scale != 1 and not conditional:
             raise ValueError(
                 "guidance_scale must be 1 for an unconditional model: it has no classes to guide to"
@@ -280,6 +280,7 @@ class MeanFlowPipeline(DiffusionPipeline):
         if latents is None:
             latents = self._noise(batch, generator)
         else:
+            _check_latents(latents, (batch, *self._latent_shape()))
             latents = latents.to(self._execution_device, self.transformer.dtype)
         with self.progress_bar(total=num_inference_steps) as bar:
             velocity = GuidedVelocity(self.transformer, scale, on_step=bar.update)
@@ -388,12 +389,34 @@ def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
         latent = getattr(vae.config, "latent_channels", None)
         if latent is not None and latent != cfg.in_channels:
             raise ValueError(f"vae has {latent} latent channels, the transformer {cfg.in_channels}")
-        return float(scaling_factor or latent_scale(vae)[0])
-    if cfg.in_channels not in (1, 3):
+        if scaling_factor is None:
+            return _checked_number("the vae's scaling_factor", latent_scale(vae)[0], 0, above=True)
+    elif cfg.in_channels not in (1, 3):
         raise ValueError(
             f"the transformer makes {cfg.in_channels}-channel latents: pass the vae that decodes them"
         )
-    return float(scaling_factor or SD_VAE_SCALE)
+    if scaling_factor is None:
+        return SD_VAE_SCALE
+    return _checked_number("scaling_factor", scaling_factor, 0, above=True)
+
+
+def _checked_number(name: str, value, minimum: float, above: bool = False) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name``: NaN passes every comparison
+    test as False, so a bare ``value < minimum`` lets it through (and infinity) into images."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and (value > minimum if above else value >= minimum)):
+        bound = f"{'>' if above else '>='} {minimum}"
+        raise ValueError(f"{name} must be a number {bound} and finite, got {value!r}")
+    return float(value)
+
+
+def _check_latents(latents, shape: tuple) -> None:
+    if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+        raise TypeError(f"latents must be a float tensor of shape {shape}, got {type(latents).__name__}")
+    if tuple(latents.shape) != shape:
+        raise ValueError(f"latents must have shape {shape} (one per image), got {tuple(latents.shape)}")
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents hold NaN or infinite values")
 
 
 def _checked_id2label(id2label, num_classes: int) -> dict:

@@ -125,6 +125,26 @@ def test_bad_inputs(tmp_path, vae_config, tiny):
         MeanFlowPipeline.from_pretrained(str(tmp_path))
 
 
+def test_numbers_must_be_finite(tiny):
+    """NaN compares False with every bound: each numeric argument is refused by name, not
+    turned into black images."""
+    pipe = MeanFlowPipeline(rgb_model(tiny))
+    for bad in (float("nan"), float("inf"), -1.0, np.float32("nan")):
+        with pytest.raises(ValueError, match=r"guidance_scale must be a number >= 0 and finite, got"):
+            pipe([0, 1], guidance_scale=bad)
+    for bad in (float("nan"), float("inf"), 0.0, -0.18215):
+        with pytest.raises(ValueError, match=r"scaling_factor must be a number > 0 and finite"):
+            MeanFlowPipeline(rgb_model(tiny), scaling_factor=bad)
+    noise = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"latents must have shape \(2, 3, 8, 8\) .*got \(3, 3, 8, 8\)"):
+        pipe([0, 1], latents=torch.randn(3, 3, 8, 8))
+    noise[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="latents hold NaN"):
+        pipe([0, 1], latents=noise)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        MeanFlowPipeline(rgb_model(tiny, num_classes=0))(batch_size=True)
+
+
 @pytest.mark.gpu
 def test_gpu_pipeline(tiny):
     pipe = MeanFlowPipeline(rgb_model(tiny))
