@@ -126,7 +126,12 @@ class _Objective:
         # Checked before the null label hides a bad one, which the model then never sees. As in
         # the model, CPU labels only: reading GPU labels would stall the step on a host sync.
         null = model.null_class
-        if null and y.device.type == "cpu" and not y.is_floating_point() and not torch.compiler.is_compiling():
+        if (
+            null
+            and y.device.type == "cpu"
+            and not y.is_floating_point()
+            and not torch.compiler.is_compiling()
+        ):
             check_class_labels(y, null)
         return torch.where(drop, torch.full_like(y, null), y)
 

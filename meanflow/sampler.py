@@ -32,16 +32,27 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
     shape = (batch, cfg.in_channels, cfg.input_size, cfg.input_size)
     if noise is None:
         noise = torch.randn(shape, generator=generator, device=device, dtype=param.dtype)
-    elif tuple(noise.shape) != shape:
-        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+    elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
+        got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a tensor of shape {shape}, got {got}")
+    elif noise.dtype != param.dtype and not torch.is_autocast_enabled(noise.device.type):
+        raise TypeError(
+            f"noise has dtype {noise.dtype} but the model's parameters have {param.dtype}: give noise "
+            f"in {param.dtype}, cast the model, or run under torch.autocast"
+        )
+    # The loss's time dtype (docs/design.md section 1): float32 times would cap a float64
+    # model's samples at float32 accuracy.
+    time_dtype = torch.promote_types(noise.dtype, torch.float32)
+    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
     was_training = model.training
     model.eval()
-    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
-    z = noise
-    for t, r in zip(grid[:-1], grid[1:]):
-        u = model(z, torch.full((batch,), r, device=device), torch.full((batch,), t, device=device), y)
-        z = z - (t - r) * u.to(z.dtype)
-    model.train(was_training)
+    try:
+        z = noise
+        for t, r in zip(grid[:-1], grid[1:]):
+            r_, t_ = (torch.full((batch,), s, dtype=time_dtype, device=device) for s in (r, t))
+            z = z - (t - r) * model(z, r_, t_, y).to(z.dtype)
+    finally:  # also after an error: the caller may go on training the model it passed
+        model.train(was_training)
     return z
 
 

@@ -230,7 +230,9 @@ def test_bad_inputs():
 def test_z_of_another_dtype_than_the_model():
     model = make()
     z, r, t, y, v = inputs(model, 2)
-    with pytest.raises(TypeError, match="z has dtype torch.float32 but the model's parameters have torch.float64"):
+    with pytest.raises(
+        TypeError, match="z has dtype torch.float32 but the model's parameters have torch.float64"
+    ):
         model(z.float(), r, t, y)
     with pytest.raises(TypeError, match="z has dtype torch.float32"):
         model.jvp(z.float(), r, t, y, v.float())

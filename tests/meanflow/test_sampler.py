@@ -47,6 +47,38 @@ def test_no_second_pass_and_mode_restored(tiny):
     assert calls == [False, False] and model.training
 
 
+def test_float64_model_samples_in_float64(tiny):
+    """Float64 times for a float64 model: k steps equal the float64 loop to rounding."""
+    model = tiny().double()
+    y = torch.tensor([0, 2, 5])
+    z = e = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        for t, r in ((1.0, 0.5), (0.5, 0.0)):
+            z = z - (t - r) * model(
+                z, torch.full((3,), r, dtype=torch.float64), torch.full((3,), t, dtype=torch.float64), y
+            )
+    got = sample(model, y, steps=2, noise=e)
+    assert ((got - z).norm() / z.norm()).item() <= 1e-12
+
+
+def test_mode_restored_after_an_error(tiny):
+    model = tiny()
+    model.train()
+    with pytest.raises(TypeError, match="y must be an integer tensor"):
+        sample(model, None, noise=torch.randn(2, 1, 8, 8))
+    assert model.training
+
+
+def test_noise_of_another_dtype_than_the_model(tiny):
+    model = tiny().double()
+    with pytest.raises(
+        TypeError, match="noise has dtype torch.float32 but the model's parameters have torch.float64"
+    ):
+        sample(model, torch.arange(2), noise=torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="noise must be a tensor"):
+        sample(model, torch.arange(2), noise=[0.0])
+
+
 def test_bad_arguments(tiny):
     model = tiny()
     with pytest.raises(ValueError, match="steps"):
