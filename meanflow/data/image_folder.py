@@ -155,10 +155,11 @@ class _Walk:
     repeated_folder: list = field(default_factory=list)
 
 
-def _class_folders(root: str) -> tuple[list, list]:
-    """The sorted class-folder names under ``root``, and its broken symlinks: a class folder
-    linked from an unmounted disk must not vanish unnoticed (the labels after it would shift)."""
-    classes, broken = [], []
+def _class_folders(root: str) -> tuple[list, list, list]:
+    """The sorted class-folder names under ``root``, its broken symlinks (a class folder linked
+    from an unmounted disk must not vanish unnoticed: the labels after it would shift) and the
+    images lying in ``root`` itself, which have no class and are not read."""
+    classes, broken, loose = [], [], []
     for entry in os.scandir(root):
         if entry.name.startswith("."):
             continue
@@ -166,7 +167,9 @@ def _class_folders(root: str) -> tuple[list, list]:
             classes.append(entry.name)
         elif entry.is_symlink() and not os.path.exists(entry.path):
             broken.append(entry.name)
-    return sorted(classes), sorted(broken)
+        elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            loose.append(entry.name)
+    return sorted(classes), sorted(broken), sorted(loose)
 
 
 def _folder_key(st: os.stat_result) -> tuple[int, int]:
@@ -229,10 +232,17 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         raise FileNotFoundError(f"image folder {root!r} does not exist")
     if not os.path.isdir(root):
         raise NotADirectoryError(f"image folder {root!r} is not a directory")
-    classes, broken_classes = _class_folders(root)
+    classes, broken_classes, loose = _class_folders(root)
+    holds = f" (it holds {len(loose)} images directly: move them into class folders)" if loose else ""
     if not classes:
         raise ValueError(
-            f"no class folders in {root!r}: expected ROOT/<class>/<image> (the ImageNet train layout)"
+            f"no class folders in {root!r}{holds}: expected ROOT/<class>/<image> (the ImageNet train layout)"
+        )
+    if loose:  # e.g. an unfinished move into class folders: the data set would silently shrink
+        warnings.warn(
+            f"ignoring {len(loose)} images directly under {root!r} ({name_a_few(loose, len(loose))}): "
+            "an image needs a class folder, ROOT/<class>/<image>",
+            stacklevel=2,
         )
     cache = default_cache_path(root) if cache == "auto" else cache
     cached = _read_cache(cache, root)

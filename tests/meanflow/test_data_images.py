@@ -82,7 +82,7 @@ def test_scan_errors_name_the_path(tmp_path):
         scan_image_folder(missing, cache=None)
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.jpg").write_bytes(b"x")
-    with pytest.raises(ValueError, match="no class folders in .*flat"):
+    with pytest.raises(ValueError, match=r"no class folders in .*flat.* \(it holds 1 images directly"):
         scan_image_folder(str(tmp_path / "flat"), cache=None)
     (tmp_path / "bad" / "cls").mkdir(parents=True)
     (tmp_path / "bad" / "cls" / "a.jpg").write_bytes(b"not a jpeg")
@@ -90,6 +90,20 @@ def test_scan_errors_name_the_path(tmp_path):
         scan_image_folder(str(tmp_path / "bad"), cache=None)
     with pytest.raises(TypeError, match="root"):
         scan_image_folder(3, cache=None)
+
+
+def test_images_outside_class_folders_are_warned(tree, tmp_path):
+    """Images lying in ROOT itself (an unfinished move into class folders) have no class: they
+    are left out as before, but named in a warning instead of shrinking the data set silently."""
+    root = str(tmp_path / "t")
+    shutil.copytree(tree[0], root)
+    first = scan_image_folder(root, cache=None, workers=0)
+    for name in ("loose_a.jpg", "loose_b.png"):
+        shutil.copy(first.path(0), os.path.join(root, name))
+    (tmp_path / "t" / "README.txt").write_text("not an image: no warning")
+    with pytest.warns(UserWarning, match=r"ignoring 2 images directly under .*\(loose_a.jpg, loose_b.png\)"):
+        index = scan_image_folder(root, cache=None, workers=0)
+    assert index.files == first.files and index.summary == first.summary
 
 
 def test_empty_class_is_kept_as_a_label_and_warned(tree, tmp_path):
