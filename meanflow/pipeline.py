@@ -368,6 +368,9 @@ class MeanFlowPipeline(DiffusionPipeline):
             raise FileNotFoundError(
                 f"{index_path} not found: not a MeanFlowPipeline directory (nothing is downloaded)"
             )
+        saved_vae = os.path.join(folder, "vae")
+        if vae is None and "vae" not in kwargs and os.path.isdir(saved_vae):
+            vae = saved_vae  # read strictly: diffusers would fill missing weights with random ones
         if isinstance(vae, str):
             vae = load_vae(vae, dtype=kwargs.get("dtype") or kwargs.get("torch_dtype"))
         if vae is not None:

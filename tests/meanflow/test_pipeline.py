@@ -91,6 +91,13 @@ def test_latent_model_with_vae_round_trip(tmp_path, vae_config, tiny):
     assert np.array_equal(again([0, 1], generator=gen(), output_type="np").images, images)
     assert again.get_label_ids("goldfish") == [1]
 
+    from safetensors.torch import load_file, save_file
+
+    weights = str(tmp_path / "pipe" / "vae" / "diffusion_pytorch_model.safetensors")
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("decoder.")}, weights)
+    with pytest.raises(ValueError, match=r"VAE folder .*vae.* do not fit .*Missing key.*decoder\."):
+        MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"))  # not a random decoder
+
 
 def test_pixel_pipeline_round_trip(tmp_path, tiny):
     pipe = MeanFlowPipeline(rgb_model(tiny))
