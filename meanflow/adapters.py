@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 import mfkernels
 
+from .models import batch_time, check_labels
+
 
 @dataclass
 class AdapterConfig:
@@ -111,11 +113,27 @@ class DiffusersDiT(nn.Module):
         return cls(transformer, time_scale)
 
     def forward(self, z: Tensor, r: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        if y is None:
-            y = torch.full((z.shape[0],), self.null_class, dtype=torch.long, device=z.device)
+        r, t, y = _check_inputs(self, z, r, t, y)
         timestep = torch.cat([t, t - r]) * self.time_scale
         out = self.transformer(z, timestep=timestep, class_labels=y, return_dict=False)[0]
         return out[:, : z.shape[1]]
+
+
+def _check_inputs(model, z, r, t, y):
+    """``(r, t, y)`` as the DiT takes them: times a number, a 0-d or a ``(batch,)`` tensor,
+    batched (:func:`meanflow.models.batch_time`); labels checked (:func:`meanflow.models.check_labels`),
+    None the null label on every row. A bad input is an error naming it, not one from inside the
+    library model (an embedding's IndexError, a device-side assert on a GPU)."""
+    channels = model.config.in_channels
+    if not isinstance(z, Tensor) or not z.is_floating_point():
+        raise TypeError(f"z must be a floating-point tensor (batch, {channels}, height, width)")
+    if z.dim() != 4 or z.shape[1] != channels:
+        raise ValueError(f"z must have shape (batch, {channels}, height, width), got {tuple(z.shape)}")
+    r, t = (batch_time(name, value, z.shape[0], z) for name, value in (("r", r), ("t", t)))
+    if y is None:
+        return r, t, torch.full((z.shape[0],), model.null_class, dtype=torch.long, device=z.device)
+    check_labels(y, z, model.null_class)
+    return r, t, y
 
 
 def _refuse_shape_kwargs(kwargs: dict, **ours):
@@ -196,14 +214,13 @@ class TimmViT(nn.Module):
         return cls(vit, num_classes, time_scale, frequency_embedding_size)
 
     def forward(self, z: Tensor, r: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        if self.y_embedder is None and y is not None:
+            raise ValueError("y must be None for an unconditional model (num_classes=0)")
+        r, t, y = _check_inputs(self, z, r, t, y)
         vit = self.vit
         c = self.t_embedder(t) + self.h_embedder(t - r)
         if self.y_embedder is not None:
-            if y is None:
-                y = torch.full((z.shape[0],), self.null_class, dtype=torch.long, device=z.device)
             c = c + self.y_embedder(y)
-        elif y is not None:
-            raise ValueError("y must be None for an unconditional model (num_classes=0)")
         # VisionTransformer.forward_features, with the conditioning added after the positions.
         x = vit._pos_embed(vit.patch_embed(z))
         x = vit.norm_pre(x + c.to(x.dtype)[:, None])

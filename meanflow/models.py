@@ -314,16 +314,7 @@ class DiT(PretrainedMixin, nn.Module):
             if y is not None:
                 raise ValueError("y must be None for an unconditional model (num_classes=0)")
         else:
-            if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int32, torch.int64):
-                raise TypeError("y must be an integer tensor of class labels, shape (batch,)")
-            if tuple(y.shape) != (batch,):
-                raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
-            if y.device != z.device:
-                raise ValueError(f"y is on {y.device} but z is on {z.device}")
-            # Reading the labels costs a GPU a host sync per call: only CPU labels are checked
-            # here (sample() checks on any device); a compiled step never reads them.
-            if y.device.type == "cpu" and not torch.compiler.is_compiling():
-                check_class_labels(y, c.num_classes)
+            check_labels(y, z, c.num_classes)
         return r, t
 
     def _second_time(self, r, t):
@@ -396,6 +387,21 @@ def check_class_labels(y: torch.Tensor, num_classes: int) -> None:
             f"y must hold class labels in [0, {num_classes - 1}] (or {num_classes}, the null label), "
             f"got labels from {int(y.min())} to {int(y.max())}"
         )
+
+
+def check_labels(y, z: torch.Tensor, num_classes: int) -> None:
+    """``y`` must be an integer ``(batch,)`` tensor on ``z``'s device, its labels in
+    ``[0, num_classes]`` (:func:`check_class_labels`). Reading the labels costs a GPU a host
+    sync per call: only CPU labels are read here (sample() reads them on any device), and a
+    compiled step never reads them."""
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int32, torch.int64):
+        raise TypeError("y must be an integer tensor of class labels, shape (batch,)")
+    if tuple(y.shape) != (z.shape[0],):
+        raise ValueError(f"y must have shape ({z.shape[0]},), got {tuple(y.shape)}")
+    if y.device != z.device:
+        raise ValueError(f"y is on {y.device} but z is on {z.device}")
+    if y.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_class_labels(y, num_classes)
 
 
 def batch_time(name, value, batch, like, dtype=None):
