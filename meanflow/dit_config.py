@@ -2,6 +2,7 @@
 XL/L/B/S plus a tiny T for MNIST). A leaf module: the model (``meanflow.models``) and the
 interchange formats (``meanflow.interchange``) both build on it."""
 
+import math
 from dataclasses import dataclass, fields
 
 # name: (depth, hidden_size, patch_size, num_heads), DiT paper sizes plus a tiny one for MNIST.
@@ -18,6 +19,14 @@ PRESETS = {
 }
 
 TIME_CONDS = ("t,h", "r,t")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 @dataclass
@@ -41,10 +50,19 @@ class DiTConfig:
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads",
                      "frequency_embedding_size"):  # fmt: skip
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not isinstance(self.mlp_ratio, (int, float)) or int(self.hidden_size * self.mlp_ratio) < 1:
-            raise ValueError(f"mlp_ratio must give an MLP of at least 1 unit, got {self.mlp_ratio!r}")
+        if not _finite_positive(self.mlp_ratio) or int(self.hidden_size * self.mlp_ratio) < 1:
+            raise ValueError(
+                f"mlp_ratio must be a finite number giving an MLP of at least 1 unit, got {self.mlp_ratio!r}"
+            )
+        if not _finite_positive(self.time_scale):
+            raise ValueError(f"time_scale must be a finite number > 0, got {self.time_scale!r}")
+        # A string such as "false" would be truthy and switch qk-norm on.
+        if not isinstance(self.qk_norm, bool):
+            raise ValueError(f"qk_norm must be True or False, got {self.qk_norm!r}")
+        if not _is_int(self.num_classes) or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0 (0: unconditional), got {self.num_classes!r}")
         if self.time_cond not in TIME_CONDS:
             raise ValueError(f"time_cond must be one of {TIME_CONDS}, got {self.time_cond!r}")
         if self.input_size % self.patch_size:
@@ -57,8 +75,6 @@ class DiTConfig:
             )
         if self.hidden_size % 4:  # a sin and a cos per axis of the 2-D positions
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of 4 (2-D sin-cos positions)")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> "DiTConfig":

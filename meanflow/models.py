@@ -408,7 +408,8 @@ def batch_time(name, value, batch, like, dtype=None):
     """A time given as a number, a 0-d tensor or a ``(batch,)`` tensor -> ``(batch,)`` tensor on
     ``like``'s device (the model input ``z``). A number becomes ``dtype``, by default float32 or
     ``like``'s dtype if wider, as the loss and the sampler make them (docs/design.md section 1):
-    rounded to 16 bits, ``t`` near 1 would move the sinusoids' phase ``1000 t`` by up to 2.
+    rounded to 16 bits, ``t`` near 1 would move the sinusoids' phase ``time_scale * t`` by up to 2
+    at DiT's ``time_scale`` 1000.
     A tensor keeps its dtype."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         dtype = dtype or torch.promote_types(like.dtype, torch.float32)

@@ -205,6 +205,24 @@ def test_bad_config_values():
         DiT.from_config("DiT-S/2", backend="fast")
 
 
+@pytest.mark.parametrize(
+    "field, values",
+    [
+        ("qk_norm", ["false", 1, None]),
+        ("time_scale", [float("nan"), float("inf"), 0, -5.0, "1000", None, True]),
+        ("num_classes", [2.5, None, "10", True, -1]),
+        ("mlp_ratio", [float("nan"), float("inf"), True, "4"]),
+    ],
+)
+def test_config_types_and_ranges(field, values):
+    """Values that used to be accepted (qk_norm "false" switched qk-norm on, a NaN time scale
+    gave NaN outputs) or failed later with an error that did not name the field."""
+    for value in values:
+        with pytest.raises(ValueError, match=f"{field} must be"):
+            DiTConfig(hidden_size=32, num_heads=2, depth=1, **{field: value})
+    DiTConfig(hidden_size=32, num_heads=2, depth=1, time_scale=1, num_classes=0, mlp_ratio=2)
+
+
 def test_bad_inputs():
     model = make()
     z, r, t, y, v = inputs(model, 2)
