@@ -73,9 +73,9 @@ class IntervalTimestepLabelEmbedding(nn.Module):
 class DiffusersDiT(nn.Module):
     """A diffusers ``DiTTransformer2DModel`` as a MeanFlow model ``(z, r, t, y) -> u``.
 
-    z: (batch, in_channels, size, size); r, t: (batch,) in [0, 1]; y: (batch,) labels in
-    ``[0, num_embeds_ada_norm]`` (the last one is the null label of classifier-free guidance),
-    or None for all-null. u: like z. The DiT takes one timestep, so ``r`` enters through the
+    z: (batch, in_channels, size, size); r, t: (batch,) in [0, 1] (or numbers); y: (batch,)
+    labels in ``[0, num_embeds_ada_norm]`` (the last one is the null label of classifier-free
+    guidance), or None for all-null. u: like z. The DiT takes one timestep, so ``r`` enters through the
     interval ``h = t - r`` embedded by :class:`IntervalTimestepLabelEmbedding` in every block
     (and the final layer, which reuses block 0's); times are scaled by ``time_scale`` (1000:
     the DiT's own timestep range). A learned-sigma DiT (``out_channels = 2 * in_channels``)
@@ -159,9 +159,9 @@ class TimeEmbedding(nn.Module):
 class TimmViT(nn.Module):
     """A timm ``VisionTransformer`` as a MeanFlow model ``(z, r, t, y) -> u``.
 
-    z: (batch, in_chans, img_size, img_size); r, t: (batch,) in [0, 1]; y: (batch,) labels in
-    ``[0, num_classes]`` (``num_classes`` is the null label of classifier-free guidance), or
-    None for all-null (and for an unconditional model, ``num_classes = 0``). u: like z.
+    z: (batch, in_chans, img_size, img_size); r, t: (batch,) in [0, 1] (or numbers); y: (batch,)
+    labels in ``[0, num_classes]`` (``num_classes`` is the null label of classifier-free
+    guidance), or None for all-null (and for an unconditional model, ``num_classes = 0``). u: like z.
 
     The ViT's patch embedding, positions and blocks and its final norm make the tokens; a
     linear head maps each patch token back to its ``p x p x C`` pixels (zero-initialised, so
