@@ -14,6 +14,7 @@ process umask (files ``0o666 & ~umask``, folders ``0o777 & ~umask``), not the pr
 file (never written through); a directory there is an error.
 """
 
+import argparse
 import ctypes
 import errno
 import functools
@@ -208,7 +209,10 @@ def load_torch_file(path: str, map_location="cpu", what: str = "checkpoint", mma
     that is not its advice to load with ``weights_only=False``, which would run any code the
     file holds."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        # DiT's and SiT's train.py save their command line as "args", an argparse.Namespace:
+        # plain data, which the weights-only unpickler refuses unless named
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         lines = [line.split(UNPICKLER_ERROR)[-1].strip() for line in str(e).splitlines()]
         reasons = [line for line in lines if line and not any(a in line for a in UNSAFE_LOAD_ADVICE)]

@@ -11,7 +11,6 @@ keys and shape mismatches are one ``ValueError`` that names them, never a half-l
 Every writer builds the directory under a temporary name and renames it into place.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -275,10 +274,7 @@ class PretrainedMixin:
         starts with a zero output, as adaLN-Zero starts its blocks."""
         obj = path_or_state
         if isinstance(path_or_state, (str, os.PathLike)):
-            # DiT's and SiT's train.py save their command line as "args", an argparse.Namespace:
-            # plain data, which the weights-only unpickler refuses unless named
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = load_torch_file(path_or_state, what="DiT checkpoint")
+            obj = load_torch_file(path_or_state, what="DiT checkpoint")
         state = official_dit_state_dict(obj)
         config, state = convert_official_dit(state, num_heads=num_heads, family=family, **overrides)
         model = cls(config, backend=backend)

@@ -213,6 +213,10 @@ def test_official_dit_state_dict(tmp_path, tiny, learn_sigma):
     torch.save({"model": {}, "ema": state, "opt": opt, "args": args}, tmp_path / "dit.pt")
     loaded = DiT.from_official_dit(str(tmp_path / "dit.pt"), num_heads=2)
     assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
+    with pytest.raises(
+        ValueError, match=r"looks like an official DiT/SiT checkpoint: use DiT.from_official_dit"
+    ):
+        pretrained.load_trainer_checkpoint(str(tmp_path / "dit.pt"))  # as generate --ckpt does
     # the h embedder has no official counterpart: a fresh input layer, a zero output layer
     assert not torch.equal(loaded.h_embedder.mlp[0].weight, model.h_embedder.mlp[0].weight)
     assert not loaded.h_embedder.mlp[2].weight.any() and not loaded.h_embedder.mlp[2].bias.any()
