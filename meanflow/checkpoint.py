@@ -224,6 +224,22 @@ UNPICKLER_ERROR = "WeightsUnpickler error:"
 UNSAFE_LOAD_ADVICE = ("Weights only load failed", "weights_only", "torch.load")
 
 
+def load_safetensors(path: str, what: str = "weights") -> dict:
+    """``safetensors.torch.load_file(path)``; a file it cannot read (cut short by an interrupted
+    copy, or not safetensors) is a one-line ``ValueError`` naming it, as ``load_torch_file`` does
+    for torch files."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(
+            f"cannot read {what} {str(path)!r} (corrupt, truncated or not safetensors): {reason}"
+        ) from e
+
+
 def atomic_copy(src: str, path: str) -> None:
     def write(f):
         with open(src, "rb") as s:

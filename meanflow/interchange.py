@@ -19,7 +19,7 @@ import torch
 
 from mfkernels.reference import timestep_frequencies
 
-from .checkpoint import atomic_directory, load_torch_file
+from .checkpoint import atomic_directory, load_safetensors, load_torch_file
 from .dit_config import PRESETS, DiTConfig
 
 CONFIG_NAME = "config.json"
@@ -56,22 +56,6 @@ def check_state_dict(model: torch.nn.Module, state: dict, source: str, ignore=()
 
 def _clip(items, n=8):
     return items if len(items) <= n else [*items[:n], f"... ({len(items) - n} more)"]
-
-
-def load_safetensors(path: str, what: str = "weights") -> dict:
-    """``safetensors.torch.load_file(path)``; a file it cannot read (cut short by an interrupted
-    copy, or not safetensors) is a one-line ``ValueError`` naming it, as ``load_torch_file`` does
-    for torch files."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except SafetensorError as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ValueError(
-            f"cannot read {what} {str(path)!r} (corrupt, truncated or not safetensors): {reason}"
-        ) from e
 
 
 def config_from_dict(d: dict, source: str) -> DiTConfig:

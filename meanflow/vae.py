@@ -25,8 +25,7 @@ import warnings
 
 import torch
 
-from .checkpoint import load_torch_file
-from .interchange import load_safetensors
+from .checkpoint import load_safetensors, load_torch_file
 
 # stabilityai/sd-vae-ft-ema's config.json (the VAE of DiT, SiT, REPA, MeanFlow); the tests
 # shrink block_out_channels and use random weights.
