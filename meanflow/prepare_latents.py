@@ -226,18 +226,19 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         old = None  # no latents there yet, so none made otherwise: start over with these settings
     reader = _resolve_reader(reader, old.get("reader") if old else None, dst)
     device = resolve_device(device)
-    # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
-    index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
-    if reader == "dali":
-        _check_dali_names(index)
-    os.makedirs(dst, exist_ok=True)
-    print(f"prepare_latents: {index.describe()}", flush=True)
+    # The VAE before the scan, which takes minutes on ImageNet: a bad --vae is said at once.
     vae = load_vae(weights, config, device)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if image_size % factor:
         raise ValueError(
             f"image_size {image_size} is not a multiple of the VAE's downsampling factor {factor}"
         )
+    # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
+    index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
+    if reader == "dali":
+        _check_dali_names(index)
+    os.makedirs(dst, exist_ok=True)
+    print(f"prepare_latents: {index.describe()}", flush=True)
 
     n = len(index)
     shards = [

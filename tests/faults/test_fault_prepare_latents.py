@@ -247,3 +247,18 @@ def test_dtype_help_says_it_is_the_stored_dtype(capsys):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "stored in; the VAE always runs in float32" in help_text
+
+
+def test_a_bad_vae_is_named_before_the_scan(src, tmp_path, capsys, monkeypatch):
+    """The scan of an ImageNet folder takes minutes: a --vae that does not load is said first."""
+    from meanflow import prepare_latents
+
+    def scan(*args, **kwargs):
+        raise AssertionError("scanned before the VAE was loaded")
+
+    monkeypatch.setattr(prepare_latents, "scan_image_folder", scan)
+    missing = tmp_path / "no-vae.safetensors"
+    with pytest.raises(SystemExit):
+        prepare_latents.main([*argv(src, tmp_path / "dst", "")[:2], "--vae", str(missing), "--device", "cpu"])
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "dst").exists()
