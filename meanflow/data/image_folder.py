@@ -274,15 +274,15 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         labels.append(label)
         modes[info] += 1
         formats[fmt] += 1
-    if cache and (todo or set(cached) != {c[0] for c in candidates}):
-        entries = {c[0]: [c[2], c[3], *verdicts[c[0]]] for c in candidates}
-        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
-        write_json_atomic(cache, {"version": SCAN_VERSION, "root": root, "entries": entries})
-    if not files:
+    if not files:  # before the cache is written: a folder of no use leaves nothing behind
         raise ValueError(
             f"no readable images under {root!r} ({len(corrupt)} corrupt, {len(not_image)} other files, "
             f"{len(found.broken_link)} broken links)"
         )
+    if cache and (todo or set(cached) != {c[0] for c in candidates}):
+        entries = {c[0]: [c[2], c[3], *verdicts[c[0]]] for c in candidates}
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        write_json_atomic(cache, {"version": SCAN_VERSION, "root": root, "entries": entries})
     counts = np.bincount(labels, minlength=len(classes))
     summary = {
         "images": len(files),

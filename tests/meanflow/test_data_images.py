@@ -86,8 +86,10 @@ def test_scan_errors_name_the_path(tmp_path):
         scan_image_folder(str(tmp_path / "flat"), cache=None)
     (tmp_path / "bad" / "cls").mkdir(parents=True)
     (tmp_path / "bad" / "cls" / "a.jpg").write_bytes(b"not a jpeg")
+    cache = tmp_path / "out" / "scan.json"
     with pytest.raises(ValueError, match="no readable images under .*bad"):
-        scan_image_folder(str(tmp_path / "bad"), cache=None)
+        scan_image_folder(str(tmp_path / "bad"), cache=str(cache))
+    assert not (tmp_path / "out").exists()  # prepare_latents' destination: nothing written
     with pytest.raises(TypeError, match="root"):
         scan_image_folder(3, cache=None)
 
