@@ -236,7 +236,9 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
     index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
     if reader == "dali":
-        _check_dali_names(index)
+        from .data.dali_images import check_dali_names
+
+        check_dali_names(index, "use --reader torch")
     os.makedirs(dst, exist_ok=True)
     print(f"prepare_latents: {index.describe()}", flush=True)
 
@@ -370,19 +372,6 @@ def _failed_sources(index: FolderIndex, dst, shards) -> list:
         ids = range(shard["start"], shard["start"] + shard["images"])
         failed += [index.files[i] for i in ids if index.files[i] not in written]
     return failed
-
-
-def _check_dali_names(index: FolderIndex) -> None:
-    """DALI takes file names as UTF-8 text: one that is not (undecodable bytes) is refused here,
-    naming it, rather than failing inside the pipeline after the manifest is written."""
-    for rel in index.files:
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"image {os.fsencode(os.path.join(index.root, rel))!r} has a name that is not UTF-8, "
-                "which the DALI reader cannot open: rename it, or use --reader torch"
-            ) from None
 
 
 def _chunks(items, size):

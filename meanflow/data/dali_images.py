@@ -35,6 +35,7 @@ pipeline is rebuilt after it. Both loaders count, warn and stop on read failures
 (:class:`~meanflow.data.image_folder.ReadFailureLog`, ``max_read_failures``).
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -54,6 +55,20 @@ from .sharding import ShardedLoader
 
 # nvJPEG scratch sizes from DALI's ImageNet examples: avoids reallocations on large JPEGs.
 _MIXED_PADDING = dict(device_memory_padding=211_025_920, host_memory_padding=140_544_512)
+
+
+def check_dali_names(index: FolderIndex, instead: str) -> None:
+    """DALI takes file names as UTF-8 text: one that is not (undecodable bytes, an old archive's
+    latin-1) is refused here, naming it and what to do ``instead``, rather than failing inside
+    the pipeline mid-run."""
+    for rel in index.files:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"image {os.fsencode(os.path.join(index.root, rel))!r} has a name that is not UTF-8, "
+                f"which the DALI reader cannot open: rename it, or {instead}"
+            ) from None
 
 
 def dali_available() -> bool:
@@ -229,6 +244,7 @@ class DALIImageLoader(ShardedLoader):
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
+        check_dali_names(self.index, "train with data.backend torch")
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
         self.device = torch.device(device)
         self.device_id = dali_device_id(self.device)

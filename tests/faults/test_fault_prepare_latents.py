@@ -262,3 +262,13 @@ def test_a_bad_vae_is_named_before_the_scan(src, tmp_path, capsys, monkeypatch):
         prepare_latents.main([*argv(src, tmp_path / "dst", "")[:2], "--vae", str(missing), "--device", "cpu"])
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "dst").exists()
+
+
+def test_the_dali_training_loader_refuses_a_name_that_is_not_utf8_when_built(latin1_tree):
+    """Training on the image folder itself: named before the first batch, not a pipeline error."""
+    from meanflow.data.dali_images import DALIImageLoader, dali_available
+
+    if not dali_available():
+        pytest.skip("NVIDIA DALI is not installed")
+    with pytest.raises(ValueError, match=r"class_000/caf\\xe9.jpg'.*data.backend torch"):
+        DALIImageLoader(latin1_tree, 2, image_size=16, num_threads=1, cache=None, scan_workers=0)
