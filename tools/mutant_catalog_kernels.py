@@ -26,6 +26,11 @@ DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispa
 
 _REF_PY = "mfkernels/reference.py"
 
+# The bias clamp after the cast to float32 (a float64 bias is clamped once before it too).
+_BIAS_CLAMP = (
+    "    bias = bias.to(tl.float32)\n"
+    '    bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)\n'
+)
 KERNEL_MUTANTS = [
     # ------------------------------- mfkernels/backends/triton/layernorm_modulate.py, ops.py
     Mutant(
@@ -375,8 +380,8 @@ KERNEL_MUTANTS = [
     Mutant(
         "torch-ops-causal-backward-unmasked",
         "mfkernels/backends/torch_ops.py",
-        "    p = torch.matmul(qf * scale, kf.transpose(-1, -2))\n    if causal:",
-        "    p = torch.matmul(qf * scale, kf.transpose(-1, -2))\n    if False:",
+        "        p = p.add_(bias.to(p.dtype))\n    if causal:",
+        "        p = p.add_(bias.to(p.dtype))\n    if False:",
         REFERENCE,
         "the reference backend's composite backward forgets the causal mask",
     ),
@@ -464,18 +469,26 @@ KERNEL_MUTANTS = [
     Mutant(
         "attn-bias-finfo-min-not-clamped",
         "mfkernels/backends/triton/attention_kernels.py",
-        '    bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)\n',
-        "",
+        _BIAS_CLAMP,
+        "    bias = bias.to(tl.float32)\n",
         BIAS_HUGE,
         "finfo(float32).min times log2(e) overflows to -inf: a row it masks whole sees no key (O = 0)",
     ),
     Mutant(
         "attn-bias-clamp-lifts-minus-inf",
         "mfkernels/backends/triton/attention_kernels.py",
-        '    bias = tl.where((bias < BIAS_MIN) & (bias > float("-inf")), BIAS_MIN, bias)\n',
-        "    bias = tl.maximum(bias, BIAS_MIN)\n",
+        _BIAS_CLAMP,
+        "    bias = bias.to(tl.float32)\n    bias = tl.maximum(bias, BIAS_MIN)\n",
         BIAS_HUGE,
         "the clamp lifts -inf too: a row a bool mask hides whole attends uniformly instead of O = 0",
+    ),
+    Mutant(
+        "attn-bias-fp64-cast-before-clamp",
+        "mfkernels/backends/triton/attention_kernels.py",
+        "    if bias.dtype == tl.float64:",
+        "    if False:",
+        BIAS_HUGE,
+        "a float64 bias below -FLT_MAX turns -inf in the cast to float32: its row sees no key",
     ),
     Mutant(
         "ref-attn-p-by-lse-only",
