@@ -1,6 +1,6 @@
 """tools/mutants.py on a toy repository: verdicts, "does not apply", timeouts, and the copy's
 file put back after each mutant (the working tree itself is never written). Plus the
-catalog's own consistency: unique names, test paths that exist."""
+catalog's own consistency: unique names, test paths that exist, every mutant's text found once."""
 
 import os
 import subprocess
@@ -88,6 +88,15 @@ def test_catalog_names_are_unique_and_its_tests_exist():
         assert os.path.isfile(os.path.join(ROOT, m.path)), m.name
         for test in m.tests:
             assert os.path.isfile(os.path.join(ROOT, test.split("::")[0])), f"{m.name}: {test}"
+
+
+def test_every_mutant_applies_to_the_code_as_it_is():
+    """A mutant whose text moved no longer plants its bug: it would count as "does not apply"
+    only when the whole catalog is run, so an edit of the code names it here instead."""
+    for m in CATALOG:
+        with open(os.path.join(ROOT, m.path), encoding="utf-8") as f:
+            found = f.read().count(m.find)
+        assert found == 1, f"{m.name}: its text occurs {found} times in {m.path}: update the mutant"
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
