@@ -67,8 +67,8 @@ from meanflow.train_step import GraphedStep, graphs_unavailable, train_step  # n
 
 def build_model(config: TrainConfig, loader) -> torch.nn.Module:
     """``config.model_class`` with ``model_kwargs``; input_size, in_channels and num_classes
-    default to the data's. An adapter comes back patched by ``mfkernels.patch_sdpa``: the EMA
-    copies made of it then are too."""
+    are the data's (``model_kwargs`` may repeat them, not change them). An adapter comes back
+    patched by ``mfkernels.patch_sdpa``: the EMA copies made of it then are too."""
     shape = dict(num_classes=loader.num_classes, in_channels=loader.channels, input_size=loader.image_size)
     for key, value in shape.items():
         if config.model_kwargs.get(key, value) != value:
