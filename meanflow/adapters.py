@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 import mfkernels
 
-from .models import batch_time, check_labels
+from .models import batch_time, check_labels, check_model_dtype
 
 
 @dataclass
@@ -129,6 +129,7 @@ def _check_inputs(model, z, r, t, y):
         raise TypeError(f"z must be a floating-point tensor (batch, {channels}, height, width)")
     if z.dim() != 4 or z.shape[1] != channels:
         raise ValueError(f"z must have shape (batch, {channels}, height, width), got {tuple(z.shape)}")
+    check_model_dtype("z", z, next(model.parameters()).dtype)
     r, t = (batch_time(name, value, z.shape[0], z) for name, value in (("r", r), ("t", t)))
     if y is None:
         return r, t, torch.full((z.shape[0],), model.null_class, dtype=torch.long, device=z.device)

@@ -302,12 +302,7 @@ class DiT(PretrainedMixin, nn.Module):
             raise ValueError(
                 f"z must have shape (batch, {want[0]}, {want[1]}, {want[2]}), got {tuple(z.shape)}"
             )
-        weight = self.x_embedder.proj.weight
-        if z.dtype != weight.dtype and not torch.is_autocast_enabled(z.device.type):
-            raise TypeError(
-                f"z has dtype {z.dtype} but the model's parameters have {weight.dtype}: give z in "
-                f"{weight.dtype}, cast the model, or run under torch.autocast"
-            )
+        check_model_dtype("z", z, self.x_embedder.proj.weight.dtype)
         batch = z.shape[0]
         r, t = (batch_time(name, v, batch, z) for name, v in (("r", r), ("t", t)))
         if self.y_embedder is None:
@@ -376,6 +371,16 @@ class DiT(PretrainedMixin, nn.Module):
             x, x_dot = block.jvp(x, x_dot, c_act, c_act_dot, backend)
         out, out_dot = self.final_layer.jvp(x, x_dot, c_act, c_act_dot, backend)
         return self._unpatchify(out), self._unpatchify(out_dot)
+
+
+def check_model_dtype(name: str, x: torch.Tensor, model_dtype: torch.dtype) -> None:
+    """Outside autocast, the model's input ``x`` must have its parameters' dtype: a TypeError
+    naming ``name``, not a convolution's "Input type and bias type should be the same"."""
+    if x.dtype != model_dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the model's parameters have {model_dtype}: give {name} "
+            f"in {model_dtype}, cast the model, or run under torch.autocast"
+        )
 
 
 def check_class_labels(y: torch.Tensor, num_classes: int) -> None:

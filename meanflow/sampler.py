@@ -7,7 +7,7 @@
 import numpy as np
 import torch
 
-from .models import check_class_labels
+from .models import check_class_labels, check_model_dtype
 
 
 @torch.no_grad()
@@ -35,11 +35,8 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
     elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
         got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
         raise ValueError(f"noise must be a tensor of shape {shape}, got {got}")
-    elif noise.dtype != param.dtype and not torch.is_autocast_enabled(noise.device.type):
-        raise TypeError(
-            f"noise has dtype {noise.dtype} but the model's parameters have {param.dtype}: give noise "
-            f"in {param.dtype}, cast the model, or run under torch.autocast"
-        )
+    else:
+        check_model_dtype("noise", noise, param.dtype)
     # The loss's time dtype (docs/design.md section 1): float32 times would cap a float64
     # model's samples at float32 accuracy.
     time_dtype = torch.promote_types(noise.dtype, torch.float32)

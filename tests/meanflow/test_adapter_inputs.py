@@ -57,3 +57,9 @@ def test_bad_times_and_z(model):
         model(z, 0.0, "1", y)
     with pytest.raises(ValueError, match=r"z must have shape \(batch, 4, height, width\)"):
         model(z[:, :3], 0.0, 1.0, y)
+    with pytest.raises(
+        TypeError, match=r"z has dtype torch.float64 but the model's parameters have torch.float32"
+    ):
+        model(z.double(), 0.0, 1.0, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts z itself
+        assert model(z.bfloat16(), 0.0, 1.0, y).shape == z.shape
