@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .models import check_class_labels
+from .models import check_cpu_labels
 
 
 def logit_normal(n: int, mean: float, std: float, device, generator=None, dtype=torch.float32) -> Tensor:
@@ -123,16 +123,10 @@ class _Objective:
         """Rows in ``drop`` get the null label (classifier-free guidance training)."""
         if y is None:
             return None
-        # Checked before the null label hides a bad one, which the model then never sees. As in
-        # the model, CPU labels only: reading GPU labels would stall the step on a host sync.
+        # Checked before the null label hides a bad one, which the model then never sees.
         null = model.null_class
-        if (
-            null
-            and y.device.type == "cpu"
-            and not y.is_floating_point()
-            and not torch.compiler.is_compiling()
-        ):
-            check_class_labels(y, null)
+        if null and not y.is_floating_point():
+            check_cpu_labels(y, null)
         return torch.where(drop, torch.full_like(y, null), y)
 
 

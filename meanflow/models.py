@@ -405,6 +405,12 @@ def check_labels(y, z: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"y must have shape ({z.shape[0]},), got {tuple(y.shape)}")
     if y.device != z.device:
         raise ValueError(f"y is on {y.device} but z is on {z.device}")
+    check_cpu_labels(y, num_classes)
+
+
+def check_cpu_labels(y: torch.Tensor, num_classes: int) -> None:
+    """:func:`check_class_labels` where it costs nothing: CPU labels outside a compiled step
+    (reading GPU labels would stall every call on a host sync)."""
     if y.device.type == "cpu" and not torch.compiler.is_compiling():
         check_class_labels(y, num_classes)
 

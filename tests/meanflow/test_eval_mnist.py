@@ -32,10 +32,10 @@ def small_classifier(monkeypatch, trained=None):
     to ``trained``."""
     train = eval_mnist.train_classifier
 
-    def fit(path, log):
+    def fit(path, log, **loaded):
         if trained is not None:
             trained.append(path)
-        return train(path, epochs=2, log=log, batch=16)
+        return train(path, epochs=2, log=log, batch=16, **loaded)
 
     monkeypatch.setattr(eval_mnist, "train_classifier", fit)
 
@@ -55,7 +55,9 @@ def test_evaluate_trains_then_reuses_the_cached_classifier(tmp_path, fake_mnist,
     monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
     train = eval_mnist.train_classifier
     monkeypatch.setattr(
-        eval_mnist, "train_classifier", lambda path, log: train(path, epochs=15, log=log, batch=16)
+        eval_mnist,
+        "train_classifier",
+        lambda path, log, **loaded: train(path, epochs=15, log=log, batch=16, **loaded),
     )
     torch.manual_seed(0)
     model = DiT(mnist_config())

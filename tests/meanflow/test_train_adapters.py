@@ -178,7 +178,9 @@ def test_emas_are_patched_like_the_model_and_evaluated(tmp_path, fake_mnist, mon
     monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
     fit = eval_mnist.train_classifier  # a classifier of the fake digits, in a second
     monkeypatch.setattr(
-        eval_mnist, "train_classifier", lambda path, log: fit(path, epochs=2, log=log, batch=16)
+        eval_mnist,
+        "train_classifier",
+        lambda path, log, **loaded: fit(path, epochs=2, log=log, batch=16, **loaded),
     )
     sampled = []
     original = train.samples_and_eval
