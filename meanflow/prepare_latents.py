@@ -69,9 +69,22 @@ RESUME_KEYS = (
 _SHARD_FOLDER = re.compile(r"shard_\d{5}|\.shard_\d{5}\.tmp")
 _SHARD_FILE = re.compile(r"\d{6}\.npy|labels\.npy|files\.txt")
 _SCAN_CACHE = "scan.json"
-# files.txt holds file names as the file system gave them: a name that is not UTF-8 (an old
-# archive's latin-1) goes through as its own bytes, as os.fsencode would write it.
+# files.txt holds file names as the file system gave them, one per line: a name that is not
+# UTF-8 (an old archive's latin-1) goes through as its own bytes, as os.fsencode would write it,
+# and only "\n" ends a line (text mode's universal newlines would also split a name at "\r").
 _NAMES = dict(encoding="utf-8", errors="surrogateescape")
+_LINES = dict(_NAMES, newline="\n")
+
+
+def _check_listable_names(index: FolderIndex) -> None:
+    """files.txt lists one name per line: a name holding a line break would read back as two."""
+    broken = [name for name in index.files if "\n" in name]
+    if broken:
+        raise ValueError(
+            f"{len(broken)} image names under {index.root!r} hold a line break "
+            f"({name_a_few([repr(b) for b in broken], len(broken))}): files.txt lists one name "
+            "per line, so rename them"
+        )
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -235,6 +248,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         )
     # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
     index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
+    _check_listable_names(index)
     if reader == "dali":
         from .data.dali_images import check_dali_names
 
@@ -327,7 +341,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
                         count += 1
                 bar.update(len(chunk))
             np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
-            with open(os.path.join(tmp, "files.txt"), "w", **_NAMES) as f:
+            with open(os.path.join(tmp, "files.txt"), "w", **_LINES) as f:
                 f.write("".join(s + "\n" for s in sources))
             publish_directory(tmp, final)
         except BaseException:
@@ -367,7 +381,7 @@ def _failed_sources(index: FolderIndex, dst, shards) -> list:
     shard's ``files.txt`` (so a resumed run names the failures of earlier runs too)."""
     failed = []
     for shard in (s for s in shards if s["done"] and s["count"] < s["images"]):
-        with open(os.path.join(dst, shard["name"], "files.txt"), **_NAMES) as f:
+        with open(os.path.join(dst, shard["name"], "files.txt"), **_LINES) as f:
             written = {line.rstrip("\n") for line in f}
         ids = range(shard["start"], shard["start"] + shard["images"])
         failed += [index.files[i] for i in ids if index.files[i] not in written]
@@ -391,7 +405,7 @@ def write_preview(index, dst, vae, count, image_size):
     recon = decode_latents(vae, z, latents.scale, latents.shift).cpu()
     names = []
     for shard in (s for s in latents.manifest["shards"] if s.get("done")):
-        with open(os.path.join(dst, shard["name"], "files.txt"), **_NAMES) as f:
+        with open(os.path.join(dst, shard["name"], "files.txt"), **_LINES) as f:
             names += [line.rstrip("\n") for line in f]
         if len(names) >= count:
             break

@@ -1,8 +1,8 @@
 """prepare_latents never removes or overwrites what it did not write (a folder without its
 manifest, a shard folder holding someone's files, a destination inside the image folder), says
 in one line before writing anything when the DALI reader is not installed, takes image names
-that are not UTF-8, and a latent folder missing a file is named when it is opened, not
-mid-training."""
+that are not UTF-8 (and refuses one holding a line break, which files.txt cannot list), and a
+latent folder missing a file is named when it is opened, not mid-training."""
 
 import json
 import os
@@ -221,6 +221,34 @@ def test_the_dali_reader_refuses_a_name_that_is_not_utf8_naming_it(
     monkeypatch.setattr(dali_images, "dali_available", lambda: True)
     err = refused(capsys, latin1_tree, tmp_path / "latents", tiny_vae[1], "--reader", "dali")
     assert "class_000/caf\\xe9.jpg'" in err and "--reader torch" in err
+    assert not (tmp_path / "latents" / "manifest.json").exists()
+
+
+def renamed_tree(src, tmp_path, new_name):
+    root = str(tmp_path / "renamed")
+    shutil.copytree(src, root)
+    folder = os.path.join(root, "class_000")
+    try:
+        os.rename(os.path.join(folder, "img_0000.jpg"), os.path.join(folder, new_name))
+    except OSError:
+        pytest.skip("this file system refuses the name")
+    return root
+
+
+def test_a_carriage_return_in_an_image_name_stays_one_name_in_files_txt(src, tiny_vae, tmp_path):
+    root = renamed_tree(src, tmp_path, "a\rb.jpg")
+    dst = tmp_path / "latents"
+    assert run(root, dst, tiny_vae[1], "--reader", "torch", "--preview", "4") == 0
+    m = json.load(open(dst / "manifest.json"))
+    listed = b"".join((dst / s["name"] / "files.txt").read_bytes() for s in m["shards"])
+    assert listed.count(b"\n") == 4 and b"class_000/a\rb.jpg\n" in listed
+    assert (dst / "preview.png").exists()  # the preview reads the names back from files.txt
+
+
+def test_a_line_break_in_an_image_name_is_refused_naming_it(src, tiny_vae, tmp_path, capsys):
+    root = renamed_tree(src, tmp_path, "a\nb.jpg")
+    err = refused(capsys, root, tmp_path / "latents", tiny_vae[1], "--reader", "torch")
+    assert "'class_000/a\\nb.jpg'" in err and "line break" in err
     assert not (tmp_path / "latents" / "manifest.json").exists()
 
 
