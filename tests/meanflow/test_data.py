@@ -69,7 +69,7 @@ def test_factory_and_protocol(fake_mnist):
 
 
 def test_bad_inputs(fake_mnist, tmp_path):
-    with pytest.raises(FileNotFoundError, match="data.path"):
+    with pytest.raises(FileNotFoundError, match="MNIST folder .*missing. does not exist"):
         load_mnist("train", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         load_mnist("train", str(tmp_path))
