@@ -107,17 +107,22 @@ def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
     return dx, dshift, dscale
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the GELU kernels read it: rows of its last dim, so a 0-d tensor is one row of one."""
+    return t.contiguous().reshape(1) if t.dim() == 0 else t.contiguous()
+
+
 def gelu_tanh_jvp(x, x_dot, bias=None):
     """``(gelu_tanh(x + bias), gelu_tanh'(x + bias) x_dot)``; ``bias`` is ``(x.shape[-1],)``."""
-    x, x_dot = x.contiguous(), x_dot.contiguous()
+    shape = x.shape
+    x, x_dot = _rows(x), _rows(x_dot)
     bias = None if bias is None else _unit_col_stride(bias)
     y, y_dot = torch.empty_like(x), torch.empty_like(x)
-    if x.numel() == 0:
-        return y, y_dot
-    _C.gelu_tanh_jvp(
-        _arg(x), _arg(x_dot), None if bias is None else _arg(bias), _arg(y), _arg(y_dot), **_launch(x)
-    )
-    return y, y_dot
+    if x.numel() > 0:
+        _C.gelu_tanh_jvp(
+            _arg(x), _arg(x_dot), None if bias is None else _arg(bias), _arg(y), _arg(y_dot), **_launch(x)
+        )
+    return y.view(shape), y_dot.view(shape)
 
 
 def gelu_tanh_backward(grad_y, x, bias=None):
@@ -130,17 +135,18 @@ def gelu_tanh_backward(grad_y, x, bias=None):
         if bias is None:
             return dx, None
         return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
-    x, grad_y = x.contiguous(), grad_y.contiguous()
+    shape = x.shape
+    x, grad_y = _rows(x), _rows(grad_y)
     dx = torch.empty_like(x)
     dbias = None if bias is None else x.new_empty(bias.shape, dtype=compute_dtype(x.dtype))
     if x.numel() == 0:
-        return dx, None if dbias is None else dbias.zero_()
+        return dx.view(shape), None if dbias is None else dbias.zero_()
     bias = None if bias is None else _unit_col_stride(bias)
     _C.gelu_tanh_backward(
         _arg(x), _arg(grad_y), None if bias is None else _arg(bias), _arg(dx),
         None if dbias is None else _arg(dbias), threads=torch.get_num_threads(),
     )  # fmt: skip
-    return dx, dbias
+    return dx.view(shape), dbias
 
 
 def silu_jvp(x, x_dot):
