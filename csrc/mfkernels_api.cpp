@@ -347,6 +347,12 @@ void gated_residual_jvp(const TensorArg& x, const TensorArg& x_dot, const Tensor
 #define MFK_CUDA_ARCHS ""
 #endif
 
+// The Python wrapper (mfkernels/backends/csrc.py, API_VERSION) refuses a module whose number
+// differs from its own: a build left over from older sources would otherwise miss bindings or
+// read arguments with another meaning. Bump both whenever a binding, TensorArg or a dtype code
+// changes.
+constexpr int kApiVersion = 2;
+
 PYBIND11_MODULE(_C, m) {
   using namespace mfk;
   using py::arg;
@@ -373,6 +379,7 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("WITH_CUDA") = false;
 #endif
+  m.attr("API_VERSION") = kApiVersion;
   m.attr("CUDA_ARCHS") = MFK_CUDA_ARCHS;
   m.attr("LN_BWD_ROWS_PER_CHUNK") = kLnBwdRowsPerChunk;
 

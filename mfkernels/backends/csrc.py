@@ -22,15 +22,30 @@ import torch
 from ..reference import compute_dtype
 from . import Implementation
 
+# csrc/mfkernels_api.cpp's kApiVersion: the bindings this module calls, as it calls them.
+API_VERSION = 2
+_NOT_BUILT = "mfkernels._C is not built (pip install -e . builds it)"
+
 try:
     _C = importlib.import_module("mfkernels._C")
     import_error = None
 except ModuleNotFoundError as e:
     if e.name != "mfkernels._C":
         raise
-    _C, import_error = None, "mfkernels._C is not built (pip install -e . builds it)"
+    _C, import_error = None, _NOT_BUILT
 except ImportError as e:  # built, but does not load (e.g. built for another Python)
     _C, import_error = None, f"mfkernels._C does not load: {e}"
+if _C is not None and getattr(_C, "API_VERSION", None) != API_VERSION:
+    # An editable install keeps the module its last build left, whatever the sources say now.
+    found = getattr(_C, "API_VERSION", "none")
+    _C, import_error = (
+        None,
+        (
+            f"mfkernels._C is stale: built from other sources (API version {found}, this package "
+            f"needs {API_VERSION}); rebuild it with pip install -e ."
+        ),
+    )
+if import_error not in (None, _NOT_BUILT):  # not built: the install said so, and auto never needs it
     warnings.warn(f"{import_error}; the cpu and cuda backends are off", stacklevel=2)
 
 # Dtype codes of csrc/kernels.h (enum class DType).

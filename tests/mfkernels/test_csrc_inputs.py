@@ -4,6 +4,12 @@ when ``mfkernels._C`` is missing or stale or asked for an ISA that does not exis
 Every result is held to the float64 reference (docs/design.md section 3).
 """
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from numerics import assert_close
@@ -13,10 +19,9 @@ from mfkernels import reference
 from mfkernels.backends import csrc
 
 _C = csrc._C
-pytestmark = [
-    pytest.mark.skipif(_C is None, reason=str(csrc.import_error)),
-    pytest.mark.filterwarnings("error:mfkernels"),  # a silent fallback would test nothing
-]
+ROOT = Path(__file__).resolve().parents[2]
+needs_ext = pytest.mark.skipif(_C is None, reason=str(csrc.import_error))
+pytestmark = pytest.mark.filterwarnings("error:mfkernels")  # a silent fallback would test nothing
 
 
 def f64(*tensors):
@@ -32,6 +37,7 @@ def grads(fn, *inputs):
     return [out.detach(), *(t.grad for t in inputs)]
 
 
+@needs_ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("backend", ["cpu", None])
 def test_gelu_on_a_0d_tensor(dtype, backend):
@@ -46,3 +52,69 @@ def test_gelu_on_a_0d_tensor(dtype, backend):
     for name, out, ref in zip(("y", "dx"), run(backend), run("reference")):
         assert out.shape == () and out.dtype == dtype
         assert_close(name, out, ref.double(), dtype)
+
+
+# ------------------------------------------------------------ a missing or stale _C
+
+# Runs in a fresh interpreter whose mfkernels._C is absent, fails to load, or is an old build
+# (no API_VERSION; a GELU JVP that writes nothing, no GELU backward); prints the warnings
+# seen and the error of a GELU forward and backward on the CPU against the reference.
+_IMPORT_SCENARIO = r"""
+import importlib.abc, json, sys, types, warnings
+kind = sys.argv[1]
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "mfkernels._C":
+            return None
+        if kind == "missing":
+            raise ModuleNotFoundError("No module named 'mfkernels._C'", name=name)
+        raise ImportError("mfkernels/_C.so: undefined symbol: _ZN3mfk3cpu3isaEv")
+
+if kind == "stale":
+    stale = types.ModuleType("mfkernels._C")
+    stale.WITH_CUDA = False
+    stale.TensorArg = stale.gelu_tanh_jvp = lambda *args, **kwargs: None
+    sys.modules["mfkernels._C"] = stale
+else:
+    sys.meta_path.insert(0, Finder())
+
+import torch
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import mfkernels
+    from mfkernels import reference
+    errors = []
+    for _ in range(2):
+        x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+        y, _ = mfkernels.gelu_tanh_jvp(x, torch.ones_like(x))
+        y.sum().backward()
+        x_ref = x.detach().requires_grad_()
+        y_ref = reference.gelu_tanh(x_ref)
+        y_ref.sum().backward()
+        errors += [(y - y_ref).abs().max().item(), (x.grad - x_ref.grad).abs().max().item()]
+from mfkernels.backends import csrc
+print(json.dumps({"warnings": [str(w.message) for w in caught], "errors": errors,
+                  "import_error": csrc.import_error}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["missing", "broken", "stale"])
+def test_missing_or_stale_extension_falls_back_with_one_message(kind):
+    """Without a usable _C every CPU op runs on the reference: a module that is not built is no
+    news (auto dispatch never needed it), one that does not load or is stale says so once."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, "-c", _IMPORT_SCENARIO, kind], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert max(result["errors"]) < 1e-12
+    messages = [m for m in result["warnings"] if "mfkernels._C" in m]
+    expected = {"missing": [], "broken": ["does not load"], "stale": ["is stale"]}[kind]
+    assert len(messages) == len(expected), messages
+    for message, fragment in zip(messages, expected):
+        assert fragment in message and "backends are off" in message
+    assert result["import_error"] is not None
+    if kind == "stale":
+        assert "rebuild it with pip install -e ." in result["import_error"]
