@@ -175,3 +175,18 @@ def test_every_trainer_key_the_docs_name_is_one(tmp_path):
             parse_args(["--out_dir", str(tmp_path), f"--{key}", value])
         checked += 1
     assert checked >= 15
+
+
+def test_resume_rules_are_the_run_identity():
+    """The keys the README says a resume may change, and those it refuses, are the trainer's
+    (``meanflow.run_identity.RUN_IDENTITY``)."""
+    from meanflow.config import TrainConfig, _keys
+    from meanflow.run_identity import RUN_IDENTITY
+
+    text = " ".join(README.split())
+    may = re.search(r"A resume may change (.*?); a checkpoint saved with another", text).group(1)
+    refused = re.search(r"a checkpoint saved with another (.*?) is refused with the key named", text).group(1)
+    changeable = set(re.findall(r"`([\w.]+)`", may))
+    named = set(re.findall(r"`([\w.]+)`", refused)) | ({"loss"} if re.search(r"\bloss\b", refused) else set())
+    assert named == set(RUN_IDENTITY)
+    assert changeable and changeable <= set(_keys(TrainConfig())) - set(RUN_IDENTITY)
