@@ -98,7 +98,9 @@ struct GatedResidualParams {
 namespace cpu {
 // ISA variants of cpu/kernels.cpp, picked at run time (cpu/dispatch.cpp).
 const char* isa();
-bool set_isa(const char* name);  // "auto", "avx512", "avx2" or "base"; false if unavailable
+// "auto", "avx512", "avx2" or "base"; false if this CPU or build lacks it, std::invalid_argument
+// for any other name.
+bool set_isa(const char* name);
 void ln_modulate_jvp(const LnModFwdParams& p, int threads);
 void ln_modulate_backward(const LnModBwdParams& p, int threads);
 void gelu_tanh_jvp(const GeluJvpParams& p, int threads);

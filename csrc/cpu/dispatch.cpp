@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <stdexcept>
+#include <string>
 
 #include "../kernels.h"
 
@@ -43,6 +45,12 @@ struct Table {
     #ns, ns::ln_modulate_jvp, ns::ln_modulate_backward, ns::gelu_tanh_jvp, ns::gelu_tanh_backward, ns::silu_jvp, \
         ns::gated_residual_jvp                                                                               \
   }
+
+bool known(const char* name) {
+  for (const char* n : {"auto", "avx512", "avx2", "base"})
+    if (std::strcmp(name, n) == 0) return true;
+  return false;
+}
 
 bool supported(const char* name) {
   if (std::strcmp(name, "base") == 0) return true;
@@ -89,6 +97,9 @@ Table& active() {
 const char* isa() { return active().name; }
 
 bool set_isa(const char* name) {
+  // A misspelt name must not read as "this CPU lacks it" (false) and leave the old choice.
+  if (!known(name))
+    throw std::invalid_argument(std::string("name must be 'auto', 'avx512', 'avx2' or 'base', got '") + name + "'");
   if (std::strcmp(name, "auto") == 0) {
     for (const char* n : {"avx512", "avx2", "base"})
       if (supported(n)) return set_isa(n);

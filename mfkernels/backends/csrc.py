@@ -15,6 +15,7 @@ and their own dtype; no copy.
 """
 
 import importlib
+import os
 import warnings
 
 import torch
@@ -47,6 +48,13 @@ if _C is not None and getattr(_C, "API_VERSION", None) != API_VERSION:
     )
 if import_error not in (None, _NOT_BUILT):  # not built: the install said so, and auto never needs it
     warnings.warn(f"{import_error}; the cpu and cuda backends are off", stacklevel=2)
+
+CPU_ISAS = ("avx512", "avx2", "base")
+_isa_wanted = os.environ.get("MFK_CPU_ISA", "")
+if _C is not None and _isa_wanted not in ("", "auto") and _C.cpu_isa() != _isa_wanted:
+    # The extension falls back to the best ISA by itself; a typo must not pass for a choice.
+    why = "this CPU lacks it" if _isa_wanted in CPU_ISAS else f"not one of {('auto', *CPU_ISAS)}"
+    warnings.warn(f"MFK_CPU_ISA={_isa_wanted!r} ignored ({why}); using {_C.cpu_isa()!r}", stacklevel=2)
 
 # Dtype codes of csrc/kernels.h (enum class DType).
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}

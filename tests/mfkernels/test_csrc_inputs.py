@@ -118,3 +118,44 @@ def test_missing_or_stale_extension_falls_back_with_one_message(kind):
     assert result["import_error"] is not None
     if kind == "stale":
         assert "rebuild it with pip install -e ." in result["import_error"]
+
+
+# ------------------------------------------------------------------------- ISA choice
+
+
+@needs_ext
+def test_set_cpu_isa_refuses_an_unknown_name():
+    """A misspelt ISA raises, naming the choices, and keeps the kernels in use; a known one the
+    CPU lacks is False (tests skip on it)."""
+    before = _C.cpu_isa()
+    for name in ("avx-512", "AVX2", "", "sse4"):
+        with pytest.raises(ValueError, match="name must be 'auto', 'avx512', 'avx2' or 'base'"):
+            _C.set_cpu_isa(name)
+        assert _C.cpu_isa() == before
+    try:
+        assert _C.set_cpu_isa("base") and _C.cpu_isa() == "base"
+    finally:
+        _C.set_cpu_isa("auto")
+
+
+@needs_ext
+@pytest.mark.parametrize("value", ["avx-2", "base"])
+def test_mfk_cpu_isa_that_is_not_used_warns_once(value):
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from mfkernels.backends import csrc\n"
+        "print(csrc._C.cpu_isa())\n"
+        "print([str(w.message) for w in caught if 'MFK_CPU_ISA' in str(w.message)])\n"
+    )
+    env = {**os.environ, "MFK_CPU_ISA": value}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    isa, messages = run.stdout.strip().splitlines()[-2:]
+    if value == "base":  # honoured: nothing to say
+        assert isa == "base" and messages == "[]"
+    else:
+        assert isa == _C.cpu_isa() and "MFK_CPU_ISA='avx-2' ignored (not one of" in messages
+        assert messages.count("MFK_CPU_ISA") == 1
