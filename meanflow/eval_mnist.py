@@ -4,9 +4,10 @@
 classifier's accuracy on them (does a sample of class ``c`` look like a ``c``?) and a Frechet
 distance between the classifier's 128-d penultimate features of the samples and of the
 10k MNIST test images (FID's formula in a feature space that knows digits). The classifier
-trains once per data set on the CPU (one to five minutes on 2 cores, by how busy they are, >= 98.5% test accuracy) and
-is cached in ``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``, one file per data set: its name holds
-a hash of the images and labels, so a classifier of one data set never scores another's samples.
+trains once per data set on the CPU (one to five minutes on 2 cores, by how busy they are;
+>= 98.5% test accuracy) and is cached in ``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``, one
+file per data set: its name holds a hash of the images and labels, so a classifier of one data
+set never scores another's samples.
 
     python -m meanflow.eval_mnist                  # train/cache the classifier, print its accuracy
     python -m meanflow.eval_mnist runs/mnist/last.pt --samples 1000 --steps 1
