@@ -385,7 +385,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("cpu_isa", &cpu::isa, "The instruction set of the CPU kernels in use (avx512, avx2 or base)");
   m.def("set_cpu_isa", [](const std::string& name) { return cpu::set_isa(name.c_str()); }, arg("name"),
-        "Use another ISA build of the CPU kernels ('auto' for the best); False if this CPU lacks it");
+        "Use another ISA build of the CPU kernels ('auto' for the best); False if this CPU lacks it, "
+        "ValueError for an unknown name");
 
   m.def("ln_modulate_jvp", &ln_modulate_jvp, arg("x"), arg("x_dot"), arg("shift"), arg("scale"), arg("shift_dot"),
         arg("scale_dot"), arg("m"), arg("m_dot"), arg("eps"), arg("threads") = 1, arg("stream") = 0,
