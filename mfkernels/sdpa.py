@@ -47,6 +47,7 @@ frame runs eagerly, with the right result.
 import contextlib
 import functools
 import math
+import threading
 import warnings
 
 import torch
@@ -249,18 +250,51 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
 
 # Python torch functions that call SDPA by its name in torch.nn.functional. A mode is switched
 # off while it handles a call, so it never sees the SDPA inside these: during one, the name
-# is rebound to flash_sdpa instead (process-wide, for that call only).
+# is rebound to :func:`_sdpa_inside_functional`, process-wide but read per thread.
 _CALL_SDPA_INSIDE = (F.multi_head_attention_forward,)
+_REBINDING = threading.Lock()
+_rebound_calls = 0  # calls in flight, over all threads, that need the name rebound
+_unbound_sdpa = _SDPA  # what the name held before the first of them
+_thread = threading.local()  # .backends: the backends of this thread's calls in flight
+
+
+def _sdpa_inside_functional(*args, **kwargs):
+    backends = getattr(_thread, "backends", None)
+    if not backends:  # another thread's call, outside any of ours: what the name held
+        return _unbound_sdpa(*args, **kwargs)
+    return flash_sdpa(*args, backend=backends[-1], **kwargs)
 
 
 @contextlib.contextmanager
-def _functional_sdpa_replaced(replacement):
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = replacement
+def _functional_sdpa_replaced(backend):
+    global _rebound_calls, _unbound_sdpa
+    if torch.compiler.is_compiling():
+        # Dynamo inlines the call and reads the rebound name while it traces: nothing runs
+        # concurrently there, and it does not trace locks.
+        original = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = functools.partial(flash_sdpa, backend=backend)
+        try:
+            yield
+        finally:
+            F.scaled_dot_product_attention = original
+        return
+    # Counted under a lock, not saved and restored per call: two threads' calls that overlap
+    # would otherwise leave the name rebound for good (the second saving the first's rebinding).
+    with _REBINDING:
+        if _rebound_calls == 0:
+            _unbound_sdpa = F.scaled_dot_product_attention
+            F.scaled_dot_product_attention = _sdpa_inside_functional
+        _rebound_calls += 1
+    backends = _thread.__dict__.setdefault("backends", [])
+    backends.append(backend)
     try:
         yield
     finally:
-        F.scaled_dot_product_attention = original
+        backends.pop()
+        with _REBINDING:
+            _rebound_calls -= 1
+            if _rebound_calls == 0:
+                F.scaled_dot_product_attention = _unbound_sdpa
 
 
 class _SdpaMode(TorchFunctionMode):
@@ -275,7 +309,7 @@ class _SdpaMode(TorchFunctionMode):
         if func is _SDPA:
             return flash_sdpa(*args, backend=self.backend, **kwargs)
         if func in _CALL_SDPA_INSIDE:
-            with _functional_sdpa_replaced(functools.partial(flash_sdpa, backend=self.backend)):
+            with _functional_sdpa_replaced(self.backend):
                 return func(*args, **kwargs)
         return func(*args, **kwargs)
 
