@@ -6,14 +6,19 @@ needs only a C++17 compiler, CMake and pybind11 -- and nvcc for the optional CUD
 Environment toggles:
   MFK_BUILD_CUDA   auto (default): CUDA kernels when nvcc is found; 0: never; 1: require nvcc
   MFK_CUDA_ARCH    CUDA targets, CMAKE_CUDA_ARCHITECTURES syntax (default "80;90")
-  MFK_BUILD_EXT    0: skip the extension (pure-Python install; every op runs on torch/Triton)
+  MFK_BUILD_EXT    auto (default): the extension where CMake, a C++ compiler and pybind11 are
+                   found, else a pure-Python install with a warning; 1: require it; 0: skip it
+                   (every op runs on torch/Triton)
   MFK_PTXAS_VERBOSE=1  print ptxas register/spill reports
   MFK_BUILD_JOBS   parallel compile jobs (default: CPU count)
 
 A compile error in csrc/ (CPU or, where nvcc is found, CUDA) fails the install on purpose: CI
-builds with `pip install -e .` and must catch a broken source.
+builds with `pip install -e .` and must catch a broken source. A machine without the toolchain
+still installs the package: the extension is optional.
 """
 
+import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -27,6 +32,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent.resolve()
 OFF = ("0", "off", "false", "no")
+ON = ("1", "on", "true", "yes")
 
 
 def _env(name: str, default: str = "") -> str:
@@ -64,6 +70,34 @@ def find_cuda_toolkit():
     return (str(real_nvcc) if real_nvcc.exists() else nvcc), str(root)
 
 
+def has_pybind11() -> bool:
+    """pybind11 for CMake: the Python package (what the isolated build installs), pybind11_DIR,
+    or a system install such as Debian's pybind11-dev."""
+    if importlib.util.find_spec("pybind11") is not None or os.environ.get("pybind11_DIR"):
+        return True
+    prefixes = [*filter(None, os.environ.get("CMAKE_PREFIX_PATH", "").split(os.pathsep)), sys.prefix]
+    prefixes += ["/usr", "/usr/local", "/opt/homebrew"]
+    patterns = ("share/cmake", "lib/cmake", "lib64/cmake", "lib/*/cmake")
+    return any(
+        glob.glob(os.path.join(prefix, pattern, "pybind11", "pybind11Config.cmake"))
+        for prefix in prefixes
+        for pattern in patterns
+    )
+
+
+def missing_toolchain() -> str | None:
+    """What the extension's build lacks on this machine, or None. Checked before CMake runs:
+    there a missing compiler is a configure error, indistinguishable from a broken source."""
+    if not shutil.which("cmake"):
+        return "no cmake on PATH"
+    cxx = os.environ.get("CXX", "").split()
+    if not any(shutil.which(c) for c in cxx[:1] or ("c++", "g++", "clang++")):
+        return f"no C++ compiler ({'CXX=' + cxx[0] if cxx else 'c++, g++ or clang++'} not found)"
+    if not has_pybind11():
+        return "no pybind11 (pip install pybind11)"
+    return None
+
+
 def cuda_archs() -> str:
     raw = os.environ.get("MFK_CUDA_ARCH", "80;90")
     archs = [a.replace(".", "") for a in re.split(r"[;,\s]+", raw.strip()) if a]
@@ -77,6 +111,16 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
+        missing = missing_toolchain()
+        if missing and _env("MFK_BUILD_EXT", "auto") in ON:
+            raise RuntimeError(f"MFK_BUILD_EXT=1 but {missing}")
+        if missing:
+            print(
+                f"mfkernels: WARNING: {ext.name} not built ({missing}); the cpu and cuda backends are "
+                "off and every op runs on torch/Triton. Install the toolchain and rerun pip install -e ."
+            )
+            ext.optional = True  # so that setuptools does not look for the file to copy
+            return
         start = time.perf_counter()
         extdir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         build_temp = Path(self.build_temp).resolve() / "cmake"
@@ -128,7 +172,7 @@ def cmake_requirement() -> list[str]:
     return [] if shutil.which("cmake") else ["cmake>=3.18"]
 
 
-build_ext_enabled = _env("MFK_BUILD_EXT", "1") not in OFF
+build_ext_enabled = _env("MFK_BUILD_EXT", "auto") not in OFF
 setup(
     ext_modules=[CMakeExtension("mfkernels._C")] if build_ext_enabled else [],
     cmdclass={"build_ext": CMakeBuild},
