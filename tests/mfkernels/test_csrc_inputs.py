@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,28 @@ def test_mfk_cpu_isa_that_is_not_used_warns_once(value):
     else:
         assert isa == _C.cpu_isa() and "MFK_CPU_ISA='avx-2' ignored (not one of" in messages
         assert messages.count("MFK_CPU_ISA") == 1
+
+
+# -------------------------------------------------------------------------- compile
+
+
+@needs_ext
+def test_compiled_block_on_cpu_backend_matches_eager():
+    """torch.compile(fullgraph=True) through every cpu op, forward and backward, against eager;
+    the modulation vectors are strided chunks and the bias a stride-0 expansion."""
+
+    def block(x, x_dot, mod, bias, backend="cpu"):
+        shift, scale, gate = mod.chunk(6, dim=1)[:3]
+        m, m_dot = mfkernels.layernorm_modulate_jvp(x, x_dot, shift, scale, shift, scale, backend=backend)
+        h, h_dot = mfkernels.gelu_tanh_jvp(m, m_dot, bias.expand(x.shape[-1]), backend=backend)
+        s, s_dot = mfkernels.silu_jvp(h, h_dot, backend=backend)
+        return mfkernels.gated_residual_jvp(x, x_dot, gate, gate.detach(), s, s_dot, backend=backend)
+
+    x, x_dot, mod, bias = torch.randn(2, 5, 16), torch.randn(2, 5, 16), torch.randn(2, 96), torch.randn(1)
+    compiled = torch.compile(block, fullgraph=True)
+    with warnings.catch_warnings():  # csrc has no gated residual backward: the reference runs it
+        warnings.filterwarnings("ignore", "mfkernels.gated_residual_backward")
+        outs = grads(lambda x, mod, bias: compiled(x, x_dot, mod, bias), x, mod, bias)
+    refs = grads(lambda x, mod, bias: block(x, x_dot, mod, bias, backend="reference"), x, mod, bias)
+    for name, out, ref in zip(("y", "dx", "dmod", "dbias"), outs, refs):
+        assert_close(name, out, ref, torch.float32)
