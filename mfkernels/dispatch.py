@@ -51,6 +51,16 @@ def _table(backend: str) -> dict[str, Implementation]:
     return table
 
 
+def _missing(op: str, backend: str) -> str:
+    """Why ``backend`` has no ``op``: a backend whose whole table is empty says why, if it can."""
+    why = None
+    if not _table(backend):
+        module, attribute = _TABLE_SOURCES[backend]
+        empty_because = getattr(importlib.import_module(f"mfkernels.backends.{module}"), "EMPTY_BECAUSE", {})
+        why = empty_because.get(attribute)
+    return f"is not available for {op}" + (f" ({why})" if why else "")
+
+
 def lookup(op: str, backend: str) -> Implementation | None:
     """What ``backend`` runs for ``op``, or None where it has no implementation."""
     return _table(backend).get(op)
@@ -165,7 +175,7 @@ def _resolve(op: str, backend: str | None, *args, **kwargs) -> str:
     impl = lookup(op, name)
     if impl is None and automatic:
         return "reference"  # an automatic choice that lacks this op is no news to the user
-    reason = f"is not available for {op}" if impl is None else impl.unsupported(*args, **kwargs)
+    reason = _missing(op, name) if impl is None else impl.unsupported(*args, **kwargs)
     if reason is None:
         return name
     fallback = _fallback(op, name, device, *args, **kwargs)

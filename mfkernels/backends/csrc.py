@@ -244,3 +244,8 @@ def _cuda_support(op: str):
 # The ``cpu`` and ``cuda`` backends: empty where the extension is not built (with CUDA).
 CPU_OPS = {op: Implementation(fn, cpu_unsupported) for op, fn in _FUNCTIONS.items()} if available() else {}
 CUDA_OPS = {op: Implementation(fn, _cuda_support(op)) for op, fn in _FUNCTIONS.items()} if has_cuda() else {}
+# Why a table above is empty, for dispatch's warning when the backend is asked for by name.
+EMPTY_BECAUSE = {
+    "CPU_OPS": import_error,
+    "CUDA_OPS": import_error or "mfkernels._C is built without its CUDA kernels",
+}

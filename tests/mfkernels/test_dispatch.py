@@ -29,6 +29,15 @@ def test_a_backend_without_the_op_falls_back_to_the_automatic_one(op):
         assert dispatch.call(OP, "triton", op) == "cpu"
 
 
+def test_a_backend_that_is_not_built_says_why(op, monkeypatch):
+    from mfkernels.backends import csrc
+
+    monkeypatch.setitem(dispatch._tables, "cuda", {})
+    monkeypatch.setitem(csrc.EMPTY_BECAUSE, "CUDA_OPS", "mfkernels._C is not built (pip install -e .)")
+    with pytest.warns(UserWarning, match=r"'cuda' is not available for .* \(mfkernels._C is not built"):
+        assert dispatch.call(OP, "cuda", op) == "cpu"
+
+
 def test_then_to_the_reference_when_the_automatic_one_refuses_too(op):
     with pytest.warns(UserWarning, match="backend 'triton' is not available .*; using 'reference'"):
         assert dispatch.call(OP, "triton", op.double()) == "reference"
