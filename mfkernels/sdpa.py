@@ -19,9 +19,12 @@ inside ``nn.MultiheadAttention``) and runs:
   ``O'`` (a second pass: ``torch.func`` hands the tangents over only after the forward) and
   whose backward is ``mfkernels::attention_backward`` (traced by dynamo, refused: see below).
 
-Tangents never require grad (the MeanFlow target is stop-gradient), so a tangent of a tangent
-(nested ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom
-ops have no rule for (grad, vjp, vmap), run math attention instead.
+The tangent is a stop-gradient (the MeanFlow target is one), so a tangent of a tangent (nested
+``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom ops have no
+rule for (grad, vjp, vmap), run math attention instead. Eagerly, a gradient that reaches the
+fused tangent (a loss on the jvp's tangent output not detached) raises, and so does one taken
+with ``create_graph=True`` through the fused attention (its flash backward is not
+differentiable). Traced by dynamo, that check is lost.
 
 ``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's),
 ``enable_gqa=True`` their grouped-query heads, and ``attn_mask`` their additive bias (a bool
@@ -207,13 +210,54 @@ def _visible_tangent(*tensors: Tensor) -> bool:
     return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
+TANGENT_IS_A_STOP_GRADIENT = (
+    "mfkernels.sdpa_forward_ad: a gradient reached the tangent of a fused "
+    "scaled_dot_product_attention, which is a stop-gradient (MeanFlow's target): detach the "
+    "jvp's tangent output before a loss uses it, or run this jvp without the switch (math "
+    "attention differentiates its tangent)"
+)
+NO_CREATE_GRAPH = (
+    "mfkernels.sdpa_forward_ad: a gradient with create_graph=True through a fused "
+    "scaled_dot_product_attention, whose flash backward is not differentiable: run it without "
+    "the switch (math attention)"
+)
+
+
+class _Differentiable(torch.autograd.Function):
+    """``O`` and ``O'`` as they are, with a backward that refuses what the fused attention
+    cannot give: a gradient through ``O'`` (a stop-gradient, computed without a graph) and a
+    differentiable gradient (``create_graph=True``) through the flash backward, which would
+    otherwise be silently dropped (the tangent's term of a loss) or count as a constant.
+    ``q, k, v, q_dot, k_dot, v_dot``: inputs only, so that ``O'`` requires grad where they do."""
+
+    @staticmethod
+    def forward(o, o_dot, q, k, v, q_dot, k_dot, v_dot):
+        return o.view_as(o), o_dot.view_as(o_dot)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_o, grad_o_dot):
+        if grad_o_dot is not None:
+            raise RuntimeError(TANGENT_IS_A_STOP_GRADIENT)
+        if torch.is_grad_enabled():  # the engine's create_graph
+            raise RuntimeError(NO_CREATE_GRAPH)
+        return grad_o, None, None, None, None, None, None, None
+
+
 def _dual_attention(q, k, v, scale, causal, backend, bias) -> Tensor:
     """O as a dual tensor (tangent O'), one attention_jvp call; reverse mode through the
     primal runs the flash backward (attention_jvp's own)."""
     primals, tangents = zip(*(fwAD.unpack_dual(t) for t in (q, k, v)), strict=True)
+    inputs = (*primals, *tangents)  # all: under torch.func.jvp, requires_grad is not visible here
     tangents = [_tangent_or_zeros(t, p) for t, p in zip(tangents, primals, strict=True)]
     o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend, causal=causal, bias=bias)
-    return fwAD.make_dual(o, o_dot.detach())
+    o_dot = o_dot.detach()
+    if torch.is_grad_enabled():
+        o, o_dot = _Differentiable.apply(o, o_dot, *inputs)
+    return fwAD.make_dual(o, o_dot)
 
 
 def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:

@@ -4,8 +4,13 @@ name (docs/design.md section 2, "Forward-mode AD through any model's SDPA")."""
 
 import threading
 
+import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+from numerics import assert_close
+from test_sdpa_forward_ad import BACKENDS, SHAPES, attention_inputs
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
 from mfkernels import sdpa
@@ -56,3 +61,84 @@ def test_multihead_attention_in_two_threads_leaves_sdpa_unbound(monkeypatch):
     with torch.no_grad():
         expected = attn(h, h, h, need_weights=False)[0]
     assert torch.equal(outputs["first"], expected) and torch.equal(outputs["second"], expected)
+
+
+def attention_then_linear(weight):
+    """Attention and a projection after it: the model's output tangent has a graph (through
+    ``weight``) whether or not the attention's tangent has one."""
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v) @ weight
+
+    return fn
+
+
+def func_jvp(fn, primals, tangents):
+    return torch.func.jvp(fn, primals, tangents)
+
+
+def forward_ad_jvp(fn, primals, tangents):
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(fn(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents, strict=True))))
+
+
+@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp])
+def test_a_gradient_through_the_fused_tangent_raises(jvp):
+    """A loss built from the tangent without detaching it (MeanFlow detaches its target):
+    math attention differentiates the tangent, the fused one is a stop-gradient, so a
+    gradient that reaches it raises, naming the fix, instead of silently losing that term.
+    Detached, the gradients are math attention's."""
+    (q, k, v), tangents = attention_inputs(SHAPES["cross"], torch.float64)
+    weight = torch.randn(16, 16, dtype=torch.float64, requires_grad=True)
+    fn = attention_then_linear(weight)
+    leaves = tuple(t.detach().clone().requires_grad_() for t in (q, k, v))
+    with mfkernels.sdpa_forward_ad("reference"):
+        out, out_dot = jvp(fn, leaves, tangents)
+    with pytest.raises(RuntimeError, match="detach"):
+        (out - out_dot).square().sum().backward()
+
+    def grads(context):
+        for t in (*leaves, weight):
+            t.grad = None
+        with context:
+            out, out_dot = jvp(fn, leaves, tangents)
+        (out - out_dot.detach()).square().sum().backward()
+        return [t.grad for t in (*leaves, weight)]
+
+    got = grads(mfkernels.sdpa_forward_ad("reference"))
+    for name, grad, ref in zip(
+        ("dQ", "dK", "dV", "dW"), got, grads(sdpa_kernel(SDPBackend.MATH)), strict=True
+    ):
+        assert_close(name, grad, ref, torch.float64)
+
+
+def test_a_gradient_of_a_tangent_that_requires_grad_raises():
+    """Tangents that require grad (a gradient wrt the direction wanted): the fused tangent
+    does not depend on them differentiably, so a gradient reaching it raises."""
+    primals, (q_dot, k_dot, v_dot) = attention_inputs(SHAPES["cross"], torch.float64)
+    q_dot.requires_grad_()
+    with mfkernels.sdpa_forward_ad("reference"):
+        _, out_dot = torch.func.jvp(F.scaled_dot_product_attention, primals, (q_dot, k_dot, v_dot))
+    with pytest.raises(RuntimeError, match="detach"):
+        out_dot.sum().backward()
+
+
+@pytest.mark.parametrize("backend,dtype", BACKENDS)
+@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp])
+def test_a_differentiable_gradient_raises(backend, dtype, jvp):
+    """``create_graph=True`` through the fused attention (a gradient penalty, a Hessian-vector
+    product): the flash backward is not differentiable, so it raises instead of giving a
+    gradient that counts as constant (the Triton kernels' silently dropped that term)."""
+    (q, k, v), tangents = attention_inputs(SHAPES["cross"], dtype)
+    leaves = tuple(t.detach().clone().requires_grad_() for t in (q, k, v))
+    with mfkernels.sdpa_forward_ad(backend):
+        out, _ = jvp(F.scaled_dot_product_attention, leaves, tangents)
+    with pytest.raises(RuntimeError, match="create_graph"):
+        torch.autograd.grad(out.sin().sum(), leaves, create_graph=True)
+    dq, dk, dv = torch.autograd.grad(out.sin().sum(), leaves)  # first order: fine
+    with sdpa_kernel(SDPBackend.MATH):
+        ref_out = F.scaled_dot_product_attention(*leaves)
+    for name, grad, ref in zip(
+        ("dQ", "dK", "dV"), (dq, dk, dv), torch.autograd.grad(ref_out.sin().sum(), leaves), strict=True
+    ):
+        assert_close(name, grad, ref, dtype)
