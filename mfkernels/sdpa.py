@@ -185,6 +185,8 @@ class _FlashSdpa(torch.autograd.Function):
     def backward(ctx, grad_o, _grad_lse):
         if grad_o is None:
             return None, None, None, None, None, None, None
+        if torch.is_grad_enabled():
+            raise RuntimeError(NO_CREATE_GRAPH)
         q, k, v, o, lse, bias = ctx.saved_tensors
         dq, dk, dv = torch.ops.mfkernels.attention_backward(
             grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend, bias

@@ -124,11 +124,15 @@ def test_a_gradient_of_a_tangent_that_requires_grad_raises():
 
 
 @pytest.mark.parametrize("backend,dtype", BACKENDS)
-@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp])
-def test_a_differentiable_gradient_raises(backend, dtype, jvp):
+@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp, "out_of_sight"])
+def test_a_differentiable_gradient_raises(backend, dtype, jvp, monkeypatch):
     """``create_graph=True`` through the fused attention (a gradient penalty, a Hessian-vector
     product): the flash backward is not differentiable, so it raises instead of giving a
-    gradient that counts as constant (the Triton kernels' silently dropped that term)."""
+    gradient that counts as constant (the Triton kernels' silently dropped that term).
+    ``out_of_sight``: tangents the mode cannot read, the autograd.Function's backward."""
+    if jvp == "out_of_sight":
+        monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
+        jvp = func_jvp
     (q, k, v), tangents = attention_inputs(SHAPES["cross"], dtype)
     leaves = tuple(t.detach().clone().requires_grad_() for t in (q, k, v))
     with mfkernels.sdpa_forward_ad(backend):
