@@ -272,9 +272,11 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
         query, key, value, *args, **kwargs
     )
-    reason = unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal)
-    if reason is None and not torch.compiler.is_compiling():
-        reason = transform_reason()
+    # The transforms first: under vmap the inputs seen here have lost their batch dimension,
+    # and "not 4-D" would misname the reason for a user's 4-D tensors.
+    reason = None if torch.compiler.is_compiling() else transform_reason()
+    if reason is None:
+        reason = unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal)
     if reason is not None:
         _warn_once(reason)
         with sdpa_kernel(SDPBackend.MATH):

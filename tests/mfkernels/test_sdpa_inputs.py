@@ -146,3 +146,22 @@ def test_a_differentiable_gradient_raises(backend, dtype, jvp, monkeypatch):
         ("dQ", "dK", "dV"), (dq, dk, dv), torch.autograd.grad(ref_out.sin().sum(), leaves), strict=True
     ):
         assert_close(name, grad, ref, dtype)
+
+
+def test_vmap_around_jvp_names_the_transform(monkeypatch):
+    """``torch.func.vmap`` of a jvp over a batch of 4-D inputs: math attention (the custom ops
+    have no vmap rule), its value and tangent, and the warning names the transform, not the
+    3-D tensors the mode sees inside vmap."""
+    monkeypatch.setattr(sdpa, "_WARNED", set())
+    (q, k, v), (q_dot, k_dot, v_dot) = attention_inputs(SHAPES["cross"], torch.float64)
+
+    def jvp(q, k, v):
+        return torch.func.jvp(F.scaled_dot_product_attention, (q, k, v), (q_dot[0], k_dot[0], v_dot[0]))
+
+    with mfkernels.sdpa_forward_ad("reference"), pytest.warns(UserWarning, match="transform") as caught:
+        out, out_dot = torch.func.vmap(jvp)(q, k, v)
+    assert not [w for w in caught if "not 4-D" in str(w.message)]
+    with sdpa_kernel(SDPBackend.MATH):
+        ref, ref_dot = torch.func.vmap(jvp)(q, k, v)
+    assert_close("O", out, ref, torch.float64)
+    assert_close("O'", out_dot, ref_dot, torch.float64)
