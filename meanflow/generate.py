@@ -38,7 +38,7 @@ from . import sampler
 from .checkpoint import atomic_write, hash_file, write_json_atomic
 from .cli import errors_as_one_line
 from .data.latents import check_vae_for_checkpoint
-from .distributed import setup_distributed
+from .distributed import gather, on_rank0, setup_distributed, together
 from .pretrained import load_model
 from .vae import RANDOM, decode_latents, latent_scale, load_vae
 
@@ -243,40 +243,36 @@ def write_npz_streaming(path: str, num: int, parts, labels=None):
     atomic_write(path, write)
 
 
-def _agree(world: int, value):
-    """Rank 0's ``value`` on every rank (a barrier too)."""
-    if world == 1:
-        return value
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(world: int, value) -> list:
-    """``value`` of every rank, on every rank."""
-    if world == 1:
-        return [value]
-    values = [None] * world
-    torch.distributed.all_gather_object(values, value)
-    return values
-
-
 def _load_identified(ckpt: str, ema, device, world: int):
     """``(model, sha256 of the checkpoint it was loaded from)``. The checkpoint may be a live
     run's ``last.pt``, replaced while we read it: the hash must describe the loaded weights,
     and every rank must have loaded the same ones."""
-    stamp = checkpoint_stamp(ckpt) if os.path.exists(ckpt) else None
-    model = load_model(ckpt, ema=ema, device=device)
-    digest = checkpoint_sha256(ckpt)
-    changed = checkpoint_stamp(ckpt) != stamp
-    if any(_gather(world, changed)):
+    model, digest, changed = together(world, _load_and_hash, ckpt, ema, device)
+    if any(gather(world, changed)):
         raise ValueError(
             f"ckpt {ckpt} changed while it was read (a run saving it?): run again, or sample a copy"
         )
-    digests = _gather(world, digest)
+    digests = gather(world, digest)
     if len(set(digests)) > 1:
         raise ValueError(f"ranks read different files as ckpt {ckpt} (sha256 {sorted(set(digests))})")
     return model, digest
+
+
+def _load_and_hash(ckpt: str, ema, device):
+    """``(model, sha256, whether the checkpoint's files changed meanwhile)``."""
+    stamp = checkpoint_stamp(ckpt) if os.path.exists(ckpt) else None
+    model = load_model(ckpt, ema=ema, device=device)
+    digest = checkpoint_sha256(ckpt)
+    return model, digest, checkpoint_stamp(ckpt) != stamp
+
+
+def _prepare_out(out: str, settings: dict):
+    """Rank 0's part: the folders, and the manifest written or checked against ``settings``."""
+    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    problem = _check_manifest(out, settings)
+    if problem:
+        raise ValueError(problem)
 
 
 def _check_manifest(out: str, settings: dict):
@@ -288,7 +284,7 @@ def _check_manifest(out: str, settings: dict):
             write_json_atomic(path, {**settings, "complete": False}, indent=2)
             return None
         old = read_manifest(out)
-    except ValueError as e:  # returned, not raised: the other ranks wait for rank 0's answer
+    except ValueError as e:
         return str(e)
     if old.get("ckpt_sha256") != settings["ckpt_sha256"]:
         return (
@@ -345,18 +341,7 @@ def run(
     rank, world, dev = setup_distributed(device)
     model, ckpt_sha256 = _load_identified(ckpt, ema, dev, world)
     cfg = model.config
-    decoder = None
-    if vae:
-        decoder = load_vae(vae, vae_config, device=dev)
-        if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both
-            check_vae_for_checkpoint(decoder, ckpt, vae)
-        if decoder.config.latent_channels != cfg.in_channels:
-            raise ValueError(
-                f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
-            )
-        scaling_factor = scaling_factor or latent_scale(decoder)[0]
-    elif cfg.in_channels not in (1, 3):
-        raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae to decode them")
+    decoder, scaling_factor = together(world, _load_decoder, cfg, ckpt, vae, vae_config, scaling_factor, dev)
 
     out = os.path.abspath(out)
     settings = {
@@ -374,14 +359,7 @@ def run(
         "dtype": dtype,
         "model_config": {k: v for k, v in vars(cfg).items()},
     }
-    problem = None
-    if rank == 0:
-        os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-        os.makedirs(os.path.join(out, "images"), exist_ok=True)
-        problem = _check_manifest(out, settings)
-    problem = _agree(world, problem)
-    if problem:
-        raise ValueError(problem)
+    on_rank0(rank, world, _prepare_out, out, settings)
     final = os.path.join(out, NPZ)
     with open(os.path.join(out, MANIFEST)) as f:
         done = json.load(f).get("complete") and os.path.exists(final)
@@ -403,31 +381,61 @@ def run(
             total=total, initial=total - sum(e - s for _, s, e in todo), unit="img", dynamic_ncols=True
         )
     autocast = torch.autocast(dev.type, dtype=dtypes[dtype], enabled=dtype != "fp32")
-    for k, start, end in mine:
-        indices = range(start, end)
-        if not os.path.exists(shard_path(out, k)):
-            images, labels = _generate_batch(
-                net, decoder, scaling_factor, indices, shape, cfg, classes, seed, steps, dev, autocast
-            )
-            if png:
-                for i, image in zip(indices, images):
-                    _write_png(png_path(out, i), image)
-            arrays = {"images": images, "indices": np.arange(start, end)}
-            if labels is not None:
-                arrays["labels"] = labels
-            _save_npz(shard_path(out, k), **arrays)
-            if bar is not None:
-                bar.update(end - start)
-        elif png and not all(os.path.exists(png_path(out, i)) for i in indices):
-            (images,) = read_shard(shard_path(out, k), "images")
-            for i, image in zip(indices, images):
-                _write_png(png_path(out, i), image)
-    if bar is not None:
-        bar.close()
-    _agree(world, None)
+
+    def make(start, end):
+        return _generate_batch(
+            net, decoder, scaling_factor, range(start, end), shape, cfg, classes, seed, steps, dev, autocast
+        )
+
+    # Every rank's batches end in one collective: a rank that fails alone must not leave the
+    # others waiting for it, nor rank 0 assemble without its shards. Rank 0 then assembles
+    # alone (minutes for 50k images: longer than NCCL lets the others wait at a collective).
+    together(world, _make_batches, out, mine, make, png, bar)
     if rank != 0:
         return None
     return assemble(out, num, batch_size, settings, keep_shards)
+
+
+def _make_batches(out: str, mine: list, make, png: bool, bar):
+    """Sample each batch of ``mine`` without a shard (``make(start, end) -> (images, labels)``),
+    then write its PNGs and its shard; rewrite the missing PNGs of finished ones."""
+    try:
+        for k, start, end in mine:
+            indices = range(start, end)
+            if not os.path.exists(shard_path(out, k)):
+                images, labels = make(start, end)
+                if png:
+                    for i, image in zip(indices, images):
+                        _write_png(png_path(out, i), image)
+                arrays = {"images": images, "indices": np.arange(start, end)}
+                if labels is not None:
+                    arrays["labels"] = labels
+                _save_npz(shard_path(out, k), **arrays)
+                if bar is not None:
+                    bar.update(end - start)
+            elif png and not all(os.path.exists(png_path(out, i)) for i in indices):
+                (images,) = read_shard(shard_path(out, k), "images")
+                for i, image in zip(indices, images):
+                    _write_png(png_path(out, i), image)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _load_decoder(cfg, ckpt: str, vae, vae_config, scaling_factor, dev):
+    """``(VAE or None, scaling factor)`` for a model of config ``cfg``: a latent model needs one."""
+    if not vae:
+        if cfg.in_channels not in (1, 3):
+            raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae to decode them")
+        return None, scaling_factor
+    decoder = load_vae(vae, vae_config, device=dev)
+    if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both
+        check_vae_for_checkpoint(decoder, ckpt, vae)
+    if decoder.config.latent_channels != cfg.in_channels:
+        raise ValueError(
+            f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
+        )
+    return decoder, scaling_factor or latent_scale(decoder)[0]
 
 
 def _generate_batch(net, decoder, scaling_factor, indices, shape, cfg, classes, seed, steps, dev, autocast):

@@ -20,6 +20,7 @@ float rounding) for any number of ranks and resumes exactly. Outputs in ``out_di
 checkpoint and exits 0.
 """
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -42,7 +43,7 @@ import mfkernels  # noqa: E402
 from meanflow.adapters import AdapterConfig  # noqa: E402
 from meanflow.config import DIT_CLASS, TrainConfig, parse_args  # noqa: E402
 from meanflow.data import build_loader  # noqa: E402
-from meanflow.distributed import setup_distributed  # noqa: E402
+from meanflow.distributed import gather, on_rank0, setup_distributed, together  # noqa: E402
 from meanflow.loss import LossModule, func_jvp  # noqa: E402
 from meanflow.models import DiT  # noqa: E402
 from meanflow.train_report import (  # noqa: E402, F401 (grid_images: the trainer's API)
@@ -50,6 +51,7 @@ from meanflow.train_report import (  # noqa: E402, F401 (grid_images: the traine
     ProgressBar,
     StepMeans,
     grid_images,
+    prepare_evaluation,
     require_tensorboard,
     sample_grid_inputs,
     samples_and_eval,
@@ -241,10 +243,26 @@ def main(argv=None) -> dict:
     seed_global_rngs(config.seed + rank)
     opt = build_optimizer(model, config, device)
     objective = build_objective(config)
-    if config.tensorboard and master:
-        require_tensorboard()
-    with exclusive_out_dir(config.out_dir) if master else nullcontext():
+    with contextlib.ExitStack() as held:
+        # Every rank waits for rank 0 to hold out_dir: its refusal is every rank's, and no rank
+        # reads a checkpoint there before it is held (another run could still be writing it).
+        on_rank0(rank, world, _hold_out_dir, held, config)
         return train(config, rank, world, device, loader, model, emas, opt, objective)
+
+
+def _hold_out_dir(held: contextlib.ExitStack, config: TrainConfig) -> None:
+    if config.tensorboard:
+        require_tensorboard()
+    held.enter_context(exclusive_out_dir(config.out_dir))
+
+
+def open_outputs(config: TrainConfig, master: bool) -> MetricsLog:
+    """The metrics log; on rank 0 first the MNIST classifier ready (a data set it cannot learn
+    from is refused before any step or write) and the out_dir prepared."""
+    if master:
+        prepare_evaluation(config)
+        prepare_out_dir(config)
+    return MetricsLog(config.out_dir, master, config.tensorboard)
 
 
 def train(config: TrainConfig, rank: int, world: int, device, loader, model, emas, opt, objective) -> dict:
@@ -252,7 +270,13 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
     the summary it logs last."""
     master = rank == 0
     # Resume: everything is checked before the first write, so a bad checkpoint changes nothing.
-    step, resumed_from = resume(config, model, emas, opt, loader, rank, world, device)
+    step, resumed_from = together(world, resume, config, model, emas, opt, loader, rank, world, device)
+    steps = gather(world, step)
+    if len(set(steps)) > 1:  # e.g. an out_dir on a disk of its own on each node
+        raise ValueError(
+            f"the ranks resumed from different steps ({steps}): every rank must read the same "
+            f"{config.out_dir!r}; put it on a file system that every node shares"
+        )
     good = None if resumed_from is None else (resumed_from, step)  # the last good checkpoint
     if resumed_from is not None:
         run = config.out_dir if resumed_from == os.path.join(config.out_dir, "last.pt") else resumed_from
@@ -262,13 +286,11 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
             return {"step": step, "steps_run": 0, "interrupted": False}
         if master:
             print(f"resuming {run} from step {step}", flush=True)
-    if master:
-        prepare_out_dir(config)
 
     step_module = build_step_module(model, objective, config, world, device)
     run_step = build_step(step_module, model, emas, opt, config, objective, world, device, master)
     flag_group = dist.new_group(backend="gloo") if world > 1 else None
-    log = MetricsLog(config.out_dir, master, config.tensorboard)
+    log = together(world, open_outputs, config, master)
     sampler_model = emas[0] if emas else model
     grid = sample_grid_inputs(model.config, config.seed, device)
     means = StepMeans()
@@ -299,7 +321,7 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
                 record = {"step": step, **stat_means, "lr": lr}
                 record["img_per_s"] = config.batch_size * steps_averaged / (now - t_log)
                 record["elapsed_s"] = now - t_start
-                log(record)
+                together(world, log, record)  # a full disk on rank 0 stops every rank
                 t_log = now
                 if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
                     raise FloatingPointError(
@@ -337,7 +359,7 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
         )
         if result:
             summary.update({f"eval/{k}": v for k, v in result.items()})
-        log({"summary": summary})
+        together(world, log, {"summary": summary})
         if master:
             print(json.dumps(summary), flush=True)
         return summary

@@ -14,6 +14,7 @@ import warnings
 import torch
 import torch.distributed as dist
 
+from .distributed import on_rank0
 from .sampler import sample, save_grid
 
 
@@ -128,23 +129,39 @@ def grid_images(loader, samples: torch.Tensor) -> torch.Tensor:
         return samples[:, :3]
 
 
+def evaluates(config) -> bool:
+    """Whether the run scores its samples with the MNIST classifier."""
+    return bool(config.eval_samples) and config.data.name == "mnist"
+
+
+def prepare_evaluation(config) -> None:
+    """Load (or train, once per data set) the MNIST classifier the evaluations score with: a data
+    set it cannot learn from is refused before the run's first step, not at its first evaluation."""
+    if evaluates(config):
+        from .eval_mnist import load_classifier
+
+        load_classifier(config.data.path)
+
+
 def samples_and_eval(config, step, model, loader, grid, log, rank, world, do_eval):
     """Rank 0 writes the sample grid of ``step`` and, with ``do_eval`` on MNIST, evaluates
-    ``model`` (logged and printed); every rank waits for it. Returns ``(evaluation or None,
-    seconds spent)``."""
+    ``model`` (logged and printed); every rank waits for it, and fails with it. Returns
+    ``(evaluation or None, seconds spent)``."""
     started = time.perf_counter()
-    result = None
-    if rank == 0:
-        labels, noise, cols = grid
-        images = sample(model, labels, steps=config.sample_steps, noise=noise)
-        png = os.path.join(config.out_dir, "samples", f"step_{step:07d}.png")
-        save_grid(grid_images(loader, images), png, nrow=cols)
-        if do_eval and config.eval_samples and config.data.name == "mnist":
-            from .eval_mnist import evaluate, summary_line
-
-            result = evaluate(model, config.eval_samples, steps=1, data_path=config.data.path)
-            log({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
-            print(f"step {step}: {summary_line(result)}", flush=True)
-    if world > 1:
-        dist.barrier()
+    result = on_rank0(rank, world, _samples_and_eval, config, step, model, loader, grid, log, do_eval)
     return result, time.perf_counter() - started
+
+
+def _samples_and_eval(config, step, model, loader, grid, log, do_eval):
+    labels, noise, cols = grid
+    images = sample(model, labels, steps=config.sample_steps, noise=noise)
+    png = os.path.join(config.out_dir, "samples", f"step_{step:07d}.png")
+    save_grid(grid_images(loader, images), png, nrow=cols)
+    if not (do_eval and evaluates(config)):
+        return None
+    from .eval_mnist import evaluate, summary_line
+
+    result = evaluate(model, config.eval_samples, steps=1, data_path=config.data.path)
+    log({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
+    print(f"step {step}: {summary_line(result)}", flush=True)
+    return result

@@ -18,7 +18,6 @@ import random
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from .checkpoint import (
     atomic_copy,
@@ -31,6 +30,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import run_config_dict
+from .distributed import gather, on_rank0
 from .run_identity import run_identity_changes
 
 # What main() reads from a checkpoint to resume a run.
@@ -228,36 +228,36 @@ def kept_message(good) -> str:
 
 
 def save_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, rank, world, device, good):
-    """Write ``last.pt`` (rank 0; every rank takes part) and, every ``keep_every`` steps, a
-    copy ``ckpt_<step>.pt``; returns the new last good ``(checkpoint, step)``. NaN or inf
-    weights never replace the last good checkpoint ``good`` (every rank holds the same
-    weights, so every rank stops here alike)."""
+    """Write ``last.pt`` (rank 0; every rank takes part, and fails with it) and, every
+    ``keep_every`` steps, a copy ``ckpt_<step>.pt``; returns the new last good ``(checkpoint,
+    step)``. NaN or inf weights never replace the last good checkpoint ``good`` (every rank
+    holds the same weights, so every rank stops here alike)."""
     weights = [p for m in (model, *emas) for p in m.parameters()]
     if not torch.stack([torch.isfinite(p).all() for p in weights]).all():
         raise FloatingPointError(f"step {step}: the weights hold NaN or inf (diverged): {kept_message(good)}")
-    rngs = [rng_state(device)]
-    if world > 1:
-        rngs = [None] * world
-        dist.all_gather_object(rngs, rng_state(device))
+    rngs = gather(world, rng_state(device))
+    on_rank0(rank, world, _write_checkpoint, config, step, model, emas, opt, loader, rngs, world)
+    return os.path.join(config.out_dir, "last.pt"), step
+
+
+def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, rngs, world):
+    state = {
+        "model": model.state_dict(),
+        "ema": [ema.state_dict() for ema in emas],
+        "ema_decays": list(config.ema_decays),
+        "opt": opt.state_dict(),
+        "config": config.to_dict(),
+        "model_config": dataclasses.asdict(model.config),
+        "step": step,
+        "data": loader.state_dict(),
+        "rng": rngs,
+        "world_size": world,
+    }
     last = os.path.join(config.out_dir, "last.pt")
-    if rank == 0:
-        state = {
-            "model": model.state_dict(),
-            "ema": [ema.state_dict() for ema in emas],
-            "ema_decays": list(config.ema_decays),
-            "opt": opt.state_dict(),
-            "config": config.to_dict(),
-            "model_config": dataclasses.asdict(model.config),
-            "step": step,
-            "data": loader.state_dict(),
-            "rng": rngs,
-            "world_size": world,
-        }
-        atomic_save(state, last)
-        if config.keep_every and step % config.keep_every == 0:
-            kept = os.path.join(config.out_dir, f"ckpt_{step:07d}.pt")
-            if config.keep_full:
-                atomic_copy(last, kept)
-            else:
-                atomic_save({k: state[k] for k in SAMPLING_KEYS}, kept)
-    return last, step
+    atomic_save(state, last)
+    if config.keep_every and step % config.keep_every == 0:
+        kept = os.path.join(config.out_dir, f"ckpt_{step:07d}.pt")
+        if config.keep_full:
+            atomic_copy(last, kept)
+        else:
+            atomic_save({k: state[k] for k in SAMPLING_KEYS}, kept)

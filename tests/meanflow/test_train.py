@@ -113,6 +113,17 @@ def test_ema_follows_the_weights_after_the_step(tmp_path, fake_mnist):
         assert any(not torch.equal(ema_one[n], v) for n, v in ema_two.items())  # the EMA moved
 
 
+def test_data_too_small_for_the_evaluation_is_refused_before_any_step(tmp_path, fake_mnist, monkeypatch):
+    """The MNIST classifier that scores the evaluations learns from batches of 256 images: the
+    fake MNIST's 96 are refused when the run starts, not at its first evaluation (after steps
+    were spent and a checkpoint written)."""
+    monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
+    config = tiny_config(tmp_path / "run", fake_mnist, eval_every=2, eval_samples=10)
+    with pytest.raises(ValueError, match="has 96 training images"):
+        train.main(config)
+    assert not (tmp_path / "run").exists()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
