@@ -8,6 +8,7 @@ number of ranks. ``state_dict()`` / ``load_state_dict()`` hold the exact positio
 batch) for resume. Sources register a builder under a name with :func:`register_loader`.
 """
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +32,9 @@ class Loader(Protocol):
 def _mnist(config, rank, world_size, device):
     from .mnist import MNISTLoader
 
+    path = config.data.path
+    if path is not None and not os.path.isdir(path):
+        raise FileNotFoundError(f"data.path {path!r} does not exist or is not a directory")
     return MNISTLoader(
         config.batch_size // world_size, rank, world_size, device, config.seed, config.data.path
     )
