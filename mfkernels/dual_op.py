@@ -59,7 +59,17 @@ def _eager_function(name, impl, setup_context, backward) -> type[torch.autograd.
         setup_context(ctx, args, output)
         return output
 
-    namespace = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    def first_order_backward(ctx, *grads):
+        # The backwards are kernels with no derivative of their own: a second derivative taken
+        # through them (create_graph=True) would silently count them as constants.
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"mfkernels.{name}: no second derivative (a backward with create_graph=True): "
+                "its backward kernel has none"
+            )
+        return backward(ctx, *grads)
+
+    namespace = {"forward": staticmethod(forward), "backward": staticmethod(first_order_backward)}
     return type(f"mfkernels_{name}", (torch.autograd.Function,), namespace)
 
 

@@ -96,3 +96,16 @@ def test_fake_tensors_take_the_registered_fake():
         y, y_dot = mfkernels.gelu_tanh_jvp(x, x_dot, torch.empty(8))
     assert y.shape == y_dot.shape == (2, 3, 8)
     assert type(y).__name__ == "FakeTensor"
+
+
+@pytest.mark.parametrize("case", cases(), ids=lambda c: c[0])
+def test_a_second_derivative_raises_instead_of_being_dropped(case):
+    """The backward kernels have no derivative: a gradient penalty or a Hessian-vector product
+    through an op would otherwise take its first derivative as a constant, silently."""
+    name, public, primals, others = case
+    primals = [p.detach().requires_grad_() for p in primals]
+    out = public(*arrange(name, primals, others))[0]
+    with pytest.raises(RuntimeError, match=f"mfkernels.{name}: no second derivative"):
+        torch.autograd.grad(out.sum(), primals, create_graph=True)
+    first = torch.autograd.grad(public(*arrange(name, primals, others))[0].sum(), primals)
+    assert all(g.grad_fn is None for g in first)  # a first derivative as before
