@@ -63,14 +63,17 @@ def _imagefolder(config, rank, world_size, device):
 
     root = _need_path(config, "the image folder ROOT/<class>/<image>")
     # Rank 0 validates the images and writes the scan cache; the others then only stat files.
+    # A scan that fails (no readable image, a folder that is not there) fails every rank alike,
+    # where the others would wait for rank 0 at a collective.
     import torch.distributed as dist
 
-    ranked = world_size > 1 and dist.is_available() and dist.is_initialized()
-    if ranked and rank != 0:
-        dist.barrier()
-    index = scan_image_folder(root)
-    if ranked and rank == 0:
-        dist.barrier()
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        from ..distributed import on_rank0, together
+
+        index = on_rank0(rank, world_size, scan_image_folder, root)
+        index = together(world_size, (lambda root: index) if rank == 0 else scan_image_folder, root)
+    else:
+        index = scan_image_folder(root)
     kwargs = dict(device=device, seed=config.seed, image_size=config.data.image_size, index=index,
                   max_read_failures=config.data.max_read_failures)  # fmt: skip
     if _backend(config) == "dali":

@@ -246,3 +246,30 @@ def test_two_ranks_resume_where_one_process_goes_on(tmp_path, fake_mnist):
     for a, b in zip(one["opt"]["state"].values(), two["opt"]["state"].values()):
         for key in a:
             torch.testing.assert_close(b[key].float(), a[key].float(), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- data
+
+
+def _scan(rank, root):
+    import torch.distributed as dist
+
+    from meanflow.data import build_loader
+
+    dist.init_process_group("gloo")
+    config = TrainConfig(batch_size=2)
+    config.data.name, config.data.path, config.data.backend = "imagefolder", root, "torch"
+    x, y = next(iter(build_loader(config, rank, WORLD, "cpu")))
+    return list(x.shape)
+
+
+def test_an_image_folder_scan_failing_on_rank0_fails_every_rank(tmp_path):
+    from meanflow.data.synthetic import make_image_tree
+
+    root = tmp_path / "images"
+    (root / "class_000").mkdir(parents=True)
+    (root / "class_000" / "broken.jpg").write_bytes(b"not a jpeg")
+    assert_same_error(run_ranks(tmp_path, _scan, str(root)), "ValueError", "no readable images")
+    make_image_tree(str(root), classes=2, per_class=2, sides=(16, 40), extras=False)
+    shapes = [outcome["returned"] for outcome in run_ranks(tmp_path, _scan, str(root))]
+    assert shapes == [[1, 3, 256, 256]] * WORLD
