@@ -561,6 +561,8 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would repeat the whole job
+        p.error("evaluate runs in one process: start it with python -m meanflow.evaluate, not torchrun")
     with errors_as_one_line(p):
         report = evaluate(
             args.samples,

@@ -273,6 +273,15 @@ def test_cli_writes_json(sets, tmp_path, capsys):
     assert printed["fid"] == pytest.approx(json.loads(out.read_text())["fid"])
 
 
+def test_cli_under_torchrun_is_refused_before_any_work(sets, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "m.json"
+    with pytest.raises(SystemExit) as stop:
+        ev.main([sets["shift8"], "--ref", sets["a_dir"], "--out", str(out), "--feature-extractor", TINY])
+    assert stop.value.code == 2 and "not torchrun" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_npz_members_are_memory_mapped(tmp_path):
     array = as_uint8(image_set(n=5))
     np.savez(tmp_path / "plain.npz", arr_0=array, arr_1=np.arange(5))
