@@ -17,6 +17,7 @@ file (never written through); a directory there is an error.
 import argparse
 import ctypes
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -139,6 +140,41 @@ def remove_stale_temporaries(directory: str, name_pattern: str) -> list[str]:
             os.unlink(entry.path)
             removed.append(entry.path)
     return removed
+
+
+@contextmanager
+def exclusive_folder(path: str, program: str, argument: str):
+    """Hold the folder ``path`` (``program``'s ``argument``; made when missing) for this run:
+    another run started on it meanwhile is refused, naming both (two runs on one folder would
+    each rewrite the other's files and remove its temporaries). The lock is the kernel's
+    (``flock`` on the folder), so a killed run leaves none behind; where the file system has
+    none (some network mounts) the run goes on without it. The folders this call made are
+    removed again if the run leaves them empty: a refused run leaves no trace."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{argument} {path!r} is not a directory")
+    made, missing = [], os.path.abspath(path)
+    while not os.path.exists(missing):
+        made.append(missing)
+        missing = os.path.dirname(missing)
+    os.makedirs(path, exist_ok=True)
+    folder = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise ValueError(
+                    f"{argument} {path!r} is in use by another {program} run; wait for it to end or "
+                    f"use another {argument}"
+                ) from None
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+        for created in made:  # the deepest first, while empty
+            try:
+                os.rmdir(created)
+            except OSError:
+                break
 
 
 def refuse_directory(path: str) -> None:

@@ -9,10 +9,7 @@ a ``DiTConfig``, or an adapter's ``AdapterConfig`` (class and constructor keywor
 rebuild it: ``meanflow/adapters.py``).
 """
 
-import contextlib
 import dataclasses
-import errno
-import fcntl
 import os
 import random
 
@@ -22,6 +19,7 @@ import torch
 from .checkpoint import (
     atomic_copy,
     atomic_save,
+    exclusive_folder,
     load_torch_file,
     refuse_directory,
     refuse_symlink,
@@ -177,33 +175,10 @@ def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> N
         )
 
 
-@contextlib.contextmanager
 def exclusive_out_dir(out_dir: str):
-    """Hold ``out_dir`` for one trainer: a second one started on it (it would resume from the
-    first one's checkpoint while that run goes on, and both would rewrite it and remove each
-    other's temporaries) is refused. The lock is the kernel's (``flock`` on the folder), so a
-    killed run leaves none behind; where the file system has none (some network mounts) the run
-    goes on without it. A folder this call made is removed again if the run leaves it empty."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {out_dir!r} is not a directory")
-    made = not os.path.exists(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    folder = os.open(out_dir, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise ValueError(
-                    f"out_dir {out_dir!r} is in use by another meanflow.train run; wait for it to end or "
-                    f"use another out_dir"
-                ) from None
-        yield
-    finally:
-        os.close(folder)  # releases the lock
-        if made:
-            with contextlib.suppress(OSError):
-                os.rmdir(out_dir)  # only if empty: a refused resume leaves no trace
+    """Hold ``out_dir`` for one trainer (:func:`exclusive_folder`): a second one started on it
+    would resume from the first one's checkpoint while that run goes on."""
+    return exclusive_folder(out_dir, "meanflow.train", "out_dir")
 
 
 def prepare_out_dir(config: TrainConfig) -> None:
