@@ -15,7 +15,8 @@ and removes the shards. ``manifest.json`` records the settings and the checkpoin
 a re-run with other settings, or from a checkpoint that changed since (a live run's
 ``last.pt``), into the same ``--out`` is refused. So is an ``--out`` whose ``manifest.json``
 is damaged or not ours, or that holds files of these names (``images/*.png`` too) but no
-manifest: nothing this program did not write is overwritten.
+manifest: nothing this program did not write is overwritten. One run holds an ``--out`` at a
+time: a second one is refused (``meanflow/generate_out.py``: the folder's rules).
 
 The math is ``meanflow.sampler.sample`` (the function ``from meanflow import sample``; this
 file is its batch driver, ``python -m meanflow.sampler`` draws a quick grid PNG).
@@ -23,7 +24,7 @@ file is its batch driver, ``python -m meanflow.sampler`` draws a quick grid PNG)
 """
 
 import argparse
-import glob
+import contextlib
 import hashlib
 import json
 import math
@@ -35,33 +36,24 @@ import numpy as np
 import torch
 
 from . import sampler
-from .checkpoint import atomic_write, hash_file, write_json_atomic
+from .checkpoint import atomic_write, hash_file
 from .cli import errors_as_one_line
 from .data.latents import check_vae_for_checkpoint
 from .distributed import gather, on_rank0, setup_distributed, together
+from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this program's API)
+    MANIFEST,
+    NPZ,
+    RESULT_KEYS,
+    check_out,
+    hold_out,
+    png_path,
+    prepare_out,
+    read_manifest,
+    shard_path,
+    write_manifest,
+)
 from .pretrained import load_model
 from .vae import RANDOM, decode_latents, latent_scale, load_vae
-
-MANIFEST = "manifest.json"
-NPZ = "samples.npz"
-# Settings that decide the images; a resumed run must repeat them.
-RESULT_KEYS = (
-    "ckpt",
-    "ckpt_sha256",
-    "ema",
-    "num",
-    "steps",
-    "seed",
-    "batch_size",
-    "classes",
-    "vae",
-    "vae_config",
-    "scaling_factor",
-    "dtype",
-    "model_config",
-)
-# What every manifest has held since the first version; older ones lack ckpt_sha256.
-MANIFEST_KEYS = frozenset(("ckpt", "num", "complete"))
 
 
 def index_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -103,14 +95,6 @@ def rank_batches(num: int, batch_size: int, rank: int, world: int):
     return [b for b in batch_ranges(num, batch_size) if b[0] % world == rank]
 
 
-def shard_path(out: str, k: int) -> str:
-    return os.path.join(out, "shards", f"{k:06d}.npz")
-
-
-def png_path(out: str, i: int) -> str:
-    return os.path.join(out, "images", f"{i:06d}.png")
-
-
 def _checkpoint_files(path: str) -> list:
     """The file, or every file of a ``save_pretrained`` directory (sorted)."""
     if not os.path.isdir(path):
@@ -136,56 +120,6 @@ def checkpoint_sha256(path: str) -> str:
             digest.update(os.path.relpath(f, path).encode() + b"\0")
         hash_file(digest, f)
     return digest.hexdigest()
-
-
-def _check_out(out: str):
-    """``out`` must be (or become) a directory: an existing file there or above is refused, and
-    so is a folder holding files of ours without a readable manifest of ours (we would overwrite
-    them, or mix unknown images into the set)."""
-    existing = os.path.abspath(out)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        where = "" if existing == os.path.abspath(out) else f" ({existing} is)"
-        raise ValueError(f"out {out} must be a directory, but it is a file{where}: give a folder path")
-    if os.path.exists(os.path.join(out, MANIFEST)):
-        read_manifest(out)
-    else:
-        _refuse_unowned(out)
-
-
-def _refuse_unowned(out: str):
-    found = _our_file_names(out)
-    if found:
-        raise ValueError(
-            f"--out {out} holds {found[0]} but no {MANIFEST}: meanflow.generate would overwrite or mix "
-            "with files it did not record writing; use an empty or new --out"
-        )
-
-
-def _our_file_names(out: str) -> list:
-    """Files in ``out`` with the names this program writes."""
-    patterns = (NPZ, os.path.join("shards", "*.npz"), os.path.join("images", "*.png"))
-    return [path for pattern in patterns for path in sorted(glob.glob(os.path.join(out, pattern)))]
-
-
-def read_manifest(out: str) -> dict:
-    """The settings recorded in ``out``'s manifest; a damaged or foreign file is a ValueError
-    naming it, so that nothing of a folder we cannot identify is overwritten."""
-    path = os.path.join(out, MANIFEST)
-    try:
-        with open(path, "rb") as f:
-            manifest = json.load(f)
-    except (ValueError, IsADirectoryError) as e:  # UnicodeDecodeError is a ValueError too
-        reason = f"{type(e).__name__}: {e}"
-    else:
-        if isinstance(manifest, dict) and MANIFEST_KEYS <= manifest.keys():
-            return manifest
-        reason = f"a JSON {type(manifest).__name__} without {', '.join(sorted(MANIFEST_KEYS))}"
-    raise ValueError(
-        f"{path} is not a meanflow.generate manifest ({reason}): --out {out} was not written by "
-        "meanflow.generate, or its manifest is damaged; use another --out"
-    )
 
 
 def read_shard(path: str, *names: str) -> list:
@@ -266,41 +200,6 @@ def _load_and_hash(ckpt: str, ema, device):
     return model, digest, checkpoint_stamp(ckpt) != stamp
 
 
-def _prepare_out(out: str, settings: dict):
-    """Rank 0's part: the folders, and the manifest written or checked against ``settings``."""
-    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-    os.makedirs(os.path.join(out, "images"), exist_ok=True)
-    problem = _check_manifest(out, settings)
-    if problem:
-        raise ValueError(problem)
-
-
-def _check_manifest(out: str, settings: dict):
-    """None when ``out`` is new or was made with ``settings``; else the reason it was not."""
-    path = os.path.join(out, MANIFEST)
-    try:
-        if not os.path.exists(path):
-            _refuse_unowned(out)  # again: files may have come while the checkpoint loaded
-            write_json_atomic(path, {**settings, "complete": False}, indent=2)
-            return None
-        old = read_manifest(out)
-    except ValueError as e:
-        return str(e)
-    if old.get("ckpt_sha256") != settings["ckpt_sha256"]:
-        return (
-            f"{out} holds samples of checkpoint {old.get('ckpt')} with sha256 "
-            f"{old.get('ckpt_sha256') or '(not recorded)'}, "
-            f"but {settings['ckpt']} now has sha256 {settings['ckpt_sha256']}: the checkpoint changed "
-            "(a live run's last.pt?), and its images would mix with the others; use another --out"
-        )
-    diff = [
-        f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in RESULT_KEYS if old.get(k) != settings[k]
-    ]
-    if diff:
-        return f"{out} was sampled with other settings ({'; '.join(diff)}): use another --out"
-    return None
-
-
 def run(
     ckpt: str,
     out: str,
@@ -337,63 +236,70 @@ def run(
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
     if vae_config and not vae:
         vae = RANDOM  # the architecture alone: random weights (tests, smoke runs)
-    _check_out(out)
+    check_out(out)
     rank, world, dev = setup_distributed(device)
-    model, ckpt_sha256 = _load_identified(ckpt, ema, dev, world)
-    cfg = model.config
-    decoder, scaling_factor = together(world, _load_decoder, cfg, ckpt, vae, vae_config, scaling_factor, dev)
-
-    out = os.path.abspath(out)
-    settings = {
-        "ckpt": os.path.abspath(ckpt),
-        "ckpt_sha256": ckpt_sha256,
-        "ema": ema if not os.path.isdir(ckpt) else None,
-        "num": num,
-        "steps": steps,
-        "seed": seed,
-        "batch_size": batch_size,
-        "classes": classes if cfg.num_classes else None,
-        "vae": os.path.abspath(vae) if vae and vae != RANDOM else vae,
-        "vae_config": os.path.abspath(vae_config) if vae_config else None,
-        "scaling_factor": scaling_factor if decoder is not None else None,
-        "dtype": dtype,
-        "model_config": {k: v for k, v in vars(cfg).items()},
-    }
-    on_rank0(rank, world, _prepare_out, out, settings)
-    final = os.path.join(out, NPZ)
-    with open(os.path.join(out, MANIFEST)) as f:
-        done = json.load(f).get("complete") and os.path.exists(final)
-    if done:
-        if rank == 0 and progress:
-            print(f"{final}: already complete ({num} samples)", file=sys.stderr)
-        return final if rank == 0 else None
-
-    net = torch.compile(model) if compile else model
-    shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
-    mine = rank_batches(num, batch_size, rank, world)
-    todo = [b for b in mine if not os.path.exists(shard_path(out, b[0]))]
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        total = sum(e - s for _, s, e in mine)
-        bar = tqdm(
-            total=total, initial=total - sum(e - s for _, s, e in todo), unit="img", dynamic_ncols=True
-        )
-    autocast = torch.autocast(dev.type, dtype=dtypes[dtype], enabled=dtype != "fp32")
-
-    def make(start, end):
-        return _generate_batch(
-            net, decoder, scaling_factor, range(start, end), shape, cfg, classes, seed, steps, dev, autocast
+    with contextlib.ExitStack() as held:
+        # Every rank waits for rank 0 to hold --out: its refusal is every rank's, and no rank
+        # loads and hashes a checkpoint for a folder another run is filling.
+        on_rank0(rank, world, hold_out, held, out)
+        model, ckpt_sha256 = _load_identified(ckpt, ema, dev, world)
+        cfg = model.config
+        decoder, scaling_factor = together(
+            world, _load_decoder, cfg, ckpt, vae, vae_config, scaling_factor, dev
         )
 
-    # Every rank's batches end in one collective: a rank that fails alone must not leave the
-    # others waiting for it, nor rank 0 assemble without its shards. Rank 0 then assembles
-    # alone (minutes for 50k images: longer than NCCL lets the others wait at a collective).
-    together(world, _make_batches, out, mine, make, png, bar)
-    if rank != 0:
-        return None
-    return assemble(out, num, batch_size, settings, keep_shards)
+        out = os.path.abspath(out)
+        settings = {
+            "ckpt": os.path.abspath(ckpt),
+            "ckpt_sha256": ckpt_sha256,
+            "ema": ema if not os.path.isdir(ckpt) else None,
+            "num": num,
+            "steps": steps,
+            "seed": seed,
+            "batch_size": batch_size,
+            "classes": classes if cfg.num_classes else None,
+            "vae": os.path.abspath(vae) if vae and vae != RANDOM else vae,
+            "vae_config": os.path.abspath(vae_config) if vae_config else None,
+            "scaling_factor": scaling_factor if decoder is not None else None,
+            "dtype": dtype,
+            "model_config": {k: v for k, v in vars(cfg).items()},
+        }
+        on_rank0(rank, world, prepare_out, out, settings)
+        final = os.path.join(out, NPZ)
+        with open(os.path.join(out, MANIFEST)) as f:
+            done = json.load(f).get("complete") and os.path.exists(final)
+        if done:
+            if rank == 0 and progress:
+                print(f"{final}: already complete ({num} samples)", file=sys.stderr)
+            return final if rank == 0 else None
+
+        net = torch.compile(model) if compile else model
+        shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+        mine = rank_batches(num, batch_size, rank, world)
+        todo = [b for b in mine if not os.path.exists(shard_path(out, b[0]))]
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+
+            total = sum(e - s for _, s, e in mine)
+            bar = tqdm(
+                total=total, initial=total - sum(e - s for _, s, e in todo), unit="img", dynamic_ncols=True
+            )
+        autocast = torch.autocast(dev.type, dtype=dtypes[dtype], enabled=dtype != "fp32")
+
+        def make(start, end):
+            indices = range(start, end)
+            return _generate_batch(
+                net, decoder, scaling_factor, indices, shape, cfg, classes, seed, steps, dev, autocast
+            )
+
+        # Every rank's batches end in one collective: a rank that fails alone must not leave the
+        # others waiting for it, nor rank 0 assemble without its shards. Rank 0 then assembles
+        # alone (minutes for 50k images: longer than NCCL lets the others wait at a collective).
+        together(world, _make_batches, out, mine, make, png, bar)
+        if rank != 0:
+            return None
+        return assemble(out, num, batch_size, settings, keep_shards)
 
 
 def _make_batches(out: str, mine: list, make, png: bool, bar):
@@ -470,8 +376,7 @@ def assemble(out: str, num: int, batch_size: int, settings: dict, keep_shards: b
             yield images
 
     write_npz_streaming(final, num, image_parts(), labels)
-    manifest = {**settings, "complete": True, "npz": NPZ}
-    write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=2)
+    write_manifest(out, settings, complete=True, npz=NPZ)
     if not keep_shards:
         for k, _, _ in ranges:
             os.unlink(shard_path(out, k))

@@ -1,11 +1,14 @@
 """meanflow.generate never mixes checkpoints in one sample set and fails cleanly: resuming from
 a checkpoint that changed since (a live run's last.pt) is refused naming both hashes, an
---out that is a file and an unreadable shard are one-line errors that say what to do."""
+--out that is a file and an unreadable shard are one-line errors that say what to do; a second
+run on a busy --out is refused."""
 
 import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -135,7 +138,7 @@ def test_a_corrupt_shard_is_named(tmp_path, tiny, monkeypatch, capsys, png):
 def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path, tiny, monkeypatch):
     """The hash must describe the weights that were loaded: a save landing between the load
     and the hash (a live run's atomic replace) is caught, and nothing is sampled."""
-    ckpt, out = str(tmp_path / "last.pt"), tmp_path / "s"
+    ckpt, out = str(tmp_path / "last.pt"), tmp_path / "new" / "s"
     save_ckpt(ckpt, tiny(in_channels=3, seed=0))
     real_load = generate_cli.load_model
 
@@ -148,7 +151,7 @@ def test_a_checkpoint_replaced_while_it_is_read_is_refused(tmp_path, tiny, monke
     monkeypatch.setattr(generate_cli, "load_model", load_then_newer_save)
     with pytest.raises(ValueError, match=r"changed while it was read"):
         generate_cli.run(ckpt, str(out), **RUN)
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # nor the folders made to hold --out
 
 
 def test_an_out_holding_files_of_ours_without_their_manifest_is_refused(tmp_path, tiny, capsys):
@@ -190,3 +193,41 @@ def test_a_damaged_or_foreign_manifest_is_named(tmp_path, tiny, monkeypatch, cap
     with pytest.raises(ValueError, match="is not a meanflow.generate manifest"):
         generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
     assert snapshot(out) == before
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A generate run that has started on --out argv[2] and is still loading its checkpoint (a big
+# one takes seconds): it has found no manifest there yet, and will write one.
+LOADING_RUN = """
+import sys, time
+import meanflow.generate as generate
+def slow_load(*args, **kwargs):
+    print("loading", flush=True)
+    time.sleep(600)
+generate.load_model = slow_load
+generate.run(sys.argv[1], sys.argv[2], num=6, batch_size=2, device="cpu", progress=False)
+"""
+
+
+def test_a_second_run_on_a_busy_out_is_refused(tmp_path, tiny, capsys):
+    """Two runs started together on a new --out with other settings would both find no
+    manifest, both write one and mix their images: the second one is refused before it reads
+    its checkpoint or writes anything, and once the first is killed (-9) the folder is free."""
+    ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), str(tmp_path / "s")
+    first = subprocess.Popen(
+        [sys.executable, "-c", LOADING_RUN, ckpt, out], stdout=subprocess.PIPE, cwd=ROOT, text=True
+    )
+    try:
+        assert first.stdout.readline() == "loading\n"
+        with pytest.raises(ValueError) as refused:
+            generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
+        before = snapshot(out)
+        argv = ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2", "--quiet"]
+        err = cli_error(capsys, argv)
+    finally:
+        first.kill()
+        first.communicate()
+    busy = f"--out {out!r} is in use by another meanflow.generate run; wait for it to end or use another"
+    assert busy in str(refused.value) and busy in err
+    assert snapshot(out) == before == {}
+    assert generate_cli.run(ckpt, out, **RUN)

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from meanflow import generate, train, train_report, train_state
+from meanflow import generate, generate_out, train, train_report, train_state
 from meanflow.config import TrainConfig
 
 WORLD = 2
@@ -94,7 +94,7 @@ def _no_space(*args, **kwargs):
 
 def _generate_manifest_fails(rank, ckpt, out):
     if rank == 0:
-        generate.write_json_atomic = _no_space
+        generate_out.write_json_atomic = _no_space
     generate.run(ckpt, out, num=5, batch_size=2, device="cpu", progress=False)
 
 
@@ -102,6 +102,24 @@ def test_generate_manifest_write_failing_on_rank0_fails_every_rank(tmp_path, tin
     tiny(in_channels=3).save_pretrained(str(tmp_path / "m"))
     outcomes = run_ranks(tmp_path, _generate_manifest_fails, str(tmp_path / "m"), str(tmp_path / "s"))
     assert_same_error(outcomes, "OSError", "injected: no space")
+
+
+def _generate(rank, ckpt, out):
+    generate.run(ckpt, out, num=5, batch_size=2, device="cpu", progress=False)
+
+
+def test_generate_on_an_out_held_by_another_run_refuses_every_rank(tmp_path, tiny):
+    tiny(in_channels=3).save_pretrained(str(tmp_path / "m"))
+    out = tmp_path / "s"
+    out.mkdir()
+    folder = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another generate run's lock
+        outcomes = run_ranks(tmp_path, _generate, str(tmp_path / "m"), str(out))
+    finally:
+        os.close(folder)
+    assert_same_error(outcomes, "ValueError", "is in use by another meanflow.generate run")
+    assert os.listdir(out) == []
 
 
 def _generate_rank1_fails_then_resumes(rank, ckpt, out):
