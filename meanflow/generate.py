@@ -16,7 +16,8 @@ a re-run with other settings, or from a checkpoint that changed since (a live ru
 ``last.pt``), into the same ``--out`` is refused. So is an ``--out`` whose ``manifest.json``
 is damaged or not ours, or that holds files of these names (``images/*.png`` too) but no
 manifest: nothing this program did not write is overwritten. One run holds an ``--out`` at a
-time: a second one is refused (``meanflow/generate_out.py``: the folder's rules).
+time (a second one is refused), and a resumed run removes the temporaries that a killed one's
+writes left there (``meanflow/generate_out.py``: the folder's rules).
 
 The math is ``meanflow.sampler.sample`` (the function ``from meanflow import sample``; this
 file is its batch driver, ``python -m meanflow.sampler`` draws a quick grid PNG).

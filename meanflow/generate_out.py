@@ -1,12 +1,14 @@
 """The ``--out`` folder of ``meanflow.generate``: where each file goes, the manifest that says
 the folder is ours and with which settings its images were made, and the rules a run follows
-before it writes there (one run at a time; nothing it did not write is overwritten)."""
+before it writes there (one run at a time; nothing it did not write is overwritten or
+removed)."""
 
 import glob
 import json
 import os
+import sys
 
-from .checkpoint import exclusive_folder, write_json_atomic
+from .checkpoint import exclusive_folder, remove_stale_temporaries, write_json_atomic
 
 MANIFEST = "manifest.json"
 NPZ = "samples.npz"
@@ -28,6 +30,8 @@ RESULT_KEYS = (
 )
 # What every manifest has held since the first version; older ones lack ckpt_sha256.
 MANIFEST_KEYS = frozenset(("ckpt", "num", "complete"))
+# The files a run writes with atomic_write, by folder: a kill mid-write leaves a temporary.
+WRITTEN = {".": r"samples\.npz|manifest\.json", "shards": r"\d{6,}\.npz", "images": r"\d{6,}\.png"}
 
 
 def shard_path(out: str, k: int) -> str:
@@ -99,13 +103,34 @@ def write_manifest(out: str, settings: dict, **status):
 
 
 def prepare_out(out: str, settings: dict):
-    """Rank 0's part, with ``out`` held: the folders, and the manifest written or checked
-    against ``settings``."""
+    """Rank 0's part, with ``out`` held: the folders, the manifest written or checked against
+    ``settings``, and in a folder of ours the temporaries a killed run's writes left."""
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    resumed = os.path.exists(os.path.join(out, MANIFEST))
     problem = _check_manifest(out, settings)
     if problem:
         raise ValueError(problem)
+    if resumed:  # without a manifest, nothing says a temporary there was ours
+        _remove_killed_writes(out)
+
+
+def _remove_killed_writes(out: str):
+    """A killed run's temporary of samples.npz is as large as the set (~10 GB for 50k ImageNet
+    images): remove the ones of the names we write; only a run holding ``out`` may."""
+    stale = [
+        path
+        for folder, names in WRITTEN.items()
+        for path in remove_stale_temporaries(os.path.join(out, folder), names)
+    ]
+    if stale:
+        listing = ", ".join(os.path.normpath(path) for path in stale)
+        print(
+            f"removed {len(stale)} {'temporary' if len(stale) == 1 else 'temporaries'} of writes a "
+            f"killed run left: {listing}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _check_manifest(out: str, settings: dict):

@@ -1,7 +1,7 @@
 """meanflow.generate never mixes checkpoints in one sample set and fails cleanly: resuming from
 a checkpoint that changed since (a live run's last.pt) is refused naming both hashes, an
 --out that is a file and an unreadable shard are one-line errors that say what to do; a second
-run on a busy --out is refused."""
+run on a busy --out is refused, and a resumed run removes what a killed one's writes left."""
 
 import dataclasses
 import hashlib
@@ -231,3 +231,53 @@ def test_a_second_run_on_a_busy_out_is_refused(tmp_path, tiny, capsys):
     assert busy in str(refused.value) and busy in err
     assert snapshot(out) == before == {}
     assert generate_cli.run(ckpt, out, **RUN)
+
+
+# What a run killed in its writes leaves: the temporaries atomic_write names .NAME.<8>.tmp.
+KILLED_WRITES = (
+    ".samples.npz.k2_9abcd.tmp",
+    ".manifest.json.q8x0zz1m.tmp",
+    os.path.join("shards", ".000002.npz.a1b2c3d4.tmp"),
+    os.path.join("images", ".000004.png.zz_00017.tmp"),
+)
+# Names like those that this program did not give: never removed.
+FOREIGN = (
+    ".samples.npz.notes.tmp",
+    ".samples.npz.k2_9abcd.tmp.bak",
+    ".mine.npz.k2_9abcd.tmp",
+    ".000002.npz.a1b2c3d4.tmp",
+    "samples.npz.k2_9abcd.tmp",
+    os.path.join("shards", ".000002.npz.A1B2C3D4.tmp"),
+    os.path.join("shards", ".notes.npz.a1b2c3d4.tmp"),
+    os.path.join("images", ".000004.jpg.zz_00017.tmp"),
+)
+
+
+def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, tiny, monkeypatch, capsys):
+    """A killed run's temporary of samples.npz is as large as the whole set: a resumed run
+    removes each one of its own, and says so in one line, once it knows the folder is its
+    own; a refused run removes none, and nothing of another name (a folder or a link named
+    like one included) is touched."""
+    ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), str(tmp_path / "s")
+    interrupted_run(monkeypatch, ckpt, out)
+    for name in KILLED_WRITES + FOREIGN:
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(b"half written")
+    os.mkdir(os.path.join(out, "images", ".000005.png.abcdefgh.tmp"))
+    os.symlink(ckpt, os.path.join(out, "shards", ".000001.npz.abcdefgh.tmp"))
+    capsys.readouterr()
+    before = snapshot(out)
+    with pytest.raises(ValueError, match="other settings"):
+        generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
+    assert snapshot(out) == before
+
+    assert generate_cli.run(ckpt, out, **RUN)
+    for name in KILLED_WRITES:
+        assert not os.path.lexists(os.path.join(out, name)), name
+    for name in FOREIGN:
+        assert open(os.path.join(out, name), "rb").read() == b"half written", name
+    assert os.path.isdir(os.path.join(out, "images", ".000005.png.abcdefgh.tmp"))
+    assert os.path.islink(os.path.join(out, "shards", ".000001.npz.abcdefgh.tmp"))
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and said[0].startswith("removed 4 "), said
+    assert all(os.path.join(out, name) in said[0] for name in KILLED_WRITES), said
