@@ -335,3 +335,52 @@ def test_gpu_features_match_cpu(sets):
     gpu = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid", "prc"], **{**RUN, "device": "cuda"})
     assert gpu["fid"] == pytest.approx(cpu["fid"], rel=1e-3)
     assert gpu["precision"] == cpu["precision"] and gpu["recall"] == cpu["recall"]
+
+
+def tiny_features(array):
+    """``(feat, logits)`` float64 of uint8 ``(N, H, W, 3)`` images, as evaluate's extractor sees them."""
+    net = TinyExtractor(TINY, ["feat", "logits"])
+    with torch.no_grad():
+        return tuple(f.double() for f in net(torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()))
+
+
+def test_precision_recall_and_inception_score_values(tmp_path):
+    """Precision is the share of samples inside some reference image's 3-NN ball, recall the
+    share of references inside some sample's (Kynkaenniemi et al. 2019): a collapsed set of
+    near-copies of one reference image is all precision and no recall, never the other way
+    round. The Inception Score against its formula, exp(E KL(p(y|x) || p(y))), one split and
+    the ``isc_splits`` asked for."""
+    ref = as_uint8(image_set())
+    rng = np.random.default_rng(3)
+    collapsed = as_uint8(ref[5].astype(float) + rng.uniform(-2, 2, size=ref.shape))  # 48 near-copies
+    ref_npz, col_npz = write_npz(tmp_path / "ref.npz", ref), write_npz(tmp_path / "col.npz", collapsed)
+    report = ev.evaluate(col_npz, ref_npz, metrics=["prc"], **RUN)
+    assert report["precision"] == 1.0 and report["recall"] < 1.5 / 48, report  # at most ref[5]
+
+    # The 3-NN balls by hand on a set where neither share is 0 or 1.
+    shifted = as_uint8(image_set() + 40)
+    report = ev.evaluate(write_npz(tmp_path / "s.npz", shifted), ref_npz, metrics=["prc"], **RUN)
+    fake, real = tiny_features(shifted)[0], tiny_features(ref)[0]
+
+    def covered(points, centres):
+        radius = torch.cdist(centres, centres).sort(dim=1).values[:, 3]  # index 0 is the centre itself
+        return (torch.cdist(points, centres) <= radius).any(dim=1).double().mean().item()
+
+    want = {"precision": covered(fake, real), "recall": covered(real, fake)}
+    assert 0 < want["precision"] < 1 and 0 < want["recall"] < 1 and want["precision"] != want["recall"]
+    # every distance is >= 0.5% away from its ball's radius: float32 gives the same counts
+    assert {k: report[k] for k in want} == pytest.approx(want, abs=1e-6), (report, want)
+
+    logits = tiny_features(shifted)[1]
+    p = logits.softmax(1)
+    kl = (p * (p.log() - p.mean(0, keepdim=True).log())).sum(1)
+    one = ev.evaluate(str(tmp_path / "s.npz"), metrics=["isc"], isc_splits=1, **RUN)
+    assert one["inception_score_mean"] == pytest.approx(kl.mean().exp().item(), rel=1e-6)
+    assert one["inception_score_std"] == 0
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    split = isc_features_to_metric(logits, splits=6)
+    six = ev.evaluate(str(tmp_path / "s.npz"), metrics=["isc"], isc_splits=6, **RUN)
+    assert six["inception_score_mean"] == pytest.approx(split["inception_score_mean"], rel=1e-6)
+    assert six["inception_score_std"] == pytest.approx(split["inception_score_std"], rel=1e-6)
+    assert six["inception_score_mean"] != pytest.approx(one["inception_score_mean"], rel=1e-3)
