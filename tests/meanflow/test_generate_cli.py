@@ -109,6 +109,11 @@ def test_per_index_seeds_and_the_rank_split():
     assert not torch.equal(a[0], generate_cli.noise_for([3], (1, 2, 2), seed=1)[0])
     labels = generate_cli.labels_for(range(200), 7, "random", seed=0)
     assert labels.min() >= 0 and labels.max() <= 6 and len(set(labels.tolist())) == 7
+    # Each index's label is its own draw: the same in any batch, another under another seed.
+    alone = [int(generate_cli.labels_for([i], 7, "random", seed=0)) for i in (5, 199)]
+    assert alone == labels[[5, 199]].tolist()
+    assert not torch.equal(labels, generate_cli.labels_for(range(200), 7, "random", seed=1))
+    assert generate_cli.labels_for(range(9, 12), 4, "balanced", seed=0).tolist() == [1, 2, 3]
     assert generate_cli.labels_for(range(3), 0, "random", 0) is None
     for world in (1, 2, 3):
         parts = [generate_cli.rank_batches(11, 2, r, world) for r in range(world)]
