@@ -215,7 +215,10 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
 
     def forward(self, z):
-        return self.proj(z).flatten(2).transpose(1, 2)
+        # The convolution gives channel-major tokens; elementwise ops keep their first input's
+        # layout, so without one copy here the whole residual stream would stay transposed and
+        # every LayerNorm would copy it again (13 copies a forward at DiT-T/8).
+        return self.proj(z).flatten(2).transpose(1, 2).contiguous()
 
     def jvp(self, z, z_dot):
         # A stride-p convolution is a Linear over flattened (C, p, p) patches.
