@@ -81,6 +81,30 @@ def test_the_graphed_steps_body_is_the_eager_step():
     assert graphed[2].param_groups[0]["lr"].item() == pytest.approx(lr_at(4))
 
 
+def test_eager_steps_on_the_extension_are_the_reference_steps(monkeypatch):
+    """The extension's CPU kernels are a speed-up, not another recipe: five steps give the
+    weights, EMAs and stats of torch's own composites (the reference backend) to float32
+    rounding."""
+    pytest.importorskip("mfkernels._C")
+    cpu, steps = torch.device("cpu"), 5
+    fast = run(cpu, steps, graphed=False)
+    monkeypatch.setenv("MFK_BACKEND", "reference")
+    ref = run(cpu, steps, graphed=False)
+    # The key bias adds one constant to a row's scores, which the softmax removes: its gradient
+    # is rounding noise, which Adam scales up to steps of up to about lr (here 1e-3) each.
+    key_bias = {f"blocks.{i}.attn.qkv.bias" for i in range(2)}
+    for model_a, model_b in zip((fast[0], *fast[1]), (ref[0], *ref[1])):
+        for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+            if name in key_bias:
+                d = a.shape[0] // 3
+                torch.testing.assert_close(a[d : 2 * d], b[d : 2 * d], atol=steps * 2.0**-10, rtol=0)
+                a, b = torch.cat([a[:d], a[2 * d :]]), torch.cat([b[:d], b[2 * d :]])
+            torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5, msg=name)
+    for sa, sb in zip(fast[3], ref[3]):
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], atol=0, rtol=1e-5, msg=key)
+
+
 @pytest.mark.parametrize("decay", [0.5, 0.999])
 def test_ema_with_a_tensor_weight_is_the_float_one(decay):
     model, ema_float = make_tiny(seed=1), make_tiny(seed=2)
