@@ -171,6 +171,13 @@ class ImageSet:
             npz = os.path.join(path, "samples.npz")
             if os.path.isfile(manifest) and os.path.isfile(npz):  # a meanflow.generate output
                 self._load_npz(npz)
+            elif os.path.isfile(manifest):
+                # Its images are a part of the set (a run still going, or killed): scoring them
+                # would give a number for another set than the one asked for.
+                raise ValueError(
+                    f"{role} {path} is an unfinished meanflow.generate output (no samples.npz yet): "
+                    "wait for the run, or run the same meanflow.generate command again to finish it"
+                )
             else:
                 self.files = list_images(path, role)
         elif os.path.isfile(path) and path.endswith(".npz"):

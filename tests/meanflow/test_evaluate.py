@@ -384,3 +384,12 @@ def test_precision_recall_and_inception_score_values(tmp_path):
     assert six["inception_score_mean"] == pytest.approx(split["inception_score_mean"], rel=1e-6)
     assert six["inception_score_std"] == pytest.approx(split["inception_score_std"], rel=1e-6)
     assert six["inception_score_mean"] != pytest.approx(one["inception_score_mean"], rel=1e-3)
+
+
+def test_an_unfinished_generate_output_is_refused(tmp_path):
+    out = tmp_path / "sampled"
+    (out / "images").mkdir(parents=True)
+    (out / "manifest.json").write_text('{"ckpt": "last.pt", "num": 40, "complete": false}')
+    write_dir(out / "images", as_uint8(image_set(n=20)))  # half the set, as a run still going leaves it
+    with pytest.raises(ValueError, match=r"sampled is an unfinished meanflow.generate output.*run the same"):
+        ev.evaluate(str(out), str(out), metrics=["fid"], **RUN)
