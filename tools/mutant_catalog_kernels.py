@@ -1,7 +1,7 @@
-"""The catalog's mutants of the Triton kernels, their launchers and the dispatch
-(``tools/mutant_catalog.py`` holds the rest and the rules)."""
+"""The catalog's mutants of the kernels, their launchers and the dispatch (the rules: mutant_catalog.py)."""
 
 from mutant import Mutant
+from mutant_catalog_kernel_modules import MODULE_MUTANTS
 
 LAYERNORM = ("tests/mfkernels/test_layernorm_edge_rows.py", "tests/mfkernels/test_layernorm_modulate.py")
 REFERENCE = ("tests/mfkernels/test_reference_ops.py",)
@@ -23,7 +23,6 @@ BIAS_HUGE = (
     "tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_rows_masked_whole_by_finfo_min_attend_uniformly",
 )
 DISPATCH = ("tests/mfkernels/test_dispatch_auto.py", "tests/mfkernels/test_dispatch.py")
-
 _REF_PY = "mfkernels/reference.py"
 
 # The bias clamp after the cast to float32 (a float64 bias is clamped once before it too).
@@ -596,4 +595,5 @@ KERNEL_MUTANTS = [
         REFERENCE,
         "the bias added to the tangent",
     ),
+    *MODULE_MUTANTS,  # the Python modules around the kernels
 ]

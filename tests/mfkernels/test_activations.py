@@ -70,11 +70,11 @@ def test_gelu_fp32_against_float64(shape, with_bias):
 
 
 @needs_triton
-@pytest.mark.parametrize("shape", [(3, 17, 384), (1, 130, 1152), (2, 300, 72)])
+@pytest.mark.parametrize("shape", [(3, 17, 384), (1, 130, 1152), (2, 300, 72), (1, 5, 384)])
 def test_gelu_gpu_tiles(gpu_launch_settings, shape):
     """Blocks of 1024 elements, whose bias rows start mid-block, and a ragged last block; the
     backward's column strips (a ragged last one) and 256-row chunks (bias partial sums over
-    three chunks, the last ragged)."""
+    three chunks, the last ragged), and fewer rows than one tile."""
     check_gelu(shape, torch.float32, torch.float32)
 
 

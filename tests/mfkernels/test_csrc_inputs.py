@@ -57,9 +57,9 @@ def test_gelu_on_a_0d_tensor(dtype, backend):
 
 # ------------------------------------------------------------ a missing or stale _C
 
-# Runs in a fresh interpreter whose mfkernels._C is absent, fails to load, or is an old build
-# (no API_VERSION; a GELU JVP that writes nothing, no GELU backward); prints the warnings
-# seen and the error of a GELU forward and backward on the CPU against the reference.
+# Runs in a fresh interpreter whose mfkernels._C is absent, fails to load, or is another build
+# (no API_VERSION or a newer one; a GELU JVP that writes nothing, no GELU backward); prints the
+# warnings seen and the error of a GELU forward and backward on the CPU against the reference.
 _IMPORT_SCENARIO = r"""
 import importlib.abc, json, sys, types, warnings
 kind = sys.argv[1]
@@ -72,8 +72,10 @@ class Finder(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError("No module named 'mfkernels._C'", name=name)
         raise ImportError("mfkernels/_C.so: undefined symbol: _ZN3mfk3cpu3isaEv")
 
-if kind == "stale":
+if kind in ("stale", "newer"):
     stale = types.ModuleType("mfkernels._C")
+    if kind == "newer":
+        stale.API_VERSION = 10**6
     stale.WITH_CUDA = False
     stale.TensorArg = stale.gelu_tanh_jvp = lambda *args, **kwargs: None
     sys.modules["mfkernels._C"] = stale
@@ -100,10 +102,11 @@ print(json.dumps({"warnings": [str(w.message) for w in caught], "errors": errors
 """
 
 
-@pytest.mark.parametrize("kind", ["missing", "broken", "stale"])
+@pytest.mark.parametrize("kind", ["missing", "broken", "stale", "newer"])
 def test_missing_or_stale_extension_falls_back_with_one_message(kind):
     """Without a usable _C every CPU op runs on the reference: a module that is not built is no
-    news (auto dispatch never needed it), one that does not load or is stale says so once."""
+    news (auto dispatch never needed it), one that does not load or is stale says so once. A
+    build from newer sources is stale too: its bindings are not the ones this module calls."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
         [sys.executable, "-c", _IMPORT_SCENARIO, kind], capture_output=True, text=True, env=env, timeout=300
@@ -112,12 +115,12 @@ def test_missing_or_stale_extension_falls_back_with_one_message(kind):
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert max(result["errors"]) < 1e-12
     messages = [m for m in result["warnings"] if "mfkernels._C" in m]
-    expected = {"missing": [], "broken": ["does not load"], "stale": ["is stale"]}[kind]
+    expected = {"missing": [], "broken": ["does not load"]}.get(kind, ["is stale"])
     assert len(messages) == len(expected), messages
     for message, fragment in zip(messages, expected):
         assert fragment in message and "backends are off" in message
     assert result["import_error"] is not None
-    if kind == "stale":
+    if kind in ("stale", "newer"):
         assert "rebuild it with pip install -e ." in result["import_error"]
 
 

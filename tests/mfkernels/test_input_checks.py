@@ -1,0 +1,51 @@
+"""The input checks (``mfkernels/_checks.py``, docs/design.md section 3) refuse what a kernel
+would otherwise read wrongly or what would lose a gradient without a word: each case here is
+one a looser check lets through."""
+
+import pytest
+import torch
+
+import mfkernels
+from mfkernels import _checks
+
+
+def rand(*shape, **kw):
+    return torch.randn(*shape, dtype=torch.float64, **kw)
+
+
+def test_a_bias_may_not_grow_the_scores():
+    """A bias broadcasts to (batch, heads, seq_q, seq_k) without a dimension of its own: an
+    extra leading one would make the scores, and O, five-dimensional."""
+    q = rand(1, 2, 5, 8)
+    with pytest.raises(ValueError, match="bias must broadcast"):
+        mfkernels.attention_jvp(*[q] * 6, bias=rand(3, 1, 2, 5, 5))
+    assert _checks.broadcasts_to((2, 1, 5), (1, 2, 2, 5))
+    assert not _checks.broadcasts_to((3, 1, 2, 5, 5), (1, 2, 5, 5))
+    assert not _checks.broadcasts_to((4, 5), (1, 2, 5, 5))
+
+
+def test_a_bias_computed_from_parameters_is_refused():
+    """Not only a leaf: a bias made from a parameter requires grad too, and the ops give it
+    none, so the parameter would silently stop learning."""
+    q = rand(1, 2, 5, 8)
+    parameter = rand(5, 5, requires_grad=True)
+    with pytest.raises(ValueError, match="bias requires grad"):
+        mfkernels.attention_jvp(*[q] * 6, bias=parameter * 2.0)
+
+
+def test_a_tangent_of_another_16_bit_dtype_is_refused():
+    """float16 and bfloat16 have one size and different bits."""
+    x = torch.randn(2, 3, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="x_dot has dtype torch.float16"):
+        mfkernels.silu_jvp(x, x.to(torch.float16))
+
+
+def test_tensors_on_two_devices_are_refused():
+    """The LayerNorm's x on one device and its modulation on another (each pair agreeing)."""
+    x = rand(2, 3, 8)
+    shift, scale = rand(2, 8, device="meta"), rand(2, 8, device="meta")
+    with pytest.raises(ValueError, match="one device"):
+        mfkernels.layernorm_modulate_jvp(x, x, shift, scale, shift, scale)
+    with pytest.raises(ValueError, match="one device"):
+        _checks.check_same_device(x=x, weight=shift)
+    _checks.check_same_device(x=x, weight=x, bias=None)

@@ -1,0 +1,332 @@
+"""The catalog's mutants of the kernels' Python modules around the kernels: the float64 oracle
+(``mfkernels/reference.py``), the time embedding, the input checks, the output layouts, the
+launch settings, the csrc extension's Python side and the deprecated module paths
+(``tools/mutant_catalog_kernels.py`` holds the kernels' own, ``tools/mutant_catalog.py`` the
+rules).
+
+The oracle's mutants name only the tests that check it against float64 ``torch.func.jvp`` or
+autograd of plain torch formulas: a bug shared by the oracle and a kernel passes every
+kernel-against-oracle test, so those must not be what kills them."""
+
+from mutant import Mutant
+
+ORACLE = ("tests/mfkernels/test_reference_oracle.py", "tests/mfkernels/test_reference_ops.py")
+REF_OPS = ("tests/mfkernels/test_reference_ops.py",)
+DEPRECATED = ("tests/mfkernels/test_deprecated_paths.py",)
+CSRC = ("tests/mfkernels/test_csrc_ops.py", "tests/mfkernels/test_csrc_inputs.py")
+LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_heads_inner",)
+GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
+
+_REF = "mfkernels/reference.py"
+_EMB = "mfkernels/embedding.py"
+_CHECKS = "mfkernels/_checks.py"
+_LAUNCH = "mfkernels/backends/triton/launch.py"
+_CSRC = "mfkernels/backends/csrc.py"
+
+MODULE_MUTANTS = [
+    # ------------------------------------------------------------- mfkernels/reference.py
+    Mutant(
+        "ref-compute-dtype-keeps-16-bit",
+        _REF,
+        "return torch.float64 if dtype == torch.float64 else torch.float32",
+        "return torch.float64 if dtype == torch.float64 else dtype",
+        ORACLE,
+        "the oracle (and every backend that asks it) computes bf16 inputs in bf16",
+    ),
+    Mutant(
+        "ref-ln-jvp-unbiased-variance",
+        _REF,
+        "    var = (xf - mean).square().mean(-1, keepdim=True)\n    rstd = torch.rsqrt(var + eps)",
+        "    var = xf.var(-1, keepdim=True)\n    rstd = torch.rsqrt(var + eps)",
+        ORACLE,
+        "LayerNorm's variance with Bessel's correction (torch.var's default)",
+    ),
+    Mutant(
+        "ref-ln-primal-torch-default-eps",
+        _REF,
+        "    a = (xf - mean) * torch.rsqrt(var + eps)\n",
+        "    a = (xf - mean) * torch.rsqrt(var + 1e-5)\n",
+        ORACLE,
+        "the primal-only LayerNorm with nn.LayerNorm's default eps, not the one passed",
+    ),
+    Mutant(
+        "ref-ln-bwd-dscale-from-da",
+        _REF,
+        "return dx, gf.sum(1), (gf * a).sum(1)",
+        "return dx, gf.sum(1), (da * a).sum(1)",
+        ORACLE,
+        "dscale summed from dm (1 + scale) instead of dm",
+    ),
+    Mutant(
+        "ref-gelu-derivative-cubic-slope",
+        _REF,
+        "(1 + 3 * GELU_TANH_C * x**2)",
+        "(1 + GELU_TANH_C * x**2)",
+        ORACLE,
+        "d/dx (x + C x^3) taken as 1 + C x^2",
+    ),
+    Mutant(
+        "ref-gelu-dbias-from-rounded-dx",
+        _REF,
+        "dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0)",
+        "dbias = None if bias is None else dx.to(x.dtype).reshape(-1, dx.shape[-1]).sum(0, dtype=dx.dtype)",
+        ORACLE,
+        "the bias gradient summed from dx rounded to bf16, not the unrounded dx",
+    ),
+    Mutant(
+        "ref-silu-derivative-sign",
+        _REF,
+        "return sig * (1 + x * (1 - sig))",
+        "return sig * (1 + x * sig)",
+        ORACLE,
+        "silu' with sigmoid(x) where 1 - sigmoid(x) belongs",
+    ),
+    Mutant(
+        "ref-residual-bwd-dgate-misses-f",
+        _REF,
+        "return gf, (gf * ff).sum(1), gf * g[:, None]",
+        "return gf, gf.sum(1), gf * g[:, None]",
+        ORACLE,
+        "dgate without the factor f",
+    ),
+    Mutant(
+        "ref-attn-bwd-drops-delta",
+        _REF,
+        "ds = p * (gf @ vf.transpose(-1, -2) - (gf * of).sum(-1, keepdim=True))",
+        "ds = p * (gf @ vf.transpose(-1, -2))",
+        ORACLE,
+        "dS without -rowsum(dO * O): the softmax's Jacobian half dropped",
+    ),
+    Mutant(
+        "ref-attn-bwd-dk-dv-swapped",
+        _REF,
+        "return scale * ds @ kf, sum_groups(dk, kv_heads), sum_groups(dv, kv_heads)",
+        "return scale * ds @ kf, sum_groups(dv, kv_heads), sum_groups(dk, kv_heads)",
+        ORACLE,
+        "dK and dV returned in each other's place",
+    ),
+    Mutant(
+        "ref-attn-jvp-sdot-drops-kdot",
+        _REF,
+        "s_dot = scale * (qdf @ kf.transpose(-1, -2) + qf @ kdf.transpose(-1, -2))",
+        "s_dot = scale * (qdf @ kf.transpose(-1, -2))",
+        ORACLE,
+        "S' without Q K'^T: the product rule's second term dropped",
+    ),
+    Mutant(
+        "ref-attn-empty-rows-nan",
+        _REF,
+        'return torch.exp(s - lse.masked_fill(lse == float("-inf"), float("inf"))[..., None])',
+        "return torch.exp(s - lse[..., None])",
+        ORACLE,
+        "a row that sees no key gets exp(-inf + inf) = NaN, not 0",
+    ),
+    Mutant(
+        "ref-sum-groups-interleaved",
+        _REF,
+        "return grad.reshape(batch, kv_heads, heads // kv_heads, *rest).sum(2)",
+        "return grad.reshape(batch, heads // kv_heads, kv_heads, *rest).sum(1)",
+        ORACLE,
+        "grouped heads summed as if query head h read key head h % kv_heads",
+    ),
+    Mutant(
+        "ref-causal-mask-strict",
+        _REF,
+        "return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()",
+        "return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(-1)",
+        ORACLE,
+        "a query no longer sees its own key",
+    ),
+    Mutant(
+        "ref-rms-bwd-dweight-from-dn",
+        _REF,
+        "dweight = None if weight is None else (gf * n)",
+        "dweight = None if weight is None else (dn * n)",
+        ORACLE,
+        "dweight from dy * weight instead of dy",
+    ),
+    Mutant(
+        "ref-rms-primal-eps-outside-sqrt",
+        _REF,
+        "y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)",
+        "y = xf / (xf.square().mean(-1, keepdim=True).sqrt() + eps)",
+        ORACLE,
+        "the primal-only RMSNorm's eps added outside the square root",
+    ),
+    # ------------------------------------------------------------- mfkernels/embedding.py
+    Mutant(
+        "emb-primal-in-16-bit",
+        _EMB,
+        "    dtype = reference.compute_dtype(t.dtype)\n",
+        "    dtype = t.dtype\n",
+        ORACLE,
+        "a bf16 time's embedding computed in bf16: w t rounds badly for t of hundreds",
+    ),
+    Mutant(
+        "emb-primal-ignores-max-period",
+        _EMB,
+        "freqs = reference.timestep_frequencies(dim, max_period, dtype, t.device)",
+        "freqs = reference.timestep_frequencies(dim, 10000.0, dtype, t.device)",
+        ORACLE,
+        "the value's frequencies from the default max_period (the tangent's from the argument)",
+    ),
+    Mutant(
+        "emb-primal-sin-first",
+        _EMB,
+        "    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)\n    if dim % 2:\n"
+        "        emb = torch.cat([emb, torch.zeros_like",
+        "    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)\n    if dim % 2:\n"
+        "        emb = torch.cat([emb, torch.zeros_like",
+        ORACLE,
+        "[sin, cos] (another convention) while the tangent is [cos, sin]'s",
+    ),
+    # ---------------------------------------------------------------- mfkernels/_checks.py
+    Mutant(
+        "checks-bias-broadcast-may-grow",
+        _CHECKS,
+        "return len(shape) <= len(to) and all(",
+        "return all(",
+        REF_OPS,
+        "a bias with more leading dims than (batch, heads, seq_q, seq_k) accepted",
+    ),
+    Mutant(
+        "checks-pair-dtype-by-size",
+        _CHECKS,
+        "if tangent.dtype != primal.dtype:",
+        "if tangent.dtype.itemsize != primal.dtype.itemsize:",
+        REF_OPS,
+        "a float16 tangent accepted for a bfloat16 primal",
+    ),
+    Mutant(
+        "checks-bias-grad-only-leaves",
+        _CHECKS,
+        "    if bias.requires_grad:\n",
+        "    if bias.requires_grad and bias.is_leaf:\n",
+        REF_OPS,
+        "a bias computed from parameters accepted, its gradient silently dropped",
+    ),
+    Mutant(
+        "checks-one-device-allows-two",
+        _CHECKS,
+        "    if len(set(devices.values())) > 1:",
+        "    if len(set(devices.values())) > 2:",
+        REF_OPS,
+        "tensors on two devices let through to a kernel",
+    ),
+    # ---------------------------------------------------------------- mfkernels/layouts.py
+    Mutant(
+        "layout-attention-output-heads-outer",
+        "mfkernels/layouts.py",
+        "return like.new_empty((batch, seq, heads, head_dim)).transpose(1, 2)",
+        "return like.new_empty((batch, heads, seq, head_dim))",
+        LAYOUT,
+        "O laid out (batch, heads, seq, d): merging the heads becomes a copy",
+    ),
+    # ------------------------------------------------- mfkernels/backends/triton/launch.py
+    Mutant(
+        "launch-next-power-of-2-floor",
+        _LAUNCH,
+        "return 1 << (max(n, 1) - 1).bit_length()",
+        "return 1 << max(n, 1).bit_length() - 1",
+        ("tests/mfkernels/test_residual.py",),
+        "the power of two below n: a block shorter than the row",
+    ),
+    Mutant(
+        "launch-row-limit-off-by-one",
+        _LAUNCH,
+        "if row_dim is not None and row_dim > MAX_ROW_DIM:",
+        "if row_dim is not None and row_dim >= MAX_ROW_DIM:",
+        ("tests/mfkernels/test_residual.py::test_unsupported_reasons",),
+        "the widest supported row refused",
+    ),
+    Mutant(
+        "launch-chunk-shorter-than-tile",
+        _LAUNCH,
+        "return rows, block_d, max(rows, min(256, next_power_of_2(max(n_rows, 1))))",
+        "return rows, block_d, min(256, next_power_of_2(max(n_rows, 1)))",
+        GELU_TILES,
+        "a bias-gradient chunk shorter than its tile: the tile's rows past it counted twice",
+    ),
+    Mutant(
+        "launch-unit-cols-never-copies",
+        _LAUNCH,
+        "return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()",
+        "return t",
+        ("tests/mfkernels/test_residual.py", "tests/mfkernels/test_layernorm_modulate.py"),
+        "a modulation vector with strided columns read as if unit-stride",
+    ),
+    # -------------------------------------------------------- mfkernels/backends/csrc.py
+    Mutant(
+        "csrc-dtype-codes-16-bit-swapped",
+        _CSRC,
+        "DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}",
+        "DTYPE_CODES = {torch.float32: 0, torch.float16: 2, torch.bfloat16: 1, torch.float64: 3}",
+        CSRC,
+        "bf16 bits handed to the kernels as fp16",
+    ),
+    Mutant(
+        "csrc-gate-strided-columns",
+        _CSRC,
+        "gate, gate_dot = _unit_col_stride(gate), _unit_col_stride(gate_dot)",
+        "gate, gate_dot = gate, gate_dot",
+        CSRC,
+        "a gate with strided columns passed to a kernel that reads unit-stride columns",
+    ),
+    Mutant(
+        "csrc-ln-bwd-grad-not-cast",
+        _CSRC,
+        "grad_m = _contiguous_aligned(grad_m.to(x.dtype))",
+        "grad_m = _contiguous_aligned(grad_m)",
+        CSRC,
+        "an fp32 gradient of a bf16 LayerNorm (autocast) handed over uncast",
+    ),
+    Mutant(
+        "csrc-stale-only-if-older",
+        _CSRC,
+        'if _C is not None and getattr(_C, "API_VERSION", None) != API_VERSION:',
+        'if _C is not None and getattr(_C, "API_VERSION", 0) < API_VERSION:',
+        ("tests/mfkernels/test_csrc_inputs.py::test_missing_or_stale_extension_falls_back_with_one_message",),
+        "an extension built from newer sources (other bindings) taken as current",
+    ),
+    # ------------------------------------------------------------- deprecated module paths
+    Mutant(
+        "deprecated-residual-is-the-oracle",
+        "mfkernels/residual.py",
+        "from .ops import gated_residual_jvp",
+        "from .reference import gated_residual_jvp",
+        DEPRECATED,
+        "the old path exports the plain-torch oracle, not the dispatched op",
+    ),
+    Mutant(
+        "deprecated-activations-are-the-oracle",
+        "mfkernels/activations.py",
+        "from .ops import gelu_tanh_jvp, silu_jvp",
+        "from .reference import gelu_tanh_jvp, silu_jvp",
+        DEPRECATED,
+        "the old path exports the plain-torch oracles, not the dispatched ops",
+    ),
+    Mutant(
+        "deprecated-rms-norm-is-the-oracle",
+        "mfkernels/rms_norm.py",
+        "from .ops import rms_norm_jvp",
+        "from .reference import rms_norm_jvp",
+        DEPRECATED,
+        "the old path exports the plain-torch oracle, not the dispatched op",
+    ),
+    Mutant(
+        "deprecated-attention-backward-check",
+        "mfkernels/attention.py",
+        "import jvp_unsupported as triton_attention_unsupported",
+        "import backward_unsupported as triton_attention_unsupported",
+        DEPRECATED,
+        "the old name of the JVP's support check bound to the backward's",
+    ),
+    Mutant(
+        "deprecated-csrc-ops-not-a-deprecation",
+        "mfkernels/csrc_ops.py",
+        '"mfkernels.csrc_ops is deprecated: use mfkernels.backends.csrc", DeprecationWarning',
+        '"mfkernels.csrc_ops is deprecated: use mfkernels.backends.csrc", UserWarning',
+        DEPRECATED,
+        "the old path announced as a UserWarning, which deprecation filters miss",
+    ),
+]
