@@ -72,29 +72,33 @@ def data_classes(name: str, path: str | None) -> list | None:
     return None
 
 
-def run_config(checkpoint: str) -> dict | None:
-    """The run config stored in a trainer checkpoint (None for anything else). The file is
-    memory-mapped, so its weights are not read a second time."""
+def recorded_run(checkpoint: str) -> tuple[dict | None, list | None]:
+    """The run config and the class names stored in a trainer checkpoint (None for what it does
+    not hold). The file is memory-mapped, so its weights are not read a second time."""
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # an old-format or foreign file: it simply has no run config to offer
-        return None
-    config = ckpt.get("config") if isinstance(ckpt, dict) else None
-    return config if isinstance(config, dict) else None
+        return None, None
+    if not isinstance(ckpt, dict):
+        return None, None
+    config, classes = ckpt.get("config"), ckpt.get("classes")
+    return (config if isinstance(config, dict) else None), (classes if isinstance(classes, list) else None)
 
 
 def checkpoint_id2label(checkpoint: str, num_classes: int) -> dict:
-    """``id2label`` for a trainer checkpoint's model, from the data its run trained on; empty,
-    with a warning saying why, when the data is not readable or does not fit the model."""
-    config = run_config(checkpoint) if os.path.isfile(checkpoint) else None
+    """``id2label`` for a trainer checkpoint's model: the class names it recorded, or (an older
+    checkpoint) those of the data its run trained on, read now; empty, with a warning saying
+    why, when the data is not readable or does not fit the model."""
+    config, classes = recorded_run(checkpoint) if os.path.isfile(checkpoint) else (None, None)
     data = (config or {}).get("data")
-    if not num_classes or not isinstance(data, dict):
+    if not num_classes or (classes is None and not isinstance(data, dict)):
         return {}
-    try:
-        classes = data_classes(data.get("name"), data.get("path"))
-    except (OSError, ValueError, KeyError) as e:
-        warnings.warn(f"class names left out: the run's data is not readable ({e})", stacklevel=2)
-        return {}
+    if classes is None:
+        try:
+            classes = data_classes(data.get("name"), data.get("path"))
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"class names left out: the run's data is not readable ({e})", stacklevel=2)
+            return {}
     if classes is None:
         return {}
     if len(classes) != num_classes:

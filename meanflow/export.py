@@ -11,7 +11,8 @@ or willisma/SiT checkpoint into the official network in our time convention (sig
 dropped, MeanFlow's second time embedder starting with a zero output; docs/design.md
 section 7) -- a starting point for fine-tuning, not a MeanFlow sampler. The output directory
 appears only once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained``
-read it). A ``--pipeline`` folder names the classes (``id2label``) after the run's data: the
+read it). A ``--pipeline`` folder names the classes (``id2label``) after the run's data, as the
+checkpoint recorded them (an older one: as the data says now): the
 latent manifest's synsets (with ImageNet's readable names where they are the standard 1000),
 an image folder's class folders, MNIST's digits; an official DiT gets ImageNet's names.
 ``--out`` must be new, empty or an earlier export (``.meanflow_export.json`` lists

@@ -2,9 +2,10 @@
 states, the checkpoint it writes (``last.pt``, kept ``ckpt_<step>.pt``) and how a run
 resumes from one, and the output folder's first writes.
 
-A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data, rng,
+A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data, classes, rng,
 world_size}``: the DiT trainer's ``{model, ema, opt, args, step}`` plus what an exact resume
-needs (data position, every rank's random states). ``model_config`` is the model's ``config``:
+needs (data position, every rank's random states) and what each label id meant (``classes``:
+a resume onto other class names is refused; an export names its classes by them). ``model_config`` is the model's ``config``:
 a ``DiTConfig``, or an adapter's ``AdapterConfig`` (class and constructor keywords, which
 rebuild it: ``meanflow/adapters.py``).
 """
@@ -36,7 +37,7 @@ CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "mode
 # What a kept ckpt_<step>.pt holds unless keep_full: the EMA weights sampling and export read,
 # a quarter of a last.pt with one EMA (no raw weights, no AdamW moments). DiT-XL/2 in fp32:
 # 2.7 GB a kept checkpoint per EMA decay, where last.pt is 10.8 GB.
-SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step")
+SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step", "classes")
 # The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
 RUN_FILES = r"last\.pt|ckpt_\d{7}\.pt|config\.json"
 
@@ -115,6 +116,7 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         for ema, state in zip(emas, ckpt["ema"]):
             ema.load_state_dict(state)
         load_optimizer_state(opt, ckpt["opt"])
+        check_same_classes(ckpt.get("classes"), getattr(loader, "class_names", None))
         loader.load_state_dict(ckpt["data"])
         rngs = ckpt["rng"]
         set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
@@ -123,6 +125,22 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         # load_state_dict's messages span several lines; a KeyError's is only the key.
         reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
         raise ValueError(f"checkpoint {path!r} does not fit this run: {reason}") from e
+
+
+def check_same_classes(recorded: list | None, now: list | None) -> None:
+    """A ValueError unless the data's label ids mean what they meant when the checkpoint was
+    written (a checkpoint of an older version, or a loader without names, records none)."""
+    if recorded is None or now is None or list(recorded) == list(now):
+        return
+    if len(recorded) != len(now):
+        change = f"it had {len(recorded)} classes, now {len(now)}"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(recorded, now)) if a != b)
+        change = f"label {i} was class {recorded[i]!r}, now {now[i]!r}"
+    raise ValueError(
+        f"the data's classes changed since it was written ({change}): resumed, every label would "
+        "mean another class; resume with the data the run trained on, or start a new out_dir"
+    )
 
 
 # How this run's optimizer computes, not what it learned: a checkpoint written with CUDA graphs
@@ -225,6 +243,7 @@ def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, 
         "model_config": dataclasses.asdict(model.config),
         "step": step,
         "data": loader.state_dict(),
+        "classes": getattr(loader, "class_names", None),
         "rng": rngs,
         "world_size": world,
     }

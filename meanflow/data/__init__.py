@@ -21,6 +21,8 @@ class Loader(Protocol):
     num_classes: int  # 0 = unconditional
     channels: int
     image_size: int
+    # Optional: ``class_names``, what each label id means; a checkpoint records them and a
+    # resume refuses other ones.
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
 

@@ -249,7 +249,7 @@ class DALIImageLoader(ShardedLoader):
         self.device = torch.device(device)
         self.device_id = dali_device_id(self.device)
         self.image_size, self.num_threads = image_size, num_threads
-        self.num_classes = len(self.index.classes)
+        self.num_classes, self.class_names = len(self.index.classes), list(self.index.classes)
         self.read_failures = ReadFailureLog(self.index, len(self) * batch_size, max_read_failures)
         self.fallback_batches = 0  # batches decoded with PIL after a DALI error
 

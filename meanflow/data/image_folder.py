@@ -502,7 +502,7 @@ class TorchImageLoader(ShardedLoader):
         self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
         self.device, self.image_size, self.num_workers = torch.device(device), image_size, num_workers
-        self.num_classes = len(self.index.classes)
+        self.num_classes, self.class_names = len(self.index.classes), list(self.index.classes)
         self.read_failures = ReadFailureLog(self.index, len(self) * batch_size, max_read_failures)
 
     @property

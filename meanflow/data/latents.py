@@ -102,7 +102,8 @@ class LatentIndex:
             raise ValueError(f"latent folder {root!r}: {len(self.files)} files but {len(self.labels)} labels")
         if not self.files:
             raise ValueError(f"latent folder {root!r} holds no samples")
-        self.num_classes = len(m["classes"])
+        self.classes = list(m["classes"])
+        self.num_classes = len(self.classes)
         self.flips, (self.channels, self.height, self.width) = m["flips"], m["latent_shape"]
         self.scale, self.shift = float(m["scale_factor"]), float(m.get("shift_factor") or 0.0)
 
@@ -202,6 +203,7 @@ class _LatentLoader(ShardedLoader):
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
         self.device, self.latent_mode = torch.device(device), latent_mode
         self.num_classes, self.channels = self.index.num_classes, self.index.channels
+        self.class_names = self.index.classes
         if self.index.height != self.index.width:
             raise ValueError(f"latents must be square, got {self.index.height}x{self.index.width}")
         self.image_size = self.index.height

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..class_names import MNIST_CLASSES
 from .sharding import ShardedLoader
 
 SPLITS = {"train": "train", "test": "t10k"}
@@ -91,6 +92,7 @@ class MNISTLoader(ShardedLoader):
     (no flips: digits are not mirror-symmetric)."""
 
     num_classes, channels, image_size = 10, 1, 32
+    class_names = MNIST_CLASSES
 
     def __init__(self, batch_size, rank, world_size, device, seed=0, path=None, split="train"):
         images, labels = load_mnist(split, path)

@@ -71,6 +71,9 @@ class ShardedLoader:
     num_classes: int
     channels: int
     image_size: int
+    # What each label id means (a class folder's name, a digit); a checkpoint records them, since
+    # the same count of other names would shift every label of a resumed run without an error.
+    class_names: list | None = None
 
     def __init__(self, num_samples, batch_size, rank, world_size, seed, flip=True, shuffle=True):
         self.plan = EpochPlan(num_samples, batch_size, rank, world_size, seed, shuffle=shuffle, flip=flip)

@@ -173,3 +173,31 @@ def test_out_dir_and_resume_of_the_wrong_kind_say_so(tmp_path, fake_mnist):
         f"out_dir {str(not_a_folder)!r} is not a directory"
     )
     assert not_a_folder.read_text() == "mine"
+
+
+def test_resume_onto_renamed_class_folders_is_refused_and_export_keeps_the_names(tmp_path):
+    """Labels are class folders' sorted positions: another set of names with the same count
+    (one class swapped for another) would shift labels of a resumed run without a word, and
+    name an export's classes after the new folders."""
+    from meanflow.class_names import checkpoint_id2label
+    from meanflow.data.synthetic import make_image_tree
+
+    root = tmp_path / "images"
+    make_image_tree(str(root), classes=3, per_class=4, sides=(16, 20), extras=False)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folder = ["--data.name", "imagefolder", "--data.path", str(root), "--data.backend", "torch"]
+    folder += ["--data.image_size", "16", "--data.num_workers", "0", "--model", "DiT-T/8"]
+    out = tmp_path / "run"
+    train.cli(tiny_argv(out, str(root), *folder))
+    assert checkpoint_id2label(str(out / "last.pt"), 3) == dict(enumerate(classes))
+    before = snapshot(out)
+
+    os.rename(root / classes[1], root / "zzz_new_class")  # labels 1, 2 now mean other folders
+    message = cli_error(tiny_argv(out, str(root), *folder, "--steps", "3"))
+    assert f"label 1 was class {classes[1]!r}, now {classes[2]!r}" in message
+    assert "last.pt" in message and snapshot(out) == before
+    assert checkpoint_id2label(str(out / "last.pt"), 3) == dict(enumerate(classes))
+
+    shutil.rmtree(root / "zzz_new_class")
+    message = cli_error(tiny_argv(out, str(root), *folder, "--steps", "3"))
+    assert "checkpoint" in message and snapshot(out) == before  # 2 classes: the model's shape says so
