@@ -1,7 +1,8 @@
 """The mutants ``tools/mutants.py`` plants: realistic one-line bugs (a dropped term, a swapped
 order, an off-by-one, a wrong constant, a skipped call) in the loss, sampler, checkpoints,
 trainer and kernels, each with the few test files that should catch it. The kernels' are in
-``tools/mutant_catalog_kernels.py``.
+``tools/mutant_catalog_kernels.py``, the models', interchange formats', pipeline's, VAE's and
+data loaders' in ``tools/mutant_catalog_models.py``.
 
 ``find`` must occur exactly once in ``path`` (else the mutant "does not apply": say so, then
 update or drop it). Mutants of the trainer and the checkpoints sit on lines that rarely move.
@@ -10,6 +11,7 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 
 from mutant import Mutant
 from mutant_catalog_kernels import KERNEL_MUTANTS
+from mutant_catalog_models import MODEL_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
 
@@ -388,5 +390,6 @@ CATALOG = [
         ("tests/mfkernels/test_dual_op.py",),
         "create_graph=True through an op takes its first derivative as a constant",
     ),
+    *MODEL_MUTANTS,
     *KERNEL_MUTANTS,
 ]
