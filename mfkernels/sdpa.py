@@ -21,10 +21,16 @@ inside ``nn.MultiheadAttention``) and runs:
 
 The tangent is a stop-gradient (the MeanFlow target is one), so a tangent of a tangent (nested
 ``torch.func.jvp``) would be zero: that, and the ``torch.func`` transforms the custom ops have no
-rule for (grad, vjp, vmap), run math attention instead. Eagerly, a gradient that reaches the
-fused tangent (a loss on the jvp's tangent output not detached) raises, and so does one taken
-with ``create_graph=True`` through the fused attention (its flash backward is not
-differentiable). Traced by dynamo, that check is lost.
+rule for (grad, vjp, vmap), run math attention instead. A gradient that reaches the fused
+tangent (a loss on the jvp's tangent output not detached) raises, and so does one taken with
+``create_graph=True`` through the fused attention (its flash backward is not differentiable).
+Eagerly an autograd.Function checks both. Dynamo would inline that Function (inside
+``torch.func.jvp`` it sees no input that requires grad), and the check with it, so traced, one
+custom op gives ``O``, ``O'`` and ``LSE`` and its backward checks the gradient of ``O'`` when
+it runs: a traced backward is handed zeros for an output returned and not differentiated, and
+a zero gradient drops nothing, so only a nonzero one raises. A detached tangent's backward is
+the flash backward alone, as eagerly; a second derivative through a compiled graph is refused
+by torch itself (aot_autograd has no double backward).
 
 ``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's),
 ``enable_gqa=True`` their grouped-query heads, and ``attn_mask`` their additive bias (a bool
@@ -35,16 +41,18 @@ dtypes, empty sequences) runs PyTorch's math attention, which has forward-mode A
 one-time warning naming the reason.
 
 ``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
-tests/mfkernels/test_sdpa_forward_ad.py): dynamo traces the mode. ``torch.func.jvp`` through
-SDPA with the backward of its value is one graph under ``fullgraph=True`` (``unpack_dual``,
-the custom op, ``make_dual``), and so is a patched model's plain forward and backward
-(PyTorch's SDPA). Dynamo breaks the graph at an autograd.Function with a ``jvp``, and traced
-under ``torch.func.jvp`` both that Function and the custom op on dual inputs gave a wrong
-tangent without an error, so a traced call under a forward-AD level whose tangents cannot be
-read raises (without ``fullgraph`` dynamo then runs the frame eagerly). ``torch.func.jvp``
-through a whole transformer does not trace for a reason of torch's own: LayerNorm's forward
-AD hits an internal assert under dynamo (also without this mode); without ``fullgraph`` that
-frame runs eagerly, with the right result.
+tests/mfkernels/test_sdpa_forward_ad.py and test_sdpa_inputs.py): dynamo traces the mode.
+``torch.func.jvp`` or ``forward_ad`` through SDPA with the backward of its value is one graph
+under ``fullgraph=True`` (``unpack_dual``, the custom op, ``make_dual``; not the eager
+Function: under ``forward_ad`` dynamo traced its backward, whose check raised, a graph break),
+and so is a patched model's plain forward and backward (PyTorch's SDPA). Dynamo breaks the
+graph at an autograd.Function with a ``jvp``, and traced under ``torch.func.jvp`` both that
+Function and the custom op on dual inputs gave a wrong tangent without an error, so a traced
+call under a forward-AD level whose tangents cannot be read raises (without ``fullgraph``
+dynamo then runs the frame eagerly).
+``torch.func.jvp`` through a whole transformer does not trace for a reason of torch's own:
+LayerNorm's forward AD hits an internal assert under dynamo (also without this mode); without
+``fullgraph`` that frame runs eagerly, with the right result.
 """
 
 import contextlib
@@ -63,7 +71,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import dispatch
 from ._checks import broadcasts_to
-from .ops import attention_jvp
+from .ops import _attention_jvp, attention_jvp
 
 # The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
 _SDPA = torch._C._nn.scaled_dot_product_attention
@@ -226,7 +234,7 @@ NO_CREATE_GRAPH = (
 
 
 class _Differentiable(torch.autograd.Function):
-    """``O`` and ``O'`` as they are, with a backward that refuses what the fused attention
+    """Eagerly, ``O`` and ``O'`` as they are, with a backward that refuses what the fused attention
     cannot give: a gradient through ``O'`` (a stop-gradient, computed without a graph) and a
     differentiable gradient (``create_graph=True``) through the flash backward, which would
     otherwise be silently dropped (the tangent's term of a loss) or count as a constant.
@@ -249,10 +257,89 @@ class _Differentiable(torch.autograd.Function):
         return grad_o, None, None, None, None, None, None, None
 
 
+@torch.library.custom_op("mfkernels::sdpa_tangent_gradient_check", mutates_args=())
+def _tangent_gradient_check(grad_o_dot: Tensor) -> Tensor:
+    """A zero (0-dim) for the gradient that reached a compiled fused tangent, or the error.
+    At run time, not while tracing: the traced backward cannot tell a gradient from the zeros
+    it is handed for an output nobody differentiated (a tangent returned from the compiled
+    region and detached outside it), and a gradient that is zero drops nothing."""
+    if bool(grad_o_dot.ne(0).any()):  # NaN too
+        raise RuntimeError(TANGENT_IS_A_STOP_GRADIENT)
+    return grad_o_dot.new_zeros(())
+
+
+@_tangent_gradient_check.register_fake
+def _(grad_o_dot):
+    return grad_o_dot.new_zeros(())
+
+
+@torch.library.custom_op("mfkernels::sdpa_dual_attention", mutates_args=())
+def _compiled_dual_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_dot: Tensor,
+    k_dot: Tensor,
+    v_dot: Tensor,
+    scale: float,
+    causal: bool,
+    backend: str,
+    bias: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """attention_jvp as the op that :func:`_dual_attention` traces under torch.compile, where
+    :class:`_Differentiable` is not kept (dynamo inlines its forward: inside torch.func.jvp it
+    sees no input that requires grad), so ``O'`` is differentiable here and its backward
+    refuses a gradient that reaches it (docs/design.md section 2). The kernels' call alone:
+    :func:`attention_jvp`'s checks ran on the fake tensors while tracing."""
+    with torch.no_grad():  # the inputs may require grad here: no graph inside the op
+        return _attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend, bias)
+
+
+@_compiled_dual_attention.register_fake
+def _(q, k, v, q_dot, k_dot, v_dot, scale, causal, backend, bias):
+    return attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale, backend, causal=causal, bias=bias)
+
+
+def _compiled_dual_setup_context(ctx, inputs, output):
+    q, k, v, _, _, _, scale, causal, backend, bias = inputs
+    o, _, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, bias)
+    ctx.mark_non_differentiable(lse)
+    # Traced, a gradient for O' is None where none reaches it (a detached tangent: MeanFlow's
+    # target), and that backward is the flash backward alone, as eagerly.
+    ctx.set_materialize_grads(False)
+    ctx.scale, ctx.causal, ctx.backend = scale, causal, backend
+
+
+def _compiled_dual_backward(ctx, grad_o, grad_o_dot, _grad_lse):
+    q, k, v, o, lse, bias = ctx.saved_tensors
+    grads = [None] * 6
+    if grad_o is not None:
+        grads[:3] = torch.ops.mfkernels.attention_backward(
+            grad_o, q, k, v, o, lse, ctx.scale, ctx.causal, ctx.backend, bias
+        )
+    if grad_o_dot is not None:
+        # Added to the gradients so that the compiled backward keeps the check.
+        zero = _tangent_gradient_check(grad_o_dot)
+        like = (q, k, v) * 2  # each tangent has its primal's shape
+        grads = [zero.expand_as(t) if g is None else g + zero for g, t in zip(grads, like, strict=True)]
+    return *grads, None, None, None, None
+
+
+_compiled_dual_attention.register_autograd(
+    _compiled_dual_backward, setup_context=_compiled_dual_setup_context
+)
+
+
 def _dual_attention(q, k, v, scale, causal, backend, bias) -> Tensor:
     """O as a dual tensor (tangent O'), one attention_jvp call; reverse mode through the
     primal runs the flash backward (attention_jvp's own)."""
     primals, tangents = zip(*(fwAD.unpack_dual(t) for t in (q, k, v)), strict=True)
+    if torch.compiler.is_compiling():
+        # The tangents as they are (not detached): O' requires grad where they do, as eagerly.
+        tangents = [_zeros_like(p) if t is None else t for t, p in zip(tangents, primals, strict=True)]
+        o, o_dot, _ = _compiled_dual_attention(*primals, *tangents, scale, causal, backend, bias)
+        return fwAD.make_dual(o, o_dot)
     inputs = (*primals, *tangents)  # all: under torch.func.jvp, requires_grad is not visible here
     tangents = [_tangent_or_zeros(t, p) for t, p in zip(tangents, primals, strict=True)]
     o, o_dot, _ = attention_jvp(*primals, *tangents, scale, backend, causal=causal, bias=bias)

@@ -10,6 +10,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from numerics import assert_close
 from test_sdpa_forward_ad import BACKENDS, SHAPES, attention_inputs
+from torch._dynamo.backends.common import aot_autograd
+from torch._functorch.aot_autograd import make_boxed_func
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import mfkernels
@@ -121,6 +123,91 @@ def test_a_gradient_of_a_tangent_that_requires_grad_raises():
         _, out_dot = torch.func.jvp(F.scaled_dot_product_attention, primals, (q_dot, k_dot, v_dot))
     with pytest.raises(RuntimeError, match="detach"):
         out_dot.sum().backward()
+
+
+@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp])
+def test_compiled_gradient_through_the_fused_tangent_raises(jvp):
+    """The same under ``torch.compile``, where dynamo traces the eager check away (without the
+    compiled path's own, the gradients came back as those of the detached loss): the loss on
+    the tangent raises; detached, math attention's gradients, and the compiled backward is
+    the flash backward alone (no check there)."""
+    (q, k, v), tangents = attention_inputs(SHAPES["cross"], torch.float64)
+    weight = torch.randn(16, 16, dtype=torch.float64, requires_grad=True)
+    fn = attention_then_linear(weight)
+    leaves = tuple(t.detach().clone().requires_grad_() for t in (q, k, v))
+    backward_ops = []
+
+    def loss(detach, *leaves):
+        with mfkernels.sdpa_forward_ad("reference"):
+            out, out_dot = jvp(fn, leaves, tangents)
+        return (out - (out_dot.detach() if detach else out_dot)).square().sum()
+
+    def backward_compiler(graph, _inputs):
+        backward_ops.extend(str(n.target) for n in graph.graph.nodes if "mfkernels" in str(n.target))
+        return make_boxed_func(graph.forward)
+
+    torch._dynamo.reset()
+    backend = aot_autograd(
+        fw_compiler=lambda graph, _inputs: make_boxed_func(graph.forward), bw_compiler=backward_compiler
+    )
+    compiled = torch.compile(loss, backend=backend, fullgraph=True)
+    with pytest.raises(RuntimeError, match="detach"):
+        compiled(False, *leaves).backward()
+    for t in (*leaves, weight):
+        t.grad = None
+    backward_ops.clear()
+    compiled(True, *leaves).backward()
+    assert backward_ops == ["mfkernels.attention_backward.default"]
+    got = [t.grad for t in (*leaves, weight)]
+    for t in (*leaves, weight):
+        t.grad = None
+    with sdpa_kernel(SDPBackend.MATH):
+        loss(True, *leaves).backward()
+    for name, grad, t in zip(("dQ", "dK", "dV", "dW"), got, (*leaves, weight), strict=True):
+        assert_close(name, grad, t.grad, torch.float64)
+
+
+def test_compiled_tangent_returned_checks_its_gradient_at_run_time():
+    """A tangent returned from the compiled region, not detached: its backward is traced with
+    a gradient it is handed whether or not one reaches it, so the check runs with the
+    gradient. None reaching it (the zeros handed instead, or a zero one): math attention's
+    gradients; a gradient through it, also outside the region: raises."""
+    primals, tangents = attention_inputs(SHAPES["cross"], torch.float64)
+    leaves = tuple(p.detach().clone().requires_grad_() for p in primals)
+
+    def step(*leaves):
+        with mfkernels.sdpa_forward_ad("reference"):
+            o, o_dot = torch.func.jvp(F.scaled_dot_product_attention, leaves, tangents)
+        return o.sin().sum(), o_dot
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        ref = torch.autograd.grad(F.scaled_dot_product_attention(*leaves).sin().sum(), leaves)
+    for zero_gradient in (False, True):
+        value, o_dot = compiled(*leaves)
+        got = torch.autograd.grad(value + 0 * o_dot.sum() if zero_gradient else value, leaves)
+        for name, grad, r in zip(("dQ", "dK", "dV"), got, ref, strict=True):
+            assert_close(name, grad, r, torch.float64)
+    _, o_dot = compiled(*leaves)
+    with pytest.raises(RuntimeError, match="detach"):
+        o_dot.sum().backward()
+
+
+def test_compiled_differentiable_gradient_raises():
+    """``create_graph=True`` through a compiled jvp: torch's own refusal of a second
+    derivative through any compiled graph (aot_autograd, torch 2.14), not a silent one."""
+    (q, k, v), tangents = attention_inputs(SHAPES["cross"], torch.float64)
+    leaves = tuple(t.detach().clone().requires_grad_() for t in (q, k, v))
+
+    def value(*leaves):
+        with mfkernels.sdpa_forward_ad("reference"):
+            return torch.func.jvp(F.scaled_dot_product_attention, leaves, tangents)[0].sin().sum()
+
+    torch._dynamo.reset()
+    grads = torch.autograd.grad(torch.compile(value, backend="aot_eager")(*leaves), leaves, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        sum(g.square().sum() for g in grads).backward()
 
 
 @pytest.mark.parametrize("backend,dtype", BACKENDS)
