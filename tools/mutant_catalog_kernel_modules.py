@@ -11,7 +11,12 @@ kernel-against-oracle test, so those must not be what kills them."""
 from mutant import Mutant
 
 ORACLE = ("tests/mfkernels/test_reference_oracle.py", "tests/mfkernels/test_reference_ops.py")
-REF_OPS = ("tests/mfkernels/test_reference_ops.py",)
+CHECKS = ("tests/mfkernels/test_input_checks.py", "tests/mfkernels/test_reference_ops.py")
+LAUNCH = ("tests/mfkernels/test_launch_settings.py",)
+STRIDED = ("tests/mfkernels/test_csrc_inputs.py::test_vectors_with_strided_columns",)
+GRAD_DTYPE = (
+    "tests/mfkernels/test_csrc_inputs.py::test_layernorm_backward_op_takes_a_float32_gradient_of_bf16_x",
+)
 DEPRECATED = ("tests/mfkernels/test_deprecated_paths.py",)
 CSRC = ("tests/mfkernels/test_csrc_ops.py", "tests/mfkernels/test_csrc_inputs.py")
 LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_heads_inner",)
@@ -186,7 +191,7 @@ MODULE_MUTANTS = [
         _CHECKS,
         "return len(shape) <= len(to) and all(",
         "return all(",
-        REF_OPS,
+        CHECKS,
         "a bias with more leading dims than (batch, heads, seq_q, seq_k) accepted",
     ),
     Mutant(
@@ -194,7 +199,7 @@ MODULE_MUTANTS = [
         _CHECKS,
         "if tangent.dtype != primal.dtype:",
         "if tangent.dtype.itemsize != primal.dtype.itemsize:",
-        REF_OPS,
+        CHECKS,
         "a float16 tangent accepted for a bfloat16 primal",
     ),
     Mutant(
@@ -202,7 +207,7 @@ MODULE_MUTANTS = [
         _CHECKS,
         "    if bias.requires_grad:\n",
         "    if bias.requires_grad and bias.is_leaf:\n",
-        REF_OPS,
+        CHECKS,
         "a bias computed from parameters accepted, its gradient silently dropped",
     ),
     Mutant(
@@ -210,7 +215,7 @@ MODULE_MUTANTS = [
         _CHECKS,
         "    if len(set(devices.values())) > 1:",
         "    if len(set(devices.values())) > 2:",
-        REF_OPS,
+        CHECKS,
         "tensors on two devices let through to a kernel",
     ),
     # ---------------------------------------------------------------- mfkernels/layouts.py
@@ -236,7 +241,7 @@ MODULE_MUTANTS = [
         _LAUNCH,
         "if row_dim is not None and row_dim > MAX_ROW_DIM:",
         "if row_dim is not None and row_dim >= MAX_ROW_DIM:",
-        ("tests/mfkernels/test_residual.py::test_unsupported_reasons",),
+        LAUNCH,
         "the widest supported row refused",
     ),
     Mutant(
@@ -244,7 +249,7 @@ MODULE_MUTANTS = [
         _LAUNCH,
         "return rows, block_d, max(rows, min(256, next_power_of_2(max(n_rows, 1))))",
         "return rows, block_d, min(256, next_power_of_2(max(n_rows, 1)))",
-        GELU_TILES,
+        LAUNCH + GELU_TILES,
         "a bias-gradient chunk shorter than its tile: the tile's rows past it counted twice",
     ),
     Mutant(
@@ -269,7 +274,7 @@ MODULE_MUTANTS = [
         _CSRC,
         "gate, gate_dot = _unit_col_stride(gate), _unit_col_stride(gate_dot)",
         "gate, gate_dot = gate, gate_dot",
-        CSRC,
+        STRIDED,
         "a gate with strided columns passed to a kernel that reads unit-stride columns",
     ),
     Mutant(
@@ -277,8 +282,8 @@ MODULE_MUTANTS = [
         _CSRC,
         "grad_m = _contiguous_aligned(grad_m.to(x.dtype))",
         "grad_m = _contiguous_aligned(grad_m)",
-        CSRC,
-        "an fp32 gradient of a bf16 LayerNorm (autocast) handed over uncast",
+        GRAD_DTYPE,
+        "an fp32 gradient of a bf16 LayerNorm handed over uncast (the extension refuses it)",
     ),
     Mutant(
         "csrc-stale-only-if-older",

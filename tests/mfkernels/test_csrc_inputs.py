@@ -55,6 +55,44 @@ def test_gelu_on_a_0d_tensor(dtype, backend):
         assert_close(name, out, ref.double(), dtype)
 
 
+@needs_ext
+def test_vectors_with_strided_columns():
+    """A gate, a modulation vector or a GELU bias whose columns are not adjacent (a transposed
+    or every-other-column view): the kernels read unit-stride columns, so these are copied."""
+    x, x_dot, f, f_dot = (torch.randn(2, 17, 72) for _ in range(4))
+    gate, gate_dot, shift, scale = (torch.randn(72, 2).t() for _ in range(4))
+    args = (x, x_dot, gate, gate_dot, f, f_dot)
+    for out, ref in zip(
+        mfkernels.gated_residual_jvp(*args, backend="cpu"), reference.gated_residual_jvp(*f64(*args))
+    ):
+        assert_close("gated residual", out, ref, torch.float32)
+    args = (x, x_dot, shift, scale, gate, gate_dot)
+    for out, ref in zip(
+        mfkernels.layernorm_modulate_jvp(*args, backend="cpu"), reference.layernorm_modulate_jvp(*f64(*args))
+    ):
+        assert_close("LayerNorm", out, ref, torch.float32)
+    bias = torch.randn(144)[::2]
+    for out, ref in zip(
+        mfkernels.gelu_tanh_jvp(x, x_dot, bias, backend="cpu"), reference.gelu_tanh_jvp(*f64(x, x_dot, bias))
+    ):
+        assert_close("GELU", out, ref, torch.float32)
+    run = lambda b: grads(lambda t: mfkernels.gelu_tanh_jvp(x, x_dot, t, backend=b), bias)  # noqa: E731
+    for name, out, ref in zip(("y", "dbias"), run("cpu"), run("reference")):
+        assert_close(name, out, ref, torch.float32)
+
+
+@needs_ext
+def test_layernorm_backward_op_takes_a_float32_gradient_of_bf16_x():
+    """The backward op called with a gradient of another dtype than x (a caller's float32 loss
+    gradient): the extension takes it rounded to x's dtype, within bf16 of the reference's."""
+    x, scale = torch.randn(2, 17, 72).bfloat16(), torch.randn(2, 72).bfloat16()
+    grad_m = torch.randn(2, 17, 72)
+    op = torch.ops.mfkernels.layernorm_modulate_backward.default
+    refs = reference.layernorm_modulate_backward(*f64(grad_m, x, scale))
+    for name, out, ref in zip(("dx", "dshift", "dscale"), op(grad_m, x, scale, 1e-6, "cpu"), refs):
+        assert_close(name, out, ref, torch.bfloat16)
+
+
 # ------------------------------------------------------------ a missing or stale _C
 
 # Runs in a fresh interpreter whose mfkernels._C is absent, fails to load, or is another build
