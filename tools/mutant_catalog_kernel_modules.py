@@ -334,4 +334,20 @@ MODULE_MUTANTS = [
         DEPRECATED,
         "the old path announced as a UserWarning, which deprecation filters miss",
     ),
+    Mutant(
+        "sdpa-compiled-tangent-check-never-raises",
+        "mfkernels/sdpa.py",
+        "    if bool(grad_o_dot.ne(0).any()):  # NaN too",
+        "    if False:",
+        ("tests/mfkernels/test_sdpa_inputs.py",),
+        "compiled, a loss on the fused tangent loses that term's gradient without a word",
+    ),
+    Mutant(
+        "sdpa-compiled-takes-the-eager-function",
+        "mfkernels/sdpa.py",
+        "    if torch.compiler.is_compiling():\n        # The tangents as they are",
+        "    if False:\n        # The tangents as they are",
+        ("tests/mfkernels/test_sdpa_inputs.py",),
+        "traced, the eager Function is inlined and its check with it: the tangent becomes a constant",
+    ),
 ]
