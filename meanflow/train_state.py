@@ -2,12 +2,14 @@
 states, the checkpoint it writes (``last.pt``, kept ``ckpt_<step>.pt``) and how a run
 resumes from one, and the output folder's first writes.
 
-A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data, classes, rng,
-world_size}``: the DiT trainer's ``{model, ema, opt, args, step}`` plus what an exact resume
-needs (data position, every rank's random states) and what each label id meant (``classes``:
-a resume onto other class names is refused; an export names its classes by them). ``model_config`` is the model's ``config``:
-a ``DiTConfig``, or an adapter's ``AdapterConfig`` (class and constructor keywords, which
-rebuild it: ``meanflow/adapters.py``).
+A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data, classes,
+data_identity, rng, world_size}``: the DiT trainer's ``{model, ema, opt, args, step}`` plus what
+an exact resume needs (data position, every rank's random states), what each label id meant
+(``classes``: a resume onto other class names is refused; an export names its classes by them)
+and how the data was made (``data_identity``: a latent folder's VAE, reader and crop; a resume
+onto latents made otherwise is refused, and sampling and export check their VAE against it).
+``model_config`` is the model's ``config``: a ``DiTConfig``, or an adapter's ``AdapterConfig``
+(class and constructor keywords, which rebuild it: ``meanflow/adapters.py``).
 """
 
 import dataclasses
@@ -37,7 +39,7 @@ CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "mode
 # What a kept ckpt_<step>.pt holds unless keep_full: the EMA weights sampling and export read,
 # a quarter of a last.pt with one EMA (no raw weights, no AdamW moments). DiT-XL/2 in fp32:
 # 2.7 GB a kept checkpoint per EMA decay, where last.pt is 10.8 GB.
-SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step", "classes")
+SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step", "classes", "data_identity")
 # The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
 RUN_FILES = r"last\.pt|ckpt_\d{7}\.pt|config\.json"
 
@@ -117,6 +119,7 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
             ema.load_state_dict(state)
         load_optimizer_state(opt, ckpt["opt"])
         check_same_classes(ckpt.get("classes"), getattr(loader, "class_names", None))
+        check_same_data(ckpt.get("data_identity"), loader)
         loader.load_state_dict(ckpt["data"])
         rngs = ckpt["rng"]
         set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
@@ -141,6 +144,22 @@ def check_same_classes(recorded: list | None, now: list | None) -> None:
         f"the data's classes changed since it was written ({change}): resumed, every label would "
         "mean another class; resume with the data the run trained on, or start a new out_dir"
     )
+
+
+def check_same_data(recorded: dict | None, loader) -> None:
+    """A ValueError unless the data was made as it was when the checkpoint was written (a
+    latent folder prepared again at the same path with another VAE, reader or crop size: the
+    same count of the same classes, another latent space). A checkpoint of an older version,
+    or a loader that records nothing, is not compared."""
+    if recorded is None or not hasattr(loader, "data_changes"):
+        return
+    changes = loader.data_changes(recorded)
+    if changes:
+        raise ValueError(
+            f"the data at data.path was made otherwise since it was written ({'; '.join(changes)}): "
+            "resumed, the run would mix two kinds of data; resume with the data the run trained on, "
+            "or start a new out_dir"
+        )
 
 
 # How this run's optimizer computes, not what it learned: a checkpoint written with CUDA graphs
@@ -244,6 +263,7 @@ def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, 
         "step": step,
         "data": loader.state_dict(),
         "classes": getattr(loader, "class_names", None),
+        "data_identity": getattr(loader, "data_identity", None),
         "rng": rngs,
         "world_size": world,
     }

@@ -27,7 +27,9 @@ hash). ``decode`` (the trainer's sample grids) loads the recorded VAE, or the on
 ``vae_path`` (config key ``data.vae``: latents made on another machine), and refuses one that
 is not the recorded VAE (:func:`load_latents_vae`); :func:`check_vae_against_latents` is the
 same check for any loaded VAE, and :func:`check_vae_for_checkpoint` makes it with the latent
-folder a trainer checkpoint was trained on, for ``sample --vae`` and ``export --vae``.
+folder a trainer checkpoint was trained on, for ``sample --vae`` and ``export --vae``. A
+checkpoint records how its latents were made (:meth:`LatentIndex.identity`), and a resume onto
+a folder prepared again otherwise is refused (``meanflow/train_state.py``).
 """
 
 import json
@@ -107,6 +109,22 @@ class LatentIndex:
         self.flips, (self.channels, self.height, self.width) = m["flips"], m["latent_shape"]
         self.scale, self.shift = float(m["scale_factor"]), float(m.get("shift_factor") or 0.0)
 
+    def identity(self) -> dict:
+        """How these latents were made (docs/design.md section 5), for a checkpoint to record: a
+        folder prepared again at the same path with another VAE, reader, crop size or flips
+        holds as many latents of the same classes, and a resumed run would mix two latent
+        spaces without an error. The source images and their count may change (a warning)."""
+        m = self.manifest
+        vae = m.get("vae") or {}
+        made = {k: m.get(k) for k in ("reader", "image_size", "crop", "flips", "dtype")}
+        return {
+            "vae": {k: vae.get(k) for k in ("weights", "config", "sha256")},
+            **made,
+            "latent_shape": list(m["latent_shape"]),
+            "scale_factor": self.scale,
+            "shift_factor": self.shift,
+        }
+
     def __len__(self) -> int:
         return len(self.files)
 
@@ -122,6 +140,26 @@ class LatentIndex:
             f"{m.get('image_size')} px by the {m.get('reader', 'unrecorded')} reader from {m.get('source')}, "
             f"VAE {vae.get('weights')!r}{sha}"
         )
+
+
+def identity_changes(recorded: dict, now: dict) -> list:
+    """What differs between two :meth:`LatentIndex.identity` records, each naming both values.
+    The VAE is compared by its weights hash and config, not by where it was read from."""
+
+    from ..vae import describe_identity
+
+    def vae(record):
+        return {k: record.get(k) for k in ("config", "sha256")}
+
+    changes = [
+        f"{k}: {recorded.get(k)!r} then, {now[k]!r} now"
+        for k in now
+        if k != "vae" and k in recorded and recorded[k] != now[k]
+    ]
+    if "vae" in recorded and vae(recorded["vae"]) != vae(now["vae"]):
+        then, now_ = describe_identity(recorded["vae"]), describe_identity(now["vae"])
+        changes.insert(0, f"vae: {then} then, {now_} now")
+    return changes
 
 
 def load_latents_vae(manifest: dict, vae_path: str | None = None, device="cpu"):
@@ -204,10 +242,15 @@ class _LatentLoader(ShardedLoader):
         self.device, self.latent_mode = torch.device(device), latent_mode
         self.num_classes, self.channels = self.index.num_classes, self.index.channels
         self.class_names = self.index.classes
+        self.data_identity = self.index.identity()
         if self.index.height != self.index.width:
             raise ValueError(f"latents must be square, got {self.index.height}x{self.index.width}")
         self.image_size = self.index.height
         self.vae_path, self._vae = vae_path, None
+
+    def data_changes(self, recorded: dict) -> list:
+        """What differs between the latents a checkpoint recorded and these (:func:`identity_changes`)."""
+        return identity_changes(recorded, self.data_identity)
 
     def describe(self) -> str:
         return f"{self.index.describe()}; read with {self.reader}, latent_mode {self.latent_mode}"

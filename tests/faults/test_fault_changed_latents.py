@@ -1,0 +1,79 @@
+"""A latent folder prepared again at the same path between a run and its resume (another VAE,
+other flips): the same count of the same classes, so nothing else notices. A resume would mix
+two latent spaces in one model: it is refused, naming what changed."""
+
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+SIZE = 16
+
+
+def vae_folder(config, folder, perturb):
+    """A diffusers VAE folder of the tiny architecture (``perturb``: another VAE of it)."""
+    from meanflow.vae import load_vae
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights, said on purpose
+        vae = load_vae("random", config)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(perturb)
+    vae.save_pretrained(folder)
+    return folder
+
+
+def prepare(src, dst, vae, **kw):
+    from meanflow.prepare_latents import prepare_latents
+
+    args = dict(image_size=SIZE, batch_size=4, shard_size=4, num_workers=0, scan_workers=0)
+    args.update(progress=False, device="cpu", reader="torch", preview=0)
+    shutil.rmtree(dst, ignore_errors=True)  # made again from nothing, as a user would
+    return prepare_latents(src, dst, vae, **{**args, **kw})
+
+
+def config(tmp_path, steps):
+    from meanflow.config import TrainConfig
+
+    c = TrainConfig.from_name("imagenet256-b2")
+    c.model, c.model_kwargs = "DiT-T/4", {"depth": 1, "time_scale": 1.0}
+    c.data.path, c.data.num_workers, c.data.backend = str(tmp_path / "latents"), 0, "torch"
+    c.out_dir, c.steps, c.batch_size, c.progress = str(tmp_path / "run"), steps, 2, False
+    c.sample_every, c.eval_every, c.ckpt_every, c.threads = 0, 0, 0, 1
+    return c
+
+
+def trained(tmp_path, tiny_vae):
+    """``(source, latent folder, vae-a, vae-b, last.pt)``: a 1-step run on latents made with vae-a."""
+    from meanflow.data.synthetic import make_image_tree
+    from meanflow.train import main
+
+    src, dst = str(tmp_path / "train"), str(tmp_path / "latents")
+    make_image_tree(src, classes=2, per_class=4, sides=(16, 40), extras=False)
+    vae_a = vae_folder(tiny_vae[0], str(tmp_path / "vae-a"), 0.0)
+    vae_b = vae_folder(tiny_vae[0], str(tmp_path / "vae-b"), 1e-2)
+    prepare(src, dst, vae_a)
+    main(config(tmp_path, 1))
+    return src, dst, vae_a, vae_b, os.path.join(str(tmp_path / "run"), "last.pt")
+
+
+def test_a_resume_onto_latents_prepared_again_otherwise_is_refused(tmp_path, tiny_vae):
+    from meanflow.train import main
+
+    src, dst, vae_a, vae_b, last = trained(tmp_path, tiny_vae)
+    before = open(last, "rb").read()
+    prepare(src, dst, vae_b)
+    with pytest.raises(ValueError, match=r"last\.pt.*vae: .*vae-a.* then, .*vae-b.* now"):
+        main(config(tmp_path, 2))
+    prepare(src, dst, vae_a, flips=2)
+    with pytest.raises(ValueError, match="flips: 1 then, 2 now"):
+        main(config(tmp_path, 2))
+    assert open(last, "rb").read() == before
+
+    prepare(src, dst, vae_a)  # made as before: the run goes on
+    assert main(config(tmp_path, 2))["step"] == 2
