@@ -26,8 +26,8 @@ slightly) and the VAE's identity (:func:`meanflow.vae.vae_identity`: path, confi
 hash). ``decode`` (the trainer's sample grids) loads the recorded VAE, or the one given as
 ``vae_path`` (config key ``data.vae``: latents made on another machine), and refuses one that
 is not the recorded VAE (:func:`load_latents_vae`); :func:`check_vae_against_latents` is the
-same check for any loaded VAE, and :func:`check_vae_for_checkpoint` makes it with the latent
-folder a trainer checkpoint was trained on, for ``sample --vae`` and ``export --vae``. A
+same check for any loaded VAE, and :func:`check_vae_for_checkpoint` makes it with the VAE a
+trainer checkpoint recorded of its latents, for ``sample --vae`` and ``export --vae``. A
 checkpoint records how its latents were made (:meth:`LatentIndex.identity`), and a resume onto
 a folder prepared again otherwise is refused (``meanflow/train_state.py``).
 """
@@ -200,20 +200,34 @@ def check_vae_against_latents(vae, root: str, name: str, strict: bool = True) ->
 def latent_folder_of_checkpoint(ckpt: str) -> str | None:
     """The latent folder (``data.path``) a ``meanflow.train`` checkpoint was trained on, or
     None (not a trainer checkpoint, or not trained on latents)."""
+    return _checkpoint_latents(ckpt)[0]
+
+
+def _checkpoint_latents(ckpt: str) -> tuple:
+    """``(data.path, the VAE record its data_identity holds or None)`` of a trainer checkpoint
+    trained on latents, else ``(None, None)``."""
     from ..checkpoint import load_torch_file
 
     if not os.path.isfile(ckpt):
-        return None
+        return None, None
     saved = load_torch_file(ckpt)
     data = (saved.get("config") or {}).get("data") or {} if isinstance(saved, dict) else {}
-    return data.get("path") if data.get("name") == "latents" else None
+    if data.get("name") != "latents":
+        return None, None
+    return data.get("path"), (saved.get("data_identity") or {}).get("vae")
 
 
 def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> None:
-    """``sample --vae``/``export --vae``: :func:`check_vae_against_latents` with the latent
-    folder ``ckpt`` was trained on; nothing to check for a model not trained on latents."""
-    root = latent_folder_of_checkpoint(ckpt)
-    if root is not None:
+    """``sample --vae``/``export --vae``: :func:`meanflow.vae.check_vae` with the VAE the
+    checkpoint recorded of its latents (the folder may have been prepared again with another
+    since), or for an older checkpoint :func:`check_vae_against_latents` with the latent folder
+    it was trained on; nothing to check for a model not trained on latents."""
+    from ..vae import check_vae
+
+    root, record = _checkpoint_latents(ckpt)
+    if record is not None:
+        check_vae(vae, record, name, strict)
+    elif root is not None:
         check_vae_against_latents(vae, root, name, strict)
 
 

@@ -1,6 +1,7 @@
 """A latent folder prepared again at the same path between a run and its resume (another VAE,
 other flips): the same count of the same classes, so nothing else notices. A resume would mix
-two latent spaces in one model: it is refused, naming what changed."""
+two latent spaces in one model, and sampling would accept the new folder's VAE for a model
+trained on the old one's; both are refused, naming what changed."""
 
 import os
 import shutil
@@ -77,3 +78,18 @@ def test_a_resume_onto_latents_prepared_again_otherwise_is_refused(tmp_path, tin
 
     prepare(src, dst, vae_a)  # made as before: the run goes on
     assert main(config(tmp_path, 2))["step"] == 2
+
+
+def test_sampling_checks_the_vae_the_run_trained_with_not_the_folders_new_one(tmp_path, tiny_vae):
+    from meanflow.export import export
+    from meanflow.generate import run
+
+    src, dst, vae_a, vae_b, last = trained(tmp_path, tiny_vae)
+    prepare(src, dst, vae_b)
+    refused = "VAE .*vae-b.* is not the VAE the latents were made with"
+    with pytest.raises(ValueError, match=refused):
+        run(last, str(tmp_path / "samples"), num=2, batch_size=2, vae=vae_b, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=refused):
+        export(last, str(tmp_path / "pipe"), pipeline=True, vae=vae_b)
+    assert not os.path.exists(tmp_path / "pipe")
+    export(last, str(tmp_path / "pipe"), pipeline=True, vae=vae_a)
