@@ -121,3 +121,15 @@ def test_func_jvp_loss_and_grads_match_math_attention(backend, dtype):
     assert ref_grads["h_embedder.mlp.2.weight"].abs().max() > 1e-3 * largest  # r reaches the loss
     for name, grad in grads.items():
         assert_close(name, grad, ref_grads[name], dtype, floor=1e-3 * largest)
+
+
+def test_each_time_reaches_its_embedder():
+    """``t`` goes to the t embedder, the interval ``h = t - r`` to the h embedder."""
+    model = tiny_vit().eval()
+    fed = {}
+    for name in ("t_embedder", "h_embedder"):
+        getattr(model, name).register_forward_pre_hook(lambda m, args, name=name: fed.update({name: args[0]}))
+    z, t, y = inputs()
+    r = torch.tensor([0.1, 0.5, 0.0, 0.25])
+    model(z, r, t, y)
+    assert torch.equal(fed["t_embedder"], t) and torch.equal(fed["h_embedder"], t - r)

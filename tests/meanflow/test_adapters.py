@@ -96,3 +96,39 @@ def test_func_jvp_loss_and_grads_match_math_attention(backend, dtype):
     largest = max(g.abs().max().item() for g in ref_grads.values())
     for name, grad in grads.items():
         assert_close(name, grad, ref_grads[name], dtype, floor=1e-3 * largest)
+
+
+def test_each_time_reaches_its_embedding():
+    """Every block's embedding projects two timesteps (the final layer reuses block 0's): the
+    DiT's ``1000 t`` for its own time embedding and ``1000 h``, ``h = t - r``, for the interval's."""
+    model = tiny_dit().double().eval()
+    projected = []
+    for block in model.transformer.transformer_blocks:
+        block.norm1.emb.inner.time_proj.register_forward_pre_hook(lambda m, args: projected.append(args[0]))
+    z, y = batch(torch.float64)
+    t = torch.tensor([0.9, 0.5, 1.0, 0.3], dtype=torch.float64)
+    r = torch.tensor([0.1, 0.5, 0.0, 0.2], dtype=torch.float64)
+    model(z, r, t, y)
+    times, intervals = 1000 * t, 1000 * (t - r)
+    assert len(projected) >= 2 * len(model.transformer.transformer_blocks)
+    for value in projected:
+        assert torch.allclose(value, times, rtol=1e-12) or torch.allclose(value, intervals, rtol=1e-12)
+    assert sum(torch.allclose(v, intervals, rtol=1e-12) for v in projected) == len(projected) // 2
+
+
+def test_learned_sigma_gives_the_first_channels():
+    """A learned-sigma DiT (``2 C`` outputs, as DiT checkpoints) gives its first ``C`` channels,
+    the prediction, not sigma's: at initialisation u is the DiT's own output there."""
+    transformer = diffusers.DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+        sample_size=4, patch_size=2, num_embeds_ada_norm=NUM_CLASSES,
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in transformer.parameters():
+            p.normal_(0, 0.2)
+    plain = copy.deepcopy(transformer).eval()
+    model = DiffusersDiT(transformer).eval()
+    z, t, y = torch.randn(2, 4, 4, 4), torch.tensor([0.9, 0.5]), torch.tensor([2, NUM_CLASSES])
+    full = plain(z, timestep=t * 1000, class_labels=y, return_dict=False)[0]
+    assert full.shape[1] == 8
+    assert torch.equal(model(z, t / 2, t, y), full[:, :4])

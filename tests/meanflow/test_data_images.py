@@ -126,6 +126,18 @@ def test_adm_center_crop_reference():
     half = Image.fromarray(arr).resize((48, 75), resample=Image.BOX)
     want = np.asarray(half.resize((32, 50), resample=Image.BICUBIC))[9:41]
     assert out.shape == (32, 32, 3) and np.array_equal(out, want)
+    # ADM halves while the short side is >= 2 * size: at exactly 64 once, then no resize is left
+    edge = rng.integers(0, 255, size=(100, 64, 3), dtype=np.uint8)
+    halved = np.asarray(Image.fromarray(edge).resize((32, 50), resample=Image.BOX))[9:41]
+    assert np.array_equal(center_crop_arr(Image.fromarray(edge), 32), halved)
+
+
+def test_flip_mirrors_left_to_right(index):
+    """The random flip is horizontal: the flipped image is the unflipped one with its columns reversed."""
+    for i in range(3):
+        image = load_image(index.path(i), SIZE)
+        assert torch.equal(load_image(index.path(i), SIZE, flip=True), image.flip(-1))
+        assert not torch.equal(image.flip(-1), image.flip(-2))
 
 
 @needs_dali

@@ -159,3 +159,18 @@ def test_gpu_pipeline(tiny):
     pipe.to("cuda")
     gpu = pipe([0, 1], generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+def test_latents_decode_with_the_vaes_own_scale(tiny_vae, tiny):
+    """A VAE whose config has another scaling_factor (SDXL's 0.13025) and a shift_factor
+    (FLUX's kind): the model's latents are ``(z - shift) * scale``, decoded as ``z``."""
+    pytest.importorskip("diffusers")
+    vae = random_vae({**tiny_vae[0], "scaling_factor": 0.13025, "shift_factor": 0.1159})
+    pipe = MeanFlowPipeline(tiny(in_channels=4), vae)
+    assert pipe.scaling_factor == 0.13025
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    images = pipe([0, 1], generator=gen(), output_type="pt").images
+    latents = pipe([0, 1], generator=gen(), output_type="latent").images
+    with torch.no_grad():
+        decoded = vae.decode(latents / 0.13025 + 0.1159).sample
+    assert torch.allclose(images, (decoded / 2 + 0.5).clamp(0, 1), atol=1e-6)

@@ -109,3 +109,51 @@ def test_truncated_safetensors_names_the_file(tmp_path, tiny_vae):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
     with pytest.raises(ValueError, match=r"cannot read VAE weights .*vae\.safetensors.*truncated"):
         mvae.load_vae(str(weights), path)
+
+
+def test_shifted_latents_decode_as_the_vae_encoded_them(tiny_vae):
+    """Latents made as ``(z - shift) * scale`` (a shifted VAE's: FLUX's kind) decode as ``z``,
+    with the scale and shift of the VAE's config or given."""
+    pytest.importorskip("diffusers")
+    config, _ = tiny_vae
+    vae = random_vae({**config, "scaling_factor": 0.3611, "shift_factor": 0.1159})
+    assert mvae.latent_scale(vae) == (0.3611, 0.1159)
+    z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    latents = (z - 0.1159) * 0.3611
+    with torch.no_grad():
+        want = vae.decode(z).sample.float().clamp(-1, 1)
+    assert torch.allclose(mvae.decode_latents(vae, latents), want, atol=1e-5)
+    given = mvae.decode_latents(vae, (z - 0.5) * 2.0, scale_factor=2.0, shift_factor=0.5)
+    assert torch.allclose(given, want, atol=1e-5)
+
+
+def test_weights_hash_tells_which_tensor_is_which(tiny_vae):
+    """Two same-shaped tensors swapped are another VAE; the same weights in float64 are not."""
+    pytest.importorskip("diffusers")
+    config, _ = tiny_vae
+    vae = random_vae(config)
+    before = mvae.weights_sha256(vae)
+    assert mvae.weights_sha256(random_vae(config, dtype=torch.float64)) == before
+    shapes = {}
+    for name, tensor in vae.state_dict().items():
+        shapes.setdefault(tuple(tensor.shape), []).append(name)
+    first, second = next(names for names in shapes.values() if len(names) > 1)[:2]
+    state = vae.state_dict()
+    state[first], state[second] = state[second].clone(), state[first].clone()
+    assert not torch.equal(state[first], state[second])
+    vae.load_state_dict(state)
+    assert mvae.weights_sha256(vae) != before
+
+
+def test_random_weights_do_not_depend_on_the_global_seed(tiny_vae):
+    """``load_vae("random")`` draws from seed 0 whatever the caller's RNG state, and leaves that
+    state as it was: a test's or a dry run's VAE is the same in every process."""
+    pytest.importorskip("diffusers")
+    config, _ = tiny_vae
+    weights = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        weights.append(random_vae(config).state_dict())
+        assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(seed)))
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
