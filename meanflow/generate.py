@@ -11,13 +11,14 @@ made it. Indices go in batches of ``--batch-size``; batch ``k`` belongs to rank
 its PNGs ``images/i.png``; a re-run skips finished batches, so an interrupted run resumes and
 ends with the same images. When every batch is done, rank 0 streams the shards into
 ``samples.npz`` (``arr_0`` images, ``arr_1`` labels, as ADM's ``image_sample.py``), atomically,
-and removes the shards. ``manifest.json`` records the settings and the checkpoint's sha256;
-a re-run with other settings, or from a checkpoint that changed since (a live run's
-``last.pt``), into the same ``--out`` is refused. So is an ``--out`` whose ``manifest.json``
-is damaged or not ours, or that holds files of these names (``images/*.png`` too) but no
-manifest: nothing this program did not write is overwritten. One run holds an ``--out`` at a
-time (a second one is refused), and a resumed run removes the temporaries that a killed one's
-writes left there (``meanflow/generate_out.py``: the folder's rules).
+and removes the shards. ``manifest.json`` records the settings and the checkpoint's and the
+VAE's sha256; a re-run with other settings, or from a checkpoint that changed since (a live
+run's ``last.pt``) or a VAE replaced at its path, into the same ``--out`` is refused. So is an
+``--out`` whose ``manifest.json`` is damaged or not ours, or that holds files of these names
+(``images/*.png`` too) but no manifest: nothing this program did not write is overwritten.
+One run holds an ``--out`` at a time (a second one is refused), and a resumed run removes the
+temporaries that a killed one's writes left there (``meanflow/generate_out.py``: the folder's
+rules).
 
 The math is ``meanflow.sampler.sample`` (the function ``from meanflow import sample``; this
 file is its batch driver, ``python -m meanflow.sampler`` draws a quick grid PNG).
@@ -54,7 +55,7 @@ from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this prog
     write_manifest,
 )
 from .pretrained import load_model
-from .vae import RANDOM, decode_latents, latent_scale, load_vae
+from .vae import RANDOM, decode_latents, latent_scale, load_vae, weights_sha256
 
 
 def index_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -260,6 +261,7 @@ def run(
             "batch_size": batch_size,
             "classes": classes if cfg.num_classes else None,
             "vae": os.path.abspath(vae) if vae and vae != RANDOM else vae,
+            "vae_sha256": weights_sha256(decoder) if decoder is not None else None,
             "vae_config": os.path.abspath(vae_config) if vae_config else None,
             "scaling_factor": scaling_factor if decoder is not None else None,
             "dtype": dtype,

@@ -23,11 +23,15 @@ RESULT_KEYS = (
     "batch_size",
     "classes",
     "vae",
+    "vae_sha256",
     "vae_config",
     "scaling_factor",
     "dtype",
     "model_config",
 )
+# Recorded since a later version: a manifest without it (an older set) is not compared on it.
+# The VAE's weights hash, as the checkpoint's: a VAE replaced at the same path decodes otherwise.
+ADDED_KEYS = frozenset(("vae_sha256",))
 # What every manifest has held since the first version; older ones lack ckpt_sha256.
 MANIFEST_KEYS = frozenset(("ckpt", "num", "complete"))
 # The files a run writes with atomic_write, by folder: a kill mid-write leaves a temporary.
@@ -152,7 +156,9 @@ def _check_manifest(out: str, settings: dict):
             "(a live run's last.pt?), and its images would mix with the others; use another --out"
         )
     diff = [
-        f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in RESULT_KEYS if old.get(k) != settings[k]
+        f"{k}: {old.get(k)!r} there, {settings[k]!r} now"
+        for k in RESULT_KEYS
+        if old.get(k) != settings[k] and (k in old or k not in ADDED_KEYS)
     ]
     if diff:
         return f"{out} was sampled with other settings ({'; '.join(diff)}): use another --out"

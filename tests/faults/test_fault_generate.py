@@ -281,3 +281,36 @@ def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, tiny,
     said = capsys.readouterr().err.splitlines()
     assert len(said) == 1 and said[0].startswith("removed 4 "), said
     assert all(os.path.join(out, name) in said[0] for name in KILLED_WRITES), said
+
+
+def test_a_vae_replaced_at_its_path_is_refused_on_resume(tmp_path, tiny, tiny_vae, monkeypatch):
+    """Half the set decoded with one VAE and half with another would look like one set: the
+    manifest records the VAE's weights hash, as it does the checkpoint's, not its path alone."""
+    pytest.importorskip("diffusers")
+    from meanflow.vae import load_vae
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = load_vae("random", tiny_vae[1])
+    folder = str(tmp_path / "vae")
+    vae.save_pretrained(folder)
+    ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=4)), str(tmp_path / "s")
+    monkeypatch.setitem(RUN, "vae", folder)
+    interrupted_run(monkeypatch, ckpt, out)
+    before = snapshot(out)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(1e-2)
+    vae.save_pretrained(folder)  # another VAE under the same path
+    with pytest.raises(ValueError, match=r"vae_sha256: .* there, .* now\): use another --out"):
+        generate_cli.run(ckpt, out, **RUN)
+    assert snapshot(out) == before
+
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.sub_(1e-2)
+    vae.save_pretrained(folder)  # the VAE the set began with: an older manifest without its
+    path = os.path.join(out, "manifest.json")  # hash resumes as it did before the hash
+    manifest = json.loads(open(path).read())
+    del manifest["vae_sha256"]
+    open(path, "w").write(json.dumps(manifest))
+    assert generate_cli.run(ckpt, out, **RUN)
