@@ -6,8 +6,9 @@ A checkpoint is ``{model, ema, ema_decays, opt, config, model_config, step, data
 data_identity, rng, world_size}``: the DiT trainer's ``{model, ema, opt, args, step}`` plus what
 an exact resume needs (data position, every rank's random states), what each label id meant
 (``classes``: a resume onto other class names is refused; an export names its classes by them)
-and how the data was made (``data_identity``: a latent folder's VAE, reader and crop; a resume
-onto latents made otherwise is refused, and sampling and export check their VAE against it).
+and how the data was made (``data_identity``: a latent folder's VAE, reader and crop, MNIST's
+hash; a resume onto data made otherwise is refused, and sampling and export check their VAE
+against it).
 ``model_config`` is the model's ``config``: a ``DiTConfig``, or an adapter's ``AdapterConfig``
 (class and constructor keywords, which rebuild it: ``meanflow/adapters.py``).
 """
@@ -148,9 +149,9 @@ def check_same_classes(recorded: list | None, now: list | None) -> None:
 
 def check_same_data(recorded: dict | None, loader) -> None:
     """A ValueError unless the data was made as it was when the checkpoint was written (a
-    latent folder prepared again at the same path with another VAE, reader or crop size: the
-    same count of the same classes, another latent space). A checkpoint of an older version,
-    or a loader that records nothing, is not compared."""
+    latent folder prepared again at the same path with another VAE, reader or crop size, or
+    other images in MNIST's files: the same count of the same classes, other data). A
+    checkpoint of an older version, or a loader that records nothing, is not compared."""
     if recorded is None or not hasattr(loader, "data_changes"):
         return
     changes = loader.data_changes(recorded)

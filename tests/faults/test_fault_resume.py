@@ -201,3 +201,22 @@ def test_resume_onto_renamed_class_folders_is_refused_and_export_keeps_the_names
     shutil.rmtree(root / "zzz_new_class")
     message = cli_error(tiny_argv(out, str(root), *folder, "--steps", "3"))
     assert "checkpoint" in message and snapshot(out) == before  # 2 classes: the model's shape says so
+
+
+def test_resume_onto_other_images_in_the_mnist_files_is_refused(tmp_path, fake_mnist):
+    """Another data set in MNIST's files (Fashion-MNIST: as many images of 10 classes) passes
+    the count and class checks: the checkpoint records the data's hash."""
+    import gzip
+
+    out = tmp_path / "run"
+    train.cli(tiny_argv(out, fake_mnist))
+    before = snapshot(out)
+    path = os.path.join(fake_mnist, "train-images-idx3-ubyte.gz")
+    with gzip.open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[16:] = bytes(255 - b for b in data[16:])  # other images, the same header and count
+    with gzip.open(path, "wb") as f:
+        f.write(bytes(data))
+    message = cli_error(tiny_argv(out, fake_mnist, "--steps", "3"))
+    assert "last.pt" in message and "MNIST images and labels: sha256" in message
+    assert snapshot(out) == before
