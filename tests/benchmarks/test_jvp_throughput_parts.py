@@ -73,6 +73,22 @@ def test_ratios_and_gpu_targets():
     assert "OOM" in targets["fused >= 2x faster than best torch.func.jvp"]["detail"]
 
 
+def test_no_pass_over_torch_func_when_its_compiled_variant_was_never_tried():
+    """The 2x target is against the best of eager and compiled torch.func.jvp: with the
+    compiled one cut by the time budget (as in the H200 run of 2026-12-04) a pass over the
+    eager one alone is no verdict; a fail stays a fail (the untried one could only be faster)."""
+    skipped = _row("func_jvp+compile", None, status="skipped: time budget (55 s) used up")
+    rows = [_row("fm", 100.0, 20.0), _row("func_jvp", 400.0, 40.0), _row("fused_triton", 150.0, 23.0)]
+    name = "fused >= 2x faster than best torch.func.jvp"
+    for extra in ([skipped], []):
+        (speed,) = [t for t in R.evaluate_targets(rows + extra) if t["name"] == name]
+        assert speed["value"] == pytest.approx(400 / 150, abs=1e-3) and speed["pass"] is None
+        assert "func_jvp+compile" in speed["detail"] and "no verdict" in speed["detail"]
+    rows[1] = _row("func_jvp", 250.0, 40.0)
+    (speed,) = [t for t in R.evaluate_targets(rows + [skipped]) if t["name"] == name]
+    assert speed["pass"] is False
+
+
 def test_cpu_target_and_no_target_elsewhere():
     cpu = "CPU AMD EPYC (2 cores)"
     rows = [
