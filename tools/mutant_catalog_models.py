@@ -385,4 +385,28 @@ MODEL_MUTANTS = [
         (f"{T}test_data.py",),
         "MNIST digits padded into the top-left corner, not centred",
     ),
+    Mutant(
+        "resume-classes-unchecked",
+        "meanflow/train_state.py",
+        '        check_same_classes(ckpt.get("classes"), getattr(loader, "class_names", None))\n',
+        "",
+        ("tests/faults/test_fault_resume.py",),
+        "a resume onto renamed class folders trains every label as another class",
+    ),
+    Mutant(
+        "checkpoint-classes-not-recorded",
+        "meanflow/train_state.py",
+        '"classes": getattr(loader, "class_names", None),',
+        '"classes": None,',
+        ("tests/faults/test_fault_resume.py",),
+        "an export names its classes after the folder as it is now, not as the run trained on it",
+    ),
+    Mutant(
+        "resume-data-identity-unchecked",
+        "meanflow/train_state.py",
+        '        check_same_data(ckpt.get("data_identity"), loader)\n',
+        "",
+        ("tests/faults/test_fault_changed_latents.py", "tests/faults/test_fault_resume.py"),
+        "a resume onto latents made with another VAE, or other images in MNIST's files, mixes two data sets",
+    ),
 ]
