@@ -261,10 +261,10 @@ class Runner:
                 torch._dynamo.reset()
             self.cleanup()
 
+        own_limit = args.compile_timeout if compiled else args.eager_timeout
+        limit = max(5.0, min(own_limit, self.deadline - time.perf_counter()))
         try:
             loss_fn, context, undo = make_loss(variant, model, args)
-            limit = args.compile_timeout if compiled else args.eager_timeout
-            limit = max(5.0, min(limit, self.deadline - time.perf_counter()))
             t0 = time.perf_counter()
             with C.time_limit(limit), C.record_backends() as seen:
                 step()
@@ -297,12 +297,20 @@ class Runner:
                 network_pass()
             C.sync(device)
             return Prepared(row, step, network_pass, close)
-        except C.CaseTimeout as exc:
-            row["status"] = f"failed: {'compile ' if compiled else ''}{exc}"
         except Exception as exc:  # a failing variant is a result, not a crash
-            row["status"] = f"failed: {C.short_error(exc)}"
-            if fam in BACKEND_OF and not compiled:
-                resolved[fam] = None
+            if _timed_out(exc) and limit < own_limit:
+                # Cut by what was left of the run's budget, not by the case's own cap: the
+                # variant was not given its chance, which is no failure of it.
+                row["status"] = (
+                    f"skipped: time budget ({args.time_budget:.0f} s) used up during the first call"
+                    f" (cut at {limit:.0f} s of its {own_limit:.0f})"
+                )
+            elif isinstance(exc, C.CaseTimeout):
+                row["status"] = f"failed: {'compile ' if compiled else ''}{exc}"
+            else:
+                row["status"] = f"failed: {C.short_error(exc)}"
+                if fam in BACKEND_OF and not compiled:
+                    resolved[fam] = None
         close()
         return None
 
@@ -441,6 +449,15 @@ class Runner:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether :class:`C.CaseTimeout` ended the call (dynamo and inductor re-raise it wrapped)."""
+    while exc is not None:
+        if isinstance(exc, C.CaseTimeout):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _round_robin(fns, device, repeats, max_seconds):
