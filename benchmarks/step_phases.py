@@ -12,7 +12,9 @@ backward-side gap, and a host-side or a device-side one (the host time of a step
 time the GPU is busy in it). Phases are timed with CUDA events (perf_counter on the CPU); the
 median over ``--steps`` steps after one warm-up. The kernel table is torch.profiler over two
 more steps, by self device time (self CPU time on the CPU), one list per variant.
-``--out-dir``: the JSON goes there (``--traces``: a Chrome trace per variant too).
+``--out-dir``: the JSON goes there after every variant, so a run killed mid-way keeps the
+variants before it (``--traces``: a Chrome trace per variant too). ``--time-budget``: the
+variants that would start after it are rows ``skipped: time budget``.
 """
 
 import argparse
@@ -145,6 +147,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
     parser.add_argument("--top", type=int, default=15, help="kernels listed per variant")
     parser.add_argument("--tangent-rows", choices=["all", "r_neq_t"], default="all")
+    parser.add_argument("--time-budget", type=float, help="seconds; the variants after it are skipped")
     parser.add_argument("--out-dir", type=Path, help="write the JSON here")
     parser.add_argument("--traces", action="store_true", help="and a Chrome trace per variant (large)")
     args = parser.parse_args(argv)
@@ -181,8 +184,14 @@ def main(argv=None):
     print(f" | torch {torch.__version__}")
     payload = C.header(BENCHMARK, device, sys.argv, settings={k: str(v) for k, v in vars(args).items()})
     rows = []
+    path = C.result_path(args.out_dir, BENCHMARK, device, False, "json") if args.out_dir else None
+    start = time.perf_counter()
     for variant in args.variants:
-        if T.family(variant) in T.foreign_families(device):
+        if args.time_budget is not None and time.perf_counter() - start > args.time_budget:
+            rows.append(
+                {"variant": variant, "status": f"skipped: time budget ({args.time_budget:.0f} s) used up"}
+            )
+        elif T.family(variant) in T.foreign_families(device):
             rows.append({"variant": variant, "status": f"skipped: its kernels do not run on {device.type}"})
         else:
             try:
@@ -190,10 +199,10 @@ def main(argv=None):
             except Exception as exc:  # a failing variant is a result
                 rows.append({"variant": variant, "status": f"failed: {C.short_error(exc)}"})
         print_row(rows[-1])
-    if args.out_dir:
-        payload["rows"] = rows
-        path = C.result_path(args.out_dir, BENCHMARK, device, False, "json")
-        C.write_json(path, payload)
+        if path:  # after each variant: a DiT-XL/2 compile can outlast the caller's timeout
+            payload["rows"] = rows
+            C.write_json(path, payload)
+    if path:
         print(f"wrote {path}")
     return rows
 

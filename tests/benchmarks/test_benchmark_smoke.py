@@ -186,6 +186,34 @@ def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
             step_phases.parse_args([*argv, *bad])
 
 
+def test_step_phases_keeps_what_it_measured_when_cut_short(tmp_path, monkeypatch):
+    """gpu_validate.sh killed step_phases at its cap on the H200 (2026-12-04) after the first
+    compiled DiT-XL/2 variant, and the JSON, written only at the end, was lost: it is written
+    after every variant, and --time-budget skips the variants that would start past it."""
+    from benchmarks import step_phases
+
+    calls = []
+
+    def run_variant(variant, *args):
+        calls.append(variant)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a kill looks like from here: nothing after it runs
+        return {"variant": variant, "status": "ok (stand-in)"}
+
+    monkeypatch.setattr(step_phases, "run_variant", run_variant)
+    argv = ["--device", "cpu", "--preset", "DiT-T/4", "--batch", "2", "--out-dir", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        step_phases.main([*argv, "--variants", "fm", "dual_ref"])
+    (path,) = tmp_path.glob("step_phases_*.json")
+    assert [r["variant"] for r in json.loads(path.read_text())["rows"]] == ["fm"]
+    calls.clear()
+    ticks = iter(range(0, 1000, 10))  # each look at the clock: 10 s later
+    monkeypatch.setattr(step_phases.time, "perf_counter", lambda: next(ticks))
+    rows = step_phases.main([*argv, "--variants", "fm", "dual_ref", "--time-budget", "15"])
+    assert rows[0]["variant"] == "fm" and rows[0]["status"] == "ok (stand-in)"
+    assert rows[1]["status"] == "skipped: time budget (15 s) used up" and calls == ["fm"]
+
+
 def test_attention_gpu_sweep_covers_every_head_dim_early():
     """On a GPU, DiT-XL/2's own attention comes first (batch 64 x 16 heads, d 72, N 256 and
     1024); a short --time-budget then still reaches the judged head dims (64, 128) and the DiT's
