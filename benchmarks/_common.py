@@ -89,6 +89,25 @@ def git_info() -> dict:
         return {"commit": os.environ.get("MFK_GIT_COMMIT", "unknown"), "dirty": None}
 
 
+# Dense (no sparsity) bf16 tensor-core TFLOP/s from NVIDIA's datasheets, the most specific
+# name first: a PCIe or NVL card is clocked lower than the SXM part whose name it contains a
+# prefix of ("NVIDIA H100 PCIe" against "NVIDIA H100 80GB HBM3"), and MFU against the SXM
+# peak would understate it by a quarter.
+DATASHEET_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H100", 989.0),  # SXM ("80GB HBM3")
+    ("H200", 989.0),  # SXM, and GH200
+    ("A100", 312.0),
+)
+
+
+def datasheet_peak_tflops(name: str) -> float | None:
+    """The datasheet's dense bf16 peak of the GPU named ``name``; None for any other device."""
+    return next((tflops for key, tflops in DATASHEET_BF16_TFLOPS if key in name), None)
+
+
 def header(benchmark: str, device: torch.device, argv, settings: dict) -> dict:
     return {
         "benchmark": benchmark,

@@ -33,7 +33,7 @@ FLOPs counted per (batch * head), with N_q = N_k = N, from the matrix products o
   backward        10 N^2 d   (recompute S, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q;
                               2.5x the primal forward, as flash-attention counts it)
 TFLOP/s = count * batch * heads / time. "% peak" is against a measured dense 8192^3 bf16
-matmul on the same device (and the datasheet 989 TFLOP/s for H100/H200 SXM bf16 dense).
+matmul on the same device (and the datasheet's dense bf16 peak: 989 TFLOP/s for H100/H200 SXM).
 Memory: peak allocated during one call minus what was allocated before it (outputs and
 workspace), in MiB. Timing: ``triton.testing.do_bench`` medians on the GPU, the wall clock
 on the CPU.
@@ -73,11 +73,10 @@ KIND = {
     **{f"{p}_bwd": "bwd" for p in baselines.PROVIDERS},
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16/fp16, SXM
 
 
 def datasheet_peak(name: str):
-    return next((v for k, v in DATASHEET_TFLOPS.items() if k in name), None)
+    return C.datasheet_peak_tflops(name)  # bf16; fp16's dense peak is the same on these parts
 
 
 class Bench:

@@ -11,20 +11,23 @@ matching (``fm``), MeanFlow's default (du/dt on the rows with r != t, ``mf``) an
 with du/dt on every row (``mf_all``); no guidance and no class dropout, so that they differ
 only in the passes they run.
 
-Per case, after the warmup (a graphed step captures at its fourth step): ``ms``, the wall time
-per step over ``--steps`` steps ended by one sync; ``host_ms``, the time the Python call of a
-step takes (a step whose host time reaches its wall time is host-bound: the GPU waits for
-launches); ``device_busy_ms``, the time per step the GPU runs kernels (torch.profiler over
-two more steps; None on the CPU, or where a graph's kernels were not traced): a step whose
-host time exceeds it keeps the GPU waiting; ``mfu``, model FLOPs per second against the
-datasheet's dense peak. Model FLOPs
-are those of FM's step, 3 forward passes per image (forward and backward), counted by
+Per case, after the warmup (a graphed step captures at its fourth step): ``ms``, the median
+wall time of ``--steps`` steps, each from a sync to a sync; ``host_ms``, the median time the
+Python call of a step takes from that sync (a step whose host time reaches its wall time is
+host-bound: the GPU waits for launches; without the sync before it, a GPU-bound step's call
+would wait for the kernels of the steps before it and look host-bound too);
+``device_busy_ms``, the time per step the GPU runs kernels (torch.profiler over two more
+steps; None on the CPU, or where a graph's kernels were not traced): a step whose host time
+exceeds it keeps the GPU waiting; ``mfu``, model FLOPs per second against the datasheet's
+dense bf16 peak of the GPU (``_common.DATASHEET_BF16_TFLOPS``). Model FLOPs are those of FM's
+step, 3 forward passes per image (forward and backward), counted by
 ``torch.utils.flop_counter`` on one forward with math attention, for every objective: what a
 MeanFlow step does beyond them is its overhead, not useful work.
 """
 
 import argparse
 import copy
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,7 +48,6 @@ OBJECTIVES = {
     "mf": dict(objective="meanflow", class_dropout=0.0, cfg_w=1.0, cfg_k=0.0, tangent_rows="r_neq_t"),
     "mf_all": dict(objective="meanflow", class_dropout=0.0, cfg_w=1.0, cfg_k=0.0, tangent_rows="all"),
 }
-DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM
 
 
 def forward_flops(model, x, y) -> int:
@@ -101,18 +103,20 @@ def run_case(preset, batch, objective, mode, device, dtype, steps) -> dict:
     for step in range(5):  # a graphed step: 3 eager on a side stream, a capture, a replay
         one(step)
     C.sync(device)
-    host, start = [], time.perf_counter()
+    host, wall = [], []
     for step in range(5, 5 + steps):
+        C.sync(device)
         t0 = time.perf_counter()
         stats = one(step)
         host.append((time.perf_counter() - t0) * 1e3)
-    C.sync(device)
-    ms = (time.perf_counter() - start) * 1e3 / steps
-    row.update(status="ok", ms=ms, host_ms=sorted(host)[len(host) // 2], loss=float(stats["loss"]))
+        C.sync(device)
+        wall.append((time.perf_counter() - t0) * 1e3)
+    ms = statistics.median(wall)
+    row.update(status="ok", ms=ms, host_ms=statistics.median(host), loss=float(stats["loss"]))
     row["device_busy_ms"] = device_busy_ms(one, 5 + steps, device)
     flops = 3 * forward_flops(model, x, y)
     row.update(model_tflop_per_step=flops / 1e12, tflops=flops / ms / 1e9)
-    peak = next((v for k, v in DATASHEET_TFLOPS.items() if k in C.device_name(device)), None)
+    peak = C.datasheet_peak_tflops(C.device_name(device))
     if peak and dtype == "bf16":
         row["mfu"] = round(row["tflops"] / peak, 3)
     return row
