@@ -18,7 +18,6 @@ taken in one run); on a GPU it is triton.testing.do_bench (or CUDA events withou
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 import mfkernels  # noqa: E402
-from benchmarks._common import device_name, record_backends  # noqa: E402
+from benchmarks._common import device_name, git_info, record_backends, versions  # noqa: E402
 from mfkernels.backends import csrc as csrc_ops  # noqa: E402
 
 OPS = (
@@ -102,7 +101,7 @@ def time_gpu(fn, reps: int) -> float:
     try:
         from triton.testing import do_bench
 
-        return do_bench(fn, warmup=10, rep=max(reps, 20)) / 1e3
+        return do_bench(fn, warmup=10, rep=max(reps, 20), return_mode="median") / 1e3  # as the CPU rows
     except ImportError:
         fn()
         torch.cuda.synchronize()
@@ -126,17 +125,25 @@ def backend_runs(fn, backend) -> bool:
     return set().union(*seen.values()) == {backend}
 
 
+def plan_backends(on_gpu: bool) -> list[str]:
+    """The backends to time, the reference (the yardstick) first. Without the extension a GPU
+    still has Triton rows to compare (a build that failed on a fresh machine must not cost
+    them); a CPU has nothing left to compare."""
+    if on_gpu:
+        return ["reference", *(["cuda"] if csrc_ops.available() else []), "triton"]
+    if not csrc_ops.available():
+        raise SystemExit(f"{csrc_ops.import_error}; nothing to benchmark on the CPU")
+    return ["reference", "cpu"]
+
+
 def environment(device) -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    git = git_info()
     return {
         "device": device_name(device),
         "torch": torch.__version__,
-        "commit": commit,
+        "triton": versions()["triton"],
+        "commit": git["commit"][:10],
+        "dirty": git["dirty"],
         "cpu_isa": csrc_ops._C.cpu_isa() if csrc_ops.available() else None,
         "threads": torch.get_num_threads(),
     }
@@ -156,16 +163,16 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if not csrc_ops.available():
-        raise SystemExit(f"{csrc_ops.import_error}; nothing to benchmark")
     on_gpu = device.type == "cuda"
+    backends = plan_backends(on_gpu)
+    if not csrc_ops.available():
+        print(f"# no csrc extension ({csrc_ops.import_error}): reference and Triton rows only")
     if args.quick:
         shapes = [("small", 2, 64, 384)]
     elif on_gpu:
         shapes = [("DiT-S/2 b256", 256, 256, 384), ("DiT-XL/2 b64", 64, 256, 1152)]
     else:
         shapes = [("DiT-S/2 b8", 8, 256, 384)]
-    backends = ["reference", "cuda", "triton"] if on_gpu else ["reference", "cpu"]
     rounds = 5 if args.quick else 30
     env = environment(device)
     print(f"# {env}")

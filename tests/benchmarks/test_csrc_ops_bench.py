@@ -22,3 +22,19 @@ def test_the_gated_residual_backward_runs_on_the_reference_and_triton_only():
     assert backend_runs(fn, "reference")
     assert not backend_runs(fn, "cpu")
     assert backend_runs(fn, "triton") == ("triton" in mfkernels.available_backends("cpu"))
+
+
+def test_a_gpu_without_the_extension_still_times_the_triton_rows(monkeypatch):
+    """gpu_validate.sh runs csrc_ops for the Triton rows too: a failed build (a fresh machine
+    without nvcc or pybind11) must not end the run before them; a CPU has nothing to compare."""
+    import pytest
+
+    from benchmarks import csrc_ops
+
+    monkeypatch.setattr(csrc_ops.csrc_ops, "available", lambda: False)
+    assert csrc_ops.plan_backends(True) == ["reference", "triton"]
+    with pytest.raises(SystemExit, match="nothing to benchmark"):
+        csrc_ops.plan_backends(False)
+    monkeypatch.setattr(csrc_ops.csrc_ops, "available", lambda: True)
+    assert csrc_ops.plan_backends(True) == ["reference", "cuda", "triton"]
+    assert csrc_ops.plan_backends(False) == ["reference", "cpu"]
