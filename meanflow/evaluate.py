@@ -8,7 +8,9 @@ with uint8 NHWC images in ``arr_0`` (ADM's format, ``meanflow.generate``'s outpu
 ``meanflow.generate`` output directory. The reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
-reproduces); ``--save-ref-stats`` writes one.
+reproduces); ``--save-ref-stats`` writes one that also records the extractor, its FID layer and
+its weights' sha256, and statistics so recorded are refused as the reference of a run with other
+features (``meanflow.reference_stats``; files without the record are used unchecked).
 
 Features come from a feature extractor registered with torch-fidelity (default its
 TF-compatible Inception-v3); the metric formulas are torch-fidelity's. Nothing is ever
@@ -35,7 +37,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, file_sha256, load_torch_file, write_json_atomic
+from . import reference_stats
+from .checkpoint import file_sha256, load_torch_file, write_json_atomic
 from .cli import errors_as_one_line
 from .data.image_folder import IMAGE_EXTENSIONS
 from .distributed import resolve_device
@@ -161,11 +164,12 @@ def _downloads(extractor: str) -> bool:
 
 class ImageSet:
     """A uniform view of an image source: ``len``, ``batches(size)`` of uint8 ``(B, 3, H, W)``
-    tensors, and ``stats`` (precomputed ``mu``/``sigma`` or None)."""
+    tensors, ``stats`` (precomputed ``mu``/``sigma`` or None) and ``stats_record`` (what made
+    them, when the file says: ``meanflow.reference_stats``)."""
 
     def __init__(self, path: str, role: str):
         self.path, self.role = path, role
-        self.files, self.array, self.stats, self.npz = None, None, None, None
+        self.files, self.array, self.stats, self.stats_record, self.npz = None, None, None, None, None
         if os.path.isdir(path):
             manifest = os.path.join(path, "manifest.json")
             npz = os.path.join(path, "samples.npz")
@@ -194,8 +198,7 @@ class ImageSet:
             raise ValueError(f"{self.role} {path} is not a readable .npz: {e}") from e
         with data:
             names = set(data.files)
-            if "mu" in names and "sigma" in names:
-                self.stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}
+            self.stats, self.stats_record = reference_stats.read(data, path, self.role)
         if "arr_0" in names:
             array = load_npz_member(path, "arr_0")
             if (
@@ -343,15 +346,6 @@ def _is_report(path: str) -> bool:
     return isinstance(report, dict) and not report.keys().isdisjoint(REPORT_KEYS)
 
 
-def _is_stats(path: str) -> bool:
-    """An ``.npz`` of ``mu`` and ``sigma`` alone, as ``--save-ref-stats`` writes."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return sorted(zf.namelist()) == ["mu.npy", "sigma.npy"]
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
 # ------------------------------------------------------------------- features
 
 
@@ -467,7 +461,10 @@ def evaluate(
         del layer["fid"]
     inputs = [("samples", sample_set.npz)] + ([("reference", ref_set.npz)] if ref_set is not None else [])
     inputs = [(role, path) for role, path in inputs if path is not None]
-    destinations = [("--out", out, _is_report), ("--save-ref-stats", save_ref_stats, _is_stats)]
+    destinations = [
+        ("--out", out, _is_report),
+        ("--save-ref-stats", save_ref_stats, reference_stats.is_stats),
+    ]
     destinations = [(flag, path, ours) for flag, path, ours in destinations if path]
     if len(destinations) == 2 and _same_path(out, save_ref_stats):
         raise ValueError(f"--out and --save-ref-stats are both {out}: give two different files")
@@ -478,6 +475,11 @@ def evaluate(
     extractor, provenance = make_extractor(
         feature_extractor, layer.values(), dev, weights_path, verbose, allow_unverified_weights
     )
+    features = None
+    if "fid" in layer:  # checked before any extraction: a refusal costs nothing
+        features = reference_stats.record(feature_extractor, layer["fid"], provenance, weights_path)
+        if ref_set.stats is not None:
+            reference_stats.check(ref_set.npz, ref_set.stats_record, features, verbose)
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
     result = {}
     ref_feats, ref_stats = None, None
@@ -493,11 +495,7 @@ def evaluate(
         from torch_fidelity.metric_fid import fid_statistics_to_metric
 
         stats = fid_stats(sample_feats[layer["fid"]])
-        if ref_stats["mu"].shape != stats["mu"].shape or ref_stats["sigma"].shape != stats["sigma"].shape:
-            raise ValueError(
-                f"reference statistics have dimension {ref_stats['mu'].shape}, the {feature_extractor} "
-                f"features {stats['mu'].shape}: they come from another feature extractor"
-            )
+        reference_stats.check_shape(ref_stats, stats, feature_extractor)
         result["fid"] = fid_statistics_to_metric(stats, ref_stats, verbose)["frechet_inception_distance"]
     if "isc" in metrics:
         isc = isc_features_to_metric(sample_feats[layer["isc"]], splits=min(isc_splits, len(sample_set)))
@@ -534,7 +532,9 @@ def evaluate(
         "torch_fidelity": fidelity.__version__,
     }
     if save_ref_stats:
-        atomic_write(save_ref_stats, lambda f: np.savez(f, mu=ref_stats["mu"], sigma=ref_stats["sigma"]))
+        # a copy of statistics read from a file keeps its record, or its lack of one: this run
+        # never saw the features behind them
+        reference_stats.write(save_ref_stats, ref_stats, ref_set.stats_record if ref_set.stats else features)
     if out is not None:
         write_json_atomic(out, report, indent=2)
     return report
@@ -563,7 +563,7 @@ def main(argv=None):
         help="use a weights file whose sha256 is not the published one (results not comparable)",
     )
     p.add_argument("--feature-extractor", default=INCEPTION, help="a torch-fidelity registered extractor")
-    p.add_argument("--save-ref-stats", help="write the reference's mu/sigma to this .npz")
+    p.add_argument("--save-ref-stats", help="write the reference's mu/sigma, with their extractor, to .npz")
     p.add_argument("--batch-size", type=int, default=64, help="images per extractor batch (default: 64)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")

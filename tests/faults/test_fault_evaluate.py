@@ -168,3 +168,31 @@ def test_weights_must_have_the_published_sha256(images, tmp_path, monkeypatch, c
     torch.save({"fc.weight": torch.zeros(1008, 2048)}, fake)
     err = cli_error(capsys, [images[0], "--ref", images[1], "--inception-weights", str(fake)])
     assert ev.PUBLISHED_WEIGHTS[ev.INCEPTION].sha256 in err and ev.ALLOW_FLAG in err
+
+
+def test_statistics_from_unverified_weights_never_pass_for_the_published(
+    images, tmp_path, monkeypatch, capsys, no_downloads
+):
+    """Statistics saved from another weights file (let through by --allow-unverified-weights)
+    and taken later as the reference of a run on the published file: same extractor, same
+    dimension, so only their record shows the FID would compare two feature spaces."""
+    good, other = tmp_path / "good.pt", tmp_path / "other.pt"
+    torch.save(torch.randn(48, 4, generator=torch.Generator().manual_seed(0)), good)
+    torch.save(torch.randn(48, 4, generator=torch.Generator().manual_seed(1)), other)
+    pin(monkeypatch, PINNED, str(good))
+    stats = tmp_path / "stats.npz"
+    cli = ["--feature-extractor", PINNED, "--metrics", "fid", "--quiet", "--extractor-weights"]
+    with pytest.warns(UserWarning, match="not the published"):
+        ev.main(
+            [images[0], "--ref", images[1], *cli, str(other), ev.ALLOW_FLAG, "--save-ref-stats", str(stats)]
+        )
+    capsys.readouterr()
+    err = cli_error(capsys, [images[0], "--ref", str(stats), *cli, str(good)])
+    for named in (str(stats), ev.file_sha256(str(other)), ev.file_sha256(str(good)), "Recompute"):
+        assert named in err
+    # with the weights that made them, they are the reference images' FID
+    run = dict(metrics=["fid"], feature_extractor=PINNED, weights_path=str(other), verbose=False)
+    with pytest.warns(UserWarning, match="not the published"):
+        via_stats = ev.evaluate(images[0], str(stats), allow_unverified_weights=True, **run)
+        direct = ev.evaluate(images[0], images[1], allow_unverified_weights=True, **run)
+    assert via_stats["fid"] == pytest.approx(direct["fid"], rel=1e-9)

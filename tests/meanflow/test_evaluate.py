@@ -133,8 +133,11 @@ def test_all_metrics_to_json(sets, tmp_path):
 def test_precomputed_reference_statistics(sets, tmp_path):
     stats = tmp_path / "ref_stats.npz"
     direct = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
-    with np.load(stats) as data:
-        assert set(data.files) == {"mu", "sigma"} and data["mu"].shape == (16,)
+    with np.load(stats) as data:  # allow_pickle=False: the record is plain strings
+        assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer", "weights_sha256"}
+        assert data["mu"].shape == (16,)
+        record = {k: str(data[k][()]) for k in ("feature_extractor", "feature_layer", "weights_sha256")}
+    assert record == {"feature_extractor": TINY, "feature_layer": "feat", "weights_sha256": ""}
     via_stats = ev.evaluate(sets["shift16"], str(stats), metrics=["fid"], **RUN)
     assert via_stats["fid"] == pytest.approx(direct["fid"], rel=1e-9)
     assert via_stats["reference_stats"] == "precomputed" and via_stats["num_reference"] is None
@@ -143,6 +146,89 @@ def test_precomputed_reference_statistics(sets, tmp_path):
     np.savez(tmp_path / "adm_like.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     with pytest.raises(ValueError, match=r"dimension \(2048,\).*another feature extractor"):
         ev.evaluate(sets["a_npz"], str(tmp_path / "adm_like.npz"), metrics=["fid"], **RUN)
+
+
+TINY_TWIN = "meanflow-test-tiny-twin"  # the same features under another name: its 16 dimensions match
+if TINY_TWIN not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(TINY_TWIN, TinyExtractor)
+
+
+def test_reference_statistics_from_other_features_are_refused(sets, tmp_path, monkeypatch, capsys):
+    """Statistics record the extractor, layer and weights file that made them: FID against them
+    from other features (same dimension, so nothing else shows it) is refused before any
+    extraction, naming both; the same features give the FID of the reference images."""
+    weights = {name: str(tmp_path / f"{name}.pt") for name in "ab"}
+    for seed, path in enumerate(weights.values(), 1):
+        torch.save(torch.randn(48, 16, generator=torch.Generator().manual_seed(seed)) / 7, path)
+    digest = {name: ev.file_sha256(path) for name, path in weights.items()}
+    stats, out, copy = tmp_path / "stats_a.npz", tmp_path / "fid.json", tmp_path / "copy.npz"
+
+    def fid(reference, weights_path=weights["a"], **kwargs):
+        run = {**RUN, "metrics": ["fid"], "weights_path": weights_path, **kwargs}
+        return ev.evaluate(sets["shift16"], str(reference), **run)
+
+    direct = fid(sets["a_dir"], save_ref_stats=str(stats))
+    with np.load(stats) as data:
+        assert str(data["weights_sha256"][()]) == digest["a"]
+    same = fid(stats)
+    assert same["fid"] == pytest.approx(direct["fid"], rel=1e-9) and same["reference_stats"] == "precomputed"
+
+    def extract(*args, **kwargs):
+        raise AssertionError("features extracted before the reference statistics were checked")
+
+    monkeypatch.setattr(ev, "extract", extract)
+    with pytest.raises(ValueError) as refused:
+        fid(stats, weights["b"], out=str(out))
+    message = str(refused.value)
+    assert "\n" not in message and str(stats) in message and "Recompute" in message
+    assert f"weights_sha256 '{digest['a']}' there, '{digest['b']}' in this run" in message
+    # no weights file at all (the extractor's own), another extractor's name: refused as well
+    with pytest.raises(ValueError, match=rf"weights_sha256 '{digest['a']}' there, \(no weights file\) in"):
+        fid(stats, None)
+    with pytest.raises(ValueError, match=rf"feature_extractor '{TINY}' there, '{TINY_TWIN}' in this run"):
+        fid(stats, feature_extractor=TINY_TWIN)
+    # a copy of them (--save-ref-stats from them) carries their record: refused the same
+    with pytest.raises(ValueError, match="come from other features"):
+        fid(stats, weights["b"], save_ref_stats=str(copy))
+    assert not out.exists() and not copy.exists()
+    # the CLI: one line, exit status 2
+    argv = [
+        sets["shift16"],
+        "--ref",
+        str(stats),
+        "--feature-extractor",
+        TINY,
+        "--quiet",
+        "--extractor-weights",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main([*argv, weights["b"]])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and digest["b"] in err
+
+    # a damaged record cannot vouch for anything: refused, not used unchecked
+    monkeypatch.undo()
+    with np.load(stats) as data:
+        np.savez(copy, mu=data["mu"], sigma=data["sigma"], feature_extractor=data["feature_extractor"])
+    with pytest.raises(ValueError, match=r"copy.npz has a damaged feature record \(feature_layer missing"):
+        fid(copy)
+
+
+def test_reference_statistics_without_a_record_are_used_as_before(sets, tmp_path, capsys):
+    """ADM's reference batches, and statistics written before the record existed: no record,
+    so nothing to check; used as they are, saying so (verbose), and a copy claims nothing."""
+    stats, old, copy = tmp_path / "stats.npz", tmp_path / "old.npz", tmp_path / "copy.npz"
+    direct = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
+    with np.load(stats) as data:
+        np.savez(old, mu=data["mu"], sigma=data["sigma"])
+    capsys.readouterr()
+    quiet = ev.evaluate(sets["shift16"], str(old), metrics=["fid"], save_ref_stats=str(copy), **RUN)
+    assert quiet["fid"] == pytest.approx(direct["fid"], rel=1e-9) and capsys.readouterr().err == ""
+    with np.load(copy) as data:
+        assert set(data.files) == {"mu", "sigma"}
+    told = ev.evaluate(sets["shift16"], str(old), metrics=["fid"], **{**RUN, "verbose": True})
+    assert told["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert f"reference statistics {old} record no feature extractor" in capsys.readouterr().err
 
 
 def test_gray_images_and_sample_output_dirs(tmp_path):
@@ -224,8 +310,11 @@ def test_outputs_never_replace_inputs_or_foreign_files_and_are_checked_first(set
     ev.evaluate(sets["shift8"], sets["a_npz"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
     user_json.write_text('{"todo": "my own notes"}')
     np.savez(user_npz, mu=np.zeros(3), sigma=np.eye(3), labels=np.arange(3))
+    # the record's members and one more: not ours either
+    with np.load(stats) as data:
+        np.savez(tmp_path / "more.npz", **{k: data[k] for k in data.files}, labels=np.arange(3))
     (tmp_path / "folder").mkdir()
-    files = [sets["shift8"], sets["a_npz"], stats, user_json, user_npz]
+    files = [sets["shift8"], sets["a_npz"], stats, user_json, user_npz, tmp_path / "more.npz"]
     before = {str(f): open(f, "rb").read() for f in files}
 
     def extract(*args, **kwargs):
@@ -242,6 +331,7 @@ def test_outputs_never_replace_inputs_or_foreign_files_and_are_checked_first(set
         (ref, dict(save_ref_stats=str(user_json / "s.npz")), r"--save-ref-stats .*notes.json is a file"),
         (ref, dict(out=str(user_json)), r"--out .*notes.json exists and is not a file meanflow.evaluate"),
         (ref, dict(save_ref_stats=str(user_npz)), r"--save-ref-stats .*mine.npz exists and is not"),
+        (ref, dict(save_ref_stats=str(tmp_path / "more.npz")), r"--save-ref-stats .*more.npz exists and is"),
         (ref, dict(out=str(stats), save_ref_stats=str(stats)), "--out and --save-ref-stats are both"),
         (ref, dict(out=str(tmp_path / "r.json"), save_ref_stats=str(tmp_path / "r.json")), "are both"),
     ):
@@ -261,6 +351,12 @@ def test_outputs_never_replace_inputs_or_foreign_files_and_are_checked_first(set
     user_json.write_text("")
     ev.evaluate(samples, ref, metrics=["fid"], out=str(user_json), **RUN)
     assert json.loads(report.read_text()) == json.loads(user_json.read_text())
+    # and statistics in the format before the record: replaced by ones with it
+    old = tmp_path / "old_stats.npz"
+    np.savez(old, mu=np.zeros(16), sigma=np.eye(16))
+    ev.evaluate(samples, ref, metrics=["fid"], save_ref_stats=str(old), **RUN)
+    with np.load(old) as data:
+        assert "weights_sha256" in data.files and data["mu"].any()
 
 
 def test_cli_writes_json(sets, tmp_path, capsys):

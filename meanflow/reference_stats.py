@@ -1,0 +1,114 @@
+"""Reference statistics files, as ``python -m meanflow.evaluate --save-ref-stats`` writes them:
+the ``mu`` and ``sigma`` of a reference's FID features, and what made those features.
+
+FID between statistics of two different feature spaces (another extractor, the same extractor
+with other weights, another of its layers) is a number that means nothing, and nothing shows it
+whenever the two dimensions agree. So a file written here also records the extractor's name,
+the layer its FID features come from and the sha256 of the weights file the run used (``""``:
+it was given none), as plain string members that ``np.load`` reads with
+``allow_pickle=False``. A run that takes such a file as its reference and whose own record
+differs is refused. Files without the record (ADM's published reference batches, statistics
+written before it existed) are used as they are: nothing can be checked about them.
+"""
+
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+from .checkpoint import atomic_write, file_sha256
+
+STATS = ("mu", "sigma")
+RECORD = ("feature_extractor", "feature_layer", "weights_sha256")
+
+
+def record(feature_extractor: str, feature_layer: str, provenance: dict, weights_path=None) -> dict:
+    """What identifies a run's FID features. ``provenance["weights_sha256"]`` is the hash
+    ``meanflow.evaluate`` verified for a built-in extractor; an extractor registered by the user
+    reads its own ``weights_path``, and that file's hash (when it is a file) stands for it."""
+    weights_sha256 = provenance.get("weights_sha256")
+    if weights_sha256 is None and weights_path and os.path.isfile(weights_path):
+        weights_sha256 = file_sha256(weights_path)
+    return {
+        "feature_extractor": str(feature_extractor),
+        "feature_layer": str(feature_layer),
+        "weights_sha256": weights_sha256 or "",
+    }
+
+
+def read(data, path: str, role: str):
+    """``(stats, record)`` of an open ``.npz`` (``np.load``'s): ``stats`` None without both
+    ``mu`` and ``sigma``, ``record`` None for a file without one. A record with a member
+    missing or not a string is refused: it cannot vouch for the statistics, and using them
+    unchecked would hide that."""
+    names = set(data.files)
+    if not set(STATS) <= names:
+        return None, None
+    stats = {k: data[k].astype(np.float64) for k in STATS}
+    if names.isdisjoint(RECORD):
+        return stats, None
+    found = {}
+    for key in RECORD:
+        value = data[key] if key in names else None
+        if value is None or value.dtype.kind != "U" or value.ndim != 0:
+            raise ValueError(
+                f"{role} {path} has a damaged feature record ({key} missing or not a string): "
+                "recompute the statistics with --save-ref-stats"
+            )
+        found[key] = str(value[()])
+    return stats, found
+
+
+def check(path: str, recorded, current: dict, verbose: bool = True) -> None:
+    """Refuse statistics at ``path`` whose ``recorded`` features are not this run's
+    ``current`` ones; without a record, say (when ``verbose``) that they go unchecked."""
+    if recorded is None:
+        if verbose:
+            print(
+                f"reference statistics {path} record no feature extractor (another tool's or an older "
+                f"file): cannot check that they are {current['feature_extractor']} features",
+                file=sys.stderr,
+            )
+        return
+    differ = [k for k in RECORD if recorded[k] != current[k]]
+    if differ:
+        shown = "; ".join(f"{k} {_show(recorded[k])} there, {_show(current[k])} in this run" for k in differ)
+        raise ValueError(
+            f"reference statistics {path} come from other features than this run's ({shown}): FID "
+            "between them means nothing. Recompute them from the reference images with this extractor "
+            "and weights (--save-ref-stats), or run with the extractor and weights file that made them"
+        )
+
+
+def check_shape(ref_stats: dict, stats: dict, feature_extractor: str) -> None:
+    """Refuse reference statistics of another dimension than this run's features (the one
+    mismatch that files without a record still show)."""
+    if ref_stats["mu"].shape != stats["mu"].shape or ref_stats["sigma"].shape != stats["sigma"].shape:
+        raise ValueError(
+            f"reference statistics have dimension {ref_stats['mu'].shape}, the {feature_extractor} "
+            f"features {stats['mu'].shape}: they come from another feature extractor"
+        )
+
+
+def _show(value: str) -> str:
+    return repr(value) if value else "(no weights file)"
+
+
+def write(path: str, stats: dict, found=None) -> None:
+    """``mu``, ``sigma`` and, unless ``found`` is None, the record, atomically at ``path``."""
+    members = {k: stats[k] for k in STATS}
+    if found is not None:
+        members.update({k: np.str_(found[k]) for k in RECORD})
+    atomic_write(path, lambda f: np.savez(f, **members))
+
+
+def is_stats(path: str) -> bool:
+    """An ``.npz`` of exactly what ``write`` puts there (with or without the record): the only
+    ``.npz`` that ``--save-ref-stats`` may replace."""
+    ours = [sorted(f"{k}.npy" for k in members) for members in (STATS, STATS + RECORD)]
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sorted(zf.namelist()) in ours
+    except (OSError, zipfile.BadZipFile):
+        return False
