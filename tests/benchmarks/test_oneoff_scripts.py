@@ -52,6 +52,20 @@ def test_step_host_vs_device_runs_from_anywhere(tmp_path):
     assert "SKIP (budget)" in proc.stdout and "total" in proc.stdout
 
 
+def test_step_host_vs_device_gives_fm_every_mode_the_fused_step_gets():
+    """Each (preset, batch) the fused step is replayed as CUDA graphs in, FM is too, so that
+    no graphed fused step is set against an FM step without graphs."""
+    script = ROOT / "benchmarks" / "scripts" / "step_host_vs_device.py"
+    graphed = {"fm": set(), "fused": set()}
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run":
+            preset, batch, variant = (ast.unparse(a) for a in node.args[:3])
+            mode = next((ast.unparse(k.value) for k in node.keywords if k.arg == "mode"), None)
+            if mode is not None:
+                graphed["fm" if variant.startswith("'fm") else "fused"].add((preset, batch, mode))
+    assert graphed["fused"] and graphed["fused"] <= graphed["fm"], graphed["fused"] - graphed["fm"]
+
+
 @pytest.mark.skipif(not importlib.util.find_spec("triton"), reason="needs triton (the interpreter)")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the script is the diagnosis: run it by hand")
 def test_ragged_tile_repro_quick_cases_are_right_in_the_interpreter():
