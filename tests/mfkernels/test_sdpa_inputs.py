@@ -252,3 +252,22 @@ def test_vmap_around_jvp_names_the_transform(monkeypatch):
         ref, ref_dot = torch.func.vmap(jvp)(q, k, v)
     assert_close("O", out, ref, torch.float64)
     assert_close("O'", out_dot, ref_dot, torch.float64)
+
+
+@pytest.mark.parametrize("causal, bias", [(False, False), (True, False), (False, True)])
+def test_opcheck_of_the_compiled_path_ops(causal, bias):
+    """The two ops a compiled call traces: schema, fake tensors (their shapes are what the
+    compiled graph allocates) and the autograd registration, with inputs and tangents that
+    require grad as under torch.compile."""
+    q, k, v = (torch.randn(1, 2, 17, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q_dot, k_dot, v_dot = (torch.randn(1, 2, 17, 8, dtype=torch.float64) for _ in range(3))
+    mask = torch.randn(1, 2, 17, 17, dtype=torch.float64) if bias else None
+    utils = ("test_schema", "test_faketensor", "test_autograd_registration")
+    torch.library.opcheck(
+        torch.ops.mfkernels.sdpa_dual_attention.default,
+        (q, k, v, q_dot, k_dot, v_dot, 8**-0.5, causal, "reference", mask),
+        test_utils=utils,
+    )
+    torch.library.opcheck(
+        torch.ops.mfkernels.sdpa_tangent_gradient_check.default, (torch.zeros(3, 4),), test_utils=utils
+    )
