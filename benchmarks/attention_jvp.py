@@ -502,9 +502,13 @@ def main(argv=None):
     bench.log(
         f"dense matmul peak {bench.peak['shape']} {bench.peak['dtype']}: {bench.peak['tflops']:.1f} TFLOP/s"
     )
-    for dtype, d, n, batch in shapes(args, device):
+    planned = shapes(args, device)
+    for i, (dtype, d, n, batch) in enumerate(planned):
         if time.perf_counter() > bench.deadline:
             bench.log(f"time budget used up: skipping {dtype} d={d} N={n} and later shapes")
+            # A sweep cut short must not read as complete: the rows alone do not say how many
+            # shapes were planned.
+            bench.payload["cut_short"] = f"time budget: {len(planned) - i} of {len(planned)} shapes not run"
             bench.rows.append(
                 {"dtype": dtype, "d": d, "N": n, "variant": "all", "status": "skipped: time budget"}
             )

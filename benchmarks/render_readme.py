@@ -280,6 +280,12 @@ def render_attention(data, readme_dir: Path) -> str:
         rows = data["rows"] if variant in ("ours_jvp", "func_jvp_math", "ours_bwd") else ok
         return any(r.get("variant") == variant and r.get("dtype") == dtype for r in rows)
 
+    cut = next((r for r in data["rows"] if r.get("variant") == "all" and "time budget" in r["status"]), None)
+    if cut:
+        out[-1] += (
+            f" **Cut short by its time budget: {cut['dtype']} d = {cut['d']}, N = {cut['N']} and the shapes"
+            " after it in the sweep were not run.**"
+        )
     present = [(v, t) for v, t in cols if shown(v)]
     out += [
         "",

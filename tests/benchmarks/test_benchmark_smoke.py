@@ -128,6 +128,15 @@ def test_attention_jvp_quick(tmp_path):
         why = f"skipped: {provider} needs a CUDA device"
         assert status[f"{provider}_fwd"] == status[f"{provider}_bwd"] == why
     assert "BxH" in stdout and "sdpa_cudnn fwd" in stdout
+    assert "cut_short" not in data
+
+
+def test_attention_jvp_cut_by_its_time_budget_says_so_in_its_json(tmp_path):
+    from benchmarks import attention_jvp
+
+    argv = ["--device", "cpu", "--quick", "--no-plot", "--seqlens", "64", "128", "--out-dir", str(tmp_path)]
+    data = attention_jvp.main([*argv, "--time-budget", "0.001"])
+    assert data["cut_short"] == "time budget: 2 of 2 shapes not run"
 
 
 def test_attention_features_quick(tmp_path):

@@ -254,3 +254,18 @@ def test_a_cuda_graphs_run_gets_its_own_table(results, tmp_path):
 def test_the_readme_section_is_rendered_from_the_committed_results():
     """README.md's performance section is what the script renders from benchmarks/results/."""
     assert render_readme.main(["--check"]) == 0
+
+
+def test_an_attention_sweep_cut_by_its_time_budget_says_so(results, tmp_path):
+    """The H200 attention runs of 2026-12-04 stopped at their --time-budget (d = 128 at one N
+    of seven): their tables looked like whole sweeps."""
+    path = results / "attention_jvp_nvidia-h100-80gb-hbm3.json"
+    data = json.loads(path.read_text())
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    assert "Cut short" not in section
+    data["rows"].append(
+        {"dtype": "bf16", "d": 128, "N": 512, "variant": "all", "status": "skipped: time budget"}
+    )
+    _write(path, data)
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    assert "**Cut short by its time budget: bf16 d = 128, N = 512 and the shapes after it" in section
