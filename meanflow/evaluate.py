@@ -170,6 +170,7 @@ class ImageSet:
     def __init__(self, path: str, role: str):
         self.path, self.role = path, role
         self.files, self.array, self.stats, self.stats_record, self.npz = None, None, None, None, None
+        self._first_size = None  # (file, (H, W)) of a folder's first image read
         if os.path.isdir(path):
             manifest = os.path.join(path, "manifest.json")
             npz = os.path.join(path, "samples.npz")
@@ -234,11 +235,29 @@ class ImageSet:
                 if chunk.ndim == 3:
                     chunk = chunk[..., None]
             else:
-                chunk = np.stack([read_image(f) for f in self.files[start : start + size]])
+                chunk = np.stack([self._read_same_size(f) for f in self.files[start : start + size]])
             x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2)
             if x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)
             yield x.contiguous()
+
+    def _read_same_size(self, path: str) -> np.ndarray:
+        """``read_image(path)``, refused unless it has the size of the set's first image: one
+        batch of mixed sizes cannot be stacked, and mixed sizes in separate batches would be
+        scored or not by ``--batch-size``. A class-folder tree of photos, which the trainer
+        and prepare_latents crop on the way, is such a folder: ADM's reference batches are
+        center crops at the samples' size."""
+        image = read_image(path)
+        if self._first_size is None:
+            self._first_size = (path, image.shape[:2])
+        first, (h, w) = self._first_size
+        if image.shape[:2] != (h, w):
+            raise ValueError(
+                f"{self.role} folder {self.path} holds images of different sizes ({first} is {w}x{h}, "
+                f"{path} {image.shape[1]}x{image.shape[0]}): give images of one size, e.g. "
+                "center-cropped to the samples' size, or a reference .npz"
+            )
+        return image
 
 
 def list_images(directory: str, role: str) -> list:
@@ -254,7 +273,8 @@ def list_images(directory: str, role: str) -> list:
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise ValueError(
-            f"{role} folder {directory} holds files that are not images ({IMAGE_EXTENSIONS}): {shown}"
+            f"{role} folder {directory} holds files that are not images ({', '.join(IMAGE_EXTENSIONS)}): "
+            f"{shown}"
         )
     if not images:
         raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTENSIONS)})")

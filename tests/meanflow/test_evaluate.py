@@ -4,59 +4,18 @@ precomputed-statistics inputs agree, and bad inputs fail before anything is writ
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("torch_fidelity")
 
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # noqa: E402
+from fidelity_tiny import TINY, TinyExtractor  # noqa: E402
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
-
-TINY = "meanflow-test-tiny"
-
-
-class TinyExtractor(FeatureExtractorBase):
-    """4x4 average-pooled RGB -> a fixed random projection to 16 features; 10 'logits' on top.
-    Takes uint8 (B, 3, H, W) like torch-fidelity's Inception."""
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("proj", torch.randn(48, 16, generator=g) / 7)
-        self.register_buffer("head", torch.randn(16, 10, generator=g))
-        if feature_extractor_weights_path:  # lets a test see the path go through
-            self.proj.copy_(torch.load(feature_extractor_weights_path))
-
-    def forward(self, x):
-        assert x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3
-        feat = F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1) @ self.proj
-        found = {"feat": feat, "logits": feat @ self.head}
-        return tuple(found[k] for k in self.features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("feat", "logits")
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "feat", "kid": "feat", "prc": "feat"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
-
-
-if TINY not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(TINY, TinyExtractor)
 
 RUN = dict(feature_extractor=TINY, device="cpu", batch_size=16, verbose=False)
 
@@ -280,6 +239,13 @@ def test_bad_reference_folders_write_nothing(sets, tmp_path):
     with pytest.raises(ValueError, match=r"not images .*labels.txt"):
         ev.evaluate(sets["a_npz"], str(ref), out=str(out), **RUN)
     os.unlink(ref / "labels.txt")
+    # a class-folder tree of photos (the trainer's input) has many sizes: one line naming two,
+    # whether they fall in one extractor batch (np.stack failed unnamed) or in two
+    write_dir(ref / "big", as_uint8(image_set(n=1, size=24)))
+    for batch_size in (16, 4):
+        with pytest.raises(ValueError, match=r"different sizes .*0000.png is 16x16, .*big/0000.png 24x24"):
+            ev.evaluate(sets["a_npz"], str(ref), out=str(out), **{**RUN, "batch_size": batch_size})
+    shutil.rmtree(ref / "big")
     (ref / "broken.png").write_bytes(b"\x89PNG but not really")
     with pytest.raises(ValueError, match=r"broken.png is not a readable image"):
         ev.evaluate(sets["a_npz"], str(ref), out=str(out), **RUN)
