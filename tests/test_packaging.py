@@ -129,6 +129,8 @@ def test_wheel_from_the_sdist_holds_the_packages_and_nothing_else(sdist, tmp_pat
     meta = email.message_from_bytes(zipfile.ZipFile(wheel).read(f"{DIST_INFO}/METADATA"))
     assert meta["Name"] == PROJECT["name"] and meta["Version"] == PROJECT["version"]
     assert meta["Requires-Python"] == PROJECT["requires-python"]
+    # An SPDX expression: the table form setuptools deprecates wrote a bare License: field.
+    assert meta["License-Expression"] == "Apache-2.0"
     plain = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert sorted(plain) == sorted(PROJECT["dependencies"])
     assert set(meta.get_all("Provides-Extra")) == set(PROJECT["optional-dependencies"])
