@@ -84,6 +84,7 @@ def test_sdist_holds_what_the_extension_build_reads(sdist):
     # stopped with "does not appear to contain CMakeLists.txt".
     src, _, names = sdist
     assert "CMakeLists.txt" in names
+    assert "LICENSE" in names  # Apache-2.0 asks for its text to travel with every copy
     named = re.findall(r"csrc/[\w/]+\.(?:cpp|cu|h)", (src / "CMakeLists.txt").read_text())
     assert named, "CMakeLists.txt names no csrc sources: update this test"
     every = [p.relative_to(src).as_posix() for p in (src / "csrc").rglob("*") if p.is_file()]
@@ -131,6 +132,7 @@ def test_wheel_from_the_sdist_holds_the_packages_and_nothing_else(sdist, tmp_pat
     assert meta["Requires-Python"] == PROJECT["requires-python"]
     # An SPDX expression: the table form setuptools deprecates wrote a bare License: field.
     assert meta["License-Expression"] == "Apache-2.0"
+    assert meta["License-File"] == "LICENSE" and f"{DIST_INFO}/licenses/LICENSE" in names
     plain = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert sorted(plain) == sorted(PROJECT["dependencies"])
     assert set(meta.get_all("Provides-Extra")) == set(PROJECT["optional-dependencies"])
