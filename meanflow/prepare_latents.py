@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .checkpoint import publish_directory, write_json_atomic  # noqa: E402
+from .checkpoint import exclusive_folder, publish_directory, write_json_atomic  # noqa: E402
 from .cli import BAD_INPUT, errors_as_one_line  # noqa: E402
 from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder  # noqa: E402
 from .data.latents import FORMAT, MANIFEST  # noqa: E402
@@ -92,10 +92,8 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def _check_destination(src, dst) -> dict | None:
-    """Refuse, before anything is written, a ``dst`` that is not this program's to write into;
-    returns its manifest when it is a prepare_latents folder to resume. A folder without a
-    manifest must be new or empty (or hold only the scan cache of an interrupted first run)."""
+def _check_placement(src, dst) -> None:
+    """Refuse a ``dst`` inside ``src`` or around it, before anything (``dst`` included) is made."""
     if _inside(dst, src):
         raise ValueError(
             f"destination {dst!r} is inside the image folder {src!r}, where its files would be read "
@@ -105,6 +103,15 @@ def _check_destination(src, dst) -> dict | None:
         raise ValueError(
             f"the image folder {src!r} is inside the destination {dst!r}: choose another destination"
         )
+    if os.path.lexists(dst) and not os.path.isdir(dst):
+        raise ValueError(f"destination {dst!r} exists and is not a folder")
+
+
+def _check_destination(src, dst) -> dict | None:
+    """Refuse, before anything is written, a ``dst`` that is not this program's to write into;
+    returns its manifest when it is a prepare_latents folder to resume. A folder without a
+    manifest must be new or empty (or hold only the scan cache of an interrupted first run)."""
+    _check_placement(src, dst)
     if not os.path.lexists(dst):
         return None
     if not os.path.isdir(dst):
@@ -223,10 +230,18 @@ def _fingerprint(index: FolderIndex) -> str:
     return h.hexdigest()
 
 
-def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_size=32, shard_size=4096,
-                    flips=1, dtype="float32", device="auto", reader="auto", num_workers=4,
-                    scan_workers=None, progress=True, preview=0) -> dict:  # fmt: skip
-    """Encode ``src`` into ``dst`` (module docstring); returns the manifest. Resumable."""
+def prepare_latents(src, dst, weights, config=None, **settings) -> dict:
+    """Encode ``src`` into ``dst`` (module docstring); returns the manifest. Resumable, by one
+    run at a time: a second run on ``dst`` is refused, naming it. Unrefused, it would remove the
+    first one's temporary shard folder while that run fills it, and both would rewrite the
+    shards and the manifest (docs/design.md section 5)."""
+    _check_settings(**settings)
+    _check_placement(src, dst)  # before the hold makes dst: never a folder inside the images
+    with exclusive_folder(dst, "meanflow.prepare_latents", "destination"):
+        return _prepare_latents(src, dst, weights, config, **settings)
+
+
+def _check_settings(flips=1, dtype="float32", image_size=256, batch_size=32, shard_size=4096, **_):
     if flips not in (1, 2):
         raise ValueError(f"flips must be 1 or 2 (--flips none|both), got {flips}")
     if dtype not in ("float32", "float16"):
@@ -234,6 +249,11 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
     for name, value in (("image_size", image_size), ("batch_size", batch_size), ("shard_size", shard_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_size=32, shard_size=4096,
+                     flips=1, dtype="float32", device="auto", reader="auto", num_workers=4,
+                     scan_workers=None, progress=True, preview=0) -> dict:  # fmt: skip
     old = _check_destination(src, dst)
     if old is not None and not any(s.get("done") for s in old["shards"]):
         old = None  # no latents there yet, so none made otherwise: start over with these settings
