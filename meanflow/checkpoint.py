@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 
@@ -304,10 +304,35 @@ def publish_directory(tmp: str, path: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous folder, now under the temporary name
     else:
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=PREVIOUS_SUFFIX, dir=parent)
-        os.rename(path, os.path.join(old, "d"))
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        with _in_use(old):  # another process's recovery would put it back between the renames
+            os.rename(path, os.path.join(old, "d"))
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
     fsync_dir(parent)
+
+
+@contextmanager
+def _in_use(folder: str):
+    """Mark ``folder`` (a temporary this process fills or empties) as in use while this lasts,
+    with the kernel's ``flock`` on it: ``recover_interrupted_publish`` in another process then
+    refuses instead of removing it, and the kernel drops the mark when this process dies, so
+    what a killed export left is still cleaned up."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _held_elsewhere(fd: int) -> bool:
+    """Whether another process holds the folder open as ``fd`` (``_in_use``); otherwise this
+    one holds it now. False too where the file system has no ``flock`` (as ``exclusive_folder``)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        return e.errno in (errno.EAGAIN, errno.EACCES)
+    return False
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
@@ -336,23 +361,41 @@ def recover_interrupted_publish(path: str) -> list[str]:
     """Undo what a killed ``atomic_directory`` left beside ``path``: the previous folder put back
     when ``path`` is missing (killed between the two renames), and its temporaries removed
     (``.NAME.`` + mkdtemp's 8 characters + ``.tmp`` or ``.old``: names only we give). Each step
-    is a warning naming the paths; returns them. Only call it where no other process publishes
-    ``path``."""
+    is a warning naming the paths; returns them. A temporary that a live export holds
+    (``_in_use``: it is filling it now) is no leftover: that is a one-line ``ValueError`` naming
+    ``path``, and nothing is removed."""
     parent, name = os.path.split(os.path.abspath(path))
     if not os.path.isdir(parent):
         return []
     leftovers = _temporary_pattern(re.escape(name), (TEMPORARY_SUFFIX, PREVIOUS_SUFFIX))
     notes = []
-    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
-        match = leftovers.fullmatch(entry.name)
-        if not match or not entry.is_dir(follow_symlinks=False):
-            continue
-        previous = os.path.join(entry.path, "d")
-        if match.group(1) == PREVIOUS_SUFFIX and not os.path.lexists(path) and os.path.isdir(previous):
-            os.rename(previous, path)
-            notes.append(f"put back {path} from {previous}, where an interrupted export left it")
-        shutil.rmtree(entry.path)
-        notes.append(f"removed {entry.path}, left by an interrupted export")
+    with ExitStack() as held:
+        found = []
+        for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+            match = leftovers.fullmatch(entry.name)
+            if not match or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except FileNotFoundError:  # its export has just finished with it
+                continue
+            held.callback(os.close, fd)
+            if _held_elsewhere(fd):
+                raise ValueError(
+                    f"{path} is being written by another process right now ({entry.path} is its "
+                    "temporary): wait for it to end, or write another folder"
+                )
+            found.append((entry, match))
+        for entry, match in found:
+            previous = os.path.join(entry.path, "d")
+            if match.group(1) == PREVIOUS_SUFFIX and not os.path.lexists(path) and os.path.isdir(previous):
+                os.rename(previous, path)
+                notes.append(f"put back {path} from {previous}, where an interrupted export left it")
+            try:
+                shutil.rmtree(entry.path)
+            except FileNotFoundError:  # the previous folder an export is removing right after its swap
+                pass
+            notes.append(f"removed {entry.path}, left by an interrupted export")
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return notes
@@ -427,13 +470,14 @@ def atomic_directory(path: str):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=parent)
     try:
-        yield tmp
-        written = _tree_entries(tmp)  # before the marker exists: it does not list itself
-        with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
-            json.dump({"written_by": "meanflow", "files": written}, f, indent=1)
-            f.write("\n")
-        check_replaceable(path)  # again: the user may have put a file there meanwhile
-        publish_directory(tmp, path)
+        with _in_use(tmp):  # not a killed export's leftover to another export started meanwhile
+            yield tmp
+            written = _tree_entries(tmp)  # before the marker exists: it does not list itself
+            with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
+                json.dump({"written_by": "meanflow", "files": written}, f, indent=1)
+                f.write("\n")
+            check_replaceable(path)  # again: the user may have put a file there meanwhile
+            publish_directory(tmp, path)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if _out_of_space(e):

@@ -1,6 +1,7 @@
 """Two processes on the same files: a second prepare_latents on a destination another one is
-filling is refused before it removes or writes anything. Each interleaving is forced by a
-step that stops until the test goes on, never by timing."""
+filling is refused before it removes or writes anything; a second export to a folder another
+export is writing is refused and leaves that export's temporary alone. Each interleaving is
+forced by a step that stops until the test goes on, never by timing."""
 
 import json
 import os
@@ -96,3 +97,48 @@ def test_a_second_prepare_latents_on_a_busy_destination_is_refused(tmp_path, tin
     assert main(argv) == 0  # the first one killed: the folder is free, and resumed
     with open(dst / "manifest.json") as f:
         assert json.load(f)["complete"]
+
+
+# ------------------------------------------------------------------- export
+
+# meanflow.export ARGV that stops half-way through its weights file, in its temporary folder
+# beside --out, until killed (a big model's weights take that long to write).
+WRITING_EXPORT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import safetensors.torch
+from meanflow import export
+def writing(*args, **kwargs):
+    print("writing", flush=True)
+    time.sleep(600)
+safetensors.torch.save_file = writing
+export.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["new", "replacing"])
+def test_a_second_export_to_a_folder_being_exported_is_refused(tmp_path, tiny, capsys, previous):
+    """Unrefused, the second export's clean-up of killed exports removed the first one's live
+    temporary folder as if that export had been killed, and the first then failed."""
+    from test_fault_export import run_export, trainer_checkpoint
+
+    ckpt, out = tmp_path / "last.pt", tmp_path / "exported"
+    trainer_checkpoint(ckpt, tiny())
+    argv = ["--ckpt", str(ckpt), "--out", str(out)]
+    if previous:
+        assert run_export(capsys, *argv)[0] == 0
+    first = start(WRITING_EXPORT, *argv, "--ema", "1")
+    try:
+        wait_for(first, "writing")
+        before = snapshot(tmp_path)
+        assert any(name.startswith(".exported.") for name in os.listdir(tmp_path))
+        code, err = run_export(capsys, *argv)
+        after = snapshot(tmp_path)
+    finally:
+        stop(first)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{out} is being written by another process" in err and "--out" not in err[:7], err
+    assert after == before
+    with pytest.warns(UserWarning, match="interrupted export"):  # the first one killed: cleaned up
+        assert run_export(capsys, *argv)[0] == 0
+    assert sorted(os.listdir(tmp_path)) == ["exported", "last.pt"]
