@@ -5,7 +5,15 @@
 
 Samples and reference are each a directory of images (searched recursively), an ``.npz``
 with uint8 NHWC images in ``arr_0`` (ADM's format, ``meanflow.generate``'s output), or a
-``meanflow.generate`` output directory. The reference may instead (or also) carry precomputed
+``meanflow.generate`` output directory (``meanflow.evaluate_inputs``). A folder's images must
+be of one size, except in a reference folder read with ``--ref-size N``: each image then goes
+through the ADM center crop to ``N x N`` that the trainer applies to its data (as ADM builds
+its reference batches), so the class-folder tree a model was trained on, of any image sizes,
+is a reference; images already ``N x N`` are read unchanged. A folder holding other files
+than images is refused naming them, with or without it. ``N`` must be the samples' size, and
+statistics saved from such a reference record it and are refused for samples of another size:
+the extractor resizes every image to its input, so nothing else would show the mismatch. The
+reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
 reproduces); ``--save-ref-stats`` writes one that also records the extractor, its FID layer and
@@ -31,7 +39,6 @@ import json
 import os
 import sys
 import warnings
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -40,8 +47,8 @@ import torch
 from . import reference_stats
 from .checkpoint import file_sha256, load_torch_file, write_json_atomic
 from .cli import errors_as_one_line
-from .data.image_folder import IMAGE_EXTENSIONS
 from .distributed import resolve_device
+from .evaluate_inputs import ImageSet
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -157,165 +164,6 @@ def _downloads(extractor: str) -> bool:
 
     module = FEATURE_EXTRACTORS_REGISTRY[extractor].__module__
     return module.startswith("torch_fidelity.") and extractor not in PUBLISHED_WEIGHTS
-
-
-# ---------------------------------------------------------------------- inputs
-
-
-class ImageSet:
-    """A uniform view of an image source: ``len``, ``batches(size)`` of uint8 ``(B, 3, H, W)``
-    tensors, ``stats`` (precomputed ``mu``/``sigma`` or None) and ``stats_record`` (what made
-    them, when the file says: ``meanflow.reference_stats``)."""
-
-    def __init__(self, path: str, role: str):
-        self.path, self.role = path, role
-        self.files, self.array, self.stats, self.stats_record, self.npz = None, None, None, None, None
-        self._first_size = None  # (file, (H, W)) of a folder's first image read
-        if os.path.isdir(path):
-            manifest = os.path.join(path, "manifest.json")
-            npz = os.path.join(path, "samples.npz")
-            if os.path.isfile(manifest) and os.path.isfile(npz):  # a meanflow.generate output
-                self._load_npz(npz)
-            elif os.path.isfile(manifest):
-                # Its images are a part of the set (a run still going, or killed): scoring them
-                # would give a number for another set than the one asked for.
-                raise ValueError(
-                    f"{role} {path} is an unfinished meanflow.generate output (no samples.npz yet): "
-                    "wait for the run, or run the same meanflow.generate command again to finish it"
-                )
-            else:
-                self.files = list_images(path, role)
-        elif os.path.isfile(path) and path.endswith(".npz"):
-            self._load_npz(path)
-        elif os.path.exists(path):
-            raise ValueError(f"{role} {path} is neither a directory of images nor an .npz file")
-        else:
-            raise FileNotFoundError(f"{role} {path} not found")
-
-    def _load_npz(self, path):
-        try:
-            data = np.load(path)
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{self.role} {path} is not a readable .npz: {e}") from e
-        with data:
-            names = set(data.files)
-            self.stats, self.stats_record = reference_stats.read(data, path, self.role)
-        if "arr_0" in names:
-            array = load_npz_member(path, "arr_0")
-            if (
-                array.dtype != np.uint8
-                or array.ndim not in (3, 4)
-                or (array.ndim == 4 and array.shape[-1] not in (1, 3))
-            ):
-                raise ValueError(
-                    f"{self.role} {path}: arr_0 must be uint8 images (N, H, W, 3) or (N, H, W[, 1]), "
-                    f"got {array.dtype} {array.shape}"
-                )
-            self.array = array
-        if self.array is None and self.stats is None:
-            raise ValueError(
-                f"{self.role} {path} has neither images (arr_0) nor statistics (mu, sigma): {sorted(names)}"
-            )
-        self.npz = path
-
-    @property
-    def has_images(self) -> bool:
-        return self.files is not None or self.array is not None
-
-    def __len__(self):
-        return (
-            len(self.files) if self.files is not None else (len(self.array) if self.array is not None else 0)
-        )
-
-    def batches(self, size: int):
-        n = len(self)
-        for start in range(0, n, size):
-            if self.array is not None:
-                chunk = np.array(self.array[start : start + size])  # a writable copy
-                if chunk.ndim == 3:
-                    chunk = chunk[..., None]
-            else:
-                chunk = np.stack([self._read_same_size(f) for f in self.files[start : start + size]])
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2)
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            yield x.contiguous()
-
-    def _read_same_size(self, path: str) -> np.ndarray:
-        """``read_image(path)``, refused unless it has the size of the set's first image: one
-        batch of mixed sizes cannot be stacked, and mixed sizes in separate batches would be
-        scored or not by ``--batch-size``. A class-folder tree of photos, which the trainer
-        and prepare_latents crop on the way, is such a folder: ADM's reference batches are
-        center crops at the samples' size."""
-        image = read_image(path)
-        if self._first_size is None:
-            self._first_size = (path, image.shape[:2])
-        first, (h, w) = self._first_size
-        if image.shape[:2] != (h, w):
-            raise ValueError(
-                f"{self.role} folder {self.path} holds images of different sizes ({first} is {w}x{h}, "
-                f"{path} {image.shape[1]}x{image.shape[0]}): give images of one size, e.g. "
-                "center-cropped to the samples' size, or a reference .npz"
-            )
-        return image
-
-
-def list_images(directory: str, role: str) -> list:
-    """Image files under ``directory`` (recursive, sorted; hidden files skipped). Any other file
-    is an error: a stray file in a sample or reference folder usually means the wrong folder."""
-    images, others = [], []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(os.path.join(root, name))
-    if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise ValueError(
-            f"{role} folder {directory} holds files that are not images ({', '.join(IMAGE_EXTENSIONS)}): "
-            f"{shown}"
-        )
-    if not images:
-        raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return images
-
-
-def read_image(path: str) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB (gray and palette images converted)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable image: {e}") from e
-
-
-def load_npz_member(path: str, name: str) -> np.ndarray:
-    """An array of an ``.npz``, memory-mapped when stored uncompressed (``np.savez``), so that a
-    50k-image file is not read into memory at once."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{name}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            with np.load(path) as data:
-                return data[name]
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if local[:4] != b"PK\x03\x04":
-            raise ValueError(f"{path}: corrupt zip member {name}.npy")
-        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(f)
-        if dtype.hasobject:
-            raise ValueError(f"{path}: {name} holds Python objects")
-        offset = f.tell()
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 # ---------------------------------------------------------------- destinations
@@ -437,13 +285,16 @@ def evaluate(
     isc_splits: int = 10,
     verbose: bool = True,
     allow_unverified_weights: bool = False,
+    ref_size: int | None = None,
 ) -> dict:
     """The metrics of ``samples`` (against ``reference`` for FID/PRC/KID), as a dict; also
     written to ``out`` (JSON, atomic) when given. ``metrics``: a subset of
     fid, isc, prc, kid; default fid + isc, and prc when the reference has images. The weights
     of a built-in extractor must be the published file (sha256) unless
     ``allow_unverified_weights``. ``out`` and ``save_ref_stats`` are refused up front when
-    they are an input or an existing file of another kind (see ``check_destination``)."""
+    they are an input or an existing file of another kind (see ``check_destination``).
+    ``ref_size``: read a reference folder through the ADM center crop to ``ref_size`` square
+    (``meanflow.evaluate_inputs``), the samples' size; saved statistics record it."""
     fidelity = _fidelity()
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_kid import kid_features_to_metric
@@ -452,10 +303,20 @@ def evaluate(
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if ref_size is not None and (not isinstance(ref_size, int) or isinstance(ref_size, bool) or ref_size < 1):
+        raise ValueError(f"--ref-size must be an int >= 1 (the samples' side in pixels), got {ref_size!r}")
+    if ref_size is not None and not reference:
+        raise ValueError("--ref-size center-crops the reference's images: pass a reference folder")
+    # The samples are never cropped: a generated set has one size, and cropping a samples folder
+    # of mixed sizes would score other images than the model made (ImageSet refuses that folder).
     sample_set = ImageSet(samples, "samples")
     if not sample_set.has_images:
         raise ValueError(f"samples {samples} hold statistics only; metrics need the sample images")
-    ref_set = ImageSet(reference, "reference") if reference else None
+    ref_set = ImageSet(reference, "reference", crop=ref_size) if reference else None
+    # the crop asked for, or the one saved statistics record
+    crop = ref_size
+    if crop is None and ref_set is not None:
+        crop = reference_stats.crop_size(ref_set.stats_record)
     if metrics is None:
         metrics = ["fid", "isc"] if ref_set is not None else ["isc"]
         if ref_set is not None and ref_set.has_images:
@@ -467,6 +328,9 @@ def evaluate(
     paired = [m for m in metrics if m != "isc"]
     if paired and ref_set is None:
         raise ValueError(f"metrics {paired} compare against a reference: pass reference")
+    if paired and crop is not None:
+        source = ref_set.npz if ref_size is None else reference
+        reference_stats.check_crop_size(source, crop, sample_set.image_size(), recorded=ref_size is None)
     if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
@@ -497,7 +361,7 @@ def evaluate(
     )
     features = None
     if "fid" in layer:  # checked before any extraction: a refusal costs nothing
-        features = reference_stats.record(feature_extractor, layer["fid"], provenance, weights_path)
+        features = reference_stats.record(feature_extractor, layer["fid"], provenance, weights_path, ref_size)
         if ref_set.stats is not None:
             reference_stats.check(ref_set.npz, ref_set.stats_record, features, verbose)
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
@@ -547,6 +411,7 @@ def evaluate(
         "samples": os.path.abspath(samples),
         "reference": os.path.abspath(reference) if reference else None,
         "reference_stats": "precomputed" if "fid" in metrics and ref_set.stats is not None else None,
+        "ref_size": crop,
         "feature_extractor": feature_extractor,
         **provenance,
         "torch_fidelity": fidelity.__version__,
@@ -567,6 +432,12 @@ def main(argv=None):
     )
     p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.generate output folder")
     p.add_argument("--ref", help="reference: image folder, .npz with arr_0 and/or mu+sigma")
+    p.add_argument(
+        "--ref-size",
+        metavar="N",
+        help="read a reference folder of any image sizes (a class-folder tree of photos) through the "
+        "ADM center crop to NxN that training uses; N is the samples' size",
+    )
     p.add_argument(
         "--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: fid,isc[,prc])"
     )
@@ -603,9 +474,19 @@ def main(argv=None):
             save_ref_stats=args.save_ref_stats,
             verbose=not args.quiet,
             allow_unverified_weights=args.allow_unverified_weights,
+            ref_size=_ref_size(args.ref_size),
         )
     json.dump(report, sys.stdout, indent=2)
     print()
+
+
+def _ref_size(value: str | None):
+    """``--ref-size``'s int, or its value as given when it is none (``evaluate`` refuses it in
+    one line naming the flag, as it does 0)."""
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return value
 
 
 if __name__ == "__main__":

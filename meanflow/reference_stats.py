@@ -9,6 +9,12 @@ it was given none), as plain string members that ``np.load`` reads with
 ``allow_pickle=False``. A run that takes such a file as its reference and whose own record
 differs is refused. Files without the record (ADM's published reference batches, statistics
 written before it existed) are used as they are: nothing can be checked about them.
+
+Statistics of a reference read through the ADM center crop (``--ref-size N``) also record
+``crop_size`` (``"N"``): they describe ``N x N`` images, and FID between them and samples of
+another size means nothing even though the extractor resizes both, so such a file is refused
+as the reference of samples that are not ``N x N`` (:func:`check_crop_size`). The member is
+optional: a record without it (statistics of images taken as they were) reads as before.
 """
 
 import os
@@ -21,20 +27,27 @@ from .checkpoint import atomic_write, file_sha256
 
 STATS = ("mu", "sigma")
 RECORD = ("feature_extractor", "feature_layer", "weights_sha256")
+CROP = "crop_size"  # present only in the record of statistics of center crops
 
 
-def record(feature_extractor: str, feature_layer: str, provenance: dict, weights_path=None) -> dict:
+def record(
+    feature_extractor: str, feature_layer: str, provenance: dict, weights_path=None, crop_size=None
+) -> dict:
     """What identifies a run's FID features. ``provenance["weights_sha256"]`` is the hash
     ``meanflow.evaluate`` verified for a built-in extractor; an extractor registered by the user
-    reads its own ``weights_path``, and that file's hash (when it is a file) stands for it."""
+    reads its own ``weights_path``, and that file's hash (when it is a file) stands for it.
+    ``crop_size``: the reference's images were center-cropped to it (module docstring)."""
     weights_sha256 = provenance.get("weights_sha256")
     if weights_sha256 is None and weights_path and os.path.isfile(weights_path):
         weights_sha256 = file_sha256(weights_path)
-    return {
+    found = {
         "feature_extractor": str(feature_extractor),
         "feature_layer": str(feature_layer),
         "weights_sha256": weights_sha256 or "",
     }
+    if crop_size is not None:
+        found[CROP] = str(int(crop_size))
+    return found
 
 
 def read(data, path: str, role: str):
@@ -46,18 +59,51 @@ def read(data, path: str, role: str):
     if not set(STATS) <= names:
         return None, None
     stats = {k: data[k].astype(np.float64) for k in STATS}
-    if names.isdisjoint(RECORD):
+    if names.isdisjoint((*RECORD, CROP)):
         return stats, None
     found = {}
-    for key in RECORD:
+    for key in (*RECORD, CROP):
         value = data[key] if key in names else None
+        if key == CROP and value is None:
+            continue
         if value is None or value.dtype.kind != "U" or value.ndim != 0:
             raise ValueError(
                 f"{role} {path} has a damaged feature record ({key} missing or not a string): "
                 "recompute the statistics with --save-ref-stats"
             )
         found[key] = str(value[()])
+    if CROP in found and not (found[CROP].isascii() and found[CROP].isdigit() and int(found[CROP]) >= 1):
+        raise ValueError(
+            f"{role} {path} has a damaged feature record ({CROP} {found[CROP]!r} is not a size): "
+            "recompute the statistics with --save-ref-stats"
+        )
     return stats, found
+
+
+def crop_size(found) -> int | None:
+    """The center-crop size a ``read`` record holds, or None (no record, or images uncropped)."""
+    return int(found[CROP]) if found and CROP in found else None
+
+
+def check_crop_size(reference: str, crop: int, samples_size, recorded: bool = False) -> None:
+    """Refuse samples of ``samples_size`` ``(H, W)`` against a reference of ``crop x crop``
+    center crops (given by ``--ref-size``, or ``recorded`` by its statistics): the extractor
+    resizes both to its input, so nothing else would show that they describe other images."""
+    if tuple(samples_size) == (crop, crop):
+        return
+    h, w = samples_size
+    source = f"statistics {reference} were computed from" if recorded else f"{reference} is read as"
+    if h != w:
+        fix = "the center crop is square: score square samples"
+    elif recorded:
+        fix = f"recompute them from the reference images with --ref-size {w} --save-ref-stats"
+    else:
+        fix = f"give --ref-size {w}"
+    raise ValueError(
+        f"the samples are {w}x{h} images and the reference {source} {crop}x{crop} center crops "
+        f"(--ref-size {crop}): FID between images of two sizes means nothing, though the extractor "
+        f"resizes both; {fix}"
+    )
 
 
 def check(path: str, recorded, current: dict, verbose: bool = True) -> None:
@@ -99,14 +145,16 @@ def write(path: str, stats: dict, found=None) -> None:
     """``mu``, ``sigma`` and, unless ``found`` is None, the record, atomically at ``path``."""
     members = {k: stats[k] for k in STATS}
     if found is not None:
-        members.update({k: np.str_(found[k]) for k in RECORD})
+        members.update({k: np.str_(found[k]) for k in (*RECORD, CROP) if k in found})
     atomic_write(path, lambda f: np.savez(f, **members))
 
 
 def is_stats(path: str) -> bool:
     """An ``.npz`` of exactly what ``write`` puts there (with or without the record): the only
     ``.npz`` that ``--save-ref-stats`` may replace."""
-    ours = [sorted(f"{k}.npy" for k in members) for members in (STATS, STATS + RECORD)]
+    ours = [
+        sorted(f"{k}.npy" for k in members) for members in (STATS, STATS + RECORD, (*STATS, *RECORD, CROP))
+    ]
     try:
         with zipfile.ZipFile(path) as zf:
             return sorted(zf.namelist()) in ours

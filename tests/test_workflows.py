@@ -5,7 +5,8 @@ would disagree (each program's own tests build their inputs by hand).
 
 a. Data at scale + Sampling, evaluation, interchange: image tree -> prepare_latents (a random
    AutoencoderKL saved as a diffusers folder) -> train -> generate --vae -> evaluate (FID with
-   a tiny torch-fidelity extractor) -> export --pipeline --vae -> MeanFlowPipeline.
+   a tiny torch-fidelity extractor, the image tree as reference through --ref-size) -> export
+   --pipeline --vae -> MeanFlowPipeline.
 b. MNIST: train (preset mnist) -> eval_mnist on the checkpoint -> generate, sampler
    -> export -> DiT.from_pretrained, export --pipeline -> MeanFlowPipeline.
 """
@@ -97,7 +98,7 @@ def test_latent_workflow_images_to_pipeline(tmp_path, capsys):
     from fidelity_tiny import TINY
 
     from meanflow import MeanFlowPipeline
-    from meanflow.data.image_folder import center_crop_arr, scan_image_folder
+    from meanflow.data.image_folder import scan_image_folder
 
     # An ImageNet-style tree with its usual mess (gray, CMYK, corrupt, a .txt, a nested folder).
     tree = str(tmp_path / "imagenet" / "train")
@@ -159,23 +160,23 @@ def test_latent_workflow_images_to_pipeline(tmp_path, capsys):
     assert settings["vae_sha256"] == manifest["vae"]["sha256"]  # the VAE the latents were made with
     assert settings["scaling_factor"] == manifest["scale_factor"]
 
-    # python -m meanflow.evaluate samples/samples.npz --ref REF.npz --out fid.json. The tree itself
-    # is no reference (non-image files, many sizes): ADM's reference batch is the data
-    # center-cropped to the samples' size, built here with the crop the trainer's data went through.
-    assert "not images" in _one_line_exit(capsys, evaluate.main, [samples, "--ref", tree, "--quiet"])
-    ref = str(tmp_path / "VIRTUAL_imagenet32.npz")
-    crops = []
-    for i in range(len(index)):
-        with Image.open(index.path(i)) as image:
-            crops.append(center_crop_arr(image.convert("RGB"), IMAGE))
-    np.savez(ref, arr_0=np.stack(crops))
+    # python -m meanflow.evaluate samples/samples.npz --ref TREE --ref-size 32 --out fid.json: the
+    # data itself as the reference, read through the crop the trainer's data went through (as
+    # ADM's reference batches are made). A tree holding other files than images is refused,
+    # naming them; with the files the scan skipped moved away, it is the scan's images.
+    ref_size = ["--ref-size", str(IMAGE)]
+    refused = _one_line_exit(capsys, evaluate.main, [samples, "--ref", tree, *ref_size, "--quiet"])
+    assert "not images" in refused and "notes.txt" in refused
+    for rel in index.skipped_examples():
+        os.remove(os.path.join(tree, rel))
     fid_json, stats = str(tmp_path / "fid.json"), str(tmp_path / "ref_stats.npz")
     quick = ["--feature-extractor", TINY, "--device", "cpu", "--batch-size", "8", "--quiet"]
     evaluate.main(
         [
             os.path.join(samples, "samples.npz"),
             "--ref",
-            ref,
+            tree,
+            *ref_size,
             "--out",
             fid_json,
             "--save-ref-stats",
@@ -186,12 +187,17 @@ def test_latent_workflow_images_to_pipeline(tmp_path, capsys):
     report = _json(fid_json)
     assert {"fid", "inception_score_mean", "precision", "recall"} <= set(report)
     assert report["num_samples"] == n and report["num_reference"] == len(index)
-    assert report["feature_extractor"] == TINY and report["fid"] > 0
+    assert report["feature_extractor"] == TINY and report["fid"] > 0 and report["ref_size"] == IMAGE
     # the generate folder, and the saved statistics as reference, give the same FID
     again = str(tmp_path / "fid2.json")
     evaluate.main([samples, "--ref", stats, "--metrics", "fid", "--out", again, *quick])
     assert _json(again)["fid"] == pytest.approx(report["fid"], rel=1e-9, abs=1e-12)
     assert _json(again)["reference_stats"] == "precomputed"
+    # and they are statistics of 32x32 crops: samples of another size are refused against them
+    small = str(tmp_path / "small.npz")
+    np.savez(small, arr_0=made["arr_0"][:, ::2, ::2])
+    refused = _one_line_exit(capsys, evaluate.main, [small, "--ref", stats, *quick])
+    assert "samples are 16x16" in refused and "32x32 center crops" in refused
 
     # python -m meanflow.export --ckpt runs/in256/last.pt --out pipe/ --pipeline --vae VAE
     pipe_dir = str(tmp_path / "pipe")

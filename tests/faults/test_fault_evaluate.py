@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("torch_fidelity")
 
+from fidelity_tiny import cli_error  # noqa: E402
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # noqa: E402
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # noqa: E402
 
@@ -87,16 +88,6 @@ def pin(monkeypatch, name, path):
         os.path.basename(path), "https://example.invalid/w.pt", ev.file_sha256(path)
     )
     monkeypatch.setitem(ev.PUBLISHED_WEIGHTS, name, published)
-
-
-def cli_error(capsys, argv) -> str:
-    """The one-line error of ``meanflow.evaluate argv`` (exit status 2, no traceback)."""
-    with pytest.raises(SystemExit) as exit_info:
-        ev.main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    return err
 
 
 def test_crafted_inception_pickle_never_runs(images, tmp_path, monkeypatch, capsys, no_downloads):

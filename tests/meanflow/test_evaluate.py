@@ -1,6 +1,7 @@
 """meanflow.evaluate through torch-fidelity with a tiny registered feature extractor (no
 Inception download): FID(A, A) ~ 0, FID grows with a controlled shift, directory / npz /
-precomputed-statistics inputs agree, and bad inputs fail before anything is written."""
+precomputed-statistics inputs agree, a class-folder tree read with --ref-size is the ADM
+center crops the trainer sees, and bad inputs fail before anything is written."""
 
 import json
 import os
@@ -12,37 +13,22 @@ import torch
 
 pytest.importorskip("torch_fidelity")
 
-from fidelity_tiny import TINY, TinyExtractor  # noqa: E402
+from fidelity_tiny import (  # noqa: E402
+    TINY,
+    TinyExtractor,
+    adm_tree,
+    as_uint8,
+    cli_error,
+    image_set,
+    write_dir,
+    write_npz,
+)
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
+from meanflow import evaluate_inputs  # noqa: E402
 
 RUN = dict(feature_extractor=TINY, device="cpu", batch_size=16, verbose=False)
-
-
-def image_set(n=48, seed=0, size=16):
-    """Smooth random colour fields in [40, 200] (room for a +-40 shift without clipping)."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(40, 200, size=(n, 4, 4, 3))
-    return np.repeat(np.repeat(coarse, size // 4, 1), size // 4, 2)
-
-
-def as_uint8(x):
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def write_dir(path, array):
-    from PIL import Image
-
-    os.makedirs(path, exist_ok=True)
-    for i, a in enumerate(array):
-        Image.fromarray(a).save(os.path.join(path, f"{i:04d}.png"))
-    return str(path)
-
-
-def write_npz(path, array):
-    np.savez(path, arr_0=array)
-    return str(path)
 
 
 @pytest.fixture
@@ -348,10 +334,11 @@ def test_npz_members_are_memory_mapped(tmp_path):
     array = as_uint8(image_set(n=5))
     np.savez(tmp_path / "plain.npz", arr_0=array, arr_1=np.arange(5))
     np.savez_compressed(tmp_path / "small.npz", arr_0=array)
-    plain = ev.load_npz_member(str(tmp_path / "plain.npz"), "arr_0")
+    load = evaluate_inputs.load_npz_member
+    plain = load(str(tmp_path / "plain.npz"), "arr_0")
     assert isinstance(plain, np.memmap) and np.array_equal(plain, array)
-    assert np.array_equal(ev.load_npz_member(str(tmp_path / "small.npz"), "arr_0"), array)
-    assert np.array_equal(ev.load_npz_member(str(tmp_path / "plain.npz"), "arr_1"), np.arange(5))
+    assert np.array_equal(load(str(tmp_path / "small.npz"), "arr_0"), array)
+    assert np.array_equal(load(str(tmp_path / "plain.npz"), "arr_1"), np.arange(5))
 
 
 @pytest.fixture(scope="module")
@@ -455,3 +442,151 @@ def test_an_unfinished_generate_output_is_refused(tmp_path):
     write_dir(out / "images", as_uint8(image_set(n=20)))  # half the set, as a run still going leaves it
     with pytest.raises(ValueError, match=r"sampled is an unfinished meanflow.generate output.*run the same"):
         ev.evaluate(str(out), str(out), metrics=["fid"], **RUN)
+
+
+# ------------------------------------------------------------- --ref-size
+
+
+@pytest.fixture
+def photo_tree(tmp_path):
+    """A class-folder tree of photos of many sizes and the hand-built .npz of its 16x16 crops."""
+    return adm_tree(tmp_path, 16)
+
+
+def test_ref_size_reads_a_class_folder_tree_as_the_adm_crops(sets, photo_tree, tmp_path, monkeypatch):
+    """--ref-size 16 turns the tree (refused without it: many sizes) into the reference the
+    hand-built .npz of the same crops is: the same FID, precision/recall and KID; its saved
+    statistics record the crop and give that FID again."""
+    tree, adm_npz, n = photo_tree
+    with pytest.raises(ValueError, match="different sizes"):
+        ev.evaluate(sets["shift16"], tree, metrics=["fid"], **RUN)
+    metrics, stats = ["fid", "prc", "kid"], tmp_path / "ref_stats.npz"
+    by_hand = ev.evaluate(sets["shift16"], adm_npz, metrics=metrics, **RUN)
+    cropped = ev.evaluate(
+        sets["shift16"], tree, metrics=metrics, ref_size=16, save_ref_stats=str(stats), **RUN
+    )
+    assert cropped["num_reference"] == by_hand["num_reference"] == n and cropped["ref_size"] == 16
+    assert by_hand["ref_size"] is None and cropped["fid"] > 1e-3
+    for key in ("fid", "precision", "recall", "kid_mean"):
+        assert cropped[key] == pytest.approx(by_hand[key], rel=1e-9, abs=1e-12), key
+    with np.load(stats) as data:
+        assert str(data["crop_size"][()]) == "16" and data["crop_size"].dtype.kind == "U"
+        assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer"} | {
+            "weights_sha256",
+            "crop_size",
+        }
+
+    # saved once, then reused: the tree is not read again
+    def extract(images, *args, **kwargs):
+        assert images.role == "samples", "the reference was read again"
+        return extract_all(images, *args, **kwargs)
+
+    extract_all = ev.extract
+    monkeypatch.setattr(ev, "extract", extract)
+    again = ev.evaluate(sets["shift16"], str(stats), metrics=["fid"], **RUN)
+    assert again["fid"] == pytest.approx(by_hand["fid"], rel=1e-9) and again["ref_size"] == 16
+    assert again["reference_stats"] == "precomputed"
+    # a copy of them keeps the crop, and --save-ref-stats replaces its own file with the crop
+    copy = tmp_path / "copy.npz"
+    ev.evaluate(sets["shift16"], str(stats), metrics=["fid"], save_ref_stats=str(copy), **RUN)
+    with np.load(copy) as data:
+        assert str(data["crop_size"][()]) == "16"
+    assert ev.reference_stats.is_stats(str(stats)) and ev.reference_stats.is_stats(str(copy))
+
+
+def test_ref_size_leaves_images_of_that_size_unchanged(sets, tmp_path):
+    """The ADM crop of an N x N image is the image itself: a folder already of the samples'
+    size scores the same with --ref-size as without."""
+    files = evaluate_inputs.list_images(sets["a_dir"], "reference")
+    for path in files[:8]:
+        assert np.array_equal(evaluate_inputs.read_image(path, 16), evaluate_inputs.read_image(path))
+    plain = ev.evaluate(sets["shift8"], sets["a_dir"], metrics=["fid", "prc"], **RUN)
+    cropped = ev.evaluate(sets["shift8"], sets["a_dir"], metrics=["fid", "prc"], ref_size=16, **RUN)
+    assert cropped["fid"] == plain["fid"] and cropped["precision"] == plain["precision"]
+    # gray images too: converted to RGB, then cropped
+    gray = write_dir(tmp_path / "gray", as_uint8(image_set(n=6)[..., 0]))
+    for path in evaluate_inputs.list_images(gray, "reference"):
+        assert np.array_equal(evaluate_inputs.read_image(path, 16), evaluate_inputs.read_image(path))
+
+
+def test_crop_size_and_samples_size_must_match(sets, photo_tree, tmp_path, monkeypatch, capsys):
+    """64x64 samples against 256x256 crops: the extractor resizes both, so FID would be a
+    number; refused in one line naming both sizes, before any features are extracted, whether
+    the crop is asked for now or recorded by saved statistics."""
+    tree, _, _ = photo_tree
+    stats, out = tmp_path / "ref_stats.npz", tmp_path / "fid.json"
+    ev.evaluate(sets["shift16"], tree, metrics=["fid"], ref_size=16, save_ref_stats=str(stats), **RUN)
+    small = write_npz(tmp_path / "small.npz", as_uint8(image_set(n=8, size=8)))
+    wide = write_npz(tmp_path / "wide.npz", as_uint8(image_set(n=8, size=16)[:, :8]))
+
+    def extract(*args, **kwargs):
+        raise AssertionError("features extracted before the sizes were checked")
+
+    monkeypatch.setattr(ev, "extract", extract)
+    with pytest.raises(ValueError) as refused:
+        ev.evaluate(small, tree, metrics=["fid"], ref_size=16, out=str(out), **RUN)
+    message = str(refused.value)
+    assert "samples are 8x8" in message and "16x16 center crops (--ref-size 16)" in message
+    assert "give --ref-size 8" in message and "\n" not in message
+    with pytest.raises(ValueError, match=rf"samples are 8x8 .*statistics {stats} .* 16x16 center crops"):
+        ev.evaluate(small, str(stats), metrics=["fid"], out=str(out), **RUN)
+    with pytest.raises(ValueError, match=r"samples are 16x8 .*center crop is square"):
+        ev.evaluate(wide, tree, metrics=["fid"], ref_size=16, **RUN)
+    # a samples folder is measured by its first image (the rest must match it when read)
+    folder = write_dir(tmp_path / "small_dir", as_uint8(image_set(n=4, size=8)))
+    with pytest.raises(ValueError, match=r"samples are 8x8 "):
+        ev.evaluate(folder, tree, metrics=["kid"], ref_size=16, **RUN)
+    quick = ["--feature-extractor", TINY, "--quiet", "--out", str(out)]
+    err = cli_error(capsys, [small, "--ref", str(stats), *quick])
+    assert "8x8" in err and "16x16" in err and str(stats) in err
+    err = cli_error(capsys, [small, "--ref", tree, "--ref-size", "16", *quick])
+    assert "8x8" in err and "--ref-size 16" in err
+    assert not out.exists()
+    # the Inception Score alone never meets the reference: nothing to refuse
+    monkeypatch.undo()
+    assert "inception_score_mean" in ev.evaluate(small, str(stats), metrics=["isc"], **RUN)
+
+
+def test_bad_ref_size_values_are_refused(sets, photo_tree, tmp_path, capsys):
+    """Not an int, < 1, without a reference, or with a reference it cannot apply to (an .npz
+    of images or statistics, a meanflow.generate output): one line naming --ref-size. The
+    samples are never cropped: a mixed-size samples folder is refused as before."""
+    tree, adm_npz, _ = photo_tree
+    stats, out = tmp_path / "ref_stats.npz", tmp_path / "fid.json"
+    ev.evaluate(sets["shift16"], adm_npz, metrics=["fid"], save_ref_stats=str(stats), **RUN)
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / "manifest.json").write_text("{}")
+    write_npz(generated / "samples.npz", as_uint8(image_set(n=8)))
+    quick = [sets["shift16"], "--feature-extractor", TINY, "--quiet", "--out", str(out)]
+    for value, shown in (("0", "0"), ("-3", "-3"), ("abc", "'abc'"), ("1.5", "'1.5'"), ("", "''")):
+        err = cli_error(capsys, [*quick, "--ref", tree, "--ref-size", value])
+        assert "--ref-size must be an int >= 1" in err and err.endswith(f"got {shown}\n"), err
+    for bad in (0, 2.0, True, "16"):
+        with pytest.raises(ValueError, match=r"--ref-size must be an int >= 1"):
+            ev.evaluate(sets["shift16"], tree, metrics=["fid"], ref_size=bad, **RUN)
+    for reference in (adm_npz, str(stats), str(generated)):
+        err = cli_error(capsys, [*quick, "--ref", reference, "--ref-size", "16"])
+        assert f"--ref-size 16 center-crops the images of a folder; reference {reference} is an .npz" in err
+    assert "--ref-size center-crops the reference" in cli_error(capsys, [*quick, "--ref-size", "16"])
+    assert not out.exists()
+    mixed = write_dir(tmp_path / "mixed", as_uint8(image_set(n=8)))
+    write_dir(tmp_path / "mixed" / "big", as_uint8(image_set(n=1, size=24)))
+    with pytest.raises(ValueError, match=r"samples folder .*mixed holds images of different sizes"):
+        ev.evaluate(mixed, tree, metrics=["fid"], ref_size=16, **RUN)
+
+
+def test_a_damaged_crop_record_is_refused(sets, photo_tree, tmp_path):
+    tree, _, _ = photo_tree
+    stats, damaged = tmp_path / "ref_stats.npz", tmp_path / "damaged.npz"
+    ev.evaluate(sets["shift16"], tree, metrics=["fid"], ref_size=16, save_ref_stats=str(stats), **RUN)
+    with np.load(stats) as data:
+        members = {k: data[k] for k in data.files}
+    for value in (np.str_("sixteen"), np.str_("0"), np.int64(16)):
+        np.savez(damaged, **{**members, "crop_size": value})
+        with pytest.raises(ValueError, match=r"damaged.npz has a damaged feature record \(crop_size"):
+            ev.evaluate(sets["shift16"], str(damaged), metrics=["fid"], **RUN)
+    # the crop alone, without the record it belongs to, vouches for nothing either
+    np.savez(damaged, mu=members["mu"], sigma=members["sigma"], crop_size=members["crop_size"])
+    with pytest.raises(ValueError, match=r"damaged feature record \(feature_extractor missing"):
+        ev.evaluate(sets["shift16"], str(damaged), metrics=["fid"], **RUN)
