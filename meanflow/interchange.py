@@ -205,6 +205,16 @@ def _reflect_time(weight: torch.Tensor) -> torch.Tensor:
     return out.to(weight.dtype)
 
 
+def _folder_identity(directory: str) -> tuple:
+    """Which folder ``directory`` is now: an export puts a new one (a new inode) in its place.
+    None where there is none (the read then says what is missing)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 # ------------------------------------------------------------------- the mixin
 
 
@@ -230,7 +240,19 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, directory: str, device="cpu", dtype=None, backend=None):
-        """The model saved by ``save_pretrained``, in eval mode."""
+        """The model saved by ``save_pretrained``, in eval mode: the config and the weights of one
+        export, also while another export replaces the folder (it swaps the whole folder in,
+        ``meanflow.checkpoint.publish_directory``: the files read before and after the swap would
+        be two models' -- the new weights would load into the old config if the shapes match)."""
+        for _ in range(3):
+            before = _folder_identity(directory)
+            model = cls._read_pretrained(directory, backend)
+            if _folder_identity(directory) == before:
+                return model.to(device=device, dtype=dtype).eval()
+        raise ValueError(f"{directory} was replaced while it was read, three times: read it once exports end")
+
+    @classmethod
+    def _read_pretrained(cls, directory: str, backend):
         config_path, weights_path = (os.path.join(directory, n) for n in (CONFIG_NAME, WEIGHTS_NAME))
         for p in (config_path, weights_path):
             if not os.path.isfile(p):
@@ -245,7 +267,7 @@ class PretrainedMixin:
         state = load_safetensors(weights_path, "model weights")
         check_state_dict(model, state, weights_path)
         model.load_state_dict(state)
-        return model.to(device=device, dtype=dtype).eval()
+        return model
 
     @classmethod
     def from_official_dit(

@@ -1,7 +1,9 @@
 """Two processes on the same files: a second prepare_latents on a destination another one is
 filling is refused before it removes or writes anything; a second export to a folder another
-export is writing is refused and leaves that export's temporary alone. Each interleaving is
-forced by a step that stops until the test goes on, never by timing."""
+export is writing is refused and leaves that export's temporary alone; a reader of a pretrained
+folder that an export replaces meanwhile loads one export whole, never the config of one and
+the weights of the other. Each interleaving is forced by a step that stops until the test goes
+on, never by timing."""
 
 import json
 import os
@@ -9,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore:.*RANDOM.*:UserWarning")]
@@ -142,3 +145,39 @@ def test_a_second_export_to_a_folder_being_exported_is_refused(tmp_path, tiny, c
     with pytest.warns(UserWarning, match="interrupted export"):  # the first one killed: cleaned up
         assert run_export(capsys, *argv)[0] == 0
     assert sorted(os.listdir(tmp_path)) == ["exported", "last.pt"]
+
+
+def test_a_pretrained_folder_replaced_while_it_is_read_loads_one_export_whole(tmp_path, tiny, monkeypatch):
+    """The reader has read config.json (2 heads) when an export of another model (4 heads, the
+    same shapes) replaces the folder: unchecked, it loaded the new weights into the old config
+    without a word."""
+    import meanflow.interchange as interchange
+    from meanflow.models import DiT
+
+    old_model, new_model = tiny(num_heads=2, seed=0), tiny(num_heads=4, seed=1)
+    out, new_source = tmp_path / "exported", tmp_path / "new"
+    old_model.save_pretrained(str(out))
+    new_model.save_pretrained(str(new_source))
+    read_weights, exports = interchange.load_safetensors, []
+
+    def export_then_read(path, what):
+        if not exports:  # between the reader's config.json and its weights
+            exports.append(
+                subprocess.run(
+                    [sys.executable, "-m", "meanflow.export", "--ckpt", str(new_source), "--out", str(out)],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )  # fmt: skip
+            )
+            assert exports[0].returncode == 0, exports[0].stderr
+        return read_weights(path, what)
+
+    monkeypatch.setattr(interchange, "load_safetensors", export_then_read)
+    loaded = DiT.from_pretrained(str(out))
+    assert exports
+    expected = new_model if loaded.config.num_heads == 4 else old_model
+    assert loaded.config == expected.config
+    state = loaded.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
