@@ -156,25 +156,45 @@ def exclusive_folder(path: str, program: str, argument: str):
     while not os.path.exists(missing):
         made.append(missing)
         missing = os.path.dirname(missing)
-    os.makedirs(path, exist_ok=True)
-    folder = os.open(path, os.O_RDONLY)
+    folder = _lock_folder(path, program, argument)
     try:
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise ValueError(
-                    f"{argument} {path!r} is in use by another {program} run; wait for it to end or "
-                    f"use another {argument}"
-                ) from None
         yield
     finally:
-        os.close(folder)  # releases the lock
+        # Removed while still held: released first, another run could lock the folder in
+        # between and then hold one that no longer exists, beside a third on a new one.
         for created in made:  # the deepest first, while empty
             try:
                 os.rmdir(created)
             except OSError:
                 break
+        os.close(folder)  # releases the lock
+
+
+def _lock_folder(path: str, program: str, argument: str) -> int:
+    """An open descriptor of the folder ``path`` holding its ``flock``; retried while the
+    folder is removed under us (a run ending removes the folder it made) until the lock is on
+    the folder that ``path`` names."""
+    while True:
+        os.makedirs(path, exist_ok=True)
+        try:
+            folder = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                os.close(folder)
+                raise ValueError(
+                    f"{argument} {path!r} is in use by another {program} run; wait for it to end or "
+                    f"use another {argument}"
+                ) from None
+        try:
+            if os.path.samestat(os.fstat(folder), os.stat(path)):
+                return folder
+        except FileNotFoundError:
+            pass
+        os.close(folder)
 
 
 def refuse_directory(path: str) -> None:

@@ -181,3 +181,31 @@ def test_a_pretrained_folder_replaced_while_it_is_read_loads_one_export_whole(tm
     assert loaded.config == expected.config
     state = loaded.state_dict()
     assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
+
+
+def test_a_folder_removed_while_it_is_being_locked_is_held_anew(tmp_path, monkeypatch):
+    """A run ending removes the folder it made. Another run that opened the folder just before
+    and locks it just after held a folder that no longer exists, and a third run then held the
+    folder made anew beside it: two holders. The lock must be on the folder the path names."""
+    import fcntl
+
+    from meanflow import checkpoint
+
+    out = tmp_path / "run"
+    flock = fcntl.flock
+    removed = []
+
+    def flock_after_the_first_run_ended(fd, op):
+        if not removed:  # the first run's clean-up, between this run's open and its lock
+            os.rmdir(out)
+            removed.append(True)
+        return flock(fd, op)
+
+    monkeypatch.setattr(checkpoint.fcntl, "flock", flock_after_the_first_run_ended)
+    with checkpoint.exclusive_folder(str(out), "meanflow.train", "out_dir"):
+        assert removed and out.is_dir()
+        monkeypatch.setattr(checkpoint.fcntl, "flock", flock)
+        with pytest.raises(ValueError, match="in use by another meanflow.train run"):
+            with checkpoint.exclusive_folder(str(out), "meanflow.train", "out_dir"):
+                pass
+    assert not out.exists()  # made by the run, left empty: removed
