@@ -33,7 +33,8 @@ ORDER = (
     "dual_ref+compile",
 )
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# The step the targets are stated for: every row's du/dt, no guidance, blocks compiled one by one.
+# The step the sweep runs unless told otherwise: every row's du/dt (as public MeanFlow code), no
+# guidance (the targets are judged on unguided steps, either tangent_rows), blocks compiled one by one.
 LOSS_DEFAULTS = {"tangent_rows": "all", "cfg_w": 1.0, "cfg_k": 0.0, "compile_mode": "regional"}
 
 
