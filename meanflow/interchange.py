@@ -215,6 +215,20 @@ def _folder_identity(directory: str) -> tuple:
     return st.st_dev, st.st_ino
 
 
+def read_one_export(directory: str, read):
+    """``read()``, which opens files under ``directory`` by path one after another, made to
+    return what one export wrote: an export swaps a whole new folder in
+    (``meanflow.checkpoint.publish_directory``), so files read before and after the swap are two
+    exports' and fit together silently when their shapes match. Read again while the folder was
+    replaced meanwhile; a ValueError after three replacements in a row."""
+    for _ in range(3):
+        before = _folder_identity(directory)
+        result = read()
+        if _folder_identity(directory) == before:
+            return result
+    raise ValueError(f"{directory} was replaced while it was read, three times: read it once exports end")
+
+
 # ------------------------------------------------------------------- the mixin
 
 
@@ -244,12 +258,8 @@ class PretrainedMixin:
         export, also while another export replaces the folder (it swaps the whole folder in,
         ``meanflow.checkpoint.publish_directory``: the files read before and after the swap would
         be two models' -- the new weights would load into the old config if the shapes match)."""
-        for _ in range(3):
-            before = _folder_identity(directory)
-            model = cls._read_pretrained(directory, backend)
-            if _folder_identity(directory) == before:
-                return model.to(device=device, dtype=dtype).eval()
-        raise ValueError(f"{directory} was replaced while it was read, three times: read it once exports end")
+        model = read_one_export(directory, lambda: cls._read_pretrained(directory, backend))
+        return model.to(device=device, dtype=dtype).eval()
 
     @classmethod
     def _read_pretrained(cls, directory: str, backend):

@@ -38,6 +38,7 @@ except ImportError as e:  # diffusers is optional for the rest of meanflow
 from mfkernels import dispatch
 
 from .checkpoint import atomic_directory
+from .interchange import read_one_export
 from .models import DiT
 from .sampler import sample, to_pil, to_uint8
 from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
@@ -361,8 +362,23 @@ class MeanFlowPipeline(DiffusionPipeline):
         """Load what ``save_pretrained`` wrote, through ``DiffusionPipeline.from_pretrained``
         (``torch_dtype=``, passed components, ...). ``vae``: an ``AutoencoderKL`` or a local
         folder / weights file for :func:`meanflow.vae.load_vae`, instead of the saved one;
-        ``device``: where to put the pipeline; ``backend``: the transformer's mfkernels backend."""
+        ``device``: where to put the pipeline; ``backend``: the transformer's mfkernels backend.
+
+        ``vae/``, ``model_index.json`` and ``transformer/`` are read by path one after another:
+        an export replacing the folder meanwhile would pair one export's VAE and scale with the
+        other's transformer, so they are read again until one export was read whole
+        (:func:`meanflow.interchange.read_one_export`). ``DiffusionPipeline.from_pretrained``
+        builds this class itself without coming here, so it reads without that check."""
         folder = str(pretrained_model_name_or_path)
+        pipe = read_one_export(folder, lambda: cls._read_folder(folder, vae, kwargs))
+        if backend is not None:
+            pipe.transformer.backend = dispatch.check_backend(backend) or None
+        return pipe.to(device) if device is not None else pipe
+
+    @classmethod
+    def _read_folder(cls, folder: str, vae, kwargs: dict):
+        """One read of ``folder``. ``kwargs`` is the caller's, left unchanged: a second read
+        must not be handed the VAE the first one read from the replaced folder."""
         index_path = os.path.join(folder, cls.config_name)
         if not os.path.isfile(index_path):
             raise FileNotFoundError(
@@ -373,16 +389,13 @@ class MeanFlowPipeline(DiffusionPipeline):
             vae = saved_vae  # read strictly: diffusers would fill missing weights with random ones
         if isinstance(vae, str):
             vae = load_vae(vae, dtype=kwargs.get("dtype") or kwargs.get("torch_dtype"))
-        if vae is not None:
-            kwargs["vae"] = vae
-        pipe = super().from_pretrained(folder, **kwargs)
+        options = {**kwargs, "vae": vae} if vae is not None else kwargs
+        pipe = super().from_pretrained(folder, **options)
         for name in ("transformer", "vae"):
-            if name not in kwargs and getattr(pipe, name) is not None:
+            if name not in options and getattr(pipe, name) is not None:
                 # Loaded here for inference only; also the VAE picks its inference kernels then.
                 getattr(pipe, name).requires_grad_(False)
-        if backend is not None:
-            pipe.transformer.backend = dispatch.check_backend(backend) or None
-        return pipe.to(device) if device is not None else pipe
+        return pipe
 
 
 def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):

@@ -209,3 +209,52 @@ def test_a_folder_removed_while_it_is_being_locked_is_held_anew(tmp_path, monkey
             with checkpoint.exclusive_folder(str(out), "meanflow.train", "out_dir"):
                 pass
     assert not out.exists()  # made by the run, left empty: removed
+
+
+def test_a_pipeline_folder_replaced_while_it_is_read_loads_one_export_whole(
+    tmp_path, tiny, tiny_vae, monkeypatch
+):
+    """The reader has read vae/ (scaling factor 0.18215) and model_index.json when an export of
+    another pipeline (a 4-head transformer of the same shapes, a VAE scaling by 0.5) replaces
+    the folder while the transformer is read: unchecked, the new transformer loaded beside the
+    old VAE and scale without a word (the transformer's own check reads its folder again)."""
+    pytest.importorskip("diffusers")
+    import meanflow.interchange as interchange
+    from meanflow.pipeline import MeanFlowPipeline
+    from meanflow.vae import load_vae
+
+    def pipeline(num_heads, seed, scaling_factor):
+        with pytest.warns(UserWarning, match="RANDOM"):
+            vae = load_vae("random", {**tiny_vae[0], "scaling_factor": scaling_factor})
+        with torch.no_grad():
+            for p in vae.parameters():
+                p.add_(seed * 0.1)
+        return MeanFlowPipeline(tiny(in_channels=4, num_heads=num_heads, seed=seed), vae)
+
+    old, new = pipeline(2, 0, 0.18215), pipeline(4, 1, 0.5)
+    out, sources = tmp_path / "exported", tmp_path / "new"
+    old.save_pretrained(str(out))
+    new.transformer.save_pretrained(str(sources / "transformer"))
+    new.vae.save_pretrained(str(sources / "vae"))
+    read_weights, exports = interchange.load_safetensors, []
+    argv = ["--ckpt", sources / "transformer", "--pipeline", "--vae", sources / "vae", "--out", out]
+
+    def export_then_read(path, what):
+        if not exports:  # between the reader's transformer/config.json and its weights
+            command = [sys.executable, "-m", "meanflow.export", *map(str, argv)]
+            exports.append(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300))
+            assert exports[0].returncode == 0, exports[0].stderr
+        return read_weights(path, what)
+
+    monkeypatch.setattr(interchange, "load_safetensors", export_then_read)
+    loaded = MeanFlowPipeline.from_pretrained(str(out))
+    assert exports
+    expected = new if loaded.transformer.config.num_heads == 4 else old
+    assert (loaded.transformer.config, loaded.scaling_factor) == (
+        expected.transformer.config,
+        expected.scaling_factor,
+    )
+    assert loaded.vae.config.scaling_factor == expected.vae.config.scaling_factor
+    for got, want in ((loaded.transformer, expected.transformer), (loaded.vae, expected.vae)):
+        state = got.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in want.state_dict().items())

@@ -110,6 +110,32 @@ def test_pixel_pipeline_round_trip(tmp_path, tiny):
     assert torch.equal(a, b)
 
 
+def test_a_folder_replaced_at_each_read_is_read_again_then_refused(tmp_path, vae_config, tiny, monkeypatch):
+    """Each read gets the caller's arguments as given (never the VAE an earlier read took from
+    the replaced folder); three replacements in a row are a ValueError, not a torn pipeline."""
+    import meanflow.interchange as interchange
+
+    vae = random_vae(vae_config)
+    MeanFlowPipeline(tiny(in_channels=4), vae).save_pretrained(str(tmp_path / "p"))
+    identity, identities, reads = interchange._folder_identity, iter(range(100)), []
+    replaced = {str(tmp_path / "p")}  # the pipeline folder only: its transformer/ stays
+    monkeypatch.setattr(
+        interchange, "_folder_identity", lambda d: next(identities) if d in replaced else identity(d)
+    )
+    read_folder = MeanFlowPipeline._read_folder.__func__
+    monkeypatch.setattr(
+        MeanFlowPipeline,
+        "_read_folder",
+        classmethod(lambda cls, *args: reads.append(args) or read_folder(cls, *args)),
+    )
+    with pytest.raises(ValueError, match="p was replaced while it was read, three times"):
+        MeanFlowPipeline.from_pretrained(str(tmp_path / "p"), dtype=torch.float64)
+    assert [(v, kw) for _, v, kw in reads] == [(None, {"dtype": torch.float64})] * 3
+    with pytest.raises(ValueError, match="three times"):
+        MeanFlowPipeline.from_pretrained(str(tmp_path / "p"), vae=vae)
+    assert all(args[1] is vae and args[2] == {} for args in reads[3:]) and len(reads) == 6
+
+
 def test_bad_inputs(tmp_path, vae_config, tiny):
     pipe = MeanFlowPipeline(rgb_model(tiny))
     with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 4\]"):
