@@ -19,6 +19,29 @@ def _seed():
     torch.manual_seed(0)
 
 
+# mfkernels' once-per-process warnings (a backend's fallback, docs/design.md section 4; math SDPA
+# under a forward-AD level, section 2; MFK_ATTENTION_BACKWARD's library, docs/attention-tuning.md)
+# keep what they said in these sets. Shared across tests, a test that asserts the warning would
+# pass only where no earlier test gave it, and one that asserts "nothing fell back" (no warning)
+# would pass where an earlier test had.
+_WARN_ONCE_REGISTRIES = (
+    ("mfkernels.dispatch", "_warned"),
+    ("mfkernels.sdpa", "_WARNED"),
+    ("mfkernels.backends.triton.attention", "_warned_library_fallbacks"),
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warn_once_registries(monkeypatch):
+    """Every test starts with no once-only warning given yet. Only modules already imported are
+    patched: one a test imports (triton's is optional) starts with an empty set anyway."""
+    import sys
+
+    for module, name in _WARN_ONCE_REGISTRIES:
+        if module in sys.modules:
+            monkeypatch.setattr(sys.modules[module], name, set())
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
