@@ -42,6 +42,16 @@ def _fresh_warn_once_registries(monkeypatch):
             monkeypatch.setattr(sys.modules[module], name, set())
 
 
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """The thread count back after each test: ``train.main`` with ``threads`` set (the tests'
+    runs take 1 on a shared machine) and the rank-equality tests set it for the whole process."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

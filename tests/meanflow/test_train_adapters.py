@@ -29,14 +29,6 @@ TINY = {
 DIT = {"depth": 1, "hidden_size": 32, "num_heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    """The runs here take one thread (threads=1 sets it for the process): give the count back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def adapter_config(out_dir, data_path, model_class, **overrides) -> TrainConfig:
     if model_class in ADAPTERS:
         pytest.importorskip(ADAPTERS[model_class].library)
