@@ -52,10 +52,12 @@ def ln_inputs(shape, dtype, mod_dtype=None, device="cpu"):
 
 @pytest.fixture
 def isa():
-    """Restores the automatic ISA choice after a test that forced one."""
+    """Gives back the ISA in use before a test that forced one: that is the automatic choice
+    only without MFK_CPU_ISA (csrc/README.md), and the rest of the session runs on it."""
+    before = None if _C is None else _C.cpu_isa()
     yield
-    if _C is not None:
-        _C.set_cpu_isa("auto")
+    if before is not None:
+        _C.set_cpu_isa(before)
 
 
 def use_isa(name):
