@@ -107,15 +107,11 @@ def _check_placement(src, dst) -> None:
         raise ValueError(f"destination {dst!r} exists and is not a folder")
 
 
-def _check_destination(src, dst) -> dict | None:
+def _check_destination(dst) -> dict | None:
     """Refuse, before anything is written, a ``dst`` that is not this program's to write into;
     returns its manifest when it is a prepare_latents folder to resume. A folder without a
-    manifest must be new or empty (or hold only the scan cache of an interrupted first run)."""
-    _check_placement(src, dst)
-    if not os.path.lexists(dst):
-        return None
-    if not os.path.isdir(dst):
-        raise ValueError(f"destination {dst!r} exists and is not a folder")
+    manifest must be new or empty (or hold only the scan cache of an interrupted first run).
+    ``dst`` is held (and so a folder) by now: :func:`_check_placement` ran before."""
     path = os.path.join(dst, MANIFEST)
     if not os.path.lexists(path):
         foreign = [name for name in sorted(os.listdir(dst)) if not _own_scan_cache(os.path.join(dst, name))]
@@ -230,18 +226,13 @@ def _fingerprint(index: FolderIndex) -> str:
     return h.hexdigest()
 
 
-def prepare_latents(src, dst, weights, config=None, **settings) -> dict:
+def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_size=32, shard_size=4096,
+                    flips=1, dtype="float32", device="auto", reader="auto", num_workers=4,
+                    scan_workers=None, progress=True, preview=0) -> dict:  # fmt: skip
     """Encode ``src`` into ``dst`` (module docstring); returns the manifest. Resumable, by one
     run at a time: a second run on ``dst`` is refused, naming it. Unrefused, it would remove the
     first one's temporary shard folder while that run fills it, and both would rewrite the
     shards and the manifest (docs/design.md section 5)."""
-    _check_settings(**settings)
-    _check_placement(src, dst)  # before the hold makes dst: never a folder inside the images
-    with exclusive_folder(dst, "meanflow.prepare_latents", "destination"):
-        return _prepare_latents(src, dst, weights, config, **settings)
-
-
-def _check_settings(flips=1, dtype="float32", image_size=256, batch_size=32, shard_size=4096, **_):
     if flips not in (1, 2):
         raise ValueError(f"flips must be 1 or 2 (--flips none|both), got {flips}")
     if dtype not in ("float32", "float16"):
@@ -249,131 +240,134 @@ def _check_settings(flips=1, dtype="float32", image_size=256, batch_size=32, sha
     for name, value in (("image_size", image_size), ("batch_size", batch_size), ("shard_size", shard_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-def _prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_size=32, shard_size=4096,
-                     flips=1, dtype="float32", device="auto", reader="auto", num_workers=4,
-                     scan_workers=None, progress=True, preview=0) -> dict:  # fmt: skip
-    old = _check_destination(src, dst)
-    if old is not None and not any(s.get("done") for s in old["shards"]):
-        old = None  # no latents there yet, so none made otherwise: start over with these settings
-    reader = _resolve_reader(reader, old.get("reader") if old else None, dst)
-    device = resolve_device(device)
-    # The VAE before the scan, which takes minutes on ImageNet: a bad --vae is said at once.
-    vae = load_vae(weights, config, device)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    if image_size % factor:
-        raise ValueError(
-            f"image_size {image_size} is not a multiple of the VAE's downsampling factor {factor}"
-        )
-    # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
-    index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
-    _check_listable_names(index)
-    if reader == "dali":
-        from .data.dali_images import check_dali_names
-
-        check_dali_names(index, "use --reader torch")
-    os.makedirs(dst, exist_ok=True)
-    print(f"prepare_latents: {index.describe()}", flush=True)
-
-    n = len(index)
-    shards = [
-        {"name": f"shard_{k:05d}", "start": s, "images": min(shard_size, n - s), "count": 0, "done": False}
-        for k, s in enumerate(range(0, n, shard_size))
-    ]
-    scale, shift = latent_scale(vae)
-    manifest = {
-        "format": FORMAT,
-        "version": 2,  # 2: the reader and the VAE's weights hash are recorded
-        "source": index.root,
-        "source_fingerprint": _fingerprint(index),
-        "image_size": image_size,
-        "crop": "adm-center",  # as closely as the reader does it: meanflow.data.dali_images
-        "reader": reader,
-        "vae": vae_identity(vae, weights),
-        "scale_factor": scale,
-        "shift_factor": shift,
-        "latent_shape": [vae.config.latent_channels, image_size // factor, image_size // factor],
-        "stored": "posterior moments: each file (flips, 2, C, h, w) = [mean, std] before scale_factor",
-        "flips": flips,
-        "dtype": dtype,
-        "classes": index.classes,
-        "shard_size": shard_size,
-        "num_images": n,
-        "scan": {k: v for k, v in index.summary.items() if k != "scanned_now"},
-    }
-    manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back from disk
-    path = os.path.join(dst, MANIFEST)
-    if old is not None:
-        conflicts = _resume_conflicts(old, manifest)
-        if conflicts:
+    _check_placement(src, dst)  # before the hold makes dst: never a folder inside the images
+    with exclusive_folder(dst, "meanflow.prepare_latents", "destination"):
+        old = _check_destination(dst)
+        if old is not None and not any(s.get("done") for s in old["shards"]):
+            old = None  # no latents there yet, so none made otherwise: start over with these settings
+        reader = _resolve_reader(reader, old.get("reader") if old else None, dst)
+        device = resolve_device(device)
+        # The VAE before the scan, which takes minutes on ImageNet: a bad --vae is said at once.
+        vae = load_vae(weights, config, device)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        if image_size % factor:
             raise ValueError(
-                f"{dst!r} holds latents made with other settings ({'; '.join(conflicts)}): "
-                "use another destination, or the same settings to resume"
+                f"image_size {image_size} is not a multiple of the VAE's downsampling factor {factor}"
             )
-        done = {s["name"]: s for s in old["shards"] if s.get("done")}
-        shards = [done.get(s["name"], s) for s in shards]
-    manifest["shards"] = shards
+        # The scan checks src before anything is written (its cache makes dst): bad input leaves nothing.
+        index = scan_image_folder(src, cache=os.path.join(dst, _SCAN_CACHE), workers=scan_workers)
+        _check_listable_names(index)
+        if reader == "dali":
+            from .data.dali_images import check_dali_names
 
-    def commit():
-        written = [s for s in shards if s["done"]]
-        manifest["num_samples"] = sum(s["count"] for s in written)
-        manifest["failed"] = sum(s["images"] - s["count"] for s in written)
-        manifest["complete"] = len(written) == len(shards)
-        write_json_atomic(path, manifest, indent=1)
+            check_dali_names(index, "use --reader torch")
+        os.makedirs(dst, exist_ok=True)
+        print(f"prepare_latents: {index.describe()}", flush=True)
 
-    commit()
-    if reader == "dali":
-        from .data.dali_images import iterate_files
+        n = len(index)
+        shards = [
+            {
+                "name": f"shard_{k:05d}",
+                "start": s,
+                "images": min(shard_size, n - s),
+                "count": 0,
+                "done": False,
+            }
+            for k, s in enumerate(range(0, n, shard_size))
+        ]
+        scale, shift = latent_scale(vae)
+        manifest = {
+            "format": FORMAT,
+            "version": 2,  # 2: the reader and the VAE's weights hash are recorded
+            "source": index.root,
+            "source_fingerprint": _fingerprint(index),
+            "image_size": image_size,
+            "crop": "adm-center",  # as closely as the reader does it: meanflow.data.dali_images
+            "reader": reader,
+            "vae": vae_identity(vae, weights),
+            "scale_factor": scale,
+            "shift_factor": shift,
+            "latent_shape": [vae.config.latent_channels, image_size // factor, image_size // factor],
+            "stored": "posterior moments: each file (flips, 2, C, h, w) = [mean, std] before scale_factor",
+            "flips": flips,
+            "dtype": dtype,
+            "classes": index.classes,
+            "shard_size": shard_size,
+            "num_images": n,
+            "scan": {k: v for k, v in index.summary.items() if k != "scanned_now"},
+        }
+        manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back from disk
+        path = os.path.join(dst, MANIFEST)
+        if old is not None:
+            conflicts = _resume_conflicts(old, manifest)
+            if conflicts:
+                raise ValueError(
+                    f"{dst!r} holds latents made with other settings ({'; '.join(conflicts)}): "
+                    "use another destination, or the same settings to resume"
+                )
+            done = {s["name"]: s for s in old["shards"] if s.get("done")}
+            shards = [done.get(s["name"], s) for s in shards]
+        manifest["shards"] = shards
 
-        def read(paths):
-            return iterate_files(paths, image_size, batch_size, device, num_threads=max(1, num_workers))
-    else:
-        from .data.image_folder import iterate_files as torch_iterate
+        def commit():
+            written = [s for s in shards if s["done"]]
+            manifest["num_samples"] = sum(s["count"] for s in written)
+            manifest["failed"] = sum(s["images"] - s["count"] for s in written)
+            manifest["complete"] = len(written) == len(shards)
+            write_json_atomic(path, manifest, indent=1)
 
-        def read(paths):
-            return torch_iterate(paths, image_size, batch_size, device, num_workers=num_workers)
-
-    from tqdm import tqdm
-
-    done_images = sum(s["images"] for s in shards if s["done"])
-    bar = tqdm(total=n, initial=done_images, unit="img", disable=not progress, dynamic_ncols=True)
-    skipped = sum(1 for s in shards if s["done"])
-    if skipped:
-        print(f"prepare_latents: {skipped} of {len(shards)} shards already done, skipped", flush=True)
-    for shard in shards:
-        if shard["done"]:
-            continue
-        final, tmp = os.path.join(dst, shard["name"]), os.path.join(dst, f".{shard['name']}.tmp")
-        _remove_own_shard(tmp)
-        _remove_own_shard(final)  # published, but the run was killed before its manifest entry
-        os.makedirs(tmp)
-        try:
-            ids = range(shard["start"], shard["start"] + shard["images"])
-            labels, sources, count = [], [], 0
-            for (x, ok), chunk in zip(read([index.path(i) for i in ids]), _chunks(list(ids), batch_size)):
-                moments = encode_moments(vae, x, flips).cpu().numpy().astype(dtype)
-                for row, i in enumerate(chunk):
-                    if ok[row]:
-                        np.save(os.path.join(tmp, f"{count:06d}.npy"), moments[row])
-                        labels.append(int(index.labels[i]))
-                        sources.append(index.files[i])
-                        count += 1
-                bar.update(len(chunk))
-            np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
-            with open(os.path.join(tmp, "files.txt"), "w", **_LINES) as f:
-                f.write("".join(s + "\n" for s in sources))
-            publish_directory(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
-            raise
-        shard.update(count=count, done=True)
         commit()
-    bar.close()
-    if preview:
-        write_preview(index, dst, vae, min(preview, n), image_size)
-    print(f"prepare_latents: {_outcome(manifest, index, dst)}", flush=True)
-    return manifest
+        if reader == "dali":
+            from .data.dali_images import iterate_files
+
+            def read(paths):
+                return iterate_files(paths, image_size, batch_size, device, num_threads=max(1, num_workers))
+        else:
+            from .data.image_folder import iterate_files as torch_iterate
+
+            def read(paths):
+                return torch_iterate(paths, image_size, batch_size, device, num_workers=num_workers)
+
+        from tqdm import tqdm
+
+        done_images = sum(s["images"] for s in shards if s["done"])
+        bar = tqdm(total=n, initial=done_images, unit="img", disable=not progress, dynamic_ncols=True)
+        skipped = sum(1 for s in shards if s["done"])
+        if skipped:
+            print(f"prepare_latents: {skipped} of {len(shards)} shards already done, skipped", flush=True)
+        for shard in shards:
+            if shard["done"]:
+                continue
+            final, tmp = os.path.join(dst, shard["name"]), os.path.join(dst, f".{shard['name']}.tmp")
+            _remove_own_shard(tmp)
+            _remove_own_shard(final)  # published, but the run was killed before its manifest entry
+            os.makedirs(tmp)
+            try:
+                ids = range(shard["start"], shard["start"] + shard["images"])
+                labels, sources, count = [], [], 0
+                for (x, ok), chunk in zip(read([index.path(i) for i in ids]), _chunks(list(ids), batch_size)):
+                    moments = encode_moments(vae, x, flips).cpu().numpy().astype(dtype)
+                    for row, i in enumerate(chunk):
+                        if ok[row]:
+                            np.save(os.path.join(tmp, f"{count:06d}.npy"), moments[row])
+                            labels.append(int(index.labels[i]))
+                            sources.append(index.files[i])
+                            count += 1
+                    bar.update(len(chunk))
+                np.save(os.path.join(tmp, "labels.npy"), np.asarray(labels, dtype=np.int64))
+                with open(os.path.join(tmp, "files.txt"), "w", **_LINES) as f:
+                    f.write("".join(s + "\n" for s in sources))
+                publish_directory(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+                raise
+            shard.update(count=count, done=True)
+            commit()
+        bar.close()
+        if preview:
+            write_preview(index, dst, vae, min(preview, n), image_size)
+        print(f"prepare_latents: {_outcome(manifest, index, dst)}", flush=True)
+        return manifest
 
 
 def _outcome(manifest, index: FolderIndex, dst) -> str:

@@ -369,7 +369,7 @@ CATALOG = [
     Mutant(
         "prepare-latents-line-break-names",
         "meanflow/prepare_latents.py",
-        "    _check_listable_names(index)\n",
+        "        _check_listable_names(index)\n",
         "",
         ("tests/faults/test_fault_prepare_latents.py",),
         "an image name holding a line break reads back from files.txt as two",
