@@ -15,7 +15,6 @@ set never scores another's samples.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from .checkpoint import atomic_save, cache_dir
 from .cli import errors_as_one_line
 from .config import MIN_EVAL_SAMPLES
-from .data.mnist import load_mnist, to_pixels
+from .data.mnist import data_sha256, load_mnist, to_pixels
 from .sampler import sample
 
 VERSION = 1  # bump when the architecture or the training recipe changes
@@ -64,16 +63,6 @@ def _features_and_logits(classifier, x, batch=1000):
         feats.append(f.double())
         logits.append(classifier.head(f))
     return torch.cat(feats), torch.cat(logits)
-
-
-def data_sha256(splits) -> str:
-    """sha256 of ``[(images, labels), ...]`` as loaded (shapes included): the same data gives
-    the same hash whether its files are gzipped or not."""
-    digest = hashlib.sha256()
-    for tensor in (t for split in splits for t in split):
-        digest.update(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
-        digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _where(data_path) -> str:
