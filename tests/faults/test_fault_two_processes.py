@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from test_fault_prepare_latents import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore:.*RANDOM.*:UserWarning")]
@@ -38,17 +39,6 @@ def wait_for(process: subprocess.Popen, line: str) -> None:
 def stop(process: subprocess.Popen) -> None:
     process.kill()
     process.communicate(timeout=60)
-
-
-def snapshot(folder) -> dict:
-    found = {}
-    for root, dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = f.read()
-        found.update({os.path.relpath(os.path.join(root, d), folder): "dir" for d in dirs})
-    return found
 
 
 # ------------------------------------------------------------------- prepare_latents
