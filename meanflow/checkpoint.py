@@ -180,15 +180,12 @@ def _lock_folder(path: str, program: str, argument: str) -> int:
             folder = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             continue
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                os.close(folder)
-                raise ValueError(
-                    f"{argument} {path!r} is in use by another {program} run; wait for it to end or "
-                    f"use another {argument}"
-                ) from None
+        if _held_elsewhere(folder):
+            os.close(folder)
+            raise ValueError(
+                f"{argument} {path!r} is in use by another {program} run; wait for it to end or "
+                f"use another {argument}"
+            )
         try:
             if os.path.samestat(os.fstat(folder), os.stat(path)):
                 return folder
@@ -346,8 +343,9 @@ def _in_use(folder: str):
 
 
 def _held_elsewhere(fd: int) -> bool:
-    """Whether another process holds the folder open as ``fd`` (``_in_use``); otherwise this
-    one holds it now. False too where the file system has no ``flock`` (as ``exclusive_folder``)."""
+    """Whether another process holds the folder open as ``fd`` (``_in_use``, ``exclusive_folder``);
+    otherwise this one holds it now. False too where the file system has no ``flock``: the run
+    goes on without the lock."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
