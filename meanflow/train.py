@@ -238,9 +238,9 @@ def main(argv=None) -> dict:
     emas = [copy.deepcopy(model).requires_grad_(False).eval() for _ in config.ema_decays]
     # No draw of the step uses the global generators (it has its own (seed, step) generator);
     # they are seeded per rank, and saved and restored with each checkpoint, so that anything
-    # that does (a registered loader, another objective) is reproducible, differs between
+    # that does (an adapter's dropout, a registered loader) is reproducible, differs between
     # ranks and resumes exactly.
-    seed_global_rngs(config.seed + rank)
+    seed_global_rngs(config.seed, 0, rank)
     opt = build_optimizer(model, config, device)
     objective = build_objective(config)
     with contextlib.ExitStack() as held:

@@ -66,10 +66,26 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def seed_global_rngs(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+def seed_global_rngs(seed: int, step: int, rank: int) -> None:
+    """Seed rank ``rank``'s torch, numpy and python generators for a run of ``seed`` starting
+    at ``step``: a SeedSequence of the three, so no two ranks (nor two runs whose seeds differ
+    by a rank) share a stream."""
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint32)
+    derived = int(state[0]) << 32 | int(state[1])
+    torch.manual_seed(derived)
+    np.random.seed(int(state[0]))
+    random.seed(derived)
+
+
+def restore_rngs(rngs: list, seed: int, step: int, rank: int, world: int, device) -> None:
+    """Rank ``rank``'s own saved states when the checkpoint was written by ``world`` ranks.
+    Under another world size no saved stream belongs to this rank (one copied to every rank
+    would give all of them the same dropout masks), so each takes a fresh one from
+    ``(seed, step, rank)``: the same for any world size."""
+    if len(rngs) == world:
+        set_rng_state(rngs[rank], device)
+    else:
+        seed_global_rngs(seed, step, rank)
 
 
 def load_checkpoint(path: str, model, device, config: TrainConfig) -> dict:
@@ -109,7 +125,7 @@ def check_same_run(ckpt: dict, path: str, config: TrainConfig) -> None:
         )
 
 
-def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: int, device) -> int:
+def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: int, device, seed: int) -> int:
     """Load a checkpoint's states into the run; returns its step. A state that does not fit
     (a key missing inside it, other parameters) is a one-line ValueError naming the file."""
     if len(ckpt["ema"]) != len(emas):
@@ -122,9 +138,9 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         check_same_classes(ckpt.get("classes"), getattr(loader, "class_names", None))
         check_same_data(ckpt.get("data_identity"), loader)
         loader.load_state_dict(ckpt["data"])
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)
-        return int(ckpt["step"])
+        step = int(ckpt["step"])
+        restore_rngs(ckpt["rng"], seed, step, rank, world, device)
+        return step
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         # load_state_dict's messages span several lines; a KeyError's is only the key.
         reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
@@ -193,7 +209,7 @@ def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):
     if not os.path.isfile(path):
         return 0, None
     ckpt = load_checkpoint(path, model, device, config)
-    return restore(ckpt, path, model, emas, opt, loader, rank, world, device), path
+    return restore(ckpt, path, model, emas, opt, loader, rank, world, device, config.seed), path
 
 
 def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> None:

@@ -266,6 +266,18 @@ def test_two_ranks_resume_where_one_process_goes_on(tmp_path, fake_mnist):
             torch.testing.assert_close(b[key].float(), a[key].float(), rtol=0, atol=1e-6)
 
 
+def test_ranks_resuming_under_another_world_size_draw_their_own_streams(tmp_path, fake_mnist):
+    """A one-process run resumed by two ranks: each rank's global generators (an adapter's
+    dropout draws from them) are its own, not a copy of the one saved stream."""
+    train.main(tiny_config(tmp_path / "run", fake_mnist, steps=1))
+    outcomes = run_ranks(tmp_path, _train, tiny_config(tmp_path / "run", fake_mnist, steps=2))
+    assert [o.get("returned") for o in outcomes] == [2, 2], outcomes
+    rngs = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["rng"]
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
+    assert not torch.equal(rngs[0]["numpy"][1], rngs[1]["numpy"][1])
+    assert rngs[0]["python"] != rngs[1]["python"]
+
+
 # ------------------------------------------------------------------------------- data
 
 

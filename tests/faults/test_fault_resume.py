@@ -13,7 +13,7 @@ import torch
 from trainer_cli import cli_error
 from trainer_cli import tiny_argv as one_step_argv
 
-from meanflow import train
+from meanflow import train, train_state
 
 
 def tiny_argv(out_dir, data_path, *extra):
@@ -109,6 +109,30 @@ def test_global_rngs_resume_exactly(tmp_path, fake_mnist, monkeypatch):
     train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "2"))
     train.main(tiny_argv(tmp_path / "half", fake_mnist, "--steps", "4"))
     assert len(set(full)) == 4 and draws == full
+
+
+def _draws_after_restore(rngs, rank, world):
+    """The torch, numpy and python draws of rank ``rank`` of ``world`` after it restored ``rngs``
+    (the caller's generators are left as they were)."""
+    saved = train_state.rng_state(torch.device("cpu"))
+    try:
+        train_state.restore_rngs(rngs, 0, 5, rank, world, torch.device("cpu"))
+        return torch.rand(()).item(), np.random.rand(), random.random()
+    finally:
+        train_state.set_rng_state(saved, torch.device("cpu"))
+
+
+def test_global_rngs_under_another_world_size_are_each_ranks_own():
+    """A checkpoint of one rank resumed by 2 or 4: no rank is given rank 0's stream (every rank
+    would draw the same dropout masks); each rank's stream depends on its rank, not the world
+    size. Under the same world size every rank takes back its own saved state."""
+    saved = [train_state.rng_state(torch.device("cpu"))]
+    draws = {world: [_draws_after_restore(saved, r, world) for r in range(world)] for world in (2, 4)}
+    assert len(set(draws[4])) == 4 and draws[2] == draws[4][:2]
+    assert _draws_after_restore(saved, 0, 1) not in draws[4]
+    two = [train_state.rng_state(torch.device("cpu")) for _ in range(2)]
+    two[1]["python"] = random.Random(1).getstate()
+    assert _draws_after_restore(two, 1, 2)[2] == random.Random(1).random()
 
 
 def test_resume_into_another_runs_out_dir_is_refused(tmp_path, fake_mnist):
