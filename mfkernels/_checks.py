@@ -80,6 +80,18 @@ def check_attention_bias(bias, q, k) -> None:
         raise ValueError("bias requires grad, but attention_jvp gives it no gradient: pass bias.detach()")
 
 
+def check_sdpa_mask_dtype(attn_mask, q) -> None:
+    """SDPA's rule for a float ``attn_mask``: float32 or q's dtype. Refused here too, so that a
+    mask that passes under a jvp does not fail in the model's plain forward (torch's SDPA)."""
+    if not (isinstance(attn_mask, torch.Tensor) and attn_mask.is_floating_point()):
+        return
+    if isinstance(q, torch.Tensor) and attn_mask.dtype not in (torch.float32, q.dtype):
+        raise TypeError(
+            f"attn_mask must be bool, float32 or the query's dtype {q.dtype}, got {attn_mask.dtype} "
+            f"(as F.scaled_dot_product_attention)"
+        )
+
+
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")

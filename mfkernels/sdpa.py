@@ -34,11 +34,12 @@ by torch itself (aot_autograd has no double backward).
 
 ``is_causal=True`` takes the kernels' causal mask (top-left aligned, as SDPA's),
 ``enable_gqa=True`` their grouped-query heads, and ``attn_mask`` their additive bias (a bool
-mask as 0 / -inf). Under a forward-AD level, what the kernels do not take (an ``attn_mask``
-that requires grad or has a tangent, or comes with ``is_causal``; ``dropout_p > 0``, inputs
-that are not 4-D ``(batch, heads, seq, head_dim)`` or whose batch and heads broadcast, mixed
-dtypes, empty sequences) runs PyTorch's math attention, which has forward-mode AD, with a
-one-time warning naming the reason.
+mask as 0 / -inf; a float mask of float32 or q's dtype, added at float32 or wider: another
+float dtype is refused, as SDPA refuses it). Under a forward-AD level, what the kernels do
+not take (an ``attn_mask`` that requires grad or has a tangent, or comes with ``is_causal``;
+``dropout_p > 0``, inputs that are not 4-D ``(batch, heads, seq, head_dim)`` or whose batch
+and heads broadcast, mixed dtypes, empty sequences) runs PyTorch's math attention, which has
+forward-mode AD, with a one-time warning naming the reason.
 
 ``torch.compile`` (torch 2.14, CPU, ``aot_eager`` backend; measured by
 tests/mfkernels/test_sdpa_forward_ad.py and test_sdpa_inputs.py): dynamo traces the mode.
@@ -70,7 +71,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from . import dispatch
-from ._checks import broadcasts_to
+from ._checks import broadcasts_to, check_sdpa_mask_dtype
 from .ops import _attention_jvp, attention_jvp
 
 # The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
@@ -359,6 +360,7 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
         query, key, value, *args, **kwargs
     )
+    check_sdpa_mask_dtype(attn_mask, q)
     # The transforms first: under vmap the inputs seen here have lost their batch dimension,
     # and "not 4-D" would misname the reason for a user's 4-D tensors.
     reason = None if torch.compiler.is_compiling() else transform_reason()

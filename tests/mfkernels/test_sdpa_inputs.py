@@ -9,7 +9,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from numerics import assert_close
-from test_sdpa_forward_ad import BACKENDS, SHAPES, attention_inputs
+from test_sdpa_forward_ad import BACKENDS, SHAPES, attention_inputs, check_fused_against_math
 from torch._dynamo.backends.common import aot_autograd
 from torch._functorch.aot_autograd import make_boxed_func
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -271,3 +271,32 @@ def test_opcheck_of_the_compiled_path_ops(causal, bias):
     torch.library.opcheck(
         torch.ops.mfkernels.sdpa_tangent_gradient_check.default, (torch.zeros(3, 4),), test_utils=utils
     )
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.float64, torch.float16])
+def test_a_float_mask_sdpa_refuses_is_refused_naming_it(mask_dtype):
+    """A float attn_mask neither float32 nor q's dtype: torch's SDPA refuses it, and so does
+    the jvp (it would pass in training and fail in the model's plain forward)."""
+    (q, k, v), tangents = attention_inputs(SHAPES["cross"], torch.bfloat16)
+    mask = torch.zeros(9, 7, dtype=mask_dtype)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    with pytest.raises(RuntimeError, match="attn_mask"):
+        fn(q, k, v)
+    with mfkernels.sdpa_forward_ad(), pytest.raises(TypeError, match="^attn_mask must be bool, float32 or"):
+        torch.func.jvp(fn, (q, k, v), tangents)
+
+
+def test_a_float32_mask_on_bfloat16_inputs_takes_the_kernels():
+    """The mixed mask SDPA takes (float32 with bfloat16 q) is added at float32 by the fused
+    jvp, within bfloat16's tolerance of math SDPA in float64."""
+    primals, tangents = attention_inputs(SHAPES["cross"], torch.bfloat16)
+    mask = torch.randn(1, 2, 9, 7).masked_fill(torch.rand(1, 2, 9, 7) < 0.3, float("-inf"))
+    mask[..., 0] = 0.0
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    check_fused_against_math(fn, primals, tangents, None, torch.bfloat16)
