@@ -12,7 +12,9 @@ its reference batches), so the class-folder tree a model was trained on, of any 
 is a reference; images already ``N x N`` are read unchanged. A folder holding other files
 than images is refused naming them, with or without it. ``N`` must be the samples' size, and
 statistics saved from such a reference record it and are refused for samples of another size:
-the extractor resizes every image to its input, so nothing else would show the mismatch. The
+the extractor resizes every image to its input, so nothing else would show the mismatch; for
+the same reason reference images read as they are (an ``.npz``'s, a folder's) must be of the
+samples' size, as ADM's reference batches are (``evaluate_inputs.check_same_size``). The
 reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
@@ -48,7 +50,7 @@ from . import reference_stats
 from .checkpoint import file_sha256, load_torch_file, write_json_atomic
 from .cli import errors_as_one_line
 from .distributed import resolve_device
-from .evaluate_inputs import ImageSet
+from .evaluate_inputs import ImageSet, check_same_size
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -331,6 +333,8 @@ def evaluate(
     if paired and crop is not None:
         source = ref_set.npz if ref_size is None else reference
         reference_stats.check_crop_size(source, crop, sample_set.image_size(), recorded=ref_size is None)
+    elif paired and ref_set.has_images:
+        check_same_size(sample_set, ref_set)
     if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:

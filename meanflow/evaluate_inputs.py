@@ -137,6 +137,34 @@ class ImageSet:
         return image
 
 
+def check_same_size(samples: ImageSet, reference: ImageSet) -> None:
+    """Refuse reference images of another size than the samples': the extractor resizes every
+    image to its input, so FID, precision/recall and KID between them would be numbers that
+    nothing shows to mean nothing. ADM's reference batches are made at the samples' resolution
+    (``VIRTUAL_imagenet256`` for 256x256 samples), and a folder can be brought to it with the
+    training crop (``crop``)."""
+    h, w = samples.image_size()
+    rh, rw = reference.image_size()
+    if (rh, rw) == (h, w):
+        return
+    if h != w:
+        fix = f"give a reference of {w}x{h} images (the center crop of --ref-size is square)"
+    elif reference.files is not None:
+        fix = f"read it with --ref-size {w} (the ADM center crop to the samples' size, as training does)"
+    else:
+        fix = (
+            f"give a reference of {w}x{h} images (ADM's batch at that resolution, or the image "
+            f"folder with --ref-size {w})"
+        )
+    # a folder is measured by its first image (it may hold other sizes: the fix is the same)
+    held = f"{rw}x{rh} images" if reference.files is None else f"images of {rw}x{rh} ({reference.files[0]})"
+    raise ValueError(
+        f"--ref {reference.path} holds {held} and the samples are {w}x{h}: FID, "
+        f"precision/recall and KID between images of two sizes mean nothing, though the extractor "
+        f"resizes both; {fix}"
+    )
+
+
 def list_images(directory: str, role: str) -> list:
     """Image files under ``directory`` (recursive, sorted; hidden files skipped). Any other file
     is an error: a stray file in a sample or reference folder usually means the wrong folder."""
