@@ -9,13 +9,14 @@ with uint8 NHWC images in ``arr_0`` (ADM's format, ``meanflow.generate``'s outpu
 be of one size, except in a reference folder read with ``--ref-size N``: each image then goes
 through the ADM center crop to ``N x N`` that the trainer applies to its data (as ADM builds
 its reference batches), so the class-folder tree a model was trained on, of any image sizes,
-is a reference; images already ``N x N`` are read unchanged. A folder holding other files
-than images is refused naming them, with or without it. ``N`` must be the samples' size, and
-statistics saved from such a reference record it and are refused for samples of another size:
-the extractor resizes every image to its input, so nothing else would show the mismatch; for
-the same reason reference images read as they are (an ``.npz``'s, a folder's) must be of the
-samples' size, as ADM's reference batches are (``evaluate_inputs.check_same_size``). The
-reference may instead (or also) carry precomputed
+is a reference; images already ``N x N`` are read unchanged. A tree of class folders read so
+is the images the trainer's scan keeps (other files and corrupt images skipped, as the trainer
+skips them); any other folder holding other files than images is refused naming them. ``N``
+must be the samples' size, and statistics saved from such a reference record it and are
+refused for samples of another size: the extractor resizes every image to its input, so
+nothing else would show the mismatch; for the same reason reference images read as they are
+(an ``.npz``'s, a folder's) must be of the samples' size, as ADM's reference batches are
+(``evaluate_inputs.check_same_size``). The reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
 reproduces); ``--save-ref-stats`` writes one that also records the extractor, its FID layer and
@@ -315,6 +316,8 @@ def evaluate(
     if not sample_set.has_images:
         raise ValueError(f"samples {samples} hold statistics only; metrics need the sample images")
     ref_set = ImageSet(reference, "reference", crop=ref_size) if reference else None
+    if verbose and ref_set is not None and ref_set.index is not None:
+        print(f"reference: {ref_set.index.describe()}", file=sys.stderr)  # as the trainer says it
     # the crop asked for, or the one saved statistics record
     crop = ref_size
     if crop is None and ref_set is not None:

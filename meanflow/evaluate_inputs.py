@@ -7,6 +7,10 @@ through the ADM center crop to ``crop x crop`` (``meanflow.data.image_folder.cen
 the crop the trainer and ``prepare_latents`` apply to a class-folder tree), which is how ADM
 builds its reference batches from a data set of photos of any sizes. An image already
 ``crop x crop`` comes out unchanged (the crop of a square image of the target size is itself).
+A folder read so that holds folders is the class-folder tree a model was trained on: its images
+are the ones the trainer's scan keeps (``scan_image_folder``: other files, corrupt images and
+broken links skipped, linked folders followed), so that the reference is the training data.
+Any other folder is read as it is, and a file in it that is not an image is refused.
 """
 
 import os
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 
 from . import reference_stats
-from .data.image_folder import IMAGE_EXTENSIONS, center_crop_arr
+from .data.image_folder import IMAGE_EXTENSIONS, center_crop_arr, scan_image_folder
 
 
 class ImageSet:
@@ -28,6 +32,7 @@ class ImageSet:
     def __init__(self, path: str, role: str, crop: int | None = None):
         self.path, self.role, self.crop = path, role, crop
         self.files, self.array, self.stats, self.stats_record, self.npz = None, None, None, None, None
+        self.index = None  # the trainer's scan of a class-folder tree read with crop
         self._first_size = None  # (file, (H, W)) of a folder's first image read
         if os.path.isdir(path):
             manifest = os.path.join(path, "manifest.json")
@@ -41,6 +46,9 @@ class ImageSet:
                     f"{role} {path} is an unfinished meanflow.generate output (no samples.npz yet): "
                     "wait for the run, or run the same meanflow.generate command again to finish it"
                 )
+            elif crop is not None and _holds_folders(path):
+                self.index = scan_image_folder(path)
+                self.files = [self.index.path(i) for i in range(len(self.index))]
             else:
                 self.files = list_images(path, role)
         elif os.path.isfile(path) and path.endswith(".npz"):
@@ -165,9 +173,14 @@ def check_same_size(samples: ImageSet, reference: ImageSet) -> None:
     )
 
 
+def _holds_folders(directory: str) -> bool:
+    return any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(directory))
+
+
 def list_images(directory: str, role: str) -> list:
     """Image files under ``directory`` (recursive, sorted; hidden files skipped). Any other file
-    is an error: a stray file in a sample or reference folder usually means the wrong folder."""
+    is an error: a stray file in a sample or reference folder usually means the wrong folder
+    (a training tree, which holds such files, is read with ``crop`` by the trainer's scan)."""
     images, others = [], []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -177,9 +190,15 @@ def list_images(directory: str, role: str) -> list:
             (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(os.path.join(root, name))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        fix = "move them away"
+        if role == "reference":
+            fix += (
+                ", or, if it is the class-folder tree a model was trained on, read it as the trainer "
+                "does with --ref-size N (the samples' size), which skips them"
+            )
         raise ValueError(
             f"{role} folder {directory} holds files that are not images ({', '.join(IMAGE_EXTENSIONS)}): "
-            f"{shown}"
+            f"{shown}: {fix}"
         )
     if not images:
         raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTENSIONS)})")

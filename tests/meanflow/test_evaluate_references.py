@@ -65,3 +65,42 @@ def test_non_square_samples_need_a_reference_of_their_size(tmp_path, no_extracti
     square = write_npz(tmp_path / "square.npz", as_uint8(image_set(n=8, size=16)))
     with pytest.raises(ValueError, match=r"holds 16x16 images and the samples are 16x8: .*16x8 images"):
         ev.evaluate(wide, square, metrics=["fid"], **RUN)
+
+
+def test_a_class_folder_tree_is_the_images_the_trainer_reads(tmp_path, capsys):
+    """A training tree holds what the trainer's scan skips (notes.txt, a truncated JPEG, a
+    non-image named .jpg) and may link a class folder from elsewhere. Read with --ref-size it is
+    the images that scan keeps, in its order, told on stderr, not refused over a stray file;
+    read as it is, a stray file is still refused, naming it and --ref-size."""
+    from PIL import Image
+
+    from meanflow.data.image_folder import center_crop_arr, scan_image_folder
+    from meanflow.data.synthetic import make_image_tree
+
+    tree = tmp_path / "train"
+    make_image_tree(str(tree), classes=3, per_class=4, sides=(20, 48), extras=True)
+    make_image_tree(str(tmp_path / "elsewhere"), classes=1, per_class=3, sides=(20, 48), extras=False, seed=1)
+    (tree / "class_003").symlink_to(tmp_path / "elsewhere" / "class_000")
+    index = scan_image_folder(str(tree), cache=None, workers=0)
+    assert index.summary["not_image"] and index.summary["corrupt"] and index.labels[-1] == 3
+    crops = []
+    for i in range(len(index)):
+        with Image.open(index.path(i)) as image:
+            crops.append(center_crop_arr(image.convert("RGB"), 16))
+    by_hand = write_npz(tmp_path / "crops.npz", np.stack(crops))
+    samples = write_npz(tmp_path / "samples.npz", as_uint8(image_set(n=24, size=16)))
+    metrics = ["fid", "prc", "kid"]
+    want = ev.evaluate(samples, by_hand, metrics=metrics, **RUN)
+    capsys.readouterr()
+    got = ev.evaluate(samples, str(tree), metrics=metrics, ref_size=16, **{**RUN, "verbose": True})
+    assert got["num_reference"] == len(index)
+    for key in ("fid", "precision", "recall", "kid_mean"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
+    err = capsys.readouterr().err
+    assert f"reference: {len(index)} images in 4 classes" in err and "notes.txt" in err
+    with pytest.raises(
+        ValueError, match=r"reference folder .*train holds files that are not images .*notes.txt"
+    ):
+        ev.evaluate(samples, str(tree), metrics=["fid"], **RUN)
+    with pytest.raises(ValueError, match=r"read it as the trainer does with --ref-size"):
+        ev.evaluate(samples, str(tree), metrics=["fid"], **RUN)
