@@ -19,8 +19,9 @@ nothing else would show the mismatch; for the same reason reference images read 
 (``evaluate_inputs.check_same_size``). The reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
-reproduces); ``--save-ref-stats`` writes one that also records the extractor, its FID layer and
-its weights' sha256, and statistics so recorded are refused as the reference of a run with other
+reproduces); ``--save-ref-stats`` writes one that also records the extractor, its FID layer,
+its weights' sha256 (``unhashed`` for a path that is not a file) and the torch-fidelity
+version, and statistics so recorded are refused as the reference of a run with other
 features (``meanflow.reference_stats``; files without the record are used unchecked).
 
 Features come from a feature extractor registered with torch-fidelity (default its
@@ -368,7 +369,9 @@ def evaluate(
     )
     features = None
     if "fid" in layer:  # checked before any extraction: a refusal costs nothing
-        features = reference_stats.record(feature_extractor, layer["fid"], provenance, weights_path, ref_size)
+        features = reference_stats.record(
+            feature_extractor, layer["fid"], provenance, weights_path, ref_size, fidelity.__version__
+        )
         if ref_set.stats is not None:
             reference_stats.check(ref_set.npz, ref_set.stats_record, features, verbose)
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)

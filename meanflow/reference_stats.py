@@ -7,8 +7,13 @@ whenever the two dimensions agree. So a file written here also records the extra
 the layer its FID features come from and the sha256 of the weights file the run used (``""``:
 it was given none), as plain string members that ``np.load`` reads with
 ``allow_pickle=False``. A run that takes such a file as its reference and whose own record
-differs is refused. Files without the record (ADM's published reference batches, statistics
-written before it existed) are used as they are: nothing can be checked about them.
+differs is refused. Weights given as a path that is not a file (a folder, a name a registered
+extractor resolves itself) cannot be hashed: the record says ``unhashed: PATH is not a file``,
+so such statistics match only a run given the same path, which is told that the weights
+themselves went unchecked. The torch-fidelity version that ran the extractor is recorded too
+(``torch_fidelity``), for the reader: it is not compared. Files without the record (ADM's
+published reference batches, statistics written before it existed) are used as they are:
+nothing can be checked about them.
 
 Statistics of a reference read through the ADM center crop (``--ref-size N``) also record
 ``crop_size`` (``"N"``): they describe ``N x N`` images, and FID between them and samples of
@@ -28,18 +33,29 @@ from .checkpoint import atomic_write, file_sha256
 STATS = ("mu", "sigma")
 RECORD = ("feature_extractor", "feature_layer", "weights_sha256")
 CROP = "crop_size"  # present only in the record of statistics of center crops
+VERSION = "torch_fidelity"  # absent from files written before it was recorded
+OPTIONAL = (CROP, VERSION)
+UNHASHED = "unhashed: "
 
 
 def record(
-    feature_extractor: str, feature_layer: str, provenance: dict, weights_path=None, crop_size=None
+    feature_extractor: str,
+    feature_layer: str,
+    provenance: dict,
+    weights_path=None,
+    crop_size=None,
+    fidelity_version=None,
 ) -> dict:
     """What identifies a run's FID features. ``provenance["weights_sha256"]`` is the hash
     ``meanflow.evaluate`` verified for a built-in extractor; an extractor registered by the user
-    reads its own ``weights_path``, and that file's hash (when it is a file) stands for it.
-    ``crop_size``: the reference's images were center-cropped to it (module docstring)."""
+    reads its own ``weights_path``, and that file's hash stands for it (``unhashed: ...`` when
+    it is not a file). ``crop_size``: the reference's images were center-cropped to it;
+    ``fidelity_version``: torch-fidelity's (module docstring)."""
     weights_sha256 = provenance.get("weights_sha256")
-    if weights_sha256 is None and weights_path and os.path.isfile(weights_path):
-        weights_sha256 = file_sha256(weights_path)
+    if weights_sha256 is None and weights_path:
+        weights_sha256 = (
+            file_sha256(weights_path) if os.path.isfile(weights_path) else _unhashed(weights_path)
+        )
     found = {
         "feature_extractor": str(feature_extractor),
         "feature_layer": str(feature_layer),
@@ -47,7 +63,14 @@ def record(
     }
     if crop_size is not None:
         found[CROP] = str(int(crop_size))
+    if fidelity_version is not None:
+        found[VERSION] = str(fidelity_version)
     return found
+
+
+def _unhashed(weights_path: str) -> str:
+    shown = os.path.abspath(weights_path) if os.path.exists(weights_path) else weights_path
+    return f"{UNHASHED}{shown} is not a file"
 
 
 def read(data, path: str, role: str):
@@ -59,12 +82,12 @@ def read(data, path: str, role: str):
     if not set(STATS) <= names:
         return None, None
     stats = {k: data[k].astype(np.float64) for k in STATS}
-    if names.isdisjoint((*RECORD, CROP)):
+    if names.isdisjoint((*RECORD, *OPTIONAL)):
         return stats, None
     found = {}
-    for key in (*RECORD, CROP):
+    for key in (*RECORD, *OPTIONAL):
         value = data[key] if key in names else None
-        if key == CROP and value is None:
+        if key in OPTIONAL and value is None:
             continue
         if value is None or value.dtype.kind != "U" or value.ndim != 0:
             raise ValueError(
@@ -125,6 +148,12 @@ def check(path: str, recorded, current: dict, verbose: bool = True) -> None:
             "between them means nothing. Recompute them from the reference images with this extractor "
             "and weights (--save-ref-stats), or run with the extractor and weights file that made them"
         )
+    if verbose and recorded["weights_sha256"].startswith(UNHASHED):
+        print(
+            f"reference statistics {path} record {recorded['weights_sha256']!r} for their weights, as "
+            "this run does: nothing checks that they are the same weights",
+            file=sys.stderr,
+        )
 
 
 def check_shape(ref_stats: dict, stats: dict, feature_extractor: str) -> None:
@@ -145,18 +174,18 @@ def write(path: str, stats: dict, found=None) -> None:
     """``mu``, ``sigma`` and, unless ``found`` is None, the record, atomically at ``path``."""
     members = {k: stats[k] for k in STATS}
     if found is not None:
-        members.update({k: np.str_(found[k]) for k in (*RECORD, CROP) if k in found})
+        members.update({k: np.str_(found[k]) for k in (*RECORD, *OPTIONAL) if k in found})
     atomic_write(path, lambda f: np.savez(f, **members))
 
 
 def is_stats(path: str) -> bool:
     """An ``.npz`` of exactly what ``write`` puts there (with or without the record): the only
     ``.npz`` that ``--save-ref-stats`` may replace."""
-    ours = [
-        sorted(f"{k}.npy" for k in members) for members in (STATS, STATS + RECORD, (*STATS, *RECORD, CROP))
-    ]
     try:
         with zipfile.ZipFile(path) as zf:
-            return sorted(zf.namelist()) in ours
+            names = set(zf.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
+    members = {f"{k}.npy" for k in STATS}
+    recorded = members | {f"{k}.npy" for k in RECORD}
+    return names == members or recorded <= names <= recorded | {f"{k}.npy" for k in OPTIONAL}

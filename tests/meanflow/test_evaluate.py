@@ -79,7 +79,9 @@ def test_precomputed_reference_statistics(sets, tmp_path):
     stats = tmp_path / "ref_stats.npz"
     direct = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
     with np.load(stats) as data:  # allow_pickle=False: the record is plain strings
-        assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer", "weights_sha256"}
+        assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer", "weights_sha256"} | {
+            "torch_fidelity"
+        }
         assert data["mu"].shape == (16,)
         record = {k: str(data[k][()]) for k in ("feature_extractor", "feature_layer", "weights_sha256")}
     assert record == {"feature_extractor": TINY, "feature_layer": "feat", "weights_sha256": ""}
@@ -474,6 +476,7 @@ def test_ref_size_reads_a_class_folder_tree_as_the_adm_crops(sets, photo_tree, t
         assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer"} | {
             "weights_sha256",
             "crop_size",
+            "torch_fidelity",
         }
 
     # saved once, then reused: the tree is not read again

@@ -2,12 +2,23 @@
 resizes every image, so nothing else would show a mismatch), a class-folder training tree read
 as the trainer reads it, and saved statistics that say what made them."""
 
+import re
+
 import numpy as np
 import pytest
 
-pytest.importorskip("torch_fidelity")
+torch_fidelity = pytest.importorskip("torch_fidelity")
 
-from fidelity_tiny import TINY, as_uint8, cli_error, image_set, write_dir, write_npz  # noqa: E402
+from fidelity_tiny import (  # noqa: E402
+    TINY,
+    TinyExtractor,
+    as_uint8,
+    cli_error,
+    image_set,
+    write_dir,
+    write_npz,
+)
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
 
@@ -104,3 +115,50 @@ def test_a_class_folder_tree_is_the_images_the_trainer_reads(tmp_path, capsys):
         ev.evaluate(samples, str(tree), metrics=["fid"], **RUN)
     with pytest.raises(ValueError, match=r"read it as the trainer does with --ref-size"):
         ev.evaluate(samples, str(tree), metrics=["fid"], **RUN)
+
+
+def test_saved_statistics_record_the_torch_fidelity_version(tmp_path):
+    """The version whose extractor made the features, kept by a copy of them; not compared on
+    reuse (the features of one extractor and weights file do not change with it)."""
+    ref = write_npz(tmp_path / "ref.npz", as_uint8(image_set(n=8)))
+    stats, copy = tmp_path / "stats.npz", tmp_path / "copy.npz"
+    ev.evaluate(ref, ref, metrics=["fid"], save_ref_stats=str(stats), **RUN)
+    ev.evaluate(ref, str(stats), metrics=["fid"], save_ref_stats=str(copy), **RUN)
+    for path in (stats, copy):
+        with np.load(path) as data:
+            assert str(data["torch_fidelity"][()]) == torch_fidelity.__version__
+        assert ev.reference_stats.is_stats(str(path))
+
+
+FOLDER = "meanflow-test-folder-weights"  # takes a weights path that is not a file
+
+
+class FolderWeightsExtractor(TinyExtractor):
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+
+
+if FOLDER not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(FOLDER, FolderWeightsExtractor)
+
+
+def test_weights_that_are_not_a_file_are_recorded_unhashed(tmp_path, capsys):
+    """A registered extractor given a weights path that is not a file (a folder, a name it
+    resolves itself) records ``unhashed: PATH is not a file``: statistics made with one folder
+    are refused for a run given another one or none (all three recorded "" and matched), and
+    reused with the same path, saying that the weights themselves went unchecked."""
+    ref = write_npz(tmp_path / "ref.npz", as_uint8(image_set(n=8)))
+    a, b, stats = tmp_path / "weights_a", tmp_path / "weights_b", tmp_path / "stats.npz"
+    a.mkdir()
+    b.mkdir()
+    run = {**RUN, "feature_extractor": FOLDER, "metrics": ["fid"]}
+    ev.evaluate(ref, ref, weights_path=str(a), save_ref_stats=str(stats), **run)
+    with np.load(stats) as data:
+        assert str(data["weights_sha256"][()]) == f"unhashed: {a} is not a file"
+    for other, shown in ((str(b), f"'unhashed: {b} is not a file'"), (None, "(no weights file)")):
+        there = f"weights_sha256 'unhashed: {a} is not a file' there, {shown} in this run"
+        with pytest.raises(ValueError, match=re.escape(there)):
+            ev.evaluate(ref, str(stats), weights_path=other, **run)
+    capsys.readouterr()
+    assert abs(ev.evaluate(ref, str(stats), weights_path=str(a), **{**run, "verbose": True})["fid"]) < 1e-6
+    assert f"record 'unhashed: {a} is not a file' for their weights" in capsys.readouterr().err
