@@ -50,7 +50,9 @@ class ImageSet:
                 self.index = scan_image_folder(path)
                 self.files = [self.index.path(i) for i in range(len(self.index))]
             else:
-                self.files = list_images(path, role)
+                # a training tree's stray files are the trainer's to skip: say how to read it so
+                tree = role == "reference" and crop is None
+                self.files = list_images(path, role, TREE_ADVICE if tree else "")
         elif os.path.isfile(path) and path.endswith(".npz"):
             self._load_npz(path)
         elif os.path.exists(path):
@@ -177,10 +179,17 @@ def _holds_folders(directory: str) -> bool:
     return any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(directory))
 
 
-def list_images(directory: str, role: str) -> list:
+TREE_ADVICE = (
+    ", or, if it is the class-folder tree a model was trained on, read it as the trainer does "
+    "with --ref-size N (the samples' size), which skips them"
+)
+
+
+def list_images(directory: str, role: str, advice: str = "") -> list:
     """Image files under ``directory`` (recursive, sorted; hidden files skipped). Any other file
     is an error: a stray file in a sample or reference folder usually means the wrong folder
-    (a training tree, which holds such files, is read with ``crop`` by the trainer's scan)."""
+    (a training tree, which holds such files, is read with ``crop`` by the trainer's scan);
+    ``advice`` ends its message after "move them away"."""
     images, others = [], []
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -190,15 +199,9 @@ def list_images(directory: str, role: str) -> list:
             (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(os.path.join(root, name))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        fix = "move them away"
-        if role == "reference":
-            fix += (
-                ", or, if it is the class-folder tree a model was trained on, read it as the trainer "
-                "does with --ref-size N (the samples' size), which skips them"
-            )
         raise ValueError(
             f"{role} folder {directory} holds files that are not images ({', '.join(IMAGE_EXTENSIONS)}): "
-            f"{shown}: {fix}"
+            f"{shown}: move them away{advice}"
         )
     if not images:
         raise ValueError(f"{role} folder {directory} holds no images ({', '.join(IMAGE_EXTENSIONS)})")

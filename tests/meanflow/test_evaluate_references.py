@@ -115,6 +115,11 @@ def test_a_class_folder_tree_is_the_images_the_trainer_reads(tmp_path, capsys):
         ev.evaluate(samples, str(tree), metrics=["fid"], **RUN)
     with pytest.raises(ValueError, match=r"read it as the trainer does with --ref-size"):
         ev.evaluate(samples, str(tree), metrics=["fid"], **RUN)
+    # a folder of images only is no training tree: with --ref-size too, a stray file is refused
+    flat = write_dir(tmp_path / "flat", as_uint8(image_set(n=4, size=16)))
+    (tmp_path / "flat" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"flat/notes.txt: move them away$"):
+        ev.evaluate(samples, flat, metrics=["fid"], ref_size=16, **RUN)
 
 
 def test_saved_statistics_record_the_torch_fidelity_version(tmp_path):
