@@ -17,8 +17,8 @@ run's ``last.pt``) or a VAE replaced at its path, into the same ``--out`` is ref
 ``--out`` whose ``manifest.json`` is damaged or not ours, or that holds files of these names
 (``images/*.png`` too) but no manifest: nothing this program did not write is overwritten.
 One run holds an ``--out`` at a time (a second one is refused), and a resumed run removes the
-temporaries that a killed one's writes left there (``meanflow/generate_out.py``: the folder's
-rules).
+temporaries that a killed one's writes left there, a new one that of a first manifest
+(``meanflow/generate_out.py``: the folder's rules).
 
 The math is ``meanflow.sampler.sample`` (the function ``from meanflow import sample``; this
 file is its batch driver, ``python -m meanflow.sampler`` draws a quick grid PNG).

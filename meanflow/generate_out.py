@@ -115,16 +115,17 @@ def prepare_out(out: str, settings: dict):
     problem = _check_manifest(out, settings)
     if problem:
         raise ValueError(problem)
-    if resumed:  # without a manifest, nothing says a temporary there was ours
-        _remove_killed_writes(out)
+    # Without a manifest, nothing says a temporary of the other files was ours; a run killed
+    # while it wrote the first manifest left only that one's, which nothing else would remove.
+    _remove_killed_writes(out, WRITTEN if resumed else {".": r"manifest\.json"})
 
 
-def _remove_killed_writes(out: str):
+def _remove_killed_writes(out: str, written: dict):
     """A killed run's temporary of samples.npz is as large as the set (~10 GB for 50k ImageNet
     images): remove the ones of the names we write; only a run holding ``out`` may."""
     stale = [
         path
-        for folder, names in WRITTEN.items()
+        for folder, names in written.items()
         for path in remove_stale_temporaries(os.path.join(out, folder), names)
     ]
     if stale:

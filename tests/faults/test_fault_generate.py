@@ -314,3 +314,18 @@ def test_a_vae_replaced_at_its_path_is_refused_on_resume(tmp_path, tiny, tiny_va
     del manifest["vae_sha256"]
     open(path, "w").write(json.dumps(manifest))
     assert generate_cli.run(ckpt, out, **RUN)
+
+
+def test_a_run_killed_in_its_first_manifest_write_leaves_nothing_after_the_next(tmp_path, tiny, capsys):
+    """Killed while it wrote the first manifest, a run left its temporary in a folder without a
+    manifest: the next run, once its own manifest is written, removes it (no later resume may
+    come to) and says so; a temporary of another name stays, as nothing says it was ours."""
+    ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), tmp_path / "s"
+    out.mkdir()
+    for name in (".manifest.json.q8x0zz1m.tmp", ".samples.npz.k2_9abcd.tmp"):
+        (out / name).write_bytes(b"half written")
+    assert generate_cli.run(ckpt, str(out), **RUN)
+    assert not (out / ".manifest.json.q8x0zz1m.tmp").exists()
+    assert (out / ".samples.npz.k2_9abcd.tmp").read_bytes() == b"half written"
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"removed 1 temporary of writes a killed run left: {out / '.manifest.json.q8x0zz1m.tmp'}"]
