@@ -16,7 +16,8 @@ must be the samples' size, and statistics saved from such a reference record it 
 refused for samples of another size: the extractor resizes every image to its input, so
 nothing else would show the mismatch; for the same reason reference images read as they are
 (an ``.npz``'s, a folder's) must be of the samples' size, as ADM's reference batches are
-(``evaluate_inputs.check_same_size``). The reference may instead (or also) carry precomputed
+(``evaluate_inputs.check_same_size``), and statistics saved from them record that size and are
+refused for samples of another one. The reference may instead (or also) carry precomputed
 statistics: an ``.npz`` with ``mu`` and ``sigma`` (ADM's reference batches have both, from
 the same TF-Inception pool features that torch-fidelity's ``inception-v3-compat``
 reproduces); ``--save-ref-stats`` writes one that also records the extractor, its FID layer,
@@ -337,8 +338,11 @@ def evaluate(
     if paired and crop is not None:
         source = ref_set.npz if ref_size is None else reference
         reference_stats.check_crop_size(source, crop, sample_set.image_size(), recorded=ref_size is None)
-    elif paired and ref_set.has_images:
-        check_same_size(sample_set, ref_set)
+    elif paired:
+        if ref_set.has_images:
+            check_same_size(sample_set, ref_set)
+        recorded = reference_stats.image_size(ref_set.stats_record)
+        reference_stats.check_image_size(ref_set.npz, recorded, sample_set.image_size())
     if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
@@ -369,8 +373,10 @@ def evaluate(
     )
     features = None
     if "fid" in layer:  # checked before any extraction: a refusal costs nothing
+        # the size of images read as they are: ref_size records the crop's
+        size = ref_set.image_size() if ref_size is None and ref_set.has_images else None
         features = reference_stats.record(
-            feature_extractor, layer["fid"], provenance, weights_path, ref_size, fidelity.__version__
+            feature_extractor, layer["fid"], provenance, weights_path, ref_size, fidelity.__version__, size
         )
         if ref_set.stats is not None:
             reference_stats.check(ref_set.npz, ref_set.stats_record, features, verbose)

@@ -20,9 +20,14 @@ Statistics of a reference read through the ADM center crop (``--ref-size N``) al
 another size means nothing even though the extractor resizes both, so such a file is refused
 as the reference of samples that are not ``N x N`` (:func:`check_crop_size`). The member is
 optional: a record without it (statistics of images taken as they were) reads as before.
+Statistics of images taken as they were record their size instead, as ``image_size``
+(``"WxH"``, width first as every message prints a size), and are refused the same way for
+samples of another size (:func:`check_image_size`); a record without it (written before it
+was kept) reads as before.
 """
 
 import os
+import re
 import sys
 import zipfile
 
@@ -33,8 +38,9 @@ from .checkpoint import atomic_write, file_sha256
 STATS = ("mu", "sigma")
 RECORD = ("feature_extractor", "feature_layer", "weights_sha256")
 CROP = "crop_size"  # present only in the record of statistics of center crops
+SIZE = "image_size"  # "WxH" of images read uncropped; absent from files written before it was kept
 VERSION = "torch_fidelity"  # absent from files written before it was recorded
-OPTIONAL = (CROP, VERSION)
+OPTIONAL = (CROP, SIZE, VERSION)
 UNHASHED = "unhashed: "
 
 
@@ -45,12 +51,14 @@ def record(
     weights_path=None,
     crop_size=None,
     fidelity_version=None,
+    image_size=None,
 ) -> dict:
     """What identifies a run's FID features. ``provenance["weights_sha256"]`` is the hash
     ``meanflow.evaluate`` verified for a built-in extractor; an extractor registered by the user
     reads its own ``weights_path``, and that file's hash stands for it (``unhashed: ...`` when
     it is not a file). ``crop_size``: the reference's images were center-cropped to it;
-    ``fidelity_version``: torch-fidelity's (module docstring)."""
+    ``image_size``: ``(H, W)`` of its images read uncropped; ``fidelity_version``:
+    torch-fidelity's (module docstring)."""
     weights_sha256 = provenance.get("weights_sha256")
     if weights_sha256 is None and weights_path:
         weights_sha256 = (
@@ -63,6 +71,9 @@ def record(
     }
     if crop_size is not None:
         found[CROP] = str(int(crop_size))
+    elif image_size is not None:
+        h, w = image_size
+        found[SIZE] = f"{int(w)}x{int(h)}"
     if fidelity_version is not None:
         found[VERSION] = str(fidelity_version)
     return found
@@ -100,12 +111,40 @@ def read(data, path: str, role: str):
             f"{role} {path} has a damaged feature record ({CROP} {found[CROP]!r} is not a size): "
             "recompute the statistics with --save-ref-stats"
         )
+    if SIZE in found and re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", found[SIZE], re.ASCII) is None:
+        raise ValueError(
+            f"{role} {path} has a damaged feature record ({SIZE} {found[SIZE]!r} is not WxH): "
+            "recompute the statistics with --save-ref-stats"
+        )
     return stats, found
 
 
 def crop_size(found) -> int | None:
     """The center-crop size a ``read`` record holds, or None (no record, or images uncropped)."""
     return int(found[CROP]) if found and CROP in found else None
+
+
+def image_size(found) -> tuple[int, int] | None:
+    """``(H, W)`` of the uncropped images a ``read`` record says made the statistics, or None."""
+    if not found or SIZE not in found:
+        return None
+    w, h = found[SIZE].split("x")
+    return int(h), int(w)
+
+
+def check_image_size(path: str, recorded, samples_size) -> None:
+    """Refuse statistics at ``path`` of ``recorded`` ``(H, W)`` images (None: no size recorded,
+    nothing to check) for samples of another ``samples_size``: as for center crops, the
+    extractor resizes both, so nothing else would show that they describe other images."""
+    if recorded is None or tuple(recorded) == tuple(samples_size):
+        return
+    (rh, rw), (h, w) = recorded, samples_size
+    folder = f", or from an image folder with --ref-size {w}" if h == w else ""
+    raise ValueError(
+        f"--ref {path} holds statistics of {rw}x{rh} images and the samples are {w}x{h}: FID "
+        f"between images of two sizes means nothing, though the extractor resizes both; recompute "
+        f"them with --save-ref-stats from a reference of {w}x{h} images{folder}"
+    )
 
 
 def check_crop_size(reference: str, crop: int, samples_size, recorded: bool = False) -> None:

@@ -80,7 +80,8 @@ def test_precomputed_reference_statistics(sets, tmp_path):
     direct = ev.evaluate(sets["shift16"], sets["a_dir"], metrics=["fid"], save_ref_stats=str(stats), **RUN)
     with np.load(stats) as data:  # allow_pickle=False: the record is plain strings
         assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer", "weights_sha256"} | {
-            "torch_fidelity"
+            "torch_fidelity",
+            "image_size",
         }
         assert data["mu"].shape == (16,)
         record = {k: str(data[k][()]) for k in ("feature_extractor", "feature_layer", "weights_sha256")}

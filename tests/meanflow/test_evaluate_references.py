@@ -167,3 +167,54 @@ def test_weights_that_are_not_a_file_are_recorded_unhashed(tmp_path, capsys):
     capsys.readouterr()
     assert abs(ev.evaluate(ref, str(stats), weights_path=str(a), **{**run, "verbose": True})["fid"]) < 1e-6
     assert f"record 'unhashed: {a} is not a file' for their weights" in capsys.readouterr().err
+
+
+def test_saved_statistics_of_images_read_as_they_are_keep_their_size(tmp_path, capsys):
+    """Statistics saved from 32x32 reference images (no --ref-size) record that size, and a copy
+    of them keeps it: reused against 16x16 samples they are refused in one line naming --ref and
+    both sizes, before any features are extracted. Statistics that record no size (an older
+    file, ADM's mu/sigma) are used as before."""
+    samples = write_npz(tmp_path / "samples.npz", as_uint8(image_set(n=8, size=16)))
+    big = write_npz(tmp_path / "ref32.npz", as_uint8(image_set(n=8, size=32)))
+    wide = write_npz(tmp_path / "wide.npz", as_uint8(image_set(n=8, size=32)[:, :16]))
+    stats, copy, wide_stats = tmp_path / "stats.npz", tmp_path / "copy.npz", tmp_path / "wide_stats.npz"
+    ev.evaluate(big, big, metrics=["fid"], save_ref_stats=str(stats), **RUN)
+    ev.evaluate(big, str(stats), metrics=["fid"], save_ref_stats=str(copy), **RUN)
+    ev.evaluate(wide, wide, metrics=["fid"], save_ref_stats=str(wide_stats), **RUN)
+    for path, shown in ((stats, "32x32"), (copy, "32x32"), (wide_stats, "32x16")):
+        with np.load(path) as data:
+            assert str(data["image_size"][()]) == shown and "crop_size" not in data.files
+        assert ev.reference_stats.is_stats(str(path))
+    # the same size scores as the images do
+    assert abs(ev.evaluate(big, str(stats), metrics=["fid"], **RUN)["fid"]) < 1e-6
+    out = tmp_path / "fid.json"
+    for path in (stats, copy):
+        with pytest.raises(ValueError) as refused:
+            ev.evaluate(samples, str(path), metrics=["fid"], out=str(out), **RUN)
+        message = str(refused.value)
+        assert f"--ref {path} holds statistics of 32x32 images and the samples are 16x16" in message
+        assert "--save-ref-stats" in message and "--ref-size 16" in message and "\n" not in message
+    with pytest.raises(ValueError, match=r"statistics of 16x32 images and the samples are 32x16"):
+        ev.evaluate(wide, str(turned_size(tmp_path, wide_stats)), metrics=["fid"], **RUN)
+    err = cli_error(capsys, [samples, "--ref", str(stats), "--feature-extractor", TINY, "--out", str(out)])
+    assert "--ref" in err and "32x32" in err and "16x16" in err
+    assert not out.exists()
+    # a record without a size (statistics written before it was kept) reads as before
+    with np.load(stats) as data:
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "image_size"})
+    assert "fid" in ev.evaluate(samples, str(tmp_path / "old.npz"), metrics=["fid"], **RUN)
+    for bad in ("32", "0x32", "32x", "ax32", "32x32x3"):
+        with np.load(stats) as data:
+            np.savez(tmp_path / "bad.npz", **{**{k: data[k] for k in data.files}, "image_size": np.str_(bad)})
+        with pytest.raises(ValueError, match=r"bad.npz has a damaged feature record \(image_size"):
+            ev.evaluate(big, str(tmp_path / "bad.npz"), metrics=["fid"], **RUN)
+
+
+def turned_size(tmp_path, path):
+    """A copy of the statistics at ``path`` that records their size turned by 90 degrees."""
+    with np.load(path) as data:
+        members = {k: data[k] for k in data.files}
+    w, h = str(members["image_size"][()]).split("x")
+    turned = tmp_path / "turned.npz"
+    np.savez(turned, **{**members, "image_size": np.str_(f"{h}x{w}")})
+    return turned
