@@ -5,7 +5,9 @@
     python -m meanflow.prepare_latents SRC DST --vae vae.safetensors   # a weights file; the
         # architecture is the sd-vae-ft-ema config (or --vae-config config.json)
 
-Everything is offline (``HF_HUB_OFFLINE=1``): weights come from the local path only. Images
+Nothing is downloaded: ``--vae`` is a local folder or file, read by
+:func:`meanflow.vae.load_vae` (never diffusers' ``from_pretrained``), so a hub name is refused;
+importing this module leaves the process's hub settings alone. Images
 are read in folder order (``meanflow.data.image_folder``: class folders, corrupt files
 skipped and counted) through DALI (``--reader dali``, GPU decode on a GPU) or PIL
 (``--reader torch``), ADM center-cropped to ``--image-size``, and encoded with the diffusers
@@ -33,18 +35,15 @@ import re
 import shutil
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download (read when huggingface_hub loads)
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .checkpoint import exclusive_folder, publish_directory, write_json_atomic  # noqa: E402
-from .cli import BAD_INPUT, errors_as_one_line  # noqa: E402
-from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder  # noqa: E402
-from .data.latents import FORMAT, MANIFEST  # noqa: E402
-from .distributed import resolve_device  # noqa: E402
-from .vae import decode_latents, describe_identity, latent_scale, load_vae, vae_identity  # noqa: E402
+from .checkpoint import exclusive_folder, publish_directory, write_json_atomic
+from .cli import BAD_INPUT, errors_as_one_line
+from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder
+from .data.latents import FORMAT, MANIFEST
+from .distributed import resolve_device
+from .vae import decode_latents, describe_identity, latent_scale, load_vae, vae_identity
 
 
 @torch.no_grad()

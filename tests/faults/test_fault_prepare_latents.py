@@ -300,3 +300,44 @@ def test_the_dali_training_loader_refuses_a_name_that_is_not_utf8_when_built(lat
         pytest.skip("NVIDIA DALI is not installed")
     with pytest.raises(ValueError, match=r"class_000/caf\\xe9.jpg'.*data.backend torch"):
         DALIImageLoader(latin1_tree, 2, image_size=16, num_threads=1, cache=None, scan_workers=0)
+
+
+NO_HUB = r"""
+import os, socket, sys
+
+before = dict(os.environ)
+import meanflow.prepare_latents as prepare
+
+assert dict(os.environ) == before, {k: v for k, v in os.environ.items() if before.get(k) != v}
+
+
+def no_network(*args, **kwargs):
+    raise AssertionError("prepare_latents went to the network")
+
+
+socket.socket.connect = socket.socket.connect_ex = no_network
+socket.getaddrinfo = socket.create_connection = no_network
+src, dst = sys.argv[1:3]
+try:
+    prepare.main([src, dst, "--vae", "stabilityai/sd-vae-ft-ema", "--device", "cpu", "--workers", "0"])
+except SystemExit as stop:
+    sys.exit(stop.code)
+"""
+
+
+def test_importing_leaves_the_hub_alone_and_a_hub_name_is_refused_offline(src, tmp_path):
+    """Importing prepare_latents changes no environment variable (a program that imports it,
+    directly or not, keeps its hub access); its own --vae is read from a local path only: a hub
+    name is refused in one line, with no connection made, in a process whose hub is online."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_", "HF_ENDPOINT"))}
+    dst = tmp_path / "latents"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_HUB, src, str(dst)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "stabilityai/sd-vae-ft-ema" in done.stderr and "nothing is downloaded" in done.stderr
+    assert not dst.exists()
