@@ -97,6 +97,15 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_eps(value) -> None:
+    """A normalisation's ``eps``: a number >= 0. Refused here for every backend alike: the
+    csrc kernels refuse a negative or NaN one, where the others would return NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"eps must be a number, got {type(value).__name__}")
+    if not value >= 0:
+        raise ValueError(f"eps must be a number >= 0, got {value!r}")
+
+
 def check_positive_number(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")

@@ -16,6 +16,7 @@ from torch import Tensor
 from . import dispatch, reference
 from ._checks import (
     check_attention_bias,
+    check_eps,
     check_feature_vector,
     check_modulation,
     check_pair,
@@ -100,6 +101,7 @@ def layernorm_modulate_jvp(
     check_modulation("shift", shift, x)
     check_modulation("scale", scale, x)
     check_same_device(x=x, shift=shift, scale=scale)
+    check_eps(eps)
     return _layernorm_modulate_jvp_op(
         x, x_dot, shift, scale, shift_dot, scale_dot, float(eps), dispatch.check_backend(backend)
     )
