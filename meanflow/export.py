@@ -17,7 +17,9 @@ latent manifest's synsets (with ImageNet's readable names where they are the sta
 an image folder's class folders, MNIST's digits; an official DiT gets ImageNet's names.
 ``--out`` must be new, empty or an earlier export (``.meanflow_export.json`` lists
 what it wrote): any other folder -- a training run, someone's model folder -- is refused,
-never overwritten.
+never overwritten. An export that finds another one writing the same ``--out`` (its temporary
+folder) is refused; two that start together, before either has made its temporary, each
+publish whole and the last one's stays, as when they run one after the other.
 """
 
 import argparse

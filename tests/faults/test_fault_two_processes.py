@@ -1,9 +1,10 @@
 """Two processes on the same files: a second prepare_latents on a destination another one is
 filling is refused before it removes or writes anything; a second export to a folder another
-export is writing is refused and leaves that export's temporary alone; a reader of a pretrained
-folder that an export replaces meanwhile loads one export whole, never the config of one and
-the weights of the other. Each interleaving is forced by a step that stops until the test goes
-on, never by timing."""
+export is writing is refused and leaves that export's temporary alone, and two exports started
+together each publish whole, the last one's staying, as when run one after the other; a reader
+of a pretrained folder that an export replaces meanwhile loads one export whole, never the
+config of one and the weights of the other. Each interleaving is forced by a step that stops
+until the test goes on, never by timing."""
 
 import json
 import os
@@ -248,3 +249,53 @@ def test_a_pipeline_folder_replaced_while_it_is_read_loads_one_export_whole(
     for got, want in ((loaded.transformer, expected.transformer), (loaded.vae, expected.vae)):
         state = got.state_dict()
         assert all(torch.equal(state[k], v) for k, v in want.state_dict().items())
+
+
+# meanflow.export ARGV that stops while it loads the checkpoint, before its temporary folder
+# exists, until a line comes on its stdin.
+LOADING_EXPORT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from meanflow import export
+load = export.load_model
+def loading(*args, **kwargs):
+    print("loading", flush=True)
+    sys.stdin.readline()
+    return load(*args, **kwargs)
+export.load_model = loading
+export.main(sys.argv[2:])
+"""
+
+
+def test_two_exports_started_together_each_publish_whole_and_the_last_wins(tmp_path, tiny, capsys):
+    """The first export is loading its checkpoint (no temporary yet) when a second one to the
+    same --out runs whole: nothing refuses either, as nothing refuses two exports run one after
+    the other; the folder is then the last one's export, whole, and nothing is left beside it."""
+    from test_fault_export import run_export, trainer_checkpoint
+
+    from meanflow.models import DiT
+
+    ckpt, out = tmp_path / "last.pt", tmp_path / "exported"
+    emas = trainer_checkpoint(ckpt, tiny())
+    argv = ["--ckpt", str(ckpt), "--out", str(out)]
+    first = subprocess.Popen(
+        [sys.executable, "-c", LOADING_EXPORT, ROOT, *argv, "--ema", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+    )
+    try:
+        wait_for(first, "loading")
+        assert run_export(capsys, *argv, "--ema", "0")[0] == 0
+        second = DiT.from_pretrained(str(out)).state_dict()
+        assert all(torch.equal(second[k], v) for k, v in emas[0].items())
+        first.stdin.write("\n")
+        first.stdin.close()
+        assert first.wait(timeout=300) == 0
+    finally:
+        if first.poll() is None:
+            stop(first)
+    last = DiT.from_pretrained(str(out)).state_dict()
+    assert all(torch.equal(last[k], v) for k, v in emas[1].items())
+    assert sorted(os.listdir(tmp_path)) == ["exported", "last.pt"]
