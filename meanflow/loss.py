@@ -12,6 +12,8 @@ between data-parallel ranks. Stats are 0-d tensors (no ``.item()``: no host sync
 break); the caller reads them when it logs.
 """
 
+import math
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -30,8 +32,16 @@ def accumulation_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _check_number(name, value):
+    """A finite int or float: a NaN or infinite option made every loss NaN (or 0) without a word."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
 def _check_unit(name, value, low=0.0, high=1.0):
-    if not isinstance(value, (int, float)) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
@@ -82,7 +92,9 @@ def _bcast(t: Tensor, like: Tensor) -> Tensor:
 
 class _Objective:
     def __init__(self, time_mean, time_std, class_dropout):
-        if not isinstance(time_std, (int, float)) or time_std <= 0:
+        _check_number("time_mean", time_mean)
+        _check_number("time_std", time_std)
+        if time_std <= 0:
             raise ValueError(f"time_std must be > 0, got {time_std!r}")
         _check_unit("class_dropout", class_dropout)
         self.time_mean, self.time_std, self.class_dropout = float(time_mean), float(time_std), class_dropout
@@ -200,13 +212,17 @@ class MeanFlowLoss(_Objective):
         _check_unit("cfg_t_max", cfg_t_max)
         if cfg_t_min > cfg_t_max:
             raise ValueError(f"cfg_t_min ({cfg_t_min}) must be <= cfg_t_max ({cfg_t_max})")
-        if not isinstance(adaptive_p, (int, float)) or adaptive_p < 0:
+        for name, value in (
+            ("adaptive_p", adaptive_p),
+            ("adaptive_c", adaptive_c),
+            ("cfg_w", cfg_w),
+            ("cfg_k", cfg_k),
+        ):
+            _check_number(name, value)
+        if adaptive_p < 0:
             raise ValueError(f"adaptive_p must be >= 0, got {adaptive_p!r}")
-        if not isinstance(adaptive_c, (int, float)) or adaptive_c <= 0:
+        if adaptive_c <= 0:
             raise ValueError(f"adaptive_c must be > 0, got {adaptive_c!r}")
-        for name, value in (("cfg_w", cfg_w), ("cfg_k", cfg_k)):
-            if not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
         if cfg_k >= 1:
             raise ValueError(f"cfg_k must be < 1 (effective scale w / (1 - k)), got {cfg_k}")
         self.ratio_r_neq_t = ratio_r_neq_t
