@@ -124,12 +124,25 @@ class _Objective:
         """``x``, ``y`` and the draws must describe the same rows."""
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise TypeError("x must be a floating-point (batch, ...) tensor of data")
+        if x.shape[0] == 0:  # a mean over no rows: NaN, or no parts to concatenate
+            raise ValueError(f"x must hold at least one row, got shape {tuple(x.shape)}")
         if y is not None and (not isinstance(y, Tensor) or tuple(y.shape) != (x.shape[0],)):
             shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise ValueError(f"y must hold one label per row of x, shape ({x.shape[0]},), got {shape}")
-        if noise is not None and noise["e"].shape != x.shape:
+        if noise is None:
+            return
+        missing = [key for key in ("t", "r", "e", "drop") if key not in noise]
+        if missing:
+            raise ValueError(f"noise lacks {missing}: give the dict that sample_noise returns")
+        if noise["e"].shape != x.shape:
             got = tuple(noise["e"].shape)
             raise ValueError(f"noise['e'] must have x's shape {tuple(x.shape)}, got {got}")
+        for key in ("t", "r", "drop"):
+            if tuple(noise[key].shape) != (x.shape[0],):
+                got = tuple(noise[key].shape)
+                raise ValueError(
+                    f"noise[{key!r}] must have shape ({x.shape[0]},) (one per row of x), got {got}"
+                )
 
     def _labels(self, model, y, drop):
         """Rows in ``drop`` get the null label (classifier-free guidance training)."""
