@@ -15,7 +15,7 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
     """Images ``(B, C, H, W)`` for labels ``y`` (long ``(B,)``; ``None`` for an unconditional
     model), from ``noise`` or ``N(0, I)`` drawn with ``generator``. Pass EMA weights as
     ``model`` for the usual samples; the model runs in eval mode and gets its mode back."""
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:  # True is an int
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     cfg = model.config
     param = next(model.parameters())

@@ -145,3 +145,10 @@ def test_grid_program_writes_a_row_per_class(tiny, tmp_path, capsys):
     sampler.main([ckpt, "--out", str(out), "--per-class", "2", "--device", "cpu"])
     assert capsys.readouterr().out == f"wrote {out}: 6 samples, 1 NFE\n"
     assert Image.open(out).size == (3 * 10 + 2, 2 * 10 + 2)  # 8x8 images, 2-pixel gaps
+
+
+@pytest.mark.parametrize("steps", [True, False, 0, -1, 2.0])
+def test_steps_must_be_a_positive_int_not_a_bool(tiny, steps):
+    """True is an int to Python: it ran one step, a flag mistaken for a count."""
+    with pytest.raises(ValueError, match=f"steps must be an int >= 1, got {steps!r}"):
+        sample(tiny(), torch.arange(2), steps=steps)
