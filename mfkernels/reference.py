@@ -248,7 +248,7 @@ def timestep_embedding_jvp(t, t_dot, dim, max_period=10000.0):
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     emb_dot = torch.cat([-torch.sin(args) * freqs * td, torch.cos(args) * freqs * td], dim=-1)
     if dim % 2:
-        pad = torch.zeros_like(emb[:, :1])
+        pad = emb.new_zeros(emb.shape[0], 1)  # for dim 1, emb has no column to copy
         emb, emb_dot = torch.cat([emb, pad], -1), torch.cat([emb_dot, pad], -1)
     return emb, emb_dot
 
