@@ -1,6 +1,7 @@
 // Run-time choice among the ISA builds of cpu/kernels.cpp: the widest one this CPU (and its
 // OS) supports, or the one named by set_isa / the MFK_CPU_ISA environment variable (tests
 // use it to cover every variant on one machine).
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -69,17 +70,22 @@ bool supported(const char* name) {
   return false;
 }
 
-Table table_for(const char* name) {
+// One table per ISA for the life of the process; the active one is swapped by pointer, so an
+// op running in another thread while set_isa switches reads one whole table, never a mix.
+const Table* table_for(const char* name) {
 #ifdef MFK_CPU_AVX512
-  if (std::strcmp(name, "avx512") == 0) return MFK_TABLE(avx512);
+  static const Table avx512_table = MFK_TABLE(avx512);
+  if (std::strcmp(name, "avx512") == 0) return &avx512_table;
 #endif
 #ifdef MFK_CPU_AVX2
-  if (std::strcmp(name, "avx2") == 0) return MFK_TABLE(avx2);
+  static const Table avx2_table = MFK_TABLE(avx2);
+  if (std::strcmp(name, "avx2") == 0) return &avx2_table;
 #endif
-  return MFK_TABLE(base);
+  static const Table base_table = MFK_TABLE(base);
+  return &base_table;
 }
 
-Table best() {
+const Table* best() {
   const char* env = std::getenv("MFK_CPU_ISA");
   if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0 && supported(env)) return table_for(env);
   for (const char* name : {"avx512", "avx2"})
@@ -87,10 +93,12 @@ Table best() {
   return table_for("base");
 }
 
-Table& active() {
-  static Table table = best();
-  return table;
+std::atomic<const Table*>& active_slot() {
+  static std::atomic<const Table*> slot{best()};
+  return slot;
 }
+
+const Table& active() { return *active_slot().load(std::memory_order_acquire); }
 
 }  // namespace
 
@@ -105,7 +113,7 @@ bool set_isa(const char* name) {
       if (supported(n)) return set_isa(n);
   }
   if (!supported(name)) return false;
-  active() = table_for(name);
+  active_slot().store(table_for(name), std::memory_order_release);
   return true;
 }
 
