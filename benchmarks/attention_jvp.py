@@ -153,8 +153,9 @@ class Bench:
                 row["status"] = skip
             else:
                 try:
-                    row["peak_extra_mib"] = self.peak_extra_mib(fn)
                     ms, lo, hi = self.time_ms(fn)
+                    # after the timing's warmup: a first call's peak holds autotuning's trials
+                    row["peak_extra_mib"] = self.peak_extra_mib(fn)
                     row.update(status="ok", ms=ms, ms_p20=lo, ms_p80=hi, tflops=flops / ms / 1e9)
                     if self.peak:
                         row["pct_measured_peak"] = round(100 * row["tflops"] / self.peak["tflops"], 1)

@@ -242,3 +242,32 @@ def test_attention_gpu_sweep_covers_every_head_dim_early():
     quick = attention_jvp.parse_args(["--device", "cuda", "--quick"])
     assert quick.dit_batch == 0
     assert all(batch is None for *_, batch in attention_jvp.shapes(quick, torch.device("cuda")))
+
+
+@pytest.mark.parametrize("script", ["attention_jvp", "attention_features"])
+def test_attention_memory_peaks_are_read_after_the_warmup(script, tmp_path, monkeypatch):
+    """A row's peak memory is one warm call's: the first call of a Triton kernel also holds its
+    autotuning trials, which no later call allocates."""
+    import importlib
+
+    from benchmarks import _common as C
+
+    module = importlib.import_module(f"benchmarks.{script}")
+    seen, timed = [], set()
+    kernel_ms = C.kernel_ms
+
+    def timing(fn, *args, **kwargs):
+        timed.add(fn)
+        return kernel_ms(fn, *args, **kwargs)
+
+    def peak(fn, device):
+        seen.append(fn in timed)
+        return 1.0
+
+    monkeypatch.setattr(C, "kernel_ms", timing)
+    monkeypatch.setattr(C, "peak_extra_mib", peak)
+    argv = ["--device", "cpu", "--quick", "--out-dir", str(tmp_path)]
+    if script == "attention_jvp":
+        argv += ["--no-plot", "--seqlens", "64"]
+    module.main(argv)
+    assert seen and all(seen)
