@@ -320,8 +320,8 @@ def publish_directory(tmp: str, path: str) -> None:
     elif _exchange(tmp, path):
         shutil.rmtree(tmp, ignore_errors=True)  # the previous folder, now under the temporary name
     else:
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=PREVIOUS_SUFFIX, dir=parent)
-        with _in_use(old):  # another process's recovery would put it back between the renames
+        # held: another process's recovery would put the previous folder back between the renames
+        with _held_temporary(os.path.abspath(path), PREVIOUS_SUFFIX) as old:
             os.rename(path, os.path.join(old, "d"))
             os.rename(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -329,21 +329,42 @@ def publish_directory(tmp: str, path: str) -> None:
 
 
 @contextmanager
-def _in_use(folder: str):
-    """Mark ``folder`` (a temporary this process fills or empties) as in use while this lasts,
-    with the kernel's ``flock`` on it: ``recover_interrupted_publish`` in another process then
-    refuses instead of removing it, and the kernel drops the mark when this process dies, so
-    what a killed export left is still cleaned up."""
-    fd = os.open(folder, os.O_RDONLY)
+def _held_temporary(path: str, suffix: str, tries: int = 5):
+    """A new temporary sibling of ``path`` (``.NAME.`` + mkdtemp's 8 characters + ``suffix``),
+    marked in use while this lasts with the kernel's ``flock`` on it: ``recover_interrupted_publish``
+    in another process then refuses instead of removing it, and the kernel drops the mark when
+    this process dies, so what a killed export left is still cleaned up. Between ``mkdtemp`` and
+    the lock such a recovery may take the new folder for a leftover and remove it: then another
+    is made."""
+    parent, name = os.path.split(path)
+    for _ in range(tries):
+        tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=suffix, dir=parent)
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _still_at(fd, tmp):
+                yield tmp
+                return
+        finally:
+            os.close(fd)
+    raise OSError(
+        f"{path}: other processes removed {tries} temporaries beside it before this one could hold them"
+    )
+
+
+def _still_at(fd: int, path: str) -> bool:
+    """Whether the folder open as ``fd`` is still the one at ``path``."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _held_elsewhere(fd: int) -> bool:
-    """Whether another process holds the folder open as ``fd`` (``_in_use``, ``exclusive_folder``);
+    """Whether another process holds the folder open as ``fd`` (``_held_temporary``, ``exclusive_folder``);
     otherwise this one holds it now. False too where the file system has no ``flock``: the run
     goes on without the lock."""
     try:
@@ -380,7 +401,7 @@ def recover_interrupted_publish(path: str) -> list[str]:
     when ``path`` is missing (killed between the two renames), and its temporaries removed
     (``.NAME.`` + mkdtemp's 8 characters + ``.tmp`` or ``.old``: names only we give). Each step
     is a warning naming the paths; returns them. A temporary that a live export holds
-    (``_in_use``: it is filling it now) is no leftover: that is a one-line ``ValueError`` naming
+    (``_held_temporary``: it is filling it now) is no leftover: that is a one-line ``ValueError`` naming
     ``path``, and nothing is removed."""
     parent, name = os.path.split(os.path.abspath(path))
     if not os.path.isdir(parent):
@@ -486,9 +507,10 @@ def atomic_directory(path: str):
     check_replaceable(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=parent)
+    tmp = None
     try:
-        with _in_use(tmp):  # not a killed export's leftover to another export started meanwhile
+        # held: not a killed export's leftover to another export started meanwhile
+        with _held_temporary(path, TEMPORARY_SUFFIX) as tmp:
             yield tmp
             written = _tree_entries(tmp)  # before the marker exists: it does not list itself
             with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
@@ -497,7 +519,8 @@ def atomic_directory(path: str):
             check_replaceable(path)  # again: the user may have put a file there meanwhile
             publish_directory(tmp, path)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if _out_of_space(e):
             raise NoSpaceError(path) from e
         raise

@@ -122,3 +122,28 @@ def test_full_disk_during_an_export_keeps_the_previous_one(tmp_path, run_dir, ca
     assert code == 1 and err == f"error: no space left writing {out} (left as it was)\n"
     assert snapshot(out) == before
     assert sorted(os.listdir(tmp_path)) == ["exported", "run"]
+
+
+def test_a_new_temporary_another_export_removed_before_holding_it_is_made_again(tmp_path, monkeypatch):
+    """Between ``mkdtemp`` and its lock a new temporary looks like a killed export's leftover to
+    another export starting then, whose recovery removes it; the export makes another and
+    publishes whole (it failed before)."""
+    import tempfile
+
+    from meanflow import checkpoint
+
+    out = str(tmp_path / "export")
+    real, made = tempfile.mkdtemp, []
+
+    def mkdtemp_then_another_exports_recovery(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        if len(made) == 1:
+            with pytest.warns(UserWarning, match="interrupted export"):
+                assert checkpoint.recover_interrupted_publish(out)
+        return made[-1]
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkdtemp", mkdtemp_then_another_exports_recovery)
+    with checkpoint.atomic_directory(out) as tmp:
+        open(os.path.join(tmp, "new.txt"), "w").write("new")
+    assert sorted(os.listdir(out)) == [EXPORT_MARKER, "new.txt"] and len(made) == 2
+    assert os.listdir(tmp_path) == ["export"]
