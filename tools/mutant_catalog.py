@@ -31,7 +31,15 @@ TRAIN = (
     "tests/meanflow/test_train_step.py",
 )
 ADAPTER_TRAIN = "tests/meanflow/test_train_adapters.py"
+RNG_WORLD = "tests/faults/test_fault_resume.py::test_global_rngs_under_another_world_size_are_each_ranks_own"
+LOSS_INPUTS = ("tests/meanflow/test_loss_inputs.py",)
+FIRST_MANIFEST = (
+    "tests/faults/test_fault_generate.py"
+    "::test_a_run_killed_in_its_first_manifest_write_leaves_nothing_after_the_next",
+)
 _LOSS_PY = "meanflow/loss.py"
+# The temporaries a run removes: every name it writes when resumed, else the first manifest's.
+_REMOVED = 'WRITTEN if resumed else {".": r"manifest\\.json"}'
 
 CATALOG = [
     # ---------------------------------------------------------------- meanflow/loss.py
@@ -142,6 +150,30 @@ CATALOG = [
         LOSS,
         "every row keeps r != t",
     ),
+    Mutant(
+        "loss-option-nan-accepted",
+        _LOSS_PY,
+        "    if not math.isfinite(value):",
+        "    if math.isinf(value):",
+        LOSS_INPUTS,
+        "a NaN time_mean, adaptive_c or cfg_w taken: every loss NaN without a word",
+    ),
+    Mutant(
+        "loss-empty-batch-accepted",
+        _LOSS_PY,
+        "        if x.shape[0] == 0:",
+        "        if False:",
+        LOSS_INPUTS,
+        "an empty batch fails inside the row split, or gives a NaN mean",
+    ),
+    Mutant(
+        "loss-drop-shape-unchecked",
+        _LOSS_PY,
+        'for key in ("t", "r", "drop"):',
+        'for key in ("t", "r"):',
+        LOSS_INPUTS,
+        "noise['drop'] of another batch size fails with a broadcast error from inside the step",
+    ),
     # ------------------------------------------------------------- meanflow/sampler.py
     Mutant(
         "sampler-grid-reversed",
@@ -182,6 +214,14 @@ CATALOG = [
         "(images.float() + 1).clamp(0, 1)",
         SAMPLER + ("tests/meanflow/test_generate_cli.py",),
         "[-1, 1] -> [0, 2] before the clamp",
+    ),
+    Mutant(
+        "sampler-steps-true-accepted",
+        "meanflow/sampler.py",
+        "if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:",
+        "if not isinstance(steps, int) or steps < 1:",
+        ("tests/meanflow/test_sampler.py::test_steps_must_be_a_positive_int_not_a_bool",),
+        "steps=True (a flag mistaken for a count) runs one step",
     ),
     # ---------------------------------------------------------- meanflow/checkpoint.py
     Mutant(
@@ -284,10 +324,26 @@ CATALOG = [
     Mutant(
         "train-rng-not-restored",
         "meanflow/train_state.py",
-        "        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], device)\n",
-        "",
+        "        set_rng_state(rngs[rank], device)\n",
+        "        pass\n",
         ("tests/faults/test_fault_resume.py", *TRAIN),
         "resume keeps the fresh RNG state",
+    ),
+    Mutant(
+        "train-rngs-other-world-take-rank-0",
+        "meanflow/train_state.py",
+        "    else:\n        seed_global_rngs(seed, step, rank)\n",
+        "    else:\n        set_rng_state(rngs[0], device)\n",
+        (RNG_WORLD,),
+        "resumed under another world size, every rank takes rank 0's stream: the same dropout masks",
+    ),
+    Mutant(
+        "train-rngs-seeded-without-rank",
+        "meanflow/train_state.py",
+        "np.random.SeedSequence([seed, step, rank])",
+        "np.random.SeedSequence([seed, step])",
+        (RNG_WORLD,),
+        "every rank's global generators seeded alike: the same dropout masks on every rank",
     ),
     Mutant(
         "train-same-noise-every-step",
@@ -359,12 +415,28 @@ CATALOG = [
     Mutant(
         "generate-killed-writes-kept",
         "meanflow/generate_out.py",
-        "        _remove_killed_writes(out)\n",
-        "        pass\n",
+        _REMOVED,
+        '{".": r"manifest\\.json"}',
         (
             "tests/faults/test_fault_generate.py::test_a_resumed_run_removes_the_temporaries_a_killed_one_left",
         ),
         "a killed run's temporaries (samples.npz's: gigabytes) stay for good",
+    ),
+    Mutant(
+        "generate-first-manifest-temporary-kept",
+        "meanflow/generate_out.py",
+        _REMOVED,
+        "WRITTEN if resumed else {}",
+        FIRST_MANIFEST,
+        "a temporary of the first manifest, left by a run killed while writing it, stays for good",
+    ),
+    Mutant(
+        "generate-new-run-removes-others-temporaries",
+        "meanflow/generate_out.py",
+        _REMOVED,
+        "WRITTEN",
+        FIRST_MANIFEST,
+        "a new run in a folder without a manifest removes temporaries nothing says were ours",
     ),
     Mutant(
         "prepare-latents-line-break-names",

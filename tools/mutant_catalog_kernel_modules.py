@@ -21,6 +21,8 @@ DEPRECATED = ("tests/mfkernels/test_deprecated_paths.py",)
 CSRC = ("tests/mfkernels/test_csrc_ops.py", "tests/mfkernels/test_csrc_inputs.py")
 LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_heads_inner",)
 GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
+EMB_INPUTS = ("tests/mfkernels/test_timestep_embedding_inputs.py",)
+SDPA_MASK = ("tests/mfkernels/test_sdpa_inputs.py::test_a_float_mask_sdpa_refuses_is_refused_naming_it",)
 
 _REF = "mfkernels/reference.py"
 _EMB = "mfkernels/embedding.py"
@@ -178,12 +180,26 @@ MODULE_MUTANTS = [
     Mutant(
         "emb-primal-sin-first",
         _EMB,
-        "    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)\n    if dim % 2:\n"
-        "        emb = torch.cat([emb, torch.zeros_like",
-        "    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)\n    if dim % 2:\n"
-        "        emb = torch.cat([emb, torch.zeros_like",
+        "    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)\n    if dim % 2:  # not zeros_like",
+        "    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)\n    if dim % 2:  # not zeros_like",
         ORACLE,
         "[sin, cos] (another convention) while the tangent is [cos, sin]'s",
+    ),
+    Mutant(
+        "emb-dim-1-without-its-column",
+        _EMB,
+        "emb = torch.cat([emb, emb.new_zeros(emb.shape[0], 1)], dim=-1)",
+        "emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)",
+        EMB_INPUTS,
+        "dim 1 gives a (batch, 0) embedding: emb has no column to copy its zero from",
+    ),
+    Mutant(
+        "emb-primal-unchecked",
+        _EMB,
+        "    _check_arguments(t, dim, max_period)\n    dtype = reference.compute_dtype(t.dtype)",
+        "    dtype = reference.compute_dtype(t.dtype)",
+        EMB_INPUTS,
+        "the primal takes a (batch, 1) t (a 3-D embedding) or max_period 0 ('math domain error')",
     ),
     # ---------------------------------------------------------------- mfkernels/_checks.py
     Mutant(
@@ -217,6 +233,22 @@ MODULE_MUTANTS = [
         "    if len(set(devices.values())) > 2:",
         CHECKS,
         "tensors on two devices let through to a kernel",
+    ),
+    Mutant(
+        "checks-eps-nan-accepted",
+        _CHECKS,
+        '    if not value >= 0:\n        raise ValueError(f"eps must',
+        '    if value < 0:\n        raise ValueError(f"eps must',
+        ("tests/mfkernels/test_input_checks.py::test_a_negative_or_nan_eps_is_refused_on_every_backend",),
+        "a NaN eps taken: the reference and Triton backends return NaN rows",
+    ),
+    Mutant(
+        "checks-sdpa-mask-float64-taken",
+        _CHECKS,
+        "attn_mask.dtype not in (torch.float32, q.dtype)",
+        "attn_mask.dtype not in (torch.float32, torch.float64, q.dtype)",
+        SDPA_MASK,
+        "a float64 mask taken as wider under a jvp, which torch's SDPA refuses in the plain forward",
     ),
     # ---------------------------------------------------------------- mfkernels/layouts.py
     Mutant(
@@ -349,5 +381,13 @@ MODULE_MUTANTS = [
         "    if False:\n        # The tangents as they are",
         ("tests/mfkernels/test_sdpa_inputs.py",),
         "traced, the eager Function is inlined and its check with it: the tangent becomes a constant",
+    ),
+    Mutant(
+        "sdpa-mask-dtype-unchecked",
+        "mfkernels/sdpa.py",
+        "    check_sdpa_mask_dtype(attn_mask, q)\n",
+        "",
+        SDPA_MASK,
+        "a float16 mask on bfloat16 inputs passes under a jvp and fails in the model's plain forward",
     ),
 ]

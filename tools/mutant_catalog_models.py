@@ -1,8 +1,9 @@
 """The catalog's mutants of the model side (``tools/mutant_catalog.py`` holds the loss, sampler,
 checkpoints and trainer): the DiT and its config, the interchange formats (official DiT/SiT
 weights, pretrained folders, trainer checkpoints, export), the library adapters, the pipeline,
-the VAE and the data loaders. Each is a bug that gives wrong numbers without an error: a
-transposed layout, a dropped sign, a skipped initialisation, a wrong key or index."""
+the VAE, the data loaders and the evaluation's references (``evaluate``, its inputs and saved
+statistics). Each is a bug that gives wrong numbers without an error: a transposed layout, a
+dropped sign, a skipped initialisation, a wrong key or index, a check left out."""
 
 from mutant import Mutant
 
@@ -18,6 +19,9 @@ VAE = (f"{T}test_vae.py", f"{T}test_pipeline.py", f"{T}test_latent_provenance.py
 LATENTS = (f"{T}test_data_latents.py",)
 IMAGES = (f"{T}test_data_images.py",)
 SHARDS = (f"{T}test_data.py", f"{T}test_data_latents.py")
+MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations",)
+REFS = f"{T}test_evaluate_references.py"
+STATS_SIZE = (f"{REFS}::test_saved_statistics_of_images_read_as_they_are_keep_their_size",)
 
 _MODELS_PY = "meanflow/models.py"
 _INTERCHANGE_PY = "meanflow/interchange.py"
@@ -384,6 +388,71 @@ MODEL_MUTANTS = [
         "x = F.pad(images, (0, 4, 0, 4))",
         (f"{T}test_data.py",),
         "MNIST digits padded into the top-left corner, not centred",
+    ),
+    Mutant(
+        "mnist-hash-kept-by-path-and-size",
+        "meanflow/data/mnist.py",
+        "return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino",
+        "return path, st.st_size",
+        MNIST_READS,
+        "MNIST files rewritten at their size keep their old hash and classifier: not read again",
+    ),
+    Mutant(
+        "mnist-classifier-key-rereads-train",
+        "meanflow/data/mnist.py",
+        "signatures = [tuple(stats[: 2 * (n + 1)]) for n in range(len(splits))]",
+        "signatures = [tuple(stats) for n in range(len(splits))]",
+        MNIST_READS,
+        "the classifier's key hashes the training split again instead of continuing the loader's hash",
+    ),
+    Mutant(
+        "mnist-classifier-reloaded-each-evaluation",
+        "meanflow/eval_mnist.py",
+        "    state = _LOADED.get(_cache_stat(path))\n",
+        "    state = None\n",
+        MNIST_READS,
+        "every evaluation of a run reads the classifier's cache file again",
+    ),
+    # ------------------------------------ meanflow/evaluate.py, evaluate_inputs, reference_stats
+    Mutant(
+        "evaluate-reference-size-unchecked",
+        "meanflow/evaluate.py",
+        "            check_same_size(sample_set, ref_set)\n",
+        "            pass\n",
+        (f"{REFS}::test_reference_images_of_another_size_are_refused",),
+        "FID between 16x16 samples and 32x32 reference images scored in silence (both resized)",
+    ),
+    Mutant(
+        "evaluate-stats-size-unchecked",
+        "meanflow/evaluate.py",
+        "        reference_stats.check_image_size(ref_set.npz, recorded, sample_set.image_size())\n",
+        "",
+        STATS_SIZE,
+        "saved statistics of 32x32 images scored against 16x16 samples in silence",
+    ),
+    Mutant(
+        "ref-stats-size-recorded-as-hxw",
+        "meanflow/reference_stats.py",
+        'found[SIZE] = f"{int(w)}x{int(h)}"',
+        'found[SIZE] = f"{int(h)}x{int(w)}"',
+        STATS_SIZE,
+        "statistics of wide images record them as tall: refused for their own samples",
+    ),
+    Mutant(
+        "ref-stats-unhashed-weights-blank",
+        "meanflow/reference_stats.py",
+        "file_sha256(weights_path) if os.path.isfile(weights_path) else _unhashed(weights_path)",
+        "file_sha256(weights_path) if os.path.isfile(weights_path) else None",
+        (f"{REFS}::test_weights_that_are_not_a_file_are_recorded_unhashed",),
+        "statistics made with one weights folder match a run given another folder or none",
+    ),
+    Mutant(
+        "evaluate-class-tree-listed",
+        "meanflow/evaluate_inputs.py",
+        "elif crop is not None and _holds_folders(path):",
+        "elif False:",
+        (f"{REFS}::test_a_class_folder_tree_is_the_images_the_trainer_reads",),
+        "a training tree read with --ref-size refused over a notes.txt the trainer skips",
     ),
     Mutant(
         "resume-classes-unchecked",

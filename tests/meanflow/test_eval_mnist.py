@@ -280,9 +280,9 @@ def test_program_scores_against_the_data_it_is_given(tmp_path, fake_mnist, monke
 
 
 def count_reads(monkeypatch) -> list:
-    """The MNIST files read from now on (their names), from empty memories of hashes and
-    classifiers."""
-    reads, read_idx = [], mnist._read_idx
+    """The MNIST files read from now on (their names) and ``"classifier"`` for each read (or
+    training) of a classifier's cache file, from empty memories of hashes and classifiers."""
+    reads, read_idx, read_or_train = [], mnist._read_idx, eval_mnist._read_or_train
     monkeypatch.setattr(mnist, "_DIGESTS", {}, raising=False)
     monkeypatch.setattr(eval_mnist, "_LOADED", {}, raising=False)
 
@@ -290,14 +290,19 @@ def count_reads(monkeypatch) -> list:
         reads.append(os.path.basename(path))
         return read_idx(path, magic)
 
+    def counted_classifier(*args, **kwargs):
+        reads.append("classifier")
+        return read_or_train(*args, **kwargs)
+
     monkeypatch.setattr(mnist, "_read_idx", counted)
+    monkeypatch.setattr(eval_mnist, "_read_or_train", counted_classifier)
     return reads
 
 
 def test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations(tmp_path, fake_mnist, monkeypatch):
     """A run that evaluates reads the training split once at its start (for its loader and its
-    classifier's key) and no file at an evaluation: the classifier and the data's hash are kept
-    until a file changes."""
+    classifier's key) and the classifier's cache once, and no file at an evaluation: the
+    classifier and the data's hash are kept until a file changes."""
     from conftest import write_idx
 
     from meanflow.config import TrainConfig
@@ -317,7 +322,7 @@ def test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations(tmp_path, 
         "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte",
     ]
-    assert reads == files
+    assert reads == files + ["classifier"]
     assert loader.data_identity["sha256"] == mnist.data_sha256([mnist.load_mnist("train", fake_mnist)])
     reads.clear()
     for _ in range(2):
@@ -330,5 +335,5 @@ def test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations(tmp_path, 
     write_idx(os.path.join(fake_mnist, "t10k-images-idx3-ubyte"), 255 - images.numpy())
     reads.clear()
     _, other = eval_mnist.load_classifier(fake_mnist, log=lambda s: None)
-    assert reads == files[2:] + files and not torch.equal(other["mu"], state["mu"])
+    assert reads == files[2:] + ["classifier"] + files and not torch.equal(other["mu"], state["mu"])
     assert other["data_sha256"] == data_sha256(fake_mnist)
