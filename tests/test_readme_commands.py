@@ -83,18 +83,18 @@ def options(parser: argparse.ArgumentParser) -> set:
     return {s for action in parser._actions for s in action.option_strings}
 
 
-def parse(parser: argparse.ArgumentParser, args: list, what: str):
+def parse(parser: argparse.ArgumentParser, args: list, what: str, where: str = "the README's"):
     """``args`` parsed by ``parser``; flags named alone (no values) need only exist."""
     if args and all(arg.startswith("-") for arg in args):
         unknown = set(args) - options(parser)
-        assert not unknown, f"the README's {what}: {sorted(unknown)} unknown to the program"
+        assert not unknown, f"{where} {what}: {sorted(unknown)} unknown to the program"
         return None
 
     def error(message):
-        raise AssertionError(f"the README's {what}: {message}")
+        raise AssertionError(f"{where} {what}: {message}")
 
     parser.error = error
-    parser.allow_abbrev = False  # the README must spell a flag out, as the program names it
+    parser.allow_abbrev = False  # a flag must be spelt out, as the program names it
     return parser.parse_args(args)
 
 
