@@ -111,14 +111,14 @@ def mnist_sha256(path: str | None, splits, loaded=None) -> str:
     """:func:`data_sha256` of the named ``splits`` of the MNIST at ``path``, read again only
     when a file changed; ``loaded``: those splits as the caller has just loaded them, hashed
     (what a checkpoint records is the data it trained on), and remembered for later calls."""
-    stats = [_file_stat(f) for split in splits for f in split_files(split, path)]
-    signatures = [tuple(stats[: 2 * (n + 1)]) for n in range(len(splits))]
-    remembered = (n for n in range(len(splits), 0, -1) if signatures[n - 1] in _DIGESTS)
-    done = 0 if loaded is not None else next(remembered, 0)
-    digest = _DIGESTS[signatures[done - 1]].copy() if done else hashlib.sha256()
-    for n in range(done, len(splits)):
-        _hash_split(digest, loaded[n] if loaded is not None else load_mnist(splits[n], path))
-        _DIGESTS[signatures[n]] = digest.copy()
+    digest, files = hashlib.sha256(), ()
+    for n, split in enumerate(splits):
+        files += tuple(_file_stat(f) for f in split_files(split, path))
+        if loaded is None and files in _DIGESTS:
+            digest = _DIGESTS[files].copy()
+            continue
+        _hash_split(digest, loaded[n] if loaded is not None else load_mnist(split, path))
+        _DIGESTS[files] = digest.copy()
     return digest.hexdigest()
 
 
