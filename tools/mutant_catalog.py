@@ -225,6 +225,16 @@ CATALOG = [
     ),
     # ---------------------------------------------------------- meanflow/checkpoint.py
     Mutant(
+        "export-temporary-removed-before-held-fails",
+        "meanflow/checkpoint.py",
+        "fd = os.open(tmp, os.O_RDONLY)\n        except FileNotFoundError:\n            continue\n",
+        "fd = os.open(tmp, os.O_RDONLY)\n        except FileNotFoundError:\n            raise\n",
+        (
+            "tests/faults/test_fault_export.py::test_a_new_temporary_another_export_removed_before_holding_it_is_made_again",
+        ),
+        "a temporary another export's recovery removed before it was held ends the export with an error",
+    ),
+    Mutant(
         "checkpoint-temp-left-on-error",
         "meanflow/checkpoint.py",
         "        if os.path.exists(tmp):\n            os.unlink(tmp)\n",
