@@ -174,6 +174,22 @@ def _downloads(extractor: str) -> bool:
 # ---------------------------------------------------------------- destinations
 
 
+def check_destinations(out, save_ref_stats, inputs) -> None:
+    """``--out`` and ``--save-ref-stats`` (either may be None) refused before any work: one
+    path for both, or either one refused by :func:`check_destination`; ``inputs``:
+    ``(role, path or None)`` pairs."""
+    inputs = [(role, path) for role, path in inputs if path is not None]
+    destinations = [
+        ("--out", out, _is_report),
+        ("--save-ref-stats", save_ref_stats, reference_stats.is_stats),
+    ]
+    destinations = [(flag, path, ours) for flag, path, ours in destinations if path]
+    if len(destinations) == 2 and _same_path(out, save_ref_stats):
+        raise ValueError(f"--out and --save-ref-stats are both {out}: give two different files")
+    for flag, path, ours in destinations:
+        check_destination(flag, path, inputs, ours)
+
+
 def check_destination(flag: str, path: str, inputs, ours) -> None:
     """Refuse ``path`` (where option ``flag`` writes a file at the very end) before any work:
     a directory, a folder above it that is a file or not writable, one of the ``inputs``
@@ -317,6 +333,13 @@ def evaluate(
     sample_set = ImageSet(samples, "samples")
     if not sample_set.has_images:
         raise ValueError(f"samples {samples} hold statistics only; metrics need the sample images")
+    # before the reference is read (a class tree's scan takes minutes), with the inputs known so
+    # far; again below with the reference's own .npz, which a folder may hold
+    inputs = [
+        ("samples", sample_set.npz),
+        ("reference", reference if os.path.isfile(reference or "") else None),
+    ]
+    check_destinations(out, save_ref_stats, inputs)
     ref_set = ImageSet(reference, "reference", crop=ref_size) if reference else None
     if verbose and ref_set is not None and ref_set.index is not None:
         print(f"reference: {ref_set.index.describe()}", file=sys.stderr)  # as the trainer says it
@@ -355,17 +378,9 @@ def evaluate(
     layer = {m: cls.get_default_feature_layer_for_metric(m) for m in (*metrics, "fid")}
     if "fid" not in metrics and not save_ref_stats:
         del layer["fid"]
-    inputs = [("samples", sample_set.npz)] + ([("reference", ref_set.npz)] if ref_set is not None else [])
-    inputs = [(role, path) for role, path in inputs if path is not None]
-    destinations = [
-        ("--out", out, _is_report),
-        ("--save-ref-stats", save_ref_stats, reference_stats.is_stats),
-    ]
-    destinations = [(flag, path, ours) for flag, path, ours in destinations if path]
-    if len(destinations) == 2 and _same_path(out, save_ref_stats):
-        raise ValueError(f"--out and --save-ref-stats are both {out}: give two different files")
-    for flag, path, ours in destinations:
-        check_destination(flag, path, inputs, ours)
+    check_destinations(
+        out, save_ref_stats, [("samples", sample_set.npz), ("reference", ref_set and ref_set.npz)]
+    )
 
     dev = resolve_device(device)
     extractor, provenance = make_extractor(

@@ -455,6 +455,14 @@ MODEL_MUTANTS = [
         "a training tree read with --ref-size refused over a notes.txt the trainer skips",
     ),
     Mutant(
+        "evaluate-destinations-checked-after-the-scan",
+        "meanflow/evaluate.py",
+        "    check_destinations(out, save_ref_stats, inputs)\n",
+        "",
+        (f"{REFS}::test_a_bad_destination_is_refused_before_a_class_tree_is_scanned",),
+        "a bad --out refused only after minutes of scanning the reference tree",
+    ),
+    Mutant(
         "resume-classes-unchecked",
         "meanflow/train_state.py",
         '        check_same_classes(ckpt.get("classes"), getattr(loader, "class_names", None))\n',

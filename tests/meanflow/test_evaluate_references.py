@@ -122,6 +122,26 @@ def test_a_class_folder_tree_is_the_images_the_trainer_reads(tmp_path, capsys):
         ev.evaluate(samples, flat, metrics=["fid"], ref_size=16, **RUN)
 
 
+@pytest.mark.parametrize("flag", ["--out", "--save-ref-stats"])
+def test_a_bad_destination_is_refused_before_a_class_tree_is_scanned(tmp_path, monkeypatch, flag):
+    """The scan of a training tree read with --ref-size takes minutes on ImageNet: a destination
+    that would be refused at the end (here a folder) is refused before it, as promised."""
+    from meanflow import evaluate_inputs
+    from meanflow.data.synthetic import make_image_tree
+
+    tree = tmp_path / "train"
+    make_image_tree(str(tree), classes=2, per_class=2, sides=(20, 48), extras=False)
+    samples = write_npz(tmp_path / "samples.npz", as_uint8(image_set(n=4, size=16)))
+
+    def scan(*args, **kwargs):
+        raise AssertionError("the tree was scanned before the destination was checked")
+
+    monkeypatch.setattr(evaluate_inputs, "scan_image_folder", scan)
+    where = {"--out": "out", "--save-ref-stats": "save_ref_stats"}[flag]
+    with pytest.raises(ValueError, match=f"^{flag} .* is a directory"):
+        ev.evaluate(samples, str(tree), ref_size=16, **{where: str(tmp_path)}, **RUN)
+
+
 def test_saved_statistics_record_the_torch_fidelity_version(tmp_path):
     """The version whose extractor made the features, kept by a copy of them; not compared on
     reuse (the features of one extractor and weights file do not change with it)."""
