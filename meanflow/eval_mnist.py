@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .checkpoint import atomic_save, cache_dir
 from .cli import errors_as_one_line
 from .config import MIN_EVAL_SAMPLES
-from .data.mnist import load_mnist, mnist_sha256, to_pixels
+from .data.mnist import file_signature, load_mnist, mnist_sha256, to_pixels
 from .sampler import sample
 
 VERSION = 1  # bump when the architecture or the training recipe changes
@@ -121,21 +121,13 @@ def load_classifier(data_path=None, log=print):
     and its test set's feature statistics; trains them on a miss."""
     key = mnist_sha256(data_path, ("train", "test"))
     path = os.path.join(cache_dir(), f"mnist_classifier_v{VERSION}_{key[:16]}.pt")
-    state = _LOADED.get(_cache_stat(path))
+    state = _LOADED.get(file_signature(path)) if os.path.isfile(path) else None
     if state is None:
         state = _read_or_train(path, key, data_path, log)
-        _LOADED[_cache_stat(path)] = state
+        _LOADED[file_signature(path)] = state
     model = Classifier()
     model.load_state_dict(state["model"])
     return model.eval(), dict(state)
-
-
-def _cache_stat(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def _read_or_train(path: str, key: str, data_path, log) -> dict:

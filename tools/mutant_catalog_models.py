@@ -408,7 +408,7 @@ MODEL_MUTANTS = [
     Mutant(
         "mnist-classifier-reloaded-each-evaluation",
         "meanflow/eval_mnist.py",
-        "    state = _LOADED.get(_cache_stat(path))\n",
+        "    state = _LOADED.get(file_signature(path)) if os.path.isfile(path) else None\n",
         "    state = None\n",
         MNIST_READS,
         "every evaluation of a run reads the classifier's cache file again",

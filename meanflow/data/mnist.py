@@ -113,7 +113,7 @@ def mnist_sha256(path: str | None, splits, loaded=None) -> str:
     (what a checkpoint records is the data it trained on), and remembered for later calls."""
     digest, files = hashlib.sha256(), ()
     for n, split in enumerate(splits):
-        files += tuple(_file_stat(f) for f in split_files(split, path))
+        files += tuple(file_signature(f) for f in split_files(split, path))
         if loaded is None and files in _DIGESTS:
             digest = _DIGESTS[files].copy()
             continue
@@ -122,7 +122,8 @@ def mnist_sha256(path: str | None, splits, loaded=None) -> str:
     return digest.hexdigest()
 
 
-def _file_stat(path: str) -> tuple:
+def file_signature(path: str) -> tuple:
+    """What tells a file rewritten since (even at its size) from the one read before."""
     st = os.stat(path)
     return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
