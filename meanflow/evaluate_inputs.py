@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import reference_stats
-from .data.image_folder import IMAGE_EXTENSIONS, center_crop_arr, scan_image_folder
+from .data.image_folder import IMAGE_EXTENSIONS, _class_folders, center_crop_arr, scan_image_folder
 
 
 class ImageSet:
@@ -46,7 +46,7 @@ class ImageSet:
                     f"{role} {path} is an unfinished meanflow.generate output (no samples.npz yet): "
                     "wait for the run, or run the same meanflow.generate command again to finish it"
                 )
-            elif crop is not None and _holds_folders(path):
+            elif crop is not None and _class_folders(path)[0]:  # a tree, as the trainer's scan finds one
                 self.index = scan_image_folder(path)
                 self.files = [self.index.path(i) for i in range(len(self.index))]
             else:
@@ -173,10 +173,6 @@ def check_same_size(samples: ImageSet, reference: ImageSet) -> None:
         f"precision/recall and KID between images of two sizes mean nothing, though the extractor "
         f"resizes both; {fix}"
     )
-
-
-def _holds_folders(directory: str) -> bool:
-    return any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(directory))
 
 
 TREE_ADVICE = (

@@ -449,7 +449,7 @@ MODEL_MUTANTS = [
     Mutant(
         "evaluate-class-tree-listed",
         "meanflow/evaluate_inputs.py",
-        "elif crop is not None and _holds_folders(path):",
+        "elif crop is not None and _class_folders(path)[0]:",
         "elif False:",
         (f"{REFS}::test_a_class_folder_tree_is_the_images_the_trainer_reads",),
         "a training tree read with --ref-size refused over a notes.txt the trainer skips",
