@@ -3,16 +3,12 @@ fail there from a mistake in the script itself fails here instead. Its syntax, e
 and test it names (pytest stops on a missing path before running any test), every benchmark
 it runs, and every flag it passes, parsed by that benchmark's own parser."""
 
-import argparse
-import importlib.util
-import inspect
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
-import pytest
-from test_readme_commands import Caught, parse
+from test_readme_commands import catch_parser, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_validate.sh"
@@ -53,25 +49,6 @@ def benchmark_commands() -> list:
     return commands
 
 
-def caught_parser(script: str, monkeypatch) -> argparse.ArgumentParser:
-    """The parser ``script``'s ``main`` builds, caught as it is about to parse."""
-    path = ROOT / script
-    monkeypatch.syspath_prepend(str(ROOT))
-    spec = importlib.util.spec_from_file_location(f"validate_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def caught(self, *args, **kwargs):
-        raise Caught(self)
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", caught)
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
-    with pytest.raises(Caught) as info:
-        module.main([]) if inspect.signature(module.main).parameters else module.main()
-    monkeypatch.undo()
-    return info.value.parser
-
-
 def test_every_benchmark_it_runs_takes_the_flags_it_passes(monkeypatch):
     commands = benchmark_commands()
     scripts = {script for script, _ in commands}
@@ -79,6 +56,6 @@ def test_every_benchmark_it_runs_takes_the_flags_it_passes(monkeypatch):
     assert "benchmarks/render_readme.py" in scripts
     for script, args in commands:
         assert (ROOT / script).is_file(), f"gpu_validate.sh runs {script}, which does not exist"
-        parser = caught_parser(script, monkeypatch)
+        parser = catch_parser(script, monkeypatch)
         parser.prog = script
         parse(parser, args, f"{script} {shlex.join(args)}", where="gpu_validate.sh's")

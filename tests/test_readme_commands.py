@@ -8,6 +8,7 @@ them). A renamed or dropped flag, program or config key fails here, not in a rea
 import argparse
 import importlib
 import importlib.util
+import inspect
 import re
 import shlex
 from pathlib import Path
@@ -56,7 +57,8 @@ def program(words: list) -> tuple:
 
 
 def catch_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
-    """The parser ``name``'s ``main`` builds (a module, or a script's path from the root)."""
+    """The parser ``name``'s ``main`` builds (a module, or a script's path from the root; a
+    ``main`` without parameters reads ``sys.argv`` itself)."""
     if name.endswith(".py"):
         path = ROOT / name
         assert path.is_file(), f"the README runs {name}, which does not exist"
@@ -74,7 +76,7 @@ def catch_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", caught)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
     with pytest.raises(Caught) as info:
-        module.main([])
+        module.main([]) if inspect.signature(module.main).parameters else module.main()
     monkeypatch.undo()
     return info.value.parser
 
