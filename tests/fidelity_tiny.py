@@ -13,6 +13,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 TINY = "meanflow-test-tiny"
+RUN = dict(feature_extractor=TINY, device="cpu", batch_size=16, verbose=False)  # evaluate()'s quick settings
 
 
 class TinyExtractor(FeatureExtractorBase):

@@ -14,6 +14,7 @@ import torch
 pytest.importorskip("torch_fidelity")
 
 from fidelity_tiny import (  # noqa: E402
+    RUN,
     TINY,
     TinyExtractor,
     adm_tree,
@@ -27,8 +28,6 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from meanflow import evaluate as ev  # noqa: E402
 from meanflow import evaluate_inputs  # noqa: E402
-
-RUN = dict(feature_extractor=TINY, device="cpu", batch_size=16, verbose=False)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 torch_fidelity = pytest.importorskip("torch_fidelity")
 
 from fidelity_tiny import (  # noqa: E402
+    RUN,
     TINY,
     TinyExtractor,
     as_uint8,
@@ -21,8 +22,6 @@ from fidelity_tiny import (  # noqa: E402
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
-
-RUN = dict(feature_extractor=TINY, device="cpu", batch_size=16, verbose=False)
 
 
 @pytest.fixture
