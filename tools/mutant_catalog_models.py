@@ -19,6 +19,7 @@ VAE = (f"{T}test_vae.py", f"{T}test_pipeline.py", f"{T}test_latent_provenance.py
 LATENTS = (f"{T}test_data_latents.py",)
 IMAGES = (f"{T}test_data_images.py",)
 SHARDS = (f"{T}test_data.py", f"{T}test_data_latents.py")
+INTEGRITY = (f"{T}test_data_integrity.py",)
 MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations",)
 REFS = f"{T}test_evaluate_references.py"
 STATS_SIZE = (f"{REFS}::test_saved_statistics_of_images_read_as_they_are_keep_their_size",)
@@ -364,6 +365,22 @@ MODEL_MUTANTS = [
         "return z * scale - shift",
         LATENTS,
         "a shifted VAE's latents shifted after scaling",
+    ),
+    Mutant(
+        "latents-shard-labels-count-unchecked",
+        "meanflow/data/latents.py",
+        'if labels.shape != (shard["count"],):',
+        "if labels.ndim != 1:",
+        INTEGRITY,
+        "a shard's labels.npy with a label too many, another's with one too few: every label between shifted",
+    ),
+    Mutant(
+        "latents-shard-labels-null-class-accepted",
+        "meanflow/data/latents.py",
+        "labels.max() < num_classes)",
+        "labels.max() <= num_classes)",
+        INTEGRITY,
+        "a latent labelled with the class count trains as classifier-free guidance's null class",
     ),
     Mutant(
         "images-flip-height",

@@ -80,6 +80,27 @@ def _check_shard(root: str, folder: str, names: list) -> None:
         )
 
 
+def _shard_labels(root: str, shard: dict, num_classes: int) -> np.ndarray:
+    """A shard's ``labels.npy``, one class id per latent file of the shard. Checked per shard:
+    labels are matched to files by position across the shards, so one shard with a label too
+    many and another with one too few would shift every label between them without an error,
+    and a label past the classes would train as the null class of classifier-free guidance."""
+    path = os.path.join(root, shard["name"], "labels.npy")
+    labels = np.load(path)
+    if labels.shape != (shard["count"],):
+        raise ValueError(
+            f"latent folder {root!r}: {shard['name']}/labels.npy holds {labels.size} labels for the "
+            f"shard's {shard['count']} latents: the folder is damaged; prepare it anew"
+        )
+    if labels.size and not (0 <= labels.min() and labels.max() < num_classes):
+        raise ValueError(
+            f"latent folder {root!r}: {shard['name']}/labels.npy has labels from {labels.min()} to "
+            f"{labels.max()}, outside the manifest's {num_classes} classes: the folder is damaged; "
+            "prepare it anew"
+        )
+    return labels
+
+
 class LatentIndex:
     """Files and labels of every stored sample of a complete latent folder, in shard order."""
 
@@ -97,11 +118,9 @@ class LatentIndex:
             folder = os.path.join(self.root, shard["name"])
             names = [f"{i:06d}.npy" for i in range(shard["count"])]
             _check_shard(root, folder, ["labels.npy", *names])
-            labels.append(np.load(os.path.join(folder, "labels.npy")))
+            labels.append(_shard_labels(root, shard, len(m["classes"])))
             self.files += [os.path.join(folder, name) for name in names]
         self.labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
-        if len(self.labels) != len(self.files):
-            raise ValueError(f"latent folder {root!r}: {len(self.files)} files but {len(self.labels)} labels")
         if not self.files:
             raise ValueError(f"latent folder {root!r} holds no samples")
         self.classes = list(m["classes"])
