@@ -383,6 +383,22 @@ MODEL_MUTANTS = [
         "a latent labelled with the class count trains as classifier-free guidance's null class",
     ),
     Mutant(
+        "data-ranks-compare-sample-counts-only",
+        "meanflow/data/__init__.py",
+        "lists = gather(world_size, (len(files), digest.hexdigest()))",
+        'lists = gather(world_size, (len(files), ""))',
+        INTEGRITY,
+        "ranks whose copies hold as many samples, other ones or other labels, draw other permutations",
+    ),
+    Mutant(
+        "data-ranks-image-lists-unchecked",
+        "meanflow/data/__init__.py",
+        "    check_same_samples(world_size, root, index.files, index.labels)\n",
+        "",
+        INTEGRITY,
+        "a node whose image folder lacks a file gives its ranks another permutation: overlapping batches",
+    ),
+    Mutant(
         "images-flip-height",
         "meanflow/data/image_folder.py",
         "arr = arr[:, ::-1].copy() if flip else arr.copy()",

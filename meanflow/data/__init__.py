@@ -8,6 +8,7 @@ number of ranks. ``state_dict()`` / ``load_state_dict()`` hold the exact positio
 batch) for resume. Sources register a builder under a name with :func:`register_loader`.
 """
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
@@ -67,15 +68,14 @@ def _imagefolder(config, rank, world_size, device):
     # Rank 0 validates the images and writes the scan cache; the others then only stat files.
     # A scan that fails (no readable image, a folder that is not there) fails every rank alike,
     # where the others would wait for rank 0 at a collective.
-    import torch.distributed as dist
-
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
+    if _distributed(world_size):
         from ..distributed import on_rank0, together
 
         index = on_rank0(rank, world_size, scan_image_folder, root)
         index = together(world_size, (lambda root: index) if rank == 0 else scan_image_folder, root)
     else:
         index = scan_image_folder(root)
+    check_same_samples(world_size, root, index.files, index.labels)
     kwargs = dict(device=device, seed=config.seed, image_size=config.data.image_size, index=index,
                   max_read_failures=config.data.max_read_failures)  # fmt: skip
     if _backend(config) == "dali":
@@ -93,11 +93,21 @@ def _imagefolder(config, rank, world_size, device):
 
 def _latents(config, rank, world_size, device):
     """VAE latents from ``python -m meanflow.prepare_latents`` (DALI numpy reader, or np.load)."""
-    from .latents import DALILatentLoader, TorchLatentLoader
+    from .latents import DALILatentLoader, LatentIndex, TorchLatentLoader
 
     root = _need_path(config, "the output folder of python -m meanflow.prepare_latents")
+    # Every rank opens the folder (its own node's copy); one that fails there fails every rank.
+    if _distributed(world_size):
+        from ..distributed import together
+
+        index = together(world_size, LatentIndex, root)
+    else:
+        index = LatentIndex(root)
+    # The index's files are ROOT/shard/name: compared without ROOT, as an image folder's are.
+    check_same_samples(world_size, root, [f[len(index.root) + 1 :] for f in index.files], index.labels)
     data = config.data
-    kwargs = dict(device=device, seed=config.seed, latent_mode=data.latent_mode, vae_path=data.vae)
+    kwargs = dict(device=device, seed=config.seed, latent_mode=data.latent_mode, vae_path=data.vae,
+                  index=index)  # fmt: skip
     if _backend(config) == "dali":
         loader = DALILatentLoader(root, config.batch_size // world_size, rank, world_size,
                                   num_threads=max(1, config.data.num_workers), **kwargs)  # fmt: skip
@@ -107,6 +117,36 @@ def _latents(config, rank, world_size, device):
     if rank == 0:
         print(f"data: {loader.describe()}", flush=True)
     return loader
+
+
+def _distributed(world_size: int) -> bool:
+    import torch.distributed as dist
+
+    return world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def check_same_samples(world_size: int, root, files, labels) -> None:
+    """Refuse (on every rank alike) ranks whose lists of samples (``files`` relative to ``root``,
+    and ``labels``) differ. Each rank lists the data itself, from its own node's copy on a
+    cluster: a list other by one file gives a rank another permutation, and the ranks' batches
+    then overlap and miss samples without an error. Needs every rank to call it (a collective)."""
+    if not _distributed(world_size):
+        return
+    import numpy as np
+
+    from ..distributed import gather
+
+    digest = hashlib.sha256(b"\0".join(os.fsencode(f) for f in files))
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    lists = gather(world_size, (len(files), digest.hexdigest()))
+    other = next((r for r, listed in enumerate(lists) if listed != lists[0]), None)
+    if other is not None:
+        (count, _), (count0, _) = lists[other], lists[0]
+        what = f"{count} samples, rank 0 {count0}" if count != count0 else "other files or labels than rank 0"
+        raise ValueError(
+            f"data.path {root!r}: rank {other} lists {what}: every rank must read the same data (a "
+            "copy that differs between nodes?), or their batches overlap and miss samples"
+        )
 
 
 # name -> builder(config, rank, world_size, device).

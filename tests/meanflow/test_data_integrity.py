@@ -27,3 +27,59 @@ def test_latent_labels_are_checked_shard_by_shard(tmp_path):
         ValueError, match=r"shard_00002/labels\.npy has labels from 1 to 3, outside the manifest's 3"
     ):
         LatentIndex(root)
+
+
+def _first_labels(rank, roots):
+    """Rank ``rank`` of two gloo ranks builds the trainer's loader of each ``(name, paths)`` of
+    ``roots`` on its own path, ``paths[rank]`` (as on two nodes, each with its own copy);
+    the labels of its first batch of each."""
+    import torch.distributed as dist
+
+    from meanflow.config import TrainConfig
+    from meanflow.data import build_loader
+
+    dist.init_process_group("gloo")
+    labels = []
+    for name, paths in roots:
+        config = TrainConfig(batch_size=4)
+        config.data.name, config.data.path, config.data.backend = name, paths[rank], "torch"
+        config.data.num_workers, config.data.image_size = 0, 16
+        labels.append(next(iter(build_loader(config, rank, 2, "cpu")))[1].tolist())
+    return labels
+
+
+def test_ranks_that_list_other_samples_are_refused(tmp_path):
+    """Two ranks on their own copies (other paths here): identical copies train; a copy short
+    of one image, or holding other labels, would give its rank another permutation (overlapping
+    and missing samples), and is refused on both ranks, naming the path."""
+    import shutil
+
+    from faults.test_fault_ranks import run_ranks
+
+    from meanflow.data.synthetic import make_image_tree
+
+    images = [str(tmp_path / f"images{k}") for k in range(2)]
+    make_image_tree(images[0], classes=2, per_class=4, sides=(16, 24), extras=False)
+    shutil.copytree(images[0], images[1])
+    latents = [
+        make_latent_folder(str(tmp_path / f"lat{k}"), num=10, classes=3, shape=(2, 4, 4)) for k in range(2)
+    ]
+    roots = [("imagefolder", images), ("latents", latents)]
+    outcomes = run_ranks(tmp_path, _first_labels, roots)
+    assert all("returned" in o for o in outcomes), outcomes
+
+    os.remove(os.path.join(images[1], "class_001", "img_0003.jpg"))
+    outcomes = run_ranks(tmp_path, _first_labels, roots[:1])
+    assert_refused(outcomes, images, "rank 1 lists 7 samples, rank 0 8: every rank must read the same data")
+
+    labels = os.path.join(latents[1], "shard_00000", "labels.npy")
+    np.save(labels, (np.load(labels) + 1) % 3)
+    outcomes = run_ranks(tmp_path, _first_labels, roots[1:])
+    assert_refused(outcomes, latents, "rank 1 lists other files or labels than rank 0")
+
+
+def assert_refused(outcomes, paths, match):
+    """Each rank raised the ValueError ``match``, naming its own data.path."""
+    for outcome, path in zip(outcomes, paths):
+        assert outcome.get("raised") == "ValueError", outcomes
+        assert outcome["message"].startswith(f"data.path {path!r}: {match}"), outcomes
