@@ -399,6 +399,14 @@ MODEL_MUTANTS = [
         "a node whose image folder lacks a file gives its ranks another permutation: overlapping batches",
     ),
     Mutant(
+        "sharding-too-large-batch-per-rank-named",
+        "meanflow/data/sharding.py",
+        'f"batch_size {self.global_batch}{ranks} exceeds',
+        'f"batch_size {batch_size}{ranks} exceeds',
+        INTEGRITY,
+        "a batch larger than the data set named by its per-rank size, not the trainer's batch_size",
+    ),
+    Mutant(
         "images-flip-height",
         "meanflow/data/image_folder.py",
         "arr = arr[:, ::-1].copy() if flip else arr.copy()",

@@ -34,9 +34,10 @@ class EpochPlan:
         self.seed, self.shuffle, self.flip = seed, shuffle, flip
         self.global_batch = batch_size * world_size
         if self.global_batch > num_samples:
+            # the trainer's batch_size is the global batch; a loader's own is per rank
+            ranks = f" ({batch_size} per rank x {world_size} ranks)" if world_size > 1 else ""
             raise ValueError(
-                f"global batch {self.global_batch} (batch_size {batch_size} x {world_size} ranks) "
-                f"exceeds the {num_samples} samples of the data set"
+                f"batch_size {self.global_batch}{ranks} exceeds the {num_samples} samples of the data set"
             )
         self.batches_per_epoch = num_samples // self.global_batch
 

@@ -279,7 +279,7 @@ def test_size_parameter(index):
     assert x.shape == (2, 3, 48, 48)
     with pytest.raises(ValueError, match="image_size"):
         DALIImageLoader(None, 2, image_size=0, index=index)
-    with pytest.raises(ValueError, match="global batch 16"):
+    with pytest.raises(ValueError, match=r"batch_size 16 \(8 per rank x 2 ranks\) exceeds the 15 samples"):
         DALIImageLoader(None, 8, world_size=2, index=index)
 
 

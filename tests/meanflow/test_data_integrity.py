@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from meanflow.data.latents import LatentIndex
+from meanflow.data.sharding import EpochPlan
 from meanflow.data.synthetic import make_latent_folder
 
 
@@ -83,3 +84,11 @@ def assert_refused(outcomes, paths, match):
     for outcome, path in zip(outcomes, paths):
         assert outcome.get("raised") == "ValueError", outcomes
         assert outcome["message"].startswith(f"data.path {path!r}: {match}"), outcomes
+
+
+def test_a_batch_larger_than_the_data_names_the_trainers_batch_size():
+    """The trainer's batch_size is the global batch; the loader's own is per rank."""
+    with pytest.raises(ValueError, match=r"^batch_size 16 \(8 per rank x 2 ranks\) exceeds the 15 samples"):
+        EpochPlan(15, 8, world_size=2)
+    with pytest.raises(ValueError, match=r"^batch_size 16 exceeds the 15 samples of the data set$"):
+        EpochPlan(15, 16)
