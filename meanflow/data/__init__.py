@@ -10,10 +10,13 @@ batch) for resume. Sources register a builder under a name with :func:`register_
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
+
+from .sharding import EpochPlan
 
 
 @runtime_checkable
@@ -149,6 +152,10 @@ def check_same_samples(world_size: int, root, files, labels) -> None:
         )
 
 
+# An epoch is whole global batches of its permutation (``sharding``): the rest, a few samples
+# of a large data set, is warned about from this share of the data set on.
+LEFT_OUT_WARNING = 0.1
+
 # name -> builder(config, rank, world_size, device).
 LOADERS: dict[str, Callable] = {"mnist": _mnist, "imagefolder": _imagefolder, "latents": _latents}
 
@@ -182,4 +189,14 @@ def build_loader(config, rank: int, world_size: int, device) -> Loader:
         raise ValueError(f"unknown data.name {config.data.name!r}; registered: {sorted(LOADERS)}")
     if config.batch_size % world_size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the world size {world_size}")
-    return LOADERS[config.data.name](config, rank, world_size, device)
+    loader = LOADERS[config.data.name](config, rank, world_size, device)
+    plan = getattr(loader, "plan", None)
+    if rank == 0 and isinstance(plan, EpochPlan) and plan.left_out >= LEFT_OUT_WARNING * plan.num_samples:
+        warnings.warn(
+            f"batch_size {config.batch_size} leaves {plan.left_out} of the {plan.num_samples} samples "
+            f"({plan.left_out / plan.num_samples:.0%}) out of each epoch of {plan.batches_per_epoch} x "
+            f"{config.batch_size} (other ones each epoch); a batch_size dividing {plan.num_samples} "
+            "reads them all",
+            stacklevel=2,
+        )
+    return loader

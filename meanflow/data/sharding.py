@@ -8,7 +8,8 @@ the one-rank batch and a run does not depend on the number of ranks. The random 
 flip of each sample is drawn from the same generator, so flips are also a function of the
 seed only, and resuming at ``(epoch, position)`` reproduces the uninterrupted run exactly.
 The ``n % global_batch`` samples left over at the end of a permutation are dropped for that
-epoch (they are different samples every epoch).
+epoch (they are different samples every epoch; the trainer's ``build_loader`` warns when they
+are a tenth of the data set or more).
 """
 
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ class EpochPlan:
                 f"batch_size {self.global_batch}{ranks} exceeds the {num_samples} samples of the data set"
             )
         self.batches_per_epoch = num_samples // self.global_batch
+        self.left_out = num_samples - self.batches_per_epoch * self.global_batch  # per epoch
 
     def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """``(permutation int64 (n,), flips uint8 (n,))`` of the whole data set for ``epoch``."""

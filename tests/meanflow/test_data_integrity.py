@@ -2,10 +2,13 @@
 with the same list of samples, and the samples an epoch leaves out said, not silent."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
 
+from meanflow.config import TrainConfig
+from meanflow.data import build_loader
 from meanflow.data.latents import LatentIndex
 from meanflow.data.sharding import EpochPlan
 from meanflow.data.synthetic import make_latent_folder
@@ -84,6 +87,22 @@ def assert_refused(outcomes, paths, match):
     for outcome, path in zip(outcomes, paths):
         assert outcome.get("raised") == "ValueError", outcomes
         assert outcome["message"].startswith(f"data.path {path!r}: {match}"), outcomes
+
+
+def test_samples_an_epoch_leaves_out_are_said(fake_mnist):
+    """96 samples: a batch of 56 (28 per rank) reads 56 per epoch and leaves 40 (42%) out, warned
+    once (rank 0); 32 reads all of them, 90 leaves 6 (6%, under the 10% warned about): nothing."""
+    config = TrainConfig(batch_size=56)
+    config.data.path = fake_mnist
+    with pytest.warns(
+        UserWarning, match=r"batch_size 56 leaves 40 of the 96 samples \(42%\) out of each epoch of 1 x 56"
+    ):
+        build_loader(config, 0, 2, "cpu")
+    for rank, batch_size in ((1, 56), (0, 32), (0, 90)):
+        config.batch_size = batch_size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            build_loader(config, rank, 2, "cpu")
 
 
 def test_a_batch_larger_than_the_data_names_the_trainers_batch_size():
