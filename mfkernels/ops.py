@@ -217,6 +217,7 @@ def rms_norm_jvp(x, x_dot, weight=None, eps=1e-6, backend=None) -> tuple[Tensor,
     check_pair("x", x, x_dot)
     if weight is not None:
         check_feature_vector("weight", weight, x)
+    check_eps(eps)
     return _rms_norm_jvp_op(x, x_dot, weight, float(eps), dispatch.check_backend(backend))
 
 

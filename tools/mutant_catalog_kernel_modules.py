@@ -243,6 +243,14 @@ MODULE_MUTANTS = [
         "a NaN eps taken: the reference and Triton backends return NaN rows",
     ),
     Mutant(
+        "ops-rms-norm-eps-unchecked",
+        "mfkernels/ops.py",
+        '        check_feature_vector("weight", weight, x)\n    check_eps(eps)\n',
+        '        check_feature_vector("weight", weight, x)\n',
+        ("tests/mfkernels/test_input_checks.py::test_a_negative_or_nan_eps_is_refused_on_every_backend",),
+        "rms_norm_jvp takes a negative or NaN eps: NaN rows, where LayerNorm's is refused",
+    ),
+    Mutant(
         "checks-sdpa-mask-float64-taken",
         _CHECKS,
         "attn_mask.dtype not in (torch.float32, q.dtype)",

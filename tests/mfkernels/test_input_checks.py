@@ -51,18 +51,28 @@ def test_tensors_on_two_devices_are_refused():
     _checks.check_same_device(x=x, weight=x, bias=None)
 
 
+def call_norm(op, eps, backend=None):
+    """``op`` (a normalisation with an ``eps``) on small fp32 inputs."""
+    x = torch.randn(2, 3, 8)
+    if op == "rms_norm_jvp":
+        return mfkernels.rms_norm_jvp(x, x, torch.randn(8), eps=eps, backend=backend)
+    shift, scale = torch.randn(2, 8), torch.randn(2, 8)
+    return mfkernels.layernorm_modulate_jvp(x, x, shift, scale, shift, scale, eps=eps, backend=backend)
+
+
+NORMS = ["layernorm_modulate_jvp", "rms_norm_jvp"]
+
+
+@pytest.mark.parametrize("op", NORMS)
 @pytest.mark.parametrize("backend", sorted(mfkernels.available_backends("cpu")))
 @pytest.mark.parametrize("eps", [-1.0, float("nan")])
-def test_a_negative_or_nan_eps_is_refused_on_every_backend(backend, eps):
+def test_a_negative_or_nan_eps_is_refused_on_every_backend(op, backend, eps):
     """The csrc kernels refuse it; the reference and Triton returned NaN rows for it."""
-    x = torch.randn(2, 3, 8)
-    shift, scale = torch.randn(2, 8), torch.randn(2, 8)
     with pytest.raises(ValueError, match="eps must be a number >= 0"):
-        mfkernels.layernorm_modulate_jvp(x, x, shift, scale, shift, scale, eps=eps, backend=backend)
+        call_norm(op, eps, backend)
 
 
-def test_an_eps_that_is_not_a_number_is_refused():
-    x = torch.randn(2, 3, 8)
-    shift = torch.randn(2, 8)
+@pytest.mark.parametrize("op", NORMS)
+def test_an_eps_that_is_not_a_number_is_refused(op):
     with pytest.raises(TypeError, match="eps must be a number, got str"):
-        mfkernels.layernorm_modulate_jvp(x, x, shift, shift, shift, shift, eps="1e-6")
+        call_norm(op, "1e-6")
