@@ -447,6 +447,22 @@ MODEL_MUTANTS = [
         "an image of short side exactly 2 * size is not BOX-halved first (ADM halves it)",
     ),
     Mutant(
+        "images-16-bit-png-clipped",
+        "meanflow/data/image_folder.py",
+        'if im.mode == "I" or im.mode.startswith("I;16"):',
+        'if im.mode == "I":',
+        IMAGES,
+        "a 16-bit grayscale PNG or TIFF read by PIL's conversion, which clips it to white",
+    ),
+    Mutant(
+        "images-16-bit-scaled-by-256",
+        "meanflow/data/image_folder.py",
+        "* (255 / 65535) + 0.5)",
+        "* (1 / 256) + 0.5)",
+        IMAGES,
+        "16-bit levels divided by 256, not 257: brighter than DALI's by up to a level",
+    ),
+    Mutant(
         "mnist-digits-off-centre",
         "meanflow/data/mnist.py",
         "x = F.pad(images, (2, 2, 2, 2))",

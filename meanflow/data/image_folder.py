@@ -8,7 +8,8 @@ among the sorted class-folder names (torchvision ``ImageFolder``'s rule, so Imag
 JPEG decode, which still reads the whole entropy-coded stream, so truncated files fail):
 files with other extensions, corrupt or truncated images and broken symlinks (a missing
 target, or a link that points at itself) are skipped; grayscale, CMYK, palette and alpha
-images are kept and converted to RGB when decoded. Everything is counted in
+images are kept and converted to RGB when decoded (16-bit grayscale scaled to 8 bits, as DALI
+does: :func:`to_rgb`). Everything is counted in
 ``FolderIndex.summary``. The verdicts are cached in a JSON file keyed by each file's size
 and mtime, so a re-scan only opens new or changed files.
 
@@ -327,12 +328,24 @@ def center_crop_arr(pil_image, image_size: int) -> np.ndarray:
     return arr[top : top + image_size, left : left + image_size]
 
 
+def to_rgb(im):
+    """A PIL image in RGB as DALI's decoder gives it. 16-bit grayscale (a PNG or TIFF: mode
+    ``I;16``; a PGM: ``I``) is scaled to 8 bits, ``round(v * 255 / 65535)``: PIL's own
+    conversion clips every value above 255, so most of such an image would come out white."""
+    from PIL import Image
+
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        levels = np.floor(np.asarray(im, dtype=np.float64) * (255 / 65535) + 0.5)
+        im = Image.fromarray(levels.clip(0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
+
+
 def load_image(path: str, image_size: int, flip: bool = False) -> torch.Tensor:
     """One image file -> float32 ``(3, size, size)`` in [-1, 1] (RGB, ADM center crop, optional flip)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        arr = center_crop_arr(im.convert("RGB"), image_size)
+        arr = center_crop_arr(to_rgb(im), image_size)
     arr = arr[:, ::-1].copy() if flip else arr.copy()  # PIL's buffer is read-only
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1.0
 

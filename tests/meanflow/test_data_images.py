@@ -132,6 +132,23 @@ def test_adm_center_crop_reference():
     assert np.array_equal(center_crop_arr(Image.fromarray(edge), 32), halved)
 
 
+@pytest.mark.parametrize("name", ["gray16.png", "gray16.tif", "gray16.pgm"])
+def test_16_bit_grayscale_is_scaled_to_8_bits(tmp_path, name):
+    """A 16-bit grayscale image (PIL's mode I;16 or I) reads as its levels * 255 / 65535,
+    rounded, in each channel, as DALI decodes it (PIL's own conversion clips at 255: white)."""
+    from PIL import Image
+
+    levels = np.linspace(0, 65535, SIZE * SIZE).round().astype(np.uint16).reshape(SIZE, SIZE)
+    path = str(tmp_path / name)
+    Image.fromarray(levels).save(path)
+    want = np.floor(levels.astype(np.float64) * 255 / 65535 + 0.5)  # by hand; SIZE x SIZE: no resize
+    want = torch.from_numpy(np.stack([want] * 3)).float() / 127.5 - 1
+    assert torch.equal(load_image(path, SIZE), want)
+    if dali_available():
+        x, ok = next(iterate_files([path], SIZE, 1, num_threads=1))
+        assert ok.all() and (x[0] - want).abs().max() * 127.5 < 0.01
+
+
 def test_flip_mirrors_left_to_right(index):
     """The random flip is horizontal: the flipped image is the unflipped one with its columns reversed."""
     for i in range(3):
