@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-PROGRAMS = ["generate", "evaluate", "export", "sampler", "eval_mnist", "prepare_latents"]
+PROGRAMS = ["generate", "evaluate", "export", "sampler", "eval_mnist", "prepare_latents", "demo"]
 
 
 class _Parsed(Exception):

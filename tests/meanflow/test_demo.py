@@ -2,12 +2,32 @@
 
 import re
 
+import pytest
+
 from meanflow import demo
 
+TINY = "--preset DiT-T/8 --batch 2 --input-size 16 --repeats 1 --device cpu".split()
 
-def test_demo_reports_agreement_and_timings(capsys):
-    demo.main("--preset DiT-T/8 --batch 2 --input-size 16 --repeats 1 --device cpu".split())
+
+@pytest.mark.parametrize("classes", [["--num-classes", "10"], ["--num-classes", "0"]])
+def test_demo_reports_agreement_and_timings(classes, capsys):
+    demo.main([*TINY, *classes])
     out = capsys.readouterr().out
     err_u, err_d = map(float, re.search(r"u (\S+), du/dt (\S+)", out).groups())
     assert err_u < 1e-5 and err_d < 1e-5, out
-    assert re.search(r"dual is [\d.]+x faster", out), out
+    dual = float(re.search(r"model.jvp \(dual\) +([\d.]+) ms", out).group(1))
+    func, faster = map(
+        float, re.search(r"torch.func.jvp +([\d.]+) ms .* dual is ([\d.]+)x faster", out).groups()
+    )
+    assert faster == pytest.approx(func / dual, abs=0.01, rel=0.01), out
+
+
+def test_an_unknown_preset_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        demo.main([*TINY, "--preset", "DiT-Q/2"])
+    err = capsys.readouterr().err
+    assert (
+        stop.value.code == 2
+        and err.startswith("error: unknown DiT preset 'DiT-Q/2'")
+        and err.count("\n") == 1
+    )
