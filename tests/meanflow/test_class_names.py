@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from meanflow import export
-from meanflow.class_names import data_classes, id2label_for
+from meanflow.class_names import checkpoint_id2label, data_classes, id2label_for
 
 SYNSETS = ["n01440764", "n01443537", "n01484850"]
 
@@ -27,6 +27,20 @@ def test_standard_imagenet_synsets_gain_readable_names():
 def test_other_classes_keep_their_names():
     assert id2label_for(SYNSETS) == dict(enumerate(SYNSETS))
     assert id2label_for(["cat", "dog"]) == {0: "cat", 1: "dog"}
+    pytest.importorskip("torchvision")  # else no list has readable names
+    other = [*imagenet_1k()[:-1], "n15075142"]  # 1000 sorted synsets from tench: not ImageNet-1k's
+    assert id2label_for(other) == dict(enumerate(other))
+
+
+def test_a_checkpoint_whose_classes_do_not_fit_the_model_names_none(tmp_path):
+    """An export names no id the model lacks, nor leaves one of its ids unnamed."""
+    path = tmp_path / "last.pt"
+    torch.save({"config": {"data": {"name": "mnist", "path": None}}, "classes": SYNSETS}, path)
+    assert checkpoint_id2label(str(path), 3) == dict(enumerate(SYNSETS))  # the recorded names
+    for num_classes in (2, 4):
+        with pytest.warns(UserWarning, match=f"the run's data has 3 classes, the model {num_classes}"):
+            assert checkpoint_id2label(str(path), num_classes) == {}
+    assert checkpoint_id2label(str(path), 0) == {}  # an unconditional model
 
 
 def test_data_classes(tmp_path):
