@@ -30,6 +30,13 @@ def upcast(*tensors):
     return [t.to(compute_dtype(t.dtype)) for t in tensors]
 
 
+def sum_rows(t, dtype=None):
+    """``t`` summed over every dim but the last: the ``(dim,)`` gradient of a per-feature
+    bias or weight, zeros where there are no rows, and empty for ``dim`` 0 (which
+    ``reshape(-1, dim)`` cannot take)."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1]).sum(0, dtype=dtype)
+
+
 # --------------------------------------------------------------------------- linear
 
 
@@ -113,7 +120,7 @@ def gelu_tanh_backward(grad_y, x, bias=None):
     if bias is not None:
         xf = xf + bias.to(xf.dtype)
     dx = gelu_tanh_derivative(xf) * gf
-    dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0)
+    dbias = None if bias is None else sum_rows(dx)
     return dx.to(x.dtype), dbias
 
 
@@ -283,5 +290,5 @@ def rms_norm_backward(grad_y, x, weight=None, eps=1e-6):
     n = xf * rrms
     dn = gf if weight is None else gf * weight.to(gf.dtype)
     dx = (dn - n * (dn * n).mean(-1, keepdim=True)) * rrms
-    dweight = None if weight is None else (gf * n).reshape(-1, n.shape[-1]).sum(0)
+    dweight = None if weight is None else sum_rows(gf * n)
     return dx, dweight

@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from ..reference import compute_dtype
+from ..reference import compute_dtype, sum_rows
 from . import Implementation
 
 # csrc/mfkernels_api.cpp's kApiVersion: the bindings this module calls, as it calls them.
@@ -157,7 +157,7 @@ def gelu_tanh_backward(grad_y, x, bias=None):
         dx = gelu_tanh_jvp(x, grad_y, bias)[1]
         if bias is None:
             return dx, None
-        return dx, dx.reshape(-1, bias.shape[0]).sum(0, dtype=compute_dtype(x.dtype))
+        return dx, sum_rows(dx, dtype=compute_dtype(x.dtype))
     shape = x.shape
     x, grad_y = _rows(x), _rows(grad_y)
     dx = torch.empty_like(x)

@@ -10,7 +10,7 @@ import functools
 import torch
 
 from .. import reference
-from ..reference import GELU_TANH_C, GELU_TANH_K, compute_dtype, upcast
+from ..reference import GELU_TANH_C, GELU_TANH_K, compute_dtype, sum_rows, upcast
 from . import Implementation
 
 
@@ -87,7 +87,7 @@ def gelu_tanh_backward(grad_y, x, bias=None):
     else:  # dx overwrites x + b: one fresh buffer, not two
         pre = xf + bias.to(xf.dtype)
         dx = torch.ops.aten.gelu_backward.grad_input(gf, pre, approximate="tanh", grad_input=pre)
-    dbias = None if bias is None else dx.reshape(-1, dx.shape[-1]).sum(0)
+    dbias = None if bias is None else sum_rows(dx)
     return dx.to(x.dtype), dbias
 
 
