@@ -463,6 +463,14 @@ MODEL_MUTANTS = [
         "16-bit levels divided by 256, not 257: brighter than DALI's by up to a level",
     ),
     Mutant(
+        "images-dali-exif-orientation",
+        "meanflow/data/dali_images.py",
+        "decode = dict(output_type=types.RGB, adjust_orientation=False)",
+        "decode = dict(output_type=types.RGB)",
+        IMAGES,
+        "DALI turns photos by their EXIF orientation tag, PIL does not: the loaders train on other images",
+    ),
+    Mutant(
         "mnist-digits-off-centre",
         "meanflow/data/mnist.py",
         "x = F.pad(images, (2, 2, 2, 2))",

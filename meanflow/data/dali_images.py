@@ -3,8 +3,9 @@
 One pipeline per rank and epoch: ``fn.readers.file`` reads this rank's shard of the epoch's
 seeded permutation (:class:`~meanflow.data.sharding.EpochPlan`) in order, the decoder turns
 JPEG/PNG/... into RGB (``mixed`` = nvJPEG/GPU decode when the loader's device is a GPU, the
-CPU decoder otherwise; grayscale and CMYK come out as RGB), then the ADM center crop, the
-random horizontal flip and the scaling to [-1, 1] (``crop_mirror_normalize``, CHW float32).
+CPU decoder otherwise; grayscale and CMYK come out as RGB; an EXIF orientation tag is
+ignored, as PIL ignores it), then the ADM center crop, the random horizontal flip and the
+scaling to [-1, 1] (``crop_mirror_normalize``, CHW float32).
 The flip bit of each sample travels in its reader label (``label = 2 * class + flip``), so
 flips are drawn from the seed like the order and a resumed run is identical. Building a
 pipeline takes milliseconds, so a new one per epoch (and on resume, from the position) is
@@ -172,10 +173,13 @@ def image_pipeline(files, codes, batch_size, image_size, device_id=None, num_thr
             pad_last_batch=pad_last_batch,
             name="reader",
         )
+        # The pixels as stored, as PIL reads them (ADM's crops, the reference batches): DALI
+        # would turn a photo by its EXIF orientation tag, PIL's decode does not.
+        decode = dict(output_type=types.RGB, adjust_orientation=False)
         if device_id is None:
-            images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
+            images = fn.decoders.image(encoded, device="cpu", **decode)
         else:
-            images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, **_MIXED_PADDING)
+            images = fn.decoders.image(encoded, device="mixed", **decode, **_MIXED_PADDING)
         images = _adm_resize(images, image_size, exact)
         # ADM's integer crop offsets: (side - size) // 2.
         anchor = fn.cast((images.shape()[0:2] - image_size) // 2, dtype=types.INT32)

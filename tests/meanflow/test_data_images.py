@@ -149,6 +149,26 @@ def test_16_bit_grayscale_is_scaled_to_8_bits(tmp_path, name):
         assert ok.all() and (x[0] - want).abs().max() * 127.5 < 0.01
 
 
+@needs_dali
+@pytest.mark.parametrize("ext", ["png", "jpg", "webp"])
+def test_dali_reads_the_pixels_as_stored_whatever_the_exif_orientation(tmp_path, ext):
+    """PIL (ADM's crops, the reference) does not turn an image by its EXIF orientation tag; DALI's
+    decoder must not either, or the two loaders train on differently turned images."""
+    from PIL import Image
+
+    stored = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    stored[:, : SIZE // 2] = 250  # left half white: any turn or mirror moves it
+    want = torch.from_numpy(stored).permute(2, 0, 1).float() / 127.5 - 1  # by hand; no resize
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = str(tmp_path / f"turned{orientation}.{ext}")
+        Image.fromarray(stored).save(path, exif=exif, **({"quality": 100} if ext == "jpg" else {}))
+        x, ok = next(iterate_files([path], SIZE, 1, num_threads=1))
+        assert ok.all() and (x[0] - want).abs().mean() * 127.5 < 1, orientation
+        assert (load_image(path, SIZE) - want).abs().mean() * 127.5 < 1, orientation
+
+
 def test_flip_mirrors_left_to_right(index):
     """The random flip is horizontal: the flipped image is the unflipped one with its columns reversed."""
     for i in range(3):
