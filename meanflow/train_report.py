@@ -102,6 +102,15 @@ class ProgressBar:
         self.bar.close()
 
 
+def say(line: str) -> None:
+    """Print ``line`` on stdout, on a line of its own: a progress bar on the terminal is cleared
+    first and drawn again after (a plain print lands at the end of the bar's line)."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode():
+        print(line, flush=True)
+
+
 def sample_grid_inputs(model_config, seed: int, device):
     """The fixed labels and noise of every sample grid: ten rows; with labels, column ``k``
     shows class ``k`` (of the first ten classes)."""
@@ -161,7 +170,7 @@ def _samples_and_eval(config, step, model, loader, grid, log, do_eval):
         return None
     from .eval_mnist import evaluate, summary_line
 
-    result = evaluate(model, config.eval_samples, steps=1, data_path=config.data.path)
+    result = evaluate(model, config.eval_samples, steps=1, data_path=config.data.path, log=say)
     log({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
-    print(f"step {step}: {summary_line(result)}", flush=True)
+    say(f"step {step}: {summary_line(result)}")
     return result

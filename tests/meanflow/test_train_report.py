@@ -1,17 +1,19 @@
 """What a run reports (meanflow/train_report.py): the means a log line holds, the progress bar's
 final line, the sample grid's classes and noise."""
 
+import io
 import json
 import os
 import re
 import socket
+import sys
 from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from meanflow.train_report import ProgressBar, StepMeans, sample_grid_inputs
+from meanflow.train_report import ProgressBar, StepMeans, _samples_and_eval, sample_grid_inputs
 
 
 def _stats(loss: float) -> dict:
@@ -63,6 +65,38 @@ def test_the_bar_draws_its_final_stats_once(capsys):
     bar.close()
     draws = [d for d in re.split(r"[\r\n]", capsys.readouterr().err) if d.strip()]
     assert sum("mse 0.25 40 img/s" in d for d in draws) == 1 and "3/3" in draws[-1], draws
+
+
+def test_an_evaluation_during_the_run_is_not_drawn_onto_the_bar(tiny, tmp_path, monkeypatch):
+    """The evaluation's lines, printed while the bar is on the terminal (stdout and stderr both),
+    stand on lines of their own; its result is logged under eval/."""
+    from meanflow import eval_mnist
+
+    def evaluate(model, num_samples, steps, data_path, log):
+        log("classifier: test accuracy 0.9890")
+        return {"acc": 0.95, "fd": 30.0, "nfe": steps, "samples": num_samples}
+
+    monkeypatch.setattr(eval_mnist, "evaluate", evaluate)
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    config = SimpleNamespace(
+        sample_steps=1, out_dir=str(tmp_path), eval_samples=20, data=SimpleNamespace(name="mnist", path=None)
+    )
+    model, records = tiny(num_classes=10), []
+    grid = sample_grid_inputs(model.config, 0, torch.device("cpu"))
+    bar = ProgressBar(total=4, initial=0)
+    bar.bar.mininterval = 0
+    bar.step(None)
+    bar.step(None)
+    _samples_and_eval(config, 2, model, object(), grid, records.append, do_eval=True)
+    bar.step(None)
+    bar.close()
+    lines = re.split(r"[\r\n]", terminal.getvalue())
+    assert "classifier: test accuracy 0.9890" in lines, terminal.getvalue()
+    assert "step 2: 1-NFE class accuracy 0.9500, Frechet distance 30.000 (20 samples)" in lines
+    assert records == [{"step": 2, "eval/acc": 0.95, "eval/fd": 30.0, "eval/nfe": 1, "eval/samples": 20}]
+    assert os.listdir(tmp_path / "samples") == ["step_0000002.png"]
 
 
 def test_the_grid_shows_a_class_per_column_from_the_seeds_noise():
