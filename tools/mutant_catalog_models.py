@@ -431,6 +431,14 @@ MODEL_MUTANTS = [
         "the left-out warning repeated by every rank",
     ),
     Mutant(
+        "latents-manifest-json-error-unnamed",
+        "meanflow/data/latents.py",
+        "    except ValueError as e:  # cut short by an interrupted copy, or not JSON at all",
+        "    except OSError as e:  # cut short by an interrupted copy, or not JSON at all",
+        INTEGRITY,
+        "a manifest.json cut short fails with json's message alone, naming no file",
+    ),
+    Mutant(
         "images-flip-height",
         "meanflow/data/image_folder.py",
         "arr = arr[:, ::-1].copy() if flip else arr.copy()",

@@ -55,9 +55,12 @@ def read_manifest(root: str) -> dict:
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path!r} not found: {root!r} is not a prepare_latents output")
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT:
+    try:
+        with open(path, "rb") as f:
+            manifest = json.load(f)
+    except ValueError as e:  # cut short by an interrupted copy, or not JSON at all
+        raise ValueError(f"{path!r} is not readable JSON ({e}): copy the latent folder again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a {FORMAT} manifest")
     return manifest
 

@@ -2,6 +2,7 @@
 with the same list of samples, and the samples an epoch leaves out said, not silent."""
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -111,3 +112,15 @@ def test_a_batch_larger_than_the_data_names_the_trainers_batch_size():
         EpochPlan(15, 8, world_size=2)
     with pytest.raises(ValueError, match=r"^batch_size 16 exceeds the 15 samples of the data set$"):
         EpochPlan(15, 16)
+
+
+@pytest.mark.parametrize("text", ['{"format": "meanflow-lat', "", "[1, 2]", "\xff\xfe"])
+def test_an_unreadable_manifest_is_named(tmp_path, text):
+    """A manifest.json cut short (an interrupted copy), empty, not an object or not text is one
+    ValueError naming it, not json's message alone."""
+    root = make_latent_folder(str(tmp_path / "lat"), num=4, classes=2, shape=(2, 4, 4))
+    path = os.path.join(root, "manifest.json")
+    with open(path, "wb") as f:
+        f.write(text.encode("latin-1"))
+    with pytest.raises(ValueError, match="^" + re.escape(repr(path)) + " is not"):
+        LatentIndex(root)
