@@ -487,6 +487,14 @@ MODEL_MUTANTS = [
         "MNIST digits padded into the top-left corner, not centred",
     ),
     Mutant(
+        "mnist-count-mismatch-names-no-file",
+        "meanflow/data/mnist.py",
+        'f"MNIST files {files[0]} and {files[1]} hold {len(images)} images but {len(labels)} labels"',
+        'f"MNIST {split}: {len(images)} images but {len(labels)} labels"',
+        (f"{T}test_data.py",),
+        "images and labels of other counts refused without naming the files",
+    ),
+    Mutant(
         "mnist-hash-kept-by-path-and-size",
         "meanflow/data/mnist.py",
         "return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino",

@@ -77,7 +77,9 @@ def load_mnist(split: str = "train", path: str | None = None) -> tuple[torch.Ten
     if images.shape[1:] != (28, 28):
         raise ValueError(f"MNIST file {files[0]} holds {images.shape[1:]} images, not 28x28")
     if len(images) != len(labels):
-        raise ValueError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")
+        raise ValueError(
+            f"MNIST files {files[0]} and {files[1]} hold {len(images)} images but {len(labels)} labels"
+        )
     # a label of 10 would train as the null class of classifier-free guidance (EMNIST has up to 26)
     if labels.size and labels.max() >= MNISTLoader.num_classes:
         raise ValueError(

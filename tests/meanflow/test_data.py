@@ -109,6 +109,11 @@ def test_broken_files_are_named(fake_mnist):
 
     write_idx(raw, np.zeros((40, 28, 28)))
     labels = os.path.join(fake_mnist, "t10k-labels-idx1-ubyte")
+    write_idx(labels, np.arange(39) % 10)  # one label short: which of the two files is wrong?
+    with pytest.raises(
+        ValueError, match=r"t10k-images-idx3-ubyte and .*t10k-labels-idx1-ubyte hold 40 images but 39"
+    ):
+        load_mnist("test", fake_mnist)
     for top in (10, 25):  # 10 is the null class; EMNIST letters go up to 25
         write_idx(labels, np.arange(40) % (top + 1))
         with pytest.raises(ValueError, match=rf"labels-idx1-ubyte has labels up to {top}: MNIST's are 0-9"):
