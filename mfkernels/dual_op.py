@@ -1,8 +1,10 @@
 """What every dual op's registration and autograd formula share."""
 
+import inspect
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -35,7 +37,8 @@ class DualOp:
         setup_context: Callable | None = None,
         backward: Callable | None = None,
     ):
-        self.impl = impl
+        self.name, self.impl = name, impl
+        self.arg_names = list(inspect.signature(impl).parameters)
         self.op = torch.library.custom_op(f"mfkernels::{name}", impl, mutates_args=())
         self.op.register_fake(fake)
         self.function = None
@@ -44,11 +47,28 @@ class DualOp:
             self.function = _eager_function(name, impl, setup_context, backward)
 
     def __call__(self, *args):
+        if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
+            self._refuse_forward_ad_tangents(args)
         if not _plain_eager(args):
             return self.op(*args)
         if self.function is not None and torch.is_grad_enabled() and _any_requires_grad(args):
             return self.function.apply(*args)
         return self.impl(*args)
+
+    def _refuse_forward_ad_tangents(self, args):
+        """The ops have no forward-mode AD rule: an input's tangent at the innermost forward-AD
+        level would be dropped without a word (the outputs' tangents zero under
+        ``torch.func.jvp``, absent under ``forward_ad``). Traced, dynamo sees the op itself."""
+        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+            return
+        for arg_name, a in zip(self.arg_names, args):
+            if isinstance(a, torch.Tensor) and fwAD.unpack_dual(a).tangent is not None:
+                raise NotImplementedError(
+                    f"mfkernels.{self.name}: {arg_name} carries a forward-mode AD tangent "
+                    "(torch.func.jvp or torch.autograd.forward_ad), which this op would drop: it has "
+                    "no forward-AD rule. It computes the JVP itself: pass the tangents as its *_dot "
+                    "arguments, or differentiate plain torch (mfkernels.reference) instead"
+                )
 
 
 def _eager_function(name, impl, setup_context, backward) -> type[torch.autograd.Function]:

@@ -259,6 +259,14 @@ MODULE_MUTANTS = [
         "rms_norm_jvp takes a negative or NaN eps: NaN rows, where LayerNorm's is refused",
     ),
     Mutant(
+        "dual-op-forward-ad-tangent-dropped",
+        "mfkernels/dual_op.py",
+        "            self._refuse_forward_ad_tangents(args)\n",
+        "            pass\n",
+        ("tests/mfkernels/test_dual_op.py::test_a_forward_ad_tangent_on_an_input_is_refused",),
+        "an op under torch.func.jvp or forward_ad drops its inputs' tangents: zero output tangents",
+    ),
+    Mutant(
         "checks-sdpa-mask-float64-taken",
         _CHECKS,
         "attn_mask.dtype not in (torch.float32, q.dtype)",

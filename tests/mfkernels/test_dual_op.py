@@ -4,6 +4,7 @@ tangents and gradients (reference backend, float64)."""
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mfkernels
@@ -109,3 +110,27 @@ def test_a_second_derivative_raises_instead_of_being_dropped(case):
         torch.autograd.grad(out.sum(), primals, create_graph=True)
     first = torch.autograd.grad(public(*arrange(name, primals, others))[0].sum(), primals)
     assert all(g.grad_fn is None for g in first)  # a first derivative as before
+
+
+@pytest.mark.parametrize("transform", ["torch.func.jvp", "forward_ad"])
+@pytest.mark.parametrize("case", cases(), ids=lambda c: c[0])
+def test_a_forward_ad_tangent_on_an_input_is_refused(case, transform):
+    """The ops have no forward-mode AD rule: a tangent carried by an input came back as zero
+    tangents under torch.func.jvp and as none (a zero) under forward_ad, without a word, on
+    the cpu and triton backends (the reference's raised torch's own unclear errors). The same
+    call on tensors without a tangent inside the level runs, as the SDPA switch makes it."""
+    name, public, primals, others = case
+    first = "q" if name == "attention_jvp" else "x"
+
+    def value(p):
+        return public(*arrange(name, (p, *primals[1:]), others))[0]
+
+    match = f"mfkernels.{name}: {first} carries a forward-mode AD tangent"
+    with pytest.raises(NotImplementedError, match=match):
+        if transform == "torch.func.jvp":
+            torch.func.jvp(value, (primals[0],), (torch.ones_like(primals[0]),))
+        else:
+            with fwAD.dual_level():
+                value(fwAD.make_dual(primals[0], torch.ones_like(primals[0])))
+    with fwAD.dual_level():
+        torch.testing.assert_close(value(primals[0]), public(*arrange(name, primals, others))[0])
