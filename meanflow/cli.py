@@ -1,4 +1,5 @@
-"""What every command line of the package does with an error: one line on stderr, no traceback."""
+"""What the package's programs do with an error: one line on stderr, no traceback. The trainer
+has its own (``meanflow.train.cli``: ``meanflow.train: error: ...``, status 1 for every error)."""
 
 import contextlib
 
