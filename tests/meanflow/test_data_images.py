@@ -164,8 +164,9 @@ def test_dali_reads_the_pixels_as_stored_whatever_the_exif_orientation(tmp_path,
         exif[0x0112] = orientation
         path = str(tmp_path / f"turned{orientation}.{ext}")
         Image.fromarray(stored).save(path, exif=exif, **({"quality": 100} if ext == "jpg" else {}))
-        x, ok = next(iterate_files([path], SIZE, 1, num_threads=1))
-        assert ok.all() and (x[0] - want).abs().mean() * 127.5 < 1, orientation
+        for device in ["cpu"] + ["cuda"] * torch.cuda.is_available():  # nvJPEG's decode too
+            x, ok = next(iterate_files([path], SIZE, 1, device=device, num_threads=1))
+            assert ok.all() and (x[0].cpu() - want).abs().mean() * 127.5 < 1, (orientation, device)
         assert (load_image(path, SIZE) - want).abs().mean() * 127.5 < 1, orientation
 
 
