@@ -51,6 +51,10 @@ def main(argv=None):
     )
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     args = parser.parse_args(argv)
+    lowest = {"batch": 1, "input_size": 1, "channels": 1, "num_classes": 0, "repeats": 1}
+    for key, low in lowest.items():
+        if getattr(args, key) < low:
+            parser.error(f"argument --{key.replace('_', '-')}: must be >= {low}, got {getattr(args, key)}")
     try:
         device = resolve_device(args.device)
     except ValueError as e:

@@ -31,3 +31,11 @@ def test_an_unknown_preset_is_one_line(capsys):
         and err.startswith("error: unknown DiT preset 'DiT-Q/2'")
         and err.count("\n") == 1
     )
+
+
+@pytest.mark.parametrize("flag, least", [("--repeats", 1), ("--batch", 1), ("--num-classes", 0)])
+def test_a_count_out_of_range_is_a_usage_error(flag, least, capsys):
+    with pytest.raises(SystemExit) as stop:
+        demo.main([*TINY, flag, str(least - 1)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"error: argument {flag}: must be >= {least}, got {least - 1}" in err
