@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch._C._functorch import TransformType
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -50,6 +51,8 @@ class DualOp:
         if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
             self._refuse_forward_ad_tangents(args)
         if not _plain_eager(args):
+            if torch.is_grad_enabled() and _any_requires_grad(args):
+                self._refuse_functorch_grad(args)
             return self.op(*args)
         if self.function is not None and torch.is_grad_enabled() and _any_requires_grad(args):
             return self.function.apply(*args)
@@ -69,6 +72,23 @@ class DualOp:
                     "no forward-AD rule. It computes the JVP itself: pass the tangents as its *_dot "
                     "arguments, or differentiate plain torch (mfkernels.reference) instead"
                 )
+
+    def _refuse_functorch_grad(self, args):
+        """Under ``torch.func.grad``, ``vjp`` or ``jacrev`` torch cannot differentiate a custom op
+        in the tensors those transforms track (the autograd.Function it registers has no
+        ``setup_context``): said here, in our terms. Other tensors that require grad, and all
+        under ``torch.func.jvp`` (the SDPA switch's calls), torch takes."""
+        if torch.compiler.is_compiling():
+            return
+        if not any(i.key() == TransformType.Grad for i in torch._C._functorch.get_interpreter_stack() or ()):
+            return
+        tracked = torch._C._functorch.is_gradtrackingtensor
+        if any(isinstance(a, torch.Tensor) and a.requires_grad and tracked(a) for a in args):
+            raise NotImplementedError(
+                f"mfkernels.{self.name}: torch.func.grad, vjp and jacrev cannot differentiate it (torch "
+                "has no torch.func rule for a custom op's autograd): take its gradients with "
+                "torch.autograd.grad or .backward()"
+            )
 
 
 def _eager_function(name, impl, setup_context, backward) -> type[torch.autograd.Function]:

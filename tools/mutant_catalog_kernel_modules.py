@@ -267,6 +267,22 @@ MODULE_MUTANTS = [
         "an op under torch.func.jvp or forward_ad drops its inputs' tangents: zero output tangents",
     ),
     Mutant(
+        "dual-op-func-grad-torch-error",
+        "mfkernels/dual_op.py",
+        "                self._refuse_functorch_grad(args)\n",
+        "                pass\n",
+        ("tests/mfkernels/test_dual_op.py::test_torch_func_gradients_of_an_op_are_refused_in_its_terms",),
+        "torch.func.grad through an op fails with torch's words on an autograd.Function's setup_context",
+    ),
+    Mutant(
+        "dual-op-func-grad-refuses-parameters",
+        "mfkernels/dual_op.py",
+        "a.requires_grad and tracked(a) for a in args",
+        "a.requires_grad for a in args",
+        ("tests/mfkernels/test_dual_op.py::test_torch_func_gradients_of_an_op_are_refused_in_its_terms",),
+        "under torch.func.grad an op on a parameter that requires grad (torch takes it) refused",
+    ),
+    Mutant(
         "checks-sdpa-mask-float64-taken",
         _CHECKS,
         "attn_mask.dtype not in (torch.float32, q.dtype)",

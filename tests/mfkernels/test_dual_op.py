@@ -134,3 +134,24 @@ def test_a_forward_ad_tangent_on_an_input_is_refused(case, transform):
                 value(fwAD.make_dual(primals[0], torch.ones_like(primals[0])))
     with fwAD.dual_level():
         torch.testing.assert_close(value(primals[0]), public(*arrange(name, primals, others))[0])
+
+
+@pytest.mark.parametrize("transform", ["grad", "vjp", "jacrev"])
+def test_torch_func_gradients_of_an_op_are_refused_in_its_terms(transform):
+    """torch cannot take torch.func gradients through a custom op: its own error spoke of an
+    autograd.Function's setup_context. Tensors outside the transform that require grad (a
+    module's parameters) and a constant input still run."""
+    x, w = rand(2, 3, 8), rand(2, 3, 8).requires_grad_()
+
+    def value(t):
+        return mfkernels.silu_jvp(t, t)[0]
+
+    run = {
+        "grad": lambda: torch.func.grad(lambda t: value(t).sum())(x),
+        "vjp": lambda: torch.func.vjp(value, x),
+        "jacrev": lambda: torch.func.jacrev(value)(x[0, 0]),
+    }[transform]
+    with pytest.raises(NotImplementedError, match="mfkernels.silu_jvp: torch.func.grad, vjp and jacrev"):
+        run()
+    grad = torch.func.grad(lambda t: (t * value(w)).sum())(x)
+    torch.testing.assert_close(grad, torch.nn.functional.silu(w.detach()))
