@@ -22,6 +22,7 @@ from ._checks import (
     check_pair,
     check_same_device,
     check_same_dtype,
+    check_tensor,
 )
 from .dual_op import DualOp, mark_tangent_outputs
 from .layouts import attention_output
@@ -108,7 +109,15 @@ def layernorm_modulate_jvp(
 
 
 def layernorm_modulate(x, shift, scale, eps=1e-6):
-    """The primal alone, in plain torch (differentiable, and transparent to ``torch.func``)."""
+    """The primal alone, in plain torch (differentiable, and transparent to ``torch.func``), on
+    the shapes :func:`layernorm_modulate_jvp` takes: ``(dim,)`` vectors would broadcast over
+    tokens instead of features."""
+    for name, t in (("x", x), ("shift", shift), ("scale", scale)):
+        check_tensor(name, t)
+    check_modulation("shift", shift, x)
+    check_modulation("scale", scale, x)
+    check_same_device(x=x, shift=shift, scale=scale)
+    check_eps(eps)
     normed = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
     return normed * (1 + scale[:, None]) + shift[:, None]
 

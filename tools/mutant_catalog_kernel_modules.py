@@ -283,6 +283,17 @@ MODULE_MUTANTS = [
         "under torch.func.grad an op on a parameter that requires grad (torch takes it) refused",
     ),
     Mutant(
+        "ops-ln-primal-shapes-unchecked",
+        "mfkernels/ops.py",
+        '    check_modulation("shift", shift, x)\n    check_modulation("scale", scale, x)\n'
+        "    check_same_device(x=x, shift=shift, scale=scale)\n    check_eps(eps)\n    normed",
+        "    check_same_device(x=x, shift=shift, scale=scale)\n    check_eps(eps)\n    normed",
+        (
+            "tests/mfkernels/test_input_checks.py::test_the_primal_layernorm_modulate_refuses_what_its_jvp_refuses",
+        ),
+        "the primal LayerNorm-modulate broadcasts (dim,) vectors over tokens, where its jvp refuses them",
+    ),
+    Mutant(
         "checks-sdpa-mask-float64-taken",
         _CHECKS,
         "attn_mask.dtype not in (torch.float32, q.dtype)",

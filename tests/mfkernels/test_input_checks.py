@@ -76,3 +76,24 @@ def test_a_negative_or_nan_eps_is_refused_on_every_backend(op, backend, eps):
 def test_an_eps_that_is_not_a_number_is_refused(op):
     with pytest.raises(TypeError, match="eps must be a number, got str"):
         call_norm(op, "1e-6")
+
+
+@pytest.mark.parametrize(
+    "x, vector, eps, error, match",
+    [
+        (rand(2, 4, 4), rand(4), 1e-6, ValueError, r"shift must have shape \(batch, dim\) .* got \(4,\)"),
+        (rand(4, 4), rand(2, 4), 1e-6, ValueError, r"x must be \(batch, tokens, dim\), got shape \(4, 4\)"),
+        (rand(2, 4, 4), rand(2, 4), -1.0, ValueError, "eps must be a number >= 0"),
+        (rand(2, 4, 4), rand(2, 4).numpy(), 1e-6, TypeError, "shift must be a torch.Tensor, got ndarray"),
+    ],
+    ids=["feature-vectors", "2-d-x", "negative-eps", "not-a-tensor"],
+)
+def test_the_primal_layernorm_modulate_refuses_what_its_jvp_refuses(x, vector, eps, error, match):
+    """(dim,) vectors broadcast over tokens (where tokens == dim, without a word) and a 2-D x
+    grew a batch dimension: its jvp refuses both."""
+    with pytest.raises(error, match=match):
+        mfkernels.layernorm_modulate(x, vector, vector, eps=eps)
+    x_dot = torch.zeros_like(x)
+    vector_dot = torch.zeros_like(vector) if isinstance(vector, torch.Tensor) else vector
+    with pytest.raises(error, match=match):
+        mfkernels.layernorm_modulate_jvp(x, x_dot, vector, vector, vector_dot, vector_dot, eps=eps)
