@@ -31,7 +31,8 @@ from .layouts import attention_output
 #
 # ``m = a (1 + scale) + shift`` with ``a = (x - mean) / s``; ``x`` is ``(batch, tokens, dim)``,
 # ``shift``, ``scale`` and their tangents ``(batch, dim)``. The backward gives
-# ``(dx, dshift, dscale)``.
+# ``(dx, dshift, dscale)``, the sums over tokens in the accumulation dtype: shift and scale may
+# differ in dtype, and each is cast to its own in the autograd formula.
 
 
 def _layernorm_modulate_jvp(
@@ -60,24 +61,26 @@ def _layernorm_modulate_backward(
     dx, dshift, dscale = dispatch.call(
         "layernorm_modulate_backward", backend, grad_m.contiguous(), x, scale, eps
     )
-    return dx.to(x.dtype).contiguous(), dshift.to(scale.dtype), dscale.to(scale.dtype)
+    acc = reference.compute_dtype(x.dtype)
+    return dx.to(x.dtype).contiguous(), dshift.to(acc), dscale.to(acc)
 
 
 def _layernorm_modulate_backward_fake(grad_m, x, scale, eps, backend):
-    return x.new_empty(x.shape), scale.new_empty(scale.shape), scale.new_empty(scale.shape)
+    acc = reference.compute_dtype(x.dtype)
+    return x.new_empty(x.shape), x.new_empty(scale.shape, dtype=acc), x.new_empty(scale.shape, dtype=acc)
 
 
 def _layernorm_modulate_setup_context(ctx, inputs, output):
-    x, _, _, scale, _, _, eps, backend = inputs
+    x, _, shift, scale, _, _, eps, backend = inputs
     ctx.save_for_backward(x, scale)
-    ctx.eps, ctx.backend = eps, backend
+    ctx.eps, ctx.backend, ctx.shift_dtype = eps, backend, shift.dtype
     mark_tangent_outputs(ctx, output[1])
 
 
 def _layernorm_modulate_grad(ctx, grad_m, _grad_m_dot):
     x, scale = ctx.saved_tensors
     dx, dshift, dscale = _layernorm_modulate_backward_op(grad_m, x, scale, ctx.eps, ctx.backend)
-    return dx, None, dshift, dscale, None, None, None, None
+    return dx, None, dshift.to(ctx.shift_dtype), dscale.to(scale.dtype), None, None, None, None
 
 
 _layernorm_modulate_jvp_op = DualOp(

@@ -294,6 +294,16 @@ MODULE_MUTANTS = [
         "the primal LayerNorm-modulate broadcasts (dim,) vectors over tokens, where its jvp refuses them",
     ),
     Mutant(
+        "ops-ln-dshift-in-scale-dtype",
+        "mfkernels/ops.py",
+        "return dx.to(x.dtype).contiguous(), dshift.to(acc), dscale.to(acc)",
+        "return dx.to(x.dtype).contiguous(), dshift.to(scale.dtype), dscale.to(acc)",
+        (
+            "tests/mfkernels/test_layernorm_modulate.py::test_shift_and_scale_of_two_dtypes_each_get_a_gradient_of_their_own",
+        ),
+        "an fp32 shift beside a bf16 scale gets its gradient rounded to bf16",
+    ),
+    Mutant(
         "checks-sdpa-mask-float64-taken",
         _CHECKS,
         "attn_mask.dtype not in (torch.float32, q.dtype)",

@@ -260,3 +260,24 @@ def test_gpu_bf16_error_within_twice_torch():
     torch_m_dot = a_dot * (1 + scale[:, None]) + a * scale_dot[:, None] + shift_dot[:, None]
     for name, o, t, r in zip(("m", "m_dot"), ours, (torch_m, torch_m_dot), ref):
         assert rel_err(o, r) <= 2 * rel_err(t, r) + 1e-3, name
+
+
+F32, BF16 = torch.float32, torch.bfloat16
+
+
+@pytest.mark.parametrize("backend", sorted(mfkernels.available_backends(DEVICE)))
+@pytest.mark.parametrize("shift_dtype, scale_dtype", [(F32, BF16), (BF16, F32)], ids=["f32-bf16", "bf16-f32"])
+def test_shift_and_scale_of_two_dtypes_each_get_a_gradient_of_their_own(backend, shift_dtype, scale_dtype):
+    """Both gradients used to be cast to scale's dtype: an fp32 shift beside a bf16 scale got
+    its gradient rounded to bf16 (2e-3 off) before autograd cast it back."""
+    x, _, mod, _ = make_inputs(2, 5, 16, torch.float32, torch.float32)
+    grad_m = torch.randn(x.shape, device=DEVICE)
+    shift = mod[:, :16].to(shift_dtype).requires_grad_()
+    scale = mod[:, 16:32].to(scale_dtype).requires_grad_()
+    vectors = (shift, scale, shift.detach(), scale.detach())
+    m, _ = mfkernels.layernorm_modulate_jvp(x, x, *vectors, backend=backend)
+    m.backward(grad_m)
+    ref = reference.layernorm_modulate_backward(grad_m.double(), x.double(), scale.double())
+    assert shift.grad.dtype == shift_dtype and scale.grad.dtype == scale_dtype
+    assert_close("dshift", shift.grad, ref[1], TOL[shift_dtype])
+    assert_close("dscale", scale.grad, ref[2], TOL[scale_dtype])
