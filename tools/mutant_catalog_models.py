@@ -479,6 +479,14 @@ MODEL_MUTANTS = [
         "DALI turns photos by their EXIF orientation tag, PIL does not: the loaders train on other images",
     ),
     Mutant(
+        "images-dali-side-rounded-half-up",
+        "meanflow/data/dali_images.py",
+        "up = (value - low > 0.5) | ((value - low == 0.5) & odd)",
+        "up = value - low >= 0.5",
+        IMAGES,
+        "DALI resizes 70 x 64 to 48 x 53 where ADM's round(52.5) gives 52: a whole image resampled otherwise",
+    ),
+    Mutant(
         "mnist-digits-off-centre",
         "meanflow/data/mnist.py",
         "x = F.pad(images, (2, 2, 2, 2))",

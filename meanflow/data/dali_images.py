@@ -134,6 +134,20 @@ def _box_halving(images):
     return _halve_axis(images, h // 2, w // 2, h % 2 == 1)
 
 
+def _adm_side(side, short, image_size):
+    """ADM's ``round(side * (image_size / short))``, computed as Python computes it: in float64,
+    rounded half to even. Halves occur (70 x 64 to 48, 335 x 320 to 224: 52.5, 234.5), and
+    rounding them up resamples the whole image to one pixel more than PIL."""
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
+
+    value = fn.cast(side, dtype=types.FLOAT64) * (image_size / fn.cast(short, dtype=types.FLOAT64))
+    low = dmath.floor(value)
+    odd = (low - 2 * dmath.floor(low / 2)) == 1
+    up = (value - low > 0.5) | ((value - low == 0.5) & odd)
+    return fn.cast(low + fn.cast(up, dtype=types.FLOAT64), dtype=types.INT64)
+
+
 def _adm_resize(images, image_size, exact):
     """ADM's resize before the crop (:func:`~meanflow.data.image_folder.center_crop_arr`):
     BOX halvings while the short side is >= 2 * size, then an antialiased cubic resize (PIL's
@@ -148,8 +162,7 @@ def _adm_resize(images, image_size, exact):
             images = _box_halving(images)
     h, w = images.shape()[0], images.shape()[1]
     short = dmath.min(h, w)
-    # ADM's round(side * size / short) in integers (half up; never a tie for a power-of-2 size)
-    height, width = (2 * h * image_size + short) // (2 * short), (2 * w * image_size + short) // (2 * short)
+    height, width = _adm_side(h, short, image_size), _adm_side(w, short, image_size)
     cubic = dict(interp_type=types.INTERP_CUBIC, antialias=True)  # DALI's rounding is PIL's here: no ties
     if exact:
         images = fn.resize(images, size=fn.cast(fn.stack(h, width), dtype=types.FLOAT), **cubic)
