@@ -423,14 +423,6 @@ MODEL_MUTANTS = [
         "every run whose batch does not divide the data set warned, a few samples of ImageNet too",
     ),
     Mutant(
-        "data-left-out-warned-on-every-rank",
-        "meanflow/data/__init__.py",
-        "if rank == 0 and isinstance(plan, EpochPlan)",
-        "if isinstance(plan, EpochPlan)",
-        INTEGRITY,
-        "the left-out warning repeated by every rank",
-    ),
-    Mutant(
         "latents-manifest-json-error-unnamed",
         "meanflow/data/latents.py",
         "    except ValueError as e:  # cut short by an interrupted copy, or not JSON at all",
@@ -461,14 +453,6 @@ MODEL_MUTANTS = [
         'if im.mode == "I":',
         IMAGES,
         "a 16-bit grayscale PNG or TIFF read by PIL's conversion, which clips it to white",
-    ),
-    Mutant(
-        "images-16-bit-scaled-by-256",
-        "meanflow/data/image_folder.py",
-        "* (255 / 65535) + 0.5)",
-        "* (1 / 256) + 0.5)",
-        IMAGES,
-        "16-bit levels divided by 256, not 257: brighter than DALI's by up to a level",
     ),
     Mutant(
         "images-dali-exif-orientation",
