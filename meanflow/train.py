@@ -333,6 +333,9 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
             if stop.requested:
                 break
 
+            # img_per_s is the training steps' throughput: the log window leaves out the time
+            # of checkpoints, sample grids and evaluations made between its steps.
+            paused = time.perf_counter()
             if any(every and step % every == 0 for every in (config.ckpt_every, config.keep_every)):
                 good = save_checkpoint(config, step, model, emas, opt, loader, rank, world, device, good)
             do_sample = config.sample_every and step % config.sample_every == 0
@@ -342,6 +345,7 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
                     config, step, sampler_model, loader, grid, log, rank, world, do_eval
                 )
                 eval_time += seconds
+            t_log += time.perf_counter() - paused
 
         if progress:
             progress.close()

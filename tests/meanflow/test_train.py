@@ -425,6 +425,30 @@ def test_progress_bar_shows_the_error_and_draws_the_end_once(tmp_path, fake_mnis
     assert sum(final in d for d in draws) == 1, draws
 
 
+def test_images_per_second_leave_out_checkpoints_grids_and_evaluations(tmp_path, fake_mnist, monkeypatch):
+    """img_per_s is the steps' throughput: a log window holding a slow checkpoint and sample grid
+    (3 s each here, made at step 2 between the logs of steps 2 and 4) does not count them."""
+    import time
+
+    pause = 3.0
+
+    def slow(function):
+        def wrapped(*args, **kwargs):
+            time.sleep(pause)
+            return function(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "save_checkpoint", slow(train.save_checkpoint))
+    monkeypatch.setattr(train, "samples_and_eval", slow(train.samples_and_eval))
+    train.main(tiny_config(tmp_path / "run", fake_mnist, log_every=2, ckpt_every=2, sample_every=2))
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    logs = [json.loads(line) for line in lines if '"img_per_s"' in line]
+    assert [r["step"] for r in logs] == [2, 4]
+    window_seconds = 8 * 2 / logs[1]["img_per_s"]
+    assert window_seconds < pause, window_seconds
+
+
 def test_readme_names_every_metrics_key(tmp_path, fake_mnist):
     from pathlib import Path
 
