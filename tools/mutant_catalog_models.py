@@ -1,11 +1,13 @@
 """The catalog's mutants of the model side (``tools/mutant_catalog.py`` holds the loss, sampler,
 checkpoints and trainer): the DiT and its config, the interchange formats (official DiT/SiT
 weights, pretrained folders, trainer checkpoints, export), the library adapters, the pipeline,
-the VAE, the data loaders and the evaluation's references (``evaluate``, its inputs and saved
-statistics). Each is a bug that gives wrong numbers without an error: a transposed layout, a
-dropped sign, a skipped initialisation, a wrong key or index, a check left out."""
+the VAE, the data (``tools/mutant_catalog_data.py``) and the evaluation's references
+(``evaluate``, its inputs and saved statistics). Each is a bug that gives wrong numbers without
+an error: a transposed layout, a dropped sign, a skipped initialisation, a wrong key or index, a
+check left out."""
 
 from mutant import Mutant
+from mutant_catalog_data import DATA_MUTANTS
 
 __all__ = ["MODEL_MUTANTS"]
 
@@ -16,11 +18,6 @@ DIFFUSERS_DIT = (f"{T}test_adapters.py", f"{T}test_adapter_inputs.py")
 TIMM_VIT = (f"{T}test_adapter_timm.py", f"{T}test_adapter_inputs.py")
 PIPELINE = (f"{T}test_pipeline.py", f"{T}test_pipeline_diffusers.py")
 VAE = (f"{T}test_vae.py", f"{T}test_pipeline.py", f"{T}test_latent_provenance.py")
-LATENTS = (f"{T}test_data_latents.py",)
-IMAGES = (f"{T}test_data_images.py",)
-SHARDS = (f"{T}test_data.py", f"{T}test_data_latents.py")
-INTEGRITY = (f"{T}test_data_integrity.py",)
-MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations",)
 REFS = f"{T}test_evaluate_references.py"
 STATS_SIZE = (f"{REFS}::test_saved_statistics_of_images_read_as_they_are_keep_their_size",)
 
@@ -317,199 +314,7 @@ MODEL_MUTANTS = [
         VAE,
         "load_vae('random') differs at each call",
     ),
-    # --------------------------------------------------------------------- meanflow/data/
-    Mutant(
-        "sharding-ranks-interleaved",
-        "meanflow/data/sharding.py",
-        "shape = (self.batches_per_epoch, self.world_size, self.batch_size)",
-        "shape = (self.batches_per_epoch, self.batch_size, self.world_size)",
-        SHARDS,
-        "rank k takes every world-th sample: the data depend on the rank count",
-    ),
-    Mutant(
-        "sharding-same-order-every-epoch",
-        "meanflow/data/sharding.py",
-        "g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)",
-        "g = torch.Generator().manual_seed(self.seed)",
-        SHARDS,
-        "every epoch the same permutation and flips",
-    ),
-    Mutant(
-        "sharding-advance-off-by-one",
-        "meanflow/data/sharding.py",
-        "        return self.epoch, self.position - 1\n",
-        "        return self.epoch, self.position\n",
-        LATENTS,
-        "the torch latent loader draws each batch's noise for the next batch's position",
-    ),
-    Mutant(
-        "latents-noise-same-every-rank",
-        "meanflow/data/latents.py",
-        "noise = noise[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]",
-        "noise = noise[: self.batch_size]",
-        LATENTS,
-        "every rank draws the first rank's posterior noise",
-    ),
-    Mutant(
-        "latents-flip-height",
-        "meanflow/data/latents.py",
-        "moments[:, 0].flip(-1)",
-        "moments[:, 0].flip(-2)",
-        LATENTS,
-        "latent flips mirror top to bottom",
-    ),
-    Mutant(
-        "latents-shift-after-scale",
-        "meanflow/data/latents.py",
-        "return (z - shift) * scale",
-        "return z * scale - shift",
-        LATENTS,
-        "a shifted VAE's latents shifted after scaling",
-    ),
-    Mutant(
-        "latents-shard-labels-count-unchecked",
-        "meanflow/data/latents.py",
-        'if labels.shape != (shard["count"],):',
-        "if labels.ndim != 1:",
-        INTEGRITY,
-        "a shard's labels.npy with a label too many, another's with one too few: every label between shifted",
-    ),
-    Mutant(
-        "latents-shard-labels-null-class-accepted",
-        "meanflow/data/latents.py",
-        "labels.max() < num_classes)",
-        "labels.max() <= num_classes)",
-        INTEGRITY,
-        "a latent labelled with the class count trains as classifier-free guidance's null class",
-    ),
-    Mutant(
-        "data-ranks-compare-sample-counts-only",
-        "meanflow/data/__init__.py",
-        "lists = gather(world_size, (len(files), digest.hexdigest()))",
-        'lists = gather(world_size, (len(files), ""))',
-        INTEGRITY,
-        "ranks whose copies hold as many samples, other ones or other labels, draw other permutations",
-    ),
-    Mutant(
-        "data-ranks-image-lists-unchecked",
-        "meanflow/data/__init__.py",
-        "    check_same_samples(world_size, root, index.files, index.labels)\n",
-        "",
-        INTEGRITY,
-        "a node whose image folder lacks a file gives its ranks another permutation: overlapping batches",
-    ),
-    Mutant(
-        "sharding-left-out-per-rank-batch",
-        "meanflow/data/sharding.py",
-        "self.left_out = num_samples - self.batches_per_epoch * self.global_batch",
-        "self.left_out = num_samples % batch_size",
-        INTEGRITY,
-        "the samples an epoch leaves out counted against the per-rank batch: under-reported",
-    ),
-    Mutant(
-        "sharding-too-large-batch-per-rank-named",
-        "meanflow/data/sharding.py",
-        'f"batch_size {self.global_batch}{ranks} exceeds',
-        'f"batch_size {batch_size}{ranks} exceeds',
-        INTEGRITY,
-        "a batch larger than the data set named by its per-rank size, not the trainer's batch_size",
-    ),
-    Mutant(
-        "data-left-out-warned-for-any-count",
-        "meanflow/data/__init__.py",
-        "plan.left_out >= LEFT_OUT_WARNING * plan.num_samples",
-        "plan.left_out >= LEFT_OUT_WARNING",
-        INTEGRITY,
-        "every run whose batch does not divide the data set warned, a few samples of ImageNet too",
-    ),
-    Mutant(
-        "latents-manifest-json-error-unnamed",
-        "meanflow/data/latents.py",
-        "    except ValueError as e:  # cut short by an interrupted copy, or not JSON at all",
-        "    except OSError as e:  # cut short by an interrupted copy, or not JSON at all",
-        INTEGRITY,
-        "a manifest.json cut short fails with json's message alone, naming no file",
-    ),
-    Mutant(
-        "images-flip-height",
-        "meanflow/data/image_folder.py",
-        "arr = arr[:, ::-1].copy() if flip else arr.copy()",
-        "arr = arr[::-1].copy() if flip else arr.copy()",
-        IMAGES,
-        "the random flip mirrors top to bottom",
-    ),
-    Mutant(
-        "images-adm-halving-strict",
-        "meanflow/data/image_folder.py",
-        "while min(*pil_image.size) >= 2 * image_size:",
-        "while min(*pil_image.size) > 2 * image_size:",
-        IMAGES,
-        "an image of short side exactly 2 * size is not BOX-halved first (ADM halves it)",
-    ),
-    Mutant(
-        "images-16-bit-png-clipped",
-        "meanflow/data/image_folder.py",
-        'if im.mode == "I" or im.mode.startswith("I;16"):',
-        'if im.mode == "I":',
-        IMAGES,
-        "a 16-bit grayscale PNG or TIFF read by PIL's conversion, which clips it to white",
-    ),
-    Mutant(
-        "images-dali-exif-orientation",
-        "meanflow/data/dali_images.py",
-        "decode = dict(output_type=types.RGB, adjust_orientation=False)",
-        "decode = dict(output_type=types.RGB)",
-        IMAGES,
-        "DALI turns photos by their EXIF orientation tag, PIL does not: the loaders train on other images",
-    ),
-    Mutant(
-        "images-dali-side-rounded-half-up",
-        "meanflow/data/dali_images.py",
-        "up = (value - low > 0.5) | ((value - low == 0.5) & odd)",
-        "up = value - low >= 0.5",
-        IMAGES,
-        "DALI resizes 70 x 64 to 48 x 53 where ADM's round(52.5) gives 52: a whole image resampled otherwise",
-    ),
-    Mutant(
-        "mnist-digits-off-centre",
-        "meanflow/data/mnist.py",
-        "x = F.pad(images, (2, 2, 2, 2))",
-        "x = F.pad(images, (0, 4, 0, 4))",
-        (f"{T}test_data.py",),
-        "MNIST digits padded into the top-left corner, not centred",
-    ),
-    Mutant(
-        "mnist-count-mismatch-names-no-file",
-        "meanflow/data/mnist.py",
-        'f"MNIST files {files[0]} and {files[1]} hold {len(images)} images but {len(labels)} labels"',
-        'f"MNIST {split}: {len(images)} images but {len(labels)} labels"',
-        (f"{T}test_data.py",),
-        "images and labels of other counts refused without naming the files",
-    ),
-    Mutant(
-        "mnist-hash-kept-by-path-and-size",
-        "meanflow/data/mnist.py",
-        "return path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino",
-        "return path, st.st_size",
-        MNIST_READS,
-        "MNIST files rewritten at their size keep their old hash and classifier: not read again",
-    ),
-    Mutant(
-        "mnist-classifier-key-rereads-train",
-        "meanflow/data/mnist.py",
-        "if loaded is None and files in _DIGESTS:",
-        "if loaded is None and files in _DIGESTS and n > 0:",
-        MNIST_READS,
-        "the classifier's key hashes the training split again instead of continuing the loader's hash",
-    ),
-    Mutant(
-        "mnist-classifier-reloaded-each-evaluation",
-        "meanflow/eval_mnist.py",
-        "    state = _LOADED.get(file_signature(path)) if os.path.isfile(path) else None\n",
-        "    state = None\n",
-        MNIST_READS,
-        "every evaluation of a run reads the classifier's cache file again",
-    ),
+    *DATA_MUTANTS,  # meanflow/data/, prepare_latents: tools/mutant_catalog_data.py
     # ------------------------------------ meanflow/evaluate.py, evaluate_inputs, reference_stats
     Mutant(
         "evaluate-reference-size-unchecked",
