@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import reference_stats
-from .data.image_folder import IMAGE_EXTENSIONS, _class_folders, center_crop_arr, scan_image_folder
+from .data.image_folder import IMAGE_EXTENSIONS, _class_folders, center_crop_arr, scan_image_folder, to_rgb
 
 
 class ImageSet:
@@ -205,13 +205,14 @@ def list_images(directory: str, role: str, advice: str = "") -> list:
 
 
 def read_image(path: str, crop: int | None = None) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB (gray and palette images converted), or with ``crop`` its ADM
-    center crop ``(crop, crop, 3)``: converted first, as the trainer's ``load_image`` does."""
+    """``(H, W, 3)`` uint8 RGB (gray and palette images converted, 16-bit gray scaled to 8 bits:
+    ``to_rgb``), or with ``crop`` its ADM center crop ``(crop, crop, 3)``: converted first, as
+    the trainer's ``load_image`` does, so that a reference holds the images training read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            rgb = to_rgb(image)
         return np.asarray(rgb) if crop is None else center_crop_arr(rgb, crop)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} is not a readable image: {e}") from e

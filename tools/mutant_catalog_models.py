@@ -357,6 +357,14 @@ MODEL_MUTANTS = [
         "a training tree read with --ref-size refused over a notes.txt the trainer skips",
     ),
     Mutant(
+        "evaluate-reference-16-bit-clipped",
+        "meanflow/evaluate_inputs.py",
+        "rgb = to_rgb(image)",
+        'rgb = image.convert("RGB")',
+        (f"{REFS}::test_16_bit_grayscale_references_are_read_as_the_trainer_reads_them",),
+        "16-bit grayscale reference images clipped to near-white: FID against other images than trained on",
+    ),
+    Mutant(
         "evaluate-destinations-checked-after-the-scan",
         "meanflow/evaluate.py",
         "    check_destinations(out, save_ref_stats, inputs)\n",

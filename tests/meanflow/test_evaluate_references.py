@@ -237,3 +237,27 @@ def turned_size(tmp_path, path):
     turned = tmp_path / "turned.npz"
     np.savez(turned, **{**members, "image_size": np.str_(f"{h}x{w}")})
     return turned
+
+
+def test_16_bit_grayscale_references_are_read_as_the_trainer_reads_them(tmp_path):
+    """A 16-bit grayscale PNG, TIFF or PGM in a reference folder is its levels * 255 / 65535,
+    rounded, as the trainer's loader and DALI read it, as it is or through --ref-size's crop
+    (PIL's own conversion clips every level above 255: an image of white)."""
+    from PIL import Image
+
+    from meanflow.data.image_folder import load_image
+    from meanflow.evaluate_inputs import ImageSet
+
+    side = 12
+    levels = np.linspace(0, 65535, side * side).round().astype(np.uint16).reshape(side, side)
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    names = ["gray16.pgm", "gray16.png", "gray16.tif"]  # list_images' sorted order
+    for name in names:
+        Image.fromarray(levels).save(folder / name)
+    want = np.floor(levels.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)  # by hand
+    for crop in (None, side):
+        (batch,) = ImageSet(str(folder), "reference", crop).batches(len(names))
+        assert np.array_equal(batch.numpy(), np.broadcast_to(want, (len(names), 3, side, side))), crop
+    trained = load_image(str(folder / names[1]), side)
+    assert np.array_equal(((trained + 1) * 127.5).round().numpy(), batch[1].numpy())
