@@ -2,7 +2,8 @@
 order, an off-by-one, a wrong constant, a skipped call) in the loss, sampler, checkpoints,
 trainer and kernels, each with the few test files that should catch it. The kernels' are in
 ``tools/mutant_catalog_kernels.py``, the models', interchange formats', pipeline's, VAE's and
-data loaders' in ``tools/mutant_catalog_models.py``.
+data loaders' in ``tools/mutant_catalog_models.py``, the programs' (generate, prepare_latents,
+the run's reports, the command lines, demo) in ``tools/mutant_catalog_programs.py``.
 
 ``find`` must occur exactly once in ``path`` (else the mutant "does not apply": say so, then
 update or drop it). Mutants of the trainer and the checkpoints sit on lines that rarely move.
@@ -12,6 +13,7 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 from mutant import Mutant
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
+from mutant_catalog_programs import PROGRAM_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
 
@@ -33,18 +35,7 @@ TRAIN = (
 ADAPTER_TRAIN = "tests/meanflow/test_train_adapters.py"
 RNG_WORLD = "tests/faults/test_fault_resume.py::test_global_rngs_under_another_world_size_are_each_ranks_own"
 LOSS_INPUTS = ("tests/meanflow/test_loss_inputs.py",)
-FIRST_MANIFEST = (
-    "tests/faults/test_fault_generate.py"
-    "::test_a_run_killed_in_its_first_manifest_write_leaves_nothing_after_the_next",
-)
 _LOSS_PY = "meanflow/loss.py"
-_REPORT_PY = "meanflow/train_report.py"
-REPORT = "tests/meanflow/test_train_report.py"
-OLD_NAME = "tests/meanflow/test_generate_cli.py::test_old_module_name_runs_the_program"
-CLI, DEMO = "tests/meanflow/test_cli.py", "tests/meanflow/test_demo.py"
-IDENTITY, CLASS_NAMES = "tests/meanflow/test_run_identity.py", "tests/meanflow/test_class_names.py"
-# The temporaries a run removes: every name it writes when resumed, else the first manifest's.
-_REMOVED = 'WRITTEN if resumed else {".": r"manifest\\.json"}'
 
 CATALOG = [
     # ---------------------------------------------------------------- meanflow/loss.py
@@ -420,48 +411,6 @@ CATALOG = [
         "a rank's error stays its own: the others wait at their next collective",
     ),
     Mutant(
-        "generate-out-not-held",
-        "meanflow/generate.py",
-        "        on_rank0(rank, world, hold_out, held, out)\n",
-        "",
-        ("tests/faults/test_fault_generate.py::test_a_second_run_on_a_busy_out_is_refused",),
-        "two generate runs on one --out mix their images",
-    ),
-    Mutant(
-        "generate-killed-writes-kept",
-        "meanflow/generate_out.py",
-        _REMOVED,
-        '{".": r"manifest\\.json"}',
-        (
-            "tests/faults/test_fault_generate.py::test_a_resumed_run_removes_the_temporaries_a_killed_one_left",
-        ),
-        "a killed run's temporaries (samples.npz's: gigabytes) stay for good",
-    ),
-    Mutant(
-        "generate-first-manifest-temporary-kept",
-        "meanflow/generate_out.py",
-        _REMOVED,
-        "WRITTEN if resumed else {}",
-        FIRST_MANIFEST,
-        "a temporary of the first manifest, left by a run killed while writing it, stays for good",
-    ),
-    Mutant(
-        "generate-new-run-removes-others-temporaries",
-        "meanflow/generate_out.py",
-        _REMOVED,
-        "WRITTEN",
-        FIRST_MANIFEST,
-        "a new run in a folder without a manifest removes temporaries nothing says were ours",
-    ),
-    Mutant(
-        "prepare-latents-line-break-names",
-        "meanflow/prepare_latents.py",
-        "        _check_listable_names(index)\n",
-        "",
-        ("tests/faults/test_fault_prepare_latents.py",),
-        "an image name holding a line break reads back from files.txt as two",
-    ),
-    Mutant(
         "sdpa-tangent-gradient-dropped",
         "mfkernels/sdpa.py",
         "        if grad_o_dot is not None:\n            raise RuntimeError(TANGENT_IS_A_STOP_GRADIENT)",
@@ -477,122 +426,7 @@ CATALOG = [
         ("tests/mfkernels/test_dual_op.py",),
         "create_graph=True through an op takes its first derivative as a constant",
     ),
-    # ---------------------------------------------------------------- reports and small programs
-    Mutant(
-        "report-bar-final-drawn-twice",
-        _REPORT_PY,
-        "if self.bar.n + 1 < self.bar.total:",
-        "if self.bar.n < self.bar.total:",
-        (REPORT, f"{TRAIN[1]}::test_progress_bar_shows_the_error_and_draws_the_end_once"),
-        "the bar draws the last step and close() again: the final line twice in a log file",
-    ),
-    Mutant(
-        "report-means-are-sums",
-        _REPORT_PY,
-        "self.sums[k] / self.count for k in keys",
-        "self.sums[k] for k in keys",
-        (REPORT,),
-        "a log line holds the sums of log_every steps' stats, not their means",
-    ),
-    Mutant(
-        "report-means-summed-over-ranks",
-        _REPORT_PY,
-        "            vec /= world\n",
-        "",
-        (REPORT,),
-        "a log line holds the sum over the ranks of their means",
-    ),
-    Mutant(
-        "report-grid-classes-by-row",
-        _REPORT_PY,
-        "torch.arange(10 * cols, device=device) % cols",
-        "torch.arange(10 * cols, device=device) // 10",
-        (REPORT,),
-        "the grid's rows, not its columns, are its classes",
-    ),
-    Mutant(
-        "report-eval-printed-onto-the-bar",
-        _REPORT_PY,
-        '    say(f"step {step}',
-        '    print(f"step {step}',
-        (REPORT,),
-        "a mid-run evaluation's line lands at the end of the progress bar's line",
-    ),
-    Mutant(
-        "sample-old-name-runs-nothing",
-        "meanflow/sample.py",
-        'if __name__ == "__main__":\n    main()',
-        'if __name__ == "__main__":\n    pass',
-        (OLD_NAME,),
-        "python -m meanflow.sample (the older name) exits 0 having done nothing",
-    ),
-    Mutant(
-        "cli-missing-file-is-environment",
-        "meanflow/cli.py",
-        "BAD_INPUT = (ValueError, FileNotFoundError)",
-        "BAD_INPUT = (ValueError,)",
-        (CLI,),
-        "a path given that does not exist exits 1 (the environment), not 2 (the arguments)",
-    ),
-    Mutant(
-        "cli-other-errors-swallowed",
-        "meanflow/cli.py",
-        "    except OSError as e:",
-        "    except Exception as e:",
-        (CLI,),
-        "a bug (any exception) is one line and status 1: its traceback is lost",
-    ),
-    Mutant(
-        "identity-nested-keys-free",
-        "meanflow/run_identity.py",
-        'key == k or key.startswith(k + ".")',
-        "key == k",
-        (IDENTITY, "tests/faults/test_fault_resume.py::test_resume_refuses_another_run_naming_the_key"),
-        "a resume may change loss.cfg_w, loss.objective, ...: only a key named whole is compared",
-    ),
-    Mutant(
-        "identity-data-path-as-typed",
-        "meanflow/run_identity.py",
-        "os.path.realpath(a) == os.path.realpath(b)",
-        "a == b",
-        (IDENTITY,),
-        "the same data given by a relative path or a symbolic link is refused as other data",
-    ),
-    Mutant(
-        "identity-old-checkpoint-key-error",
-        "meanflow/run_identity.py",
-        "_defines_the_run(key) and key in old and",
-        "_defines_the_run(key) and",
-        (IDENTITY,),
-        "an older trainer's checkpoint (without a newer key) fails to resume with a KeyError",
-    ),
-    Mutant(
-        "class-names-more-than-the-model",
-        "meanflow/class_names.py",
-        "if len(classes) != num_classes:",
-        "if len(classes) < num_classes:",
-        (CLASS_NAMES,),
-        "an export names ids the model does not have",
-    ),
-    Mutant(
-        "class-names-any-list-from-tench",
-        "meanflow/class_names.py",
-        "        and classes[-1] == IMAGENET_LAST_SYNSET\n",
-        "",
-        (CLASS_NAMES,),
-        "1000 sorted synsets from tench, not ImageNet-1k's, get ImageNet-1k's readable names",
-    ),
-    Mutant(
-        "demo-ratio-flip", "meanflow/demo.py", "func / ms_dual", "dual / ms_func", (DEMO,), "speed-up flipped"
-    ),
-    Mutant(
-        "demo-model-left-at-zero",
-        "meanflow/demo.py",
-        "            p.add_(0.02 * torch.randn_like(p))",
-        "            p.add_(0.0 * torch.randn_like(p))",
-        (DEMO,),
-        "a fresh adaLN-Zero model outputs zeros: the agreement printed is 0/0",
-    ),
+    *PROGRAM_MUTANTS,
     *MODEL_MUTANTS,
     *KERNEL_MUTANTS,
 ]
