@@ -82,6 +82,22 @@ DATA_MUTANTS = [
         "a latent labelled with the class count trains as classifier-free guidance's null class",
     ),
     Mutant(
+        "latents-manifest-keys-unchecked",
+        "meanflow/data/latents.py",
+        "    _check_keys(path, manifest)\n",
+        "",
+        (f"{T}test_data_integrity.py::test_a_manifest_lacking_a_key_is_named",),
+        "a manifest lacking a key fails with a bare KeyError naming neither the file nor the folder",
+    ),
+    Mutant(
+        "latents-not-square-folder-unnamed",
+        "meanflow/data/latents.py",
+        'f"latent folder {self.index.root!r} holds {self.index.height}x{self.index.width} latents "',
+        'f"latents must be square, got {self.index.height}x{self.index.width} "',
+        (f"{T}test_data_integrity.py::test_latents_that_are_not_square_name_their_folder",),
+        "latents that are not square refused without naming the folder or its manifest's key",
+    ),
+    Mutant(
         "data-ranks-compare-sample-counts-only",
         "meanflow/data/__init__.py",
         "lists = gather(world_size, (len(files), digest.hexdigest()))",

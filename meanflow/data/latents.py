@@ -62,7 +62,36 @@ def read_manifest(root: str) -> dict:
         raise ValueError(f"{path!r} is not readable JSON ({e}): copy the latent folder again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a {FORMAT} manifest")
+    _check_keys(path, manifest)
     return manifest
+
+
+# What reading a latent folder needs of its manifest (the other keys describe how it was made),
+# and of each finished shard's entry.
+REQUIRED_KEYS = ("shards", "classes", "flips", "latent_shape", "scale_factor")
+SHARD_KEYS = ("name", "count")
+
+
+def _check_keys(path: str, manifest: dict) -> None:
+    """A ValueError naming ``path`` and the first key it lacks (a manifest edited by hand, or not
+    written by prepare_latents), where reading on would fail with a bare KeyError."""
+
+    def damaged(what):
+        return ValueError(
+            f"{path!r} {what}: the manifest is damaged (edited by hand, or not written by "
+            "prepare_latents); copy the latent folder again or prepare it anew"
+        )
+
+    lacking = [k for k in REQUIRED_KEYS if k not in manifest]
+    if lacking:
+        raise damaged(f"lacks the key {lacking[0]!r}")
+    shards = manifest["shards"]
+    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+        raise damaged("holds 'shards' that are not a list of shard entries")
+    for n, shard in enumerate(shards):
+        key = next((k for k in SHARD_KEYS if k not in shard), None) if shard.get("done") else None
+        if key is not None:
+            raise damaged(f"lacks the key {key!r} in its entry of shard {shard.get('name', n)}")
 
 
 def _check_shard(root: str, folder: str, names: list) -> None:
@@ -114,7 +143,7 @@ class LatentIndex:
         if len(done) < len(m["shards"]) and not allow_partial:
             raise ValueError(
                 f"latent folder {root!r} is incomplete ({len(done)} of {len(m['shards'])} shards): "
-                f"rerun python -m meanflow.prepare_latents {m['source']} {root} to finish it"
+                f"rerun python -m meanflow.prepare_latents {m.get('source')} {root} to finish it"
             )
         self.files, labels = [], []
         for shard in done:
@@ -280,7 +309,10 @@ class _LatentLoader(ShardedLoader):
         self.class_names = self.index.classes
         self.data_identity = self.index.identity()
         if self.index.height != self.index.width:
-            raise ValueError(f"latents must be square, got {self.index.height}x{self.index.width}")
+            raise ValueError(
+                f"latent folder {self.index.root!r} holds {self.index.height}x{self.index.width} latents "
+                f"(its {MANIFEST}'s latent_shape): the loaders need square latents"
+            )
         self.image_size = self.index.height
         self.vae_path, self._vae = vae_path, None
 

@@ -124,3 +124,31 @@ def test_an_unreadable_manifest_is_named(tmp_path, text):
         f.write(text.encode("latin-1"))
     with pytest.raises(ValueError, match="^" + re.escape(repr(path)) + " is not"):
         LatentIndex(root)
+
+
+@pytest.mark.parametrize("key", ["shards", "classes", "flips", "latent_shape", "scale_factor", "count"])
+def test_a_manifest_lacking_a_key_is_named(tmp_path, key):
+    """A manifest without a key reading needs (or a finished shard's entry without its count)
+    is one ValueError naming the file and the key, not a bare KeyError."""
+    import json
+
+    root = make_latent_folder(str(tmp_path / "lat"), num=4, classes=2, shape=(2, 4, 4))
+    path = os.path.join(root, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    del (manifest["shards"][0] if key == "count" else manifest)[key]
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    shard = " in its entry of shard shard_00000" if key == "count" else ""
+    with pytest.raises(ValueError, match=f"^{re.escape(repr(path))} lacks the key '{key}'{shard}: "):
+        LatentIndex(root)
+
+
+def test_latents_that_are_not_square_name_their_folder(tmp_path):
+    from meanflow.data.latents import TorchLatentLoader
+
+    root = make_latent_folder(str(tmp_path / "lat"), num=4, classes=2, shape=(2, 4, 6))
+    with pytest.raises(
+        ValueError, match=f"^latent folder {re.escape(repr(root))} holds 4x6 latents .*latent_shape"
+    ):
+        TorchLatentLoader(root, 2, num_workers=0)
