@@ -61,9 +61,9 @@ class DualOp:
     def _refuse_forward_ad_tangents(self, args):
         """The ops have no forward-mode AD rule: an input's tangent at the innermost forward-AD
         level would be dropped without a word (the outputs' tangents zero under
-        ``torch.func.jvp``, absent under ``forward_ad``). Traced, dynamo sees the op itself."""
-        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
-            return
+        ``torch.func.jvp``, absent under ``forward_ad``), compiled as eagerly."""
+        if not torch.compiler.is_dynamo_compiling() and _get_current_dispatch_mode() is not None:
+            return  # fake tensors (a custom op's fake implementation run while tracing) carry none
         for arg_name, a in zip(self.arg_names, args):
             if isinstance(a, torch.Tensor) and fwAD.unpack_dual(a).tangent is not None:
                 raise NotImplementedError(

@@ -267,6 +267,14 @@ MODULE_MUTANTS = [
         "an op under torch.func.jvp or forward_ad drops its inputs' tangents: zero output tangents",
     ),
     Mutant(
+        "dual-op-forward-ad-unchecked-when-compiled",
+        "mfkernels/dual_op.py",
+        "if not torch.compiler.is_dynamo_compiling() and _get_current_dispatch_mode() is not None:",
+        "if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:",
+        ("tests/mfkernels/test_dual_op.py::test_a_forward_ad_tangent_is_refused_under_torch_compile_too",),
+        "compiled, torch.func.jvp through an op still gives zero tangents without a word",
+    ),
+    Mutant(
         "dual-op-func-grad-torch-error",
         "mfkernels/dual_op.py",
         "                self._refuse_functorch_grad(args)\n",

@@ -136,6 +136,20 @@ def test_a_forward_ad_tangent_on_an_input_is_refused(case, transform):
         torch.testing.assert_close(value(primals[0]), public(*arrange(name, primals, others))[0])
 
 
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_a_forward_ad_tangent_is_refused_under_torch_compile_too(fullgraph):
+    """Traced, torch.func.jvp through an op gave zero tangents as eagerly. With fullgraph dynamo
+    reports the error as one it observed, naming ours."""
+    x = rand(2, 3, 8)
+
+    def jvp(x):
+        return torch.func.jvp(lambda t: mfkernels.silu_jvp(t, t)[0], (x,), (torch.ones_like(x),))
+
+    error = Exception if fullgraph else NotImplementedError
+    with pytest.raises(error, match="mfkernels.silu_jvp: x carries a forward-mode AD tangent"):
+        torch.compile(jvp, backend="aot_eager", fullgraph=fullgraph)(x)
+
+
 @pytest.mark.parametrize("transform", ["grad", "vjp", "jacrev"])
 def test_torch_func_gradients_of_an_op_are_refused_in_its_terms(transform):
     """torch cannot take torch.func gradients through a custom op: its own error spoke of an
