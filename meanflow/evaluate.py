@@ -265,7 +265,9 @@ def make_extractor(
             f"with a local weights file"
         )
     kwargs = {"verbose": verbose, "feature_extractor_weights_path": weights}
-    extractor = create_feature_extractor(name, sorted(set(layers)), cuda=device.type == "cuda", **kwargs)
+    # Moved to the device itself: torch-fidelity's cuda=True is .cuda(), the current GPU, not
+    # cuda:N (whose images then met weights on another GPU at the first batch).
+    extractor = create_feature_extractor(name, sorted(set(layers)), cuda=False, **kwargs).to(device)
     return extractor, provenance
 
 
@@ -484,10 +486,18 @@ def main(argv=None):
         action="store_true",
         help="use a weights file whose sha256 is not the published one (results not comparable)",
     )
-    p.add_argument("--feature-extractor", default=INCEPTION, help="a torch-fidelity registered extractor")
+    p.add_argument(
+        "--feature-extractor",
+        default=INCEPTION,
+        help="a torch-fidelity registered extractor (default: %(default)s)",
+    )
     p.add_argument("--save-ref-stats", help="write the reference's mu/sigma, with their extractor, to .npz")
     p.add_argument("--batch-size", type=int, default=64, help="images per extractor batch (default: 64)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     args = p.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each rank would repeat the whole job

@@ -74,7 +74,12 @@ def main(argv=None):
     )
     p.add_argument("--out", required=True, help="the directory to write (config.json + model.safetensors)")
     weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--ema", type=int, default=0, help="EMA index (ema_decays order)")
+    weights.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
+    )
     weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
     official = p.add_mutually_exclusive_group()
     official.add_argument(

@@ -403,8 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=50000,
         help="images to make (default: %(default)s)",
     )
-    p.add_argument("--steps", type=int, default=1, help="network evaluations per image (1 = one step)")
-    p.add_argument("--batch-size", type=int, default=64, help="per process; fixed for a resumable --out")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=1,
+        help="network evaluations per image (1 = one step; default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images per batch, per process; fixed for a resumable --out (default: %(default)s)",
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="image i's noise and label come from (seed, i) (default: 0)"
     )
@@ -416,7 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
         "default) or a random one",
     )
     weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--ema", type=int, default=0, help="EMA index in the checkpoint (ema_decays order)")
+    weights.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
+    )
     weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
     p.add_argument(
         "--vae", help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random'"
@@ -428,9 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scaling-factor", type=float, help="latent scale (default: the VAE config's, 0.18215)")
     p.add_argument(
-        "--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype of the model"
+        "--dtype",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast dtype of the model (default: fp32)",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the default: cuda when available, else cpu), cpu, cuda (under torchrun, each "
+        "process's LOCAL_RANK GPU) or cuda:N",
+    )
     p.add_argument("--tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-png", action="store_true", help="only the .npz")

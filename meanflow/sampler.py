@@ -101,14 +101,20 @@ def main(argv=None):
         description="Sample a grid (10 per class) from a trainer checkpoint.",
     )
     parser.add_argument("checkpoint", help="a trainer checkpoint (.pt)")
-    parser.add_argument("--steps", type=int, default=1, help="network evaluations (1 = one-step)")
+    parser.add_argument(
+        "--steps", type=int, default=1, help="network evaluations per image (1 = one step; default: 1)"
+    )
     parser.add_argument(
         "--per-class", type=int, default=10, help="images per class, one column per class (default: 10)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
     parser.add_argument("--out", default="samples.png", help="the PNG to write (default: samples.png)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N",
+    )
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"argument --steps: must be >= 1, got {args.steps}")

@@ -19,6 +19,7 @@ REPORT = f"{T}test_train_report.py"
 TRAIN = f"{T}test_train.py"
 OLD_NAME = f"{T}test_generate_cli.py::test_old_module_name_runs_the_program"
 CLI, DEMO = f"{T}test_cli.py", f"{T}test_demo.py"
+HELP = f"{T}test_cli_help.py"
 IDENTITY, CLASS_NAMES = f"{T}test_run_identity.py", f"{T}test_class_names.py"
 # The temporaries a run removes: every name it writes when resumed, else the first manifest's.
 _REMOVED = 'WRITTEN if resumed else {".": r"manifest\\.json"}'
@@ -182,5 +183,29 @@ PROGRAM_MUTANTS = [
         "            p.add_(0.0 * torch.randn_like(p))",
         (DEMO,),
         "a fresh adaLN-Zero model outputs zeros: the agreement printed is 0/0",
+    ),
+    Mutant(
+        "generate-help-steps-default-unsaid",
+        "meanflow/generate.py",
+        'help="network evaluations per image (1 = one step; default: %(default)s)"',
+        'help="network evaluations per image (1 = one step)"',
+        (f"{HELP}::test_every_flag_with_a_default_says_it",),
+        "generate --help does not say how many steps a run without --steps takes",
+    ),
+    Mutant(
+        "evaluate-help-device-cuda-only",
+        "meanflow/evaluate.py",
+        'help="auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N"',
+        'help="auto (cuda when available), cpu or cuda"',
+        (f"{HELP}::test_device_help_names_what_the_program_accepts",),
+        "evaluate --help hides that --device takes cuda:N (and that auto is the default)",
+    ),
+    Mutant(
+        "evaluate-extractor-on-the-current-gpu",
+        "meanflow/evaluate.py",
+        "cuda=False, **kwargs).to(device)",
+        'cuda=device.type == "cuda", **kwargs)',
+        (f"{HELP}::test_evaluate_puts_its_extractor_on_the_device_asked_for",),
+        "evaluate --device cuda:1 fails at its first batch: the extractor sits on cuda:0",
     ),
 ]

@@ -4,25 +4,80 @@ import argparse
 import importlib
 
 import pytest
+import torch
 
 PROGRAMS = ["generate", "evaluate", "export", "sampler", "eval_mnist", "prepare_latents", "demo"]
+# Their help is not this file's to fix (meanflow/prepare_latents.py: --shard-size, --flips,
+# --device, --reader, --workers, --preview; meanflow/demo.py: --device); drop a mark once it passes.
+_UNSAID = pytest.mark.xfail(reason="a default its help does not say", strict=False)
+_DEVICE_FORMS = pytest.mark.xfail(reason="its --device help leaves out cuda:N", strict=False)
 
 
 class _Parsed(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", PROGRAMS)
-def test_usage_names_the_command_and_every_flag_has_help(name, monkeypatch):
+def _parser(name, monkeypatch) -> argparse.ArgumentParser:
+    """The parser ``python -m meanflow.NAME`` reads its arguments with."""
+
     def capture(parser, *args, **kwargs):
         raise _Parsed(parser)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
     with pytest.raises(_Parsed) as parsed:
         importlib.import_module(f"meanflow.{name}").main([])
-    parser = parsed.value.args[0]
+    return parsed.value.args[0]
+
+
+def _help(parser, option: str) -> str:
+    action = next(a for a in parser._actions if option in a.option_strings)
+    return parser._get_formatter()._expand_help(action)
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_usage_names_the_command_and_every_flag_has_help(name, monkeypatch):
+    parser = _parser(name, monkeypatch)
     assert parser.prog == f"python -m meanflow.{name}"
     assert not [a.dest for a in parser._actions if not a.help]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n not in ("prepare_latents", "demo") else pytest.param(n, marks=_UNSAID) for n in PROGRAMS],
+)
+def test_every_flag_with_a_default_says_it(name, monkeypatch):
+    """A newcomer reads what a flag left out does: its help names the default and its value."""
+    parser = _parser(name, monkeypatch)
+    unsaid = []
+    for action in parser._actions:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            continue  # nothing to say: an unset option, a switch, --help
+        text = _help(parser, action.option_strings[0]) if action.option_strings else action.help
+        if "default" not in text or str(action.default) not in text:
+            unsaid.append(f"{action.option_strings or action.dest} (default {action.default!r}): {text}")
+    assert not unsaid
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["generate", "evaluate", "sampler", pytest.param("prepare_latents", marks=_DEVICE_FORMS), "demo"],
+)
+def test_device_help_names_what_the_program_accepts(name, monkeypatch):
+    """Each --device goes through meanflow.distributed.resolve_device: auto, cpu, cuda, cuda:N."""
+    text = _help(_parser(name, monkeypatch), "--device")
+    assert all(form in text for form in ("auto", "cpu", "cuda", "cuda:N")), text
+
+
+def test_evaluate_puts_its_extractor_on_the_device_asked_for():
+    """torch-fidelity's cuda=True is .cuda(), the current GPU: --device cuda:1's images would
+    meet weights on cuda:0. The meta device stands for a GPU other than the current one."""
+    pytest.importorskip("torch_fidelity")
+    from fidelity_tiny import TINY
+
+    from meanflow.evaluate import make_extractor
+
+    extractor, _ = make_extractor(TINY, ["feat"], torch.device("meta"), None, verbose=False)
+    assert {b.device.type for b in extractor.buffers()} == {"meta"}
 
 
 @pytest.mark.parametrize(
