@@ -18,6 +18,30 @@ MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data
 DATA_MUTANTS = [
     # --------------------------------------------------------------------- meanflow/data/
     Mutant(
+        "image-loader-read-failures-not-resumed",
+        "meanflow/data/image_folder.py",
+        '    channels = 3\n    resumable_parts = ("read_failures",)\n',
+        "    channels = 3\n",
+        (f"{T}test_data_images.py::test_an_epochs_read_failures_are_counted_across_a_resume[torch]",),
+        "a resumed epoch counts its read failures from zero: more than max_read_failures go on silently",
+    ),
+    Mutant(
+        "dali-loader-read-failures-not-resumed",
+        "meanflow/data/dali_images.py",
+        '    channels = 3\n    resumable_parts = ("read_failures",)\n',
+        "    channels = 3\n",
+        (f"{T}test_data_images.py::test_an_epochs_read_failures_are_counted_across_a_resume[dali]",),
+        "the DALI loader's resumed epoch counts its read failures from zero",
+    ),
+    Mutant(
+        "read-failures-resumed-without-the-failed",
+        "meanflow/data/image_folder.py",
+        'self.failed, self.reads[:], self.class_failures[:] = failed, state["reads"], state["failures"]',
+        'self.reads[:], self.class_failures[:] = state["reads"], state["failures"]',
+        (f"{T}test_data_images.py::test_an_epochs_read_failures_are_counted_across_a_resume[torch]",),
+        "a resumed epoch keeps its reads per class but not its failures: the limit restarts at zero",
+    ),
+    Mutant(
         "sharding-ranks-interleaved",
         "meanflow/data/sharding.py",
         "shape = (self.batches_per_epoch, self.world_size, self.batch_size)",

@@ -252,6 +252,7 @@ class DALIImageLoader(ShardedLoader):
     """
 
     channels = 3
+    resumable_parts = ("read_failures",)
 
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
                  num_threads=4, flip=True, index: FolderIndex | None = None, cache="auto",

@@ -464,6 +464,27 @@ class ReadFailureLog:
                 f"drop out of training ({self._names(self.failed)}); {self._advice()}"
             )
 
+    def state_dict(self, rank: int, world_size: int) -> dict:
+        """The run's count, and this rank's failures and reads of the epoch under way."""
+        state = {"total": self.total, "rank": rank, "world_size": world_size, "epoch": self.epoch}
+        if self.epoch is not None:
+            failures = self.class_failures.tolist()
+            state.update(failed=[list(f) for f in self.failed], reads=self.reads.tolist(), failures=failures)
+        return state
+
+    def load_state_dict(self, state: dict | None, rank: int, world_size: int) -> None:
+        """Go on counting where ``state`` stopped, mid-epoch too: a resumed epoch is held to
+        ``max_fraction`` of all its images. A state of another rank or world size (a checkpoint
+        holds rank 0's), of another data set, or from before it was kept (None) starts at zero."""
+        state = state or {}
+        self.total, self.epoch = int(state.get("total", 0)), None
+        if state.get("epoch") is None or (state["rank"], state["world_size"]) != (rank, world_size):
+            return
+        failed = [ReadFailed(int(i), str(why)) for i, why in state["failed"]]
+        if len(state["reads"]) == len(self.class_sizes) and all(f.index < len(self.index) for f in failed):
+            self._start(int(state["epoch"]))
+            self.failed, self.reads[:], self.class_failures[:] = failed, state["reads"], state["failures"]
+
     def _names(self, failed):
         return name_a_few([self.index.files[f.index] for f in failed[:3]], len(failed))
 
@@ -506,6 +527,7 @@ class TorchImageLoader(ShardedLoader):
     (no DALI): ADM center crop to ``image_size``, random horizontal flip, [-1, 1], labels."""
 
     channels = 3
+    resumable_parts = ("read_failures",)
 
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
                  num_workers=4, flip=True, index=None, cache="auto", scan_workers=None,

@@ -77,6 +77,10 @@ class ShardedLoader:
     # What each label id means (a class folder's name, a digit); a checkpoint records them, since
     # the same count of other names would shift every label of a resumed run without an error.
     class_names: list | None = None
+    # Attributes with a resume state of their own (``state_dict(rank, world_size)``,
+    # ``load_state_dict(state or None, rank, world_size)``), kept under their names: an image
+    # loader's read-failure count, else a resumed epoch would count its failures from zero.
+    resumable_parts: tuple = ()
 
     def __init__(self, num_samples, batch_size, rank, world_size, seed, flip=True, shuffle=True):
         self.plan = EpochPlan(num_samples, batch_size, rank, world_size, seed, shuffle=shuffle, flip=flip)
@@ -119,11 +123,14 @@ class ShardedLoader:
         return self.epoch, self.position - 1
 
     def state_dict(self) -> dict:
+        rank, world = self.rank, self.world_size
+        parts = {name: getattr(self, name).state_dict(rank, world) for name in self.resumable_parts}
         return {
             "epoch": self.epoch,
             "position": self.position,
             "seed": self.seed,
             "num_samples": self.num_samples,
+            **parts,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -141,3 +148,5 @@ class ShardedLoader:
             self.seed = self.plan.seed = int(state["seed"])
         if self.position > self.plan.batches_per_epoch:  # fewer batches per epoch than before
             self.epoch, self.position = self.epoch + 1, 0
+        for name in self.resumable_parts:  # after the position: it may have moved to the next epoch
+            getattr(self, name).load_state_dict(state.get(name), self.rank, self.world_size)

@@ -383,3 +383,41 @@ def test_without_dali_auto_means_torch(tree, index, monkeypatch, tmp_path):
     assert type(build_loader(config, 0, 1, "cpu")) is TorchImageLoader
     with pytest.raises(ImportError, match="pip install nvidia-dali-cuda130"):
         DALIImageLoader(None, 2, index=index)
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_an_epochs_read_failures_are_counted_across_a_resume(index, kind):
+    """Two of an epoch's 12 images fail to read, one before a checkpoint and one after, with
+    max_read_failures 0.1 (1.2 images): the resumed loader stops at the second as the
+    uninterrupted one does. A loader state saved before the count was kept resumes at zero."""
+    import warnings
+
+    from meanflow.data.image_folder import ImageReadError
+
+    files = list(index.files)
+    files[1] = files[9] = os.path.join("class_000", "gone.jpg")  # in batches 0 and 2 of 4
+    broken = type(index)(index.root, index.classes, files, index.labels, index.summary)
+
+    def loader():
+        made = LOADERS[kind](None, 4, index=broken, flip=False, max_read_failures=0.1)
+        made.plan.shuffle = False
+        return made
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = loader()
+        next(iter(first))
+        state = first.state_dict()
+        assert first.failures == 1 and state["position"] == 1
+        resumed = loader()
+        resumed.load_state_dict(state)
+        it = iter(resumed)
+        next(it)
+        with pytest.raises(ImageReadError, match=r"^epoch 0: 2 of the 12 images this rank reads per epoch"):
+            next(it)
+        assert resumed.failures == 2
+        older = loader()
+        older.load_state_dict({k: v for k, v in state.items() if k != "read_failures"})
+        it = iter(older)
+        next(it), next(it)  # the second failure of the epoch is its first
+        assert older.failures == 1
