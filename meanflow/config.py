@@ -40,7 +40,6 @@ MODEL_CLASSES = (DIT_CLASS, *ADAPTERS)
 # The loss defaults live in one place, MeanFlowLoss's signature (docs/design.md section 1).
 _LOSS = _defaults(MeanFlowLoss.__init__)
 
-
 # What the flow-matching baseline reads of the loss keys; the others are MeanFlow's.
 FLOW_MATCHING_KEYS = ("time_mean", "time_std", "class_dropout")
 
@@ -122,12 +121,13 @@ class TrainConfig:
     # after the warmup: constant, or a cosine or linear decay to 0 at `steps`
     lr_schedule: str = "constant"
     grad_clip: float = 1.0  # max global grad norm; 0 = off
-    ema_decays: list = field(default_factory=lambda: [0.9999])  # EMA decays; samples and evals use the first
+    # EMA decays; the sample grids and evaluations use the first (none: the raw weights)
+    ema_decays: list = field(default_factory=lambda: [0.9999])
     seed: int = 0  # weights, data order and every draw of a step derive from it
-    device: str = "auto"  # auto = cuda when available
+    device: str = "auto"  # auto = cuda when available, else cpu; cpu, cuda (LOCAL_RANK's GPU) or cuda:N
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16", "fp32"
     compile: bool = False  # torch.compile the whole loss step
-    # The whole step (loss, backward, clipping, optimizer, EMA) as one CUDA graph replay:
+    # the whole step (loss, backward, clipping, optimizer, EMA) as one CUDA graph replay:
     # "auto" = on a GPU when the step can be one (said at start), "on" = required, "off".
     # Off by default until the GPU tests of the graphed step have run (docs/design.md section 5).
     cuda_graphs: str = "off"
@@ -135,7 +135,7 @@ class TrainConfig:
     # processes, 1 is far faster than oversubscribing: each op waits for its slowest thread.
     threads: int = 0
     log_every: int = 50  # write a metrics.jsonl line every this many steps; 0 = none
-    sample_every: int = 1000  # PNG grid of 1-NFE EMA samples; 0 = only at the end
+    sample_every: int = 1000  # PNG grid of samples every this many steps (and eval_every's); 0 = at the end
     sample_steps: int = 1  # network evaluations per image of the sample grids
     eval_every: int = 0  # eval hook (MNIST: classifier accuracy + Frechet distance); 0 = at the end
     eval_samples: int = 1000  # images the eval hook scores; 0 = no evaluation

@@ -208,4 +208,20 @@ PROGRAM_MUTANTS = [
         (f"{HELP}::test_evaluate_puts_its_extractor_on_the_device_asked_for",),
         "evaluate --device cuda:1 fails at its first batch: the extractor sits on cuda:0",
     ),
+    Mutant(
+        "config-help-cuda-graphs-capitalised",
+        "meanflow/config.py",
+        "    # the whole step (loss, backward",
+        "    # The whole step (loss, backward",
+        (f"{HELP}::test_trainer_keys_read_alike",),
+        "train --help's cuda_graphs line opens with a capital, unlike every other key",
+    ),
+    Mutant(
+        "config-help-sample-grid-one-step-ema",
+        "meanflow/config.py",
+        "  # PNG grid of samples every this many steps (and eval_every's); 0 = at the end",
+        "  # PNG grid of 1-NFE EMA samples; 0 = only at the end",
+        (f"{HELP}::test_trainer_keys_say_what_a_sample_grid_shows",),
+        "train --help says the grids are 1-NFE EMA samples: sample_steps and ema_decays decide",
+    ),
 ]

@@ -110,3 +110,31 @@ def test_an_option_that_would_do_nothing_is_a_usage_error(name, argv, message, t
         importlib.import_module(f"meanflow.{name}").main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _trainer_keys() -> dict:
+    """``{--key: its meaning}`` of ``python -m meanflow.train --help``'s key lines."""
+    from meanflow.config import keys_help
+
+    return {line.split()[0]: line.split("): ", 1)[1] for line in keys_help()}
+
+
+def test_trainer_keys_read_alike():
+    """Each key's meaning continues its line as the others do: no sentence capital (an acronym
+    or a name such as AdamW, CPU, PNG keeps its capitals)."""
+    capitalised = [
+        f"{key}: {meaning}"
+        for key, meaning in _trainer_keys().items()
+        if meaning[0].isupper() and meaning.split()[0][1:].islower()
+    ]
+    assert not capitalised
+
+
+def test_trainer_keys_say_what_a_sample_grid_shows():
+    """sample_steps decides the grids' network evaluations and ema_decays their weights (the
+    raw ones without an EMA): sample_every claims neither."""
+    keys = _trainer_keys()
+    assert "sample grids" in keys["--sample_steps"]
+    assert "sample grids" in keys["--ema_decays"] and "none: the raw weights" in keys["--ema_decays"]
+    assert not any(claim in keys["--sample_every"] for claim in ("NFE", "EMA"))
+    assert all(form in keys["--device"] for form in ("auto", "cpu", "cuda", "cuda:N"))
