@@ -40,7 +40,7 @@ import torch
 
 from .checkpoint import exclusive_folder, publish_directory, write_json_atomic
 from .cli import BAD_INPUT, errors_as_one_line
-from .data.image_folder import SKIPPED, FolderIndex, name_a_few, scan_image_folder
+from .data.image_folder import DECODE_VERSION, SKIPPED, FolderIndex, name_a_few, scan_image_folder
 from .data.latents import FORMAT, MANIFEST
 from .distributed import resolve_device
 from .vae import decode_latents, describe_identity, latent_scale, load_vae, vae_identity
@@ -218,6 +218,19 @@ def _resume_conflicts(old: dict, new: dict) -> list:
     return conflicts
 
 
+def _check_decode_version(old: dict, dst) -> None:
+    """Refuse to finish a folder begun under other image decoding rules (``DECODE_VERSION``):
+    its shards and the new ones would hold latents of images decoded two ways, and nothing in
+    the folder would tell them apart. Training on it as it is stays possible."""
+    version = old.get("decode_version", 1)  # written before the version was recorded
+    if version != DECODE_VERSION:
+        raise ValueError(
+            f"{dst!r} was begun by a prepare_latents that decoded images by other rules (version "
+            f"{version} there, {DECODE_VERSION} now): finishing it would mix latents of images decoded "
+            "two ways; prepare the latents anew into another destination (or remove this one first)"
+        )
+
+
 def _fingerprint(index: FolderIndex) -> str:
     h = hashlib.sha1()
     for rel, label in zip(index.files, index.labels.tolist()):
@@ -283,6 +296,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
             "image_size": image_size,
             "crop": "adm-center",  # as closely as the reader does it: meanflow.data.dali_images
             "reader": reader,
+            "decode_version": DECODE_VERSION,
             "vae": vae_identity(vae, weights),
             "scale_factor": scale,
             "shift_factor": shift,
@@ -298,6 +312,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back from disk
         path = os.path.join(dst, MANIFEST)
         if old is not None:
+            _check_decode_version(old, dst)
             conflicts = _resume_conflicts(old, manifest)
             if conflicts:
                 raise ValueError(

@@ -13,6 +13,8 @@ LATENTS = (f"{T}test_data_latents.py",)
 IMAGES = (f"{T}test_data_images.py",)
 SHARDS = (f"{T}test_data.py", f"{T}test_data_latents.py")
 INTEGRITY = (f"{T}test_data_integrity.py",)
+PREPARE = "tests/faults/test_fault_prepare_latents.py"
+DECODE_RULES = (f"{PREPARE}::test_a_folder_begun_under_other_decoding_rules_is_not_finished",)
 MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations",)
 
 DATA_MUTANTS = [
@@ -248,5 +250,22 @@ DATA_MUTANTS = [
         "    state = None\n",
         MNIST_READS,
         "every evaluation of a run reads the classifier's cache file again",
+    ),
+    # ---------------------------------------------------------------- meanflow/prepare_latents.py
+    Mutant(
+        "prepare-latents-decode-version-unchecked",
+        "meanflow/prepare_latents.py",
+        "            _check_decode_version(old, dst)\n",
+        "",
+        DECODE_RULES,
+        "a folder begun before the image decoding changed is finished with the new decodes, in silence",
+    ),
+    Mutant(
+        "prepare-latents-unversioned-folder-taken-as-current",
+        "meanflow/prepare_latents.py",
+        'version = old.get("decode_version", 1)',
+        'version = old.get("decode_version", DECODE_VERSION)',
+        DECODE_RULES,
+        "a manifest from before the version was recorded passes for one of today's decoding rules",
     ),
 ]

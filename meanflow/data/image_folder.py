@@ -328,6 +328,14 @@ def center_crop_arr(pil_image, image_size: int) -> np.ndarray:
     return arr[top : top + image_size, left : left + image_size]
 
 
+# The version of the rules by which both readers decode an image (to_rgb and the ADM crop here,
+# DALI's decoder and resize in dali_images): bumped whenever an image decodes otherwise, so that
+# prepare_latents never finishes a folder with other decodes than it began with (a manifest
+# without it is version 1; 2: 16-bit grayscale scaled, EXIF orientation ignored by DALI too,
+# DALI's resize rounded half to even as ADM's).
+DECODE_VERSION = 2
+
+
 def to_rgb(im):
     """A PIL image in RGB as DALI's decoder gives it. 16-bit grayscale (a PNG or TIFF: mode
     ``I;16``; a PGM: ``I``) is scaled to 8 bits, ``round(v * 255 / 65535)``: PIL's own

@@ -187,6 +187,35 @@ def test_a_folder_with_no_finished_shard_starts_over_with_another_reader(made, s
     assert m["reader"] == "torch" and m["complete"]
 
 
+def test_a_folder_begun_under_other_decoding_rules_is_not_finished(made, src, tiny_vae, tmp_path, capsys):
+    """A folder half made before the image decoding changed (its manifest without
+    decode_version: version 1) or by another version is refused untouched, naming it, where
+    finishing it would mix two decodes in one folder; training reads it as it is. One of this
+    version is finished."""
+    from meanflow.data.image_folder import DECODE_VERSION
+
+    m = json.load(open(os.path.join(made, "manifest.json")))
+    assert m["decode_version"] == DECODE_VERSION
+    m["shards"][1]["done"], m["complete"] = False, False
+    for version in (None, DECODE_VERSION + 1, DECODE_VERSION):
+        dst = str(tmp_path / f"version{version}")
+        shutil.copytree(made, dst)
+        half = {k: v for k, v in m.items() if k != "decode_version"}  # None: as written before it
+        with open(os.path.join(dst, "manifest.json"), "w") as f:
+            json.dump(half if version is None else {**half, "decode_version": version}, f)
+        assert len(LatentIndex(dst, allow_partial=True)) == 2  # readable for training as it is
+        if version == DECODE_VERSION:
+            assert run(src, dst, tiny_vae[1]) == 0
+            assert len(LatentIndex(dst)) == 4
+            continue
+        before = snapshot(dst)
+        err = refused(capsys, src, dst, tiny_vae[1])
+        there = 1 if version is None else version
+        assert f"error: {dst!r} was begun by a prepare_latents that decoded images by other rules " in err
+        assert f"(version {there} there, {DECODE_VERSION} now)" in err and "prepare the latents anew" in err
+        assert snapshot(dst) == before
+
+
 # ------------------------------------------------------------------- names that are not UTF-8
 
 
