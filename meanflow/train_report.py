@@ -10,6 +10,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -122,20 +123,37 @@ def sample_grid_inputs(model_config, seed: int, device):
     return labels, noise, cols
 
 
+# Loaders whose grid decoder failed: their later grids skip it, so a VAE that does not load is
+# neither read again nor warned about at every grid.
+_UNDECODABLE = weakref.WeakSet()
+
+
 def grid_images(loader, samples: torch.Tensor) -> torch.Tensor:
     """Samples -> images for the PNG grid: latents go through the loader's ``decode`` (the VAE
     recorded in the latent folder's manifest; ten at a time to bound memory); a loader without
-    ``decode`` gives pixels already. A VAE that does not load never stops the run: the grid then
-    shows the first three latent channels, with a warning."""
+    ``decode`` gives pixels already. A decoder that fails (a VAE missing, unreadable or damaged,
+    no GPU memory left for it) never stops the run: this grid and the later ones show the first
+    three latent channels, with one warning."""
     decode = getattr(loader, "decode", None)
     if decode is None:
         return samples
+    if not _undecodable(loader):
+        try:
+            return torch.cat([decode(part) for part in samples.split(10)])
+        except Exception as e:  # whatever it is, a picture is not worth the training run
+            _undecodable(loader, add=True)
+            why = f"cannot decode with the latent folder's VAE ({type(e).__name__}: {e})"
+            warnings.warn(f"sample grids show latent channels 0-2: {why}", stacklevel=2)
+    return samples[:, :3]
+
+
+def _undecodable(loader, add: bool = False) -> bool:
     try:
-        return torch.cat([decode(part) for part in samples.split(10)])
-    except (FileNotFoundError, ImportError, ValueError) as e:
-        why = f"cannot decode with the latent folder's VAE: {e}"
-        warnings.warn(f"sample grids show latent channels 0-2: {why}", stacklevel=2)
-        return samples[:, :3]
+        if add:
+            _UNDECODABLE.add(loader)
+        return loader in _UNDECODABLE
+    except TypeError:  # a registered loader that is unhashable or not weak-referable: no memory
+        return False
 
 
 def evaluates(config) -> bool:

@@ -224,4 +224,20 @@ PROGRAM_MUTANTS = [
         (f"{HELP}::test_trainer_keys_say_what_a_sample_grid_shows",),
         "train --help says the grids are 1-NFE EMA samples: sample_steps and ema_decays decide",
     ),
+    Mutant(
+        "report-grid-decoder-errors-narrow",
+        _REPORT_PY,
+        "        except Exception as e:  # whatever it is",
+        "        except (FileNotFoundError, ImportError, ValueError) as e:  # whatever it is",
+        (f"{REPORT}::test_a_grid_decoder_that_fails_warns_once_and_the_run_goes_on",),
+        "a damaged or unreadable VAE (RuntimeError, PermissionError) stops the run at its first grid",
+    ),
+    Mutant(
+        "report-grid-decoder-tried-every-grid",
+        _REPORT_PY,
+        "    if not _undecodable(loader):",
+        "    if True:",
+        (f"{REPORT}::test_a_grid_decoder_that_fails_warns_once_and_the_run_goes_on",),
+        "a VAE that does not load is read again, and warned about, at every grid",
+    ),
 ]

@@ -1,5 +1,5 @@
 """What a run reports (meanflow/train_report.py): the means a log line holds, the progress bar's
-final line, the sample grid's classes and noise."""
+final line, the sample grid's classes and noise, and a grid whose decoder fails."""
 
 import io
 import json
@@ -7,13 +7,15 @@ import os
 import re
 import socket
 import sys
+import warnings
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from meanflow.train_report import ProgressBar, StepMeans, _samples_and_eval, sample_grid_inputs
+from meanflow.train_report import ProgressBar, StepMeans, _samples_and_eval, grid_images, sample_grid_inputs
 
 
 def _stats(loss: float) -> dict:
@@ -114,3 +116,39 @@ def test_the_grid_shows_a_class_per_column_from_the_seeds_noise():
         SimpleNamespace(num_classes=0, in_channels=1, input_size=8), 5, cpu
     )
     assert labels is None and cols == 10 and len(noise) == 100
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory"),
+        PermissionError(13, "Permission denied", "/models/sd-vae-ft-ema/diffusion_pytorch_model.safetensors"),
+        FileNotFoundError("the latents' VAE '/models/vae' is not on this machine"),
+    ],
+)
+def test_a_grid_decoder_that_fails_warns_once_and_the_run_goes_on(tmp_path, monkeypatch, error):
+    """A VAE that does not load (damaged, unreadable, missing) is tried once: every grid shows
+    latent channels 0-2 after one warning naming the error."""
+    from meanflow.data import latents
+    from meanflow.data.synthetic import make_latent_folder
+
+    loader = latents.TorchLatentLoader(
+        make_latent_folder(str(tmp_path), num=4, shape=(4, 4, 4)), 2, num_workers=0
+    )
+    loads = []
+
+    def fail(*args, **kwargs):
+        loads.append(args)
+        raise error
+
+    monkeypatch.setattr(latents, "load_latents_vae", fail)
+    samples = torch.randn(3, 4, 4, 4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # the count is grid_images' own, not the filter's
+        for _ in range(3):
+            assert torch.equal(grid_images(loader, samples), samples[:, :3])
+    assert len(loads) == 1
+    assert [str(w.message) for w in seen] == [
+        f"sample grids show latent channels 0-2: cannot decode with the latent folder's VAE "
+        f"({type(error).__name__}: {error})"
+    ]
