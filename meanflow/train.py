@@ -376,7 +376,10 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
 
 def cli(argv=None) -> None:
     """The command line: a mistake in the options, a config file, the data or a checkpoint is
-    one line on stderr and exit status 1, no traceback."""
+    one line on stderr and exit status 1, no traceback. Not the other programs' status 2 for bad
+    input (meanflow/cli.py): torchrun, which starts every multi-GPU run, exits 1 whatever its
+    workers' status, and a ValueError here may come hours into a run, from its data or the
+    checkpoints it finds, not only from its arguments."""
     try:
         main(argv)
     except (ValueError, TypeError, OSError, FloatingPointError) as e:  # say what, no traceback
