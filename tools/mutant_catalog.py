@@ -359,6 +359,14 @@ CATALOG = [
         TRAIN,
         "every step draws the same times and noise",
     ),
+    Mutant(
+        "train-img-per-s-counts-pauses",
+        "meanflow/train.py",
+        "            t_log += time.perf_counter() - paused\n",
+        "",
+        ("tests/meanflow/test_train.py::test_images_per_second_leave_out_checkpoints_grids_and_evaluations",),
+        "img_per_s counts the checkpoints, sample grids and evaluations made between its steps",
+    ),
     # ------------------------------------- meanflow/train.py, config.py: --model_class adapters
     Mutant(
         "train-adapter-no-ddp",
