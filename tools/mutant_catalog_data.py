@@ -126,8 +126,8 @@ DATA_MUTANTS = [
     Mutant(
         "data-ranks-compare-sample-counts-only",
         "meanflow/data/__init__.py",
-        "lists = gather(world_size, (len(files), digest.hexdigest()))",
-        'lists = gather(world_size, (len(files), ""))',
+        "lists = gather(world_size, (count, digest))",
+        'lists = gather(world_size, (count, ""))',
         INTEGRITY,
         "ranks whose copies hold as many samples, other ones or other labels, draw other permutations",
     ),
@@ -138,6 +138,14 @@ DATA_MUTANTS = [
         "",
         INTEGRITY,
         "a node whose image folder lacks a file gives its ranks another permutation: overlapping batches",
+    ),
+    Mutant(
+        "data-ranks-mnist-unchecked",
+        "meanflow/data/__init__.py",
+        '    check_same_data(world_size, source, len(loader.images), digest, "images")\n',
+        "",
+        (f"{T}test_data_integrity.py::test_ranks_whose_mnist_differs_are_refused",),
+        "a node whose MNIST files hold other images trains its ranks on other data than rank 0 records",
     ),
     Mutant(
         "sharding-left-out-per-rank-batch",

