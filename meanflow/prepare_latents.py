@@ -459,9 +459,14 @@ def main(argv=None):
     )
     parser.add_argument("--image-size", type=int, default=256, help="ADM center-crop size (default: 256)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per VAE batch (default: 32)")
-    parser.add_argument("--shard-size", type=int, default=4096, help="images per shard (the unit of resume)")
     parser.add_argument(
-        "--flips", choices=["none", "both"], default="none", help="both: also encode mirror images"
+        "--shard-size", type=int, default=4096, help="images per shard, the unit of resume (default: 4096)"
+    )
+    parser.add_argument(
+        "--flips",
+        choices=["none", "both"],
+        default="none",
+        help="both: also encode mirror images (default: none)",
     )
     parser.add_argument(
         "--dtype",
@@ -469,16 +474,20 @@ def main(argv=None):
         default="float32",
         help="dtype the posteriors are stored in; the VAE always runs in float32 (default: float32)",
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)"
+    )
     parser.add_argument(
         "--reader",
         choices=["auto", "dali", "torch"],
         default="auto",
-        help="image reader; auto = dali when installed",
+        help="image reader; auto: a resumed folder's own, else dali when installed (default: auto)",
     )
-    parser.add_argument("--workers", type=int, default=4, help="DALI threads or DataLoader workers")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="DALI threads or DataLoader workers (default: 4)"
+    )
     parser.add_argument("--scan-workers", type=int, default=None, help="processes validating images")
-    parser.add_argument("--preview", type=int, default=8, help="images in preview.png (0: none)")
+    parser.add_argument("--preview", type=int, default=8, help="images in preview.png, 0: none (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     with errors_as_one_line(parser, (*BAD_INPUT, NotADirectoryError)):
