@@ -49,7 +49,11 @@ def main(argv=None):
     parser.add_argument(
         "--repeats", type=int, default=5, help="timed calls; the median is shown (default: 5)"
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N",
+    )
     args = parser.parse_args(argv)
     lowest = {"batch": 1, "input_size": 1, "channels": 1, "num_classes": 0, "repeats": 1}
     for key, low in lowest.items():

@@ -7,10 +7,6 @@ import pytest
 import torch
 
 PROGRAMS = ["generate", "evaluate", "export", "sampler", "eval_mnist", "prepare_latents", "demo"]
-# Their help is not this file's to fix (meanflow/prepare_latents.py: --shard-size, --flips,
-# --device, --reader, --workers, --preview; meanflow/demo.py: --device); drop a mark once it passes.
-_UNSAID = pytest.mark.xfail(reason="a default its help does not say", strict=False)
-_DEVICE_FORMS = pytest.mark.xfail(reason="its --device help leaves out cuda:N", strict=False)
 
 
 class _Parsed(Exception):
@@ -41,10 +37,7 @@ def test_usage_names_the_command_and_every_flag_has_help(name, monkeypatch):
     assert not [a.dest for a in parser._actions if not a.help]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [n if n not in ("prepare_latents", "demo") else pytest.param(n, marks=_UNSAID) for n in PROGRAMS],
-)
+@pytest.mark.parametrize("name", PROGRAMS)
 def test_every_flag_with_a_default_says_it(name, monkeypatch):
     """A newcomer reads what a flag left out does: its help names the default and its value."""
     parser = _parser(name, monkeypatch)
@@ -60,7 +53,7 @@ def test_every_flag_with_a_default_says_it(name, monkeypatch):
 
 @pytest.mark.parametrize(
     "name",
-    ["generate", "evaluate", "sampler", pytest.param("prepare_latents", marks=_DEVICE_FORMS), "demo"],
+    ["generate", "evaluate", "sampler", "prepare_latents", "demo"],
 )
 def test_device_help_names_what_the_program_accepts(name, monkeypatch):
     """Each --device goes through meanflow.distributed.resolve_device: auto, cpu, cuda, cuda:N."""
