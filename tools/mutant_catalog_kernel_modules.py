@@ -1,8 +1,9 @@
 """The catalog's mutants of the kernels' Python modules around the kernels: the float64 oracle
-(``mfkernels/reference.py``), the time embedding, the input checks, the output layouts, the
-launch settings, the csrc extension's Python side and the deprecated module paths
-(``tools/mutant_catalog_kernels.py`` holds the kernels' own, ``tools/mutant_catalog.py`` the
-rules).
+(``mfkernels/reference.py``), the time embedding, the input checks and the ops' own checks,
+the eager path (``DualOp``), the output layouts, the launch settings, the copies the Triton
+launchers make of views their kernels cannot read, the csrc extension's Python side and the
+deprecated module paths (``tools/mutant_catalog_kernels.py`` holds the kernels' own,
+``tools/mutant_catalog.py`` the rules).
 
 The oracle's mutants name only the tests that check it against float64 ``torch.func.jvp`` or
 autograd of plain torch formulas: a bug shared by the oracle and a kernel passes every
@@ -22,6 +23,7 @@ CSRC = ("tests/mfkernels/test_csrc_ops.py", "tests/mfkernels/test_csrc_inputs.py
 LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_heads_inner",)
 GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
 EMB_INPUTS = ("tests/mfkernels/test_timestep_embedding_inputs.py",)
+VIEWS = ("tests/mfkernels/test_unusual_layouts.py",)
 SDPA_MASK = ("tests/mfkernels/test_sdpa_inputs.py::test_a_float_mask_sdpa_refuses_is_refused_naming_it",)
 
 _REF = "mfkernels/reference.py"
@@ -29,6 +31,7 @@ _EMB = "mfkernels/embedding.py"
 _CHECKS = "mfkernels/_checks.py"
 _LAUNCH = "mfkernels/backends/triton/launch.py"
 _CSRC = "mfkernels/backends/csrc.py"
+_TRITON = "mfkernels/backends/triton/"
 
 MODULE_MUTANTS = [
     # ------------------------------------------------------------- mfkernels/reference.py
@@ -360,6 +363,71 @@ MODULE_MUTANTS = [
         "return t",
         ("tests/mfkernels/test_residual.py", "tests/mfkernels/test_layernorm_modulate.py"),
         "a modulation vector with strided columns read as if unit-stride",
+    ),
+    # ---------------------------------- Triton launchers: the copies of what the kernels cannot read
+    Mutant(
+        "launcher-gelu-bias-strided",
+        _TRITON + "pointwise.py",
+        "x, x_dot, bias.contiguous() if has_bias else x, y, y_dot",
+        "x, x_dot, bias if has_bias else x, y, y_dot",
+        VIEWS,
+        "a GELU bias every other element read as adjacent",
+    ),
+    Mutant(
+        "launcher-rms-tangent-strided",
+        _TRITON + "rms_norm.py",
+        "x, x_dot = x.contiguous(), x_dot.contiguous()",
+        "x = x.contiguous()",
+        VIEWS,
+        "an RMSNorm tangent that is a view read as a flat buffer",
+    ),
+    Mutant(
+        "launcher-rms-weight-strided",
+        _TRITON + "rms_norm.py",
+        "weight.contiguous() if has_weight else x",
+        "weight if has_weight else x",
+        VIEWS,
+        "an RMSNorm weight every other element read as adjacent",
+    ),
+    Mutant(
+        "launcher-residual-tangents-strided",
+        _TRITON + "gated_residual.py",
+        "x, x_dot, f, f_dot = (t.contiguous() for t in (x, x_dot, f, f_dot))",
+        "x, f = x.contiguous(), f.contiguous()",
+        VIEWS,
+        "the gated residual's tangents read as flat buffers (a stride-0 zero tangent reads past it)",
+    ),
+    Mutant(
+        "launcher-residual-gate-columns",
+        _TRITON + "gated_residual.py",
+        "gate, gate_dot = (t if t.stride(-1) == 1 else t.contiguous() for t in (gate, gate_dot))",
+        "pass",
+        VIEWS,
+        "a gate with strided columns read as unit-stride",
+    ),
+    Mutant(
+        "launcher-residual-bwd-grad-columns",
+        _TRITON + "gated_residual.py",
+        "grad_y, gate, f = launch.unit_cols(grad_y), launch.unit_cols(gate), launch.unit_cols(f)",
+        "gate = launch.unit_cols(gate)",
+        VIEWS,
+        "the residual backward reads a gradient and f with strided columns as unit-stride",
+    ),
+    Mutant(
+        "launcher-ln-tangent-columns",
+        _TRITON + "layernorm_modulate.py",
+        "x, x_dot = launch.unit_cols(x), launch.unit_cols(x_dot)",
+        "x = launch.unit_cols(x)",
+        VIEWS,
+        "a LayerNorm tangent with strided columns read as unit-stride",
+    ),
+    Mutant(
+        "launcher-ln-vectors-columns",
+        _TRITON + "layernorm_modulate.py",
+        "shift, scale, shift_dot, scale_dot = map(launch.unit_cols, (shift, scale, shift_dot, scale_dot))",
+        "pass",
+        VIEWS,
+        "modulation vectors with strided columns read as unit-stride",
     ),
     # -------------------------------------------------------- mfkernels/backends/csrc.py
     Mutant(
