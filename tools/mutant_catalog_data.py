@@ -276,4 +276,12 @@ DATA_MUTANTS = [
         DECODE_RULES,
         "a manifest from before the version was recorded passes for one of today's decoding rules",
     ),
+    Mutant(
+        "latents-identity-without-decode-version",
+        "meanflow/data/latents.py",
+        '        made["decode_version"] = m.get("decode_version", 1)',
+        "        pass",
+        ("tests/faults/test_fault_changed_latents.py",),
+        "a training resume onto latents of the same images decoded by other rules goes on, mixing two",
+    ),
 ]

@@ -168,6 +168,7 @@ class LatentIndex:
         m = self.manifest
         vae = m.get("vae") or {}
         made = {k: m.get(k) for k in ("reader", "image_size", "crop", "flips", "dtype")}
+        made["decode_version"] = m.get("decode_version", 1)  # unrecorded: made before the rules changed
         return {
             "vae": {k: vae.get(k) for k in ("weights", "config", "sha256")},
             **made,

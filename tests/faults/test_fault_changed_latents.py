@@ -80,6 +80,19 @@ def test_a_resume_onto_latents_prepared_again_otherwise_is_refused(tmp_path, tin
     assert main(config(tmp_path, 2))["step"] == 2
 
 
+def test_a_resume_onto_latents_of_images_decoded_by_other_rules_is_refused(tmp_path, tiny_vae, monkeypatch):
+    """The same VAE, reader and images, but decoded by later rules (16-bit scaling, EXIF
+    orientation): other latents of the same classes and count."""
+    from meanflow import prepare_latents
+    from meanflow.train import main
+
+    src, dst, vae_a, _, last = trained(tmp_path, tiny_vae)
+    monkeypatch.setattr(prepare_latents, "DECODE_VERSION", prepare_latents.DECODE_VERSION + 1)
+    prepare(src, dst, vae_a)
+    with pytest.raises(ValueError, match=r"decode_version: (\d+) then, (?!\1)\d+ now"):
+        main(config(tmp_path, 2))
+
+
 def test_sampling_checks_the_vae_the_run_trained_with_not_the_folders_new_one(tmp_path, tiny_vae):
     from meanflow.export import export
     from meanflow.generate import run
