@@ -137,7 +137,7 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         load_optimizer_state(opt, ckpt["opt"])
         check_same_classes(ckpt.get("classes"), getattr(loader, "class_names", None))
         check_same_data(ckpt.get("data_identity"), loader)
-        loader.load_state_dict(ckpt["data"])
+        loader.load_state_dict(loader_state(ckpt, rank, world))
         step = int(ckpt["step"])
         restore_rngs(ckpt["rng"], seed, step, rank, world, device)
         return step
@@ -145,6 +145,14 @@ def restore(ckpt: dict, path: str, model, emas, opt, loader, rank: int, world: i
         # load_state_dict's messages span several lines; a KeyError's is only the key.
         reason = f"missing key {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
         raise ValueError(f"checkpoint {path!r} does not fit this run: {reason}") from e
+
+
+def loader_state(ckpt: dict, rank: int, world: int) -> dict:
+    """This rank's saved data-loader state: its own where the checkpoint holds every rank's
+    (a loader's mid-epoch read-failure count is its rank's), else rank 0's (the data position
+    every rank shares; a rank's own parts then start afresh)."""
+    ranks = ckpt.get("data_ranks")
+    return ranks[rank] if ranks and len(ranks) == world else ckpt["data"]
 
 
 def check_same_classes(recorded: list | None, now: list | None) -> None:
@@ -264,12 +272,14 @@ def save_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, ra
     weights = [p for m in (model, *emas) for p in m.parameters()]
     if not torch.stack([torch.isfinite(p).all() for p in weights]).all():
         raise FloatingPointError(f"step {step}: the weights hold NaN or inf (diverged): {kept_message(good)}")
-    rngs = gather(world, rng_state(device))
-    on_rank0(rank, world, _write_checkpoint, config, step, model, emas, opt, loader, rngs, world)
+    rngs, loader_states = zip(*gather(world, (rng_state(device), loader.state_dict())))
+    on_rank0(
+        rank, world, _write_checkpoint, config, step, model, emas, opt, loader, loader_states, rngs, world
+    )
     return os.path.join(config.out_dir, "last.pt"), step
 
 
-def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, rngs, world):
+def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, loader_states, rngs, world):
     state = {
         "model": model.state_dict(),
         "ema": [ema.state_dict() for ema in emas],
@@ -278,10 +288,11 @@ def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, 
         "config": config.to_dict(),
         "model_config": dataclasses.asdict(model.config),
         "step": step,
-        "data": loader.state_dict(),
+        "data": loader_states[0],
+        "data_ranks": list(loader_states),
         "classes": getattr(loader, "class_names", None),
         "data_identity": getattr(loader, "data_identity", None),
-        "rng": rngs,
+        "rng": list(rngs),
         "world_size": world,
     }
     last = os.path.join(config.out_dir, "last.pt")

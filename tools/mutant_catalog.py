@@ -344,6 +344,14 @@ CATALOG = [
         "resumed under another world size, every rank takes rank 0's stream: the same dropout masks",
     ),
     Mutant(
+        "train-loader-state-rank-0-for-all",
+        "meanflow/train_state.py",
+        '    return ranks[rank] if ranks and len(ranks) == world else ckpt["data"]',
+        '    return ckpt["data"]',
+        ("tests/faults/test_fault_ranks.py::test_each_rank_resumes_its_own_loader_state",),
+        "every rank resumes rank 0's loader state: the others' read failures of the epoch start at zero",
+    ),
+    Mutant(
         "train-rngs-seeded-without-rank",
         "meanflow/train_state.py",
         "np.random.SeedSequence([seed, step, rank])",

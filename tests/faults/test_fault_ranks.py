@@ -6,6 +6,7 @@ Each test spawns its ranks and waits for them a bounded time: a rank left waitin
 test instead of hanging it. A rank records what its work raised (or returned) in a file.
 """
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -276,6 +277,54 @@ def test_ranks_resuming_under_another_world_size_draw_their_own_streams(tmp_path
     assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
     assert not torch.equal(rngs[0]["numpy"][1], rngs[1]["numpy"][1])
     assert rngs[0]["python"] != rngs[1]["python"]
+
+
+@dataclasses.dataclass
+class _NoConfig:
+    pass
+
+
+class _RankStateLoader:
+    """A loader whose state is its rank's own (as an image loader's mid-epoch read failures are)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def state_dict(self):
+        return dict(self.state)
+
+    def load_state_dict(self, state):
+        self.state = state
+
+
+def _checkpoint_then_restore(rank, out, world_after):
+    """Every rank checkpoints its loader's state, then restores it as a run of ``world_after`` ranks."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    config = TrainConfig(out_dir=out, ema_decays=[])
+    model = torch.nn.Linear(2, 2)
+    model.config = _NoConfig()  # a checkpoint records its model's config (a dataclass)
+    opt = torch.optim.AdamW(model.parameters())
+    device = torch.device("cpu")
+    train_state.save_checkpoint(
+        config, 1, model, [], opt, _RankStateLoader({"mine": rank}), rank, WORLD, device, None
+    )
+    dist.barrier()
+    ckpt = torch.load(os.path.join(out, "last.pt"), weights_only=True)
+    restored = _RankStateLoader(None)
+    train_state.restore(ckpt, "last.pt", model, [], opt, restored, rank, world_after, device, config.seed)
+    return restored.state
+
+
+@pytest.mark.parametrize("world_after", [WORLD, 1])
+def test_each_rank_resumes_its_own_loader_state(tmp_path, world_after):
+    """A checkpoint holds every rank's loader state (a loader's read failures of the epoch under
+    way are its rank's); resumed by as many ranks, each takes back its own, by another number,
+    rank 0's (the data position they share)."""
+    outcomes = run_ranks(tmp_path, _checkpoint_then_restore, str(tmp_path), world_after)
+    mine = [{"mine": r} for r in range(WORLD)] if world_after == WORLD else [{"mine": 0}] * WORLD
+    assert [o.get("returned") for o in outcomes] == mine, outcomes
 
 
 # ------------------------------------------------------------------------------- data

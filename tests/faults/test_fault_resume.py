@@ -85,7 +85,7 @@ def test_checkpoint_missing_a_key_is_one_line_naming_file_and_key(tmp_path, fake
         message = cli_error(tiny_argv(tmp_path / "new", fake_mnist, "--steps", "4", "--resume", path))
         assert f"checkpoint {path!r} lacks the key(s) {key}: it cannot resume a run" in message
     path = str(tmp_path / "no-epoch.pt")
-    torch.save({**ckpt, "data": {"position": 2}}, path)
+    torch.save({**ckpt, "data": {"position": 2}, "data_ranks": [{"position": 2}]}, path)
     message = cli_error(tiny_argv(tmp_path / "new", fake_mnist, "--steps", "4", "--resume", path))
     assert f"checkpoint {path!r} does not fit this run: missing key 'epoch'" in message
     assert not (tmp_path / "new").exists()
