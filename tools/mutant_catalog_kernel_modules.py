@@ -364,7 +364,15 @@ MODULE_MUTANTS = [
         ("tests/mfkernels/test_residual.py", "tests/mfkernels/test_layernorm_modulate.py"),
         "a modulation vector with strided columns read as if unit-stride",
     ),
-    # ---------------------------------- Triton launchers: the copies of what the kernels cannot read
+    # ------------------------- Triton: views the kernels read at their strides or launchers copy
+    Mutant(
+        "attention-head-dim-stride-ignored",
+        _TRITON + "attention_kernels.py",
+        "    return rows + offs_d[None, :] * stride_d, rows + offs_e[None, :] * stride_d",
+        "    return rows + offs_d[None, :], rows + offs_e[None, :]",
+        VIEWS,
+        "attention reads the head dim as unit-stride: a transposed view, or a stride-0 zero tangent",
+    ),
     Mutant(
         "launcher-gelu-bias-strided",
         _TRITON + "pointwise.py",

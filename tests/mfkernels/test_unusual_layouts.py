@@ -1,4 +1,4 @@
-"""The row and pointwise ops on the memory layouts users hand them, on every backend that runs
+"""The row, pointwise and attention ops on the memory layouts users hand them, on every backend that runs
 CPU tensors: value, tangent and gradients against autograd of the float64 oracle
 (docs/design.md section 3). Each layout makes every operand a view the kernels cannot read as
 a flat buffer, each in its own way: transposed, every other column, a stride-0 expansion (a
@@ -16,13 +16,14 @@ import mfkernels
 from mfkernels import dispatch, reference
 
 B, N, D = 2, 3, 8
+HEADS, SEQ = 2, 5
 
 
 def view(kind: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """A float32 ``shape`` tensor (last dim ``D``) laid out as ``kind`` says."""
     lead, dim = shape[:-1], shape[-1]
     if kind == "transposed":  # the last dim is not unit stride
-        if not lead:
+        if not lead:  # a vector's only dim
             return torch.randn(2 * dim, generator=generator)[::2]
         return torch.randn(*lead[:-1], dim, lead[-1], generator=generator).transpose(-1, -2)
     if kind == "every_other_column":
@@ -50,6 +51,16 @@ def case(op: str, layout: str):
     vectors = [view(per_sample, (B, D), g) for _ in range(4)]
     feature = view(per_feature, (D,), g)
     grad_out = view(grad, (B, N, D), g)
+    heads = [view(kind, (B, HEADS, SEQ, D), g) for kind in [primal] * 3 + [tangent] * 3]
+    bias = view(per_sample, (SEQ, SEQ), g)
+    if op == "attention_jvp":
+        return (
+            lambda *a, backend=None: mfkernels.attention_jvp(*a, backend=backend, bias=bias),
+            lambda *a: reference.attention_jvp(*a, bias=bias.double()),
+            heads,
+            (0, 1, 2),
+            view(grad, (B, HEADS, SEQ, D), g),
+        )
     return {
         "layernorm_modulate_jvp": (
             mfkernels.layernorm_modulate_jvp,
@@ -73,12 +84,19 @@ def value_tangent_and_grads(fn, args, leaves, grad_out):
     """``fn``'s value and tangent and the gradients of ``<value, grad_out>``, each argument in
     ``leaves`` a leaf of its own layout."""
     args = [a.detach().requires_grad_() if i in leaves else a for i, a in enumerate(args)]
-    value, tangent = fn(*args)
+    value, tangent = fn(*args)[:2]
     grads = torch.autograd.grad(value, [args[i] for i in leaves], grad_out)
     return [value.detach(), tangent, *grads]
 
 
-OPS = ["layernorm_modulate_jvp", "gated_residual_jvp", "gelu_tanh_jvp", "silu_jvp", "rms_norm_jvp"]
+OPS = [
+    "layernorm_modulate_jvp",
+    "gated_residual_jvp",
+    "gelu_tanh_jvp",
+    "silu_jvp",
+    "rms_norm_jvp",
+    "attention_jvp",
+]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
