@@ -43,13 +43,19 @@ def test_a_checkpoint_whose_classes_do_not_fit_the_model_names_none(tmp_path):
     assert checkpoint_id2label(str(path), 0) == {}  # an unconditional model
 
 
+def latent_manifest(classes):
+    """A latent folder's manifest as prepare_latents writes it, holding no shards."""
+    shape = {"latent_shape": [4, 4, 4], "scale_factor": 0.18215}
+    return {"format": "meanflow-latents", "classes": classes, "shards": [], "flips": 1, **shape}
+
+
 def test_data_classes(tmp_path):
     assert data_classes("mnist", None) == [str(d) for d in range(10)]
     for name in ("dog", "cat", ".hidden"):
         (tmp_path / "images" / name).mkdir(parents=True)
     assert data_classes("imagefolder", str(tmp_path / "images")) == ["cat", "dog"]
     (tmp_path / "latents").mkdir()
-    manifest = {"format": "meanflow-latents", "classes": SYNSETS}
+    manifest = latent_manifest(SYNSETS)
     (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
     assert data_classes("latents", str(tmp_path / "latents")) == SYNSETS
     with pytest.raises(FileNotFoundError, match="no-such"):
@@ -75,7 +81,7 @@ def exported_index(tmp_path, model, data):
 def test_export_names_the_classes_of_the_latent_manifest(tmp_path, tiny):
     pytest.importorskip("diffusers")
     (tmp_path / "latents").mkdir()
-    manifest = {"format": "meanflow-latents", "classes": SYNSETS}
+    manifest = latent_manifest(SYNSETS)
     (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
     model = tiny(num_classes=3, in_channels=3)
     index = exported_index(tmp_path, model, {"name": "latents", "path": str(tmp_path / "latents")})
