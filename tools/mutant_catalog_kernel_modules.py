@@ -24,6 +24,7 @@ LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_head
 GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
 EMB_INPUTS = ("tests/mfkernels/test_timestep_embedding_inputs.py",)
 VIEWS = ("tests/mfkernels/test_unusual_layouts.py",)
+WIDTH = "tests/mfkernels/test_index_width.py::"
 SDPA_MASK = ("tests/mfkernels/test_sdpa_inputs.py::test_a_float_mask_sdpa_refuses_is_refused_naming_it",)
 
 _REF = "mfkernels/reference.py"
@@ -534,5 +535,14 @@ MODULE_MUTANTS = [
         "",
         SDPA_MASK,
         "a float16 mask on bfloat16 inputs passes under a jvp and fails in the model's plain forward",
+    ),
+    # ------------------------------------------- offsets past 2**31 - 1 (index width)
+    Mutant(
+        "triton-wide-mul-in-int32",
+        _TRITON + "triton_compat.py",
+        "index = tl.cast(index, tl.int64)",
+        "index = index",
+        (WIDTH + "test_wide_mul_passes_2_to_the_31",),
+        "every kernel's int64 offset wraps at 2**31 again",
     ),
 ]

@@ -67,8 +67,20 @@ if HAS_TRITON:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=input_precision)
         return tl.dot(a, b, acc, input_precision=input_precision)
 
+    @triton.jit
+    def wide_mul(index, stride, WIDE: tl.constexpr = True):
+        """``index * stride``, in int64 unless ``WIDE`` is false: an element offset formed from a
+        program id, a loop position or a row index (int32) and a stride, which may pass
+        2**31 - 1 when each factor fits in int32 (Triton passes integer arguments below 2**31
+        as int32 and multiplies in int32, wrapping silently). A launcher that knows every such
+        product fits passes ``WIDE=False`` for the offsets inside a kernel's loops, where int64
+        scalars cost registers (attention at 255 would spill)."""
+        if WIDE:  # one return: a kernel's returns must agree in type, constexpr branches too
+            index = tl.cast(index, tl.int64)
+        return index * stride
+
 else:  # pragma: no cover
-    dot = None
+    dot = wide_mul = None
 
 
 def triton_unsupported(*tensors) -> str | None:
