@@ -12,7 +12,7 @@ import torch
 
 from ...reference import GELU_TANH_C, GELU_TANH_K
 from . import launch
-from .triton_compat import tl, triton
+from .triton_compat import tl, triton, wide_mul
 
 
 @triton.jit
@@ -58,14 +58,16 @@ def _gelu_tanh_backward_kernel(
     """``dx = gelu_tanh'(x + b) dy`` over ``(n_rows, dim)``, written in DX's dtype. With a bias,
     program ``(i, j)`` also sums its ``CHUNK`` rows of the unrounded fp32 ``dx`` into
     ``DBIAS_PARTS[i, columns j]``: the bias gradient without a full-size fp32 ``dx``."""
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    # int64 from the program ids on: a flat (n,) input has dim = n, its column ids pass
+    # 2**31 - 1 past 2**31 elements, and row ids pass it when dim is a few elements.
+    cols = wide_mul(tl.program_id(1), BLOCK_D) + tl.arange(0, BLOCK_D)
     col_ok = cols < dim
     dbias = tl.zeros((BLOCK_D,), tl.float32)
-    first_row = tl.program_id(0) * CHUNK
+    first_row = wide_mul(tl.program_id(0), CHUNK)
     for start in range(0, CHUNK, ROWS):
         rows = first_row + start + tl.arange(0, ROWS)
         mask = (rows < n_rows)[:, None] & col_ok[None, :]
-        offs = rows.to(tl.int64)[:, None] * dim + cols[None, :]
+        offs = rows[:, None] * dim + cols[None, :]
         x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_BIAS:
@@ -76,7 +78,7 @@ def _gelu_tanh_backward_kernel(
         if HAS_BIAS:
             dbias += tl.sum(dx, axis=0)  # masked lanes loaded dy = 0: they add nothing
     if HAS_BIAS:
-        tl.store(DBIAS_PARTS + tl.program_id(0) * dim + cols, dbias, mask=col_ok)
+        tl.store(DBIAS_PARTS + wide_mul(tl.program_id(0), dim) + cols, dbias, mask=col_ok)
 
 
 @triton.jit
