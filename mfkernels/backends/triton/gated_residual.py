@@ -14,7 +14,7 @@ backward does; ``dx`` is ``dy`` itself.
 import torch
 
 from . import launch
-from .triton_compat import tl, triton
+from .triton_compat import tl, triton, wide_mul
 
 
 @triton.jit
@@ -30,7 +30,8 @@ def _gated_residual_jvp_kernel(
     G, GD: ``(batch, dim)`` at any row stride (chunks of the adaLN projection).
     """
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    # int64: columns are tiled, so dim has no row limit, and its ids pass 2**31 - 1 with it.
+    cols = wide_mul(tl.program_id(1), BLOCK_D) + tl.arange(0, BLOCK_D)
     mask = (rows < n_rows)[:, None] & (cols < dim)[None, :]
     b = (rows // tokens)[:, None]
     offs = rows[:, None] * dim + cols[None, :]
