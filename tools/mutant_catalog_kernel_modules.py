@@ -545,4 +545,12 @@ MODULE_MUTANTS = [
         (WIDTH + "test_wide_mul_passes_2_to_the_31",),
         "every kernel's int64 offset wraps at 2**31 again",
     ),
+    Mutant(
+        "triton-attention-wide-rows-never",
+        _TRITON + "attention.py",
+        "for dim in (2, 3)",
+        "for dim in ()",
+        (WIDTH + "test_wide_rows_where_one_head_passes_2_to_the_31",),
+        "past 2**31 elements in one head the loops step by wrapped int32 offsets",
+    ),
 ]

@@ -21,6 +21,8 @@ from .triton_compat import INTERPRET, triton, triton_unsupported, vector_alignme
 MAX_HEAD_DIM = 128
 # CUDA's limit on a grid's y and z: the launches put heads on y and the batch on z.
 MAX_GRID_YZ = 65535
+# Rows of a tile at most (BLOCK_M, BLOCK_N): a tile's row offsets from its first row are int32.
+MAX_TILE_ROWS = 128
 DQ_ENV_VAR = "MFK_ATTENTION_DQ"
 LOADS_ENV_VAR = "MFK_ATTENTION_LOADS"
 BACKWARD_ENV_VAR = "MFK_ATTENTION_BACKWARD"
@@ -61,6 +63,20 @@ def launch_grid(n_rows: int, block: int, heads: int, batch: int) -> tuple[int, i
     return triton.cdiv(n_rows, block), heads, batch
 
 
+def wide_rows(*tensors: Tensor | None) -> bool:
+    """The kernels' ``WIDE_ROWS``: whether a row (query, key) or column position times its
+    stride can pass 2**31 - 1 within one head of ``tensors`` (B, H, rows, cols): a dense bias
+    past 46340 x 46340, a packed qkv of 3 x 1152 wide rows past 621378 tokens. Then the loops
+    step their pointers by int64 offsets; below, by int32 ones, which the forward's d = 72
+    128 x 64 tiles at 255 registers need (int64 steps spill 24-48 bytes there on sm_90)."""
+    return any(
+        (t.shape[dim] + MAX_TILE_ROWS) * abs(t.stride(dim)) >= 2**31
+        for t in tensors
+        if t is not None
+        for dim in (2, 3)
+    )
+
+
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs need IEEE dots for the 1e-5 tolerance; 16-bit inputs ignore the setting.
     return "ieee" if dtype == torch.float32 else "tf32"
@@ -82,11 +98,14 @@ def jvp_unsupported(q, k, v, *rest) -> str | None:
         return f"needs v's head_dim equal to q's ({q.shape[-1]}), got {v.shape[-1]}"
     if max(q.shape[:2]) > MAX_GRID_YZ:
         return f"launches batch and heads on grid axes of at most {MAX_GRID_YZ}, got {tuple(q.shape[:2])}"
+    tensors = [t for t in (q, k, v, *rest) if isinstance(t, Tensor) and t.dim() == 4]
+    if any(MAX_TILE_ROWS * abs(s) >= 2**31 for t in tensors for s in t.stride()[2:]):
+        return "needs row and column strides below 2**24 elements (a tile's offsets are int32)"
     return None
 
 
 def backward_unsupported(grad_o, q, k, v, o, lse, scale, causal=False, bias=None) -> str | None:
-    return jvp_unsupported(q, k, v)
+    return jvp_unsupported(q, k, v, grad_o, o, bias)
 
 
 def _bias_args(bias, like: Tensor) -> tuple:
@@ -131,6 +150,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False, bias
             HEAD_DIM=head_dim, **head_dim_parts(head_dim), PREC=_precision(q.dtype),
             ALIGN=_stride_align(q, k, v, q_dot, k_dot, v_dot, o), TMA=tma, CAUSAL=bool(causal),
             KV_GROUP=heads // kv_heads, HAS_BIAS=bias is not None, KEY_BIAS=_key_bias(bias),
+            WIDE_ROWS=wide_rows(q, k, v, q_dot, k_dot, v_dot, o, bias),
         )  # fmt: skip
     return o, o_dot, lse
 
@@ -255,6 +275,7 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias
         bias_tensor, *bias_strides = _bias_args(bias, lse)
         flags = dict(CAUSAL=bool(causal), KV_GROUP=heads // kv_heads)
         flags.update(HAS_BIAS=bias is not None, KEY_BIAS=_key_bias(bias))
+        flags.update(WIDE_ROWS=wide_rows(q, k, v, grad_o, dq, dk, bias, dq_sums if atomic else None))
         _attn_bwd_dkdv[lambda meta: launch_grid(n_k, meta["BLOCK_N"], kv_heads, batch)](
             q, k, v, grad_o, lse, delta, dk, dv, dq_sums, bias_tensor,
             *strides, *dk.stride()[:3], *dq_sums.stride()[:3], *bias_strides,

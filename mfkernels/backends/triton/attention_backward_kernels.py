@@ -22,7 +22,7 @@ from .attention_kernels import (
     _row_ptrs,
     _with_alignment,
 )
-from .triton_compat import dot, tl, triton
+from .triton_compat import dot, tl, triton, wide_mul
 
 
 @triton.jit
@@ -39,27 +39,14 @@ def _attn_bwd_delta_kernel(
     off_h = tl.program_id(1).to(tl.int64)
     off_b = tl.program_id(2).to(tl.int64)
     pid_bh = off_b * H + off_h
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    first_m = tl.program_id(0) * BLOCK_M
+    offs_m = first_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m < N_Q)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(
-        OUT
-        + off_b * stride_ob
-        + off_h * stride_oh
-        + offs_m[:, None] * stride_on
-        + offs_d[None, :] * stride_od,
-        mask=mask,
-        other=0.0,
-    )
-    do = tl.load(
-        DO
-        + off_b * stride_dob
-        + off_h * stride_doh
-        + offs_m[:, None] * stride_don
-        + offs_d[None, :] * stride_dod,
-        mask=mask,
-        other=0.0,
-    )
+    o_rows = _row_ptrs(OUT, off_b, off_h, first_m, stride_ob, stride_oh, stride_on, BLOCK_M)
+    do_rows = _row_ptrs(DO, off_b, off_h, first_m, stride_dob, stride_doh, stride_don, BLOCK_M)
+    o = tl.load(o_rows + offs_d[None, :] * stride_od, mask=mask, other=0.0)
+    do = tl.load(do_rows + offs_d[None, :] * stride_dod, mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(DELTA + pid_bh * N_Q + offs_m, delta, mask=offs_m < N_Q)
 
@@ -71,18 +58,20 @@ def _attn_bwd_dkdv_tile(
     d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
     MASK_M: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
 ):  # fmt: skip
     """The query tile at ``start_m`` of the dK/dV loop (``*_ptrs`` at query row 0), in the
     transposed (key-major) orientation; with ``ATOMIC_DQ`` also this key tile's share of the
     tile's dQ, added at ``dq_ptrs`` (fp32). ``offs_n``: the block's key rows; with ``CAUSAL``
     a key after a query gets P = 0; with ``HAS_BIAS`` the transposed bias tile at
     ``bias_ptrs`` is added to the scores."""
-    q_ptrs, q_ptrs2 = q_ptrs + start_m * stride_qn, q_ptrs2 + start_m * stride_qn
-    do_ptrs, do_ptrs2 = do_ptrs + start_m * stride_don, do_ptrs2 + start_m * stride_don
+    q_step, do_step = wide_mul(start_m, stride_qn, WIDE_ROWS), wide_mul(start_m, stride_don, WIDE_ROWS)
+    q_ptrs, q_ptrs2 = q_ptrs + q_step, q_ptrs2 + q_step
+    do_ptrs, do_ptrs2 = do_ptrs + do_step, do_ptrs2 + do_step
     lse_ptrs, delta_ptrs = lse_ptrs + start_m, delta_ptrs + start_m
-    dq_ptrs, dq_ptrs2 = dq_ptrs + start_m * stride_an, dq_ptrs2 + start_m * stride_an
-    bias_ptrs = bias_ptrs + start_m * stride_bm
+    dq_step = wide_mul(start_m, stride_an, WIDE_ROWS)
+    dq_ptrs, dq_ptrs2 = dq_ptrs + dq_step, dq_ptrs2 + dq_step
+    bias_ptrs = bias_ptrs + wide_mul(start_m, stride_bm, WIDE_ROWS)
     m_ok = (start_m + offs_m) < n_q
     q = _load_tile(q_ptrs, m_ok, d_ok, MASK_M, MASK_D)
     do = _load_tile(do_ptrs, m_ok, d_ok, MASK_M, MASK_D).to(q.dtype)
@@ -139,7 +128,7 @@ def _attn_bwd_dkdv_queries(
     qk_scale, bias_ptrs, stride_bm,
     MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
 ):  # fmt: skip
     """The dK/dV loop of one key block over one query head's queries (``*_ptrs`` at its query
     row 0): whole query tiles unmasked, the ragged last one masked, and with ``CAUSAL`` only
@@ -155,7 +144,7 @@ def _attn_bwd_dkdv_queries(
                 dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
                 dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, start_m, N_Q, offs_m, offs_n, n_ok,
                 d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
-                False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, True, HAS_BIAS,
+                False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, True, HAS_BIAS, WIDE_ROWS,
             )  # fmt: skip
     else:
         m_whole = 0
@@ -164,14 +153,14 @@ def _attn_bwd_dkdv_queries(
             dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
             dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, start_m, N_Q, offs_m, offs_n, n_ok,
             d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, False, HAS_BIAS,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, False, HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
     if m_full < N_Q:
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_tile(
             dk, dk2, dv, dv2, k, k2, v, v2, q_ptrs, q_ptrs2, do_ptrs, do_ptrs2, lse_ptrs, delta_ptrs,
             dq_ptrs, dq_ptrs2, stride_qn, stride_don, stride_an, m_full, N_Q, offs_m, offs_n, n_ok,
             d_ok, e_ok, qk_scale, bias_ptrs, stride_bm,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL, HAS_BIAS,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL, HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
     return dk, dk2, dv, dv2
 
@@ -188,7 +177,7 @@ def _attn_bwd_dkdv_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, ATOMIC_DQ: tl.constexpr, CAUSAL: tl.constexpr,
-    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr,
+    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_K, BLOCK_N), H, B)``: dK, dV for one key block over all queries (with
@@ -213,13 +202,14 @@ def _attn_bwd_dkdv_kernel(
     off_h = tl.program_id(1).to(tl.int64)
     off_b = tl.program_id(2).to(tl.int64)
     pid_bh = off_b * H + off_h
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    first_n = tl.program_id(0) * BLOCK_N
+    offs_n = first_n + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
     n_ok = offs_n < N_K
 
-    k_rows = _row_ptrs(K, off_b, off_h, offs_n, stride_kb, stride_kh, stride_kn)
-    v_rows = _row_ptrs(V, off_b, off_h, offs_n, stride_vb, stride_vh, stride_vn)
+    k_rows = _row_ptrs(K, off_b, off_h, first_n, stride_kb, stride_kh, stride_kn, BLOCK_N)
+    v_rows = _row_ptrs(V, off_b, off_h, first_n, stride_vb, stride_vh, stride_vn, BLOCK_N)
     k, k2 = _load_parts(
         k_rows, offs_d, offs_e, stride_kd, n_ok, d_ok, e_ok, BLOCK_N, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
@@ -236,15 +226,15 @@ def _attn_bwd_dkdv_kernel(
         off_hq = off_h * KV_GROUP + group_h
         # Their LSE and delta rows: (batch, query head), the grid's own row without groups.
         row = pid_bh if KV_GROUP == 1 else off_b * H * KV_GROUP + off_hq
-        q_rows = _row_ptrs(Q, off_b, off_hq, offs_m, stride_qb, stride_qh, stride_qn)
-        do_rows = _row_ptrs(DO, off_b, off_hq, offs_m, stride_dob, stride_doh, stride_don)
+        q_rows = _row_ptrs(Q, off_b, off_hq, 0, stride_qb, stride_qh, stride_qn, BLOCK_M)
+        do_rows = _row_ptrs(DO, off_b, off_hq, 0, stride_dob, stride_doh, stride_don, BLOCK_M)
         q_ptrs, q_ptrs2 = _part_ptrs(q_rows, offs_d, offs_e, stride_qd)
         do_ptrs, do_ptrs2 = _part_ptrs(do_rows, offs_d, offs_e, stride_dod)
-        dq_rows = _row_ptrs(DQ_ACC, off_b, off_hq, offs_m, stride_ab, stride_ah, stride_an)
+        dq_rows = _row_ptrs(DQ_ACC, off_b, off_hq, 0, stride_ab, stride_ah, stride_an, BLOCK_M)
         dq_ptrs, dq_ptrs2 = _part_ptrs(dq_rows, offs_d, offs_e, 1)
         # Transposed, as the tiles here: rows are keys, columns queries (with KEY_BIAS one
         # column, read once per key: its query stride is 0).
-        bias_ptrs = _row_ptrs(BIAS, off_b, off_hq, offs_n, stride_bb, stride_bh, stride_bn)
+        bias_ptrs = _row_ptrs(BIAS, off_b, off_hq, first_n, stride_bb, stride_bh, stride_bn, BLOCK_N)
         if not KEY_BIAS:
             bias_ptrs = bias_ptrs + offs_m[None, :] * stride_bm
         dk, dk2, dv, dv2 = _attn_bwd_dkdv_queries(
@@ -252,10 +242,10 @@ def _attn_bwd_dkdv_kernel(
             LSE + row * N_Q + offs_m, DELTA + row * N_Q + offs_m, dq_ptrs, dq_ptrs2,
             stride_qn, stride_don, stride_an, N_Q, offs_m, offs_n, n_ok, d_ok, e_ok, qk_scale,
             bias_ptrs, stride_bm, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, ATOMIC_DQ, CAUSAL,
-            HAS_BIAS,
+            HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
 
-    out_rows = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gn
+    out_rows = _row_ptrs(0, off_b, off_h, first_n, stride_gb, stride_gh, stride_gn, BLOCK_N)
     out_mask = n_ok[:, None] & d_ok[None, :]
     tl.store(DK + out_rows + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
     tl.store(DV + out_rows + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask)
@@ -271,7 +261,7 @@ def _attn_bwd_dq_tile(
     start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
 ):  # fmt: skip
     """One key tile of the dQ loop; with ``MASK_N`` keys past ``n_k`` are masked, and with
     ``CAUSAL`` too keys after the query (``offs_m``: the tile's query rows); with ``HAS_BIAS``
@@ -289,7 +279,7 @@ def _attn_bwd_dq_tile(
         dp = dot(do2, tl.trans(v2), dp, PREC)
     s = s * qk_scale - lse2[:, None]
     if HAS_BIAS:
-        s = _add_bias(s, bias_ptrs + start_n * stride_bn, m_ok, n_ok)
+        s = _add_bias(s, bias_ptrs + wide_mul(start_n, stride_bn, WIDE_ROWS), m_ok, n_ok)
     if MASK_N:
         # Zero K rows alone would give exp2(-lse), which overflows when every logit < -89.
         keep = n_ok[None, :]
@@ -315,7 +305,8 @@ def _attn_bwd_dq_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, CAUSAL: tl.constexpr, KV_GROUP: tl.constexpr,
-    HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), H, B)``: ``dQ = scale dS K`` for one query block (with
     ``CAUSAL``, over the keys at or before its last query: the forward's tiles). K and V have
@@ -334,15 +325,16 @@ def _attn_bwd_dq_kernel(
     off_b = tl.program_id(2).to(tl.int64)
     pid_bh = off_b * H + off_h
     off_kv = off_h // KV_GROUP
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    first_m = tl.program_id(0) * BLOCK_M
+    offs_m = first_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
     m_ok = offs_m < N_Q
 
-    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
-    do_rows = _row_ptrs(DO, off_b, off_h, offs_m, stride_dob, stride_doh, stride_don)
-    k_rows = _row_ptrs(K, off_b, off_kv, offs_n, stride_kb, stride_kh, stride_kn)
-    v_rows = _row_ptrs(V, off_b, off_kv, offs_n, stride_vb, stride_vh, stride_vn)
+    q_rows = _row_ptrs(Q, off_b, off_h, first_m, stride_qb, stride_qh, stride_qn, BLOCK_M)
+    do_rows = _row_ptrs(DO, off_b, off_h, first_m, stride_dob, stride_doh, stride_don, BLOCK_M)
+    k_rows = _row_ptrs(K, off_b, off_kv, 0, stride_kb, stride_kh, stride_kn, BLOCK_N)
+    v_rows = _row_ptrs(V, off_b, off_kv, 0, stride_vb, stride_vh, stride_vn, BLOCK_N)
     q, q2 = _load_parts(
         q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
@@ -354,7 +346,7 @@ def _attn_bwd_dq_kernel(
     if HAS_BIAS:
         lse2 = _lse_seeing_no_key_as_inf(lse2)
     bias_ptrs = _query_major_bias_ptrs(
-        BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS
+        BIAS, off_b, off_h, first_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS, BLOCK_M
     )
     delta = tl.load(DELTA + pid_bh * N_Q + offs_m, mask=m_ok, other=0.0)
     k_ptrs, k_ptrs2 = _part_ptrs(k_rows, offs_d, offs_e, stride_kd)
@@ -365,36 +357,36 @@ def _attn_bwd_dq_kernel(
     dq2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     n_full = (N_K // BLOCK_N) * BLOCK_N
     if CAUSAL:  # the forward's key tiles: those the whole block sees, then the diagonal's, masked
-        n_whole, n_seen = _causal_key_ranges(tl.program_id(0) * BLOCK_M, N_K, n_full, BLOCK_M, BLOCK_N)
+        n_whole, n_seen = _causal_key_ranges(first_m, N_K, n_full, BLOCK_M, BLOCK_N)
     else:
         n_whole = n_full
     for start_n in range(0, n_whole, BLOCK_N):
+        k_step, v_step = wide_mul(start_n, stride_kn, WIDE_ROWS), wide_mul(start_n, stride_vn, WIDE_ROWS)
         dq, dq2 = _attn_bwd_dq_tile(
             dq, dq2, q, q2, do, do2, lse2, delta,
-            k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
-            v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
+            k_ptrs + k_step, k_ptrs2 + k_step, v_ptrs + v_step, v_ptrs2 + v_step,
             start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False, HAS_BIAS,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False, HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
     if CAUSAL:
         for start_n in range(n_whole, n_seen, BLOCK_N):
+            k_step, v_step = wide_mul(start_n, stride_kn, WIDE_ROWS), wide_mul(start_n, stride_vn, WIDE_ROWS)
             dq, dq2 = _attn_bwd_dq_tile(
                 dq, dq2, q, q2, do, do2, lse2, delta,
-                k_ptrs + start_n * stride_kn, k_ptrs2 + start_n * stride_kn,
-                v_ptrs + start_n * stride_vn, v_ptrs2 + start_n * stride_vn,
+                k_ptrs + k_step, k_ptrs2 + k_step, v_ptrs + v_step, v_ptrs2 + v_step,
                 start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
-                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, True, HAS_BIAS,
+                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, True, HAS_BIAS, WIDE_ROWS,
             )  # fmt: skip
     elif n_full < N_K:
+        k_step, v_step = wide_mul(n_full, stride_kn, WIDE_ROWS), wide_mul(n_full, stride_vn, WIDE_ROWS)
         dq, dq2 = _attn_bwd_dq_tile(
             dq, dq2, q, q2, do, do2, lse2, delta,
-            k_ptrs + n_full * stride_kn, k_ptrs2 + n_full * stride_kn,
-            v_ptrs + n_full * stride_vn, v_ptrs2 + n_full * stride_vn,
+            k_ptrs + k_step, k_ptrs2 + k_step, v_ptrs + v_step, v_ptrs2 + v_step,
             n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, bias_ptrs, stride_bn, m_ok,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False, HAS_BIAS,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, False, HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
 
-    out_rows = off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gn
+    out_rows = _row_ptrs(0, off_b, off_h, first_m, stride_gb, stride_gh, stride_gn, BLOCK_M)
     tl.store(
         DQ + out_rows + offs_d[None, :],
         (dq * scale).to(DQ.dtype.element_ty),

@@ -17,7 +17,7 @@ a power of two, split in two parts each padded on its own (d = 72 -> 64 + 16, no
 product over the head dim is then two dots, and every tile of it two tiles.
 """
 
-from .triton_compat import dot, tl, triton
+from .triton_compat import dot, tl, triton, wide_mul
 
 # Scores go through exp2, as in the Triton tutorial: log2(e) scales them into base 2, ln(2)
 # brings the LSE back to natural units.
@@ -44,9 +44,14 @@ def _load_tile(ptrs, row_ok, col_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.cons
 
 
 @triton.jit
-def _row_ptrs(X, off_b, off_h, offs, stride_b, stride_h, stride_n):
-    """Pointers to rows ``offs`` of head ``(off_b, off_h)`` of X, at column 0 (a column)."""
-    return X + off_b * stride_b + off_h * stride_h + offs[:, None] * stride_n
+def _row_ptrs(X, off_b, off_h, first, stride_b, stride_h, stride_n, ROWS: tl.constexpr):
+    """Pointers to rows ``first...first + ROWS`` of head ``(off_b, off_h)`` of X, at column 0
+    (a column). ``off_b``, ``off_h`` are int64, and so is the first row's offset, which passes
+    2**31 - 1 within one head (a dense bias past 46340 x 46340, a packed qkv of 3 x 1152 wide
+    rows past 621378 tokens); the rows' offsets from it stay int32, a register each. With X = 0,
+    the offsets alone (outputs that share strides)."""
+    rows = tl.arange(0, ROWS)[:, None] * stride_n
+    return X + off_b * stride_b + off_h * stride_h + wide_mul(first, stride_n) + rows
 
 
 @triton.jit
@@ -70,17 +75,18 @@ def _add_bias(s, bias_ptrs, row_ok, col_ok):
 
 @triton.jit
 def _query_major_bias_ptrs(
-    BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn,
-    KEY_BIAS: tl.constexpr,
+    BIAS, off_b, off_h, first_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn,
+    KEY_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
-    """Pointers to the bias of queries ``offs_m`` at keys ``offs_n``, a (queries, keys) tile;
+    """Pointers to the bias of queries ``first_m...first_m + BLOCK_M`` at keys ``offs_n``
+    (the first key tile's), a (queries, keys) tile;
     with ``KEY_BIAS`` (the same row of keys for every query) a ``(1, keys)`` row, so that a
     key-padding mask is read once per key tile, not once per query."""
     if KEY_BIAS:
         ptrs = BIAS + off_b * stride_bb + off_h * stride_bh + offs_n[None, :] * stride_bn
     else:
         ptrs = (
-            _row_ptrs(BIAS, off_b, off_h, offs_m, stride_bb, stride_bh, stride_bm)
+            _row_ptrs(BIAS, off_b, off_h, first_m, stride_bb, stride_bh, stride_bm, BLOCK_M)
             + offs_n[None, :] * stride_bn
         )
     return ptrs
@@ -166,13 +172,13 @@ def _kv_descriptors(X, offset, n_rows, stride_n, HEAD_DIM: tl.constexpr, ROWS: t
 
 @triton.jit
 def _load_kv(src, start_n, stride_n, n_ok, col_ok, MASK_N: tl.constexpr, MASK_COLS: tl.constexpr,
-             TMA: tl.constexpr, COL: tl.constexpr):  # fmt: skip
+             TMA: tl.constexpr, COL: tl.constexpr, WIDE: tl.constexpr):  # fmt: skip
     """Key rows ``start_n...`` of one head-dim part (from column ``COL``): ``src`` is a tensor
     descriptor (``TMA``) or the part's pointers at key row 0."""
     if TMA:  # the else matters: the compiler would build a statement after the if for TMA too
         tile = src.load([start_n, COL])
     else:
-        tile = _load_tile(src + start_n * stride_n, n_ok, col_ok, MASK_N, MASK_COLS)
+        tile = _load_tile(src + wide_mul(start_n, stride_n, WIDE), n_ok, col_ok, MASK_N, MASK_COLS)
     return tile
 
 
@@ -184,7 +190,7 @@ def _attn_jvp_fwd_tile(
     start_n, n_k, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
     MASK_N: tl.constexpr, MASK_D: tl.constexpr, MASK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TMA: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
 ):  # fmt: skip
     """One K/V tile of the online-softmax JVP loop; ``*_src`` are the tensors' sources for
     :func:`_load_kv`, ``*2`` the head dim's second part (used only with ``SPLIT``). With
@@ -194,22 +200,24 @@ def _attn_jvp_fwd_tile(
     at ``bias_ptrs`` (key 0) is added to the scores, and a row that has seen only masked keys
     so far keeps a finite reference for its exponentials."""
     n_ok = (start_n + offs_n) < n_k
-    k = _load_kv(k_src, start_n, stride_kn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
-    k_dot = _load_kv(kd_src, start_n, stride_kdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
+    k = _load_kv(k_src, start_n, stride_kn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0, WIDE_ROWS)
+    k_dot = _load_kv(kd_src, start_n, stride_kdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0, WIDE_ROWS)
     zero = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     s = dot(q, tl.trans(k), zero, PREC)
     s_dot = dot(q_dot, tl.trans(k), zero, PREC)
     s_dot = dot(q, tl.trans(k_dot), s_dot, PREC)
     if SPLIT:
-        k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
-        k_dot2 = _load_kv(kd_src2, start_n, stride_kdn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
+        k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1], WIDE_ROWS)
+        k_dot2 = _load_kv(
+            kd_src2, start_n, stride_kdn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1], WIDE_ROWS
+        )
         s = dot(q2, tl.trans(k2), s, PREC)
         s_dot = dot(q_dot2, tl.trans(k2), s_dot, PREC)
         s_dot = dot(q2, tl.trans(k_dot2), s_dot, PREC)
     s = s * qk_scale  # log2 domain
     s_dot = s_dot * scale  # natural units, as in docs/design.md section 2
     if HAS_BIAS:
-        s = _add_bias(s, bias_ptrs + start_n * stride_bn, m_ok, n_ok)
+        s = _add_bias(s, bias_ptrs + wide_mul(start_n, stride_bn, WIDE_ROWS), m_ok, n_ok)
     if MASK_N:
         keep = n_ok[None, :]
         if CAUSAL:
@@ -223,8 +231,8 @@ def _attn_jvp_fwd_tile(
     p = tl.math.exp2(s - m_ref[:, None])
     ps = p * s_dot
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _load_kv(v_src, start_n, stride_vn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
-    v_dot = _load_kv(vd_src, start_n, stride_vdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0)
+    v = _load_kv(v_src, start_n, stride_vn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0, WIDE_ROWS)
+    v_dot = _load_kv(vd_src, start_n, stride_vdn, n_ok, d_ok, MASK_N, MASK_D, TMA, 0, WIDE_ROWS)
     p_lo, ps_lo = p.to(v.dtype), ps.to(v.dtype)
     # O' = acc_t / l - (acc_ps / l) O cancels the (P * S') V part of acc_t against acc_ps O only
     # if both sum the same values: the rounded ps_lo the dot takes. Summing the fp32 ps leaves
@@ -234,8 +242,10 @@ def _attn_jvp_fwd_tile(
     acc_t = dot(p_lo, v_dot, acc_t * alpha[:, None], PREC)
     acc_t = dot(ps_lo, v, acc_t, PREC)
     if SPLIT:
-        v2 = _load_kv(v_src2, start_n, stride_vn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
-        v_dot2 = _load_kv(vd_src2, start_n, stride_vdn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])
+        v2 = _load_kv(v_src2, start_n, stride_vn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1], WIDE_ROWS)
+        v_dot2 = _load_kv(
+            vd_src2, start_n, stride_vdn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1], WIDE_ROWS
+        )
         acc_o2 = dot(p_lo, v2, acc_o2 * alpha[:, None], PREC)
         acc_t2 = dot(p_lo, v_dot2, acc_t2 * alpha[:, None], PREC)
         acc_t2 = dot(ps_lo, v2, acc_t2, PREC)
@@ -256,7 +266,7 @@ def _attn_jvp_fwd_kernel(
     H, N_Q, N_K, scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_E: tl.constexpr, SPLIT: tl.constexpr,
     PREC: tl.constexpr, ALIGN: tl.constexpr, TMA: tl.constexpr, CAUSAL: tl.constexpr,
-    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr,
+    KV_GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, KEY_BIAS: tl.constexpr, WIDE_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Grid ``(cdiv(N_Q, BLOCK_M), heads, batch)`` (:func:`attention.launch_grid`).
@@ -270,7 +280,8 @@ def _attn_jvp_fwd_kernel(
     ``CAUSAL``: query ``i`` sees keys ``j <= i`` only (top-left aligned, as SDPA's ``is_causal``).
     ``HAS_BIAS``: BIAS, (B, H, N_Q, N_K) at any strides (0 where it broadcasts), is added to
     the scaled scores; a row that sees no key gets O = O' = 0 and LSE = -inf. ``KEY_BIAS``:
-    its query stride is 0 (a key-padding mask), read as one row of keys.
+    its query stride is 0 (a key-padding mask), read as one row of keys. ``WIDE_ROWS``: the
+    K/V loop's offsets (key position times row stride) in int64 (``attention.wide_rows``).
     """
     MASK_D: tl.constexpr = BLOCK_D > HEAD_DIM
     MASK_E: tl.constexpr = BLOCK_D + BLOCK_E > HEAD_DIM
@@ -281,23 +292,23 @@ def _attn_jvp_fwd_kernel(
     stride_kdb, stride_kdh, stride_kdn = _with_alignment(stride_kdb, stride_kdh, stride_kdn, ALIGN)
     stride_vdb, stride_vdh, stride_vdn = _with_alignment(stride_vdb, stride_vdh, stride_vdn, ALIGN)
     stride_ob, stride_oh, stride_on = _with_alignment(stride_ob, stride_oh, stride_on, ALIGN)
-    pid_m = tl.program_id(0)
+    first_m = tl.program_id(0) * BLOCK_M
     off_h = tl.program_id(1).to(tl.int64)
     off_b = tl.program_id(2).to(tl.int64)
     pid_bh = off_b * H + off_h
     off_kv = off_h // KV_GROUP
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = first_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d, offs_e, d_ok, e_ok = _columns(HEAD_DIM, BLOCK_D, BLOCK_E)
     m_ok = offs_m < N_Q
 
     # Row pointers (one column); each part of the head dim adds its own columns.
-    q_rows = _row_ptrs(Q, off_b, off_h, offs_m, stride_qb, stride_qh, stride_qn)
-    qd_rows = _row_ptrs(QD, off_b, off_h, offs_m, stride_qdb, stride_qdh, stride_qdn)
-    k_rows = _row_ptrs(K, off_b, off_kv, offs_n, stride_kb, stride_kh, stride_kn)
-    kd_rows = _row_ptrs(KD, off_b, off_kv, offs_n, stride_kdb, stride_kdh, stride_kdn)
-    v_rows = _row_ptrs(V, off_b, off_kv, offs_n, stride_vb, stride_vh, stride_vn)
-    vd_rows = _row_ptrs(VD, off_b, off_kv, offs_n, stride_vdb, stride_vdh, stride_vdn)
+    q_rows = _row_ptrs(Q, off_b, off_h, first_m, stride_qb, stride_qh, stride_qn, BLOCK_M)
+    qd_rows = _row_ptrs(QD, off_b, off_h, first_m, stride_qdb, stride_qdh, stride_qdn, BLOCK_M)
+    k_rows = _row_ptrs(K, off_b, off_kv, 0, stride_kb, stride_kh, stride_kn, BLOCK_N)
+    kd_rows = _row_ptrs(KD, off_b, off_kv, 0, stride_kdb, stride_kdh, stride_kdn, BLOCK_N)
+    v_rows = _row_ptrs(V, off_b, off_kv, 0, stride_vb, stride_vh, stride_vn, BLOCK_N)
+    vd_rows = _row_ptrs(VD, off_b, off_kv, 0, stride_vdb, stride_vdh, stride_vdn, BLOCK_N)
     q, q2 = _load_parts(
         q_rows, offs_d, offs_e, stride_qd, m_ok, d_ok, e_ok, BLOCK_M, BLOCK_E, MASK_D, MASK_E, SPLIT
     )
@@ -336,14 +347,14 @@ def _attn_jvp_fwd_kernel(
     acc_t2 = tl.zeros([BLOCK_M, BLOCK_E], dtype=tl.float32)
     qk_scale = scale * LOG2E
     bias_ptrs = _query_major_bias_ptrs(
-        BIAS, off_b, off_h, offs_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS
+        BIAS, off_b, off_h, first_m, offs_n, stride_bb, stride_bh, stride_bm, stride_bn, KEY_BIAS, BLOCK_M
     )
 
     # Full key tiles without row masks, then the ragged last tile (if any) with them. Causal:
     # the tiles every row of the block sees whole, then those on the diagonal, masked.
     n_full = (N_K // BLOCK_N) * BLOCK_N
     if CAUSAL:
-        n_whole, n_seen = _causal_key_ranges(pid_m * BLOCK_M, N_K, n_full, BLOCK_M, BLOCK_N)
+        n_whole, n_seen = _causal_key_ranges(first_m, N_K, n_full, BLOCK_M, BLOCK_N)
     else:
         n_whole = n_full
     for start_n in range(0, n_whole, BLOCK_N):
@@ -352,7 +363,7 @@ def _attn_jvp_fwd_kernel(
             k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
             stride_kn, stride_kdn, stride_vn, stride_vdn,
             start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
-            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False, HAS_BIAS,
+            False, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False, HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
     if CAUSAL:
         for start_n in range(n_whole, n_seen, BLOCK_N):
@@ -361,7 +372,7 @@ def _attn_jvp_fwd_kernel(
                 k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
                 stride_kn, stride_kdn, stride_vn, stride_vdn,
                 start_n, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
-                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, True, HAS_BIAS,
+                True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, True, HAS_BIAS, WIDE_ROWS,
             )  # fmt: skip
     elif n_full < N_K:
         acc_o, acc_o2, acc_t, acc_t2, acc_ps, m_i, l_i = _attn_jvp_fwd_tile(
@@ -369,7 +380,7 @@ def _attn_jvp_fwd_kernel(
             k_src, kd_src, v_src, vd_src, k_src2, kd_src2, v_src2, vd_src2,
             stride_kn, stride_kdn, stride_vn, stride_vdn,
             n_full, N_K, offs_n, offs_m, d_ok, e_ok, qk_scale, scale, bias_ptrs, stride_bn, m_ok,
-            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False, HAS_BIAS,
+            True, MASK_D, MASK_E, SPLIT, PREC, BLOCK_M, BLOCK_N, TMA, False, HAS_BIAS, WIDE_ROWS,
         )  # fmt: skip
 
     inv_l = 1.0 / l_i
@@ -380,7 +391,7 @@ def _attn_jvp_fwd_kernel(
     o_dot = acc_t * inv_l[:, None] - ps_mean[:, None] * o
     lse = (m_i + tl.math.log2(l_i)) * LN2
 
-    out_rows = off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_on
+    out_rows = _row_ptrs(0, off_b, off_h, first_m, stride_ob, stride_oh, stride_on, BLOCK_M)
     out_mask = m_ok[:, None] & d_ok[None, :]
     tl.store(OUT + out_rows + offs_d[None, :], o.to(OUT.dtype.element_ty), mask=out_mask)
     tl.store(OUT_DOT + out_rows + offs_d[None, :], o_dot.to(OUT_DOT.dtype.element_ty), mask=out_mask)
