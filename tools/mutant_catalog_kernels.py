@@ -315,8 +315,8 @@ KERNEL_MUTANTS = [
     Mutant(
         "attn-tma-second-part-at-column-0",
         "mfkernels/backends/triton/attention_kernels.py",
-        "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1])",
-        "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, 0)",
+        "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, q.shape[1], WIDE_ROWS)",
+        "k2 = _load_kv(k_src2, start_n, stride_kn, n_ok, e_ok, MASK_N, MASK_E, TMA, 0, WIDE_ROWS)",
         KERNEL_VARIANTS,
         "a tensor descriptor reads a split head dim's second part of K from column 0",
     ),
@@ -524,8 +524,8 @@ KERNEL_MUTANTS = [
     Mutant(
         "attn-bias-dkdv-kv-head",
         "mfkernels/backends/triton/attention_backward_kernels.py",
-        "bias_ptrs = _row_ptrs(BIAS, off_b, off_hq, offs_n, stride_bb, stride_bh, stride_bn)",
-        "bias_ptrs = _row_ptrs(BIAS, off_b, off_h, offs_n, stride_bb, stride_bh, stride_bn)",
+        "bias_ptrs = _row_ptrs(BIAS, off_b, off_hq, first_n, stride_bb, stride_bh, stride_bn, BLOCK_N)",
+        "bias_ptrs = _row_ptrs(BIAS, off_b, off_h, first_n, stride_bb, stride_bh, stride_bn, BLOCK_N)",
         ("tests/mfkernels/test_attention_groups_and_bias.py::test_fp32_grouped_query_heads_with_bias",),
         "the dK/dV kernel reads the bias of the key/value head, not of each query head of its group",
     ),
