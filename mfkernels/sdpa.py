@@ -128,12 +128,14 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=Fals
 
 def _additive_bias(attn_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """SDPA's ``attn_mask`` as the kernels' additive bias: a bool mask (True: take part) as 0 and
-    -inf, a float mask as it is."""
+    -inf, a float mask as it is. A bool mask's broadcast dims (stride 0: an ``expand``ed
+    key-padding mask, as Hugging Face models pass) stay broadcast: the kernels read any strides,
+    and a dense ``(batch, heads, seq, seq)`` copy would cost more memory than attention itself."""
     if attn_mask is None or attn_mask.is_floating_point():
         return attn_mask
-    return torch.zeros(attn_mask.shape, dtype=dtype, device=attn_mask.device).masked_fill_(
-        ~attn_mask, float("-inf")
-    )
+    stored = attn_mask[tuple(slice(0, 1) if st == 0 else slice(None) for st in attn_mask.stride())]
+    bias = torch.zeros(stored.shape, dtype=dtype, device=attn_mask.device)
+    return bias.masked_fill_(~stored, float("-inf")).expand(attn_mask.shape)
 
 
 def transform_reason() -> str | None:

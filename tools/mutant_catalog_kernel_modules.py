@@ -10,6 +10,7 @@ autograd of plain torch formulas: a bug shared by the oracle and a kernel passes
 kernel-against-oracle test, so those must not be what kills them."""
 
 from mutant import Mutant
+from mutant_catalog_index_width import INDEX_WIDTH_MUTANTS
 
 ORACLE = ("tests/mfkernels/test_reference_oracle.py", "tests/mfkernels/test_reference_ops.py")
 CHECKS = ("tests/mfkernels/test_input_checks.py", "tests/mfkernels/test_reference_ops.py")
@@ -24,7 +25,6 @@ LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_head
 GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
 EMB_INPUTS = ("tests/mfkernels/test_timestep_embedding_inputs.py",)
 VIEWS = ("tests/mfkernels/test_unusual_layouts.py",)
-WIDTH = "tests/mfkernels/test_index_width.py::"
 SDPA_MASK = ("tests/mfkernels/test_sdpa_inputs.py::test_a_float_mask_sdpa_refuses_is_refused_naming_it",)
 
 _REF = "mfkernels/reference.py"
@@ -536,61 +536,13 @@ MODULE_MUTANTS = [
         SDPA_MASK,
         "a float16 mask on bfloat16 inputs passes under a jvp and fails in the model's plain forward",
     ),
-    # ------------------------------------------- offsets past 2**31 - 1 (index width)
     Mutant(
-        "triton-wide-mul-in-int32",
-        _TRITON + "triton_compat.py",
-        "index = tl.cast(index, tl.int64)",
-        "index = index",
-        (WIDTH + "test_wide_mul_passes_2_to_the_31",),
-        "every kernel's int64 offset wraps at 2**31 again",
+        "sdpa-bool-mask-made-dense",
+        "mfkernels/sdpa.py",
+        "slice(0, 1) if st == 0 else slice(None)",
+        "slice(None)",
+        ("tests/mfkernels/test_sdpa_inputs.py::test_expanded_bool_mask_stays_broadcast",),
+        "an expanded key-padding mask becomes a dense batch x heads x seq^2 float bias: OOM at long N",
     ),
-    Mutant(
-        "triton-attention-wide-rows-never",
-        _TRITON + "attention.py",
-        "for dim in (2, 3)",
-        "for dim in ()",
-        (WIDTH + "test_wide_rows_where_one_head_passes_2_to_the_31",),
-        "past 2**31 elements in one head the loops step by wrapped int32 offsets",
-    ),
-    Mutant(
-        "triton-attention-row-offset-int32",
-        _TRITON + "attention_kernels.py",
-        "wide_mul(first, stride_n) + rows",
-        "first * stride_n + rows",
-        (WIDTH + "test_offset_products_are_int64",),
-        "a dense bias past 46340 x 46340 keys reads the wrong rows",
-    ),
-    Mutant(
-        "triton-attention-key-step-int32",
-        _TRITON + "attention_kernels.py",
-        "src + wide_mul(start_n, stride_n, WIDE)",
-        "src + start_n * stride_n",
-        (WIDTH + "test_offset_products_are_int64",),
-        "the K/V loop wraps past 2**31 elements of one head",
-    ),
-    Mutant(
-        "triton-gelu-backward-columns-int32",
-        _TRITON + "pointwise.py",
-        "cols = wide_mul(tl.program_id(1), BLOCK_D)",
-        "cols = tl.program_id(1) * BLOCK_D",
-        (WIDTH + "test_program_ids_are_widened",),
-        "a flat input of 2**31 elements writes dx over the wrong columns",
-    ),
-    Mutant(
-        "triton-gated-residual-columns-int32",
-        _TRITON + "gated_residual.py",
-        "cols = wide_mul(tl.program_id(1), BLOCK_D)",
-        "cols = tl.program_id(1) * BLOCK_D",
-        (WIDTH + "test_program_ids_are_widened",),
-        "rows of 2**31 elements wrap in the column ids",
-    ),
-    Mutant(
-        "csrc-silu-count-in-int",
-        "csrc/cuda/kernels.cu",
-        "const int64_t total = p.n / VEC;",
-        "const int total = p.n / VEC;",
-        (WIDTH + "test_csrc_loop_indices_are_int64",),
-        "the CUDA SiLU stops at 2**31 vectors",
-    ),
+    *INDEX_WIDTH_MUTANTS,
 ]

@@ -300,3 +300,29 @@ def test_a_float32_mask_on_bfloat16_inputs_takes_the_kernels():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
     check_fused_against_math(fn, primals, tangents, None, torch.bfloat16)
+
+
+@pytest.mark.parametrize("backend,dtype", BACKENDS)
+def test_expanded_bool_mask_stays_broadcast(backend, dtype, monkeypatch):
+    """A key-padding mask ``expand``ed to ``(batch, heads, seq_q, seq_k)`` (Hugging Face models
+    pass one) reaches the kernels as a bias broadcast as the mask is, not a dense float copy of
+    the full shape (batch x heads x seq^2: more memory than attention itself), and gives math SDPA's value, tangent and gradients."""
+    biases = []
+
+    def spy(*args, **kwargs):
+        biases.append(kwargs["bias"].stride())
+        return mfkernels.attention_jvp(*args, **kwargs)
+
+    monkeypatch.setattr(sdpa, "attention_jvp", spy)
+    batch, heads, n_q, n_k, _ = shape = SHAPES["cross"]
+    primals, tangents = attention_inputs(shape, dtype)
+    padding = torch.ones(batch, 1, 1, n_k, dtype=torch.bool)
+    padding[..., n_k - 3 :] = False
+    mask = padding.expand(batch, heads, n_q, n_k)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    check_fused_against_math(fn, primals, tangents, backend, dtype)
+    # Strides of 0 over heads and queries: one row of keys per sample, read in place.
+    assert biases and all(stride[1:3] == (0, 0) for stride in biases), biases
