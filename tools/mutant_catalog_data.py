@@ -20,6 +20,14 @@ MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data
 DATA_MUTANTS = [
     # --------------------------------------------------------------------- meanflow/data/
     Mutant(
+        "latents-checkpoint-vae-of-nones-checked",
+        "meanflow/data/latents.py",
+        'if record and record.get("weights"):',
+        "if record is not None:",
+        (f"{T}test_latent_provenance.py::test_latents_whose_manifest_records_no_vae",),
+        "sample/export of a model trained on latents without a recorded VAE fail on a record of Nones",
+    ),
+    Mutant(
         "image-loader-read-failures-not-resumed",
         "meanflow/data/image_folder.py",
         '    channels = 3\n    resumable_parts = ("read_failures",)\n',

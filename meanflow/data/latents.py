@@ -221,7 +221,16 @@ def load_latents_vae(manifest: dict, vae_path: str | None = None, device="cpu"):
     both) and names the ``data.vae`` key when the recorded path is not here."""
     from ..vae import RANDOM, check_vae, load_vae
 
-    record = manifest["vae"]
+    record = manifest.get("vae") or {}
+    if not record.get("weights"):  # a folder made by another tool: nothing to load or check
+        if not vae_path:
+            raise ValueError(
+                "the latent folder's manifest.json records no VAE: set data.vae to the one it was made with"
+            )
+        warnings.warn(
+            f"cannot check VAE {vae_path!r}: the latents' manifest.json records no VAE", stacklevel=2
+        )
+        return load_vae(vae_path, None, device)
     weights = vae_path or record["weights"]
     if weights != RANDOM and not os.path.exists(weights):
         raise FileNotFoundError(
@@ -245,6 +254,9 @@ def check_vae_against_latents(vae, root: str, name: str, strict: bool = True) ->
         manifest = read_manifest(root)
     except (FileNotFoundError, ValueError) as e:
         warnings.warn(f"cannot check VAE {name!r} against the training latents: {e}", stacklevel=2)
+        return
+    if not manifest.get("vae"):
+        warnings.warn(f"cannot check VAE {name!r}: the latents' manifest.json records no VAE", stacklevel=2)
         return
     check_vae(vae, manifest["vae"], name, strict)
 
@@ -277,7 +289,7 @@ def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> 
     from ..vae import check_vae
 
     root, record = _checkpoint_latents(ckpt)
-    if record is not None:
+    if record and record.get("weights"):  # latents without a recorded VAE record one of Nones
         check_vae(vae, record, name, strict)
     elif root is not None:
         check_vae_against_latents(vae, root, name, strict)

@@ -312,3 +312,33 @@ def test_generate_and_export_refuse_another_vae_than_the_latents(made, vae_folde
         export(ckpt, str(tmp_path / "pipe"), pipeline=True, vae=other)
     assert not os.path.exists(tmp_path / "pipe")
     export(ckpt, str(tmp_path / "pipe"), pipeline=True, vae=vae_folder)
+
+
+@needs_diffusers
+def test_latents_whose_manifest_records_no_vae(made, vae_folder, tmp_path):
+    """A latent folder another tool made, its manifest without ``vae``: decoding names
+    data.vae, decodes with it (a warning: nothing to check it against), and the checks of
+    sample, export and a checkpoint trained on it warn instead of a bare KeyError."""
+    from meanflow.data.latents import TorchLatentLoader, check_vae_against_latents, check_vae_for_checkpoint
+    from meanflow.vae import load_vae
+
+    bare = str(tmp_path / "latents")
+    shutil.copytree(made[1], bare)
+    m = manifest_of(bare)
+    del m["vae"]
+    with open(os.path.join(bare, "manifest.json"), "w") as f:
+        json.dump(m, f)
+    x, _ = next(iter(TorchLatentLoader(bare, 2, num_workers=0, latent_mode="mean")))
+    with pytest.raises(ValueError, match="records no VAE: set data.vae"):
+        TorchLatentLoader(bare, 2, num_workers=0).decode(x)
+    with pytest.warns(UserWarning, match="manifest.json records no VAE"):
+        images = TorchLatentLoader(bare, 2, num_workers=0, vae_path=vae_folder).decode(x)
+    assert torch.equal(images, TorchLatentLoader(made[1], 2, num_workers=0).decode(x))
+    vae = load_vae(vae_folder)
+    with pytest.warns(UserWarning, match="cannot check VAE 'v': the latents' manifest.json records no VAE"):
+        check_vae_against_latents(vae, bare, "v")
+    ckpt = str(tmp_path / "last.pt")
+    identity = TorchLatentLoader(bare, 2, num_workers=0).index.identity()
+    torch.save({"config": {"data": {"name": "latents", "path": bare}}, "data_identity": identity}, ckpt)
+    with pytest.warns(UserWarning, match="records no VAE"):
+        check_vae_for_checkpoint(vae, ckpt, "v")
