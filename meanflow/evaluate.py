@@ -294,6 +294,41 @@ def fid_stats(features: torch.Tensor) -> dict:
 
 # --------------------------------------------------------------------- metrics
 
+PRC_NEIGHBORHOOD = 3  # torch-fidelity's k of precision/recall (Kynkaanniemi et al.)
+# The fewest images of a set each metric can score, and why: below it torch-fidelity returns
+# NaN (a covariance and KID's unbiased MMD divide by n - 1), a constant (the Inception Score
+# of one image is 1 whatever it shows) or fails once every feature is extracted (no k-th
+# neighbour).
+FEWEST = {
+    "fid": (2, "a covariance"),
+    "kid": (2, "its unbiased MMD divides by n - 1"),
+    "isc": (2, "the score of one image is 1 whatever it shows"),
+    "prc": (PRC_NEIGHBORHOOD + 1, f"each image's ball reaches its {PRC_NEIGHBORHOOD} nearest neighbours"),
+}
+
+
+def check_counts(metrics, sample_set: ImageSet, ref_set, fid_stats_from_images: bool) -> None:
+    """Refuse, before any feature is extracted, a set with fewer images than a metric scores
+    (``FEWEST``): the samples for every metric, the reference's images for prc and kid, and
+    for FID statistics computed from them (``fid_stats_from_images``, also when saved)."""
+    need = [("samples", sample_set, m) for m in metrics]
+    need += [("reference", ref_set, m) for m in metrics if m in ("prc", "kid")]
+    if fid_stats_from_images:
+        need.append(("reference", ref_set, "fid"))
+    for role, images, metric in need:
+        fewest, why = FEWEST[metric]
+        if len(images) < fewest:
+            raise ValueError(
+                f"{metric} needs at least {fewest} images in the {role} ({why}): {images.path} "
+                f"holds {len(images)}"
+            )
+
+
+def isc_splits_for(n: int, isc_splits: int) -> int:
+    """torch-fidelity's ``isc_splits`` where each split holds two images or more; fewer splits
+    below ``2 * isc_splits`` images: a split of one image scores 1 whatever it shows."""
+    return max(1, min(isc_splits, n // 2))
+
 
 def evaluate(
     samples: str,
@@ -326,6 +361,8 @@ def evaluate(
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not isinstance(isc_splits, int) or isinstance(isc_splits, bool) or isc_splits < 1:
+        raise ValueError(f"isc_splits must be an int >= 1, got {isc_splits!r}")
     if ref_size is not None and (not isinstance(ref_size, int) or isinstance(ref_size, bool) or ref_size < 1):
         raise ValueError(f"--ref-size must be an int >= 1 (the samples' side in pixels), got {ref_size!r}")
     if ref_size is not None and not reference:
@@ -372,14 +409,13 @@ def evaluate(
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
     if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
         raise ValueError(f"feature extractor {feature_extractor!r} is not registered with torch-fidelity")
-    if "fid" in metrics and len(sample_set) < 2:
-        raise ValueError(f"FID needs at least 2 samples (a covariance), got {len(sample_set)}")
     if save_ref_stats and ref_set is None:
         raise ValueError("save_ref_stats needs a reference")
     cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
     layer = {m: cls.get_default_feature_layer_for_metric(m) for m in (*metrics, "fid")}
     if "fid" not in metrics and not save_ref_stats:
         del layer["fid"]
+    check_counts(metrics, sample_set, ref_set, "fid" in layer and ref_set.stats is None)
     check_destinations(
         out, save_ref_stats, [("samples", sample_set.npz), ("reference", ref_set and ref_set.npz)]
     )
@@ -415,13 +451,15 @@ def evaluate(
         reference_stats.check_shape(ref_stats, stats, feature_extractor)
         result["fid"] = fid_statistics_to_metric(stats, ref_stats, verbose)["frechet_inception_distance"]
     if "isc" in metrics:
-        isc = isc_features_to_metric(sample_feats[layer["isc"]], splits=min(isc_splits, len(sample_set)))
+        splits = isc_splits_for(len(sample_set), isc_splits)
+        isc = isc_features_to_metric(sample_feats[layer["isc"]], splits=splits)
         result["inception_score_mean"] = isc["inception_score_mean"]
         result["inception_score_std"] = isc["inception_score_std"]
+        result["isc_splits"] = splits
     if "prc" in metrics:
         a, b = (f[layer["prc"]].float().to(dev) for f in (sample_feats, ref_feats))
         prc = prc_features_to_metric(
-            a, b, prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=True, verbose=verbose
+            a, b, prc_neighborhood=PRC_NEIGHBORHOOD, prc_batch_size=10000, save_cpu_ram=True, verbose=verbose
         )
         result.update({k: prc[k] for k in ("precision", "recall", "f_score")})
     if "kid" in metrics:

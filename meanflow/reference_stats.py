@@ -92,7 +92,7 @@ def read(data, path: str, role: str):
     names = set(data.files)
     if not set(STATS) <= names:
         return None, None
-    stats = {k: data[k].astype(np.float64) for k in STATS}
+    stats = _read_stats(data, path, role)
     if names.isdisjoint((*RECORD, *OPTIONAL)):
         return stats, None
     found = {}
@@ -117,6 +117,25 @@ def read(data, path: str, role: str):
             "recompute the statistics with --save-ref-stats"
         )
     return stats, found
+
+
+def _read_stats(data, path: str, role: str) -> dict:
+    """``mu`` ``(D,)`` and ``sigma`` ``(D, D)`` as float64, refused unless real and finite: a
+    NaN or infinite member makes FID NaN or infinite, a complex one would lose its imaginary
+    part in the cast, and either would be a number reported without an error."""
+    try:
+        mu, sigma = (data[k] for k in STATS)
+    except ValueError as e:  # an object array, which np.load never unpickles here
+        raise ValueError(f"{role} {path}: mu and sigma must be numeric arrays: {e}") from e
+    d = mu.shape[0] if mu.ndim == 1 else None
+    if mu.dtype.kind not in "fiu" or sigma.dtype.kind not in "fiu" or d is None or sigma.shape != (d, d):
+        raise ValueError(
+            f"{role} {path}: mu and sigma must be real arrays of shapes (D,) and (D, D), got "
+            f"{mu.dtype} {mu.shape} and {sigma.dtype} {sigma.shape}"
+        )
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{role} {path}: mu or sigma holds NaN or infinite values: recompute the statistics")
+    return {"mu": mu.astype(np.float64), "sigma": sigma.astype(np.float64)}
 
 
 def crop_size(found) -> int | None:

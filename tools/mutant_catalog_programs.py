@@ -20,6 +20,7 @@ TRAIN = f"{T}test_train.py"
 OLD_NAME = f"{T}test_generate_cli.py::test_old_module_name_runs_the_program"
 CLI, DEMO = f"{T}test_cli.py", f"{T}test_demo.py"
 HELP = f"{T}test_cli_help.py"
+COUNTS = f"{T}test_evaluate_counts.py"
 IDENTITY, CLASS_NAMES = f"{T}test_run_identity.py", f"{T}test_class_names.py"
 # The temporaries a run removes: every name it writes when resumed, else the first manifest's.
 _REMOVED = 'WRITTEN if resumed else {".": r"manifest\\.json"}'
@@ -239,5 +240,30 @@ PROGRAM_MUTANTS = [
         "    if True:",
         (f"{REPORT}::test_a_grid_decoder_that_fails_warns_once_and_the_run_goes_on",),
         "a VAE that does not load is read again, and warned about, at every grid",
+    ),
+    # ------------------------------- meanflow/evaluate.py, reference_stats.py: numbers or refusals
+    Mutant(
+        "evaluate-counts-unchecked",
+        "meanflow/evaluate.py",
+        '    check_counts(metrics, sample_set, ref_set, "fid" in layer and ref_set.stats is None)\n',
+        "",
+        (f"{COUNTS}::test_a_set_too_small_for_a_metric_is_refused_before_extraction",),
+        "KID of one image reported as NaN, FID statistics of one reference image saved as NaN",
+    ),
+    Mutant(
+        "evaluate-isc-splits-of-one-image",
+        "meanflow/evaluate.py",
+        "    return max(1, min(isc_splits, n // 2))",
+        "    return max(1, min(isc_splits, n))",
+        (f"{COUNTS}::test_inception_score_splits_hold_two_images_or_more",),
+        "fewer than 10 samples score an Inception Score of 1 +- 0 whatever they show",
+    ),
+    Mutant(
+        "reference-stats-nan-taken",
+        "meanflow/reference_stats.py",
+        "    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):",
+        "    if False:",
+        (f"{COUNTS}::test_reference_statistics_must_be_real_finite_mu_and_sigma",),
+        "reference statistics holding infinity give an FID of inf, reported without an error",
     ),
 ]
