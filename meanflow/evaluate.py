@@ -26,7 +26,10 @@ version, and statistics so recorded are refused as the reference of a run with o
 features (``meanflow.reference_stats``; files without the record are used unchecked).
 
 Features come from a feature extractor registered with torch-fidelity (default its
-TF-compatible Inception-v3); the metric formulas are torch-fidelity's. Nothing is ever
+TF-compatible Inception-v3); the metric formulas are torch-fidelity's, and a set with fewer
+images than a metric can score (``FEWEST``) is refused before any extraction, where
+torch-fidelity would give NaN or a constant; the Inception Score takes its 10 splits from 20
+samples on, ``n // 2`` below (a split of one image scores 1 whatever it shows). Nothing is ever
 downloaded: the Inception weights are a local file (``--inception-weights`` or
 ``$MEANFLOW_INCEPTION_WEIGHTS``, else torch hub's checkpoint folder, where torch-fidelity
 itself would have cached them); ``vgg16`` takes its local file the same way, and the
