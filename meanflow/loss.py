@@ -54,8 +54,11 @@ def spread_rows(n: int, ratio: float, phase: float) -> Tensor:
     of the global batch has the same number of marked rows at every step (static shapes for
     ``torch.compile``).
     """
-    i = torch.arange(n + 1, dtype=torch.float64)
-    return (i * ratio + phase).floor().diff() > 0
+    position = torch.arange(n + 1, dtype=torch.float64) * ratio
+    # ``i * ratio`` can round just below the integer it is (180 * 0.35 = 62.99...): at phase 0
+    # a slice would then hold one marked row fewer, and the next one more.
+    position = torch.where((position - position.round()).abs() < 1e-9, position.round(), position)
+    return (position + phase).floor().diff() > 0
 
 
 def _host_uniform(device, generator=None) -> float:

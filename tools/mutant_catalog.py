@@ -17,7 +17,11 @@ from mutant_catalog_programs import PROGRAM_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
 
-LOSS = ("tests/meanflow/test_loss_time_range.py", "tests/meanflow/test_loss.py")
+LOSS = (
+    "tests/meanflow/test_loss_draws.py",
+    "tests/meanflow/test_loss_time_range.py",
+    "tests/meanflow/test_loss.py",
+)
 SAMPLER = ("tests/meanflow/test_sampler_pixels.py", "tests/meanflow/test_sampler.py")
 CHECKPOINT = (
     "tests/meanflow/test_checkpoint_safety.py",
@@ -141,10 +145,50 @@ CATALOG = [
     Mutant(
         "loss-spread-rows-all",
         _LOSS_PY,
-        "(i * ratio + phase).floor().diff() > 0",
-        "(i * ratio + phase).floor().diff() >= 0",
+        "(position + phase).floor().diff() > 0",
+        "(position + phase).floor().diff() >= 0",
         LOSS,
         "every row keeps r != t",
+    ),
+    Mutant(
+        "loss-spread-rows-unsnapped",
+        _LOSS_PY,
+        "torch.where((position - position.round()).abs() < 1e-9, position.round(), position)",
+        "position",
+        LOSS,
+        "at phase 0, 180 * 0.35 = 62.99... marks 62 rows, not 63: a rank's row count changes",
+    ),
+    Mutant(
+        "loss-time-mean-ignored",
+        _LOSS_PY,
+        "torch.sigmoid(mean + std * torch.randn(",
+        "torch.sigmoid(std * torch.randn(",
+        LOSS,
+        "times drawn from logit-normal(0, std) whatever time_mean",
+    ),
+    Mutant(
+        "loss-time-mean-std-swapped",
+        _LOSS_PY,
+        "x.shape[0], self.time_mean, self.time_std,",
+        "x.shape[0], self.time_std, self.time_mean,",
+        LOSS,
+        "logit-normal(time_std, time_mean)",
+    ),
+    Mutant(
+        "loss-row-phase-fixed-on-cpu",
+        _LOSS_PY,
+        "        return torch.rand((), generator=generator).item()\n",
+        "        return 0.0\n",
+        LOSS,
+        "the same rows keep r != t at every step",
+    ),
+    Mutant(
+        "loss-adaptive-c-constant",
+        _LOSS_PY,
+        "(sq.detach() + self.adaptive_c).pow(self.adaptive_p)",
+        "(sq.detach() + 1e-3).pow(self.adaptive_p)",
+        LOSS,
+        "adaptive_c ignored: the weight's c is always the default",
     ),
     Mutant(
         "loss-option-nan-accepted",

@@ -134,6 +134,25 @@ def test_flow_matching_float64(tiny):
     assert abs(loss.item() - (u - (noise["e"] - x.double())).square().mean().item()) <= 1e-13 * loss.item()
 
 
+@pytest.mark.parametrize("p, c", [(0.5, 500.0), (2.0, 2000.0)])
+def test_adaptive_weight_options(tiny, p, c):
+    """The weight ``1 / stopgrad(l + c)^p`` with the ``p`` and ``c`` asked for. The tiny DiT's
+    ``l`` is ~2000: at the default ``c = 1e-3`` and ``p = 1`` the loss is 1 - 5e-7 whatever ``l``
+    and ``c``, so here ``c`` is of ``l``'s size and the loss's value depends on both."""
+    model = tiny()
+    x, y = _batch(model, b=8)
+    objective = MeanFlowLoss(adaptive_p=p, adaptive_c=c)
+    noise = _draws(objective, x, 3)
+    loss, _ = objective(model, x, y, noise=noise)
+    loss.backward()
+    grads = [param.grad.clone() for param in model.parameters()]
+    model.zero_grad()
+    ref, _ = reference_loss(model, x, y, noise, 1.0, 0.5, p=p, c=c)
+    ref.backward()
+    assert abs(loss.item() - ref.item()) <= 1e-6 * abs(ref.item())
+    assert_grads_close(grads, [param.grad for param in model.parameters()], 1e-5)
+
+
 def test_target_matches_func_jvp(tiny):
     """u_tgt itself (through the plain MSE stat, the same up to the mean) agrees to 1e-6."""
     model = tiny()
