@@ -62,12 +62,15 @@ class _TargetDriver:
 def record_launches(modules, launcher):
     """Run ``launcher()`` with every kernel in ``modules`` replaced by a recorder; returns
     ``[(kernel name, kernel, grid, args, kwargs)]``, the kernels restored."""
+    import triton
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
     launches, saved = [], []
 
     class Recorder:
+        best_config = triton.Config({})  # what a launcher reads after an autotuned launch: defaults
+
         def __init__(self, name, kernel):
             self.name, self.kernel = name, kernel
 

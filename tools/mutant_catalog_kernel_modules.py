@@ -25,6 +25,7 @@ LAYOUT = ("tests/mfkernels/test_attention_jvp.py::test_outputs_are_laid_out_head
 GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
 EMB_INPUTS = ("tests/mfkernels/test_timestep_embedding_inputs.py",)
 VIEWS = ("tests/mfkernels/test_unusual_layouts.py",)
+LN = "tests/mfkernels/test_layernorm_modulate.py::"
 SDPA_MASK = ("tests/mfkernels/test_sdpa_inputs.py::test_a_float_mask_sdpa_refuses_is_refused_naming_it",)
 
 _REF = "mfkernels/reference.py"
@@ -364,6 +365,30 @@ MODULE_MUTANTS = [
         "return t",
         ("tests/mfkernels/test_residual.py", "tests/mfkernels/test_layernorm_modulate.py"),
         "a modulation vector with strided columns read as if unit-stride",
+    ),
+    Mutant(
+        "ln-backward-split-part-floored",
+        _TRITON + "layernorm_modulate.py",
+        "tokens_per_chunk = (tokens_per_chunk + SPLIT - 1) // SPLIT",
+        "tokens_per_chunk = tokens_per_chunk // SPLIT",
+        (LN + "test_backward_chunks_cut_by_the_tuned_split",),
+        "a tuned SPLIT that does not divide the chunk leaves its last tokens out of dshift/dscale",
+    ),
+    Mutant(
+        "ln-backward-sums-the-unsplit-chunks",
+        _TRITON + "layernorm_modulate.py",
+        "n_chunks = chunks(launch.chosen_split(_ln_modulate_bwd))",
+        "n_chunks = chunks(1)",
+        (LN + "test_backward_chunks_cut_by_the_tuned_split",),
+        "the tuner's finer chunks written, the coarse count summed: dshift/dscale miss tokens on the GPU",
+    ),
+    Mutant(
+        "launch-tuner-never-cuts-chunks",
+        _LAUNCH,
+        'splits = "SPLIT" in kernel.arg_names',
+        "splits = False",
+        (LN + "test_the_gpu_tunes_tiles_of_4_to_32_elements_a_thread",),
+        "the chunked backward's finer programs never timed: its few long loops stay",
     ),
     # ------------------------- Triton: views the kernels read at their strides or launchers copy
     Mutant(

@@ -88,7 +88,9 @@ def _pruned(kernel, n_arg, tile=2048, **named_args):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launch, "INTERPRET", False)  # the GPU's row_settings
         configs = tuner.prune_configs({})
-    return [(c.kwargs["ROWS"], c.num_warps) for c in configs]
+    return [
+        (c.kwargs["ROWS"], c.num_warps, *[c.kwargs[k] for k in ("SPLIT",) if k in c.kwargs]) for c in configs
+    ]
 
 
 @needs_triton
@@ -102,8 +104,12 @@ def test_the_gpu_tunes_tiles_of_4_to_32_elements_a_thread(monkeypatch):
     forward = _pruned(ln._ln_modulate_jvp_fwd_kernel, "n_rows", n_rows=64 * 256, dim=1152)
     assert forward[0] == (1, 8) and len(forward) == len(set(forward)) > 4
     assert all(4 <= rows * 2048 // (32 * warps) <= 32 for rows, warps in forward)
-    backward = _pruned(ln._ln_modulate_bwd_kernel, "tokens", 4096, tokens=256, dim=1152)
-    assert backward[0] == (2, 8) and set(backward) == set(forward)
+    backward = _pruned(ln._ln_modulate_bwd_kernel, "tokens", 4096, tokens=256, dim=1152, tokens_per_chunk=64)
+    assert backward[0] == (2, 8, 1) and {c[:2] for c in backward} == set(forward)
+    # the first tile again with its chunks cut in 2, 4 and 8 (parts of 32, 16, 8 tokens)
+    assert [c for c in backward if c[2] > 1] == [(2, 8, 2), (2, 8, 4), (2, 8, 8)]
+    short = _pruned(ln._ln_modulate_bwd_kernel, "tokens", 4096, tokens=256, dim=72, tokens_per_chunk=64)
+    assert short[0] == (32, 8, 1) and [c for c in short if c[2] > 1] == [(32, 8, 2)]  # 16 < 32 rows
     single = _pruned(ln._ln_modulate_jvp_fwd_kernel, "n_rows", n_rows=1, dim=1152)
     assert single == [(1, 8), (1, 2), (1, 4), (1, 16)]
     monkeypatch.setenv("MFK_AUTOTUNE", "0")
@@ -170,6 +176,31 @@ def test_backward_two_stage_sums(tokens_per_chunk):
     scale = mod.chunk(6, dim=1)[1]
     grad_m = torch.randn(batch, tokens, dim, device=DEVICE)
     out = layernorm_modulate_backward_triton(grad_m, x, scale, EPS, tokens_per_chunk=tokens_per_chunk)
+    ref = reference.layernorm_modulate_backward(grad_m.double(), x.double(), scale.double(), EPS)
+    for name, o, r in zip(("dx", "dshift", "dscale"), out, ref):
+        assert_close(name, o, r, 1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("split", [2, 4, 8])
+@pytest.mark.parametrize("tokens_per_chunk", [3, 16, 37])
+def test_backward_chunks_cut_by_the_tuned_split(monkeypatch, split, tokens_per_chunk):
+    """A tile whose ``SPLIT`` cuts each chunk in parts (the GPU's tuner may take one), taken
+    through a triton autotuner as on the GPU: every token summed once, however the parts fall
+    (ragged, or more parts than tokens)."""
+    from mfkernels.backends.triton import launch
+    from mfkernels.backends.triton import layernorm_modulate as ln
+    from mfkernels.backends.triton.triton_compat import triton
+
+    tile = triton.Config({"ROWS": 2, "SPLIT": split}, num_warps=4)
+    tuner = triton.autotune([tile], key=["tokens", "dim"])(ln._ln_modulate_bwd_kernel)
+    monkeypatch.setattr(ln, "_ln_modulate_bwd", tuner)
+    batch, tokens, dim = 2, 37, 72
+    x, _, mod, _ = make_inputs(batch, tokens, dim, torch.float32, torch.float32)
+    scale = mod.chunk(6, dim=1)[1]
+    grad_m = torch.randn(batch, tokens, dim, device=DEVICE)
+    out = layernorm_modulate_backward_triton(grad_m, x, scale, EPS, tokens_per_chunk=tokens_per_chunk)
+    assert launch.chosen_split(tuner) == split
     ref = reference.layernorm_modulate_backward(grad_m.double(), x.double(), scale.double(), EPS)
     for name, o, r in zip(("dx", "dshift", "dscale"), out, ref):
         assert_close(name, o, r, 1e-5)

@@ -8,6 +8,8 @@ slow Python step, so tiles are made much larger there; the kernels are the same,
 ``gpu_launch_settings`` test fixture runs the GPU's tiles in the interpreter.
 """
 
+import threading
+
 import torch
 
 from .triton_compat import INTERPRET, autotune_enabled, triton, triton_unsupported
@@ -20,6 +22,14 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Rows per program the GPU's row tuner tries (chunked backwards step by a multiple of each).
 TUNER_ROWS = (1, 2, 4, 8)
+
+# Parts the GPU's row tuner may cut a chunked backward's token chunks into (a kernel with a
+# ``SPLIT`` meta-parameter): more, shorter programs against more partial sums to add up.
+CHUNK_SPLITS = (1, 2, 4, 8)
+
+# Held from a tuned launch until the launcher has read the tile it took (chosen_split): the
+# tuner keeps its last choice in one attribute, which another thread's launch would overwrite.
+TUNED_LAUNCH = threading.Lock()
 
 # Widest row a one-row-per-tile kernel keeps in registers (fp32 row + tangent + temporaries).
 MAX_ROW_DIM = 16384
@@ -70,15 +80,20 @@ def autotune_rows(kernel, n_arg: str, tile: int = 2048):
 def row_tuner(kernel, n_arg: str, tile: int = 2048):
     """``kernel`` tuned over the ``(ROWS, num_warps)`` tiles that give each thread 4-32
     elements of a row, per ``(n_arg, dim)``: :func:`row_settings`' tile first, and alone under
-    ``MFK_AUTOTUNE=0``."""
-    candidates = [
-        triton.Config({"ROWS": rows}, num_warps=warps) for rows in TUNER_ROWS for warps in (2, 4, 8, 16)
-    ]
+    ``MFK_AUTOTUNE=0``. A chunked backward with a ``SPLIT`` meta-parameter (its
+    ``tokens_per_chunk`` cut into that many programs) also gets that first tile at each
+    :data:`CHUNK_SPLITS` that leaves a part at least a tile long."""
+    splits = "SPLIT" in kernel.arg_names
+
+    def config(rows, warps, split=1):
+        return triton.Config({"ROWS": rows, **({"SPLIT": split} if splits else {})}, num_warps=warps)
+
+    candidates = [config(rows, warps) for rows in TUNER_ROWS for warps in (2, 4, 8, 16)]
 
     def prune(configs, named_args, **kwargs):
         dim, n = named_args["dim"], named_args[n_arg]
         rows, block_d, warps = row_settings(dim, n, tile)
-        chosen = triton.Config({"ROWS": rows}, num_warps=warps)
+        chosen = config(rows, warps)
         if not autotune_enabled():
             return [chosen]
 
@@ -87,10 +102,16 @@ def row_tuner(kernel, n_arg: str, tile: int = 2048):
             return 4 <= per_thread <= 32 and c.kwargs["ROWS"] <= next_power_of_2(n)
 
         others = [c for c in configs if fits(c) and (c.kwargs["ROWS"], c.num_warps) != (rows, warps)]
-        return [chosen, *others]
+        # Each part of a cut chunk at least a tile long.
+        cuts = [
+            s for s in CHUNK_SPLITS[1:] if splits and triton.cdiv(named_args["tokens_per_chunk"], s) >= rows
+        ]
+        return [chosen, *others, *(config(rows, warps, s) for s in cuts)]
 
-    # Two candidates at least, or the autotuner never calls the pruner.
-    tuner = triton.autotune(candidates, key=[n_arg, "dim"], prune_configs_by={"early_config_prune": prune})
+    # Two candidates at least, or the autotuner never calls the pruner. A chunked backward's
+    # best SPLIT depends on its chunks, which depend on the batch: a key of its own.
+    key = [n_arg, "dim", *(["tokens_per_chunk"] if splits else [])]
+    tuner = triton.autotune(candidates, key=key, prune_configs_by={"early_config_prune": prune})
     return tuner(kernel)
 
 
@@ -101,14 +122,23 @@ class _RowSettingsLauncher:
     def __init__(self, kernel, n_arg: str, tile: int):
         self.kernel, self.n_arg, self.tile = kernel, n_arg, tile
 
+    split = 1  # a chunked backward's SPLIT (tests set others)
+
     def __getitem__(self, grid):
         def run(*args, **kwargs):
             named = dict(zip(self.kernel.arg_names, args))
             rows, _, warps = row_settings(named["dim"], named[self.n_arg], self.tile)
-            launch_grid = grid({"ROWS": rows}) if callable(grid) else grid
-            return self.kernel[launch_grid](*args, ROWS=rows, num_warps=warps, **kwargs)
+            meta = {"ROWS": rows, **({"SPLIT": self.split} if "SPLIT" in self.kernel.arg_names else {})}
+            self.best_config = triton.Config(meta, num_warps=warps)  # as triton's autotuner keeps it
+            launch_grid = grid(meta) if callable(grid) else grid
+            return self.kernel[launch_grid](*args, num_warps=warps, **meta, **kwargs)
 
         return run
+
+
+def chosen_split(launcher) -> int:
+    """The ``SPLIT`` of the tile ``launcher`` (:func:`autotune_rows`) took at its last launch."""
+    return launcher.best_config.kwargs.get("SPLIT", 1)
 
 
 def col_settings(dim: int, n_rows: int) -> tuple[int, int, int]:

@@ -65,20 +65,22 @@ def _ln_modulate_jvp_fwd_kernel(
 @triton.jit
 def _ln_modulate_bwd_kernel(
     G, X, SC, DX, DSH_PART, DSC_PART,
-    stride_gb, stride_gt, stride_xb, stride_xt, stride_sc,
+    stride_gb, stride_gt, stride_xb, stride_xt, stride_sc, stride_part,
     tokens, dim, tokens_per_chunk, eps,
-    ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT: tl.constexpr = 1,
 ):  # fmt: skip
-    """Primal backward over one chunk of tokens of one sample (grid ``(batch, n_chunks)``).
+    """Primal backward over one chunk of ``cdiv(tokens_per_chunk, SPLIT)`` tokens of one
+    sample (grid ``(batch, n_chunks)``).
 
     G, X: ``(batch, tokens, dim)`` with unit column stride; SC: ``(batch, dim)`` at any row
     stride; DX: contiguous like X. ``da = g (1 + scale)``,
     ``dx = (da - mean(da) - a mean(da a)) rstd``; the chunk's sums of ``g`` and ``g a`` over
-    its tokens go to DSH_PART, DSC_PART ``(batch, n_chunks, dim)`` fp32, summed afterwards
-    (deterministic, no atomics).
+    its tokens go to DSH_PART, DSC_PART ``(batch, >= n_chunks, dim)`` fp32 (batch stride
+    ``stride_part``), summed afterwards (deterministic, no atomics).
     """
     b = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
+    tokens_per_chunk = (tokens_per_chunk + SPLIT - 1) // SPLIT
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < dim
     col = cols[None, :]
@@ -105,7 +107,7 @@ def _ln_modulate_bwd_kernel(
         tl.store(DX + ((b * tokens + t) * dim)[:, None] + col, dx.to(DX.dtype.element_ty), mask=mask)
         dsh += tl.sum(g, axis=0)
         dsc += tl.sum(g * a, axis=0)
-    part = (b * tl.num_programs(1) + chunk) * dim + cols
+    part = b * stride_part + chunk * dim + cols
     tl.store(DSH_PART + part, dsh, mask=col_ok)
     tl.store(DSC_PART + part, dsc, mask=col_ok)
 
@@ -146,17 +148,23 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
         return dx, zeros, zeros.clone()
     if tokens_per_chunk is None:
         tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, dim, x.device)
-    n_chunks = triton.cdiv(tokens, tokens_per_chunk)
-    dshift = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=x.device)
+
+    def chunks(split):  # programs per sample with the chunks cut in ``split`` (the tile's SPLIT)
+        return triton.cdiv(tokens, triton.cdiv(tokens_per_chunk, split))
+
+    most = chunks(max(launch.CHUNK_SPLITS))
+    dshift = torch.empty(batch, most, dim, dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
-    _ln_modulate_bwd[(batch, n_chunks)](
-        grad_m, x, scale, dx, dshift, dscale,
-        grad_m.stride(0), grad_m.stride(1), x.stride(0), x.stride(1), scale.stride(0),
-        tokens, dim, tokens_per_chunk, float(eps), BLOCK_D=launch.next_power_of_2(dim),
-    )  # fmt: skip
-    if n_chunks == 1:
+    with launch.TUNED_LAUNCH:
+        _ln_modulate_bwd[lambda meta: (batch, chunks(meta.get("SPLIT", 1)))](
+            grad_m, x, scale, dx, dshift, dscale,
+            grad_m.stride(0), grad_m.stride(1), x.stride(0), x.stride(1), scale.stride(0), dshift.stride(0),
+            tokens, dim, tokens_per_chunk, float(eps), BLOCK_D=launch.next_power_of_2(dim),
+        )  # fmt: skip
+        n_chunks = chunks(launch.chosen_split(_ln_modulate_bwd))
+    if most == 1:  # one chunk, written in place
         return dx, dshift[:, 0], dscale[:, 0]
-    return dx, dshift.sum(1), dscale.sum(1)
+    return dx, dshift[:, :n_chunks].sum(1), dscale[:, :n_chunks].sum(1)
 
 
 def jvp_unsupported(x, x_dot, shift, scale, shift_dot, scale_dot, eps=1e-6):
