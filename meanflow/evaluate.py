@@ -246,32 +246,43 @@ def make_extractor(
 ):
     """``(extractor, provenance)``: the extractor, and the sha256 of the weights file it runs
     (None for an extractor registered by the user, which reads its own ``weights_path``)."""
+    weights, provenance = extractor_weights(name, weights_path, allow_unverified)
+    return build_extractor(name, layers, device, weights, verbose), provenance
+
+
+def extractor_weights(name: str, weights_path: str | None, allow_unverified=False):
+    """``(weights, provenance)`` of extractor ``name``, refused as ``make_extractor`` would
+    refuse them (not registered, weights missing, not the published file, or only downloadable):
+    ``evaluate`` asks before it reads a reference, whose scan can take minutes."""
     fidelity = _fidelity()
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-    from torch_fidelity.utils import create_feature_extractor
 
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         raise ValueError(
             f"feature extractor {name!r} is not registered with torch-fidelity {fidelity.__version__}"
         )
-    provenance = {"weights_sha256": None, "weights_verified": None}
-    weights = weights_path
     if name in PUBLISHED_WEIGHTS:
         path = resolve_weights(name, weights_path)
         digest, verified = verify_weights(name, path, allow_unverified)
-        provenance = {"weights_sha256": digest, "weights_verified": verified}
-        weights = safe_weights(name, path)
-    elif _downloads(name):
+        return safe_weights(name, path), {"weights_sha256": digest, "weights_verified": verified}
+    if _downloads(name):
         raise ValueError(
             f"feature extractor {name!r} downloads its weights (and cannot read a local file "
             f"safely); meanflow.evaluate never downloads: use {' or '.join(PUBLISHED_WEIGHTS)} "
             f"with a local weights file"
         )
+    return weights_path, {"weights_sha256": None, "weights_verified": None}
+
+
+def build_extractor(name: str, layers, device: torch.device, weights, verbose: bool):
+    """The torch-fidelity extractor ``name`` for ``layers``, on ``device``, from ``weights``
+    (``extractor_weights``'s)."""
+    from torch_fidelity.utils import create_feature_extractor
+
     kwargs = {"verbose": verbose, "feature_extractor_weights_path": weights}
     # Moved to the device itself: torch-fidelity's cuda=True is .cuda(), the current GPU, not
     # cuda:N (whose images then met weights on another GPU at the first batch).
-    extractor = create_feature_extractor(name, sorted(set(layers)), cuda=False, **kwargs).to(device)
-    return extractor, provenance
+    return create_feature_extractor(name, sorted(set(layers)), cuda=False, **kwargs).to(device)
 
 
 def extract(images: ImageSet, extractor, device, batch_size: int, verbose: bool) -> dict:
@@ -382,6 +393,10 @@ def evaluate(
         ("reference", reference if os.path.isfile(reference or "") else None),
     ]
     check_destinations(out, save_ref_stats, inputs)
+    # the device and the extractor's weights too: a typo or a missing weights file is refused
+    # before the reference is read, not minutes later
+    dev = resolve_device(device)
+    weights, provenance = extractor_weights(feature_extractor, weights_path, allow_unverified_weights)
     ref_set = ImageSet(reference, "reference", crop=ref_size) if reference else None
     if verbose and ref_set is not None and ref_set.index is not None:
         print(f"reference: {ref_set.index.describe()}", file=sys.stderr)  # as the trainer says it
@@ -410,8 +425,6 @@ def evaluate(
         reference_stats.check_image_size(ref_set.npz, recorded, sample_set.image_size())
     if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
-    if feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
-        raise ValueError(f"feature extractor {feature_extractor!r} is not registered with torch-fidelity")
     if save_ref_stats and ref_set is None:
         raise ValueError("save_ref_stats needs a reference")
     cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
@@ -423,10 +436,7 @@ def evaluate(
         out, save_ref_stats, [("samples", sample_set.npz), ("reference", ref_set and ref_set.npz)]
     )
 
-    dev = resolve_device(device)
-    extractor, provenance = make_extractor(
-        feature_extractor, layer.values(), dev, weights_path, verbose, allow_unverified_weights
-    )
+    extractor = build_extractor(feature_extractor, layer.values(), dev, weights, verbose)
     features = None
     if "fid" in layer:  # checked before any extraction: a refusal costs nothing
         # the size of images read as they are: ref_size records the crop's

@@ -21,6 +21,11 @@ OLD_NAME = f"{T}test_generate_cli.py::test_old_module_name_runs_the_program"
 CLI, DEMO = f"{T}test_cli.py", f"{T}test_demo.py"
 HELP = f"{T}test_cli_help.py"
 COUNTS = f"{T}test_evaluate_counts.py"
+_EARLY_CHECKS = (
+    "    dev = resolve_device(device)\n"
+    "    weights, provenance = extractor_weights(feature_extractor, weights_path, allow_unverified_weights)\n"
+)
+_READ_REFERENCE = '    ref_set = ImageSet(reference, "reference", crop=ref_size) if reference else None\n'
 IDENTITY, CLASS_NAMES = f"{T}test_run_identity.py", f"{T}test_class_names.py"
 # The temporaries a run removes: every name it writes when resumed, else the first manifest's.
 _REMOVED = 'WRITTEN if resumed else {".": r"manifest\\.json"}'
@@ -265,5 +270,13 @@ PROGRAM_MUTANTS = [
         "    if False:",
         (f"{COUNTS}::test_reference_statistics_must_be_real_finite_mu_and_sigma",),
         "reference statistics holding infinity give an FID of inf, reported without an error",
+    ),
+    Mutant(
+        "evaluate-weights-checked-after-the-reference",
+        "meanflow/evaluate.py",
+        _EARLY_CHECKS + _READ_REFERENCE,
+        _READ_REFERENCE + _EARLY_CHECKS,
+        (f"{T}test_evaluate_order.py",),
+        "a missing Inception weights file or a --device typo is refused after minutes of a tree's scan",
     ),
 ]
