@@ -229,6 +229,7 @@ def main(argv=None) -> dict:
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world, device = setup_distributed(config.device)
+    check_batch_split(config.batch_size, world)
     master = rank == 0
     loader = build_loader(config, rank, world, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -248,6 +249,18 @@ def main(argv=None) -> dict:
         # reads a checkpoint there before it is held (another run could still be writing it).
         on_rank0(rank, world, _hold_out_dir, held, config)
         return train(config, rank, world, device, loader, model, emas, opt, objective)
+
+
+def check_batch_split(batch_size: int, world: int) -> None:
+    """``batch_size`` is the global batch, each rank takes ``batch_size // world`` rows: a
+    remainder would silently train on a smaller batch than asked (and none at all per rank
+    when ``batch_size < world``). Every rank raises alike, before any collective."""
+    if batch_size % world:
+        below = batch_size - batch_size % world
+        near = " or ".join(str(n) for n in (below, below + world) if n)
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) must be a multiple of the {world} ranks, e.g. {near}"
+        )
 
 
 def _hold_out_dir(held: contextlib.ExitStack, config: TrainConfig) -> None:

@@ -16,6 +16,7 @@ against it).
 import dataclasses
 import os
 import random
+import re
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "mode
 SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step", "classes", "data_identity")
 # The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
 RUN_FILES = r"last\.pt|ckpt_\d{7}\.pt|config\.json"
+KEPT_NAME = re.compile(r"ckpt_(\d{7,})\.pt")  # ckpt_{step:07d}.pt
 
 
 def rng_state(device):
@@ -215,15 +217,64 @@ def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):
             raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
         refuse_replacing_another_run(last, path, config)
     if not os.path.isfile(path):
+        refuse_starting_over_kept(config.out_dir)
         return 0, None
     ckpt = load_checkpoint(path, model, device, config)
-    return restore(ckpt, path, model, emas, opt, loader, rank, world, device, config.seed), path
+    step = restore(ckpt, path, model, emas, opt, loader, rank, world, device, config.seed)
+    if rank == 0:
+        keep_missing(config, step, ckpt, path)
+    return step, path
+
+
+def kept_path(out_dir: str, step: int) -> str:
+    return os.path.join(out_dir, f"ckpt_{step:07d}.pt")
+
+
+def kept_checkpoints(out_dir: str) -> list[str]:
+    """The kept ``ckpt_<step>.pt`` files in ``out_dir``, the oldest step first."""
+    if not os.path.isdir(out_dir):
+        return []
+    steps = sorted(int(m.group(1)) for m in map(KEPT_NAME.fullmatch, os.listdir(out_dir)) if m)
+    return [kept_path(out_dir, step) for step in steps]
+
+
+def refuse_starting_over_kept(out_dir: str) -> None:
+    """A run that starts at step 0 would replace the kept checkpoints of an earlier run in its
+    out_dir (one whose last.pt was removed or never copied there): refused, naming them."""
+    kept = kept_checkpoints(out_dir)
+    if kept:
+        raise ValueError(
+            f"out_dir {out_dir!r} holds kept checkpoints ({os.path.basename(kept[0])} .. "
+            f"{os.path.basename(kept[-1])}) but no last.pt: a new run there would replace them; "
+            f"resume one (--resume {kept[-1]}, if written with keep_full) or use another out_dir"
+        )
+
+
+def keep_missing(config: TrainConfig, step: int, ckpt: dict, path: str) -> None:
+    """Write the ``ckpt_<step>.pt`` of the resumed ``step`` when it is due and missing: a run
+    killed (or out of disk) after its last.pt and before this copy would otherwise never
+    keep that step, since the resumed run writes its next kept checkpoint later."""
+    kept = kept_path(config.out_dir, step)
+    if not config.keep_every or step % config.keep_every or os.path.lexists(kept):
+        return
+    if config.keep_full:
+        atomic_copy(path, kept)
+    else:  # an older trainer's checkpoint may lack classes and data_identity
+        atomic_save({k: ckpt[k] for k in SAMPLING_KEYS if k in ckpt}, kept)
+    print(f"wrote {kept}: the run that reached step {step} stopped before keeping it", flush=True)
 
 
 def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> None:
-    """A run resumed from ``path`` writes ``last``, the out_dir's ``last.pt``: refused when that
-    holds another run (the same run may go back to an earlier checkpoint of its own)."""
-    if not os.path.isfile(last) or os.path.samefile(last, path):
+    """A run resumed from ``path`` writes ``last``, the out_dir's ``last.pt`` (or, where there
+    is none, its kept checkpoints): refused when that holds another run (the same run may go
+    back to an earlier checkpoint of its own)."""
+    what = "the last.pt"
+    if not os.path.isfile(last):
+        kept = kept_checkpoints(config.out_dir)
+        if not kept:
+            return
+        last, what = kept[-1], f"the kept {os.path.basename(kept[-1])}"
+    if os.path.samefile(last, path):
         return
     saved = load_torch_file(last, mmap=True)  # its config only: the tensors stay on disk
     if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)):
@@ -232,7 +283,7 @@ def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> N
     if changes:
         listing = ", ".join(f"{k}: {a!r} there vs {b!r} here" for k, (a, b) in changes.items())
         raise ValueError(
-            f"out_dir {config.out_dir!r} holds the last.pt of another run ({listing}): resuming "
+            f"out_dir {config.out_dir!r} holds {what} of another run ({listing}): resuming "
             f"{path!r} there would replace it; use another out_dir"
         )
 
@@ -298,7 +349,7 @@ def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, 
     last = os.path.join(config.out_dir, "last.pt")
     atomic_save(state, last)
     if config.keep_every and step % config.keep_every == 0:
-        kept = os.path.join(config.out_dir, f"ckpt_{step:07d}.pt")
+        kept = kept_path(config.out_dir, step)
         if config.keep_full:
             atomic_copy(last, kept)
         else:
