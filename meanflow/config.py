@@ -273,6 +273,7 @@ def _unit_interval(value) -> bool:
 
 _RULES = [  # (key, test, what the key allows): validate() names the first key that fails
     ("model_class", lambda v: v in MODEL_CLASSES, "one of " + ", ".join(MODEL_CLASSES)),
+    ("out_dir", lambda v: isinstance(v, str) and v.strip() != "", "a folder path, not empty"),
     ("steps", _at_least(1), "an integer >= 1"),
     ("batch_size", _at_least(1), "an integer >= 1"),
     ("sample_steps", _at_least(1), "an integer >= 1"),
@@ -371,8 +372,6 @@ def _float_keys(obj, prefix=""):
         elif hints[f.name] is float:
             yield prefix + f.name
 
-
-# ----------------------------------------------------------------------------- resume
 
 # ----------------------------------------------------------------------------- overrides
 

@@ -58,6 +58,7 @@ def test_config_file_then_command_line(tmp_path):
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--precision", "fp8"], "precision"),
         (["--lr_schedule", "step"], "lr_schedule must be constant, cosine or linear, got 'step'"),
+        (["--out_dir", ""], "out_dir must be a folder path, not empty, got ''"),
     ],
 )
 def test_bad_keys_and_values(argv, message):
