@@ -306,7 +306,8 @@ def test_a_float32_mask_on_bfloat16_inputs_takes_the_kernels():
 def test_expanded_bool_mask_stays_broadcast(backend, dtype, monkeypatch):
     """A key-padding mask ``expand``ed to ``(batch, heads, seq_q, seq_k)`` (Hugging Face models
     pass one) reaches the kernels as a bias broadcast as the mask is, not a dense float copy of
-    the full shape (batch x heads x seq^2: more memory than attention itself), and gives math SDPA's value, tangent and gradients."""
+    the full shape (batch x heads x seq^2: more memory than attention itself), and gives math
+    SDPA's value, tangent and gradients."""
     biases = []
 
     def spy(*args, **kwargs):
