@@ -180,7 +180,8 @@ def _lock_folder(path: str, program: str, argument: str) -> int:
             folder = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             continue
-        if _held_elsewhere(folder):
+        held = _lock(folder)
+        if held is False:
             os.close(folder)
             raise ValueError(
                 f"{argument} {path!r} is in use by another {program} run; wait for it to end or "
@@ -188,6 +189,12 @@ def _lock_folder(path: str, program: str, argument: str) -> int:
             )
         try:
             if os.path.samestat(os.fstat(folder), os.stat(path)):
+                if held is None:  # a cluster's shared disk mounted without flock, e.g. Lustre's default
+                    warnings.warn(
+                        f"{argument} {path!r} is on a file system without flock: another {program} "
+                        f"run started on it would not be refused; start only one",
+                        stacklevel=4,
+                    )
                 return folder
         except FileNotFoundError:
             pass
@@ -363,15 +370,21 @@ def _still_at(fd: int, path: str) -> bool:
         return False
 
 
-def _held_elsewhere(fd: int) -> bool:
-    """Whether another process holds the folder open as ``fd`` (``_held_temporary``, ``exclusive_folder``);
-    otherwise this one holds it now. False too where the file system has no ``flock``: the run
-    goes on without the lock."""
+def _lock(fd: int) -> bool | None:
+    """Take the kernel's ``flock`` on the folder open as ``fd``: True when this process holds it
+    now, False when another process does (``_held_temporary``, ``exclusive_folder``), None where
+    the file system has no ``flock`` (the caller goes on without the lock)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        return e.errno in (errno.EAGAIN, errno.EACCES)
-    return False
+        return False if e.errno in (errno.EAGAIN, errno.EACCES) else None
+    return True
+
+
+def _held_elsewhere(fd: int) -> bool:
+    """Whether another process holds the folder open as ``fd``; otherwise this one holds it now
+    (or the file system has no ``flock``)."""
+    return _lock(fd) is False
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>

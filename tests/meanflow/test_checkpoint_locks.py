@@ -1,0 +1,29 @@
+"""exclusive_folder on a file system without ``flock`` (a cluster disk mounted without it): the
+run goes on, and says that a second run on the folder would not be refused."""
+
+import errno
+import fcntl
+
+import pytest
+
+from meanflow import checkpoint
+
+
+def test_a_folder_without_flock_is_used_with_a_warning(tmp_path, monkeypatch):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match=f"out_dir '{out}' is on a file system without flock: another "):
+        with checkpoint.exclusive_folder(str(out), "meanflow.train", "out_dir"):
+            assert out.is_dir()
+    assert not out.exists()  # made for the run, left empty: removed again
+
+
+def test_a_folder_with_flock_is_held_without_a_word(tmp_path, recwarn):
+    with checkpoint.exclusive_folder(str(tmp_path / "run"), "meanflow.train", "out_dir"):
+        with pytest.raises(ValueError, match="is in use by another meanflow.train run"):
+            with checkpoint.exclusive_folder(str(tmp_path / "run"), "meanflow.train", "out_dir"):
+                pass
+    assert not [w for w in recwarn if "flock" in str(w.message)]
