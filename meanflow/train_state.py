@@ -39,7 +39,8 @@ from .run_identity import run_identity_changes
 # What main() reads from a checkpoint to resume a run.
 CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "model_config")
 # What a kept ckpt_<step>.pt holds unless keep_full: the EMA weights sampling and export read,
-# a quarter of a last.pt with one EMA (no raw weights, no AdamW moments). DiT-XL/2 in fp32:
+# a quarter of a last.pt with one EMA (no AdamW moments; raw weights only without an EMA,
+# kept_state). DiT-XL/2 in fp32:
 # 2.7 GB a kept checkpoint per EMA decay, where last.pt is 10.8 GB.
 SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step", "classes", "data_identity")
 # The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
@@ -259,9 +260,17 @@ def keep_missing(config: TrainConfig, step: int, ckpt: dict, path: str) -> None:
         return
     if config.keep_full:
         atomic_copy(path, kept)
-    else:  # an older trainer's checkpoint may lack classes and data_identity
-        atomic_save({k: ckpt[k] for k in SAMPLING_KEYS if k in ckpt}, kept)
+    else:
+        atomic_save(kept_state(ckpt), kept)
     print(f"wrote {kept}: the run that reached step {step} stopped before keeping it", flush=True)
+
+
+def kept_state(state: dict) -> dict:
+    """What a kept checkpoint holds unless keep_full: the :data:`SAMPLING_KEYS` (an older
+    trainer's checkpoint may lack classes and data_identity), and for a run without EMAs its
+    raw weights, the only ones it has (its sample grids use them too)."""
+    keys = SAMPLING_KEYS if state["ema"] else (*SAMPLING_KEYS, "model")
+    return {k: state[k] for k in keys if k in state}
 
 
 def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> None:
@@ -353,4 +362,4 @@ def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, 
         if config.keep_full:
             atomic_copy(last, kept)
         else:
-            atomic_save({k: state[k] for k in SAMPLING_KEYS}, kept)
+            atomic_save(kept_state(state), kept)

@@ -126,3 +126,16 @@ def test_a_batch_the_ranks_cannot_split_evenly_is_refused_before_any_write(tmp_p
     with pytest.raises(ValueError, match="batch_size 2 .* multiple of the 3 ranks, e.g. 3$"):
         train.check_batch_split(2, 3)
     train.check_batch_split(8, 2)
+
+
+def test_a_run_without_emas_keeps_its_raw_weights(tmp_path, fake_mnist):
+    """Without ema_decays a kept checkpoint of the EMAs alone held no weights at all."""
+    from meanflow.pretrained import load_model
+
+    run = tmp_path / "run"
+    train.main(kept_argv(run, fake_mnist, 2, "--ema_decays", "[]"))
+    kept, last = load(run / "ckpt_0000002.pt"), load(run / "last.pt")
+    assert kept["ema"] == [] and "opt" not in kept
+    for name, value in last["model"].items():
+        torch.testing.assert_close(kept["model"][name], value, rtol=0, atol=0, msg=name)
+    load_model(str(run / "ckpt_0000002.pt"), ema=None)
