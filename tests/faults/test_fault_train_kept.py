@@ -78,6 +78,10 @@ def test_a_kill_between_last_pt_and_the_kept_copy_keeps_that_step_on_resume(tmp_
     assert train.main(kept_argv(run, fake_mnist, 2))["steps_run"] == 0  # finished: nothing to train
     assert f"wrote {run / 'ckpt_0000002.pt'}" in capsys.readouterr().out
     assert_same_ema(load(run / "ckpt_0000002.pt"), load(run / "last.pt"))
+    kept = (run / "ckpt_0000002.pt").stat()
+    train.main(kept_argv(run, fake_mnist, 2))  # kept already: left as it is
+    assert "wrote" not in capsys.readouterr().out
+    assert (run / "ckpt_0000002.pt").stat().st_mtime_ns == kept.st_mtime_ns
 
 
 @pytest.mark.parametrize("keep_full", [False, True])
