@@ -540,8 +540,8 @@ KERNEL_MUTANTS = [
     Mutant(
         "sdpa-bool-mask-inverted",
         "mfkernels/sdpa.py",
-        '~attn_mask, float("-inf")',
-        'attn_mask, float("-inf")',
+        'bias.masked_fill_(~stored, float("-inf"))',
+        'bias.masked_fill_(stored, float("-inf"))',
         SDPA,
         "a bool attn_mask read the wrong way round (True masking a key)",
     ),
