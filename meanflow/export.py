@@ -6,11 +6,14 @@
     python -m meanflow.export --ckpt SiT-XL-2-256x256.pt --official-sit --out sit-init/
 
 ``--ema N`` picks the N-th EMA of a trainer checkpoint (``ema_decays`` order; default 0),
-``--raw`` the raw weights. ``--official-dit`` / ``--official-sit`` convert a facebookresearch/DiT
-or willisma/SiT checkpoint into the official network in our time convention (sigma channels
-dropped, MeanFlow's second time embedder starting with a zero output; docs/design.md
-section 7) -- a starting point for fine-tuning, not a MeanFlow sampler. The output directory
-appears only once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained``
+``--raw`` the raw weights; a pretrained directory as ``--ckpt`` holds one set, so ``--raw`` or
+``--ema N > 0`` there is refused. ``--official-dit`` / ``--official-sit`` convert a
+facebookresearch/DiT or willisma/SiT checkpoint into the official network in our time
+convention (sigma channels dropped, MeanFlow's second time embedder starting with a zero
+output; docs/design.md section 7) -- a starting point for fine-tuning, not a MeanFlow sampler;
+a MeanFlow checkpoint or export given to them is refused (it has a second time embedder, which
+no official network has). The output directory appears only once complete
+(``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained``
 read it). A ``--pipeline`` folder names the classes (``id2label``) after the run's data, as the
 checkpoint recorded them (an older one: as the data says now): the
 latent manifest's synsets (with ImageNet's readable names where they are the standard 1000),
@@ -38,6 +41,12 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
     else:
         model = load_model(ckpt, ema=ema)
     if pipeline:
+        channels = model.config.in_channels
+        if not vae and channels not in (1, 3):  # what MeanFlowPipeline refuses, in the CLI's words
+            raise ValueError(
+                f"--pipeline: the model makes {channels}-channel latents; give --vae, the VAE that "
+                "decodes them (a local diffusers AutoencoderKL folder or weights file)"
+            )
         from .pipeline import MeanFlowPipeline
         from .vae import load_vae
 

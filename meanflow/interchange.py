@@ -2,7 +2,8 @@
 ``from_pretrained`` directories (config JSON + safetensors) and official DiT / SiT state dicts,
 as the ``PretrainedMixin`` methods every DiT has (the pattern of diffusers' ``ModelMixin``).
 
-A pretrained directory holds ``config.json`` (the ``DiTConfig`` fields plus ``_class_name``)
+A pretrained directory holds ``config.json`` (the ``DiTConfig`` fields plus ``_class_name`` and
+``_format_version``; a later format than ``FORMAT_VERSION`` is refused, not read as this one)
 and ``model.safetensors`` -- the layout of a diffusers/transformers model folder, readable
 without this package (any safetensors reader; the config is plain JSON).
 
@@ -85,6 +86,9 @@ def official_dit_state_dict(obj) -> dict:
     return obj
 
 
+# The second time embedder's names (``DiT.second_time``): MeanFlow's, no official DiT/SiT has one.
+SECOND_TIME_EMBEDDERS = ("h_embedder.", "r_embedder.")
+
 # The time scale each family's weights were trained with (docs/design.md section 7): DiT's
 # timesteps are 0..999, noisiest last, so ours at t is DiT at 1000 t; SiT feeds its time unscaled.
 OFFICIAL_TIME_SCALES = {"dit": 1000.0, "sit": 1.0}
@@ -101,9 +105,19 @@ def convert_official_dit(state: dict, num_heads: int | None = None, family: str 
     overrides["time_scale"] = _official_time_scale(family, overrides.get("time_scale"))
     if not isinstance(state, dict) or "x_embedder.proj.weight" not in state:
         raise ValueError("not a DiT state dict: x_embedder.proj.weight is missing")
+    ours = sorted({k.split(".")[0] for k in state if k.startswith(SECOND_TIME_EMBEDDERS)})
+    if ours:
+        # Loaded as official, its weights would pass the key check, its second time embedder
+        # be silenced and its time scale replaced by the family's: another network, no error.
+        raise ValueError(
+            f"not an official DiT/SiT state dict: it holds {ours[0]}, MeanFlow's second time "
+            "embedder, so it is a MeanFlow model's (a meanflow.train checkpoint or an export): load "
+            "it with meanflow.pretrained.load_model (python -m meanflow.export without --official-*)"
+        )
     for key in (
         "pos_embed",
         "final_layer.linear.weight",
+        "final_layer.linear.bias",
         "t_embedder.mlp.0.weight",
         "blocks.0.mlp.fc1.weight",
     ):
@@ -115,27 +129,34 @@ def convert_official_dit(state: dict, num_heads: int | None = None, family: str 
     grid = int(round(tokens**0.5))
     if grid * grid != tokens:
         raise ValueError(f"pos_embed has {tokens} positions, not a square grid")
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    # A key that is no numbered block's is left to the key check (an unexpected key).
+    blocks = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    depth = 1 + max(int(n) for n in blocks if n.isdigit())
     table = state.get("y_embedder.embedding_table.weight")
     if num_heads is None:
         by_hidden = {h: n for (_, h, _, n) in PRESETS.values()}
         if hidden not in by_hidden:
             raise ValueError(f"hidden size {hidden} matches no DiT preset: pass num_heads")
         num_heads = by_hidden[hidden]
-    config = DiTConfig(
-        **{
-            "input_size": grid * patch,
-            "patch_size": patch,
-            "in_channels": in_channels,
-            "hidden_size": hidden,
-            "depth": depth,
-            "num_heads": num_heads,
-            "mlp_ratio": state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
-            "num_classes": 0 if table is None else table.shape[0] - 1,
-            "frequency_embedding_size": state["t_embedder.mlp.0.weight"].shape[1],
-            **overrides,
-        }
-    )
+    derived = {
+        "input_size": grid * patch,
+        "patch_size": patch,
+        "in_channels": in_channels,
+        "hidden_size": hidden,
+        "depth": depth,
+        "mlp_ratio": state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
+        "num_classes": 0 if table is None else table.shape[0] - 1,
+        "frequency_embedding_size": state["t_embedder.mlp.0.weight"].shape[1],
+        "qk_norm": False,  # neither DiT nor SiT normalises q and k
+    }
+    for name, value in overrides.items():
+        no_null_row = name == "num_classes" and table is not None and value == table.shape[0]
+        if name in derived and value != derived[name] and not no_null_row:
+            raise ValueError(
+                f"{name}={value!r} does not fit the checkpoint, whose weights give {name} "
+                f"{derived[name]!r}: leave it out (it is read from the weights)"
+            )
+    config = DiTConfig(**{**derived, "num_heads": num_heads, **overrides})
     out = dict(state)
     lin_w, lin_b = state["final_layer.linear.weight"], state["final_layer.linear.bias"]
     out_channels = lin_w.shape[0] // (patch * patch)
@@ -205,6 +226,20 @@ def _reflect_time(weight: torch.Tensor) -> torch.Tensor:
     return out.to(weight.dtype)
 
 
+def _read_official_file(path: str):
+    """An official checkpoint file's contents: a safetensors file through safetensors (the
+    torch releases this package supports before 2.14 cannot ``torch.load`` one), anything else
+    through the weights-only unpickler. A folder is named as one."""
+    if os.path.isdir(path):
+        raise ValueError(
+            f"DiT checkpoint {path!r} is a folder: an official DiT/SiT checkpoint is one file (a "
+            "save_pretrained folder loads with DiT.from_pretrained)"
+        )
+    if path.endswith(".safetensors") and os.path.isfile(path):
+        return load_safetensors(path, "DiT checkpoint")
+    return load_torch_file(path, what="DiT checkpoint")
+
+
 def _folder_identity(directory: str) -> tuple:
     """Which folder ``directory`` is now: an export puts a new one (a new inode) in its place.
     None where there is none (the read then says what is missing)."""
@@ -227,6 +262,31 @@ def read_one_export(directory: str, read):
         if _folder_identity(directory) == before:
             return result
     raise ValueError(f"{directory} was replaced while it was read, three times: read it once exports end")
+
+
+PIPELINE_INDEX = "model_index.json"  # a MeanFlowPipeline folder's (meanflow.pipeline)
+
+
+def _read_config(path: str) -> dict:
+    """A pretrained directory's ``config.json`` as a dict; one this reader cannot take (not a
+    JSON object, or written by a later format) is a ``ValueError`` naming it."""
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not valid JSON (cut short, or not a config): {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object of DiTConfig fields, got {type(raw).__name__}")
+    version = raw.get("_format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: _format_version must be an int >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        # A later format may mean other weights under the same names: never read it as this one.
+        raise ValueError(
+            f"{path} is in pretrained format {version}, written by a newer meanflow; this one "
+            f"reads format {FORMAT_VERSION}: upgrade meanflow-engine"
+        )
+    return raw
 
 
 # ------------------------------------------------------------------- the mixin
@@ -263,14 +323,26 @@ class PretrainedMixin:
 
     @classmethod
     def _read_pretrained(cls, directory: str, backend):
+        directory = os.fspath(directory)
+        if os.path.isfile(directory):
+            raise ValueError(
+                f"{directory} is a file, not a pretrained directory ({CONFIG_NAME} + {WEIGHTS_NAME}): "
+                "a meanflow.train checkpoint loads with meanflow.pretrained.load_model, an official "
+                "DiT/SiT file with DiT.from_official_dit"
+            )
         config_path, weights_path = (os.path.join(directory, n) for n in (CONFIG_NAME, WEIGHTS_NAME))
         for p in (config_path, weights_path):
             if not os.path.isfile(p):
+                hint = ""
+                if os.path.isfile(os.path.join(directory, PIPELINE_INDEX)):
+                    hint = (
+                        f" ({directory} is a MeanFlowPipeline folder: its DiT is "
+                        f"{os.path.join(directory, 'transformer')})"
+                    )
                 raise FileNotFoundError(
-                    f"{p} not found: a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                    f"{p} not found: a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME}{hint}"
                 )
-        with open(config_path) as f:
-            raw = json.load(f)
+        raw = _read_config(config_path)
         if raw.get("_class_name", cls.__name__) != cls.__name__:
             raise ValueError(f"{config_path}: _class_name is {raw['_class_name']!r}, not {cls.__name__!r}")
         model = cls(config_from_dict(raw, config_path), backend=backend)
@@ -290,7 +362,7 @@ class PretrainedMixin:
         starts with a zero output, as adaLN-Zero starts its blocks."""
         obj = path_or_state
         if isinstance(path_or_state, (str, os.PathLike)):
-            obj = load_torch_file(path_or_state, what="DiT checkpoint")
+            obj = _read_official_file(os.fspath(path_or_state))
         state = official_dit_state_dict(obj)
         config, state = convert_official_dit(state, num_heads=num_heads, family=family, **overrides)
         model = cls(config, backend=backend)
