@@ -384,7 +384,21 @@ class MeanFlowPipeline(DiffusionPipeline):
             raise FileNotFoundError(
                 f"{index_path} not found: not a MeanFlowPipeline directory (nothing is downloaded)"
             )
+        index = _read_index(index_path)
+        # Diffusers reads a component whose subfolder is missing from the folder itself: its
+        # error would name the wrong place, or another model lying there would load.
+        if "transformer" not in kwargs and not os.path.isdir(os.path.join(folder, "transformer")):
+            raise FileNotFoundError(
+                f"{os.path.join(folder, 'transformer')} not found: a MeanFlowPipeline folder holds "
+                "its DiT there (an interrupted copy? export it again)"
+            )
         saved_vae = os.path.join(folder, "vae")
+        names_vae = isinstance(index.get("vae"), list) and any(index["vae"])
+        if vae is None and "vae" not in kwargs and names_vae and not os.path.isdir(saved_vae):
+            raise FileNotFoundError(
+                f"{saved_vae} not found, though {index_path} names a vae: pass vae= (an AutoencoderKL, "
+                "or a local folder or weights file) or copy the export whole"
+            )
         if vae is None and "vae" not in kwargs and os.path.isdir(saved_vae):
             vae = saved_vae  # read strictly: diffusers would fill missing weights with random ones
         if isinstance(vae, str):
@@ -396,6 +410,18 @@ class MeanFlowPipeline(DiffusionPipeline):
                 # Loaded here for inference only; also the VAE picks its inference kernels then.
                 getattr(pipe, name).requires_grad_(False)
         return pipe
+
+
+def _read_index(path: str) -> dict:
+    """``model_index.json`` as a dict, or a ``ValueError`` naming it."""
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON (cut short, or not a pipeline index): {e}") from e
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(index).__name__}")
+    return index
 
 
 def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
