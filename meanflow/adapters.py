@@ -92,6 +92,13 @@ class DiffusersDiT(nn.Module):
             raise ValueError(
                 f"needs a class-conditional DiT (norm_type 'ada_norm_zero'), got {c.norm_type!r}"
             )
+        out_channels = getattr(transformer, "out_channels", None) or c.out_channels or c.in_channels
+        if out_channels not in (c.in_channels, 2 * c.in_channels):
+            # Fewer would give u fewer channels than z; more, velocity channels mixed with others.
+            raise ValueError(
+                f"the DiT has out_channels {out_channels}: u needs {c.in_channels} (in_channels), or "
+                f"{2 * c.in_channels} for a learned-sigma DiT"
+            )
         self.transformer = transformer
         self.time_scale = float(time_scale)
         self.null_class = c.num_embeds_ada_norm
@@ -184,9 +191,15 @@ class TimmViT(nn.Module):
             raise ValueError("the ViT drops patch tokens (patch_drop_rate > 0): u needs every patch")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        dim, embed = vit.embed_dim, vit.patch_embed
+        sizes = tuple(embed.img_size) if embed.img_size is not None else ()
+        if any(size % patch for size, patch in zip(sizes, embed.patch_size)):
+            # The patches would miss the last rows/columns: u could not cover z.
+            raise ValueError(
+                f"the ViT's img_size {sizes} is not a multiple of its patch_size {tuple(embed.patch_size)}"
+            )
         vit.reset_classifier(0, "")
         self.vit = vit
-        dim, embed = vit.embed_dim, vit.patch_embed
         self.patch_size, channels = tuple(embed.patch_size), embed.proj.in_channels
         self.t_embedder = TimeEmbedding(dim, time_scale, frequency_embedding_size)
         self.h_embedder = TimeEmbedding(dim, time_scale, frequency_embedding_size)
