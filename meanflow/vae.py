@@ -79,6 +79,9 @@ def _read_state_dict(path: str) -> dict:
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        kind = type(state).__name__
+        raise ValueError(f"VAE weights {path!r} hold a {kind}, not a state dict (name -> tensor)")
     prefix = "first_stage_model."  # a whole Stable Diffusion checkpoint
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
