@@ -166,6 +166,22 @@ MODEL_MUTANTS = [
         INTERCHANGE,
         "a loaded official DiT is moved off itself by the fresh second time embedder",
     ),
+    Mutant(
+        "interchange-meanflow-state-as-official",
+        _INTERCHANGE_PY,
+        "    if ours:\n        # Loaded as official",
+        "    if False:\n        # Loaded as official",
+        (f"{T}test_pretrained_user_errors.py",),
+        "a MeanFlow checkpoint passed as official loads: raw weights, h embedder zeroed, DiT's time scale",
+    ),
+    Mutant(
+        "interchange-later-format-read",
+        _INTERCHANGE_PY,
+        "    if version > FORMAT_VERSION:\n",
+        "    if False:\n",
+        (f"{T}test_pretrained_user_errors.py",),
+        "a pretrained folder of a later format is read as this one",
+    ),
     # ------------------------------------------------------- meanflow/pretrained.py, export.py
     Mutant(
         "pretrained-ema-index-ignored",
@@ -182,6 +198,14 @@ MODEL_MUTANTS = [
         'state, what = ckpt["ema"][0], "model"',
         (f"{T}test_pretrained.py",),
         "--raw exports the first EMA",
+    ),
+    Mutant(
+        "pretrained-folder-any-weights",
+        "meanflow/pretrained.py",
+        "        if ema != 0:\n",
+        "        if False:\n",
+        (f"{T}test_pretrained_user_errors.py",),
+        "--raw (or --ema N) of an exported folder gives its one weight set under that name",
     ),
     Mutant(
         "export-raw-ignored",
@@ -241,6 +265,14 @@ MODEL_MUTANTS = [
         "the DiT drops labels on top of the loss's class dropout",
     ),
     Mutant(
+        "adapters-diffusers-out-channels-unchecked",
+        _ADAPTERS_PY,
+        "        if out_channels not in (c.in_channels, 2 * c.in_channels):\n",
+        "        if False:\n",
+        (f"{T}test_adapters_shapes.py",),
+        "a DiT with 3 C output channels gives its first C as the velocity",
+    ),
+    Mutant(
         "adapters-timm-interval-is-r",
         _ADAPTERS_PY,
         "c = self.t_embedder(t) + self.h_embedder(t - r)",
@@ -288,6 +320,14 @@ MODEL_MUTANTS = [
         "return SD_VAE_SCALE",
         PIPELINE,
         "a VAE's own scaling_factor (SDXL's 0.13025) replaced by sd-vae-ft-ema's",
+    ),
+    Mutant(
+        "pipeline-transformer-read-from-the-folder",
+        _PIPELINE_PY,
+        'if "transformer" not in kwargs and not os.path.isdir(os.path.join(folder, "transformer")):',
+        "if False:",
+        (f"{T}test_pipeline_folders.py",),
+        "a pipeline folder without transformer/ loads the DiT files lying beside model_index.json",
     ),
     # --------------------------------------------------------------------- meanflow/vae.py
     Mutant(
