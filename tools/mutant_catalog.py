@@ -40,6 +40,12 @@ ADAPTER_TRAIN = "tests/meanflow/test_train_adapters.py"
 RNG_WORLD = "tests/faults/test_fault_resume.py::test_global_rngs_under_another_world_size_are_each_ranks_own"
 LOSS_INPUTS = ("tests/meanflow/test_loss_inputs.py",)
 _LOSS_PY = "meanflow/loss.py"
+KEPT = "tests/faults/test_fault_train_kept.py::"
+KEPT_KILL = (KEPT + "test_a_kill_between_last_pt_and_the_kept_copy_keeps_that_step_on_resume",)
+KEPT_DISK = (KEPT + "test_a_full_disk_at_the_kept_copy_keeps_that_step_on_resume",)
+KEPT_OTHER = (KEPT + "test_a_new_run_never_replaces_the_kept_checkpoints_of_another",)
+KEPT_SPLIT = (KEPT + "test_a_batch_the_ranks_cannot_split_evenly_is_refused_before_any_write",)
+KEPT_NO_EMA = (KEPT + "test_a_run_without_emas_keeps_its_raw_weights",)
 
 CATALOG = [
     # ---------------------------------------------------------------- meanflow/loss.py
@@ -418,6 +424,79 @@ CATALOG = [
         "",
         ("tests/meanflow/test_train.py::test_images_per_second_leave_out_checkpoints_grids_and_evaluations",),
         "img_per_s counts the checkpoints, sample grids and evaluations made between its steps",
+    ),
+    # ------------------------------------------ kept checkpoints, the batch split, the lock
+    Mutant(
+        "keep-missing-skipped",
+        "meanflow/train_state.py",
+        "        keep_missing(config, step, ckpt, path)",
+        "        pass",
+        KEPT_KILL,
+        "a kill -9 between last.pt and its kept copy loses that step's ckpt for good",
+    ),
+    Mutant(
+        "keep-missing-rewrites-existing",
+        "meanflow/train_state.py",
+        " or os.path.lexists(kept):",
+        ":",
+        KEPT_KILL,
+        "a kept checkpoint already there is written again at every resume",
+    ),
+    Mutant(
+        "keep-missing-full-as-sampling",
+        "meanflow/train_state.py",
+        "        atomic_copy(path, kept)",
+        "        atomic_save(kept_state(ckpt), kept)",
+        KEPT_DISK,
+        "keep_full's missed copy rewritten without its optimizer state",
+    ),
+    Mutant(
+        "fresh-start-over-kept",
+        "meanflow/train_state.py",
+        "        refuse_starting_over_kept(config.out_dir)\n",
+        "",
+        KEPT_OTHER,
+        "a new run in a folder of another run's kept checkpoints replaces them",
+    ),
+    Mutant(
+        "resume-ignores-foreign-kept",
+        "meanflow/train_state.py",
+        '        last, what = kept[-1], f"the kept {os.path.basename(kept[-1])}"',
+        "        return",
+        KEPT_OTHER,
+        "--resume of one run into another's folder of kept checkpoints replaces them",
+    ),
+    Mutant(
+        "batch-split-unchecked",
+        "meanflow/train.py",
+        "    check_batch_split(config.batch_size, world)\n",
+        "",
+        KEPT_SPLIT,
+        "a global batch of 8 over 3 ranks trains on 6 rows a step",
+    ),
+    Mutant(
+        "kept-without-ema-no-weights",
+        "meanflow/train_state.py",
+        'keys = SAMPLING_KEYS if state["ema"] else (*SAMPLING_KEYS, "model")',
+        "keys = SAMPLING_KEYS",
+        KEPT_NO_EMA,
+        "a run without EMAs keeps checkpoints with no weights",
+    ),
+    Mutant(
+        "no-flock-silent",
+        "meanflow/checkpoint.py",
+        "                if held is None:",
+        "                if False:",
+        ("tests/meanflow/test_checkpoint_locks.py",),
+        "on Lustre or NFS without flock a second run on the folder goes unnoticed",
+    ),
+    Mutant(
+        "empty-out-dir-accepted",
+        "meanflow/config.py",
+        'isinstance(v, str) and v.strip() != ""',
+        "isinstance(v, str)",
+        ("tests/meanflow/test_config.py::test_bad_keys_and_values",),
+        "--out_dir '' fails only after the data and model are built",
     ),
     # ------------------------------------- meanflow/train.py, config.py: --model_class adapters
     Mutant(
