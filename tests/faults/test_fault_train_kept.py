@@ -4,13 +4,11 @@ replaces the kept checkpoints of another, and a global batch the ranks cannot sp
 refused before anything is written."""
 
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from full_disk import fill_the_disk
+from kill_at_flag import kill_when_flagged
 from trainer_cli import cli_error, tiny_argv
 
 from meanflow import train
@@ -59,19 +57,7 @@ train.main(sys.argv[3:])
 
 def test_a_kill_between_last_pt_and_the_kept_copy_keeps_that_step_on_resume(tmp_path, fake_mnist, capsys):
     run, flag = tmp_path / "run", tmp_path / "writing"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STALLED_KEPT_WRITE, ROOT, str(flag), *kept_argv(run, fake_mnist, 3)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert flag.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no write"
-    finally:
-        proc.kill()  # SIGKILL
-        proc.communicate()
+    kill_when_flagged(STALLED_KEPT_WRITE, ROOT, flag, kept_argv(run, fake_mnist, 3))
     assert load(run / "last.pt")["step"] == 2 and not (run / "ckpt_0000002.pt").exists()
 
     capsys.readouterr()

@@ -8,11 +8,11 @@ import runpy
 import stat
 import subprocess
 import sys
-import time
 import warnings
 
 import pytest
 from full_disk import fill_the_disk
+from kill_at_flag import kill_when_flagged
 
 from meanflow import export, train
 from meanflow.checkpoint import NoSpaceError
@@ -66,19 +66,7 @@ def test_kill_during_a_checkpoint_write_keeps_last_pt_and_the_next_start_cleans_
     good = read_bytes(run / "last.pt")
     flag = tmp_path / "writing"
     argv = train_argv(run, fake_mnist, steps=4, ckpt_every=1)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STALLED_TRAINER, ROOT, str(flag), *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert flag.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no write"
-    finally:
-        proc.kill()  # SIGKILL
-        proc.communicate()
+    kill_when_flagged(STALLED_TRAINER, ROOT, flag, argv)
     [leftover] = temporaries(run)
     assert leftover.startswith(".last.pt.") and os.path.getsize(run / leftover) > 0
     assert read_bytes(run / "last.pt") == good
