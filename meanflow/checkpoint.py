@@ -189,7 +189,7 @@ def _lock_folder(path: str, program: str, argument: str) -> int:
             )
         try:
             if os.path.samestat(os.fstat(folder), os.stat(path)):
-                if held is None:  # a cluster's shared disk mounted without flock, e.g. Lustre's default
+                if held is None:  # a shared disk mounted without flock (some Lustre and NFS mounts)
                     warnings.warn(
                         f"{argument} {path!r} is on a file system without flock: another {program} "
                         f"run started on it would not be refused; start only one",
