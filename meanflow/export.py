@@ -41,14 +41,14 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
     else:
         model = load_model(ckpt, ema=ema)
     if pipeline:
-        channels = model.config.in_channels
-        if not vae and channels not in (1, 3):  # what MeanFlowPipeline refuses, in the CLI's words
-            raise ValueError(
-                f"--pipeline: the model makes {channels}-channel latents; give --vae, the VAE that "
-                "decodes them (a local diffusers AutoencoderKL folder or weights file)"
-            )
         from .pipeline import MeanFlowPipeline
-        from .vae import load_vae
+        from .vae import load_vae, needs_vae
+
+        if not vae and needs_vae(model.config):  # what MeanFlowPipeline refuses, in the CLI's words
+            raise ValueError(
+                f"--pipeline: the model makes {model.config.in_channels}-channel latents; give --vae, "
+                "the VAE that decodes them (a local diffusers AutoencoderKL folder or weights file)"
+            )
 
         id2label = pipeline_id2label(ckpt, model, official)
         decoder = load_vae(vae) if vae else None

@@ -55,7 +55,7 @@ from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this prog
     write_manifest,
 )
 from .pretrained import load_model
-from .vae import RANDOM, decode_latents, latent_scale, load_vae, weights_sha256
+from .vae import RANDOM, decode_latents, latent_scale, load_vae, needs_vae, weights_sha256
 
 
 def index_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -334,7 +334,7 @@ def _make_batches(out: str, mine: list, make, png: bool, bar):
 def _load_decoder(cfg, ckpt: str, vae, vae_config, scaling_factor, dev):
     """``(VAE or None, scaling factor)`` for a model of config ``cfg``: a latent model needs one."""
     if not vae:
-        if cfg.in_channels not in (1, 3):
+        if needs_vae(cfg):
             raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae to decode them")
         return None, scaling_factor
     decoder = load_vae(vae, vae_config, device=dev)

@@ -41,7 +41,7 @@ from .checkpoint import atomic_directory
 from .interchange import read_one_export
 from .models import DiT
 from .sampler import sample, to_pil, to_uint8
-from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae
+from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae, needs_vae
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # The file diffusers imports for ``DiffusionPipeline.from_pretrained``: it only points back here.
@@ -433,7 +433,7 @@ def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
             raise ValueError(f"vae has {latent} latent channels, the transformer {cfg.in_channels}")
         if scaling_factor is None:
             return _checked_number("the vae's scaling_factor", latent_scale(vae)[0], 0, above=True)
-    elif cfg.in_channels not in (1, 3):
+    elif needs_vae(cfg):
         raise ValueError(
             f"the transformer makes {cfg.in_channels}-channel latents: pass the vae that decodes them"
         )

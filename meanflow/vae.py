@@ -46,6 +46,12 @@ SD_VAE_SCALE = SD_VAE_FT_EMA_CONFIG["scaling_factor"]  # the latent scale of DiT
 RANDOM = "random"  # load_vae("random", config): the architecture with random weights (seed 0)
 
 
+def needs_vae(model_config) -> bool:
+    """Whether a model of ``model_config`` makes latents that only a VAE turns into images
+    (pixel models make 1 or 3 channels)."""
+    return model_config.in_channels not in (1, 3)
+
+
 def _autoencoder_kl():
     try:
         from diffusers import AutoencoderKL
