@@ -267,16 +267,23 @@ def read_one_export(directory: str, read):
 PIPELINE_INDEX = "model_index.json"  # a MeanFlowPipeline folder's (meanflow.pipeline)
 
 
-def _read_config(path: str) -> dict:
-    """A pretrained directory's ``config.json`` as a dict; one this reader cannot take (not a
-    JSON object, or written by a later format) is a ``ValueError`` naming it."""
+def read_json_object(path: str, kind: str, of: str = "") -> dict:
+    """The JSON object in ``path`` (a ``kind`` of file, holding ``of``), or a ``ValueError``
+    naming the file: cut short by an interrupted copy, not JSON, or not an object."""
     try:
         with open(path) as f:
             raw = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path} is not valid JSON (cut short, or not a config): {e}") from e
+        raise ValueError(f"{path} is not valid JSON (cut short, or not {kind}): {e}") from e
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object of DiTConfig fields, got {type(raw).__name__}")
+        raise ValueError(f"{path}: expected a JSON object{of}, got {type(raw).__name__}")
+    return raw
+
+
+def _read_config(path: str) -> dict:
+    """A pretrained directory's ``config.json`` as a dict; one this reader cannot take (not a
+    JSON object, or written by a later format) is a ``ValueError`` naming it."""
+    raw = read_json_object(path, "a config", " of DiTConfig fields")
     version = raw.get("_format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"{path}: _format_version must be an int >= 1, got {version!r}")

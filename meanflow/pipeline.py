@@ -38,7 +38,7 @@ except ImportError as e:  # diffusers is optional for the rest of meanflow
 from mfkernels import dispatch
 
 from .checkpoint import atomic_directory
-from .interchange import read_one_export
+from .interchange import read_json_object, read_one_export
 from .models import DiT
 from .sampler import sample, to_pil, to_uint8
 from .vae import SD_VAE_SCALE, decode_latents, latent_scale, load_vae, needs_vae
@@ -384,7 +384,7 @@ class MeanFlowPipeline(DiffusionPipeline):
             raise FileNotFoundError(
                 f"{index_path} not found: not a MeanFlowPipeline directory (nothing is downloaded)"
             )
-        index = _read_index(index_path)
+        index = read_json_object(index_path, "a pipeline index")
         # Diffusers reads a component whose subfolder is missing from the folder itself: its
         # error would name the wrong place, or another model lying there would load.
         if "transformer" not in kwargs and not os.path.isdir(os.path.join(folder, "transformer")):
@@ -410,18 +410,6 @@ class MeanFlowPipeline(DiffusionPipeline):
                 # Loaded here for inference only; also the VAE picks its inference kernels then.
                 getattr(pipe, name).requires_grad_(False)
         return pipe
-
-
-def _read_index(path: str) -> dict:
-    """``model_index.json`` as a dict, or a ``ValueError`` naming it."""
-    try:
-        with open(path) as f:
-            index = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON (cut short, or not a pipeline index): {e}") from e
-    if not isinstance(index, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(index).__name__}")
-    return index
 
 
 def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
