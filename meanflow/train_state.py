@@ -256,13 +256,24 @@ def keep_missing(config: TrainConfig, step: int, ckpt: dict, path: str) -> None:
     killed (or out of disk) after its last.pt and before this copy would otherwise never
     keep that step, since the resumed run writes its next kept checkpoint later."""
     kept = kept_path(config.out_dir, step)
-    if not config.keep_every or step % config.keep_every or os.path.lexists(kept):
+    if not keeps(config, step) or os.path.lexists(kept):
         return
-    if config.keep_full:
-        atomic_copy(path, kept)
-    else:
-        atomic_save(kept_state(ckpt), kept)
+    write_kept(config, kept, ckpt, path)
     print(f"wrote {kept}: the run that reached step {step} stopped before keeping it", flush=True)
+
+
+def keeps(config: TrainConfig, step: int) -> bool:
+    """Whether ``step`` has a kept ``ckpt_<step>.pt`` (``keep_every``)."""
+    return bool(config.keep_every) and step % config.keep_every == 0
+
+
+def write_kept(config: TrainConfig, kept: str, state: dict, full: str) -> None:
+    """The kept checkpoint ``kept`` of ``state``, whose full checkpoint is the file ``full``:
+    a copy of it with ``keep_full``, else :func:`kept_state`."""
+    if config.keep_full:
+        atomic_copy(full, kept)
+    else:
+        atomic_save(kept_state(state), kept)
 
 
 def kept_state(state: dict) -> dict:
@@ -357,9 +368,5 @@ def _write_checkpoint(config: TrainConfig, step: int, model, emas, opt, loader, 
     }
     last = os.path.join(config.out_dir, "last.pt")
     atomic_save(state, last)
-    if config.keep_every and step % config.keep_every == 0:
-        kept = kept_path(config.out_dir, step)
-        if config.keep_full:
-            atomic_copy(last, kept)
-        else:
-            atomic_save(kept_state(state), kept)
+    if keeps(config, step):
+        write_kept(config, kept_path(config.out_dir, step), state, last)

@@ -445,8 +445,8 @@ CATALOG = [
     Mutant(
         "keep-missing-full-as-sampling",
         "meanflow/train_state.py",
-        "        atomic_copy(path, kept)",
-        "        atomic_save(kept_state(ckpt), kept)",
+        "        atomic_copy(full, kept)",
+        "        atomic_save(kept_state(state), kept)",
         KEPT_DISK,
         "keep_full's missed copy rewritten without its optimizer state",
     ),
