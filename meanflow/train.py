@@ -269,13 +269,14 @@ def _hold_out_dir(held: contextlib.ExitStack, config: TrainConfig) -> None:
     held.enter_context(exclusive_out_dir(config.out_dir))
 
 
-def open_outputs(config: TrainConfig, master: bool) -> MetricsLog:
-    """The metrics log; on rank 0 first the MNIST classifier ready (a data set it cannot learn
-    from is refused before any step or write) and the out_dir prepared."""
+def open_outputs(config: TrainConfig, master: bool, step: int) -> MetricsLog:
+    """The metrics log of a run going on from ``step``; on rank 0 first the MNIST classifier
+    ready (a data set it cannot learn from is refused before any step or write) and the out_dir
+    prepared."""
     if master:
         prepare_evaluation(config)
         prepare_out_dir(config)
-    return MetricsLog(config.out_dir, master, config.tensorboard)
+    return MetricsLog(config.out_dir, master, config.tensorboard, step)
 
 
 def train(config: TrainConfig, rank: int, world: int, device, loader, model, emas, opt, objective) -> dict:
@@ -303,7 +304,7 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
     step_module = build_step_module(model, objective, config, world, device)
     run_step = build_step(step_module, model, emas, opt, config, objective, world, device, master)
     flag_group = dist.new_group(backend="gloo") if world > 1 else None
-    log = together(world, open_outputs, config, master)
+    log = together(world, open_outputs, config, master, step)
     sampler_model = emas[0] if emas else model
     grid = sample_grid_inputs(model.config, config.seed, device)
     means = StepMeans()
@@ -362,7 +363,8 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
 
         if progress:
             progress.close()
-        save_checkpoint(config, step, model, emas, opt, loader, rank, world, device, good)
+        if good != (os.path.join(config.out_dir, "last.pt"), step):  # not written at this step yet
+            save_checkpoint(config, step, model, emas, opt, loader, rank, world, device, good)
         train_time = time.perf_counter() - t_start - eval_time
         result = None
         if not stop.requested:

@@ -26,19 +26,27 @@ def require_tensorboard():
         raise ValueError("tensorboard=true needs the tensorboard package (pip install tensorboard)") from e
 
 
+ABANDONED = "metrics.abandoned.jsonl"
+
+
 class MetricsLog:
     """Rank 0 appends records to ``out_dir/metrics.jsonl`` (and, with ``tensorboard``, writes
-    their numbers to ``out_dir/tb``); the other ranks write nothing."""
+    their numbers to ``out_dir/tb``); the other ranks write nothing. A run that goes on from
+    ``step`` first sets aside what was logged after it (:func:`set_aside_records_after`), as
+    TensorBoard purges the events past the step it resumes at."""
 
-    def __init__(self, out_dir: str, master: bool, tensorboard: bool):
+    def __init__(self, out_dir: str, master: bool, tensorboard: bool, step: int = 0):
         from .checkpoint import open_for_append
 
-        self.file = open_for_append(os.path.join(out_dir, "metrics.jsonl")) if master else None
+        self.file = None
+        if master:
+            set_aside_records_after(out_dir, step)
+            self.file = open_for_append(os.path.join(out_dir, "metrics.jsonl"))
         self.writer = None
         if tensorboard and master:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(os.path.join(out_dir, "tb"))
+            self.writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=step + 1)
 
     def __call__(self, record: dict):
         if self.file:
@@ -54,6 +62,51 @@ class MetricsLog:
             self.file.close()
         if self.writer:
             self.writer.close()
+
+
+def set_aside_records_after(out_dir: str, step: int) -> int:
+    """Move the lines of ``out_dir/metrics.jsonl`` from the first one logged after ``step`` (or
+    cut short by a kill) to the end of ``out_dir/metrics.abandoned.jsonl``, as they were; returns
+    how many. A run killed after its last checkpoint logged steps that its resume runs again:
+    left in place they would stand twice, with the two trajectories' numbers. The lines are
+    appended there (durably) before the log is rewritten without them, so a kill between the
+    two leaves them in both files, never in neither."""
+    from .checkpoint import atomic_write, open_for_append
+
+    path = os.path.join(out_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "rb") as f:
+        *whole, torn = f.read().split(b"\n")
+    lines = [line + b"\n" for line in whole] + ([torn] if torn else [])
+    cut = next((i for i, line in enumerate(lines) if not _logged_by(line, step)), len(lines))
+    if cut == len(lines):
+        return 0
+    with open_for_append(os.path.join(out_dir, ABANDONED)) as aside:
+        aside.buffer.write(b"".join(lines[cut:]).rstrip(b"\n") + b"\n")
+        aside.flush()
+        os.fsync(aside.fileno())
+    atomic_write(path, lambda f: f.write(b"".join(lines[:cut])))
+    say(
+        f"moved the last {len(lines) - cut} lines of {path} (logged after step {step}, where this "
+        f"run goes on) to {ABANDONED}"
+    )
+    return len(lines) - cut
+
+
+def _logged_by(line: bytes, step: int) -> bool:
+    """Whether ``line`` is a whole record of the trajectory up to ``step``."""
+    if not line.endswith(b"\n"):
+        return False  # the write of a killed run, cut short
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    summary = record.get("summary")
+    at = summary.get("step") if isinstance(summary, dict) else record.get("step")
+    return isinstance(at, int) and at <= step
 
 
 class StepMeans:

@@ -44,7 +44,7 @@ CHECKPOINT_KEYS = ("model", "ema", "opt", "data", "rng", "step", "config", "mode
 # 2.7 GB a kept checkpoint per EMA decay, where last.pt is 10.8 GB.
 SAMPLING_KEYS = ("ema", "ema_decays", "config", "model_config", "step", "classes", "data_identity")
 # The files of a run that atomic_write writes: a kill -9 mid-write leaves a temporary of each.
-RUN_FILES = r"last\.pt|ckpt_\d{7}\.pt|config\.json"
+RUN_FILES = r"last\.pt|ckpt_\d{7,}\.pt|config\.json|metrics\.jsonl"
 KEPT_NAME = re.compile(r"ckpt_(\d{7,})\.pt")  # ckpt_{step:07d}.pt
 
 

@@ -71,16 +71,22 @@ def test_kill_during_a_checkpoint_write_keeps_last_pt_and_the_next_start_cleans_
     assert leftover.startswith(".last.pt.") and os.path.getsize(run / leftover) > 0
     assert read_bytes(run / "last.pt") == good
     # Look-alikes that are not the atomic writer's temporaries, or not of a run file, stay.
-    decoys = [".last.pt.tmp", ".last.pt.abcdefgh.tmp.keep", "notes.tmp", ".metrics.jsonl.abcdefgh.tmp"]
+    decoys = [".last.pt.tmp", ".last.pt.abcdefgh.tmp.keep", "notes.tmp", ".notes.json.abcdefgh.tmp"]
     for name in decoys:
         (run / name).write_text("not ours to remove")
     (run / ".ckpt_0000004.pt.abcdefgh.tmp").mkdir()  # a folder, not a file we wrote
+    # Ours too: a kept checkpoint's past step 9,999,999, and the log's rewrite on a resume.
+    killed_writes = [leftover, ".ckpt_12345678.pt.k2_9abcd.tmp", ".metrics.jsonl.q8x0zz1m.tmp"]
+    for name in killed_writes[1:]:
+        (run / name).write_text("half written")
 
     capsys.readouterr()
     summary = train.main(train_argv(run, fake_mnist, steps=3))
     assert summary["step"] == 3 and summary["steps_run"] == 1
-    assert f"removed {run / leftover}" in capsys.readouterr().out
-    assert not (run / leftover).exists()
+    said = capsys.readouterr().out
+    for name in killed_writes:
+        assert f"removed {run / name}" in said
+        assert not (run / name).exists()
     assert temporaries(run) == sorted([".ckpt_0000004.pt.abcdefgh.tmp", *decoys[:1], *decoys[2:]])
     assert (run / ".last.pt.abcdefgh.tmp.keep").exists()
 
