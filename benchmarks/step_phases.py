@@ -74,15 +74,18 @@ def run_variant(variant, model, opt, x, y, args, device):
         C.sync(device)
         first_call_s = time.perf_counter() - start
         step()
-        per_phase = {name: [] for name in PHASES}
+        per_phase, totals = {name: [] for name in PHASES}, []
         for _ in range(args.steps):
             timer = PhaseTimer(device)
             step(timer)
-            for name, ms in zip(PHASES, timer.durations_ms()):
+            durations = timer.durations_ms()
+            for name, ms in zip(PHASES, durations):
                 per_phase[name].append(ms)
+            totals.append(sum(durations))
         row = {"variant": variant, "first_call_s": round(first_call_s, 2)}
         row.update({f"{name}_ms": round(statistics.median(v), 3) for name, v in per_phase.items()})
-        row["step_ms"] = round(sum(row[f"{name}_ms"] for name in PHASES), 3)
+        # The median step, not the sum of the phases' medians (taken from different steps).
+        row["step_ms"] = round(statistics.median(totals), 3)
         row.update(host_and_wall_ms(step, device, args.steps))
         row["kernels"], row["device_busy_ms"] = top_kernels(step, device, args, variant)
         return row

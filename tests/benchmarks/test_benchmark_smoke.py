@@ -195,6 +195,18 @@ def test_step_phases_on_the_cpu(tmp_path, monkeypatch):
             step_phases.parse_args([*argv, *bad])
 
 
+def test_step_phases_step_time_is_the_median_step(monkeypatch):
+    """Three steps each with one slow phase: every phase's median is 1 ms, the median step 12."""
+    from benchmarks import step_phases
+
+    timings = iter([[10.0, 1.0, 1.0], [1.0, 10.0, 1.0], [1.0, 1.0, 10.0]])
+    monkeypatch.setattr(step_phases.PhaseTimer, "durations_ms", lambda self: next(timings))
+    argv = ["--device", "cpu", "--preset", "DiT-T/4", "--batch", "2", "--dtype", "fp32", "--steps", "3"]
+    (row,) = step_phases.main([*argv, "--variants", "fm", "--top", "1"])
+    assert [row[f"{name}_ms"] for name in step_phases.PHASES] == [1.0, 1.0, 1.0]
+    assert row["step_ms"] == 12.0
+
+
 def test_step_phases_keeps_what_it_measured_when_cut_short(tmp_path, monkeypatch):
     """gpu_validate.sh killed step_phases at its cap on the H200 (2026-12-04) after the first
     compiled DiT-XL/2 variant, and the JSON, written only at the end, was lost: it is written
