@@ -54,7 +54,13 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(B, C, H, W)`` in ``[-1, 1]`` -> ``(B, H, W, C)`` uint8, diffusers' rounding."""
+    """``(B, C, H, W)`` in ``[-1, 1]`` -> ``(B, H, W, C)`` uint8, diffusers' rounding. NaN (a
+    model that diverged or overflowed in 16 bits) is a ``ValueError``: ``clamp`` keeps NaN and
+    its cast to uint8 is undefined (0 here: black pixels an FID set would take as images)."""
+    nan = torch.isnan(images)
+    if nan.any():
+        bad = nan.flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"images hold NaN (images {bad[:10]} of {images.shape[0]}): nothing to save")
     x = (images.float() / 2 + 0.5).clamp(0, 1)
     return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 

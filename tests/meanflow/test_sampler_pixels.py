@@ -1,5 +1,6 @@
 """Images in [-1, 1] become the pixels users see: -1 is 0, 1 is 255, channels last."""
 
+import pytest
 import torch
 
 from meanflow.sampler import to_uint8
@@ -19,3 +20,14 @@ def test_to_uint8_puts_channels_last():
     pixels = to_uint8(images)
     assert pixels.shape == (2, 4, 5, 3)
     assert pixels[1, 2, 3].tolist() == [0, 128, 255]
+
+
+def test_nan_images_are_refused_not_saved_black():
+    """NaN survives ``clamp`` and was cast to 0: a diverged sample became a black image in
+    the PNGs and the FID set, without an error. Infinities are clamped like any other value."""
+    images = torch.zeros(3, 3, 2, 2)
+    images[2, 1, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"images hold NaN \(images \[2\] of 3\)"):
+        to_uint8(images)
+    saturated = to_uint8(torch.tensor([float("inf"), -float("inf")]).view(1, 1, 1, 2))
+    assert saturated[0, 0, :, 0].tolist() == [255, 0]
