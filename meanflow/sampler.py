@@ -93,8 +93,35 @@ def save_grid(images: torch.Tensor, path: str, nrow: int = 10):
     save_png(path, grid)
 
 
+def _grid_decoder(cfg, checkpoint: str, vae, device):
+    """The VAE of a latent model (checked against the latents it was trained on), None for a
+    pixel model. Without it a latent model's 4 scaled latent channels were saved as an RGBA
+    PNG: colours and alpha that looked like an image of an untrained model."""
+    from .vae import load_vae, needs_vae
+
+    if not vae:
+        if needs_vae(cfg):
+            raise ValueError(
+                f"the model makes {cfg.in_channels}-channel latents, not images: give --vae, the VAE "
+                "that decodes them"
+            )
+        return None
+    if not needs_vae(cfg):
+        raise ValueError(f"--vae: the model makes {cfg.in_channels}-channel images, no latents to decode")
+    from .data.latents import check_vae_for_checkpoint
+
+    decoder = load_vae(vae, device=device)
+    if decoder.config.latent_channels != cfg.in_channels:
+        raise ValueError(
+            f"--vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
+        )
+    check_vae_for_checkpoint(decoder, checkpoint, vae)
+    return decoder
+
+
 def main(argv=None):
-    """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png"""
+    """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png
+    python -m meanflow.sampler runs/in256/last.pt --vae /models/sd-vae-ft-ema --per-class 2"""
     import argparse
 
     from .checkpoint import refuse_directory
@@ -115,6 +142,11 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
+    parser.add_argument(
+        "--vae",
+        help="latent models: the VAE that decodes their latents (a local diffusers AutoencoderKL "
+        "folder or weights file)",
+    )
     parser.add_argument("--out", default="samples.png", help="the PNG to write (default: samples.png)")
     parser.add_argument(
         "--device",
@@ -134,11 +166,16 @@ def main(argv=None):
         device = resolve_device(args.device)
         model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=device)
         cfg = model.config
+        decoder = _grid_decoder(cfg, args.checkpoint, args.vae, device)
         n = (cfg.num_classes or 10) * args.per_class
         y = torch.arange(n, device=device) % cfg.num_classes if cfg.num_classes else None
         g = torch.Generator(device=device).manual_seed(args.seed)
         noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=device)
         images = sample(model, y, steps=args.steps, noise=noise)
+        if decoder is not None:
+            from .vae import decode_latents
+
+            images = decode_latents(decoder, images)  # the VAE config's scale and shift, as in the pipeline
         save_grid(images, args.out, nrow=cfg.num_classes or 10)
     print(f"wrote {args.out}: {images.shape[0]} samples, {args.steps} NFE")
 

@@ -152,3 +152,41 @@ def test_steps_must_be_a_positive_int_not_a_bool(tiny, steps):
     """True is an int to Python: it ran one step, a flag mistaken for a count."""
     with pytest.raises(ValueError, match=f"steps must be an int >= 1, got {steps!r}"):
         sample(tiny(), torch.arange(2), steps=steps)
+
+
+def test_grid_program_decodes_a_latent_model_with_its_vae(tiny, tiny_vae, tmp_path, capsys):
+    """A 4-channel latent model's grid was its scaled latents saved as an RGBA PNG, no error.
+    Now it needs --vae and saves the decoded images (the VAE config's scale and shift, once)."""
+    pytest.importorskip("diffusers")
+    import numpy as np
+    from PIL import Image
+
+    from meanflow import sampler
+    from meanflow.vae import load_vae
+
+    model = tiny(num_classes=2, in_channels=4)
+    ckpt = _checkpoint(tmp_path / "last.pt", model)
+    out = tmp_path / "grid.png"
+    with pytest.raises(SystemExit) as exit_:
+        sampler.main([ckpt, "--out", str(out), "--device", "cpu"])
+    assert exit_.value.code == 2 and "4-channel latents, not images: give --vae" in capsys.readouterr().err
+    assert not out.exists()
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = load_vae("random", {**tiny_vae[0], "scaling_factor": 0.5, "shift_factor": 0.25})
+    vae.save_pretrained(tmp_path / "vae")
+    sampler.main(
+        [ckpt, "--out", str(out), "--per-class", "1", "--vae", str(tmp_path / "vae"), "--device", "cpu"]
+    )
+    grid = np.asarray(Image.open(out))
+    assert Image.open(out).mode == "RGB" and grid.shape == (16 + 4, 2 * (16 + 2) + 2, 3)
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = vae.decode(sample(model, torch.arange(2), noise=noise) / 0.5 + 0.25).sample
+    first = sampler.to_uint8(want.clamp(-1, 1))[0]
+    # Two float paths to one pixel may round to neighbouring levels.
+    assert np.abs(grid[2:18, 2:18].astype(int) - first.astype(int)).max() <= 1
+
+    with pytest.raises(SystemExit) as exit_:
+        sampler.main([_checkpoint(tmp_path / "pixel.pt", tiny()), "--vae", str(tmp_path / "vae")])
+    assert exit_.value.code == 2 and "--vae: the model makes 1-channel images" in capsys.readouterr().err
