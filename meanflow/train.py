@@ -117,20 +117,29 @@ def build_optimizer(model, config: TrainConfig, device):
     return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
 
 
-def build_step_module(model, objective, config: TrainConfig, world: int, device):
-    """The loss as one module call; DDP-wrapped on several ranks, then compiled if asked."""
+def build_step_module(model, objective, config: TrainConfig, world: int, device, stream=None):
+    """The loss as one module call; DDP-wrapped on several ranks (on ``stream``, the CUDA
+    graphs' side stream, when the step is captured: :func:`wrap_ddp`), then compiled if asked."""
     step_module = LossModule(model, objective)
     if world > 1:
-        # The only buffer (positions) never changes: no per-step broadcast. Newer torch renamed it.
-        no_sync = (
-            "forward_sync_buffers"
-            if "forward_sync_buffers" in inspect.signature(DDP).parameters
-            else "broadcast_buffers"
-        )
-        step_module = DDP(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False}
-        )
+        step_module = wrap_ddp(step_module, device, stream)
     return torch.compile(step_module) if config.compile else step_module
+
+
+def wrap_ddp(module, device, stream=None):
+    """``DDP(module)``, made while ``stream`` is the current stream when one is given. DDP keeps
+    each parameter's gradient accumulator, and the backward runs an accumulator on the stream it
+    was made on: made on the default stream, it would run there in the middle of a CUDA graph
+    capture, which the default stream does not allow (torch's CUDA graphs notes, "Usage with
+    DistributedDataParallel": DDP built on the capture's side stream)."""
+    # The only buffer (positions) never changes: no per-step broadcast. Newer torch renamed it.
+    no_sync = (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in inspect.signature(DDP).parameters
+        else "broadcast_buffers"
+    )
+    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False})
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -148,16 +157,25 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr
 
 
-def build_step(step_module, model, emas, opt, config: TrainConfig, objective, world: int, device, master):
+def graphs_off(config: TrainConfig, objective, world: int, device, opt) -> str | None:
+    """Why the step is not a CUDA graph (``cuda_graphs`` off, or the step cannot be one), or
+    None when it is."""
+    if config.cuda_graphs == "off":
+        return "cuda_graphs is off"
+    if config.model_class != DIT_CLASS:  # torch.func.jvp under capture: untested
+        return f"{config.model_class} trains through torch.func.jvp, not captured"
+    return graphs_unavailable(device, opt) or _row_counts_vary(config, objective, world)
+
+
+def build_step(
+    step_module, model, emas, opt, config: TrainConfig, objective, world: int, device, master, stream=None
+):
     """``step(step, batch, noise, lr) -> stats``: a CUDA-graphed step where ``cuda_graphs`` asks
-    for one and it can run (``auto``: on a GPU; why not is said once), else the eager step."""
+    for one and it can run (``auto``: on a GPU; why not is said once), else the eager step.
+    ``stream``: the graphs' side stream, the one DDP was made on (:func:`wrap_ddp`)."""
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    why_not = None
-    if config.cuda_graphs != "off":
-        adapter = config.model_class != DIT_CLASS  # torch.func.jvp under capture: untested
-        why_not = f"{config.model_class} trains through torch.func.jvp, not captured" if adapter else None
-        why_not = why_not or graphs_unavailable(device, opt) or _row_counts_vary(config, objective, world)
-    graphs = config.cuda_graphs != "off" and why_not is None
+    why_not = graphs_off(config, objective, world, device, opt)
+    graphs = why_not is None
     if config.cuda_graphs == "on" and why_not:
         raise ValueError(f"cuda_graphs is 'on' but the step cannot be a CUDA graph: {why_not}")
     if config.cuda_graphs == "auto" and master:
@@ -170,7 +188,16 @@ def build_step(step_module, model, emas, opt, config: TrainConfig, objective, wo
         # DDP needs eleven eager steps before its hooks may be captured (torch.cuda.graphs docs).
         warmup = 11 if world > 1 else 3
         return GraphedStep(
-            step_module, model, emas, opt, autocast, config.grad_clip, config.ema_decays, device, warmup
+            step_module,
+            model,
+            emas,
+            opt,
+            autocast,
+            config.grad_clip,
+            config.ema_decays,
+            device,
+            warmup,
+            stream,
         )
 
     return functools.partial(
@@ -301,8 +328,10 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
         if master:
             print(f"resuming {run} from step {step}", flush=True)
 
-    step_module = build_step_module(model, objective, config, world, device)
-    run_step = build_step(step_module, model, emas, opt, config, objective, world, device, master)
+    graphed = graphs_off(config, objective, world, device, opt) is None
+    stream = torch.cuda.Stream(device) if graphed else None
+    step_module = build_step_module(model, objective, config, world, device, stream)
+    run_step = build_step(step_module, model, emas, opt, config, objective, world, device, master, stream)
     flag_group = dist.new_group(backend="gloo") if world > 1 else None
     log = together(world, open_outputs, config, master, step)
     sampler_model = emas[0] if emas else model

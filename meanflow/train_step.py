@@ -82,12 +82,15 @@ class GraphedStep:
     """``step(step, batch, noise, lr) -> stats``: the first ``warmup`` steps eagerly on a side
     stream (they settle autotuning, cuBLAS workspaces and DDP's buckets), then one capture of
     ``step_body``, replayed for every step after. Every step's batch and draws must have the
-    shapes of the first one.
+    shapes of the first one. ``stream``: the side stream of the eager steps (a new one if
+    None); under DDP, the one DDP was made on.
 
     The optimizer's learning rate becomes a device tensor (``opt`` must be capturable: see
     :func:`graphs_unavailable`); ``autocast`` must not cache casts."""
 
-    def __init__(self, step_module, model, emas, opt, autocast, grad_clip, decays, device, warmup=3):
+    def __init__(
+        self, step_module, model, emas, opt, autocast, grad_clip, decays, device, warmup=3, stream=None
+    ):
         self.step_module, self.model, self.emas, self.opt = step_module, model, emas, opt
         self.autocast, self.grad_clip, self.decays = autocast, grad_clip, list(decays)
         self.warmup = warmup
@@ -95,7 +98,7 @@ class GraphedStep:
         for group in opt.param_groups:
             group["lr"] = self.lr
         self.ema_weights = [torch.zeros((), device=device) for _ in self.decays]
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = stream or (torch.cuda.Stream(device) if device.type == "cuda" else None)
         self.graph, self.inputs, self.outputs = None, None, None
 
     def __call__(self, step: int, batch, noise: dict, lr: float) -> dict:

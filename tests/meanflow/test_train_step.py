@@ -215,10 +215,8 @@ def test_gpu_trainer_with_graphs_resumes_exactly(tmp_path, fake_mnist):
 
 @pytest.mark.gpu
 def test_gpu_graphed_step_under_a_one_rank_nccl_group():
-    """DDP's gradient hooks captured in the graph (after the eleven eager steps DDP needs): the
-    weights of the same steps without DDP."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
+    """DDP's gradient hooks captured in the graph (DDP made on the side stream, then the eleven
+    eager steps DDP needs, as the trainer does): the weights of the same steps without DDP."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -227,8 +225,10 @@ def test_gpu_graphed_step_under_a_one_rank_nccl_group():
         cuda = torch.device("cuda")
         eager = run(cuda, 14, graphed=False)
         model, emas, opt, step_module = setup(cuda, graphed=True)
-        step_fn = GraphedStep(DDP(step_module), model, emas, opt, torch.autocast("cuda", enabled=False),
-                              GRAD_CLIP, DECAYS, cuda, warmup=11)  # fmt: skip
+        stream = torch.cuda.Stream(cuda)
+        step_fn = GraphedStep(train.wrap_ddp(step_module, cuda, stream), model, emas, opt,
+                              torch.autocast("cuda", enabled=False), GRAD_CLIP, DECAYS, cuda, warmup=11,
+                              stream=stream)  # fmt: skip
         stats = [step_fn(i, batch, noise, lr_at(i)) for i, (batch, noise) in enumerate(draws(cuda, 14))]
         assert_same(eager, (model, emas, opt, stats), atol=1e-5, rtol=1e-5)
     finally:
