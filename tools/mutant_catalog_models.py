@@ -354,6 +354,31 @@ MODEL_MUTANTS = [
         VAE,
         "load_vae('random') differs at each call",
     ),
+    # ----------------------------------------------------------------- meanflow/sampler.py
+    Mutant(
+        "sampler-uint8-nan-black",
+        "meanflow/sampler.py",
+        "    if nan.any():\n",
+        "    if False:\n",
+        (f"{T}test_sampler_pixels.py::test_nan_images_are_refused_not_saved_black",),
+        "a diverged sample's NaN pixels saved as black into PNGs and FID sets",
+    ),
+    Mutant(
+        "sampler-grid-latents-undecoded",
+        "meanflow/sampler.py",
+        "        if decoder is not None:\n            from .vae import decode_latents",
+        "        if False:\n            from .vae import decode_latents",
+        (f"{T}test_sampler.py::test_grid_program_decodes_a_latent_model_with_its_vae",),
+        "a latent model's grid saved as its scaled latents (an RGBA PNG) though --vae was given",
+    ),
+    Mutant(
+        "sampler-grid-latent-without-vae",
+        "meanflow/sampler.py",
+        "    if not vae:\n        if needs_vae(cfg):",
+        "    if not vae:\n        if False:",
+        (f"{T}test_sampler.py::test_grid_program_decodes_a_latent_model_with_its_vae",),
+        "a latent model sampled without --vae: its latents saved as an RGBA grid, no error",
+    ),
     *DATA_MUTANTS,  # meanflow/data/, prepare_latents: tools/mutant_catalog_data.py
     # ------------------------------------ meanflow/evaluate.py, evaluate_inputs, reference_stats
     Mutant(
