@@ -141,7 +141,14 @@ def main(argv=None):
         "--per-class", type=int, default=10, help="images per class, one column per class (default: 10)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-    parser.add_argument("--raw", action="store_true", help="the raw weights instead of the first EMA")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
+    )
+    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
     parser.add_argument(
         "--vae",
         help="latent models: the VAE that decodes their latents (a local diffusers AutoencoderKL "
@@ -164,7 +171,7 @@ def main(argv=None):
         parser.error(f"argument --out: {e}")
     with errors_as_one_line(parser):
         device = resolve_device(args.device)
-        model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0, device=device)
+        model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else args.ema, device=device)
         cfg = model.config
         decoder = _grid_decoder(cfg, args.checkpoint, args.vae, device)
         n = (cfg.num_classes or 10) * args.per_class
