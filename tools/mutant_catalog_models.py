@@ -379,6 +379,14 @@ MODEL_MUTANTS = [
         (f"{T}test_sampler.py::test_grid_program_decodes_a_latent_model_with_its_vae",),
         "a latent model sampled without --vae: its latents saved as an RGBA grid, no error",
     ),
+    Mutant(
+        "sampler-grid-ema-ignored",
+        "meanflow/sampler.py",
+        "ema=None if args.raw else args.ema, device=device)",
+        "ema=None if args.raw else 0, device=device)",
+        (f"{T}test_sampler.py::test_grid_program_samples_the_weights_asked_for",),
+        "--ema 1 draws the grid of the first EMA, labelled as the second",
+    ),
     *DATA_MUTANTS,  # meanflow/data/, prepare_latents: tools/mutant_catalog_data.py
     # ------------------------------------ meanflow/evaluate.py, evaluate_inputs, reference_stats
     Mutant(
