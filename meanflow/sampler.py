@@ -13,7 +13,8 @@ from .models import check_class_labels, check_model_dtype
 @torch.no_grad()
 def sample(model, y, steps: int = 1, generator=None, noise=None):
     """Images ``(B, C, H, W)`` for labels ``y`` (long ``(B,)``; ``None`` for an unconditional
-    model), from ``noise`` or ``N(0, I)`` drawn with ``generator``. Pass EMA weights as
+    model), from ``noise`` or ``N(0, I)`` drawn with ``generator`` (in float32, then cast to
+    the model's dtype: one seed, one noise, in any dtype). Pass EMA weights as
     ``model`` for the usual samples; the model runs in eval mode and gets its mode back."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:  # True is an int
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
@@ -31,7 +32,10 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
         raise ValueError("give labels y or noise: the batch size comes from one of them")
     shape = (batch, cfg.in_channels, cfg.input_size, cfg.input_size)
     if noise is None:
-        noise = torch.randn(shape, generator=generator, device=device, dtype=param.dtype)
+        # Drawn in float32 whatever the model's dtype, as the pipeline and meanflow.generate draw
+        # it: randn draws another sequence per dtype, so a float64 (or bf16) model would get
+        # unrelated noise for the same seed, not the float32 run's noise at its precision.
+        noise = torch.randn(shape, generator=generator, device=device).to(param.dtype)
     elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
         got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
         raise ValueError(f"noise must be a tensor of shape {shape}, got {got}")

@@ -222,3 +222,17 @@ def test_grid_program_samples_the_weights_asked_for(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         sampler.main([str(path), "--ema", "2", "--out", str(tmp_path / "none.png")])
     assert exit_.value.code == 2 and "has 2 EMA weight sets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_one_seed_gives_one_noise_in_every_dtype(tiny, dtype):
+    """The generator's noise is the float32 draw cast to the model's dtype, as the pipeline
+    draws it: randn in float64 or bf16 draws other numbers, so a float64 check of a float32
+    run with the same seed sampled other images."""
+    model, y = tiny(), torch.arange(3)
+    want = sample(model, y, steps=2, generator=torch.Generator().manual_seed(4))
+    got = sample(model.to(dtype), y, steps=2, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4)).to(dtype)
+    assert got.dtype == dtype and torch.equal(got, sample(model, y, steps=2, noise=noise))
+    tol = 1e-5 if dtype == torch.float64 else 0.1  # bf16 rounds each value to 2^-8 relative
+    assert (got.float() - want).abs().max() <= tol * (1 + want.abs().max())
