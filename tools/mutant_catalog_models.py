@@ -387,6 +387,14 @@ MODEL_MUTANTS = [
         (f"{T}test_sampler.py::test_grid_program_samples_the_weights_asked_for",),
         "--ema 1 draws the grid of the first EMA, labelled as the second",
     ),
+    Mutant(
+        "sampler-noise-in-model-dtype",
+        "meanflow/sampler.py",
+        "noise = torch.randn(shape, generator=generator, device=device).to(param.dtype)",
+        "noise = torch.randn(shape, generator=generator, device=device, dtype=param.dtype)",
+        (f"{T}test_sampler.py::test_one_seed_gives_one_noise_in_every_dtype",),
+        "a float64 model given a float32 run's seed samples from other noise",
+    ),
     *DATA_MUTANTS,  # meanflow/data/, prepare_latents: tools/mutant_catalog_data.py
     # ------------------------------------ meanflow/evaluate.py, evaluate_inputs, reference_stats
     Mutant(
