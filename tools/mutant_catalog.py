@@ -502,8 +502,8 @@ CATALOG = [
     Mutant(
         "train-adapter-no-ddp",
         "meanflow/train.py",
-        "    if world > 1:\n        # The only buffer",
-        "    if world > 1 and config.model_class == DIT_CLASS:\n        # The only buffer",
+        "    if world > 1:\n        step_module = wrap_ddp(",
+        "    if world > 1 and config.model_class == DIT_CLASS:\n        step_module = wrap_ddp(",
         (f"{ADAPTER_TRAIN}::test_two_ranks_equal_one",),
         "an adapter's gradients are not all-reduced: each rank trains on its half alone",
     ),
