@@ -144,7 +144,18 @@ def main(argv=None):
     parser.add_argument(
         "--per-class", type=int, default=10, help="images per class, one column per class (default: 10)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the noise, drawn on the CPU: one grid on any device (default: 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images sampled (and decoded) at a time; the grid is the same for any (default: 64)",
+    )
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--ema",
@@ -169,6 +180,8 @@ def main(argv=None):
         parser.error(f"argument --steps: must be >= 1, got {args.steps}")
     if args.per_class < 1:
         parser.error(f"argument --per-class: must be >= 1, got {args.per_class}")
+    if args.batch_size < 1:
+        parser.error(f"argument --batch-size: must be >= 1, got {args.batch_size}")
     try:  # before the model is loaded and sampled
         refuse_directory(args.out)
     except ValueError as e:
@@ -179,14 +192,20 @@ def main(argv=None):
         cfg = model.config
         decoder = _grid_decoder(cfg, args.checkpoint, args.vae, device)
         n = (cfg.num_classes or 10) * args.per_class
-        y = torch.arange(n, device=device) % cfg.num_classes if cfg.num_classes else None
-        g = torch.Generator(device=device).manual_seed(args.seed)
-        noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g, device=device)
-        images = sample(model, y, steps=args.steps, noise=noise)
-        if decoder is not None:
-            from .vae import decode_latents
+        g = torch.Generator().manual_seed(args.seed)
+        noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
+        # In batches: an ImageNet grid is 10,000 images, too many to sample or decode at once.
+        parts = []
+        for start in range(0, n, args.batch_size):
+            part = noise[start : start + args.batch_size].to(device, next(model.parameters()).dtype)
+            y = torch.arange(start, start + part.shape[0], device=device) % max(cfg.num_classes, 1)
+            part = sample(model, y if cfg.num_classes else None, steps=args.steps, noise=part)
+            if decoder is not None:
+                from .vae import decode_latents
 
-            images = decode_latents(decoder, images)  # the VAE config's scale and shift, as in the pipeline
+                part = decode_latents(decoder, part)  # the VAE config's scale and shift, as in the pipeline
+            parts.append(part.float().cpu())
+        images = torch.cat(parts)
         save_grid(images, args.out, nrow=cfg.num_classes or 10)
     print(f"wrote {args.out}: {images.shape[0]} samples, {args.steps} NFE")
 

@@ -105,6 +105,7 @@ def _checkpoint(path, model):
         (["--per-class", "-2"], "argument --per-class: must be >= 1, got -2"),
         (["--per-class", "0"], "argument --per-class: must be >= 1, got 0"),
         (["--out", "folder"], "argument --out: folder is a directory"),
+        (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
     ],
 )
 def test_grid_program_names_a_bad_option(argv, message, tiny, tmp_path, monkeypatch, capsys):
@@ -145,6 +146,38 @@ def test_grid_program_writes_a_row_per_class(tiny, tmp_path, capsys):
     sampler.main([ckpt, "--out", str(out), "--per-class", "2", "--device", "cpu"])
     assert capsys.readouterr().out == f"wrote {out}: 6 samples, 1 NFE\n"
     assert Image.open(out).size == (3 * 10 + 2, 2 * 10 + 2)  # 8x8 images, 2-pixel gaps
+
+
+@pytest.mark.parametrize("num_classes", [3, 0])
+def test_grid_program_samples_in_batches_the_grid_of_one_batch(num_classes, tiny, tmp_path, monkeypatch):
+    """An ImageNet grid (10 per class: 10,000 images) was sampled and decoded as one batch, out
+    of GPU memory; in batches of --batch-size, the grid is the same, from the seed's CPU noise
+    whatever the device."""
+    import numpy as np
+    from PIL import Image
+
+    from meanflow import sampler
+
+    model = tiny(num_classes=num_classes)
+    ckpt = _checkpoint(tmp_path / "last.pt", model)
+    batches = []
+    real_sample = sampler.sample
+    monkeypatch.setattr(
+        sampler, "sample", lambda *a, **k: batches.append(k["noise"].shape[0]) or real_sample(*a, **k)
+    )
+    grids = []
+    for batch in ("4", "64"):
+        out = tmp_path / f"grid{batch}.png"
+        sampler.main([ckpt, "--out", str(out), "--per-class", "2", "--batch-size", batch, "--device", "cpu"])
+        grids.append(np.asarray(Image.open(out)))
+    n = 2 * (num_classes or 10)
+    assert batches == [4] * (n // 4) + [n % 4] * (n % 4 > 0) + [n]
+    assert np.array_equal(grids[0], grids[1])
+    noise = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(n) % num_classes if num_classes else None
+    want = sampler.to_uint8(sample(model, y, noise=noise))
+    assert np.array_equal(grids[1][2:10, 2:10], want[0, ..., 0])
+    assert np.array_equal(grids[1][12:20, 2:10], want[num_classes or 10, ..., 0])  # second row
 
 
 @pytest.mark.parametrize("steps", [True, False, 0, -1, 2.0])
