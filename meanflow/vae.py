@@ -196,8 +196,18 @@ def decode_latents(vae, latents: torch.Tensor, scale_factor: float | None = None
     scale = default_scale if scale_factor is None else scale_factor
     shift = default_shift if shift_factor is None else shift_factor
     param = next(vae.parameters())
-    z = latents.to(device=param.device, dtype=param.dtype) / scale + shift
-    return vae.decode(z).sample.float().clamp(-1, 1).to(latents.device)
+    # A VAE whose config says force_upcast (diffusers' default, sd-vae-ft-ema's) overflows in
+    # float16: decoded in float32, then given back its float16 weights, as diffusers' pipelines do.
+    upcast = param.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    dtype = torch.float32 if upcast else param.dtype
+    z = latents.to(device=param.device, dtype=dtype) / scale + shift
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        return vae.decode(z).sample.float().clamp(-1, 1).to(latents.device)
+    finally:
+        if upcast:
+            vae.to(torch.float16)
 
 
 def plain_config(vae) -> dict:

@@ -127,6 +127,28 @@ def test_shifted_latents_decode_as_the_vae_encoded_them(tiny_vae):
     assert torch.allclose(given, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("force_upcast", [True, False])
+def test_a_float16_vae_that_asks_for_it_decodes_in_float32(tiny_vae, force_upcast):
+    """diffusers' pipelines decode a float16 VAE whose config says ``force_upcast`` in float32
+    (sd-vae-ft-ema's: AutoencoderKL's default), where float16 overflows; its weights stay
+    float16 after, as the caller made them."""
+    pytest.importorskip("diffusers")
+    config, _ = tiny_vae
+    vae = random_vae({**config, "force_upcast": force_upcast})
+    full = random_vae({**config, "force_upcast": force_upcast})
+    vae.to(torch.float16)
+    seen = []
+    vae.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    images = mvae.decode_latents(vae, z)
+    assert seen == [torch.float32 if force_upcast else torch.float16]
+    assert all(p.dtype == torch.float16 for p in vae.parameters())
+    if force_upcast:  # float32 arithmetic on the float16 weights, as decoded by the float32 VAE
+        with torch.no_grad():
+            full.load_state_dict({k: v.float() for k, v in vae.state_dict().items()})
+        torch.testing.assert_close(images, mvae.decode_latents(full, z), atol=1e-5, rtol=0)
+
+
 def test_weights_hash_tells_which_tensor_is_which(tiny_vae):
     """Two same-shaped tensors swapped are another VAE; the same weights in float64 are not."""
     pytest.importorskip("diffusers")
