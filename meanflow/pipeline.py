@@ -205,6 +205,8 @@ class MeanFlowPipeline(DiffusionPipeline):
         if isinstance(class_labels, (str, int)):
             class_labels = [class_labels]
         if isinstance(class_labels, (list, tuple)):
+            if any(isinstance(c, bool) for c in class_labels):  # [True, 3] would be a tensor [1, 3]
+                raise TypeError(f"class_labels must be class ids or names, not bools: got {class_labels!r}")
             return [self.get_label_ids(c)[0] if isinstance(c, str) else c for c in class_labels]
         return class_labels
 

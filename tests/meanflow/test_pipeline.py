@@ -142,6 +142,9 @@ def test_bad_inputs(tmp_path, vae_config, tiny):
         pipe([7])
     with pytest.raises(TypeError, match="class_labels"):
         pipe([0.5])
+    for flags in ([True], [True, 3], (2, False)):  # a mixed list was read as [1, 3]
+        with pytest.raises(TypeError, match="class_labels must be class ids or names, not bools"):
+            pipe(flags)
     with pytest.raises(ValueError, match="output_type"):
         pipe([1], output_type="jpeg")
     with pytest.raises(ValueError, match="unknown class names"):
