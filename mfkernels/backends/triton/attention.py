@@ -4,7 +4,6 @@ section 2). The launchers of ``attention_kernels.py`` and ``attention_backward_k
 with the signatures of ``reference.attention_jvp`` and ``reference.attention_backward``.
 """
 
-import contextlib
 import os
 import warnings
 
@@ -16,7 +15,7 @@ from .. import library_attention
 from .attention_backward_kernels import _attn_bwd_delta_kernel, _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
 from .attention_configs import autotune
 from .attention_kernels import _attn_jvp_fwd_kernel
-from .triton_compat import INTERPRET, triton, triton_unsupported, vector_alignment
+from .triton_compat import INTERPRET, device_guard, triton, triton_unsupported, vector_alignment
 
 MAX_HEAD_DIM = 128
 # CUDA's limit on a grid's y and z: the launches put heads on y and the batch on z.
@@ -82,11 +81,6 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _device_guard(t: Tensor):
-    # Triton launches on the current CUDA device; tensors may live on another one.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def jvp_unsupported(q, k, v, *rest) -> str | None:
     """Why the triton kernels cannot run these inputs (then the dispatch falls back)."""
     reason = triton_unsupported(q, k, v)
@@ -138,7 +132,7 @@ def attention_jvp_triton(q, k, v, q_dot, k_dot, v_dot, scale, causal=False, bias
         return launch_grid(n_q, meta["BLOCK_M"], heads, batch)
 
     tma = kv_by_tma(k, v, k_dot, v_dot)
-    with _device_guard(q):
+    with device_guard(q):
         if tma:
             _scratch_allocator()
         bias_tensor, *bias_strides = _bias_args(bias, lse)
@@ -266,7 +260,7 @@ def attention_backward_triton(grad_o, q, k, v, o, lse, scale, causal=False, bias
     align = _stride_align(q, k, v, grad_o, o, dq, dk)
     atomic = dq_by_atomics()
     dq_sums = torch.zeros(dq.shape, dtype=torch.float32, device=q.device) if atomic else dk
-    with _device_guard(q):
+    with device_guard(q):
         _attn_bwd_delta_kernel[launch_grid(n_q, 64, heads, batch)](
             o, grad_o, delta, *o.stride(), *grad_o.stride(), heads, n_q,
             HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=64, ALIGN=align,

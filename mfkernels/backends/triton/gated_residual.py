@@ -14,7 +14,7 @@ backward does; ``dx`` is ``dy`` itself.
 import torch
 
 from . import launch
-from .triton_compat import tl, triton, wide_mul
+from .triton_compat import device_guard, tl, triton, wide_mul
 
 
 @triton.jit
@@ -56,11 +56,12 @@ def gated_residual_jvp_triton(x, x_dot, gate, gate_dot, f, f_dot):
         return y, y_dot
     rows, block_d, num_warps = launch.col_settings(dim, n_rows)
     grid = (triton.cdiv(n_rows, rows), triton.cdiv(dim, block_d))
-    _gated_residual_jvp_kernel[grid](
-        x, x_dot, gate, gate_dot, f, f_dot, y, y_dot,
-        gate.stride(0), gate_dot.stride(0), n_rows, tokens, dim,
-        ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
-    )  # fmt: skip
+    with device_guard(x):
+        _gated_residual_jvp_kernel[grid](
+            x, x_dot, gate, gate_dot, f, f_dot, y, y_dot,
+            gate.stride(0), gate_dot.stride(0), n_rows, tokens, dim,
+            ROWS=rows, BLOCK_D=block_d, num_warps=num_warps,
+        )  # fmt: skip
     return y, y_dot
 
 
@@ -116,11 +117,12 @@ def gated_residual_backward_triton(grad_y, gate, f, tokens_per_chunk=None):
         tokens_per_chunk = launch.tokens_per_chunk(tokens, batch, dim, f.device)
     n_chunks = triton.cdiv(tokens, tokens_per_chunk)
     dgate = torch.empty(batch, n_chunks, dim, dtype=torch.float32, device=f.device)
-    _gated_residual_bwd[(batch, n_chunks)](
-        grad_y, gate, f, df, dgate,
-        grad_y.stride(0), grad_y.stride(1), gate.stride(0), f.stride(0), f.stride(1),
-        tokens, dim, tokens_per_chunk, BLOCK_D=launch.next_power_of_2(dim),
-    )  # fmt: skip
+    with device_guard(f):
+        _gated_residual_bwd[(batch, n_chunks)](
+            grad_y, gate, f, df, dgate,
+            grad_y.stride(0), grad_y.stride(1), gate.stride(0), f.stride(0), f.stride(1),
+            tokens, dim, tokens_per_chunk, BLOCK_D=launch.next_power_of_2(dim),
+        )  # fmt: skip
     return dx, dgate[:, 0] if n_chunks == 1 else dgate.sum(1), df
 
 

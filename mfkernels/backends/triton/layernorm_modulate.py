@@ -15,7 +15,7 @@ deterministic stages (per-chunk partial sums, then a sum over chunks).
 import torch
 
 from . import launch
-from .triton_compat import tl, triton
+from .triton_compat import device_guard, tl, triton
 
 
 @triton.jit
@@ -128,12 +128,13 @@ def layernorm_modulate_jvp_triton(x, x_dot, shift, scale, shift_dot, scale_dot, 
     n_rows = batch * tokens
     if n_rows == 0 or dim == 0:
         return m, m_dot
-    _ln_modulate_jvp_fwd[lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)](
-        x, x_dot, shift, scale, shift_dot, scale_dot, m, m_dot,
-        x.stride(0), x.stride(1), x_dot.stride(0), x_dot.stride(1),
-        shift.stride(0), scale.stride(0), shift_dot.stride(0), scale_dot.stride(0),
-        n_rows, tokens, dim, float(eps), BLOCK_D=launch.next_power_of_2(dim),
-    )  # fmt: skip
+    with device_guard(x):
+        _ln_modulate_jvp_fwd[lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)](
+            x, x_dot, shift, scale, shift_dot, scale_dot, m, m_dot,
+            x.stride(0), x.stride(1), x_dot.stride(0), x_dot.stride(1),
+            shift.stride(0), scale.stride(0), shift_dot.stride(0), scale_dot.stride(0),
+            n_rows, tokens, dim, float(eps), BLOCK_D=launch.next_power_of_2(dim),
+        )  # fmt: skip
     return m, m_dot
 
 
@@ -155,7 +156,7 @@ def layernorm_modulate_backward_triton(grad_m, x, scale, eps=1e-6, tokens_per_ch
     most = chunks(max(launch.CHUNK_SPLITS))
     dshift = torch.empty(batch, most, dim, dtype=torch.float32, device=x.device)
     dscale = torch.empty_like(dshift)
-    with launch.TUNED_LAUNCH:
+    with launch.TUNED_LAUNCH, device_guard(x):
         _ln_modulate_bwd[lambda meta: (batch, chunks(meta.get("SPLIT", 1)))](
             grad_m, x, scale, dx, dshift, dscale,
             grad_m.stride(0), grad_m.stride(1), x.stride(0), x.stride(1), scale.stride(0), dshift.stride(0),

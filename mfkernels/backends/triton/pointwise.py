@@ -12,7 +12,7 @@ import torch
 
 from ...reference import GELU_TANH_C, GELU_TANH_K
 from . import launch
-from .triton_compat import tl, triton, wide_mul
+from .triton_compat import device_guard, tl, triton, wide_mul
 
 
 @triton.jit
@@ -109,10 +109,11 @@ def gelu_tanh_jvp_triton(x, x_dot, bias=None):
         return y, y_dot
     block = launch.pointwise_block(n)
     has_bias = bias is not None
-    _gelu_tanh_jvp_kernel[(triton.cdiv(n, block),)](
-        x, x_dot, bias.contiguous() if has_bias else x, y, y_dot, n, x.shape[-1] if x.dim() else 1,
-        K=GELU_TANH_K, C=GELU_TANH_C, HAS_BIAS=has_bias, BLOCK=block, num_warps=4,
-    )  # fmt: skip
+    with device_guard(x):
+        _gelu_tanh_jvp_kernel[(triton.cdiv(n, block),)](
+            x, x_dot, bias.contiguous() if has_bias else x, y, y_dot, n, x.shape[-1] if x.dim() else 1,
+            K=GELU_TANH_K, C=GELU_TANH_C, HAS_BIAS=has_bias, BLOCK=block, num_warps=4,
+        )  # fmt: skip
     return y, y_dot
 
 
@@ -129,10 +130,12 @@ def gelu_tanh_backward_triton(grad_y, x, bias=None):
     grid = (triton.cdiv(n_rows, chunk), triton.cdiv(dim, block_d))
     has_bias = bias is not None
     parts = torch.empty((grid[0], dim), dtype=torch.float32, device=x.device) if has_bias else dx
-    _gelu_tanh_backward_kernel[grid](
-        x, grad_y, bias.contiguous() if has_bias else x, dx, parts, n_rows, dim,
-        K=GELU_TANH_K, C=GELU_TANH_C, HAS_BIAS=has_bias, ROWS=rows, BLOCK_D=block_d, CHUNK=chunk, num_warps=4,
-    )  # fmt: skip
+    with device_guard(x):
+        _gelu_tanh_backward_kernel[grid](
+            x, grad_y, bias.contiguous() if has_bias else x, dx, parts, n_rows, dim,
+            K=GELU_TANH_K, C=GELU_TANH_C, HAS_BIAS=has_bias, ROWS=rows, BLOCK_D=block_d, CHUNK=chunk,
+            num_warps=4,
+        )  # fmt: skip
     return dx, parts.sum(0) if has_bias else None
 
 
@@ -143,7 +146,8 @@ def silu_jvp_triton(x, x_dot):
     if n == 0:
         return y, y_dot
     block = launch.pointwise_block(n)
-    _silu_jvp_kernel[(triton.cdiv(n, block),)](x, x_dot, y, y_dot, n, BLOCK=block, num_warps=4)
+    with device_guard(x):
+        _silu_jvp_kernel[(triton.cdiv(n, block),)](x, x_dot, y, y_dot, n, BLOCK=block, num_warps=4)
     return y, y_dot
 
 

@@ -7,7 +7,7 @@ last dim of any shape; ``g`` (``weight``) is optional and ``(dim,)``.
 import torch
 
 from . import launch
-from .triton_compat import tl, triton, vector_alignment
+from .triton_compat import device_guard, tl, triton, vector_alignment
 
 
 @triton.jit
@@ -49,11 +49,12 @@ def rms_norm_jvp_triton(x, x_dot, weight=None, eps=1e-6):
         return y, y_dot
     rows, block_d, num_warps = launch.row_settings(dim, n_rows)
     has_weight = weight is not None
-    _rms_norm_jvp_kernel[(triton.cdiv(n_rows, rows),)](
-        x, x_dot, weight.contiguous() if has_weight else x, y, y_dot, n_rows, dim, float(eps),
-        HAS_WEIGHT=has_weight, ROWS=rows, BLOCK_D=block_d, ALIGN=vector_alignment(x.element_size(), dim),
-        num_warps=num_warps,
-    )  # fmt: skip
+    with device_guard(x):
+        _rms_norm_jvp_kernel[(triton.cdiv(n_rows, rows),)](
+            x, x_dot, weight.contiguous() if has_weight else x, y, y_dot, n_rows, dim, float(eps),
+            HAS_WEIGHT=has_weight, ROWS=rows, BLOCK_D=block_d, ALIGN=vector_alignment(x.element_size(), dim),
+            num_warps=num_warps,
+        )  # fmt: skip
     return y, y_dot
 
 

@@ -9,6 +9,7 @@ and the dispatch reports the ``triton`` backend as unavailable.
 through :func:`dot`, which upcasts its operands to fp32 only when interpreting.
 """
 
+import contextlib
 import math
 import os
 
@@ -93,6 +94,13 @@ def triton_unsupported(*tensors) -> str | None:
     if tensors[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"does not support {tensors[0].dtype}"
     return None
+
+
+def device_guard(t: torch.Tensor):
+    """The device ``t`` lives on made current for the block: Triton launches a kernel on the
+    current CUDA device and its current stream, not on its tensors' device, so a kernel on
+    ``cuda:1`` tensors launched while ``cuda:0`` is current would run on the wrong GPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def vector_alignment(element_size: int, *extents: int) -> int:
