@@ -26,6 +26,7 @@ GELU_TILES = ("tests/mfkernels/test_activations.py::test_gelu_gpu_tiles",)
 EMB_INPUTS = ("tests/mfkernels/test_timestep_embedding_inputs.py",)
 VIEWS = ("tests/mfkernels/test_unusual_layouts.py",)
 LN = "tests/mfkernels/test_layernorm_modulate.py::"
+DEVICE_GUARD = ("tests/mfkernels/test_launch_device.py",)
 SDPA_MASK = ("tests/mfkernels/test_sdpa_inputs.py::test_a_float_mask_sdpa_refuses_is_refused_naming_it",)
 
 _REF = "mfkernels/reference.py"
@@ -568,6 +569,22 @@ MODULE_MUTANTS = [
         "slice(None)",
         ("tests/mfkernels/test_sdpa_inputs.py::test_expanded_bool_mask_stays_broadcast",),
         "an expanded key-padding mask becomes a dense batch x heads x seq^2 float bias: OOM at long N",
+    ),
+    Mutant(
+        "silu-launched-off-its-device",
+        _TRITON + "pointwise.py",
+        "    with device_guard(x):\n        _silu_jvp_kernel[",
+        "    if True:\n        _silu_jvp_kernel[",
+        DEVICE_GUARD,
+        "Triton launches on the current device: cuda:1 tensors are read by a kernel on cuda:0",
+    ),
+    Mutant(
+        "ln-backward-launched-off-its-device",
+        _TRITON + "layernorm_modulate.py",
+        "with launch.TUNED_LAUNCH, device_guard(x):",
+        "with launch.TUNED_LAUNCH:",
+        DEVICE_GUARD,
+        "the tuned LayerNorm backward runs on the current device, not on its tensors'",
     ),
     *INDEX_WIDTH_MUTANTS,
 ]
