@@ -260,6 +260,8 @@ class Bench:
                 library_skip = "skipped: the triton backend hands its O and LSE over"
             elif library_skip is None and library_attention.unsupported(library, q, k, v):
                 library_skip = f"skipped: {library_attention.unsupported(library, q, k, v)}"
+            elif library_skip is None:
+                library_skip = _library_failure(library, do, q, k, v, out["o"], out["lse"], scale)
             with C.environment(**{triton_attention.BACKWARD_ENV_VAR: library}):
                 record(f"ours_bwd_{library}", ours_bwd, self.ours_backend, library_skip)
         out.clear()
@@ -275,6 +277,17 @@ class Bench:
         shown += [tflops("ours_bwd"), _best(results, "bwd")]
         self.log(f"{dtype_name} d={d} N={n} (batch {batch}, heads {heads}) TFLOP/s: " + ", ".join(shown))
         self.save()
+
+
+def _library_failure(library, do, q, k, v, o, lse, scale):
+    """Why ``library``'s backward fails on these inputs (no cuDNN plan for a shape, say), or
+    None. Where it fails the triton backend runs its own kernels instead, with one warning
+    per reason, and a row named after the library would time ours."""
+    try:
+        library_attention.attention_backward(library, do, q, k, v, o, lse, scale)
+    except RuntimeError as exc:
+        return f"failed: {C.short_error(exc)} (the triton backward would run instead)"
+    return None
 
 
 def _best(results, kind):
