@@ -586,5 +586,13 @@ MODULE_MUTANTS = [
         DEVICE_GUARD,
         "the tuned LayerNorm backward runs on the current device, not on its tensors'",
     ),
+    Mutant(
+        "bench-library-backward-failure-timed",
+        "benchmarks/attention_jvp.py",
+        "                library_skip = _library_failure(",
+        "                library_skip = None and _library_failure(",
+        ("tests/benchmarks/test_attention_jvp_library_rows.py",),
+        "a library backward that fails is timed as ours, its row reading like the library's speed",
+    ),
     *INDEX_WIDTH_MUTANTS,
 ]
