@@ -65,8 +65,6 @@ def test_flash_backward_from_our_forward_on_the_cpu(library_only, n_q, n_k, d, c
 
 @needs_triton
 @pytest.mark.skipif(DEVICE != "cpu", reason="torch's CPU flash backward: CPU tensors")
-@needs_triton
-@pytest.mark.skipif(DEVICE != "cpu", reason="torch's CPU flash backward: CPU tensors")
 @pytest.mark.parametrize("heads, kv_heads, causal", [(4, 1, False), (6, 2, True)])
 def test_flash_backward_takes_grouped_query_heads_on_the_cpu(library_only, heads, kv_heads, causal):
     """K and V with fewer heads go to the library as they are: dK and dV sum their groups."""
