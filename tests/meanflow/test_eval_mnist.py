@@ -337,3 +337,80 @@ def test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations(tmp_path, 
     _, other = eval_mnist.load_classifier(fake_mnist, log=lambda s: None)
     assert reads == files[2:] + ["classifier"] + files and not torch.equal(other["mu"], state["mu"])
     assert other["data_sha256"] == data_sha256(fake_mnist)
+
+
+def spied_evaluate(monkeypatch, fake_sample, num_samples=30, batch=16):
+    """``evaluate`` with ``fake_sample`` as the sampler and an untrained classifier (no training,
+    no cache); returns the tensor the classifier was given."""
+    seen = []
+    features_and_logits = eval_mnist._features_and_logits
+
+    def spy(classifier, x, **kwargs):
+        seen.append(x.clone())
+        return features_and_logits(classifier, x, **kwargs)
+
+    state = {"mu": torch.zeros(128, dtype=torch.float64), "sigma": torch.eye(128, dtype=torch.float64)}
+    classifier = eval_mnist.Classifier().eval()
+    monkeypatch.setattr(eval_mnist, "load_classifier", lambda data_path=None, log=print: (classifier, state))
+    monkeypatch.setattr(eval_mnist, "_features_and_logits", spy)
+    monkeypatch.setattr(eval_mnist, "sample", fake_sample)
+    eval_mnist.evaluate(DiT(mnist_config()), num_samples=num_samples, batch=batch, log=lambda s: None)
+    (scored,) = seen
+    return scored
+
+
+def test_the_classifier_scores_the_8_bit_images_a_user_saves(monkeypatch):
+    """Samples between the 8-bit levels and outside [-1, 1] are scored as the uint8 PNG or .npz
+    of ``meanflow.generate`` holds them (as ADM's and DiT's ``sample_ddp.py`` round before
+    scoring): each pixel the level ``((x + 1) * 127.5).round().clamp(0, 255)`` mapped back to
+    [-1, 1] as the MNIST digits the classifier learnt were, not the float itself."""
+    g = torch.Generator().manual_seed(0)
+    levels = {}
+
+    def fake_sample(model, y, steps, generator):
+        k = torch.randint(0, 256, (len(y), 1, 32, 32), generator=g)
+        off = (torch.rand(k.shape, generator=g) - 0.5) * 0.8  # at most 0.4 of a level from k
+        x = (k + off) / 127.5 - 1
+        x[:, :, 0, :4] = torch.tensor([-1.7, -1.0000001, 1.0000001, 2.5])  # outside [-1, 1]
+        k[:, :, 0, :4] = torch.tensor([0, 0, 255, 255])
+        levels.setdefault("all", []).append(k)
+        return x
+
+    scored = spied_evaluate(monkeypatch, fake_sample)
+    want = torch.cat(levels["all"])
+    assert scored.shape == want.shape == (30, 1, 32, 32) and scored.dtype == torch.float32
+    assert torch.equal(scored, want.float() / 127.5 - 1)
+    # the same grid as the classifier's training digits (data.mnist.to_pixels)
+    # the map of the digits the classifier learnt (data.mnist.to_pixels, which pads 28 to 32)
+    digits = mnist.to_pixels(want[:, 0, 2:30, 2:30].to(torch.uint8))
+    assert torch.equal(scored[:, :, 2:30, 2:30], digits[:, :, 2:30, 2:30])
+
+
+def test_the_scored_images_are_the_bytes_generate_saves(monkeypatch):
+    """The pixels scored are those of ``meanflow.generate``'s output for the same samples (one
+    function quantises both: ``sampler.to_uint8``)."""
+    from meanflow import generate
+
+    g = torch.Generator().manual_seed(1)
+    drawn = []
+
+    def fake_sample(model, y, steps, generator):
+        drawn.append(torch.randn(len(y), 1, 32, 32, generator=g) * 0.7)
+        return drawn[-1]
+
+    scored = spied_evaluate(monkeypatch, fake_sample, num_samples=20, batch=20)
+    saved = generate.sampler.to_uint8(drawn[0])  # (B, H, W, 1) uint8, as samples.npz holds them
+    assert torch.equal(scored, torch.from_numpy(saved).permute(0, 3, 1, 2).float() / 127.5 - 1)
+
+
+def test_samples_holding_nan_are_refused_not_scored_black(monkeypatch):
+    """A NaN pixel would save as 0 (black) and score as a dark pixel of a real image: a diverged
+    model must not get a finite accuracy and distance."""
+
+    def fake_sample(model, y, steps, generator):
+        x = torch.zeros(len(y), 1, 32, 32)
+        x[3, 0, 5, 5] = float("nan")
+        return x
+
+    with pytest.raises(ValueError, match=r"images hold NaN \(images \[3\] of 16\)"):
+        spied_evaluate(monkeypatch, fake_sample)

@@ -81,7 +81,9 @@ def test_precomputed_reference_statistics(sets, tmp_path):
         assert set(data.files) == {"mu", "sigma", "feature_extractor", "feature_layer", "weights_sha256"} | {
             "torch_fidelity",
             "image_size",
+            "num_images",
         }
+        assert str(data["num_images"][()]) == "48"
         assert data["mu"].shape == (16,)
         record = {k: str(data[k][()]) for k in ("feature_extractor", "feature_layer", "weights_sha256")}
     assert record == {"feature_extractor": TINY, "feature_layer": "feat", "weights_sha256": ""}
@@ -477,7 +479,9 @@ def test_ref_size_reads_a_class_folder_tree_as_the_adm_crops(sets, photo_tree, t
             "weights_sha256",
             "crop_size",
             "torch_fidelity",
+            "num_images",
         }
+        assert str(data["num_images"][()]) == str(n)
 
     # saved once, then reused: the tree is not read again
     def extract(images, *args, **kwargs):
