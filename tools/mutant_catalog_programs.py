@@ -21,6 +21,9 @@ OLD_NAME = f"{T}test_generate_cli.py::test_old_module_name_runs_the_program"
 CLI, DEMO = f"{T}test_cli.py", f"{T}test_demo.py"
 HELP = f"{T}test_cli_help.py"
 COUNTS = f"{T}test_evaluate_counts.py"
+REPORTED = f"{T}test_evaluate_report.py::"
+EVAL_MNIST = f"{T}test_eval_mnist.py::"
+LOG = "tests/faults/test_fault_metrics_log.py::"
 _EARLY_CHECKS = (
     "    dev = resolve_device(device)\n"
     "    weights, provenance = extractor_weights(feature_extractor, weights_path, allow_unverified_weights)\n"
@@ -278,5 +281,105 @@ PROGRAM_MUTANTS = [
         _READ_REFERENCE + _EARLY_CHECKS,
         (f"{T}test_evaluate_order.py",),
         "a missing Inception weights file or a --device typo is refused after minutes of a tree's scan",
+    ),
+    # ------------------------------- meanflow/evaluate.py, eval_mnist.py: what a report says
+    Mutant(
+        "evaluate-kid-subset-size-unreported",
+        "meanflow/evaluate.py",
+        '        result["kid_subset_size"], result["kid_subsets"] = size, KID_SUBSETS\n',
+        "",
+        (f"{REPORTED}test_kid_records_the_subset_size_and_count_it_used",),
+        "a KID of 200 images (subsets of 200) reads as one of the standard 1000-image subsets",
+    ),
+    Mutant(
+        "evaluate-num-reference-unread-images",
+        "meanflow/evaluate.py",
+        '"num_reference": len(ref_set) if ref_feats is not None else None,',
+        '"num_reference": len(ref_set) if ref_set is not None and ref_set.has_images else None,',
+        (f"{REPORTED}test_fid_of_a_files_statistics_reports_their_count_not_the_images_beside_them",),
+        "FID of an ADM batch's statistics (the whole training set) reported as of its 10k images",
+    ),
+    Mutant(
+        "evaluate-reference-stats-count-unsaid",
+        "meanflow/evaluate.py",
+        "reference_stats.num_images(ref_set.stats_record) if precomputed else None",
+        "None",
+        (f"{REPORTED}test_fid_of_a_files_statistics_reports_their_count_not_the_images_beside_them",),
+        "the report never says how many images the reference statistics of an FID are of",
+    ),
+    Mutant(
+        "ref-stats-count-unwritten",
+        "meanflow/reference_stats.py",
+        "        found[COUNT] = str(int(num_images))\n",
+        "        pass\n",
+        (f"{REPORTED}test_a_copy_of_statistics_keeps_their_count",),
+        "saved statistics forget how many images they are of",
+    ),
+    Mutant(
+        "ref-stats-count-unchecked",
+        "meanflow/reference_stats.py",
+        '    for key, what in ((CROP, "a size"), (COUNT, "a count")):',
+        '    for key, what in ((CROP, "a size"),):',
+        (f"{REPORTED}test_a_damaged_count_is_refused",),
+        "a statistics file's count of 0 (or a word) is reported, or fails as a bare int() error",
+    ),
+    Mutant(
+        "eval-mnist-float-samples-scored",
+        "meanflow/eval_mnist.py",
+        "as_8bit(sample(model, y, steps=steps, generator=g))",
+        "sample(model, y, steps=steps, generator=g).float().cpu().clamp(-1, 1)",
+        (f"{EVAL_MNIST}test_the_classifier_scores_the_8_bit_images_a_user_saves",),
+        "MNIST scores the sampler's floats, not the 8-bit images a user saves and meanflow.evaluate reads",
+    ),
+    # ------------------------------------ meanflow/train.py, train_report.py: the log on resume
+    Mutant(
+        "report-abandoned-records-kept",
+        _REPORT_PY,
+        "            set_aside_records_after(out_dir, step)\n",
+        "",
+        (f"{LOG}test_a_resume_after_a_kill_logs_each_step_once_and_keeps_what_it_set_aside",),
+        "a resume after a kill logs the steps past its checkpoint a second time in metrics.jsonl",
+    ),
+    Mutant(
+        "report-torn-record-kept",
+        _REPORT_PY,
+        "        return False  # the write of a killed run, cut short\n",
+        "        pass\n",
+        (f"{LOG}test_records_past_the_step_are_set_aside_from_the_first_one_on",),
+        "a record a kill cut short before its newline stays, and the next record runs into it",
+    ),
+    Mutant(
+        "report-own-step-set-aside",
+        _REPORT_PY,
+        "return isinstance(at, int) and at <= step",
+        "return isinstance(at, int) and at < step",
+        (f"{LOG}test_records_past_the_step_are_set_aside_from_the_first_one_on",),
+        "the records of the resumed checkpoint's own step (its evaluation) are set aside too",
+    ),
+    Mutant(
+        "report-tensorboard-not-purged",
+        _REPORT_PY,
+        ", purge_step=step + 1)",
+        ")",
+        (f"{LOG}test_tensorboard_purges_what_the_resume_trains_again",),
+        "TensorBoard shows a killed run's steps past its checkpoint beside the resumed ones",
+    ),
+    Mutant(
+        "train-last-checkpoint-written-twice",
+        "meanflow/train.py",
+        'if good != (os.path.join(config.out_dir, "last.pt"), step):',
+        "if True:",
+        (f"{LOG}test_a_run_ending_on_a_checkpoint_step_writes_it_once",),
+        "a run ending on a checkpoint step writes its 10 GB last.pt a second time",
+    ),
+    Mutant(
+        "train-kept-temporaries-seven-digits",
+        "meanflow/train_state.py",
+        r"ckpt_\d{7,}\.pt|config",
+        r"ckpt_\d{7}\.pt|config",
+        (
+            "tests/faults/test_fault_writes.py::test_kill_during_a_checkpoint_write_keeps_last_pt_and_the_next_start_cleans_up",
+        ),
+        "a killed kept-checkpoint write past step 9,999,999 leaves its temporary (GBs) for good",
     ),
 ]
