@@ -44,6 +44,8 @@ from .sharding import ShardedLoader
 
 MANIFEST = "manifest.json"
 FORMAT = "meanflow-latents"
+# A folder another tool made: its manifest names no VAE to decode with or to compare one to.
+NO_VAE = f"the latents' {MANIFEST} records no VAE"
 
 
 def read_manifest(root: str) -> dict:
@@ -224,12 +226,8 @@ def load_latents_vae(manifest: dict, vae_path: str | None = None, device="cpu"):
     record = manifest.get("vae") or {}
     if not record.get("weights"):  # a folder made by another tool: nothing to load or check
         if not vae_path:
-            raise ValueError(
-                "the latent folder's manifest.json records no VAE: set data.vae to the one it was made with"
-            )
-        warnings.warn(
-            f"cannot check VAE {vae_path!r}: the latents' manifest.json records no VAE", stacklevel=2
-        )
+            raise ValueError(f"{NO_VAE}: set data.vae to the one it was made with")
+        _warn_unchecked(vae_path)
         return load_vae(vae_path, None, device)
     weights = vae_path or record["weights"]
     if weights != RANDOM and not os.path.exists(weights):
@@ -256,9 +254,14 @@ def check_vae_against_latents(vae, root: str, name: str, strict: bool = True) ->
         warnings.warn(f"cannot check VAE {name!r} against the training latents: {e}", stacklevel=2)
         return
     if not manifest.get("vae"):
-        warnings.warn(f"cannot check VAE {name!r}: the latents' manifest.json records no VAE", stacklevel=2)
+        _warn_unchecked(name)
         return
     check_vae(vae, manifest["vae"], name, strict)
+
+
+def _warn_unchecked(name: str) -> None:
+    """The warning that VAE ``name`` is used unchecked, for the caller of our caller."""
+    warnings.warn(f"cannot check VAE {name!r}: {NO_VAE}", stacklevel=3)
 
 
 def latent_folder_of_checkpoint(ckpt: str) -> str | None:
