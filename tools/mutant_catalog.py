@@ -1,6 +1,7 @@
 """The mutants ``tools/mutants.py`` plants: realistic one-line bugs (a dropped term, a swapped
 order, an off-by-one, a wrong constant, a skipped call) in the loss, sampler, checkpoints,
-trainer and kernels, each with the few test files that should catch it. The kernels' are in
+trainer and kernels, each with the few test files that should catch it. The loss's are in
+``tools/mutant_catalog_loss.py``, the kernels' in
 ``tools/mutant_catalog_kernels.py``, the models', interchange formats', pipeline's, VAE's and
 data loaders' in ``tools/mutant_catalog_models.py``, the programs' (generate, prepare_latents,
 the run's reports, the command lines, demo) in ``tools/mutant_catalog_programs.py``.
@@ -12,16 +13,12 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 
 from mutant import Mutant
 from mutant_catalog_kernels import KERNEL_MUTANTS
+from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
 
-LOSS = (
-    "tests/meanflow/test_loss_draws.py",
-    "tests/meanflow/test_loss_time_range.py",
-    "tests/meanflow/test_loss.py",
-)
 SAMPLER = ("tests/meanflow/test_sampler_pixels.py", "tests/meanflow/test_sampler.py")
 CHECKPOINT = (
     "tests/meanflow/test_checkpoint_safety.py",
@@ -38,8 +35,6 @@ TRAIN = (
 )
 ADAPTER_TRAIN = "tests/meanflow/test_train_adapters.py"
 RNG_WORLD = "tests/faults/test_fault_resume.py::test_global_rngs_under_another_world_size_are_each_ranks_own"
-LOSS_INPUTS = ("tests/meanflow/test_loss_inputs.py",)
-_LOSS_PY = "meanflow/loss.py"
 KEPT = "tests/faults/test_fault_train_kept.py::"
 KEPT_KILL = (KEPT + "test_a_kill_between_last_pt_and_the_kept_copy_keeps_that_step_on_resume",)
 KEPT_DISK = (KEPT + "test_a_full_disk_at_the_kept_copy_keeps_that_step_on_resume",)
@@ -47,179 +42,9 @@ KEPT_OTHER = (KEPT + "test_a_new_run_never_replaces_the_kept_checkpoints_of_anot
 KEPT_SPLIT = (KEPT + "test_a_batch_the_ranks_cannot_split_evenly_is_refused_before_any_write",)
 KEPT_NO_EMA = (KEPT + "test_a_run_without_emas_keeps_its_raw_weights",)
 
+
 CATALOG = [
-    # ---------------------------------------------------------------- meanflow/loss.py
-    Mutant(
-        "loss-gap-clamped-at-half",
-        _LOSS_PY,
-        "(t - r).clamp(0, 1)",
-        "(t - r).clamp(0, 0.5)",
-        LOSS,
-        "target uses min(t - r, 0.5)",
-    ),
-    Mutant(
-        "loss-target-sign", _LOSS_PY, "(v_g - _bcast(", "(v_g + _bcast(", LOSS, "target v + (t - r) du/dt"
-    ),
-    Mutant(
-        "loss-target-not-detached",
-        _LOSS_PY,
-        "* dudt.to(v_g.dtype)).detach()",
-        "* dudt.to(v_g.dtype))",
-        LOSS,
-        "no stop-gradient on the target",
-    ),
-    Mutant(
-        "loss-interpolation-swapped",
-        _LOSS_PY,
-        "z = (1 - tb) * x + tb * e\n        v = e - x\n        labels",
-        "z = tb * x + (1 - tb) * e\n        v = e - x\n        labels",
-        LOSS,
-        "t = 1 is data, not noise",
-    ),
-    Mutant(
-        "loss-velocity-sign",
-        _LOSS_PY,
-        "v = e - x\n        labels",
-        "v = x - e\n        labels",
-        LOSS,
-        "v = x - e",
-    ),
-    Mutant(
-        "loss-adaptive-weight-not-detached",
-        _LOSS_PY,
-        "(sq.detach() + self.adaptive_c)",
-        "(sq + self.adaptive_c)",
-        LOSS,
-        "gradient flows through the adaptive weight",
-    ),
-    Mutant(
-        "loss-adaptive-c-dropped",
-        _LOSS_PY,
-        "(sq.detach() + self.adaptive_c).pow",
-        "sq.detach().pow",
-        LOSS,
-        "weight 1 / l^p without c",
-    ),
-    Mutant(
-        "loss-times-unordered",
-        _LOSS_PY,
-        "t, r = torch.maximum(t, r), torch.minimum(t, r)",
-        "t, r = torch.minimum(t, r), torch.maximum(t, r)",
-        LOSS,
-        "r > t",
-    ),
-    Mutant(
-        "loss-kept-rows-inverted",
-        _LOSS_PY,
-        "torch.where(_to(keep, device), r, t)",
-        "torch.where(_to(keep, device), t, r)",
-        LOSS,
-        "ratio_r_neq_t of rows get r = t instead",
-    ),
-    Mutant(
-        "loss-null-weight-sign",
-        _LOSS_PY,
-        "weight = 1 - self.cfg_w - self.cfg_k",
-        "weight = 1 - self.cfg_w + self.cfg_k",
-        LOSS,
-        "v_g's null-label weight 1 - w + k",
-    ),
-    Mutant(
-        "loss-guidance-window-strict",
-        _LOSS_PY,
-        "(t >= self.cfg_t_min) & (t <= self.cfg_t_max)",
-        "(t > self.cfg_t_min) & (t < self.cfg_t_max)",
-        LOSS,
-        "window excludes its ends",
-    ),
-    Mutant(
-        "loss-dropped-rows-guided",
-        _LOSS_PY,
-        "use = ~drop & (t",
-        "use = (t",
-        LOSS,
-        "class-dropout rows get guidance too",
-    ),
-    Mutant(
-        "loss-dropout-label-swapped",
-        _LOSS_PY,
-        "torch.where(drop, torch.full_like(y, null), y)",
-        "torch.where(drop, y, torch.full_like(y, null))",
-        LOSS,
-        "kept rows get the null label",
-    ),
-    Mutant(
-        "loss-spread-rows-all",
-        _LOSS_PY,
-        "(position + phase).floor().diff() > 0",
-        "(position + phase).floor().diff() >= 0",
-        LOSS,
-        "every row keeps r != t",
-    ),
-    Mutant(
-        "loss-spread-rows-unsnapped",
-        _LOSS_PY,
-        "torch.where((position - position.round()).abs() < 1e-9, position.round(), position)",
-        "position",
-        LOSS,
-        "at phase 0, 180 * 0.35 = 62.99... marks 62 rows, not 63: a rank's row count changes",
-    ),
-    Mutant(
-        "loss-time-mean-ignored",
-        _LOSS_PY,
-        "torch.sigmoid(mean + std * torch.randn(",
-        "torch.sigmoid(std * torch.randn(",
-        LOSS,
-        "times drawn from logit-normal(0, std) whatever time_mean",
-    ),
-    Mutant(
-        "loss-time-mean-std-swapped",
-        _LOSS_PY,
-        "x.shape[0], self.time_mean, self.time_std,",
-        "x.shape[0], self.time_std, self.time_mean,",
-        LOSS,
-        "logit-normal(time_std, time_mean)",
-    ),
-    Mutant(
-        "loss-row-phase-fixed-on-cpu",
-        _LOSS_PY,
-        "        return torch.rand((), generator=generator).item()\n",
-        "        return 0.0\n",
-        LOSS,
-        "the same rows keep r != t at every step",
-    ),
-    Mutant(
-        "loss-adaptive-c-constant",
-        _LOSS_PY,
-        "(sq.detach() + self.adaptive_c).pow(self.adaptive_p)",
-        "(sq.detach() + 1e-3).pow(self.adaptive_p)",
-        LOSS,
-        "adaptive_c ignored: the weight's c is always the default",
-    ),
-    Mutant(
-        "loss-option-nan-accepted",
-        _LOSS_PY,
-        "    if not math.isfinite(value):",
-        "    if math.isinf(value):",
-        LOSS_INPUTS,
-        "a NaN time_mean, adaptive_c or cfg_w taken: every loss NaN without a word",
-    ),
-    Mutant(
-        "loss-empty-batch-accepted",
-        _LOSS_PY,
-        "        if x.shape[0] == 0:",
-        "        if False:",
-        LOSS_INPUTS,
-        "an empty batch fails inside the row split, or gives a NaN mean",
-    ),
-    Mutant(
-        "loss-drop-shape-unchecked",
-        _LOSS_PY,
-        'for key in ("t", "r", "drop"):',
-        'for key in ("t", "r"):',
-        LOSS_INPUTS,
-        "noise['drop'] of another batch size fails with a broadcast error from inside the step",
-    ),
+    *LOSS_MUTANTS,
     # ------------------------------------------------------------- meanflow/sampler.py
     Mutant(
         "sampler-grid-reversed",
