@@ -1,5 +1,6 @@
-"""What the package's programs do with an error: one line on stderr, no traceback. The trainer
-has its own (``meanflow.train.cli``: ``meanflow.train: error: ...``, status 1 for every error)."""
+"""What the package's programs share: an error is one line on stderr, no traceback (the trainer
+has its own: ``meanflow.train.cli``, ``meanflow.train: error: ...``, status 1 for every error);
+the options that pick a checkpoint's weights."""
 
 import contextlib
 
@@ -17,3 +18,15 @@ def errors_as_one_line(parser, bad_input=BAD_INPUT):
         parser.exit(2, f"error: {e}\n")
     except OSError as e:
         parser.exit(1, f"error: {e}\n")
+
+
+def add_weights_options(parser) -> None:
+    """``--ema N`` or ``--raw``: which of a trainer checkpoint's weight sets a program reads."""
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--ema",
+        type=int,
+        default=0,
+        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
+    )
+    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")

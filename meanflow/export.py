@@ -29,7 +29,7 @@ import argparse
 
 import torch
 
-from .cli import errors_as_one_line
+from .cli import add_weights_options, errors_as_one_line
 from .pretrained import from_official_dit, load_model
 
 
@@ -82,14 +82,7 @@ def main(argv=None):
         "--ckpt", required=True, help="trainer checkpoint, pretrained directory or official DiT file"
     )
     p.add_argument("--out", required=True, help="the directory to write (config.json + model.safetensors)")
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument(
-        "--ema",
-        type=int,
-        default=0,
-        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
-    )
-    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    add_weights_options(p)
     official = p.add_mutually_exclusive_group()
     official.add_argument(
         "--official-dit",

@@ -39,7 +39,7 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write, hash_file
-from .cli import errors_as_one_line
+from .cli import add_weights_options, errors_as_one_line
 from .data.latents import check_vae_for_checkpoint
 from .distributed import gather, on_rank0, setup_distributed, together
 from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this program's API)
@@ -425,14 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="class-conditional models: image i gets class i %% num_classes (balanced, the "
         "default) or a random one",
     )
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument(
-        "--ema",
-        type=int,
-        default=0,
-        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
-    )
-    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    add_weights_options(p)
     p.add_argument(
         "--vae", help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random'"
     )

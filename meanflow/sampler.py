@@ -129,7 +129,7 @@ def main(argv=None):
     import argparse
 
     from .checkpoint import refuse_directory
-    from .cli import errors_as_one_line
+    from .cli import add_weights_options, errors_as_one_line
     from .distributed import resolve_device
     from .pretrained import load_trainer_checkpoint
 
@@ -156,14 +156,7 @@ def main(argv=None):
         default=64,
         help="images sampled (and decoded) at a time; the grid is the same for any (default: 64)",
     )
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument(
-        "--ema",
-        type=int,
-        default=0,
-        help="EMA index in the checkpoint, ema_decays order (default: 0, the first)",
-    )
-    weights.add_argument("--raw", action="store_true", help="the raw (non-EMA) weights")
+    add_weights_options(parser)
     parser.add_argument(
         "--vae",
         help="latent models: the VAE that decodes their latents (a local diffusers AutoencoderKL "

@@ -153,6 +153,13 @@ def test_program_scores_the_trainers_sample_count_and_prints_a_line(monkeypatch,
     eval_mnist.main(["last.pt", "--json"])
     assert json.loads(capsys.readouterr().out) == result
 
+    # The weights asked for, as generate and export take them: the first EMA, --ema N, --raw.
+    emas = []
+    monkeypatch.setattr(pretrained, "load_trainer_checkpoint", lambda path, ema: emas.append(ema) or model)
+    for argv in ([], ["--ema", "1"], ["--raw"]):
+        eval_mnist.main(["last.pt", *argv])
+    assert emas == [0, 1, None]
+
 
 def test_the_cache_holds_one_classifier_per_data_set(tmp_path, fake_mnist, monkeypatch):
     """A classifier of one data set never scores another's samples: the cache file is named by
