@@ -187,15 +187,17 @@ def main(argv=None):
         n = (cfg.num_classes or 10) * args.per_class
         g = torch.Generator().manual_seed(args.seed)
         noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
-        # In batches: an ImageNet grid is 10,000 images, too many to sample or decode at once.
-        parts = []
-        for start in range(0, n, args.batch_size):
-            part = noise[start : start + args.batch_size].to(device, next(model.parameters()).dtype)
-            y = torch.arange(start, start + part.shape[0], device=device) % max(cfg.num_classes, 1)
-            part = sample(model, y if cfg.num_classes else None, steps=args.steps, noise=part)
-            if decoder is not None:
-                from .vae import decode_latents
+        from .vae import decode_latents
 
+        # In batches: an ImageNet grid is 10,000 images, too many to sample or decode at once.
+        dtype, parts = next(model.parameters()).dtype, []
+        for start in range(0, n, args.batch_size):
+            part = noise[start : start + args.batch_size].to(device, dtype)
+            rows = torch.arange(start, start + part.shape[0], device=device)
+            part = sample(
+                model, rows % cfg.num_classes if cfg.num_classes else None, steps=args.steps, noise=part
+            )
+            if decoder is not None:
                 part = decode_latents(decoder, part)  # the VAE config's scale and shift, as in the pipeline
             parts.append(part.float().cpu())
         images = torch.cat(parts)

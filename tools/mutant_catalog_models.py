@@ -366,8 +366,8 @@ MODEL_MUTANTS = [
     Mutant(
         "sampler-grid-latents-undecoded",
         "meanflow/sampler.py",
-        "            if decoder is not None:\n                from .vae import decode_latents",
-        "            if False:\n                from .vae import decode_latents",
+        "            if decoder is not None:\n                part = decode_latents(",
+        "            if False:\n                part = decode_latents(",
         (f"{T}test_sampler.py::test_grid_program_decodes_a_latent_model_with_its_vae",),
         "a latent model's grid saved as its scaled latents (an RGBA PNG) though --vae was given",
     ),
@@ -489,8 +489,8 @@ MODEL_MUTANTS = [
     Mutant(
         "sampler-grid-unconditional-labels",
         "meanflow/sampler.py",
-        "% max(cfg.num_classes, 1)",
-        "% cfg.num_classes",
+        "rows % cfg.num_classes if cfg.num_classes else None",
+        "rows % cfg.num_classes",
         (f"{T}test_sampler.py::test_grid_program_samples_in_batches_the_grid_of_one_batch",),
         "the grid of an unconditional model divides by its zero classes",
     ),
