@@ -17,12 +17,16 @@ import importlib.util
 import inspect
 import json
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
 
+from mfkernels import BACKENDS
+
 from .adapters import ADAPTERS
+from .config_file import load_file
+from .dit_config import PRESETS as DIT_PRESETS
+from .dit_config import DiTConfig
 from .loss import OBJECTIVES, MeanFlowLoss
 
 
@@ -156,7 +160,12 @@ class TrainConfig:
             if key not in ruled:
                 _require(key, _get(self, key), _is_number, "a finite number")
         self.loss.build()  # checks the loss arguments
-        if self.model_class != DIT_CLASS:
+        if self.model_class == DIT_CLASS:  # the DiT's own checks now, not after the data is read
+            try:
+                DiTConfig.from_name(self.model, **self.model_kwargs)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"model_kwargs: {e}") from None
+        else:
             _require_library(self.model_class)
             if self.compile:
                 raise ValueError(
@@ -308,6 +317,13 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
     ("precision", lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
     ("cuda_graphs", lambda v: v in ("auto", "on", "off"), "auto, on or off"),
     ("lr_schedule", lambda v: v in LR_SCHEDULES, "constant, cosine or linear"),
+    # Below: what the trainer would otherwise refuse only after the data is scanned or loaded
+    # (an image folder's scan reads every image), or never (a fraction above 1).
+    ("model", lambda v: v in DIT_PRESETS, "a DiT preset: " + ", ".join(sorted(DIT_PRESETS))),
+    ("backend", lambda v: v in (None, "auto", *BACKENDS), "none, auto or one of " + ", ".join(BACKENDS)),
+    ("data.backend", lambda v: v in ("auto", "dali", "torch"), "auto, dali or torch"),
+    ("data.latent_mode", lambda v: v in ("sample", "mean"), "sample or mean"),
+    ("data.max_read_failures", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1] (1: never stop)"),
 ]
 
 
@@ -475,31 +491,6 @@ def set_key(config, key: str, value, source="command line"):
 def apply(config, values: dict, source: str):
     for key, value in values.items():
         set_key(config, key, value, source)
-
-
-def load_file(path: str) -> dict:
-    """The mapping of config keys in a YAML or JSON file; a syntax error names the file and line."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--config file {path!r} does not exist")
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except UnicodeDecodeError:
-        raise ValueError(f"--config file {path!r} is not a text file") from None
-    except json.JSONDecodeError as e:
-        where = f"line {e.lineno}, column {e.colno}"
-        raise ValueError(f"--config file {path!r} is not valid JSON ({where}): {e.msg}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"--config file {path!r} is not valid YAML{where}: {problem}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"--config file {path!r} must hold a mapping of config keys")
-    return values
 
 
 def _file_preset(values: dict, path: str):

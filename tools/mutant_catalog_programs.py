@@ -30,6 +30,7 @@ _EARLY_CHECKS = (
 )
 _READ_REFERENCE = '    ref_set = ImageSet(reference, "reference", crop=ref_size) if reference else None\n'
 IDENTITY, CLASS_NAMES = f"{T}test_run_identity.py", f"{T}test_class_names.py"
+CONFIG_ERRORS = f"{T}test_config_errors.py"
 # The temporaries a run removes: every name it writes when resumed, else the first manifest's.
 _REMOVED = 'WRITTEN if resumed else {".": r"manifest\\.json"}'
 
@@ -381,5 +382,46 @@ PROGRAM_MUTANTS = [
             "tests/faults/test_fault_writes.py::test_kill_during_a_checkpoint_write_keeps_last_pt_and_the_next_start_cleans_up",
         ),
         "a killed kept-checkpoint write past step 9,999,999 leaves its temporary (GBs) for good",
+    ),
+    # ------------------------------------------------ meanflow/config.py: refused before any work
+    Mutant(
+        "config-model-name-checked-after-data",
+        "meanflow/config.py",
+        '    ("model", lambda v: v in DIT_PRESETS, "a DiT preset: " + ", ".join(sorted(DIT_PRESETS))),\n',
+        "",
+        (f"{CONFIG_ERRORS}::test_a_bad_model_is_refused_before_the_data_is_read",),
+        "--model DiT-T/3 fails only after an image folder's scan has read every image",
+    ),
+    Mutant(
+        "config-model-kwargs-checked-after-data",
+        "meanflow/config.py",
+        "DiTConfig.from_name(self.model, **self.model_kwargs)",
+        "DiTConfig.from_name(self.model)",
+        (f"{CONFIG_ERRORS}::test_a_bad_model_is_refused_before_the_data_is_read",),
+        "--model_kwargs.depth 0 (or a typo'd keyword) fails only after the data is read",
+    ),
+    Mutant(
+        "config-kernel-backend-unchecked",
+        "meanflow/config.py",
+        'lambda v: v in (None, "auto", *BACKENDS)',
+        "lambda v: True",
+        (CONFIG_ERRORS,),
+        "--backend trition fails only when the model is built, after the data is read",
+    ),
+    Mutant(
+        "config-data-backend-unchecked",
+        "meanflow/config.py",
+        'lambda v: v in ("auto", "dali", "torch")',
+        "lambda v: True",
+        (CONFIG_ERRORS,),
+        "--data.backend dalli fails only after an image folder's scan",
+    ),
+    Mutant(
+        "config-read-failures-above-one",
+        "meanflow/config.py",
+        "_is_number(v) and 0 <= v <= 1",
+        "_is_number(v) and 0 <= v",
+        (CONFIG_ERRORS,),
+        "--data.max_read_failures 2 fails only after the scan (imagefolder) or never (latents)",
     ),
 ]
