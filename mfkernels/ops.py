@@ -443,6 +443,8 @@ def attention_jvp(q, k, v, q_dot, k_dot, v_dot, scale=None, backend=None, *, cau
     if bias is not None:
         check_attention_bias(bias, q, k)
         bias = bias.expand(*q.shape[:3], k.shape[2])  # 4-D; broadcast dims at stride 0
+    if isinstance(scale, bool):  # float(True) is 1.0: a causal flag passed positionally as scale
+        raise TypeError(f"scale must be a number or None, got {scale!r} (causal is a keyword: causal=True)")
     try:
         scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     except (TypeError, ValueError):

@@ -357,6 +357,7 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     attention JVP and flash backward, or math attention with a one-time warning where those
     do not apply. Without a forward-AD level the call is PyTorch's own, untouched: its fused
     kernels and backward are the cheapest there, and they take masks and causality."""
+    dispatch.check_backend(backend)  # here, not at the first jvp: a typo would pass until then
     if fwAD._current_level < 0:  # torch.func.jvp and forward_ad.dual_level both enter one
         return _SDPA(query, key, value, *args, **kwargs)
     q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa = _sdpa_arguments(
@@ -486,6 +487,8 @@ def patch_sdpa(model: torch.nn.Module, backend: str | None = None) -> torch.nn.M
     """``model``, its ``forward`` now run under :func:`sdpa_forward_ad` (in place: the state
     dict and parameters are unchanged, a deep copy or a pickled and loaded model stays patched;
     patching again only sets ``backend``). Returns ``model``."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     own_forward = model.__dict__.get("forward")
     if own_forward is not None and not isinstance(own_forward, _ForwardWithFlashSdpa):
         raise TypeError("patch_sdpa wraps the class's forward; this model has its own forward attribute")

@@ -12,6 +12,7 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 """
 
 from mutant import Mutant
+from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
@@ -393,4 +394,5 @@ CATALOG = [
     *PROGRAM_MUTANTS,
     *MODEL_MUTANTS,
     *KERNEL_MUTANTS,
+    *KERNEL_INPUT_MUTANTS,
 ]
