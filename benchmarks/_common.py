@@ -35,6 +35,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def use_device(name: str) -> torch.device:
+    """The device ``name`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), made the current CUDA
+    device: CUDA events, streams and ``do_bench`` use the current device, so ``cuda:1`` timed
+    from ``cuda:0`` would time an idle stream."""
+    from meanflow.distributed import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

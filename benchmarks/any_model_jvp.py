@@ -36,7 +36,6 @@ import mfkernels  # noqa: E402
 from benchmarks import _common as C  # noqa: E402
 from meanflow import FlowMatchingLoss, MeanFlowLoss  # noqa: E402
 from meanflow.adapters import AdapterConfig  # noqa: E402
-from meanflow.distributed import resolve_device  # noqa: E402
 from meanflow.loss import func_jvp  # noqa: E402
 
 BENCHMARK = "any_model_jvp"
@@ -170,7 +169,7 @@ def main(argv=None):
     )
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
+    device = C.use_device(args.device)
     C.set_cpu_threads(device, None)
     size = dict(depth=2, width=64, heads=2) if args.quick else XL
     sides = {16: 8} if args.quick else {n: 2 * int(n**0.5) for n in args.tokens}

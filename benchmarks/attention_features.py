@@ -285,7 +285,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = C.use_device(args.device)
     C.set_cpu_threads(device, args.threads)
     backend = args.backend or ("triton" if device.type == "cuda" else "reference")
     start = time.perf_counter()

@@ -497,7 +497,7 @@ def _sweep(args, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = C.use_device(args.device)
     C.set_cpu_threads(device, args.threads)
     bench = Bench(args, device)
     name = C.device_name(device)

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout, uninstalled
 import mfkernels  # noqa: E402
-from benchmarks._common import device_name, git_info, record_backends, versions  # noqa: E402
+from benchmarks._common import device_name, git_info, record_backends, use_device, versions  # noqa: E402
 from mfkernels.backends import csrc as csrc_ops  # noqa: E402
 
 OPS = (
@@ -162,7 +162,7 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = use_device(args.device)
     on_gpu = device.type == "cuda"
     backends = plan_backends(on_gpu)
     if not csrc_ops.available():

@@ -145,7 +145,7 @@ def main(argv=None):
     size = args.size or (64 if q else 256)
     num_latents = args.latents or (128 if q else 2048)
     seconds = args.seconds if args.seconds is not None else (1.0 if q else 10.0)
-    device = torch.device(args.device)
+    device = C.use_device(args.device)
     torch.set_num_threads(1)  # the loaders' own threads/workers do the work
     settings = dict(images=images, sides=list(sides), noise=args.noise, size=size, latents=num_latents,
                     batch=args.batch, workers=args.workers, seconds=seconds)  # fmt: skip

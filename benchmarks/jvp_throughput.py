@@ -134,7 +134,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = C.use_device(args.device)
     C.set_cpu_threads(device, args.threads)
     runner = Runner(args, device)
     groups = build_plan(args, device)

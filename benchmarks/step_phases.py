@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 from benchmarks import _common as C  # noqa: E402
 from benchmarks import training_step as T  # noqa: E402
 from meanflow import PRESETS  # noqa: E402
-from meanflow.distributed import resolve_device  # noqa: E402
 
 BENCHMARK = "step_phases"
 PHASES = ("loss", "backward", "optimizer")
@@ -163,7 +162,7 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     try:
-        args.device = resolve_device(args.device)
+        args.device = C.use_device(args.device)
     except ValueError as exc:
         parser.error(f"--device: {exc}")
     if args.out_dir:

@@ -39,7 +39,6 @@ from benchmarks import _common as C  # noqa: E402
 from benchmarks import training_step as T  # noqa: E402
 from meanflow import train  # noqa: E402
 from meanflow.config import LossConfig, TrainConfig  # noqa: E402
-from meanflow.distributed import resolve_device  # noqa: E402
 from meanflow.models import unfused_attention  # noqa: E402
 
 BENCHMARK = "trainer_step"
@@ -137,7 +136,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="DiT-T/4, batch 4, 2 steps: a smoke run")
     p.add_argument("--out-dir", default=None, help="write the JSON there")
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
+    device = C.use_device(args.device)
     C.set_cpu_threads(device, None)
     if args.quick:
         args.presets, args.batches, args.steps = ["DiT-T/4"], [4], 2

@@ -63,3 +63,17 @@ def test_trainer_step_times_each_step_from_a_sync(monkeypatch):
     for step in (5, 6, 7):
         at = log.index(("step", step))
         assert log[at - 1] == ("sync",) and log[at + 1] == ("sync",), log
+
+
+def test_the_benchmarked_gpu_is_made_the_current_one(monkeypatch):
+    """CUDA events and ``do_bench`` run on the current device's stream: timing ``cuda:1``
+    while ``cuda:0`` is current would time an idle stream."""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert C.use_device("cuda:1") == torch.device("cuda", 1)
+    assert made_current == [torch.device("cuda", 1)]
+    assert C.use_device("cpu") == torch.device("cpu") and len(made_current) == 1
+    with pytest.raises(ValueError, match="GPU 2 asked for, this machine has 2"):
+        C.use_device("cuda:2")
