@@ -424,4 +424,12 @@ PROGRAM_MUTANTS = [
         (CONFIG_ERRORS,),
         "--data.max_read_failures 2 fails only after the scan (imagefolder) or never (latents)",
     ),
+    Mutant(
+        "benchmark-gpu-not-made-current",
+        "benchmarks/_common.py",
+        "        torch.cuda.set_device(device)",
+        "        pass",
+        ("tests/benchmarks/test_flops_and_timing.py::test_the_benchmarked_gpu_is_made_the_current_one",),
+        "--device cuda:1 times CUDA events on cuda:0's idle stream",
+    ),
 ]
