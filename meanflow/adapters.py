@@ -11,6 +11,8 @@ built it) and a ``null_class`` (the label of classifier-free guidance's null cla
 """
 
 import dataclasses
+import difflib
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -106,6 +108,12 @@ class DiffusersDiT(nn.Module):
         for block in transformer.transformer_blocks:
             block.norm1.emb.class_embedder.dropout_prob = 0.0
             block.norm1.emb = IntervalTimestepLabelEmbedding(block.norm1.emb)
+
+    @staticmethod
+    def library_class():
+        from diffusers import DiTTransformer2DModel
+
+        return DiTTransformer2DModel
 
     @classmethod
     def from_kwargs(cls, input_size, in_channels, num_classes, time_scale=1000.0, **kwargs) -> "DiffusersDiT":
@@ -213,6 +221,12 @@ class TimmViT(nn.Module):
         size = embed.img_size[0] if embed.img_size is not None else 0
         self.config = AdapterConfig(self.model_class, size, channels, num_classes)
 
+    @staticmethod
+    def library_class():
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer
+
     @classmethod
     def from_kwargs(
         cls, input_size, in_channels, num_classes, time_scale=1.0, frequency_embedding_size=256, **kwargs
@@ -251,3 +265,22 @@ class TimmViT(nn.Module):
 
 # The library models the trainer can build (--model_class), by the name it takes.
 ADAPTERS = {cls.model_class: cls for cls in (DiffusersDiT, TimmViT)}
+
+
+def check_model_kwargs(model_class: str, kwargs: dict) -> None:
+    """Refuse a keyword that neither the adapter of ``model_class`` nor its library class takes
+    (a ValueError naming it): the trainer checks its options before it reads the data, and an
+    image folder's scan reads every image."""
+    adapter = ADAPTERS[model_class]
+    library = adapter.library_class()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {
+        name
+        for fn in (adapter.from_kwargs, library.__init__)
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in named and name != "self"
+    }
+    for name in sorted(set(kwargs) - names):
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"model_kwargs.{name}: neither {library.__name__} nor its adapter takes it{hint}")

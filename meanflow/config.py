@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from mfkernels import BACKENDS
 
-from .adapters import ADAPTERS
+from .adapters import ADAPTERS, check_model_kwargs
 from .config_file import load_file
 from .dit_config import PRESETS as DIT_PRESETS
 from .dit_config import DiTConfig
@@ -167,6 +167,7 @@ class TrainConfig:
                 raise type(e)(f"model_kwargs: {e}") from None
         else:
             _require_library(self.model_class)
+            check_model_kwargs(self.model_class, self.model_kwargs)
             if self.compile:
                 raise ValueError(
                     f"compile=true needs model_class {DIT_CLASS}: torch.func.jvp through "

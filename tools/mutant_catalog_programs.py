@@ -432,4 +432,20 @@ PROGRAM_MUTANTS = [
         ("tests/benchmarks/test_flops_and_timing.py::test_the_benchmarked_gpu_is_made_the_current_one",),
         "--device cuda:1 times CUDA events on cuda:0's idle stream",
     ),
+    Mutant(
+        "config-adapter-kwargs-unchecked",
+        "meanflow/config.py",
+        "            check_model_kwargs(self.model_class, self.model_kwargs)\n",
+        "",
+        (f"{CONFIG_ERRORS}::test_a_library_models_unknown_keyword_is_refused_naming_it",),
+        "--model_kwargs.embed_dimm 192 on a timm ViT fails only after the data is read",
+    ),
+    Mutant(
+        "adapter-kwargs-library-unread",
+        "meanflow/adapters.py",
+        "for fn in (adapter.from_kwargs, library.__init__)",
+        "for fn in (adapter.from_kwargs,)",
+        (f"{CONFIG_ERRORS}::test_a_library_models_unknown_keyword_is_refused_naming_it",),
+        "every keyword of the library's own constructor refused as unknown",
+    ),
 ]

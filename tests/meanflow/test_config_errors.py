@@ -60,3 +60,35 @@ def test_a_bad_model_is_refused_before_the_data_is_read(tmp_path):
     with pytest.raises(ValueError, match="model_kwargs: depth must be an int >= 1, got -1"):
         train.main(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "library, model_class, good, typo, message",
+    [
+        (
+            "timm",
+            "timm.VisionTransformer",
+            {"embed_dim": "16", "depth": "1", "num_heads": "2", "patch_size": "7", "time_scale": "1"},
+            "embed_dimm",
+            r"model_kwargs.embed_dimm: neither VisionTransformer nor its adapter takes it "
+            r"\(did you mean embed_dim\?\)",
+        ),
+        (
+            "diffusers",
+            "diffusers.DiTTransformer2DModel",
+            {"num_layers": "1", "attention_head_dim": "8", "num_attention_heads": "2", "time_scale": "1"},
+            "foo",
+            r"model_kwargs.foo: neither DiTTransformer2DModel nor its adapter takes it$",
+        ),
+    ],
+)
+def test_a_library_models_unknown_keyword_is_refused_naming_it(library, model_class, good, typo, message):
+    """An adapter model's keywords go to the library's constructor only when the model is built,
+    after the data is read: a typo is refused by the config instead, the right ones still parse."""
+    pytest.importorskip(library)
+    argv = ["--model_class", model_class]
+    for key, value in good.items():
+        argv += [f"--model_kwargs.{key}", value]
+    assert parse_args(argv).model_kwargs.keys() == good.keys()
+    with pytest.raises(ValueError, match=message):
+        parse_args([*argv, f"--model_kwargs.{typo}", "3"])

@@ -147,8 +147,10 @@ def test_cuda_graphs_on_the_cpu(tmp_path, fake_mnist, capsys):
 
 def test_an_adapter_model_is_not_captured(tmp_path, fake_mnist):
     pytest.importorskip("timm")
-    config = tiny_config(tmp_path, fake_mnist, cuda_graphs="on", model_class="timm.VisionTransformer")
-    config.model_kwargs = {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    vit = {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    config = tiny_config(
+        tmp_path, fake_mnist, cuda_graphs="on", model_class="timm.VisionTransformer", model_kwargs=vit
+    )
     with pytest.raises(ValueError, match="timm.VisionTransformer trains through torch.func.jvp"):
         train.build_step(None, None, [], None, config, MeanFlowLoss(), 1, torch.device("cuda"), master=False)
 
