@@ -1,10 +1,15 @@
 """The mutants ``tools/mutants.py`` plants: realistic one-line bugs (a dropped term, a swapped
-order, an off-by-one, a wrong constant, a skipped call) in the loss, sampler, checkpoints,
-trainer and kernels, each with the few test files that should catch it. The loss's are in
-``tools/mutant_catalog_loss.py``, the kernels' in
-``tools/mutant_catalog_kernels.py``, the models', interchange formats', pipeline's, VAE's and
-data loaders' in ``tools/mutant_catalog_models.py``, the programs' (generate, prepare_latents,
-the run's reports, the command lines, demo) in ``tools/mutant_catalog_programs.py``.
+order, an off-by-one, a wrong constant, a skipped call), each with the few test files that
+should catch it. This file holds the sampler's, the checkpoints' and the trainer's; the others:
+- ``mutant_catalog_loss.py``: the MeanFlow loss;
+- ``mutant_catalog_kernels.py``: the kernels, their launchers and the dispatch, with
+  ``mutant_catalog_kernel_modules.py`` (the Python modules around them) and
+  ``mutant_catalog_index_width.py`` (the 32-bit index limits);
+- ``mutant_catalog_kernel_inputs.py``: the kernel API's argument checks;
+- ``mutant_catalog_models.py``: the models, interchange formats, adapters, pipeline and VAE,
+  with ``mutant_catalog_data.py`` (the data loaders and latent folders);
+- ``mutant_catalog_programs.py``: generate, prepare_latents, the run's reports, the command
+  lines and the trainer's config checks, demo and the benchmarks' shared code.
 
 ``find`` must occur exactly once in ``path`` (else the mutant "does not apply": say so, then
 update or drop it). Mutants of the trainer and the checkpoints sit on lines that rarely move.

@@ -1,9 +1,10 @@
-"""The catalog's mutants of the programs (``tools/mutant_catalog.py`` holds the loss, sampler,
-checkpoints and trainer): ``generate`` and its output folder, ``prepare_latents``, the training
-run's reports (``meanflow/train_report.py``), the command lines' errors and help, the run's
-identity on resume, the class names an export writes and ``demo``. Each is a bug a user of the
-program meets: a file left behind or removed, a wrong number in a log line, a wrong exit
-status, a help text that says what the program does not do."""
+"""The catalog's mutants of the programs (``tools/mutant_catalog.py`` lists the other files):
+``generate`` and its output folder, ``prepare_latents``, the training run's reports
+(``meanflow/train_report.py``), the command lines' errors and help, the trainer's config checks,
+the run's identity on resume, the class names an export writes, ``demo`` and the benchmarks'
+shared code. Each is a bug a user of the program meets: a file left behind or removed, a wrong
+number in a log line, a wrong exit status, a help text that says what the program does not do,
+an option refused only after the data was read."""
 
 from mutant import Mutant
 
