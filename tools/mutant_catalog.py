@@ -9,7 +9,9 @@ should catch it. This file holds the sampler's, the checkpoints' and the trainer
 - ``mutant_catalog_models.py``: the models, interchange formats, adapters, pipeline and VAE,
   with ``mutant_catalog_data.py`` (the data loaders and latent folders);
 - ``mutant_catalog_programs.py``: generate, prepare_latents, the run's reports, the command
-  lines and the trainer's config checks, demo and the benchmarks' shared code.
+  lines and the trainer's config checks, demo and the benchmarks' shared code;
+- ``mutant_catalog_trainer.py``: more of the trainer's core (the step and its EMAs, the lr
+  schedule, the ranks' rows, the DiT's initialisation and conditioning, a resume's restore).
 
 ``find`` must occur exactly once in ``path`` (else the mutant "does not apply": say so, then
 update or drop it). Mutants of the trainer and the checkpoints sit on lines that rarely move.
@@ -22,6 +24,7 @@ from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
+from mutant_catalog_trainer import TRAINER_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
 
@@ -397,6 +400,7 @@ CATALOG = [
         "create_graph=True through an op takes its first derivative as a constant",
     ),
     *PROGRAM_MUTANTS,
+    *TRAINER_MUTANTS,
     *MODEL_MUTANTS,
     *KERNEL_MUTANTS,
     *KERNEL_INPUT_MUTANTS,

@@ -1,5 +1,6 @@
-"""exclusive_folder on a file system without ``flock`` (a cluster disk mounted without it): the
-run goes on, and says that a second run on the folder would not be refused."""
+"""exclusive_folder: on a file system without ``flock`` (a cluster disk mounted without it) the
+run goes on, and says that a second run on the folder would not be refused; the folders it
+made for the run and left empty are removed again."""
 
 import errno
 import fcntl
@@ -27,3 +28,15 @@ def test_a_folder_with_flock_is_held_without_a_word(tmp_path, recwarn):
             with checkpoint.exclusive_folder(str(tmp_path / "run"), "meanflow.train", "out_dir"):
                 pass
     assert not [w for w in recwarn if "flock" in str(w.message)]
+
+
+def test_the_folders_a_run_made_and_left_empty_are_removed_the_deepest_first(tmp_path):
+    """``runs/exp/seed0`` where only ``tmp_path`` exists: all three are made for the run and
+    removed again; a folder the run did not make (``tmp_path``) and one it filled stay."""
+    out = tmp_path / "runs" / "exp" / "seed0"
+    with checkpoint.exclusive_folder(str(out), "meanflow.train", "out_dir"):
+        assert out.is_dir()
+    assert tmp_path.is_dir() and not (tmp_path / "runs").exists()
+    with checkpoint.exclusive_folder(str(out), "meanflow.train", "out_dir"):
+        (tmp_path / "runs" / "exp" / "notes.txt").write_text("the user's\n")
+    assert sorted(p.name for p in (tmp_path / "runs" / "exp").iterdir()) == ["notes.txt"]

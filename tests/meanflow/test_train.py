@@ -241,6 +241,21 @@ def test_diverged_run_keeps_the_last_good_checkpoint(tmp_path, fake_mnist, monke
     assert signal.getsignal(signal.SIGINT) is handler  # the run's Ctrl-C handler is gone again
 
 
+def test_an_infinite_gradient_norm_stops_the_run(tmp_path, fake_mnist, monkeypatch):
+    """A finite loss whose gradients overflowed (grad_norm inf, as a step reports it before
+    clipping) is a diverged run too, caught at the log before the step's checkpoint."""
+    train_step = train.train_step
+
+    def overflowing(*args, **kwargs):
+        stats = train_step(*args, **kwargs)
+        return {**stats, "grad_norm": torch.tensor(float("inf"))} if args[4] == 2 else stats
+
+    monkeypatch.setattr(train, "train_step", overflowing)
+    with pytest.raises(FloatingPointError, match=r"diverged by step 3 \(loss [^,]+, grad_norm inf\)"):
+        train.main(tiny_config(tmp_path / "run", fake_mnist, steps=4))
+    assert _load(tmp_path / "run" / "last.pt")["step"] == 2
+
+
 def test_tensorboard_needs_its_package(tmp_path, fake_mnist):
     try:
         import torch.utils.tensorboard  # noqa: F401
