@@ -40,7 +40,7 @@ import torch
 from . import sampler
 from .checkpoint import atomic_write, hash_file
 from .cli import add_weights_options, errors_as_one_line
-from .data.latents import check_vae_for_checkpoint
+from .data.latents import load_vae_for_checkpoint
 from .distributed import gather, on_rank0, setup_distributed, together
 from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this program's API)
     MANIFEST,
@@ -55,7 +55,7 @@ from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this prog
     write_manifest,
 )
 from .pretrained import load_model
-from .vae import RANDOM, decode_latents, latent_scale, load_vae, needs_vae, weights_sha256
+from .vae import RANDOM, decode_latents, latent_scale, weights_sha256
 
 
 def index_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -332,18 +332,11 @@ def _make_batches(out: str, mine: list, make, png: bool, bar):
 
 
 def _load_decoder(cfg, ckpt: str, vae, vae_config, scaling_factor, dev):
-    """``(VAE or None, scaling factor)`` for a model of config ``cfg``: a latent model needs one."""
-    if not vae:
-        if needs_vae(cfg):
-            raise ValueError(f"the model makes {cfg.in_channels}-channel latents: pass --vae to decode them")
+    """``(VAE or None, scaling factor)`` for a model of config ``cfg``: a latent model needs one
+    (:func:`meanflow.data.latents.load_vae_for_checkpoint`, as ``meanflow.sampler`` loads it)."""
+    decoder = load_vae_for_checkpoint(cfg, ckpt, vae, vae_config, dev)
+    if decoder is None:
         return None, scaling_factor
-    decoder = load_vae(vae, vae_config, device=dev)
-    if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both
-        check_vae_for_checkpoint(decoder, ckpt, vae)
-    if decoder.config.latent_channels != cfg.in_channels:
-        raise ValueError(
-            f"vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
-        )
     return decoder, scaling_factor or latent_scale(decoder)[0]
 
 

@@ -97,32 +97,6 @@ def save_grid(images: torch.Tensor, path: str, nrow: int = 10):
     save_png(path, grid)
 
 
-def _grid_decoder(cfg, checkpoint: str, vae, device):
-    """The VAE of a latent model (checked against the latents it was trained on), None for a
-    pixel model. Without it a latent model's 4 scaled latent channels were saved as an RGBA
-    PNG: colours and alpha that looked like an image of an untrained model."""
-    from .vae import load_vae, needs_vae
-
-    if not vae:
-        if needs_vae(cfg):
-            raise ValueError(
-                f"the model makes {cfg.in_channels}-channel latents, not images: give --vae, the VAE "
-                "that decodes them"
-            )
-        return None
-    if not needs_vae(cfg):
-        raise ValueError(f"--vae: the model makes {cfg.in_channels}-channel images, no latents to decode")
-    from .data.latents import check_vae_for_checkpoint
-
-    decoder = load_vae(vae, device=device)
-    if decoder.config.latent_channels != cfg.in_channels:
-        raise ValueError(
-            f"--vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
-        )
-    check_vae_for_checkpoint(decoder, checkpoint, vae)
-    return decoder
-
-
 def main(argv=None):
     """python -m meanflow.sampler runs/mnist/last.pt --steps 1 --out samples.png
     python -m meanflow.sampler runs/in256/last.pt --vae /models/sd-vae-ft-ema --per-class 2"""
@@ -130,6 +104,7 @@ def main(argv=None):
 
     from .checkpoint import refuse_directory
     from .cli import add_weights_options, errors_as_one_line
+    from .data.latents import load_vae_for_checkpoint
     from .distributed import resolve_device
     from .pretrained import load_trainer_checkpoint
 
@@ -183,7 +158,9 @@ def main(argv=None):
         device = resolve_device(args.device)
         model = load_trainer_checkpoint(args.checkpoint, ema=None if args.raw else args.ema, device=device)
         cfg = model.config
-        decoder = _grid_decoder(cfg, args.checkpoint, args.vae, device)
+        # Without it a latent model's 4 scaled latent channels were saved as an RGBA PNG: colours
+        # and alpha that looked like an image of an untrained model.
+        decoder = load_vae_for_checkpoint(cfg, args.checkpoint, args.vae, device=device)
         n = (cfg.num_classes or 10) * args.per_class
         g = torch.Generator().manual_seed(args.seed)
         noise = torch.randn(n, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)

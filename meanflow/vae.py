@@ -241,9 +241,13 @@ def vae_identity(vae, weights: str) -> dict:
 
 
 def describe_identity(record: dict) -> str:
-    """How messages name a recorded VAE: its weights path and the first 12 digits of its hash."""
-    sha = record.get("sha256")
-    return f"{record.get('weights')!r} ({f'sha256 {sha[:12]}' if sha else 'no weights hash recorded'})"
+    """How messages name a recorded VAE: its weights path (a record of another tool's may have
+    none) and the first 12 digits of its hash."""
+    sha, weights = record.get("sha256"), record.get("weights")
+    if not (weights or sha or record.get("config")):
+        return "no recorded VAE"
+    where = repr(weights) if weights else "an unnamed VAE"
+    return f"{where} ({f'sha256 {sha[:12]}' if sha else 'no weights hash recorded'})"
 
 
 def vae_mismatch(vae, record: dict) -> str | None:

@@ -27,7 +27,8 @@ hash). ``decode`` (the trainer's sample grids) loads the recorded VAE, or the on
 ``vae_path`` (config key ``data.vae``: latents made on another machine), and refuses one that
 is not the recorded VAE (:func:`load_latents_vae`); :func:`check_vae_against_latents` is the
 same check for any loaded VAE, and :func:`check_vae_for_checkpoint` makes it with the VAE a
-trainer checkpoint recorded of its latents, for ``sample --vae`` and ``export --vae``. A
+trainer checkpoint recorded of its latents, for ``export --vae`` and (through
+:func:`load_vae_for_checkpoint`) the ``--vae`` of ``meanflow.sampler`` and ``meanflow.generate``. A
 checkpoint records how its latents were made (:meth:`LatentIndex.identity`), and a resume onto
 a folder prepared again otherwise is refused (``meanflow/train_state.py``).
 """
@@ -220,15 +221,20 @@ def load_latents_vae(manifest: dict, vae_path: str | None = None, device="cpu"):
     """The VAE that decodes a latent folder's latents: the one its manifest records, or
     ``vae_path`` (a copy of it, where the latents were made on another machine; a weights file
     takes the recorded config). Refuses a VAE that is not the recorded one (ValueError naming
-    both) and names the ``data.vae`` key when the recorded path is not here."""
+    both) and names the ``data.vae`` key when the recorded path is not here. A record without a
+    weights path still checks ``vae_path`` against the config and hash it holds; only a manifest
+    with nothing to compare (no config, no hash) takes ``vae_path`` unchecked, with a warning."""
     from ..vae import RANDOM, check_vae, load_vae
 
     record = manifest.get("vae") or {}
-    if not record.get("weights"):  # a folder made by another tool: nothing to load or check
+    checkable = record.get("config") or record.get("sha256")
+    if not record.get("weights"):  # a folder made by another tool: no VAE to load
         if not vae_path:
-            raise ValueError(f"{NO_VAE}: set data.vae to the one it was made with")
-        _warn_unchecked(vae_path)
-        return load_vae(vae_path, None, device)
+            lacking = f"{NO_VAE} weights path" if checkable else NO_VAE
+            raise ValueError(f"{lacking}: set data.vae to the one it was made with")
+        if not checkable:  # nor one to compare data.vae with
+            _warn_unchecked(vae_path)
+            return load_vae(vae_path, None, device)
     weights = vae_path or record["weights"]
     if weights != RANDOM and not os.path.exists(weights):
         raise FileNotFoundError(
@@ -296,6 +302,39 @@ def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> 
         check_vae(vae, record, name, strict)
     elif root is not None:
         check_vae_against_latents(vae, root, name, strict)
+
+
+def load_vae_for_checkpoint(cfg, ckpt: str, vae, vae_config=None, device="cpu"):
+    """The VAE that decodes the samples of the model of config ``cfg`` read from ``ckpt``
+    (``--vae`` of ``python -m meanflow.sampler`` and ``python -m meanflow.generate``), None for a
+    pixel model given none. ``vae``/``vae_config``: as :func:`meanflow.vae.load_vae` takes them.
+
+    Refused, the most useful error first: a latent model without a VAE (its latents saved as
+    images looked like an untrained model's samples), a pixel model with one (nothing to
+    decode: a VAE of 3 latent channels decoded a 3-channel model's images), then, once loaded,
+    a VAE that is not the one the checkpoint's latents were made with
+    (:func:`check_vae_for_checkpoint`: names the recorded one; not for :data:`meanflow.vae.RANDOM`
+    weights, tests and smoke runs, which no record matches), and last one of other latent
+    channels than the model's (a checkpoint that records no VAE)."""
+    from ..vae import RANDOM, load_vae, needs_vae
+
+    if not vae:
+        if needs_vae(cfg):
+            raise ValueError(
+                f"the model makes {cfg.in_channels}-channel latents, not images: pass --vae, the VAE "
+                "that decodes them"
+            )
+        return None
+    if not needs_vae(cfg):
+        raise ValueError(f"--vae: the model makes {cfg.in_channels}-channel images, no latents to decode")
+    decoder = load_vae(vae, vae_config, device=device)
+    if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both
+        check_vae_for_checkpoint(decoder, ckpt, vae)
+    if decoder.config.latent_channels != cfg.in_channels:
+        raise ValueError(
+            f"--vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
+        )
+    return decoder
 
 
 def moments_to_latents(moments, flips, noise, scale, shift=0.0):

@@ -159,7 +159,7 @@ def test_latent_model_decodes_through_the_vae(tmp_path, tiny, tiny_vae):
     vae_json = tiny_vae[1]
     model = tiny(in_channels=4)
     ckpt = save_ckpt(tmp_path / "last.pt", model)
-    with pytest.raises(ValueError, match="4-channel latents: pass --vae"):
+    with pytest.raises(ValueError, match="4-channel latents, not images: pass --vae"):
         generate_cli.run(ckpt, str(tmp_path / "novae"), num=2, device="cpu", progress=False)
     assert not os.path.exists(tmp_path / "novae")
     with pytest.warns(UserWarning, match="RANDOM"):  # the architecture alone, random weights

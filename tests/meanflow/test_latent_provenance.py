@@ -342,3 +342,65 @@ def test_latents_whose_manifest_records_no_vae(made, vae_folder, tmp_path):
     torch.save({"config": {"data": {"name": "latents", "path": bare}}, "data_identity": identity}, ckpt)
     with pytest.warns(UserWarning, match="records no VAE"):
         check_vae_for_checkpoint(vae, ckpt, "v")
+
+
+@needs_diffusers
+def test_a_vae_record_without_a_path_still_checks_data_vae(made, vae_folder, tiny_vae, tmp_path):
+    """A manifest whose VAE record has no weights path (another tool's, or the path left out)
+    but a config and a hash: data.vae is checked against them, as against a whole record (it
+    was taken unchecked, with a warning that nothing could be compared), and a weights file
+    takes the recorded config. Only a record with nothing to compare warns."""
+    import warnings
+
+    from safetensors.torch import save_file
+
+    from meanflow.data.latents import TorchLatentLoader
+    from meanflow.vae import load_vae
+
+    def pathless(name, drop):
+        folder = str(tmp_path / name)
+        shutil.copytree(made[1], folder)
+        m = manifest_of(folder)
+        for key in drop:
+            del m["vae"][key]
+        with open(os.path.join(folder, "manifest.json"), "w") as f:
+            json.dump(m, f)
+        return folder
+
+    unnamed = pathless("unnamed", ["weights"])
+    x, _ = next(iter(TorchLatentLoader(unnamed, 2, num_workers=0, latent_mode="mean")))
+    with pytest.raises(ValueError, match="records no VAE weights path: set data.vae"):
+        TorchLatentLoader(unnamed, 2, num_workers=0).decode(x)
+    other = str(tmp_path / "other-vae")
+    random_vae(tiny_vae[0], perturb=1e-3).save_pretrained(other)
+    both = (
+        r"VAE '.*other-vae' is not the VAE the latents were made with, an unnamed VAE \(sha256 [0-9a-f]{12}\)"
+    )
+    with pytest.raises(ValueError, match=both + ": their weights differ"):
+        TorchLatentLoader(unnamed, 2, num_workers=0, vae_path=other).decode(x)
+    want = TorchLatentLoader(made[1], 2, num_workers=0).decode(x)
+    weights = str(tmp_path / "vae.safetensors")  # tiny-vae's weights, not in sd-vae-ft-ema's shapes
+    save_file({k: v.contiguous() for k, v in load_vae(vae_folder).state_dict().items()}, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checked: no warning that it could not be
+        for own in (vae_folder, weights):
+            got = TorchLatentLoader(unnamed, 2, num_workers=0, vae_path=own).decode(x)
+            assert torch.equal(got, want), own
+
+    config_only = pathless("config-only", ["weights", "sha256"])
+    wider = str(tmp_path / "wider-vae")
+    random_vae({**tiny_vae[0], "block_out_channels": [8, 16]}).save_pretrained(wider)
+    with pytest.raises(
+        ValueError, match=r"'.*wider-vae' is not .*, an unnamed VAE \(no weights hash.*configs differ"
+    ):
+        TorchLatentLoader(config_only, 2, num_workers=0, vae_path=wider).decode(x)
+    with pytest.warns(UserWarning, match="cannot verify the weights of VAE '.*tiny-vae'"):
+        TorchLatentLoader(config_only, 2, num_workers=0, vae_path=vae_folder).decode(x)
+
+    nothing = pathless("nothing", ["weights", "sha256", "config"])
+    with pytest.raises(ValueError, match=r"records no VAE: set data.vae"):
+        TorchLatentLoader(nothing, 2, num_workers=0).decode(x)
+    with pytest.warns(
+        UserWarning, match="cannot check VAE '.*other-vae': the latents' manifest.json records no VAE"
+    ):
+        TorchLatentLoader(nothing, 2, num_workers=0, vae_path=other).decode(x)

@@ -202,7 +202,7 @@ def test_grid_program_decodes_a_latent_model_with_its_vae(tiny, tiny_vae, tmp_pa
     out = tmp_path / "grid.png"
     with pytest.raises(SystemExit) as exit_:
         sampler.main([ckpt, "--out", str(out), "--device", "cpu"])
-    assert exit_.value.code == 2 and "4-channel latents, not images: give --vae" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "4-channel latents, not images: pass --vae" in capsys.readouterr().err
     assert not out.exists()
 
     with pytest.warns(UserWarning, match="RANDOM"):
@@ -223,6 +223,77 @@ def test_grid_program_decodes_a_latent_model_with_its_vae(tiny, tiny_vae, tmp_pa
     with pytest.raises(SystemExit) as exit_:
         sampler.main([_checkpoint(tmp_path / "pixel.pt", tiny()), "--vae", str(tmp_path / "vae")])
     assert exit_.value.code == 2 and "--vae: the model makes 1-channel images" in capsys.readouterr().err
+
+
+def _grid_program(ckpt, out, *vae):
+    from meanflow import sampler
+
+    sampler.main([ckpt, "--out", out, "--per-class", "1", "--device", "cpu", *vae])
+
+
+def _generate_program(ckpt, out, *vae):
+    from meanflow import generate
+
+    generate.main(["--ckpt", ckpt, "--out", out, "--num", "2", "--device", "cpu", "--quiet", *vae])
+
+
+def _latent_checkpoint(path, model, vae=None, weights=None):
+    """A trainer checkpoint of a model trained on latents; ``vae``: the VAE they recorded."""
+    from meanflow.vae import vae_identity
+
+    _checkpoint(path, model)
+    saved = torch.load(path)
+    saved["config"] = {"data": {"name": "latents", "path": str(path) + "-latents-elsewhere"}}
+    if vae is not None:
+        saved["data_identity"] = {"vae": vae_identity(vae, weights)}
+    torch.save(saved, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("program", [_grid_program, _generate_program], ids=["sampler", "generate"])
+def test_both_programs_load_and_refuse_a_vae_alike(program, tiny, tiny_vae, tmp_path, capsys):
+    """python -m meanflow.sampler and python -m meanflow.generate load --vae through one
+    function: the same refusals in the same words, the most useful first. generate decoded a
+    3-channel pixel model's images with a VAE of 3 latent channels, named a pixel model's
+    --vae only as a VAE of other latent channels, and a checkpoint's own VAE record came after
+    the latent channels in the sampler (the error then named no VAE to take)."""
+    pytest.importorskip("diffusers")
+    from meanflow.vae import load_vae
+
+    def refusal(ckpt, *vae):
+        out = str(tmp_path / f"out-{len(os.listdir(tmp_path))}")
+        with pytest.raises(SystemExit) as exit_:
+            program(ckpt, out, *vae)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1, err
+        assert not os.path.exists(out) and not os.path.exists(out + ".png")
+        return err
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = load_vae("random", tiny_vae[0])
+        wide = load_vae("random", {**tiny_vae[0], "latent_channels": 8})
+        three = load_vae("random", {**tiny_vae[0], "latent_channels": 3})
+    for name, v in (("vae", vae), ("wide", wide), ("three", three)):
+        v.save_pretrained(tmp_path / name)
+    latent = tiny(num_classes=2, in_channels=4)
+    unrecorded = _checkpoint(tmp_path / "unrecorded.pt", latent)  # no latents' VAE to compare with
+    recorded = _latent_checkpoint(tmp_path / "recorded.pt", latent, vae, str(tmp_path / "vae"))
+
+    err = refusal(unrecorded)
+    assert "the model makes 4-channel latents, not images: pass --vae, the VAE that decodes them" in err
+    for pixel, name in ((tiny(), "vae"), (tiny(in_channels=3), "three")):
+        ckpt = _checkpoint(tmp_path / f"pixel{pixel.config.in_channels}.pt", pixel)
+        err = refusal(ckpt, "--vae", str(tmp_path / name))
+        assert (
+            f"--vae: the model makes {pixel.config.in_channels}-channel images, no latents to decode" in err
+        )
+    assert "--vae has 8 latent channels, the model 4" in refusal(unrecorded, "--vae", str(tmp_path / "wide"))
+    err = refusal(recorded, "--vae", str(tmp_path / "wide"))
+    assert "wide' is not the VAE the latents were made with" in err and "differ in latent_channels" in err
+    # random weights (tests, smoke runs) match no record: taken with a warning, unchecked
+    with pytest.warns(UserWarning, match="RANDOM"):
+        program(recorded, str(tmp_path / "random"), "--vae", "random")
+    program(recorded, str(tmp_path / "own"), "--vae", str(tmp_path / "vae"))
 
 
 def test_grid_program_samples_the_weights_asked_for(tiny, tmp_path, capsys):
