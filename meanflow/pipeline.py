@@ -155,28 +155,42 @@ class MeanFlowPipeline(DiffusionPipeline):
 
     ``transformer``: the DiT (a plain ``DiT`` becomes a :class:`MeanFlowTransformer2DModel`
     sharing its weights); ``vae``: a diffusers ``AutoencoderKL`` for latent models, None for
-    pixel-space ones; ``scaling_factor``: the latent scale (the VAE config's, else 0.18215);
-    ``id2label``: ``{class id: "name, other name"}`` -- every comma-separated name of a class
-    is accepted by ``get_label_ids`` and as a class label of a call.
+    pixel-space ones; ``scaling_factor`` and ``shift_factor``: the latent scale and shift the
+    model's latents were made with, ``(z - shift) * scale`` (the VAE config's, else 0.18215 and
+    0); ``id2label``: ``{class id: "name, other name"}`` -- every comma-separated name of a class
+    is accepted by ``get_label_ids`` and as a class label of a call. The scale and the shift
+    are saved in ``model_index.json``, so a pipeline read with another VAE decodes with them.
     """
 
     model_cpu_offload_seq = "transformer->vae"
     _optional_components = ["vae"]
 
-    def __init__(self, transformer: DiT, vae=None, scaling_factor: float | None = None, id2label=None):
+    def __init__(
+        self,
+        transformer: DiT,
+        vae=None,
+        scaling_factor: float | None = None,
+        id2label=None,
+        shift_factor: float | None = None,
+    ):
         super().__init__()
         if not isinstance(transformer, DiT):
             raise TypeError(f"transformer must be a meanflow DiT, got {type(transformer).__name__}")
         transformer = MeanFlowTransformer2DModel.from_dit(transformer).eval()
         scaling_factor = _latent_scaling_factor(transformer, vae, scaling_factor)
+        shift_factor = _latent_shift_factor(vae, shift_factor)
         self.register_modules(transformer=transformer, vae=vae)
         id2label = _checked_id2label(id2label, transformer.config.num_classes)
-        self.register_to_config(scaling_factor=scaling_factor, id2label=id2label)
+        self.register_to_config(scaling_factor=scaling_factor, shift_factor=shift_factor, id2label=id2label)
         self.labels, self._ambiguous_labels = _label_index(self.id2label)
 
     @property
     def scaling_factor(self) -> float:
         return self.config.scaling_factor
+
+    @property
+    def shift_factor(self) -> float:
+        return self.config.shift_factor
 
     @property
     def id2label(self) -> dict:
@@ -288,7 +302,9 @@ class MeanFlowPipeline(DiffusionPipeline):
         with self.progress_bar(total=num_inference_steps) as bar:
             velocity = GuidedVelocity(self.transformer, scale, on_step=bar.update)
             out = sample(velocity, y, steps=num_inference_steps, noise=latents)
-        images = decode_latents(self.vae, out, self.scaling_factor) if self.vae is not None else out.float()
+        if self.vae is None:
+            return out.float(), out
+        images = decode_latents(self.vae, out, self.scaling_factor, self.shift_factor)
         return images, out
 
     def __call__(
@@ -363,8 +379,10 @@ class MeanFlowPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, device=None, vae=None, backend=None, **kwargs):
         """Load what ``save_pretrained`` wrote, through ``DiffusionPipeline.from_pretrained``
         (``torch_dtype=``, passed components, ...). ``vae``: an ``AutoencoderKL`` or a local
-        folder / weights file for :func:`meanflow.vae.load_vae`, instead of the saved one;
-        ``device``: where to put the pipeline; ``backend``: the transformer's mfkernels backend.
+        folder / weights file for :func:`meanflow.vae.load_vae`, instead of the saved one (it
+        decodes with the folder's scale and shift, those of the VAE the model was trained with,
+        not its own config's); ``device``: where to put the pipeline; ``backend``: the
+        transformer's mfkernels backend.
 
         ``vae/``, ``model_index.json`` and ``transformer/`` are read by path one after another:
         an export replacing the folder meanwhile would pair one export's VAE and scale with the
@@ -406,6 +424,10 @@ class MeanFlowPipeline(DiffusionPipeline):
         if isinstance(vae, str):
             vae = load_vae(vae, dtype=kwargs.get("dtype") or kwargs.get("torch_dtype"))
         options = {**kwargs, "vae": vae} if vae is not None else kwargs
+        if "shift_factor" not in index and "shift_factor" not in kwargs:
+            # An export from before model_index.json held the shift: the saved VAE's config held
+            # it, and decoded with it; another VAE given now must not bring its own.
+            options = {**options, "shift_factor": _saved_vae_shift(saved_vae)}
         pipe = super().from_pretrained(folder, **options)
         for name in ("transformer", "vae"):
             if name not in options and getattr(pipe, name) is not None:
@@ -430,6 +452,34 @@ def _latent_scaling_factor(transformer: DiT, vae, scaling_factor):
     if scaling_factor is None:
         return SD_VAE_SCALE
     return _checked_number("scaling_factor", scaling_factor, 0, above=True)
+
+
+def _latent_shift_factor(vae, shift_factor) -> float:
+    """The latent shift to decode with: ``shift_factor``, else the VAE config's (0 for a VAE
+    without one, and for a pixel model).
+
+    Kept in ``model_index.json`` beside the scale, both those of the VAE whose latents the
+    model learnt (``(z - shift) * scale``): ``from_pretrained(folder, vae=other)`` keeps the
+    folder's scale and must keep its shift too. Taken from ``other``'s config, the shift of one
+    VAE went with the scale of another: a shifted VAE (SD3's, FLUX's) given to the export of an
+    unshifted one's model, or the reverse, decoded latents off by that shift, images that look
+    washed out or tinted, with no error."""
+    if shift_factor is None:
+        shift_factor = latent_scale(vae)[1] if vae is not None else 0.0
+    real = isinstance(shift_factor, numbers.Real) and not isinstance(shift_factor, bool)
+    if not (real and math.isfinite(shift_factor)):
+        raise ValueError(f"shift_factor must be a finite number, got {shift_factor!r}")
+    return float(shift_factor)
+
+
+def _saved_vae_shift(saved_vae: str):
+    """The ``shift_factor`` of a pipeline folder's ``vae/config.json`` (0 where it has none),
+    None without that file (a pixel model's folder, or its VAE not copied: the VAE given then
+    brings its own)."""
+    path = os.path.join(saved_vae, "config.json")
+    if not os.path.isfile(path):
+        return None
+    return read_json_object(path, "a VAE config").get("shift_factor") or 0.0
 
 
 def _checked_number(name: str, value, minimum: float, above: bool = False) -> float:

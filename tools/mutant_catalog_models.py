@@ -25,6 +25,7 @@ _MODELS_PY = "meanflow/models.py"
 _INTERCHANGE_PY = "meanflow/interchange.py"
 _ADAPTERS_PY = "meanflow/adapters.py"
 _PIPELINE_PY = "meanflow/pipeline.py"
+_LATENTS_PY = "meanflow/data/latents.py"
 
 MODEL_MUTANTS = [
     # ------------------------------------------------------------------ meanflow/models.py
@@ -322,6 +323,22 @@ MODEL_MUTANTS = [
         "a VAE's own scaling_factor (SDXL's 0.13025) replaced by sd-vae-ft-ema's",
     ),
     Mutant(
+        "pipeline-shift-from-the-vae",
+        _PIPELINE_PY,
+        "decode_latents(self.vae, out, self.scaling_factor, self.shift_factor)",
+        "decode_latents(self.vae, out, self.scaling_factor)",
+        (f"{T}test_pipeline.py::test_another_vae_decodes_with_the_folders_scale_and_shift",),
+        "from_pretrained(folder, vae=other) decodes with the folder's scale but other's shift",
+    ),
+    Mutant(
+        "pipeline-older-export-shift-from-the-vae",
+        _PIPELINE_PY,
+        '            options = {**options, "shift_factor": _saved_vae_shift(saved_vae)}\n',
+        "            pass\n",
+        (f"{T}test_pipeline.py::test_another_vae_decodes_with_the_folders_scale_and_shift",),
+        "an export without a recorded shift, read with another VAE, decodes with that VAE's shift",
+    ),
+    Mutant(
         "pipeline-transformer-read-from-the-folder",
         _PIPELINE_PY,
         'if "transformer" not in kwargs and not os.path.isdir(os.path.join(folder, "transformer")):',
@@ -345,6 +362,14 @@ MODEL_MUTANTS = [
         "dtype=dtype) / scale - shift",
         VAE,
         "a shifted VAE's (FLUX's) latents decoded with the shift subtracted again",
+    ),
+    Mutant(
+        "latents-vae-pathless-record-unchecked",
+        _LATENTS_PY,
+        "        if not checkable:  # nor one to compare data.vae with\n",
+        "        if True:  # nor one to compare data.vae with\n",
+        (f"{T}test_latent_provenance.py::test_a_vae_record_without_a_path_still_checks_data_vae",),
+        "data.vae taken unchecked for latents whose manifest records the VAE's config and hash, not its path",
     ),
     Mutant(
         "vae-random-unseeded",
@@ -373,11 +398,27 @@ MODEL_MUTANTS = [
     ),
     Mutant(
         "sampler-grid-latent-without-vae",
-        "meanflow/sampler.py",
+        _LATENTS_PY,  # load_vae_for_checkpoint: the --vae of meanflow.sampler and meanflow.generate
         "    if not vae:\n        if needs_vae(cfg):",
         "    if not vae:\n        if False:",
         (f"{T}test_sampler.py::test_grid_program_decodes_a_latent_model_with_its_vae",),
         "a latent model sampled without --vae: its latents saved as an RGBA grid, no error",
+    ),
+    Mutant(
+        "vae-for-checkpoint-pixel-model-decoded",
+        _LATENTS_PY,
+        '    if not needs_vae(cfg):\n        raise ValueError(f"--vae: the model makes',
+        '    if False:\n        raise ValueError(f"--vae: the model makes',
+        (f"{T}test_sampler.py::test_both_programs_load_and_refuse_a_vae_alike",),
+        "generate decodes a 3-channel pixel model's images with a VAE of 3 latent channels, no error",
+    ),
+    Mutant(
+        "vae-for-checkpoint-unchecked",
+        _LATENTS_PY,
+        "    if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both\n",
+        "    if False:\n",
+        (f"{T}test_sampler.py::test_both_programs_load_and_refuse_a_vae_alike",),
+        "sampler and generate decode a model's latents with a VAE they were not made with",
     ),
     Mutant(
         "sampler-grid-ema-ignored",

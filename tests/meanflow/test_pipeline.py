@@ -203,3 +203,55 @@ def test_latents_decode_with_the_vaes_own_scale(tiny_vae, tiny):
     with torch.no_grad():
         decoded = vae.decode(latents / 0.13025 + 0.1159).sample
     assert torch.allclose(images, (decoded / 2 + 0.5).clamp(0, 1), atol=1e-6)
+
+
+def _decoded_with(vae, latents, scale, shift):
+    with torch.no_grad():
+        return (vae.decode(latents / scale + shift).sample / 2 + 0.5).clamp(0, 1)
+
+
+@pytest.mark.parametrize(
+    "trained, given",
+    [((0.3611, 0.1159), (0.18215, None)), ((0.18215, None), (0.3611, 0.1159))],
+    ids=["shifted-export-unshifted-vae", "unshifted-export-shifted-vae"],
+)
+def test_another_vae_decodes_with_the_folders_scale_and_shift(tmp_path, tiny_vae, tiny, trained, given):
+    """from_pretrained(folder, vae=other): the model's latents are ``(z - shift) * scale`` of
+    the VAE it was trained with, which the folder records; the scale was the folder's but the
+    shift other's config's, so an SD3/FLUX-style shifted VAE's export read with an unshifted VAE
+    (or the reverse) decoded latents off by the shift."""
+    pytest.importorskip("diffusers")
+
+    def vae_of(scale, shift):
+        return random_vae({**tiny_vae[0], "scaling_factor": scale, "shift_factor": shift})
+
+    MeanFlowPipeline(tiny(in_channels=4), vae_of(*trained)).save_pretrained(str(tmp_path / "pipe"))
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert (index["scaling_factor"], index["shift_factor"]) == (trained[0], trained[1] or 0.0)
+    other = vae_of(*given)
+    other.save_pretrained(str(tmp_path / "other"))
+    for vae in (other, str(tmp_path / "other")):  # a loaded VAE, or one read from a folder
+        again = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"), vae=vae)
+        assert (again.scaling_factor, again.shift_factor) == (trained[0], trained[1] or 0.0)
+        images = again([0, 1], generator=torch.Generator().manual_seed(3), output_type="pt").images
+        latents = again([0, 1], generator=torch.Generator().manual_seed(3), output_type="latent").images
+        want = _decoded_with(again.vae, latents, trained[0], trained[1] or 0.0)
+        assert torch.allclose(images, want, atol=1e-6)
+        assert not torch.allclose(images, _decoded_with(again.vae, latents, trained[0], given[1] or 0.0))
+
+    # An export from before model_index.json held the shift: its vae/config.json holds it.
+    del index["shift_factor"]
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(index))
+    older = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"), vae=other)
+    assert older.shift_factor == (trained[1] or 0.0)
+    assert MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe")).shift_factor == (trained[1] or 0.0)
+
+
+def test_the_shift_is_a_finite_number(tiny, tiny_vae):
+    pytest.importorskip("diffusers")
+    vae = random_vae(tiny_vae[0])
+    assert MeanFlowPipeline(tiny(in_channels=4), vae, shift_factor=-0.5).shift_factor == -0.5
+    assert MeanFlowPipeline(tiny(in_channels=3)).shift_factor == 0.0
+    for bad in (float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ValueError, match="shift_factor must be a finite number"):
+            MeanFlowPipeline(tiny(in_channels=4), vae, shift_factor=bad)

@@ -71,6 +71,11 @@ def test_diffusers_loader_reads_the_folder_offline(tmp_path, tiny, tiny_vae, mod
     assert np.allclose(
         again(["tench", "goldfish"], generator=gen(), output_type="np").images, want, atol=1e-6
     )
+    # diffusers' loader given another VAE keeps the folder's scale and shift (model_index.json)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        shifted = load_vae("random", {**tiny_vae[0], "scaling_factor": 0.5, "shift_factor": 0.25})
+    other = DiffusionPipeline.from_pretrained(str(tmp_path / "pipe"), trust_remote_code=True, vae=shifted)
+    assert (other.scaling_factor, other.shift_factor) == (0.18215, 0.0)
 
     wide = MeanFlowPipeline.from_pretrained(str(tmp_path / "pipe"), dtype=torch.float64)
     assert wide.transformer.dtype == wide.vae.dtype == torch.float64
