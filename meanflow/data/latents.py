@@ -298,7 +298,8 @@ def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> 
     from ..vae import check_vae
 
     root, record = _checkpoint_latents(ckpt)
-    if record and record.get("weights"):  # latents without a recorded VAE record one of Nones
+    # Latents without a recorded VAE record one of Nones; another tool's may lack the path alone.
+    if record and (record.get("weights") or record.get("sha256") or record.get("config")):
         check_vae(vae, record, name, strict)
     elif root is not None:
         check_vae_against_latents(vae, root, name, strict)

@@ -404,3 +404,27 @@ def test_a_vae_record_without_a_path_still_checks_data_vae(made, vae_folder, tin
         UserWarning, match="cannot check VAE '.*other-vae': the latents' manifest.json records no VAE"
     ):
         TorchLatentLoader(nothing, 2, num_workers=0, vae_path=other).decode(x)
+
+
+@needs_diffusers
+def test_a_checkpoints_pathless_vae_record_is_the_one_checked(made, vae_folder, tiny_vae, tmp_path):
+    """A checkpoint trained on latents whose VAE record holds a hash but no weights path: a
+    ``--vae`` is checked against that record, not against the folder's manifest as it is now
+    (prepared again since, by a tool that records no VAE: the other VAE passed with a warning)."""
+    from meanflow.data.latents import TorchLatentLoader, check_vae_for_checkpoint
+    from meanflow.vae import load_vae
+
+    folder = str(tmp_path / "latents")
+    shutil.copytree(made[1], folder)
+    identity = TorchLatentLoader(folder, 2, num_workers=0).index.identity()
+    identity["vae"] = {k: v for k, v in identity["vae"].items() if k != "weights"}
+    ckpt = str(tmp_path / "last.pt")
+    torch.save({"config": {"data": {"name": "latents", "path": folder}}, "data_identity": identity}, ckpt)
+    m = manifest_of(folder)
+    del m["vae"]
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(m, f)
+    other = random_vae(tiny_vae[0], perturb=1e-3)
+    with pytest.raises(ValueError, match=r"'other' is not the VAE .*an unnamed VAE \(sha256"):
+        check_vae_for_checkpoint(other, ckpt, "other")
+    check_vae_for_checkpoint(load_vae(vae_folder), ckpt, "own")  # the recorded one passes
