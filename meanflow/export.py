@@ -46,8 +46,8 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
 
         if not vae and needs_vae(model.config):  # what MeanFlowPipeline refuses, in the CLI's words
             raise ValueError(
-                f"--pipeline: the model makes {model.config.in_channels}-channel latents; give --vae, "
-                "the VAE that decodes them (a local diffusers AutoencoderKL folder or weights file)"
+                f"--pipeline: the model makes {model.config.in_channels}-channel latents, not images: pass "
+                "--vae, the VAE that decodes them (a local diffusers AutoencoderKL folder or weights file)"
             )
 
         id2label = pipeline_id2label(ckpt, model, official)

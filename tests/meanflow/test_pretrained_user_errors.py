@@ -191,5 +191,5 @@ def test_export_of_a_latent_model_as_a_pipeline_asks_for_vae(tmp_path, tiny, cap
             ["--ckpt", str(tmp_path / "last.pt"), "--raw", "--pipeline", "--out", str(tmp_path / "p")]
         )
     assert e.value.code == 2
-    assert "4-channel latents; give --vae" in capsys.readouterr().err
+    assert "4-channel latents, not images: pass --vae" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
