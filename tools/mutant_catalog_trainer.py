@@ -148,7 +148,7 @@ TRAINER_MUTANTS = [
         _TRAIN_PY,
         ' and math.isfinite(record["grad_norm"])',
         "",
-        (f"{T}test_train.py::test_diverged_run_keeps_the_last_good_checkpoint", *RUN_START),
+        (f"{T}test_train.py::test_an_infinite_gradient_norm_stops_the_run",),
         "an inf gradient norm with a finite loss trains on, to NaN weights",
     ),
     Mutant(
@@ -158,6 +158,22 @@ TRAINER_MUTANTS = [
         "        if step > config.steps:  # a finished run",
         ("tests/faults/test_fault_resume.py::test_finished_run_is_left_alone",),
         "a run resumed at its last step rewrites its checkpoint and evaluates again",
+    ),
+    Mutant(
+        "train-graph-rows-counted-globally",
+        _TRAIN_PY,
+        "    rows = config.batch_size // world\n",
+        "    rows = config.batch_size\n",
+        (f"{T}test_train_step.py::test_a_dual_row_count_that_varies_keeps_the_graphs_off",),
+        "the dual-pass rows counted over the global batch: a rank's varying count is captured in a graph",
+    ),
+    Mutant(
+        "train-ranks-share-global-rngs",
+        _TRAIN_PY,
+        "    seed_global_rngs(config.seed, 0, rank)\n",
+        "    seed_global_rngs(config.seed, 0, 0)\n",
+        (f"{T}test_train.py::test_two_ranks_equal_one",),
+        "every rank of a fresh run starts rank 0's global generators: the same dropout masks on each",
     ),
     # ----------------------------------------------------------------- meanflow/models.py
     Mutant(

@@ -151,6 +151,8 @@ def test_two_ranks_equal_one(tmp_path, fake_mnist):
     mp.start_processes(_rank_main, args=(2, _free_port(), config), nprocs=2, start_method="spawn")
     one, two = _load(tmp_path / "one" / "last.pt"), _load(tmp_path / "two" / "last.pt")
     assert two["world_size"] == 2 and len(two["rng"]) == 2
+    # each rank's global generators its own stream (an adapter's dropout masks differ by rank)
+    assert not torch.equal(two["rng"][0]["torch"], two["rng"][1]["torch"])
     _assert_same_state(one, two, atol=1e-6)
     # and the ranks did not train alone: one rank on half the batch ends elsewhere
     alone = tiny_config(tmp_path / "alone", fake_mnist, steps=3, batch_size=4)

@@ -163,6 +163,10 @@ def test_a_dual_row_count_that_varies_keeps_the_graphs_off():
     assert (
         train._row_counts_vary(config, MeanFlowLoss(ratio_r_neq_t=0.3, tangent_rows="all"), world=1) is None
     )
+    # the count is per rank: 10 rows give 3 dual-pass rows, 5 rows on each of 2 ranks 1.5
+    assert train._row_counts_vary(train.TrainConfig(batch_size=10), objective, world=2) == (
+        "5 rows per rank x ratio_r_neq_t 0.3 is not a whole number of dual-pass rows"
+    )
 
 
 # ------------------------------------------------------------------------------- GPU
