@@ -7,6 +7,7 @@ number in a log line, a wrong exit status, a help text that says what the progra
 an option refused only after the data was read."""
 
 from mutant import Mutant
+from mutant_catalog_outputs import OUTPUT_MUTANTS
 
 __all__ = ["PROGRAM_MUTANTS"]
 
@@ -449,4 +450,5 @@ PROGRAM_MUTANTS = [
         (f"{CONFIG_ERRORS}::test_a_library_models_unknown_keyword_is_refused_naming_it",),
         "every keyword of the library's own constructor refused as unknown",
     ),
+    *OUTPUT_MUTANTS,  # what generate, prepare_latents, export and interchange write and read
 ]

@@ -216,6 +216,89 @@ def test_a_folder_begun_under_other_decoding_rules_is_not_finished(made, src, ti
         assert snapshot(dst) == before
 
 
+# ------------------------------------------------------------------- what a resume must repeat
+
+
+@pytest.mark.parametrize(
+    "more, said",
+    [
+        (("--shard-size", "3"), "shard_size: 2 there, 3 now"),  # shards kept by name: images twice
+        (("--flips", "both"), "flips: 1 there, 2 now"),  # shards of two shapes in one folder
+    ],
+)
+def test_a_resume_with_other_storage_settings_is_refused_naming_them(
+    made, src, tiny_vae, tmp_path, capsys, more, said
+):
+    dst = str(tmp_path / "resumed")
+    shutil.copytree(made, dst)
+    m = json.load(open(os.path.join(dst, "manifest.json")))
+    m["shards"][1]["done"] = False
+    edit_manifest(dst, shards=m["shards"], complete=False)
+    before = snapshot(dst)
+    err = refused(capsys, src, dst, tiny_vae[1], "--reader", "torch", *more)
+    assert f"{dst!r} holds latents made with other settings (" in err and said in err
+    assert snapshot(dst) == before
+
+
+def test_a_resume_with_the_same_vae_weights_under_another_config_is_refused(src, tiny_vae, tmp_path, capsys):
+    """One weights file read as two architectures is two VAEs: the weights hash alone does not
+    say which one made a folder's latents."""
+    from safetensors.torch import save_file
+
+    from meanflow.vae import load_vae
+
+    vae = load_vae("random", tiny_vae[1])
+    weights = str(tmp_path / "vae.safetensors")
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, weights)
+    other = tmp_path / "other.json"  # the same parameter shapes, other group norms
+    other.write_text(json.dumps({**json.load(open(tiny_vae[1])), "norm_num_groups": 2}))
+
+    def args(config):
+        given = argv(src, tmp_path / "latents", config, "--reader", "torch")
+        given[given.index("random")] = weights
+        return given
+
+    from meanflow.prepare_latents import main
+
+    assert main(args(tiny_vae[1])) == 0
+    dst = str(tmp_path / "latents")
+    m = json.load(open(os.path.join(dst, "manifest.json")))
+    m["shards"][1]["done"] = False
+    edit_manifest(dst, shards=m["shards"], complete=False)
+    before = snapshot(dst)
+    with pytest.raises(SystemExit):
+        main(args(str(other)))
+    err = capsys.readouterr().err
+    assert "holds latents made with other settings (vae: " in err, err
+    assert snapshot(dst) == before
+
+
+def test_a_run_killed_in_its_last_shard_leaves_the_folder_incomplete(src, tiny_vae, tmp_path, monkeypatch):
+    """Training refuses an incomplete folder by default: a kill in the last shard must leave
+    the manifest saying so, and no trace of that shard; the next run finishes it."""
+    import meanflow.prepare_latents as pl
+
+    real, calls = pl.encode_moments, []
+
+    def killed_at_the_last_shard(*args):
+        calls.append(1)
+        if len(calls) == 2:  # 4 images, 2 shards of 2, one batch each
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(pl, "encode_moments", killed_at_the_last_shard)
+    dst = tmp_path / "latents"
+    with pytest.raises(KeyboardInterrupt):
+        run(src, dst, tiny_vae[1], "--reader", "torch")
+    m = json.load(open(dst / "manifest.json"))
+    assert [s["done"] for s in m["shards"]] == [True, False] and m["complete"] is False
+    assert m["num_samples"] == 2 and sorted(n for n in os.listdir(dst) if "shard" in n) == ["shard_00000"]
+    with pytest.raises(ValueError, match="incomplete"):
+        LatentIndex(str(dst))
+    assert run(src, dst, tiny_vae[1], "--reader", "torch") == 0
+    assert len(LatentIndex(str(dst))) == 4
+
+
 # ------------------------------------------------------------------- names that are not UTF-8
 
 

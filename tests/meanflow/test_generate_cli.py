@@ -383,3 +383,46 @@ def test_num_keeps_working_without_torchrun():
     parser = generate_cli.build_parser()
     for option in ("--num", "--num-samples"):
         assert parser.parse_args(["--ckpt", "c", "--out", "o", option, "12"]).num == 12
+
+
+def test_a_complete_set_whose_samples_npz_was_removed_is_made_again(tmp_path, tiny):
+    """A complete manifest is not a sample set: with samples.npz moved away (and the shards
+    gone), a re-run makes the same images again instead of naming a file that is not there."""
+    ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
+    out = str(tmp_path / "s")
+    first = generate_cli.run(ckpt, out, num=5, batch_size=2, progress=False)
+    before = load(out)
+    os.rename(first, str(tmp_path / "moved.npz"))
+    again = generate_cli.run(ckpt, out, num=5, batch_size=2, progress=False)
+    assert again == first and os.path.isfile(again)
+    after = load(out)
+    assert np.array_equal(after["arr_0"], before["arr_0"]) and np.array_equal(after["arr_1"], before["arr_1"])
+
+
+def test_random_labels_come_from_their_own_stream_not_the_noise():
+    """With --classes random, index i's label is drawn from the stream (seed, i, 1), its noise
+    from (seed, i, 0): a label drawn from the noise's generator is a function of the noise."""
+    indices = range(64)
+    labels = generate_cli.labels_for(indices, 7, "random", seed=3).tolist()
+
+    def drawn(stream):
+        g = torch.Generator()
+        return [
+            int(torch.randint(7, (), generator=g.manual_seed(generate_cli.index_seed(3, i, stream))))
+            for i in indices
+        ]
+
+    assert labels == drawn(1)
+    assert labels != drawn(0)
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_each_rank_gets_its_share_of_the_batches(world):
+    """Batch k is rank k % world's: every rank gets as many batches as any other, give or
+    take one, whatever the batch size (an even one included), and none is dealt twice."""
+    for num, batch_size in ((11, 2), (24, 4), (9, 3)):
+        batches = generate_cli.batch_ranges(num, batch_size)
+        parts = [generate_cli.rank_batches(num, batch_size, r, world) for r in range(world)]
+        counts = [len(part) for part in parts]
+        assert max(counts) - min(counts) <= 1, (num, batch_size, counts)
+        assert sorted(b for part in parts for b in part) == batches

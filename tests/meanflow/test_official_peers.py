@@ -246,3 +246,19 @@ def test_export_of_an_official_checkpoint_is_reproducible(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_an_official_pipeline_names_imagenet_classes_only_for_1000(monkeypatch):
+    """An official DiT or SiT of ImageNet's 1000 labels gets ImageNet's names; one of another
+    label count (fine-tuned on other data) gets none rather than names of the wrong classes."""
+    from meanflow import class_names
+    from meanflow.export import pipeline_id2label
+
+    names = [f"class {i}" for i in range(1000)]
+    monkeypatch.setattr(class_names, "imagenet_readable_names", lambda: names)  # torchvision's, or none
+    model = DiT.from_official_dit(random_official_state(learn_sigma=False), num_heads=HEADS)
+    assert model.config.num_classes == CLASSES
+    for family in ("dit", "sit"):
+        assert pipeline_id2label("official.pt", model, family) == {}
+    imagenet = argparse.Namespace(config=argparse.Namespace(num_classes=1000))
+    assert pipeline_id2label("official.pt", imagenet, "dit") == dict(enumerate(names))

@@ -145,6 +145,16 @@ def test_an_export_without_a_format_version_still_loads(tmp_path, tiny):
         assert torch.equal(a, b)
 
 
+def test_a_folder_of_another_model_class_is_refused_naming_it(tmp_path, tiny):
+    """A folder another class saved (its config.json's _class_name) holds another network's
+    weights under its names: read into a DiT, it would load whatever fits, without a word."""
+    tiny().save_pretrained(str(tmp_path / "m"))
+    path = tmp_path / "m" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_class_name": "SiT"}))
+    with pytest.raises(ValueError, match=r"config.json: _class_name is 'SiT', not 'DiT'"):
+        DiT.from_pretrained(str(tmp_path / "m"))
+
+
 # --------------------------------------------------------------- trainer checkpoints
 
 
@@ -193,3 +203,15 @@ def test_export_of_a_latent_model_as_a_pipeline_asks_for_vae(tmp_path, tiny, cap
     assert e.value.code == 2
     assert "4-channel latents, not images: pass --vae" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_export_vae_without_pipeline_is_refused_before_writing(tmp_path, tiny, capsys):
+    """A model folder holds no VAE: --vae without --pipeline would be dropped without a word."""
+    tiny().save_pretrained(str(tmp_path / "m"))
+    with pytest.raises(SystemExit) as e:
+        export.main(
+            ["--ckpt", str(tmp_path / "m"), "--out", str(tmp_path / "e"), "--vae", str(tmp_path / "v")]
+        )
+    assert e.value.code == 2
+    assert "--vae goes with --pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
