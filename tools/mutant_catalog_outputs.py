@@ -95,7 +95,7 @@ OUTPUT_MUTANTS = [
         _GEN,
         "    if not keep_shards:\n",
         "    if True:\n",
-        ("tests/faults/test_fault_writes.py::test_sample_set_follows_the_umask",),
+        (f"{GEN_CLI}test_keep_shards_keeps_each_batch_beside_samples_npz",),
         "--keep-shards removes the shards all the same",
     ),
     # -------------------------------------------------------------- meanflow/generate_out.py

@@ -426,3 +426,12 @@ def test_each_rank_gets_its_share_of_the_batches(world):
         counts = [len(part) for part in parts]
         assert max(counts) - min(counts) <= 1, (num, batch_size, counts)
         assert sorted(b for part in parts for b in part) == batches
+
+
+def test_keep_shards_keeps_each_batch_beside_samples_npz(tmp_path, tiny):
+    ckpt = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3))
+    out = str(tmp_path / "s")
+    generate_cli.run(ckpt, out, num=5, batch_size=2, keep_shards=True, progress=False)
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == ["000000.npz", "000001.npz", "000002.npz"]
+    images, indices = generate_cli.read_shard(os.path.join(out, "shards", "000002.npz"), "images", "indices")
+    assert indices.tolist() == [4] and np.array_equal(images, load(out)["arr_0"][4:])

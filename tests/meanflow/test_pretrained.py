@@ -274,3 +274,8 @@ def test_label_table_without_the_null_row(tiny):
     table = loaded.y_embedder.embedding_table.weight
     assert table.shape == (6, 32) and torch.equal(table[:5], state["y_embedder.embedding_table.weight"])
     assert 0 < table[5].abs().max() < 0.2
+    # The null row is drawn from its own seed: a second load, whatever the global RNG did in
+    # between, is the same network under guidance (the null label's output) too.
+    torch.manual_seed(1234)
+    again = DiT.from_official_dit(state, num_heads=2, num_classes=5)
+    assert torch.equal(again.y_embedder.embedding_table.weight, table)
