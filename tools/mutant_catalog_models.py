@@ -8,6 +8,7 @@ check left out."""
 
 from mutant import Mutant
 from mutant_catalog_data import DATA_MUTANTS
+from mutant_catalog_evaluation import EVALUATION_MUTANTS
 
 __all__ = ["MODEL_MUTANTS"]
 
@@ -559,4 +560,5 @@ MODEL_MUTANTS = [
         (f"{T}test_pipeline.py::test_bad_inputs",),
         "pipe([True, 3]) samples classes 1 and 3",
     ),
+    *EVALUATION_MUTANTS,  # what evaluate and eval_mnist score and report: tools/mutant_catalog_evaluation.py
 ]

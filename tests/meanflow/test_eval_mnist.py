@@ -346,9 +346,9 @@ def test_a_trainer_reads_and_hashes_its_data_once_for_all_evaluations(tmp_path, 
     assert other["data_sha256"] == data_sha256(fake_mnist)
 
 
-def spied_evaluate(monkeypatch, fake_sample, num_samples=30, batch=16):
+def spied_evaluate(monkeypatch, fake_sample, num_samples=30, batch=16, **kwargs):
     """``evaluate`` with ``fake_sample`` as the sampler and an untrained classifier (no training,
-    no cache); returns the tensor the classifier was given."""
+    no cache) and ``kwargs``; returns the tensor the classifier was given."""
     seen = []
     features_and_logits = eval_mnist._features_and_logits
 
@@ -361,7 +361,9 @@ def spied_evaluate(monkeypatch, fake_sample, num_samples=30, batch=16):
     monkeypatch.setattr(eval_mnist, "load_classifier", lambda data_path=None, log=print: (classifier, state))
     monkeypatch.setattr(eval_mnist, "_features_and_logits", spy)
     monkeypatch.setattr(eval_mnist, "sample", fake_sample)
-    eval_mnist.evaluate(DiT(mnist_config()), num_samples=num_samples, batch=batch, log=lambda s: None)
+    eval_mnist.evaluate(
+        DiT(mnist_config()), num_samples=num_samples, batch=batch, log=lambda s: None, **kwargs
+    )
     (scored,) = seen
     return scored
 
@@ -421,3 +423,35 @@ def test_samples_holding_nan_are_refused_not_scored_black(monkeypatch):
 
     with pytest.raises(ValueError, match=r"images hold NaN \(images \[3\] of 16\)"):
         spied_evaluate(monkeypatch, fake_sample)
+
+
+def test_the_seed_draws_the_samples_scored(monkeypatch):
+    """``seed`` (``--seed``) seeds the noise of the samples: one seed gives one set of images,
+    another seed another set (not seed 0's, whatever was asked)."""
+
+    def fake_sample(model, y, steps, generator):
+        return torch.randn(len(y), 1, 32, 32, generator=generator, device=generator.device) * 0.7
+
+    scored = {seed: spied_evaluate(monkeypatch, fake_sample, seed=seed) for seed in (0, 3)}
+    assert torch.equal(scored[3], spied_evaluate(monkeypatch, fake_sample, seed=3))
+    assert not torch.equal(scored[0], scored[3])
+
+
+def test_the_classifier_learns_the_training_split_and_is_tested_on_the_test_split(fake_mnist, monkeypatch):
+    """Every training batch holds training images only (each once an epoch), and the accuracy
+    returned is that of the test images: a classifier that learnt the test digits would score
+    its own training set."""
+    (train_x, _), (test_x, test_y) = (mnist.load_mnist(s, fake_mnist) for s in ("train", "test"))
+    seen = []
+    to_pixels = eval_mnist.to_pixels
+    monkeypatch.setattr(
+        eval_mnist, "to_pixels", lambda images: seen.append(images.clone()) or to_pixels(images)
+    )
+    model, acc = eval_mnist.train_classifier(fake_mnist, epochs=1, log=lambda s: None, batch=16)
+    *batches, tested = seen
+    assert torch.equal(tested, test_x) and len(batches) == len(train_x) // 16
+    learnt = {bytes(image.numpy()) for image in torch.cat(batches)}
+    assert learnt == {bytes(image.numpy()) for image in train_x}
+    assert learnt.isdisjoint(bytes(image.numpy()) for image in test_x)
+    with torch.no_grad():
+        assert acc == (model(to_pixels(test_x)).argmax(1) == test_y).float().mean().item()

@@ -140,3 +140,19 @@ def test_a_damaged_count_is_refused(adm_batch, tmp_path, value):
     np.savez(damaged, **{**members, "num_images": value})
     with pytest.raises(ValueError, match=r"damaged.npz has a damaged feature record \(num_images"):
         ev.evaluate(samples, str(damaged), metrics=["fid"], **RUN)
+
+
+def test_kid_of_fewer_reference_images_than_samples_takes_subsets_of_the_reference_size(tmp_path):
+    """The subsets are no larger than the smaller set, whichever it is: 48 samples against 30
+    reference images score subsets of 30 (of 48 they could not be drawn from the reference)."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    samples_array, ref_array = as_uint8(image_set(n=48, seed=1)), as_uint8(image_set(n=30))
+    samples, reference = (
+        write_npz(tmp_path / "s.npz", samples_array),
+        write_npz(tmp_path / "r.npz", ref_array),
+    )
+    report = ev.evaluate(samples, reference, metrics=["kid"], **RUN)
+    assert report["kid_subset_size"] == 30 and report["num_samples"] == 48 and report["num_reference"] == 30
+    want = kid_features_to_metric(feat(samples_array), feat(ref_array), kid_subset_size=30, kid_subsets=100)
+    assert report["kid_mean"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-6)
