@@ -434,9 +434,9 @@ def evaluate(
     if paired and crop is not None:
         source = ref_set.npz if ref_size is None else reference
         reference_stats.check_crop_size(source, crop, sample_set.image_size(), recorded=ref_size is None)
-    elif paired:
-        if ref_set.has_images:
-            check_same_size(sample_set, ref_set)
+    if paired and ref_set.has_images:  # also an .npz's images beside statistics of crops
+        check_same_size(sample_set, ref_set)
+    if paired and crop is None:
         recorded = reference_stats.image_size(ref_set.stats_record)
         reference_stats.check_image_size(ref_set.npz, recorded, sample_set.image_size())
     if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):

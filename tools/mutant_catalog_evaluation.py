@@ -77,6 +77,14 @@ EVALUATION_MUTANTS = [
         (*COPIES, f"{EVAL}test_reference_statistics_without_a_record_are_used_as_before"),
         "a copy of ADM's statistics (or a file's) saved with this run's record and count, vouching for them",
     ),
+    Mutant(
+        "evaluate-images-beside-crop-statistics-unchecked",
+        _EVALUATE_PY,
+        "    if paired and ref_set.has_images:  # also an .npz's images beside statistics of crops\n",
+        "    if paired and ref_set.has_images and crop is None:\n",
+        (f"{REFS}test_images_beside_statistics_of_center_crops_must_be_of_the_samples_size",),
+        "PRC and KID of 16x16 samples against an .npz's 32x32 images beside statistics of 16x16 crops",
+    ),
     # ---------------------------------------------------------- meanflow/evaluate_inputs.py
     Mutant(
         "evaluate-batches-drop-the-remainder",

@@ -442,8 +442,8 @@ MODEL_MUTANTS = [
     Mutant(
         "evaluate-reference-size-unchecked",
         "meanflow/evaluate.py",
-        "            check_same_size(sample_set, ref_set)\n",
-        "            pass\n",
+        "        check_same_size(sample_set, ref_set)\n",
+        "        pass\n",
         (f"{REFS}::test_reference_images_of_another_size_are_refused",),
         "FID between 16x16 samples and 32x32 reference images scored in silence (both resized)",
     ),

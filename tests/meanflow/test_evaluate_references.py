@@ -13,6 +13,7 @@ from fidelity_tiny import (  # noqa: E402
     RUN,
     TINY,
     TinyExtractor,
+    adm_tree,
     as_uint8,
     cli_error,
     image_set,
@@ -67,6 +68,33 @@ def test_reference_images_of_another_size_are_refused(tmp_path, monkeypatch, cap
     np.savez(stats, mu=np.zeros(16), sigma=np.eye(16))
     assert "fid" in ev.evaluate(samples, str(stats), metrics=["fid"], **RUN)
     assert "inception_score_mean" in ev.evaluate(samples, ref_npz, metrics=["isc"], **RUN)
+
+
+def test_images_beside_statistics_of_center_crops_must_be_of_the_samples_size(tmp_path, monkeypatch):
+    """An .npz of reference images with statistics of 16x16 center crops beside them (saved
+    from a tree with --ref-size 16): the statistics fit 16x16 samples, and precision/recall and
+    KID read the images, which must fit them too; 32x32 images are refused before extraction,
+    not scored against the 16x16 samples after the extractor resized both."""
+    tree, crops, _ = adm_tree(tmp_path, 16)
+    samples = write_npz(tmp_path / "s.npz", as_uint8(image_set(n=20, size=16)))
+    stats = tmp_path / "stats.npz"
+    ev.evaluate(samples, tree, metrics=["fid"], ref_size=16, save_ref_stats=str(stats), **RUN)
+    with np.load(stats) as data:
+        members = {k: data[k] for k in data.files}
+    assert str(members["crop_size"][()]) == "16"
+    with np.load(crops) as data:
+        np.savez(tmp_path / "fits.npz", arr_0=data["arr_0"], **members)
+    np.savez(tmp_path / "big.npz", arr_0=as_uint8(image_set(n=20, size=32)), **members)
+    fits = ev.evaluate(samples, str(tmp_path / "fits.npz"), metrics=["fid", "prc", "kid"], **RUN)
+    assert fits["ref_size"] == 16 and fits["reference_stats"] == "precomputed"
+
+    def extract(*args, **kwargs):
+        raise AssertionError("features extracted before the sizes were checked")
+
+    monkeypatch.setattr(ev, "extract", extract)
+    for metrics in (["prc"], ["kid"], ["fid", "prc"]):
+        with pytest.raises(ValueError, match=r"big.npz holds 32x32 images and the samples are 16x16"):
+            ev.evaluate(samples, str(tmp_path / "big.npz"), metrics=metrics, **RUN)
 
 
 def test_non_square_samples_need_a_reference_of_their_size(tmp_path, no_extraction):
