@@ -7,9 +7,12 @@ should catch it. This file holds the sampler's, the checkpoints' and the trainer
   ``mutant_catalog_index_width.py`` (the 32-bit index limits);
 - ``mutant_catalog_kernel_inputs.py``: the kernel API's argument checks;
 - ``mutant_catalog_models.py``: the models, interchange formats, adapters, pipeline and VAE,
-  with ``mutant_catalog_data.py`` (the data loaders and latent folders);
+  with ``mutant_catalog_data.py`` (the data loaders and latent folders) and
+  ``mutant_catalog_evaluation.py`` (FID/IS/KID inputs, reference statistics, MNIST scoring);
 - ``mutant_catalog_programs.py``: generate, prepare_latents, the run's reports, the command
-  lines and the trainer's config checks, demo and the benchmarks' shared code;
+  lines and the trainer's config checks, demo and the benchmarks' shared code, with
+  ``mutant_catalog_outputs.py`` (what generate, prepare_latents, export and interchange write
+  and read);
 - ``mutant_catalog_trainer.py``: more of the trainer's core (the step and its EMAs, the lr
   schedule, the ranks' rows, the DiT's initialisation and conditioning, a resume's restore).
 
