@@ -27,8 +27,6 @@ publish whole and the last one's stays, as when they run one after the other.
 
 import argparse
 
-import torch
-
 from .cli import add_weights_options, errors_as_one_line
 from .pretrained import from_official_dit, load_model
 
@@ -36,8 +34,7 @@ from .pretrained import from_official_dit, load_model
 def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=None, seed=0):
     """``official``: None (a trainer checkpoint or pretrained directory), "dit" or "sit"."""
     if official:
-        torch.manual_seed(seed)  # the fresh second time embedder
-        model = from_official_dit(ckpt, num_heads=num_heads, family=official)
+        model = from_official_dit(ckpt, num_heads=num_heads, family=official, seed=seed)
     else:
         model = load_model(ckpt, ema=ema)
     if pipeline:

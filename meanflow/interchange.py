@@ -360,19 +360,22 @@ class PretrainedMixin:
 
     @classmethod
     def from_official_dit(
-        cls, path_or_state, num_heads=None, device="cpu", backend=None, family="dit", **overrides
+        cls, path_or_state, num_heads=None, device="cpu", backend=None, family="dit", seed=0, **overrides
     ):
         """The model holding the weights of an official DiT (``family="dit"``) or SiT (``"sit"``)
         checkpoint (file path or state dict), with the time scale those weights were trained with.
         At every ``(r, t)`` it computes the official network's field in our convention (DiT at
         ``1000 t``; ``-SiT(z, 1 - t, y)``): the second time embedder (``h_embedder``/``r_embedder``)
-        starts with a zero output, as adaLN-Zero starts its blocks."""
+        starts with a zero output, as adaLN-Zero starts its blocks, and its input layer drawn
+        from ``seed`` (the global RNG untouched), so every load fine-tunes from the same weights."""
         obj = path_or_state
         if isinstance(path_or_state, (str, os.PathLike)):
             obj = _read_official_file(os.fspath(path_or_state))
         state = official_dit_state_dict(obj)
         config, state = convert_official_dit(state, num_heads=num_heads, family=family, **overrides)
-        model = cls(config, backend=backend)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(config, backend=backend)
         fresh = [k for k in model.state_dict() if k.startswith(f"{model.second_time}_embedder.")]
         check_state_dict(model, state, "official DiT state dict", ignore=fresh)
         model.load_state_dict(state, strict=False)

@@ -35,11 +35,11 @@ def from_pretrained(directory: str, device="cpu", dtype=None, backend=None) -> D
 
 
 def from_official_dit(
-    path_or_state, num_heads=None, device="cpu", backend=None, family="dit", **overrides
+    path_or_state, num_heads=None, device="cpu", backend=None, family="dit", seed=0, **overrides
 ) -> DiT:
     """``DiT.from_official_dit``: an official DiT or SiT checkpoint as our DiT."""
     return DiT.from_official_dit(
-        path_or_state, num_heads, device=device, backend=backend, family=family, **overrides
+        path_or_state, num_heads, device=device, backend=backend, family=family, seed=seed, **overrides
     )
 
 

@@ -218,14 +218,6 @@ MODEL_MUTANTS = [
         "--raw exports EMA 0",
     ),
     Mutant(
-        "export-official-unseeded",
-        "meanflow/export.py",
-        "        torch.manual_seed(seed)  # the fresh second time embedder\n",
-        "",
-        (f"{T}test_official_peers.py", f"{T}test_pretrained.py"),
-        "two exports of one official checkpoint differ (the fresh embedder's draw)",
-    ),
-    Mutant(
         "export-vae-not-checked",
         "meanflow/export.py",
         "if decoder is not None and not official:",

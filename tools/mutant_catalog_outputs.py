@@ -249,4 +249,15 @@ OUTPUT_MUTANTS = [
         (f"{PRETRAINED}test_official_dit_state_dict",),
         "an official DiT's MLP ratio read from fc1's input width (always 1)",
     ),
+    Mutant(
+        "interchange-fresh-embedder-from-the-global-rng",
+        "meanflow/interchange.py",
+        """            torch.manual_seed(seed)
+            model = cls(config, backend=backend)""",
+        """            model = cls(config, backend=backend)""",
+        (
+            "tests/meanflow/test_pretrained.py::test_the_fresh_second_time_embedder_is_drawn_from_the_loads_seed",
+        ),
+        "two loads of one official checkpoint fine-tune from different second time embedders",
+    ),
 ]

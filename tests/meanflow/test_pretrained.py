@@ -279,3 +279,21 @@ def test_label_table_without_the_null_row(tiny):
     torch.manual_seed(1234)
     again = DiT.from_official_dit(state, num_heads=2, num_classes=5)
     assert torch.equal(again.y_embedder.embedding_table.weight, table)
+
+
+def test_the_fresh_second_time_embedder_is_drawn_from_the_loads_seed(tiny):
+    """Its input layer is not in the official weights: drawn from ``seed``, not from whatever
+    the global RNG holds, so two loads fine-tune from the same network, and the caller's
+    global RNG is left as it was."""
+    state = official_state(tiny(), learn_sigma=False)
+    torch.manual_seed(1)
+    first = DiT.from_official_dit(state, num_heads=2).state_dict()
+    torch.manual_seed(2)
+    expected_next = torch.rand(3)
+    torch.manual_seed(2)
+    second = DiT.from_official_dit(state, num_heads=2).state_dict()
+    assert torch.equal(torch.rand(3), expected_next)  # the global RNG untouched by the load
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = DiT.from_official_dit(state, num_heads=2, seed=1).state_dict()
+    fresh = [k for k in first if k in ("h_embedder.mlp.0.weight", "r_embedder.mlp.0.weight")]
+    assert fresh and all(not torch.equal(first[k], other[k]) for k in fresh)
