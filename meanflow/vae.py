@@ -240,11 +240,17 @@ def vae_identity(vae, weights: str) -> dict:
     return info
 
 
+def records_a_vae(record: dict | None) -> bool:
+    """Whether a VAE record names a VAE at all: a weights path, a hash or a config (latents
+    made without one record one of Nones; another tool's may lack the path alone)."""
+    return bool(record and (record.get("weights") or record.get("sha256") or record.get("config")))
+
+
 def describe_identity(record: dict) -> str:
     """How messages name a recorded VAE: its weights path (a record of another tool's may have
     none) and the first 12 digits of its hash."""
     sha, weights = record.get("sha256"), record.get("weights")
-    if not (weights or sha or record.get("config")):
+    if not records_a_vae(record):
         return "no recorded VAE"
     where = repr(weights) if weights else "an unnamed VAE"
     return f"{where} ({f'sha256 {sha[:12]}' if sha else 'no weights hash recorded'})"

@@ -22,7 +22,7 @@ DATA_MUTANTS = [
     Mutant(
         "latents-checkpoint-vae-of-nones-checked",
         "meanflow/data/latents.py",
-        'if record and (record.get("weights") or record.get("sha256") or record.get("config")):',
+        "if records_a_vae(record):",
         "if record is not None:",
         (f"{T}test_latent_provenance.py::test_latents_whose_manifest_records_no_vae",),
         "sample/export of a model trained on latents without a recorded VAE fail on a record of Nones",
@@ -30,7 +30,7 @@ DATA_MUTANTS = [
     Mutant(
         "latents-checkpoint-pathless-vae-unchecked",
         "meanflow/data/latents.py",
-        'if record and (record.get("weights") or record.get("sha256") or record.get("config")):',
+        "if records_a_vae(record):",
         'if record and record.get("weights"):',
         (f"{T}test_latent_provenance.py::test_a_checkpoints_pathless_vae_record_is_the_one_checked",),
         "a checkpoint's VAE record without a path: --vae checked against the folder as it is now",

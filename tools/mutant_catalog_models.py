@@ -359,7 +359,7 @@ MODEL_MUTANTS = [
     Mutant(
         "latents-vae-pathless-record-unchecked",
         _LATENTS_PY,
-        "        if not checkable:  # nor one to compare data.vae with\n",
+        "        if not records_a_vae(record):  # nor one to compare data.vae with\n",
         "        if True:  # nor one to compare data.vae with\n",
         (f"{T}test_latent_provenance.py::test_a_vae_record_without_a_path_still_checks_data_vae",),
         "data.vae taken unchecked for latents whose manifest records the VAE's config and hash, not its path",

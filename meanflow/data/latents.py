@@ -224,15 +224,14 @@ def load_latents_vae(manifest: dict, vae_path: str | None = None, device="cpu"):
     both) and names the ``data.vae`` key when the recorded path is not here. A record without a
     weights path still checks ``vae_path`` against the config and hash it holds; only a manifest
     with nothing to compare (no config, no hash) takes ``vae_path`` unchecked, with a warning."""
-    from ..vae import RANDOM, check_vae, load_vae
+    from ..vae import RANDOM, check_vae, load_vae, records_a_vae
 
     record = manifest.get("vae") or {}
-    checkable = record.get("config") or record.get("sha256")
     if not record.get("weights"):  # a folder made by another tool: no VAE to load
         if not vae_path:
-            lacking = f"{NO_VAE} weights path" if checkable else NO_VAE
+            lacking = f"{NO_VAE} weights path" if records_a_vae(record) else NO_VAE
             raise ValueError(f"{lacking}: set data.vae to the one it was made with")
-        if not checkable:  # nor one to compare data.vae with
+        if not records_a_vae(record):  # nor one to compare data.vae with
             _warn_unchecked(vae_path)
             return load_vae(vae_path, None, device)
     weights = vae_path or record["weights"]
@@ -295,11 +294,10 @@ def check_vae_for_checkpoint(vae, ckpt: str, name: str, strict: bool = True) -> 
     checkpoint recorded of its latents (the folder may have been prepared again with another
     since), or for an older checkpoint :func:`check_vae_against_latents` with the latent folder
     it was trained on; nothing to check for a model not trained on latents."""
-    from ..vae import check_vae
+    from ..vae import check_vae, records_a_vae
 
     root, record = _checkpoint_latents(ckpt)
-    # Latents without a recorded VAE record one of Nones; another tool's may lack the path alone.
-    if record and (record.get("weights") or record.get("sha256") or record.get("config")):
+    if records_a_vae(record):
         check_vae(vae, record, name, strict)
     elif root is not None:
         check_vae_against_latents(vae, root, name, strict)
