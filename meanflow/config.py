@@ -25,6 +25,8 @@ from mfkernels import BACKENDS
 
 from .adapters import ADAPTERS, check_model_kwargs
 from .config_file import load_file
+from .data import DATA_BACKENDS
+from .data.latents import LATENT_MODES
 from .dit_config import PRESETS as DIT_PRESETS
 from .dit_config import DiTConfig
 from .loss import OBJECTIVES, MeanFlowLoss
@@ -322,8 +324,8 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
     # (an image folder's scan reads every image), or never (a fraction above 1).
     ("model", lambda v: v in DIT_PRESETS, "a DiT preset: " + ", ".join(sorted(DIT_PRESETS))),
     ("backend", lambda v: v in (None, "auto", *BACKENDS), "none, auto or one of " + ", ".join(BACKENDS)),
-    ("data.backend", lambda v: v in ("auto", "dali", "torch"), "auto, dali or torch"),
-    ("data.latent_mode", lambda v: v in ("sample", "mean"), "sample or mean"),
+    ("data.backend", lambda v: v in ("auto", *DATA_BACKENDS), "auto, dali or torch"),
+    ("data.latent_mode", lambda v: v in LATENT_MODES, "sample or mean"),
     ("data.max_read_failures", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1] (1: never stop)"),
 ]
 

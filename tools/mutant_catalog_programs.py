@@ -413,7 +413,7 @@ PROGRAM_MUTANTS = [
     Mutant(
         "config-data-backend-unchecked",
         "meanflow/config.py",
-        'lambda v: v in ("auto", "dali", "torch")',
+        'lambda v: v in ("auto", *DATA_BACKENDS)',
         "lambda v: True",
         (CONFIG_ERRORS,),
         "--data.backend dalli fails only after an image folder's scan",

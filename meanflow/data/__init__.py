@@ -18,6 +18,8 @@ from torch import Tensor
 
 from .sharding import EpochPlan
 
+DATA_BACKENDS = ("dali", "torch")  # and "auto": DALI where it is installed
+
 
 @runtime_checkable
 class Loader(Protocol):
@@ -57,7 +59,7 @@ def _backend(config) -> str:
         from .dali_images import dali_available
 
         return "dali" if dali_available() else "torch"
-    if backend not in ("dali", "torch"):
+    if backend not in DATA_BACKENDS:
         raise ValueError(f"data.backend must be auto, dali or torch, got {backend!r}")
     return backend
 

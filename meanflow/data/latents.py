@@ -44,6 +44,7 @@ from .image_folder import name_a_few
 from .sharding import ShardedLoader
 
 MANIFEST = "manifest.json"
+LATENT_MODES = ("sample", "mean")  # a fresh draw of the VAE's posterior per read, or its mean
 FORMAT = "meanflow-latents"
 # A folder another tool made: its manifest names no VAE to decode with or to compare one to.
 NO_VAE = f"the latents' {MANIFEST} records no VAE"
@@ -354,7 +355,7 @@ class _LatentLoader(ShardedLoader):
 
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, flip=True,
                  latent_mode="sample", index=None, allow_partial=False, vae_path=None):  # fmt: skip
-        if latent_mode not in ("sample", "mean"):
+        if latent_mode not in LATENT_MODES:
             raise ValueError(f"latent_mode must be 'sample' or 'mean', got {latent_mode!r}")
         self.index = index if index is not None else LatentIndex(root, allow_partial)
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
