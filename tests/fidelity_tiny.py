@@ -55,6 +55,14 @@ if TINY not in FEATURE_EXTRACTORS_REGISTRY:
     register_feature_extractor(TINY, TinyExtractor)
 
 
+def tiny_features(array, layer="feat"):
+    """The tiny extractor's ``layer`` (``feat`` or ``logits``; float32, as evaluate gets them) of
+    uint8 ``(N, H, W, 3)`` images: what a test computes a metric from by hand."""
+    images = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        return TinyExtractor(TINY, [layer])(images)[0]
+
+
 # ------------------------------------------------------------- evaluate's inputs
 
 

@@ -291,7 +291,7 @@ PROGRAM_MUTANTS = [
         "meanflow/evaluate.py",
         '        result["kid_subset_size"], result["kid_subsets"] = size, KID_SUBSETS\n',
         "",
-        (f"{REPORTED}test_kid_records_the_subset_size_and_count_it_used",),
+        (f"{REPORTED}test_kid_subsets_are_the_smaller_sets_size_below_1000",),
         "a KID of 200 images (subsets of 200) reads as one of the standard 1000-image subsets",
     ),
     Mutant(

@@ -21,6 +21,7 @@ from fidelity_tiny import (  # noqa: E402
     as_uint8,
     cli_error,
     image_set,
+    tiny_features,
     write_dir,
     write_npz,
 )
@@ -390,13 +391,6 @@ def test_gpu_features_match_cpu(sets):
     assert gpu["precision"] == cpu["precision"] and gpu["recall"] == cpu["recall"]
 
 
-def tiny_features(array):
-    """``(feat, logits)`` float64 of uint8 ``(N, H, W, 3)`` images, as evaluate's extractor sees them."""
-    net = TinyExtractor(TINY, ["feat", "logits"])
-    with torch.no_grad():
-        return tuple(f.double() for f in net(torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()))
-
-
 def test_precision_recall_and_inception_score_values(tmp_path):
     """Precision is the share of samples inside some reference image's 3-NN ball, recall the
     share of references inside some sample's (Kynkaenniemi et al. 2019): a collapsed set of
@@ -413,7 +407,7 @@ def test_precision_recall_and_inception_score_values(tmp_path):
     # The 3-NN balls by hand on a set where neither share is 0 or 1.
     shifted = as_uint8(image_set() + 40)
     report = ev.evaluate(write_npz(tmp_path / "s.npz", shifted), ref_npz, metrics=["prc"], **RUN)
-    fake, real = tiny_features(shifted)[0], tiny_features(ref)[0]
+    fake, real = tiny_features(shifted).double(), tiny_features(ref).double()
 
     def covered(points, centres):
         radius = torch.cdist(centres, centres).sort(dim=1).values[:, 3]  # index 0 is the centre itself
@@ -424,7 +418,7 @@ def test_precision_recall_and_inception_score_values(tmp_path):
     # every distance is >= 0.5% away from its ball's radius: float32 gives the same counts
     assert {k: report[k] for k in want} == pytest.approx(want, abs=1e-6), (report, want)
 
-    logits = tiny_features(shifted)[1]
+    logits = tiny_features(shifted, "logits").double()
     p = logits.softmax(1)
     kl = (p * (p.log() - p.mean(0, keepdim=True).log())).sum(1)
     one = ev.evaluate(str(tmp_path / "s.npz"), metrics=["isc"], isc_splits=1, **RUN)

@@ -12,17 +12,10 @@ import torch
 
 pytest.importorskip("torch_fidelity")
 
-from fidelity_tiny import RUN, TINY, TinyExtractor, as_uint8, image_set, write_dir, write_npz  # noqa: E402
+from fidelity_tiny import RUN, as_uint8, image_set, tiny_features, write_dir, write_npz  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
 from meanflow import evaluate_inputs  # noqa: E402
-
-
-def features_of(array):
-    """The tiny extractor's ``feat`` (float64) of uint8 ``(N, H, W, 3)`` images, as saved."""
-    net = TinyExtractor(TINY, ["feat"])
-    with torch.no_grad():
-        return net(torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous())[0].double()
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def test_every_image_is_extracted_as_saved_whatever_the_batch_size(tmp_path, ext
         **{**RUN, "batch_size": batch_size},
     )
     for role, array in (("samples", samples), ("reference", reference)):
-        assert torch.allclose(extracted[role], features_of(array), rtol=1e-6, atol=1e-6), role
+        assert torch.allclose(extracted[role], tiny_features(array).double(), rtol=1e-6, atol=1e-6), role
     assert report["num_samples"] == len(extracted["samples"]) == 21
     assert report["num_reference"] == len(extracted["reference"]) == 19
 
@@ -68,7 +61,7 @@ def test_an_npz_saved_in_fortran_order_holds_its_images(tmp_path, extracted):
     report = ev.evaluate(
         str(tmp_path / "f.npz"), write_npz(tmp_path / "c.npz", array), metrics=["fid"], **RUN
     )
-    assert torch.allclose(extracted["samples"], features_of(array), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(extracted["samples"], tiny_features(array).double(), rtol=1e-6, atol=1e-6)
     assert abs(report["fid"]) < 1e-6
 
 

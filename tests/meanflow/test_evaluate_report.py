@@ -5,26 +5,40 @@ holds 10,000 images and statistics of the whole training set; FID takes the stat
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("torch_fidelity")
 
-from fidelity_tiny import RUN, TINY, TinyExtractor, as_uint8, image_set, write_dir, write_npz  # noqa: E402
+from fidelity_tiny import RUN, as_uint8, image_set, tiny_features, write_dir, write_npz  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
 
 
-def feat(array):
-    """The tiny extractor's KID features (float32, as evaluate passes them) of uint8 NHWC images."""
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
-        return TinyExtractor(TINY, ["feat"])(x)[0].float()
-
-
-def test_kid_records_the_subset_size_and_count_it_used(tmp_path, monkeypatch):
+@pytest.mark.parametrize("num_samples, num_reference", [(30, 48), (48, 30)])
+def test_kid_subsets_are_the_smaller_sets_size_below_1000(tmp_path, num_samples, num_reference):
     """KID is the mean MMD of ``kid_subsets`` pairs of random subsets of ``kid_subset_size``
-    images: 1000, or the smaller set's size below it. Both are in the report, as ``isc_splits``
-    is, and the KID is torch-fidelity's of exactly those."""
+    images: 1000, or the smaller set's size below it, whichever set that is (of the larger one
+    they could not be drawn from the smaller). Both are in the report, as ``isc_splits`` is, and
+    the KID is torch-fidelity's of exactly those."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    samples_array = as_uint8(image_set(n=num_samples, seed=1))
+    ref_array = as_uint8(image_set(n=num_reference))
+    samples, reference = (
+        write_npz(tmp_path / "s.npz", samples_array),
+        write_npz(tmp_path / "r.npz", ref_array),
+    )
+    report = ev.evaluate(samples, reference, metrics=["kid"], **RUN)
+    assert report["kid_subset_size"] == 30 and report["kid_subsets"] == 100
+    assert report["num_samples"] == num_samples and report["num_reference"] == num_reference
+    features = tiny_features(samples_array), tiny_features(ref_array)
+    want = kid_features_to_metric(*features, kid_subset_size=30, kid_subsets=100)
+    assert report["kid_mean"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-6)
+    assert report["kid_std"] == pytest.approx(want["kernel_inception_distance_std"], rel=1e-6)
+
+
+def test_kid_of_sets_larger_than_the_subset_size_keeps_it(tmp_path, monkeypatch):
+    """Sets larger than the subset size keep it (1000 here stands as 20): the KID of subsets of
+    20, which differs from that of subsets of 30."""
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     samples_array, ref_array = as_uint8(image_set(n=30, seed=1)), as_uint8(image_set(n=48))
@@ -32,18 +46,14 @@ def test_kid_records_the_subset_size_and_count_it_used(tmp_path, monkeypatch):
         write_npz(tmp_path / "s.npz", samples_array),
         write_npz(tmp_path / "r.npz", ref_array),
     )
-    report = ev.evaluate(samples, reference, metrics=["kid"], **RUN)
-    assert report["kid_subset_size"] == 30 and report["kid_subsets"] == 100  # the smaller set, 30 < 1000
-    want = kid_features_to_metric(feat(samples_array), feat(ref_array), kid_subset_size=30, kid_subsets=100)
-    assert report["kid_mean"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-6)
-    assert report["kid_std"] == pytest.approx(want["kernel_inception_distance_std"], rel=1e-6)
-    # sets larger than the subset size keep it (1000 here stands as 20)
     monkeypatch.setattr(ev, "KID_SUBSET_SIZE", 20)
     small = ev.evaluate(samples, reference, metrics=["kid"], **RUN)
     assert small["kid_subset_size"] == 20 and small["kid_subsets"] == 100
-    want = kid_features_to_metric(feat(samples_array), feat(ref_array), kid_subset_size=20, kid_subsets=100)
+    features = tiny_features(samples_array), tiny_features(ref_array)
+    want = kid_features_to_metric(*features, kid_subset_size=20, kid_subsets=100)
     assert small["kid_mean"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-6)
-    assert small["kid_mean"] != pytest.approx(report["kid_mean"], rel=1e-3)
+    of_30 = kid_features_to_metric(*features, kid_subset_size=30, kid_subsets=100)
+    assert small["kid_mean"] != pytest.approx(of_30["kernel_inception_distance_mean"], rel=1e-3)
     monkeypatch.undo()
     assert [ev.kid_subset_size_for(n) for n in (2, 200, 1000, 50000)] == [2, 200, 1000, 1000]
     # no KID asked for: no KID keys
@@ -140,19 +150,3 @@ def test_a_damaged_count_is_refused(adm_batch, tmp_path, value):
     np.savez(damaged, **{**members, "num_images": value})
     with pytest.raises(ValueError, match=r"damaged.npz has a damaged feature record \(num_images"):
         ev.evaluate(samples, str(damaged), metrics=["fid"], **RUN)
-
-
-def test_kid_of_fewer_reference_images_than_samples_takes_subsets_of_the_reference_size(tmp_path):
-    """The subsets are no larger than the smaller set, whichever it is: 48 samples against 30
-    reference images score subsets of 30 (of 48 they could not be drawn from the reference)."""
-    from torch_fidelity.metric_kid import kid_features_to_metric
-
-    samples_array, ref_array = as_uint8(image_set(n=48, seed=1)), as_uint8(image_set(n=30))
-    samples, reference = (
-        write_npz(tmp_path / "s.npz", samples_array),
-        write_npz(tmp_path / "r.npz", ref_array),
-    )
-    report = ev.evaluate(samples, reference, metrics=["kid"], **RUN)
-    assert report["kid_subset_size"] == 30 and report["num_samples"] == 48 and report["num_reference"] == 30
-    want = kid_features_to_metric(feat(samples_array), feat(ref_array), kid_subset_size=30, kid_subsets=100)
-    assert report["kid_mean"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-6)
