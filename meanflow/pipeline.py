@@ -419,14 +419,16 @@ class MeanFlowPipeline(DiffusionPipeline):
                 f"{saved_vae} not found, though {index_path} names a vae: pass vae= (an AutoencoderKL, "
                 "or a local folder or weights file) or copy the export whole"
             )
-        if vae is None and "vae" not in kwargs and os.path.isdir(saved_vae):
+        given_vae = vae is not None or "vae" in kwargs
+        if not given_vae and os.path.isdir(saved_vae):
             vae = saved_vae  # read strictly: diffusers would fill missing weights with random ones
         if isinstance(vae, str):
             vae = load_vae(vae, dtype=kwargs.get("dtype") or kwargs.get("torch_dtype"))
         options = {**kwargs, "vae": vae} if vae is not None else kwargs
-        if "shift_factor" not in index and "shift_factor" not in kwargs:
+        if given_vae and "shift_factor" not in index and "shift_factor" not in kwargs:
             # An export from before model_index.json held the shift: the saved VAE's config held
-            # it, and decoded with it; another VAE given now must not bring its own.
+            # it, and decoded with it; another VAE given now must not bring its own. (The saved
+            # VAE, read above from that config, brings that shift itself.)
             options = {**options, "shift_factor": _saved_vae_shift(saved_vae)}
         pipe = super().from_pretrained(folder, **options)
         for name in ("transformer", "vae"):
@@ -466,10 +468,7 @@ def _latent_shift_factor(vae, shift_factor) -> float:
     washed out or tinted, with no error."""
     if shift_factor is None:
         shift_factor = latent_scale(vae)[1] if vae is not None else 0.0
-    real = isinstance(shift_factor, numbers.Real) and not isinstance(shift_factor, bool)
-    if not (real and math.isfinite(shift_factor)):
-        raise ValueError(f"shift_factor must be a finite number, got {shift_factor!r}")
-    return float(shift_factor)
+    return _checked_number("shift_factor", shift_factor, minimum=None)
 
 
 def _saved_vae_shift(saved_vae: str):
@@ -482,13 +481,15 @@ def _saved_vae_shift(saved_vae: str):
     return read_json_object(path, "a VAE config").get("shift_factor") or 0.0
 
 
-def _checked_number(name: str, value, minimum: float, above: bool = False) -> float:
+def _checked_number(name: str, value, minimum: float | None, above: bool = False) -> float:
     """``value`` as a float, or a ``ValueError`` naming ``name``: NaN passes every comparison
-    test as False, so a bare ``value < minimum`` lets it through (and infinity) into images."""
+    test as False, so a bare ``value < minimum`` lets it through (and infinity) into images.
+    ``minimum=None``: any finite number (a latent shift may be negative)."""
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (real and math.isfinite(value) and (value > minimum if above else value >= minimum)):
-        bound = f"{'>' if above else '>='} {minimum}"
-        raise ValueError(f"{name} must be a number {bound} and finite, got {value!r}")
+    finite = real and math.isfinite(value)
+    if not (finite and (minimum is None or (value > minimum if above else value >= minimum))):
+        bound = "" if minimum is None else f" {'>' if above else '>='} {minimum}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
     return float(value)
 
 

@@ -115,7 +115,7 @@ def test_guidance_scale_adds_classifier_free_guidance_on_top(tiny):
         assert torch.allclose(got, want, atol=1e-5), scale
     two = pipe([1, 2], latents=noise, num_inference_steps=2, output_type="latent", guidance_scale=1).images
     assert torch.equal(two, sample(model, y, steps=2, noise=noise))
-    with pytest.raises(ValueError, match="guidance_scale must be a number >= 0"):
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
         pipe([1], guidance_scale="4")
     with pytest.raises(ValueError, match="guidance_scale must be 1 for an unconditional model"):
         MeanFlowPipeline(tiny(num_classes=0))(batch_size=1, guidance_scale=4.0)
