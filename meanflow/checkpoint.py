@@ -73,6 +73,15 @@ def fsync_tree(root: str) -> None:
 
 
 def current_umask() -> int:
+    """The process umask, read from ``/proc`` where Linux shows it: elsewhere it is set to read
+    it back, and a file another thread creates in that moment gets umask 0 (writable by all)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask

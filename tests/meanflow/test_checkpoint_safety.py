@@ -1,6 +1,7 @@
 """What meanflow.checkpoint promises about files: nothing is unpickled (and a refusal says why,
 not how to load unsafely), and files it writes
-get the permissions of any file the user creates (the umask), not mkstemp's private 0600."""
+get the permissions of any file the user creates (the umask), not mkstemp's private 0600,
+without setting the umask to read it (a file another thread made meanwhile would get umask 0)."""
 
 import os
 
@@ -49,3 +50,24 @@ def test_written_files_follow_the_umask(tmp_path, umask):
         os.umask(previous)
     assert os.stat(tmp_path / "last.pt").st_mode & 0o777 == 0o666 & ~umask
     assert load_torch_file(str(tmp_path / "last.pt")) == {"step": 1}
+
+
+def _proc_shows_the_umask() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            return any(line.startswith("Umask:") for line in f)
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _proc_shows_the_umask(), reason="reads the umask from /proc/self/status")
+def test_the_umask_is_read_without_being_set(tmp_path, monkeypatch):
+    set_umask = os.umask
+    previous = set_umask(0o027)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(os, "umask", lambda mask: pytest.fail(f"os.umask({mask:o}) while writing"))
+            atomic_save({"step": 1}, str(tmp_path / "last.pt"))
+    finally:
+        set_umask(previous)
+    assert os.stat(tmp_path / "last.pt").st_mode & 0o777 == 0o640
