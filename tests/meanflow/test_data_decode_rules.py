@@ -1,0 +1,124 @@
+"""The ADM center crop at its edges (a resized side that is not a whole number, an odd crop
+margin, a short side of exactly 2 * size, many BOX halvings), in PIL and in DALI, and what the
+DALI loader does where it hands a batch to PIL: flips, failed files, names it cannot open."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from meanflow.data import image_folder
+from meanflow.data.dali_images import DALIImageLoader, dali_available, dali_device_id
+from meanflow.data.image_folder import FolderIndex, TorchImageLoader, center_crop_arr, load_image
+from meanflow.data.sharding import EpochPlan
+from meanflow.data.synthetic import make_image_tree, synthetic_image
+
+needs_dali = pytest.mark.skipif(
+    not dali_available() and not os.environ.get("CI"), reason="nvidia-dali-cuda130 is not installed"
+)
+
+
+def noisy_png(path, height, width):
+    from PIL import Image
+
+    pixels = synthetic_image(height, width, np.random.default_rng(height * width), noise=40)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def test_adm_crop_rounds_the_long_side_and_floors_the_margin():
+    """64 x 73 to 48: the long side is resized to round(73 * 0.75) = round(54.75) = 55 (not 54),
+    and the crop starts at (55 - 48) // 2 = 3 (not 4), as ADM computes both."""
+    from PIL import Image
+
+    arr = np.random.default_rng(0).integers(0, 256, size=(64, 73, 3), dtype=np.uint8)
+    by_hand = np.asarray(Image.fromarray(arr).resize((55, 48), resample=Image.BICUBIC))[:, 3:51]
+    assert np.array_equal(center_crop_arr(Image.fromarray(arr), 48), by_hand)
+    tall = np.ascontiguousarray(arr.transpose(1, 0, 2))  # 73 x 64: the same along the other axis
+    by_hand = np.asarray(Image.fromarray(tall).resize((48, 55), resample=Image.BICUBIC))[3:51]
+    assert np.array_equal(center_crop_arr(Image.fromarray(tall), 48), by_hand)
+
+
+@needs_dali
+@pytest.mark.parametrize(
+    "height, width",
+    [
+        (64, 100),  # short side exactly 2 * size: one BOX halving, then no resize is left
+        (1024, 1280),  # five halvings, all at even sides
+        (39, 45),  # an odd crop margin (37 - 32 = 5 columns): ADM's offset is 2
+        (45, 39),
+    ],
+)
+def test_dali_follows_the_adm_crop_at_its_edges(tmp_path, height, width):
+    """Where ADM's steps are exact (even halvings; a cubic step PIL rounds as DALI does), DALI's
+    crop is PIL's to a fraction of a level: a halving skipped, or the crop window one pixel off,
+    is levels apart on these noisy images."""
+    from meanflow.data.dali_images import iterate_files
+
+    path = noisy_png(tmp_path / "image.png", height, width)
+    want = load_image(path, 32)
+    for exact, bound in ((True, 0.15), (False, 0.6)):
+        x, ok = next(iterate_files([path], 32, 1, num_threads=1, exact=exact))
+        mean = float((x[0] - want).abs().mean() * 127.5)
+        assert ok.all() and mean < bound, (exact, mean)
+
+
+def tree_with_a_removed_image(tmp_path):
+    root = str(tmp_path / "t")
+    make_image_tree(root, classes=2, per_class=5, sides=(20, 40), extras=False)
+    index = image_folder.scan_image_folder(root, cache=None, workers=0)
+    order = EpochPlan(len(index), 5, seed=3).rank_order(0)[0]
+    os.remove(index.path(order[2]))  # in the first batch of epoch 0
+    return index
+
+
+@needs_dali
+def test_dalis_pil_batch_is_the_torch_loaders_batch_flips_included(tmp_path):
+    """A batch DALI cannot read is decoded by PIL as the torch loader decodes it: the same
+    images, flipped where the seed flips them, the failed one replaced alike."""
+    index = tree_with_a_removed_image(tmp_path)
+    flips = EpochPlan(len(index), 5, seed=3).rank_order(0)[1][:5]
+    assert 0 < flips.sum() < 5  # both orientations in the batch
+    dali = DALIImageLoader(None, 5, image_size=16, num_threads=1, index=index, seed=3, max_read_failures=0.5)
+    torch_loader = TorchImageLoader(None, 5, image_size=16, num_workers=0, index=index, seed=3,
+                                    max_read_failures=0.5)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (x, y), (xt, yt) = next(iter(dali)), next(iter(torch_loader))
+    assert dali.fallback_batches == 1 and dali.failures == 1
+    assert torch.equal(y, yt) and torch.equal(x, xt)
+
+
+@pytest.mark.parametrize("reader", ["torch", pytest.param("dali", marks=needs_dali)])
+def test_iterate_files_marks_the_files_it_could_not_read(tmp_path, reader):
+    """prepare_latents keeps only the rows marked ok: a missing file's row is junk."""
+    from meanflow.data import dali_images
+
+    good = [noisy_png(tmp_path / f"{k}.png", 20 + k, 24) for k in range(2)]
+    paths = [good[0], str(tmp_path / "missing.png"), good[1]]
+    iterate = image_folder.iterate_files if reader == "torch" else dali_images.iterate_files
+    threads = {"num_workers": 0} if reader == "torch" else {"num_threads": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        chunks = list(iterate(paths, 16, 3, **threads))
+    assert len(chunks) == 1
+    x, ok = chunks[0]
+    assert ok.tolist() == [True, False, True]
+    for row, path in ((0, good[0]), (2, good[1])):
+        assert (x[row] - load_image(path, 16)).abs().mean() * 127.5 < 1
+
+
+@needs_dali
+def test_the_dali_loader_refuses_a_name_that_is_not_utf8_before_it_runs():
+    files = [os.path.join("a", "ok.jpg"), os.path.join("a", "caf\udce9.jpg")]  # latin-1 bytes on disk
+    index = FolderIndex("/data", ["a"], files, np.zeros(2, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"caf\\xe9.jpg'.* not UTF-8.*train with data.backend torch"):
+        DALIImageLoader(None, 1, index=index)
+
+
+def test_dali_device_is_cpu_or_cuda():
+    assert dali_device_id("cpu") is None
+    with pytest.raises(ValueError, match="device must be cpu or cuda, got meta"):
+        dali_device_id("meta")
