@@ -1,0 +1,36 @@
+"""MeanFlowPipeline's argument bounds, at their edges: the null class is a class label (the
+model's unconditional samples) and one past it is not; zero steps are refused; id2label names
+only the model's classes."""
+
+import pytest
+import torch
+
+from meanflow import MeanFlowPipeline, sample
+
+
+def test_the_null_class_is_a_label_and_one_past_it_is_refused(tiny):
+    model = tiny(in_channels=3)
+    pipe = MeanFlowPipeline(model)
+    null = model.config.num_classes
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    got = pipe([null, 0], latents=noise, output_type="pt").images
+    want = (sample(model, torch.tensor([null, 0]), noise=noise) / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=rf"class_labels must lie in \[0, {null - 1}\] \(or {null}, the"):
+        pipe([null + 1])
+
+
+@pytest.mark.parametrize("steps", [0, -1, True, 1.0])
+def test_steps_must_be_a_positive_int(tiny, steps):
+    pipe = MeanFlowPipeline(tiny(in_channels=3))
+    with pytest.raises(ValueError, match=rf"num_inference_steps must be an int >= 1, got {steps!r}"):
+        pipe([0], num_inference_steps=steps)
+
+
+def test_id2label_names_only_the_models_classes(tiny):
+    model = tiny(in_channels=3)
+    last = model.config.num_classes - 1
+    assert MeanFlowPipeline(model, id2label={last: "last"}).get_label_ids("last") == [last]
+    for key in (last + 1, -1, "x"):  # last + 1 is the null class: no name samples it
+        with pytest.raises(ValueError, match=rf"id2label must map class ids in \[0, {last}\] to names"):
+            MeanFlowPipeline(model, id2label={key: "one"})
