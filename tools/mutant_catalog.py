@@ -14,7 +14,9 @@ should catch it. This file holds the sampler's, the checkpoints' and the trainer
   ``mutant_catalog_outputs.py`` (what generate, prepare_latents, export and interchange write
   and read);
 - ``mutant_catalog_trainer.py``: more of the trainer's core (the step and its EMAs, the lr
-  schedule, the ranks' rows, the DiT's initialisation and conditioning, a resume's restore).
+  schedule, the ranks' rows, the DiT's initialisation and conditioning, a resume's restore);
+- ``mutant_catalog_persistence.py``: what is saved and loaded (atomic files and exports,
+  the exported pipeline, VAE files and records).
 
 ``find`` must occur exactly once in ``path`` (else the mutant "does not apply": say so, then
 update or drop it). Mutants of the trainer and the checkpoints sit on lines that rarely move.
@@ -26,6 +28,7 @@ from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
+from mutant_catalog_persistence import PERSISTENCE_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
 from mutant_catalog_trainer import TRAINER_MUTANTS
 
@@ -407,4 +410,5 @@ CATALOG = [
     *MODEL_MUTANTS,
     *KERNEL_MUTANTS,
     *KERNEL_INPUT_MUTANTS,
+    *PERSISTENCE_MUTANTS,  # checkpoints, exported pipelines, VAE files: tools/mutant_catalog_persistence.py
 ]
