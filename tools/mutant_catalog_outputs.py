@@ -98,6 +98,14 @@ OUTPUT_MUTANTS = [
         (f"{GEN_CLI}test_keep_shards_keeps_each_batch_beside_samples_npz",),
         "--keep-shards removes the shards all the same",
     ),
+    Mutant(
+        "generate-vae-config-named-as-vae",
+        "meanflow/data/latents.py",
+        'option = "--vae-config" if vae == RANDOM and vae_config else "--vae"',
+        'option = "--vae"',
+        (f"{GEN_CLI}test_a_vae_config_alone_is_refused_by_its_own_name",),
+        "--vae-config alone on a pixel model refused as a --vae the user never passed",
+    ),
     # -------------------------------------------------------------- meanflow/generate_out.py
     Mutant(
         "generate-resume-with-another-step-count",

@@ -325,14 +325,15 @@ def load_vae_for_checkpoint(cfg, ckpt: str, vae, vae_config=None, device="cpu"):
                 "that decodes them"
             )
         return None
+    option = "--vae-config" if vae == RANDOM and vae_config else "--vae"  # generate's config alone: random
     if not needs_vae(cfg):
-        raise ValueError(f"--vae: the model makes {cfg.in_channels}-channel images, no latents to decode")
+        raise ValueError(f"{option}: the model makes {cfg.in_channels}-channel images, no latents to decode")
     decoder = load_vae(vae, vae_config, device=device)
     if vae != RANDOM:  # the VAE the latents were made with, or a refusal naming both
         check_vae_for_checkpoint(decoder, ckpt, vae)
     if decoder.config.latent_channels != cfg.in_channels:
         raise ValueError(
-            f"--vae has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
+            f"{option} has {decoder.config.latent_channels} latent channels, the model {cfg.in_channels}"
         )
     return decoder
 

@@ -178,6 +178,20 @@ def test_latent_model_decodes_through_the_vae(tmp_path, tiny, tiny_vae):
     assert np.array_equal(load(tmp_path / "s")["arr_0"], want)
 
 
+def test_a_vae_config_alone_is_refused_by_its_own_name(tmp_path, tiny, tiny_vae):
+    """``--vae-config`` without ``--vae`` (that architecture with random weights) that does not
+    fit the model is refused naming ``--vae-config``, the option given, not ``--vae``."""
+    pytest.importorskip("diffusers")
+    pixel = save_ckpt(tmp_path / "pixel.pt", tiny(in_channels=3))
+    with pytest.raises(ValueError, match=r"^--vae-config: the model makes 3-channel images, no latents"):
+        generate_cli.run(pixel, str(tmp_path / "a"), num=2, vae_config=tiny_vae[1], progress=False)
+    wide = save_ckpt(tmp_path / "wide.pt", tiny(in_channels=8))
+    with pytest.raises(ValueError, match=r"^--vae-config has 4 latent channels, the model 8$"):
+        with pytest.warns(UserWarning, match="RANDOM"):
+            generate_cli.run(wide, str(tmp_path / "b"), num=2, vae_config=tiny_vae[1], progress=False)
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
 def test_unconditional_gray_model(tmp_path, tiny):
     model = tiny(num_classes=0)
     out = str(tmp_path / "s")
