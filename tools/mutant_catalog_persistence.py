@@ -143,6 +143,38 @@ PERSISTENCE_MUTANTS = [
         (f"{T}test_checkpoint_safety.py::test_the_umask_is_read_without_being_set",),
         "each write sets the umask to 0 for a moment: a file another thread makes then is writable by all",
     ),
+    Mutant(
+        "persist-lock-held-elsewhere-as-no-flock",
+        _CKPT,
+        "return False if e.errno in (errno.EAGAIN, errno.EACCES) else None",
+        "return False if e.errno in (errno.EAGAIN,) else None",
+        (f"{T}test_checkpoint_locks.py::test_a_folder_locked_elsewhere_is_refused",),
+        "where flock says EACCES for a held lock, a second run on a busy out_dir goes on with a warning",
+    ),
+    Mutant(
+        "persist-out-dir-file-unnamed",
+        _CKPT,
+        '        raise ValueError(f"{argument} {path!r} is not a directory")\n',
+        "        pass\n",
+        (f"{T}test_checkpoint_locks.py::test_a_file_where_the_folder_goes_is_refused_and_kept",),
+        "an out_dir that is a file is os.makedirs' FileExistsError, not an error naming the argument",
+    ),
+    Mutant(
+        "persist-empty-folder-refused",
+        _CKPT,
+        "    if not entries:\n        return\n",
+        "    if False:\n        return\n",
+        REPLACE,
+        "an export into the empty folder the user made for it is refused as a folder meanflow did not export",
+    ),
+    Mutant(
+        "persist-train-py-args-refused",
+        _CKPT,
+        "with torch.serialization.safe_globals([argparse.Namespace]):",
+        "with ExitStack():",
+        (f"{T}test_checkpoint_safety.py::test_a_train_py_checkpoint_with_its_command_line_loads",),
+        "a DiT/SiT train.py checkpoint (its args an argparse.Namespace) cannot be read",
+    ),
     # ---------------------------------------------------------------- meanflow/pipeline.py
     Mutant(
         "persist-pipeline-null-class-refused",
@@ -234,6 +266,14 @@ PERSISTENCE_MUTANTS = [
         (f"{T}test_pipeline.py::test_the_shift_is_a_finite_number",),
         "shift_factor='0.1' or True is taken as a number, NaN as a shift that blackens every image",
     ),
+    Mutant(
+        "persist-pipeline-view-shares-hooks",
+        _PIPE,
+        "own = isinstance(value, (dict, set)) and key not in SHARED_STATE",
+        "own = False",
+        (f"{T}test_pipeline_views.py",),
+        "diffusers' hooks on the pipeline's transformer (offload) also run when the caller uses the DiT",
+    ),
     # --------------------------------------------------------------------- meanflow/vae.py
     Mutant(
         "persist-vae-model-key-not-unwrapped",
@@ -306,5 +346,13 @@ PERSISTENCE_MUTANTS = [
         "        if False:\n",
         IDENTITY,
         "a record without a weights hash passes any VAE of that config without a word",
+    ),
+    Mutant(
+        "persist-vae-config-tuples-kept",
+        _VAE,
+        'return json.loads(json.dumps({k: v for k, v in dict(vae.config).items() if not k.startswith("_")}))',
+        'return {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}',
+        (f"{T}test_vae_identity.py::test_a_record_read_back_from_json_matches_its_vae",),
+        "a VAE configured with tuples never matches its own manifest record (JSON reads lists)",
     ),
 ]

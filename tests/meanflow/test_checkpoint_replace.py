@@ -1,7 +1,8 @@
 """An export replacing the previous one (meanflow.checkpoint.atomic_directory): nothing of the
-previous export is left beside the new one, a file the user put into the folder meanwhile is
-never removed, a killed export's leftover is never recovered over a folder that is there, the
-files get a plain file's modes, and a symbolic link is never replaced."""
+previous export is left beside the new one, an empty folder is filled, a file the user put
+into the folder meanwhile is never removed, a killed export's leftover is never recovered over
+a folder that is there, the files get a plain file's modes, and a symbolic link is never
+replaced."""
 
 import os
 
@@ -63,3 +64,9 @@ def test_a_link_where_the_export_goes_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"pipe is a symbolic link: refusing to replace it"):
         export(tmp_path / "pipe", "first")
     assert os.path.islink(tmp_path / "pipe") and os.listdir(tmp_path / "theirs") == []
+
+
+def test_an_empty_folder_made_for_the_export_is_filled(tmp_path):
+    (tmp_path / "pipe").mkdir()
+    export(tmp_path / "pipe", "first")
+    assert (tmp_path / "pipe" / "weights.txt").read_text() == "first"

@@ -3,6 +3,7 @@ not how to load unsafely), and files it writes
 get the permissions of any file the user creates (the umask), not mkstemp's private 0600,
 without setting the umask to read it (a file another thread made meanwhile would get umask 0)."""
 
+import argparse
 import os
 
 import pytest
@@ -30,6 +31,14 @@ def test_load_never_unpickles_code(tmp_path):
     assert not evidence.exists()
     assert "GLOBAL os.makedirs" in str(e.value)  # the reason
     assert "weights_only" not in str(e.value)  # torch's advice to load it unsafely is not passed on
+
+
+def test_a_train_py_checkpoint_with_its_command_line_loads(tmp_path):
+    """DiT's and SiT's train.py save their arguments as an argparse.Namespace: plain data."""
+    args = argparse.Namespace(model="DiT-XL/2", image_size=256)
+    torch.save({"model": {"w": torch.ones(2)}, "args": args}, tmp_path / "0400000.pt")
+    loaded = load_torch_file(str(tmp_path / "0400000.pt"))
+    assert loaded["args"] == args and torch.equal(loaded["model"]["w"], torch.ones(2))
 
 
 def test_a_file_that_is_no_pickle_says_why(tmp_path):

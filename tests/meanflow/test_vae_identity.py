@@ -3,6 +3,7 @@ that record (vae_mismatch, check_vae): an absolute weights path, config keys onl
 version has left out, another VAE refused (or warned, not strict), a record without a hash
 checked by its config with a warning."""
 
+import json
 import os
 
 import pytest
@@ -25,6 +26,16 @@ def test_the_weights_path_is_recorded_absolute(tmp_path, vae, monkeypatch):
     weights = tmp_path / "vae" / "diffusion_pytorch_model.safetensors"
     assert record["weights"] == str(weights) and record["bytes"] == weights.stat().st_size
     assert record["sha256"] == mvae.weights_sha256(vae)
+
+
+def test_a_record_read_back_from_json_matches_its_vae(tiny_vae):
+    """A config given with tuples (diffusers' own defaults are tuples) is recorded as JSON
+    reads it back: lists, so the manifest's record still matches the very VAE."""
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in tiny_vae[0].items()}
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = mvae.load_vae("random", config)
+    record = json.loads(json.dumps(mvae.vae_identity(vae, mvae.RANDOM)))
+    assert mvae.vae_mismatch(vae, record) is None
 
 
 def test_config_keys_only_the_record_has_are_not_compared(vae):
