@@ -1,7 +1,8 @@
 """The SDPA switch runs attention where it is told to and as often as it must: the backend
 given to ``sdpa_forward_ad`` or ``patch_sdpa`` is the one that runs (also for the SDPA inside
 ``nn.MultiheadAttention``), a tangent on some of q, k, v takes one fused call, and tangents
-out of sight keep a custom scale in the tangent as in the value."""
+out of sight keep a custom scale in the tangent as in the value; a mask with a tangent, or
+one made inside the jvp from a parameter, runs math attention."""
 
 import pytest
 import torch
@@ -104,3 +105,51 @@ def test_tangents_out_of_sight_keep_a_custom_scale(monkeypatch):
         ref_o, ref_o_dot = torch.func.jvp(fn, tuple(primals), tuple(tangents))
     assert_close("O", o, ref_o, torch.float64)
     assert_close("O'", o_dot, ref_o_dot, torch.float64)
+
+
+def test_a_tangent_of_the_mask_falls_back_to_math(monkeypatch):
+    """The kernels take a constant mask: a jvp with respect to a float mask runs math
+    attention, with the warning, and its tangent counts."""
+    monkeypatch.setattr(sdpa, "_WARNED", set())
+    (q, k, v), _ = qkv_and_tangents(torch.float64)
+    mask, mask_dot = torch.randn(2, SHAPE[2], SHAPE[2], dtype=torch.float64).unbind(0)
+
+    def fn(mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    with (
+        mfkernels.sdpa_forward_ad("reference"),
+        pytest.warns(UserWarning, match="attn_mask requires grad or has a tangent"),
+    ):
+        o, o_dot = torch.func.jvp(fn, (mask,), (mask_dot,))
+    with sdpa_kernel(SDPBackend.MATH):
+        ref_o, ref_o_dot = torch.func.jvp(fn, (mask,), (mask_dot,))
+    assert_close("O", o, ref_o, torch.float64)
+    assert_close("O'", o_dot, ref_o_dot, torch.float64)
+
+
+def test_a_learned_bias_made_inside_the_jvp_gets_its_gradient(monkeypatch):
+    """A relative-position bias computed from a parameter inside the function given to
+    ``torch.func.jvp`` does not show ``requires_grad`` there (a functorch wrapper): it must
+    still run math attention, which differentiates the mask, not the kernels, which give it
+    none."""
+    monkeypatch.setattr(sdpa, "_WARNED", set())
+    primals, tangents = qkv_and_tangents(torch.float64)
+    table = torch.randn(SHAPE[1], SHAPE[2], SHAPE[2], dtype=torch.float64, requires_grad=True)
+
+    def fn(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=2.0 * table)
+
+    def value_gradient(context):
+        table.grad = None
+        with context:
+            o, o_dot = torch.func.jvp(fn, tuple(primals), tuple(tangents))
+        o.square().sum().backward()
+        return o_dot, table.grad
+
+    with pytest.warns(UserWarning, match="attn_mask requires grad"):
+        o_dot, grad = value_gradient(mfkernels.sdpa_forward_ad("reference"))
+    ref_o_dot, ref_grad = value_gradient(sdpa_kernel(SDPBackend.MATH))
+    assert grad is not None, "the learned bias got no gradient"
+    assert_close("O'", o_dot, ref_o_dot, torch.float64)
+    assert_close("d(table)", grad, ref_grad, torch.float64)
