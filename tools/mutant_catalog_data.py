@@ -5,6 +5,7 @@ loaders' order and resume (``meanflow/data/sharding.py``), image folders and the
 error: a sample read twice or never, a label shifted, an image decoded otherwise, a check left out."""
 
 from mutant import Mutant
+from mutant_catalog_data_paths import DATA_PATH_MUTANTS
 
 __all__ = ["DATA_MUTANTS"]
 
@@ -300,4 +301,5 @@ DATA_MUTANTS = [
         ("tests/faults/test_fault_changed_latents.py",),
         "a training resume onto latents of the same images decoded by other rules goes on, mixing two",
     ),
+    *DATA_PATH_MUTANTS,  # image-folder scans and crops, read-failure limits, the distributed helpers
 ]
