@@ -400,8 +400,8 @@ MODEL_MUTANTS = [
     Mutant(
         "vae-for-checkpoint-pixel-model-decoded",
         _LATENTS_PY,
-        '    if not needs_vae(cfg):\n        raise ValueError(f"--vae: the model makes',
-        '    if False:\n        raise ValueError(f"--vae: the model makes',
+        '    if not needs_vae(cfg):\n        raise ValueError(f"{option}: the model makes',
+        '    if False:\n        raise ValueError(f"{option}: the model makes',
         (f"{T}test_sampler.py::test_both_programs_load_and_refuse_a_vae_alike",),
         "generate decodes a 3-channel pixel model's images with a VAE of 3 latent channels, no error",
     ),
