@@ -16,6 +16,8 @@ _CSRC = "mfkernels/backends/csrc.py"
 DISPATCH = "tests/mfkernels/test_dispatch.py::"
 API_DISPATCH = "tests/mfkernels/test_api_dispatch_choice.py"
 API_SDPA = "tests/mfkernels/test_api_sdpa_backend.py"
+API_OP = "tests/mfkernels/test_api_attention_op.py"
+API_TRITON = "tests/mfkernels/test_api_triton_support.py"
 FWD_AD = "tests/mfkernels/test_sdpa_forward_ad.py::"
 OUT_OF_SIGHT = f"{FWD_AD}test_tangents_out_of_sight_take_the_autograd_function"
 
@@ -36,6 +38,22 @@ KERNEL_API_MUTANTS = [
         "    if check_backend(backend) and ENV_VAR not in os.environ:\n        return backend",
         (f"{DISPATCH}test_argument_then_environment_then_auto",),
         "a backend= argument loses to MFK_BACKEND: a benchmark of 'triton' times the reference",
+    ),
+    Mutant(
+        "dispatch-environment-unchecked",
+        _DISPATCH,
+        '    if name not in (*BACKENDS, "auto"):\n        raise ValueError(f"{ENV_VAR}',
+        '    if False:\n        raise ValueError(f"{ENV_VAR}',
+        (API_DISPATCH,),
+        "MFK_BACKEND=tritn fails with a KeyError deep in the dispatch, not an error naming it",
+    ),
+    Mutant(
+        "dispatch-environment-not-trimmed",
+        _DISPATCH,
+        'os.environ.get(ENV_VAR, "").strip() or "auto"',
+        'os.environ.get(ENV_VAR, "") or "auto"',
+        (API_DISPATCH,),
+        "MFK_BACKEND='triton ' (a shell script's trailing blank) is refused",
     ),
     Mutant(
         "dispatch-empty-backend-is-a-name",
@@ -160,6 +178,40 @@ KERNEL_API_MUTANTS = [
         "attention_jvp's tangent looks differentiable, and a loss on it gets no gradient from it",
     ),
     Mutant(
+        "ops-attention-k-head-dim-unchecked",
+        _OPS,
+        "    if k.shape[-1] != q.shape[-1]:\n",
+        "    if False:\n",
+        (API_OP,),
+        "a key head dim unlike the query's fails inside a matmul, not with an error naming k",
+    ),
+    Mutant(
+        "ops-attention-fake-lse-in-the-input-dtype",
+        _OPS,
+        "    lse = q.new_empty(q.shape[:-1], dtype=reference.compute_dtype(q.dtype))",
+        "    lse = q.new_empty(q.shape[:-1])",
+        (API_OP,),
+        "traced bf16 attention thinks the LSE is bf16: a compiled graph miscasts what the op returns",
+    ),
+    Mutant(
+        "ops-attention-fake-heads-outer-layout",
+        _OPS,
+        "    return attention_output(*o_shape, like=q), attention_output(*o_shape, like=q), lse",
+        "    return q.new_empty(o_shape), q.new_empty(o_shape), lse",
+        (API_OP,),
+        "traced, O and O' have other strides than the op returns",
+    ),
+    Mutant(
+        "ops-plain-layernorm-modulate-without-the-one",
+        _OPS,
+        "    return normed * (1 + scale[:, None]) + shift[:, None]",
+        "    return normed * scale[:, None] + shift[:, None]",
+        (
+            "tests/mfkernels/test_api_dual_op_gradients.py::test_the_plain_layernorm_modulate_is_the_dual_ops_value",
+        ),
+        "the plain primal scales by scale, not 1 + scale: a model's forward without tangents differs",
+    ),
+    Mutant(
         "ops-gelu-bias-no-gradient",
         _OPS,
         "    return dx, None, None if bias is None else dbias.to(bias.dtype), None",
@@ -225,6 +277,30 @@ KERNEL_API_MUTANTS = [
         "with tangents out of sight, the value attends to padded keys",
     ),
     Mutant(
+        "sdpa-mask-tangent-taken-as-a-constant",
+        _SDPA,
+        " or fwAD.unpack_dual(attn_mask).tangent is not None:",
+        ":",
+        (API_SDPA,),
+        "a jvp with respect to the mask goes to the kernels, which refuse its tangent",
+    ),
+    Mutant(
+        "sdpa-learned-mask-inside-the-jvp-taken-as-a-constant",
+        _SDPA,
+        "        if _requires_grad(attn_mask) or",
+        "        if attn_mask.requires_grad or",
+        (f"{API_SDPA}::test_a_learned_bias_made_inside_the_jvp_gets_its_gradient",),
+        "a relative-position bias made from a parameter inside torch.func.jvp never trains",
+    ),
+    Mutant(
+        "sdpa-requires-grad-not-unwrapped",
+        _SDPA,
+        "        while torch._C._functorch.is_functorch_wrapped_tensor(t):",
+        "        while False:",
+        (f"{API_SDPA}::test_a_learned_bias_made_inside_the_jvp_gets_its_gradient",),
+        "the functorch wrapper's own requires_grad is read: a learned mask gets no gradient",
+    ),
+    Mutant(
         "sdpa-fallback-on-a-fused-sdpa",
         _SDPA,
         "        with sdpa_kernel(SDPBackend.MATH):\n"
@@ -266,6 +342,14 @@ KERNEL_API_MUTANTS = [
         "nn.MultiheadAttention's SDPA runs math attention under the switch",
     ),
     Mutant(
+        "sdpa-functional-left-rebound",
+        _SDPA,
+        "            _rebound_calls -= 1\n",
+        "",
+        (f"{FWD_AD}test_multihead_attention_module",),
+        "after one nn.MultiheadAttention call, F.scaled_dot_product_attention stays rebound for good",
+    ),
+    Mutant(
         "sdpa-mode-backend-dropped",
         _SDPA,
         "            return flash_sdpa(*args, backend=self.backend, **kwargs)",
@@ -305,6 +389,30 @@ KERNEL_API_MUTANTS = [
         "    if False:\n",
         ("tests/mfkernels/test_attention_jvp.py::test_unsupported_reasons",),
         "a value head dim unlike q's runs the triton kernels, which assume them equal",
+    ),
+    Mutant(
+        "triton-attention-grid-limit-on-the-batch-only",
+        _TRITON,
+        "    if max(q.shape[:2]) > MAX_GRID_YZ:",
+        "    if q.shape[0] > MAX_GRID_YZ:",
+        (API_TRITON,),
+        "65536 heads launch past CUDA's grid limit instead of falling back",
+    ),
+    Mutant(
+        "triton-attention-head-dim-128-refused",
+        _TRITON,
+        "    if q.shape[-1] > MAX_HEAD_DIM:",
+        "    if q.shape[-1] >= MAX_HEAD_DIM:",
+        (API_TRITON,),
+        "head dim 128 (DiT-XL's 72 is fine, many LLM-style models' 128 is not) falls back to torch",
+    ),
+    Mutant(
+        "triton-attention-atomic-dq-unscaled",
+        _TRITON,
+        "            return torch.mul(dq_sums, scale, out=dq_sums).to(q.dtype), dk, dv",
+        "            return dq_sums.to(q.dtype), dk, dv",
+        ("tests/mfkernels/test_attention_jvp.py::test_fp32_kernel_variants[atomic_dq-17-17-64]",),
+        "with MFK_ATTENTION_DQ=atomic, dQ misses its softmax scale",
     ),
     # ------------------------------------------------------------ mfkernels/backends/csrc.py
     Mutant(

@@ -1,4 +1,5 @@
-"""What the backend choice tells a user (mfkernels.dispatch): "" means "not given", each
+"""What the backend choice tells a user (mfkernels.dispatch): "" means "not given", ``MFK_BACKEND``
+is checked, each
 distinct reason for a fallback is said once, ``forget_warnings()`` forgets them all, a call
 that fell back is recorded where it ran, and ``available_backends(device)`` names the
 backends that can run that device's tensors."""
@@ -74,6 +75,14 @@ def test_a_call_that_fell_back_is_recorded_where_it_ran(op):
     with dispatch.record_backends() as seen:
         dispatch.call(OP, "cuda", op)
     assert seen == {OP: {"cuda"}}
+
+
+def test_mfk_backend_is_checked_and_trimmed(op, monkeypatch):
+    monkeypatch.setenv(dispatch.ENV_VAR, " cuda\n")
+    assert dispatch.call(OP, None, op) == "cuda"
+    monkeypatch.setenv(dispatch.ENV_VAR, "tritn")
+    with pytest.raises(ValueError, match="MFK_BACKEND must be one of .* got 'tritn'"):
+        dispatch.call(OP, None, op)
 
 
 @pytest.mark.skipif(not (HAS_TRITON and INTERPRET), reason="needs Triton's interpreter")

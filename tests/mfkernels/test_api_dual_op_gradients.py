@@ -67,3 +67,14 @@ def test_value_gradients_are_the_primals(case, backend):
     expected = torch.autograd.grad(plain(*primals), primals, grad_y)
     for i, (grad, ref) in enumerate(zip(grads, expected, strict=True)):
         assert_close(f"{case} d(input {i})", grad, ref, torch.float64)
+
+
+def test_the_plain_layernorm_modulate_is_the_dual_ops_value():
+    """``mfkernels.layernorm_modulate``, the primal a model runs without tangents, is the value
+    of ``layernorm_modulate_jvp`` and the formula above."""
+    x = torch.randn(B, N, D, dtype=torch.float64)
+    shift, scale = torch.randn(2, B, D, dtype=torch.float64).unbind(0)
+    m = mfkernels.layernorm_modulate(x, shift, scale)
+    dual, _ = mfkernels.layernorm_modulate_jvp(x, x, shift, scale, shift, scale, backend="reference")
+    assert_close("m", m, _layernorm_modulate(x, shift, scale), torch.float64)
+    assert_close("m against the dual op", m, dual, torch.float64)
