@@ -1,9 +1,10 @@
 """The catalog's mutants of the image-folder path and the distributed helpers: what a scan
-lists and in which order (``meanflow/data/image_folder.py``), the ADM crop in PIL and in DALI
-(``dali_images``), the read-failure limits, the data factory's choices
-(``meanflow/data/__init__.py``) and a rank's place and errors (``meanflow/distributed.py``).
-Each is a bug that trains on other images than the folder's, in another order on each rank,
-or lets a run go on (or stop) where it should not; listed in ``tools/mutant_catalog_data.py``."""
+lists and in which order (``meanflow/data/image_folder.py``, its cache ``scan_cache``), the
+ADM crop in PIL and in DALI (``dali_images``), the read-failure limits, the data factory's
+choices (``meanflow/data/__init__.py``) and a rank's place and errors
+(``meanflow/distributed.py``). Each is a bug that trains on other images than the folder's, in
+another order on each rank, or lets a run go on (or stop) where it should not; listed in
+``tools/mutant_catalog_data.py``."""
 
 from mutant import Mutant
 
@@ -13,6 +14,7 @@ _FOLDER = "meanflow/data/image_folder.py"
 _DALI = "meanflow/data/dali_images.py"
 _DATA = "meanflow/data/__init__.py"
 _DIST = "meanflow/distributed.py"
+_CACHE = "meanflow/data/scan_cache.py"
 T = "tests/meanflow/"
 SCAN = f"{T}test_data_scan_order.py::"
 FAIL = f"{T}test_data_read_failures.py::"
@@ -88,6 +90,15 @@ DATA_PATH_MUTANTS = [
         "cached.get(c[0], [None, None])[:1] != [c[2]]",
         (f"{SCAN}test_a_file_rewritten_at_the_same_size_is_scanned_again",),
         "a file damaged in place keeps the cache's old 'ok': training hits it as a read failure",
+    ),
+    Mutant(
+        "scan-cache-entries-unchecked",
+        _CACHE,
+        "        if not all(isinstance(v, list) and len(v) == 5 for v in entries.values()):\n"
+        '            raise ValueError("an entry is not [size, mtime_ns, status, info, format]")\n',
+        "",
+        (f"{SCAN}test_a_malformed_scan_cache_is_ignored_and_rewritten",),
+        "a scan cache in the data folder with malformed entries crashes every run on that folder",
     ),
     Mutant(
         "adm-crop-margin-rounded-up",

@@ -27,8 +27,6 @@ halve with a BOX filter while the short side is >= 2 * size, resize the short si
 missing) uses it exactly; the DALI pipeline approximates it (see ``dali_images``).
 """
 
-import hashlib
-import json
 import os
 import stat
 import warnings
@@ -39,12 +37,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..checkpoint import cache_dir, write_json_atomic
+from .scan_cache import default_cache_path, read_scan_cache, write_scan_cache
 from .sharding import ShardedLoader
 
 # What both the DALI decoder and PIL read (GIF is not decoded by DALI).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
-SCAN_VERSION = 1
 # What the scan skips, as counted in ``FolderIndex.summary`` (files named in its "examples").
 SKIPPED = ("corrupt", "not_image", "broken_link")
 
@@ -121,29 +118,6 @@ def check_image(path: str) -> tuple[str, str, str]:
 
 def _check_many(paths):
     return [check_image(p) for p in paths]
-
-
-def default_cache_path(root: str) -> str:
-    """``ROOT/.meanflow_scan.json`` where ROOT is writable, else one in :func:`cache_dir`."""
-    root = os.path.abspath(root)
-    if os.access(root, os.W_OK):
-        return os.path.join(root, ".meanflow_scan.json")
-    digest = hashlib.sha1(root.encode()).hexdigest()[:16]
-    return os.path.join(cache_dir(), f"scan-{digest}.json")
-
-
-def _read_cache(path, root):
-    if not path or not os.path.isfile(path):
-        return {}
-    try:
-        with open(path) as f:
-            cache = json.load(f)
-        if cache.get("version") != SCAN_VERSION or cache.get("root") != root:
-            return {}  # an older format, or the tree was moved: scan again
-        return cache["entries"]
-    except (OSError, ValueError, KeyError, AttributeError):
-        warnings.warn(f"ignoring unreadable scan cache {path!r}", stacklevel=3)
-        return {}
 
 
 @dataclass
@@ -246,7 +220,7 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
             stacklevel=2,
         )
     cache = default_cache_path(root) if cache == "auto" else cache
-    cached = _read_cache(cache, root)
+    cached = read_scan_cache(cache, root)
 
     found = _walk_classes(root, classes, _Walk(broken_link=broken_classes))
     candidates, not_image = found.candidates, found.not_image
@@ -282,8 +256,7 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
         )
     if cache and (todo or set(cached) != {c[0] for c in candidates}):
         entries = {c[0]: [c[2], c[3], *verdicts[c[0]]] for c in candidates}
-        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
-        write_json_atomic(cache, {"version": SCAN_VERSION, "root": root, "entries": entries})
+        write_scan_cache(cache, root, entries)
     counts = np.bincount(labels, minlength=len(classes))
     summary = {
         "images": len(files),

@@ -90,3 +90,31 @@ def test_a_file_rewritten_at_the_same_size_is_scanned_again(tmp_path):
     again = scan(tmp_path, cache=cache)
     assert again.summary["scanned_now"] == 1 and again.summary["corrupt"] == 1
     assert again.files == [os.path.join("a", "img_0.jpg"), os.path.join("a", "img_2.jpg")]
+
+
+@pytest.mark.parametrize("entries", ["a list", "a number per file", "no verdict"])
+def test_a_malformed_scan_cache_is_ignored_and_rewritten(tmp_path, entries):
+    """The cache lies in the user's folder, where anything may have written it: one of the right
+    version whose entries are not ``[size, mtime_ns, status, info, format]`` is warned about and
+    rescanned, not a crash of every run on that folder."""
+    import json
+
+    for k in range(2):
+        write_image(str(tmp_path / "a" / f"img_{k}.jpg"), 50 * k)
+    cache = str(tmp_path / "scan.json")
+    first = scan(tmp_path, cache=cache)
+    with open(cache) as f:
+        saved = json.load(f)
+    good = saved["entries"]
+    saved["entries"] = {
+        "a list": list(good),
+        "a number per file": {rel: 5 for rel in good},
+        "no verdict": {rel: v[:2] for rel, v in good.items()},  # size and mtime still match
+    }[entries]
+    with open(cache, "w") as f:
+        json.dump(saved, f)
+    with pytest.warns(UserWarning, match="ignoring unreadable scan cache"):
+        again = scan(tmp_path, cache=cache)
+    assert again.files == first.files and again.summary["scanned_now"] == 2
+    with open(cache) as f:
+        assert json.load(f)["entries"] == good
