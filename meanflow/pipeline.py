@@ -390,9 +390,12 @@ class MeanFlowPipeline(DiffusionPipeline):
         (:func:`meanflow.interchange.read_one_export`). ``DiffusionPipeline.from_pretrained``
         builds this class itself without coming here, so it reads without that check."""
         folder = str(pretrained_model_name_or_path)
+        sets_backend = backend is not None
+        if sets_backend:  # a typo refused before the folder is read
+            backend = dispatch.check_backend(backend) or None
         pipe = read_one_export(folder, lambda: cls._read_folder(folder, vae, kwargs))
-        if backend is not None:
-            pipe.transformer.backend = dispatch.check_backend(backend) or None
+        if sets_backend:
+            pipe.transformer.backend = backend
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
@@ -414,12 +417,12 @@ class MeanFlowPipeline(DiffusionPipeline):
             )
         saved_vae = os.path.join(folder, "vae")
         names_vae = isinstance(index.get("vae"), list) and any(index["vae"])
-        if vae is None and "vae" not in kwargs and names_vae and not os.path.isdir(saved_vae):
+        if vae is None and names_vae and not os.path.isdir(saved_vae):
             raise FileNotFoundError(
                 f"{saved_vae} not found, though {index_path} names a vae: pass vae= (an AutoencoderKL, "
                 "or a local folder or weights file) or copy the export whole"
             )
-        given_vae = vae is not None or "vae" in kwargs
+        given_vae = vae is not None
         if not given_vae and os.path.isdir(saved_vae):
             vae = saved_vae  # read strictly: diffusers would fill missing weights with random ones
         if isinstance(vae, str):
@@ -514,6 +517,8 @@ def _checked_id2label(id2label, num_classes: int) -> dict:
             raise ValueError(
                 f"id2label must map class ids in [0, {num_classes - 1}] to names, got {key!r}: {value!r}"
             )
+        if int(key) in ids:  # "5" and "05": one class, two entries, one of them dropped
+            raise ValueError(f"id2label names class {int(key)} twice (keys {str(int(key))!r} and {key!r})")
         ids[int(key)] = value
     return {str(k): ids[k] for k in sorted(ids)}
 

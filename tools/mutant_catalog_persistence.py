@@ -221,7 +221,7 @@ PERSISTENCE_MUTANTS = [
     Mutant(
         "persist-pipeline-backend-ignored",
         _PIPE,
-        "            pipe.transformer.backend = dispatch.check_backend(backend) or None\n",
+        "            pipe.transformer.backend = backend\n",
         "            pass\n",
         LOADING,
         "from_pretrained(folder, backend=...) runs the automatic backend",
@@ -354,5 +354,21 @@ PERSISTENCE_MUTANTS = [
         'return {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}',
         (f"{T}test_vae_identity.py::test_a_record_read_back_from_json_matches_its_vae",),
         "a VAE configured with tuples never matches its own manifest record (JSON reads lists)",
+    ),
+    Mutant(
+        "persist-pipeline-id2label-duplicates-merged",
+        _PIPE,
+        '        if int(key) in ids:  # "5" and "05"',
+        '        if False:  # "5" and "05"',
+        ARGUMENTS,
+        "id2label {5: 'five', '05': 'other'} keeps one of the two names without a word",
+    ),
+    Mutant(
+        "persist-pipeline-backend-checked-after-the-read",
+        _PIPE,
+        "        if sets_backend:  # a typo refused before the folder is read",
+        "        if False:  # a typo refused before the folder is read",
+        LOADING,
+        "from_pretrained(backend='trition') reads a whole export before the typo is refused (or never)",
     ),
 ]

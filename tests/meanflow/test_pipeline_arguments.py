@@ -1,6 +1,6 @@
 """MeanFlowPipeline's argument bounds, at their edges: the null class is a class label (the
 model's unconditional samples) and one past it is not; zero steps are refused; id2label names
-only the model's classes."""
+only the model's classes, each once."""
 
 import pytest
 import torch
@@ -34,3 +34,6 @@ def test_id2label_names_only_the_models_classes(tiny):
     for key in (last + 1, -1, "x"):  # last + 1 is the null class: no name samples it
         with pytest.raises(ValueError, match=rf"id2label must map class ids in \[0, {last}\] to names"):
             MeanFlowPipeline(model, id2label={key: "one"})
+    for twice in ({3: "three", "03": "other"}, {3: "three", "3": "other"}):  # one of them was dropped
+        with pytest.raises(ValueError, match=r"id2label names class 3 twice \(keys '3' and '0?3'\)"):
+            MeanFlowPipeline(model, id2label=twice)

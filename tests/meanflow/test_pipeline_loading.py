@@ -44,6 +44,11 @@ def test_loaded_weights_are_for_inference_and_run_the_backend_asked_for(exported
         assert not any(p.requires_grad for p in component.parameters())
 
 
+def test_a_misspelt_backend_is_refused_before_the_folder_is_read(tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of .* got 'trition'"):
+        MeanFlowPipeline.from_pretrained(str(tmp_path / "not-yet-exported"), backend="trition")
+
+
 def test_a_transformer_option_that_needs_diffusers_weights_is_refused(exported):
     folder = str(exported / "pipe" / "transformer")
     for option in ("device_map", "variant", "quantization_config"):
