@@ -250,8 +250,8 @@ def atomic_write(path: str, write, durable: bool = True) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=directory)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make checkpoints private
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # owns fd from here: closed whatever fails below
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600: private checkpoints
             write(f)
             if durable:
                 f.flush()

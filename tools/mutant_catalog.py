@@ -155,8 +155,8 @@ CATALOG = [
     Mutant(
         "checkpoint-private-files",
         "meanflow/checkpoint.py",
-        "os.chmod(tmp, 0o666 & ~current_umask())",
-        "os.chmod(tmp, 0o600)",
+        "os.fchmod(f.fileno(), 0o666 & ~current_umask())",
+        "os.fchmod(f.fileno(), 0o600)",
         CHECKPOINT,
         "checkpoints readable by their owner only",
     ),

@@ -371,4 +371,15 @@ PERSISTENCE_MUTANTS = [
         LOADING,
         "from_pretrained(backend='trition') reads a whole export before the typo is refused (or never)",
     ),
+    Mutant(
+        "persist-write-modes-set-before-the-file-owns-its-descriptor",
+        _CKPT,
+        '        with os.fdopen(fd, "wb") as f:  # owns fd from here: closed whatever fails below\n'
+        "            os.fchmod(f.fileno(), 0o666 & ~current_umask())",
+        '        os.fchmod(fd, 0o666 & ~current_umask())\n        with os.fdopen(fd, "wb") as f:',
+        (
+            f"{T}test_checkpoint_durability.py::test_a_write_that_cannot_set_its_modes_closes_its_file_and_removes_it",
+        ),
+        "a mount refusing the modes leaks a descriptor per checkpoint until the trainer runs out",
+    ),
 ]

@@ -145,3 +145,24 @@ def test_an_append_never_writes_through_a_link(tmp_path):
         with checkpoint.open_for_append(str(tmp_path / "metrics.jsonl")) as f:
             f.write("{}\n")
     assert (tmp_path / "theirs.txt").read_text() == "not ours\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc/self/fd")
+def test_a_write_that_cannot_set_its_modes_closes_its_file_and_removes_it(tmp_path, monkeypatch):
+    """A file system that refuses the temporary's modes (some network mounts) fails the write
+    with its error; the temporary's descriptor is closed (a trainer retrying every checkpoint
+    would run out of them) and the temporary removed, the previous file kept."""
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"previous")
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    monkeypatch.setattr(os, "chmod", refuse)
+    open_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(PermissionError):
+            checkpoint.atomic_write(str(path), small_writes)
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert os.listdir(tmp_path) == ["last.pt"] and path.read_bytes() == b"previous"
