@@ -116,6 +116,15 @@ def tiny_vae(tmp_path_factory):
     return dict(TINY_VAE), str(path)
 
 
+def random_vae(config):
+    """``meanflow.vae.load_vae("random", config)`` (a dict or a config.json path), its warning
+    about random weights expected."""
+    from meanflow.vae import load_vae
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        return load_vae("random", config)
+
+
 def write_idx(path, array, gz=False):
     """Write a uint8 array as an IDX file (MNIST's format), optionally gzipped."""
     import gzip

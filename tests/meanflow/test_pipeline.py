@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import random_vae
 
 from meanflow import MeanFlowPipeline, sample
 from meanflow.checkpoint import EXPORT_MARKER
@@ -17,11 +18,6 @@ def vae_config(tiny_vae):
     """A diffusers AutoencoderKL config (2x upsampling, 4 latent channels), no weights."""
     pytest.importorskip("diffusers")
     return tiny_vae[1]
-
-
-def random_vae(config):
-    with pytest.warns(UserWarning, match="RANDOM"):
-        return load_vae("random", config)
 
 
 def rgb_model(tiny, **kw):

@@ -12,13 +12,9 @@ import torch
 
 pytest.importorskip("diffusers")
 
+from conftest import random_vae  # noqa: E402
+
 from meanflow import MeanFlowPipeline  # noqa: E402
-from meanflow.vae import load_vae  # noqa: E402
-
-
-def random_vae(config):
-    with pytest.warns(UserWarning, match="RANDOM"):
-        return load_vae("random", config)
 
 
 @pytest.fixture
