@@ -3,21 +3,20 @@
 Precedence: the preset, then a ``--config file.yaml|json`` (its keys, nested as in the
 dataclasses), then ``--key value`` on the command line. The preset is ``--preset``, else the
 file's ``preset:`` key, else ``mnist``. Nested keys are dotted:
-``--loss.cfg_w 2``, ``--data.path /data/mnist``, ``--model_kwargs.depth 4``. Unknown keys
-are errors that name the key.
+``--loss.cfg_w 2``, ``--data.path /data/mnist``, ``--model_kwargs.depth 4``. A mapping (a
+file's ``model_kwargs: {depth: 4}``) sets the entries it names; the others keep the preset's.
+``--flag`` alone means true for a bool key; any other key needs its value. Unknown keys are
+errors that name the key.
 
     python -m meanflow.train --preset mnist-long --steps 20000 --loss.cfg_k 0.3
 """
 
 import argparse
-import copy
 import dataclasses
-import difflib
 import importlib.util
 import inspect
 import json
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from mfkernels import BACKENDS
 
 from .adapters import ADAPTERS, check_model_kwargs
 from .config_file import load_file
+from .config_overrides import _keys, apply, apply_command_line, set_key  # noqa: F401 (the API)
 from .data import DATA_BACKENDS
 from .data.latents import LATENT_MODES
 from .dit_config import PRESETS as DIT_PRESETS
@@ -392,110 +392,6 @@ def _float_keys(obj, prefix=""):
             yield prefix + f.name
 
 
-# ----------------------------------------------------------------------------- overrides
-
-
-def _keys(obj, prefix=""):
-    out = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            out += _keys(value, f"{prefix}{f.name}.")
-        else:
-            out.append(prefix + f.name)
-    return out
-
-
-def _unknown(key, obj, source):
-    known = _keys(obj)
-    close = difflib.get_close_matches(key, known, n=3)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return ValueError(f"unknown config key {key!r} (from {source}){hint} Known keys: {', '.join(known)}")
-
-
-def _convert(key, kind, value):
-    """A string from the command line (or a value from a file) -> the field's type."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        kind = next(a for a in args if a is not type(None))
-    if not isinstance(value, str):
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)):
-            return copy.deepcopy(value)  # never share a preset's list or dict
-        raise TypeError(f"config key {key!r} must be {kind.__name__}, got {value!r}")
-    try:
-        if kind is bool:
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("1", "true", "yes")
-        if kind in (int, float, str):
-            return kind(value)
-        if kind is list:
-            import yaml
-
-            parsed = yaml.safe_load(value) if value.startswith("[") else value.split(",")
-            return [_scalar(v) for v in parsed]
-        if kind is dict:
-            import yaml
-
-            parsed = yaml.safe_load(value)
-            if not isinstance(parsed, dict):
-                raise ValueError(value)
-            return parsed
-    except ValueError:
-        raise ValueError(f"config key {key!r}: cannot read {value!r} as {kind.__name__}") from None
-    raise TypeError(f"config key {key!r} has an unsupported type {kind}")
-
-
-def _scalar(v):
-    """List items: numbers where they parse, else strings."""
-    if not isinstance(v, str):
-        return v
-    for kind in (int, float):
-        try:
-            return kind(v)
-        except ValueError:
-            pass
-    return v.strip()
-
-
-def set_key(config, key: str, value, source="command line"):
-    """Set a dotted ``key`` on ``config`` (a dataclass tree); ``model_kwargs.x`` sets a dict entry."""
-    obj, parts = config, key.split(".")
-    for i, part in enumerate(parts):
-        names = {f.name for f in dataclasses.fields(obj)}
-        if part not in names:
-            raise _unknown(key, config, source)
-        current, last = getattr(obj, part), i == len(parts) - 1
-        if dataclasses.is_dataclass(current):
-            if last:
-                if not isinstance(value, dict):
-                    raise TypeError(f"config key {key!r} takes a mapping, got {value!r}")
-                for sub, sub_value in value.items():
-                    set_key(config, f"{key}.{sub}", sub_value, source)
-                return
-            obj = current
-            continue
-        kind = typing.get_type_hints(type(obj))[part]
-        if kind is dict and not last:
-            import yaml
-
-            current[".".join(parts[i + 1 :])] = yaml.safe_load(value) if isinstance(value, str) else value
-            return
-        if not last:
-            raise _unknown(key, config, source)
-        setattr(obj, part, _convert(key, kind, value))
-        return
-
-
-def apply(config, values: dict, source: str):
-    for key, value in values.items():
-        set_key(config, key, value, source)
-
-
 def _file_preset(values: dict, path: str):
     """The ``preset:`` a config file names (taken out of its keys), or None."""
     preset = values.pop("preset", None)
@@ -568,19 +464,7 @@ def parse_args(argv=None) -> TrainConfig:
     preset = known.preset or file_preset or DEFAULT_PRESET
     config = TrainConfig.from_name(preset)
     apply(config, values, f"--config {known.config}")
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument {arg!r}; overrides are --key value")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-                value, i = rest[i + 1], i + 1
-            else:
-                value = "true"  # a bare flag: --compile
-        set_key(config, key.replace("-", "_"), value)
-        i += 1
+    apply_command_line(config, rest)
     config.validate()
     _refuse_unused_model(config, preset)
     _refuse_unused_loss_keys(config, preset)
