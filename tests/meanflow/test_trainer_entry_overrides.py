@@ -50,3 +50,52 @@ def test_a_yaml_boolean_in_a_word_key_says_to_quote_it(tmp_path):
         parse_args(["--config", str(path)])
     path.write_text("cuda_graphs: 'on'\n")
     assert parse_args(["--config", str(path)]).cuda_graphs == "on"
+
+
+def test_a_files_whole_number_for_a_float_key_is_a_float(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("grad_clip: 2\nloss: {cfg_w: 3}\n")
+    c = parse_args(["--config", str(path)])
+    assert (c.grad_clip, c.loss.cfg_w) == (2.0, 3.0) and type(c.grad_clip) is type(c.loss.cfg_w) is float
+
+
+def test_a_config_never_shares_a_presets_lists():
+    c = TrainConfig.from_name("mnist")
+    c.ema_decays.append(0.5)
+    c.betas[0] = 0.5
+    fresh = TrainConfig.from_name("mnist")
+    assert fresh.ema_decays == [0.999] and fresh.betas == [0.9, 0.95]
+
+
+@pytest.mark.parametrize("word", ["none", "None", "NULL", "null"])
+def test_none_in_any_case_clears_an_optional_key(word):
+    c = parse_args(["--data.path", word, "--backend", word, "--data.vae", word])
+    assert (c.data.path, c.backend, c.data.vae) == (None, None, None)
+    assert parse_args(["--out_dir", word]).out_dir == word  # a key that cannot be None keeps the word
+
+
+@pytest.mark.parametrize(
+    "argv, error, message",
+    [
+        (["--loss", "0.5"], TypeError, "config key 'loss' takes a mapping, got '0.5'"),
+        (["--steps.max", "3"], ValueError, "unknown config key 'steps.max'"),
+        (["--lr.value", "3"], ValueError, "unknown config key 'lr.value'"),
+        (["--loss.cfg_w.x", "3"], ValueError, "unknown config key 'loss.cfg_w.x'"),
+    ],
+)
+def test_a_key_below_a_value_or_a_value_for_a_section_is_refused(argv, error, message):
+    with pytest.raises(error, match=message):
+        parse_args(argv)
+
+
+def test_a_files_section_must_be_a_mapping(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: /data/mnist\n")
+    with pytest.raises(TypeError, match="config key 'data' takes a mapping, got '/data/mnist'"):
+        parse_args(["--config", str(path)])
+
+
+def test_dashes_and_negative_values():
+    c = parse_args(["--batch-size", "32", "--loss.time-mean", "-0.4", "--loss.time_std=1.5", "--seed", "7"])
+    assert (c.batch_size, c.loss.time_mean, c.loss.time_std, c.seed) == (32, -0.4, 1.5, 7)
+    assert parse_args(["--loss.time_mean", "-.4"]).loss.time_mean == -0.4
