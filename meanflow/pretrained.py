@@ -49,6 +49,7 @@ def from_official_dit(
 def load_trainer_checkpoint(path: str, ema: int | None = 0, device="cpu", backend=None) -> DiT:
     """The DiT of a ``meanflow.train`` checkpoint: EMA number ``ema`` (in ``ema_decays``
     order), or the raw weights for ``ema=None``; eval mode."""
+    _check_ema(ema)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found")
     # Memory-mapped where torch can (its zip format, every torch.save since 1.6): a full last.pt
@@ -94,6 +95,7 @@ def load_model(path: str, ema: int | None = 0, device="cpu", backend=None) -> Di
     """A pretrained directory or a trainer checkpoint file (``ema`` picks the weights there).
     A directory holds one set of weights, the one its export chose: asking it for the raw
     weights (``ema=None``) or another EMA is an error, not that set under another name."""
+    _check_ema(ema)
     if os.path.isdir(path):
         if ema != 0:
             which = "raw weights" if ema is None else f"EMA {ema!r}"
@@ -104,3 +106,12 @@ def load_model(path: str, ema: int | None = 0, device="cpu", backend=None) -> Di
             )
         return from_pretrained(path, device=device, backend=backend)
     return load_trainer_checkpoint(path, ema=ema, device=device, backend=backend)
+
+
+def _check_ema(ema) -> None:
+    """``ema`` is an index or None. A bool is an int to Python: ``ema=True`` ("the EMA, please")
+    would pick EMA 1, the second decay's, and ``ema=False`` EMA 0, both silently."""
+    if isinstance(ema, bool) or not (ema is None or isinstance(ema, int)):
+        raise ValueError(
+            f"ema must be an EMA's index (0: the first of ema_decays) or None (the raw weights), got {ema!r}"
+        )

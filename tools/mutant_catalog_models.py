@@ -9,6 +9,7 @@ check left out."""
 from mutant import Mutant
 from mutant_catalog_data import DATA_MUTANTS
 from mutant_catalog_evaluation import EVALUATION_MUTANTS
+from mutant_catalog_model_side import MODEL_SIDE_MUTANTS
 
 __all__ = ["MODEL_MUTANTS"]
 
@@ -553,4 +554,5 @@ MODEL_MUTANTS = [
         "pipe([True, 3]) samples classes 1 and 3",
     ),
     *EVALUATION_MUTANTS,  # what evaluate and eval_mnist score and report: tools/mutant_catalog_evaluation.py
+    *MODEL_SIDE_MUTANTS,  # the DiT, its config, loaders, adapters: tools/mutant_catalog_model_side.py
 ]

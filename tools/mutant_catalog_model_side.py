@@ -1,0 +1,401 @@
+"""The catalog's mutants of the model side's less-watched lines (``tools/mutant_catalog.py``
+holds the first ones): the DiT's two paths (plain forward and dual pass) where they share a
+helper or drift apart, its initialisation and input checks, the config's defaults, the
+official-weight conversion's checks, the pretrained folder's round trip and the library
+adapters' time, label and patch plumbing. Each is a bug that costs a user wrong numbers, a
+model that silently differs from the weights it was given, or a late, unclear error."""
+
+from mutant import Mutant
+
+__all__ = ["MODEL_SIDE_MUTANTS"]
+
+T = "tests/meanflow/"
+DUAL = (f"{T}test_models.py",)
+DEFS = (f"{T}test_models_definitions.py", f"{T}test_models_init.py")
+PEERS = (f"{T}test_official_peers.py",)
+PRETRAINED = (f"{T}test_pretrained.py", f"{T}test_pretrained_user_errors.py")
+SIDE = (f"{T}test_model_side_checks.py",)
+DIFFUSERS = (f"{T}test_adapters.py", f"{T}test_adapter_inputs.py", f"{T}test_adapters_shapes.py")
+TIMM = (f"{T}test_adapter_timm.py", f"{T}test_adapter_inputs.py", f"{T}test_adapters_shapes.py")
+
+_M = "meanflow/models.py"
+_C = "meanflow/dit_config.py"
+_I = "meanflow/interchange.py"
+_A = "meanflow/adapters.py"
+_P = "meanflow/pretrained.py"
+
+MODEL_SIDE_MUTANTS = [
+    # ------------------------------------------------------------------ meanflow/models.py
+    Mutant(
+        "mside-modulate-scale-without-one",
+        _M,
+        "return x * (1 + scale[:, None]) + shift[:, None]",
+        "return x * scale[:, None] + shift[:, None]",
+        DUAL + PEERS,
+        "the plain forward modulates by scale instead of 1 + scale: a dead network at adaLN-Zero init",
+    ),
+    Mutant(
+        "mside-forward-time-unscaled",
+        _M,
+        "emb = mfkernels.timestep_embedding(t * self.time_scale, self.frequency_embedding_size)",
+        "emb = mfkernels.timestep_embedding(t, self.frequency_embedding_size)",
+        DUAL + PEERS,
+        "the plain forward feeds t in [0, 1] to sinusoids built for 0..1000: forward and jvp disagree",
+    ),
+    Mutant(
+        "mside-unfused-attention-unscaled",
+        _M,
+        "o = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v",
+        "o = (q @ k.transpose(-2, -1)).softmax(dim=-1) @ v",
+        DUAL,
+        "torch.func.jvp through the plain forward checks against an attention without 1/sqrt(d)",
+    ),
+    Mutant(
+        "mside-forward-k-not-normed",
+        _M,
+        "q, k = self.q_norm(q), self.k_norm(k)",
+        "q, k = self.q_norm(q), k",
+        DUAL,
+        "qk-norm's plain forward normalises q only",
+    ),
+    Mutant(
+        "mside-jvp-k-through-q-norm",
+        _M,
+        "k, k_dot = self.k_norm.jvp(k, k_dot, backend)",
+        "k, k_dot = self.q_norm.jvp(k, k_dot, backend)",
+        DUAL + SIDE,
+        "the dual pass normalises k with q's learned scale: right at init, wrong once trained",
+    ),
+    Mutant(
+        "mside-heads-merged-head-major",
+        _M,
+        "return o.transpose(1, 2).reshape(b, n, h * d)",
+        "return o.reshape(b, n, h * d)",
+        PEERS + SIDE,
+        "both paths merge heads in the wrong order: they agree with each other, not with DiT",
+    ),
+    Mutant(
+        "mside-final-layer-shift-scale-swapped",
+        _M,
+        "shift, scale = self.adaLN_modulation[1](c_act).chunk(2, dim=1)",
+        "scale, shift = self.adaLN_modulation[1](c_act).chunk(2, dim=1)",
+        DUAL + PEERS,
+        "the final layer's plain forward reads shift as scale",
+    ),
+    Mutant(
+        "mside-mlp-gated-by-attention-gate",
+        _M,
+        "return x + g2[:, None] * self.mlp(modulate(self.norm2(x), sh2, sc2))",
+        "return x + g1[:, None] * self.mlp(modulate(self.norm2(x), sh2, sc2))",
+        DUAL + PEERS,
+        "the MLP residual uses the attention's gate in the plain forward",
+    ),
+    Mutant(
+        "mside-jvp-gate-tangent-dropped",
+        _M,
+        "x, x_dot = mfkernels.gated_residual_jvp(x, x_dot, g1, g1_d, a, a_dot, backend=backend)",
+        "x, x_dot = mfkernels.gated_residual_jvp(x, x_dot, g1, g1_d * 0, a, a_dot, backend=backend)",
+        DUAL,
+        "du/dt misses the attention gate's dependence on t",
+    ),
+    Mutant(
+        "mside-jvp-without-positions",
+        _M,
+        "x, x_dot = self.x_embedder.jvp(z, z_dot.detach())\n        x = x + self.pos_embed.to(x.dtype)\n",
+        "x, x_dot = self.x_embedder.jvp(z, z_dot.detach())\n",
+        DUAL,
+        "the dual pass (the training loss) runs without positional embedding",
+    ),
+    Mutant(
+        "mside-jvp-without-labels",
+        _M,
+        "c = c + self.y_embedder(y).to(c.dtype)",
+        "c = c",
+        DUAL,
+        "the dual pass ignores the class label: training learns an unconditional u",
+    ),
+    Mutant(
+        "mside-forward-condition-not-activated",
+        _M,
+        "c_act = F.silu(c)",
+        "c_act = c",
+        DUAL + PEERS,
+        "the plain forward feeds the adaLN layers c instead of silu(c)",
+    ),
+    Mutant(
+        "mside-init-final-linear-random",
+        _M,
+        "        nn.init.zeros_(self.final_layer.linear.weight)\n",
+        "",
+        DEFS + (f"{T}test_models.py::test_adaln_zero_init_gives_zero_output",),
+        "the output layer starts random, not at zero as adaLN-Zero's DiT",
+    ),
+    Mutant(
+        "mside-init-biases-default",
+        _M,
+        "                nn.init.zeros_(module.bias)\n",
+        "",
+        DEFS,
+        "every Linear keeps torch's random bias instead of DiT's zeros",
+    ),
+    Mutant(
+        "mside-init-time-mlp-output-default",
+        _M,
+        "nn.init.normal_(embedder.mlp[2].weight, std=0.02)",
+        "pass",
+        DEFS,
+        "the time MLPs' second layer keeps xavier init instead of DiT's N(0, 0.02)",
+    ),
+    Mutant(
+        "mside-scalar-time-tensor-not-expanded",
+        _M,
+        "    if value.dim() == 0:\n        value = value.expand(batch)\n",
+        "",
+        DUAL + (f"{T}test_adapter_inputs.py",),
+        "a 0-d tensor time is refused though the docs accept it",
+    ),
+    Mutant(
+        "mside-z-spatial-size-unchecked",
+        _M,
+        "if z.dim() != 4 or tuple(z.shape[1:]) != want:",
+        "if z.dim() != 4 or z.shape[1] != want[0]:",
+        DUAL + SIDE,
+        "a z of the wrong size fails late in a broadcast instead of an error naming z",
+    ),
+    Mutant(
+        "mside-unconditional-takes-labels",
+        _M,
+        'raise ValueError("y must be None for an unconditional model (num_classes=0)")',
+        "pass",
+        DUAL + SIDE,
+        "an unconditional model silently ignores labels a user meant to condition on",
+    ),
+    Mutant(
+        "mside-unfused-attention-left-unfused",
+        _M,
+        "            m.fused_attn = True\n",
+        "            pass\n",
+        DUAL + SIDE,
+        "after a torch.func.jvp check every attention stays on the slow math path",
+    ),
+    # -------------------------------------------------------------- meanflow/dit_config.py
+    Mutant(
+        "mside-config-default-time-cond",
+        _C,
+        'time_cond: str = "t,h"',
+        'time_cond: str = "r,t"',
+        DEFS + PEERS + SIDE,
+        "a default config embeds r instead of the interval t - r",
+    ),
+    Mutant(
+        "mside-config-default-frequencies",
+        _C,
+        "frequency_embedding_size: int = 256",
+        "frequency_embedding_size: int = 128",
+        DEFS + SIDE,
+        "a default DiT's time sinusoids are not DiT's 256: its official weights no longer fit",
+    ),
+    Mutant(
+        "mside-config-patch-multiple-unchecked",
+        _C,
+        "        if self.input_size % self.patch_size:\n",
+        "        if False:\n",
+        (f"{T}test_models.py",),
+        "an input size that patches do not tile builds a model whose output misses rows",
+    ),
+    Mutant(
+        "mside-config-qk-norm-string",
+        _C,
+        "        if not isinstance(self.qk_norm, bool):\n",
+        "        if False:\n",
+        (f"{T}test_models.py",),
+        'qk_norm="false" from a JSON or CLI switches qk-norm on',
+    ),
+    # -------------------------------------------------------------- meanflow/interchange.py
+    Mutant(
+        "mside-unexpected-keys-unchecked",
+        _I,
+        "unexpected = sorted(set(state) - set(want))",
+        "unexpected = []",
+        PRETRAINED + PEERS + SIDE,
+        "an official load (strict=False) silently drops weights the model has no place for",
+    ),
+    Mutant(
+        "mside-official-missing-keys-ignored",
+        _I,
+        'fresh = [k for k in model.state_dict() if k.startswith(f"{model.second_time}_embedder.")]',
+        "fresh = list(model.state_dict())",
+        PRETRAINED + PEERS + SIDE,
+        "an official state dict missing blocks loads with those blocks left random",
+    ),
+    Mutant(
+        "mside-config-unknown-fields-dropped",
+        _I,
+        'd = {k: v for k, v in d.items() if not k.startswith("_")}',
+        "d = {k: v for k, v in d.items() if k in known}",
+        PRETRAINED + SIDE,
+        "a config field this version does not know is dropped: another network, no error",
+    ),
+    Mutant(
+        "mside-official-depth-off-by-one",
+        _I,
+        "depth = 1 + max(int(n) for n in blocks if n.isdigit())",
+        "depth = max(int(n) for n in blocks if n.isdigit())",
+        PEERS + PRETRAINED,
+        "the last block of an official checkpoint has no place in the model",
+    ),
+    Mutant(
+        "mside-official-override-conflict-unchecked",
+        _I,
+        "if name in derived and value != derived[name] and not no_null_row:",
+        "if False:",
+        PRETRAINED,
+        "a depth or patch size contradicting the weights is taken, failing later or never",
+    ),
+    Mutant(
+        "mside-official-time-scale-override-replaced",
+        _I,
+        "    if requested is not None and requested != time_scale:\n",
+        "    if False:\n",
+        PRETRAINED + PEERS,
+        "time_scale=1000 asked of SiT weights is silently replaced by 1",
+    ),
+    Mutant(
+        "mside-official-pos-embed-2d-kept",
+        _I,
+        '    if out["pos_embed"].dim() == 2:\n',
+        "    if False:\n",
+        PRETRAINED + PEERS + SIDE,
+        "a 2-D pos_embed (as some conversions save it) is refused as a size mismatch",
+    ),
+    Mutant(
+        "mside-reflect-cos-sign",
+        _I,
+        "out[:, :half] = on_cos * cos_w + on_sin * sin_w",
+        "out[:, :half] = on_cos * cos_w - on_sin * sin_w",
+        PEERS,
+        "SiT's time flip gets the cosine half wrong: the loaded SiT is another network",
+    ),
+    Mutant(
+        "mside-save-pretrained-state-unchecked",
+        _I,
+        '        check_state_dict(self, state, "state_dict")\n',
+        "",
+        PRETRAINED + SIDE,
+        "save_pretrained writes an export of a wrong state dict that no load can read",
+    ),
+    Mutant(
+        "mside-from-pretrained-dtype-ignored",
+        _I,
+        "return model.to(device=device, dtype=dtype).eval()",
+        "return model.to(device=device).eval()",
+        PRETRAINED + SIDE,
+        "from_pretrained(dtype=torch.bfloat16) gives a float32 model",
+    ),
+    # ------------------------------------------------------------------ meanflow/adapters.py
+    Mutant(
+        "mside-diffusers-time-chunks-swapped",
+        _A,
+        "t, h = timestep.chunk(2)",
+        "h, t = timestep.chunk(2)",
+        DIFFUSERS,
+        "the diffusers DiT embeds the interval as its timestep and t as the interval",
+    ),
+    Mutant(
+        "mside-diffusers-time-scale-ignored",
+        _A,
+        "        return cls(transformer, time_scale)\n",
+        "        return cls(transformer)\n",
+        DIFFUSERS + SIDE,
+        "--model_kwargs time_scale=... is accepted and silently not used",
+    ),
+    Mutant(
+        "mside-timm-condition-dropped",
+        _A,
+        "x = vit.norm_pre(x + c.to(x.dtype)[:, None])",
+        "x = vit.norm_pre(x)",
+        TIMM,
+        "the ViT never sees t, r or y",
+    ),
+    Mutant(
+        "mside-timm-patches-transposed",
+        _A,
+        "x = x.reshape(b, h // ph, w // pw, ph, pw, c).permute(0, 5, 1, 3, 2, 4)",
+        "x = x.reshape(b, h // ph, w // pw, ph, pw, c).permute(0, 5, 2, 3, 1, 4)",
+        TIMM,
+        "the ViT's output patches land transposed",
+    ),
+    Mutant(
+        "mside-timm-prefix-tokens-kept",
+        _A,
+        "x = vit.norm(vit.blocks(x))[:, vit.num_prefix_tokens :]",
+        "x = vit.norm(vit.blocks(x))",
+        TIMM,
+        "a ViT with a class token gives its class token as the first patch",
+    ),
+    Mutant(
+        "mside-timm-no-null-row",
+        _A,
+        "self.y_embedder = nn.Embedding(num_classes + 1, dim) if num_classes else None",
+        "self.y_embedder = nn.Embedding(num_classes, dim) if num_classes else None",
+        TIMM,
+        "the ViT's label table has no null row: guidance's null label is an IndexError",
+    ),
+    Mutant(
+        "mside-timm-frequencies-ignored",
+        _A,
+        "return cls(vit, num_classes, time_scale, frequency_embedding_size)",
+        "return cls(vit, num_classes, time_scale)",
+        TIMM + SIDE,
+        "--model_kwargs frequency_embedding_size=... is accepted and silently not used",
+    ),
+    Mutant(
+        "mside-adapter-config-kwargs-lost",
+        _A,
+        "        model.config = dataclasses.replace(self, kwargs=dict(self.kwargs))\n",
+        "",
+        TIMM + DIFFUSERS + SIDE,
+        "a built adapter's config forgets the kwargs: a checkpoint rebuilds another model",
+    ),
+    Mutant(
+        "mside-adapter-z-channels-unchecked",
+        _A,
+        "if z.dim() != 4 or z.shape[1] != channels:",
+        "if z.dim() != 4:",
+        TIMM + DIFFUSERS,
+        "a z with the wrong channel count fails inside the library, not naming z",
+    ),
+    # ---------------------------------------------------------------- meanflow/pretrained.py
+    Mutant(
+        "mside-trainer-ema-past-the-end",
+        _P,
+        "if not isinstance(ema, int) or not 0 <= ema < len(emas):",
+        "if not isinstance(ema, int) or not 0 <= ema <= len(emas):",
+        PRETRAINED + SIDE,
+        "ema=N for N EMAs is an IndexError instead of an error listing the EMAs",
+    ),
+    Mutant(
+        "mside-trainer-raw-weights-of-a-kept-checkpoint",
+        _P,
+        '        if "model" not in ckpt:\n',
+        "        if False:\n",
+        PRETRAINED + SIDE,
+        "--raw on an EMA-only checkpoint is a KeyError instead of saying to pick an EMA",
+    ),
+    Mutant(
+        "mside-trainer-ema-bool-taken",
+        _P,
+        "if isinstance(ema, bool) or not (ema is None or isinstance(ema, int)):",
+        "if not (ema is None or isinstance(ema, int)):",
+        SIDE,
+        "load_model(path, ema=True) silently loads EMA 1, the second decay's weights",
+    ),
+    Mutant(
+        "mside-trainer-checkpoint-not-eval",
+        _P,
+        "    return model.to(device).eval()\n\n\ndef load_model",
+        "    return model.to(device)\n\n\ndef load_model",
+        PRETRAINED + SIDE,
+        "a trainer checkpoint's model comes back in training mode",
+    ),
+]
