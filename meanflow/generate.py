@@ -97,6 +97,18 @@ def rank_batches(num: int, batch_size: int, rank: int, world: int):
     return [b for b in batch_ranges(num, batch_size) if b[0] % world == rank]
 
 
+def check_scaling_factor(scaling_factor, vae) -> None:
+    """``scaling_factor``: None (the VAE's own), else a finite number > 0 given with a VAE. A 0
+    would silently become the VAE's own factor, a negative one flip every latent."""
+    if scaling_factor is None:
+        return
+    if not vae:
+        raise ValueError("scaling_factor goes with vae or vae_config (it scales latents for the VAE)")
+    number = isinstance(scaling_factor, (int, float)) and not isinstance(scaling_factor, bool)
+    if not (number and math.isfinite(scaling_factor) and scaling_factor > 0):
+        raise ValueError(f"scaling_factor must be a finite number > 0, got {scaling_factor!r}")
+
+
 def _checkpoint_files(path: str) -> list:
     """The file, or every file of a ``save_pretrained`` directory (sorted)."""
     if not os.path.isdir(path):
@@ -229,13 +241,14 @@ def run(
         ("batch_size", batch_size, 1),
         ("seed", seed, 0),
     ):
-        if not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:  # True is an int
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     if classes not in ("balanced", "random"):
         raise ValueError(f"classes must be 'balanced' or 'random', got {classes!r}")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    check_scaling_factor(scaling_factor, vae or vae_config)
     if vae_config and not vae:
         vae = RANDOM  # the architecture alone: random weights (tests, smoke runs)
     check_out(out)

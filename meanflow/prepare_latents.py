@@ -249,9 +249,14 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         raise ValueError(f"flips must be 1 or 2 (--flips none|both), got {flips}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
-    for name, value in (("image_size", image_size), ("batch_size", batch_size), ("shard_size", shard_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name, value, low in (
+        ("image_size", image_size, 1),
+        ("batch_size", batch_size, 1),
+        ("shard_size", shard_size, 1),
+        ("preview", preview, 0),  # checked now, not when the preview is drawn after every shard
+    ):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
     _check_placement(src, dst)  # before the hold makes dst: never a folder inside the images
     with exclusive_folder(dst, "meanflow.prepare_latents", "destination"):
         old = _check_destination(dst)

@@ -337,6 +337,9 @@ def test_a_run_killed_in_its_first_manifest_write_leaves_nothing_after_the_next(
     [
         (dict(steps=2), "steps: 1 there, 2 now"),
         (dict(classes="random"), "classes: 'balanced' there, 'random' now"),
+        (dict(batch_size=3), "batch_size: 2 there, 3 now"),  # shard k would hold other indices
+        (dict(dtype="bf16"), "dtype: 'fp32' there, 'bf16' now"),
+        (dict(ema=None), "ema: 0 there, None now"),  # --raw: other weights
     ],
 )
 def test_a_resume_with_other_settings_is_refused_naming_each(tmp_path, tiny, monkeypatch, changed, said):

@@ -1,0 +1,104 @@
+"""prepare_latents refuses each bad value before it loads a VAE or makes its destination, makes
+again a shard a killed run published before its manifest said so, and takes a folder holding
+a scan.json for the cache of its own killed run only when that file is one."""
+
+import json
+import os
+
+import pytest
+
+pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
+
+from meanflow.data.latents import LatentIndex  # noqa: E402
+from meanflow.data.synthetic import make_image_tree  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM.*:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("images") / "train")
+    make_image_tree(root, classes=2, per_class=2, sides=(16, 40), extras=False)  # 4 images
+    return root
+
+
+def argv(src, dst, vae_config, *more):
+    return [src, str(dst), "--vae", "random", "--vae-config", vae_config, "--image-size", "16",
+            "--batch-size", "4", "--shard-size", "2", "--device", "cpu", "--workers", "0",
+            "--scan-workers", "0", "--preview", "0", "--no-progress", "--reader", "torch", *more]  # fmt: skip
+
+
+def run(src, dst, vae_config, *more):
+    from meanflow.prepare_latents import main
+
+    return main(argv(src, dst, vae_config, *more))
+
+
+@pytest.mark.parametrize(
+    "more, said",
+    [
+        (["--preview", "-1"], "preview must be >= 0, got -1"),
+        (["--shard-size", "0"], "shard_size must be >= 1, got 0"),
+        (["--image-size", "15"], "image_size 15 is not a multiple of the VAE's downsampling factor 2"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_is_made(src, tiny_vae, tmp_path, capsys, more, said):
+    """One line, status 2, and no destination: not a traceback after every shard is encoded."""
+    dst = tmp_path / "latents"
+    with pytest.raises(SystemExit) as stop:
+        run(src, dst, tiny_vae[1], *more)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == f"error: {said}\n", err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, said",
+    [(dict(flips=3), "flips must be 1 or 2"), (dict(dtype="bfloat16"), "dtype must be float32 or float16")],
+)
+def test_bad_values_of_the_function_are_refused_before_anything_is_made(
+    src, tiny_vae, tmp_path, kwargs, said
+):
+    from meanflow.prepare_latents import prepare_latents
+
+    dst = tmp_path / "latents"
+    settings = dict(image_size=16, device="cpu", reader="torch", num_workers=0, scan_workers=0)
+    with pytest.raises(ValueError, match=said):
+        prepare_latents(src, str(dst), "random", tiny_vae[1], **settings, progress=False, preview=0, **kwargs)
+    assert not dst.exists()
+
+
+def test_a_shard_published_before_its_manifest_entry_is_made_again(src, tiny_vae, tmp_path):
+    """A kill between a shard's rename and the manifest's rewrite leaves the shard folder with
+    the manifest saying it is not done: the resume makes it again instead of failing on it."""
+    dst = tmp_path / "latents"
+    assert run(src, dst, tiny_vae[1]) == 0
+    path = dst / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["shards"][1].update(count=0, done=False)
+    manifest.update(complete=False, num_samples=2)
+    path.write_text(json.dumps(manifest))
+    latent = dst / "shard_00001" / "000000.npy"
+    whole = latent.read_bytes()
+    latent.write_bytes(b"cut short")  # what the kill may have left of it
+    assert run(src, dst, tiny_vae[1]) == 0
+    after = json.loads(path.read_text())
+    assert after["complete"] and after["num_samples"] == 4 and after["shards"][1]["done"]
+    assert latent.read_bytes() == whole  # written anew
+    assert len(LatentIndex(str(dst))) == 4
+
+
+@pytest.mark.parametrize("content", ['{"mine": 1}', '{"version": 1}', "[1, 2]"])
+def test_a_folder_holding_someone_elses_scan_json_is_refused_untouched(
+    src, tiny_vae, tmp_path, capsys, content
+):
+    """Only the scan cache a killed run of ours left (its three keys) is taken as ours: a user's
+    scan.json of any other shape is theirs, and the folder is refused."""
+    dst = tmp_path / "latents"
+    dst.mkdir()
+    (dst / "scan.json").write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        run(src, dst, tiny_vae[1])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "non-empty folder without manifest.json" in err, err
+    assert os.listdir(dst) == ["scan.json"] and (dst / "scan.json").read_text() == content
