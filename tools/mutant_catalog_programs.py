@@ -8,6 +8,7 @@ an option refused only after the data was read."""
 
 from mutant import Mutant
 from mutant_catalog_outputs import OUTPUT_MUTANTS
+from mutant_catalog_program_runs import PROGRAM_RUN_MUTANTS
 
 __all__ = ["PROGRAM_MUTANTS"]
 
@@ -451,4 +452,5 @@ PROGRAM_MUTANTS = [
         "every keyword of the library's own constructor refused as unknown",
     ),
     *OUTPUT_MUTANTS,  # what generate, prepare_latents, export and interchange write and read
+    *PROGRAM_RUN_MUTANTS,  # their options, argument checks and resume rules
 ]
