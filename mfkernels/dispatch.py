@@ -18,11 +18,11 @@ a ``torch.compile`` trace.
 import contextlib
 import importlib
 import os
-import warnings
 from collections.abc import Callable
 
 import torch
 
+from ._warnings import warn_at_caller
 from .backends import Implementation, always_supported
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
@@ -182,7 +182,7 @@ def _resolve(op: str, backend: str | None, *args, **kwargs) -> str:
     key = (op, name, reason)
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(f"mfkernels.{op}: backend {name!r} {reason}; using {fallback!r}", stacklevel=3)
+        warn_at_caller(f"mfkernels.{op}: backend {name!r} {reason}; using {fallback!r}")
     return fallback
 
 

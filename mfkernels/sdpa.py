@@ -60,7 +60,6 @@ import contextlib
 import functools
 import math
 import threading
-import warnings
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -72,6 +71,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import dispatch
 from ._checks import broadcasts_to, check_sdpa_mask_dtype
+from ._warnings import warn_at_caller
 from .ops import _attention_jvp, attention_jvp
 
 # The builtin behind F.scaled_dot_product_attention, captured before anyone can patch F.
@@ -164,9 +164,8 @@ def transform_reason() -> str | None:
 def _warn_once(reason: str):
     if reason not in _WARNED:
         _WARNED.add(reason)
-        warnings.warn(
-            f"mfkernels.sdpa_forward_ad: {reason}; this scaled_dot_product_attention runs math attention",
-            stacklevel=4,
+        warn_at_caller(
+            f"mfkernels.sdpa_forward_ad: {reason}; this scaled_dot_product_attention runs math attention"
         )
 
 

@@ -431,4 +431,20 @@ KERNEL_API_MUTANTS = [
         ("tests/mfkernels/test_csrc_ops.py",),
         "the cpu backend falls back to the reference for float64",
     ),
+    Mutant(
+        "warnings-at-our-own-line",
+        "mfkernels/_warnings.py",
+        "    while frame is not None and frame.f_code.co_filename.startswith(_OURS_AND_TORCH):",
+        "    while False:",
+        (f"{API_DISPATCH}::test_a_fallback_warning_names_the_users_line_not_ours",),
+        "every fallback warning points at a line of mfkernels, the same for all, not the user's call",
+    ),
+    Mutant(
+        "warnings-at-torchs-line",
+        "mfkernels/_warnings.py",
+        "    os.path.dirname(torch.__file__) + os.sep,\n",
+        "",
+        (f"{API_DISPATCH}::test_a_fallback_warning_names_the_users_line_not_ours",),
+        "the SDPA switch's fallback warning points into torch's override machinery",
+    ),
 ]

@@ -1,8 +1,7 @@
 """What the backend choice tells a user (mfkernels.dispatch): "" means "not given", ``MFK_BACKEND``
-is checked, each
-distinct reason for a fallback is said once, ``forget_warnings()`` forgets them all, a call
-that fell back is recorded where it ran, and ``available_backends(device)`` names the
-backends that can run that device's tensors."""
+is checked, each distinct reason for a fallback is said once, at the user's line,
+``forget_warnings()`` forgets them all, a call that fell back is recorded where it ran, and
+``available_backends(device)`` names the backends that can run that device's tensors."""
 
 import warnings
 
@@ -95,3 +94,29 @@ def test_triton_runs_cpu_tensors_under_the_interpreter():
 def test_without_a_gpu_only_the_reference_runs_cuda_tensors():
     assert dispatch.available_backends("cuda") == {"reference"}
     assert "cpu" not in dispatch.available_backends(torch.device("cuda", 0))
+
+
+def test_a_fallback_warning_names_the_users_line_not_ours(monkeypatch):
+    """Fallbacks are decided frames deep in mfkernels and torch (the op, torch's custom-op
+    machinery, the dispatch; torch's SDPA override): the warning points at the line of the
+    caller's code that made the call."""
+    import torch.nn.functional as F
+
+    import mfkernels
+    from mfkernels import sdpa
+
+    dispatch.forget_warnings("gated_residual_jvp", "gated_residual_backward")
+    monkeypatch.setattr(sdpa, "_WARNED", set())
+    x, gate = torch.randn(2, 4, 8, requires_grad=True), torch.randn(2, 8, requires_grad=True)
+    q, q_dot = torch.randn(2, 1, 2, 3, 8).unbind(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # CPU tensors on the cuda backend: the forward and, from autograd's engine, the backward
+        x_dot, gate_dot = x.detach(), gate.detach()
+        out, _ = mfkernels.gated_residual_jvp(x, x_dot, gate, gate_dot, x, x_dot, backend="cuda")
+        out.sum().backward()
+        with mfkernels.sdpa_forward_ad("reference"):
+            torch.func.jvp(lambda q: F.scaled_dot_product_attention(q, q, q, dropout_p=0.5), (q,), (q_dot,))
+    ours = [w for w in caught if "mfkernels." in str(w.message)]
+    assert len(ours) == 3, [str(w.message) for w in caught]
+    assert [w.filename for w in ours] == [__file__] * 3, [(w.filename, w.lineno) for w in ours]
