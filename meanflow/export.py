@@ -7,17 +7,17 @@
 
 ``--ema N`` picks the N-th EMA of a trainer checkpoint (``ema_decays`` order; default 0),
 ``--raw`` the raw weights; a pretrained directory as ``--ckpt`` holds one set, so ``--raw`` or
-``--ema N > 0`` there is refused. ``--official-dit`` / ``--official-sit`` convert a
-facebookresearch/DiT or willisma/SiT checkpoint into the official network in our time
-convention (sigma channels dropped, MeanFlow's second time embedder starting with a zero
-output; docs/design.md section 7) -- a starting point for fine-tuning, not a MeanFlow sampler;
-a MeanFlow checkpoint or export given to them is refused (it has a second time embedder, which
-no official network has). The output directory appears only once complete
-(``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained``
-read it). A ``--pipeline`` folder names the classes (``id2label``) after the run's data, as the
-checkpoint recorded them (an older one: as the data says now): the
-latent manifest's synsets (with ImageNet's readable names where they are the standard 1000),
-an image folder's class folders, MNIST's digits; an official DiT gets ImageNet's names.
+``--ema N > 0`` there is refused, and with ``--official-*`` (before the checkpoint is read).
+``--official-dit`` / ``--official-sit`` convert a facebookresearch/DiT or willisma/SiT
+checkpoint into the official network in our time convention (sigma channels dropped, MeanFlow's
+second time embedder starting with a zero output; docs/design.md section 7) -- a starting point
+for fine-tuning, not a MeanFlow sampler; a MeanFlow checkpoint or export given to them is
+refused (it has a second time embedder, which no official network has). The output directory
+appears only once complete (``DiT.from_pretrained`` / ``MeanFlowPipeline.from_pretrained`` read
+it). A ``--pipeline`` folder names the classes (``id2label``) after the run's data, as the
+checkpoint recorded them (an older one: as the data says now): the latent manifest's synsets
+(with ImageNet's readable names where they are the standard 1000), an image folder's class
+folders, MNIST's digits; an official DiT gets ImageNet's names.
 ``--out`` must be new, empty or an earlier export (``.meanflow_export.json`` lists
 what it wrote): any other folder -- a training run, someone's model folder -- is refused,
 never overwritten. An export that finds another one writing the same ``--out`` (its temporary
@@ -33,6 +33,7 @@ from .pretrained import from_official_dit, load_model
 
 def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=None, seed=0):
     """``official``: None (a trainer checkpoint or pretrained directory), "dit" or "sit"."""
+    _refuse_unused_options(official, ema, pipeline, vae)
     if official:
         model = from_official_dit(ckpt, num_heads=num_heads, family=official, seed=seed)
     else:
@@ -55,10 +56,22 @@ def export(ckpt, out, ema=0, official=None, num_heads=None, pipeline=False, vae=
             check_vae_for_checkpoint(decoder, ckpt, vae)
         MeanFlowPipeline(model, decoder, id2label=id2label).save_pretrained(out)
     else:
-        if vae:
-            raise ValueError("--vae goes with --pipeline")
         model.save_pretrained(out)
     return model
+
+
+def _refuse_unused_options(official, ema, pipeline: bool, vae) -> None:
+    """Options that would be dropped without a word, refused before the checkpoint is read (an
+    official one's conversion takes minutes)."""
+    if official and ema != 0:
+        which = "--raw" if ema is None else f"--ema {ema!r}"
+        raise ValueError(
+            f"{which}: --official-{official} converts the one weight set an official checkpoint "
+            "holds (a training checkpoint's EMA); --ema/--raw pick among a trainer checkpoint's"
+        )
+    if not pipeline:
+        if vae:
+            raise ValueError("--vae goes with --pipeline")
 
 
 def pipeline_id2label(ckpt, model, official=None) -> dict:

@@ -314,6 +314,22 @@ PROGRAM_RUN_MUTANTS = [
     ),
     # ---------------------------------------------------------------------- meanflow/export.py
     Mutant(
+        "export-official-raw-ignored",
+        _EXPORT,
+        "    if official and ema != 0:\n",
+        "    if False:\n",
+        (f"{RUNS}test_export_refuses_an_option_it_would_drop_before_reading_the_checkpoint",),
+        "export --official-dit --raw converts the EMA all the same, the user believing it the raw weights",
+    ),
+    Mutant(
+        "export-unused-options-checked-after-the-load",
+        _EXPORT,
+        "    _refuse_unused_options(official, ema, pipeline, vae)\n    if official:\n",
+        "    if official:\n",
+        (f"{RUNS}test_export_refuses_an_option_it_would_drop_before_reading_the_checkpoint",),
+        "export --vae without --pipeline is refused only after minutes of converting the checkpoint",
+    ),
+    Mutant(
         "export-num-heads-without-official-ignored",
         _EXPORT,
         "    if args.num_heads is not None and not args.official:\n",

@@ -153,3 +153,29 @@ def test_export_of_a_latent_pipeline_without_vae_names_the_option(tmp_path, tiny
     assert err.startswith("error: --pipeline: the model makes 4-channel latents, not images: pass --vae")
     assert err.count("\n") == 1, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "more, said",
+    [
+        (["--vae", "vae.safetensors"], "error: --vae goes with --pipeline\n"),
+        (["--official-dit", "--raw"], "error: --raw: --official-dit converts the one weight set"),
+        (["--official-sit", "--ema", "1"], "error: --ema 1: --official-sit converts the one weight set"),
+    ],
+)
+def test_export_refuses_an_option_it_would_drop_before_reading_the_checkpoint(
+    tmp_path, tiny, capsys, monkeypatch, more, said
+):
+    """--vae without --pipeline, or --raw/--ema N of an official checkpoint (one weight set),
+    would be dropped without a word: refused before the checkpoint is read or converted."""
+    import meanflow.export as export
+
+    def not_now(*args, **kw):
+        raise AssertionError("the checkpoint was read before the options were checked")
+
+    monkeypatch.setattr(export, "load_model", not_now)
+    monkeypatch.setattr(export, "from_official_dit", not_now)
+    out = tmp_path / "exported"
+    err = export_error(capsys, ["--ckpt", save_ckpt(tmp_path / "last.pt", tiny()), "--out", str(out), *more])
+    assert err.startswith(said) and err.count("\n") == 1, err
+    assert not out.exists()
