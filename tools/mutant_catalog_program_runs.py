@@ -227,8 +227,8 @@ PROGRAM_RUN_MUTANTS = [
     Mutant(
         "prepare-latents-negative-preview-at-the-end",
         _PREP,
-        '        ("preview", preview, 0),\n',
-        "",
+        '("preview", preview, 0),',
+        '("preview", preview, -(10**9)),',
         (f"{PREP_RUNS}test_bad_values_are_refused_before_anything_is_made",),
         "--preview -1 ends a finished run with a traceback (torch.stack of nothing), status 1",
     ),
