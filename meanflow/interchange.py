@@ -14,6 +14,7 @@ Every writer builds the directory under a temporary name and renames it into pla
 
 import dataclasses
 import json
+import math
 import os
 
 import torch
@@ -149,6 +150,7 @@ def convert_official_dit(state: dict, num_heads: int | None = None, family: str 
         "frequency_embedding_size": state["t_embedder.mlp.0.weight"].shape[1],
         "qk_norm": False,  # neither DiT nor SiT normalises q and k
     }
+    derived["mlp_ratio"] = _ratio_giving_the_width(derived["mlp_ratio"], hidden)
     for name, value in overrides.items():
         no_null_row = name == "num_classes" and table is not None and value == table.shape[0]
         if name in derived and value != derived[name] and not no_null_row:
@@ -184,6 +186,16 @@ def convert_official_dit(state: dict, num_heads: int | None = None, family: str 
     if family == "sit":
         _sit_to_our_convention(out)
     return config, out
+
+
+def _ratio_giving_the_width(ratio: float, hidden: int) -> float:
+    """``ratio = width / hidden`` nudged up to the float whose ``int(hidden * ratio)`` (the MLP
+    width DiT builds) is ``width`` again: the quotient can round one unit short (704 * (1920 /
+    704) is 1919.99...), and the checkpoint's MLP would not fit the model built for it."""
+    width = round(hidden * ratio)
+    while int(hidden * ratio) < width:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
 
 
 def _official_time_scale(family: str, requested: float | None) -> float:

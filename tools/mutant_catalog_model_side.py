@@ -277,6 +277,14 @@ MODEL_SIDE_MUTANTS = [
         "SiT's time flip gets the cosine half wrong: the loaded SiT is another network",
     ),
     Mutant(
+        "mside-official-mlp-width-rounded-short",
+        _I,
+        '    derived["mlp_ratio"] = _ratio_giving_the_width(derived["mlp_ratio"], hidden)\n',
+        "",
+        SIDE,
+        "an official checkpoint whose MLP width / hidden rounds short (1920 / 704) cannot load",
+    ),
+    Mutant(
         "mside-save-pretrained-state-unchecked",
         _I,
         '        check_state_dict(self, state, "state_dict")\n',

@@ -98,3 +98,53 @@ def test_from_pretrained_gives_the_dtype_asked_for(tmp_path, tiny):
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, model.state_dict()[k].to(torch.bfloat16)), k
     assert not loaded.training
+
+
+def test_the_adapters_use_and_keep_every_keyword_they_are_built_with():
+    """A keyword taken and not used (``time_scale``, ``frequency_embedding_size``) gives another
+    model than the one asked for; one not kept in ``config.kwargs`` gives a trainer checkpoint
+    that rebuilds another model."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("timm")
+    from meanflow.adapters import AdapterConfig
+
+    dit = dict(num_attention_heads=2, attention_head_dim=8, num_layers=1, patch_size=2, time_scale=10.0)
+    vit = dict(patch_size=2, embed_dim=32, depth=1, num_heads=2, time_scale=3.0, frequency_embedding_size=64)
+    for name, kwargs in (("diffusers.DiTTransformer2DModel", dit), ("timm.VisionTransformer", vit)):
+        config = AdapterConfig(name, 8, 4, 10, dict(kwargs))
+        model = config.build()
+        assert model.config == config
+        rebuilt = AdapterConfig(**dataclasses.asdict(model.config)).build()
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+            k: v.shape for k, v in model.state_dict().items()
+        }
+    diffusers_dit = AdapterConfig("diffusers.DiTTransformer2DModel", 8, 4, 10, dit).build()
+    projected = []
+    block = diffusers_dit.transformer.transformer_blocks[0]
+    block.norm1.emb.inner.time_proj.register_forward_pre_hook(lambda m, args: projected.append(args[0]))
+    t = torch.tensor([0.25, 0.5])
+    diffusers_dit(torch.randn(2, 4, 8, 8), torch.zeros(2), t, torch.tensor([1, 2]))  # h = t
+    assert projected and all(torch.equal(p, 10.0 * t) for p in projected)
+    timm_vit = AdapterConfig("timm.VisionTransformer", 8, 4, 10, vit).build()
+    for embedder in (timm_vit.t_embedder, timm_vit.h_embedder):
+        assert embedder.mlp[0].in_features == 64
+        assert embedder.time_scale == 3.0
+
+
+@pytest.mark.parametrize("hidden,width", [(44, 15), (44, 30), (704, 1920)])
+def test_an_official_mlp_of_any_width_loads(hidden, width):
+    """The MLP width is read as ``mlp_ratio = width / hidden``, and DiT builds ``int(hidden *
+    mlp_ratio)`` units: for these widths the quotient rounds one unit short."""
+    from meanflow.models import DiTConfig
+
+    ratio = (width + 0.5) / hidden  # a ratio that builds exactly `width` units
+    config = DiTConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=hidden, depth=1,
+                       num_heads=2, mlp_ratio=ratio, num_classes=3)  # fmt: skip
+    torch.manual_seed(0)
+    source = DiT(config)
+    assert source.blocks[0].mlp.fc1.out_features == width
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("h_embedder.")}
+    loaded = DiT.from_official_dit(state, num_heads=2)
+    assert loaded.blocks[0].mlp.fc1.out_features == width
+    for k, v in state.items():
+        assert torch.equal(loaded.state_dict()[k], v), k
