@@ -6,6 +6,7 @@ trains on without an error and costs a user a run: a warm-up off by one, an EMA 
 the weights it follows, a state left out of a resume, a weight left at torch's default init."""
 
 from mutant import Mutant
+from mutant_catalog_trainer_entry import TRAINER_ENTRY_MUTANTS
 
 __all__ = ["TRAINER_MUTANTS"]
 
@@ -291,4 +292,5 @@ TRAINER_MUTANTS = [
         RESUME,
         "a resumed run's AdamW moments start again from zero",
     ),
+    *TRAINER_ENTRY_MUTANTS,  # the command line, config files, run identity, lr and signals
 ]
