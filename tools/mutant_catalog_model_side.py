@@ -200,7 +200,7 @@ MODEL_SIDE_MUTANTS = [
         _C,
         "        if self.input_size % self.patch_size:\n",
         "        if False:\n",
-        (f"{T}test_models.py",),
+        SIDE,
         "an input size that patches do not tile builds a model whose output misses rows",
     ),
     Mutant(

@@ -148,3 +148,32 @@ def test_an_official_mlp_of_any_width_loads(hidden, width):
     assert loaded.blocks[0].mlp.fc1.out_features == width
     for k, v in state.items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_a_default_dit_embeds_the_interval():
+    """MeanFlow's default conditioning (docs/design.md section 1) is ``(t, t - r)``: a preset
+    built without ``time_cond`` feeds its second embedder ``h = t - r``."""
+    model = DiT.from_config("DiT-T/8", input_size=16, in_channels=1, depth=1, num_classes=0)
+    seen = []
+    model.second_embedder.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    t, r = torch.tensor([0.9, 0.5]), torch.tensor([0.2, 0.5])
+    model(torch.randn(2, 1, 16, 16), r, t)
+    assert model.second_time == "h" and hasattr(model, "h_embedder")
+    assert len(seen) == 1 and torch.equal(seen[0], t - r)
+
+
+def test_an_input_the_patches_do_not_tile_is_refused():
+    """Patches of 4 over 10 pixels would leave the last 2 rows and columns out of ``u``."""
+    from meanflow.models import DiTConfig
+
+    with pytest.raises(ValueError, match="input_size 10 is not a multiple of patch_size 4"):
+        DiTConfig(input_size=10, patch_size=4, hidden_size=32, num_heads=2, depth=1)
+
+
+def test_an_official_state_with_unbatched_positions_loads(tiny):
+    """Some conversions save DiT's ``pos_embed`` as ``(tokens, hidden)`` without its batch axis."""
+    source = tiny()
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("h_embedder.")}
+    state["pos_embed"] = state["pos_embed"][0] + 0.5  # not the model's own: shows it was loaded
+    loaded = DiT.from_official_dit(state, num_heads=2)
+    assert torch.equal(loaded.pos_embed, state["pos_embed"][None])
