@@ -226,7 +226,8 @@ def _reflect_time(weight: torch.Tensor) -> torch.Tensor:
     """The weight ``W'`` with ``W' emb(t) = W emb(1 - t)`` for the sinusoidal ``emb`` (cos
     half, sin half): per frequency ``w``, ``cos(w - w t) = cos w cos wt + sin w sin wt`` and
     ``sin(w - w t) = sin w cos wt - cos w sin wt``, a fixed 2x2 map of ``emb(t)``. Computed in
-    float64, rounded once."""
+    float64, rounded once, to float32 at least: a 16-bit checkpoint's weights are exact in the
+    model's float32, the rotated ones would not be."""
     half = weight.shape[1] // 2
     freqs = timestep_frequencies(weight.shape[1], dtype=torch.float64)
     cos_w, sin_w = torch.cos(freqs), torch.sin(freqs)
@@ -235,7 +236,7 @@ def _reflect_time(weight: torch.Tensor) -> torch.Tensor:
     out = w.clone()  # an odd size's zero padding column keeps its weight
     out[:, :half] = on_cos * cos_w + on_sin * sin_w
     out[:, half : 2 * half] = on_cos * sin_w - on_sin * cos_w
-    return out.to(weight.dtype)
+    return out.to(torch.promote_types(weight.dtype, torch.float32))
 
 
 def _read_official_file(path: str):

@@ -285,6 +285,14 @@ MODEL_SIDE_MUTANTS = [
         "an official checkpoint whose MLP width / hidden rounds short (1920 / 704) cannot load",
     ),
     Mutant(
+        "mside-sit-flip-rounded-to-16-bits",
+        _I,
+        "return out.to(torch.promote_types(weight.dtype, torch.float32))",
+        "return out.to(weight.dtype)",
+        SIDE,
+        "a bf16 SiT's time flip is rounded to bf16: its time embedding off by 1e-3 in a float32 model",
+    ),
+    Mutant(
         "mside-save-pretrained-state-unchecked",
         _I,
         '        check_state_dict(self, state, "state_dict")\n',

@@ -7,9 +7,11 @@ import dataclasses
 
 import pytest
 import torch
+from numerics import rel_err
 
 from meanflow import pretrained
-from meanflow.models import DiT
+from meanflow.models import DiT, DiTConfig
+from mfkernels.reference import timestep_embedding_jvp
 
 
 def trainer_checkpoint(path, model, emas=2, raw=True):
@@ -135,8 +137,6 @@ def test_the_adapters_use_and_keep_every_keyword_they_are_built_with():
 def test_an_official_mlp_of_any_width_loads(hidden, width):
     """The MLP width is read as ``mlp_ratio = width / hidden``, and DiT builds ``int(hidden *
     mlp_ratio)`` units: for these widths the quotient rounds one unit short."""
-    from meanflow.models import DiTConfig
-
     ratio = (width + 0.5) / hidden  # a ratio that builds exactly `width` units
     config = DiTConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=hidden, depth=1,
                        num_heads=2, mlp_ratio=ratio, num_classes=3)  # fmt: skip
@@ -164,8 +164,6 @@ def test_a_default_dit_embeds_the_interval():
 
 def test_an_input_the_patches_do_not_tile_is_refused():
     """Patches of 4 over 10 pixels would leave the last 2 rows and columns out of ``u``."""
-    from meanflow.models import DiTConfig
-
     with pytest.raises(ValueError, match="input_size 10 is not a multiple of patch_size 4"):
         DiTConfig(input_size=10, patch_size=4, hidden_size=32, num_heads=2, depth=1)
 
@@ -177,3 +175,17 @@ def test_an_official_state_with_unbatched_positions_loads(tiny):
     state["pos_embed"] = state["pos_embed"][0] + 0.5  # not the model's own: shows it was loaded
     loaded = DiT.from_official_dit(state, num_heads=2)
     assert torch.equal(loaded.pos_embed, state["pos_embed"][None])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_16_bit_sit_is_flipped_in_time_to_float32_accuracy(tiny, dtype):
+    """SiT's time flip rotates the first time-MLP layer's weights; rounded back to 16 bits the
+    loaded model's time embedding would be off by 1e-3 where the float32 model can hold 1e-7."""
+    state = {k: v.to(dtype) for k, v in tiny().state_dict().items() if not k.startswith("h_embedder.")}
+    loaded = DiT.from_official_dit(state, num_heads=2, family="sit")
+    weight = state["t_embedder.mlp.0.weight"].double()
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    embed = lambda t: timestep_embedding_jvp(t, torch.zeros_like(t), weight.shape[1])[0]  # noqa: E731
+    flipped = embed(t) @ loaded.t_embedder.mlp[0].weight.double().T
+    assert loaded.t_embedder.mlp[0].weight.dtype == torch.float32
+    assert rel_err(flipped, embed(1 - t) @ weight.T) < 1e-6
