@@ -178,6 +178,14 @@ MODEL_SIDE_MUTANTS = [
         DUAL + SIDE,
         "after a torch.func.jvp check every attention stays on the slow math path",
     ),
+    Mutant(
+        "mside-negative-labels-accepted",
+        _M,
+        "(int(y.min()) < 0 or int(y.max()) > num_classes)",
+        "(int(y.max()) > num_classes)",
+        DUAL,
+        "label -1 fails inside the embedding (a device-side assert on a GPU), not naming y",
+    ),
     # -------------------------------------------------------------- meanflow/dit_config.py
     Mutant(
         "mside-config-default-time-cond",
@@ -308,6 +316,22 @@ MODEL_SIDE_MUTANTS = [
         PRETRAINED + SIDE,
         "from_pretrained(dtype=torch.bfloat16) gives a float32 model",
     ),
+    Mutant(
+        "mside-from-pretrained-reads-across-a-swap",
+        _I,
+        "model = read_one_export(directory, lambda: cls._read_pretrained(directory, backend))",
+        "model = cls._read_pretrained(directory, backend)",
+        SIDE,
+        "an export landing mid-read gives the old config with the new weights, or the old model",
+    ),
+    Mutant(
+        "mside-official-null-row-not-added",
+        _I,
+        "if table is not None and table.shape[0] == config.num_classes:",
+        "if False:",
+        (f"{T}test_pretrained.py",),
+        "a label table trained without dropout cannot load with num_classes given",
+    ),
     # ------------------------------------------------------------------ meanflow/adapters.py
     Mutant(
         "mside-diffusers-time-chunks-swapped",
@@ -316,6 +340,14 @@ MODEL_SIDE_MUTANTS = [
         "h, t = timestep.chunk(2)",
         DIFFUSERS,
         "the diffusers DiT embeds the interval as its timestep and t as the interval",
+    ),
+    Mutant(
+        "mside-diffusers-interval-embeds-t",
+        _A,
+        "interval = self.interval_embedder(self.inner.time_proj(h).to(dtype=hidden_dtype))",
+        "interval = self.interval_embedder(self.inner.time_proj(t).to(dtype=hidden_dtype))",
+        DIFFUSERS,
+        "the diffusers DiT's interval embedding sees t: u never depends on r",
     ),
     Mutant(
         "mside-diffusers-time-scale-ignored",

@@ -189,3 +189,26 @@ def test_a_16_bit_sit_is_flipped_in_time_to_float32_accuracy(tiny, dtype):
     flipped = embed(t) @ loaded.t_embedder.mlp[0].weight.double().T
     assert loaded.t_embedder.mlp[0].weight.dtype == torch.float32
     assert rel_err(flipped, embed(1 - t) @ weight.T) < 1e-6
+
+
+def test_from_pretrained_reads_again_when_an_export_replaces_the_folder(tmp_path, tiny, monkeypatch):
+    """An export swaps a whole new folder in while ``from_pretrained`` reads the old one: what was
+    read is one export's config with maybe another's weights, so the folder is read again."""
+    folder = str(tmp_path / "m")
+    tiny(seed=0).save_pretrained(folder)
+    newer = tiny(seed=1)
+    read = DiT._read_pretrained.__func__
+    reads = []
+
+    def read_while_an_export_lands(cls, directory, backend):
+        model = read(cls, directory, backend)
+        if not reads:
+            newer.save_pretrained(folder)
+        reads.append(directory)
+        return model
+
+    monkeypatch.setattr(DiT, "_read_pretrained", classmethod(read_while_an_export_lands))
+    loaded = DiT.from_pretrained(folder)
+    assert len(reads) == 2
+    for k, v in newer.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
