@@ -3,18 +3,25 @@ order, an off-by-one, a wrong constant, a skipped call), each with the few test 
 should catch it. This file holds the sampler's, the checkpoints' and the trainer's; the others:
 - ``mutant_catalog_loss.py``: the MeanFlow loss;
 - ``mutant_catalog_kernels.py``: the kernels, their launchers and the dispatch, with
-  ``mutant_catalog_kernel_modules.py`` (the Python modules around them) and
-  ``mutant_catalog_index_width.py`` (the 32-bit index limits);
+  ``mutant_catalog_kernel_modules.py`` (the Python modules around them),
+  ``mutant_catalog_index_width.py`` (the 32-bit index limits) and
+  ``mutant_catalog_kernel_api.py`` (the dispatch, the dual ops' Python side, the SDPA switch);
 - ``mutant_catalog_kernel_inputs.py``: the kernel API's argument checks;
 - ``mutant_catalog_models.py``: the models, interchange formats, adapters, pipeline and VAE,
-  with ``mutant_catalog_data.py`` (the data loaders and latent folders) and
-  ``mutant_catalog_evaluation.py`` (FID/IS/KID inputs, reference statistics, MNIST scoring);
+  with ``mutant_catalog_model_side.py`` (more of the DiT, official weights, adapters, saved
+  models), ``mutant_catalog_data.py`` (the data loaders and latent folders, with
+  ``mutant_catalog_data_paths.py``: image-folder scans, crops, read failures, the distributed
+  helpers) and ``mutant_catalog_evaluation.py`` (FID/IS/KID inputs, reference statistics,
+  MNIST scoring);
 - ``mutant_catalog_programs.py``: generate, prepare_latents, the run's reports, the command
   lines and the trainer's config checks, demo and the benchmarks' shared code, with
   ``mutant_catalog_outputs.py`` (what generate, prepare_latents, export and interchange write
-  and read);
+  and read) and ``mutant_catalog_program_runs.py`` (more of generate, prepare_latents and
+  export: their arguments, resumes and temporaries);
 - ``mutant_catalog_trainer.py``: more of the trainer's core (the step and its EMAs, the lr
-  schedule, the ranks' rows, the DiT's initialisation and conditioning, a resume's restore);
+  schedule, the ranks' rows, the DiT's initialisation and conditioning, a resume's restore),
+  with ``mutant_catalog_trainer_entry.py`` (its config overrides, files, command line, run
+  identity and lr schedule);
 - ``mutant_catalog_persistence.py``: what is saved and loaded (atomic files and exports,
   the exported pipeline, VAE files and records).
 
