@@ -123,7 +123,7 @@ PROGRAM_RUN_MUTANTS = [
         _GEN,
         "                keep_shards=args.keep_shards,\n",
         "                keep_shards=False,\n",
-        ("tests/faults/test_fault_writes.py",),
+        (f"{RUNS}test_keep_shards_of_the_program_keeps_them",),
         "generate --keep-shards removes the shards",
     ),
     Mutant(
@@ -212,7 +212,7 @@ PROGRAM_RUN_MUTANTS = [
         _OUT,
         '    patterns = (NPZ, os.path.join("shards", "*.npz"), os.path.join("images", "*.png"))',
         '    patterns = (os.path.join("shards", "*.npz"), os.path.join("images", "*.png"))',
-        (f"{GEN_FAULTS}test_an_out_holding_files_of_ours_without_their_manifest_is_refused",),
+        (f"{RUNS}test_an_out_holding_a_file_of_one_of_our_names_without_a_manifest_is_refused",),
         "an --out holding a user's samples.npz but no manifest is written into: their set replaced",
     ),
     Mutant(
@@ -265,12 +265,12 @@ PROGRAM_RUN_MUTANTS = [
         "--image-size 250 (not a multiple of 8) fails inside the VAE's convolutions after the scan",
     ),
     Mutant(
-        "prepare-latents-published-shard-not-redone",
+        "prepare-latents-killed-temporary-kept",
         _PREP,
-        "            _remove_own_shard(final)  # published",
-        "            pass  # published",
-        (f"{PREP_RUNS}test_a_shard_published_before_its_manifest_entry_is_made_again",),
-        "a run killed between a shard's rename and its manifest entry cannot resume",
+        "            _remove_own_shard(tmp)\n",
+        "",
+        (f"{PREP_RUNS}test_what_a_killed_run_left_of_a_shard_is_made_again",),
+        "a run killed mid-shard cannot be resumed: its half-filled temporary is in the way",
     ),
     Mutant(
         "prepare-latents-failed-not-counted",
@@ -309,8 +309,16 @@ PROGRAM_RUN_MUTANTS = [
         _PREP,
         '"format", "source", "source_fingerprint", "image_size", "reader", "flips", "dtype", "shard_size",',
         '"format", "source", "source_fingerprint", "reader", "flips", "dtype", "shard_size",',
-        (f"{PREP_FAULTS}test_a_resume_with_other_storage_settings_is_refused_naming_them",),
+        (f"{PREP_RUNS}test_a_resume_with_another_image_size_or_dtype_is_refused",),
         "a resume with --image-size 512 finishes a 256 folder: latents of two shapes",
+    ),
+    Mutant(
+        "prepare-latents-resume-with-another-dtype",
+        _PREP,
+        '"format", "source", "source_fingerprint", "image_size", "reader", "flips", "dtype", "shard_size",',
+        '"format", "source", "source_fingerprint", "image_size", "reader", "flips", "shard_size",',
+        (f"{PREP_RUNS}test_a_resume_with_another_image_size_or_dtype_is_refused",),
+        "a resume with --dtype float16 finishes a float32 folder: shards of two precisions",
     ),
     # ---------------------------------------------------------------------- meanflow/export.py
     Mutant(
@@ -350,7 +358,7 @@ PROGRAM_RUN_MUTANTS = [
         _EXPORT,
         "        id2label = pipeline_id2label(ckpt, model, official)\n",
         "        id2label = pipeline_id2label(ckpt, model)\n",
-        (f"{PEERS}test_an_official_pipeline_names_imagenet_classes_only_for_1000",),
+        (f"{RUNS}test_an_official_pipeline_of_1000_classes_is_exported_with_imagenets_names",),
         "an official DiT exported as a pipeline loses ImageNet's class names",
     ),
 ]

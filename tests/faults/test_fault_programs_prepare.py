@@ -68,9 +68,10 @@ def test_bad_values_of_the_function_are_refused_before_anything_is_made(
     assert not dst.exists()
 
 
-def test_a_shard_published_before_its_manifest_entry_is_made_again(src, tiny_vae, tmp_path):
+def test_what_a_killed_run_left_of_a_shard_is_made_again(src, tiny_vae, tmp_path):
     """A kill between a shard's rename and the manifest's rewrite leaves the shard folder with
-    the manifest saying it is not done: the resume makes it again instead of failing on it."""
+    the manifest saying it is not done, a kill mid-shard its half-filled temporary: the resume
+    makes the shard again instead of failing on either."""
     dst = tmp_path / "latents"
     assert run(src, dst, tiny_vae[1]) == 0
     path = dst / "manifest.json"
@@ -81,11 +82,32 @@ def test_a_shard_published_before_its_manifest_entry_is_made_again(src, tiny_vae
     latent = dst / "shard_00001" / "000000.npy"
     whole = latent.read_bytes()
     latent.write_bytes(b"cut short")  # what the kill may have left of it
+    (dst / ".shard_00001.tmp").mkdir()
+    (dst / ".shard_00001.tmp" / "000000.npy").write_bytes(b"cut short")
     assert run(src, dst, tiny_vae[1]) == 0
     after = json.loads(path.read_text())
     assert after["complete"] and after["num_samples"] == 4 and after["shards"][1]["done"]
     assert latent.read_bytes() == whole  # written anew
-    assert len(LatentIndex(str(dst))) == 4
+    assert len(LatentIndex(str(dst))) == 4 and not (dst / ".shard_00001.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "more, said",
+    [
+        (["--image-size", "32"], "image_size: 16 there, 32 now"),
+        (["--dtype", "float16"], "dtype: 'float32' there"),
+    ],
+)
+def test_a_resume_with_another_image_size_or_dtype_is_refused(src, tiny_vae, tmp_path, capsys, more, said):
+    """Latents of two crop sizes (shapes) or two dtypes in one folder: refused, naming both."""
+    dst = tmp_path / "latents"
+    assert run(src, dst, tiny_vae[1]) == 0
+    before = (dst / "manifest.json").read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        run(src, dst, tiny_vae[1], *more)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and said in err, err
+    assert (dst / "manifest.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("content", ['{"mine": 1}', '{"version": 1}', "[1, 2]"])

@@ -179,3 +179,40 @@ def test_export_refuses_an_option_it_would_drop_before_reading_the_checkpoint(
     err = export_error(capsys, ["--ckpt", save_ckpt(tmp_path / "last.pt", tiny()), "--out", str(out), *more])
     assert err.startswith(said) and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_keep_shards_of_the_program_keeps_them(tmp_path, tiny):
+    ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), tmp_path / "s"
+    argv = ["--ckpt", ckpt, "--out", str(out), "--num-samples", "3", "--batch-size", "2", "--quiet"]
+    generate_cli.main([*argv, "--keep-shards"])
+    assert sorted(os.listdir(out / "shards")) == ["000000.npz", "000001.npz"]
+
+
+@pytest.mark.parametrize("name", ["samples.npz", "shards/000000.npz", "images/000000.png"])
+def test_an_out_holding_a_file_of_one_of_our_names_without_a_manifest_is_refused(tmp_path, tiny, name):
+    """A user's samples.npz (another model's set), shard or PNG in --out, without our manifest:
+    refused, the file untouched, not overwritten or mixed into the set."""
+    out = tmp_path / "s"
+    (out / os.path.dirname(name)).mkdir(parents=True, exist_ok=True)
+    (out / name).write_bytes(b"theirs")
+    with pytest.raises(ValueError, match=f"holds {out / name} but no manifest.json"):
+        generate_cli.run(save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), str(out), **RUN)
+    assert (out / name).read_bytes() == b"theirs" and not (out / "manifest.json").exists()
+
+
+def test_an_official_pipeline_of_1000_classes_is_exported_with_imagenets_names(tmp_path, tiny, monkeypatch):
+    """export --official-dit --pipeline names an ImageNet DiT's classes ImageNet's (the
+    checkpoint itself records none)."""
+    import meanflow.export as export
+    from meanflow import class_names
+    from meanflow.pipeline import MeanFlowPipeline
+
+    names = [f"class {i}" for i in range(1000)]
+    monkeypatch.setattr(class_names, "imagenet_readable_names", lambda: names)
+    model = tiny(in_channels=3, num_classes=1000)
+    monkeypatch.setattr(export, "from_official_dit", lambda *args, **kw: model)
+    torch.save(model.state_dict(), tmp_path / "DiT.pt")
+    export.main(
+        ["--ckpt", str(tmp_path / "DiT.pt"), "--official-dit", "--pipeline", "--out", str(tmp_path / "p")]
+    )
+    assert MeanFlowPipeline.from_pretrained(str(tmp_path / "p")).id2label == dict(enumerate(names))
