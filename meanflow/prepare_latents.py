@@ -126,7 +126,8 @@ def _check_destination(dst) -> dict | None:
             old = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path!r} cannot be read ({e}): refusing to write into {dst!r}") from e
-    if not isinstance(old, dict) or old.get("format") != FORMAT or not isinstance(old.get("shards"), list):
+    ours = isinstance(old, dict) and old.get("format") == FORMAT and isinstance(old.get("shards"), list)
+    if not (ours and all(isinstance(s, dict) for s in old["shards"])):  # each entry is read as one
         raise ValueError(f"{path!r} is not a prepare_latents manifest: refusing to write into {dst!r}")
     done = {s.get("name") for s in old["shards"] if s.get("done")}
     for name in sorted(os.listdir(dst)):

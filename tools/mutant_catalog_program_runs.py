@@ -313,6 +313,14 @@ PROGRAM_RUN_MUTANTS = [
         "a resume with --image-size 512 finishes a 256 folder: latents of two shapes",
     ),
     Mutant(
+        "prepare-latents-damaged-shard-entries-read",
+        _PREP,
+        'if not (ours and all(isinstance(s, dict) for s in old["shards"])):',
+        "if not ours:",
+        (f"{PREP_RUNS}test_a_manifest_whose_shards_are_not_entries_is_refused_in_one_line",),
+        "a manifest whose shards are not entries (damaged, hand-edited) ends in an AttributeError traceback",
+    ),
+    Mutant(
         "prepare-latents-resume-with-another-dtype",
         _PREP,
         '"format", "source", "source_fingerprint", "image_size", "reader", "flips", "dtype", "shard_size",',

@@ -124,3 +124,20 @@ def test_a_folder_holding_someone_elses_scan_json_is_refused_untouched(
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "non-empty folder without manifest.json" in err, err
     assert os.listdir(dst) == ["scan.json"] and (dst / "scan.json").read_text() == content
+
+
+@pytest.mark.parametrize("shards", [[1], ["shard_00000"], [None, {"name": "shard_00000"}]])
+def test_a_manifest_whose_shards_are_not_entries_is_refused_in_one_line(
+    src, tiny_vae, tmp_path, capsys, shards
+):
+    """A damaged manifest (shards that are not entries) is named, not an AttributeError's traceback."""
+    dst = tmp_path / "latents"
+    assert run(src, dst, tiny_vae[1]) == 0
+    path = dst / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "shards": shards}))
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        run(src, dst, tiny_vae[1])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "is not a prepare_latents manifest: refusing to write" in err, err
+    assert err.count("\n") == 1 and path.read_bytes() == before
