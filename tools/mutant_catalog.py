@@ -4,8 +4,8 @@ should catch it. This file holds the sampler's, the checkpoints' and the trainer
 - ``mutant_catalog_loss.py``: the MeanFlow loss;
 - ``mutant_catalog_kernels.py``: the kernels, their launchers and the dispatch, with
   ``mutant_catalog_kernel_modules.py`` (the Python modules around them),
-  ``mutant_catalog_index_width.py`` (the 32-bit index limits) and
-  ``mutant_catalog_kernel_api.py`` (the dispatch, the dual ops' Python side, the SDPA switch);
+  ``mutant_catalog_index_width.py`` (the 32-bit index limits);
+- ``mutant_catalog_kernel_api.py``: the dispatch, the dual ops' Python side, the SDPA switch;
 - ``mutant_catalog_kernel_inputs.py``: the kernel API's argument checks;
 - ``mutant_catalog_models.py``: the models, interchange formats, adapters, pipeline and VAE,
   with ``mutant_catalog_model_side.py`` (more of the DiT, official weights, adapters, saved
@@ -31,6 +31,7 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 """
 
 from mutant import Mutant
+from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
 from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
@@ -418,4 +419,5 @@ CATALOG = [
     *KERNEL_MUTANTS,
     *KERNEL_INPUT_MUTANTS,
     *PERSISTENCE_MUTANTS,  # checkpoints, exported pipelines, VAE files: tools/mutant_catalog_persistence.py
+    *KERNEL_API_MUTANTS,  # the kernels' public API: tools/mutant_catalog_kernel_api.py
 ]

@@ -1,7 +1,6 @@
 """The catalog's mutants of the kernels, their launchers and the dispatch (the rules: mutant_catalog.py)."""
 
 from mutant import Mutant
-from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
 from mutant_catalog_kernel_modules import MODULE_MUTANTS
 
 LAYERNORM = ("tests/mfkernels/test_layernorm_edge_rows.py", "tests/mfkernels/test_layernorm_modulate.py")
@@ -597,5 +596,4 @@ KERNEL_MUTANTS = [
         "the bias added to the tangent",
     ),
     *MODULE_MUTANTS,  # the Python modules around the kernels
-    *KERNEL_API_MUTANTS,  # the public API: backend choice, dual ops' autograd, the SDPA switch
 ]

@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
 
+from prepare_latents_cli import argv  # noqa: E402
+
 from meanflow.data.image_folder import scan_image_folder  # noqa: E402
 from meanflow.data.latents import LatentIndex, TorchLatentLoader  # noqa: E402
 from meanflow.data.synthetic import make_image_tree  # noqa: E402
@@ -24,12 +26,6 @@ def src(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("images") / "train")
     make_image_tree(root, classes=2, per_class=2, sides=(16, 40), extras=False)  # 4 images
     return root
-
-
-def argv(src, dst, vae_config, *more):
-    return [src, str(dst), "--vae", "random", "--vae-config", vae_config, "--image-size", "16",
-            "--batch-size", "4", "--shard-size", "2", "--device", "cpu", "--workers", "0",
-            "--scan-workers", "0", "--preview", "0", "--no-progress", *more]  # fmt: skip
 
 
 def run(src, dst, vae_config, *more):

@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
 
+from prepare_latents_cli import argv as prepare_argv  # noqa: E402
+
 from meanflow.data.latents import LatentIndex  # noqa: E402
 from meanflow.data.synthetic import make_image_tree  # noqa: E402
 
@@ -23,9 +25,7 @@ def src(tmp_path_factory):
 
 
 def argv(src, dst, vae_config, *more):
-    return [src, str(dst), "--vae", "random", "--vae-config", vae_config, "--image-size", "16",
-            "--batch-size", "4", "--shard-size", "2", "--device", "cpu", "--workers", "0",
-            "--scan-workers", "0", "--preview", "0", "--no-progress", "--reader", "torch", *more]  # fmt: skip
+    return prepare_argv(src, dst, vae_config, "--reader", "torch", *more)
 
 
 def run(src, dst, vae_config, *more):
