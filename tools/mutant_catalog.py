@@ -31,13 +31,16 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 """
 
 from mutant import Mutant
+from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
 from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
 from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
 from mutant_catalog_persistence import PERSISTENCE_MUTANTS
+from mutant_catalog_program_args import PROGRAM_ARG_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
+from mutant_catalog_resume_data import RESUME_DATA_MUTANTS
 from mutant_catalog_trainer import TRAINER_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
@@ -420,4 +423,7 @@ CATALOG = [
     *KERNEL_INPUT_MUTANTS,
     *PERSISTENCE_MUTANTS,  # checkpoints, exported pipelines, VAE files: tools/mutant_catalog_persistence.py
     *KERNEL_API_MUTANTS,  # the kernels' public API: tools/mutant_catalog_kernel_api.py
+    *RESUME_DATA_MUTANTS,  # an image folder's identity on resume: tools/mutant_catalog_resume_data.py
+    *PROGRAM_ARG_MUTANTS,  # the programs' command lines: tools/mutant_catalog_program_args.py
+    *DATA_SOURCE_MUTANTS,  # small data sources, MNIST evaluation: tools/mutant_catalog_data_sources.py
 ]
