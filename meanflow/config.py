@@ -24,7 +24,7 @@ from mfkernels import BACKENDS
 
 from .adapters import ADAPTERS, check_model_kwargs
 from .config_file import load_file
-from .config_overrides import _keys, apply, apply_command_line, set_key  # noqa: F401 (the API)
+from .config_overrides import apply, apply_command_line, leaf_fields
 from .data import DATA_BACKENDS
 from .data.latents import LATENT_MODES
 from .dit_config import PRESETS as DIT_PRESETS
@@ -158,7 +158,8 @@ class TrainConfig:
         for key, ok, allowed in _RULES:
             _require(key, _get(self, key), ok, allowed)
         ruled = {key for key, _, _ in _RULES}
-        for key in _float_keys(self):  # the loss's numbers: their ranges are the loss's to check
+        floats = [key for key, kind in leaf_fields(self) if kind is float]  # NaN and inf parse as floats
+        for key in floats:  # the loss's numbers: their ranges are the loss's to check
             if key not in ruled:
                 _require(key, _get(self, key), _is_number, "a finite number")
         self.loss.build()  # checks the loss arguments
@@ -381,17 +382,6 @@ def _get(config, key: str):
     return config
 
 
-def _float_keys(obj, prefix=""):
-    """The dotted keys of every float field (NaN and inf parse as floats)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _float_keys(value, f"{prefix}{f.name}.")
-        elif hints[f.name] is float:
-            yield prefix + f.name
-
-
 def _file_preset(values: dict, path: str):
     """The ``preset:`` a config file names (taken out of its keys), or None."""
     preset = values.pop("preset", None)
@@ -449,6 +439,7 @@ def parse_args(argv=None) -> TrainConfig:
     """``[--preset NAME] [--config FILE] [--key value | --key=value | --flag] ...``"""
     parser = argparse.ArgumentParser(
         prog="python -m meanflow.train",
+        allow_abbrev=False,  # --pre would be --preset, and a later key --pre... another
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"keys (defaults of the preset {DEFAULT_PRESET!r}):\n" + "\n".join(keys_help()),

@@ -12,19 +12,27 @@ import typing
 BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
-def _keys(obj, prefix=""):
+def leaf_fields(obj, prefix="") -> list:
+    """``[(dotted key, its type hint)]`` of every field of a dataclass tree that is not itself
+    a dataclass, in declaration order: the keys ``--key value`` and a config file set."""
+    hints = typing.get_type_hints(type(obj))
     out = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            out += _keys(value, f"{prefix}{f.name}.")
+            out += leaf_fields(value, f"{prefix}{f.name}.")
         else:
-            out.append(prefix + f.name)
+            out.append((prefix + f.name, hints[f.name]))
     return out
 
 
+def config_keys(obj) -> list:
+    """The dotted keys of a dataclass tree (``loss.cfg_w``, ``model_kwargs``, ...)."""
+    return [key for key, _ in leaf_fields(obj)]
+
+
 def _unknown(key, obj, source):
-    known = _keys(obj)
+    known = config_keys(obj)
     close = difflib.get_close_matches(key, known, n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return ValueError(f"unknown config key {key!r} (from {source}){hint} Known keys: {', '.join(known)}")
@@ -47,6 +55,8 @@ def _convert(key, kind, value, optional=False):
             return float(value)
         if isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)):
             return copy.deepcopy(value)  # never share a preset's list or dict
+        if kind is list and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [value]  # a file's ema_decays: 0.99, as --ema_decays 0.99 reads
         # YAML 1.1 reads on/off/yes/no as booleans: cuda_graphs: on arrives as True
         quote = (
             f" (YAML reads it as a boolean: quote the word, {key}: 'on')" if isinstance(value, bool) else ""

@@ -327,6 +327,12 @@ def train(config: TrainConfig, rank: int, world: int, device, loader, model, ema
             return {"step": step, "steps_run": 0, "interrupted": False}
         if master:
             print(f"resuming {run} from step {step}", flush=True)
+    if master and config.warmup_steps >= config.steps:  # allowed: a short trial of a long recipe
+        print(
+            f"note: warmup_steps {config.warmup_steps} >= steps {config.steps}: the lr rises for "
+            f"the whole run and never reaches lr {config.lr:g}",
+            flush=True,
+        )
 
     graphed = graphs_off(config, objective, world, device, opt) is None
     stream = torch.cuda.Stream(device) if graphed else None

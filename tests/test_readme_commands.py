@@ -160,9 +160,10 @@ def test_prose_flags_are_the_programs(monkeypatch, name, text):
 def test_every_trainer_key_the_docs_name_is_one(tmp_path):
     """``--key value`` spans in the README and docs/ with a trainer key (``_`` or ``.`` in it):
     the key exists, and a value given (not a placeholder such as PATH or N) is valid."""
-    from meanflow.config import TrainConfig, _keys, parse_args
+    from meanflow.config import TrainConfig, parse_args
+    from meanflow.config_overrides import config_keys
 
-    keys = set(_keys(TrainConfig.from_name("mnist"))) | {"preset", "config", "help"}
+    keys = set(config_keys(TrainConfig.from_name("mnist"))) | {"preset", "config", "help"}
     texts = [README] + [p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))]
     spans = {s for text in texts for s in re.findall(r"`(--[a-z][\w.]*(?: [^`-][^`]*)?)`", text)}
     checked = 0
@@ -182,7 +183,8 @@ def test_every_trainer_key_the_docs_name_is_one(tmp_path):
 def test_resume_rules_are_the_run_identity():
     """The keys the README says a resume may change, and those it refuses, are the trainer's
     (``meanflow.run_identity.RUN_IDENTITY``)."""
-    from meanflow.config import TrainConfig, _keys
+    from meanflow.config import TrainConfig
+    from meanflow.config_overrides import config_keys
     from meanflow.run_identity import RUN_IDENTITY
 
     text = " ".join(README.split())
@@ -191,4 +193,4 @@ def test_resume_rules_are_the_run_identity():
     changeable = set(re.findall(r"`([\w.]+)`", may))
     named = set(re.findall(r"`([\w.]+)`", refused)) | ({"loss"} if re.search(r"\bloss\b", refused) else set())
     assert named == set(RUN_IDENTITY)
-    assert changeable and changeable <= set(_keys(TrainConfig())) - set(RUN_IDENTITY)
+    assert changeable and changeable <= set(config_keys(TrainConfig())) - set(RUN_IDENTITY)

@@ -78,14 +78,15 @@ def test_bad_file(tmp_path):
 def test_mnist_presets_are_the_readmes():
     """The default is the recipe the README's main job and numbers describe; mnist-long keeps
     lr 1e-3, the recipe of its README numbers, and differs from it only there and in length."""
-    from meanflow.config import _get, _keys
+    from meanflow.config import _get
+    from meanflow.config_overrides import config_keys
 
     short, long = TrainConfig.from_name("mnist"), TrainConfig.from_name("mnist-long")
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     line = f'# preset "mnist": {short.model}, {short.steps} steps, lr {short.lr:.0e}'.replace("e-0", "e-")
     assert line in readme and f"batch {short.batch_size} at lr" in readme
     assert (short.lr_schedule, long.lr, long.steps) == ("constant", 1e-3, 2000)
-    differ = {key for key in _keys(short) if _get(short, key) != _get(long, key)}
+    differ = {key for key in config_keys(short) if _get(short, key) != _get(long, key)}
     assert differ == {"lr", "steps", "sample_every", "eval_every", "ckpt_every", "out_dir"}
 
 
@@ -119,7 +120,7 @@ def test_loss_config_defaults_are_the_losses_defaults():
 
 
 def test_help_gives_every_key_its_type_default_and_meaning(capsys):
-    from meanflow.config import _keys
+    from meanflow.config_overrides import config_keys
 
     with pytest.raises(SystemExit):
         parse_args(["--help"])
@@ -128,7 +129,7 @@ def test_help_gives_every_key_its_type_default_and_meaning(capsys):
     lines = {
         line.split()[0]: line for line in out.splitlines() if line.startswith("  --") and "(default" in line
     }
-    assert sorted(lines) == sorted(f"--{k}" for k in _keys(TrainConfig()))
+    assert sorted(lines) == sorted(f"--{k}" for k in config_keys(TrainConfig()))
     assert "--steps INT (default 1000): optimizer steps" in lines["--steps"]  # the mnist preset's
     assert "--loss.cfg_w FLOAT (default 1.0): guidance scale" in lines["--loss.cfg_w"]
     assert all("): " in line and not line.endswith(": ") for line in lines.values())

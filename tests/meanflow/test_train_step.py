@@ -145,6 +145,17 @@ def test_cuda_graphs_on_the_cpu(tmp_path, fake_mnist, capsys):
     assert out.count("CUDA graphs: off (the device is cpu, not a GPU)") == 1 and summary["steps_run"] == 1
 
 
+def test_a_warmup_as_long_as_the_run_is_noted_once(tmp_path, fake_mnist, capsys):
+    """A warmup that outlasts the run never reaches lr: said once, and the run goes on (a
+    short trial of a long recipe is a use)."""
+    summary = train.main(tiny_config(tmp_path / "short", fake_mnist, steps=2, warmup_steps=2))
+    out = capsys.readouterr().out
+    assert out.count("note: warmup_steps 2 >= steps 2: the lr rises for the whole run") == 1
+    assert summary["steps_run"] == 2
+    train.main(tiny_config(tmp_path / "long", fake_mnist, steps=3, warmup_steps=2))
+    assert "warmup_steps" not in capsys.readouterr().out
+
+
 def test_an_adapter_model_is_not_captured(tmp_path, fake_mnist):
     pytest.importorskip("timm")
     vit = {"patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2}

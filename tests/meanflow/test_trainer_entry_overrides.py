@@ -99,3 +99,23 @@ def test_dashes_and_negative_values():
     c = parse_args(["--batch-size", "32", "--loss.time-mean", "-0.4", "--loss.time_std=1.5", "--seed", "7"])
     assert (c.batch_size, c.loss.time_mean, c.loss.time_std, c.seed) == (32, -0.4, 1.5, 7)
     assert parse_args(["--loss.time_mean", "-.4"]).loss.time_mean == -0.4
+
+
+def test_a_files_single_ema_decay_is_a_list_as_on_the_command_line(tmp_path):
+    """``--ema_decays 0.99`` is one EMA: so is a file's ``ema_decays: 0.99`` (it was refused
+    as not a list), and a mapping there is still refused."""
+    path = tmp_path / "run.yaml"
+    path.write_text("ema_decays: 0.99\n")
+    assert parse_args(["--config", str(path)]).ema_decays == parse_args(["--ema_decays", "0.99"]).ema_decays
+    assert parse_args(["--config", str(path)]).ema_decays == [0.99]
+    path.write_text("ema_decays: {a: 0.99}\n")
+    with pytest.raises(TypeError, match="'ema_decays' must be list"):
+        parse_args(["--config", str(path)])
+
+
+@pytest.mark.parametrize("argv", [["--pre", "mnist-long"], ["--conf", "run.yaml"]])
+def test_a_prefix_of_preset_or_config_is_refused(argv):
+    """argparse took ``--pre`` for ``--preset``: a key added later with that prefix would
+    silently change what an old command means."""
+    with pytest.raises(ValueError, match=f"unknown config key '{argv[0][2:]}'"):
+        parse_args(argv)
