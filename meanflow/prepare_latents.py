@@ -40,6 +40,7 @@ import torch
 
 from .checkpoint import exclusive_folder, publish_directory, write_json_atomic
 from .cli import BAD_INPUT, errors_as_one_line
+from .cli_types import int_at_least
 from .data.image_folder import DECODE_VERSION, SKIPPED, FolderIndex, name_a_few, scan_image_folder
 from .data.latents import FORMAT, MANIFEST
 from .distributed import resolve_device
@@ -255,6 +256,8 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         ("batch_size", batch_size, 1),
         ("shard_size", shard_size, 1),
         ("preview", preview, 0),  # checked now, not when the preview is drawn after every shard
+        ("num_workers", num_workers, 0),  # else refused by DataLoader after the scan
+        ("scan_workers", 0 if scan_workers is None else scan_workers, 0),  # else one process, silently
     ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -463,10 +466,17 @@ def main(argv=None):
     parser.add_argument(
         "--vae-config", help="AutoencoderKL config JSON for a weights file (default sd-vae-ft-ema)"
     )
-    parser.add_argument("--image-size", type=int, default=256, help="ADM center-crop size (default: 256)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per VAE batch (default: 32)")
     parser.add_argument(
-        "--shard-size", type=int, default=4096, help="images per shard, the unit of resume (default: 4096)"
+        "--image-size", type=int_at_least(1), default=256, help="ADM center-crop size (default: 256)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=32, help="images per VAE batch (default: 32)"
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int_at_least(1),
+        default=4096,
+        help="images per shard, the unit of resume (default: 4096)",
     )
     parser.add_argument(
         "--flips",
@@ -490,10 +500,17 @@ def main(argv=None):
         help="image reader; auto: a resumed folder's own, else dali when installed (default: auto)",
     )
     parser.add_argument(
-        "--workers", type=int, default=4, help="DALI threads or DataLoader workers (default: 4)"
+        "--workers", type=int_at_least(0), default=4, help="DALI threads or DataLoader workers (default: 4)"
     )
-    parser.add_argument("--scan-workers", type=int, default=None, help="processes validating images")
-    parser.add_argument("--preview", type=int, default=8, help="images in preview.png, 0: none (default: 8)")
+    parser.add_argument(
+        "--scan-workers",
+        type=int_at_least(0),
+        default=None,
+        help="processes validating images, 0: this one (default: up to 8)",
+    )
+    parser.add_argument(
+        "--preview", type=int_at_least(0), default=8, help="images in preview.png, 0: none (default: 8)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     with errors_as_one_line(parser, (*BAD_INPUT, NotADirectoryError)):

@@ -4,6 +4,7 @@ a scan.json for the cache of its own killed run only when that file is one."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -37,18 +38,21 @@ def run(src, dst, vae_config, *more):
 @pytest.mark.parametrize(
     "more, said",
     [
-        (["--preview", "-1"], "preview must be >= 0, got -1"),
-        (["--shard-size", "0"], "shard_size must be >= 1, got 0"),
-        (["--image-size", "15"], "image_size 15 is not a multiple of the VAE's downsampling factor 2"),
+        (dict(preview=-1), "preview must be >= 0, got -1"),
+        (dict(shard_size=0), "shard_size must be >= 1, got 0"),
+        (dict(image_size=15), "image_size 15 is not a multiple of the VAE's downsampling factor 2"),
     ],
 )
-def test_bad_values_are_refused_before_anything_is_made(src, tiny_vae, tmp_path, capsys, more, said):
-    """One line, status 2, and no destination: not a traceback after every shard is encoded."""
+def test_bad_values_are_refused_before_anything_is_made(src, tiny_vae, tmp_path, more, said):
+    """Refused, naming the keyword, with no destination made: not a traceback after every shard
+    is encoded. (The command line refuses --preview -1 and --shard-size 0 while it parses:
+    tests/meanflow/test_program_args.py.)"""
+    from meanflow.prepare_latents import prepare_latents
+
     dst = tmp_path / "latents"
-    with pytest.raises(SystemExit) as stop:
-        run(src, dst, tiny_vae[1], *more)
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and err == f"error: {said}\n", err
+    settings = dict(image_size=16, device="cpu", reader="torch", num_workers=0, scan_workers=0, preview=0)
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        prepare_latents(src, str(dst), "random", tiny_vae[1], **{**settings, **more}, progress=False)
     assert not dst.exists()
 
 

@@ -1,0 +1,48 @@
+"""The programs' command lines: a bad number is refused while the line is parsed, naming the
+option as the user typed it; no prefix of an option is taken for it."""
+
+import pytest
+
+
+def _refusal(main, argv, capsys) -> str:
+    """The stderr of ``main(argv)``, which must exit with status 2."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        ("--workers", "-1", "must be an integer >= 0, got -1"),
+        ("--scan-workers", "-1", "must be an integer >= 0, got -1"),
+        ("--image-size", "0", "must be an integer >= 1, got 0"),
+        ("--batch-size", "0", "must be an integer >= 1, got 0"),
+        ("--shard-size", "0", "must be an integer >= 1, got 0"),
+        ("--preview", "-1", "must be an integer >= 0, got -1"),
+    ],
+)
+def test_prepare_latents_refuses_a_bad_number_at_parse_time_naming_its_flag(
+    tmp_path, capsys, flag, value, said
+):
+    """--workers -1 ran the scan and wrote a manifest before DataLoader refused its
+    ``num_workers``; --scan-workers -1 scanned in one process, in silence."""
+    from meanflow.prepare_latents import main
+
+    src, dst = tmp_path / "images", tmp_path / "latents"
+    src.mkdir()
+    err = _refusal(main, [str(src), str(dst), "--vae", "random", flag, value], capsys)
+    assert f"error: argument {flag}: {said}\n" in err, err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("keyword", ["num_workers", "scan_workers"])
+def test_prepare_latents_function_refuses_negative_workers_before_anything_is_made(tmp_path, keyword):
+    from meanflow.prepare_latents import prepare_latents
+
+    src, dst = tmp_path / "images", tmp_path / "latents"
+    src.mkdir()
+    with pytest.raises(ValueError, match=f"^{keyword} must be >= 0, got -1$"):
+        prepare_latents(str(src), str(dst), "random", **{keyword: -1}, device="cpu", progress=False)
+    assert not dst.exists()
