@@ -42,6 +42,7 @@ import warnings
 import numpy as np
 import torch
 
+from .folder_identity import FolderIdentity
 from .image_folder import (
     FolderIndex,
     ImageReadError,
@@ -242,8 +243,9 @@ def dali_error_line(error: Exception) -> str:
     return lines[after if after < len(lines) else -1][:200]
 
 
-class DALIImageLoader(ShardedLoader):
-    """The :class:`meanflow.data.Loader` over an image folder through DALI (module docstring).
+class DALIImageLoader(FolderIdentity, ShardedLoader):
+    """The :class:`meanflow.data.Loader` over an image folder through DALI (module docstring);
+    a checkpoint records which images, as the torch loader's does (:class:`FolderIdentity`).
 
     ``root``: the class-folder tree (or pass a ready ``index`` from
     :func:`~meanflow.data.image_folder.scan_image_folder`); ``batch_size`` per rank;

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .folder_identity import FolderIdentity
 from .scan_cache import default_cache_path, read_scan_cache, write_scan_cache
 from .sharding import ShardedLoader
 
@@ -55,6 +56,7 @@ class FolderIndex:
     files: list  # paths relative to root
     labels: np.ndarray  # int64, index into classes
     summary: dict = field(default_factory=dict)
+    sizes: np.ndarray | None = None  # int64 bytes of each file, as the scan found them
 
     def __len__(self) -> int:
         return len(self.files)
@@ -239,14 +241,15 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
             results = _check_many(paths)
         verdicts.update({c[0]: r for c, r in zip(todo, results)})
 
-    files, labels, corrupt, modes, formats = [], [], [], Counter(), Counter()
-    for rel, label, _, _ in candidates:
+    files, labels, sizes, corrupt, modes, formats = [], [], [], [], Counter(), Counter()
+    for rel, label, size, _ in candidates:
         status, info, fmt = verdicts[rel]
         if status != "ok":
             corrupt.append((rel, info))
             continue
         files.append(rel)
         labels.append(label)
+        sizes.append(size)
         modes[info] += 1
         formats[fmt] += 1
     if not files:  # before the cache is written: a folder of no use leaves nothing behind
@@ -282,7 +285,8 @@ def scan_image_folder(root: str, cache: str | None = "auto", workers: int | None
             f"(kept as labels): {summary['empty_classes'][:10]}",
             stacklevel=2,
         )
-    return FolderIndex(root, classes, files, np.asarray(labels, dtype=np.int64), summary)
+    labels = np.asarray(labels, dtype=np.int64)
+    return FolderIndex(root, classes, files, labels, summary, np.asarray(sizes, dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------- ADM crop
@@ -503,9 +507,10 @@ class _Batches(torch.utils.data.Sampler):
             yield list(zip(indices.tolist(), flips.tolist()))
 
 
-class TorchImageLoader(ShardedLoader):
+class TorchImageLoader(FolderIdentity, ShardedLoader):
     """The :class:`meanflow.data.Loader` over an image folder with PIL + a torch DataLoader
-    (no DALI): ADM center crop to ``image_size``, random horizontal flip, [-1, 1], labels."""
+    (no DALI): ADM center crop to ``image_size``, random horizontal flip, [-1, 1], labels; a
+    checkpoint records which images (:class:`~meanflow.data.folder_identity.FolderIdentity`)."""
 
     channels = 3
     resumable_parts = ("read_failures",)
