@@ -40,6 +40,7 @@ import torch
 from . import sampler
 from .checkpoint import atomic_write, hash_file
 from .cli import add_weights_options, errors_as_one_line
+from .cli_types import int_at_least
 from .data.latents import load_vae_for_checkpoint
 from .distributed import gather, on_rank0, setup_distributed, together
 from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this program's API)
@@ -405,24 +406,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples",
         "--num",
         dest="num",
-        type=int,
+        type=int_at_least(1),
         default=50000,
         help="images to make (default: %(default)s)",
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=int_at_least(1),
         default=1,
         help="network evaluations per image (1 = one step; default: %(default)s)",
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=int_at_least(1),
         default=64,
         help="images per batch, per process; fixed for a resumable --out (default: %(default)s)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="image i's noise and label come from (seed, i) (default: 0)"
+        "--seed",
+        type=int_at_least(0),
+        default=0,
+        help="image i's noise and label come from (seed, i) (default: 0)",
     )
     p.add_argument(
         "--classes",

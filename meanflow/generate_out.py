@@ -55,7 +55,7 @@ def check_out(out: str):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         where = "" if existing == os.path.abspath(out) else f" ({existing} is)"
-        raise ValueError(f"out {out} must be a directory, but it is a file{where}: give a folder path")
+        raise ValueError(f"--out {out} must be a directory, but it is a file{where}: give a folder path")
     if os.path.exists(os.path.join(out, MANIFEST)):
         read_manifest(out)
     else:

@@ -7,9 +7,12 @@ from mutant import Mutant
 __all__ = ["PROGRAM_ARG_MUTANTS"]
 
 _PREP = "meanflow/prepare_latents.py"
+_GEN = "meanflow/generate.py"
+_OUT = "meanflow/generate_out.py"
 _TYPES = "meanflow/cli_types.py"
 ARGS = "tests/meanflow/test_program_args.py::"
 PREP_PARSE = f"{ARGS}test_prepare_latents_refuses_a_bad_number_at_parse_time_naming_its_flag"
+GEN_PARSE = f"{ARGS}test_generate_names_the_flag_of_a_bad_number"
 PREP_FUNCTION = f"{ARGS}test_prepare_latents_function_refuses_negative_workers_before_anything_is_made"
 
 PROGRAM_ARG_MUTANTS: list[Mutant] = [
@@ -62,5 +65,39 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         '        ("scan_workers", 0, 0),',
         (PREP_FUNCTION,),
         "prepare_latents(scan_workers=-1) scans in one process, in silence",
+    ),
+    # ------------------------------------------------------------------ meanflow/generate.py
+    Mutant(
+        "program-args-generate-num-samples-parsed-as-any-int",
+        _GEN,
+        '        dest="num",\n        type=int_at_least(1),',
+        '        dest="num",\n        type=int,',
+        (GEN_PARSE,),
+        "--num-samples 0 is refused as 'num must be an int >= 1': a name the user never typed",
+    ),
+    Mutant(
+        "program-args-generate-batch-size-parsed-as-any-int",
+        _GEN,
+        '        "--batch-size",\n        type=int_at_least(1),',
+        '        "--batch-size",\n        type=int,',
+        (GEN_PARSE,),
+        "--batch-size -1 is refused as batch_size, run()'s keyword",
+    ),
+    Mutant(
+        "program-args-generate-seed-parsed-as-any-int",
+        _GEN,
+        '        "--seed",\n        type=int_at_least(0),',
+        '        "--seed",\n        type=int,',
+        (GEN_PARSE,),
+        "--seed -1 is refused as seed, run()'s keyword",
+    ),
+    # -------------------------------------------------------------- meanflow/generate_out.py
+    Mutant(
+        "program-args-generate-out-named-as-the-keyword",
+        _OUT,
+        'raise ValueError(f"--out {out} must be a directory',
+        'raise ValueError(f"out {out} must be a directory',
+        (f"{ARGS}test_generate_names_out_when_it_is_a_file",),
+        "an --out that is a file is refused as 'out', a name the user never typed",
     ),
 ]

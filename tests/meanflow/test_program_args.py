@@ -46,3 +46,35 @@ def test_prepare_latents_function_refuses_negative_workers_before_anything_is_ma
     with pytest.raises(ValueError, match=f"^{keyword} must be >= 0, got -1$"):
         prepare_latents(str(src), str(dst), "random", **{keyword: -1}, device="cpu", progress=False)
     assert not dst.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        ("--num-samples", "0", "argument --num-samples/--num: must be an integer >= 1, got 0"),
+        ("--num", "0", "argument --num-samples/--num: must be an integer >= 1, got 0"),
+        ("--steps", "0", "argument --steps: must be an integer >= 1, got 0"),
+        ("--batch-size", "-1", "argument --batch-size: must be an integer >= 1, got -1"),
+        ("--seed", "-1", "argument --seed: must be an integer >= 0, got -1"),
+        ("--seed", "x", "argument --seed: must be an integer >= 0, got 'x'"),
+    ],
+)
+def test_generate_names_the_flag_of_a_bad_number(tmp_path, capsys, flag, value, said):
+    """Refused as ``num``/``batch_size`` (run()'s keywords), the user could not tell which of
+    their options was meant."""
+    from meanflow.generate import main
+
+    out = tmp_path / "samples"
+    err = _refusal(main, ["--ckpt", str(tmp_path / "last.pt"), "--out", str(out), flag, value], capsys)
+    assert f"error: {said}\n" in err, err
+    assert not out.exists()
+
+
+def test_generate_names_out_when_it_is_a_file(tmp_path, capsys):
+    from meanflow.generate import main
+
+    out = tmp_path / "samples"
+    out.write_text("a user's file")
+    err = _refusal(main, ["--ckpt", str(tmp_path / "last.pt"), "--out", str(out)], capsys)
+    assert err == f"error: --out {out} must be a directory, but it is a file: give a folder path\n", err
+    assert out.read_text() == "a user's file"
