@@ -217,6 +217,7 @@ def resume(config: TrainConfig, model, emas, opt, loader, rank, world, device):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"resume checkpoint {path!r} does not exist")
         refuse_replacing_another_run(last, path, config)
+        refuse_replacing_later_steps(last, path, config)
     if not os.path.isfile(path):
         refuse_starting_over_kept(config.out_dir)
         return 0, None
@@ -305,6 +306,32 @@ def refuse_replacing_another_run(last: str, path: str, config: TrainConfig) -> N
         raise ValueError(
             f"out_dir {config.out_dir!r} holds {what} of another run ({listing}): resuming "
             f"{path!r} there would replace it; use another out_dir"
+        )
+
+
+def refuse_replacing_later_steps(last: str, path: str, config: TrainConfig) -> None:
+    """Going back to an earlier checkpoint of the run in out_dir would replace what that run
+    wrote after it (its last.pt, its kept checkpoints of later steps) as the resumed run
+    reaches them: refused, naming them; the user moves them away or branches into a new
+    out_dir, and nothing is lost by a resume."""
+    saved = load_torch_file(path, mmap=True)  # its step only: the tensors stay on disk
+    if not (isinstance(saved, dict) and isinstance(saved.get("step"), int)):
+        return  # load_checkpoint names what is wrong with it
+    step, later = saved["step"], []
+    if os.path.isfile(last) and not os.path.samefile(last, path):
+        last_step = load_torch_file(last, mmap=True).get("step")
+        if isinstance(last_step, int) and last_step > step:
+            later.append(f"last.pt at step {last_step}")
+    later += [
+        os.path.basename(kept)
+        for kept in kept_checkpoints(config.out_dir)
+        if int(KEPT_NAME.fullmatch(os.path.basename(kept)).group(1)) > step
+    ]
+    if later:
+        raise ValueError(
+            f"out_dir {config.out_dir!r} holds what its run wrote after step {step} ({', '.join(later)}): "
+            f"resuming {path!r} there would replace it; to go back, move those files out of "
+            f"out_dir first; to branch, resume into a new --out_dir"
         )
 
 

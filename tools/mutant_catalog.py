@@ -318,6 +318,22 @@ CATALOG = [
         "--resume of one run into another's folder of kept checkpoints replaces them",
     ),
     Mutant(
+        "resume-back-replaces-later-last",
+        "meanflow/train_state.py",
+        "        if isinstance(last_step, int) and last_step > step:",
+        "        if isinstance(last_step, int) and last_step < step:",
+        ("tests/faults/test_fault_resume.py::test_resume_into_another_runs_out_dir_is_refused",),
+        "--resume of an earlier checkpoint replaces the run's newer last.pt: its later steps are lost",
+    ),
+    Mutant(
+        "resume-back-replaces-later-kept",
+        "meanflow/train_state.py",
+        "        if int(KEPT_NAME.fullmatch(os.path.basename(kept)).group(1)) > step",
+        "        if int(KEPT_NAME.fullmatch(os.path.basename(kept)).group(1)) > step + 1",
+        ("tests/faults/test_fault_resume.py::test_resume_into_another_runs_out_dir_is_refused",),
+        "going back one step replaces the kept checkpoint of the step after it",
+    ),
+    Mutant(
         "batch-split-unchecked",
         "meanflow/train.py",
         "    check_batch_split(config.batch_size, world)\n",

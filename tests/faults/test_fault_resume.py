@@ -138,7 +138,8 @@ def test_global_rngs_under_another_world_size_are_each_ranks_own():
 def test_resume_into_another_runs_out_dir_is_refused(tmp_path, fake_mnist):
     """``--resume`` of one run's checkpoint with ``--out_dir`` of another would replace that
     run's last.pt: refused, naming the key. Going back to an earlier checkpoint of the run
-    that out_dir holds is not."""
+    that out_dir holds would replace what it wrote later (its last.pt, its later kept
+    checkpoints): refused naming them, until the user moves them away."""
     first, second = tmp_path / "first", tmp_path / "second"
     train.cli(tiny_argv(first, fake_mnist))
     train.cli(tiny_argv(second, fake_mnist, "--seed", "7", "--keep_every", "1", "--keep_full", "true"))
@@ -146,7 +147,19 @@ def test_resume_into_another_runs_out_dir_is_refused(tmp_path, fake_mnist):
     message = cli_error(tiny_argv(second, fake_mnist, "--steps", "3", "--resume", str(first / "last.pt")))
     assert f"out_dir {str(second)!r} holds the last.pt of another run (seed: 7 there vs 0 here)" in message
     assert snapshot(second) == before
-    train.cli(tiny_argv(second, fake_mnist, "--seed", "7", "--resume", str(second / "ckpt_0000001.pt")))
+    back = tiny_argv(second, fake_mnist, "--seed", "7", "--resume", str(second / "ckpt_0000001.pt"))
+    message = cli_error(back)
+    assert (
+        f"out_dir {str(second)!r} holds what its run wrote after step 1 (last.pt at step 2, ckpt_0000002.pt)"
+        in message
+    )
+    assert snapshot(second) == before
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    os.replace(second / "ckpt_0000002.pt", moved / "ckpt_0000002.pt")
+    assert "(last.pt at step 2)" in cli_error(back)
+    os.replace(second / "last.pt", moved / "last.pt")
+    train.cli(back)
     assert torch.load(second / "last.pt", weights_only=True)["step"] == 2
 
 
