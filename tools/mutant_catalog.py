@@ -33,6 +33,7 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 from mutant import Mutant
 from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
 from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
+from mutant_catalog_kernel_infra import KERNEL_INFRA_MUTANTS
 from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
@@ -442,4 +443,5 @@ CATALOG = [
     *RESUME_DATA_MUTANTS,  # an image folder's identity on resume: tools/mutant_catalog_resume_data.py
     *PROGRAM_ARG_MUTANTS,  # the programs' command lines: tools/mutant_catalog_program_args.py
     *DATA_SOURCE_MUTANTS,  # small data sources, MNIST evaluation: tools/mutant_catalog_data_sources.py
+    *KERNEL_INFRA_MUTANTS,  # tiles, Triton, launches, csrc: tools/mutant_catalog_kernel_infra.py
 ]
