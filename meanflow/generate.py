@@ -278,6 +278,9 @@ def run(
             "vae_sha256": weights_sha256(decoder) if decoder is not None else None,
             "vae_config": os.path.abspath(vae_config) if vae_config else None,
             "scaling_factor": scaling_factor if decoder is not None else None,
+            # Decoding is z / scale + shift: without the shift (SD3's, FLUX's VAEs) a reader of the
+            # manifest could not decode latents as these images were; None where the VAE has none.
+            "shift_factor": getattr(decoder.config, "shift_factor", None) if decoder is not None else None,
             "dtype": dtype,
             "model_config": {k: v for k, v in vars(cfg).items()},
         }

@@ -26,12 +26,14 @@ RESULT_KEYS = (
     "vae_sha256",
     "vae_config",
     "scaling_factor",
+    "shift_factor",
     "dtype",
     "model_config",
 )
 # Recorded since a later version: a manifest without it (an older set) is not compared on it.
 # The VAE's weights hash, as the checkpoint's: a VAE replaced at the same path decodes otherwise.
-ADDED_KEYS = frozenset(("vae_sha256",))
+# The VAE's shift too: one config's shift (not part of vae_sha256) decodes the same latents otherwise.
+ADDED_KEYS = frozenset(("vae_sha256", "shift_factor"))
 # What every manifest has held since the first version; older ones lack ckpt_sha256.
 MANIFEST_KEYS = frozenset(("ckpt", "num", "complete"))
 # The files a run writes with atomic_write, by folder: a kill mid-write leaves a temporary.

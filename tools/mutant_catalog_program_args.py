@@ -13,6 +13,8 @@ _TYPES = "meanflow/cli_types.py"
 ARGS = "tests/meanflow/test_program_args.py::"
 PREP_PARSE = f"{ARGS}test_prepare_latents_refuses_a_bad_number_at_parse_time_naming_its_flag"
 GEN_PARSE = f"{ARGS}test_generate_names_the_flag_of_a_bad_number"
+SHIFT_RECORDED = f"{ARGS}test_generate_manifest_records_the_vae_shift_it_decoded_with"
+SHIFT_RESUMED = f"{ARGS}test_generate_refuses_to_resume_with_another_vae_shift"
 PREP_FUNCTION = f"{ARGS}test_prepare_latents_function_refuses_negative_workers_before_anything_is_made"
 
 PROGRAM_ARG_MUTANTS: list[Mutant] = [
@@ -99,5 +101,29 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         'raise ValueError(f"out {out} must be a directory',
         (f"{ARGS}test_generate_names_out_when_it_is_a_file",),
         "an --out that is a file is refused as 'out', a name the user never typed",
+    ),
+    Mutant(
+        "program-args-generate-shift-not-recorded",
+        _GEN,
+        '"shift_factor": getattr(decoder.config, "shift_factor", None) if decoder is not None else None,',
+        '"no_shift_factor": None,',
+        (SHIFT_RECORDED,),
+        "the manifest of an SD3/FLUX-VAE set holds no shift: a reader decodes its latents off by it",
+    ),
+    Mutant(
+        "program-args-generate-shift-recorded-as-zero",
+        _GEN,
+        '"shift_factor": getattr(decoder.config, "shift_factor", None) if decoder is not None',
+        '"shift_factor": 0.0 if decoder is not None',
+        (SHIFT_RECORDED,),
+        "a shifted VAE's set is recorded with shift 0",
+    ),
+    Mutant(
+        "program-args-generate-shift-not-compared-on-resume",
+        _OUT,
+        '    "shift_factor",\n    "dtype",',
+        '    "dtype",',
+        (SHIFT_RESUMED,),
+        "a resume with the VAE config's shift changed mixes two decodings of the latents in one set",
     ),
 ]

@@ -78,3 +78,64 @@ def test_generate_names_out_when_it_is_a_file(tmp_path, capsys):
     err = _refusal(main, ["--ckpt", str(tmp_path / "last.pt"), "--out", str(out)], capsys)
     assert err == f"error: --out {out} must be a directory, but it is a file: give a folder path\n", err
     assert out.read_text() == "a user's file"
+
+
+def _latent_generate(tmp_path, tiny, tiny_vae, shift, out):
+    """A latent model sampled into ``out`` through a random VAE of scale 1.5305 and ``shift``
+    (its config at ``tmp_path/vae.json``); returns the model."""
+    import json
+
+    import torch
+
+    from meanflow.generate import run
+
+    vae_json = tmp_path / "vae.json"
+    vae_json.write_text(json.dumps({**tiny_vae[0], "scaling_factor": 1.5305, "shift_factor": shift}))
+    torch.manual_seed(0)
+    model = tiny(in_channels=4)
+    ckpt = tmp_path / "last.pt"
+    state = model.state_dict()
+    torch.save({"model": state, "ema": [state], "model_config": vars(model.config)}, ckpt)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        run(str(ckpt), str(out), num=2, vae_config=str(vae_json), device="cpu", progress=False)
+    return model
+
+
+@pytest.mark.parametrize("shift", [None, 0.0609])
+def test_generate_manifest_records_the_vae_shift_it_decoded_with(tmp_path, tiny, tiny_vae, shift):
+    """Decoding is ``z / scaling_factor + shift_factor``: from the manifest alone a reader
+    decodes the model's latents into the very images of the set (SD3's VAE shifts by 0.0609)."""
+    pytest.importorskip("diffusers")
+    import json
+
+    import numpy as np
+    import torch
+
+    from meanflow.generate import noise_for
+    from meanflow.sampler import sample, to_uint8
+    from meanflow.vae import decode_latents, load_vae
+
+    out = tmp_path / "samples"
+    model = _latent_generate(tmp_path, tiny, tiny_vae, shift, out)
+    vae_json = tmp_path / "vae.json"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shift_factor"] == shift and manifest["scaling_factor"] == 1.5305
+    with pytest.warns(UserWarning, match="RANDOM"):
+        vae = load_vae("random", str(vae_json))
+    with torch.no_grad():
+        latents = sample(model, torch.arange(2), steps=1, noise=noise_for(range(2), (4, 8, 8), 0))
+        images = decode_latents(vae, latents, manifest["scaling_factor"], manifest["shift_factor"] or 0.0)
+    with np.load(out / "samples.npz") as npz:
+        assert np.array_equal(npz["arr_0"], to_uint8(images))
+
+
+def test_generate_refuses_to_resume_with_another_vae_shift(tmp_path, tiny, tiny_vae):
+    """The same weights and config path, another shift in the config: the images would mix two
+    decodings of the latents."""
+    pytest.importorskip("diffusers")
+
+    out = tmp_path / "samples"
+    _latent_generate(tmp_path, tiny, tiny_vae, None, out)
+    (out / "samples.npz").unlink()  # an unfinished set, to be resumed
+    with pytest.raises(ValueError, match=r"other settings \(shift_factor: None there, 0.0609 now\)"):
+        _latent_generate(tmp_path, tiny, tiny_vae, 0.0609, out)
