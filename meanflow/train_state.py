@@ -176,15 +176,16 @@ def check_same_classes(recorded: list | None, now: list | None) -> None:
 
 def check_same_data(recorded: dict | None, loader) -> None:
     """A ValueError unless the data was made as it was when the checkpoint was written (a
-    latent folder prepared again at the same path with another VAE, reader or crop size, or
-    other images in MNIST's files: the same count of the same classes, other data). A
-    checkpoint of an older version, or a loader that records nothing, is not compared."""
+    latent folder prepared again at the same path with another VAE, reader or crop size,
+    other images in MNIST's files, or an image folder with images replaced or renamed: the
+    same count of the same classes, other data). A checkpoint of an older version, or a
+    loader that records nothing, is not compared."""
     if recorded is None or not hasattr(loader, "data_changes"):
         return
     changes = loader.data_changes(recorded)
     if changes:
         raise ValueError(
-            f"the data at data.path was made otherwise since it was written ({'; '.join(changes)}): "
+            f"the data at data.path changed since it was written ({'; '.join(changes)}): "
             "resumed, the run would mix two kinds of data; resume with the data the run trained on, "
             "or start a new out_dir"
         )

@@ -78,7 +78,7 @@ def test_resume_onto_an_image_replaced_by_another_size_is_refused_naming_it(tmp_
 
     replace_by_another_size(root / "dog" / "img_2.png")
     message = cli_error(run_argv(out, root, 3))
-    assert "last.pt" in message and "made otherwise" in message
+    assert "last.pt" in message and "changed since it was written" in message
     assert f"1 of {len(CLASSES) * PER_CLASS} images differ" in message
     assert os.path.join("dog", "img_2.png") in message
     with open(out / "last.pt", "rb") as f:
@@ -109,7 +109,7 @@ def test_a_renamed_image_is_refused_naming_its_new_name(tmp_path):
         "1 of 8 images differ from those it trained on (another name, size or class), "
         f"e.g. {os.path.join('cat', 'img_9.png')}"
     ]
-    with pytest.raises(ValueError, match=r"made otherwise since it was written \(1 of 8 images differ"):
+    with pytest.raises(ValueError, match=r"changed since it was written \(1 of 8 images differ"):
         check_same_data(recorded, loader)
 
 
