@@ -101,9 +101,18 @@ def load_vae(weights: str, config=None, device="cpu", dtype: torch.dtype | None 
     (``.safetensors``/``.bin``/``.pt``/``.ckpt``, diffusers or original-LDM key names) used
     with ``config`` (see :func:`vae_config`; default sd-vae-ft-ema), or ``"random"`` (the
     ``config`` architecture with weights drawn from seed 0, with a warning: tests and smoke
-    runs only). Never downloads.
+    runs only). Never downloads. ``"random"`` where a file or folder of that name exists is
+    refused, naming both: given ``./random``, that path is loaded.
     """
     AutoencoderKL = _autoencoder_kl()
+    if weights == RANDOM and os.path.lexists(RANDOM):
+        # Random weights in place of the user's VAE would make latents that look like a real
+        # VAE's to every later check but decode into noise.
+        raise ValueError(
+            f"VAE {RANDOM!r} names both random weights (tests, dry runs) and {os.path.abspath(RANDOM)!r}, "
+            f"which exists here: give that path as {os.path.join('.', RANDOM)!r} to load it, or run from "
+            "another folder for random weights"
+        )
     if weights == RANDOM:
         warnings.warn("VAE with RANDOM weights (for tests and dry runs only)", stacklevel=2)
         with torch.random.fork_rng(devices=[]):

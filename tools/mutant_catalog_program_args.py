@@ -10,6 +10,7 @@ _PREP = "meanflow/prepare_latents.py"
 _GEN = "meanflow/generate.py"
 _OUT = "meanflow/generate_out.py"
 _TYPES = "meanflow/cli_types.py"
+_VAE = "meanflow/vae.py"
 ARGS = "tests/meanflow/test_program_args.py::"
 PREP_PARSE = f"{ARGS}test_prepare_latents_refuses_a_bad_number_at_parse_time_naming_its_flag"
 GEN_PARSE = f"{ARGS}test_generate_names_the_flag_of_a_bad_number"
@@ -125,5 +126,14 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         '    "dtype",',
         (SHIFT_RESUMED,),
         "a resume with the VAE config's shift changed mixes two decodings of the latents in one set",
+    ),
+    # --------------------------------------------------------------------- meanflow/vae.py
+    Mutant(
+        "program-args-random-vae-hides-a-folder-named-random",
+        _VAE,
+        "    if weights == RANDOM and os.path.lexists(RANDOM):\n",
+        "    if weights == RANDOM and False:\n",
+        (f"{ARGS}test_random_vae_is_refused_where_a_folder_named_random_exists",),
+        "--vae random beside a user's ./random VAE folder encodes with random weights, in silence",
     ),
 ]

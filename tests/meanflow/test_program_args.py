@@ -139,3 +139,23 @@ def test_generate_refuses_to_resume_with_another_vae_shift(tmp_path, tiny, tiny_
     (out / "samples.npz").unlink()  # an unfinished set, to be resumed
     with pytest.raises(ValueError, match=r"other settings \(shift_factor: None there, 0.0609 now\)"):
         _latent_generate(tmp_path, tiny, tiny_vae, 0.0609, out)
+
+
+def test_random_vae_is_refused_where_a_folder_named_random_exists(tmp_path, tiny_vae, monkeypatch):
+    """A user's ./random holding their VAE was passed over for random weights, in silence:
+    now the word is refused naming both, and ./random loads the folder."""
+    pytest.importorskip("diffusers")
+    import torch
+
+    from meanflow.vae import load_vae, weights_sha256
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        theirs = load_vae("random", tiny_vae[1])
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(1.0)  # the user's VAE: not the random one
+    monkeypatch.chdir(tmp_path)
+    theirs.save_pretrained("random")
+    with pytest.raises(ValueError, match=r"^VAE 'random' names both random weights .*'\./random' to load it"):
+        load_vae("random", tiny_vae[1])
+    assert weights_sha256(load_vae("./random")) == weights_sha256(theirs)
