@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from meanflow import export
-from meanflow.class_names import checkpoint_id2label, data_classes, id2label_for
+from meanflow.class_names import checkpoint_id2label, data_classes, id2label_for, recorded_run
 
 SYNSETS = ["n01440764", "n01443537", "n01484850"]
 
@@ -106,3 +106,39 @@ def test_export_names_mnist_digits_and_warns_without_the_data(tmp_path, tiny):
             gone, tiny(num_classes=3, in_channels=1), {"name": "latents", "path": "/nowhere"}
         )
     assert index["id2label"] == {}
+
+
+def test_imagenet_synsets_in_another_order_keep_their_own_names():
+    """1000 synsets from tench to toilet tissue, two of them swapped: ImageNet-1k's readable
+    names would name ids 1 and 2 after each other's class."""
+    pytest.importorskip("torchvision")
+    swapped = imagenet_1k()
+    swapped[1], swapped[2] = swapped[2], swapped[1]
+    assert id2label_for(swapped) == dict(enumerate(swapped))
+
+
+class _RunsWhenUnpickled:
+    """A pickled object that creates ``marker`` when loaded: what a hostile checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_reading_a_checkpoints_class_names_unpickles_nothing(tmp_path):
+    """An export reads the class names of a downloaded checkpoint: code pickled in it is not
+    run, and a checkpoint holding such code names no classes."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "last.pt"
+    payload = {
+        "config": {"data": {"name": "mnist"}},
+        "classes": SYNSETS,
+        "x": _RunsWhenUnpickled(str(marker)),
+    }
+    torch.save(payload, path)
+    assert not marker.exists()
+    assert recorded_run(str(path)) == (None, None) and not marker.exists()
+    torch.save({"config": {"data": {"name": "mnist"}}, "classes": SYNSETS}, path)
+    assert recorded_run(str(path)) == ({"data": {"name": "mnist"}}, SYNSETS)

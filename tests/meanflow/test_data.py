@@ -118,3 +118,40 @@ def test_broken_files_are_named(fake_mnist):
         write_idx(labels, np.arange(40) % (top + 1))
         with pytest.raises(ValueError, match=rf"labels-idx1-ubyte has labels up to {top}: MNIST's are 0-9"):
             load_mnist("test", fake_mnist)
+
+
+def test_the_test_split_loader_iterates_the_test_digits(fake_mnist):
+    """``MNISTLoader(split="test")`` is the 40 test images, each with its own label, not the
+    training set."""
+    test_x, test_y = load_mnist("test", fake_mnist)
+    want = {bytes(image.numpy()): label.item() for image, label in zip(to_pixels(test_x), test_y)}
+    x, y = next(iter(MNISTLoader(40, 0, 1, "cpu", path=fake_mnist, split="test")))
+    assert {bytes(image.numpy()): label.item() for image, label in zip(x, y)} == want
+
+
+def test_mnist_files_are_closed_after_reading(fake_mnist):
+    """Reading both splits leaves no file to the garbage collector (a held handle per read)."""
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for split in ("train", "test"):
+            load_mnist(split, fake_mnist)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_resume_onto_other_mnist_files_is_reported(fake_mnist):
+    """The checkpoint's hash against the split's: equal or unrecorded is no change, another
+    hash (Fashion-MNIST in MNIST's files) one line naming both."""
+    from conftest import write_idx
+
+    loader = MNISTLoader(8, 0, 1, "cpu", path=fake_mnist)
+    recorded = dict(loader.data_identity)
+    assert loader.data_changes(recorded) == [] and loader.data_changes({}) == []
+    images, _ = load_mnist("train", fake_mnist)
+    write_idx(f"{fake_mnist}/train-images-idx3-ubyte", 255 - images.numpy(), gz=True)
+    changes = MNISTLoader(8, 0, 1, "cpu", path=fake_mnist).data_changes(recorded)
+    assert len(changes) == 1 and changes[0].startswith("MNIST images and labels: sha256 ")
+    assert recorded["sha256"][:12] in changes[0]

@@ -33,7 +33,10 @@ def test_an_unknown_preset_is_one_line(capsys):
     )
 
 
-@pytest.mark.parametrize("flag, least", [("--repeats", 1), ("--batch", 1), ("--num-classes", 0)])
+@pytest.mark.parametrize(
+    "flag, least",
+    [("--repeats", 1), ("--batch", 1), ("--num-classes", 0), ("--channels", 1), ("--input-size", 1)],
+)
 def test_a_count_out_of_range_is_a_usage_error(flag, least, capsys):
     with pytest.raises(SystemExit) as stop:
         demo.main([*TINY, flag, str(least - 1)])

@@ -455,3 +455,63 @@ def test_the_classifier_learns_the_training_split_and_is_tested_on_the_test_spli
     assert learnt.isdisjoint(bytes(image.numpy()) for image in test_x)
     with torch.no_grad():
         assert acc == (model(to_pixels(test_x)).argmax(1) == test_y).float().mean().item()
+
+
+def test_samples_are_class_balanced_and_each_batch_draws_its_own_noise(monkeypatch):
+    """32 samples in batches of 16: the labels are 0..9, 0..9, ... across batches, and the
+    second batch's noise is not the first's again (1000 samples would be copies of 500)."""
+    labels = []
+
+    def fake_sample(model, y, steps, generator):
+        labels.append(y.clone())
+        return torch.randn(len(y), 1, 32, 32, generator=generator, device=generator.device) * 0.7
+
+    scored = spied_evaluate(monkeypatch, fake_sample, num_samples=32, batch=16)
+    assert torch.equal(torch.cat(labels), torch.arange(32) % 10)
+    assert not torch.equal(scored[:16], scored[16:])
+
+
+def test_the_frechet_distance_of_a_covariance_rounded_below_zero_is_finite():
+    """The classifier's 128 ReLU features hold dead and dependent units: their covariance's
+    smallest eigenvalues are zeros that rounding leaves a little below zero. That gives a
+    distance (0 for a set with itself), not NaN."""
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    evals = torch.tensor([2.0, 1.0, 0.5, 0.25, 0.0, -1e-12], dtype=torch.float64)
+    sigma = q @ torch.diag(evals) @ q.T
+    mu = torch.randn(6, dtype=torch.float64)
+    same = eval_mnist.frechet_distance(mu, sigma, mu, sigma)
+    apart = eval_mnist.frechet_distance(mu, sigma, mu + 1, torch.eye(6, dtype=torch.float64))
+    assert math.isfinite(same) and abs(same) < 1e-6 * sigma.trace().item()
+    assert math.isfinite(apart) and apart > 0
+
+
+def test_the_classifier_is_its_seed_whatever_the_callers_random_state(fake_mnist):
+    """The cached classifier (and every distance measured with it) is the same on any machine:
+    its weights come from its own seed, not from where the caller's generator stands."""
+    states = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        model, _ = eval_mnist.train_classifier(fake_mnist, epochs=1, log=lambda s: None, batch=16)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_the_program_hands_its_steps_seed_and_data_to_the_evaluation(fake_mnist, monkeypatch):
+    """``--steps 2 --seed 3 --data DIR`` scores 2-step samples of seed 3 with the classifier of
+    DIR, not the defaults'."""
+    from meanflow import pretrained
+
+    calls = []
+    monkeypatch.setattr(pretrained, "load_trainer_checkpoint", lambda path, ema: DiT(mnist_config()))
+    monkeypatch.setattr(
+        eval_mnist, "load_classifier", lambda data_path=None, log=print: (None, {"test_acc": 1})
+    )
+
+    def fake_evaluate(model, num_samples=1000, steps=1, seed=0, data_path=None, log=print):
+        calls.append((num_samples, steps, seed, data_path))
+        return {"acc": 1.0, "fd": 0.0, "nfe": steps, "samples": num_samples}
+
+    monkeypatch.setattr(eval_mnist, "evaluate", fake_evaluate)
+    eval_mnist.main(["last.pt", "--samples", "20", "--steps", "2", "--seed", "3", "--data", fake_mnist])
+    assert calls == [(20, 2, 3, fake_mnist)]

@@ -104,3 +104,47 @@ def test_the_report_names_the_files_it_scored(tmp_path, monkeypatch):
     assert report["samples"] == os.path.abspath(samples) and report["reference"] == os.path.abspath(reference)
     assert json.loads(out.read_text())["reference"] == os.path.abspath(reference)
     assert ev.evaluate(samples, metrics=["isc"], **RUN)["reference"] is None
+
+
+def test_a_folder_is_read_in_name_order_whatever_the_order_written(tmp_path):
+    """Files written in a shuffled order are listed sorted (the file system's order differs by
+    disk, and with it KID's subsets and the files a report names); upper-case extensions, as
+    cameras write them (``IMG_0001.JPG``), are images too."""
+    from PIL import Image
+
+    array = as_uint8(image_set(n=12, seed=7))
+    names = [f"{i:04d}.{'PNG' if i % 3 == 0 else 'png'}" for i in range(12)]
+    for i in np.random.default_rng(0).permutation(12):
+        Image.fromarray(array[i]).save(tmp_path / names[i], format="PNG")
+    files = evaluate_inputs.list_images(str(tmp_path), "samples")
+    assert [os.path.basename(f) for f in files] == names
+    batches = list(evaluate_inputs.ImageSet(str(tmp_path), "samples").batches(5))
+    assert np.array_equal(torch.cat(batches).permute(0, 2, 3, 1).numpy(), array)
+
+
+def test_an_npz_of_rgba_images_is_refused_naming_arr_0(tmp_path):
+    """Four channels are not an image the extractor reads (an alpha plane scored as colour)."""
+    rgba = np.concatenate([as_uint8(image_set(n=4)), np.full((4, 16, 16, 1), 255, np.uint8)], -1)
+    with pytest.raises(ValueError, match=r"rgba.npz: arr_0 must be uint8 images .*uint8 \(4, 16, 16, 4\)"):
+        evaluate_inputs.ImageSet(write_npz(tmp_path / "rgba.npz", rgba), "samples")
+
+
+def test_a_folder_of_one_height_and_two_widths_is_refused_naming_both(tmp_path):
+    """16x16 and 24-wide, 16-high images: one line naming the two sizes, whatever the batch."""
+    folder = write_dir(tmp_path / "mixed", as_uint8(image_set(n=3, size=16)))
+    write_dir(tmp_path / "mixed" / "wide", as_uint8(image_set(n=1, size=24)[:, :16]))
+    for size in (1, 8):
+        with pytest.raises(ValueError, match=r"different sizes .*0000.png is 16x16, .*wide/0000.png 24x16"):
+            list(evaluate_inputs.ImageSet(folder, "samples").batches(size))
+
+
+def test_a_reference_of_the_samples_size_turned_on_its_side_is_refused(tmp_path):
+    """8 high and 16 wide samples against 16 high and 8 wide reference images: the extractor
+    would stretch both to its input and compare them."""
+    wide = as_uint8(image_set(n=4, size=16)[:, :8])
+    samples = evaluate_inputs.ImageSet(write_npz(tmp_path / "wide.npz", wide), "samples")
+    tall = evaluate_inputs.ImageSet(write_npz(tmp_path / "tall.npz", wide.transpose(0, 2, 1, 3)), "reference")
+    assert samples.image_size() == (8, 16) and tall.image_size() == (16, 8)
+    with pytest.raises(ValueError, match=r"holds 8x16 images and the samples are 16x8"):
+        evaluate_inputs.check_same_size(samples, tall)
+    evaluate_inputs.check_same_size(samples, samples)
