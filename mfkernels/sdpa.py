@@ -219,9 +219,11 @@ class _FlashSdpa(torch.autograd.Function):
         q, k, v = (t.detach() for t in qkv)
         tangents = (_tangent_or_zeros(t, p) for t, p in ((q_dot, q), (k_dot, k), (v_dot, v)))
         with torch.no_grad():  # the tangent is a stop-gradient target: never a graph
-            _, o_dot, _ = attention_jvp(
+            o, o_dot, _ = attention_jvp(
                 q, k, v, *tangents, ctx.scale, ctx.backend, causal=ctx.causal, bias=bias
             )
+        if torch.is_grad_enabled():  # a gradient that reaches O' raises, as on the one-pass path
+            _, o_dot = _Differentiable.apply(o, o_dot, *qkv, q_dot, k_dot, v_dot)
         return o_dot, None
 
 

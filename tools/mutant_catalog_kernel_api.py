@@ -253,6 +253,14 @@ KERNEL_API_MUTANTS = [
         "with tangents out of sight, a custom scale is lost in the tangent alone",
     ),
     Mutant(
+        "sdpa-out-of-sight-tangent-gradient-dropped",
+        _SDPA,
+        "        if torch.is_grad_enabled():  # a gradient that reaches O' raises",
+        "        if False:  # a gradient that reaches O' raises",
+        ("tests/mfkernels/test_sdpa_inputs.py::test_a_gradient_through_the_fused_tangent_raises",),
+        "with tangents out of sight, a loss on the tangent loses attention's term without a word",
+    ),
+    Mutant(
         "sdpa-out-of-sight-tangents-k-v-swapped",
         _SDPA,
         "for t, p in ((q_dot, q), (k_dot, k), (v_dot, v)))",

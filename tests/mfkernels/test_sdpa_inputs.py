@@ -84,12 +84,16 @@ def forward_ad_jvp(fn, primals, tangents):
         return fwAD.unpack_dual(fn(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents, strict=True))))
 
 
-@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp])
-def test_a_gradient_through_the_fused_tangent_raises(jvp):
+@pytest.mark.parametrize("jvp", [func_jvp, forward_ad_jvp, "out_of_sight"])
+def test_a_gradient_through_the_fused_tangent_raises(jvp, monkeypatch):
     """A loss built from the tangent without detaching it (MeanFlow detaches its target):
     math attention differentiates the tangent, the fused one is a stop-gradient, so a
     gradient that reaches it raises, naming the fix, instead of silently losing that term.
-    Detached, the gradients are math attention's."""
+    Detached, the gradients are math attention's. ``out_of_sight``: tangents the mode cannot
+    read, the autograd.Function's jvp (its tangent lost that term in silence)."""
+    if jvp == "out_of_sight":
+        monkeypatch.setattr(sdpa, "_visible_tangent", lambda *tensors: False)
+        jvp = func_jvp
     (q, k, v), tangents = attention_inputs(SHAPES["cross"], torch.float64)
     weight = torch.randn(16, 16, dtype=torch.float64, requires_grad=True)
     fn = attention_then_linear(weight)
