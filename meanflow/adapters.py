@@ -129,6 +129,14 @@ class DiffusersDiT(nn.Module):
 
     def forward(self, z: Tensor, r: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         r, t, y = _check_inputs(self, z, r, t, y)
+        size = self.config.input_size
+        if tuple(z.shape[-2:]) != (size, size):
+            # The library patches any size and fits its positional embedding to it (or fails deep
+            # inside): a model trained at one size then runs at another, untrained for it.
+            raise ValueError(
+                f"z is {z.shape[-2]}x{z.shape[-1]}, but the DiT's sample_size is {size}: z must be "
+                f"(batch, {self.config.in_channels}, {size}, {size})"
+            )
         timestep = torch.cat([t, t - r]) * self.time_scale
         out = self.transformer(z, timestep=timestep, class_labels=y, return_dict=False)[0]
         return out[:, : z.shape[1]]

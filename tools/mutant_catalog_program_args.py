@@ -11,6 +11,7 @@ _GEN = "meanflow/generate.py"
 _OUT = "meanflow/generate_out.py"
 _TYPES = "meanflow/cli_types.py"
 _VAE = "meanflow/vae.py"
+_ADAPTERS = "meanflow/adapters.py"
 ARGS = "tests/meanflow/test_program_args.py::"
 PREP_PARSE = f"{ARGS}test_prepare_latents_refuses_a_bad_number_at_parse_time_naming_its_flag"
 GEN_PARSE = f"{ARGS}test_generate_names_the_flag_of_a_bad_number"
@@ -135,5 +136,17 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         "    if weights == RANDOM and False:\n",
         (f"{ARGS}test_random_vae_is_refused_where_a_folder_named_random_exists",),
         "--vae random beside a user's ./random VAE folder encodes with random weights, in silence",
+    ),
+    # ---------------------------------------------------------------- meanflow/adapters.py
+    Mutant(
+        "program-args-diffusers-dit-any-z-size",
+        _ADAPTERS,
+        "        if tuple(z.shape[-2:]) != (size, size):\n",
+        "        if False:\n",
+        (
+            "tests/meanflow/test_adapter_inputs.py"
+            "::test_diffusers_dit_refuses_z_of_another_size_than_its_sample_size",
+        ),
+        "a DiffusersDiT made for 32x32 latents runs on 64x64 ones (a 512px set for a 256px model)",
     ),
 ]

@@ -63,3 +63,24 @@ def test_bad_times_and_z(model):
         model(z.double(), 0.0, 1.0, y)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts z itself
         assert model(z.bfloat16(), 0.0, 1.0, y).shape == z.shape
+
+
+@pytest.mark.parametrize("height, width", [(16, 16), (4, 4), (8, 16)])
+def test_diffusers_dit_refuses_z_of_another_size_than_its_sample_size(height, width):
+    """diffusers' DiT patched a 16x16 z of a sample_size-8 model and gave an answer, from a
+    positional embedding made for another grid."""
+    pytest.importorskip("diffusers")
+    model = AdapterConfig(
+        "diffusers.DiTTransformer2DModel", 8, 4, NUM_CLASSES, BUILD["diffusers.DiTTransformer2DModel"]
+    ).build()
+    with pytest.raises(
+        ValueError,
+        match=rf"^z is {height}x{width}, but the DiT's sample_size is 8: z must be \(batch, 4, 8, 8\)$",
+    ):
+        model(torch.randn(2, 4, height, width), torch.zeros(2), torch.ones(2), torch.tensor([1, 2]))
+    assert model(torch.randn(2, 4, 8, 8), torch.zeros(2), torch.ones(2), torch.tensor([1, 2])).shape == (
+        2,
+        4,
+        8,
+        8,
+    )
