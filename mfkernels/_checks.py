@@ -67,6 +67,16 @@ def broadcasts_to(shape, to) -> bool:
     return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
 
 
+def requires_grad(t: torch.Tensor) -> bool:
+    """``t.requires_grad`` as the autograd around ``torch.func.jvp`` sees it. Inside the jvp a
+    tensor computed from a parameter (a learned attention bias) is a functorch wrapper whose own
+    flag is False: read at face value, such a bias got no gradient and no error."""
+    if not torch.compiler.is_compiling():
+        while torch._C._functorch.is_functorch_wrapped_tensor(t):
+            t = torch._C._functorch.get_unwrapped(t)
+    return t.requires_grad
+
+
 def check_attention_bias(bias, q, k) -> None:
     """An additive attention mask: float, broadcastable to ``(batch, heads, seq_q, seq_k)``,
     on q's device, without a gradient (the ops give it none)."""
@@ -76,7 +86,7 @@ def check_attention_bias(bias, q, k) -> None:
         shape = tuple(bias.shape)
         raise ValueError(f"bias must broadcast to (batch, heads, seq_q, seq_k) = {want}, got {shape}")
     check_same_device(q=q, bias=bias)
-    if bias.requires_grad:
+    if requires_grad(bias):
         raise ValueError("bias requires grad, but attention_jvp gives it no gradient: pass bias.detach()")
 
 

@@ -70,7 +70,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from . import dispatch
-from ._checks import broadcasts_to, check_sdpa_mask_dtype
+from ._checks import broadcasts_to, check_sdpa_mask_dtype, requires_grad
 from ._warnings import warn_at_caller
 from .ops import _attention_jvp, attention_jvp
 
@@ -93,16 +93,6 @@ def _sdpa_arguments(
     return query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
 
 
-def _requires_grad(t: Tensor) -> bool:
-    """``t.requires_grad`` as the autograd around ``torch.func.jvp`` sees it. Inside the jvp a
-    tensor computed from a parameter (a learned attention bias) is a functorch wrapper whose own
-    flag is False: read at face value, such a mask took the kernels and got no gradient."""
-    if not torch.compiler.is_compiling():
-        while torch._C._functorch.is_functorch_wrapped_tensor(t):
-            t = torch._C._functorch.get_unwrapped(t)
-    return t.requires_grad
-
-
 def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=False) -> str | None:
     """Why the fused attention JVP cannot run this SDPA call, or None when it can."""
     if attn_mask is not None:
@@ -111,7 +101,7 @@ def unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal=Fals
             return "attn_mask is neither bool nor floating point"
         if is_causal:
             return "attn_mask together with is_causal"
-        if _requires_grad(attn_mask) or fwAD.unpack_dual(attn_mask).tangent is not None:
+        if requires_grad(attn_mask) or fwAD.unpack_dual(attn_mask).tangent is not None:
             return "attn_mask requires grad or has a tangent (the kernels take a constant mask)"
     if dropout_p != 0.0:
         return f"dropout_p={dropout_p} (only 0 is fused)"

@@ -303,8 +303,8 @@ KERNEL_API_MUTANTS = [
     Mutant(
         "sdpa-requires-grad-not-unwrapped",
         _SDPA,
-        "        while torch._C._functorch.is_functorch_wrapped_tensor(t):",
-        "        while False:",
+        "        if requires_grad(attn_mask) or",
+        "        if attn_mask.requires_grad or",
         (f"{API_SDPA}::test_a_learned_bias_made_inside_the_jvp_gets_its_gradient",),
         "the functorch wrapper's own requires_grad is read: a learned mask gets no gradient",
     ),

@@ -33,4 +33,14 @@ KERNEL_INPUT_MUTANTS = [
         (ERRORS + "test_patch_sdpa_refuses_what_is_not_a_module",),
         "patch_sdpa(a function) sets attributes on it; patch_sdpa('x') fails with an AttributeError",
     ),
+    Mutant(
+        "attention-bias-requires-grad-not-unwrapped",
+        "mfkernels/_checks.py",
+        "        while torch._C._functorch.is_functorch_wrapped_tensor(t):",
+        "        while False:",
+        (
+            "tests/mfkernels/test_input_checks.py::test_a_bias_computed_from_parameters_inside_a_jvp_is_refused",
+        ),
+        "attention_jvp inside torch.func.jvp takes a learned bias: its parameter gets no gradient, no error",
+    ),
 ]

@@ -33,6 +33,20 @@ def test_a_bias_computed_from_parameters_is_refused():
         mfkernels.attention_jvp(*[q] * 6, bias=parameter * 2.0)
 
 
+def test_a_bias_computed_from_parameters_inside_a_jvp_is_refused():
+    """Inside ``torch.func.jvp`` a bias made from a parameter is a functorch wrapper whose own
+    ``requires_grad`` is False: read at face value it passed, and the parameter got no
+    gradient and no error."""
+    q = rand(1, 2, 5, 8)
+    parameter = rand(5, 5, requires_grad=True)
+
+    def scaled(x):
+        return mfkernels.attention_jvp(*[q] * 6, bias=parameter * 2.0)[0].sum() * x
+
+    with pytest.raises(ValueError, match="bias requires grad"):
+        torch.func.jvp(scaled, (torch.ones(()),), (torch.ones(()),))
+
+
 def test_a_tangent_of_another_16_bit_dtype_is_refused():
     """float16 and bfloat16 have one size and different bits."""
     x = torch.randn(2, 3, dtype=torch.bfloat16)
