@@ -186,8 +186,8 @@ PROGRAM_RUN_MUTANTS = [
     Mutant(
         "generate-resume-with-another-dtype",
         _OUT,
-        '    "scaling_factor",\n    "dtype",\n',
-        '    "scaling_factor",\n',
+        '    "shift_factor",\n    "dtype",\n',
+        '    "shift_factor",\n',
         (RESUME_OTHER,),
         "a resume with --dtype bf16 finishes an fp32 set: one set sampled at two precisions",
     ),
