@@ -34,6 +34,7 @@ def _median_ms(fn, repeats, device):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m meanflow.demo",
+        allow_abbrev=False,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

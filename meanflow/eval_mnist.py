@@ -227,6 +227,7 @@ def summary_line(result: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m meanflow.eval_mnist",
+        allow_abbrev=False,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -526,6 +526,7 @@ def evaluate(
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m meanflow.evaluate",
+        allow_abbrev=False,
         description="FID / IS / precision-recall of generated images (torch-fidelity).",
     )
     p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.generate output folder")
@@ -582,8 +583,7 @@ def main(argv=None):
             allow_unverified_weights=args.allow_unverified_weights,
             ref_size=_ref_size(args.ref_size),
         )
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    print(json.dumps(report, indent=2))
 
 
 def _ref_size(value: str | None):

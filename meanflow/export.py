@@ -86,7 +86,9 @@ def pipeline_id2label(ckpt, model, official=None) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m meanflow.export", description="Trainer checkpoint -> save_pretrained directory."
+        prog="python -m meanflow.export",
+        description="Trainer checkpoint -> save_pretrained directory.",
+        allow_abbrev=False,
     )
     p.add_argument(
         "--ckpt", required=True, help="trainer checkpoint, pretrained directory or official DiT file"

@@ -399,6 +399,7 @@ def assemble(out: str, num: int, batch_size: int, settings: dict, keep_shards: b
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m meanflow.generate",
+        allow_abbrev=False,
         description="Sample --num-samples images (PNGs + ADM .npz) from a MeanFlow model.",
     )
     p.add_argument("--ckpt", required=True, help="trainer checkpoint (.pt) or save_pretrained directory")

@@ -454,6 +454,7 @@ def write_preview(index, dst, vae, count, image_size):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m meanflow.prepare_latents",
+        allow_abbrev=False,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,

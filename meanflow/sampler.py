@@ -110,6 +110,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(
         prog="python -m meanflow.sampler",
+        allow_abbrev=False,
         description="Sample a grid (10 per class) from a trainer checkpoint.",
     )
     parser.add_argument("checkpoint", help="a trainer checkpoint (.pt)")

@@ -149,4 +149,17 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         ),
         "a DiffusersDiT made for 32x32 latents runs on 64x64 ones (a 512px set for a 256px model)",
     ),
+    # ------------------------------------------------ every program's parser: no abbreviations
+    *(
+        Mutant(
+            f"program-args-{program}-takes-a-prefix",
+            f"meanflow/{program}.py",
+            "        allow_abbrev=False,\n",
+            "",
+            (f"{ARGS}test_a_prefix_of_an_option_is_not_taken_for_it[meanflow.{program}]",),
+            "a prefix of an option is taken for it: a later option of that prefix changes what an "
+            "old command line means, in silence",
+        )
+        for program in ("generate", "prepare_latents", "export", "eval_mnist", "demo", "sampler", "evaluate")
+    ),
 ]

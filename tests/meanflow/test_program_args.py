@@ -159,3 +159,27 @@ def test_random_vae_is_refused_where_a_folder_named_random_exists(tmp_path, tiny
     with pytest.raises(ValueError, match=r"^VAE 'random' names both random weights .*'\./random' to load it"):
         load_vae("random", tiny_vae[1])
     assert weights_sha256(load_vae("./random")) == weights_sha256(theirs)
+
+
+# Each program with its required arguments, then a prefix of one of its options and a value
+# the option would refuse: a prefix taken for the option is refused otherwise, and nothing runs.
+PREFIXED = [
+    ("meanflow.generate", ["--ckpt", "last.pt", "--out", "samples", "--num-sam", "x"]),
+    ("meanflow.prepare_latents", ["images", "latents", "--vae", "random", "--work", "x"]),
+    ("meanflow.export", ["--ckpt", "last.pt", "--out", "exported", "--num-h", "x"]),
+    ("meanflow.eval_mnist", ["last.pt", "--samp", "x"]),
+    ("meanflow.demo", ["--input", "x"]),
+    ("meanflow.sampler", ["last.pt", "--per", "x"]),
+    ("meanflow.evaluate", ["samples.npz", "--batch", "x"]),
+]
+
+
+@pytest.mark.parametrize("module, argv", PREFIXED, ids=[m for m, _ in PREFIXED])
+def test_a_prefix_of_an_option_is_not_taken_for_it(module, argv, capsys, tmp_path, monkeypatch):
+    """``--num-sam`` was ``--num-samples``: a later option of the same prefix would change what
+    an old command means, in silence."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    err = _refusal(importlib.import_module(module).main, argv, capsys)
+    assert f"error: unrecognized arguments: {argv[-2]} x\n" in err, err
