@@ -145,17 +145,6 @@ _CONFIG_MUTANTS = [
         "an A100 prunes to the sm_90 tiles its lists share: its own are never built",
     ),
     Mutant(
-        "infra-configs-candidates-without-fp32",
-        _CONFIGS,
-        "every = {FP32_CONFIG}",
-        "every = set()",
-        (
-            CFG,
-            NEVER_EMPTY,
-        ),
-        "an fp32 launch finds its config among no candidates: the pruner leaves none",
-    ),
-    Mutant(
         "infra-configs-dq-sums-not-reset",
         _CONFIGS,
         'reset = ["DQ_ACC"] if name == "dkdv" else None',
@@ -331,7 +320,7 @@ _CACHE_MUTANTS = [
         _CACHE,
         'digest.update(path.relative_to(package).as_posix().encode() + b"\\0" + path.read_bytes())',
         "digest.update(path.read_bytes())",
-        (CACHE,),
+        (f"{CACHE}::test_a_module_renamed_in_place_changes_the_key",),
         "a module moved to another file keeps the key: a cached graph of the old layout served",
     ),
     Mutant(

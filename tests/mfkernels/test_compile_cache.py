@@ -30,3 +30,20 @@ def test_the_key_covers_every_source_below_the_package(tmp_path):
     assert edited != before
     kernels.rename(package / "backends" / "triton" / "moved_kernels.py")
     assert source_version(package) != edited
+
+
+def test_a_module_renamed_in_place_changes_the_key(tmp_path):
+    """Its contents and its place among the sources the same, its name alone differs."""
+    package = tmp_path / "mfkernels"
+    shutil.copytree(
+        Path(mfkernels.__file__).parent, package, ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    before = source_version(package)
+    triton_dir = package / "backends" / "triton"
+    (triton_dir / "attention_kernels.py").rename(triton_dir / "attention_kernels_.py")
+    names = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py"))
+    assert (
+        names.index("backends/triton/attention_kernels_.py")
+        == names.index("backends/triton/attention_configs.py") + 1
+    )
+    assert source_version(package) != before

@@ -107,11 +107,12 @@ class RecordedLaunch:
 
 
 def recorded_launches(monkeypatch, q, k, v):
-    """Every attention kernel's grid and keyword arguments for a forward and a backward."""
+    """Every attention kernel's grid and keyword arguments for a forward and a backward
+    (the forward's tangents V's: shaped as K, strided as V)."""
     seen = {}
     for name in ("_attn_jvp_fwd", "_attn_bwd_delta_kernel", "_attn_bwd_dkdv", "_attn_bwd_dq"):
         monkeypatch.setattr(attention, name, RecordedLaunch(name, seen))
-    o, _, lse = attention.attention_jvp_triton(q, k, v, q, k, v, 0.25)
+    o, _, lse = attention.attention_jvp_triton(q, k, v, q, v, v, 0.25)  # K itself alone: tangents of V
     attention.attention_backward_triton(o, q, k, v, o, lse, 0.25)
     return seen
 
