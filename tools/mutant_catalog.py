@@ -31,10 +31,12 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 """
 
 from mutant import Mutant
+from mutant_catalog_data_flow import DATA_FLOW_MUTANTS
 from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
 from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
 from mutant_catalog_kernel_infra import KERNEL_INFRA_MUTANTS
 from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
+from mutant_catalog_kernel_math import KERNEL_MATH_MUTANTS
 from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
@@ -444,4 +446,6 @@ CATALOG = [
     *PROGRAM_ARG_MUTANTS,  # the programs' command lines: tools/mutant_catalog_program_args.py
     *DATA_SOURCE_MUTANTS,  # small data sources, MNIST evaluation: tools/mutant_catalog_data_sources.py
     *KERNEL_INFRA_MUTANTS,  # tiles, Triton, launches, csrc: tools/mutant_catalog_kernel_infra.py
+    *DATA_FLOW_MUTANTS,  # latents, sharding, reference statistics: tools/mutant_catalog_data_flow.py
+    *KERNEL_MATH_MUTANTS,  # the small kernels' duals: tools/mutant_catalog_kernel_math.py
 ]
