@@ -295,18 +295,10 @@ KERNEL_API_MUTANTS = [
     Mutant(
         "sdpa-learned-mask-inside-the-jvp-taken-as-a-constant",
         _SDPA,
-        "        if _requires_grad(attn_mask) or",
-        "        if attn_mask.requires_grad or",
-        (f"{API_SDPA}::test_a_learned_bias_made_inside_the_jvp_gets_its_gradient",),
-        "a relative-position bias made from a parameter inside torch.func.jvp never trains",
-    ),
-    Mutant(
-        "sdpa-requires-grad-not-unwrapped",
-        _SDPA,
         "        if requires_grad(attn_mask) or",
         "        if attn_mask.requires_grad or",
         (f"{API_SDPA}::test_a_learned_bias_made_inside_the_jvp_gets_its_gradient",),
-        "the functorch wrapper's own requires_grad is read: a learned mask gets no gradient",
+        "a relative-position bias made from a parameter inside torch.func.jvp never trains",
     ),
     Mutant(
         "sdpa-fallback-on-a-fused-sdpa",

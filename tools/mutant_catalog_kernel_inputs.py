@@ -40,6 +40,7 @@ KERNEL_INPUT_MUTANTS = [
         "        while False:",
         (
             "tests/mfkernels/test_input_checks.py::test_a_bias_computed_from_parameters_inside_a_jvp_is_refused",
+            "tests/mfkernels/test_api_sdpa_backend.py::test_a_learned_bias_made_inside_the_jvp_gets_its_gradient",
         ),
         "attention_jvp inside torch.func.jvp takes a learned bias: its parameter gets no gradient, no error",
     ),

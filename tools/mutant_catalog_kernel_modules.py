@@ -235,8 +235,8 @@ MODULE_MUTANTS = [
     Mutant(
         "checks-bias-grad-only-leaves",
         _CHECKS,
-        "    if bias.requires_grad:\n",
-        "    if bias.requires_grad and bias.is_leaf:\n",
+        "    if requires_grad(bias):\n",
+        "    if requires_grad(bias) and bias.is_leaf:\n",
         CHECKS,
         "a bias computed from parameters accepted, its gradient silently dropped",
     ),
