@@ -75,8 +75,14 @@ def _where(data_path) -> str:
 def train_classifier(data_path=None, epochs=3, seed=0, log=print, batch=256, splits=None):
     """Adam (one-cycle), batch 256, 3 epochs on the training split, on the CPU (98.89% test
     accuracy with the default seed); returns ``(model, test accuracy)``. ``splits``: the
-    ``(train, test)`` splits of ``data_path`` when the caller has loaded them already."""
-    torch.manual_seed(seed)
+    ``(train, test)`` splits of ``data_path`` when the caller has loaded them already. The
+    caller's global generator is left where it stood (a trainer's is part of its resume)."""
+    with torch.random.fork_rng(devices=[]):  # the classifier is trained on the CPU
+        torch.manual_seed(seed)
+        return _train_classifier(data_path, epochs, seed, log, batch, splits)
+
+
+def _train_classifier(data_path, epochs, seed, log, batch, splits):
     (images, labels), (test_x, test_y) = splits or [load_mnist(s, data_path) for s in ("train", "test")]
     # Both splits are checked before minutes of training: fewer images than a batch is no
     # schedule at all, and the test features' covariance needs two images.

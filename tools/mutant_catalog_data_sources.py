@@ -353,4 +353,12 @@ DATA_SOURCE_MUTANTS = [
         (DEMO,),
         "--channels 0 fails deep in the model with a traceback, not one line naming the option",
     ),
+    Mutant(
+        "datasrc-classifier-reseeds-the-callers-generator",
+        "meanflow/eval_mnist.py",
+        "    with torch.random.fork_rng(devices=[]):",
+        "    with torch.random.fork_rng(devices=[], enabled=False):",
+        (f"{MNIST}test_the_classifier_is_its_seed_whatever_the_callers_random_state",),
+        "a trainer whose first evaluation trains the classifier draws other dropout than its resume",
+    ),
 ]

@@ -493,7 +493,12 @@ def test_the_classifier_is_its_seed_whatever_the_callers_random_state(fake_mnist
     for caller_seed in (1, 2):
         torch.manual_seed(caller_seed)
         model, _ = eval_mnist.train_classifier(fake_mnist, epochs=1, log=lambda s: None, batch=16)
+        drawn = torch.rand(4)
         states.append(model.state_dict())
+        # and the caller's generator is where it stood: a trainer whose first evaluation
+        # trains the classifier draws what one that finds it cached draws (its resume too)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(drawn, torch.rand(4))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
