@@ -39,8 +39,7 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write, hash_file
-from .cli import add_weights_options, errors_as_one_line
-from .cli_types import int_at_least
+from .cli import add_weights_options, errors_as_one_line, int_at_least
 from .data.latents import load_vae_for_checkpoint
 from .distributed import gather, on_rank0, setup_distributed, together
 from .generate_out import (  # noqa: F401 (read_manifest, RESULT_KEYS: this program's API)

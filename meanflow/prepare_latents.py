@@ -39,8 +39,7 @@ import numpy as np
 import torch
 
 from .checkpoint import exclusive_folder, publish_directory, write_json_atomic
-from .cli import BAD_INPUT, errors_as_one_line
-from .cli_types import int_at_least
+from .cli import BAD_INPUT, errors_as_one_line, int_at_least
 from .data.image_folder import DECODE_VERSION, SKIPPED, FolderIndex, name_a_few, scan_image_folder
 from .data.latents import FORMAT, MANIFEST
 from .distributed import resolve_device

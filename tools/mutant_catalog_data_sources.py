@@ -201,8 +201,8 @@ DATA_SOURCE_MUTANTS = [
     Mutant(
         "datasrc-eval-mnist-classifier-init-unseeded",
         _EVAL,
-        "    torch.manual_seed(seed)\n    (images, labels)",
-        "    (images, labels)",
+        "        torch.manual_seed(seed)\n        return _train_classifier(",
+        "        return _train_classifier(",
         (f"{MNIST}test_the_classifier_is_its_seed_whatever_the_callers_random_state",),
         "the classifier follows the caller's RNG: two machines cache other classifiers and distances",
     ),

@@ -9,7 +9,7 @@ __all__ = ["PROGRAM_ARG_MUTANTS"]
 _PREP = "meanflow/prepare_latents.py"
 _GEN = "meanflow/generate.py"
 _OUT = "meanflow/generate_out.py"
-_TYPES = "meanflow/cli_types.py"
+_TYPES = "meanflow/cli.py"
 _VAE = "meanflow/vae.py"
 _ADAPTERS = "meanflow/adapters.py"
 ARGS = "tests/meanflow/test_program_args.py::"
@@ -20,7 +20,7 @@ SHIFT_RESUMED = f"{ARGS}test_generate_refuses_to_resume_with_another_vae_shift"
 PREP_FUNCTION = f"{ARGS}test_prepare_latents_function_refuses_negative_workers_before_anything_is_made"
 
 PROGRAM_ARG_MUTANTS: list[Mutant] = [
-    # ----------------------------------------------------------------- meanflow/cli_types.py
+    # ----------------------------------------------------------------------- meanflow/cli.py
     Mutant(
         "program-args-int-at-least-unchecked",
         _TYPES,
@@ -28,6 +28,14 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         "        if False:\n",
         (PREP_PARSE,),
         "every parse-time bound is gone: --workers -1 fails in DataLoader's words after the scan",
+    ),
+    Mutant(
+        "program-args-ema-parsed-as-any-int",
+        _TYPES,
+        "        type=int_at_least(0),\n        default=0,",
+        "        type=int,\n        default=0,",
+        ("tests/meanflow/test_cli_help.py::test_an_option_that_would_do_nothing_is_a_usage_error",),
+        "--ema -1 passes the command line and is refused by the loader as ema=-1, a name never typed",
     ),
     # ------------------------------------------------------------ meanflow/prepare_latents.py
     Mutant(

@@ -78,6 +78,8 @@ def test_evaluate_puts_its_extractor_on_the_device_asked_for():
     [
         ("export", ["--ema", "1", "--raw"], "argument --raw: not allowed with argument --ema"),
         ("generate", ["--ema", "1", "--raw"], "argument --raw: not allowed with argument --ema"),
+        ("export", ["--ema", "-1"], "argument --ema: must be an integer >= 0, got -1"),
+        ("generate", ["--ema", "-1"], "argument --ema: must be an integer >= 0, got -1"),
         ("export", ["--num-heads", "16"], "argument --num-heads: only with --official-dit or --official-sit"),
         (
             "generate",
