@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from tree_snapshot import tree_snapshot
 
 from meanflow import export
 from meanflow.checkpoint import EXPORT_MARKER
@@ -20,18 +21,6 @@ def trainer_checkpoint(path, model):
     state = {"model": model.state_dict(), "ema": emas, "ema_decays": [0.9, 0.99], "step": 2}
     torch.save({**state, "model_config": dataclasses.asdict(model.config)}, path)
     return emas
-
-
-def snapshot(root):
-    """Every file and folder below ``root`` with its bytes (None for a folder)."""
-    tree = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            tree[os.path.relpath(os.path.join(dirpath, name), root)] = None
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                tree[os.path.relpath(os.path.join(dirpath, name), root)] = f.read()
-    return tree
 
 
 def run_export(capsys, *args):
@@ -58,12 +47,12 @@ def run_dir(tmp_path, tiny):
 
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_export_into_its_training_run_is_refused_and_removes_nothing(run_dir, capsys, pipeline):
-    before = snapshot(run_dir)
+    before = tree_snapshot(run_dir, folders=True)
     flags = ["--pipeline"] if pipeline else []
     code, err = run_export(capsys, "--ckpt", str(run_dir / "last.pt"), "--out", str(run_dir), *flags)
     assert code == 2
     assert err.count("\n") == 1 and str(run_dir) in err and "refusing to overwrite" in err
-    assert snapshot(run_dir) == before
+    assert tree_snapshot(run_dir, folders=True) == before
     assert os.listdir(run_dir.parent) == ["run"]  # no temporary left beside it
 
 
@@ -72,10 +61,10 @@ def test_a_model_folder_of_someone_else_is_refused(tmp_path, run_dir, capsys):
     theirs.mkdir()
     (theirs / "config.json").write_text('{"_class_name": "AutoencoderKL"}\n')
     (theirs / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
-    before = snapshot(theirs)
+    before = tree_snapshot(theirs, folders=True)
     code, err = run_export(capsys, "--ckpt", str(run_dir / "last.pt"), "--out", str(theirs))
     assert code == 2 and str(theirs) in err and EXPORT_MARKER in err
-    assert snapshot(theirs) == before
+    assert tree_snapshot(theirs, folders=True) == before
 
 
 @pytest.mark.parametrize("pipeline", [False, True])
@@ -91,7 +80,7 @@ def test_rerun_over_its_own_export_replaces_it(tmp_path, run_dir, capsys, pipeli
         assert torch.equal(value, emas[1][name]), name
     assert sorted(os.listdir(tmp_path)) == ["exported", "run"]
     listed = json.loads((out / EXPORT_MARKER).read_text())["files"]
-    assert sorted(listed) == sorted(set(snapshot(out)) - {EXPORT_MARKER})
+    assert sorted(listed) == sorted(set(tree_snapshot(out, folders=True)) - {EXPORT_MARKER})
 
 
 def test_a_file_added_to_an_export_is_never_removed(tmp_path, run_dir, capsys):
@@ -99,17 +88,17 @@ def test_a_file_added_to_an_export_is_never_removed(tmp_path, run_dir, capsys):
     ckpt = str(run_dir / "last.pt")
     assert run_export(capsys, "--ckpt", ckpt, "--out", str(out))[0] == 0
     (out / "README.md").write_text("my model card\n")
-    before = snapshot(out)
+    before = tree_snapshot(out, folders=True)
     code, err = run_export(capsys, "--ckpt", ckpt, "--out", str(out), "--raw")
     assert code == 2 and "README.md" in err and str(out) in err
-    assert snapshot(out) == before
+    assert tree_snapshot(out, folders=True) == before
 
 
 def test_full_disk_during_an_export_keeps_the_previous_one(tmp_path, run_dir, capsys, monkeypatch):
     out = tmp_path / "exported"
     ckpt = str(run_dir / "last.pt")
     assert run_export(capsys, "--ckpt", ckpt, "--out", str(out))[0] == 0
-    before = snapshot(out)
+    before = tree_snapshot(out, folders=True)
     import safetensors.torch
 
     def full(tensors, filename, metadata=None):
@@ -120,7 +109,7 @@ def test_full_disk_during_an_export_keeps_the_previous_one(tmp_path, run_dir, ca
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     code, err = run_export(capsys, "--ckpt", ckpt, "--out", str(out), "--raw")
     assert code == 1 and err == f"error: no space left writing {out} (left as it was)\n"
-    assert snapshot(out) == before
+    assert tree_snapshot(out, folders=True) == before
     assert sorted(os.listdir(tmp_path)) == ["exported", "run"]
 
 

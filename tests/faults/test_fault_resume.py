@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from trainer_cli import cli_error
 from trainer_cli import tiny_argv as one_step_argv
+from tree_snapshot import tree_snapshot
 
 from meanflow import train, train_state
 
@@ -21,29 +22,18 @@ def tiny_argv(out_dir, data_path, *extra):
     return one_step_argv(out_dir, data_path, "--steps", "2", "--ckpt_every", "1", "--log_every", "1", *extra)
 
 
-def snapshot(root) -> dict:
-    """Every file under ``root``: its bytes and modification time."""
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, root)] = (f.read(), os.stat(path).st_mtime_ns)
-    return files
-
-
 def test_finished_run_is_left_alone(tmp_path, fake_mnist, capsys):
     """Re-running a finished run (or asking for fewer steps) trains nothing and touches no file:
     config.json keeps describing last.pt, metrics.jsonl gets no second summary."""
     out = tmp_path / "run"
     train.cli(tiny_argv(out, fake_mnist))
-    before = snapshot(out)
+    before = tree_snapshot(out, times=True)
     assert {"last.pt", "config.json", "metrics.jsonl"} <= set(before)
     capsys.readouterr()
     for steps in ("2", "1"):
         train.cli(tiny_argv(out, fake_mnist, "--steps", steps))  # exit status 0: no SystemExit
         assert capsys.readouterr().out == f"{out} is already at step 2 >= {steps}: nothing to do\n"
-        assert snapshot(out) == before
+        assert tree_snapshot(out, times=True) == before
 
 
 def test_resume_says_so_and_takes_a_new_schedule(tmp_path, fake_mnist, capsys):
@@ -61,7 +51,7 @@ def test_resume_refuses_another_run_naming_the_key(tmp_path, fake_mnist):
     out, other_data = tmp_path / "run", str(tmp_path / "other-mnist")
     shutil.copytree(fake_mnist, other_data)
     train.cli(tiny_argv(out, fake_mnist))
-    before = snapshot(out)
+    before = tree_snapshot(out, times=True)
     for extra, change in [
         (["--seed", "1"], "seed: checkpoint 0 vs this run 1"),
         (["--batch_size", "4"], "batch_size: checkpoint 8 vs this run 4"),
@@ -73,7 +63,7 @@ def test_resume_refuses_another_run_naming_the_key(tmp_path, fake_mnist):
     ]:
         message = cli_error(tiny_argv(out, fake_mnist, "--steps", "4", *extra))
         assert f"checkpoint {str(out / 'last.pt')!r} is for another run ({change}" in message
-        assert snapshot(out) == before
+        assert tree_snapshot(out, times=True) == before
 
 
 def test_checkpoint_missing_a_key_is_one_line_naming_file_and_key(tmp_path, fake_mnist):
@@ -143,17 +133,17 @@ def test_resume_into_another_runs_out_dir_is_refused(tmp_path, fake_mnist):
     first, second = tmp_path / "first", tmp_path / "second"
     train.cli(tiny_argv(first, fake_mnist))
     train.cli(tiny_argv(second, fake_mnist, "--seed", "7", "--keep_every", "1", "--keep_full", "true"))
-    before = snapshot(second)
+    before = tree_snapshot(second, times=True)
     message = cli_error(tiny_argv(second, fake_mnist, "--steps", "3", "--resume", str(first / "last.pt")))
     assert f"out_dir {str(second)!r} holds the last.pt of another run (seed: 7 there vs 0 here)" in message
-    assert snapshot(second) == before
+    assert tree_snapshot(second, times=True) == before
     back = tiny_argv(second, fake_mnist, "--seed", "7", "--resume", str(second / "ckpt_0000001.pt"))
     message = cli_error(back)
     assert (
         f"out_dir {str(second)!r} holds what its run wrote after step 1 (last.pt at step 2, ckpt_0000002.pt)"
         in message
     )
-    assert snapshot(second) == before
+    assert tree_snapshot(second, times=True) == before
     moved = tmp_path / "moved"
     moved.mkdir()
     os.replace(second / "ckpt_0000002.pt", moved / "ckpt_0000002.pt")
@@ -170,7 +160,7 @@ def test_a_second_trainer_on_a_busy_out_dir_is_refused(tmp_path, fake_mnist):
     a checkpoint write and restarted: tests/faults/test_fault_writes.py.)"""
     out = tmp_path / "run"
     train.cli(tiny_argv(out, fake_mnist))
-    before = snapshot(out)
+    before = tree_snapshot(out, times=True)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_OUT_DIR, str(out)], stdout=subprocess.PIPE, cwd=ROOT, text=True
     )
@@ -181,7 +171,7 @@ def test_a_second_trainer_on_a_busy_out_dir_is_refused(tmp_path, fake_mnist):
         holder.kill()
         holder.communicate()
     assert f"out_dir {str(out)!r} is in use by another meanflow.train run" in message
-    assert snapshot(out) == before
+    assert tree_snapshot(out, times=True) == before
     train.cli(tiny_argv(out, fake_mnist, "--steps", "3"))
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
 
@@ -227,17 +217,19 @@ def test_resume_onto_renamed_class_folders_is_refused_and_export_keeps_the_names
     out = tmp_path / "run"
     train.cli(tiny_argv(out, str(root), *folder))
     assert checkpoint_id2label(str(out / "last.pt"), 3) == dict(enumerate(classes))
-    before = snapshot(out)
+    before = tree_snapshot(out, times=True)
 
     os.rename(root / classes[1], root / "zzz_new_class")  # labels 1, 2 now mean other folders
     message = cli_error(tiny_argv(out, str(root), *folder, "--steps", "3"))
     assert f"label 1 was class {classes[1]!r}, now {classes[2]!r}" in message
-    assert "last.pt" in message and snapshot(out) == before
+    assert "last.pt" in message and tree_snapshot(out, times=True) == before
     assert checkpoint_id2label(str(out / "last.pt"), 3) == dict(enumerate(classes))
 
     shutil.rmtree(root / "zzz_new_class")
     message = cli_error(tiny_argv(out, str(root), *folder, "--steps", "3"))
-    assert "checkpoint" in message and snapshot(out) == before  # 2 classes: the model's shape says so
+    assert (
+        "checkpoint" in message and tree_snapshot(out, times=True) == before
+    )  # 2 classes: the model's shape says so
 
 
 def test_resume_onto_other_images_in_the_mnist_files_is_refused(tmp_path, fake_mnist):
@@ -247,7 +239,7 @@ def test_resume_onto_other_images_in_the_mnist_files_is_refused(tmp_path, fake_m
 
     out = tmp_path / "run"
     train.cli(tiny_argv(out, fake_mnist))
-    before = snapshot(out)
+    before = tree_snapshot(out, times=True)
     path = os.path.join(fake_mnist, "train-images-idx3-ubyte.gz")
     with gzip.open(path, "rb") as f:
         data = bytearray(f.read())
@@ -256,4 +248,4 @@ def test_resume_onto_other_images_in_the_mnist_files_is_refused(tmp_path, fake_m
         f.write(bytes(data))
     message = cli_error(tiny_argv(out, fake_mnist, "--steps", "3"))
     assert "last.pt" in message and "MNIST images and labels: sha256" in message
-    assert snapshot(out) == before
+    assert tree_snapshot(out, times=True) == before

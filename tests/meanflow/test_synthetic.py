@@ -8,26 +8,16 @@ import os
 
 import numpy as np
 import pytest
+from tree_snapshot import tree_snapshot
 
 from meanflow.data.synthetic import make_image_tree, make_latent_folder
-
-
-def tree_bytes(root) -> dict:
-    """``{relative path: bytes}`` of every file under ``root``."""
-    found = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = f.read()
-    return found
 
 
 def test_an_image_tree_is_its_seed(tmp_path):
     trees = {}
     for name, seed in (("a", 0), ("again", 0), ("b", 1)):
         make_image_tree(str(tmp_path / name), classes=2, per_class=3, sides=(8, 12), seed=seed)
-        trees[name] = tree_bytes(tmp_path / name)
+        trees[name] = tree_snapshot(tmp_path / name)
     assert trees["a"] == trees["again"]
     assert sorted(trees["a"]) == sorted(trees["b"])
     assert all(trees["a"][k] != trees["b"][k] for k in trees["a"] if k.endswith("img_0000.jpg"))
