@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import atomic_save, cache_dir
-from .cli import add_weights_options, errors_as_one_line
+from .cli import add_weights_options, errors_as_one_line, int_at_least
 from .config import MIN_EVAL_SAMPLES
 from .data.mnist import file_signature, load_mnist, mnist_sha256, to_pixels
 from .sampler import sample, to_uint8
@@ -241,10 +241,18 @@ def main(argv=None):
     # The trainer's eval_samples default: its scores and these compare (the Frechet distance
     # of fewer samples is larger).
     parser.add_argument(
-        "--samples", type=int, default=1000, help="class-balanced samples to score (default: %(default)s)"
+        "--samples",
+        type=int_at_least(MIN_EVAL_SAMPLES),
+        default=1000,
+        help=f"class-balanced samples to score, at least {MIN_EVAL_SAMPLES}: the Frechet distance needs "
+        "a covariance (default: %(default)s)",
     )
-    parser.add_argument("--steps", type=int, default=1, help="network evaluations per sample (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples' noise (default: 0)")
+    parser.add_argument(
+        "--steps", type=int_at_least(1), default=1, help="network evaluations per sample (default: 1)"
+    )
+    parser.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of the samples' noise (default: 0)"
+    )
     parser.add_argument(
         "--data",
         metavar="DIR",
@@ -254,13 +262,6 @@ def main(argv=None):
     add_weights_options(parser)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
-    if args.samples < MIN_EVAL_SAMPLES:
-        parser.error(
-            f"argument --samples: must be >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a "
-            f"covariance), got {args.samples}"
-        )
-    if args.steps < 1:
-        parser.error(f"argument --steps: must be >= 1, got {args.steps}")
     if args.data is not None and not os.path.isdir(args.data):
         parser.error(f"argument --data: {args.data!r} does not exist or is not a directory")
     # With --json, stdout holds the JSON object alone; the rest goes to stderr.

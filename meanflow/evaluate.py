@@ -60,7 +60,7 @@ import torch
 
 from . import reference_stats
 from .checkpoint import file_sha256, load_torch_file, write_json_atomic
-from .cli import errors_as_one_line
+from .cli import errors_as_one_line, int_at_least
 from .distributed import resolve_device
 from .evaluate_inputs import ImageSet, check_same_size
 
@@ -534,6 +534,7 @@ def main(argv=None):
     p.add_argument(
         "--ref-size",
         metavar="N",
+        type=int_at_least(1),
         help="read a reference folder of any image sizes (a class-folder tree of photos) through the "
         "ADM center crop to NxN that training uses; N is the samples' size",
     )
@@ -558,7 +559,9 @@ def main(argv=None):
         help="a torch-fidelity registered extractor (default: %(default)s)",
     )
     p.add_argument("--save-ref-stats", help="write the reference's mu/sigma, with their extractor, to .npz")
-    p.add_argument("--batch-size", type=int, default=64, help="images per extractor batch (default: 64)")
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), default=64, help="images per extractor batch (default: 64)"
+    )
     p.add_argument(
         "--device",
         default="auto",
@@ -581,18 +584,9 @@ def main(argv=None):
             save_ref_stats=args.save_ref_stats,
             verbose=not args.quiet,
             allow_unverified_weights=args.allow_unverified_weights,
-            ref_size=_ref_size(args.ref_size),
+            ref_size=args.ref_size,
         )
     print(json.dumps(report, indent=2))
-
-
-def _ref_size(value: str | None):
-    """``--ref-size``'s int, or its value as given when it is none (``evaluate`` refuses it in
-    one line naming the flag, as it does 0)."""
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return value
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ publish whole and the last one's stays, as when they run one after the other.
 
 import argparse
 
-from .cli import add_weights_options, errors_as_one_line
+from .cli import add_weights_options, errors_as_one_line, int_at_least
 from .pretrained import from_official_dit, load_model
 
 
@@ -110,7 +110,9 @@ def main(argv=None):
         const="sit",
         help="convert a willisma/SiT checkpoint (Linear path, velocity prediction)",
     )
-    p.add_argument("--num-heads", type=int, help="heads, for --official-* when the width is no DiT preset's")
+    p.add_argument(
+        "--num-heads", type=int_at_least(1), help="heads, for --official-* when the width is no DiT preset's"
+    )
     p.add_argument(
         "--pipeline", action="store_true", help="write a MeanFlowPipeline folder (model_index.json)"
     )

@@ -103,7 +103,7 @@ def main(argv=None):
     import argparse
 
     from .checkpoint import refuse_directory
-    from .cli import add_weights_options, errors_as_one_line
+    from .cli import add_weights_options, errors_as_one_line, int_at_least
     from .data.latents import load_vae_for_checkpoint
     from .distributed import resolve_device
     from .pretrained import load_trainer_checkpoint
@@ -115,20 +115,26 @@ def main(argv=None):
     )
     parser.add_argument("checkpoint", help="a trainer checkpoint (.pt)")
     parser.add_argument(
-        "--steps", type=int, default=1, help="network evaluations per image (1 = one step; default: 1)"
+        "--steps",
+        type=int_at_least(1),
+        default=1,
+        help="network evaluations per image (1 = one step; default: 1)",
     )
     parser.add_argument(
-        "--per-class", type=int, default=10, help="images per class, one column per class (default: 10)"
+        "--per-class",
+        type=int_at_least(1),
+        default=10,
+        help="images per class, one column per class (default: 10)",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=int_at_least(0),
         default=0,
         help="seed of the noise, drawn on the CPU: one grid on any device (default: 0)",
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=int_at_least(1),
         default=64,
         help="images sampled (and decoded) at a time; the grid is the same for any (default: 64)",
     )
@@ -145,12 +151,6 @@ def main(argv=None):
         help="auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N",
     )
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"argument --steps: must be >= 1, got {args.steps}")
-    if args.per_class < 1:
-        parser.error(f"argument --per-class: must be >= 1, got {args.per_class}")
-    if args.batch_size < 1:
-        parser.error(f"argument --batch-size: must be >= 1, got {args.batch_size}")
     try:  # before the model is loaded and sampled
         refuse_directory(args.out)
     except ValueError as e:

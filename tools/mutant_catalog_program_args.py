@@ -18,6 +18,7 @@ GEN_PARSE = f"{ARGS}test_generate_names_the_flag_of_a_bad_number"
 SHIFT_RECORDED = f"{ARGS}test_generate_manifest_records_the_vae_shift_it_decoded_with"
 SHIFT_RESUMED = f"{ARGS}test_generate_refuses_to_resume_with_another_vae_shift"
 PREP_FUNCTION = f"{ARGS}test_prepare_latents_function_refuses_negative_workers_before_anything_is_made"
+BAD_NUMBER = f"{ARGS}test_a_bad_number_is_refused_while_parsing_naming_its_flag"
 
 PROGRAM_ARG_MUTANTS: list[Mutant] = [
     # ----------------------------------------------------------------------- meanflow/cli.py
@@ -157,6 +158,99 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         ),
         "a DiffusersDiT made for 32x32 latents runs on 64x64 ones (a 512px set for a 256px model)",
     ),
+    # ------------------------------ sampler, evaluate, export, eval_mnist: numbers parsed checked
+    *(
+        Mutant(
+            f"program-args-{program.replace('_', '-')}-{flag[2:]}-parsed-as-any-int",
+            f"meanflow/{program}.py",
+            find,
+            find.replace(bound, "int"),
+            (f"{BAD_NUMBER}[{program}{flag}{value}]",),
+            why,
+        )
+        for program, flag, value, find, bound, why in (
+            (
+                "sampler",
+                "--steps",
+                "0",
+                '"--steps",\n        type=int_at_least(1),',
+                "int_at_least(1)",
+                "--steps 0 passes the command line and is refused in other words than the rest",
+            ),
+            (
+                "sampler",
+                "--per-class",
+                "0",
+                '"--per-class",\n        type=int_at_least(1),',
+                "int_at_least(1)",
+                "--per-class 0 passes the command line",
+            ),
+            (
+                "sampler",
+                "--batch-size",
+                "0",
+                '"--batch-size",\n        type=int_at_least(1),',
+                "int_at_least(1)",
+                "--batch-size 0 passes the command line",
+            ),
+            (
+                "sampler",
+                "--seed",
+                "-1",
+                '"--seed",\n        type=int_at_least(0),',
+                "int_at_least(0)",
+                "--seed -1 draws the grid of seed 2**64 - 1, in silence",
+            ),
+            (
+                "evaluate",
+                "--batch-size",
+                "0",
+                '"--batch-size", type=int_at_least(1),',
+                "int_at_least(1)",
+                "--batch-size 0 is refused as batch_size, the function's keyword",
+            ),
+            (
+                "evaluate",
+                "--ref-size",
+                "0",
+                'metavar="N",\n        type=int_at_least(1),',
+                "int_at_least(1)",
+                "--ref-size 0 passes the command line",
+            ),
+            (
+                "export",
+                "--num-heads",
+                "0",
+                '"--num-heads", type=int_at_least(1),',
+                "int_at_least(1)",
+                "--num-heads 0 is refused as num_heads, the config's field, after the checkpoint is read",
+            ),
+            (
+                "eval_mnist",
+                "--samples",
+                "1",
+                "type=int_at_least(MIN_EVAL_SAMPLES),",
+                "int_at_least(MIN_EVAL_SAMPLES)",
+                "--samples 1 passes the command line: no covariance",
+            ),
+            (
+                "eval_mnist",
+                "--steps",
+                "0",
+                '"--steps", type=int_at_least(1),',
+                "int_at_least(1)",
+                "--steps 0 passes the command line",
+            ),
+            (
+                "eval_mnist",
+                "--seed",
+                "-1",
+                '"--seed", type=int_at_least(0),',
+                "int_at_least(0)",
+                "--seed -1 scores the samples of seed 2**64 - 1, in silence",
+            ),
+        )
+    ),  # fmt: skip
     # ------------------------------------------------ every program's parser: no abbreviations
     *(
         Mutant(

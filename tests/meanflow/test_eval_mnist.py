@@ -248,10 +248,10 @@ def test_evaluate_checks_before_loading_the_classifier(kw, message, monkeypatch)
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--samples", "1"], "argument --samples: must be >= 2"),
-        (["--samples", "0"], "argument --samples: must be >= 2"),
-        (["--samples", "-3"], "argument --samples: must be >= 2"),
-        (["--steps", "0"], "argument --steps: must be >= 1"),
+        (["--samples", "1"], "argument --samples: must be an integer >= 2"),
+        (["--samples", "0"], "argument --samples: must be an integer >= 2"),
+        (["--samples", "-3"], "argument --samples: must be an integer >= 2"),
+        (["--steps", "0"], "argument --steps: must be an integer >= 1"),
         (["--data", "missing"], "argument --data: 'missing' does not exist"),
         (dict(in_channels=3), "makes 3x32x32 images of 10 classes; the MNIST classifier scores"),
         (dict(input_size=64), "makes 1x64x64 images of 10 classes"),

@@ -183,3 +183,44 @@ def test_a_prefix_of_an_option_is_not_taken_for_it(module, argv, capsys, tmp_pat
     monkeypatch.chdir(tmp_path)
     err = _refusal(importlib.import_module(module).main, argv, capsys)
     assert f"error: unrecognized arguments: {argv[-2]} x\n" in err, err
+
+
+# Each program with its required arguments (files that do not exist: a number refused while
+# parsing is refused before any is read), an option and a value it must refuse, and argparse's
+# words for it.
+BAD_NUMBERS = [
+    ("sampler", ["last.pt"], "--steps", "0", "must be an integer >= 1, got 0"),
+    ("sampler", ["last.pt"], "--per-class", "0", "must be an integer >= 1, got 0"),
+    ("sampler", ["last.pt"], "--batch-size", "0", "must be an integer >= 1, got 0"),
+    ("sampler", ["last.pt"], "--seed", "-1", "must be an integer >= 0, got -1"),
+    ("evaluate", ["samples.npz"], "--batch-size", "0", "must be an integer >= 1, got 0"),
+    ("evaluate", ["samples.npz"], "--ref-size", "0", "must be an integer >= 1, got 0"),
+    ("evaluate", ["samples.npz"], "--ref-size", "x", "must be an integer >= 1, got 'x'"),
+    (
+        "export",
+        ["--ckpt", "DiT.pt", "--out", "x", "--official-dit"],
+        "--num-heads",
+        "0",
+        "must be an integer >= 1, got 0",
+    ),
+    ("eval_mnist", ["last.pt"], "--samples", "1", "must be an integer >= 2, got 1"),
+    ("eval_mnist", ["last.pt"], "--steps", "0", "must be an integer >= 1, got 0"),
+    ("eval_mnist", ["last.pt"], "--seed", "-1", "must be an integer >= 0, got -1"),
+]
+
+
+@pytest.mark.parametrize(
+    "program, argv, flag, value, said", BAD_NUMBERS, ids=[f"{p}{f}{v}" for p, _, f, v, _ in BAD_NUMBERS]
+)
+def test_a_bad_number_is_refused_while_parsing_naming_its_flag(
+    program, argv, flag, value, said, capsys, tmp_path, monkeypatch
+):
+    """sampler's and eval_mnist's --seed -1 ran as seed 2**64 - 1 in silence (generate refuses
+    it); evaluate's --batch-size 0 was refused as batch_size, its function's keyword; export's
+    --num-heads 0 was refused as num_heads, the config's field, after the checkpoint was read."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    err = _refusal(importlib.import_module(f"meanflow.{program}").main, [*argv, flag, value], capsys)
+    assert f"error: argument {flag}: {said}\n" in err, err
+    assert sorted(tmp_path.iterdir()) == []

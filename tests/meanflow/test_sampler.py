@@ -101,11 +101,11 @@ def _checkpoint(path, model):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
-        (["--per-class", "-2"], "argument --per-class: must be >= 1, got -2"),
-        (["--per-class", "0"], "argument --per-class: must be >= 1, got 0"),
+        (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+        (["--per-class", "-2"], "argument --per-class: must be an integer >= 1, got -2"),
+        (["--per-class", "0"], "argument --per-class: must be an integer >= 1, got 0"),
         (["--out", "folder"], "argument --out: folder is a directory"),
-        (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
     ],
 )
 def test_grid_program_names_a_bad_option(argv, message, tiny, tmp_path, monkeypatch, capsys):
