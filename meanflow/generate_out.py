@@ -30,6 +30,25 @@ RESULT_KEYS = (
     "dtype",
     "model_config",
 )
+# How a refused resume names each of them: the option the user typed (``--raw`` is ema None),
+# or for a setting read from a file, the option that gave the file.
+FLAG_OF_SETTING = {
+    "ckpt": "--ckpt",
+    "ckpt_sha256": "--ckpt's sha256",
+    "ema": "--ema/--raw",
+    "num": "--num-samples",
+    "steps": "--steps",
+    "seed": "--seed",
+    "batch_size": "--batch-size",
+    "classes": "--classes",
+    "vae": "--vae",
+    "vae_sha256": "--vae's sha256",
+    "vae_config": "--vae-config",
+    "scaling_factor": "--scaling-factor",
+    "shift_factor": "the VAE config's shift_factor",
+    "dtype": "--dtype",
+    "model_config": "--ckpt's model_config",
+}
 # Recorded since a later version: a manifest without it (an older set) is not compared on it.
 # The VAE's weights hash, as the checkpoint's: a VAE replaced at the same path decodes otherwise.
 # The VAE's shift too: one config's shift (not part of vae_sha256) decodes the same latents otherwise.
@@ -159,7 +178,7 @@ def _check_manifest(out: str, settings: dict):
             "(a live run's last.pt?), and its images would mix with the others; use another --out"
         )
     diff = [
-        f"{k}: {old.get(k)!r} there, {settings[k]!r} now"
+        f"{FLAG_OF_SETTING.get(k, k)}: {old.get(k)!r} there, {settings[k]!r} now"
         for k in RESULT_KEYS
         if old.get(k) != settings[k] and (k in old or k not in ADDED_KEYS)
     ]

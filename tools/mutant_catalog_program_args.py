@@ -19,6 +19,7 @@ SHIFT_RECORDED = f"{ARGS}test_generate_manifest_records_the_vae_shift_it_decoded
 SHIFT_RESUMED = f"{ARGS}test_generate_refuses_to_resume_with_another_vae_shift"
 PREP_FUNCTION = f"{ARGS}test_prepare_latents_function_refuses_negative_workers_before_anything_is_made"
 BAD_NUMBER = f"{ARGS}test_a_bad_number_is_refused_while_parsing_naming_its_flag"
+RESUME_FLAG = f"{ARGS}test_generate_names_the_flag_of_a_setting_a_resume_changed"
 
 PROGRAM_ARG_MUTANTS: list[Mutant] = [
     # ----------------------------------------------------------------------- meanflow/cli.py
@@ -136,6 +137,22 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         '    "dtype",',
         (SHIFT_RESUMED,),
         "a resume with the VAE config's shift changed mixes two decodings of the latents in one set",
+    ),
+    Mutant(
+        "program-args-generate-resume-names-manifest-keys",
+        _OUT,
+        '        f"{FLAG_OF_SETTING.get(k, k)}: {old.get(k)!r} there',
+        '        f"{k}: {old.get(k)!r} there',
+        (RESUME_FLAG,),
+        "a refused resume names num: 2 there, 3 now: a key of the manifest, not --num-samples",
+    ),
+    Mutant(
+        "program-args-generate-resume-flag-of-num-missing",
+        _OUT,
+        '    "num": "--num-samples",\n',
+        "",
+        (f"{ARGS}test_generate_names_a_flag_for_every_setting_a_resume_compares", RESUME_FLAG),
+        "a setting without its flag is named by its manifest key",
     ),
     # --------------------------------------------------------------------- meanflow/vae.py
     Mutant(

@@ -302,7 +302,7 @@ def test_a_vae_replaced_at_its_path_is_refused_on_resume(tmp_path, tiny, tiny_va
         for p in vae.parameters():
             p.add_(1e-2)
     vae.save_pretrained(folder)  # another VAE under the same path
-    with pytest.raises(ValueError, match=r"vae_sha256: .* there, .* now\): use another --out"):
+    with pytest.raises(ValueError, match=r"--vae's sha256: .* there, .* now\): use another --out"):
         generate_cli.run(ckpt, out, **RUN)
     assert snapshot(out) == before
 
@@ -335,11 +335,11 @@ def test_a_run_killed_in_its_first_manifest_write_leaves_nothing_after_the_next(
 @pytest.mark.parametrize(
     "changed, said",
     [
-        (dict(steps=2), "steps: 1 there, 2 now"),
-        (dict(classes="random"), "classes: 'balanced' there, 'random' now"),
-        (dict(batch_size=3), "batch_size: 2 there, 3 now"),  # shard k would hold other indices
-        (dict(dtype="bf16"), "dtype: 'fp32' there, 'bf16' now"),
-        (dict(ema=None), "ema: 0 there, None now"),  # --raw: other weights
+        (dict(steps=2), "--steps: 1 there, 2 now"),
+        (dict(classes="random"), "--classes: 'balanced' there, 'random' now"),
+        (dict(batch_size=3), "--batch-size: 2 there, 3 now"),  # shard k would hold other indices
+        (dict(dtype="bf16"), "--dtype: 'fp32' there, 'bf16' now"),
+        (dict(ema=None), "--ema/--raw: 0 there, None now"),  # --raw: other weights
     ],
 )
 def test_a_resume_with_other_settings_is_refused_naming_each(tmp_path, tiny, monkeypatch, changed, said):
@@ -364,6 +364,6 @@ def test_a_manifest_missing_a_setting_is_not_taken_for_any(tmp_path, tiny, monke
     del manifest["seed"]
     open(path, "w").write(json.dumps(manifest))
     before = snapshot(out)
-    with pytest.raises(ValueError, match=re.escape("other settings (seed: None there, 0 now)")):
+    with pytest.raises(ValueError, match=re.escape("other settings (--seed: None there, 0 now)")):
         generate_cli.run(ckpt, out, **RUN)
     assert snapshot(out) == before

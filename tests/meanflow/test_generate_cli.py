@@ -235,7 +235,7 @@ def test_bad_inputs_write_nothing(tmp_path, tiny):
     # a finished run is not mixed with another configuration
     generate_cli.run(ckpt, str(out), num=2, progress=False)
     before = load(out)["arr_0"]
-    with pytest.raises(ValueError, match=r"other settings \(seed: 0 there, 1 now\)"):
+    with pytest.raises(ValueError, match=r"other settings \(--seed: 0 there, 1 now\)"):
         generate_cli.run(ckpt, str(out), num=2, seed=1, progress=False)
     assert np.array_equal(load(out)["arr_0"], before)
 

@@ -137,7 +137,8 @@ def test_generate_refuses_to_resume_with_another_vae_shift(tmp_path, tiny, tiny_
     out = tmp_path / "samples"
     _latent_generate(tmp_path, tiny, tiny_vae, None, out)
     (out / "samples.npz").unlink()  # an unfinished set, to be resumed
-    with pytest.raises(ValueError, match=r"other settings \(shift_factor: None there, 0.0609 now\)"):
+    said = r"other settings \(the VAE config's shift_factor: None there, 0.0609 now\)"
+    with pytest.raises(ValueError, match=said):
         _latent_generate(tmp_path, tiny, tiny_vae, 0.0609, out)
 
 
@@ -224,3 +225,34 @@ def test_a_bad_number_is_refused_while_parsing_naming_its_flag(
     err = _refusal(importlib.import_module(f"meanflow.{program}").main, [*argv, flag, value], capsys)
     assert f"error: argument {flag}: {said}\n" in err, err
     assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "first, then, said",
+    [
+        (["--num-samples", "2"], ["--num", "3"], "--num-samples: 2 there, 3 now"),
+        (["--batch-size", "2"], ["--batch-size", "1"], "--batch-size: 2 there, 1 now"),
+        (["--dtype", "fp32"], ["--dtype", "bf16"], "--dtype: 'fp32' there, 'bf16' now"),
+        (["--ema", "0"], ["--raw"], "--ema/--raw: 0 there, None now"),
+    ],
+)
+def test_generate_names_the_flag_of_a_setting_a_resume_changed(tmp_path, tiny, capsys, first, then, said):
+    """The refusal named the manifest's keys (``num: 2 there, 3 now``), which the user never
+    typed: they could not tell which of their options to change back."""
+    import torch
+
+    from meanflow.generate import main
+
+    ckpt, out = tmp_path / "last.pt", tmp_path / "samples"
+    state = tiny(in_channels=3).state_dict()
+    torch.save({"model": state, "ema": [state], "model_config": vars(tiny(in_channels=3).config)}, ckpt)
+    common = ["--ckpt", str(ckpt), "--out", str(out), "--quiet", "--no-png"]
+    main([*common, "--num-samples", "2", "--batch-size", "2", *first])
+    err = _refusal(main, [*common, "--num-samples", "2", "--batch-size", "2", *then], capsys)
+    assert f"other settings ({said}): use another --out\n" in err, err
+
+
+def test_generate_names_a_flag_for_every_setting_a_resume_compares():
+    from meanflow.generate_out import FLAG_OF_SETTING, RESULT_KEYS
+
+    assert set(FLAG_OF_SETTING) == set(RESULT_KEYS)
