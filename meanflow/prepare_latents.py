@@ -43,7 +43,7 @@ from .cli import BAD_INPUT, errors_as_one_line, int_at_least
 from .data.image_folder import DECODE_VERSION, SKIPPED, FolderIndex, name_a_few, scan_image_folder
 from .data.latents import FORMAT, MANIFEST
 from .distributed import resolve_device
-from .vae import decode_latents, describe_identity, latent_scale, load_vae, vae_identity
+from .vae import RANDOM, decode_latents, describe_identity, latent_scale, load_vae, vae_config, vae_identity
 
 
 @torch.no_grad()
@@ -269,7 +269,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         device = resolve_device(device)
         # The VAE before the scan, which takes minutes on ImageNet: a bad --vae is said at once.
         vae = load_vae(weights, config, device)
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        factor = downsampling_factor(vae.config.block_out_channels)
         if image_size % factor:
             raise ValueError(
                 f"image_size {image_size} is not a multiple of the VAE's downsampling factor {factor}"
@@ -450,6 +450,31 @@ def write_preview(index, dst, vae, count, image_size):
     save_grid(torch.cat([source, recon]), os.path.join(dst, "preview.png"), nrow=count)
 
 
+def downsampling_factor(block_out_channels) -> int:
+    """The image pixels a latent's side stands for: the encoder halves the size at every level
+    but the last."""
+    return 2 ** (len(block_out_channels) - 1)
+
+
+def _refuse_image_size_off_the_vae_factor(parser, args) -> None:
+    """``--image-size`` not a multiple of the VAE's downsampling factor, refused naming the
+    option: the factor is in the VAE's config, read before its weights load and the scan (minutes
+    on ImageNet). A config that cannot be read here is left for :func:`prepare_latents` to refuse."""
+    folder = args.vae != RANDOM and os.path.isdir(args.vae)
+    if folder and args.vae_config is not None:
+        return  # both: refused by load_vae, in its words
+    try:
+        config = vae_config(args.vae if folder else args.vae_config)
+    except (OSError, ValueError, TypeError):
+        return
+    levels = config.get("block_out_channels")
+    if isinstance(levels, list) and levels and args.image_size % downsampling_factor(levels):
+        parser.error(
+            f"argument --image-size: {args.image_size} is not a multiple of the VAE's downsampling "
+            f"factor {downsampling_factor(levels)}"
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m meanflow.prepare_latents",
@@ -513,6 +538,7 @@ def main(argv=None):
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    _refuse_image_size_off_the_vae_factor(parser, args)
     with errors_as_one_line(parser, (*BAD_INPUT, NotADirectoryError)):
         prepare_latents(
             args.src, args.dst, args.vae, args.vae_config,

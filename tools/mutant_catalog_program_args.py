@@ -20,6 +20,9 @@ SHIFT_RESUMED = f"{ARGS}test_generate_refuses_to_resume_with_another_vae_shift"
 PREP_FUNCTION = f"{ARGS}test_prepare_latents_function_refuses_negative_workers_before_anything_is_made"
 BAD_NUMBER = f"{ARGS}test_a_bad_number_is_refused_while_parsing_naming_its_flag"
 RESUME_FLAG = f"{ARGS}test_generate_names_the_flag_of_a_setting_a_resume_changed"
+PREP_FACTOR = (
+    f"{ARGS}test_prepare_latents_names_image_size_not_a_multiple_of_the_vae_factor_before_loading_it"
+)
 
 PROGRAM_ARG_MUTANTS: list[Mutant] = [
     # ----------------------------------------------------------------------- meanflow/cli.py
@@ -79,6 +82,22 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
         '        ("scan_workers", 0, 0),',
         (PREP_FUNCTION,),
         "prepare_latents(scan_workers=-1) scans in one process, in silence",
+    ),
+    Mutant(
+        "program-args-prepare-image-size-factor-checked-after-the-vae-load",
+        _PREP,
+        "    _refuse_image_size_off_the_vae_factor(parser, args)\n",
+        "",
+        (PREP_FACTOR,),
+        "--image-size 15 is refused as image_size, the keyword, after the VAE's weights are loaded",
+    ),
+    Mutant(
+        "program-args-prepare-image-size-factor-of-the-default-vae-for-a-folder",
+        _PREP,
+        "        config = vae_config(args.vae if folder else args.vae_config)\n",
+        "        config = vae_config(args.vae_config)\n",
+        (f"{PREP_FACTOR}[folder]",),
+        "a VAE folder's --image-size is checked against sd-vae-ft-ema's factor, not its own config's",
     ),
     # ------------------------------------------------------------------ meanflow/generate.py
     Mutant(

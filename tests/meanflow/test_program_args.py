@@ -256,3 +256,32 @@ def test_generate_names_a_flag_for_every_setting_a_resume_compares():
     from meanflow.generate_out import FLAG_OF_SETTING, RESULT_KEYS
 
     assert set(FLAG_OF_SETTING) == set(RESULT_KEYS)
+
+
+@pytest.mark.parametrize(
+    "vae, size, factor",
+    [("random", "12", 8), ("random --vae-config TINY", "15", 2), ("FOLDER", "15", 2)],
+    ids=["sd-vae-ft-ema", "config-file", "folder"],
+)
+def test_prepare_latents_names_image_size_not_a_multiple_of_the_vae_factor_before_loading_it(
+    tmp_path, tiny_vae, capsys, monkeypatch, vae, size, factor
+):
+    """Refused as image_size (the function's keyword) after the VAE was loaded: the factor is
+    in the VAE's config, read without its weights."""
+    import json
+
+    import meanflow.prepare_latents as prep
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the VAE was loaded")
+
+    monkeypatch.setattr(prep, "load_vae", no_load)
+    src, dst, folder = tmp_path / "images", tmp_path / "latents", tmp_path / "vae"
+    src.mkdir()
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **tiny_vae[0]}))
+    words = vae.replace("TINY", tiny_vae[1]).replace("FOLDER", str(folder)).split()
+    err = _refusal(prep.main, [str(src), str(dst), "--vae", *words, "--image-size", size], capsys)
+    said = f"argument --image-size: {size} is not a multiple of the VAE's downsampling factor {factor}"
+    assert err.endswith(f"error: {said}\n"), err
+    assert not dst.exists()
