@@ -237,7 +237,11 @@ def main(argv=None):
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", nargs="?", help="a trainer checkpoint (uses its first EMA)")
+    parser.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="a trainer checkpoint to score (default: none: only the classifier's test accuracy)",
+    )
     # The trainer's eval_samples default: its scores and these compare (the Frechet distance
     # of fewer samples is larger).
     parser.add_argument(

@@ -530,23 +530,25 @@ def main(argv=None):
         description="FID / IS / precision-recall of generated images (torch-fidelity).",
     )
     p.add_argument("samples", help="image folder, .npz (arr_0 uint8 NHWC) or meanflow.generate output folder")
-    p.add_argument("--ref", help="reference: image folder, .npz with arr_0 and/or mu+sigma")
+    p.add_argument(
+        "--ref", help="reference: image folder, .npz with arr_0 and/or mu+sigma (default: none: isc only)"
+    )
     p.add_argument(
         "--ref-size",
         metavar="N",
         type=int_at_least(1),
         help="read a reference folder of any image sizes (a class-folder tree of photos) through the "
-        "ADM center crop to NxN that training uses; N is the samples' size",
+        "ADM center crop to NxN that training uses; N is the samples' size (default: its images as they are)",
     )
     p.add_argument(
         "--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: fid,isc[,prc])"
     )
-    p.add_argument("--out", help="results JSON (written atomically)")
+    p.add_argument("--out", help="results JSON, written atomically (default: none, printed only)")
     p.add_argument(
         "--inception-weights",
         "--extractor-weights",
         dest="weights",
-        help=f"local {INCEPTION_FILE} (or ${WEIGHTS_ENV}); for vgg16, its local weights file",
+        help=f"local {INCEPTION_FILE} (default: ${WEIGHTS_ENV}); for vgg16, its local weights file",
     )
     p.add_argument(
         ALLOW_FLAG,
@@ -558,7 +560,9 @@ def main(argv=None):
         default=INCEPTION,
         help="a torch-fidelity registered extractor (default: %(default)s)",
     )
-    p.add_argument("--save-ref-stats", help="write the reference's mu/sigma, with their extractor, to .npz")
+    p.add_argument(
+        "--save-ref-stats", help="write the reference's mu/sigma and extractor to .npz (default: none)"
+    )
     p.add_argument(
         "--batch-size", type=int_at_least(1), default=64, help="images per extractor batch (default: 64)"
     )

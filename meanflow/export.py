@@ -111,13 +111,17 @@ def main(argv=None):
         help="convert a willisma/SiT checkpoint (Linear path, velocity prediction)",
     )
     p.add_argument(
-        "--num-heads", type=int_at_least(1), help="heads, for --official-* when the width is no DiT preset's"
+        "--num-heads",
+        type=int_at_least(1),
+        help="heads, for --official-* (default: the DiT preset's of the checkpoint's width)",
     )
     p.add_argument(
         "--pipeline", action="store_true", help="write a MeanFlowPipeline folder (model_index.json)"
     )
     p.add_argument(
-        "--vae", help="with --pipeline: a local diffusers AutoencoderKL folder or weights file to include"
+        "--vae",
+        help="with --pipeline: a local diffusers AutoencoderKL folder or weights file to include "
+        "(default: none, for a pixel model)",
     )
     args = p.parse_args(argv)
     if args.num_heads is not None and not args.official:

@@ -440,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_weights_options(p)
     p.add_argument(
-        "--vae", help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random'"
+        "--vae",
+        help="latent models: a local diffusers AutoencoderKL folder, a weights file, or 'random' "
+        "(default: none, for a pixel model)",
     )
     p.add_argument(
         "--vae-config",

@@ -142,7 +142,7 @@ def main(argv=None):
     parser.add_argument(
         "--vae",
         help="latent models: the VAE that decodes their latents (a local diffusers AutoencoderKL "
-        "folder or weights file)",
+        "folder or weights file; default: none, for a pixel model)",
     )
     parser.add_argument("--out", default="samples.png", help="the PNG to write (default: samples.png)")
     parser.add_argument(

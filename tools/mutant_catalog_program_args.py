@@ -287,6 +287,15 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
             ),
         )
     ),  # fmt: skip
+    # ------------------------------------------------------------ every program's --help
+    Mutant(
+        "program-args-sampler-vae-help-hides-its-default",
+        "meanflow/sampler.py",
+        '"folder or weights file; default: none, for a pixel model)",',
+        '"folder or weights file)",',
+        ("tests/meanflow/test_cli_help.py::test_every_flag_with_a_default_says_it[sampler]",),
+        "--help does not say what the program does without --vae",
+    ),
     # ------------------------------------------------ every program's parser: no abbreviations
     *(
         Mutant(

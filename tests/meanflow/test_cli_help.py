@@ -39,14 +39,20 @@ def test_usage_names_the_command_and_every_flag_has_help(name, monkeypatch):
 
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_every_flag_with_a_default_says_it(name, monkeypatch):
-    """A newcomer reads what a flag left out does: its help names the default and its value."""
+    """A newcomer reads what a flag left out does: its help names the default and its value. An
+    optional value left unset (None) does something too (no VAE, the weights of an environment
+    variable, only printed): its help says what, as its default."""
     parser = _parser(name, monkeypatch)
     unsaid = []
     for action in parser._actions:
-        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
-            continue  # nothing to say: an unset option, a switch, --help
+        if action.default is False or action.default == argparse.SUPPRESS or action.required:
+            continue  # nothing to say: a switch, --help, an argument that must be given
+        if action.default is None and action.nargs == 0:
+            continue  # a store_const left unset: its group's other flag says it
+        if not action.option_strings and action.nargs != "?":
+            continue  # a positional argument that must be given
         text = _help(parser, action.option_strings[0]) if action.option_strings else action.help
-        if "default" not in text or str(action.default) not in text:
+        if "default" not in text or (action.default is not None and str(action.default) not in text):
             unsaid.append(f"{action.option_strings or action.dest} (default {action.default!r}): {text}")
     assert not unsaid
 
