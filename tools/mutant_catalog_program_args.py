@@ -257,7 +257,7 @@ PROGRAM_ARG_MUTANTS: list[Mutant] = [
                 "export",
                 "--num-heads",
                 "0",
-                '"--num-heads", type=int_at_least(1),',
+                '"--num-heads",\n        type=int_at_least(1),',
                 "int_at_least(1)",
                 "--num-heads 0 is refused as num_heads, the config's field, after the checkpoint is read",
             ),
