@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from meanflow import DiT
-from meanflow.cli import errors_as_one_line
+from meanflow.cli import errors_as_one_line, int_at_least
 from meanflow.distributed import resolve_device
 from meanflow.models import unfused_attention
 
@@ -41,14 +41,14 @@ def main(argv=None):
     parser.add_argument(
         "--preset", default="DiT-T/4", help="a DiT preset (meanflow.PRESETS; default: DiT-T/4)"
     )
-    parser.add_argument("--batch", type=int, default=8, help="images per call (default: 8)")
-    parser.add_argument("--input-size", type=int, default=32, help="image side (default: 32)")
-    parser.add_argument("--channels", type=int, default=1, help="image channels (default: 1)")
+    parser.add_argument("--batch", type=int_at_least(1), default=8, help="images per call (default: 8)")
+    parser.add_argument("--input-size", type=int_at_least(1), default=32, help="image side (default: 32)")
+    parser.add_argument("--channels", type=int_at_least(1), default=1, help="image channels (default: 1)")
     parser.add_argument(
-        "--num-classes", type=int, default=10, help="classes; 0 = unconditional (default: 10)"
+        "--num-classes", type=int_at_least(0), default=10, help="classes; 0 = unconditional (default: 10)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed calls; the median is shown (default: 5)"
+        "--repeats", type=int_at_least(1), default=5, help="timed calls; the median is shown (default: 5)"
     )
     parser.add_argument(
         "--device",
@@ -56,10 +56,6 @@ def main(argv=None):
         help="auto (the default: cuda when available, else cpu), cpu, cuda or cuda:N",
     )
     args = parser.parse_args(argv)
-    lowest = {"batch": 1, "input_size": 1, "channels": 1, "num_classes": 0, "repeats": 1}
-    for key, low in lowest.items():
-        if getattr(args, key) < low:
-            parser.error(f"argument --{key.replace('_', '-')}: must be >= {low}, got {getattr(args, key)}")
     try:
         device = resolve_device(args.device)
     except ValueError as e:

@@ -348,8 +348,8 @@ DATA_SOURCE_MUTANTS = [
     Mutant(
         "datasrc-demo-zero-channels-let-in",
         _DEMO,
-        '"channels": 1, ',
-        "",
+        '"--channels", type=int_at_least(1),',
+        '"--channels", type=int,',
         (DEMO,),
         "--channels 0 fails deep in the model with a traceback, not one line naming the option",
     ),

@@ -41,4 +41,5 @@ def test_a_count_out_of_range_is_a_usage_error(flag, least, capsys):
     with pytest.raises(SystemExit) as stop:
         demo.main([*TINY, flag, str(least - 1)])
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and f"error: argument {flag}: must be >= {least}, got {least - 1}" in err
+    assert stop.value.code == 2
+    assert f"error: argument {flag}: must be an integer >= {least}, got {least - 1}" in err
