@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tree_snapshot import tree_snapshot
 
 import meanflow.generate as generate_cli
 
@@ -59,20 +60,12 @@ def sha256sum(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def snapshot(folder) -> dict:
-    return {
-        os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
-        for root, _, names in os.walk(folder)
-        for name in names
-    }
-
-
 def test_resume_from_a_changed_checkpoint_is_refused(tmp_path, tiny, monkeypatch, capsys):
     ckpt, out = str(tmp_path / "last.pt"), str(tmp_path / "s")
     save_ckpt(ckpt, tiny(in_channels=3, seed=0))
     interrupted_run(monkeypatch, ckpt, out)
     first = sha256sum(ckpt)
-    before = snapshot(out)
+    before = tree_snapshot(out)
     save_ckpt(ckpt, tiny(in_channels=3, seed=1))  # the live run saved a newer last.pt
     second = sha256sum(ckpt)
     with pytest.raises(ValueError) as refused:
@@ -81,7 +74,7 @@ def test_resume_from_a_changed_checkpoint_is_refused(tmp_path, tiny, monkeypatch
         assert named in str(refused.value)
     err = cli_error(capsys, ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2"])
     assert first in err and second in err
-    assert snapshot(out) == before  # nothing sampled, nothing removed
+    assert tree_snapshot(out) == before  # nothing sampled, nothing removed
 
     # the same weights saved again (another file, same bytes) resume as before
     save_ckpt(ckpt, tiny(in_channels=3, seed=0))
@@ -163,18 +156,18 @@ def test_an_out_holding_files_of_ours_without_their_manifest_is_refused(tmp_path
     generate_cli.run(ckpt, out, **RUN)
     os.unlink(os.path.join(out, "manifest.json"))
     os.unlink(os.path.join(out, "samples.npz"))
-    before = snapshot(out)
+    before = tree_snapshot(out)
     argv = ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2", "--seed", "5"]
     err = cli_error(capsys, [*argv, "--quiet"])
     assert f"--out {out}" in err and "000000.png" in err and "no manifest.json" in err
-    assert snapshot(out) == before
+    assert tree_snapshot(out) == before
 
     user = tmp_path / "mine"
     (user / "images").mkdir(parents=True)
     (user / "images" / "000000.png").write_bytes(b"the user's picture")
     with pytest.raises(ValueError, match="--out .*mine holds .*000000.png but no manifest.json"):
         generate_cli.run(ckpt, str(user), **RUN)
-    assert snapshot(user) == {os.path.join("images", "000000.png"): b"the user's picture"}
+    assert tree_snapshot(user) == {os.path.join("images", "000000.png"): b"the user's picture"}
     assert sorted(os.listdir(user)) == ["images"]
 
 
@@ -186,14 +179,14 @@ def test_a_damaged_or_foreign_manifest_is_named(tmp_path, tiny, monkeypatch, cap
     manifest = os.path.join(out, "manifest.json")
     with open(manifest, "wb") as f:
         f.write(content)
-    before = snapshot(out)
+    before = tree_snapshot(out)
     err = cli_error(capsys, ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2"])
     assert f"{manifest} is not a meanflow.generate manifest" in err and "--out" in err
     # refused before the checkpoint is read and hashed
     monkeypatch.setattr(generate_cli, "load_model", None)
     with pytest.raises(ValueError, match="is not a meanflow.generate manifest"):
         generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
-    assert snapshot(out) == before
+    assert tree_snapshot(out) == before
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -222,7 +215,7 @@ def test_a_second_run_on_a_busy_out_is_refused(tmp_path, tiny, capsys):
         assert first.stdout.readline() == "loading\n"
         with pytest.raises(ValueError) as refused:
             generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
-        before = snapshot(out)
+        before = tree_snapshot(out)
         argv = ["--ckpt", ckpt, "--out", out, "--num-samples", "6", "--batch-size", "2", "--quiet"]
         err = cli_error(capsys, argv)
     finally:
@@ -230,7 +223,7 @@ def test_a_second_run_on_a_busy_out_is_refused(tmp_path, tiny, capsys):
         first.communicate()
     busy = f"--out {out!r} is in use by another meanflow.generate run; wait for it to end or use another"
     assert busy in str(refused.value) and busy in err
-    assert snapshot(out) == before == {}
+    assert tree_snapshot(out) == before == {}
     assert generate_cli.run(ckpt, out, **RUN)
 
 
@@ -267,10 +260,10 @@ def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, tiny,
     os.mkdir(os.path.join(out, "images", ".000005.png.abcdefgh.tmp"))
     os.symlink(ckpt, os.path.join(out, "shards", ".000001.npz.abcdefgh.tmp"))
     capsys.readouterr()
-    before = snapshot(out)
+    before = tree_snapshot(out)
     with pytest.raises(ValueError, match="other settings"):
         generate_cli.run(ckpt, out, **{**RUN, "seed": 1})
-    assert snapshot(out) == before
+    assert tree_snapshot(out) == before
 
     assert generate_cli.run(ckpt, out, **RUN)
     for name in KILLED_WRITES:
@@ -297,14 +290,14 @@ def test_a_vae_replaced_at_its_path_is_refused_on_resume(tmp_path, tiny, tiny_va
     ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=4)), str(tmp_path / "s")
     monkeypatch.setitem(RUN, "vae", folder)
     interrupted_run(monkeypatch, ckpt, out)
-    before = snapshot(out)
+    before = tree_snapshot(out)
     with torch.no_grad():
         for p in vae.parameters():
             p.add_(1e-2)
     vae.save_pretrained(folder)  # another VAE under the same path
     with pytest.raises(ValueError, match=r"--vae's sha256: .* there, .* now\): use another --out"):
         generate_cli.run(ckpt, out, **RUN)
-    assert snapshot(out) == before
+    assert tree_snapshot(out) == before
 
     with torch.no_grad():
         for p in vae.parameters():
@@ -347,10 +340,10 @@ def test_a_resume_with_other_settings_is_refused_naming_each(tmp_path, tiny, mon
     would read as one set: a resume must repeat every setting that decides the images."""
     ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), str(tmp_path / "s")
     interrupted_run(monkeypatch, ckpt, out)
-    before = snapshot(out)
+    before = tree_snapshot(out)
     with pytest.raises(ValueError, match=re.escape(f"other settings ({said})")):
         generate_cli.run(ckpt, out, **{**RUN, **changed})
-    assert snapshot(out) == before
+    assert tree_snapshot(out) == before
 
 
 def test_a_manifest_missing_a_setting_is_not_taken_for_any(tmp_path, tiny, monkeypatch):
@@ -363,7 +356,7 @@ def test_a_manifest_missing_a_setting_is_not_taken_for_any(tmp_path, tiny, monke
     manifest = json.loads(open(path).read())
     del manifest["seed"]
     open(path, "w").write(json.dumps(manifest))
-    before = snapshot(out)
+    before = tree_snapshot(out)
     with pytest.raises(ValueError, match=re.escape("other settings (--seed: None there, 0 now)")):
         generate_cli.run(ckpt, out, **RUN)
-    assert snapshot(out) == before
+    assert tree_snapshot(out) == before

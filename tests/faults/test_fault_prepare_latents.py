@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
 
 from prepare_latents_cli import argv  # noqa: E402
+from tree_snapshot import tree_snapshot  # noqa: E402
 
 from meanflow.data.image_folder import scan_image_folder  # noqa: E402
 from meanflow.data.latents import LatentIndex, TorchLatentLoader  # noqa: E402
@@ -51,17 +52,6 @@ def made(src, tiny_vae, tmp_path_factory):
     return str(dst)
 
 
-def snapshot(folder) -> dict:
-    found = {}
-    for root, dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = f.read()
-        found.update({os.path.relpath(os.path.join(root, d), folder): "dir" for d in dirs})
-    return found
-
-
 def edit_manifest(dst, **changes):
     path = os.path.join(dst, "manifest.json")
     with open(path) as f:
@@ -81,11 +71,11 @@ def test_a_non_empty_folder_without_a_manifest_is_refused_untouched(src, tiny_va
     (dst / "shard_00000" / "thesis.tex").write_text("my only copy")
     (dst / "preview.png").write_text("my picture")
     (dst / "scan.json").write_text('{"mine": 1}')
-    before = snapshot(dst)
+    before = tree_snapshot(dst, folders=True)
     err = refused(capsys, src, dst, tiny_vae[1], "--preview", "2")
     assert f"destination {str(dst)!r} is a non-empty folder without manifest.json" in err
     assert "preview.png, scan.json, shard_00000" in err
-    assert snapshot(dst) == before
+    assert tree_snapshot(dst, folders=True) == before
 
 
 def test_an_empty_folder_or_one_holding_the_scan_cache_of_a_killed_run_is_filled(src, tiny_vae, tmp_path):
@@ -103,10 +93,10 @@ def test_a_manifest_of_something_else_is_refused(src, tiny_vae, tmp_path, capsys
     dst = tmp_path / "other"
     dst.mkdir()
     (dst / "manifest.json").write_text('{"format": "webdataset", "shards": []}\n')
-    before = snapshot(dst)
+    before = tree_snapshot(dst, folders=True)
     err = refused(capsys, src, dst, tiny_vae[1], "--reader", "torch")
     assert "is not a prepare_latents manifest" in err and str(dst) in err
-    assert snapshot(dst) == before
+    assert tree_snapshot(dst, folders=True) == before
 
 
 def test_an_unfinished_shard_folder_holding_other_files_is_never_replaced(
@@ -119,10 +109,10 @@ def test_an_unfinished_shard_folder_holding_other_files_is_never_replaced(
     edit_manifest(dst, shards=m["shards"], complete=False)
     with open(os.path.join(dst, "shard_00001", "notes.txt"), "w") as f:
         f.write("mine")
-    before = snapshot(dst)
+    before = tree_snapshot(dst, folders=True)
     err = refused(capsys, src, dst, tiny_vae[1], "--reader", "torch")
     assert "shard_00001" in err and "did not write (notes.txt)" in err
-    assert snapshot(dst) == before
+    assert tree_snapshot(dst, folders=True) == before
 
     os.remove(os.path.join(dst, "shard_00001", "notes.txt"))  # only what a shard holds: redone
     assert run(src, dst, tiny_vae[1], "--reader", "torch") == 0
@@ -138,10 +128,10 @@ def test_a_destination_inside_the_image_folder_or_around_it_is_refused(
     else:
         images, dst = str(tmp_path / "data" / "train"), str(tmp_path / "data")
         shutil.copytree(src, images)
-    before = snapshot(images)
+    before = tree_snapshot(images, folders=True)
     err = refused(capsys, images, dst, tiny_vae[1], "--reader", "torch")
     assert "inside" in err and images in err and dst in err
-    assert snapshot(images) == before
+    assert tree_snapshot(images, folders=True) == before
 
 
 # ------------------------------------------------------------------- a machine without DALI
@@ -165,10 +155,10 @@ def test_resuming_a_dali_folder_without_dali_names_the_folder(made, src, tiny_va
     m = json.load(open(os.path.join(dst, "manifest.json")))
     m["shards"][1]["done"] = False
     edit_manifest(dst, reader="dali", shards=m["shards"], complete=False)
-    before = snapshot(dst)
+    before = tree_snapshot(dst, folders=True)
     err = refused(capsys, src, dst, tiny_vae[1])
     assert f"{dst!r} was started with the DALI reader, which is not installed" in err
-    assert snapshot(dst) == before
+    assert tree_snapshot(dst, folders=True) == before
 
 
 def test_a_folder_with_no_finished_shard_starts_over_with_another_reader(made, src, tiny_vae, tmp_path):
@@ -204,12 +194,12 @@ def test_a_folder_begun_under_other_decoding_rules_is_not_finished(made, src, ti
             assert run(src, dst, tiny_vae[1]) == 0
             assert len(LatentIndex(dst)) == 4
             continue
-        before = snapshot(dst)
+        before = tree_snapshot(dst, folders=True)
         err = refused(capsys, src, dst, tiny_vae[1])
         there = 1 if version is None else version
         assert f"error: {dst!r} was begun by a prepare_latents that decoded images by other rules " in err
         assert f"(version {there} there, {DECODE_VERSION} now)" in err and "prepare the latents anew" in err
-        assert snapshot(dst) == before
+        assert tree_snapshot(dst, folders=True) == before
 
 
 # ------------------------------------------------------------------- what a resume must repeat
@@ -230,10 +220,10 @@ def test_a_resume_with_other_storage_settings_is_refused_naming_them(
     m = json.load(open(os.path.join(dst, "manifest.json")))
     m["shards"][1]["done"] = False
     edit_manifest(dst, shards=m["shards"], complete=False)
-    before = snapshot(dst)
+    before = tree_snapshot(dst, folders=True)
     err = refused(capsys, src, dst, tiny_vae[1], "--reader", "torch", *more)
     assert f"{dst!r} holds latents made with other settings (" in err and said in err
-    assert snapshot(dst) == before
+    assert tree_snapshot(dst, folders=True) == before
 
 
 def test_a_resume_with_the_same_vae_weights_under_another_config_is_refused(src, tiny_vae, tmp_path, capsys):
@@ -261,12 +251,12 @@ def test_a_resume_with_the_same_vae_weights_under_another_config_is_refused(src,
     m = json.load(open(os.path.join(dst, "manifest.json")))
     m["shards"][1]["done"] = False
     edit_manifest(dst, shards=m["shards"], complete=False)
-    before = snapshot(dst)
+    before = tree_snapshot(dst, folders=True)
     with pytest.raises(SystemExit):
         main(args(str(other)))
     err = capsys.readouterr().err
     assert "holds latents made with other settings (vae: " in err, err
-    assert snapshot(dst) == before
+    assert tree_snapshot(dst, folders=True) == before
 
 
 def test_a_run_killed_in_its_last_shard_leaves_the_folder_incomplete(src, tiny_vae, tmp_path, monkeypatch):
