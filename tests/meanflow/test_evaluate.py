@@ -550,7 +550,8 @@ def test_crop_size_and_samples_size_must_match(sets, photo_tree, tmp_path, monke
 
 def test_bad_ref_size_values_are_refused(sets, photo_tree, tmp_path, capsys):
     """Not an int, < 1, without a reference, or with a reference it cannot apply to (an .npz
-    of images or statistics, a meanflow.generate output): one line naming --ref-size. The
+    of images or statistics, a meanflow.generate output): refused naming --ref-size (a bad
+    number while the command line is parsed, in argparse's words). The
     samples are never cropped: a mixed-size samples folder is refused as before."""
     tree, adm_npz, _ = photo_tree
     stats, out = tmp_path / "ref_stats.npz", tmp_path / "fid.json"
@@ -561,8 +562,11 @@ def test_bad_ref_size_values_are_refused(sets, photo_tree, tmp_path, capsys):
     write_npz(generated / "samples.npz", as_uint8(image_set(n=8)))
     quick = [sets["shift16"], "--feature-extractor", TINY, "--quiet", "--out", str(out)]
     for value, shown in (("0", "0"), ("-3", "-3"), ("abc", "'abc'"), ("1.5", "'1.5'"), ("", "''")):
-        err = cli_error(capsys, [*quick, "--ref", tree, "--ref-size", value])
-        assert "--ref-size must be an int >= 1" in err and err.endswith(f"got {shown}\n"), err
+        with pytest.raises(SystemExit) as exit_info:  # argparse's usage line and error
+            ev.main([*quick, "--ref", tree, "--ref-size", value])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err
+        assert err.endswith(f"error: argument --ref-size: must be an integer >= 1, got {shown}\n"), err
     for bad in (0, 2.0, True, "16"):
         with pytest.raises(ValueError, match=r"--ref-size must be an int >= 1"):
             ev.evaluate(sets["shift16"], tree, metrics=["fid"], ref_size=bad, **RUN)
