@@ -9,7 +9,8 @@ import sys
 
 import pytest
 import torch
-from test_fault_export import run_export, snapshot, trainer_checkpoint
+from test_fault_export import run_export, trainer_checkpoint
+from tree_snapshot import tree_snapshot
 
 from meanflow.models import DiT
 
@@ -70,7 +71,7 @@ def test_a_killed_export_leaves_a_whole_one_and_the_next_cleans_up(tmp_path, tin
     emas = trainer_checkpoint(ckpt, tiny())
     out = tmp_path / "exported"
     assert run_export(capsys, "--ckpt", str(ckpt), "--out", str(out), "--ema", "0")[0] == 0
-    previous = snapshot(out)
+    previous = tree_snapshot(out, folders=True)
 
     killed_export(where, "--ckpt", str(ckpt), "--out", str(out), "--ema", "1")
     assert leftovers(tmp_path), "the killed export left nothing to clean up: the test kills too late"
@@ -85,7 +86,7 @@ def test_a_killed_export_leaves_a_whole_one_and_the_next_cleans_up(tmp_path, tin
         assert any("put back" in str(w.message) for w in warned)
     assert leftovers(tmp_path) == []
     assert same(weights(out), emas[1])
-    assert set(snapshot(out)) == set(previous)
+    assert set(tree_snapshot(out, folders=True)) == set(previous)
 
 
 def test_recovery_puts_the_previous_export_back_before_anything_else(tmp_path, tiny, capsys):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from test_fault_prepare_latents import snapshot
+from tree_snapshot import tree_snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.timeout(600), pytest.mark.filterwarnings("ignore:.*RANDOM.*:UserWarning")]
@@ -77,11 +77,11 @@ def test_a_second_prepare_latents_on_a_busy_destination_is_refused(tmp_path, tin
     first = start(ENCODING_RUN, *argv)
     try:
         wait_for(first, "encoding")
-        before = snapshot(dst)
+        before = tree_snapshot(dst, folders=True)
         assert ".shard_00000.tmp" in before
         with pytest.raises(SystemExit) as refused:
             main(argv)
-        after = snapshot(dst)
+        after = tree_snapshot(dst, folders=True)
     finally:
         stop(first)
     err = capsys.readouterr().err
@@ -124,10 +124,10 @@ def test_a_second_export_to_a_folder_being_exported_is_refused(tmp_path, tiny, c
     first = start(WRITING_EXPORT, *argv, "--ema", "1")
     try:
         wait_for(first, "writing")
-        before = snapshot(tmp_path)
+        before = tree_snapshot(tmp_path, folders=True)
         assert any(name.startswith(".exported.") for name in os.listdir(tmp_path))
         code, err = run_export(capsys, *argv)
-        after = snapshot(tmp_path)
+        after = tree_snapshot(tmp_path, folders=True)
     finally:
         stop(first)
     assert code == 2 and err.count("\n") == 1, err
