@@ -7,6 +7,7 @@ rounding happens to give zero and fails where it gives 1e-16 (it did on an AVX-5
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -58,4 +59,6 @@ def test_numeric_tests_pass_on_another_cpu_kind(kind):
         capture_output=True,
         text=True,
     )
+    if run.returncode == -signal.SIGILL:  # torch offers the kind, the CPU lacks one of its instructions
+        pytest.skip(f"ATen's {kind} kernels hit an illegal instruction on this CPU: {run.stderr[-300:]}")
     assert run.returncode == 0, f"under {CPU_KINDS[kind]}:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"
