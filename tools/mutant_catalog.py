@@ -33,7 +33,9 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 from mutant import Mutant
 from mutant_catalog_data_flow import DATA_FLOW_MUTANTS
 from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
+from mutant_catalog_eval_pipeline import EVAL_PIPELINE_MUTANTS
 from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
+from mutant_catalog_kernel_backward import KERNEL_BACKWARD_MUTANTS
 from mutant_catalog_kernel_infra import KERNEL_INFRA_MUTANTS
 from mutant_catalog_kernel_inputs import KERNEL_INPUT_MUTANTS
 from mutant_catalog_kernel_math import KERNEL_MATH_MUTANTS
@@ -448,4 +450,6 @@ CATALOG = [
     *KERNEL_INFRA_MUTANTS,  # tiles, Triton, launches, csrc: tools/mutant_catalog_kernel_infra.py
     *DATA_FLOW_MUTANTS,  # latents, sharding, reference statistics: tools/mutant_catalog_data_flow.py
     *KERNEL_MATH_MUTANTS,  # the small kernels' duals: tools/mutant_catalog_kernel_math.py
+    *EVAL_PIPELINE_MUTANTS,  # evaluation runs, the exported pipeline: tools/mutant_catalog_eval_pipeline.py
+    *KERNEL_BACKWARD_MUTANTS,  # attention's backward, the ops: tools/mutant_catalog_kernel_backward.py
 ]
