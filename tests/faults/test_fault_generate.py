@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from manifests import edit_manifest
 from tree_snapshot import tree_snapshot
 
 import meanflow.generate as generate_cli
@@ -303,10 +304,7 @@ def test_a_vae_replaced_at_its_path_is_refused_on_resume(tmp_path, tiny, tiny_va
         for p in vae.parameters():
             p.sub_(1e-2)
     vae.save_pretrained(folder)  # the VAE the set began with: an older manifest without its
-    path = os.path.join(out, "manifest.json")  # hash resumes as it did before the hash
-    manifest = json.loads(open(path).read())
-    del manifest["vae_sha256"]
-    open(path, "w").write(json.dumps(manifest))
+    edit_manifest(out, drop=["vae_sha256"])  # hash resumes as it did before the hash
     assert generate_cli.run(ckpt, out, **RUN)
 
 
@@ -352,10 +350,7 @@ def test_a_manifest_missing_a_setting_is_not_taken_for_any(tmp_path, tiny, monke
     versions added may be missing (an older set: ``test_a_vae_replaced_at_its_path...``)."""
     ckpt, out = save_ckpt(tmp_path / "last.pt", tiny(in_channels=3)), str(tmp_path / "s")
     interrupted_run(monkeypatch, ckpt, out)
-    path = os.path.join(out, "manifest.json")
-    manifest = json.loads(open(path).read())
-    del manifest["seed"]
-    open(path, "w").write(json.dumps(manifest))
+    edit_manifest(out, drop=["seed"])
     before = tree_snapshot(out)
     with pytest.raises(ValueError, match=re.escape("other settings (--seed: None there, 0 now)")):
         generate_cli.run(ckpt, out, **RUN)

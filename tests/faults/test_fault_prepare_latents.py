@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
 
+from manifests import edit_manifest  # noqa: E402
 from prepare_latents_cli import argv  # noqa: E402
 from tree_snapshot import tree_snapshot  # noqa: E402
 
@@ -50,16 +51,6 @@ def made(src, tiny_vae, tmp_path_factory):
     dst = tmp_path_factory.mktemp("made") / "latents"
     assert run(src, dst, tiny_vae[1], "--reader", "torch") == 0
     return str(dst)
-
-
-def edit_manifest(dst, **changes):
-    path = os.path.join(dst, "manifest.json")
-    with open(path) as f:
-        m = json.load(f)
-    m.update(changes)
-    with open(path, "w") as f:
-        json.dump(m, f)
-    return m
 
 
 # ------------------------------------------------------------------- what is not ours stays

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="prepare_latents encodes with a diffusers AutoencoderKL")
 
+from manifests import edit_manifest  # noqa: E402
 from prepare_latents_cli import argv as prepare_argv  # noqa: E402
 
 from meanflow.data.latents import LatentIndex  # noqa: E402
@@ -78,18 +79,16 @@ def test_what_a_killed_run_left_of_a_shard_is_made_again(src, tiny_vae, tmp_path
     makes the shard again instead of failing on either."""
     dst = tmp_path / "latents"
     assert run(src, dst, tiny_vae[1]) == 0
-    path = dst / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["shards"][1].update(count=0, done=False)
-    manifest.update(complete=False, num_samples=2)
-    path.write_text(json.dumps(manifest))
+    shards = json.loads((dst / "manifest.json").read_text())["shards"]
+    shards[1].update(count=0, done=False)
+    edit_manifest(dst, shards=shards, complete=False, num_samples=2)
     latent = dst / "shard_00001" / "000000.npy"
     whole = latent.read_bytes()
     latent.write_bytes(b"cut short")  # what the kill may have left of it
     (dst / ".shard_00001.tmp").mkdir()
     (dst / ".shard_00001.tmp" / "000000.npy").write_bytes(b"cut short")
     assert run(src, dst, tiny_vae[1]) == 0
-    after = json.loads(path.read_text())
+    after = json.loads((dst / "manifest.json").read_text())
     assert after["complete"] and after["num_samples"] == 4 and after["shards"][1]["done"]
     assert latent.read_bytes() == whole  # written anew
     assert len(LatentIndex(str(dst))) == 4 and not (dst / ".shard_00001.tmp").exists()

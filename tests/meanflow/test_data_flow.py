@@ -4,12 +4,10 @@ batch and seed, the loader the trainer builds from its config, what a latent fol
 compares, and reference statistics read as they were saved. Fast: synthetic latent folders
 (``make_latent_folder``), no VAE."""
 
-import json
-import os
-
 import numpy as np
 import pytest
 import torch
+from manifests import edit_manifest
 
 from meanflow import reference_stats
 from meanflow.config import TrainConfig
@@ -136,20 +134,11 @@ MADE = {"reader": "dali", "image_size": 256, "crop": "adm", "flips": 1, "dtype":
 OTHER = {"reader": "torch", "image_size": 512, "crop": "resize", "flips": 2, "dtype": "float16"}
 
 
-def _with_manifest(root, **changes):
-    path = os.path.join(root, "manifest.json")
-    with open(path) as f:
-        manifest = json.load(f)
-    manifest.update(changes)
-    with open(path, "w") as f:
-        json.dump(manifest, f)
-    return root
-
-
 def test_latents_are_shifted_and_scaled_as_their_manifest_says(tmp_path):
     """A VAE of another scale and shift than SD's (SD3: 1.5305 and 0.0609): ``(mean - shift) *
     scale`` with the manifest's two, each latent as stored (no flip, the posterior mean)."""
-    root = _with_manifest(latent_folder(tmp_path, "lat", 8), scale_factor=1.5, shift_factor=0.25)
+    root = latent_folder(tmp_path, "lat", 8)
+    edit_manifest(root, scale_factor=1.5, shift_factor=0.25)
     loader = torch_loader(root, 4, seed=3, flip=False, latent_mode="mean")
     x, _ = next(iter(loader))
     order, _ = EpochPlan(8, 4, seed=3).rank_order(0)
@@ -161,10 +150,11 @@ def test_latents_are_shifted_and_scaled_as_their_manifest_says(tmp_path):
 def test_latents_made_otherwise_are_a_change_naming_the_key(tmp_path, key):
     """A folder prepared again at the same path with another reader, size, crop, flips or dtype
     holds as many latents of the same classes: only the identity a checkpoint records tells."""
-    root = _with_manifest(latent_folder(tmp_path, "lat", 4), **MADE)
+    root = latent_folder(tmp_path, "lat", 4)
+    edit_manifest(root, **MADE)
     recorded = LatentIndex(root).identity()
     assert identity_changes(recorded, LatentIndex(root).identity()) == []
-    _with_manifest(root, **{key: OTHER[key]})
+    edit_manifest(root, **{key: OTHER[key]})
     changes = identity_changes(recorded, LatentIndex(root).identity())
     assert changes == [f"{key}: {MADE[key]!r} then, {OTHER[key]!r} now"]
 
@@ -173,14 +163,15 @@ def test_the_same_vae_elsewhere_and_an_older_record_are_no_change(tmp_path):
     """The VAE is compared by its config and hash, not by where it was read (a cluster's copy);
     a key the checkpoint did not yet record is no change."""
     vae = {"weights": "/home/a/vae", "config": {"latent_channels": 2}, "sha256": "ab" * 32}
-    root = _with_manifest(latent_folder(tmp_path, "lat", 4), vae=vae, **MADE)
+    root = latent_folder(tmp_path, "lat", 4)
+    edit_manifest(root, vae=vae, **MADE)
     recorded = LatentIndex(root).identity()
-    _with_manifest(root, vae={**vae, "weights": "/scratch/b/vae"})
+    edit_manifest(root, vae={**vae, "weights": "/scratch/b/vae"})
     now = LatentIndex(root).identity()
     assert identity_changes(recorded, now) == []
     older = {k: v for k, v in recorded.items() if k != "decode_version"}
     assert identity_changes(older, now) == []
-    _with_manifest(root, vae={**vae, "sha256": "cd" * 32})
+    edit_manifest(root, vae={**vae, "sha256": "cd" * 32})
     assert identity_changes(recorded, LatentIndex(root).identity())[0].startswith("vae: ")
 
 

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from manifests import edit_manifest
 
 from meanflow.config import TrainConfig
 from meanflow.data import build_loader
@@ -155,15 +156,14 @@ def test_an_unreadable_manifest_is_named(tmp_path, text):
 def test_a_manifest_lacking_a_key_is_named(tmp_path, key):
     """A manifest without a key reading needs (or a finished shard's entry without its count)
     is one ValueError naming the file and the key, not a bare KeyError."""
-    import json
-
     root = make_latent_folder(str(tmp_path / "lat"), num=4, classes=2, shape=(2, 4, 4))
     path = os.path.join(root, "manifest.json")
-    with open(path) as f:
-        manifest = json.load(f)
-    del (manifest["shards"][0] if key == "count" else manifest)[key]
-    with open(path, "w") as f:
-        json.dump(manifest, f)
+    if key == "count":
+        shards = edit_manifest(root)["shards"]
+        del shards[0]["count"]
+        edit_manifest(root, shards=shards)
+    else:
+        edit_manifest(root, drop=[key])
     shard = " in its entry of shard shard_00000" if key == "count" else ""
     with pytest.raises(ValueError, match=f"^{re.escape(repr(path))} lacks the key '{key}'{shard}: "):
         LatentIndex(root)
