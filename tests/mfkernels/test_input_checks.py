@@ -111,3 +111,11 @@ def test_the_primal_layernorm_modulate_refuses_what_its_jvp_refuses(x, vector, e
     vector_dot = torch.zeros_like(vector) if isinstance(vector, torch.Tensor) else vector
     with pytest.raises(error, match=match):
         mfkernels.layernorm_modulate_jvp(x, x_dot, vector, vector, vector_dot, vector_dot, eps=eps)
+
+
+def test_a_scale_of_another_shape_than_batch_by_dim_is_refused():
+    """A per-token scale beside a right shift: refused naming scale, not broadcast."""
+    x, shift = torch.randn(2, 5, 8), torch.randn(2, 8)
+    scale = torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match=r"scale must have shape \(batch, dim\)"):
+        mfkernels.layernorm_modulate_jvp(x, x, shift, scale, shift, scale, backend="reference")

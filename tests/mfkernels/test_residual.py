@@ -73,6 +73,16 @@ def test_unsupported_reasons():
     assert "float64 for gate" in unsupported(x, x, g.double(), g, x, x)
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_a_branch_that_would_broadcast_over_tokens_is_refused(backend):
+    """f of (batch, 1, dim) broadcasts against x: refused, not summed into every token."""
+    x, x_dot = torch.randn(2, 3, 8, device=DEVICE), torch.randn(2, 3, 8, device=DEVICE)
+    f, f_dot = torch.randn(2, 1, 8, device=DEVICE), torch.randn(2, 1, 8, device=DEVICE)
+    gate = torch.randn(2, 8, device=DEVICE)
+    with pytest.raises(ValueError, match=r"f must have the shape of x \(2, 3, 8\), got \(2, 1, 8\)"):
+        mfkernels.gated_residual_jvp(x, x_dot, gate, gate, f, f_dot, backend=backend)
+
+
 @needs_triton
 def test_opcheck():
     x, x_dot, f, f_dot = (torch.randn(2, 3, 8, device=DEVICE) for _ in range(4))
