@@ -389,7 +389,7 @@ def evaluate(
     from torch_fidelity.metric_prc import prc_features_to_metric
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(isc_splits, int) or isinstance(isc_splits, bool) or isc_splits < 1:
         raise ValueError(f"isc_splits must be an int >= 1, got {isc_splits!r}")
