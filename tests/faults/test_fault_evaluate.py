@@ -187,3 +187,36 @@ def test_statistics_from_unverified_weights_never_pass_for_the_published(
         via_stats = ev.evaluate(images[0], str(stats), allow_unverified_weights=True, **run)
         direct = ev.evaluate(images[0], images[1], allow_unverified_weights=True, **run)
     assert via_stats["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+
+
+def test_the_weights_asked_for_come_before_the_variable_and_the_hub_cache(tmp_path, monkeypatch):
+    """``--inception-weights``, else ``$MEANFLOW_INCEPTION_WEIGHTS``, else torch hub's cache,
+    where each extractor's file keeps its own name: the file asked for is the one hashed and run."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    given, named = tmp_path / "given.pth", tmp_path / "named.pth"
+    for path in (given, named, cache / ev.INCEPTION_FILE, cache / "vgg16-397923af.pth"):
+        path.write_bytes(b"weights")
+    monkeypatch.setenv(ev.WEIGHTS_ENV, str(named))
+    assert ev.resolve_weights(ev.INCEPTION, str(given)) == str(given)
+    assert ev.resolve_weights(ev.INCEPTION) == str(named)
+    monkeypatch.delenv(ev.WEIGHTS_ENV)
+    assert ev.resolve_weights(ev.INCEPTION) == str(cache / ev.INCEPTION_FILE)
+    assert ev.resolve_weights("vgg16") == str(cache / "vgg16-397923af.pth")
+
+
+def test_a_digest_prefix_as_torch_hub_names_verifies_its_file(tmp_path, monkeypatch):
+    """torch hub's file names carry the first 8 hex digits of the sha256 (vgg16-397923af.pth),
+    the only digest published for them: a file whose sha256 begins with them is verified."""
+    path = tmp_path / "w.pt"
+    torch.save(torch.zeros(2), path)
+    digest = ev.file_sha256(str(path))
+    for prefix in (digest[:8], digest):
+        published = ev.PublishedWeights("w.pt", "https://example.invalid/w.pt", prefix)
+        monkeypatch.setitem(ev.PUBLISHED_WEIGHTS, PINNED, published)
+        assert ev.verify_weights(PINNED, str(path)) == (digest, True)
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
+    monkeypatch.setitem(ev.PUBLISHED_WEIGHTS, PINNED, ev.PublishedWeights("w.pt", "u", wrong))
+    with pytest.raises(ValueError, match=rf"not the published {wrong} .*{ev.ALLOW_FLAG}"):
+        ev.verify_weights(PINNED, str(path))

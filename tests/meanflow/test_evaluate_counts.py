@@ -7,12 +7,14 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("torch_fidelity")
 
 from fidelity_tiny import RUN, TINY, as_uint8, cli_error, image_set, tiny_features, write_npz  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
+from meanflow.evaluate_inputs import ImageSet  # noqa: E402
 
 
 @pytest.fixture
@@ -124,3 +126,15 @@ def test_float32_statistics_are_read_as_float64(tmp_path):
     np.savez(os.path.join(tmp_path, "f32.npz"), mu=mu, sigma=sigma)
     want = ev.evaluate(samples, str(tmp_path / "f32.npz"), metrics=["fid"], **RUN)["fid"]
     assert np.isfinite(want) and want == pytest.approx(full, rel=1e-4, abs=1e-6 * max(1.0, abs(full)))
+
+
+def test_features_are_kept_in_float64(tmp_path):
+    """The extractor's float32 features reach the metrics in float64: the mean and covariance of
+    50,000 images summed in float32 lose digits of the FID."""
+    array = as_uint8(image_set(n=8))
+    samples = ImageSet(write_npz(tmp_path / "s.npz", array), "samples")
+    cpu = torch.device("cpu")
+    extractor = ev.build_extractor(TINY, ["feat"], cpu, None, False)
+    features = ev.extract(samples, extractor, cpu, 3, False)["feat"]
+    assert features.dtype == torch.float64 and features.device == cpu
+    torch.testing.assert_close(features, tiny_features(array).double(), rtol=1e-6, atol=1e-6)

@@ -3,12 +3,14 @@ than 1000 images score smaller subsets, whose KID is not comparable to a publish
 which reference images and statistics FID and the other metrics read (an ADM reference batch
 holds 10,000 images and statistics of the whole training set; FID takes the statistics)."""
 
+import json
+
 import numpy as np
 import pytest
 
-pytest.importorskip("torch_fidelity")
+torch_fidelity = pytest.importorskip("torch_fidelity")
 
-from fidelity_tiny import RUN, as_uint8, image_set, tiny_features, write_dir, write_npz  # noqa: E402
+from fidelity_tiny import RUN, TINY, as_uint8, image_set, tiny_features, write_dir, write_npz  # noqa: E402
 
 from meanflow import evaluate as ev  # noqa: E402
 
@@ -150,3 +152,13 @@ def test_a_damaged_count_is_refused(adm_batch, tmp_path, value):
     np.savez(damaged, **{**members, "num_images": value})
     with pytest.raises(ValueError, match=r"damaged.npz has a damaged feature record \(num_images"):
         ev.evaluate(samples, str(damaged), metrics=["fid"], **RUN)
+
+
+def test_the_program_prints_the_report_with_its_torch_fidelity_and_quiet_says_nothing_else(tmp_path, capsys):
+    """The version of torch-fidelity whose formulas made the numbers is in every report; --quiet
+    leaves stdout to the report alone and stderr empty (no progress bar)."""
+    samples = write_npz(tmp_path / "s.npz", as_uint8(image_set(n=8)))
+    ev.main([samples, "--metrics", "isc", "--feature-extractor", TINY, "--quiet"])
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert json.loads(printed.out)["torch_fidelity"] == torch_fidelity.__version__
