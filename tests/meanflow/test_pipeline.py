@@ -186,6 +186,22 @@ def test_gpu_pipeline(tiny):
     assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
 
 
+def test_a_float64_pipeline_casts_the_noise_it_is_given(tiny):
+    """float32 latents, or one generator per image, on a pipeline moved to float64 sample in
+    float64 (the images come back in float32, as from any pipeline)."""
+    model = rgb_model(tiny)
+    pipe = MeanFlowPipeline(model).to(torch.float64)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    want = (sample(model, torch.tensor([0, 1]), noise=noise.double()) / 2 + 0.5).clamp(0, 1)
+    got = pipe([0, 1], latents=noise, output_type="pt").images
+    torch.testing.assert_close(got, want.float(), atol=1e-6, rtol=0)
+    per_image = [torch.Generator().manual_seed(7) for _ in range(2)]
+    got = pipe([0, 1], generator=per_image, output_type="pt").images
+    one = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(7)).double()
+    want = (sample(model, torch.tensor([0, 1]), noise=one.repeat(2, 1, 1, 1)) / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(got, want.float(), atol=1e-6, rtol=0)
+
+
 def test_latents_decode_with_the_vaes_own_scale(tiny_vae, tiny):
     """A VAE whose config has another scaling_factor (SDXL's 0.13025) and a shift_factor
     (FLUX's kind): the model's latents are ``(z - shift) * scale``, decoded as ``z``."""

@@ -49,6 +49,18 @@ def test_a_missing_vae_is_named_and_can_be_given(exported, tiny_vae):
     assert torch.equal(got, images)
 
 
+def test_an_older_export_without_its_vae_decodes_with_the_given_vaes_shift(exported, tiny_vae):
+    """An export from before model_index.json held the shift, its vae/ not copied: nothing
+    records the shift its latents were made with, so the VAE given brings its own."""
+    folder, _, _ = exported
+    shutil.rmtree(folder / "vae")
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["shift_factor"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    shifted = random_vae({**tiny_vae[0], "shift_factor": 0.25})
+    assert MeanFlowPipeline.from_pretrained(str(folder), vae=shifted).shift_factor == 0.25
+
+
 def test_a_pixel_pipeline_needs_no_vae_folder(tmp_path, tiny):
     MeanFlowPipeline(tiny(in_channels=3)).save_pretrained(str(tmp_path / "p"))
     assert json.loads((tmp_path / "p" / "model_index.json").read_text())["vae"] == [None, None]
