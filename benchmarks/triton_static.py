@@ -33,7 +33,15 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 BENCHMARK = "triton_static"
 # Largest dynamic shared memory one block may use (CUDA programming guide, per compute capability).
-SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+SHARED_LIMIT = {
+    80: 163 * 1024,
+    86: 99 * 1024,
+    87: 163 * 1024,
+    89: 99 * 1024,
+    90: 227 * 1024,
+    100: 227 * 1024,
+    103: 227 * 1024,
+}
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # (hidden size, heads): DiT-B/2 (head dim 64), DiT-XL/2 (72), and a 128-wide head.
 MODELS = {64: (768, 12), 72: (1152, 16), 128: (2048, 16)}

@@ -70,8 +70,8 @@ _CONFIG_MUTANTS = [
     Mutant(
         "infra-configs-generation-of-a-named-target",
         _CONFIGS,
-        "isinstance(arch, int) and arch >= 90",
-        "arch >= 90",
+        '    if not isinstance(arch, int):\n        return "sm80"\n',
+        "",
         (
             f"{CFG}::test_the_generation_of_a_target",
             NEVER_EMPTY,
@@ -465,8 +465,53 @@ _ATTN_MUTANTS = [
     ),
 ]
 
+STATIC_99_KB = "tests/benchmarks/test_triton_static.py::test_every_tile_fits_a_99_kb_gpu"
+_SMALL_SHARED_MUTANTS = [
+    Mutant(
+        "infra-configs-ada-takes-the-a100-lists",
+        _CONFIGS,
+        "if arch in (86, 89) or arch >= 120:",
+        "if arch == 86 or arch >= 120:",
+        (f"{CFG}::test_the_generation_of_a_target",),
+        "an RTX 4090 / L40 (sm_89, 99 KB a block) tunes over tiles that need 153 KB",
+    ),
+    Mutant(
+        "infra-configs-desktop-blackwell-takes-hopper-lists",
+        _CONFIGS,
+        "if arch in (86, 89) or arch >= 120:",
+        "if arch in (86, 89):",
+        (f"{CFG}::test_the_generation_of_a_target",),
+        "an RTX 5090 (sm_120: 99 KB, no warp-group MMA) takes Hopper's 128-row tiles",
+    ),
+    Mutant(
+        "infra-configs-99-kb-keeps-the-big-forward-tile",
+        _CONFIGS,
+        '"fwd": {"wide": [(32, 64, 8, 3)]},',
+        '"fwd": {"wide": []},',
+        (STATIC_99_KB,),
+        "a d = 128 forward tile of 153 KB stays in the 99 KB GPUs' list",
+    ),
+    Mutant(
+        "infra-configs-fp32-two-stages-on-99-kb",
+        _CONFIGS,
+        '"sm86": (32, 32, 8, 1)}',
+        '"sm86": (32, 32, 8, 2)}',
+        (STATIC_99_KB,),
+        "fp32 attention at head dim 128 cannot launch on an RTX 30/40/50 (104 KB, its only tile)",
+    ),
+    Mutant(
+        "infra-configs-fp32-tile-of-the-a100",
+        _CONFIGS,
+        "keep = {FP32_CONFIG[generation(arch)]}",
+        'keep = {FP32_CONFIG["sm80"]}',
+        (f"{CFG}::test_a_16_bit_launch_times_its_generations_list",),
+        "the 99 KB GPUs' fp32 launches take the A100's two-stage tile",
+    ),
+]
+
 KERNEL_INFRA_MUTANTS = [
     *_CONFIG_MUTANTS,
+    *_SMALL_SHARED_MUTANTS,
     *_COMPAT_MUTANTS,
     *_LAUNCH_MUTANTS,
     *_CSRC_MUTANTS,

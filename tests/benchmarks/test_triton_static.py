@@ -107,3 +107,18 @@ def test_autotune_off_compiles_the_first_config_of_each_list(tmp_path):
     for (_, kernel, shape, causal), configs in compiled.items():  # each variant of the op too
         args = {**head_dim_parts(int(shape[2:])), "N_K": 256, "CAUSAL": causal}  # the script's 256 tokens
         assert configs == [tuned_for(lists[kernel], "sm90", args)[0]], (kernel, shape, causal)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs the triton package")
+def test_every_tile_fits_a_99_kb_gpu(tmp_path):
+    # RTX 30/40/50 cards (sm_86, sm_89, sm_120) give a block 99 KB of shared memory: a tile
+    # that needs more fails to launch, and fp32's one tile has nothing to fall back to. The
+    # script fails a row over the target's limit; these ops and head dims are where the A100's
+    # tiles went over (the d = 128 forward, the atomic-dQ dK/dV kernel, fp32's two stages).
+    ops = "attention_jvp,attention_backward,attention_backward_atomic_dq"
+    rows = _compile(tmp_path, 86, "--dtypes", "bf16,fp32", "--head-dims", "64,128", "--ops", ops)
+    assert {(r["dtype"], r["shape"]) for r in rows} == {
+        (t, d) for t in ("bf16", "fp32") for d in ("d=64", "d=128")
+    }
+    for r in rows:
+        assert r["status"] == "ok" and r["shared_bytes"] <= 99 * 1024, r

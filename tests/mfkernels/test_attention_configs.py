@@ -17,11 +17,13 @@ TUNED = attention_configs.TUNED
 
 @pytest.mark.parametrize(
     "arch, generation",
-    [(80, "sm80"), (86, "sm80"), (89, "sm80"), (90, "sm90"), (100, "sm90"), ("gfx942", "sm80")],
-)
+    [(80, "sm80"), (87, "sm80"), (86, "sm86"), (89, "sm86"), (90, "sm90"), (100, "sm90"), (103, "sm90"),
+     (120, "sm86"), (121, "sm86"), ("gfx942", "sm80")],
+)  # fmt: skip
 def test_the_generation_of_a_target(arch, generation):
-    """Hopper (sm_90) and newer take the sm_90 lists; Ampere, Ada and a target named by a
-    string (an AMD GPU's) the sm_80 ones."""
+    """Hopper (sm_90) and the data-centre Blackwells take the sm_90 lists; the GPUs with 99 KB
+    of shared memory a block (sm_86, sm_89, sm_120 on) the sm_86 ones; the A100, Orin and a
+    target named by a string (an AMD GPU's) the sm_80 ones."""
     assert attention_configs.generation(arch) == generation
 
 
@@ -92,7 +94,7 @@ def pruned(tuner, args):
 
 
 @needs_triton
-@pytest.mark.parametrize("arch, generation", [(80, "sm80"), (90, "sm90")])
+@pytest.mark.parametrize("arch, generation", [(80, "sm80"), (89, "sm86"), (90, "sm90")])
 @pytest.mark.parametrize("name", ["fwd", "dkdv", "dq"])
 @pytest.mark.parametrize("d, width", [(64, "narrow"), (72, "split"), (128, "wide")])
 def test_a_16_bit_launch_times_its_generations_list(monkeypatch, gpu_tuner, arch, generation, name, d, width):
@@ -106,7 +108,8 @@ def test_a_16_bit_launch_times_its_generations_list(monkeypatch, gpu_tuner, arch
         fenced = name == "fwd" and width == "split" and (n_k % 64 or causal)
         expected = [c for c in listed if c[1] < 64] if fenced else listed
         assert pruned(tuner, args) == set(expected), (n_k, causal)
-        assert pruned(tuner, launch_args(d, n_k, torch.float32, causal)) == {attention_configs.FP32_CONFIG}
+        fp32_config = attention_configs.FP32_CONFIG[generation]
+        assert pruned(tuner, launch_args(d, n_k, torch.float32, causal)) == {fp32_config}
         with monkeypatch.context() as untimed:
             untimed.setenv("MFK_AUTOTUNE", "0")
             assert pruned(tuner, args) == {expected[0]}
@@ -140,3 +143,12 @@ def test_the_atomic_dq_sums_hold_one_run_after_tuning(monkeypatch, gpu_tuner):
     tuner.run(**launch_args(64, 128), DQ_ACC=dq_sums)
     assert len(tuner.fn.runs) == 2 * len(TUNED["sm90"]["dkdv"]["narrow"]) + 1
     assert torch.equal(dq_sums, torch.ones(4))
+
+
+def test_the_99_kb_lists_keep_the_a100_order_and_never_run_empty():
+    """sm_86's lists are the A100's in order, less the tiles that do not fit in 99 KB there
+    (test_triton_static.py compiles them for sm_86)."""
+    for name, lists in TUNED["sm80"].items():
+        for width, tiles in lists.items():
+            kept = TUNED["sm86"][name][width]
+            assert kept and kept == [c for c in tiles if c in kept], (name, width)

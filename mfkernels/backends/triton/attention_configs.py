@@ -10,10 +10,10 @@ from .triton_compat import INTERPRET, autotune_enabled, triton
 # (72 = 64 + 16). The lists hold what compiles without register spills and within 163 KB of
 # shared memory (`python benchmarks/triton_static.py [--arch 80]` checks this on any machine)
 # and, for "split" on sm_90, what passed test_every_tuned_config on a GPU. fp32 inputs take
-# IEEE dots, which spill at every tile: one config, the one that spills least. The
+# IEEE dots, which spill at every tile: one config, the one that spills least that fits. The
 # interpreter takes exactly one config. MFK_AUTOTUNE=0 runs the first config of each list,
 # untimed (tests/conftest.py sets it on a GPU). docs/attention-tuning.md has the measurements.
-FP32_CONFIG = (32, 32, 8, 2)
+FP32_CONFIG = {"sm90": (32, 32, 8, 2), "sm80": (32, 32, 8, 2), "sm86": (32, 32, 8, 1)}
 TUNED = {
     "sm90": {
         "fwd": {
@@ -64,6 +64,22 @@ CANDIDATES = {
 }
 
 
+# GPUs with 99 KB of shared memory a block take the A100's lists without the tiles that need
+# more there (`triton_static.py --arch 86`: the d = 128 forward's 32 x 64 x 3 stages 153 KB, the
+# atomic-dQ dK/dV kernel's 106-113 KB). fp32 takes one stage: two need 104 KB at d = 128.
+OVER_99_KB = {
+    "fwd": {"wide": [(32, 64, 8, 3)]},
+    "dkdv": {"narrow": [(128, 32, 8, 3)], "wide": [(64, 32, 8, 3)]},
+}
+TUNED["sm86"] = {
+    name: {
+        width: [c for c in tiles if c not in OVER_99_KB.get(name, {}).get(width, ())]
+        for width, tiles in lists.items()
+    }
+    for name, lists in TUNED["sm80"].items()
+}
+
+
 def config(bm, bn, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
@@ -73,8 +89,16 @@ def config_shape(c):
 
 
 def generation(arch) -> str:
-    """The ``TUNED`` lists for a compute capability given as major * 10 + minor."""
-    return "sm90" if isinstance(arch, int) and arch >= 90 else "sm80"
+    """The ``TUNED`` lists for a compute capability given as major * 10 + minor: Hopper's for
+    sm_90 and the data-centre Blackwells (sm_100, sm_103: 227 KB of shared memory a block);
+    the 99 KB ones for Ampere's and Ada's desktop parts (sm_86, sm_89) and the desktop
+    Blackwells (sm_120 on), which lack Hopper's warp-group MMA too; the A100's for the rest
+    (sm_80, sm_87 and an AMD target, named by a string)."""
+    if not isinstance(arch, int):
+        return "sm80"
+    if arch in (86, 89) or arch >= 120:
+        return "sm86"
+    return "sm90" if arch >= 90 else "sm80"
 
 
 def tuned_for(name: str, generation: str, args: dict) -> list[tuple]:
@@ -88,17 +112,17 @@ def tuned_for(name: str, generation: str, args: dict) -> list[tuple]:
 def autotune(kernel, name):
     if INTERPRET:
         return triton.autotune(configs=[config(32, 32, 4, 1)], key=KEY)(kernel)
-    every = {FP32_CONFIG}
+    every = set(FP32_CONFIG.values())
     for lists in TUNED.values():
         every.update(*lists[name].values())
 
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
+        # The driver's target, not the tensor's device: the static check compiles from CPU.
+        arch = triton.runtime.driver.active.get_current_target().arch
         if args["Q"].element_size() == 4:
-            keep = {FP32_CONFIG}
+            keep = {FP32_CONFIG[generation(arch)]}
         else:
-            # The driver's target, not the tensor's device: the static check compiles from CPU.
-            arch = triton.runtime.driver.active.get_current_target().arch
             tuned = tuned_for(name, generation(arch), args)
             keep = set(tuned if autotune_enabled() else tuned[:1])
         return [c for c in configs if config_shape(c) in keep]
