@@ -31,9 +31,11 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 """
 
 from mutant import Mutant
+from mutant_catalog_config_report import CONFIG_REPORT_MUTANTS
 from mutant_catalog_data_flow import DATA_FLOW_MUTANTS
 from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
 from mutant_catalog_eval_pipeline import EVAL_PIPELINE_MUTANTS
+from mutant_catalog_image_data import IMAGE_DATA_MUTANTS
 from mutant_catalog_kernel_api import KERNEL_API_MUTANTS
 from mutant_catalog_kernel_backward import KERNEL_BACKWARD_MUTANTS
 from mutant_catalog_kernel_infra import KERNEL_INFRA_MUTANTS
@@ -452,4 +454,6 @@ CATALOG = [
     *KERNEL_MATH_MUTANTS,  # the small kernels' duals: tools/mutant_catalog_kernel_math.py
     *EVAL_PIPELINE_MUTANTS,  # evaluation runs, the exported pipeline: tools/mutant_catalog_eval_pipeline.py
     *KERNEL_BACKWARD_MUTANTS,  # attention's backward, the ops: tools/mutant_catalog_kernel_backward.py
+    *IMAGE_DATA_MUTANTS,  # image-folder scans, decodes, DALI: tools/mutant_catalog_image_data.py
+    *CONFIG_REPORT_MUTANTS,  # the trainer's config, its reports: tools/mutant_catalog_config_report.py
 ]
