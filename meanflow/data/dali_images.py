@@ -61,14 +61,15 @@ _MIXED_PADDING = dict(device_memory_padding=211_025_920, host_memory_padding=140
 
 def check_dali_names(index: FolderIndex, instead: str) -> None:
     """DALI takes file names as UTF-8 text: one that is not (undecodable bytes, an old archive's
-    latin-1) is refused here, naming it and what to do ``instead``, rather than failing inside
-    the pipeline mid-run."""
+    latin-1, in the image's name or in a folder above it, the root's too) is refused here,
+    naming it and what to do ``instead``, rather than failing inside the pipeline."""
     for rel in index.files:
+        path = os.path.join(index.root, rel)
         try:
-            rel.encode("utf-8")
+            path.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(
-                f"image {os.fsencode(os.path.join(index.root, rel))!r} has a name that is not UTF-8, "
+                f"image {os.fsencode(path)!r} has a name that is not UTF-8, "
                 f"which the DALI reader cannot open: rename it, or {instead}"
             ) from None
 

@@ -116,9 +116,63 @@ def test_the_dali_loader_refuses_a_name_that_is_not_utf8_before_it_runs():
     index = FolderIndex("/data", ["a"], files, np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match=r"caf\\xe9.jpg'.* not UTF-8.*train with data.backend torch"):
         DALIImageLoader(None, 1, index=index)
+    # the same bytes in the folder above the classes: DALI opens whole paths
+    index = FolderIndex("/caf\udce9", ["a"], [os.path.join("a", "ok.jpg")], np.zeros(1, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"caf\\xe9/a/ok.jpg'.* not UTF-8"):
+        DALIImageLoader(None, 1, index=index)
 
 
 def test_dali_device_is_cpu_or_cuda():
     assert dali_device_id("cpu") is None
     with pytest.raises(ValueError, match="device must be cpu or cuda, got meta"):
         dali_device_id("meta")
+
+
+@needs_dali
+def test_dali_after_a_pil_batch_reads_the_torch_loaders_batches(tmp_path):
+    """The pipeline DALI rebuilds after a batch it handed to PIL starts at the next batch with
+    that batch's labels and flips: the rest of the epoch is the torch loader's, sample by
+    sample (labels equal, pixels up to the resize filter's differences)."""
+    index = tree_with_a_removed_image(tmp_path)  # in batch 1 of 5 at a batch size of 2
+    kw = dict(image_size=16, index=index, seed=3, max_read_failures=0.5)
+    dali = DALIImageLoader(None, 2, num_threads=1, **kw)
+    torch_loader = TorchImageLoader(None, 2, num_workers=0, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pairs = [(a, b) for _, a, b in zip(range(len(dali)), iter(dali), iter(torch_loader))]
+    assert dali.fallback_batches >= 1 and dali.failures == 1 and len(pairs) == 5
+    for (x, y), (xt, yt) in pairs:
+        assert torch.equal(y, yt)
+        assert (x - xt).abs().mean(dim=(1, 2, 3)).max() * 127.5 < 3
+
+
+@needs_dali
+def test_dali_iterate_files_is_exact_by_default(tmp_path):
+    """prepare_latents calls iterate_files with its defaults: latents are made once, so they
+    take the cubic step in PIL's two rounded passes, not the training loader's single pass."""
+    from meanflow.data.dali_images import iterate_files
+
+    path = noisy_png(tmp_path / "image.png", 45, 70)
+    default, exact, one_pass = (
+        next(iterate_files([path], 32, 1, num_threads=1, **kw))[0]
+        for kw in ({}, {"exact": True}, {"exact": False})
+    )
+    assert torch.equal(default, exact) and not torch.equal(exact, one_pass)
+    want = load_image(path, 32)
+    assert (exact - want).abs().mean() < (one_pass - want).abs().mean()
+
+
+@needs_dali
+def test_the_dali_loader_crops_odd_margins_itself(tmp_path):
+    """The DALI loader's own crop (not a batch handed to PIL after an error) at an odd margin
+    along either axis: PIL's crop to a fraction of a level."""
+    root = tmp_path / "t"
+    for c, (height, width) in enumerate([(39, 45), (45, 39)]):
+        os.makedirs(root / f"c{c}")
+        noisy_png(root / f"c{c}" / "a.png", height, width)
+    index = image_folder.scan_image_folder(str(root), cache=None, workers=0)
+    loader = DALIImageLoader(None, 2, image_size=32, num_threads=1, index=index, flip=False)
+    loader.plan.shuffle = False
+    x, _ = next(iter(loader))
+    want = torch.stack([load_image(index.path(i), 32) for i in range(2)])
+    assert loader.fallback_batches == 0 and (x - want).abs().mean() * 127.5 < 0.6
