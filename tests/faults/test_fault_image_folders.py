@@ -75,6 +75,18 @@ def test_a_symlink_loop_lists_each_image_once(tmp_path):
     assert "2 folders reached again through symlinks were read once (a/self, b/up)" in index.describe()
 
 
+def test_a_link_back_to_a_subfolder_lists_its_images_once(tmp_path):
+    """A loop below a class folder (a/sub/loop -> .): the subfolder's images once, the link
+    counted as a folder reached again, not a chain of a/sub/loop/loop/... copies."""
+    root = make_tree(tmp_path / "t")
+    write_images(str(tmp_path / "t" / "a" / "sub"), 1, start=5)
+    os.symlink(".", tmp_path / "t" / "a" / "sub" / "loop")
+    index = scan(root)
+    assert [f for f in index.files if "sub" in f] == [os.path.join("a", "sub", "img_5.png")]
+    assert len(index) == 7 and index.summary["broken_link"] == 0
+    assert index.summary["examples"]["repeated_folder"] == [os.path.join("a", "sub", "loop")]
+
+
 def test_a_folder_linked_from_two_classes_goes_to_the_first(tmp_path):
     shared = write_images(str(tmp_path / "shared"), 2, start=50)
     root = make_tree(tmp_path / "t")

@@ -100,10 +100,12 @@ def test_images_outside_class_folders_are_warned(tree, tmp_path):
     root = str(tmp_path / "t")
     shutil.copytree(tree[0], root)
     first = scan_image_folder(root, cache=None, workers=0)
-    for name in ("loose_a.jpg", "loose_b.png"):
+    for name in ("loose_a.jpg", "loose_b.png", "LOOSE_C.JPEG"):  # ImageNet's own files end in .JPEG
         shutil.copy(first.path(0), os.path.join(root, name))
     (tmp_path / "t" / "README.txt").write_text("not an image: no warning")
-    with pytest.warns(UserWarning, match=r"ignoring 2 images directly under .*\(loose_a.jpg, loose_b.png\)"):
+    with pytest.warns(
+        UserWarning, match=r"ignoring 3 images directly under .*\(LOOSE_C.JPEG, loose_a.jpg, loose_b"
+    ):
         index = scan_image_folder(root, cache=None, workers=0)
     assert index.files == first.files and index.summary == first.summary
 

@@ -118,3 +118,17 @@ def test_a_batch_of_which_nothing_reads_stops_with_a_clear_error(tmp_path, kind)
         warnings.simplefilter("ignore")
         with pytest.raises(ImageReadError, match=r"every image of a batch of 4 failed to read \(class_00"):
             next(iter(loader))
+
+
+def test_an_epochs_first_failure_is_warned_at_once_and_the_rest_at_its_end():
+    """One warning when an epoch's first read fails, one summing the epoch up at its end: not
+    one per batch with a failure, which floods a long epoch's log."""
+    log = ReadFailureLog(fake_index([4, 4, 4]), images_per_epoch=12, max_fraction=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch, last in (([0, 4], False), ([5, 9], False), ([8, 1], True)):
+            log.record(0, batch, fail(batch[0]), last_of_epoch=last)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and log.total == 3, messages
+    assert messages[0].startswith(f"epoch 0: could not read {os.path.join('c0', 'img_0.jpg')}")
+    assert messages[1].startswith("epoch 0: 3 of the 6 images read on this rank failed")

@@ -118,3 +118,24 @@ def test_a_malformed_scan_cache_is_ignored_and_rewritten(tmp_path, entries):
     assert again.files == first.files and again.summary["scanned_now"] == 2
     with open(cache) as f:
         assert json.load(f)["entries"] == good
+
+
+def test_a_parallel_scan_gives_each_file_its_own_verdict(tmp_path):
+    """Over 256 files the scan opens them in worker processes, 256 a chunk: each file must
+    keep its own verdict there, so the images kept and the corrupt ones named are the
+    in-process scan's, whichever chunk they fell in."""
+    bad = {3, 255, 256, 290}  # at a chunk's start and end, and deep in the second chunk
+    for k in range(300):
+        path = str(tmp_path / "a" / f"img_{k:03d}.jpg")
+        if k in bad:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(b"not an image")
+        else:
+            write_image(path, k % 256)
+    serial = scan(tmp_path)
+    parallel = scan_image_folder(str(tmp_path), cache=None, workers=2)
+    wanted = [os.path.join("a", f"img_{k:03d}.jpg") for k in range(300) if k not in bad]
+    assert serial.files == parallel.files == wanted
+    named = sorted(e.split(": ")[0] for e in parallel.summary["examples"]["corrupt"])
+    assert named == [os.path.join("a", f"img_{k:03d}.jpg") for k in sorted(bad)]
