@@ -362,4 +362,14 @@ IMAGE_DATA_MUTANTS = [
         (f"{FAULTS}test_an_image_removed_after_the_scan_is_replaced_counted_and_named",),
         "DALI's fallback warning says 'encountered:' instead of which file failed",
     ),
+    Mutant(
+        "imgdata-iterate-fallback-unsaid",
+        _DALI,
+        "            warnings.warn(\n"
+        '                f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", stacklevel=2\n'
+        "            )\n            rows, ok = [], []",
+        "            rows, ok = [], []",
+        (f"{DECODE}test_iterate_files_marks_the_files_it_could_not_read",),
+        "prepare_latents decodes with PIL wherever DALI fails, under a manifest that says DALI, unsaid",
+    ),
 ]

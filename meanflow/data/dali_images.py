@@ -344,7 +344,12 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, ex
         try:
             (images, _) = pipe.run()
             x, ok = to_torch(images, device)[:n], torch.ones(n, dtype=torch.bool)
-        except RuntimeError:
+        except RuntimeError as e:
+            # As the loader does: a DALI that fails on every batch would otherwise make a whole
+            # latent set with PIL's crop under a manifest that says DALI's.
+            warnings.warn(
+                f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", stacklevel=2
+            )
             rows, ok = [], []
             for path in paths[start : start + n]:
                 try:

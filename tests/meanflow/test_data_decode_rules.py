@@ -106,6 +106,12 @@ def test_iterate_files_marks_the_files_it_could_not_read(tmp_path, reader):
     assert len(chunks) == 1
     x, ok = chunks[0]
     assert ok.tolist() == [True, False, True]
+    if reader == "dali":  # the batch PIL decoded instead, said as the loader says it
+        with pytest.warns(UserWarning, match=r"^DALI failed on a batch \(.*\); decoding it with PIL$"):
+            list(iterate(paths, 16, 3, **threads))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            list(iterate(good, 16, 2, **threads))
     for row, path in ((0, good[0]), (2, good[1])):
         assert (x[row] - load_image(path, 16)).abs().mean() * 127.5 < 1
 
