@@ -366,7 +366,8 @@ IMAGE_DATA_MUTANTS = [
         "imgdata-iterate-fallback-unsaid",
         _DALI,
         "            warnings.warn(\n"
-        '                f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", stacklevel=2\n'
+        '                f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", '
+        "stacklevel=2\n"
         "            )\n            rows, ok = [], []",
         "            rows, ok = [], []",
         (f"{DECODE}test_iterate_files_marks_the_files_it_could_not_read",),
