@@ -133,3 +133,70 @@ def test_help_gives_every_key_its_type_default_and_meaning(capsys):
     assert "--steps INT (default 1000): optimizer steps" in lines["--steps"]  # the mnist preset's
     assert "--loss.cfg_w FLOAT (default 1.0): guidance scale" in lines["--loss.cfg_w"]
     assert all("): " in line and not line.endswith(": ") for line in lines.values())
+
+
+# ImageNet-1k's training images: the ImageNet presets' epochs are counted in these.
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+@pytest.mark.parametrize("name, model", [("imagenet256-xl2", "DiT-XL/2"), ("imagenet256-b2", "DiT-B/2")])
+def test_imagenet_presets_are_the_documented_recipe(name, model):
+    """The model its name says, trained on a prepare_latents folder for the 240 epochs the runs
+    the presets follow took (docs/design.md section 7), keeping the README's 24 checkpoints over
+    its 1.2M steps."""
+    c = TrainConfig.from_name(name)
+    assert (c.model, c.data.name) == (model, "latents")
+    assert round(c.steps * c.batch_size / IMAGENET_TRAIN_IMAGES) == 240
+    assert round(c.steps / 100_000) == 12 and c.steps // c.keep_every == 24
+
+
+def test_every_preset_writes_its_own_folder():
+    """Two presets' runs in one out_dir would resume (or be refused by) each other."""
+    folders = {TrainConfig.from_name(name).out_dir for name in PRESETS}
+    assert len(folders) == len(PRESETS)
+
+
+def test_documented_defaults():
+    """CUDA graphs stay off until their GPU tests pass (docs/design.md section 5), and an image
+    folder run stops past 1% of an epoch's images failing to read (README, Data at scale)."""
+    for name in PRESETS:
+        assert TrainConfig.from_name(name).cuda_graphs == "off", name
+    assert parse_args([]).data.max_read_failures == 0.01
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--seed", str(2**32 - 1)],
+        ["--eval_samples", "0"],
+        ["--lr_schedule", "linear"],
+        ["--data.num_workers", "0"],
+        ["--cuda_graphs", "on"],
+    ],
+)
+def test_documented_values_at_the_ends_of_their_ranges_parse(argv):
+    parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", str(2**32)], r"seed must be an integer in \[0, 4294967296\), got 4294967296"),
+        (["--precision", "fp16"], "precision must be auto, bf16 or fp32, got 'fp16'"),
+        (["--cuda_graphs", "yes"], "cuda_graphs must be auto, on or off, got 'yes'"),
+    ],
+)
+def test_values_just_outside_a_range_are_refused(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(argv)
+
+
+def test_the_loss_gets_the_jvp_asked_for_and_flow_matching_its_keys():
+    """A library model's loss computes du/dt by the jvp the trainer gives it (it has no dual
+    pass); flow matching takes no jvp, and its class dropout is the configured one."""
+    from meanflow.config import LossConfig
+    from meanflow.loss import func_jvp
+
+    assert LossConfig().build(jvp=func_jvp).jvp is func_jvp
+    fm = LossConfig(objective="flow_matching", class_dropout=0.25).build(jvp=func_jvp)
+    assert fm.class_dropout == 0.25
