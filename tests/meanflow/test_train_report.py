@@ -15,7 +15,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from meanflow.train_report import ProgressBar, StepMeans, _samples_and_eval, grid_images, sample_grid_inputs
+from meanflow.train_report import (
+    ABANDONED,
+    MetricsLog,
+    ProgressBar,
+    StepMeans,
+    _samples_and_eval,
+    evaluates,
+    grid_images,
+    prepare_evaluation,
+    sample_grid_inputs,
+    set_aside_records_after,
+)
 
 
 def _stats(loss: float) -> dict:
@@ -152,3 +163,130 @@ def test_a_grid_decoder_that_fails_warns_once_and_the_run_goes_on(tmp_path, monk
         f"sample grids show latent channels 0-2: cannot decode with the latent folder's VAE "
         f"({type(error).__name__}: {error})"
     ]
+
+
+def test_a_log_lines_means_of_bf16_stats_are_summed_in_float32():
+    """Under bf16 autocast the stats may be bf16: a bf16 sum stalls at 256 (its spacing is 2
+    there), and 300 steps of 1.0 would log a mean of 0.85."""
+    means = StepMeans()
+    for _ in range(300):
+        means.add({"mse": torch.tensor(1.0, dtype=torch.bfloat16)})
+    assert means.pop(world=1) == ({"mse": 1.0}, 300)
+
+
+class _Writer:
+    """A stand-in for TensorBoard's SummaryWriter that keeps what it is given."""
+
+    opened = []
+
+    def __init__(self, log_dir, purge_step=None):
+        self.scalars = []
+        _Writer.opened.append(self)
+
+    def add_scalar(self, key, value, step):
+        self.scalars.append((key, value, step))
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def tensorboard(monkeypatch):
+    monkeypatch.setattr(_Writer, "opened", [])
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", SimpleNamespace(SummaryWriter=_Writer))
+    return _Writer.opened
+
+
+def test_each_record_is_in_the_file_once_logged_and_only_rank_0_writes(tmp_path, tensorboard):
+    """``tail -f`` (and a kill) sees a line as soon as it is logged; the other ranks write no
+    line and no TensorBoard event."""
+    log = MetricsLog(str(tmp_path), master=True, tensorboard=False)
+    log({"step": 1, "loss": 0.5})
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "loss": 0.5}
+    log.close()
+    other = tmp_path / "rank1"
+    other.mkdir()
+    log = MetricsLog(str(other), master=False, tensorboard=True)
+    log({"step": 1, "loss": 0.5})
+    log.close()
+    assert os.listdir(other) == [] and tensorboard == []
+
+
+def test_tensorboard_gets_every_number_of_a_record_at_its_step(tmp_path, tensorboard):
+    log = MetricsLog(str(tmp_path), master=True, tensorboard=True, step=0)
+    log({"step": 2, "eval/acc": 0.95, "eval/nfe": 1, "eval/samples": 20, "note": "text"})
+    log({"summary": {"step": 2, "steps_run": 2}})  # no step of its own: not a series
+    log.close()
+    assert tensorboard[0].scalars == [("eval/acc", 0.95, 2), ("eval/nfe", 1, 2), ("eval/samples", 20, 2)]
+
+
+def test_a_resumed_runs_bar_counts_on_from_its_step(capsys):
+    bar = ProgressBar(total=4, initial=2)
+    bar.step(None)
+    bar.step({"mse": 0.5, "img_per_s": 10.0})
+    bar.close()
+    last = [d for d in re.split(r"[\r\n]", capsys.readouterr().err) if d.strip()][-1]
+    assert "4/4" in last, last
+
+
+def test_lines_set_aside_by_two_resumes_stay_apart_and_are_counted(tmp_path, capsys):
+    """Each resume appends what it sets aside as whole lines, a torn one ended, and says how
+    many lines it moved."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
+    assert set_aside_records_after(str(tmp_path), 1) == 3
+    assert "moved the last 3 lines of" in capsys.readouterr().out
+    with open(path, "a") as f:
+        f.write('{"step": 2, "lo')
+    assert set_aside_records_after(str(tmp_path), 1) == 1
+    assert path.read_text() == '{"step": 1}\n'
+    assert (tmp_path / ABANDONED).read_text().splitlines() == [
+        '{"step": 2}',
+        '{"step": 3}',
+        '{"step": 4, "lo',
+        '{"step": 2, "lo',
+    ]
+
+
+def _run_config(tmp_path, **kwargs):
+    data = SimpleNamespace(name=kwargs.pop("data_name", "mnist"), path=kwargs.pop("data_path", None))
+    values = dict(sample_steps=1, out_dir=str(tmp_path), eval_samples=20, data=data)
+    return SimpleNamespace(**{**values, **kwargs})
+
+
+def test_a_grid_of_several_steps_evaluates_one_step_against_the_runs_data(tiny, tmp_path, monkeypatch):
+    """The grid draws ``sample_steps`` network calls an image; the evaluation stays the 1-NFE
+    class accuracy the README names, scored against the run's own ``data.path``."""
+    from meanflow import eval_mnist
+    from meanflow.sampler import sample, save_grid
+
+    calls = []
+
+    def evaluate(model, num_samples, steps, data_path, log):
+        calls.append((steps, data_path))
+        return {"acc": 0.5, "fd": 1.0, "nfe": steps, "samples": num_samples}
+
+    monkeypatch.setattr(eval_mnist, "evaluate", evaluate)
+    config = _run_config(tmp_path / "run", sample_steps=2, data_path=str(tmp_path / "digits"))
+    model, records = tiny(num_classes=10), []
+    grid = sample_grid_inputs(model.config, 0, torch.device("cpu"))
+    _samples_and_eval(config, 3, model, object(), grid, records.append, do_eval=True)
+    assert calls == [(1, str(tmp_path / "digits"))] and records[0]["eval/nfe"] == 1
+    labels, noise, cols = grid
+    save_grid(sample(model, labels, steps=2, noise=noise), str(tmp_path / "two.png"), nrow=cols)
+    png = tmp_path / "run" / "samples" / "step_0000003.png"
+    assert png.read_bytes() == (tmp_path / "two.png").read_bytes()
+
+
+def test_only_an_mnist_run_with_samples_to_score_is_evaluated_on_its_own_data(tmp_path, monkeypatch):
+    from meanflow import eval_mnist
+
+    assert evaluates(_run_config(tmp_path))
+    assert not evaluates(_run_config(tmp_path, eval_samples=0))
+    for name in ("imagefolder", "latents"):
+        assert not evaluates(_run_config(tmp_path, data_name=name))
+    loaded = []
+    monkeypatch.setattr(eval_mnist, "load_classifier", loaded.append)
+    prepare_evaluation(_run_config(tmp_path, data_path="/data/my-mnist"))
+    prepare_evaluation(_run_config(tmp_path, data_name="imagefolder"))
+    assert loaded == ["/data/my-mnist"]
