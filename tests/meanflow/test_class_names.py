@@ -1,6 +1,7 @@
 """Class names carried from a run's data to its pipeline export."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -142,3 +143,41 @@ def test_reading_a_checkpoints_class_names_unpickles_nothing(tmp_path):
     assert recorded_run(str(path)) == (None, None) and not marker.exists()
     torch.save({"config": {"data": {"name": "mnist"}}, "classes": SYNSETS}, path)
     assert recorded_run(str(path)) == ({"data": {"name": "mnist"}}, SYNSETS)
+
+
+def test_only_the_whole_imagenet_1k_list_gains_its_readable_names():
+    """Three synsets from tench to toilet tissue, or 1000 sorted ones ending at toilet tissue
+    but not starting at tench, are other data: ImageNet-1k's names would misname their ids."""
+    pytest.importorskip("torchvision")
+    three = ["n01440764", "n04000000", "n15075141"]
+    assert id2label_for(three) == dict(enumerate(three))
+    shifted = ["n01440765", *imagenet_1k()[1:]]
+    assert id2label_for(shifted) == dict(enumerate(shifted))
+
+
+def test_recorded_class_names_need_no_run_config(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"classes": SYNSETS}, path)
+    assert checkpoint_id2label(str(path), 3) == dict(enumerate(SYNSETS))
+
+
+def test_an_unconditional_model_or_a_foreign_file_names_no_class_without_a_word(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"config": {"data": {"name": "mnist", "path": None}}}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert checkpoint_id2label(str(path), 0) == {}
+    torch.save(torch.zeros(3), path)  # not a trainer checkpoint: no run config to read
+    assert recorded_run(str(path)) == (None, None)
+    assert checkpoint_id2label(str(path), 3) == {}
+
+
+def test_an_older_checkpoints_damaged_manifest_is_a_warning(tmp_path):
+    """An older checkpoint names its classes from its data, read at export: a latent folder's
+    manifest damaged since leaves them out, with a warning, and the export goes on."""
+    (tmp_path / "latents").mkdir()
+    (tmp_path / "latents" / "manifest.json").write_text('{"format": "meanflow-lat')
+    path = tmp_path / "last.pt"
+    torch.save({"config": {"data": {"name": "latents", "path": str(tmp_path / "latents")}}}, path)
+    with pytest.warns(UserWarning, match="class names left out: the run's data is not readable"):
+        assert checkpoint_id2label(str(path), 3) == {}
