@@ -31,6 +31,7 @@ The csrc kernels are not mutated: each change would need a rebuild of the extens
 """
 
 from mutant import Mutant
+from mutant_catalog_bench_report import BENCH_REPORT_MUTANTS
 from mutant_catalog_config_report import CONFIG_REPORT_MUTANTS
 from mutant_catalog_data_flow import DATA_FLOW_MUTANTS
 from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
@@ -48,6 +49,7 @@ from mutant_catalog_persistence import PERSISTENCE_MUTANTS
 from mutant_catalog_program_args import PROGRAM_ARG_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
 from mutant_catalog_resume_data import RESUME_DATA_MUTANTS
+from mutant_catalog_runtime import RUNTIME_MUTANTS
 from mutant_catalog_trainer import TRAINER_MUTANTS
 
 __all__ = ["CATALOG", "Mutant"]
@@ -456,4 +458,6 @@ CATALOG = [
     *KERNEL_BACKWARD_MUTANTS,  # attention's backward, the ops: tools/mutant_catalog_kernel_backward.py
     *IMAGE_DATA_MUTANTS,  # image-folder scans, decodes, DALI: tools/mutant_catalog_image_data.py
     *CONFIG_REPORT_MUTANTS,  # the trainer's config, its reports: tools/mutant_catalog_config_report.py
+    *BENCH_REPORT_MUTANTS,  # the benchmarks' timing, counts, tables: tools/mutant_catalog_bench_report.py
+    *RUNTIME_MUTANTS,  # saved train state, launches, csrc: tools/mutant_catalog_runtime.py
 ]
