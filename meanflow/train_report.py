@@ -98,6 +98,8 @@ def _logged_by(line: bytes, step: int) -> bool:
     """Whether ``line`` is a whole record of the trajectory up to ``step``."""
     if not line.endswith(b"\n"):
         return False  # the write of a killed run, cut short
+    if not line.strip():
+        return True  # a blank line (an editor's, a tool's) records nothing: no cut there
     try:
         record = json.loads(line)
     except ValueError:

@@ -16,6 +16,7 @@ REPORT = "tests/meanflow/test_train_report.py"
 CLASSES = "tests/meanflow/test_class_names.py"
 METRICS_LOG = "tests/faults/test_fault_metrics_log.py"
 SET_ASIDE = f"{METRICS_LOG}::test_records_past_the_step_are_set_aside_from_the_first_one_on"
+BLANK_LINE = f"{METRICS_LOG}::test_a_blank_line_does_not_set_aside_the_records_after_it"
 ADAPTERS = "tests/meanflow/test_train_adapters.py"
 GRID_CLASSES = "tests/meanflow/test_train.py::test_sample_grid_with_fewer_than_ten_classes"
 IMAGENET = f"{CFG}::test_imagenet_presets_are_the_documented_recipe"
@@ -175,6 +176,14 @@ CONFIG_REPORT_MUTANTS = [
         "the baseline ignores --loss.class_dropout: trained without the null class it samples with",
     ),
     # ---------------------------------------------------------------- meanflow/train_report.py
+    Mutant(
+        "cfgrep-report-blank-line-cuts-the-log",
+        _REPORT,
+        "    if not line.strip():\n        return True",
+        "    if False:\n        return True",
+        (BLANK_LINE,),
+        "one blank line in metrics.jsonl moves every record after it to the abandoned log on resume",
+    ),
     Mutant(
         "cfgrep-report-line-not-flushed",
         _REPORT,

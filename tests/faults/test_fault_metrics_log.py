@@ -102,6 +102,16 @@ def test_records_past_the_step_are_set_aside_from_the_first_one_on(tmp_path):
     assert records(tmp_path / ABANDONED)[-1] == {"step": 2, "eval/acc": 0.5}
 
 
+def test_a_blank_line_does_not_set_aside_the_records_after_it(tmp_path):
+    """A blank line (an editor saving the log, ``echo >> metrics.jsonl``) is no record of any
+    step: the records of the trajectory after it stay, and what follows the step still goes."""
+    text = '{"step": 1, "loss": 1.0}\n\n  \n{"step": 2, "loss": 0.9}\n{"step": 3, "loss": 0.8}\n'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert set_aside_records_after(str(tmp_path), 2) == 1
+    assert (tmp_path / "metrics.jsonl").read_text() == text[: text.index('{"step": 3')]
+    assert records(tmp_path / ABANDONED) == [{"step": 3, "loss": 0.8}]
+
+
 def test_a_run_ending_on_a_checkpoint_step_writes_it_once(tmp_path, fake_mnist, monkeypatch):
     """The last step's checkpoint is not written a second time at the end (DiT-XL/2's last.pt
     is 10.8 GB)."""
