@@ -363,12 +363,17 @@ IMAGE_DATA_MUTANTS = [
         "DALI's fallback warning says 'encountered:' instead of which file failed",
     ),
     Mutant(
+        "imgdata-loader-fallback-unsaid",
+        _DALI,
+        "                warn_pil_fallback(e)\n                items",
+        "                items",
+        (f"{FAULTS}test_an_image_removed_after_the_scan_is_replaced_counted_and_named",),
+        "the DALI loader decodes a failed batch with PIL without a word: a DALI run runs on PIL",
+    ),
+    Mutant(
         "imgdata-iterate-fallback-unsaid",
         _DALI,
-        "            warnings.warn(\n"
-        '                f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", '
-        "stacklevel=2\n"
-        "            )\n            rows, ok = [], []",
+        "            warn_pil_fallback(e)\n            rows, ok = [], []",
         "            rows, ok = [], []",
         (f"{DECODE}test_iterate_files_marks_the_files_it_could_not_read",),
         "prepare_latents decodes with PIL wherever DALI fails, under a manifest that says DALI, unsaid",

@@ -244,6 +244,12 @@ def dali_error_line(error: Exception) -> str:
     return lines[after if after < len(lines) else -1][:200]
 
 
+def warn_pil_fallback(error: Exception):
+    """Say that a batch DALI failed on (``error``) is decoded with PIL instead, at the caller's
+    caller: the loop that asked for the batch."""
+    warnings.warn(f"DALI failed on a batch ({dali_error_line(error)}); decoding it with PIL", stacklevel=3)
+
+
 class DALIImageLoader(FolderIdentity, ShardedLoader):
     """The :class:`meanflow.data.Loader` over an image folder through DALI (module docstring);
     a checkpoint records which images, as the torch loader's does (:class:`FolderIdentity`).
@@ -297,9 +303,7 @@ class DALIImageLoader(FolderIdentity, ShardedLoader):
                 images, label_codes = pipe.run()
                 x, y = to_torch(images, self.device), to_torch(label_codes, self.device)[:, 0].long() >> 1
             except RuntimeError as e:
-                warnings.warn(
-                    f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", stacklevel=2
-                )
+                warn_pil_fallback(e)
                 items = [
                     read_sample(self.index, i, self.image_size, f) for i, f in zip(indices[part], flips[part])
                 ]
@@ -347,9 +351,7 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, ex
         except RuntimeError as e:
             # As the loader does: a DALI that fails on every batch would otherwise make a whole
             # latent set with PIL's crop under a manifest that says DALI's.
-            warnings.warn(
-                f"DALI failed on a batch ({dali_error_line(e)}); decoding it with PIL", stacklevel=2
-            )
+            warn_pil_fallback(e)
             rows, ok = [], []
             for path in paths[start : start + n]:
                 try:
