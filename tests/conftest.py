@@ -154,3 +154,15 @@ def fake_mnist(tmp_path):
         write_idx(root / f"{split}-images-idx3-ubyte", images, gz)
         write_idx(root / f"{split}-labels-idx1-ubyte", labels, gz)
     return str(root)
+
+
+@pytest.fixture
+def no_extraction(monkeypatch):
+    """meanflow.evaluate that fails a test reaching its feature extractor: checks of what it is
+    given must refuse before any image is run through a network."""
+    from meanflow import evaluate
+
+    def extract(*args, **kwargs):
+        raise AssertionError("features extracted before the arguments were checked")
+
+    monkeypatch.setattr(evaluate, "extract", extract)

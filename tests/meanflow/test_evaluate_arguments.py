@@ -15,14 +15,6 @@ from meanflow import evaluate as ev  # noqa: E402
 
 
 @pytest.fixture
-def no_extraction(monkeypatch):
-    def extract(*args, **kwargs):
-        raise AssertionError("features extracted before the arguments were checked")
-
-    monkeypatch.setattr(ev, "extract", extract)
-
-
-@pytest.fixture
 def samples(tmp_path):
     return write_npz(tmp_path / "s.npz", as_uint8(image_set(n=8)))
 

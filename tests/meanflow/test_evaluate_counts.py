@@ -17,14 +17,6 @@ from meanflow import evaluate as ev  # noqa: E402
 from meanflow.evaluate_inputs import ImageSet  # noqa: E402
 
 
-@pytest.fixture
-def no_extraction(monkeypatch):
-    def extract(*args, **kwargs):
-        raise AssertionError("features extracted before the counts were checked")
-
-    monkeypatch.setattr(ev, "extract", extract)
-
-
 def images(tmp_path, name, n, seed=0):
     return write_npz(tmp_path / f"{name}.npz", as_uint8(image_set(n=n, seed=seed)))
 
