@@ -96,6 +96,22 @@ CONFIG_REPORT_MUTANTS = [
         "--seed 4294967296 is accepted and fails in numpy's seeding after the data is read",
     ),
     Mutant(
+        "cfgrep-keep-every-zero-refused",
+        _CONFIG,
+        '("keep_every", _at_least(0),',
+        '("keep_every", _at_least(1),',
+        (f"{OPTS}::test_zero_is_taken_where_documented",),
+        "--keep_every 0, the default and the way to keep no ckpt_<step>.pt, is refused",
+    ),
+    Mutant(
+        "cfgrep-grad-clip-zero-refused",
+        _CONFIG,
+        '("grad_clip", lambda v: _is_number(v) and v >= 0,',
+        '("grad_clip", lambda v: _is_number(v) and v > 0,',
+        (f"{OPTS}::test_zero_is_taken_where_documented",),
+        "--grad_clip 0, the documented way to train without clipping, is refused",
+    ),
+    Mutant(
         "cfgrep-eval-samples-zero-refused",
         _CONFIG,
         "_is_int(v) and (v == 0 or v >= MIN_EVAL_SAMPLES)",

@@ -48,11 +48,30 @@ def test_out_of_range_option_is_one_line_naming_it(tmp_path, fake_mnist, option,
     assert not (tmp_path / "run").exists()
 
 
-def test_zero_means_off_where_documented():
-    config = parse_args(
-        ["--grad_clip", "0", "--eval_samples", "0", "--ema_decays", "0", "--eval_samples", "2"]
-    )
-    assert config.grad_clip == 0 and config.ema_decays == [0] and config.eval_samples == 2
+@pytest.mark.parametrize(
+    "option",
+    [
+        "grad_clip",
+        "eval_samples",
+        "warmup_steps",
+        "log_every",
+        "sample_every",
+        "eval_every",
+        "ckpt_every",
+        "keep_every",
+        "threads",
+        "data.num_workers",
+    ],
+)
+def test_zero_is_taken_where_documented(option):
+    """0 is the documented off (or "at the end", or "torch's default") of these options."""
+    config = parse_args([f"--{option}", "0"])
+    section, _, key = option.rpartition(".")
+    assert getattr(getattr(config, section) if section else config, key) == 0
+
+
+def test_an_ema_decay_of_zero_is_taken():
+    assert parse_args(["--ema_decays", "0"]).ema_decays == [0]
 
 
 @pytest.mark.parametrize(
