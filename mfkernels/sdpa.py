@@ -50,7 +50,8 @@ and so is a patched model's plain forward and backward (PyTorch's SDPA). Dynamo 
 graph at an autograd.Function with a ``jvp``, and traced under ``torch.func.jvp`` both that
 Function and the custom op on dual inputs gave a wrong tangent without an error, so a traced
 call under a forward-AD level whose tangents cannot be read raises (without ``fullgraph``
-dynamo then runs the frame eagerly).
+dynamo then runs the frame eagerly). Transforms other than one jvp level around the call (a
+jvp of a jvp, grad, vmap) run math attention as eagerly; its warning breaks the graph there.
 ``torch.func.jvp`` through a whole transformer does not trace for a reason of torch's own:
 LayerNorm's forward AD hits an internal assert under dynamo (also without this mode); without
 ``fullgraph`` that frame runs eagerly, with the right result.
@@ -138,6 +139,10 @@ def _additive_bias(attn_mask: Tensor | None, dtype: torch.dtype) -> Tensor | Non
     return bias.masked_fill_(~stored, float("-inf")).expand(attn_mask.shape)
 
 
+# Dynamo cannot trace the interpreter stack, and skipped under torch.compile, a nested jvp got
+# a wrong tangent without a word. Dynamo enters a traced transform's level for real while it
+# traces, so the stack read then (once, the result baked into the graph) is the call's own.
+@torch.compiler.assume_constant_result
 def transform_reason() -> str | None:
     """Why the functorch transforms around this call rule the fused path out, or None: it
     takes one ``torch.func.jvp`` level. The ``mfkernels`` custom ops have no ``torch.func``
@@ -367,7 +372,7 @@ def flash_sdpa(query, key, value, *args, backend=None, **kwargs) -> Tensor:
     check_sdpa_mask_dtype(attn_mask, q)
     # The transforms first: under vmap the inputs seen here have lost their batch dimension,
     # and "not 4-D" would misname the reason for a user's 4-D tensors.
-    reason = None if torch.compiler.is_compiling() else transform_reason()
+    reason = transform_reason()
     if reason is None:
         reason = unsupported_reason(q, k, v, attn_mask, dropout_p, enable_gqa, is_causal)
     if reason is not None:

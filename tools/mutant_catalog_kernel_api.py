@@ -237,6 +237,22 @@ KERNEL_API_MUTANTS = [
     ),
     # --------------------------------------------------------------------- mfkernels/sdpa.py
     Mutant(
+        "sdpa-compiled-transforms-unchecked",
+        _SDPA,
+        "    reason = transform_reason()\n",
+        "    reason = None if torch.compiler.is_compiling() else transform_reason()\n",
+        (f"{FWD_AD}test_other_transforms_fall_back",),
+        "torch.compile of a jvp of a jvp through the switch: the fused tangent, wrong without a word",
+    ),
+    Mutant(
+        "sdpa-transform-check-breaks-the-graph",
+        _SDPA,
+        "@torch.compiler.assume_constant_result\n",
+        "",
+        (f"{FWD_AD}test_compile_func_jvp_fullgraph",),
+        "a compiled jvp through SDPA breaks its graph at the transform check (fullgraph fails)",
+    ),
+    Mutant(
         "sdpa-a-tangent-on-a-subset-takes-two-passes",
         _SDPA,
         "return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)",

@@ -232,14 +232,22 @@ NESTED = {
 }
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("case", NESTED.keys())
-def test_other_transforms_fall_back(case, monkeypatch):
+def test_other_transforms_fall_back(case, compiled, monkeypatch):
     """torch.func transforms other than one jvp level (the custom ops have no grad or vmap
-    rule; a tangent of the fused tangent would be silently zero) run math attention."""
+    rule; a tangent of the fused tangent would be silently zero) run math attention, traced
+    by torch.compile too (where the jvp of a jvp once took the fused path: zero)."""
     monkeypatch.setattr(sdpa, "_WARNED", set())
     primals, tangents = attention_inputs(SHAPES["vit"], torch.float64)
-    with mfkernels.sdpa_forward_ad("reference"), pytest.warns(UserWarning, match="runs math attention"):
-        got = NESTED[case](F.scaled_dot_product_attention, primals, tangents)
+
+    def transformed(*primals):
+        with mfkernels.sdpa_forward_ad("reference"):
+            return NESTED[case](F.scaled_dot_product_attention, primals, tangents)
+
+    torch._dynamo.reset()
+    with pytest.warns(UserWarning, match="runs math attention"):
+        got = (torch.compile(transformed, backend="aot_eager") if compiled else transformed)(*primals)
     with sdpa_kernel(SDPBackend.MATH):
         ref = NESTED[case](F.scaled_dot_product_attention, primals, tangents)
     assert_close(case, got, ref, torch.float64)
