@@ -238,3 +238,50 @@ def test_compiled_block_on_cpu_backend_matches_eager():
     refs = grads(lambda x, mod, bias: block(x, x_dot, mod, bias, backend="reference"), x, mod, bias)
     for name, out, ref in zip(("y", "dx", "dmod", "dbias"), outs, refs):
         assert_close(name, out, ref, torch.float32)
+
+
+def _import_csrc(code: str, **env_overrides) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_overrides}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+@needs_ext
+def test_mfk_cpu_isa_auto_is_no_news():
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from mfkernels.backends import csrc\n"
+        "print(csrc._C.cpu_isa())\n"
+        "print([m for m in map(str, (w.message for w in caught)) if 'mfkernels' in m or 'MFK' in m])\n"
+    )
+    run = _import_csrc(code, MFK_CPU_ISA="auto")
+    assert run.returncode == 0, run.stderr[-3000:]
+    isa, messages = run.stdout.strip().splitlines()[-2:]
+    assert isa == automatic_isa() and messages == "[]"
+
+
+def test_a_module_the_extension_needs_missing_is_not_taken_for_no_extension():
+    """The extension built but one of its own imports missing: that error, not a quiet
+    fallback as if the optional extension had never been built."""
+    code = (
+        "import importlib.abc, sys\n"
+        "class Finder(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'mfkernels._C':\n"
+        "            dep = 'mfk_runtime_dep'\n"
+        "            raise ModuleNotFoundError(f'No module named {dep!r}', name=dep)\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "from mfkernels.backends import csrc\n"
+    )
+    run = _import_csrc(code)
+    assert run.returncode != 0 and "No module named 'mfk_runtime_dep'" in run.stderr, run.stderr[-3000:]
+
+
+@needs_ext
+def test_silu_of_a_strided_tangent():
+    """A transposed tangent (the extension takes contiguous rows only) is copied, not refused."""
+    x, x_dot = torch.randn(6, 5), torch.randn(5, 6).t()
+    for name, out, ref in zip(("y", "y_dot"), csrc.silu_jvp(x, x_dot), reference.silu_jvp(*f64(x, x_dot))):
+        assert_close(name, out, ref, torch.float32)

@@ -55,3 +55,36 @@ def test_unit_cols_copies_only_strided_columns():
     assert launch.unit_cols(t[:, ::2]).stride(-1) == 1
     assert launch.unit_cols(t.t()).stride(-1) == 1
     assert torch.equal(launch.unit_cols(t.t()), t.t())
+
+
+def test_the_interpreter_sums_tokens_beyond_a_tile_over_two_chunks():
+    """In the CPU interpreter a backward whose tokens span more than one tile runs two chunks,
+    so that its second stage (the sum over chunks) runs in the tests; each a whole number of
+    tiles, together every token."""
+    cpu = torch.device("cpu")
+    for tokens in (65, 1000, 4096):
+        rows = launch.row_settings(72, tokens, tile=4096)[0]
+        per_chunk = launch.tokens_per_chunk(tokens, 2, 72, cpu)
+        assert per_chunk % rows == 0 and -(-tokens // per_chunk) == 2, (tokens, rows, per_chunk)
+    assert launch.tokens_per_chunk(1, 2, 72, cpu) == 1
+
+
+def test_a_chunked_backwards_tuned_tile_is_kept_per_chunk_length():
+    """The tuner's best SPLIT depends on the chunk length (a batch's), which its cached
+    choice must be keyed by; a kernel without chunks by its rows and width alone."""
+    pytest.importorskip("triton")
+    from mfkernels.backends.triton import layernorm_modulate as ln
+
+    backward = launch.row_tuner(ln._ln_modulate_bwd_kernel, "tokens", 4096)
+    assert sorted(backward.keys) == ["dim", "tokens", "tokens_per_chunk"]
+    assert sorted(launch.row_tuner(ln._ln_modulate_jvp_fwd_kernel, "n_rows").keys) == ["dim", "n_rows"]
+
+
+def test_a_row_kernel_takes_cpu_tensors_only_in_the_interpreter(monkeypatch):
+    pytest.importorskip("triton")
+    from mfkernels.backends.triton import triton_compat
+
+    x = torch.zeros(2, 8)
+    assert launch.unsupported(("x", x), row_dim=8) is None  # TRITON_INTERPRET=1 here
+    monkeypatch.setattr(triton_compat, "INTERPRET", False)
+    assert "needs CUDA tensors" in launch.unsupported(("x", x), row_dim=8)
