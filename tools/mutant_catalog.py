@@ -46,6 +46,7 @@ from mutant_catalog_kernels import KERNEL_MUTANTS
 from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
 from mutant_catalog_persistence import PERSISTENCE_MUTANTS
+from mutant_catalog_plumbing import PLUMBING_MUTANTS
 from mutant_catalog_program_args import PROGRAM_ARG_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
 from mutant_catalog_resume_data import RESUME_DATA_MUTANTS
@@ -460,4 +461,5 @@ CATALOG = [
     *CONFIG_REPORT_MUTANTS,  # the trainer's config, its reports: tools/mutant_catalog_config_report.py
     *BENCH_REPORT_MUTANTS,  # the benchmarks' timing, counts, tables: tools/mutant_catalog_bench_report.py
     *RUNTIME_MUTANTS,  # saved train state, launches, csrc: tools/mutant_catalog_runtime.py
+    *PLUMBING_MUTANTS,  # the step, ranks, demo, scan cache: tools/mutant_catalog_plumbing.py
 ]
