@@ -299,3 +299,72 @@ def test_a_first_call_cut_by_the_run_budget_is_skipped_not_failed(monkeypatch, t
     row = {"variant": "fm+compile"}
     assert runner.prepare(row, "fm+compile", model, opt, x, y, "fp32", {}, None) is None
     assert row["status"].startswith(status), row["status"]
+
+
+def test_pass_and_saved_ratios_are_over_eager_fm():
+    rows = [_row("fm", 100.0), _row("dual_ref", 150.0)]
+    rows[0].update(fwd_ms=10.0, saved_mib=100.0)
+    rows[1].update(fwd_ms=30.0, saved_mib=114.0)
+    R.annotate(rows)
+    assert rows[1]["fwd_x_fm"] == 3.0 and rows[1]["saved_x_fm"] == pytest.approx(1.14, abs=1e-9)
+
+
+def test_a_step_of_exactly_the_threshold_passes():
+    (step, *_) = R.evaluate_targets([_row("fm", 100.0, 20.0), _row("fused_triton", 140.0, 24.0)])
+    assert step["name"] == R.STEP_VS_FM and step["value"] == 1.4 and step["pass"] is True
+
+
+def test_peak_memory_is_against_fm_in_the_fused_steps_mode():
+    """Compiled FM is the fastest FM and keeps less; the fastest fused step is eager, so its
+    memory is against eager FM's."""
+    rows = [_row("fm", 100.0, 20.0), _row("fm+compile", 80.0, 15.0), _row("fused_triton", 110.0, 22.0)]
+    (mem,) = [t for t in R.evaluate_targets(rows) if t["name"] == R.PEAK_MEMORY]
+    assert mem["value"] == pytest.approx(1.1, abs=1e-3) and mem["pass"] is True
+
+
+def _cpu(variant, ms, times, interleaved=True, **extra):
+    row = _row(variant, ms, preset="DiT-S/2", dtype="fp32", device="CPU AMD EPYC (2 cores)")
+    row.update(times_ms=times, interleaved=interleaved, **extra)
+    return row
+
+
+def test_cpu_speedup_is_the_median_of_paired_rounds_when_both_were_interleaved():
+    func = _cpu("func_jvp", 300.0, [200.0, 300.0, 400.0])
+    for interleaved, speedup in ((True, 3.0), (False, 2.0)):  # rounds 1x, 3x, 4x; medians 300/150
+        dual = _cpu("dual_ref", 150.0, [200.0, 100.0, 100.0], interleaved)
+        (target,) = R.evaluate_targets([func, dual])
+        assert target["value"] == speedup, (interleaved, target)
+
+
+def test_cpu_target_names_the_speedup_of_the_pass_alone():
+    func = _cpu("func_jvp", 300.0, [300.0], fwd_ms=120.0, fwd_times_ms=[120.0])
+    dual = _cpu("dual_ref", 150.0, [150.0], fwd_ms=40.0, fwd_times_ms=[40.0])
+    (target,) = R.evaluate_targets([func, dual])
+    assert target["value"] == 2.0 and target["detail"].endswith("40.0 vs 120.0 ms, 3.00x")
+
+
+def test_a_step_guided_by_k_alone_is_guided():
+    assert R.is_guided({"cfg_w": 1.0, "cfg_k": 0.5}) and not R.is_guided({"cfg_w": 1.0, "cfg_k": 0.0})
+    assert R.judge_targets([_row("fm", 100.0), _row("fused_triton", 120.0)], {"cfg_k": 0.5}) == []
+
+
+def test_printed_table_puts_each_number_under_its_heading(capsys):
+    rows = [
+        _row("fm", 100.0, 20.0),
+        _row("fm+compile", 80.0, 18.0),
+        _row("fused_triton+compile", 120.0, 21.0),
+    ]
+    for row, iqr in zip(rows, (1.0, 2.0, 3.0)):
+        row.update(ms_iqr=iqr, img_per_s=64e3 / row["ms"])
+    R.annotate(rows)
+    R.print_table(rows)
+    head, rule, *lines = capsys.readouterr().out.splitlines()
+    spans, at = [], 0
+    for dashes in rule.split("  "):
+        spans.append((at, at + len(dashes)))
+        at += len(dashes) + 2
+    table = [{head[a:b].strip(): line[a:b].strip() for a, b in spans} for line in lines[:3]]
+    compiled = table[2]
+    assert compiled["variant"] == "fused_triton+compile" and compiled["ms/step"] == "120.00"
+    assert compiled["IQR"] == "3.00" and compiled["img/s"] == "533" and compiled["x FM"] == "1.50"
+    assert compiled["mem x FM"] == "1.17" and table[0]["x FM"] == "1.00"

@@ -269,3 +269,88 @@ def test_an_attention_sweep_cut_by_its_time_budget_says_so(results, tmp_path):
     _write(path, data)
     section = render_readme.render(render_readme.load_results(results), tmp_path)
     assert "**Cut short by its time budget: bf16 d = 128, N = 512 and the shapes after it" in section
+
+
+def _section(results, tmp_path, *runs):
+    for name, payload in runs:
+        _write(results / "more" / name, payload)
+    return render_readme.render(render_readme.load_results(results), tmp_path)
+
+
+def _step_run(date, rows, device=H100, **fields):
+    step = _header("jvp_throughput", device, date)
+    step.update(rows=rows, **fields)
+    return step
+
+
+def test_a_newer_failure_or_batch_or_device_keeps_the_older_cells(results, tmp_path):
+    """A newer run's failed fm+compile, its other batch and another device's run each leave
+    the H100 batch-64 cells as they were."""
+    failed = _step_run("2026-11-25T10:00:00+00:00", [_step_row("fm+compile", 0, 0, status="failed: OOM")])
+    batch_32 = _step_run("2026-11-26T10:00:00+00:00", [dict(_step_row("fm+compile", 150.0, 10.0), batch=32)])
+    h200 = dict(H100, name="NVIDIA H200")
+    h200_row = dict(_step_row("fm", 200.0, 20.0), device="NVIDIA H200")
+    other = _step_run("2026-11-27T10:00:00+00:00", [h200_row], device=h200)
+    section = _section(
+        results,
+        tmp_path,
+        ("a.json", failed),
+        ("b.json", batch_32),
+        ("jvp_throughput_nvidia-h200.json", other),
+    )
+    h100, h200_table = section.split("#### DiT training step: NVIDIA H200")
+    assert "| DiT-XL/2 | 64 | bf16 | 280.0 ms c | 900.0 ms (3.21x) |" in h100
+    assert "| DiT-XL/2 | 32 | bf16 | 150.0 ms c |" in h100 and "200.0" not in h100
+    assert "| DiT-XL/2 | 64 | bf16 | 200.0 ms |" in h200_table and "280.0" not in h200_table
+
+
+def test_a_dirty_tree_and_skipped_cases_are_told_apart(results, tmp_path):
+    rows = [_step_row("fm", 100.0, 20.0), _step_row("fused_cuda", 0, 0, status="skipped: no kernel here")]
+    rows.append(_step_row("func_jvp", 0, 0, status="failed: OOM"))
+    dirty = _step_run("2026-11-25T10:00:00+00:00", rows, git={"commit": "abcdef0123456789", "dirty": True})
+    section = _section(results, tmp_path, ("dirty.json", dirty))
+    assert "commit abcdef0123 (dirty)" in section and "commit 0123456789 (dirty)" not in section
+    failed = next(line for line in section.splitlines() if line.startswith("Failed: "))
+    assert "DiT-XL/2 b64 func_jvp: failed: OOM" in failed and "fused_cuda" not in failed
+
+
+def test_a_cpu_table_has_no_peak_memory_column(tmp_path):
+    cpu = {"type": "cpu", "name": "CPU AMD EPYC (2 cores)"}
+    rows = [
+        dict(_step_row("fm", 100.0, 1.0), dtype="fp32"),
+        dict(_step_row("fused_cpu", 90.0, 1.0), dtype="fp32"),
+    ]
+    data = render_readme.merge_step_runs([_step_run("2026-11-25T10:00:00+00:00", rows, device=cpu)])
+    text = render_readme.render_throughput(data, tmp_path)
+    assert "| preset | batch | dtype | FM step | fused (CPU) |\n|---|---|---|---|---|\n" in text
+    assert "| DiT-XL/2 | 64 | fp32 | 100.0 ms | 90.0 ms (0.90x) |" in text
+
+
+def test_attention_rows_are_sorted_and_small_tflops_keep_their_digits(results, tmp_path):
+    section = render_readme.render(render_readme.load_results(results), tmp_path)
+    rows = [line for line in section.splitlines() if line.startswith("| 72 |")]
+    assert [line.split(" | ")[:3] for line in rows] == [
+        ["| 72", "1024", "-"],
+        ["| 72", "1024", "1024"],
+        ["| 72", "16384", "-"],
+    ]
+    cpu = {"type": "cpu", "name": "CPU AMD EPYC (2 cores)"}
+    data = _header("attention_jvp", cpu, "2026-11-23T00:00:00")
+    data.update(ours_backend="reference", _path=tmp_path / "a.json")
+    row = {"dtype": "fp32", "d": 64, "N": 256, "variant": "ours_jvp", "status": "ok", "tflops": 0.0123}
+    data["rows"] = [row]
+    assert "| 64 | 256 | - | 0.0123 |" in render_readme.render_attention(data, tmp_path)
+
+
+def test_gpu_tables_come_first_and_a_devices_step_table_before_its_attention(results, tmp_path):
+    cpu = {"type": "cpu", "name": "CPU AMD EPYC (2 cores)"}
+    rows = [dict(_step_row("fm", 100.0, 1.0), dtype="fp32", device=cpu["name"])]
+    section = _section(
+        results, tmp_path, ("jvp_throughput_cpu.json", _step_run("2026-11-25", rows, device=cpu))
+    )
+    titles = [line for line in section.splitlines() if line.startswith("#### ")]
+    assert titles == [
+        "#### DiT training step: NVIDIA H100 80GB HBM3, bf16, 2026-11-23",
+        "#### Attention JVP: NVIDIA H100 80GB HBM3, bf16, 2026-11-23",
+        "#### DiT training step: CPU AMD EPYC (2 cores), fp32, 2026-11-25",
+    ]
