@@ -82,12 +82,17 @@ def load_results(results_dir: Path) -> dict:
         runs.setdefault(key, []).append(data)
     kept = {}
     for key, group in runs.items():
-        measured = set()
+        measured, tried = set(), set()
         for data in sorted(group, key=lambda d: d["date"], reverse=True):
-            # A failed measurement does not hide an older one that worked.
-            cases = {case_of(key[0], r) for r in data["rows"] if r.get("status") == "ok"}
-            rows = [r for r in data["rows"] if case_of(key[0], r) not in measured]
-            measured |= cases
+            # A failed measurement does not hide an older one that worked; any newer row of a
+            # case hides an older failure (else "Failed:" names the case once per run).
+            rows = [
+                r
+                for r in data["rows"]
+                if case_of(key[0], r) not in (measured if r.get("status") == "ok" else tried)
+            ]
+            measured |= {case_of(key[0], r) for r in data["rows"] if r.get("status") == "ok"}
+            tried |= {case_of(key[0], r) for r in data["rows"]}
             if not rows:
                 continue
             if len(rows) < len(data["rows"]):

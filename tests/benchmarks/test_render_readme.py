@@ -304,6 +304,14 @@ def test_a_newer_failure_or_batch_or_device_keeps_the_older_cells(results, tmp_p
     assert "| DiT-XL/2 | 64 | bf16 | 200.0 ms |" in h200_table and "280.0" not in h200_table
 
 
+def test_a_case_failed_in_two_runs_is_named_once_with_the_newer_failure(results, tmp_path):
+    oom = _step_row("func_jvp+compile", 0, 0, status="failed: OOM")
+    again = _step_run("2026-11-25T10:00:00+00:00", [oom])
+    section = _section(results, tmp_path, ("again.json", again))
+    failed = next(line for line in section.splitlines() if line.startswith("Failed: "))
+    assert failed == "Failed: DiT-XL/2 b64 func_jvp+compile: failed: OOM"
+
+
 def test_a_dirty_tree_and_skipped_cases_are_told_apart(results, tmp_path):
     rows = [_step_row("fm", 100.0, 20.0), _step_row("fused_cuda", 0, 0, status="skipped: no kernel here")]
     rows.append(_step_row("func_jvp", 0, 0, status="failed: OOM"))
