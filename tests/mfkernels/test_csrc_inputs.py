@@ -190,27 +190,33 @@ def automatic_isa() -> str:
         _C.set_cpu_isa(before)
 
 
+def _import_csrc(code: str, **env_overrides) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_overrides}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
 @needs_ext
-@pytest.mark.parametrize("value", ["avx-2", "base"])
-def test_mfk_cpu_isa_that_is_not_used_warns_once(value):
+@pytest.mark.parametrize("value", ["avx-2", "base", "auto"])
+def test_mfk_cpu_isa_is_honoured_or_said_ignored_once(value):
+    """A level the extension has runs (nothing to say), ``auto`` is its own choice (nothing to
+    say either), anything else is ignored with one warning."""
     code = (
         "import warnings\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    from mfkernels.backends import csrc\n"
         "print(csrc._C.cpu_isa())\n"
-        "print([str(w.message) for w in caught if 'MFK_CPU_ISA' in str(w.message)])\n"
+        "print([m for m in map(str, (w.message for w in caught)) if 'mfkernels' in m or 'MFK' in m])\n"
     )
-    env = {**os.environ, "MFK_CPU_ISA": value}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    run = _import_csrc(code, MFK_CPU_ISA=value)
     assert run.returncode == 0, run.stderr[-3000:]
     isa, messages = run.stdout.strip().splitlines()[-2:]
-    if value == "base":  # honoured: nothing to say
-        assert isa == "base" and messages == "[]"
-    else:
+    if value == "avx-2":
         assert isa == automatic_isa() and "MFK_CPU_ISA='avx-2' ignored (not one of" in messages
         assert messages.count("MFK_CPU_ISA") == 1
+    else:
+        assert isa == (automatic_isa() if value == "auto" else value) and messages == "[]"
 
 
 # -------------------------------------------------------------------------- compile
@@ -238,28 +244,6 @@ def test_compiled_block_on_cpu_backend_matches_eager():
     refs = grads(lambda x, mod, bias: block(x, x_dot, mod, bias, backend="reference"), x, mod, bias)
     for name, out, ref in zip(("y", "dx", "dmod", "dbias"), outs, refs):
         assert_close(name, out, ref, torch.float32)
-
-
-def _import_csrc(code: str, **env_overrides) -> subprocess.CompletedProcess:
-    env = {**os.environ, **env_overrides}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-
-
-@needs_ext
-def test_mfk_cpu_isa_auto_is_no_news():
-    code = (
-        "import warnings\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    warnings.simplefilter('always')\n"
-        "    from mfkernels.backends import csrc\n"
-        "print(csrc._C.cpu_isa())\n"
-        "print([m for m in map(str, (w.message for w in caught)) if 'mfkernels' in m or 'MFK' in m])\n"
-    )
-    run = _import_csrc(code, MFK_CPU_ISA="auto")
-    assert run.returncode == 0, run.stderr[-3000:]
-    isa, messages = run.stdout.strip().splitlines()[-2:]
-    assert isa == automatic_isa() and messages == "[]"
 
 
 def test_a_module_the_extension_needs_missing_is_not_taken_for_no_extension():
