@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from meanflow import demo
+from meanflow import DiT, demo
 
 TINY = "--preset DiT-T/8 --batch 2 --input-size 16 --repeats 1 --device cpu".split()
 
@@ -20,6 +20,25 @@ def test_demo_reports_agreement_and_timings(classes, capsys):
         float, re.search(r"torch.func.jvp +([\d.]+) ms .* dual is ([\d.]+)x faster", out).groups()
     )
     assert faster == pytest.approx(func / dual, abs=0.01, rel=0.01), out
+    model = DiT.from_config("DiT-T/8", num_classes=int(classes[1]), in_channels=1, input_size=16)
+    params = sum(p.numel() for p in model.parameters())
+    assert f"DiT-T/8 ({params / 1e6:.1f}M params), batch 2" in out
+
+
+def test_a_tangent_that_disagrees_is_reported(monkeypatch, capsys):
+    """The demo's du/dt difference is du/dt's own: a dual pass whose tangent is off by 1% reads
+    as off, its u still agreeing."""
+    jvp = DiT.jvp
+
+    def off_by_a_percent(self, *args, **kwargs):
+        u, dudt = jvp(self, *args, **kwargs)
+        return u, dudt * 1.01
+
+    monkeypatch.setattr(DiT, "jvp", off_by_a_percent)
+    demo.main(TINY)
+    out = capsys.readouterr().out
+    err_u, err_d = map(float, re.search(r"u (\S+), du/dt (\S+)", out).groups())
+    assert err_u < 1e-5 and 5e-3 < err_d < 2e-2, out
 
 
 def test_an_unknown_preset_is_one_line(capsys):

@@ -41,6 +41,7 @@ def test_an_error_keeps_its_kind_across_ranks():
     assert distributed._portable(FileNotFoundError("lost.jpg")) == ("FileNotFoundError", "lost.jpg")
     assert distributed._portable(PermissionError("read-only")) == ("OSError", "read-only")
     assert distributed._portable(ImageReadError("3 failed")) == ("ValueError", "3 failed")
+    assert distributed._portable(FloatingPointError("nan loss")) == ("FloatingPointError", "nan loss")
     assert distributed._portable(KeyboardInterrupt()) == ("KeyboardInterrupt", "")
     assert distributed._portable(KeyError("step")) == ("RuntimeError", "KeyError: 'step'")
 

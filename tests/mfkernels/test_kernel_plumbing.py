@@ -31,7 +31,15 @@ def test_cpu_tensors_take_the_triton_backend_only_in_the_interpreter(monkeypatch
 
 @pytest.mark.parametrize(
     "element_size, extents, align",
-    [(4, (72, 144), 4), (2, (72, 1152), 8), (2, (17, 64), 1), (4, (2, 64), 2), (1, (48,), 16), (8, (64,), 2)],
+    [
+        (4, (72, 144), 4),
+        (2, (72, 1152), 8),
+        (2, (17, 64), 1),
+        (4, (2, 64), 2),
+        (1, (48,), 16),
+        (8, (64,), 2),
+        (2, (64, 72, 36), 4),  # the last extent decides: every extent counts
+    ],
 )
 def test_vector_alignment_is_counted_in_elements_of_16_bytes(element_size, extents, align):
     assert vector_alignment(element_size, *extents) == align
