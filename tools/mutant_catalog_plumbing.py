@@ -1,7 +1,8 @@
 """The catalog's mutants of the step's plumbing: ``meanflow/train_step.py``,
 ``meanflow/distributed.py``, ``meanflow/demo.py``, ``meanflow/data/scan_cache.py`` and
-``mfkernels/backends/triton/triton_compat.py``. Each is a bug that runs a step, a rank, the
-demo or a cached scan otherwise than asked, without a word.
+``mfkernels/backends/triton/triton_compat.py``, and the suite's own skip of GPU tests
+(``tests/conftest.py``). Each is a bug that runs a step, a rank, the demo, a cached scan or a
+test otherwise than asked, without a word.
 
 Left unmutated because only a GPU shows them: ``GraphedStep``'s side stream (``_side_stream``)
 and ``non_blocking`` copies, the real capture and replay of a CUDA graph (the tests here stand
@@ -401,5 +402,14 @@ PLUMBING_MUTANTS = [
         "math.gcd(16 // element_size, extents[0])",
         (PLUMBING,),
         "a row stride that is not a multiple of the head dim's alignment is taken as aligned",
+    ),
+    # ---------------------------------------------------------------------- tests/conftest.py
+    Mutant(
+        "plumb-conftest-gpu-by-keyword",
+        "tests/conftest.py",
+        'if item.get_closest_marker("gpu") is not None:',
+        'if "gpu" in item.keywords:',
+        ("tests/test_gpu_marker.py",),
+        "a CPU test parametrised with the id 'gpu' is skipped on every machine without a GPU",
     ),
 ]
