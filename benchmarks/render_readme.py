@@ -86,13 +86,15 @@ def load_results(results_dir: Path) -> dict:
         for data in sorted(group, key=lambda d: d["date"], reverse=True):
             # A failed measurement does not hide an older one that worked; any newer row of a
             # case hides an older failure (else "Failed:" names the case once per run).
+            cases = [case_of(key[0], r) for r in data["rows"]]
+            ok = [r.get("status") == "ok" for r in data["rows"]]
             rows = [
                 r
-                for r in data["rows"]
-                if case_of(key[0], r) not in (measured if r.get("status") == "ok" else tried)
+                for r, case, good in zip(data["rows"], cases, ok)
+                if case not in (measured if good else tried)
             ]
-            measured |= {case_of(key[0], r) for r in data["rows"] if r.get("status") == "ok"}
-            tried |= {case_of(key[0], r) for r in data["rows"]}
+            measured |= {case for case, good in zip(cases, ok) if good}
+            tried |= set(cases)
             if not rows:
                 continue
             if len(rows) < len(data["rows"]):
