@@ -27,12 +27,15 @@ should catch it. This file holds the sampler's, the checkpoints' and the trainer
 
 ``find`` must occur exactly once in ``path`` (else the mutant "does not apply": say so, then
 update or drop it). Mutants of the trainer and the checkpoints sit on lines that rarely move.
-The csrc kernels are not mutated: each change would need a rebuild of the extension.
+A mutant of the C++ CPU kernels or the bindings is rebuilt into the copy's extension first; the
+CUDA kernels are mutated only where a CPU test reads their source.
 """
 
 from mutant import Mutant
 from mutant_catalog_bench_report import BENCH_REPORT_MUTANTS
+from mutant_catalog_bench_steps import BENCH_STEP_MUTANTS
 from mutant_catalog_config_report import CONFIG_REPORT_MUTANTS
+from mutant_catalog_csrc_cpu import CSRC_CPU_MUTANTS
 from mutant_catalog_data_flow import DATA_FLOW_MUTANTS
 from mutant_catalog_data_sources import DATA_SOURCE_MUTANTS
 from mutant_catalog_eval_pipeline import EVAL_PIPELINE_MUTANTS
@@ -462,4 +465,6 @@ CATALOG = [
     *BENCH_REPORT_MUTANTS,  # the benchmarks' timing, counts, tables: tools/mutant_catalog_bench_report.py
     *RUNTIME_MUTANTS,  # saved train state, launches, csrc: tools/mutant_catalog_runtime.py
     *PLUMBING_MUTANTS,  # the step, ranks, demo, scan cache: tools/mutant_catalog_plumbing.py
+    *BENCH_STEP_MUTANTS,  # the step benchmarks: tools/mutant_catalog_bench_steps.py
+    *CSRC_CPU_MUTANTS,  # the C++ CPU kernels, ISA dispatch, bindings: tools/mutant_catalog_csrc_cpu.py
 ]

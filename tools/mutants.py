@@ -7,8 +7,11 @@
 The working tree (tracked and untracked-but-not-ignored files, plus the built extension
 ``mfkernels/_C*.so``) is copied to a temporary folder once; each mutant edits one file of the
 copy, runs its own few test files there (``pytest -x``: the first failure kills it) and puts
-the file back. The working tree itself is never written. A mutant whose source text is no
-longer in its file (the code has moved on) is reported as "does not apply", not run.
+the file back. A mutant of the extension's C++ sources (``csrc/cpu``, the bindings) is first
+compiled into the copy's extension (CMake, CPU kernels only: 10-60 s); one that does not
+compile is an error to mend, not a kill. The working tree itself is never written. A mutant
+whose source text is no longer in its file (the code has moved on) is reported as "does not
+apply", not run.
 
 Verdicts: killed (a test failed, or the tests could not even import the mutated code),
 timeout (counted as killed: the bug hangs the tests), survived (every selected test passed:
@@ -35,6 +38,10 @@ from mutant_catalog import CATALOG, Mutant
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ignored by git but needed by the tests: the built csrc extension.
 BUILT_FILES = ("mfkernels/_C*.so", "mfkernels/_C*.pyd")
+# The sources of the extension's CPU build: a mutant of one is compiled into the copy's
+# extension before its tests run (CMake, CPU kernels only), and the copied extension is put
+# back after it. The CUDA kernels are not rebuilt (no GPU runs the mutants' tests).
+COMPILED_SOURCES = ("csrc/cpu/", "csrc/mfkernels_api.cpp", "csrc/kernels.h")
 # pytest exit codes: 1 tests failed, 2 interrupted or collection errors (the mutated code does
 # not import), 3 internal error, 4 usage error, 5 no tests collected.
 KILLED_CODES = (1, 2)
@@ -141,14 +148,77 @@ def restore(mutant: Mutant, tree: str, original: bytes) -> None:
         raise RuntimeError(f"could not restore {mutant.path} in {tree}: stopping")
 
 
-def run_mutant(mutant: Mutant, tree: str, timeout: float) -> Result:
+class ExtensionBuild:
+    """The copy's CMake build of the extension's CPU kernels, configured on first use. The
+    copied extension files are kept aside and put back after each mutant."""
+
+    def __init__(self, tree: str):
+        self.tree = tree
+        self.build_dir = os.path.join(tree, ".mutant-build")
+        self.copied: dict[str, bytes] | None = None
+
+    def build(self, timeout: float) -> str:
+        """Compile the copy's sources into its ``mfkernels/``: ``""``, or why it failed."""
+        if self.copied is None:
+            self.copied = {p: open(p, "rb").read() for pattern in BUILT_FILES
+                           for p in glob.glob(os.path.join(self.tree, pattern))}  # fmt: skip
+            os.makedirs(self.build_dir, exist_ok=True)
+            configure = [
+                "cmake",
+                self.tree,
+                "-DMFK_BUILD_CUDA=OFF",
+                f"-DPython_EXECUTABLE={sys.executable}",
+                f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={os.path.join(self.tree, 'mfkernels')}",
+            ]
+            try:
+                import pybind11
+
+                configure.append(f"-Dpybind11_DIR={pybind11.get_cmake_dir()}")
+            except ImportError:
+                pass  # a system pybind11 is found by CMake itself
+            why = self._run(configure, timeout, "CMake could not configure the copy")
+            if why:
+                return why
+        jobs = str(os.cpu_count() or 1)
+        return self._run(["cmake", "--build", ".", "--parallel", jobs], timeout, "does not compile")
+
+    def _run(self, cmd: list[str], timeout: float, failure: str) -> str:
+        try:
+            proc = subprocess.run(cmd, cwd=self.build_dir, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"{cmd[1]} took over {timeout:.0f} s"
+        if proc.returncode == 0:
+            return ""
+        output = (proc.stdout + proc.stderr).decode(errors="replace").splitlines()
+        errors = [line.strip() for line in output if "error" in line.lower()]
+        return f"{failure}: {(errors or output or ['no output'])[0]}"
+
+    def put_back(self) -> None:
+        for pattern in BUILT_FILES:
+            for path in glob.glob(os.path.join(self.tree, pattern)):
+                os.remove(path)
+        for path, data in (self.copied or {}).items():
+            with open(path, "wb") as f:
+                f.write(data)
+
+
+def run_mutant(mutant: Mutant, tree: str, timeout: float, build: ExtensionBuild | None = None) -> Result:
     original, why = apply(mutant, tree)
     if original is None:
         return Result(mutant.name, mutant.path, "does not apply", 0.0, why)
+    compiled = mutant.path.startswith(COMPILED_SOURCES)
     try:
+        if compiled:
+            build = build or ExtensionBuild(tree)
+            start = time.perf_counter()
+            why = build.build(timeout)
+            if why:  # a mutant that does not compile plants no bug: mend it
+                return Result(mutant.name, mutant.path, "error", time.perf_counter() - start, why)
         code, seconds, last = run_pytest(tree, mutant.tests, timeout)
     finally:
         restore(mutant, tree, original)
+        if compiled:
+            build.put_back()
     return Result(mutant.name, mutant.path, verdict(code), seconds, last)
 
 
@@ -218,8 +288,9 @@ def main(argv=None) -> int:
                 print("the tests fail without any mutant; fix them first:\n  " + "\n  ".join(failures))
                 return 1
         results = []
+        build = ExtensionBuild(tree)
         for i, mutant in enumerate(mutants, 1):
-            result = run_mutant(mutant, tree, args.timeout)
+            result = run_mutant(mutant, tree, args.timeout, build)
             results.append(result)
             print(
                 f"[{i}/{len(mutants)}] {result.verdict:14} {result.seconds:6.1f} s  {mutant.name}", flush=True

@@ -1,8 +1,12 @@
 """tools/mutants.py on a toy repository: verdicts, "does not apply", timeouts, and the copy's
-file put back after each mutant (the working tree itself is never written). Plus the
+file put back after each mutant (the working tree itself is never written); a C++ mutant
+compiled into a copy of the extension. Plus the
 catalog's own consistency: unique names, test paths that exist, every mutant's text found once."""
 
+import glob
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 
@@ -104,3 +108,39 @@ def test_bad_arguments_are_one_line_errors(capsys):
         with pytest.raises(SystemExit) as exit_info:
             mutants.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    shutil.which("cmake") is None
+    or importlib.util.find_spec("pybind11") is None
+    or not glob.glob(os.path.join(ROOT, "mfkernels", "_C*.so")),
+    reason="needs CMake, pybind11 (the test extra) and a built mfkernels._C",
+)
+def test_a_csrc_mutant_is_compiled_into_the_copy_and_the_extension_put_back(tmp_path):
+    """The extension's sources and the built module copied; a mutant of the bindings is
+    compiled (killed by a test that reads the module), one that does not compile is an error,
+    and after each the copy's module is the copied one again."""
+    copy = tmp_path / "copy"
+    for rel in ["CMakeLists.txt", *mutants.tracked_files(ROOT)]:
+        if rel.startswith(("csrc/", "mfkernels/_C")) or rel == "CMakeLists.txt":
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, rel), copy / rel)
+    (copy / "test_api.py").write_text(
+        "import sys\n\nimport torch  # noqa: F401  (the module links the OpenMP torch loaded)\n\n"
+        "sys.path.insert(0, 'mfkernels')\nimport _C  # noqa: E402\n\n\n"
+        "def test_api_version():\n    assert _C.API_VERSION == 2\n"
+    )
+    [module] = glob.glob(str(copy / "mfkernels" / "_C*.so"))
+    copied = open(module, "rb").read()
+    build = mutants.ExtensionBuild(str(copy))
+    api, version = "csrc/mfkernels_api.cpp", "constexpr int kApiVersion = 2;"
+    bumped = Mutant("v", api, version, version.replace("2", "3"), ("test_api.py",), "another version")
+    broken = Mutant("b", api, version, version.replace("2", ""), ("test_api.py",), "a syntax error")
+    source = (copy / api).read_text()
+
+    result = mutants.run_mutant(bumped, str(copy), timeout=600, build=build)
+    assert result.verdict == "killed", result.detail
+    assert open(module, "rb").read() == copied and (copy / api).read_text() == source
+    result = mutants.run_mutant(broken, str(copy), timeout=600, build=build)
+    assert result.verdict == "error" and "does not compile" in result.detail, result.detail
+    assert open(module, "rb").read() == copied and (copy / api).read_text() == source
