@@ -3,6 +3,12 @@ run-time ISA dispatch (``csrc/cpu/dispatch.cpp``) and the bindings' argument che
 (``csrc/mfkernels_api.cpp``). ``tools/mutants.py`` compiles each into the copy's extension
 before its tests run.
 
+Of the 46 mutants added to the two seeds, 18 survived test_csrc_ops.py, as the seed
+cpp-bf16-ties-up did: the seven conversion edges (within every tolerance, or on values no test
+fed) and eleven argument checks of the bindings that the Python wrapper never trips; the new
+tests in test_csrc_cpu_kernels.py kill them. cpp-isa-set-unchecked crashed it (SIGILL in the
+avx512 build): now a failed assertion before any kernel runs.
+
 Left unmutated: the AVX-512 feature tests of ``supported`` and the order of ``avx512`` before
 ``avx2`` (no machine without AVX-512 tells them apart; ``test_isa_choice_follows_the_cpu``
 would on one with it), the thread count the bindings pass on, ``parallel_for``'s grain and
