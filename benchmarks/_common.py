@@ -136,9 +136,30 @@ def header(benchmark: str, device: torch.device, argv, settings: dict) -> dict:
 # ---------------------------------------------------------------------- results
 
 
-def result_path(out_dir, benchmark: str, device: torch.device, quick: bool, ext: str) -> Path:
-    name = f"{benchmark}_{slug(device_name(device))}{'_quick' if quick else ''}.{ext}"
-    return Path(out_dir) / name
+def result_path(out_dir, benchmark: str, device: torch.device, quick: bool, ext: str, settings=None) -> Path:
+    """Where a run writes its result. With ``settings`` (the run's, as its header records them):
+    a file there from a run with other settings (another preset or batch into the same folder)
+    is kept and this run takes the next free ``_2``, ``_3``, ... name; a rerun with the same
+    settings replaces its own earlier file."""
+    stem = f"{benchmark}_{slug(device_name(device))}{'_quick' if quick else ''}"
+    path = Path(out_dir) / f"{stem}.{ext}"
+    number = 1
+    while settings is not None and path.exists() and recorded_settings(path) != _as_json(settings):
+        number += 1
+        path = Path(out_dir) / f"{stem}_{number}.{ext}"
+    return path
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def recorded_settings(path: Path):
+    """The ``settings`` a result file records, or None where it holds none (or is not JSON)."""
+    try:
+        return json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -177,7 +177,9 @@ def main(argv=None):
     autocast = (lambda: torch.autocast("cuda", torch.bfloat16)) if bf16 else contextlib.nullcontext
     settings = {**{k: v for k, v in vars(args).items() if k != "out_dir"}, "size": size, "bf16": bf16}
     payload = {**C.header(BENCHMARK, device, sys.argv if argv is None else argv, settings), "rows": []}
-    path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json") if args.out_dir else None
+    path = (
+        C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json", settings) if args.out_dir else None
+    )
     start = time.perf_counter()
     for model in args.models:
         for tokens, side in sides.items():

@@ -292,7 +292,7 @@ def main(argv=None):
     deadline = start + args.time_budget if args.time_budget else float("inf")
     payload = C.header(BENCHMARK, device, sys.argv, settings={**vars(args), "shapes": args.shapes})
     payload["ours_backend"] = backend
-    path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json")
+    path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json", payload["settings"])
     name = C.device_name(device)
     print(f"{name} | torch {torch.__version__} | ours = backend {backend!r}", flush=True)
     probe = torch.zeros(1, 1, 16, 64, device=device)

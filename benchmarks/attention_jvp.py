@@ -91,7 +91,9 @@ class Bench:
             "fwd": "4 N^2 d per (batch*head)",
             "bwd": "10 N^2 d per (batch*head)",
         }
-        self.json_path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json")
+        self.json_path = C.result_path(
+            args.out_dir, BENCHMARK, device, args.quick, "json", self.payload["settings"]
+        )
         self.ours_backend = args.backend or ("triton" if device.type == "cuda" else "reference")
 
     def log(self, text):

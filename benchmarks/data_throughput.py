@@ -236,7 +236,7 @@ def main(argv=None):
     print(f"\n{payload['device']['name']}, {args.workers} workers/threads, batch {args.batch}, "
           f"{size}x{size} crops of {sides[0]}-{sides[1]} px JPEGs; latents 4x32x32 float32")  # fmt: skip
     print(C.format_table(table, ["row", "unit", "per_s", "x_torch", "adm_diff", "status"]))
-    path = C.result_path(args.out_dir, BENCHMARK, device, q, "json")
+    path = C.result_path(args.out_dir, BENCHMARK, device, q, "json", payload["settings"])
     C.write_json(path, payload)
     print(f"wrote {path}")
     return payload

@@ -186,7 +186,11 @@ def main(argv=None):
     print(f" | torch {torch.__version__}")
     payload = C.header(BENCHMARK, device, sys.argv, settings={k: str(v) for k, v in vars(args).items()})
     rows = []
-    path = C.result_path(args.out_dir, BENCHMARK, device, False, "json") if args.out_dir else None
+    path = (
+        C.result_path(args.out_dir, BENCHMARK, device, False, "json", payload["settings"])
+        if args.out_dir
+        else None
+    )
     start = time.perf_counter()
     for variant in args.variants:
         if args.time_budget is not None and time.perf_counter() - start > args.time_budget:

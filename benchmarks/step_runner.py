@@ -142,7 +142,9 @@ class Runner:
         rows = "_r_neq_t" if args.tangent_rows == "r_neq_t" else ""
         graphs = "_cudagraphs" if args.compile_mode == "cudagraphs" else ""
         name = f"{BENCHMARK}{rows}{'_cfg' if guided(args) else ''}{graphs}"
-        self.json_path = C.result_path(args.out_dir, name, device, args.quick, "json")
+        self.json_path = C.result_path(
+            args.out_dir, name, device, args.quick, "json", self.payload["settings"]
+        )
 
     def log(self, text):
         print(f"[{time.perf_counter() - self.start:6.1f}s] {text}", flush=True)

@@ -143,7 +143,9 @@ def main(argv=None):
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     settings = {k: v for k, v in vars(args).items() if k != "out_dir"} | {"dtype": dtype}
     payload = {**C.header(BENCHMARK, device, sys.argv if argv is None else argv, settings), "rows": []}
-    path = C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json") if args.out_dir else None
+    path = (
+        C.result_path(args.out_dir, BENCHMARK, device, args.quick, "json", settings) if args.out_dir else None
+    )
     start = time.perf_counter()
     for preset in args.presets:
         for batch in args.batches:

@@ -18,6 +18,7 @@ _NEW = "tests/benchmarks/test_step_benchmarks.py"
 _SMOKE = "tests/benchmarks/test_benchmark_smoke.py"
 _PARTS = "tests/benchmarks/test_jvp_throughput_parts.py"
 _TIMING = "tests/benchmarks/test_flops_and_timing.py"
+_COMMON = "tests/benchmarks/test_bench_common.py"
 
 # The tests each mutant runs, the fastest first (-x stops at the first failure).
 RUNNER = tuple(
@@ -109,6 +110,11 @@ BENCH_STEP_MUTANTS = [
        "interleave=not gpu,", "interleave=gpu,", PLAN,
        "GPU variants timed round robin: no peak memory for any"),
     # -------------------------------------------------------------- benchmarks/step_phases.py
+    _m("phases-result-path-without-settings", _PHASES,
+       'C.result_path(args.out_dir, BENCHMARK, device, False, "json", payload["settings"])',
+       'C.result_path(args.out_dir, BENCHMARK, device, False, "json")',
+       (f"{_COMMON}::test_step_phases_keeps_the_results_of_two_batches_in_one_folder",),
+       "a batch sweep into one folder keeps only its last batch's result"),
     _m("phases-cpu-marks-in-seconds", _PHASES,
        "return [(b - a) * 1e3 for a, b in", "return [(b - a) for a, b in", PHASES,
        "CPU phase times in seconds, labelled ms"),

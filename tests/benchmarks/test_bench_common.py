@@ -79,6 +79,37 @@ def test_a_quick_run_never_writes_the_full_runs_file(tmp_path):
     assert full.name.startswith("jvp_throughput_cpu-")
 
 
+def test_a_run_with_other_settings_never_replaces_a_result(tmp_path):
+    """Two runs into one folder (DiT-B/2, then DiT-XL/2) keep both files; a rerun with the same
+    settings replaces its own; a file that is not a result is kept too."""
+    b2, xl2 = {"preset": "DiT-B/2", "out_dir": tmp_path}, {"preset": "DiT-XL/2", "out_dir": tmp_path}
+    first = C.result_path(tmp_path, "step_phases", CPU, False, "json", b2)
+    C.write_json(first, C.header("step_phases", CPU, [], b2))
+    assert C.result_path(tmp_path, "step_phases", CPU, False, "json", b2) == first
+    second = C.result_path(tmp_path, "step_phases", CPU, False, "json", xl2)
+    assert second.name == first.name.replace(".json", "_2.json")
+    C.write_json(second, C.header("step_phases", CPU, [], xl2))
+    assert C.result_path(tmp_path, "step_phases", CPU, False, "json", xl2) == second
+    assert C.recorded_settings(first)["preset"] == "DiT-B/2"
+    second.write_text("{not json")
+    third = C.result_path(tmp_path, "step_phases", CPU, False, "json", xl2)
+    assert third.name == first.name.replace(".json", "_3.json")
+    assert C.result_path(tmp_path, "step_phases", CPU, False, "json") == first  # no settings: the name
+
+
+def test_step_phases_keeps_the_results_of_two_batches_in_one_folder(tmp_path, monkeypatch):
+    """The batch sweep a GPU session runs (one preset, batch 32 then 256, one --out-dir): the
+    second run wrote over the first one's file."""
+    from benchmarks import step_phases
+
+    monkeypatch.setattr(step_phases, "run_variant", lambda variant, *a: {"variant": variant, "status": "ok"})
+    for batch in ("2", "3", "2"):
+        argv = ["--device", "cpu", "--preset", "DiT-T/4", "--batch", batch, "--variants", "fm"]
+        step_phases.main([*argv, "--out-dir", str(tmp_path)])
+    batches = sorted(json.loads(p.read_text())["settings"]["batch"] for p in tmp_path.glob("step_phases_*"))
+    assert batches == ["2", "3"]
+
+
 def test_result_files_take_paths_and_leave_no_temporary_behind(tmp_path):
     path = tmp_path / "out" / "r.json"
     C.write_json(path, {"settings": {"out_dir": Path("benchmarks/results")}, "rows": [1.5]})
