@@ -156,12 +156,14 @@ class ExtensionBuild:
         self.tree = tree
         self.build_dir = os.path.join(tree, ".mutant-build")
         self.copied: dict[str, bytes] | None = None
+        self.configured = False
 
     def build(self, timeout: float) -> str:
         """Compile the copy's sources into its ``mfkernels/``: ``""``, or why it failed."""
         if self.copied is None:
             self.copied = {p: open(p, "rb").read() for pattern in BUILT_FILES
                            for p in glob.glob(os.path.join(self.tree, pattern))}  # fmt: skip
+        if not self.configured:  # until it succeeds: a failed configure is not the next mutant's error
             os.makedirs(self.build_dir, exist_ok=True)
             configure = [
                 "cmake",
@@ -179,6 +181,7 @@ class ExtensionBuild:
             why = self._run(configure, timeout, "CMake could not configure the copy")
             if why:
                 return why
+            self.configured = True
         jobs = str(os.cpu_count() or 1)
         return self._run(["cmake", "--build", ".", "--parallel", jobs], timeout, "does not compile")
 
@@ -186,7 +189,7 @@ class ExtensionBuild:
         try:
             proc = subprocess.run(cmd, cwd=self.build_dir, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return f"{cmd[1]} took over {timeout:.0f} s"
+            return f"{failure}: {' '.join(cmd[:2])} took over {timeout:.0f} s"
         if proc.returncode == 0:
             return ""
         output = (proc.stdout + proc.stderr).decode(errors="replace").splitlines()

@@ -144,3 +144,12 @@ def test_a_csrc_mutant_is_compiled_into_the_copy_and_the_extension_put_back(tmp_
     result = mutants.run_mutant(broken, str(copy), timeout=600, build=build)
     assert result.verdict == "error" and "does not compile" in result.detail, result.detail
     assert open(module, "rb").read() == copied and (copy / api).read_text() == source
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs CMake")
+def test_a_copy_cmake_cannot_configure_is_said_so_for_every_mutant(tmp_path):
+    """Without a CMakeLists.txt in the copy each build says configure failed, never that the
+    mutant does not compile (the first failure once left the build half set up)."""
+    build = mutants.ExtensionBuild(str(tmp_path))
+    for _ in range(2):
+        assert build.build(timeout=120).startswith("CMake could not configure the copy")
