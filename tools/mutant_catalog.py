@@ -32,6 +32,8 @@ CUDA kernels are mutated only where a CPU test reads their source.
 """
 
 from mutant import Mutant
+from mutant_catalog_bench_attention import BENCH_ATTENTION_MUTANTS
+from mutant_catalog_bench_ops import BENCH_OPS_MUTANTS
 from mutant_catalog_bench_report import BENCH_REPORT_MUTANTS
 from mutant_catalog_bench_steps import BENCH_STEP_MUTANTS
 from mutant_catalog_config_report import CONFIG_REPORT_MUTANTS
@@ -467,4 +469,6 @@ CATALOG = [
     *PLUMBING_MUTANTS,  # the step, ranks, demo, scan cache: tools/mutant_catalog_plumbing.py
     *BENCH_STEP_MUTANTS,  # the step benchmarks: tools/mutant_catalog_bench_steps.py
     *CSRC_CPU_MUTANTS,  # the C++ CPU kernels, ISA dispatch, bindings: tools/mutant_catalog_csrc_cpu.py
+    *BENCH_ATTENTION_MUTANTS,  # the attention benchmarks: tools/mutant_catalog_bench_attention.py
+    *BENCH_OPS_MUTANTS,  # the op, data and compile benchmarks: tools/mutant_catalog_bench_ops.py
 ]
