@@ -1,5 +1,5 @@
 """CI installs the test extra (pyproject: DALI, diffusers, accelerate, timm, torch-fidelity,
-pybind11), and the data, adapter, evaluation and mutation-tool tests skip without these
+pybind11, ruff), and the data, adapter, evaluation, mutation-tool and lint tests skip without these
 packages only on a machine without the extra. Under CI a package that does not import is a
 failure here, so that those tests can never be skipped there in silence (a broken install
 would otherwise pass as "N skipped")."""
@@ -10,7 +10,7 @@ import os
 import pytest
 
 # The import names of the test extra's packages that tests skip without.
-TEST_EXTRA = ["nvidia.dali", "diffusers", "accelerate", "timm", "torch_fidelity", "pybind11"]
+TEST_EXTRA = ["nvidia.dali", "diffusers", "accelerate", "timm", "torch_fidelity", "pybind11", "ruff"]
 
 
 @pytest.mark.skipif(not os.environ.get("CI"), reason="only CI must have it: pip install -e .[test]")
