@@ -96,6 +96,14 @@ PLUMBING_MUTANTS = [
         "every EMA of the graphed step lerps by the last decay's weight",
     ),
     Mutant(
+        "plumb-graphed-ema-decays-reversed",
+        _STEP,
+        "for weight, decay in zip(self.ema_weights, self.decays):",
+        "for weight, decay in zip(self.ema_weights, self.decays[::-1]):",
+        (BODY,),
+        "each EMA of the graphed step follows another EMA's decay",
+    ),
+    Mutant(
         "plumb-graphed-one-warmup-too-many",
         _STEP,
         "if self.graph is None and self.warmup > 0:",
