@@ -394,9 +394,13 @@ def evaluate(
     if not isinstance(isc_splits, int) or isinstance(isc_splits, bool) or isc_splits < 1:
         raise ValueError(f"isc_splits must be an int >= 1, got {isc_splits!r}")
     if ref_size is not None and (not isinstance(ref_size, int) or isinstance(ref_size, bool) or ref_size < 1):
-        raise ValueError(f"--ref-size must be an int >= 1 (the samples' side in pixels), got {ref_size!r}")
+        raise ValueError(
+            f"ref_size (--ref-size) must be an int >= 1 (the samples' side in pixels), got {ref_size!r}"
+        )
     if ref_size is not None and not reference:
-        raise ValueError("--ref-size center-crops the reference's images: pass a reference folder")
+        raise ValueError(
+            "ref_size (--ref-size) center-crops the reference's images: pass a reference folder (--ref)"
+        )
     # The samples are never cropped: a generated set has one size, and cropping a samples folder
     # of mixed sizes would score other images than the model made (ImageSet refuses that folder).
     sample_set = ImageSet(samples, "samples")
@@ -430,7 +434,7 @@ def evaluate(
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {metrics}")
     paired = [m for m in metrics if m != "isc"]
     if paired and ref_set is None:
-        raise ValueError(f"metrics {paired} compare against a reference: pass reference")
+        raise ValueError(f"metrics {paired} compare against a reference: pass reference (--ref)")
     if paired and crop is not None:
         source = ref_set.npz if ref_size is None else reference
         reference_stats.check_crop_size(source, crop, sample_set.image_size(), recorded=ref_size is None)
@@ -442,7 +446,7 @@ def evaluate(
     if ref_set is not None and not ref_set.has_images and any(m in ("prc", "kid") for m in metrics):
         raise ValueError(f"reference {reference} has statistics only: prc and kid need reference images")
     if save_ref_stats and ref_set is None:
-        raise ValueError("save_ref_stats needs a reference")
+        raise ValueError("save_ref_stats (--save-ref-stats) needs a reference (--ref)")
     cls = FEATURE_EXTRACTORS_REGISTRY[feature_extractor]
     layer = {m: cls.get_default_feature_layer_for_metric(m) for m in (*metrics, "fid")}
     if "fid" not in metrics and not save_ref_stats:

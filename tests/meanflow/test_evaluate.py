@@ -251,7 +251,7 @@ def test_bad_reference_folders_write_nothing(sets, tmp_path):
         ev.evaluate(str(tmp_path / "junk.npz"), sets["a_dir"], out=str(out), **RUN)
     with pytest.raises(FileNotFoundError, match="not found"):
         ev.evaluate(str(tmp_path / "missing"), sets["a_dir"], out=str(out), **RUN)
-    with pytest.raises(ValueError, match="compare against a reference"):
+    with pytest.raises(ValueError, match=r"compare against a reference: pass reference \(--ref\)"):
         ev.evaluate(sets["a_npz"], None, metrics=["fid"], out=str(out), **RUN)
     with pytest.raises(ValueError, match="subset of"):
         ev.evaluate(sets["a_npz"], sets["a_dir"], metrics=["fidd"], out=str(out), **RUN)
@@ -568,12 +568,13 @@ def test_bad_ref_size_values_are_refused(sets, photo_tree, tmp_path, capsys):
         assert exit_info.value.code == 2 and "Traceback" not in err
         assert err.endswith(f"error: argument --ref-size: must be an integer >= 1, got {shown}\n"), err
     for bad in (0, 2.0, True, "16"):
-        with pytest.raises(ValueError, match=r"--ref-size must be an int >= 1"):
+        with pytest.raises(ValueError, match=r"^ref_size \(--ref-size\) must be an int >= 1"):
             ev.evaluate(sets["shift16"], tree, metrics=["fid"], ref_size=bad, **RUN)
     for reference in (adm_npz, str(stats), str(generated)):
         err = cli_error(capsys, [*quick, "--ref", reference, "--ref-size", "16"])
         assert f"--ref-size 16 center-crops the images of a folder; reference {reference} is an .npz" in err
-    assert "--ref-size center-crops the reference" in cli_error(capsys, [*quick, "--ref-size", "16"])
+    err = cli_error(capsys, [*quick, "--ref-size", "16"])
+    assert "ref_size (--ref-size) center-crops the reference's images: pass a reference folder (--ref)" in err
     assert not out.exists()
     mixed = write_dir(tmp_path / "mixed", as_uint8(image_set(n=8)))
     write_dir(tmp_path / "mixed" / "big", as_uint8(image_set(n=1, size=24)))

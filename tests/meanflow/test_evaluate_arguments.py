@@ -25,7 +25,7 @@ def samples(tmp_path):
         ({"batch_size": True}, r"^batch_size must be an int >= 1, got True"),  # not a batch of one
         ({"batch_size": 0}, r"^batch_size must be an int >= 1, got 0"),
         ({"metrics": []}, r"^metrics must be a non-empty subset of"),  # a report of no metric
-        ({"save_ref_stats": "ref_stats.npz"}, r"^save_ref_stats needs a reference"),
+        ({"save_ref_stats": "ref_stats.npz"}, r"^save_ref_stats \(--save-ref-stats\) needs a reference"),
     ],
 )
 def test_bad_arguments_are_refused_naming_them(samples, no_extraction, kwargs, message):
