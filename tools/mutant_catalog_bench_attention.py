@@ -9,7 +9,9 @@ check that a row ran and its TFLOP/s is positive, not its count, shape, kernel v
 reason or ratio, and nothing checked the libraries' calls off a GPU. The new tests time with a
 stand-in clock that runs each timed call once and keeps its output. The 48th,
 jvp-error-read-from-a-failed-row, is a bug that survey found: ours_jvp failing after its first
-call lost the shape's other rows to a KeyError.
+call lost the shape's other rows to a KeyError. The 49th and 50th put back a second one: the
+TMA row wrote over the default row's output, whose error columns and backward rows then took
+the TMA run's.
 
 Left unmutated: the math row's OOM estimate (GPU only), the plot, and the log lines."""
 
@@ -46,6 +48,7 @@ JVP_PEAK = _new("test_jvp_dense_peak_is_the_fast_end")
 JVP_SKIPS = _new("test_jvp_skip_reasons")
 JVP_FAILED = _new("test_jvp_a_failed_timing_of_ours_keeps_the_shapes_other_rows")
 JVP_ENV = _new("test_jvp_kernel_variant_rows_run_their_variant")
+JVP_TMA = _new("test_jvp_tma_row_is_checked_on_its_own_output")
 JVP_TABLE = _new(
     "test_jvp_best_library_line_names_the_fastest_other_library",
     "test_jvp_table_compares_ours_with_the_fastest_library_forward",
@@ -106,7 +109,8 @@ BENCH_ATTENTION_MUTANTS = [
        'row["peak_extra_mib"] = self.peak_extra_mib(fn)\n                    ms, lo, hi = self.time_ms(fn)',
        MEMORY, "the peak memory of a first call: autotuning's trials counted as the kernel's"),
     _m("jvp-ours-timed-on-fallback", _JVP,
-       "ours_jvp, self.ours_backend, skip)", "ours_jvp, self.ours_backend)",
+       'ours_jvp_into(outs["ours_jvp"]), self.ours_backend, skip)',
+       'ours_jvp_into(outs["ours_jvp"]), self.ours_backend)',
        JVP_SKIPS, "where the asked-for backend falls back, the fallback is timed under its name"),
     _m("jvp-tma-row-without-tma", _JVP,
        "with C.environment(**{triton_attention.LOADS_ENV_VAR: \"tma\"}):",
@@ -116,12 +120,19 @@ BENCH_ATTENTION_MUTANTS = [
        "if n > args.math_max_n:", "if n >= args.math_max_n:", JVP_SKIPS,
        "--math-max-n N skips N itself"),
     _m("jvp-err-o-dot-compares-o", _JVP,
-       'row["err_o_dot_vs_math"] = _rel_err(out["o_dot"], ref["o_dot"])',
-       'row["err_o_dot_vs_math"] = _rel_err(out["o"], ref["o"])', JVP_ERRORS,
+       'results[variant]["err_o_dot_vs_math"] = _rel_err(out["o_dot"], ref["o_dot"])',
+       'results[variant]["err_o_dot_vs_math"] = _rel_err(out["o"], ref["o"])', JVP_ERRORS,
        "the tangent's error is the value's: a wrong O' passes"),
     _m("jvp-error-read-from-a-failed-row", _JVP,
-       'if "ours_jvp" in results and "o" in ref:', 'if "o" in out and "o" in ref:', JVP_FAILED,
+       'if variant in results and "o" in ref:', 'if "o" in out and "o" in ref:', JVP_FAILED,
        "ours_jvp failed after its first call: the error columns' KeyError loses the shape's other rows"),
+    _m("jvp-tma-row-writes-the-default-output", _JVP,
+       'ours_jvp_into(outs["ours_jvp_tma"])', 'ours_jvp_into(outs["ours_jvp"])', JVP_TMA,
+       "the TMA row writes over the default row's output: its fault shows on the default row"),
+    _m("jvp-backward-from-the-tma-output", _JVP,
+       'out = outs["ours_jvp"]  # the backward',
+       'out = outs["ours_jvp_tma"] or outs["ours_jvp"]  # the backward', JVP_TMA,
+       "our backward runs from the TMA loads' O and LSE, not the default loads'"),
     _m("jvp-rel-err-absolute", _JVP,
        "return float((a.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30))",
        "return float((a.float() - ref.float()).abs().max())", JVP_ERRORS,

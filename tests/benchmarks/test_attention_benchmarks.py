@@ -178,6 +178,28 @@ def test_jvp_kernel_variant_rows_run_their_variant(tmp_path, monkeypatch):
     assert "ours_bwd_flash" in choices  # flash takes fp32 on the CPU
 
 
+@needs_triton
+def test_jvp_tma_row_is_checked_on_its_own_output(tmp_path, monkeypatch):
+    """TMA loads that got O' and the LSE wrong: the error shows on the TMA row alone, and our
+    backward still runs from the default loads' O and LSE. The TMA row wrote over the default
+    row's output, whose error columns and backward rows then took the TMA run's."""
+    real, loads = attention_jvp.mfkernels.attention_jvp, triton_attention.LOADS_ENV_VAR
+
+    def wrong_under_tma(*args, **kwargs):
+        o, o_dot, lse = real(*args, **kwargs)
+        return (o, 1.5 * o_dot, lse + 5.0) if os.environ.get(loads) == "tma" else (o, o_dot, lse)
+
+    monkeypatch.setattr(attention_jvp.mfkernels, "attention_jvp", wrong_under_tma)
+    clock = Clock(monkeypatch)
+    bench = _bench(tmp_path, "--backend", "triton")
+    bench.run_shape("fp32", 16, 16)
+    timed = _timed(bench, clock)
+    assert timed["ours_jvp"][0]["err_o_dot_vs_math"] < 1e-5
+    assert timed["ours_jvp_tma"][0]["err_o_dot_vs_math"] == pytest.approx(0.5, rel=1e-4)
+    # dQ from an LSE 5 too high would be e^-5 of the library's, from the same dO, Q, K, V
+    assert _close(timed["ours_bwd"][1][0], timed["sdpa_flash_bwd"][1][0])
+
+
 def _row(variant, ms, batch):
     return dict(
         dtype="bf16", d=72, N=256, batch=batch, heads=16, variant=variant, status="ok", ms=ms, tflops=1.0
