@@ -389,10 +389,9 @@ def evaluate(
     from torch_fidelity.metric_prc import prc_features_to_metric
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(isc_splits, int) or isinstance(isc_splits, bool) or isc_splits < 1:
-        raise ValueError(f"isc_splits must be an int >= 1, got {isc_splits!r}")
+    for name, value in (("batch_size", batch_size), ("isc_splits", isc_splits)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if ref_size is not None and (not isinstance(ref_size, int) or isinstance(ref_size, bool) or ref_size < 1):
         raise ValueError(
             f"ref_size (--ref-size) must be an int >= 1 (the samples' side in pixels), got {ref_size!r}"

@@ -118,10 +118,10 @@ EVAL_PIPELINE_MUTANTS = [
     Mutant(
         "evpipe-batch-size-bool",
         _EV,
-        "if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:",
-        "if not isinstance(batch_size, int) or batch_size < 1:",
+        "if not isinstance(value, int) or isinstance(value, bool) or value < 1:",
+        "if not isinstance(value, int) or value < 1:",
         (f"{EV_ARGS}::test_bad_arguments_are_refused_naming_them",),
-        "batch_size=True taken as a batch of one image",
+        "batch_size=True taken as a batch of one image (isc_splits=True as one split)",
     ),
     Mutant(
         "evpipe-statistics-as-samples",
