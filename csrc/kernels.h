@@ -54,8 +54,8 @@ struct LnModBwdParams {
 
 struct GeluJvpParams {
   const void* x;
-  const void* x_dot;
-  RowVec bias;  // ptr == nullptr: no bias
+  const void* x_dot;  // nullptr: y alone (CPU), y_dot is not written
+  RowVec bias;        // ptr == nullptr: no bias
   void* y;
   void* y_dot;
   int64_t rows, dim;

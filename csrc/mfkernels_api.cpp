@@ -260,6 +260,20 @@ void gelu_tanh_jvp(const TensorArg& x, const TensorArg& x_dot, const std::option
   }
 }
 
+void gelu_tanh(const TensorArg& x, const std::optional<TensorArg>& bias, const TensorArg& y, int threads) {
+  CHECK_TENSOR(x);
+  CHECK_CONTIGUOUS(x);
+  MFK_CHECK(!on_cuda(x), "gelu_tanh runs CPU tensors (on CUDA torch's GELU serves)");
+  MFK_CHECK(!x.shape.empty(), "x must have at least one dimension");
+  CHECK_LIKE(y, x);
+  const int64_t D = x.shape.back(), rows = D == 0 ? 0 : x.numel() / D;
+  const RowVec b = bias_rowvec(bias, x, D);
+  GeluJvpParams p{x.data(), nullptr, b, y.mutable_data(), nullptr, rows, D, x.type()};
+  if (x.numel() == 0) return;
+  py::gil_scoped_release nogil;
+  cpu::gelu_tanh_jvp(p, threads);
+}
+
 void gelu_tanh_backward(const TensorArg& x, const TensorArg& grad_y, const std::optional<TensorArg>& bias,
                         const TensorArg& dx, const std::optional<TensorArg>& dbias, int threads) {
   CHECK_TENSOR(x);
@@ -351,7 +365,7 @@ void gated_residual_jvp(const TensorArg& x, const TensorArg& x_dot, const Tensor
 // differs from its own: a build left over from older sources would otherwise miss bindings or
 // read arguments with another meaning. Bump both whenever a binding, TensorArg or a dtype code
 // changes.
-constexpr int kApiVersion = 2;
+constexpr int kApiVersion = 3;
 
 PYBIND11_MODULE(_C, m) {
   using namespace mfk;
@@ -396,6 +410,8 @@ PYBIND11_MODULE(_C, m) {
         arg("stream") = 0, "Primal backward of LayerNorm + modulate into dx, dshift, dscale");
   m.def("gelu_tanh_jvp", &gelu_tanh_jvp, arg("x"), arg("x_dot"), arg("bias"), arg("y"), arg("y_dot"),
         arg("threads") = 1, arg("stream") = 0, "gelu_tanh(x + bias) and its tangent into y and y_dot");
+  m.def("gelu_tanh", &gelu_tanh, arg("x"), arg("bias"), arg("y"), arg("threads") = 1,
+        "gelu_tanh(x + bias) into y, the value alone (CPU)");
   m.def("gelu_tanh_backward", &gelu_tanh_backward, arg("x"), arg("grad_y"), arg("bias"), arg("dx"), arg("dbias"),
         arg("threads") = 1, "dx = gelu_tanh'(x + bias) grad_y and dbias, its sum over rows (CPU)");
   m.def("silu_jvp", &silu_jvp, arg("x"), arg("x_dot"), arg("y"), arg("y_dot"), arg("threads") = 1,

@@ -7,7 +7,8 @@ op, its fake and autograd; plain eager calls skip the dispatcher, ``dual_op.py``
 (``backends/``): ``reference`` (``torch_ops.py``, torch's fused kernels, any device),
 ``triton`` (``backends/triton/``), ``cpu`` and ``cuda`` (``csrc.py``, the C++/CUDA extension
 ``mfkernels._C`` built from ``csrc/``). ``reference.py`` is the float64 oracle every backend
-is tested against (docs/design.md sections 2-4).
+is tested against (docs/design.md sections 2-4). ``gelu_tanh`` (``primal.py``) is the one
+value-only op: a plain forward's bias + GELU on the CPU kernel.
 
 Where each op's kernels, oracle and tests live: the table in docs/design.md section 4.
 """
@@ -26,6 +27,7 @@ from .ops import (
     rms_norm_jvp,
     silu_jvp,
 )
+from .primal import gelu_tanh
 from .sdpa import flash_sdpa, patch_sdpa, sdpa_forward_ad
 
 tag_compile_caches()
@@ -37,6 +39,7 @@ __all__ = [
     "csrc_ops",
     "flash_sdpa",
     "gated_residual_jvp",
+    "gelu_tanh",
     "gelu_tanh_jvp",
     "layernorm_modulate",
     "layernorm_modulate_jvp",

@@ -50,7 +50,7 @@ class DualOp:
     def __call__(self, *args):
         if fwAD._current_level >= 0:  # torch.func.jvp and forward_ad.dual_level both enter one
             self._refuse_forward_ad_tangents(args)
-        if not _plain_eager(args):
+        if not plain_eager(args):
             if torch.is_grad_enabled() and _any_requires_grad(args):
                 self._refuse_functorch_grad(args)
             return self.op(*args)
@@ -113,7 +113,9 @@ def _eager_function(name, impl, setup_context, backward) -> type[torch.autograd.
     return type(f"mfkernels_{name}", (torch.autograd.Function,), namespace)
 
 
-def _plain_eager(args) -> bool:
+def plain_eager(args) -> bool:
+    """Whether a call on ``args`` is plain eager mode: not traced by torch.compile, under no
+    dispatch mode (fake tensors, FlopCounterMode) or torch.func transform, and on plain tensors."""
     if torch.compiler.is_compiling():
         return False
     if _get_current_dispatch_mode() is not None or torch._C._functorch.peek_interpreter_stack() is not None:

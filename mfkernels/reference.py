@@ -95,9 +95,12 @@ def layernorm_modulate_backward(grad_m, x, scale, eps=1e-6):
 # ------------------------------------------------------------------- activations
 
 
-def gelu_tanh(x):
-    inner = GELU_TANH_K * (x + GELU_TANH_C * x**3)
-    return 0.5 * x * (1 + torch.tanh(inner))
+def gelu_tanh(x, bias=None):
+    """``gelu_tanh(x + b)`` in x's dtype, computed in the accumulation dtype."""
+    (xf,) = upcast(x)
+    if bias is not None:
+        xf = xf + bias.to(xf.dtype)
+    return (0.5 * xf * (1 + torch.tanh(GELU_TANH_K * (xf + GELU_TANH_C * xf**3)))).to(x.dtype)
 
 
 def gelu_tanh_derivative(x):

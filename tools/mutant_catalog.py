@@ -52,6 +52,7 @@ from mutant_catalog_loss import LOSS_MUTANTS
 from mutant_catalog_models import MODEL_MUTANTS
 from mutant_catalog_persistence import PERSISTENCE_MUTANTS
 from mutant_catalog_plumbing import PLUMBING_MUTANTS
+from mutant_catalog_primal import PRIMAL_MUTANTS
 from mutant_catalog_program_args import PROGRAM_ARG_MUTANTS
 from mutant_catalog_programs import PROGRAM_MUTANTS
 from mutant_catalog_resume_data import RESUME_DATA_MUTANTS
@@ -467,6 +468,7 @@ CATALOG = [
     *BENCH_REPORT_MUTANTS,  # the benchmarks' timing, counts, tables: tools/mutant_catalog_bench_report.py
     *RUNTIME_MUTANTS,  # saved train state, launches, csrc: tools/mutant_catalog_runtime.py
     *PLUMBING_MUTANTS,  # the step, ranks, demo, scan cache: tools/mutant_catalog_plumbing.py
+    *PRIMAL_MUTANTS,  # the value-only GELU of a plain forward: tools/mutant_catalog_primal.py
     *BENCH_STEP_MUTANTS,  # the step benchmarks: tools/mutant_catalog_bench_steps.py
     *CSRC_CPU_MUTANTS,  # the C++ CPU kernels, ISA dispatch, bindings: tools/mutant_catalog_csrc_cpu.py
     *BENCH_ATTENTION_MUTANTS,  # the attention benchmarks: tools/mutant_catalog_bench_attention.py

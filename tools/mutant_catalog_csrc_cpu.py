@@ -271,8 +271,8 @@ CSRC_CPU_MUTANTS = [
     Mutant(
         "cpp-f64-gelu-in-float",
         CPU,
-        "p.dtype == DType::f64 ? gelu_tanh_jvp_impl<double>",
-        "p.dtype == DType::f32 ? gelu_tanh_jvp_impl<double>",
+        "p.dtype == DType::f64 ? gelu_tanh_impl<double, true>",
+        "p.dtype == DType::f32 ? gelu_tanh_impl<double, true>",
         GELU_JVP,
         "the wrong dtype branch: float64 inputs run the float32 kernel",
     ),

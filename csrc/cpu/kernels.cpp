@@ -382,31 +382,40 @@ void ln_modulate_backward_impl(const LnModBwdParams& p, int threads) {
 
 // --------------------------------------------------------------------- activations
 
-// y = gelu(u), y' = gelu'(u) x' with u = x + bias and the tanh approximation.
-template <typename A>
-void gelu_tanh_jvp_impl(const GeluJvpParams& p, int threads) {
+// y = gelu(u), y' = gelu'(u) x' with u = x + bias and the tanh approximation; y alone where
+// x_dot is null (a plain forward: ATen's tanh GELU is 3-4x slower on the CPU).
+template <typename A, bool kTangent>
+void gelu_tanh_impl(const GeluJvpParams& p, int threads) {
   const int64_t D = p.dim;
   constexpr A k = Gelu<A>::k, c = Gelu<A>::c;
-  parallel_for(p.rows, 24 * D, threads, [&](int64_t r0, int64_t r1) {
+  parallel_for(p.rows, (kTangent ? 24 : 16) * D, threads, [&](int64_t r0, int64_t r1) {
     std::vector<A> buf(5 * D, A(0));
     A *xb = buf.data(), *xdb = xb + D, *yb = xdb + D, *ydb = yb + D, *bias = ydb + D;
     if (p.bias.ptr != nullptr) load_vec(p.bias, 0, bias, D);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t off = r * D;
       const A* xs = in_row(p.x, p.dtype, off, xb, D);
-      const A* xd = in_row(p.x_dot, p.dtype, off, xdb, D);
       A* y = out_row(p.y, p.dtype, off, yb);
-      A* y_dot = out_row(p.y_dot, p.dtype, off, ydb);
+      if constexpr (kTangent) {
+        const A* xd = in_row(p.x_dot, p.dtype, off, xdb, D);
+        A* y_dot = out_row(p.y_dot, p.dtype, off, ydb);
 #pragma omp simd
-      for (int64_t j = 0; j < D; ++j) {
-        const A u = xs[j] + bias[j], u2 = u * u;
-        const A th = tanh_fn(k * (u + c * u * u2));
-        const A half_u_sech2 = A(0.5) * u * (A(1) - th * th);
-        y[j] = A(0.5) * u * (A(1) + th);
-        y_dot[j] = (A(0.5) * (A(1) + th) + half_u_sech2 * k * (A(1) + A(3) * c * u2)) * xd[j];
+        for (int64_t j = 0; j < D; ++j) {
+          const A u = xs[j] + bias[j], u2 = u * u;
+          const A th = tanh_fn(k * (u + c * u * u2));
+          const A half_u_sech2 = A(0.5) * u * (A(1) - th * th);
+          y[j] = A(0.5) * u * (A(1) + th);
+          y_dot[j] = (A(0.5) * (A(1) + th) + half_u_sech2 * k * (A(1) + A(3) * c * u2)) * xd[j];
+        }
+        out_done(y_dot, p.dtype, p.y_dot, off, D);
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < D; ++j) {
+          const A u = xs[j] + bias[j];
+          y[j] = A(0.5) * u * (A(1) + tanh_fn(k * (u + c * u * u * u)));
+        }
       }
       out_done(y, p.dtype, p.y, off, D);
-      out_done(y_dot, p.dtype, p.y_dot, off, D);
     }
   });
 }
@@ -532,7 +541,11 @@ void ln_modulate_backward(const LnModBwdParams& p, int threads) {
 }
 
 void gelu_tanh_jvp(const GeluJvpParams& p, int threads) {
-  p.dtype == DType::f64 ? gelu_tanh_jvp_impl<double>(p, threads) : gelu_tanh_jvp_impl<float>(p, threads);
+  if (p.x_dot == nullptr) {
+    p.dtype == DType::f64 ? gelu_tanh_impl<double, false>(p, threads) : gelu_tanh_impl<float, false>(p, threads);
+  } else {
+    p.dtype == DType::f64 ? gelu_tanh_impl<double, true>(p, threads) : gelu_tanh_impl<float, true>(p, threads);
+  }
 }
 
 void gelu_tanh_backward(const GeluBwdParams& p, int threads) {

@@ -24,7 +24,7 @@ from ..reference import compute_dtype, sum_rows
 from . import Implementation
 
 # csrc/mfkernels_api.cpp's kApiVersion: the bindings this module calls, as it calls them.
-API_VERSION = 2
+API_VERSION = 3
 _NOT_BUILT = "mfkernels._C is not built (pip install -e . builds it)"
 
 try:
@@ -135,6 +135,17 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().reshape(1) if t.dim() == 0 else t.contiguous()
 
 
+def gelu_tanh(x, bias=None):
+    """``gelu_tanh(x + bias)``, the value alone (CPU; on CUDA torch's own GELU serves)."""
+    shape = x.shape
+    x = _rows(x)
+    bias = None if bias is None else _unit_col_stride(bias)
+    y = torch.empty_like(x)
+    if x.numel() > 0:
+        _C.gelu_tanh(_arg(x), None if bias is None else _arg(bias), _arg(y), threads=torch.get_num_threads())
+    return y.view(shape)
+
+
 def gelu_tanh_jvp(x, x_dot, bias=None):
     """``(gelu_tanh(x + bias), gelu_tanh'(x + bias) x_dot)``; ``bias`` is ``(x.shape[-1],)``."""
     shape = x.shape
@@ -228,6 +239,7 @@ def cuda_ln_unsupported(*args) -> str | None:
 
 
 _FUNCTIONS = {
+    "gelu_tanh": gelu_tanh,
     "layernorm_modulate_jvp": layernorm_modulate_jvp,
     "layernorm_modulate_backward": layernorm_modulate_backward,
     "gelu_tanh_jvp": gelu_tanh_jvp,
@@ -237,13 +249,18 @@ _FUNCTIONS = {
 }
 
 
+# On CUDA torch's own GELU serves the value alone (and fuses under torch.compile).
+_CPU_ONLY = {"gelu_tanh"}
+
+
 def _cuda_support(op: str):
     return cuda_ln_unsupported if op.startswith("layernorm") else cuda_unsupported
 
 
 # The ``cpu`` and ``cuda`` backends: empty where the extension is not built (with CUDA).
 CPU_OPS = {op: Implementation(fn, cpu_unsupported) for op, fn in _FUNCTIONS.items()} if available() else {}
-CUDA_OPS = {op: Implementation(fn, _cuda_support(op)) for op, fn in _FUNCTIONS.items()} if has_cuda() else {}
+_ON_CUDA = {op: Implementation(fn, _cuda_support(op)) for op, fn in _FUNCTIONS.items() if op not in _CPU_ONLY}
+CUDA_OPS = _ON_CUDA if has_cuda() else {}
 # Why a table above is empty, for dispatch's warning when the backend is asked for by name.
 EMPTY_BECAUSE = {
     "CPU_OPS": import_error,

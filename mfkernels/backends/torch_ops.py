@@ -58,6 +58,11 @@ def _layer_norm_input_grad(grad, x, mean, rstd):
     return torch.ops.aten.native_layer_norm_backward(grad, x, x.shape[-1:], mean, rstd, None, None, mask)[0]
 
 
+def gelu_tanh(x, bias=None):
+    """:func:`reference.gelu_tanh` by torch's GELU kernel, in x's dtype."""
+    return torch.nn.functional.gelu(x if bias is None else x + bias.to(x.dtype), approximate="tanh")
+
+
 def gelu_tanh_jvp(x, x_dot, bias=None):
     """:func:`reference.gelu_tanh_jvp` through torch's fused kernels: GELU's backward with the
     tangent as the incoming gradient is exactly ``gelu'(x) x'`` (one pass, not fifteen).
@@ -194,6 +199,7 @@ def attention_backward(grad_o, q, k, v, o, lse, scale=None, causal=False, bias=N
 OPS = {
     "layernorm_modulate_jvp": Implementation(layernorm_modulate_jvp),
     "layernorm_modulate_backward": Implementation(layernorm_modulate_backward),
+    "gelu_tanh": Implementation(gelu_tanh),
     "gelu_tanh_jvp": Implementation(gelu_tanh_jvp),
     "gelu_tanh_backward": Implementation(gelu_tanh_backward),
     "silu_jvp": Implementation(silu_jvp),

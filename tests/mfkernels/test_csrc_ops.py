@@ -331,6 +331,8 @@ def test_every_isa_build(name, dtype, isa):
         mfkernels.gelu_tanh_jvp(x, x_dot, bias, backend="cpu"), reference.gelu_tanh_jvp(*f64(x, x_dot, bias))
     ):
         assert_close(f"gelu[{name}]", out, ref, dtype)
+    y, y_ref = mfkernels.gelu_tanh(x, bias, backend="cpu"), reference.gelu_tanh(*f64(x, bias))
+    assert_close(f"gelu_value[{name}]", y, y_ref, dtype)
     for out, ref in zip(mfkernels.silu_jvp(x, x_dot, backend="cpu"), reference.silu_jvp(*f64(x, x_dot))):
         assert_close(f"silu[{name}]", out, ref, dtype)
     gate, gate_dot = modulation(2, 75, dtype)

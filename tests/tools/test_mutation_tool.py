@@ -6,6 +6,7 @@ catalog's own consistency: unique names, test paths that exist, every mutant's t
 import glob
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,18 +126,20 @@ def test_a_csrc_mutant_is_compiled_into_the_copy_and_the_extension_put_back(tmp_
         if rel.startswith(("csrc/", "mfkernels/_C")) or rel == "CMakeLists.txt":
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(os.path.join(ROOT, rel), copy / rel)
+    api = "csrc/mfkernels_api.cpp"
+    source = (copy / api).read_text()
+    number = re.search(r"constexpr int kApiVersion = (\d+);", source).group(1)
     (copy / "test_api.py").write_text(
         "import sys\n\nimport torch  # noqa: F401  (the module links the OpenMP torch loaded)\n\n"
         "sys.path.insert(0, 'mfkernels')\nimport _C  # noqa: E402\n\n\n"
-        "def test_api_version():\n    assert _C.API_VERSION == 2\n"
+        f"def test_api_version():\n    assert _C.API_VERSION == {number}\n"
     )
     [module] = glob.glob(str(copy / "mfkernels" / "_C*.so"))
     copied = open(module, "rb").read()
     build = mutants.ExtensionBuild(str(copy))
-    api, version = "csrc/mfkernels_api.cpp", "constexpr int kApiVersion = 2;"
-    bumped = Mutant("v", api, version, version.replace("2", "3"), ("test_api.py",), "another version")
-    broken = Mutant("b", api, version, version.replace("2", ""), ("test_api.py",), "a syntax error")
-    source = (copy / api).read_text()
+    version = f"constexpr int kApiVersion = {number};"
+    bumped = Mutant("v", api, version, version.replace(number, f"{int(number) + 1}"), ("test_api.py",), "+1")
+    broken = Mutant("b", api, version, version.replace(number, ""), ("test_api.py",), "a syntax error")
 
     result = mutants.run_mutant(bumped, str(copy), timeout=600, build=build)
     assert result.verdict == "killed", result.detail
