@@ -45,7 +45,7 @@ def gelu_tanh(x: Tensor, bias: Tensor | None = None, backend: str | None = None)
         check_feature_vector("bias", bias, x)
     backend = dispatch.check_backend(backend)
     args = (x,) if bias is None else (x, bias)
-    if fwAD._current_level >= 0 or torch.jit.is_tracing() or not plain_eager(args):
+    if not plain_eager(args) or fwAD._current_level >= 0 or torch.jit.is_tracing():
         return torch_ops.gelu_tanh(x, bias)
     if torch.is_grad_enabled() and any(a.requires_grad for a in args):
         return _GeluTanh.apply(x, bias, backend)

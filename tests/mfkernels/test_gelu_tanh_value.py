@@ -123,6 +123,15 @@ def test_forward_mode_ad_and_transforms_see_plain_torch():
     assert seen == {}
 
 
+def test_compiles_whole_as_torch_s_gelu():
+    """torch.compile(fullgraph=True) traces it without a graph break: plain torch, which
+    Inductor fuses (the kernel would be an opaque call)."""
+    x, bias = torch.randn(4, 16), torch.randn(16)
+    torch._dynamo.reset()
+    compiled = torch.compile(mfkernels.gelu_tanh, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, bias), torch_gelu(x, bias))
+
+
 def test_a_jit_trace_records_torch_s_gelu():
     """torch.jit.trace (and the ONNX export built on it) cannot see into the kernel: a trace
     of it would hold its output as a constant."""
