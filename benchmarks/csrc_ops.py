@@ -1,6 +1,7 @@
 """Speed of the csrc kernels (mfkernels._C) against the torch composite (the ``reference``
 backend, eager) and, on a GPU, against the Triton kernels where those exist. The gated
-residual's backward has no csrc kernel: its rows are the reference and, on a GPU, Triton.
+residual's backward has no csrc kernel: its rows are the reference and, on a GPU, Triton; the
+value-only GELU has only a CPU kernel (on a GPU the plain forward runs ATen's GELU).
 
     python benchmarks/csrc_ops.py            # DiT-S (CPU) or DiT-S + DiT-XL (GPU) shapes
     python benchmarks/csrc_ops.py --quick    # one small shape, few repetitions
@@ -35,6 +36,7 @@ OPS = (
     "layernorm_modulate_backward",
     "gelu_tanh_jvp",
     "gelu_tanh_backward",
+    "gelu_tanh",
     "silu_jvp",
     "gated_residual_jvp",
     "gated_residual_backward",
@@ -81,6 +83,8 @@ def make_case(op, batch, tokens, dim, dtype, device):
         return lambda b: mfkernels.gelu_tanh_jvp(h, h_dot, bias, backend=b), 16 * big
     if op == "gelu_tanh_backward":  # dx and the bias gradient from x and dy
         return lambda b: torch.ops.mfkernels.gelu_tanh_backward(h_dot, h, bias, b), 12 * big
+    if op == "gelu_tanh":  # the value alone, a plain forward's (CPU kernel; ATen's GELU elsewhere)
+        return lambda b: mfkernels.gelu_tanh(h, bias, backend=b), 8 * big
     return lambda b: mfkernels.silu_jvp(h, h_dot, backend=b), 16 * big
 
 

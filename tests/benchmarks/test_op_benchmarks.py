@@ -38,6 +38,7 @@ def ideal_bytes(op, batch, tokens, dim, itemsize):
         "layernorm_modulate_backward": 3 * big + 3 * vec,  # dy, x -> dx; scale -> dshift, dscale
         "gelu_tanh_jvp": 4 * hidden,  # h, h' -> y, y'
         "gelu_tanh_backward": 3 * hidden,  # dy, h -> dh
+        "gelu_tanh": 2 * hidden,  # h -> y
         "silu_jvp": 4 * hidden,
         "gated_residual_jvp": 6 * big + 2 * vec,  # x, x', f, f' -> y, y'; gate, gate'
         "gated_residual_backward": 3 * big + 2 * vec,  # dy, f -> df; gate -> dgate
