@@ -118,13 +118,23 @@ def adm_difference(index, size, workers, device, limit=64):
     return float((got - want).abs().mean() * 127.5)
 
 
+def _images(text: str) -> int:
+    """``--images``: the tree has 8 classes of as many JPEGs each, so a multiple of 8."""
+    value = int(text) if text.strip().lstrip("+-").isdigit() else None
+    if value is None or value < 8 or value % 8:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 8 (the tree's 8 classes), got {text!r}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu", help="where batches go; cuda adds the dali_gpu row")
     parser.add_argument("--quick", action="store_true", help="64 small images, short runs")
-    parser.add_argument("--images", type=int, help="JPEGs in the tree (default 512; quick 64)")
+    parser.add_argument(
+        "--images", type=_images, help="JPEGs in the tree, a multiple of 8 (8 classes; default 512; quick 64)"
+    )
     parser.add_argument(
         "--sides", type=int, nargs=2, help="min/max image side (default 300 500; quick 80 120)"
     )
@@ -161,7 +171,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="meanflow-data-bench-") as tmp:
         tree, latent_root = os.path.join(tmp, "train"), os.path.join(tmp, "latents")
         t0 = time.perf_counter()
-        per_class = max(1, images // 8)
+        per_class = images // 8
         make_image_tree(
             tree, classes=8, per_class=per_class, sides=tuple(sides), extras=False, noise=args.noise
         )

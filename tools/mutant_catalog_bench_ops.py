@@ -39,6 +39,7 @@ GPU_TIME = _tests(
 )
 ROWS = _tests("csrc_rows_report_ms_gb_per_s_and_the_speedup")
 RATE = _tests("data_rate_leaves_out_the_warmup_batch_and_runs_its_seconds")
+IMAGES = _tests("data_images_not_a_multiple_of_the_8_classes_is_refused")
 DATA_ROWS = _tests("data_rows_time_an_epoch_and_compare_with_torch")
 USAGE = _tests(
     "static_resource_usage_reads_registers_and_stack", "static_rows_flag_spills_and_show_shared_memory_in_kib"
@@ -125,6 +126,9 @@ BENCH_OPS_MUTANTS = [
        "csrc_ops_{tag}_{device.type}{env['threads']}t.json", "csrc_ops_{tag}_{device.type}.json", ROWS,
        "a run at another thread count replaces the last run's file"),
     # --------------------------------------------------------- benchmarks/data_throughput.py
+    _m("data-images-not-whole-classes", _DATA,
+       "if value is None or value < 8 or value % 8:", "if value is None or value < 8:", IMAGES,
+       "--images 10 makes 8 classes of 1 JPEG: 8 timed, 10 recorded"),
     _m("data-warmup-timed", _DATA,
        "    x, _ = next(batches)\n    C.sync(device)\n    assert x.dtype == torch.float32\n"
        "    count, start = 0, time.perf_counter()",

@@ -159,6 +159,15 @@ def test_data_rate_leaves_out_the_warmup_batch_and_runs_its_seconds(monkeypatch)
     assert data_throughput.measure(batches(), 4, 8, 5.0, CPU) == (4.0, 20, 5.0)
 
 
+@pytest.mark.parametrize("images", ["10", "0", "4", "x"])
+def test_data_images_not_a_multiple_of_the_8_classes_is_refused(images, capsys, tmp_path):
+    """The tree has 8 classes of as many JPEGs each: 10 would make 8, timed as if 10."""
+    quick = f"--quick --latents 8 --batch 4 --seconds 0 --workers 0 --out-dir {tmp_path}".split()
+    with pytest.raises(SystemExit):  # (a quick run, should the refusal go)
+        data_throughput.main([*quick, "--images", images])
+    assert "argument --images: must be a multiple of 8" in capsys.readouterr().err
+
+
 def test_data_rows_time_an_epoch_and_compare_with_torch(tmp_path, monkeypatch):
     rates = iter([100.0, 50.0, 200.0])  # torchvision, torch_adm, latents_torch, in run order
     asked = []
