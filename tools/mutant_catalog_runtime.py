@@ -377,8 +377,8 @@ RUNTIME_MUTANTS = [
     Mutant(
         "rt-csrc-cpu-ops-without-extension",
         _CSRC,
-        "for op, fn in _FUNCTIONS.items()} if available() else {}",
-        "for op, fn in _FUNCTIONS.items()}",
+        "for op, fn in _ON_CPU.items()} if available() else {}",
+        "for op, fn in _ON_CPU.items()}",
         (CSRC_FALLBACK,),
         "without the extension the cpu backend is offered and every CPU op fails in it",
     ),

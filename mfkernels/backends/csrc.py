@@ -239,7 +239,6 @@ def cuda_ln_unsupported(*args) -> str | None:
 
 
 _FUNCTIONS = {
-    "gelu_tanh": gelu_tanh,
     "layernorm_modulate_jvp": layernorm_modulate_jvp,
     "layernorm_modulate_backward": layernorm_modulate_backward,
     "gelu_tanh_jvp": gelu_tanh_jvp,
@@ -250,7 +249,7 @@ _FUNCTIONS = {
 
 
 # On CUDA torch's own GELU serves the value alone (and fuses under torch.compile).
-_CPU_ONLY = {"gelu_tanh"}
+_CPU_ONLY = {"gelu_tanh": gelu_tanh}
 
 
 def _cuda_support(op: str):
@@ -258,9 +257,9 @@ def _cuda_support(op: str):
 
 
 # The ``cpu`` and ``cuda`` backends: empty where the extension is not built (with CUDA).
-CPU_OPS = {op: Implementation(fn, cpu_unsupported) for op, fn in _FUNCTIONS.items()} if available() else {}
-_ON_CUDA = {op: Implementation(fn, _cuda_support(op)) for op, fn in _FUNCTIONS.items() if op not in _CPU_ONLY}
-CUDA_OPS = _ON_CUDA if has_cuda() else {}
+_ON_CPU = {**_FUNCTIONS, **_CPU_ONLY}
+CPU_OPS = {op: Implementation(fn, cpu_unsupported) for op, fn in _ON_CPU.items()} if available() else {}
+CUDA_OPS = {op: Implementation(fn, _cuda_support(op)) for op, fn in _FUNCTIONS.items()} if has_cuda() else {}
 # Why a table above is empty, for dispatch's warning when the backend is asked for by name.
 EMPTY_BECAUSE = {
     "CPU_OPS": import_error,
