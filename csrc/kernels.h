@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace mfk {
 
@@ -96,11 +98,15 @@ struct GatedResidualParams {
 };
 
 namespace cpu {
-// ISA variants of cpu/kernels.cpp, picked at run time (cpu/dispatch.cpp).
+// ISA variants of cpu/kernels.cpp, picked at run time (cpu/dispatch.cpp). Widest first: "auto"
+// (and the first op of a process) takes the first one this CPU supports.
+extern const char* const kIsas[3];
 const char* isa();
 // "auto", "avx512", "avx2" or "base"; false if this CPU or build lacks it, std::invalid_argument
 // for any other name.
 bool set_isa(const char* name);
+// The CPU features the ISA build runs on ("avx2", "fma", ...: empty for "base").
+std::vector<std::string> isa_features(const char* name);
 void ln_modulate_jvp(const LnModFwdParams& p, int threads);
 void ln_modulate_backward(const LnModBwdParams& p, int threads);
 void gelu_tanh_jvp(const GeluJvpParams& p, int threads);

@@ -365,7 +365,7 @@ void gated_residual_jvp(const TensorArg& x, const TensorArg& x_dot, const Tensor
 // differs from its own: a build left over from older sources would otherwise miss bindings or
 // read arguments with another meaning. Bump both whenever a binding, TensorArg or a dtype code
 // changes.
-constexpr int kApiVersion = 3;
+constexpr int kApiVersion = 4;
 
 PYBIND11_MODULE(_C, m) {
   using namespace mfk;
@@ -397,10 +397,13 @@ PYBIND11_MODULE(_C, m) {
   m.attr("CUDA_ARCHS") = MFK_CUDA_ARCHS;
   m.attr("LN_BWD_ROWS_PER_CHUNK") = kLnBwdRowsPerChunk;
 
+  m.attr("CPU_ISAS") = py::make_tuple(cpu::kIsas[0], cpu::kIsas[1], cpu::kIsas[2]);
   m.def("cpu_isa", &cpu::isa, "The instruction set of the CPU kernels in use (avx512, avx2 or base)");
   m.def("set_cpu_isa", [](const std::string& name) { return cpu::set_isa(name.c_str()); }, arg("name"),
         "Use another ISA build of the CPU kernels ('auto' for the best); False if this CPU lacks it, "
         "ValueError for an unknown name");
+  m.def("cpu_isa_features", [](const std::string& name) { return cpu::isa_features(name.c_str()); },
+        arg("name"), "The CPU features an ISA build needs (as /proc/cpuinfo names them); [] for base");
 
   m.def("ln_modulate_jvp", &ln_modulate_jvp, arg("x"), arg("x_dot"), arg("shift"), arg("scale"), arg("shift_dot"),
         arg("scale_dot"), arg("m"), arg("m_dot"), arg("eps"), arg("threads") = 1, arg("stream") = 0,

@@ -9,12 +9,11 @@ fed) and eleven argument checks of the bindings that the Python wrapper never tr
 tests in test_csrc_cpu_kernels.py kill them. cpp-isa-set-unchecked crashed it (SIGILL in the
 avx512 build): now a failed assertion before any kernel runs.
 
-Left unmutated: the AVX-512 feature tests of ``supported`` and the order of ``avx512`` before
-``avx2`` (no machine without AVX-512 tells them apart; ``test_isa_choice_follows_the_cpu``
-would on one with it), the thread count the bindings pass on, ``parallel_for``'s grain and
-``cur_b``'s reload of the vectors (speed only), the fp16 vector loops' bounds (the scalar tail
-converts the same bits), and the quiet bit of a bf16 NaN (every NaN that arithmetic makes is
-quiet already)."""
+The ISA choice's tests hide CPU features (``MFK_CPU_HIDE_FEATURES``), so its mutants die on
+a CPU with AVX-512 and on one without alike. Left unmutated: the thread count the bindings
+pass on, ``parallel_for``'s grain and ``cur_b``'s reload of the vectors (speed only), the
+fp16 vector loops' bounds (the scalar tail converts the same bits), and the quiet bit of a
+bf16 NaN (every NaN that arithmetic makes is quiet already)."""
 
 from mutant import Mutant
 
@@ -302,20 +301,44 @@ CSRC_CPU_MUTANTS = [
         "MFK_CPU_ISA is taken unchecked: a misspelt or unsupported name picks some table",
     ),
     Mutant(
-        "cpp-isa-best-skips-avx2",
+        "cpp-isa-order-skips-avx2",
         DISPATCH,
-        'for (const char* name : {"avx512", "avx2"})',
-        'for (const char* name : {"avx512"})',
+        'kIsas[3] = {"avx512", "avx2", "base"};',
+        'kIsas[3] = {"avx512", "base", "base"};',
         ISA,
-        "at import an AVX2 CPU without AVX-512 runs the base build",
+        "auto, and a process's first op, on an AVX2 CPU without AVX-512 run the base build",
     ),
     Mutant(
-        "cpp-isa-auto-skips-avx2",
+        "cpp-isa-order-avx2-first",
         DISPATCH,
-        'for (const char* n : {"avx512", "avx2", "base"})',
-        'for (const char* n : {"avx512", "base"})',
+        'kIsas[3] = {"avx512", "avx2", "base"};',
+        'kIsas[3] = {"avx2", "avx512", "base"};',
         ISA,
-        "set_cpu_isa('auto') on an AVX2 CPU without AVX-512 picks base",
+        "auto on an AVX-512 CPU runs the avx2 build",
+    ),
+    Mutant(
+        "cpp-isa-f16c-never-found",
+        DISPATCH,
+        '  if (std::strcmp(feature, "f16c") == 0) return __builtin_cpu_supports("f16c");\n',
+        "",
+        ISA,
+        "F16C is never seen: every CPU runs the base build",
+    ),
+    Mutant(
+        "cpp-isa-avx2-without-f16c",
+        DISPATCH,
+        'avx2{"avx2", "fma", "f16c"},',
+        'avx2{"avx2", "fma"},',
+        (_NEW + "test_every_isa_build_needs_the_features_it_is_compiled_for",),
+        "a CPU with AVX2 and FMA but no F16C gets the avx2 build (-mf16c): SIGILL at its first fp16 row",
+    ),
+    Mutant(
+        "cpp-isa-avx512-without-bw",
+        DISPATCH,
+        '{"avx512f", "avx512bw", "avx512vl", "avx2", "fma", "f16c"};',
+        '{"avx512f", "avx512vl", "avx2", "fma", "f16c"};',
+        (_NEW + "test_every_isa_build_needs_the_features_it_is_compiled_for",),
+        "an AVX-512F CPU without BW (Knights Landing) gets the avx512 build, compiled with -mavx512bw",
     ),
     Mutant(
         "cpp-isa-set-unchecked",

@@ -24,7 +24,7 @@ from ..reference import compute_dtype, sum_rows
 from . import Implementation
 
 # csrc/mfkernels_api.cpp's kApiVersion: the bindings this module calls, as it calls them.
-API_VERSION = 3
+API_VERSION = 4
 _NOT_BUILT = "mfkernels._C is not built (pip install -e . builds it)"
 
 try:
@@ -49,11 +49,10 @@ if _C is not None and getattr(_C, "API_VERSION", None) != API_VERSION:
 if import_error not in (None, _NOT_BUILT):  # not built: the install said so, and auto never needs it
     warnings.warn(f"{import_error}; the cpu and cuda backends are off", stacklevel=2)
 
-CPU_ISAS = ("avx512", "avx2", "base")
 _isa_wanted = os.environ.get("MFK_CPU_ISA", "")
 if _C is not None and _isa_wanted not in ("", "auto") and _C.cpu_isa() != _isa_wanted:
     # The extension falls back to the best ISA by itself; a typo must not pass for a choice.
-    why = "this CPU lacks it" if _isa_wanted in CPU_ISAS else f"not one of {('auto', *CPU_ISAS)}"
+    why = "this CPU lacks it" if _isa_wanted in _C.CPU_ISAS else f"not one of {('auto', *_C.CPU_ISAS)}"
     warnings.warn(f"MFK_CPU_ISA={_isa_wanted!r} ignored ({why}); using {_C.cpu_isa()!r}", stacklevel=2)
 
 # Dtype codes of csrc/kernels.h (enum class DType).

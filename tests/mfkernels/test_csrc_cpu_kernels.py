@@ -7,6 +7,7 @@ that the Python wrapper never trips.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -212,15 +213,20 @@ def cpu_flags() -> set[str]:
     )
 
 
-def test_isa_choice_follows_the_cpu():
+# Hidden features (MFK_CPU_HIDE_FEATURES) make this CPU stand for others: one without AVX-512BW,
+# one with AVX2 but no F16C, one without AVX-512 or FMA.
+@pytest.mark.parametrize("hide", ["", "avx512bw", "f16c", "avx512f,fma"])
+def test_isa_choice_follows_the_cpu(hide, monkeypatch):
     """No build the CPU lacks is ever accepted (it would die of an illegal instruction); auto,
     and a fresh import without MFK_CPU_ISA, take the widest one it accepts; set_cpu_isa(name)
     runs that very build."""
-    flags = cpu_flags()
-    if "avx2" not in flags and "sse2" not in flags:
+    flags = cpu_flags() - set(hide.split(","))
+    if "sse2" not in flags:
         pytest.skip("needs an x86-64 Linux machine (/proc/cpuinfo flags)")
-    needs = {"avx512": {"avx512f", "avx512bw", "avx512vl", "fma"}, "avx2": {"avx2", "fma"}, "base": set()}
+    assert _C.CPU_ISAS == tuple(ISAS)  # widest first: auto's order
+    needs = {name: set(_C.cpu_isa_features(name)) for name in ISAS}
     before = _C.cpu_isa()
+    monkeypatch.setenv("MFK_CPU_HIDE_FEATURES", hide)
     accepted, names = {}, {}
     try:
         for name in ISAS:
@@ -229,6 +235,7 @@ def test_isa_choice_follows_the_cpu():
         _C.set_cpu_isa("auto")
         automatic = _C.cpu_isa()
     finally:
+        monkeypatch.delenv("MFK_CPU_HIDE_FEATURES")
         _C.set_cpu_isa(before)
     for name in ISAS:
         if not needs[name] <= flags:
@@ -242,10 +249,24 @@ def test_isa_choice_follows_the_cpu():
     assert automatic == widest
     env = {k: v for k, v in os.environ.items() if k != "MFK_CPU_ISA"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env["MFK_CPU_HIDE_FEATURES"] = hide
     code = "from mfkernels.backends import csrc; print(csrc._C.cpu_isa())"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split()[-1] == widest
+
+
+def test_every_isa_build_needs_the_features_it_is_compiled_for():
+    """Each ``-m`` flag CMakeLists.txt compiles an ISA build with is a feature the dispatcher
+    checks before it runs that build: with one missing (say F16C, on a virtual CPU that hides
+    it) the build's first instruction of that kind would kill the process (SIGILL)."""
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    for name in ISAS:
+        line = re.search(rf"set\(MFK_CPU_FLAGS_{name}\b([^)]*)\)", cmake).group(1)
+        compiled_for = {flag[2:] for flag in line.split() if flag.startswith("-m") and "=" not in flag}
+        assert set(_C.cpu_isa_features(name)) == compiled_for, name
+    with pytest.raises(ValueError, match="name must be 'avx512', 'avx2' or 'base', got 'auto'"):
+        _C.cpu_isa_features("auto")
 
 
 # ------------------------------------------------------------ the bindings' checks
