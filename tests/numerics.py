@@ -25,6 +25,11 @@ def rel_err(out, ref, floor=1.0):
     return (out.double() - ref.double()).abs().max().item() / scale
 
 
+def f64(*tensors):
+    """Detached float64 copies (None stays None): the reference's inputs."""
+    return [None if t is None else t.detach().double() for t in tensors]
+
+
 def input_scale(*tensors):
     """The largest magnitude among a test's inputs: the floor of :func:`rel_err` for them."""
     return max(t.detach().double().abs().max().item() for t in tensors)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from numerics import assert_close
+from numerics import assert_close, f64
 
 import mfkernels
 from mfkernels import reference
@@ -27,10 +27,6 @@ pytestmark = [
     pytest.mark.filterwarnings("error:mfkernels"),  # a silent fallback would test nothing
 ]
 ISAS = ["avx512", "avx2", "base"]
-
-
-def f64(*tensors):
-    return [None if t is None else t.detach().double() for t in tensors]
 
 
 @pytest.fixture

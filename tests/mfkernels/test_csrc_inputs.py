@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from numerics import assert_close
+from numerics import assert_close, f64
 
 import mfkernels
 from mfkernels import reference
@@ -23,10 +23,6 @@ _C = csrc._C
 ROOT = Path(__file__).resolve().parents[2]
 needs_ext = pytest.mark.skipif(_C is None, reason=str(csrc.import_error))
 pytestmark = pytest.mark.filterwarnings("error:mfkernels")  # a silent fallback would test nothing
-
-
-def f64(*tensors):
-    return [None if t is None else t.detach().double() for t in tensors]
 
 
 def grads(fn, *inputs):

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from numerics import assert_close
+from numerics import assert_close, f64
 
 import mfkernels
 from mfkernels import dispatch, reference
@@ -29,10 +29,6 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 # (batch, tokens, dim): tokens 1, 17, 130 and dims 72 (DiT-XL/2 head dim), 384 (DiT-S).
 SHAPES = [(1, 1, 72), (2, 17, 72), (2, 130, 384), (3, 17, 384)]
 ISAS = ["avx512", "avx2", "base"]
-
-
-def f64(*tensors):
-    return [None if t is None else t.detach().double() for t in tensors]
 
 
 def modulation(batch, dim, dtype, n=2, device="cpu"):

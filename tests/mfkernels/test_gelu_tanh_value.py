@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from numerics import assert_close
+from numerics import assert_close, f64
 from torch.utils.flop_counter import FlopCounterMode
 
 import mfkernels
@@ -22,10 +22,6 @@ needs_ext = pytest.mark.skipif(_C is None, reason=str(csrc.import_error))
 pytestmark = pytest.mark.filterwarnings("error:mfkernels")  # a silent fallback would test nothing
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
-
-
-def f64(*tensors):
-    return [None if t is None else t.detach().double() for t in tensors]
 
 
 def torch_gelu(x, bias):
