@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from mfkernels import BACKENDS
 
 from .adapters import ADAPTERS, check_model_kwargs
+from .checks import is_int
 from .config_file import load_file
 from .config_overrides import apply, apply_command_line, leaf_fields
 from .data import DATA_BACKENDS
@@ -267,16 +268,12 @@ MIN_EVAL_SAMPLES = 2
 SEED_LIMIT = 2**32
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _at_least(low):
-    return lambda value: _is_int(value) and value >= low
+    return lambda value: is_int(value) and value >= low
 
 
 def _unit_interval(value) -> bool:
@@ -301,10 +298,10 @@ _RULES = [  # (key, test, what the key allows): validate() names the first key t
     ("keep_every", _at_least(0), "an integer >= 0 (0 = never)"),
     (
         "eval_samples",
-        lambda v: _is_int(v) and (v == 0 or v >= MIN_EVAL_SAMPLES),
+        lambda v: is_int(v) and (v == 0 or v >= MIN_EVAL_SAMPLES),
         f"0 (no evaluation) or an integer >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a covariance)",
     ),
-    ("seed", lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
+    ("seed", lambda v: is_int(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
     ("lr", lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     ("grad_clip", lambda v: _is_number(v) and v >= 0, "a finite number >= 0 (0 = no clipping)"),
     ("weight_decay", lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),

@@ -1,9 +1,12 @@
 """The DiT's hyper-parameters: ``DiTConfig`` and the named sizes ``PRESETS`` (the DiT paper's
 XL/L/B/S plus a tiny T for MNIST). A leaf module: the model (``meanflow.models``) and the
-interchange formats (``meanflow.interchange``) both build on it."""
+interchange formats (``meanflow.interchange``) both build on it; it imports only the shared
+argument checks (``meanflow.checks``)."""
 
 import math
 from dataclasses import dataclass, fields
+
+from .checks import check_int_at_least, is_int
 
 # name: (depth, hidden_size, patch_size, num_heads), DiT paper sizes plus a tiny one for MNIST.
 PRESETS = {
@@ -19,10 +22,6 @@ PRESETS = {
 }
 
 TIME_CONDS = ("t,h", "r,t")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _finite_positive(value) -> bool:
@@ -49,9 +48,7 @@ class DiTConfig:
     def __post_init__(self):
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads",
                      "frequency_embedding_size"):  # fmt: skip
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int_at_least(name, getattr(self, name))
         if not _finite_positive(self.mlp_ratio) or int(self.hidden_size * self.mlp_ratio) < 1:
             raise ValueError(
                 f"mlp_ratio must be a finite number giving an MLP of at least 1 unit, got {self.mlp_ratio!r}"
@@ -61,7 +58,7 @@ class DiTConfig:
         # A string such as "false" would be truthy and switch qk-norm on.
         if not isinstance(self.qk_norm, bool):
             raise ValueError(f"qk_norm must be True or False, got {self.qk_norm!r}")
-        if not _is_int(self.num_classes) or self.num_classes < 0:
+        if not is_int(self.num_classes) or self.num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0: unconditional), got {self.num_classes!r}")
         if self.time_cond not in TIME_CONDS:
             raise ValueError(f"time_cond must be one of {TIME_CONDS}, got {self.time_cond!r}")

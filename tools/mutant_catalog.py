@@ -131,8 +131,8 @@ CATALOG = [
     Mutant(
         "sampler-steps-true-accepted",
         "meanflow/sampler.py",
-        "if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:",
-        "if not isinstance(steps, int) or steps < 1:",
+        'check_int_at_least("steps", steps)',
+        'check_int_at_least("steps", int(steps))',
         ("tests/meanflow/test_sampler.py::test_steps_must_be_a_positive_int_not_a_bool",),
         "steps=True (a flag mistaken for a count) runs one step",
     ),

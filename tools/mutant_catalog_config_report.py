@@ -90,8 +90,8 @@ CONFIG_REPORT_MUTANTS = [
     Mutant(
         "cfgrep-seed-limit-inclusive",
         _CONFIG,
-        "_is_int(v) and 0 <= v < SEED_LIMIT",
-        "_is_int(v) and 0 <= v <= SEED_LIMIT",
+        "is_int(v) and 0 <= v < SEED_LIMIT",
+        "is_int(v) and 0 <= v <= SEED_LIMIT",
         (OUTSIDE, RANGES),
         "--seed 4294967296 is accepted and fails in numpy's seeding after the data is read",
     ),
@@ -114,8 +114,8 @@ CONFIG_REPORT_MUTANTS = [
     Mutant(
         "cfgrep-eval-samples-zero-refused",
         _CONFIG,
-        "_is_int(v) and (v == 0 or v >= MIN_EVAL_SAMPLES)",
-        "_is_int(v) and v >= MIN_EVAL_SAMPLES",
+        "is_int(v) and (v == 0 or v >= MIN_EVAL_SAMPLES)",
+        "is_int(v) and v >= MIN_EVAL_SAMPLES",
         (CFG, OPTS),
         "--eval_samples 0, the README's way to turn the evaluation off, is refused",
     ),

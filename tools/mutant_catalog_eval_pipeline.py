@@ -118,8 +118,8 @@ EVAL_PIPELINE_MUTANTS = [
     Mutant(
         "evpipe-batch-size-bool",
         _EV,
-        "if not isinstance(value, int) or isinstance(value, bool) or value < 1:",
-        "if not isinstance(value, int) or value < 1:",
+        "check_int_at_least(name, value)",
+        "check_int_at_least(name, int(value))",
         (f"{EV_ARGS}::test_bad_arguments_are_refused_naming_them",),
         "batch_size=True taken as a batch of one image (isc_splits=True as one split)",
     ),
@@ -266,8 +266,8 @@ EVAL_PIPELINE_MUTANTS = [
     Mutant(
         "evpipe-pipeline-unconditional-batch-0",
         _PIPE,
-        "or not isinstance(batch_size, int) or batch_size < 1:",
-        "or not isinstance(batch_size, int) or batch_size < 0:",
+        'check_int_at_least("batch_size", batch_size, why=',
+        'check_int_at_least("batch_size", batch_size, 0, why=',
         (f"{PIPE_ARGS}::test_an_unconditional_call_of_no_image_is_refused",),
         "batch_size=0 of an unconditional model returns no image without a word",
     ),

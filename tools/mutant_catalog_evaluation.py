@@ -161,6 +161,14 @@ EVALUATION_MUTANTS = [
     ),
     # -------------------------------------------------------------- meanflow/eval_mnist.py
     Mutant(
+        "mnist-steps-true-taken-as-one",
+        _MNIST_PY,
+        'check_int_at_least("steps", steps)',
+        'check_int_at_least("steps", int(steps))',
+        (f"{MNIST}test_evaluate_checks_before_loading_the_classifier",),
+        "evaluate(model, steps=True) scores one-step samples: a flag mistaken for a count",
+    ),
+    Mutant(
         "mnist-classifier-trained-on-the-test-split",
         _MNIST_PY,
         "(images, labels), (test_x, test_y) = splits or",

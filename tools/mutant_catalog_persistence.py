@@ -187,8 +187,8 @@ PERSISTENCE_MUTANTS = [
     Mutant(
         "persist-pipeline-zero-steps",
         _PIPE,
-        "            or num_inference_steps < 1\n",
-        "            or num_inference_steps < 0\n",
+        'check_int_at_least("num_inference_steps", num_inference_steps)',
+        'check_int_at_least("num_inference_steps", num_inference_steps, 0)',
         ARGUMENTS,
         "num_inference_steps=0 returns the noise itself as images",
     ),

@@ -243,12 +243,12 @@ TRAINER_MUTANTS = [
         "a hidden size of 4k + 2 taken: its 2-D sin-cos positions come out 2 channels short",
     ),
     Mutant(
-        "dit-config-bool-as-int",
-        _CONFIG_PY,
+        "checks-bool-as-int",
+        "meanflow/checks.py",
         "    return isinstance(value, int) and not isinstance(value, bool)",
         "    return isinstance(value, int)",
         (f"{T}test_models.py",),
-        "depth=True taken as a one-block DiT",
+        "depth=True taken as a one-block DiT (and every count checked with is_int takes a bool)",
     ),
     # ------------------------------------------------------------- meanflow/checkpoint.py
     Mutant(

@@ -232,6 +232,7 @@ def _no_classifier(*a, **k):
     [
         (dict(num_samples=1), "num_samples must be an int >= 2"),
         (dict(steps=0), "steps must be an int >= 1"),
+        (dict(steps=True), "steps must be an int >= 1, got True"),  # a flag is not one step
         (dict(config=dict(in_channels=3)), "model makes 3x32x32 images of 10 classes"),
         (dict(config=dict(input_size=64)), "model makes 1x64x64 images"),
         (dict(config=dict(num_classes=0)), "model makes 1x32x32 images of no classes"),
