@@ -102,6 +102,8 @@ def time_cpu(fns: dict, rounds: int) -> dict:
 
 
 def time_gpu(fn, reps: int) -> float:
+    """Seconds per call: the median of ``reps`` milliseconds of calls under ``do_bench`` (its
+    ``warmup`` and ``rep`` are milliseconds, not counts), else the mean of ``reps`` calls."""
     try:
         from triton.testing import do_bench
 
