@@ -6,7 +6,7 @@ argument checks (``meanflow.checks``)."""
 import math
 from dataclasses import dataclass, fields
 
-from .checks import check_int_at_least, is_int
+from .checks import check_int_at_least
 
 # name: (depth, hidden_size, patch_size, num_heads), DiT paper sizes plus a tiny one for MNIST.
 PRESETS = {
@@ -58,8 +58,7 @@ class DiTConfig:
         # A string such as "false" would be truthy and switch qk-norm on.
         if not isinstance(self.qk_norm, bool):
             raise ValueError(f"qk_norm must be True or False, got {self.qk_norm!r}")
-        if not is_int(self.num_classes) or self.num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0 (0: unconditional), got {self.num_classes!r}")
+        check_int_at_least("num_classes", self.num_classes, 0, " (0: unconditional)")
         if self.time_cond not in TIME_CONDS:
             raise ValueError(f"time_cond must be one of {TIME_CONDS}, got {self.time_cond!r}")
         if self.input_size % self.patch_size:

@@ -394,10 +394,10 @@ def evaluate(
         check_int_at_least(name, value)
     if ref_size is not None:
         check_int_at_least("ref_size (--ref-size)", ref_size, why=" (the samples' side in pixels)")
-    if ref_size is not None and not reference:
-        raise ValueError(
-            "ref_size (--ref-size) center-crops the reference's images: pass a reference folder (--ref)"
-        )
+        if not reference:
+            raise ValueError(
+                "ref_size (--ref-size) center-crops the reference's images: pass a reference folder (--ref)"
+            )
     # The samples are never cropped: a generated set has one size, and cropping a samples folder
     # of mixed sizes would score other images than the model made (ImageSet refuses that folder).
     sample_set = ImageSet(samples, "samples")

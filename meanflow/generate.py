@@ -39,6 +39,7 @@ import torch
 
 from . import sampler
 from .checkpoint import atomic_write, hash_file
+from .checks import check_int_at_least
 from .cli import add_weights_options, errors_as_one_line, int_at_least
 from .data.latents import load_vae_for_checkpoint
 from .distributed import gather, on_rank0, setup_distributed, together
@@ -241,8 +242,7 @@ def run(
         ("batch_size", batch_size, 1),
         ("seed", seed, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:  # True is an int
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int_at_least(name, value, low)
     if classes not in ("balanced", "random"):
         raise ValueError(f"classes must be 'balanced' or 'random', got {classes!r}")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

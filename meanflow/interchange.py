@@ -22,6 +22,7 @@ import torch
 from mfkernels.reference import timestep_frequencies
 
 from .checkpoint import atomic_directory, load_safetensors, load_torch_file
+from .checks import check_int_at_least
 from .dit_config import PRESETS, DiTConfig
 
 CONFIG_NAME = "config.json"
@@ -298,8 +299,7 @@ def _read_config(path: str) -> dict:
     JSON object, or written by a later format) is a ``ValueError`` naming it."""
     raw = read_json_object(path, "a config", " of DiTConfig fields")
     version = raw.get("_format_version", FORMAT_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{path}: _format_version must be an int >= 1, got {version!r}")
+    check_int_at_least(f"{path}: _format_version", version)
     if version > FORMAT_VERSION:
         # A later format may mean other weights under the same names: never read it as this one.
         raise ValueError(
