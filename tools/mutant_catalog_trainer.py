@@ -226,6 +226,14 @@ TRAINER_MUTANTS = [
         "the forward's MLP uses exact GELU, the dual pass and DiT's weights the tanh one",
     ),
     Mutant(
+        "models-mlp-aten-path-drops-bias",
+        _MODELS_PY,
+        'F.gelu(self.fc1(x), approximate="tanh")',
+        'F.gelu(F.linear(x, self.fc1.weight), approximate="tanh")',
+        MODELS,
+        "a GPU's plain forward leaves out fc1's bias, which the CPU's fused kernel and the dual pass add",
+    ),
+    Mutant(
         "models-null-label-refused",
         _MODELS_PY,
         "int(y.max()) > num_classes",

@@ -7,7 +7,7 @@ import torch
 from numerics import rel_err
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from meanflow import PRESETS, DiT, DiTConfig
+from meanflow import PRESETS, DiT, DiTConfig, models
 from meanflow.models import unfused_attention
 
 F64 = torch.float64
@@ -86,6 +86,32 @@ def test_unfused_attention_is_the_same_function(qk_norm):
     with pytest.raises(RuntimeError, match="inside"), unfused_attention(model):
         raise RuntimeError("inside")
     assert all(block.attn.fused_attn for block in model.blocks)
+
+
+@pytest.mark.parametrize("fused_bias_gelu", [True, False], ids=["fused-bias-gelu", "aten-linear-gelu"])
+def test_plain_forward_is_the_dual_pass_value(monkeypatch, fused_bias_gelu):
+    """Both MLP paths of the plain forward (our fused bias + GELU kernel, the CPU's; ATen's
+    Linear + tanh GELU, a GPU's) compute the function whose value ``model.jvp`` gives."""
+    monkeypatch.setattr(models, "FUSED_BIAS_GELU_DEVICES", frozenset({"cpu"} if fused_bias_gelu else ()))
+    model = make()
+    z, r, t, y, v = inputs(model, 3)
+    u, _ = model.jvp(z, r, t, y, v)
+    with torch.no_grad():
+        assert_rel(model(z, r, t, y), u, 1e-12)
+
+
+@pytest.mark.gpu
+def test_plain_forward_on_cuda_is_the_dual_pass_value():
+    """On a GPU in float32 (our kernels' fp32 matmuls are IEEE): the plain forward, ATen's
+    Linear + GELU and SDPA, against ``model.jvp``'s value from our kernels."""
+    torch.manual_seed(0)
+    model = make(backend=None, hidden_size=144, num_heads=2)
+    z, r, t, y, v = inputs(model, 4)
+    model = model.float().cuda()
+    z, r, t, v = (a.float().cuda() for a in (z, r, t, v))
+    with torch.no_grad():
+        u, _ = model.jvp(z, r, t, y.cuda(), v)
+        assert_rel(model(z, r, t, y.cuda()), u, 1e-5)
 
 
 def test_null_labels_and_general_tangent():
