@@ -100,7 +100,7 @@ struct GatedResidualParams {
 namespace cpu {
 // ISA variants of cpu/kernels.cpp, picked at run time (cpu/dispatch.cpp). Widest first: "auto"
 // (and the first op of a process) takes the first one this CPU supports.
-extern const char* const kIsas[3];
+std::vector<std::string> isa_names();
 const char* isa();
 // "auto", "avx512", "avx2" or "base"; false if this CPU or build lacks it, std::invalid_argument
 // for any other name.

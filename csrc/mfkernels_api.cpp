@@ -397,7 +397,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("CUDA_ARCHS") = MFK_CUDA_ARCHS;
   m.attr("LN_BWD_ROWS_PER_CHUNK") = kLnBwdRowsPerChunk;
 
-  m.attr("CPU_ISAS") = py::make_tuple(cpu::kIsas[0], cpu::kIsas[1], cpu::kIsas[2]);
+  m.attr("CPU_ISAS") = py::tuple(py::cast(cpu::isa_names()));
   m.def("cpu_isa", &cpu::isa, "The instruction set of the CPU kernels in use (avx512, avx2 or base)");
   m.def("set_cpu_isa", [](const std::string& name) { return cpu::set_isa(name.c_str()); }, arg("name"),
         "Use another ISA build of the CPU kernels ('auto' for the best); False if this CPU lacks it, "

@@ -30,10 +30,9 @@ MFK_DECLARE_ISA(avx512)
 
 namespace mfk::cpu {
 
-const char* const kIsas[3] = {"avx512", "avx2", "base"};
-
 namespace {
 
+// A build's kernels under the name of the namespace they come from: cpu_isa() reports what runs.
 struct Table {
   const char* name;
   void (*ln_modulate_jvp)(const LnModFwdParams&, int);
@@ -44,28 +43,51 @@ struct Table {
   void (*gated_residual_jvp)(const GatedResidualParams&, int);
 };
 
-#define MFK_TABLE(ns) \
-  Table {                                                                                                  \
-    #ns, ns::ln_modulate_jvp, ns::ln_modulate_backward, ns::gelu_tanh_jvp, ns::gelu_tanh_backward, ns::silu_jvp, \
-        ns::gated_residual_jvp                                                                               \
+#define MFK_TABLE(ns)                                                                              \
+  Table {                                                                                          \
+    #ns, ns::ln_modulate_jvp, ns::ln_modulate_backward, ns::gelu_tanh_jvp, ns::gelu_tanh_backward, \
+        ns::silu_jvp, ns::gated_residual_jvp                                                       \
   }
 
-bool known(const char* name) {
-  if (std::strcmp(name, "auto") == 0) return true;
-  for (const char* n : kIsas)
-    if (std::strcmp(name, n) == 0) return true;
-  return false;
+// One table per build for the life of the process; the active ISA is swapped by pointer, so an
+// op running in another thread while set_isa switches reads one whole table, never a mix.
+const Table kBaseTable = MFK_TABLE(base);
+#ifdef MFK_CPU_AVX2
+const Table kAvx2Table = MFK_TABLE(avx2);
+const Table* const kAvx2 = &kAvx2Table;
+#else
+const Table* const kAvx2 = nullptr;
+#endif
+#ifdef MFK_CPU_AVX512
+const Table kAvx512Table = MFK_TABLE(avx512);
+const Table* const kAvx512 = &kAvx512Table;
+#else
+const Table* const kAvx512 = nullptr;
+#endif
+
+struct Isa {
+  const char* name;
+  // The CPU features the build is compiled for (CMakeLists.txt's MFK_CPU_FLAGS_<isa>, one per
+  // -m flag): it runs only where the CPU has every one, or its first instruction the CPU lacks
+  // ends the process (SIGILL).
+  std::vector<const char*> features;
+  const Table* table;  // nullptr where this extension was built without it
+};
+
+// Widest first: "auto" (and the first op of a process) takes the first one this CPU supports.
+const std::vector<Isa>& isas() {
+  static const std::vector<Isa> rows{
+      {"avx512", {"avx512f", "avx512bw", "avx512vl", "avx2", "fma", "f16c"}, kAvx512},
+      {"avx2", {"avx2", "fma", "f16c"}, kAvx2},
+      {"base", {}, &kBaseTable},
+  };
+  return rows;
 }
 
-// The CPU features each ISA build is compiled for (CMakeLists.txt's MFK_CPU_FLAGS_<isa>, one
-// feature per -m flag): a build runs only where the CPU has every one of them, or its first
-// instruction the CPU lacks ends the process (SIGILL).
-const std::vector<const char*>& features(const char* name) {
-  static const std::vector<const char*> none, avx2{"avx2", "fma", "f16c"},
-      avx512{"avx512f", "avx512bw", "avx512vl", "avx2", "fma", "f16c"};
-  if (std::strcmp(name, "avx512") == 0) return avx512;
-  if (std::strcmp(name, "avx2") == 0) return avx2;
-  return none;
+const Isa* find(const char* name) {
+  for (const Isa& row : isas())
+    if (std::strcmp(name, row.name) == 0) return &row;
+  return nullptr;
 }
 
 // MFK_CPU_HIDE_FEATURES="avx512bw,f16c" makes the dispatcher see a CPU without those features,
@@ -92,75 +114,64 @@ bool cpu_has(const char* feature) {
   return false;
 }
 
-bool built(const char* name) {
-  if (std::strcmp(name, "base") == 0) return true;
-#ifdef MFK_CPU_AVX2
-  if (std::strcmp(name, "avx2") == 0) return true;
-#endif
-#ifdef MFK_CPU_AVX512
-  if (std::strcmp(name, "avx512") == 0) return true;
-#endif
-  return false;
-}
-
-bool supported(const char* name) {
-  if (!built(name)) return false;
-  for (const char* feature : features(name))
+bool supported(const Isa& isa) {
+  if (isa.table == nullptr) return false;
+  for (const char* feature : isa.features)
     if (!cpu_has(feature)) return false;
   return true;
 }
 
-const char* widest_supported() {
-  for (const char* name : kIsas)
-    if (supported(name)) return name;
-  return "base";
+const Isa& widest_supported() {
+  for (const Isa& row : isas())
+    if (supported(row)) return row;
+  return isas().back();
 }
 
-// One table per ISA for the life of the process; the active one is swapped by pointer, so an
-// op running in another thread while set_isa switches reads one whole table, never a mix.
-const Table* table_for(const char* name) {
-#ifdef MFK_CPU_AVX512
-  static const Table avx512_table = MFK_TABLE(avx512);
-  if (std::strcmp(name, "avx512") == 0) return &avx512_table;
-#endif
-#ifdef MFK_CPU_AVX2
-  static const Table avx2_table = MFK_TABLE(avx2);
-  if (std::strcmp(name, "avx2") == 0) return &avx2_table;
-#endif
-  static const Table base_table = MFK_TABLE(base);
-  return &base_table;
-}
-
-const Table* best() {
+const Isa& first_choice() {
   const char* env = std::getenv("MFK_CPU_ISA");
-  if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0 && supported(env)) return table_for(env);
-  return table_for(widest_supported());
+  const Isa* named = env == nullptr ? nullptr : find(env);
+  if (named != nullptr && supported(*named)) return *named;
+  return widest_supported();
 }
 
-std::atomic<const Table*>& active_slot() {
-  static std::atomic<const Table*> slot{best()};
+std::atomic<const Isa*>& active_slot() {
+  static std::atomic<const Isa*> slot{&first_choice()};
   return slot;
 }
 
-const Table& active() { return *active_slot().load(std::memory_order_acquire); }
+const Table& active() { return *active_slot().load(std::memory_order_acquire)->table; }
+
+std::string names(bool with_auto) {
+  std::string list = with_auto ? "'auto'" : "";
+  for (const Isa& row : isas()) {
+    if (!list.empty()) list += &row == &isas().back() ? " or " : ", ";
+    list += std::string("'") + row.name + "'";
+  }
+  return list;
+}
 
 }  // namespace
+
+std::vector<std::string> isa_names() {
+  std::vector<std::string> list;
+  for (const Isa& row : isas()) list.push_back(row.name);
+  return list;
+}
 
 const char* isa() { return active().name; }
 
 std::vector<std::string> isa_features(const char* name) {
-  if (!known(name) || std::strcmp(name, "auto") == 0)
-    throw std::invalid_argument(std::string("name must be 'avx512', 'avx2' or 'base', got '") + name + "'");
-  return {features(name).begin(), features(name).end()};
+  const Isa* row = find(name);
+  if (row == nullptr) throw std::invalid_argument("name must be " + names(false) + ", got '" + name + "'");
+  return {row->features.begin(), row->features.end()};
 }
 
 bool set_isa(const char* name) {
   // A misspelt name must not read as "this CPU lacks it" (false) and leave the old choice.
-  if (!known(name))
-    throw std::invalid_argument(std::string("name must be 'auto', 'avx512', 'avx2' or 'base', got '") + name + "'");
-  if (std::strcmp(name, "auto") == 0) return set_isa(widest_supported());
-  if (!supported(name)) return false;
-  active_slot().store(table_for(name), std::memory_order_release);
+  const Isa* row = std::strcmp(name, "auto") == 0 ? &widest_supported() : find(name);
+  if (row == nullptr) throw std::invalid_argument("name must be " + names(true) + ", got '" + name + "'");
+  if (!supported(*row)) return false;
+  active_slot().store(row, std::memory_order_release);
   return true;
 }
 

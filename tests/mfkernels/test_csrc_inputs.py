@@ -176,16 +176,6 @@ def test_set_cpu_isa_refuses_an_unknown_name():
         _C.set_cpu_isa(before)  # not "auto": under MFK_CPU_ISA the session runs on its ISA
 
 
-def automatic_isa() -> str:
-    """The ISA ``auto`` picks on this CPU, whatever this process runs on now (MFK_CPU_ISA)."""
-    before = _C.cpu_isa()
-    try:
-        _C.set_cpu_isa("auto")
-        return _C.cpu_isa()
-    finally:
-        _C.set_cpu_isa(before)
-
-
 def _import_csrc(code: str, **env_overrides) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_overrides}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
@@ -193,10 +183,14 @@ def _import_csrc(code: str, **env_overrides) -> subprocess.CompletedProcess:
 
 
 @needs_ext
-@pytest.mark.parametrize("value", ["avx-2", "base", "auto"])
-def test_mfk_cpu_isa_is_honoured_or_said_ignored_once(value):
-    """A level the extension has runs (nothing to say), ``auto`` is its own choice (nothing to
-    say either), anything else is ignored with one warning."""
+@pytest.mark.parametrize(
+    "value, hidden_features",
+    [("avx-2", ""), ("base", ""), ("auto", ""), ("avx512", "avx512f")],
+    ids=["misspelt", "base", "auto", "avx512-on-a-cpu-without-it"],
+)
+def test_mfk_cpu_isa_is_honoured_or_said_ignored_once(value, hidden_features):
+    """A level the extension has and the CPU runs is taken (nothing to say), ``auto`` is its own
+    choice (nothing to say either), anything else is ignored with one warning."""
     code = (
         "import warnings\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
@@ -204,15 +198,19 @@ def test_mfk_cpu_isa_is_honoured_or_said_ignored_once(value):
         "    from mfkernels.backends import csrc\n"
         "print(csrc._C.cpu_isa())\n"
         "print([m for m in map(str, (w.message for w in caught)) if 'mfkernels' in m or 'MFK' in m])\n"
+        "csrc._C.set_cpu_isa('auto')\n"
+        "print(csrc._C.cpu_isa())\n"
     )
-    run = _import_csrc(code, MFK_CPU_ISA=value)
+    run = _import_csrc(code, MFK_CPU_ISA=value, MFK_CPU_HIDE_FEATURES=hidden_features)
     assert run.returncode == 0, run.stderr[-3000:]
-    isa, messages = run.stdout.strip().splitlines()[-2:]
+    isa, messages, automatic = run.stdout.strip().splitlines()[-3:]
     if value == "avx-2":
-        assert isa == automatic_isa() and "MFK_CPU_ISA='avx-2' ignored (not one of" in messages
-        assert messages.count("MFK_CPU_ISA") == 1
+        assert isa == automatic and "MFK_CPU_ISA='avx-2' ignored (not one of" in messages
+    elif hidden_features:
+        assert isa == automatic != value and "MFK_CPU_ISA='avx512' ignored (this CPU lacks it)" in messages
     else:
-        assert isa == (automatic_isa() if value == "auto" else value) and messages == "[]"
+        assert isa == (automatic if value == "auto" else value) and messages == "[]"
+    assert messages.count("MFK_CPU_ISA") <= 1
 
 
 # -------------------------------------------------------------------------- compile
