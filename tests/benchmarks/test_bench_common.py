@@ -11,30 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_clock import FakeClock
 
 from benchmarks import _common as C
 
 CPU = torch.device("cpu")
-
-
-class FakeClock:
-    """``time.perf_counter`` that moves only when a timed call says how long it took."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def call_taking(self, *seconds):
-        durations = iter(seconds)
-        last = [seconds[-1]]
-
-        def fn():
-            last[0] = next(durations, last[0])
-            self.now += last[0]
-
-        return fn
 
 
 @pytest.fixture

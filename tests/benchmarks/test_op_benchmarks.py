@@ -10,20 +10,11 @@ import types
 
 import pytest
 import torch
+from fake_clock import FakeClock
 
 from benchmarks import csrc_ops, data_throughput, triton_static
 
 CPU = torch.device("cpu")
-
-
-class Clock:
-    """A ``time.perf_counter`` that moves only when told to."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 # ------------------------------------------------------------------- benchmarks/csrc_ops.py
@@ -61,7 +52,7 @@ def test_csrc_cases_count_the_bytes_of_their_dtype_and_run_their_own_op(dtype):
 
 
 def test_csrc_cpu_time_is_the_median_of_the_rounds_after_a_warmup(monkeypatch):
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr(csrc_ops.time, "perf_counter", clock)
     durations = {"a": iter([100.0, 1.0, 2.0, 9.0]), "b": iter([100.0, 3.0, 3.0, 3.0])}
     calls = {"a": 0, "b": 0}
@@ -69,7 +60,7 @@ def test_csrc_cpu_time_is_the_median_of_the_rounds_after_a_warmup(monkeypatch):
     def call(name):
         def fn():
             calls[name] += 1
-            clock.now += next(durations[name])
+            clock.advance(next(durations[name]))
 
         return fn
 
@@ -145,12 +136,12 @@ def test_csrc_rows_report_ms_gb_per_s_and_the_speedup(tmp_path, monkeypatch):
 
 
 def test_data_rate_leaves_out_the_warmup_batch_and_runs_its_seconds(monkeypatch):
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr(data_throughput.time, "perf_counter", clock)
 
     def batches():
         while True:
-            clock.now += 1.0  # each batch takes a second
+            clock.advance(1.0)  # each batch takes a second
             yield torch.zeros(4, 3, 2, 2), torch.zeros(4)
 
     # The minimum first: two batches, however few seconds are asked.

@@ -11,6 +11,7 @@ import types
 
 import pytest
 import torch
+from fake_clock import FakeClock
 
 from benchmarks import any_model_jvp as AM
 from benchmarks import jvp_throughput as J
@@ -22,19 +23,6 @@ from meanflow import FlowMatchingLoss, MeanFlowLoss
 from meanflow.config import LossConfig
 
 CPU = torch.device("cpu")
-
-
-class Clock:
-    """A ``time`` module whose clock moves only when told."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def perf_counter(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 class FakeProfile:
@@ -173,7 +161,7 @@ def test_runner_compiled_rows(tmp_path, monkeypatch):
 
 def test_runner_round_robin_counts(monkeypatch):
     """--repeats rounds at most; --max-seconds is each case's, so two cases get twice it."""
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr(SR, "time", clock)
 
     def call_taking(fn, device, repeats, max_seconds, min_repeats=2):
@@ -224,7 +212,7 @@ def test_step_phases_counts(monkeypatch):
     assert log == [("reference", False)] * 2 + [("reference", True)] * 3 + [("reference", False)] * 3
     assert all(b._compiled_call_impl is None for b in model.blocks)  # undone
 
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr(P, "time", clock)
     timer = P.PhaseTimer(CPU)
     for seconds in (0.5, 1.0, 0.25, 0):
@@ -248,7 +236,7 @@ def test_step_phases_counts(monkeypatch):
 
 def _trainer_case(monkeypatch, dtype="fp32", mode="eager", objective="fm", device_name=None):
     """run_case with a stand-in step taking 1 ms of host time and a device busy 3 ms more."""
-    clock, log = Clock(), []
+    clock, log = FakeClock(), []
 
     def build_step(step_module, model, emas, opt, config, loss, *args, **kwargs):
         log.append(("built", config.cuda_graphs, type(loss).__name__))
