@@ -224,15 +224,15 @@ void ln_modulate_backward(const TensorArg& grad_m, const TensorArg& x, const Ten
 }
 
 // A (dim,) bias of x's last dim as the kernels read it; ptr == nullptr when there is none.
-RowVec bias_rowvec(const std::optional<TensorArg>& bias, const TensorArg& x, int64_t D) {
-  if (!bias.has_value()) return RowVec{};
-  const TensorArg& bias_ = *bias;
-  CHECK_TENSOR(bias_);
-  MFK_CHECK(bias_.device == x.device, "bias is on ", device_str(bias_.device), " but x is on ", device_str(x.device));
-  MFK_CHECK(bias_.shape == std::vector<int64_t>({D}), "bias must have shape ", shape_str({D}), ", got ",
-            shape_str(bias_.shape));
-  CHECK_UNIT_COL_STRIDE(bias_);
-  return RowVec{bias_.data(), 0, bias_.type()};
+RowVec bias_rowvec(const std::optional<TensorArg>& maybe_bias, const TensorArg& x, int64_t D) {
+  if (!maybe_bias.has_value()) return RowVec{};
+  const TensorArg& bias = *maybe_bias;  // named as the argument: the checks' messages say its name
+  CHECK_TENSOR(bias);
+  MFK_CHECK(bias.device == x.device, "bias is on ", device_str(bias.device), " but x is on ", device_str(x.device));
+  MFK_CHECK(bias.shape == std::vector<int64_t>({D}), "bias must have shape ", shape_str({D}), ", got ",
+            shape_str(bias.shape));
+  CHECK_UNIT_COL_STRIDE(bias);
+  return RowVec{bias.data(), 0, bias.type()};
 }
 
 void gelu_tanh_jvp(const TensorArg& x, const TensorArg& x_dot, const std::optional<TensorArg>& bias,
@@ -275,7 +275,7 @@ void gelu_tanh(const TensorArg& x, const std::optional<TensorArg>& bias, const T
 }
 
 void gelu_tanh_backward(const TensorArg& x, const TensorArg& grad_y, const std::optional<TensorArg>& bias,
-                        const TensorArg& dx, const std::optional<TensorArg>& dbias, int threads) {
+                        const TensorArg& dx, const std::optional<TensorArg>& maybe_dbias, int threads) {
   CHECK_TENSOR(x);
   CHECK_CONTIGUOUS(x);
   MFK_CHECK(!on_cuda(x), "gelu_tanh_backward runs CPU tensors (on CUDA the JVP kernel serves)");
@@ -283,18 +283,18 @@ void gelu_tanh_backward(const TensorArg& x, const TensorArg& grad_y, const std::
   CHECK_LIKE(grad_y, x);
   CHECK_LIKE(dx, x);
   const int64_t D = x.shape.back(), rows = D == 0 ? 0 : x.numel() / D;
-  MFK_CHECK(bias.has_value() == dbias.has_value(), "bias and dbias must be given together");
+  MFK_CHECK(bias.has_value() == maybe_dbias.has_value(), "bias and dbias must be given together");
   const RowVec b = bias_rowvec(bias, x, D);
   void* dbias_ptr = nullptr;
-  if (dbias.has_value()) {
-    const TensorArg& dbias_ = *dbias;
+  if (maybe_dbias.has_value()) {
+    const TensorArg& dbias = *maybe_dbias;
     const int acc = x.dtype == int(DType::f64) ? int(DType::f64) : int(DType::f32);
-    CHECK_TENSOR(dbias_);
-    MFK_CHECK(dbias_.device == x.device, "dbias must be on the device of x");
-    MFK_CHECK_TYPE(dbias_.dtype == acc, "dbias must have dtype ", dtype_str(acc), ", got ", dtype_str(dbias_.dtype));
-    MFK_CHECK(dbias_.shape == std::vector<int64_t>({D}) && is_contiguous(dbias_), "dbias must be a contiguous ",
+    CHECK_TENSOR(dbias);
+    MFK_CHECK(dbias.device == x.device, "dbias must be on the device of x");
+    MFK_CHECK_TYPE(dbias.dtype == acc, "dbias must have dtype ", dtype_str(acc), ", got ", dtype_str(dbias.dtype));
+    MFK_CHECK(dbias.shape == std::vector<int64_t>({D}) && is_contiguous(dbias), "dbias must be a contiguous ",
               shape_str({D}), " tensor");
-    dbias_ptr = dbias_.mutable_data();
+    dbias_ptr = dbias.mutable_data();
   }
   GeluBwdParams p{x.data(), grad_y.data(), b, dx.mutable_data(), dbias_ptr, rows, D, x.type()};
   py::gil_scoped_release nogil;

@@ -386,7 +386,7 @@ CSRC_CPU_MUTANTS = [
     Mutant(
         "cpp-api-bias-unit-stride",
         API,
-        "  CHECK_UNIT_COL_STRIDE(bias_);\n",
+        "  CHECK_UNIT_COL_STRIDE(bias);\n",
         "",
         CHECKS,
         "a strided bias is read as if contiguous",
@@ -426,8 +426,8 @@ CSRC_CPU_MUTANTS = [
     Mutant(
         "cpp-api-dbias-shape",
         API,
-        'MFK_CHECK(dbias_.shape == std::vector<int64_t>({D}) && is_contiguous(dbias_), "dbias',
-        'MFK_CHECK(is_contiguous(dbias_), "dbias',
+        'MFK_CHECK(dbias.shape == std::vector<int64_t>({D}) && is_contiguous(dbias), "dbias',
+        'MFK_CHECK(is_contiguous(dbias), "dbias',
         CHECKS,
         "a dbias of the wrong length is written past its end",
     ),
@@ -450,8 +450,8 @@ CSRC_CPU_MUTANTS = [
     Mutant(
         "cpp-api-bias-read-as-x-dtype",
         API,
-        "return RowVec{bias_.data(), 0, bias_.type()};",
-        "return RowVec{bias_.data(), 0, x.type()};",
+        "return RowVec{bias.data(), 0, bias.type()};",
+        "return RowVec{bias.data(), 0, x.type()};",
         MIXED,
         "an fp32 bias on bf16 activations is read as bf16",
     ),

@@ -318,7 +318,7 @@ def test_extension_checks_the_arguments_the_wrapper_never_gets_wrong():
         with pytest.raises(error, match=message):
             fn(**kwargs)
     bias, dbias = torch.randn(144), torch.empty(72)
-    with pytest.raises(ValueError, match="bias_? must have unit stride"):
+    with pytest.raises(ValueError, match="^bias must have unit stride"):
         _C.gelu_tanh_jvp(targ(x), targ(x_dot), targ(bias, shape=(72,), stride=(2,)), targ(m), targ(m_dot))
     with pytest.raises(ValueError, match="dbias must be a contiguous"):
         _C.gelu_tanh_backward(targ(x), targ(grad), targ(bias[:72]), targ(dx), targ(dbias, shape=(71,)))
