@@ -42,5 +42,4 @@ def read_scan_cache(path, root) -> dict:
 
 
 def write_scan_cache(path, root, entries: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json_atomic(path, {"version": SCAN_VERSION, "root": root, "entries": entries})
