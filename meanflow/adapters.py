@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 import mfkernels
 
+from .checks import check_int_at_least
 from .models import batch_time, check_labels, check_model_dtype
 
 
@@ -205,8 +206,7 @@ class TimmViT(nn.Module):
         super().__init__()
         if not isinstance(vit.patch_drop, nn.Identity):
             raise ValueError("the ViT drops patch tokens (patch_drop_rate > 0): u needs every patch")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        check_int_at_least("num_classes", num_classes, 0)
         dim, embed = vit.embed_dim, vit.patch_embed
         sizes = tuple(embed.img_size) if embed.img_size is not None else ()
         if any(size % patch for size, patch in zip(sizes, embed.patch_size)):

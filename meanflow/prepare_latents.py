@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .checkpoint import exclusive_folder, publish_directory, write_json_atomic
+from .checks import check_int_at_least
 from .cli import BAD_INPUT, errors_as_one_line, int_at_least
 from .data.image_folder import DECODE_VERSION, SKIPPED, FolderIndex, name_a_few, scan_image_folder
 from .data.latents import FORMAT, MANIFEST
@@ -258,8 +259,7 @@ def prepare_latents(src, dst, weights, config=None, *, image_size=256, batch_siz
         ("num_workers", num_workers, 0),  # else refused by DataLoader after the scan
         ("scan_workers", 0 if scan_workers is None else scan_workers, 0),  # else one process, silently
     ):
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+        check_int_at_least(name, value, low)
     _check_placement(src, dst)  # before the hold makes dst: never a folder inside the images
     with exclusive_folder(dst, "meanflow.prepare_latents", "destination"):
         old = _check_destination(dst)

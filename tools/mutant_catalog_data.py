@@ -21,6 +21,38 @@ MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data
 DATA_MUTANTS = [
     # --------------------------------------------------------------------- meanflow/data/
     Mutant(
+        "image-loader-size-unchecked",
+        "meanflow/data/image_folder.py",
+        '        check_int_at_least("image_size", image_size)\n',
+        "",
+        (f"{T}test_data_images.py::test_bad_sizes_are_refused_naming_them",),
+        "TorchImageLoader(image_size=True) reads 1-pixel images; 0 fails later, in PIL's words",
+    ),
+    Mutant(
+        "dali-loader-size-unchecked",
+        "meanflow/data/dali_images.py",
+        '        check_int_at_least("image_size", image_size)\n',
+        "",
+        (f"{T}test_data_images.py::test_bad_sizes_are_refused_naming_them",),
+        "DALIImageLoader(image_size=True) reads 1-pixel images; 0 fails in DALI's pipeline",
+    ),
+    Mutant(
+        "epoch-plan-batch-size-unchecked",
+        "meanflow/data/sharding.py",
+        '        check_int_at_least("batch_size", batch_size)\n',
+        "",
+        (f"{T}test_data_images.py::test_bad_sizes_are_refused_naming_them",),
+        "a loader's batch_size=True reads batches of one; 0 divides by zero",
+    ),
+    Mutant(
+        "prepare-latents-sizes-unchecked",
+        "meanflow/prepare_latents.py",
+        "        check_int_at_least(name, value, low)\n",
+        "        pass\n",
+        ("tests/faults/test_fault_programs_prepare.py::test_bad_values_are_refused_before_anything_is_made",),
+        "prepare_latents(batch_size=True) encodes one image at a time; shard_size=0 fails after the scan",
+    ),
+    Mutant(
         "latents-checkpoint-vae-of-nones-checked",
         "meanflow/data/latents.py",
         "if records_a_vae(record):",

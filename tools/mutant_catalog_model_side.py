@@ -25,6 +25,14 @@ _A = "meanflow/adapters.py"
 _P = "meanflow/pretrained.py"
 
 MODEL_SIDE_MUTANTS = [
+    Mutant(
+        "mside-timm-num-classes-unchecked",
+        _A,
+        '        check_int_at_least("num_classes", num_classes, 0)\n',
+        "",
+        TIMM,
+        "TimmViT(num_classes=True) builds a one-class model; -1 an embedding table of size 0",
+    ),
     # ------------------------------------------------------------------ meanflow/models.py
     Mutant(
         "mside-modulate-scale-without-one",

@@ -42,6 +42,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..checks import check_int_at_least
 from .folder_identity import FolderIdentity
 from .image_folder import (
     FolderIndex,
@@ -268,8 +269,7 @@ class DALIImageLoader(FolderIdentity, ShardedLoader):
                  scan_workers=None, max_read_failures=0.01):  # fmt: skip
         if not dali_available():
             raise ImportError("DALIImageLoader needs NVIDIA DALI: pip install nvidia-dali-cuda130")
-        if image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        check_int_at_least("image_size", image_size)
         self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
         check_dali_names(self.index, "train with data.backend torch")
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)

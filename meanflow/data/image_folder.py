@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..checks import check_int_at_least
 from .folder_identity import FolderIdentity
 from .scan_cache import default_cache_path, read_scan_cache, write_scan_cache
 from .sharding import ShardedLoader
@@ -518,8 +519,7 @@ class TorchImageLoader(FolderIdentity, ShardedLoader):
     def __init__(self, root, batch_size, rank=0, world_size=1, device="cpu", seed=0, image_size=256,
                  num_workers=4, flip=True, index=None, cache="auto", scan_workers=None,
                  max_read_failures=0.01):  # fmt: skip
-        if image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        check_int_at_least("image_size", image_size)
         self.index = index if index is not None else scan_image_folder(root, cache, scan_workers)
         super().__init__(len(self.index), batch_size, rank, world_size, seed, flip=flip)
         self.device, self.image_size, self.num_workers = torch.device(device), image_size, num_workers

@@ -17,13 +17,14 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..checks import check_int_at_least
+
 
 class EpochPlan:
     """Which samples (and flips) rank ``rank`` of ``world_size`` reads in each epoch."""
 
     def __init__(self, num_samples, batch_size, rank=0, world_size=1, seed=0, shuffle=True, flip=True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int_at_least("batch_size", batch_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
         self.num_samples, self.batch_size, self.rank, self.world_size = (

@@ -39,8 +39,10 @@ def run(src, dst, vae_config, *more):
 @pytest.mark.parametrize(
     "more, said",
     [
-        (dict(preview=-1), "preview must be >= 0, got -1"),
-        (dict(shard_size=0), "shard_size must be >= 1, got 0"),
+        (dict(preview=-1), "preview must be an int >= 0, got -1"),
+        (dict(shard_size=0), "shard_size must be an int >= 1, got 0"),
+        (dict(batch_size=True), "batch_size must be an int >= 1, got True"),  # a flag, not a batch of one
+        (dict(image_size=16.0), "image_size must be an int >= 1, got 16.0"),
         (dict(image_size=15), "image_size 15 is not a multiple of the VAE's downsampling factor 2"),
     ],
 )

@@ -89,6 +89,9 @@ def test_wraps_a_vit_with_class_token_and_classifier():
     assert (model.config.input_size, model.config.in_channels, model.null_class) == (8, 4, NUM_CLASSES)
     with pytest.raises(ValueError, match="patch_drop_rate"):
         TimmViT(VisionTransformer(img_size=8, patch_size=2, patch_drop_rate=0.5), NUM_CLASSES)
+    for num_classes in (-1, True):
+        with pytest.raises(ValueError, match=rf"^num_classes must be an int >= 0, got {num_classes}$"):
+            TimmViT(vit, num_classes=num_classes)
     with pytest.raises(ValueError, match="model_kwargs.img_size: give input_size"):
         AdapterConfig("timm.VisionTransformer", 8, 4, NUM_CLASSES, {"img_size": 8}).build()
 

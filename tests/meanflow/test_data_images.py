@@ -212,6 +212,20 @@ def test_dali_rounds_the_resized_side_as_adm(tmp_path, height, width, size):
 
 
 @pytest.mark.parametrize("kind", BOTH)
+@pytest.mark.parametrize(
+    "keyword, value",
+    [("image_size", 0), ("image_size", True), ("image_size", 16.0), ("batch_size", 0), ("batch_size", True)],
+)
+def test_bad_sizes_are_refused_naming_them(index, kind, keyword, value):
+    """A size that is not an int >= 1 is refused before anything is read (True is a flag passed
+    where a size goes, not one pixel or a batch of one)."""
+    make = {"dali": DALIImageLoader, "torch": TorchImageLoader}[kind]
+    kwargs = {"batch_size": 2, "image_size": SIZE, keyword: value}
+    with pytest.raises(ValueError, match=rf"^{keyword} must be an int >= 1, got {value!r}$"):
+        make(None, index=index, **kwargs)
+
+
+@pytest.mark.parametrize("kind", BOTH)
 def test_batches_shapes_range_labels(index, kind):
     loader = LOADERS[kind](None, 4, index=index, seed=1)
     assert isinstance(loader, Loader) and (loader.channels, loader.image_size, loader.num_classes) == (
@@ -335,8 +349,6 @@ def test_size_parameter(index):
     loader = DALIImageLoader(None, 2, image_size=48, num_threads=1, index=index)
     x, _ = next(iter(loader))
     assert x.shape == (2, 3, 48, 48)
-    with pytest.raises(ValueError, match="image_size"):
-        DALIImageLoader(None, 2, image_size=0, index=index)
     with pytest.raises(ValueError, match=r"batch_size 16 \(8 per rank x 2 ranks\) exceeds the 15 samples"):
         DALIImageLoader(None, 8, world_size=2, index=index)
 

@@ -43,7 +43,7 @@ def test_prepare_latents_function_refuses_negative_workers_before_anything_is_ma
 
     src, dst = tmp_path / "images", tmp_path / "latents"
     src.mkdir()
-    with pytest.raises(ValueError, match=f"^{keyword} must be >= 0, got -1$"):
+    with pytest.raises(ValueError, match=f"^{keyword} must be an int >= 0, got -1$"):
         prepare_latents(str(src), str(dst), "random", **{keyword: -1}, device="cpu", progress=False)
     assert not dst.exists()
 
