@@ -21,6 +21,30 @@ MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data
 DATA_MUTANTS = [
     # --------------------------------------------------------------------- meanflow/data/
     Mutant(
+        "dali-iterate-read-ahead-to-pil",
+        "meanflow/data/dali_images.py",
+        "x = run_alone(partial(build, start, start + n), images)",
+        "x = None",
+        (f"{T}test_data_decode_rules.py::test_iterate_files_gives_pil_only_the_batch_that_fails",),
+        "the good batch before an unreadable file gets PIL's crop in latents whose manifest says DALI",
+    ),
+    Mutant(
+        "dali-iterate-rerun-reads-ahead-again",
+        "meanflow/data/dali_images.py",
+        "x = run_alone(partial(build, start, start + n), images)",
+        "x = run_alone(partial(build, start), images)",
+        (f"{T}test_data_decode_rules.py::test_iterate_files_gives_pil_only_the_batch_that_fails",),
+        "the batch is run again by a pipeline over the rest of the files, which meets the bad one again",
+    ),
+    Mutant(
+        "dali-loader-read-ahead-to-pil",
+        "meanflow/data/dali_images.py",
+        "alone = run_alone(partial(self._pipeline, files[part], codes[part]), self._batch)",
+        "alone = None",
+        (f"{T}test_data_decode_rules.py::test_dali_after_a_pil_batch_reads_the_torch_loaders_batches",),
+        "the training loader sends the good batch before an unreadable file to PIL too",
+    ),
+    Mutant(
         "image-loader-size-unchecked",
         "meanflow/data/image_folder.py",
         '        check_int_at_least("image_size", image_size)\n',

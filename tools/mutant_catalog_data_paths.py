@@ -210,8 +210,8 @@ DATA_PATH_MUTANTS = [
     Mutant(
         "dali-pil-batch-unflipped",
         _DALI,
-        "read_sample(self.index, i, self.image_size, f) for i, f in zip(indices[part], flips[part])",
-        "read_sample(self.index, i, self.image_size) for i, f in zip(indices[part], flips[part])",
+        "[read_sample(self.index, i, self.image_size, f) for i, f in pairs]",
+        "[read_sample(self.index, i, self.image_size) for i, f in pairs]",
         (f"{DECODE}test_dalis_pil_batch_is_the_torch_loaders_batch_flips_included",),
         "a batch DALI hands to PIL after an error is never flipped: the run depends on the backend",
     ),
@@ -236,10 +236,8 @@ DATA_PATH_MUTANTS = [
     Mutant(
         "dali-iterate-files-failure-marked-ok",
         _DALI,
-        "                    rows.append(torch.zeros(3, image_size, image_size))\n"
-        "                    ok.append(False)",
-        "                    rows.append(torch.zeros(3, image_size, image_size))\n"
-        "                    ok.append(True)",
+        "            rows.append(torch.zeros(3, image_size, image_size))\n            ok.append(False)",
+        "            rows.append(torch.zeros(3, image_size, image_size))\n            ok.append(True)",
         (f"{DECODE}test_iterate_files_marks_the_files_it_could_not_read",),
         "prepare_latents (DALI reader) encodes a black image for each file it could not read",
     ),

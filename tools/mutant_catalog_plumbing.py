@@ -364,9 +364,9 @@ PLUMBING_MUTANTS = [
     ),
     Mutant(
         "plumb-cache-relative-path-folder",
-        _CACHE,
-        "os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)",
-        "os.makedirs(os.path.dirname(path), exist_ok=True)",
+        "meanflow/checkpoint.py",
+        "    directory = os.path.dirname(os.path.abspath(path))\n    os.makedirs(directory, exist_ok=True)",
+        "    directory = os.path.dirname(path)\n    os.makedirs(directory, exist_ok=True)",
         (CACHE,),
         "a cache path without a folder (scan.json) fails at makedirs('')",
     ),

@@ -29,15 +29,17 @@ cubic step then hardly smooths it). The single antialiased cubic resize of earli
 was at mean 0.7-3.6 wherever ADM halves. On a GPU, nvJPEG's decode adds its own differences.
 
 A read error at run time (a file removed or damaged after the scan, or one the PIL pre-scan
-accepted but DALI cannot decode) does not stop training by itself: that batch is decoded with
-PIL instead, as :class:`~meanflow.data.image_folder.TorchImageLoader` reads it (an image PIL
-cannot read either is replaced by another of the same batch, with its label), and the
-pipeline is rebuilt after it. Both loaders count, warn and stop on read failures alike
+accepted but DALI cannot decode) does not stop training by itself: that batch is run again by a
+pipeline over its own files (DALI reads ahead, so the error may be a later batch's), and if it
+fails there too it is decoded with PIL instead, as
+:class:`~meanflow.data.image_folder.TorchImageLoader` reads it (an image PIL cannot read either
+is replaced by another of the same batch, with its label); the pipeline is rebuilt after it. Both loaders count, warn and stop on read failures alike
 (:class:`~meanflow.data.image_folder.ReadFailureLog`, ``max_read_failures``).
 """
 
 import os
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -245,6 +247,17 @@ def dali_error_line(error: Exception) -> str:
     return lines[after if after < len(lines) else -1][:200]
 
 
+def run_alone(build_one_batch, convert):
+    """``convert(outputs)`` of a pipeline over one batch's files alone (``build_one_batch()``),
+    or None when it fails. For the batch a pipeline failed on: DALI reads ahead, so the error
+    may be a later batch's, and a batch that decodes on its own is DALI's to decode, not PIL's."""
+    try:
+        pipe = build_one_batch()
+        return convert(pipe.run())  # while pipe lives: its outputs are its buffers
+    except RuntimeError:
+        return None
+
+
 def warn_pil_fallback(error: Exception):
     """Say that a batch DALI failed on (``error``) is decoded with PIL instead, at the caller's
     caller: the loop that asked for the batch."""
@@ -292,6 +305,10 @@ class DALIImageLoader(FolderIdentity, ShardedLoader):
         self.device_id, pipe = build_or_cpu(build, self.device_id)
         return pipe
 
+    def _batch(self, outputs):
+        images, label_codes = outputs
+        return to_torch(images, self.device), to_torch(label_codes, self.device)[:, 0].long() >> 1
+
     def _epoch(self, epoch, start, indices, flips):
         files = [self.index.path(i) for i in indices]
         codes = 2 * self.index.labels[indices] + flips
@@ -300,16 +317,19 @@ class DALIImageLoader(FolderIdentity, ShardedLoader):
         while b < count:
             part, failed = slice(b * bs, (b + 1) * bs), []
             try:
-                images, label_codes = pipe.run()
-                x, y = to_torch(images, self.device), to_torch(label_codes, self.device)[:, 0].long() >> 1
+                x, y = self._batch(pipe.run())
             except RuntimeError as e:
-                warn_pil_fallback(e)
-                items = [
-                    read_sample(self.index, i, self.image_size, f) for i, f in zip(indices[part], flips[part])
-                ]
-                x, y, failed = collate_skipping(items)
-                self.fallback_batches += 1
                 del pipe
+                alone = run_alone(partial(self._pipeline, files[part], codes[part]), self._batch)
+                if alone is None:
+                    warn_pil_fallback(e)
+                    pairs = zip(indices[part], flips[part])
+                    x, y, failed = collate_skipping(
+                        [read_sample(self.index, i, self.image_size, f) for i, f in pairs]
+                    )
+                    self.fallback_batches += 1
+                else:
+                    x, y = alone
                 pipe = self._pipeline(files[(b + 1) * bs :], codes[(b + 1) * bs :]) if b + 1 < count else None
             self.read_failures.record(epoch, indices[part], failed, b == count - 1)
             if x is None:
@@ -317,6 +337,19 @@ class DALIImageLoader(FolderIdentity, ShardedLoader):
             b += 1
             yield x.to(self.device), y.to(self.device)
         del pipe
+
+
+def _read_with_pil(paths, image_size):
+    """``(x, ok)`` as :func:`iterate_files` yields them, read with PIL: zeros where it fails."""
+    rows, ok = [], []
+    for path in paths:
+        try:
+            rows.append(load_image(path, image_size))
+            ok.append(True)
+        except Exception:
+            rows.append(torch.zeros(3, image_size, image_size))
+            ok.append(False)
+    return torch.stack(rows), torch.tensor(ok)
 
 
 def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, exact=True):
@@ -330,38 +363,36 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, ex
         return
     device_id = dali_device_id(device)
 
-    def build(start):
+    def build(start, stop=None):
         nonlocal device_id
-        rest = paths[start:]
+        files = paths[start:stop]
 
         def make(dev):
             return image_pipeline(
-                rest, [0] * len(rest), batch_size, image_size, dev, num_threads, True, exact
+                files, [0] * len(files), batch_size, image_size, dev, num_threads, True, exact
             )
 
         device_id, pipe = build_or_cpu(make, device_id)
         return pipe
 
+    def images(outputs):
+        return to_torch(outputs[0], device)
+
     pipe, start = build(0), 0
     while start < len(paths):
-        n = min(batch_size, len(paths) - start)
+        n = min(batch_size, len(paths) - start)  # a short last batch is padded: its first n rows
+        ok = torch.ones(n, dtype=torch.bool)
         try:
-            (images, _) = pipe.run()
-            x, ok = to_torch(images, device)[:n], torch.ones(n, dtype=torch.bool)
+            x = images(pipe.run())[:n]
         except RuntimeError as e:
-            # As the loader does: a DALI that fails on every batch would otherwise make a whole
-            # latent set with PIL's crop under a manifest that says DALI's.
-            warn_pil_fallback(e)
-            rows, ok = [], []
-            for path in paths[start : start + n]:
-                try:
-                    rows.append(load_image(path, image_size))
-                    ok.append(True)
-                except Exception:
-                    rows.append(torch.zeros(3, image_size, image_size))
-                    ok.append(False)
-            x, ok = torch.stack(rows).to(device), torch.tensor(ok)
             del pipe
+            x = run_alone(partial(build, start, start + n), images)
+            if x is None:
+                # As the loader does: a DALI that fails on every batch would otherwise make a
+                # whole latent set with PIL's crop under a manifest that says DALI's.
+                warn_pil_fallback(e)
+                x, ok = _read_with_pil(paths[start : start + n], image_size)
+            x = x[:n].to(device)
             pipe = build(start + n) if start + n < len(paths) else None
         start += n
         yield x, ok

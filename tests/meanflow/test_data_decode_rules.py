@@ -117,6 +117,27 @@ def test_iterate_files_marks_the_files_it_could_not_read(tmp_path, reader):
 
 
 @needs_dali
+def test_iterate_files_gives_pil_only_the_batch_that_fails(tmp_path):
+    """DALI reads ahead: the run of the batch before an unreadable file fails too. That batch is
+    still DALI's decode (latents are made under a manifest that says DALI); only the file's own
+    batch goes to PIL, with one warning."""
+    from meanflow.data.dali_images import iterate_files
+
+    paths = [noisy_png(tmp_path / f"{k}.png", 20 + k, 24) for k in range(6)]
+    dali_alone = [x for x, _ in iterate_files(paths[:4], 16, 2, num_threads=1)]
+    paths[4] = str(tmp_path / "missing.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chunks = list(iterate_files(paths, 16, 2, num_threads=1))
+    assert [str(w.message) for w in caught if "DALI failed" in str(w.message)] == [
+        "DALI failed on a batch (File mapping failed: " + paths[4] + "); decoding it with PIL"
+    ], [str(w.message) for w in caught]
+    assert [ok.tolist() for _, ok in chunks] == [[True, True], [True, True], [False, True]]
+    assert torch.equal(chunks[0][0], dali_alone[0]) and torch.equal(chunks[1][0], dali_alone[1])
+    assert (chunks[2][0][1] - load_image(paths[5], 16)).abs().mean() * 127.5 < 1
+
+
+@needs_dali
 def test_the_dali_loader_refuses_a_name_that_is_not_utf8_before_it_runs():
     files = [os.path.join("a", "ok.jpg"), os.path.join("a", "caf\udce9.jpg")]  # latin-1 bytes on disk
     index = FolderIndex("/data", ["a"], files, np.zeros(2, dtype=np.int64))
@@ -146,7 +167,8 @@ def test_dali_after_a_pil_batch_reads_the_torch_loaders_batches(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pairs = [(a, b) for _, a, b in zip(range(len(dali)), iter(dali), iter(torch_loader))]
-    assert dali.fallback_batches >= 1 and dali.failures == 1 and len(pairs) == 5
+    # One batch to PIL: not also the batch before it, whose run met the removed file read ahead.
+    assert dali.fallback_batches == 1 and dali.failures == 1 and len(pairs) == 5
     for (x, y), (xt, yt) in pairs:
         assert torch.equal(y, yt)
         assert (x - xt).abs().mean(dim=(1, 2, 3)).max() * 127.5 < 3
