@@ -33,7 +33,8 @@ accepted but DALI cannot decode) does not stop training by itself: that batch is
 pipeline over its own files (DALI reads ahead, so the error may be a later batch's), and if it
 fails there too it is decoded with PIL instead, as
 :class:`~meanflow.data.image_folder.TorchImageLoader` reads it (an image PIL cannot read either
-is replaced by another of the same batch, with its label); the pipeline is rebuilt after it. Both loaders count, warn and stop on read failures alike
+is replaced by another of the same batch, with its label); the pipeline is rebuilt after it.
+Both loaders count, warn and stop on read failures alike
 (:class:`~meanflow.data.image_folder.ReadFailureLog`, ``max_read_failures``).
 """
 
