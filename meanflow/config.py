@@ -79,7 +79,10 @@ class LossConfig:
             kwargs = {k: kwargs[k] for k in FLOW_MATCHING_KEYS}
         elif jvp is not None:
             kwargs["jvp"] = jvp
-        return OBJECTIVES[self.objective](**kwargs)
+        try:
+            return OBJECTIVES[self.objective](**kwargs)
+        except (TypeError, ValueError) as e:  # the loss names its keyword; a user typed the key
+            raise type(e)(f"loss.{e}") from None
 
 
 @dataclass

@@ -32,6 +32,14 @@ SET_ASIDE_TWICE = f"{REPORT}::test_lines_set_aside_by_two_resumes_stay_apart_and
 CONFIG_REPORT_MUTANTS = [
     # ------------------------------------------------------------------------ meanflow/config.py
     Mutant(
+        "cfgrep-loss-errors-name-the-keyword",
+        _CONFIG,
+        'raise type(e)(f"loss.{e}") from None',
+        "raise",
+        (CFG_ERR,),
+        "--loss.time_std -1 is refused as 'time_std must be > 0': a keyword the user never typed",
+    ),
+    Mutant(
         "cfgrep-imagenet-keeps-every-5000-steps",
         _CONFIG,
         "keep_every=50_000,",

@@ -22,6 +22,11 @@ from meanflow.config import TrainConfig, parse_args
         (["--data.max_read_failures", "-0.5"], ValueError, r"data.max_read_failures must be .* got -0.5"),
         (["--data.max_read_failures", "nan"], ValueError, r"data.max_read_failures must be .* got nan"),
         (["--model_kwargs.depth", "0"], ValueError, r"model_kwargs: depth must be an int >= 1, got 0"),
+        (["--loss.time_std", "-1"], ValueError, r"^loss.time_std must be > 0, got -1.0$"),
+        (["--loss.tangent_rows", "some"], ValueError, r"^loss.tangent_rows must be 'r_neq_t' or 'all'"),
+        (["--loss.ratio_r_neq_t", "2"], ValueError, r"^loss.ratio_r_neq_t must be a number in \[0.0, 1.0\]"),
+        (["--loss.cfg_t_min", "0.9", "--loss.cfg_t_max", "0.1"], ValueError, r"^loss.cfg_t_min \(0.9\) must"),
+        (["--loss.objective", "flow"], ValueError, r"^loss.objective must be one of"),
         (["--model_kwargs.depht", "3"], TypeError, r"model_kwargs: unknown DiTConfig fields \['depht'\]"),
     ],
 )
