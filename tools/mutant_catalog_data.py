@@ -11,6 +11,7 @@ __all__ = ["DATA_MUTANTS"]
 
 T = "tests/meanflow/"
 LATENTS = (f"{T}test_data_latents.py",)
+LATENT_FAULTS = "tests/faults/test_fault_latent_files.py"
 IMAGES = (f"{T}test_data_images.py",)
 SHARDS = (f"{T}test_data.py", f"{T}test_data_latents.py")
 INTEGRITY = (f"{T}test_data_integrity.py",)
@@ -43,6 +44,38 @@ DATA_MUTANTS = [
         "alone = None",
         (f"{T}test_data_decode_rules.py::test_dali_after_a_pil_batch_reads_the_torch_loaders_batches",),
         "the training loader sends the good batch before an unreadable file to PIL too",
+    ),
+    Mutant(
+        "latents-dali-read-ahead-to-np-load",
+        "meanflow/data/latents.py",
+        "moments = run_alone(partial(self._pipeline, files[part]), self._moments)",
+        "moments = None",
+        (LATENT_FAULTS,),
+        "the batch before a removed latent file, whose run met it read ahead, is read again with a warning",
+    ),
+    Mutant(
+        "latents-removed-file-in-dalis-words",
+        "meanflow/data/latents.py",
+        "moments = torch.stack([torch.from_numpy(load_moments(f)) for f in files[part]])",
+        "raise e",
+        (LATENT_FAULTS,),
+        "a latent file removed mid-run stops the DALI loader with a pipeline dump, not its name",
+    ),
+    Mutant(
+        "latents-damaged-file-unnamed",
+        "meanflow/data/latents.py",
+        "    except (ValueError, EOFError) as e:\n",
+        "    except EOFError as e:\n",
+        (LATENT_FAULTS,),
+        "a damaged latent file stops the run with numpy's words, not the file's name",
+    ),
+    Mutant(
+        "latents-torch-reader-unnamed",
+        "meanflow/data/latents.py",
+        "return torch.from_numpy(load_moments(self.files[i])), i, flip",
+        "return torch.from_numpy(np.load(self.files[i])), i, flip",
+        (LATENT_FAULTS,),
+        "the torch latent loader says a removed or damaged file in numpy's words",
     ),
     Mutant(
         "image-loader-size-unchecked",

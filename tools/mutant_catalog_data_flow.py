@@ -167,8 +167,8 @@ DATA_FLOW_MUTANTS = [
     Mutant(
         "flow-latents-dali-noise-from-batch-0-on-resume",
         _LAT,
-        "yield self._finish(to_torch(moments, self.device), epoch, start + k, indices[part], flips[part])",
-        "yield self._finish(to_torch(moments, self.device), epoch, k, indices[part], flips[part])",
+        "yield self._finish(moments, epoch, start + k, indices[part], flips[part])",
+        "yield self._finish(moments, epoch, k, indices[part], flips[part])",
         (LATENTS,),
         "a DALI run resumed mid-epoch draws the noise of the epoch's first batches again",
     ),

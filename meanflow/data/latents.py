@@ -19,7 +19,9 @@ gives the same batches, and the DALI and the torch loader give identical ones.
 
 :class:`DALILatentLoader` reads the files with DALI's numpy reader (CPU threads; copied to
 the GPU inside the pipeline when ``device`` is cuda); :class:`TorchLatentLoader` is the
-same with a torch DataLoader of ``np.load`` for machines without DALI.
+same with a torch DataLoader of ``np.load`` for machines without DALI. A file removed or
+damaged while a run reads the folder stops both after the batches before it, with an error
+naming the file (:func:`load_moments`).
 
 Provenance: the manifest records the image reader (``dali`` or ``torch``: their crops differ
 slightly) and the VAE's identity (:func:`meanflow.vae.vae_identity`: path, config, weights
@@ -36,6 +38,7 @@ a folder prepared again otherwise is refused (``meanflow/train_state.py``).
 import json
 import os
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -444,16 +447,41 @@ class DALILatentLoader(_LatentLoader):
         self.device_id, pipe = build_or_cpu(build, self.device_id)
         return pipe
 
-    def _epoch(self, epoch, start, indices, flips):
+    def _moments(self, outputs):
         from .dali_images import to_torch
 
+        return to_torch(outputs[0], self.device)
+
+    def _epoch(self, epoch, start, indices, flips):
+        from .dali_images import dali_error_line, run_alone
+
         files = [self.index.files[i] for i in indices]
-        pipe, bs = self._pipeline(files), self.batch_size
-        for k in range(len(files) // bs):
-            (moments,) = pipe.run()
+        pipe, bs, count = self._pipeline(files), self.batch_size, len(files) // self.batch_size
+        for k in range(count):
             part = slice(k * bs, (k + 1) * bs)
-            yield self._finish(to_torch(moments, self.device), epoch, start + k, indices[part], flips[part])
+            try:
+                moments = self._moments(pipe.run())
+            except RuntimeError as e:
+                del pipe
+                moments = run_alone(partial(self._pipeline, files[part]), self._moments)
+                if moments is None:  # this batch's own failure: np.load names a file gone or damaged
+                    moments = torch.stack([torch.from_numpy(load_moments(f)) for f in files[part]])
+                    said = dali_error_line(e)
+                    warnings.warn(f"DALI failed on a batch ({said}); read with np.load", stacklevel=2)
+                pipe = self._pipeline(files[(k + 1) * bs :]) if k + 1 < count else None
+            yield self._finish(moments, epoch, start + k, indices[part], flips[part])
         del pipe
+
+
+def load_moments(path: str) -> np.ndarray:
+    """One image's stored moments; a file gone since the folder was opened is a
+    FileNotFoundError, a damaged one a ValueError, each naming the file."""
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"latent file {path!r} removed since the folder was opened") from None
+    except (ValueError, EOFError) as e:
+        raise ValueError(f"latent file {path!r} cannot be read: {e}") from None
 
 
 class _Files(torch.utils.data.Dataset):
@@ -467,7 +495,7 @@ class _Files(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         i, flip = item
-        return torch.from_numpy(np.load(self.files[i])), i, flip
+        return torch.from_numpy(load_moments(self.files[i])), i, flip
 
 
 class TorchLatentLoader(_LatentLoader):
