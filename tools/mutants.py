@@ -13,7 +13,8 @@ compile is an error to mend, not a kill. The working tree itself is never writte
 whose source text is no longer in its file (the code has moved on) is reported as "does not
 apply", not run.
 
-Verdicts: killed (a test failed, or the tests could not even import the mutated code),
+Verdicts: killed (a test failed, the tests could not even import the mutated code, or a signal
+such as SIGSEGV ended them),
 timeout (counted as killed: the bug hangs the tests), survived (every selected test passed:
 a missing test, or an equivalent mutant), does not apply, error (pytest itself failed, e.g.
 a test path that no longer exists). Before the mutants, each distinct test selection runs
@@ -43,7 +44,9 @@ BUILT_FILES = ("mfkernels/_C*.so", "mfkernels/_C*.pyd")
 # back after it. The CUDA kernels are not rebuilt (no GPU runs the mutants' tests).
 COMPILED_SOURCES = ("csrc/cpu/", "csrc/mfkernels_api.cpp", "csrc/kernels.h")
 # pytest exit codes: 1 tests failed, 2 interrupted or collection errors (the mutated code does
-# not import), 3 internal error, 4 usage error, 5 no tests collected.
+# not import), 3 internal error, 4 usage error, 5 no tests collected. A negative code is a
+# signal that ended the tests (SIGSEGV: the Triton interpreter writing out of bounds on some
+# CPUs, where others fail an assert): the suite fails as surely, so the mutant is killed too.
 KILLED_CODES = (1, 2)
 
 
@@ -122,7 +125,7 @@ def verdict(code: int | None) -> str:
         return "timeout"
     if code == 0:
         return "survived"
-    return "killed" if code in KILLED_CODES else "error"
+    return "killed" if code in KILLED_CODES or code < 0 else "error"
 
 
 def apply(mutant: Mutant, tree: str) -> tuple[bytes | None, str]:
