@@ -12,6 +12,11 @@ __all__ = ["DATA_MUTANTS"]
 T = "tests/meanflow/"
 LATENTS = (f"{T}test_data_latents.py",)
 LATENT_FAULTS = "tests/faults/test_fault_latent_files.py"
+READ_AHEAD = (
+    f"{T}test_data_decode_rules.py::test_iterate_files_gives_pil_only_the_batch_that_fails",
+    f"{T}test_data_decode_rules.py::test_dali_after_a_pil_batch_reads_the_torch_loaders_batches",
+    LATENT_FAULTS,
+)
 IMAGES = (f"{T}test_data_images.py",)
 SHARDS = (f"{T}test_data.py", f"{T}test_data_latents.py")
 INTEGRITY = (f"{T}test_data_integrity.py",)
@@ -22,36 +27,28 @@ MNIST_READS = (f"{T}test_eval_mnist.py::test_a_trainer_reads_and_hashes_its_data
 DATA_MUTANTS = [
     # --------------------------------------------------------------------- meanflow/data/
     Mutant(
-        "dali-iterate-read-ahead-to-pil",
+        "dali-read-ahead-to-fallback",
         "meanflow/data/dali_images.py",
-        "x = run_alone(partial(build, start, start + n), images)",
-        "x = None",
-        (f"{T}test_data_decode_rules.py::test_iterate_files_gives_pil_only_the_batch_that_fails",),
-        "the good batch before an unreadable file gets PIL's crop in latents whose manifest says DALI",
+        "                batch, error = convert(build(start, stop).run()), None\n",
+        "                batch, error = None, e\n",
+        READ_AHEAD,
+        "the good batch before an unreadable file goes to PIL (latents: np.load) too, warned",
     ),
     Mutant(
-        "dali-iterate-rerun-reads-ahead-again",
+        "dali-rerun-reads-ahead-again",
         "meanflow/data/dali_images.py",
-        "x = run_alone(partial(build, start, start + n), images)",
-        "x = run_alone(partial(build, start), images)",
-        (f"{T}test_data_decode_rules.py::test_iterate_files_gives_pil_only_the_batch_that_fails",),
+        "batch, error = convert(build(start, stop).run()), None",
+        "batch, error = convert(build(start, None).run()), None",
+        READ_AHEAD,
         "the batch is run again by a pipeline over the rest of the files, which meets the bad one again",
     ),
     Mutant(
-        "dali-loader-read-ahead-to-pil",
+        "dali-rebuilt-at-the-failed-batch",
         "meanflow/data/dali_images.py",
-        "alone = run_alone(partial(self._pipeline, files[part], codes[part]), self._batch)",
-        "alone = None",
-        (f"{T}test_data_decode_rules.py::test_dali_after_a_pil_batch_reads_the_torch_loaders_batches",),
-        "the training loader sends the good batch before an unreadable file to PIL too",
-    ),
-    Mutant(
-        "latents-dali-read-ahead-to-np-load",
-        "meanflow/data/latents.py",
-        "moments = run_alone(partial(self._pipeline, files[part]), self._moments)",
-        "moments = None",
-        (LATENT_FAULTS,),
-        "the batch before a removed latent file, whose run met it read ahead, is read again with a warning",
+        "pipe = build(stop, None) if k + 1 < count else None",
+        "pipe = build(start, None) if k + 1 < count else None",
+        READ_AHEAD,
+        "after a failed batch the pipeline starts at it again: every later batch is one behind",
     ),
     Mutant(
         "latents-removed-file-in-dalis-words",

@@ -228,8 +228,8 @@ DATA_PATH_MUTANTS = [
         _DALI,
         "            if x is None:\n"
         "                raise ImageReadError(unreadable_batch(self.index, failed))\n"
-        "            b += 1",
-        "            b += 1",
+        "            yield x.to(self.device), y.to(self.device)",
+        "            yield x.to(self.device), y.to(self.device)",
         (f"{FAIL}test_a_batch_of_which_nothing_reads_stops_with_a_clear_error",),
         "the DALI loader's batch of which nothing reads ends in AttributeError on None, naming no file",
     ),

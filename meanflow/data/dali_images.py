@@ -40,7 +40,6 @@ Both loaders count, warn and stop on read failures alike
 
 import os
 import warnings
-from functools import partial
 
 import numpy as np
 import torch
@@ -248,15 +247,26 @@ def dali_error_line(error: Exception) -> str:
     return lines[after if after < len(lines) else -1][:200]
 
 
-def run_alone(build_one_batch, convert):
-    """``convert(outputs)`` of a pipeline over one batch's files alone (``build_one_batch()``),
-    or None when it fails. For the batch a pipeline failed on: DALI reads ahead, so the error
-    may be a later batch's, and a batch that decodes on its own is DALI's to decode, not PIL's."""
-    try:
-        pipe = build_one_batch()
-        return convert(pipe.run())  # while pipe lives: its outputs are its buffers
-    except RuntimeError:
-        return None
+def run_batches(build, count, batch_size, convert):
+    """``(convert(outputs), None)`` for each of ``count`` batches of the pipeline
+    ``build(start, stop)`` over files ``start:stop`` (``stop`` None: to the end), or ``(None,
+    error)`` for a batch DALI cannot read; the caller reads that one otherwise. DALI reads ahead,
+    so a failed run's error may be a later batch's: the batch is run again over its own files
+    alone, and only if it fails there is it the caller's. The pipeline is rebuilt after it."""
+    pipe = build(0, None)
+    for k in range(count):
+        start, stop = k * batch_size, (k + 1) * batch_size
+        try:
+            batch, error = convert(pipe.run()), None  # while pipe lives: its outputs are its buffers
+        except RuntimeError as e:
+            del pipe
+            try:
+                batch, error = convert(build(start, stop).run()), None
+            except RuntimeError:
+                batch, error = None, e
+            pipe = build(stop, None) if k + 1 < count else None
+        yield batch, error
+    del pipe
 
 
 def warn_pil_fallback(error: Exception):
@@ -314,30 +324,25 @@ class DALIImageLoader(FolderIdentity, ShardedLoader):
         files = [self.index.path(i) for i in indices]
         codes = 2 * self.index.labels[indices] + flips
         bs, count = self.batch_size, len(files) // self.batch_size
-        pipe, b = self._pipeline(files, codes), 0
-        while b < count:
+
+        def build(first, stop):
+            return self._pipeline(files[first:stop], codes[first:stop])
+
+        for b, (batch, error) in enumerate(run_batches(build, count, bs, self._batch)):
             part, failed = slice(b * bs, (b + 1) * bs), []
-            try:
-                x, y = self._batch(pipe.run())
-            except RuntimeError as e:
-                del pipe
-                alone = run_alone(partial(self._pipeline, files[part], codes[part]), self._batch)
-                if alone is None:
-                    warn_pil_fallback(e)
-                    pairs = zip(indices[part], flips[part])
-                    x, y, failed = collate_skipping(
-                        [read_sample(self.index, i, self.image_size, f) for i, f in pairs]
-                    )
-                    self.fallback_batches += 1
-                else:
-                    x, y = alone
-                pipe = self._pipeline(files[(b + 1) * bs :], codes[(b + 1) * bs :]) if b + 1 < count else None
+            if error is None:
+                x, y = batch
+            else:
+                warn_pil_fallback(error)
+                pairs = zip(indices[part], flips[part])
+                x, y, failed = collate_skipping(
+                    [read_sample(self.index, i, self.image_size, f) for i, f in pairs]
+                )
+                self.fallback_batches += 1
             self.read_failures.record(epoch, indices[part], failed, b == count - 1)
             if x is None:
                 raise ImageReadError(unreadable_batch(self.index, failed))
-            b += 1
             yield x.to(self.device), y.to(self.device)
-        del pipe
 
 
 def _read_with_pil(paths, image_size):
@@ -364,7 +369,7 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, ex
         return
     device_id = dali_device_id(device)
 
-    def build(start, stop=None):
+    def build(start, stop):
         nonlocal device_id
         files = paths[start:stop]
 
@@ -379,22 +384,14 @@ def iterate_files(paths, image_size, batch_size, device="cpu", num_threads=4, ex
     def images(outputs):
         return to_torch(outputs[0], device)
 
-    pipe, start = build(0), 0
-    while start < len(paths):
-        n = min(batch_size, len(paths) - start)  # a short last batch is padded: its first n rows
+    count = -(-len(paths) // batch_size)  # a short last batch is padded: its first n rows
+    for k, (x, error) in enumerate(run_batches(build, count, batch_size, images)):
+        start = k * batch_size
+        n = min(batch_size, len(paths) - start)
         ok = torch.ones(n, dtype=torch.bool)
-        try:
-            x = images(pipe.run())[:n]
-        except RuntimeError as e:
-            del pipe
-            x = run_alone(partial(build, start, start + n), images)
-            if x is None:
-                # As the loader does: a DALI that fails on every batch would otherwise make a
-                # whole latent set with PIL's crop under a manifest that says DALI's.
-                warn_pil_fallback(e)
-                x, ok = _read_with_pil(paths[start : start + n], image_size)
-            x = x[:n].to(device)
-            pipe = build(start + n) if start + n < len(paths) else None
-        start += n
-        yield x, ok
-    del pipe
+        if error is not None:
+            # As the loader does: a DALI that fails on every batch would otherwise make a whole
+            # latent set with PIL's crop under a manifest that says DALI's.
+            warn_pil_fallback(error)
+            x, ok = _read_with_pil(paths[start : start + n], image_size)
+        yield x[:n].to(device), ok

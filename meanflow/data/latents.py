@@ -38,7 +38,6 @@ a folder prepared again otherwise is refused (``meanflow/train_state.py``).
 import json
 import os
 import warnings
-from functools import partial
 
 import numpy as np
 import torch
@@ -453,24 +452,21 @@ class DALILatentLoader(_LatentLoader):
         return to_torch(outputs[0], self.device)
 
     def _epoch(self, epoch, start, indices, flips):
-        from .dali_images import dali_error_line, run_alone
+        from .dali_images import dali_error_line, run_batches
 
         files = [self.index.files[i] for i in indices]
-        pipe, bs, count = self._pipeline(files), self.batch_size, len(files) // self.batch_size
-        for k in range(count):
+        bs, count = self.batch_size, len(files) // self.batch_size
+
+        def build(first, stop):
+            return self._pipeline(files[first:stop])
+
+        for k, (moments, error) in enumerate(run_batches(build, count, bs, self._moments)):
             part = slice(k * bs, (k + 1) * bs)
-            try:
-                moments = self._moments(pipe.run())
-            except RuntimeError as e:
-                del pipe
-                moments = run_alone(partial(self._pipeline, files[part]), self._moments)
-                if moments is None:  # this batch's own failure: np.load names a file gone or damaged
-                    moments = torch.stack([torch.from_numpy(load_moments(f)) for f in files[part]])
-                    said = dali_error_line(e)
-                    warnings.warn(f"DALI failed on a batch ({said}); read with np.load", stacklevel=2)
-                pipe = self._pipeline(files[(k + 1) * bs :]) if k + 1 < count else None
+            if error is not None:  # this batch's own failure: np.load names a file gone or damaged
+                moments = torch.stack([torch.from_numpy(load_moments(f)) for f in files[part]])
+                said = dali_error_line(error)
+                warnings.warn(f"DALI failed on a batch ({said}); read with np.load", stacklevel=2)
             yield self._finish(moments, epoch, start + k, indices[part], flips[part])
-        del pipe
 
 
 def load_moments(path: str) -> np.ndarray:
